@@ -1,0 +1,64 @@
+//! Fan-out of changes to every dashboard, serialized once.
+//!
+//! The engine publishes each [`Change`] into a `tokio::sync::broadcast` ring; the broadcaster never
+//! waits on a receiver. Each change carries its websocket frame, built lazily by whichever client
+//! needs it first and then shared by reference count: 1,000 clients cost one `serde_json` call.
+//! A receiver that falls behind the ring gets `Lagged` and is resynchronised by its client task —
+//! handled on purpose, never a silent gap.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{json, Value};
+
+use crate::engine::{Change, Snapshot};
+use crate::event::Event;
+
+/// A change as published to clients.
+#[derive(Debug)]
+pub struct Published {
+    pub change: Change,
+    frame: OnceLock<Utf8Bytes>,
+}
+
+impl Published {
+    pub fn new(change: Change) -> Arc<Self> {
+        Arc::new(Self {
+            change,
+            frame: OnceLock::new(),
+        })
+    }
+
+    /// `{"type":"change","seq":N,"previous_state":"ok","event":E}`, serialized once.
+    pub fn frame(&self) -> Utf8Bytes {
+        self.frame
+            .get_or_init(|| {
+                let c = &self.change;
+                json!({
+                    "type": "change",
+                    "seq": c.seq,
+                    "previous_state": c.previous_state,
+                    "event": c.event.to_json_value(),
+                })
+                .to_string()
+                .into()
+            })
+            .clone()
+    }
+}
+
+pub type Receiver = tokio::sync::broadcast::Receiver<Arc<Published>>;
+pub type Sender = tokio::sync::broadcast::Sender<Arc<Published>>;
+
+/// `{"type":"snapshot","seq":S,"events":[E…]}` for the events `keep` accepts.
+pub fn snapshot_frame(snapshot: &Snapshot, keep: impl Fn(&Event) -> bool) -> Utf8Bytes {
+    let events: Vec<Value> = snapshot
+        .events
+        .iter()
+        .filter(|e| keep(e))
+        .map(|e| e.to_json_value())
+        .collect();
+    json!({"type": "snapshot", "seq": snapshot.seq, "events": events})
+        .to_string()
+        .into()
+}

@@ -1,0 +1,110 @@
+//! Command-line and environment configuration.
+//!
+//! Every flag can also be set by an environment variable (`STATECAST_…`), so the same binary is
+//! configured the same way from a shell, systemd or a container. Defaults listen on loopback
+//! only: exposing monitoring data is a decision, not an accident.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "statecast",
+    version,
+    about = "Live Riemann state to browser dashboards over websockets"
+)]
+pub struct Config {
+    /// Riemann protobuf over TCP (Riemann's forwarding stream, riemann-client, collectd): an
+    /// address to listen on, or `off`.
+    #[arg(long, env = "STATECAST_TCP", default_value = "127.0.0.1:5555", value_parser = parse_listen)]
+    pub tcp: Listen,
+
+    /// Riemann protobuf over UDP, one Msg per datagram: an address to listen on, or `off`.
+    #[arg(long, env = "STATECAST_UDP", default_value = "127.0.0.1:5555", value_parser = parse_listen)]
+    pub udp: Listen,
+
+    /// HTTP: dashboard page, websocket /ws, JSON POST /api/event, /metrics.
+    #[arg(long, env = "STATECAST_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+
+    /// The state every (host, service) is assumed to start in; the first event in another state is
+    /// a change (Riemann's `changed-state {:init "ok"}`).
+    #[arg(long, env = "STATECAST_INIT_STATE", default_value = "ok")]
+    pub init_state: String,
+
+    /// Largest Riemann TCP frame accepted, in bytes; a larger announced length gets an error
+    /// reply and the connection is closed.
+    #[arg(long, env = "STATECAST_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Largest UDP datagram accepted, in bytes (Riemann's default); larger ones are dropped and
+    /// counted.
+    #[arg(long, env = "STATECAST_MAX_DATAGRAM_BYTES", default_value_t = 16 * 1024)]
+    pub max_datagram_bytes: usize,
+
+    /// Largest JSON body accepted by POST /api/event, in bytes; larger gets 413.
+    #[arg(long, env = "STATECAST_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Concurrent Riemann TCP connections; past it new connections are closed after a log line.
+    #[arg(long, env = "STATECAST_MAX_TCP_CONNECTIONS", default_value_t = 1024)]
+    pub max_tcp_connections: usize,
+
+    /// Replies a TCP connection may have outstanding before statecast stops reading from it.
+    #[arg(long, env = "STATECAST_MAX_IN_FLIGHT", default_value_t = 8192)]
+    pub max_in_flight: usize,
+
+    /// Concurrent dashboard websockets; past it upgrades get 503 with Retry-After.
+    #[arg(long, env = "STATECAST_MAX_WS_CONNECTIONS", default_value_t = 10_000)]
+    pub max_ws_connections: usize,
+
+    /// Batches queued for the state engine before transports are made to wait (backpressure).
+    #[arg(long, env = "STATECAST_ENGINE_QUEUE", default_value_t = 1024)]
+    pub engine_queue: usize,
+
+    /// Changes buffered for the slowest dashboard before it is resynchronised with a snapshot.
+    #[arg(long, env = "STATECAST_BROADCAST_CAPACITY", default_value_t = 16 * 1024)]
+    pub broadcast_capacity: usize,
+
+    /// Bytes queued for one dashboard before it is resynchronised with a fresh snapshot.
+    #[arg(long, env = "STATECAST_WS_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub ws_queue_bytes: usize,
+
+    /// Resynchronisations a dashboard may need within a minute before it is closed with code
+    /// 1008 ("slow consumer").
+    #[arg(long, env = "STATECAST_WS_MAX_RESYNCS", default_value_t = 3)]
+    pub ws_max_resyncs: u32,
+
+    /// Seconds a single websocket frame write may take before the client is dropped.
+    #[arg(long, env = "STATECAST_WS_WRITE_TIMEOUT", default_value_t = 10)]
+    pub ws_write_timeout_secs: u64,
+
+    /// Seconds between `stats` messages to dashboards.
+    #[arg(long, env = "STATECAST_STATS_INTERVAL", default_value_t = 2.0)]
+    pub stats_interval_secs: f64,
+}
+
+/// A listener address, or `off`.
+pub type Listen = Option<SocketAddr>;
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:5555 (or `off`)"))
+}
+
+impl Config {
+    /// Defaults with every listener on an ephemeral loopback port: what tests and benchmarks use.
+    pub fn ephemeral() -> Self {
+        let mut c = Config::parse_from(["statecast"]);
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        c.tcp = Some(any);
+        c.udp = Some(any);
+        c.http = any;
+        c
+    }
+}

@@ -1,0 +1,281 @@
+//! Events as JSON, in the shape of a Riemann event map as Riemann's HTTP forwarders post it.
+//!
+//! Known keys have known types; every other key is a custom attribute whose value is kept as a
+//! string; `null` means "absent". A request is all or nothing: the first invalid part rejects the
+//! whole body with an error naming what was wrong and at which index, so a script never has half a
+//! batch applied behind its back.
+
+use chrono::DateTime;
+use serde_json::{Map, Value};
+
+use super::convert::state_or_none;
+use crate::event::{Event, Metric};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum JsonError {
+    #[error("body is not valid JSON: {0}")]
+    Syntax(String),
+    #[error("body must be a JSON object or an array of objects, got {0}")]
+    NotObjectOrArray(&'static str),
+    #[error("event at index {index}: {problem}")]
+    Event { index: usize, problem: String },
+}
+
+/// Parses a request body into events. `now_micros` stamps events that carry no `time`.
+pub fn parse_events(body: &[u8], now_micros: i64) -> Result<Vec<Event>, JsonError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| JsonError::Syntax(e.to_string()))?;
+    let items = match value {
+        Value::Array(items) => items,
+        obj @ Value::Object(_) => vec![obj],
+        other => return Err(JsonError::NotObjectOrArray(kind(&other))),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| match item {
+            Value::Object(map) => event_from_map(map, now_micros)
+                .map_err(|problem| JsonError::Event { index, problem }),
+            other => Err(JsonError::Event {
+                index,
+                problem: format!("expected an object, got {}", kind(&other)),
+            }),
+        })
+        .collect()
+}
+
+fn event_from_map(map: Map<String, Value>, now_micros: i64) -> Result<Event, String> {
+    let mut event = Event {
+        time_micros: now_micros,
+        ..Default::default()
+    };
+    for (key, value) in map {
+        if value.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "host" => event.host = Some(string(&key, value)?),
+            "service" => event.service = Some(string(&key, value)?),
+            "state" => event.state = state_or_none(Some(string(&key, value)?)),
+            "description" => event.description = Some(string(&key, value)?),
+            "metric" => event.metric = Some(metric(&value)?),
+            "time" => event.time_micros = time(&value)?,
+            "ttl" => event.ttl = Some(ttl(&value)?),
+            "tags" => event.tags = tags(value)?,
+            _ => {
+                let text = match value {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                event.attributes.push((key, text));
+            }
+        }
+    }
+    Ok(event)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn string(key: &str, v: Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s),
+        other => Err(format!("\"{key}\" must be a string, got {}", kind(&other))),
+    }
+}
+
+fn metric(v: &Value) -> Result<Metric, String> {
+    match v {
+        Value::Number(n) => Ok(match n.as_i64() {
+            Some(i) => Metric::Int(i),
+            // as_f64 is always Some for a number without arbitrary precision.
+            None => Metric::Float(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        other => Err(format!("\"metric\" must be a number, got {}", kind(other))),
+    }
+}
+
+fn ttl(v: &Value) -> Result<f32, String> {
+    match v.as_f64() {
+        Some(t) if t.is_finite() && t >= 0.0 => Ok(t as f32),
+        Some(_) => Err("\"ttl\" must be a non-negative number".to_owned()),
+        None => Err(format!("\"ttl\" must be a number, got {}", kind(v))),
+    }
+}
+
+/// Unix seconds (fractions kept to the microsecond) or an ISO-8601 / RFC 3339 string.
+fn time(v: &Value) -> Result<i64, String> {
+    match v {
+        Value::Number(n) => {
+            let secs = n.as_f64().unwrap_or(f64::NAN);
+            let micros = (secs * 1e6).round();
+            // Beyond ±2^53 µs (~285 years) the value is a mistake, not a timestamp.
+            if micros.is_finite() && micros.abs() < 9.0e15 {
+                Ok(micros as i64)
+            } else {
+                Err(format!("\"time\" {n} is out of range"))
+            }
+        }
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_micros())
+            .map_err(|e| format!("\"time\" {s:?} is not an ISO-8601 time: {e}")),
+        other => Err(format!(
+            "\"time\" must be a number of seconds or an ISO-8601 string, got {}",
+            kind(other)
+        )),
+    }
+}
+
+fn tags(v: Value) -> Result<Vec<String>, String> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| match t {
+                Value::String(s) => Ok(s),
+                other => Err(format!(
+                    "\"tags\"[{i}] must be a string, got {}",
+                    kind(&other)
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "\"tags\" must be an array of strings, got {}",
+            kind(&other)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000_000;
+
+    fn parse(s: &str) -> Result<Vec<Event>, JsonError> {
+        parse_events(s.as_bytes(), NOW)
+    }
+
+    #[test]
+    fn every_field_and_custom_keys() {
+        let events = parse(
+            r#"{"host":"web1","service":"cpu","state":"critical","description":"hot",
+                "metric":0.5,"time":1700000001.25,"ttl":30,"tags":["a","b"],
+                "org":"Production","rack":7,"flag":true}"#,
+        )
+        .unwrap();
+        let e = &events[0];
+        assert_eq!(e.host.as_deref(), Some("web1"));
+        assert_eq!(e.service.as_deref(), Some("cpu"));
+        assert_eq!(e.state.as_deref(), Some("critical"));
+        assert_eq!(e.description.as_deref(), Some("hot"));
+        assert_eq!(e.metric, Some(Metric::Float(0.5)));
+        assert_eq!(e.time_micros, 1_700_000_001_250_000);
+        assert_eq!(e.ttl, Some(30.0));
+        assert_eq!(e.tags, vec!["a", "b"]);
+        assert_eq!(e.attribute("org"), Some("Production"));
+        assert_eq!(e.attribute("rack"), Some("7"));
+        assert_eq!(e.attribute("flag"), Some("true"));
+    }
+
+    #[test]
+    fn integer_metric_iso_time_and_array() {
+        let events =
+            parse(r#"[{"host":"a","metric":3,"time":"2026-11-23T12:00:00.500Z"},{"host":"b"}]"#)
+                .unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].metric, Some(Metric::Int(3)));
+        assert_eq!(events[0].time_micros, 1_795_435_200_500_000);
+        assert_eq!(events[1].time_micros, NOW, "no time means now");
+    }
+
+    #[test]
+    fn nulls_are_ignored_and_empty_state_is_no_state() {
+        let e = &parse(r#"{"host":null,"metric":null,"state":"","org":null}"#).unwrap()[0];
+        assert_eq!(
+            e,
+            &Event {
+                time_micros: NOW,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn each_error_names_the_problem_and_index() {
+        let cases = [
+            ("nope", "body is not valid JSON"),
+            (
+                "42",
+                "body must be a JSON object or an array of objects, got a number",
+            ),
+            (
+                r#"[{}, 1]"#,
+                "event at index 1: expected an object, got a number",
+            ),
+            (
+                r#"[{}, {"host": 1}]"#,
+                "event at index 1: \"host\" must be a string, got a number",
+            ),
+            (
+                r#"{"service": []}"#,
+                "event at index 0: \"service\" must be a string",
+            ),
+            (
+                r#"{"state": false}"#,
+                "event at index 0: \"state\" must be a string",
+            ),
+            (
+                r#"{"description": {}}"#,
+                "event at index 0: \"description\" must be a string",
+            ),
+            (
+                r#"{"metric": "1"}"#,
+                "event at index 0: \"metric\" must be a number, got a string",
+            ),
+            (
+                r#"{"ttl": "1"}"#,
+                "event at index 0: \"ttl\" must be a number",
+            ),
+            (
+                r#"{"ttl": -1}"#,
+                "event at index 0: \"ttl\" must be a non-negative number",
+            ),
+            (
+                r#"{"time": "yesterday"}"#,
+                "event at index 0: \"time\" \"yesterday\" is not an ISO-8601 time",
+            ),
+            (
+                r#"{"time": true}"#,
+                "event at index 0: \"time\" must be a number of seconds or an ISO-8601 string",
+            ),
+            (
+                r#"{"time": 1e300}"#,
+                "event at index 0: \"time\" 1e+300 is out of range",
+            ),
+            (
+                r#"{"tags": "a"}"#,
+                "event at index 0: \"tags\" must be an array of strings",
+            ),
+            (
+                r#"{"tags": ["a", 2]}"#,
+                "event at index 0: \"tags\"[1] must be a string, got a number",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = parse(body).expect_err(body).to_string();
+            assert!(
+                err.starts_with(expected),
+                "{body}: got {err:?}, expected {expected:?}"
+            );
+        }
+    }
+}

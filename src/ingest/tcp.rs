@@ -1,0 +1,299 @@
+//! Riemann protobuf over TCP: the listener and the per-connection pipeline.
+//!
+//! Riemann clients pipeline (the Java client keeps up to 8192 messages in flight and matches
+//! replies FIFO), so each connection runs two halves that overlap: the reader decodes frames and
+//! hands batches to the engine, queueing one reply slot per `Msg` in request order; the writer
+//! waits for each slot in turn and writes replies in batches, flushing only when nothing more is
+//! ready. The reply queue is bounded: a client that never reads replies stops being read.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::convert;
+use super::frame::{self, FrameDecoder};
+use crate::engine::{Ack, EngineHandle};
+use crate::event::now_micros;
+use crate::metrics::Counters;
+use crate::proto::Msg;
+
+/// Replies are written to the socket once this much is buffered, even if more are ready.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Read buffer headroom requested before each read.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+}
+
+/// How long a connection closed for bad input keeps draining the peer's input.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Debug, PartialEq, Eq)]
+enum ReadEnd {
+    /// EOF, a read error, or shutdown.
+    Closed,
+    /// Bad input: an error reply was queued and the connection must close.
+    Fatal,
+}
+
+/// One reply slot, in request order.
+enum Reply {
+    /// Wait for the engine to apply the batch, then answer `ok`.
+    Pending(oneshot::Receiver<Ack>),
+    /// Answer now.
+    Ready(Msg),
+    /// Answer, then close the connection (bad input).
+    Fatal(Msg),
+}
+
+/// Accepts connections until shutdown; each runs in its own task tracked by `tasks`.
+pub async fn serve(
+    listener: TcpListener,
+    config: TcpConfig,
+    engine: EngineHandle,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Usually EMFILE: back off instead of spinning on a hot error.
+                tracing::warn!(%error, "riemann tcp accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            Counters::add(&counters.tcp_refused, 1);
+            tracing::warn!(%peer, limit = config.max_connections, "riemann tcp connection limit reached; closing new connection");
+            drop(socket);
+            continue;
+        };
+        Counters::add(&counters.tcp_connections, 1);
+        let _ = socket.set_nodelay(true);
+        let connection = Connection {
+            config: config.clone(),
+            engine: engine.clone(),
+            counters: Arc::clone(&counters),
+            peer,
+        };
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            connection.run(socket, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+struct Connection {
+    config: TcpConfig,
+    engine: EngineHandle,
+    counters: Arc<Counters>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn run(self, socket: TcpStream, shutdown: CancellationToken) {
+        let (read, write) = socket.into_split();
+        let (replies_tx, replies_rx) = mpsc::channel(self.config.max_in_flight.max(1));
+        let peer = self.peer;
+        let writer = tokio::spawn(write_replies(write, replies_rx, peer));
+        let mut read = read;
+        let ended = self.read_requests(&mut read, replies_tx, shutdown).await;
+        // The reader is done (EOF, bad input or shutdown); the writer answers what is in flight
+        // and then closes.
+        let _ = writer.await;
+        if ended == ReadEnd::Fatal {
+            // Closing a socket with unread input makes the kernel send RST, which can destroy the
+            // error reply before the client reads it. Drain briefly so the client sees why.
+            let mut sink = [0u8; 8192];
+            let _ = tokio::time::timeout(LINGER, async {
+                while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        }
+        tracing::debug!(%peer, "riemann tcp connection closed");
+    }
+
+    async fn read_requests(
+        &self,
+        read: &mut OwnedReadHalf,
+        replies: mpsc::Sender<Reply>,
+        shutdown: CancellationToken,
+    ) -> ReadEnd {
+        let decoder = FrameDecoder::new(self.config.max_frame_bytes);
+        let mut buf = BytesMut::new();
+        loop {
+            loop {
+                let reply = match decoder.decode(&mut buf) {
+                    Ok(Some(body)) => self.handle_frame(body).await,
+                    Ok(None) => break,
+                    Err(error) => {
+                        Counters::add(&self.counters.tcp_bad_frames, 1);
+                        tracing::warn!(peer = %self.peer, %error, "closing riemann tcp connection");
+                        Reply::Fatal(error_msg(error.to_string()))
+                    }
+                };
+                let fatal = matches!(reply, Reply::Fatal(_));
+                if replies.send(reply).await.is_err() {
+                    return ReadEnd::Closed;
+                }
+                if fatal {
+                    return ReadEnd::Fatal;
+                }
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            let read_result = tokio::select! {
+                // Stop taking requests; those already read are still answered.
+                _ = shutdown.cancelled() => return ReadEnd::Closed,
+                r = read.read_buf(&mut buf) => r,
+            };
+            match read_result {
+                Ok(0) => {
+                    if !buf.is_empty() {
+                        tracing::debug!(peer = %self.peer, buffered = buf.len(), "peer disconnected mid-frame");
+                    }
+                    return ReadEnd::Closed;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(peer = %self.peer, %error, "riemann tcp read failed");
+                    return ReadEnd::Closed;
+                }
+            }
+        }
+    }
+
+    async fn handle_frame(&self, body: Bytes) -> Reply {
+        let msg = match Msg::decode(body) {
+            Ok(msg) => msg,
+            Err(error) => {
+                Counters::add(&self.counters.tcp_bad_frames, 1);
+                tracing::warn!(peer = %self.peer, %error, "undecodable riemann msg; closing connection");
+                return Reply::Fatal(error_msg(format!("invalid protobuf Msg: {error}")));
+            }
+        };
+        if msg.query.is_some() {
+            return Reply::Ready(error_msg("queries are not supported yet".to_owned()));
+        }
+        if msg.events.is_empty() {
+            return Reply::Ready(ok_msg());
+        }
+        let now = now_micros();
+        let events = msg
+            .events
+            .into_iter()
+            .map(|e| convert::from_proto(e, now))
+            .collect();
+        match self.engine.submit(events).await {
+            Ok(ack) => Reply::Pending(ack),
+            Err(error) => Reply::Fatal(error_msg(error.to_string())),
+        }
+    }
+}
+
+fn ok_msg() -> Msg {
+    Msg {
+        ok: Some(true),
+        ..Default::default()
+    }
+}
+
+fn error_msg(error: String) -> Msg {
+    Msg {
+        ok: Some(false),
+        error: Some(error),
+        ..Default::default()
+    }
+}
+
+/// Writes replies in request order, batching writes: a flush happens only when the next reply is
+/// not ready yet (or the batch is large), so a pipelining client gets many replies per syscall.
+async fn write_replies(
+    mut write: OwnedWriteHalf,
+    mut replies: mpsc::Receiver<Reply>,
+    peer: SocketAddr,
+) {
+    let mut out = BytesMut::with_capacity(4096);
+    while let Some(mut reply) = replies.recv().await {
+        loop {
+            let (msg, fatal) = match reply {
+                Reply::Ready(msg) => (msg, false),
+                Reply::Fatal(msg) => (msg, true),
+                Reply::Pending(mut ack) => {
+                    let result = match ack.try_recv() {
+                        Ok(result) => result,
+                        Err(oneshot::error::TryRecvError::Empty) => {
+                            // Not applied yet: let the client have what is ready meanwhile.
+                            if !flush(&mut write, &mut out, peer).await {
+                                return;
+                            }
+                            ack.await.unwrap_or(Err(crate::engine::EngineError::Closed))
+                        }
+                        Err(oneshot::error::TryRecvError::Closed) => {
+                            Err(crate::engine::EngineError::Closed)
+                        }
+                    };
+                    match result {
+                        Ok(()) => (ok_msg(), false),
+                        Err(error) => (error_msg(error.to_string()), true),
+                    }
+                }
+            };
+            frame::encode(&msg, &mut out);
+            if fatal {
+                flush(&mut write, &mut out, peer).await;
+                let _ = write.shutdown().await;
+                return;
+            }
+            if out.len() >= WRITE_BATCH_BYTES && !flush(&mut write, &mut out, peer).await {
+                return;
+            }
+            match replies.try_recv() {
+                Ok(next) => reply = next,
+                Err(_) => break,
+            }
+        }
+        if !flush(&mut write, &mut out, peer).await {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+/// Writes out everything buffered; false when the peer is gone.
+async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut, peer: SocketAddr) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let result = write.write_all(out).await;
+    out.clear();
+    match result {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "riemann tcp write failed");
+            false
+        }
+    }
+}

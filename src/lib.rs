@@ -1,0 +1,17 @@
+//! statecast: receives Riemann events, keeps the current state of every (host, service), and pushes
+//! state changes to browser dashboards over websockets.
+//!
+//! Data flows one way: [`ingest`] (tcp, udp, http) decodes into [`event::Event`] batches →
+//! [`engine`] (one owner of the index, change detection, `seq`) → [`broadcast`] (fan-out of
+//! serialized changes) → [`web`] (websocket sessions, pages). [`server`] wires them together.
+
+pub mod broadcast;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod ingest;
+pub mod metrics;
+pub mod proto;
+pub mod query;
+pub mod server;
+pub mod web;

@@ -1,0 +1,120 @@
+//! Riemann's query language: parse once, then test events against the result.
+//!
+//! This module owns the public face ([`Query`], [`ParseError`]) and the input limits; the
+//! pieces behind it are `lexer` (spelling), `parser` (grammar, compiled patterns), `ast` (the
+//! tree and its canonical printed form) and `eval` (what each operator means for an event).
+//!
+//! # The language
+//!
+//! ```text
+//! predicate := primary | 'not' predicate | predicate 'and' predicate | predicate 'or' predicate
+//! primary   := '(' predicate ')' | simple
+//! simple    := 'tagged' STRING | value '=' value | value '!=' value
+//!            | value ('<' | '>' | '<=' | '>=') NUMBER
+//!            | value '=~' STRING | value '~=' STRING | value
+//! value     := true | false | nil | null | NUMBER | STRING | field
+//! ```
+//!
+//! Precedence is `not` > `and` > `or`. Fields are `host service state description metric
+//! metric_f ttl time`; any other identifier (letters, digits, `_ - .`, starting with a letter or
+//! `_`) names a custom attribute, whose values are strings. `nil`/`null` is an absent field.
+//!
+//! Where this differs from Riemann, on purpose: numbers compare by value (`metric = 1` matches
+//! an integer or a float metric), trailing input is an error rather than ignored, `~=` uses Rust
+//! `regex` syntax (no look-around or backreferences), and `=~`/`~=` are false for anything but a
+//! string value.
+//!
+//! The query arrives from the network, so parsing is bounded: at most [`MAX_QUERY_LEN`] bytes,
+//! at most [`MAX_DEPTH`] levels of parentheses and `not`, and each regex at most
+//! [`REGEX_SIZE_LIMIT`] bytes compiled.
+
+mod ast;
+mod eval;
+mod lexer;
+mod parser;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::event::Event;
+
+pub use parser::{MAX_DEPTH, REGEX_SIZE_LIMIT};
+
+/// Longest query text accepted, in bytes.
+pub const MAX_QUERY_LEN: usize = 64 * 1024;
+
+/// A parsed query, ready to test events. Cheap to clone (compiled regexes are shared).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    expr: ast::Expr,
+}
+
+/// Why a query did not parse, and where.
+///
+/// Displays as `<message> at column <column>`, e.g. `expected a value after '=' at column 14`;
+/// for an invalid pattern the detail follows the column: `invalid regex at column 9: unclosed
+/// group`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(&self.message, self.column))]
+pub struct ParseError {
+    /// 1-based character position in the query text of the offending token (the end of the
+    /// input counts as one past the last character).
+    pub column: usize,
+    pub message: String,
+}
+
+/// Messages that carry a detail (`invalid regex: <detail>`) put the column before the detail.
+fn render(message: &str, column: usize) -> String {
+    for head in ["invalid regex", "invalid pattern"] {
+        if let Some(detail) = message
+            .strip_prefix(head)
+            .and_then(|rest| rest.strip_prefix(": "))
+        {
+            return format!("{head} at column {column}: {detail}");
+        }
+    }
+    format!("{message} at column {column}")
+}
+
+impl Query {
+    /// Parses query text. See the module docs for the language and the limits.
+    pub fn parse(input: &str) -> Result<Query, ParseError> {
+        if input.len() > MAX_QUERY_LEN {
+            return Err(ParseError {
+                column: 1,
+                message: format!("query is too long (more than {MAX_QUERY_LEN} bytes)"),
+            });
+        }
+        parser::parse(input).map(|expr| Query { expr })
+    }
+
+    /// Whether `event` satisfies the query.
+    pub fn matches(&self, event: &Event) -> bool {
+        eval::matches(&self.expr, event)
+    }
+
+    /// True for the query `true` (also written `(true)`), which matches every event; callers
+    /// can skip evaluation for it.
+    pub fn is_match_all(&self) -> bool {
+        matches!(self.expr, ast::Expr::Truthy(ast::Value::Bool(true)))
+    }
+}
+
+impl FromStr for Query {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Query::parse(s)
+    }
+}
+
+/// The canonical form: single spaces, `nil` for `null`, `metric` for `metric_f`, strings
+/// re-escaped, parentheses only where the tree has them. It parses back to an equal query.
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.expr)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! Wiring: binds every listener, starts the engine and the transports, and shuts them down in
+//! order on one signal.
+//!
+//! Binding happens before anything is spawned so that a port in use is a clean startup error.
+//! Shutdown is one [`CancellationToken`] every task hears: listeners stop accepting, connections
+//! answer what they already read, websockets close with 1001, and the engine stops last, once the
+//! final handle to it is gone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::engine::{self, EngineConfig};
+use crate::ingest::{tcp, udp};
+use crate::metrics::Counters;
+use crate::web;
+
+/// How long shutdown waits for connections to finish before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for {what} on {addr}: {source}")]
+pub struct StartError {
+    what: &'static str,
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+/// A started server: its bound addresses and the means to stop it.
+pub struct Running {
+    pub tcp_addr: Option<SocketAddr>,
+    pub udp_addr: Option<SocketAddr>,
+    pub http_addr: SocketAddr,
+    pub counters: Arc<Counters>,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Cancelling this token shuts the server down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Signals shutdown and waits until everything has stopped.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.done.await;
+    }
+
+    /// Waits until the server has stopped (after its token is cancelled).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let tcp_listener = match config.tcp {
+        Some(addr) => Some(bind_tcp("riemann tcp", addr).await?),
+        None => None,
+    };
+    let udp_socket = match config.udp {
+        Some(addr) => Some(UdpSocket::bind(addr).await.map_err(|source| StartError {
+            what: "riemann udp",
+            addr,
+            source,
+        })?),
+        None => None,
+    };
+    let http_listener = bind_tcp("http", config.http).await?;
+
+    let tcp_addr = tcp_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let udp_addr = udp_socket.as_ref().and_then(|s| s.local_addr().ok());
+    let http_addr = http_listener.local_addr().unwrap_or(config.http);
+    if let Some(addr) = tcp_addr {
+        tracing::info!(%addr, "riemann tcp listening");
+    }
+    if let Some(addr) = udp_addr {
+        tracing::info!(%addr, "riemann udp listening");
+    }
+    tracing::info!(addr = %http_addr, "http listening (dashboard /, websocket /ws, POST /api/event)");
+
+    let counters = Arc::new(Counters::default());
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let (engine, engine_task) = engine::spawn(
+        EngineConfig {
+            init_state: config.init_state.clone(),
+            queue_capacity: config.engine_queue,
+            broadcast_capacity: config.broadcast_capacity,
+        },
+        Arc::clone(&counters),
+    );
+
+    if let Some(listener) = tcp_listener {
+        let tcp_config = tcp::TcpConfig {
+            max_frame_bytes: config.max_frame_bytes,
+            max_connections: config.max_tcp_connections,
+            max_in_flight: config.max_in_flight,
+        };
+        tasks.spawn(tcp::serve(
+            listener,
+            tcp_config,
+            engine.clone(),
+            Arc::clone(&counters),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+    }
+    if let Some(socket) = udp_socket {
+        tasks.spawn(udp::serve(
+            socket,
+            config.max_datagram_bytes,
+            engine.clone(),
+            Arc::clone(&counters),
+            shutdown.clone(),
+        ));
+    }
+
+    let (stats_tx, stats_rx) = watch::channel(axum::extract::ws::Utf8Bytes::from_static(
+        r#"{"type":"stats","clients":0}"#,
+    ));
+    tasks.spawn(web::stats_ticker(
+        Arc::clone(&counters),
+        Duration::from_secs_f64(config.stats_interval_secs.max(0.05)),
+        stats_tx,
+        shutdown.clone(),
+    ));
+    let app = web::AppState {
+        engine,
+        counters: Arc::clone(&counters),
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+        stats: stats_rx,
+        ws_permits: Arc::new(Semaphore::new(config.max_ws_connections)),
+        ws: web::ws::WsConfig {
+            queue_bytes: config.ws_queue_bytes,
+            max_resyncs: config.ws_max_resyncs,
+            write_timeout: Duration::from_secs(config.ws_write_timeout_secs.max(1)),
+        },
+        max_body_bytes: config.max_body_bytes,
+    };
+    let router = web::router(app);
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(http_listener, router)
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "http server failed");
+        }
+    });
+
+    let done = tokio::spawn(stop_in_order(shutdown.clone(), tasks, engine_task));
+    Ok(Running {
+        tcp_addr,
+        udp_addr,
+        http_addr,
+        counters,
+        shutdown,
+        done,
+    })
+}
+
+async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError { what, addr, source })
+}
+
+async fn stop_in_order(
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    engine_task: tokio::task::JoinHandle<()>,
+) {
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: no new connections, answering what is in flight");
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "connections still open after the grace period; stopping anyway"
+        );
+        return;
+    }
+    // Every engine handle lived in a tracked task; the engine now drains its queue and stops.
+    let _ = engine_task.await;
+    tracing::info!("stopped");
+}

@@ -1,0 +1,65 @@
+//! JSON HTTP endpoints: event ingest and the Prometheus counters.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::AppState;
+use crate::event::now_micros;
+use crate::ingest::json::parse_events;
+use crate::metrics::Counters;
+
+/// `POST /api/event`: one event object or an array; all applied, or none.
+///
+/// Accepted whatever the Content-Type: scripts and Riemann's forwarders are not consistent about
+/// it, and the body's shape is what matters. The 200 is sent once the engine has applied the batch.
+pub async fn post_event(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            Counters::add(&app.counters.http_rejected, 1);
+            let status = rejection.status();
+            let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("body exceeds the {} byte limit", app.max_body_bytes)
+            } else {
+                rejection.body_text()
+            };
+            return error_response(status, error);
+        }
+    };
+    let events = match parse_events(&body, now_micros()) {
+        Ok(events) => events,
+        Err(error) => {
+            Counters::add(&app.counters.http_rejected, 1);
+            return error_response(StatusCode::BAD_REQUEST, error.to_string());
+        }
+    };
+    let accepted = events.len();
+    match app.engine.apply(events).await {
+        Ok(()) => Json(json!({"ok": true, "accepted": accepted})).into_response(),
+        Err(error) => error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+/// `GET /metrics`: counters in Prometheus text format.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.counters.render_prometheus(),
+    )
+        .into_response()
+}
+
+pub fn error_response(status: StatusCode, error: String) -> Response {
+    (status, Json(json!({"ok": false, "error": error}))).into_response()
+}

@@ -1,0 +1,100 @@
+//! HTTP: the dashboard page, the dashboard websocket, JSON ingest and metrics, on one port.
+//!
+//! This module only routes; each endpoint's behaviour lives in its own file.
+
+pub mod api;
+pub mod assets;
+pub mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::engine::EngineHandle;
+use crate::metrics::Counters;
+
+/// tungstenite reads into a 128 KiB buffer by default; dashboards send almost nothing, so a small
+/// one keeps thousands of idle screens cheap.
+const WS_READ_BUFFER: usize = 4 * 1024;
+/// Largest message a dashboard may send (subscriptions are short); larger closes with 1009.
+const WS_MAX_MESSAGE: usize = 64 * 1024;
+
+/// Everything a request handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: EngineHandle,
+    pub counters: Arc<Counters>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+    pub stats: watch::Receiver<Utf8Bytes>,
+    pub ws_permits: Arc<Semaphore>,
+    pub ws: ws::WsConfig,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/ws", get(websocket))
+        .route(
+            "/api/event",
+            post(api::post_event).layer(DefaultBodyLimit::max(app.max_body_bytes)),
+        )
+        .route("/metrics", get(api::metrics))
+        .fallback(get(assets::serve))
+        .with_state(app)
+}
+
+/// `GET /ws`: upgrade to a dashboard session, within the connection limit.
+async fn websocket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let Ok(permit) = Arc::clone(&app.ws_permits).try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            axum::Json(json!({"ok": false, "error": "too many dashboard connections"})),
+        )
+            .into_response();
+    };
+    let tasks = app.tasks.clone();
+    upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(app.ws.queue_bytes.max(WS_MAX_MESSAGE) * 2)
+        .max_message_size(WS_MAX_MESSAGE)
+        .max_frame_size(WS_MAX_MESSAGE)
+        .on_upgrade(move |socket| tasks.track_future(ws::run(socket, app, permit)))
+}
+
+/// Publishes `{"type":"stats",…}` every `interval`, serialized once for every client.
+pub async fn stats_ticker(
+    counters: Arc<Counters>,
+    interval: Duration,
+    tx: watch::Sender<Utf8Bytes>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let frame = json!({
+            "type": "stats",
+            "clients": Counters::get(&counters.ws_clients),
+            "events": Counters::get(&counters.events),
+            "changes": Counters::get(&counters.changes),
+        })
+        .to_string();
+        tx.send_replace(frame.into());
+    }
+}

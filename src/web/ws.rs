@@ -1,0 +1,255 @@
+//! One dashboard websocket: snapshot, then changes, then stats — without ever slowing anyone else.
+//!
+//! Each client runs two tasks. The *writer* owns the socket's sink and drains an outbox; the
+//! *session* owns the subscription, decides what to send and tracks how many bytes the outbox
+//! holds. When a client falls behind (outbox over its byte limit, or its broadcast receiver
+//! lagged), the session stops queueing changes, waits for the outbox to drain and sends a fresh
+//! snapshot instead: the client is resynchronised, never silently deaf. A client that needs that
+//! too often is closed with 1008 "slow consumer".
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::SinkExt;
+use tokio::sync::{broadcast::error::RecvError, mpsc, Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use super::AppState;
+use crate::broadcast::{self, Receiver};
+use crate::metrics::Counters;
+
+/// Close codes (RFC 6455).
+const GOING_AWAY: u16 = 1001;
+const POLICY_VIOLATION: u16 = 1008;
+
+/// The window over which resynchronisations are counted against `ws_max_resyncs`.
+const RESYNC_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    pub queue_bytes: usize,
+    pub max_resyncs: u32,
+    pub write_timeout: Duration,
+}
+
+/// What the session hands the writer.
+enum Outgoing {
+    Frame(Utf8Bytes),
+    Close(u16, &'static str),
+}
+
+/// The writer's queue, with the byte count the session bounds.
+struct Outbox {
+    queued_bytes: AtomicUsize,
+    drained: Notify,
+}
+
+/// Keeps the `clients` count true however the session ends.
+struct ClientGuard(Arc<Counters>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.ws_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn run(socket: WebSocket, app: AppState, _permit: OwnedSemaphorePermit) {
+    Counters::add(&app.counters.ws_clients, 1);
+    let _guard = ClientGuard(Arc::clone(&app.counters));
+    let (sink, stream) = socket.split();
+    let outbox = Arc::new(Outbox {
+        queued_bytes: AtomicUsize::new(0),
+        drained: Notify::new(),
+    });
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_frames(
+        sink,
+        out_rx,
+        Arc::clone(&outbox),
+        app.ws.write_timeout,
+    ));
+    let session = Session {
+        app,
+        outbox,
+        out_tx,
+        resyncs: VecDeque::new(),
+    };
+    session.run(stream, writer).await;
+}
+
+struct Session {
+    app: AppState,
+    outbox: Arc<Outbox>,
+    /// Unbounded as a channel, bounded in bytes by [`Session::queue`].
+    out_tx: mpsc::UnboundedSender<Outgoing>,
+    /// When recent resynchronisations happened, to enforce `max_resyncs` per window.
+    resyncs: VecDeque<Instant>,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut stream: futures_util::stream::SplitStream<WebSocket>,
+        mut writer: tokio::task::JoinHandle<()>,
+    ) {
+        let Some(mut changes) = self.subscribe().await else {
+            return;
+        };
+        let mut stats = self.app.stats.clone();
+        let mut stats_open = true;
+        // While lagging, changes are not queued; the receiver is dropped and renewed with a
+        // fresh snapshot once the outbox drains.
+        let mut lagging = false;
+        let shutdown = self.app.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.close(GOING_AWAY, "server shutting down");
+                    break;
+                }
+                _ = &mut writer => return,
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    // Pongs are answered by tungstenite itself; client text is not used yet.
+                    Some(Ok(_)) => {}
+                },
+                received = changes.recv(), if !lagging => match received {
+                    Ok(published) => {
+                        if !self.queue(published.frame()) {
+                            lagging = true;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => lagging = true,
+                    Err(RecvError::Closed) => {
+                        self.close(GOING_AWAY, "server shutting down");
+                        break;
+                    }
+                },
+                _ = self.outbox.drained.notified(), if lagging => {
+                    if self.outbox.queued_bytes.load(Ordering::Acquire) > 0 {
+                        continue;
+                    }
+                    if !self.allow_resync() {
+                        Counters::add(&self.app.counters.ws_slow_closed, 1);
+                        self.close(POLICY_VIOLATION, "slow consumer");
+                        break;
+                    }
+                    Counters::add(&self.app.counters.ws_resyncs, 1);
+                    match self.subscribe().await {
+                        Some(fresh) => changes = fresh,
+                        None => break,
+                    }
+                    lagging = false;
+                },
+                changed = stats.changed(), if stats_open => match changed {
+                    Ok(()) => {
+                        let frame = stats.borrow_and_update().clone();
+                        // Stats are only a heartbeat: skip them for a client that is behind.
+                        if !lagging && !self.queue(frame) {
+                            lagging = true;
+                        }
+                    }
+                    Err(_) => stats_open = false,
+                },
+            }
+        }
+        // Let the writer deliver the close frame (bounded by its write timeout), then stop.
+        drop(self.out_tx);
+        let _ = tokio::time::timeout(self.app.ws.write_timeout, &mut writer).await;
+        writer.abort();
+    }
+
+    /// Takes a snapshot and subscription from the engine and queues the snapshot.
+    async fn subscribe(&mut self) -> Option<Receiver> {
+        let sub = self.app.engine.subscribe().await.ok()?;
+        let frame = broadcast::snapshot_frame(&sub.snapshot, |_| true);
+        self.push(frame);
+        Some(sub.changes)
+    }
+
+    /// Queues a frame unless the outbox is over its byte limit; false means "fell behind".
+    fn queue(&mut self, frame: Utf8Bytes) -> bool {
+        let queued = self.outbox.queued_bytes.load(Ordering::Acquire);
+        if queued + frame.len() > self.app.ws.queue_bytes && queued > 0 {
+            return false;
+        }
+        self.push(frame);
+        true
+    }
+
+    fn push(&mut self, frame: Utf8Bytes) {
+        self.outbox
+            .queued_bytes
+            .fetch_add(frame.len(), Ordering::AcqRel);
+        let _ = self.out_tx.send(Outgoing::Frame(frame));
+    }
+
+    fn close(&mut self, code: u16, reason: &'static str) {
+        let _ = self.out_tx.send(Outgoing::Close(code, reason));
+    }
+
+    /// Records a resynchronisation; false when the client has needed too many lately.
+    fn allow_resync(&mut self) -> bool {
+        let now = Instant::now();
+        while self
+            .resyncs
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESYNC_WINDOW)
+        {
+            self.resyncs.pop_front();
+        }
+        if self.resyncs.len() >= self.app.ws.max_resyncs as usize {
+            return false;
+        }
+        self.resyncs.push_back(now);
+        true
+    }
+}
+
+/// Drains the outbox into the socket, several frames per flush; each write is bounded by
+/// `write_timeout` so a peer that stopped reading cannot hold the task forever.
+async fn write_frames(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    outbox: Arc<Outbox>,
+    write_timeout: Duration,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut written = 0usize;
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Frame(frame) => {
+                    written += frame.len();
+                    let fed = tokio::time::timeout(write_timeout, sink.feed(Message::Text(frame)));
+                    if !matches!(fed.await, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                Outgoing::Close(code, reason) => {
+                    let close = Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    }));
+                    let _ = tokio::time::timeout(write_timeout, sink.send(close)).await;
+                    return;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if !matches!(
+            tokio::time::timeout(write_timeout, sink.flush()).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        let before = outbox.queued_bytes.fetch_sub(written, Ordering::AcqRel);
+        if before == written {
+            outbox.drained.notify_one();
+        }
+    }
+}
