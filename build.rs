@@ -5,6 +5,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/riemann.proto");
+    // The dashboard is embedded with include_dir, which cannot tell cargo about its inputs.
+    println!("cargo:rerun-if-changed=static");
     let descriptors = protox::compile(["proto/riemann.proto"], ["proto"])?;
     prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
