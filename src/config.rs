@@ -33,6 +33,15 @@ pub struct Config {
     #[arg(long, env = "STATECAST_INIT_STATE", default_value = "ok")]
     pub init_state: String,
 
+    /// Seconds an event stays in the index when it carries no TTL (Riemann's `default-ttl`);
+    /// after `time + ttl` it expires, which is a change to state "expired".
+    #[arg(long, env = "STATECAST_DEFAULT_TTL", default_value_t = 60.0)]
+    pub default_ttl: f64,
+
+    /// Seconds between looks for expired events.
+    #[arg(long, env = "STATECAST_REAP_INTERVAL", default_value_t = 5.0)]
+    pub reap_interval: f64,
+
     /// Largest Riemann TCP frame accepted, in bytes; a larger announced length gets an error
     /// reply and the connection is closed.
     #[arg(long, env = "STATECAST_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]

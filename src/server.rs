@@ -92,6 +92,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (engine, engine_task) = engine::spawn(
         EngineConfig {
             init_state: config.init_state.clone(),
+            default_ttl_secs: config.default_ttl,
+            reap_interval: Duration::from_secs_f64(config.reap_interval.max(0.01)),
             queue_capacity: config.engine_queue,
             broadcast_capacity: config.broadcast_capacity,
         },

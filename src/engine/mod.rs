@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use state::{Change, Snapshot};
+pub use state::{Change, Snapshot, EXPIRED};
 
 use crate::broadcast::{Published, Receiver, Sender};
-use crate::event::Event;
+use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 
 /// How many commands the engine takes per wake-up: amortises the channel cost under load
@@ -33,10 +33,17 @@ pub enum EngineError {
 /// What a batch's acknowledgement carries.
 pub type Ack = Result<(), EngineError>;
 
-/// A snapshot and the live stream that continues it.
+/// A snapshot and the live stream of changes that continues it.
 pub struct Subscription {
     pub snapshot: Snapshot,
     pub changes: Receiver,
+}
+
+/// A snapshot and the live stream of every index update (not just changes) that continues it:
+/// what Riemann's own `/index?subscribe=true` streams.
+pub struct UpdatesSubscription {
+    pub snapshot: Snapshot,
+    pub updates: broadcast::Receiver<Arc<Event>>,
 }
 
 enum Command {
@@ -47,11 +54,21 @@ enum Command {
     Subscribe {
         reply: oneshot::Sender<Subscription>,
     },
+    SubscribeUpdates {
+        reply: oneshot::Sender<UpdatesSubscription>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub init_state: String,
+    /// TTL for events that carry none, in seconds.
+    pub default_ttl_secs: f64,
+    /// How often expired entries are looked for.
+    pub reap_interval: std::time::Duration,
     /// Batches waiting for the engine before senders are made to wait.
     pub queue_capacity: usize,
     /// Changes buffered for the slowest dashboard before it must resynchronise.
@@ -97,9 +114,38 @@ impl EngineHandle {
 
     /// A snapshot and the changes after it.
     pub async fn subscribe(&self) -> Result<Subscription, EngineError> {
+        self.request(|reply| Command::Subscribe { reply }).await
+    }
+
+    /// A snapshot and every index update after it.
+    pub async fn subscribe_updates(&self) -> Result<UpdatesSubscription, EngineError> {
+        self.request(|reply| Command::SubscribeUpdates { reply })
+            .await
+    }
+
+    /// Every indexed event, as of now.
+    pub async fn snapshot(&self) -> Result<Snapshot, EngineError> {
+        self.request(|reply| Command::Snapshot { reply }).await
+    }
+
+    /// Queues a snapshot request behind everything already queued (so it sees those batches
+    /// applied) and returns where the snapshot will arrive.
+    pub async fn request_snapshot(&self) -> Result<oneshot::Receiver<Snapshot>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Subscribe { reply })
+            .send(Command::Snapshot { reply })
+            .await
+            .map_err(|_| EngineError::Closed)?;
+        Ok(rx)
+    }
+
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(command(reply))
             .await
             .map_err(|_| EngineError::Closed)?;
         rx.await.map_err(|_| EngineError::Closed)
@@ -114,43 +160,112 @@ pub fn spawn(
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let (changes_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
-    let engine = state::Engine::new(config.init_state);
-    let task = tokio::spawn(run(engine, rx, changes_tx, counters));
+    let (updates_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
+    let engine = state::Engine::new(config.init_state, config.default_ttl_secs);
+    let owner = Owner {
+        engine,
+        changes_tx,
+        updates_tx,
+        counters,
+        changes: Vec::new(),
+        indexed: Vec::new(),
+    };
+    let task = tokio::spawn(owner.run(rx, config.reap_interval));
     (EngineHandle { tx }, task)
 }
 
-async fn run(
-    mut engine: state::Engine,
-    mut rx: mpsc::Receiver<Command>,
+/// The task's state: the state machine plus where its output goes.
+struct Owner {
+    engine: state::Engine,
     changes_tx: Sender,
+    updates_tx: broadcast::Sender<Arc<Event>>,
     counters: Arc<Counters>,
-) {
-    let mut commands = Vec::with_capacity(COMMANDS_PER_WAKE);
-    let mut changes = Vec::new();
-    while rx.recv_many(&mut commands, COMMANDS_PER_WAKE).await > 0 {
-        for command in commands.drain(..) {
-            match command {
-                Command::Apply { events, ack } => {
-                    Counters::add(&counters.events, events.len() as u64);
-                    engine.apply(events, &mut changes);
-                    Counters::add(&counters.changes, changes.len() as u64);
-                    for change in changes.drain(..) {
-                        // No receivers is fine: nobody is watching.
-                        let _ = changes_tx.send(Published::new(change));
+    /// Scratch buffers, reused across batches.
+    changes: Vec<Change>,
+    indexed: Vec<Arc<Event>>,
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, reap_interval: std::time::Duration) {
+        let mut commands = Vec::with_capacity(COMMANDS_PER_WAKE);
+        let mut reap =
+            tokio::time::interval(reap_interval.max(std::time::Duration::from_millis(10)));
+        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = rx.recv_many(&mut commands, COMMANDS_PER_WAKE) => {
+                    if received == 0 {
+                        break;
                     }
-                    if let Some(ack) = ack {
-                        // The sender may have gone (client disconnected): nothing to tell.
-                        let _ = ack.send(Ok(()));
+                    for command in commands.drain(..) {
+                        self.handle(command);
                     }
                 }
-                Command::Subscribe { reply } => {
-                    let _ = reply.send(Subscription {
-                        changes: changes_tx.subscribe(),
-                        snapshot: engine.snapshot(),
-                    });
+                _ = reap.tick() => self.expire(now_micros()),
+            }
+        }
+        tracing::debug!(
+            keys = self.engine.len(),
+            seq = self.engine.seq(),
+            "engine stopped"
+        );
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Apply { events, ack } => {
+                Counters::add(&self.counters.events, events.len() as u64);
+                // Only collect index updates when someone watches them.
+                let watch_updates = self.updates_tx.receiver_count() > 0;
+                self.engine.apply(
+                    events,
+                    &mut self.changes,
+                    watch_updates.then_some(&mut self.indexed),
+                );
+                for event in self.indexed.drain(..) {
+                    let _ = self.updates_tx.send(event);
                 }
+                self.publish_changes();
+                if let Some(ack) = ack {
+                    // The sender may have gone (client disconnected): nothing to tell.
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Command::Subscribe { reply } => {
+                let _ = reply.send(Subscription {
+                    changes: self.changes_tx.subscribe(),
+                    snapshot: self.engine.snapshot(),
+                });
+            }
+            Command::SubscribeUpdates { reply } => {
+                let _ = reply.send(UpdatesSubscription {
+                    updates: self.updates_tx.subscribe(),
+                    snapshot: self.engine.snapshot(),
+                });
+            }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.engine.snapshot());
             }
         }
     }
-    tracing::debug!(keys = engine.len(), seq = engine.seq(), "engine stopped");
+
+    fn expire(&mut self, now: i64) {
+        if self.engine.expire(now, &mut self.changes) == 0 {
+            return;
+        }
+        if self.updates_tx.receiver_count() > 0 {
+            for change in &self.changes {
+                let _ = self.updates_tx.send(Arc::clone(&change.event));
+            }
+        }
+        self.publish_changes();
+    }
+
+    fn publish_changes(&mut self) {
+        Counters::add(&self.counters.changes, self.changes.len() as u64);
+        for change in self.changes.drain(..) {
+            // No receivers is fine: nobody is watching.
+            let _ = self.changes_tx.send(Published::new(change));
+        }
+    }
 }

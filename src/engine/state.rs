@@ -8,8 +8,14 @@
 //! state starts at the init state; an event whose state differs is a change. Events without a
 //! state update the index (metric, description, time) but keep the key's last state and are never
 //! a change — collectd sends metrics that way, and they must not flap a dashboard.
+//!
+//! Expiry: every indexed event expires at `time + ttl` (the server's default TTL when the event
+//! has none). Expiry times are kept ordered, so a tick that finds nothing due costs one lookup.
+//! An expired key that had a state stays indexed in state `"expired"` (a change from its last
+//! state, with `previous_state` set) until it reports again — what went silent is exactly what a
+//! dashboard must keep showing. A key that never had a state is simply dropped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::event::{Event, EventKey};
@@ -22,9 +28,12 @@ pub struct Change {
     pub previous_state: String,
     /// The event that caused the change, as now indexed.
     pub event: Arc<Event>,
+    /// The event it replaced, if the key was indexed: a filtered watcher needs it to see a
+    /// service leave its filter.
+    pub previous: Option<Arc<Event>>,
 }
 
-/// Every indexed event that has a state, valid exactly at `seq`.
+/// Every indexed event (with or without a state), valid exactly at `seq`.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub seq: u64,
@@ -36,21 +45,32 @@ struct Entry {
     /// The latest event for the key; its `state` is the key's current state (carried forward
     /// from earlier events when the latest one had none).
     event: Arc<Event>,
+    /// When the entry expires (µs since the epoch); `None` once it has expired.
+    expires_at: Option<i64>,
 }
+
+/// The state given to an entry whose TTL ran out.
+pub const EXPIRED: &str = "expired";
 
 #[derive(Debug)]
 pub struct Engine {
     init_state: String,
+    default_ttl_micros: i64,
     index: HashMap<EventKey, Entry>,
+    /// (expires_at, key) for every live entry, ordered so the reaper only looks at what is due.
+    expiry: BTreeSet<(i64, EventKey)>,
     /// Last assigned `seq`; 0 before the first change.
     seq: u64,
 }
 
 impl Engine {
-    pub fn new(init_state: impl Into<String>) -> Self {
+    /// `default_ttl_secs` applies to events that carry no TTL (Riemann's `default-ttl`).
+    pub fn new(init_state: impl Into<String>, default_ttl_secs: f64) -> Self {
         Self {
             init_state: init_state.into(),
+            default_ttl_micros: secs_to_micros(default_ttl_secs),
             index: HashMap::new(),
+            expiry: BTreeSet::new(),
             seq: 0,
         }
     }
@@ -69,62 +89,139 @@ impl Engine {
         self.index.is_empty()
     }
 
-    /// Applies a batch in order, appending its changes to `changes`.
-    pub fn apply(&mut self, events: Vec<Event>, changes: &mut Vec<Change>) {
+    /// Applies a batch in order, appending its changes to `changes` and, when asked, every
+    /// newly indexed event to `indexed` (for watchers of all index updates).
+    pub fn apply(
+        &mut self,
+        events: Vec<Event>,
+        changes: &mut Vec<Change>,
+        mut indexed: Option<&mut Vec<Arc<Event>>>,
+    ) {
         for event in events {
-            if let Some(change) = self.apply_one(event) {
+            let (event, change) = self.apply_one(event);
+            if let Some(indexed) = indexed.as_deref_mut() {
+                indexed.push(event);
+            }
+            if let Some(change) = change {
                 changes.push(change);
             }
         }
     }
 
-    fn apply_one(&mut self, mut event: Event) -> Option<Change> {
+    fn apply_one(&mut self, mut event: Event) -> (Arc<Event>, Option<Change>) {
         let key = event.key();
-        let current = self.index.get(&key).and_then(|e| e.event.state.clone());
-        let previous_state = current.unwrap_or_else(|| self.init_state.clone());
+        let old = self.index.remove(&key);
+        if let Some(at) = old.as_ref().and_then(|o| o.expires_at) {
+            self.expiry.remove(&(at, key.clone()));
+        }
+        let previous = old.map(|o| o.event);
+        let current = previous.as_ref().and_then(|e| e.state.clone());
         let changed = match &event.state {
-            Some(state) => *state != previous_state,
+            Some(state) => current.as_deref().unwrap_or(&self.init_state) != state,
             None => {
                 // Keep the key's last real state (if any) so the index never "forgets" a
                 // critical just because a metric-only update arrived.
-                event.state = self.index.get(&key).and_then(|e| e.event.state.clone());
+                event.state.clone_from(&current);
                 false
             }
         };
+        let ttl = event
+            .ttl
+            .map_or(self.default_ttl_micros, |t| secs_to_micros(f64::from(t)));
+        let expires_at = event.time_micros.saturating_add(ttl);
+        self.expiry.insert((expires_at, key.clone()));
         let event = Arc::new(event);
         self.index.insert(
             key,
             Entry {
                 event: Arc::clone(&event),
+                expires_at: Some(expires_at),
             },
         );
         if !changed {
-            return None;
+            return (event, None);
         }
-        self.seq += 1;
-        Some(Change {
-            seq: self.seq,
-            previous_state,
-            event,
-        })
+        let change = self.next_change(current, Arc::clone(&event), previous);
+        (event, Some(change))
     }
 
-    /// Every indexed event that has a state, as of now.
+    fn next_change(
+        &mut self,
+        current: Option<String>,
+        event: Arc<Event>,
+        previous: Option<Arc<Event>>,
+    ) -> Change {
+        self.seq += 1;
+        Change {
+            seq: self.seq,
+            previous_state: current.unwrap_or_else(|| self.init_state.clone()),
+            event,
+            previous,
+        }
+    }
+
+    /// Expires every entry due at or before `now_micros`, appending the resulting changes.
+    /// Returns how many entries expired.
+    pub fn expire(&mut self, now_micros: i64, changes: &mut Vec<Change>) -> usize {
+        let mut expired = 0;
+        while let Some((at, _)) = self.expiry.first() {
+            if *at > now_micros {
+                break;
+            }
+            let Some((_, key)) = self.expiry.pop_first() else {
+                break;
+            };
+            expired += 1;
+            let Some(entry) = self.index.remove(&key) else {
+                continue;
+            };
+            let Some(state) = entry.event.state.clone() else {
+                // Never had a state: nothing to tell anyone, just forget it.
+                continue;
+            };
+            let mut tombstone = (*entry.event).clone();
+            tombstone.state = Some(EXPIRED.to_owned());
+            tombstone.time_micros = now_micros;
+            let tombstone = Arc::new(tombstone);
+            self.index.insert(
+                key,
+                Entry {
+                    event: Arc::clone(&tombstone),
+                    expires_at: None,
+                },
+            );
+            if state != EXPIRED {
+                let change = self.next_change(Some(state), tombstone, Some(entry.event));
+                changes.push(change);
+            }
+        }
+        expired
+    }
+
+    /// When the next entry expires, if any.
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.expiry.first().map(|(at, _)| *at)
+    }
+
+    /// Every indexed event, as of now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             seq: self.seq,
-            events: self
-                .index
-                .values()
-                .filter(|e| e.event.state.is_some())
-                .map(|e| Arc::clone(&e.event))
-                .collect(),
+            events: self.index.values().map(|e| Arc::clone(&e.event)).collect(),
         }
     }
 
     /// The indexed event for a key, if any.
     pub fn get(&self, key: &EventKey) -> Option<&Arc<Event>> {
         self.index.get(key).map(|e| &e.event)
+    }
+}
+
+fn secs_to_micros(secs: f64) -> i64 {
+    if secs.is_finite() && secs > 0.0 {
+        (secs * 1e6).min(i64::MAX as f64) as i64
+    } else {
+        0
     }
 }
 
@@ -143,7 +240,7 @@ mod tests {
 
     fn apply(engine: &mut Engine, events: Vec<Event>) -> Vec<Change> {
         let mut changes = Vec::new();
-        engine.apply(events, &mut changes);
+        engine.apply(events, &mut changes, None);
         changes
     }
 
@@ -162,7 +259,7 @@ mod tests {
 
     #[test]
     fn first_ok_is_not_a_change_first_critical_is() {
-        let mut e = Engine::new("ok");
+        let mut e = Engine::new("ok", 60.0);
         assert!(apply(&mut e, vec![ev("a", "cpu", Some("ok"))]).is_empty());
         let c = apply(&mut e, vec![ev("b", "cpu", Some("critical"))]);
         assert_eq!(summary(&c), vec![(1, "ok".into(), "critical".into())]);
@@ -170,7 +267,7 @@ mod tests {
 
     #[test]
     fn ok_critical_critical_ok() {
-        let mut e = Engine::new("ok");
+        let mut e = Engine::new("ok", 60.0);
         let c = apply(
             &mut e,
             vec![
@@ -192,14 +289,14 @@ mod tests {
 
     #[test]
     fn init_state_is_configurable() {
-        let mut e = Engine::new("unknown");
+        let mut e = Engine::new("unknown", 60.0);
         let c = apply(&mut e, vec![ev("a", "cpu", Some("ok"))]);
         assert_eq!(summary(&c), vec![(1, "unknown".into(), "ok".into())]);
     }
 
     #[test]
     fn same_state_still_updates_the_index() {
-        let mut e = Engine::new("ok");
+        let mut e = Engine::new("ok", 60.0);
         let mut first = ev("a", "cpu", Some("warning"));
         first.description = Some("old".into());
         let mut second = ev("a", "cpu", Some("warning"));
@@ -211,12 +308,13 @@ mod tests {
 
     #[test]
     fn stateless_events_are_indexed_never_a_change_and_keep_the_state() {
-        let mut e = Engine::new("ok");
+        let mut e = Engine::new("ok", 60.0);
         assert!(apply(&mut e, vec![ev("a", "load", None)]).is_empty());
         assert_eq!(e.len(), 1);
-        assert!(
-            e.snapshot().events.is_empty(),
-            "no state, not in the snapshot"
+        assert_eq!(
+            e.snapshot().events[0].state,
+            None,
+            "indexed without a state"
         );
 
         apply(&mut e, vec![ev("a", "cpu", Some("critical"))]);
@@ -233,7 +331,7 @@ mod tests {
 
     #[test]
     fn absent_host_or_service_is_its_own_key() {
-        let mut e = Engine::new("ok");
+        let mut e = Engine::new("ok", 60.0);
         let no_host = Event {
             service: Some("cpu".into()),
             state: Some("critical".into()),
@@ -250,7 +348,7 @@ mod tests {
 
     #[test]
     fn snapshot_is_valid_at_the_last_seq() {
-        let mut e = Engine::new("ok");
+        let mut e = Engine::new("ok", 60.0);
         let batch = (0..200)
             .map(|i| ev(&format!("h{i}"), "cpu", Some("critical")))
             .collect();
@@ -274,8 +372,79 @@ mod tests {
                 )
             })
             .collect();
-        let mut a = Engine::new("ok");
-        let mut b = Engine::new("ok");
+        let mut a = Engine::new("ok", 60.0);
+        let mut b = Engine::new("ok", 60.0);
         assert_eq!(apply(&mut a, input.clone()), apply(&mut b, input));
+    }
+
+    fn at(host: &str, state: Option<&str>, time_s: i64, ttl: Option<f32>) -> Event {
+        Event {
+            time_micros: time_s * 1_000_000,
+            ttl,
+            ..ev(host, "svc", state)
+        }
+    }
+
+    #[test]
+    fn expiry_at_time_plus_ttl_is_a_change_to_expired() {
+        let mut e = Engine::new("ok", 60.0);
+        apply(
+            &mut e,
+            vec![
+                at("a", Some("critical"), 100, Some(10.0)),
+                at("b", Some("ok"), 100, None),
+            ],
+        );
+        let mut changes = Vec::new();
+        assert_eq!(e.expire(109_999_999, &mut changes), 0, "not due yet");
+        assert_eq!(e.next_expiry(), Some(110_000_000));
+        assert_eq!(e.expire(110_000_000, &mut changes), 1);
+        assert_eq!(
+            summary(&changes),
+            vec![(2, "critical".into(), "expired".into())]
+        );
+        assert_eq!(
+            changes[0].previous.as_ref().unwrap().state.as_deref(),
+            Some("critical")
+        );
+        assert_eq!(changes[0].event.time_micros, 110_000_000);
+        // b uses the default TTL of 60 s.
+        changes.clear();
+        assert_eq!(e.expire(159_000_000, &mut changes), 0);
+        assert_eq!(e.expire(160_000_000, &mut changes), 1);
+        assert_eq!(summary(&changes), vec![(3, "ok".into(), "expired".into())]);
+        assert_eq!(e.next_expiry(), None, "nothing left to expire");
+        assert_eq!(e.len(), 2, "expired keys stay visible");
+    }
+
+    #[test]
+    fn a_newer_event_pushes_expiry_out() {
+        let mut e = Engine::new("ok", 60.0);
+        apply(&mut e, vec![at("a", Some("warning"), 100, Some(10.0))]);
+        apply(&mut e, vec![at("a", Some("warning"), 105, Some(10.0))]);
+        let mut changes = Vec::new();
+        assert_eq!(e.expire(110_000_000, &mut changes), 0);
+        assert_eq!(e.expire(115_000_000, &mut changes), 1);
+        assert_eq!(changes.len(), 1);
+    }
+
+    #[test]
+    fn an_expired_key_that_reports_again_changes_from_expired() {
+        let mut e = Engine::new("ok", 60.0);
+        apply(&mut e, vec![at("a", Some("ok"), 100, Some(1.0))]);
+        let mut changes = Vec::new();
+        e.expire(200_000_000, &mut changes);
+        let c = apply(&mut e, vec![at("a", Some("ok"), 201, Some(1.0))]);
+        assert_eq!(summary(&c), vec![(2, "expired".into(), "ok".into())]);
+    }
+
+    #[test]
+    fn stateless_entries_expire_silently() {
+        let mut e = Engine::new("ok", 60.0);
+        apply(&mut e, vec![at("a", None, 100, Some(1.0))]);
+        let mut changes = Vec::new();
+        assert_eq!(e.expire(101_000_000, &mut changes), 1);
+        assert!(changes.is_empty());
+        assert!(e.is_empty());
     }
 }

@@ -20,10 +20,11 @@ use tokio_util::task::TaskTracker;
 
 use super::convert;
 use super::frame::{self, FrameDecoder};
-use crate::engine::{Ack, EngineHandle};
+use crate::engine::{Ack, EngineError, EngineHandle, Snapshot};
 use crate::event::now_micros;
 use crate::metrics::Counters;
 use crate::proto::Msg;
+use crate::query::Query;
 
 /// Replies are written to the socket once this much is buffered, even if more are ready.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -52,6 +53,8 @@ enum ReadEnd {
 enum Reply {
     /// Wait for the engine to apply the batch, then answer `ok`.
     Pending(oneshot::Receiver<Ack>),
+    /// Answer a query once the engine's snapshot (taken after every earlier batch) arrives.
+    Query(oneshot::Receiver<Snapshot>, Query),
     /// Answer now.
     Ready(Msg),
     /// Answer, then close the connection (bad input).
@@ -194,21 +197,35 @@ impl Connection {
                 return Reply::Fatal(error_msg(format!("invalid protobuf Msg: {error}")));
             }
         };
-        if msg.query.is_some() {
-            return Reply::Ready(error_msg("queries are not supported yet".to_owned()));
+        let query = match msg.query.map(|q| q.string.unwrap_or_default()) {
+            // A bad query is the client's mistake, not a protocol error: answer and carry on.
+            Some(text) => match Query::parse(&text) {
+                Ok(query) => Some(query),
+                Err(error) => return Reply::Ready(error_msg(format!("parse error: {error}"))),
+            },
+            None => None,
+        };
+        let mut ack = None;
+        if !msg.events.is_empty() {
+            let now = now_micros();
+            let events = msg
+                .events
+                .into_iter()
+                .map(|e| convert::from_proto(e, now))
+                .collect();
+            match self.engine.submit(events).await {
+                Ok(rx) => ack = Some(rx),
+                Err(error) => return Reply::Fatal(error_msg(error.to_string())),
+            }
         }
-        if msg.events.is_empty() {
-            return Reply::Ready(ok_msg());
-        }
-        let now = now_micros();
-        let events = msg
-            .events
-            .into_iter()
-            .map(|e| convert::from_proto(e, now))
-            .collect();
-        match self.engine.submit(events).await {
-            Ok(ack) => Reply::Pending(ack),
-            Err(error) => Reply::Fatal(error_msg(error.to_string())),
+        match (query, ack) {
+            // The snapshot is queued behind this Msg's events, so it includes them.
+            (Some(query), _) => match self.engine.request_snapshot().await {
+                Ok(snapshot) => Reply::Query(snapshot, query),
+                Err(error) => Reply::Fatal(error_msg(error.to_string())),
+            },
+            (None, Some(ack)) => Reply::Pending(ack),
+            (None, None) => Reply::Ready(ok_msg()),
         }
     }
 }
@@ -241,23 +258,17 @@ async fn write_replies(
             let (msg, fatal) = match reply {
                 Reply::Ready(msg) => (msg, false),
                 Reply::Fatal(msg) => (msg, true),
-                Reply::Pending(mut ack) => {
-                    let result = match ack.try_recv() {
-                        Ok(result) => result,
-                        Err(oneshot::error::TryRecvError::Empty) => {
-                            // Not applied yet: let the client have what is ready meanwhile.
-                            if !flush(&mut write, &mut out, peer).await {
-                                return;
-                            }
-                            ack.await.unwrap_or(Err(crate::engine::EngineError::Closed))
-                        }
-                        Err(oneshot::error::TryRecvError::Closed) => {
-                            Err(crate::engine::EngineError::Closed)
-                        }
-                    };
-                    match result {
-                        Ok(()) => (ok_msg(), false),
-                        Err(error) => (error_msg(error.to_string()), true),
+                Reply::Pending(ack) => match wait(ack, &mut write, &mut out, peer).await {
+                    Some(Ok(Ok(()))) => (ok_msg(), false),
+                    Some(Ok(Err(error))) => (error_msg(error.to_string()), true),
+                    Some(Err(_)) => (error_msg(EngineError::Closed.to_string()), true),
+                    None => return,
+                },
+                Reply::Query(snapshot, query) => {
+                    match wait(snapshot, &mut write, &mut out, peer).await {
+                        Some(Ok(snapshot)) => (query_result(&snapshot, &query), false),
+                        Some(Err(_)) => (error_msg(EngineError::Closed.to_string()), true),
+                        None => return,
                     }
                 }
             };
@@ -280,6 +291,41 @@ async fn write_replies(
         }
     }
     let _ = write.shutdown().await;
+}
+
+/// Waits for a reply slot's result. If it is not ready yet, whatever is buffered is sent first
+/// so the client is not kept waiting for replies that are ready. `None` when the peer is gone.
+async fn wait<T>(
+    mut rx: oneshot::Receiver<T>,
+    write: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+    peer: SocketAddr,
+) -> Option<Result<T, oneshot::error::RecvError>> {
+    match rx.try_recv() {
+        Ok(value) => return Some(Ok(value)),
+        Err(oneshot::error::TryRecvError::Closed) => {
+            return Some(rx.await);
+        }
+        Err(oneshot::error::TryRecvError::Empty) => {}
+    }
+    if !flush(write, out, peer).await {
+        return None;
+    }
+    Some(rx.await)
+}
+
+/// Riemann's answer to a query: `ok` and every matching indexed event.
+fn query_result(snapshot: &Snapshot, query: &Query) -> Msg {
+    Msg {
+        ok: Some(true),
+        events: snapshot
+            .events
+            .iter()
+            .filter(|e| query.matches(e))
+            .map(|e| convert::to_proto(e))
+            .collect(),
+        ..Default::default()
+    }
 }
 
 /// Writes out everything buffered; false when the peer is gone.

@@ -48,6 +48,29 @@ pub async fn post_event(
     }
 }
 
+/// `GET /api/state?query=Q`: the matching indexed events as a JSON array (default: all).
+pub async fn state(
+    State(app): State<AppState>,
+    axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
+) -> Response {
+    let filter = match super::ws::parse_filter(params.query.as_deref()) {
+        Ok(filter) => filter,
+        Err(error) => return error_response(StatusCode::BAD_REQUEST, error),
+    };
+    match app.engine.snapshot().await {
+        Ok(snapshot) => {
+            let events: Vec<serde_json::Value> = snapshot
+                .events
+                .iter()
+                .filter(|e| filter.as_ref().is_none_or(|q| q.matches(e)))
+                .map(|e| e.to_json_value())
+                .collect();
+            Json(events).into_response()
+        }
+        Err(error) => error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
 /// `GET /metrics`: counters in Prometheus text format.
 pub async fn metrics(State(app): State<AppState>) -> Response {
     (

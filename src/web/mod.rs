@@ -4,13 +4,14 @@
 
 pub mod api;
 pub mod assets;
+pub mod index;
 pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query as UrlQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,29 +50,61 @@ pub fn router(app: AppState) -> Router {
             "/api/event",
             post(api::post_event).layer(DefaultBodyLimit::max(app.max_body_bytes)),
         )
+        .route("/api/state", get(api::state))
+        .route("/index", get(index::index))
         .route("/metrics", get(api::metrics))
         .fallback(get(assets::serve))
         .with_state(app)
 }
 
-/// `GET /ws`: upgrade to a dashboard session, within the connection limit.
-async fn websocket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    let Ok(permit) = Arc::clone(&app.ws_permits).try_acquire_owned() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            axum::Json(json!({"ok": false, "error": "too many dashboard connections"})),
-        )
-            .into_response();
+/// URL parameters shared by the subscription endpoints.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SubscribeParams {
+    pub query: Option<String>,
+    pub subscribe: Option<String>,
+}
+
+/// `GET /ws?query=Q`: upgrade to a dashboard session, within the connection limit.
+async fn websocket(
+    State(app): State<AppState>,
+    UrlQuery(params): UrlQuery<SubscribeParams>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let filter = match ws::parse_filter(params.query.as_deref()) {
+        Ok(filter) => filter,
+        Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
+    };
+    let Some(permit) = ws_permit(&app) else {
+        return too_many_websockets();
     };
     let tasks = app.tasks.clone();
+    configure(upgrade, &app)
+        .on_upgrade(move |socket| tasks.track_future(ws::run(socket, app, filter, permit)))
+}
+
+/// A websocket slot, or the 503 that tells the client to come back later.
+pub fn ws_permit(app: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    Arc::clone(&app.ws_permits).try_acquire_owned().ok()
+}
+
+/// The answer to an upgrade past the websocket connection limit.
+pub fn too_many_websockets() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        axum::Json(json!({"ok": false, "error": "too many dashboard connections"})),
+    )
+        .into_response()
+}
+
+/// Small buffers and bounded messages for every websocket we accept.
+pub fn configure(upgrade: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
     upgrade
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(app.ws.queue_bytes.max(WS_MAX_MESSAGE) * 2)
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
-        .on_upgrade(move |socket| tasks.track_future(ws::run(socket, app, permit)))
 }
 
 /// Publishes `{"type":"stats",…}` every `interval`, serialized once for every client.

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::AppState;
 use crate::broadcast::{self, Receiver};
 use crate::metrics::Counters;
+use crate::query::Query;
 
 /// Close codes (RFC 6455).
 const GOING_AWAY: u16 = 1001;
@@ -57,7 +58,12 @@ impl Drop for ClientGuard {
     }
 }
 
-pub async fn run(socket: WebSocket, app: AppState, _permit: OwnedSemaphorePermit) {
+pub async fn run(
+    socket: WebSocket,
+    app: AppState,
+    filter: Option<Query>,
+    _permit: OwnedSemaphorePermit,
+) {
     Counters::add(&app.counters.ws_clients, 1);
     let _guard = ClientGuard(Arc::clone(&app.counters));
     let (sink, stream) = socket.split();
@@ -77,6 +83,7 @@ pub async fn run(socket: WebSocket, app: AppState, _permit: OwnedSemaphorePermit
         outbox,
         out_tx,
         resyncs: VecDeque::new(),
+        filter,
     };
     session.run(stream, writer).await;
 }
@@ -88,6 +95,8 @@ struct Session {
     out_tx: mpsc::UnboundedSender<Outgoing>,
     /// When recent resynchronisations happened, to enforce `max_resyncs` per window.
     resyncs: VecDeque<Instant>,
+    /// The client's subscription query; `None` is everything.
+    filter: Option<Query>,
 }
 
 impl Session {
@@ -114,12 +123,23 @@ impl Session {
                 _ = &mut writer => return,
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                    // Pongs are answered by tungstenite itself; client text is not used yet.
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(query) = self.client_request(&text) {
+                            // A new filter starts over with a fresh snapshot at a new seq.
+                            self.filter = query;
+                            match self.subscribe().await {
+                                Some(fresh) => changes = fresh,
+                                None => break,
+                            }
+                            lagging = false;
+                        }
+                    }
+                    // Pings are answered by tungstenite itself.
                     Some(Ok(_)) => {}
                 },
                 received = changes.recv(), if !lagging => match received {
                     Ok(published) => {
-                        if !self.queue(published.frame()) {
+                        if self.wants(&published.change) && !self.queue(published.frame()) {
                             lagging = true;
                         }
                     }
@@ -166,9 +186,51 @@ impl Session {
     /// Takes a snapshot and subscription from the engine and queues the snapshot.
     async fn subscribe(&mut self) -> Option<Receiver> {
         let sub = self.app.engine.subscribe().await.ok()?;
-        let frame = broadcast::snapshot_frame(&sub.snapshot, |_| true);
+        let filter = self.filter.as_ref();
+        let frame = broadcast::snapshot_frame(&sub.snapshot, |e| {
+            e.state.is_some() && filter.is_none_or(|q| q.matches(e))
+        });
         self.push(frame);
         Some(sub.changes)
+    }
+
+    /// A change is delivered when the event before or after it matches the filter, so a
+    /// watcher also sees a service leave its slice.
+    fn wants(&self, change: &crate::engine::Change) -> bool {
+        let Some(filter) = &self.filter else {
+            return true;
+        };
+        filter.matches(&change.event)
+            || change
+                .previous
+                .as_deref()
+                .is_some_and(|p| filter.matches(p))
+    }
+
+    /// Handles a client message. Returns the new filter when the client (re)subscribed;
+    /// anything unusable is answered with an error frame and changes nothing.
+    fn client_request(&mut self, text: &str) -> Option<Option<Query>> {
+        let request: ClientRequest = match serde_json::from_str(text) {
+            Ok(request) => request,
+            Err(error) => {
+                self.send_error(format!("cannot read message: {error}"));
+                return None;
+            }
+        };
+        match request {
+            ClientRequest::Subscribe { query } => match parse_filter(query.as_deref()) {
+                Ok(filter) => Some(filter),
+                Err(error) => {
+                    self.send_error(error);
+                    None
+                }
+            },
+        }
+    }
+
+    fn send_error(&mut self, error: String) {
+        let frame = serde_json::json!({"type": "error", "error": error}).to_string();
+        self.push(frame.into());
     }
 
     /// Queues a frame unless the outbox is over its byte limit; false means "fell behind".
@@ -207,6 +269,26 @@ impl Session {
         }
         self.resyncs.push_back(now);
         true
+    }
+}
+
+/// Messages a dashboard may send.
+#[derive(serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientRequest {
+    /// `{"type":"subscribe","query":"state != \"ok\""}`; no query means everything.
+    Subscribe { query: Option<String> },
+}
+
+/// Parses a subscription query; `true` (or none) is "no filter".
+pub fn parse_filter(query: Option<&str>) -> Result<Option<Query>, String> {
+    match query.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => match Query::parse(text) {
+            Ok(q) if q.is_match_all() => Ok(None),
+            Ok(q) => Ok(Some(q)),
+            Err(error) => Err(format!("parse error: {error}")),
+        },
     }
 }
 

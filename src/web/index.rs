@@ -1,0 +1,176 @@
+//! Riemann-compatible `/index`: what riemann-dash and Riemann's websocket clients speak.
+//!
+//! `GET /index?subscribe=true&query=Q` as a websocket sends every matching indexed event as one
+//! JSON text frame each, then every later matching index update (not only changes). Without
+//! `subscribe=true` it closes after the snapshot. As a plain GET it is a server-sent event stream
+//! (`data: <json>\n\n`), snapshot then live. The subscription is taken together with the snapshot,
+//! so nothing falls between them (Riemann itself has a race there).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Query as UrlQuery, Request, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, Stream};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{api, AppState, SubscribeParams};
+use crate::event::Event;
+use crate::query::Query;
+
+pub async fn index(
+    State(app): State<AppState>,
+    UrlQuery(params): UrlQuery<SubscribeParams>,
+    request: Request,
+) -> Response {
+    let filter = match super::ws::parse_filter(params.query.as_deref()) {
+        Ok(filter) => filter,
+        Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
+    };
+    let subscribe = params.subscribe.as_deref() == Some("true");
+    let (mut parts, _body) = request.into_parts();
+    let is_upgrade = parts
+        .headers
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !is_upgrade {
+        return sse(app, filter).await;
+    }
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &app).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let Some(permit) = super::ws_permit(&app) else {
+        return super::too_many_websockets();
+    };
+    let tasks = app.tasks.clone();
+    super::configure(upgrade, &app).on_upgrade(move |socket| {
+        tasks.track_future(async move {
+            stream_websocket(socket, app, filter, subscribe).await;
+            drop(permit);
+        })
+    })
+}
+
+fn keep(filter: &Option<Query>, event: &Event) -> bool {
+    filter.as_ref().is_none_or(|q| q.matches(event))
+}
+
+async fn stream_websocket(
+    mut socket: WebSocket,
+    app: AppState,
+    filter: Option<Query>,
+    subscribe: bool,
+) {
+    let Ok(mut sub) = app.engine.subscribe_updates().await else {
+        return;
+    };
+    let timeout = app.ws.write_timeout;
+    loop {
+        for event in sub.snapshot.events.iter().filter(|e| keep(&filter, e)) {
+            let frame = Message::Text(event.to_json_value().to_string().into());
+            if !matches!(
+                tokio::time::timeout(timeout, socket.feed(frame)).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+        }
+        if !matches!(
+            tokio::time::timeout(timeout, socket.flush()).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        if !subscribe {
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        // Live updates until the client goes, the server stops, or the client falls behind
+        // (then it is resent the index, which Riemann clients treat as updates).
+        loop {
+            tokio::select! {
+                _ = app.shutdown.cancelled() => {
+                    let close = CloseFrame { code: 1001, reason: "server shutting down".into() };
+                    let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(close)))).await;
+                    return;
+                }
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                },
+                update = sub.updates.recv() => match update {
+                    Ok(event) => {
+                        if keep(&filter, &event) {
+                            let frame = Message::Text(event.to_json_value().to_string().into());
+                            if !matches!(tokio::time::timeout(timeout, socket.send(frame)).await, Ok(Ok(()))) {
+                                return;
+                            }
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+        match app.engine.subscribe_updates().await {
+            Ok(fresh) => sub = fresh,
+            Err(_) => return,
+        }
+    }
+}
+
+async fn sse(app: AppState, filter: Option<Query>) -> Response {
+    let sub = match app.engine.subscribe_updates().await {
+        Ok(sub) => sub,
+        Err(error) => {
+            return api::error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+        }
+    };
+    let filter = Arc::new(filter);
+    let shutdown = app.shutdown.clone();
+    let snapshot: Vec<Arc<Event>> = sub
+        .snapshot
+        .events
+        .into_iter()
+        .filter(|e| keep(&filter, e))
+        .collect();
+    let stream = sse_stream(snapshot, sub.updates, filter, shutdown);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn sse_stream(
+    snapshot: Vec<Arc<Event>>,
+    updates: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    filter: Arc<Option<Query>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let snapshot = futures_util::stream::iter(snapshot);
+    let live = futures_util::stream::unfold(
+        (updates, filter, shutdown),
+        |(mut updates, filter, shutdown)| async move {
+            loop {
+                let update = tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    update = updates.recv() => update,
+                };
+                match update {
+                    Ok(event) if keep(&filter, &event) => {
+                        return Some((event, (updates, filter, shutdown)))
+                    }
+                    Ok(_) => {}
+                    // A stream has no resync message: the client reconnects and gets the index.
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    futures_util::StreamExt::map(futures_util::StreamExt::chain(snapshot, live), |event| {
+        Ok(SseEvent::default().data(event.to_json_value().to_string()))
+    })
+}
