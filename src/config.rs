@@ -89,6 +89,29 @@ pub struct Config {
     #[arg(long, env = "STATECAST_WS_WRITE_TIMEOUT", default_value_t = 10)]
     pub ws_write_timeout_secs: u64,
 
+    /// Seconds between websocket pings; a dashboard that does not answer within
+    /// `--ws-pong-timeout` is closed (finds dead peers, e.g. a laptop that went to sleep).
+    #[arg(long, env = "STATECAST_WS_PING", default_value_t = 25.0)]
+    pub ws_ping: f64,
+
+    /// Seconds a dashboard has to answer a ping.
+    #[arg(long, env = "STATECAST_WS_PONG_TIMEOUT", default_value_t = 10.0)]
+    pub ws_pong_timeout: f64,
+
+    /// Regex (matched in full) of browser origins allowed to open websockets; `{{host}}` stands
+    /// for the request's Host. Default: same origin only.
+    #[arg(long, env = "STATECAST_ALLOWED_ORIGIN")]
+    pub allowed_origin: Option<String>,
+
+    /// Shared secret required as `Authorization: Bearer` on POST /api/event.
+    #[arg(long, env = "STATECAST_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+
+    /// Shared secret required for /ws, /index, /api/state and /api/history (as `Authorization:
+    /// Bearer` or `?token=`; the dashboard passes its own `?token=` on).
+    #[arg(long, env = "STATECAST_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub dashboard_token: Option<String>,
+
     /// Seconds between `stats` messages to dashboards.
     #[arg(long, env = "STATECAST_STATS_INTERVAL", default_value_t = 2.0)]
     pub stats_interval_secs: f64,

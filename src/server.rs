@@ -25,11 +25,15 @@ use crate::web;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen for {what} on {addr}: {source}")]
-pub struct StartError {
-    what: &'static str,
-    addr: SocketAddr,
-    source: std::io::Error,
+pub enum StartError {
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A started server: its bound addresses and the means to stop it.
@@ -61,16 +65,23 @@ impl Running {
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    if let Some(pattern) = &config.allowed_origin {
+        web::access::validate_origin_pattern(pattern).map_err(StartError::Config)?;
+    }
     let tcp_listener = match config.tcp {
         Some(addr) => Some(bind_tcp("riemann tcp", addr).await?),
         None => None,
     };
     let udp_socket = match config.udp {
-        Some(addr) => Some(UdpSocket::bind(addr).await.map_err(|source| StartError {
-            what: "riemann udp",
-            addr,
-            source,
-        })?),
+        Some(addr) => Some(
+            UdpSocket::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    what: "riemann udp",
+                    addr,
+                    source,
+                })?,
+        ),
         None => None,
     };
     let http_listener = bind_tcp("http", config.http).await?;
@@ -145,7 +156,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             queue_bytes: config.ws_queue_bytes,
             max_resyncs: config.ws_max_resyncs,
             write_timeout: Duration::from_secs(config.ws_write_timeout_secs.max(1)),
+            ping_interval: Duration::from_secs_f64(config.ws_ping.max(0.05)),
+            pong_timeout: Duration::from_secs_f64(config.ws_pong_timeout.max(0.05)),
         },
+        access: Arc::new(web::access::AccessConfig {
+            allowed_origin: config.allowed_origin.clone(),
+            ingest_token: config.ingest_token.clone(),
+            dashboard_token: config.dashboard_token.clone(),
+        }),
         max_body_bytes: config.max_body_bytes,
     };
     let router = web::router(app);
@@ -173,7 +191,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError { what, addr, source })
+        .map_err(|source| StartError::Listen { what, addr, source })
 }
 
 async fn stop_in_order(

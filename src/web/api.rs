@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -19,8 +19,13 @@ use crate::metrics::Counters;
 /// it, and the body's shape is what matters. The 200 is sent once the engine has applied the batch.
 pub async fn post_event(
     State(app): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Err(denied) = app.access.check_ingest(&headers) {
+        Counters::add(&app.counters.http_rejected, 1);
+        return denied.into_response();
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -52,7 +57,14 @@ pub async fn post_event(
 pub async fn state(
     State(app): State<AppState>,
     axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
+    headers: HeaderMap,
 ) -> Response {
+    if let Err(denied) = app
+        .access
+        .check_dashboard(&headers, params.token.as_deref())
+    {
+        return denied.into_response();
+    }
     let filter = match super::ws::parse_filter(params.query.as_deref()) {
         Ok(filter) => filter,
         Err(error) => return error_response(StatusCode::BAD_REQUEST, error),

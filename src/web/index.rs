@@ -32,6 +32,9 @@ pub async fn index(
     };
     let subscribe = params.subscribe.as_deref() == Some("true");
     let (mut parts, _body) = request.into_parts();
+    if let Err(denied) = app.admit_dashboard(&parts.headers, &params) {
+        return denied.into_response();
+    }
     let is_upgrade = parts
         .headers
         .get(axum::http::header::UPGRADE)

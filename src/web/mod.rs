@@ -2,6 +2,7 @@
 //!
 //! This module only routes; each endpoint's behaviour lives in its own file.
 
+pub mod access;
 pub mod api;
 pub mod assets;
 pub mod index;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Query as UrlQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub stats: watch::Receiver<Utf8Bytes>,
     pub ws_permits: Arc<Semaphore>,
     pub ws: ws::WsConfig,
+    pub access: Arc<access::AccessConfig>,
     pub max_body_bytes: usize,
 }
 
@@ -62,14 +64,32 @@ pub fn router(app: AppState) -> Router {
 pub struct SubscribeParams {
     pub query: Option<String>,
     pub subscribe: Option<String>,
+    pub token: Option<String>,
+}
+
+impl AppState {
+    /// Token and origin checks for a dashboard websocket upgrade.
+    pub fn admit_dashboard(
+        &self,
+        headers: &HeaderMap,
+        params: &SubscribeParams,
+    ) -> Result<(), access::Denied> {
+        self.access
+            .check_dashboard(headers, params.token.as_deref())?;
+        self.access.check_origin(headers)
+    }
 }
 
 /// `GET /ws?query=Q`: upgrade to a dashboard session, within the connection limit.
 async fn websocket(
     State(app): State<AppState>,
     UrlQuery(params): UrlQuery<SubscribeParams>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if let Err(denied) = app.admit_dashboard(&headers, &params) {
+        return denied.into_response();
+    }
     let filter = match ws::parse_filter(params.query.as_deref()) {
         Ok(filter) => filter,
         Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),

@@ -35,11 +35,14 @@ pub struct WsConfig {
     pub queue_bytes: usize,
     pub max_resyncs: u32,
     pub write_timeout: Duration,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
 }
 
 /// What the session hands the writer.
 enum Outgoing {
     Frame(Utf8Bytes),
+    Ping,
     Close(u16, &'static str),
 }
 
@@ -114,6 +117,14 @@ impl Session {
         // fresh snapshot once the outbox drains.
         let mut lagging = false;
         let shutdown = self.app.shutdown.clone();
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + self.app.ws.ping_interval,
+            self.app.ws.ping_interval,
+        );
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set when a ping is out and nothing has been heard since; reaching it means the peer
+        // is gone (a pulled cable never sends a FIN).
+        let mut pong_deadline: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -121,9 +132,19 @@ impl Session {
                     break;
                 }
                 _ = &mut writer => return,
+                _ = ping.tick() => {
+                    let _ = self.out_tx.send(Outgoing::Ping);
+                    pong_deadline.get_or_insert(Instant::now() + self.app.ws.pong_timeout);
+                }
+                _ = sleep_until_some(pong_deadline) => {
+                    tracing::debug!("dashboard did not answer a ping; closing");
+                    self.close(POLICY_VIOLATION, "ping timeout");
+                    break;
+                }
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                     Some(Ok(Message::Text(text))) => {
+                        pong_deadline = None;
                         if let Some(query) = self.client_request(&text) {
                             // A new filter starts over with a fresh snapshot at a new seq.
                             self.filter = query;
@@ -134,8 +155,8 @@ impl Session {
                             lagging = false;
                         }
                     }
-                    // Pings are answered by tungstenite itself.
-                    Some(Ok(_)) => {}
+                    // Any sign of life counts as an answer; pings are answered by tungstenite.
+                    Some(Ok(_)) => pong_deadline = None,
                 },
                 received = changes.recv(), if !lagging => match received {
                     Ok(published) => {
@@ -272,6 +293,14 @@ impl Session {
     }
 }
 
+/// Pending forever when there is no deadline.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Messages a dashboard may send.
 #[derive(serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -308,6 +337,15 @@ async fn write_frames(
                 Outgoing::Frame(frame) => {
                     written += frame.len();
                     let fed = tokio::time::timeout(write_timeout, sink.feed(Message::Text(frame)));
+                    if !matches!(fed.await, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                Outgoing::Ping => {
+                    let fed = tokio::time::timeout(
+                        write_timeout,
+                        sink.feed(Message::Ping(Default::default())),
+                    );
                     if !matches!(fed.await, Ok(Ok(()))) {
                         return;
                     }
