@@ -50,15 +50,22 @@ impl Published {
 pub type Receiver = tokio::sync::broadcast::Receiver<Arc<Published>>;
 pub type Sender = tokio::sync::broadcast::Sender<Arc<Published>>;
 
-/// `{"type":"snapshot","seq":S,"events":[E…]}` for the events `keep` accepts.
-pub fn snapshot_frame(snapshot: &Snapshot, keep: impl Fn(&Event) -> bool) -> Utf8Bytes {
+/// `{"type":"snapshot","seq":S,"epoch":E,"reset":R,"events":[…]}` for the events `keep`
+/// accepts. `reset` tells a client that asked to resume (or fell behind) that it missed
+/// changes and must replace its view.
+pub fn snapshot_frame(
+    snapshot: &Snapshot,
+    epoch: &str,
+    reset: bool,
+    keep: impl Fn(&Event) -> bool,
+) -> Utf8Bytes {
     let events: Vec<Value> = snapshot
         .events
         .iter()
         .filter(|e| keep(e))
         .map(|e| e.to_json_value())
         .collect();
-    json!({"type": "snapshot", "seq": snapshot.seq, "events": events})
+    json!({"type": "snapshot", "seq": snapshot.seq, "epoch": epoch, "reset": reset, "events": events})
         .to_string()
         .into()
 }

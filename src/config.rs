@@ -42,6 +42,23 @@ pub struct Config {
     #[arg(long, env = "STATECAST_REAP_INTERVAL", default_value_t = 5.0)]
     pub reap_interval: f64,
 
+    /// Directory of the embedded database (index and transition history), created if missing;
+    /// `off` keeps everything in memory only (nothing survives a restart; resume always resets).
+    #[arg(long, env = "STATECAST_DATA_DIR", default_value = "./statecast-data")]
+    pub data_dir: String,
+
+    /// Transitions kept in history at most (oldest pruned first).
+    #[arg(
+        long,
+        env = "STATECAST_HISTORY_MAX_CHANGES",
+        default_value_t = 1_000_000
+    )]
+    pub history_max_changes: u64,
+
+    /// Seconds a transition is kept in history at most (default 7 days).
+    #[arg(long, env = "STATECAST_HISTORY_MAX_AGE", default_value_t = 7.0 * 24.0 * 3600.0)]
+    pub history_max_age: f64,
+
     /// Largest Riemann TCP frame accepted, in bytes; a larger announced length gets an error
     /// reply and the connection is closed.
     #[arg(long, env = "STATECAST_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
@@ -137,6 +154,7 @@ impl Config {
         c.tcp = Some(any);
         c.udp = Some(any);
         c.http = any;
+        c.data_dir = "off".into();
         c
     }
 }

@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod proto;
 pub mod query;
 pub mod server;
+pub mod store;
 pub mod web;

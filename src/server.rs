@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::engine::{self, EngineConfig};
 use crate::ingest::{tcp, udp};
 use crate::metrics::Counters;
+use crate::store::{Recovered, Retention, Store, StoreError};
 use crate::web;
 
 /// How long shutdown waits for connections to finish before giving up on them.
@@ -34,6 +35,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Config(String),
+    #[error("cannot open the data directory {dir}: {source}")]
+    Store { dir: String, source: StoreError },
 }
 
 /// A started server: its bound addresses and the means to stop it.
@@ -100,15 +103,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let counters = Arc::new(Counters::default());
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let (store, epoch) = open_store(&config)?;
+    let history = store.as_ref().map(|(store, _)| Arc::clone(store));
     let (engine, engine_task) = engine::spawn(
         EngineConfig {
             init_state: config.init_state.clone(),
             default_ttl_secs: config.default_ttl,
             reap_interval: Duration::from_secs_f64(config.reap_interval.max(0.01)),
+            retention: Retention {
+                max_changes: config.history_max_changes.max(1),
+                max_age_micros: (config.history_max_age.max(1.0) * 1e6).min(i64::MAX as f64) as i64,
+            },
             queue_capacity: config.engine_queue,
             broadcast_capacity: config.broadcast_capacity,
         },
         Arc::clone(&counters),
+        store,
     );
 
     if let Some(listener) = tcp_listener {
@@ -165,6 +175,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             dashboard_token: config.dashboard_token.clone(),
         }),
         max_body_bytes: config.max_body_bytes,
+        store: history,
+        epoch,
     };
     let router = web::router(app);
     let http_shutdown = shutdown.clone();
@@ -186,6 +198,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         done,
     })
+}
+
+/// The store and the epoch clients resume against; without a store the epoch is per process.
+fn open_store(config: &Config) -> Result<(Option<(Arc<Store>, Recovered)>, String), StartError> {
+    if config.data_dir.eq_ignore_ascii_case("off") {
+        return Ok((None, crate::store::new_epoch()));
+    }
+    let dir = std::path::Path::new(&config.data_dir);
+    let (store, recovered) = Store::open(dir).map_err(|source| StartError::Store {
+        dir: config.data_dir.clone(),
+        source,
+    })?;
+    tracing::info!(dir = %dir.display(), "data directory");
+    let epoch = recovered.epoch.clone();
+    Ok((Some((Arc::new(store), recovered)), epoch))
 }
 
 async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -5,11 +5,16 @@
 //! acknowledges the batch — so a Riemann `ok` means "applied". When the queue is full, senders
 //! wait: that is the backpressure that makes a fast TCP client slow down instead of losing events.
 //!
+//! With a [`Store`], the batches taken in one wake-up are committed in one transaction (group
+//! commit) before their changes are published or acknowledged: an `ok` means "on disk", and a
+//! published `seq` can never be handed out again after a crash.
+//!
 //! Snapshots are taken by this same task, together with the broadcast subscription, so a client's
 //! live stream starts exactly after its snapshot's `seq`: no gap, no duplicate.
 
 pub mod state;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -17,8 +22,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use state::{Change, Snapshot, EXPIRED};
 
 use crate::broadcast::{Published, Receiver, Sender};
+use crate::event::EventKey;
 use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
+use crate::store::{Recovered, Retention, Store};
 
 /// How many commands the engine takes per wake-up: amortises the channel cost under load
 /// without letting one burst starve subscriptions for long.
@@ -28,6 +35,8 @@ const COMMANDS_PER_WAKE: usize = 256;
 pub enum EngineError {
     #[error("server is shutting down")]
     Closed,
+    #[error("not stored: {0}")]
+    Storage(String),
 }
 
 /// What a batch's acknowledgement carries.
@@ -69,6 +78,8 @@ pub struct EngineConfig {
     pub default_ttl_secs: f64,
     /// How often expired entries are looked for.
     pub reap_interval: std::time::Duration,
+    /// History bounds, when a store is used.
+    pub retention: Retention,
     /// Batches waiting for the engine before senders are made to wait.
     pub queue_capacity: usize,
     /// Changes buffered for the slowest dashboard before it must resynchronise.
@@ -152,27 +163,48 @@ impl EngineHandle {
     }
 }
 
-/// Starts the engine task. It runs until every [`EngineHandle`] is dropped, after applying
-/// everything already queued — so shutdown answers what is in flight.
+/// Starts the engine task, restoring from `store` when there is one. It runs until every
+/// [`EngineHandle`] is dropped, after applying everything already queued — so shutdown answers
+/// what is in flight.
 pub fn spawn(
     config: EngineConfig,
     counters: Arc<Counters>,
+    store: Option<(Arc<Store>, Recovered)>,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let (changes_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
     let (updates_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
-    let engine = state::Engine::new(config.init_state, config.default_ttl_secs);
+    let mut engine = state::Engine::new(config.init_state, config.default_ttl_secs);
+    let store = store.map(|(store, recovered)| {
+        tracing::info!(
+            keys = recovered.events.len(),
+            seq = recovered.seq,
+            epoch = %recovered.epoch,
+            "restored index from the store"
+        );
+        engine.restore(recovered.seq, recovered.events);
+        store
+    });
     let owner = Owner {
         engine,
         changes_tx,
         updates_tx,
         counters,
+        store,
+        retention: config.retention,
         changes: Vec::new(),
         indexed: Vec::new(),
+        acks: Vec::new(),
+        dirty: HashMap::new(),
     };
     let task = tokio::spawn(owner.run(rx, config.reap_interval));
     (EngineHandle { tx }, task)
 }
+
+/// How often index updates that are not changes are written, and history is pruned.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// History rows deleted per flush at most, so pruning never stalls ingest.
+const PRUNE_BUDGET: usize = 10_000;
 
 /// The task's state: the state machine plus where its output goes.
 struct Owner {
@@ -180,9 +212,15 @@ struct Owner {
     changes_tx: Sender,
     updates_tx: broadcast::Sender<Arc<Event>>,
     counters: Arc<Counters>,
-    /// Scratch buffers, reused across batches.
+    store: Option<Arc<Store>>,
+    retention: Retention,
+    /// Applied but not yet committed/published: the current group.
     changes: Vec<Change>,
+    acks: Vec<oneshot::Sender<Ack>>,
+    /// Scratch buffer for newly indexed events.
     indexed: Vec<Arc<Event>>,
+    /// Index updates that were not changes, written by the periodic flush.
+    dirty: HashMap<EventKey, Arc<Event>>,
 }
 
 impl Owner {
@@ -191,6 +229,8 @@ impl Owner {
         let mut reap =
             tokio::time::interval(reap_interval.max(std::time::Duration::from_millis(10)));
         reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 received = rx.recv_many(&mut commands, COMMANDS_PER_WAKE) => {
@@ -200,10 +240,19 @@ impl Owner {
                     for command in commands.drain(..) {
                         self.handle(command);
                     }
+                    self.commit();
                 }
-                _ = reap.tick() => self.expire(now_micros()),
+                _ = reap.tick() => {
+                    let now = now_micros();
+                    if self.engine.expire(now, &mut self.changes) > 0 {
+                        self.commit();
+                    }
+                }
+                _ = flush.tick() => self.flush_and_prune(),
             }
         }
+        self.commit();
+        self.flush_and_prune();
         tracing::debug!(
             keys = self.engine.len(),
             seq = self.engine.seq(),
@@ -215,57 +264,108 @@ impl Owner {
         match command {
             Command::Apply { events, ack } => {
                 Counters::add(&self.counters.events, events.len() as u64);
-                // Only collect index updates when someone watches them.
-                let watch_updates = self.updates_tx.receiver_count() > 0;
+                let first_change = self.changes.len();
+                // Collect index updates when someone watches them or they must be stored.
+                let collect = self.store.is_some() || self.updates_tx.receiver_count() > 0;
                 self.engine.apply(
                     events,
                     &mut self.changes,
-                    watch_updates.then_some(&mut self.indexed),
+                    collect.then_some(&mut self.indexed),
                 );
-                for event in self.indexed.drain(..) {
-                    let _ = self.updates_tx.send(event);
+                if self.updates_tx.receiver_count() > 0 {
+                    for event in &self.indexed {
+                        let _ = self.updates_tx.send(Arc::clone(event));
+                    }
                 }
-                self.publish_changes();
-                if let Some(ack) = ack {
-                    // The sender may have gone (client disconnected): nothing to tell.
-                    let _ = ack.send(Ok(()));
+                if self.store.is_some() {
+                    for event in self.indexed.drain(..) {
+                        self.dirty.insert(event.key(), event);
+                    }
+                    // Changed keys are written with the group commit itself.
+                    for change in &self.changes[first_change..] {
+                        let key = change.event.key();
+                        if self
+                            .dirty
+                            .get(&key)
+                            .is_some_and(|d| Arc::ptr_eq(d, &change.event))
+                        {
+                            self.dirty.remove(&key);
+                        }
+                    }
                 }
+                self.indexed.clear();
+                self.acks.extend(ack);
             }
+            // Reads see only what is committed and published: finish the group first, so a
+            // snapshot never contains a change its subscriber will also receive live.
             Command::Subscribe { reply } => {
+                self.commit();
                 let _ = reply.send(Subscription {
                     changes: self.changes_tx.subscribe(),
                     snapshot: self.engine.snapshot(),
                 });
             }
             Command::SubscribeUpdates { reply } => {
+                self.commit();
                 let _ = reply.send(UpdatesSubscription {
                     updates: self.updates_tx.subscribe(),
                     snapshot: self.engine.snapshot(),
                 });
             }
             Command::Snapshot { reply } => {
+                self.commit();
                 let _ = reply.send(self.engine.snapshot());
             }
         }
     }
 
-    fn expire(&mut self, now: i64) {
-        if self.engine.expire(now, &mut self.changes) == 0 {
+    /// Ends the current group: one transaction for its changes, then publish, then acknowledge.
+    fn commit(&mut self) {
+        if self.changes.is_empty() && self.acks.is_empty() {
             return;
         }
-        if self.updates_tx.receiver_count() > 0 {
-            for change in &self.changes {
-                let _ = self.updates_tx.send(Arc::clone(&change.event));
+        let mut result = Ok(());
+        if let (Some(store), false) = (&self.store, self.changes.is_empty()) {
+            if let Err(error) = store.commit(&self.changes, &[], self.engine.seq(), now_micros()) {
+                tracing::error!(%error, "could not store changes; replying with an error");
+                result = Err(EngineError::Storage(error.to_string()));
             }
         }
-        self.publish_changes();
-    }
-
-    fn publish_changes(&mut self) {
+        if self.updates_tx.receiver_count() > 0 {
+            // Expiry tombstones are index updates too (applied events were sent already).
+            for change in &self.changes {
+                if change.event.state.as_deref() == Some(EXPIRED) {
+                    let _ = self.updates_tx.send(Arc::clone(&change.event));
+                }
+            }
+        }
         Counters::add(&self.counters.changes, self.changes.len() as u64);
         for change in self.changes.drain(..) {
             // No receivers is fine: nobody is watching.
             let _ = self.changes_tx.send(Published::new(change));
+        }
+        for ack in self.acks.drain(..) {
+            // The sender may have gone (client disconnected): nothing to tell.
+            let _ = ack.send(result.clone());
+        }
+    }
+
+    /// Writes index updates that were not changes, and trims history to its bounds.
+    fn flush_and_prune(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let now = now_micros();
+        if !self.dirty.is_empty() {
+            let dirty: Vec<Arc<Event>> = self.dirty.drain().map(|(_, e)| e).collect();
+            if let Err(error) = store.commit(&[], &dirty, self.engine.seq(), now) {
+                tracing::error!(%error, "could not store index updates");
+            }
+        }
+        match store.prune(self.retention, now, PRUNE_BUDGET) {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "pruned history"),
+            Err(error) => tracing::error!(%error, "could not prune history"),
         }
     }
 }

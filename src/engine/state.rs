@@ -75,6 +75,36 @@ impl Engine {
         }
     }
 
+    /// Rebuilds the engine from a store: the recovered index and the last `seq`, from which
+    /// numbering continues. Expiry times are recomputed from each event's time and TTL.
+    pub fn restore(&mut self, seq: u64, events: Vec<Event>) {
+        self.seq = seq;
+        for event in events {
+            let key = event.key();
+            let expires_at = if event.state.as_deref() == Some(EXPIRED) {
+                None
+            } else {
+                let at = self.expires_at(&event);
+                self.expiry.insert((at, key.clone()));
+                Some(at)
+            };
+            self.index.insert(
+                key,
+                Entry {
+                    event: Arc::new(event),
+                    expires_at,
+                },
+            );
+        }
+    }
+
+    fn expires_at(&self, event: &Event) -> i64 {
+        let ttl = event
+            .ttl
+            .map_or(self.default_ttl_micros, |t| secs_to_micros(f64::from(t)));
+        event.time_micros.saturating_add(ttl)
+    }
+
     /// The last `seq` handed out.
     pub fn seq(&self) -> u64 {
         self.seq
@@ -125,10 +155,7 @@ impl Engine {
                 false
             }
         };
-        let ttl = event
-            .ttl
-            .map_or(self.default_ttl_micros, |t| secs_to_micros(f64::from(t)));
-        let expires_at = event.time_micros.saturating_add(ttl);
+        let expires_at = self.expires_at(&event);
         self.expiry.insert((expires_at, key.clone()));
         let event = Arc::new(event);
         self.index.insert(

@@ -83,6 +83,67 @@ pub async fn state(
     }
 }
 
+/// Most transitions one `/api/history` request returns.
+const MAX_HISTORY_LIMIT: usize = 10_000;
+
+/// `GET /api/history?query=Q&since=SEQ&limit=N`: transitions after `since`, oldest first.
+///
+/// Answers `{"epoch":E,"oldest_seq":O,"changes":[…]}` where each change has the websocket change
+/// shape; a transition matches when the event before or after it matches Q.
+pub async fn history(
+    State(app): State<AppState>,
+    axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = app
+        .access
+        .check_dashboard(&headers, params.token.as_deref())
+    {
+        return denied.into_response();
+    }
+    let filter = match super::ws::parse_filter(params.query.as_deref()) {
+        Ok(filter) => filter,
+        Err(error) => return error_response(StatusCode::BAD_REQUEST, error),
+    };
+    let Some(store) = app.store.clone() else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "history is not kept: the server runs with --data-dir off".to_owned(),
+        );
+    };
+    let since = params.since.unwrap_or(0);
+    let limit = params.limit.unwrap_or(1000).clamp(1, MAX_HISTORY_LIMIT);
+    let read = tokio::task::spawn_blocking(move || {
+        let wants = |c: &crate::store::StoredChange| match &filter {
+            None => true,
+            Some(q) => q.matches(&c.event()) || c.previous().is_some_and(|p| q.matches(&p)),
+        };
+        let changes = store.history(since, limit, wants)?;
+        Ok::<_, crate::store::StoreError>((store.oldest_seq()?, changes))
+    })
+    .await;
+    match read {
+        Ok(Ok((oldest, changes))) => {
+            let changes: Vec<serde_json::Value> = changes
+                .into_iter()
+                .map(|c| {
+                    let change = c.into_change();
+                    json!({
+                        "type": "change",
+                        "seq": change.seq,
+                        "previous_state": change.previous_state,
+                        "event": change.event.to_json_value(),
+                    })
+                })
+                .collect();
+            Json(json!({"epoch": app.epoch, "oldest_seq": oldest, "changes": changes}))
+                .into_response()
+        }
+        Ok(Err(error)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
 /// `GET /metrics`: counters in Prometheus text format.
 pub async fn metrics(State(app): State<AppState>) -> Response {
     (

@@ -43,6 +43,10 @@ pub struct AppState {
     pub ws: ws::WsConfig,
     pub access: Arc<access::AccessConfig>,
     pub max_body_bytes: usize,
+    /// History, when persistence is on.
+    pub store: Option<Arc<crate::store::Store>>,
+    /// Changes when history is lost (fresh data directory, or no store and a restart).
+    pub epoch: String,
 }
 
 pub fn router(app: AppState) -> Router {
@@ -53,6 +57,7 @@ pub fn router(app: AppState) -> Router {
             post(api::post_event).layer(DefaultBodyLimit::max(app.max_body_bytes)),
         )
         .route("/api/state", get(api::state))
+        .route("/api/history", get(api::history))
         .route("/index", get(index::index))
         .route("/metrics", get(api::metrics))
         .fallback(get(assets::serve))
@@ -65,6 +70,10 @@ pub struct SubscribeParams {
     pub query: Option<String>,
     pub subscribe: Option<String>,
     pub token: Option<String>,
+    /// Resume after this `seq` (with `epoch`) instead of starting from a snapshot.
+    pub since: Option<u64>,
+    pub epoch: Option<String>,
+    pub limit: Option<usize>,
 }
 
 impl AppState {
@@ -98,8 +107,12 @@ async fn websocket(
         return too_many_websockets();
     };
     let tasks = app.tasks.clone();
+    let resume = params.since.map(|since| ws::Resume {
+        since,
+        epoch: params.epoch.clone().unwrap_or_default(),
+    });
     configure(upgrade, &app)
-        .on_upgrade(move |socket| tasks.track_future(ws::run(socket, app, filter, permit)))
+        .on_upgrade(move |socket| tasks.track_future(ws::run(socket, app, filter, resume, permit)))
 }
 
 /// A websocket slot, or the 503 that tells the client to come back later.

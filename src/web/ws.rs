@@ -19,7 +19,7 @@ use tokio::sync::{broadcast::error::RecvError, mpsc, Notify, OwnedSemaphorePermi
 use tokio::time::Instant;
 
 use super::AppState;
-use crate::broadcast::{self, Receiver};
+use crate::broadcast::{self, Published, Receiver};
 use crate::metrics::Counters;
 use crate::query::Query;
 
@@ -65,6 +65,7 @@ pub async fn run(
     socket: WebSocket,
     app: AppState,
     filter: Option<Query>,
+    resume: Option<Resume>,
     _permit: OwnedSemaphorePermit,
 ) {
     Counters::add(&app.counters.ws_clients, 1);
@@ -87,6 +88,7 @@ pub async fn run(
         out_tx,
         resyncs: VecDeque::new(),
         filter,
+        resume,
     };
     session.run(stream, writer).await;
 }
@@ -100,7 +102,19 @@ struct Session {
     resyncs: VecDeque<Instant>,
     /// The client's subscription query; `None` is everything.
     filter: Option<Query>,
+    /// Where a reconnecting client left off; used by the first subscription only.
+    resume: Option<Resume>,
 }
+
+/// `/ws?since=SEQ&epoch=E`: a reconnecting client's position.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub since: u64,
+    pub epoch: String,
+}
+
+/// Beyond this many missed changes a resuming client gets a snapshot instead: cheaper for both.
+const MAX_RESUME_CHANGES: u64 = 100_000;
 
 impl Session {
     async fn run(
@@ -180,7 +194,7 @@ impl Session {
                         break;
                     }
                     Counters::add(&self.app.counters.ws_resyncs, 1);
-                    match self.subscribe().await {
+                    match self.subscribe_with(true).await {
                         Some(fresh) => changes = fresh,
                         None => break,
                     }
@@ -205,14 +219,64 @@ impl Session {
     }
 
     /// Takes a snapshot and subscription from the engine and queues the snapshot.
-    async fn subscribe(&mut self) -> Option<Receiver> {
+    ///
+    /// A resuming client instead gets exactly the changes after its `seq`, from history, when
+    /// its epoch matches and history still reaches back that far; otherwise a snapshot marked
+    /// `reset`. `reset` also marks the snapshot of a client resynchronised after falling behind.
+    async fn subscribe_with(&mut self, reset: bool) -> Option<Receiver> {
         let sub = self.app.engine.subscribe().await.ok()?;
+        let mut reset = reset;
+        if let Some(resume) = self.resume.take() {
+            if let Some(frames) = self.replay(&resume, sub.snapshot.seq) {
+                for frame in frames {
+                    self.push(frame);
+                }
+                return Some(sub.changes);
+            }
+            reset = true;
+        }
         let filter = self.filter.as_ref();
-        let frame = broadcast::snapshot_frame(&sub.snapshot, |e| {
+        let frame = broadcast::snapshot_frame(&sub.snapshot, &self.app.epoch, reset, |e| {
             e.state.is_some() && filter.is_none_or(|q| q.matches(e))
         });
         self.push(frame);
         Some(sub.changes)
+    }
+
+    async fn subscribe(&mut self) -> Option<Receiver> {
+        self.subscribe_with(false).await
+    }
+
+    /// The change frames in (`since`, `upto`] that pass the filter, or `None` when they cannot
+    /// all be had (other epoch, pruned history, too many, or a `since` from the future).
+    fn replay(&self, resume: &Resume, upto: u64) -> Option<Vec<Utf8Bytes>> {
+        if resume.epoch != self.app.epoch || resume.since > upto {
+            return None;
+        }
+        if resume.since == upto {
+            return Some(Vec::new());
+        }
+        if upto - resume.since > MAX_RESUME_CHANGES {
+            return None;
+        }
+        let store = self.app.store.as_ref()?;
+        let oldest = store.oldest_seq().ok()??;
+        if oldest > resume.since + 1 {
+            return None;
+        }
+        let limit = (upto - resume.since) as usize;
+        let stored = store.history(resume.since, limit, |_| true).ok()?;
+        if stored.len() != limit {
+            return None;
+        }
+        Some(
+            stored
+                .into_iter()
+                .map(|c| Published::new(c.into_change()))
+                .filter(|p| self.wants(&p.change))
+                .map(|p| p.frame())
+                .collect(),
+        )
     }
 
     /// A change is delivered when the event before or after it matches the filter, so a
