@@ -201,7 +201,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 /// The store and the epoch clients resume against; without a store the epoch is per process.
-fn open_store(config: &Config) -> Result<(Option<(Arc<Store>, Recovered)>, String), StartError> {
+/// An opened store with what it recovered.
+type Opened = Option<(Arc<Store>, Recovered)>;
+
+fn open_store(config: &Config) -> Result<(Opened, String), StartError> {
     if config.data_dir.eq_ignore_ascii_case("off") {
         return Ok((None, crate::store::new_epoch()));
     }
