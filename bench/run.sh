@@ -84,9 +84,12 @@ stop() { # stop PID: end a server we started, wait for it
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # Servers. Each sets SERVER_PID and the addresses it listens on.
-start_statecast() {
+start_statecast() { # [extra flags]: default is persistence on, in a fresh data directory
   local log=$WORK/statecast.$RANDOM.log
-  RUST_LOG=warn,statecast::server=info "$T/statecast" --tcp 127.0.0.1:0 --udp off --http 127.0.0.1:0 2>"$log" &
+  local data=(--data-dir "$WORK/data.$RANDOM")
+  [ "${1:-}" = "--data-dir" ] && data=()
+  RUST_LOG=warn,statecast::server=info "$T/statecast" --tcp 127.0.0.1:0 --udp off --http 127.0.0.1:0 \
+    "${data[@]}" "$@" 2>"$log" &
   SERVER_PID=$!
   TCP_ADDR=$(wait_for "$log" 'riemann tcp listening')
   HTTP_ADDR=$(wait_for "$log" 'http listening')
@@ -149,6 +152,21 @@ for c in $CONNS; do
       fi
       stop "$SERVER_PID"
     done
+  done
+done
+
+# ---------------------------------------------------------------------------------------------
+if [ $SMOKE = 1 ]; then DURABLE_POINTS="100:0.01"; else DURABLE_POINTS="1:0.01 100:0.01 100:1"; fi
+echo "==> durability: statecast ingest with persistence on vs off (8 connections)" >&2
+for point in $DURABLE_POINTS; do
+  b=${point%%:*}; r=${point##*:}
+  for mode in off on; do
+    if [ $mode = off ]; then start_statecast --data-dir off; else start_statecast; fi
+    f=$WORK/durable-$mode-b$b-r$r.txt
+    "$T/statecast-load" --addr "$TCP_ADDR" -c 8 -b "$b" -k $IN_FLIGHT --change-ratio "$r" -d "$DUR" \
+      --warmup "$WARM" --label "persist-$mode" >"$f" 2>&1 || true
+    check "$f" "statecast-load against statecast, persistence $mode (b=$b r=$r)" "$LOAD_OK" && head -1 "$f" >&2
+    stop "$SERVER_PID"
   done
 done
 
@@ -256,6 +274,21 @@ echo "==> writing $OUT" >&2
     done
   done
   echo
+  echo "## Durability: persistence on vs off"
+  echo
+  echo "statecast with \`--data-dir\` (redb, one fsynced transaction per group of batches, before any"
+  echo "\`ok\`) against \`--data-dir off\` (memory only), same load: 8 connections, $IN_FLIGHT in flight."
+  echo
+  echo "| events/Msg | changing fraction | off ev/s | on ev/s | on ÷ off | on reply p99 ms | off reply p99 ms |"
+  echo "|---|---|---|---|---|---|---|"
+  for point in $DURABLE_POINTS; do
+    b=${point%%:*}; r=${point##*:}
+    off=$WORK/durable-off-b$b-r$r.txt; on=$WORK/durable-on-b$b-r$r.txt
+    json "$off" >/dev/null 2>&1 && json "$on" >/dev/null 2>&1 || { echo "| $b | $r | (failed) |||||"; continue; }
+    O=$(get "$off" .events_per_s); N=$(get "$on" .events_per_s)
+    echo "| $b | $r | $(human "$O") | $(human "$N") | **$(ratio "$N" "$O")** | $(msf "$(get "$on" .latency_us.p99)") | $(msf "$(get "$off" .latency_us.p99)") |"
+  done
+  echo
   echo "## Fan-out (POST /api/event → every websocket client)"
   echo
   echo "\`statecast-swarm\`: every event is a state change carrying \`sent_us\`; latency is event sent → change"
@@ -298,7 +331,7 @@ echo "==> writing $OUT" >&2
   echo "## Raw results"
   echo
   echo '```'
-  for f in "$WORK"/ingest-*.txt "$WORK"/watch-*.txt "$WORK"/fan-*.txt "$WORK"/idle-*.json "$WORK"/soak*.txt; do
+  for f in "$WORK"/ingest-*.txt "$WORK"/durable-*.txt "$WORK"/watch-*.txt "$WORK"/fan-*.txt "$WORK"/idle-*.json "$WORK"/soak*.txt; do
     [ -f "$f" ] && grep -m1 '^{' "$f" 2>/dev/null | sed "s|^|$(basename "$f"): |" || true
   done
   echo '```'
