@@ -50,7 +50,7 @@ pub async fn index(
         return super::too_many_websockets();
     };
     let tasks = app.tasks.clone();
-    super::configure(upgrade, &app).on_upgrade(move |socket| {
+    super::configure(upgrade).on_upgrade(move |socket| {
         tasks.track_future(async move {
             stream_websocket(socket, app, filter, subscribe).await;
             drop(permit);

@@ -111,7 +111,7 @@ async fn websocket(
         since,
         epoch: params.epoch.clone().unwrap_or_default(),
     });
-    configure(upgrade, &app)
+    configure(upgrade)
         .on_upgrade(move |socket| tasks.track_future(ws::run(socket, app, filter, resume, permit)))
 }
 
@@ -131,11 +131,14 @@ pub fn too_many_websockets() -> Response {
 }
 
 /// Small buffers and bounded messages for every websocket we accept.
-pub fn configure(upgrade: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
+pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
     upgrade
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
-        .max_write_buffer_size(app.ws.queue_bytes.max(WS_MAX_MESSAGE) * 2)
+        // The session hands the writer one frame at a time and bounds what waits behind it in
+        // bytes; tungstenite itself must accept any single frame, or a snapshot larger than
+        // its buffer would fail.
+        .max_write_buffer_size(usize::MAX)
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
 }

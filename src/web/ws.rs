@@ -139,7 +139,21 @@ impl Session {
         // Set when a ping is out and nothing has been heard since; reaching it means the peer
         // is gone (a pulled cable never sends a FIN).
         let mut pong_deadline: Option<Instant> = None;
+        // Whether the current lag was counted against the resync budget.
+        let mut lag_counted = false;
         loop {
+            // Falling behind is judged when it happens, not when the outbox drains: a client
+            // that stopped reading altogether never drains, and must not linger until the ping
+            // timeout. The close frame queues behind what the client has yet to read; the
+            // writer's timeout drops the connection if it never reads again.
+            if lagging && !lag_counted {
+                lag_counted = true;
+                if !self.allow_resync() {
+                    Counters::add(&self.app.counters.ws_slow_closed, 1);
+                    self.close(POLICY_VIOLATION, "slow consumer");
+                    break;
+                }
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.close(GOING_AWAY, "server shutting down");
@@ -188,16 +202,12 @@ impl Session {
                     if self.outbox.queued_bytes.load(Ordering::Acquire) > 0 {
                         continue;
                     }
-                    if !self.allow_resync() {
-                        Counters::add(&self.app.counters.ws_slow_closed, 1);
-                        self.close(POLICY_VIOLATION, "slow consumer");
-                        break;
-                    }
                     Counters::add(&self.app.counters.ws_resyncs, 1);
                     match self.subscribe_with(true).await {
                         Some(fresh) => changes = fresh,
                         None => break,
                     }
+                    lag_counted = false;
                     lagging = false;
                 },
                 changed = stats.changed(), if stats_open => match changed {
