@@ -216,11 +216,8 @@ async fn riemann_index_websocket_streams_snapshot_then_every_matching_update() {
     let query = url_encode(r#"host =~ "web%""#);
     let mut once = ws_at(&server, &format!("/index?query={query}")).await;
     let mut hosts = Vec::new();
-    loop {
-        match once.next_event().await {
-            WsEvent::Json(e) => hosts.push(e["host"].as_str().unwrap().to_owned()),
-            WsEvent::Close(_) | WsEvent::Gone(_) => break,
-        }
+    while let WsEvent::Json(e) = once.next_event().await {
+        hosts.push(e["host"].as_str().unwrap().to_owned());
     }
     hosts.sort();
     assert_eq!(hosts, ["web1", "web2"], "snapshot only, then closed");
