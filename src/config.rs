@@ -103,7 +103,11 @@ pub struct Config {
     pub ws_max_resyncs: u32,
 
     /// Seconds a single websocket frame write may take before the client is dropped.
-    #[arg(long = "ws-write-timeout", env = "STATECAST_WS_WRITE_TIMEOUT", default_value_t = 10)]
+    #[arg(
+        long = "ws-write-timeout",
+        env = "STATECAST_WS_WRITE_TIMEOUT",
+        default_value_t = 10
+    )]
     pub ws_write_timeout_secs: u64,
 
     /// Seconds between websocket pings; a dashboard that does not answer within
@@ -130,7 +134,11 @@ pub struct Config {
     pub dashboard_token: Option<String>,
 
     /// Seconds between `stats` messages to dashboards.
-    #[arg(long = "stats-interval", env = "STATECAST_STATS_INTERVAL", default_value_t = 2.0)]
+    #[arg(
+        long = "stats-interval",
+        env = "STATECAST_STATS_INTERVAL",
+        default_value_t = 2.0
+    )]
     pub stats_interval_secs: f64,
 }
 
