@@ -472,6 +472,7 @@ async function fetchHistory(query, since, keepLast, maxPages = 5) {
     url.searchParams.set('query', query);
     url.searchParams.set('since', String(from));
     url.searchParams.set('limit', String(PAGE));
+    if (dashboardToken) url.searchParams.set('token', dashboardToken);
     let body = null;
     let res;
     try {
@@ -814,6 +815,8 @@ const filterInput = $('filter');
 const filterError = $('filter-error');
 /** What the user asked for (and what the URL says). */
 let desiredQuery = new URLSearchParams(location.search).get('query')?.trim() ?? '';
+/** `--dashboard-token`: taken from the page's own URL (`?token=`) and passed on to /ws and the API. */
+const dashboardToken = new URLSearchParams(location.search).get('token') ?? '';
 /** What the server confirmed it filters by ('' = everything). */
 let serverQuery = '';
 /** 'unknown' | 'yes' | 'no': whether this server understands queries. */
@@ -994,6 +997,7 @@ function wsUrl() {
     url.searchParams.set('since', String(lastSeq));
     url.searchParams.set('epoch', String(resumeEpoch));
   }
+  if (dashboardToken) url.searchParams.set('token', dashboardToken);
   return url.href;
 }
 

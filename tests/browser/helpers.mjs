@@ -56,14 +56,14 @@ export function removeDir(dir) {
  * temporary one that stop() removes.
  * Returns { tcp: {host, port}, http: 'host:port', url, dataDir, proc, stderr(), stop() }.
  */
-export async function startServer({ http = '127.0.0.1:0', dataDir } = {}) {
+export async function startServer({ http = '127.0.0.1:0', dataDir, extraArgs = [] } = {}) {
   const ownDir = dataDir === undefined;
   const dir = ownDir ? tempDataDir() : dataDir;
   // An HTTP port just released by a previous process can take a moment to be bindable again.
   const deadline = Date.now() + WAIT_MS;
   for (;;) {
     try {
-      const server = await startOnce(http, dir);
+      const server = await startOnce(http, dir, extraArgs);
       const stop = server.stop;
       server.stop = async () => {
         await stop();
@@ -81,12 +81,13 @@ export async function startServer({ http = '127.0.0.1:0', dataDir } = {}) {
   }
 }
 
-function startOnce(http, dataDir) {
+function startOnce(http, dataDir, extraArgs = []) {
   const args = [
     '--tcp', '127.0.0.1:0', '--udp', '127.0.0.1:0', '--http', http,
     // Stats every 0.2 s so the header's counters and feature detection are quick in tests.
     '--stats-interval', '0.2',
     '--data-dir', dataDir,
+    ...extraArgs,
   ];
   const proc = spawn(binary(), args, {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1' },
