@@ -200,3 +200,21 @@ async fn tokens_guard_ingest_and_dashboards() {
     let first = ws.next().await.unwrap().unwrap();
     assert!(first.to_text().unwrap().contains("\"snapshot\""));
 }
+
+#[tokio::test]
+async fn a_client_message_over_64_kib_is_closed_with_1009() {
+    use futures_util::SinkExt;
+    let server = start_server(&[]);
+    let (mut client, _) = WsClient::connect_with_snapshot(&server).await;
+    let big = format!(
+        r#"{{"type":"subscribe","query":"{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
+    client
+        .ws
+        .send(tokio_tungstenite::tungstenite::Message::Text(big.into()))
+        .await
+        .expect("send");
+    let (code, _) = client.expect_close().await;
+    assert_eq!(u16::from(code), 1009);
+}

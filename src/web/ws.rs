@@ -26,6 +26,7 @@ use crate::query::Query;
 /// Close codes (RFC 6455).
 const GOING_AWAY: u16 = 1001;
 const POLICY_VIOLATION: u16 = 1008;
+const MESSAGE_TOO_BIG: u16 = 1009;
 
 /// The window over which resynchronisations are counted against `ws_max_resyncs`.
 const RESYNC_WINDOW: Duration = Duration::from_secs(60);
@@ -141,6 +142,9 @@ impl Session {
         let mut pong_deadline: Option<Instant> = None;
         // Whether the current lag was counted against the resync budget.
         let mut lag_counted = false;
+        // Set when the session ends with the client's input unread: closing a socket with
+        // unread input sends RST, which could destroy the close frame before the client reads it.
+        let mut drain_input = false;
         loop {
             // Falling behind is judged when it happens, not when the outbox drains: a client
             // that stopped reading altogether never drains, and must not linger until the ping
@@ -170,6 +174,11 @@ impl Session {
                     break;
                 }
                 incoming = stream.next() => match incoming {
+                    Some(Err(error)) if is_too_big(&error) => {
+                        self.close(MESSAGE_TOO_BIG, "message too big");
+                        drain_input = true;
+                        break;
+                    }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                     Some(Ok(Message::Text(text))) => {
                         pong_deadline = None;
@@ -225,6 +234,12 @@ impl Session {
         // Let the writer deliver the close frame (bounded by its write timeout), then stop.
         drop(self.out_tx);
         let _ = tokio::time::timeout(self.app.ws.write_timeout, &mut writer).await;
+        if drain_input {
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
+        }
         writer.abort();
     }
 
@@ -365,6 +380,19 @@ impl Session {
         self.resyncs.push_back(now);
         true
     }
+}
+
+/// How long a session closed for bad input keeps reading (and discarding) the client's input.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Whether a read failed because the client's message exceeded the size limit.
+fn is_too_big(error: &axum::Error) -> bool {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error;
+    error
+        .source()
+        .and_then(|e| e.downcast_ref::<Error>())
+        .is_some_and(|e| matches!(e, Error::Capacity(_)))
 }
 
 /// Pending forever when there is no deadline.
