@@ -1,0 +1,158 @@
+//! The command line: bad flags and busy ports are one clear line and exit code 1; `--help`
+//! describes the flags; `--init-state` changes what the first event is compared with.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Runs the binary to completion (it must exit within 10 s) with its own data directory.
+fn run_statecast(args: &[&str]) -> Output {
+    let data_dir = fresh_dir("cli");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn statecast");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            let _ = std::fs::remove_dir_all(&data_dir);
+            panic!(
+                "statecast {args:?} did not exit within 10 s; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("collect output");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    output
+}
+
+fn stderr_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_bad_tcp_address_exits_1_with_one_line_on_stderr() {
+    let output = run_statecast(&["--tcp", "nonsense"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "exactly one line: {lines:#?}");
+    assert!(
+        lines[0].contains("nonsense"),
+        "names the bad value: {lines:?}"
+    );
+    assert!(!lines[0].contains("panicked"), "{lines:?}");
+}
+
+#[test]
+fn an_unknown_flag_exits_1_with_one_line_on_stderr() {
+    let output = run_statecast(&["--no-such-flag"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "exactly one line: {lines:#?}");
+    assert!(lines[0].contains("--no-such-flag"), "{lines:?}");
+}
+
+fn assert_port_in_use_is_one_line_and_exit_1(flag: &str, busy: &str) {
+    // The busy address for `flag`, ephemeral ports for the others.
+    let args: Vec<&str> = ["--tcp", "--udp", "--http"]
+        .into_iter()
+        .flat_map(|f| [f, if f == flag { busy } else { "127.0.0.1:0" }])
+        .collect();
+    let output = run_statecast(&args);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "exactly one line: {lines:#?}");
+    assert!(
+        lines[0].contains("Address already in use") || lines[0].contains("cannot listen"),
+        "says why: {lines:?}"
+    );
+    assert!(lines[0].contains(busy), "names the address: {lines:?}");
+}
+
+#[test]
+fn an_http_port_in_use_exits_1_with_one_line() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    assert_port_in_use_is_one_line_and_exit_1("--http", &addr);
+}
+
+#[test]
+fn a_riemann_tcp_port_in_use_exits_1_with_one_line() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    assert_port_in_use_is_one_line_and_exit_1("--tcp", &addr);
+}
+
+#[test]
+fn a_riemann_udp_port_in_use_exits_1_with_one_line() {
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    assert_port_in_use_is_one_line_and_exit_1("--udp", &addr);
+}
+
+#[test]
+fn help_exits_0_and_describes_the_listeners_and_init_state() {
+    let output = run_statecast(&["--help"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--tcp", "--udp", "--http", "--init-state"] {
+        assert!(help.contains(flag), "--help mentions {flag}:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn init_state_unknown_makes_a_first_ok_event_a_change_from_unknown() {
+    let server = start_server(&["--init-state", "unknown"]);
+    let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
+    let status = riemann_client_send(&server, &["-h", "web1", "-S", "cpu", "-s", "ok"]).await;
+    assert!(status.success(), "riemann-client send: {status}");
+    let change = ws.next_change().await;
+    assert_eq!(change["seq"], 1);
+    assert_eq!(change["previous_state"], "unknown");
+    assert_eq!(change["event"]["state"], "ok");
+}
+
+#[tokio::test]
+async fn sigterm_answers_every_msg_already_read_then_exits_0() {
+    let mut server = start_server(&[]);
+    let mut tcp = RiemannTcp::connect(&server).await;
+    let mut bytes = Vec::new();
+    for i in 0..500 {
+        bytes.extend(frame(&events_msg(vec![event(
+            "h",
+            &format!("s-{i}"),
+            "critical",
+        )])));
+    }
+    tcp.write_raw(&bytes).await;
+    let first = tcp.read_reply().await.expect("a first reply");
+    assert_eq!(first.ok, Some(true), "{first:?}");
+
+    server.send_sigterm();
+    // Whatever was read before the signal is answered, ok; then the connection closes.
+    let mut replies = 1;
+    while let Some(reply) = tcp.read_reply().await {
+        assert_eq!(reply.ok, Some(true), "reply {replies}: {reply:?}");
+        replies += 1;
+    }
+    assert!(replies <= 500, "{replies} replies to 500 Msgs");
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
+}

@@ -1,0 +1,206 @@
+//! The dashboard websocket: snapshot then changes in seq order, stats, slow clients, shutdown.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use statecast::proto::Msg;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+#[tokio::test]
+async fn the_snapshot_holds_only_events_with_a_state_and_later_clients_get_changes_in_it() {
+    let server = start_server(&[]);
+    let (mut early, snapshot) = WsClient::connect_with_snapshot(&server).await;
+    assert_eq!(snapshot["seq"], 0, "{snapshot}");
+    assert_eq!(snapshot["events"], json!([]), "{snapshot}");
+
+    let response = post_json(
+        &server,
+        r#"[{"host":"h","service":"no-state","metric":1},
+            {"host":"h","service":"empty-state","state":"","metric":2},
+            {"host":"h","service":"down","state":"critical"},
+            {"host":"h","service":"fine","state":"ok"}]"#,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let change = early.next_change().await;
+    assert_eq!(change["seq"], 1);
+    assert_eq!(change["event"]["service"], "down");
+
+    // A client arriving now: the change is in its snapshot (as of seq 1), not sent again.
+    let (mut late, snapshot) = WsClient::connect_with_snapshot(&server).await;
+    assert_eq!(snapshot["seq"], 1);
+    assert_eq!(snapshot_services(&snapshot), ["down", "fine"]);
+    assert_eq!(
+        snapshot_event(&snapshot, "down").unwrap()["state"],
+        "critical"
+    );
+
+    let response = post_json(
+        &server,
+        r#"{"host":"h","service":"fine","state":"warning"}"#,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    for client in [&mut early, &mut late] {
+        let change = client.next_change().await;
+        assert_eq!(change["seq"], 2, "{change}");
+        assert_eq!(change["event"]["service"], "fine");
+        assert_eq!(change["previous_state"], "ok");
+    }
+}
+
+/// Reads stats frames until one reports `clients`; the count may lag a tick behind.
+async fn wait_for_clients(ws: &mut WsClient, clients: u64) -> Value {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let stats = ws.next_stats().await;
+            if stats["clients"] == clients {
+                return stats;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no stats frame with clients = {clients} within the timeout"))
+}
+
+#[tokio::test]
+async fn stats_frames_count_clients_and_the_count_drops_when_a_client_leaves() {
+    let server = start_server(&["--stats-interval", "0.2"]);
+    let (mut first, _) = WsClient::connect_with_snapshot(&server).await;
+    let stats = wait_for_clients(&mut first, 1).await;
+    assert!(stats["clients"].is_u64(), "{stats}");
+
+    let (second, _) = WsClient::connect_with_snapshot(&server).await;
+    wait_for_clients(&mut first, 2).await;
+
+    second.close().await;
+    wait_for_clients(&mut first, 1).await;
+
+    // A client that just vanishes (no close handshake) is removed too.
+    let (third, _) = WsClient::connect_with_snapshot(&server).await;
+    wait_for_clients(&mut first, 2).await;
+    drop(third);
+    wait_for_clients(&mut first, 1).await;
+}
+
+/// Events `prefix-0000…` in state critical, each with a description of `description_bytes`.
+fn big_events(prefix: &str, from: usize, count: usize, description_bytes: usize) -> Msg {
+    let description = "d".repeat(description_bytes);
+    events_msg(
+        (from..from + count)
+            .map(|i| {
+                let mut e = event("big", &format!("{prefix}-{i:04}"), "critical");
+                e.description = Some(description.clone());
+                e
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_never_reads_does_not_delay_another_client() {
+    const N: usize = 2_000;
+    // Small enough that the reader's queue (64 KiB) never holds more than two batches.
+    const BATCH: usize = 4;
+    let server = start_server(&["--ws-queue-bytes", "65536"]);
+
+    // The stuck client: handshake done, then not polled again until the end. A tiny receive
+    // buffer makes the server notice early.
+    let mut stuck = WsClient::connect_with_recv_buffer(&server, 4096).await;
+    let (mut reader, _) = WsClient::connect_with_snapshot(&server).await;
+    let mut tcp = RiemannTcp::connect(&server).await;
+
+    // 2,000 changes of ~4 KiB each (8 MB, far more than the stuck client's buffers hold); the
+    // reader gets every one, in seq order, while the stuck client stays connected. Each wait is
+    // bounded by the helpers' 10 s timeout.
+    let mut seq = 0u64;
+    for batch in 0..N / BATCH {
+        let reply = tcp
+            .request(&big_events("s", batch * BATCH, BATCH, 4096))
+            .await;
+        assert_eq!(reply.ok, Some(true), "{reply:?}");
+        for _ in 0..BATCH {
+            let change = reader.next_json().await;
+            seq += 1;
+            assert_eq!(
+                change["type"],
+                "change",
+                "after seq {}: {change:.200}",
+                seq - 1
+            );
+            assert_eq!(change["seq"], seq, "changes in seq order, none missed");
+            assert_eq!(
+                change["event"]["service"],
+                format!("s-{:04}", seq - 1),
+                "the reader is never resynchronised"
+            );
+        }
+    }
+
+    // The stuck client was never silently deaf: reading it now, it gets changes in seq order and
+    // a fresh snapshot after any gap, up to the last change; or it was closed (1008 "slow
+    // consumer", or dropped once a write to it timed out). Silence would time out here.
+    let mut last = None::<u64>;
+    loop {
+        match stuck.next_event().await {
+            WsEvent::Json(v) if v["type"] == "snapshot" => last = v["seq"].as_u64(),
+            WsEvent::Json(v) if v["type"] == "change" => {
+                let s = v["seq"].as_u64().unwrap();
+                assert_eq!(Some(s - 1), last, "a gap without a fresh snapshot");
+                last = Some(s);
+            }
+            WsEvent::Json(_) => {}
+            WsEvent::Close(frame) => {
+                if let Some(frame) = frame {
+                    assert_eq!(frame.code, CloseCode::Policy, "{frame:?}");
+                }
+                break;
+            }
+            WsEvent::Gone(_) => break,
+        }
+        if last == Some(N as u64) {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_larger_than_the_websocket_write_buffer_still_reaches_a_new_client() {
+    // Default settings: 3,000 events with 1 KiB descriptions make a ~3.3 MB snapshot, more than
+    // the 2 MiB (2 × --ws-queue-bytes) the server lets tungstenite buffer for one write.
+    const N: usize = 3_000;
+    let server = start_server(&[]);
+    let mut tcp = RiemannTcp::connect(&server).await;
+    let reply = tcp.request(&big_events("k", 0, N, 1024)).await;
+    assert_eq!(reply.ok, Some(true), "{reply:?}");
+
+    let mut client = WsClient::connect(&server).await;
+    match client.next_event().await {
+        WsEvent::Json(snapshot) => {
+            assert_eq!(snapshot["type"], "snapshot");
+            assert_eq!(snapshot["seq"], N as u64);
+            assert_eq!(snapshot["events"].as_array().map(Vec::len), Some(N));
+        }
+        other => panic!(
+            "a dashboard connecting to a large index gets no snapshot, only {other:?}; \
+             the snapshot frame is larger than the websocket write buffer"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn sigterm_closes_websockets_with_1001_and_exits_0() {
+    let mut server = start_server(&[]);
+    let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
+    server.send_sigterm();
+    let (code, _reason) = ws.expect_close().await;
+    assert_eq!(code, CloseCode::Away, "close code 1001");
+    let status = server.wait_exit();
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        server.stderr()
+    );
+    assert_eq!(status.code(), Some(0));
+}
