@@ -336,9 +336,11 @@ mod tests {
             "budget respected"
         );
         drop(store);
-        let (_, fresh) = Store::open(&tmp()).unwrap();
+        let other = tmp();
+        let (_, fresh) = Store::open(&other).unwrap();
         assert_ne!(fresh.epoch, epoch, "fresh directory, new epoch");
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&other);
     }
 
     #[test]
