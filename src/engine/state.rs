@@ -10,13 +10,18 @@
 //! a change — collectd sends metrics that way, and they must not flap a dashboard.
 //!
 //! Expiry: every indexed event expires at `time + ttl` (the server's default TTL when the event
-//! has none). Expiry times are kept ordered, so a tick that finds nothing due costs one lookup.
+//! has none). Expiry times are kept in a lazily rescheduled min-heap, so a tick that finds nothing
+//! due costs one look at its top and an update that only pushes expiry out costs no heap work.
 //! An expired key that had a state stays indexed in state `"expired"` (a change from its last
 //! state, with `previous_state` set) until it reports again — what went silent is exactly what a
 //! dashboard must keep showing. A key that never had a state is simply dropped.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+use hashbrown::{Equivalent, HashMap};
 
 use crate::event::{Event, EventKey};
 
@@ -47,6 +52,97 @@ struct Entry {
     event: Arc<Event>,
     /// When the entry expires (µs since the epoch); `None` once it has expired.
     expires_at: Option<i64>,
+    /// The time of this key's live item in the expiry heap (`<= expires_at`), if any. Heap items
+    /// for the key at any other time are stale and skipped.
+    scheduled: Option<i64>,
+}
+
+/// The index key, shared (not copied) between the index and the expiry heap.
+#[derive(Debug, Clone)]
+struct Key(Arc<EventKey>);
+
+fn hash_key<H: Hasher>(host: Option<&str>, service: Option<&str>, state: &mut H) {
+    host.hash(state);
+    service.hash(state);
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(self.0.host.as_deref(), self.0.service.as_deref(), state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl Eq for Key {}
+
+/// A borrowed key: looks an event up without copying its host and service.
+#[derive(Debug, Clone, Copy)]
+struct KeyRef<'a> {
+    host: Option<&'a str>,
+    service: Option<&'a str>,
+}
+
+impl<'a> KeyRef<'a> {
+    fn of_event(event: &'a Event) -> Self {
+        Self {
+            host: event.host.as_deref(),
+            service: event.service.as_deref(),
+        }
+    }
+
+    fn of_key(key: &'a EventKey) -> Self {
+        Self {
+            host: key.host.as_deref(),
+            service: key.service.as_deref(),
+        }
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(self.host, self.service, state);
+    }
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.host == key.0.host.as_deref() && self.service == key.0.service.as_deref()
+    }
+}
+
+/// An expiry heap item: due `at`, ordered by (time, key) like the ordered set it replaces, so
+/// keys due at the same time expire in the same order.
+#[derive(Debug)]
+struct Due {
+    at: i64,
+    key: Key,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.at
+            .cmp(&other.at)
+            .then_with(|| self.key.0.cmp(&other.key.0))
+    }
 }
 
 /// The state given to an entry whose TTL ran out.
@@ -56,9 +152,12 @@ pub const EXPIRED: &str = "expired";
 pub struct Engine {
     init_state: String,
     default_ttl_micros: i64,
-    index: HashMap<EventKey, Entry>,
-    /// (expires_at, key) for every live entry, ordered so the reaper only looks at what is due.
-    expiry: BTreeSet<(i64, EventKey)>,
+    index: HashMap<Key, Entry>,
+    /// Min-heap of expiry times, rescheduled lazily: each live entry has one item at its
+    /// `scheduled` time, no later than its `expires_at`. An update that pushes expiry out costs
+    /// nothing here; the item is moved to the real time when it comes up. Items that no longer
+    /// match their entry are stale and dropped when they reach the top.
+    expiry: BinaryHeap<Reverse<Due>>,
     /// Last assigned `seq`; 0 before the first change.
     seq: u64,
 }
@@ -69,8 +168,8 @@ impl Engine {
         Self {
             init_state: init_state.into(),
             default_ttl_micros: secs_to_micros(default_ttl_secs),
-            index: HashMap::new(),
-            expiry: BTreeSet::new(),
+            index: HashMap::default(),
+            expiry: BinaryHeap::new(),
             seq: 0,
         }
     }
@@ -80,22 +179,26 @@ impl Engine {
     pub fn restore(&mut self, seq: u64, events: Vec<Event>) {
         self.seq = seq;
         for event in events {
-            let key = event.key();
+            let key = Key(Arc::new(event.key()));
             let expires_at = if event.state.as_deref() == Some(EXPIRED) {
                 None
             } else {
-                let at = self.expires_at(&event);
-                self.expiry.insert((at, key.clone()));
-                Some(at)
+                Some(self.expires_at(&event))
             };
-            self.index.insert(
-                key,
+            let old = self.index.insert(
+                key.clone(),
                 Entry {
                     event: Arc::new(event),
                     expires_at,
+                    scheduled: expires_at,
                 },
             );
+            debug_assert!(old.is_none(), "a store holds each key once");
+            if let Some(at) = expires_at {
+                self.expiry.push(Reverse(Due { at, key }));
+            }
         }
+        self.tidy_expiry();
     }
 
     fn expires_at(&self, event: &Event) -> i64 {
@@ -136,39 +239,67 @@ impl Engine {
                 changes.push(change);
             }
         }
+        self.tidy_expiry();
     }
 
     fn apply_one(&mut self, mut event: Event) -> (Arc<Event>, Option<Change>) {
-        let key = event.key();
-        let old = self.index.remove(&key);
-        if let Some(at) = old.as_ref().and_then(|o| o.expires_at) {
-            self.expiry.remove(&(at, key.clone()));
-        }
-        let previous = old.map(|o| o.event);
-        let current = previous.as_ref().and_then(|e| e.state.clone());
-        let changed = match &event.state {
-            Some(state) => current.as_deref().unwrap_or(&self.init_state) != state,
-            None => {
+        let expires_at = self.expires_at(&event);
+        let Some(entry) = self.index.get_mut(&KeyRef::of_event(&event)) else {
+            // A new key: the only time the key is copied.
+            let changed = event
+                .state
+                .as_deref()
+                .is_some_and(|state| state != self.init_state);
+            let key = Key(Arc::new(event.key()));
+            let event = Arc::new(event);
+            self.index.insert(
+                key.clone(),
+                Entry {
+                    event: Arc::clone(&event),
+                    expires_at: Some(expires_at),
+                    scheduled: Some(expires_at),
+                },
+            );
+            self.expiry.push(Reverse(Due {
+                at: expires_at,
+                key,
+            }));
+            if !changed {
+                return (event, None);
+            }
+            let change = self.next_change(None, Arc::clone(&event), None);
+            return (event, Some(change));
+        };
+        let changed = match (&event.state, &entry.event.state) {
+            (Some(state), current) => current.as_deref().unwrap_or(&self.init_state) != state,
+            (None, current) => {
                 // Keep the key's last real state (if any) so the index never "forgets" a
                 // critical just because a metric-only update arrived.
-                event.state.clone_from(&current);
+                event.state.clone_from(current);
                 false
             }
         };
-        let expires_at = self.expires_at(&event);
-        self.expiry.insert((expires_at, key.clone()));
         let event = Arc::new(event);
-        self.index.insert(
-            key,
-            Entry {
-                event: Arc::clone(&event),
-                expires_at: Some(expires_at),
-            },
-        );
+        let previous = std::mem::replace(&mut entry.event, Arc::clone(&event));
+        entry.expires_at = Some(expires_at);
+        if entry.scheduled.is_none_or(|s| s > expires_at) {
+            // Due earlier than its heap item (or it has none): schedule it anew; the old
+            // item, if any, becomes stale.
+            entry.scheduled = Some(expires_at);
+            let (key, _) = self
+                .index
+                .get_key_value(&KeyRef::of_event(&event))
+                .expect("the entry was just updated");
+            self.expiry.push(Reverse(Due {
+                at: expires_at,
+                key: key.clone(),
+            }));
+        }
         if !changed {
             return (event, None);
         }
-        let change = self.next_change(current, Arc::clone(&event), previous);
+        let current = previous.state.clone();
+        let change = self.next_change(current, Arc::clone(&event), Some(previous));
         (event, Some(change))
     }
 
@@ -187,38 +318,67 @@ impl Engine {
         }
     }
 
+    /// Pops stale items off the top of the heap and moves an item that comes up early to its
+    /// entry's real expiry time, so the top is always the next real expiry.
+    fn tidy_expiry(&mut self) {
+        while let Some(Reverse(top)) = self.expiry.peek() {
+            let entry = self.index.get_mut(&KeyRef::of_key(&top.key.0));
+            match entry {
+                Some(entry) if entry.scheduled == Some(top.at) => {
+                    match entry.expires_at {
+                        Some(at) if at > top.at => {
+                            entry.scheduled = Some(at);
+                            let Some(Reverse(mut due)) = self.expiry.pop() else {
+                                break;
+                            };
+                            due.at = at;
+                            self.expiry.push(Reverse(due));
+                        }
+                        // The top is real.
+                        _ => break,
+                    }
+                }
+                // Stale: the key is gone or its item is elsewhere.
+                _ => {
+                    self.expiry.pop();
+                }
+            }
+        }
+    }
+
     /// Expires every entry due at or before `now_micros`, appending the resulting changes.
     /// Returns how many entries expired.
     pub fn expire(&mut self, now_micros: i64, changes: &mut Vec<Change>) -> usize {
         let mut expired = 0;
-        while let Some((at, _)) = self.expiry.first() {
-            if *at > now_micros {
+        loop {
+            self.tidy_expiry();
+            let Some(Reverse(top)) = self.expiry.peek() else {
+                break;
+            };
+            if top.at > now_micros {
                 break;
             }
-            let Some((_, key)) = self.expiry.pop_first() else {
+            let Some(Reverse(Due { key, .. })) = self.expiry.pop() else {
                 break;
             };
             expired += 1;
-            let Some(entry) = self.index.remove(&key) else {
+            let Some(entry) = self.index.get_mut(&KeyRef::of_key(&key.0)) else {
                 continue;
             };
+            entry.scheduled = None;
+            entry.expires_at = None;
             let Some(state) = entry.event.state.clone() else {
                 // Never had a state: nothing to tell anyone, just forget it.
+                self.index.remove(&KeyRef::of_key(&key.0));
                 continue;
             };
             let mut tombstone = (*entry.event).clone();
             tombstone.state = Some(EXPIRED.to_owned());
             tombstone.time_micros = now_micros;
             let tombstone = Arc::new(tombstone);
-            self.index.insert(
-                key,
-                Entry {
-                    event: Arc::clone(&tombstone),
-                    expires_at: None,
-                },
-            );
+            let previous = std::mem::replace(&mut entry.event, Arc::clone(&tombstone));
             if state != EXPIRED {
-                let change = self.next_change(Some(state), tombstone, Some(entry.event));
+                let change = self.next_change(Some(state), tombstone, Some(previous));
                 changes.push(change);
             }
         }
@@ -227,7 +387,7 @@ impl Engine {
 
     /// When the next entry expires, if any.
     pub fn next_expiry(&self) -> Option<i64> {
-        self.expiry.first().map(|(at, _)| *at)
+        self.expiry.peek().map(|Reverse(due)| due.at)
     }
 
     /// Every indexed event, as of now.
@@ -240,7 +400,7 @@ impl Engine {
 
     /// The indexed event for a key, if any.
     pub fn get(&self, key: &EventKey) -> Option<&Arc<Event>> {
-        self.index.get(key).map(|e| &e.event)
+        self.index.get(&KeyRef::of_key(key)).map(|e| &e.event)
     }
 }
 
@@ -473,5 +633,32 @@ mod tests {
         assert_eq!(e.expire(101_000_000, &mut changes), 1);
         assert!(changes.is_empty());
         assert!(e.is_empty());
+    }
+
+    #[test]
+    fn an_update_that_expires_sooner_is_rescheduled_earlier() {
+        let mut e = Engine::new("ok", 60.0);
+        apply(&mut e, vec![at("a", Some("warning"), 100, Some(50.0))]);
+        apply(&mut e, vec![at("a", Some("warning"), 100, Some(5.0))]);
+        assert_eq!(e.next_expiry(), Some(105_000_000));
+        let mut changes = Vec::new();
+        assert_eq!(e.expire(105_000_000, &mut changes), 1);
+        assert_eq!(e.next_expiry(), None, "the stale later item is gone");
+        assert_eq!(e.expire(200_000_000, &mut changes), 0);
+        assert_eq!(changes.len(), 1);
+    }
+
+    #[test]
+    fn many_updates_keep_one_heap_item_and_an_exact_next_expiry() {
+        let mut e = Engine::new("ok", 60.0);
+        for t in 0..1000 {
+            apply(&mut e, vec![at("a", Some("ok"), 100 + t, Some(10.0))]);
+        }
+        assert!(e.expiry.len() <= 2);
+        assert_eq!(e.next_expiry(), Some(1_109_000_000));
+        let mut changes = Vec::new();
+        assert_eq!(e.expire(1_108_999_999, &mut changes), 0);
+        assert_eq!(e.expire(1_109_000_000, &mut changes), 1);
+        assert_eq!(summary(&changes), vec![(1, "ok".into(), "expired".into())]);
     }
 }

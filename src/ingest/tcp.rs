@@ -2,7 +2,8 @@
 //!
 //! Riemann clients pipeline (the Java client keeps up to 8192 messages in flight and matches
 //! replies FIFO), so each connection runs two halves that overlap: the reader decodes frames and
-//! hands batches to the engine, queueing one reply slot per `Msg` in request order; the writer
+//! hands batches to the engine (the event-only `Msg`s of one read as one batch with one
+//! acknowledgement), queueing reply slots in request order; the writer
 //! waits for each slot in turn and writes replies in batches, flushing only when nothing more is
 //! ready. The reply queue is bounded: a client that never reads replies stops being read.
 
@@ -21,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::convert;
 use super::frame::{self, FrameDecoder};
 use crate::engine::{Ack, EngineError, EngineHandle, Snapshot};
-use crate::event::now_micros;
+use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 use crate::proto::Msg;
 use crate::query::Query;
@@ -30,6 +31,9 @@ use crate::query::Query;
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Read buffer headroom requested before each read.
 const READ_CHUNK: usize = 64 * 1024;
+/// At most this many `Msg`s (and events) go to the engine as one batch with one acknowledgement.
+const BATCH_MSGS: usize = 1024;
+const BATCH_EVENTS: usize = 16 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
@@ -49,10 +53,37 @@ enum ReadEnd {
     Fatal,
 }
 
+/// What the reader does after a frame.
+enum Next {
+    /// The buffer holds no complete frame: read.
+    NeedInput,
+    /// The batch reached its cap: send it and go on decoding.
+    Full,
+    /// A Msg to handle on its own, after the batch.
+    Msg(Msg),
+    /// A reply ready now (bad input), after the batch.
+    Reply(Reply),
+}
+
+/// A decoded frame.
+enum Frame {
+    /// A Msg holding only events: batched.
+    Events(Vec<Event>),
+    /// A query or an empty Msg.
+    Other(Msg),
+}
+
+/// Event-only Msgs read but not yet handed to the engine.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    msgs: usize,
+}
+
 /// One reply slot, in request order.
 enum Reply {
-    /// Wait for the engine to apply the batch, then answer `ok`.
-    Pending(oneshot::Receiver<Ack>),
+    /// Wait for the engine to apply the batch, then answer `ok` once per `Msg` it holds.
+    Pending(oneshot::Receiver<Ack>, usize),
     /// Answer a query once the engine's snapshot (taken after every earlier batch) arrives.
     Query(oneshot::Receiver<Snapshot>, Query),
     /// Answer now.
@@ -145,16 +176,47 @@ impl Connection {
     ) -> ReadEnd {
         let decoder = FrameDecoder::new(self.config.max_frame_bytes);
         let mut buf = BytesMut::new();
+        // Event-only Msgs decoded from one read go to the engine together: one command and one
+        // acknowledgement for the lot, answered with one `ok` per Msg in order. Anything else
+        // (a query, an empty Msg, bad input) first sends what is batched, so order is kept.
+        let mut batch = Batch::default();
         loop {
             loop {
                 let reply = match decoder.decode(&mut buf) {
-                    Ok(Some(body)) => self.handle_frame(body).await,
-                    Ok(None) => break,
+                    Ok(Some(body)) => match self.decode_frame(body) {
+                        Ok(Frame::Events(events)) => {
+                            batch.msgs += 1;
+                            batch.events.extend(events);
+                            if batch.msgs < BATCH_MSGS && batch.events.len() < BATCH_EVENTS {
+                                continue;
+                            }
+                            Next::Full
+                        }
+                        Ok(Frame::Other(msg)) => Next::Msg(msg),
+                        Err(reply) => Next::Reply(reply),
+                    },
+                    Ok(None) => Next::NeedInput,
                     Err(error) => {
                         Counters::add(&self.counters.tcp_bad_frames, 1);
                         tracing::warn!(peer = %self.peer, %error, "closing riemann tcp connection");
-                        Reply::Fatal(error_msg(error.to_string()))
+                        Next::Reply(Reply::Fatal(error_msg(error.to_string())))
                     }
+                };
+                // Whatever comes next, what is batched goes first.
+                if let Some(pending) = self.submit_batch(&mut batch).await {
+                    let fatal = matches!(pending, Reply::Fatal(_));
+                    if replies.send(pending).await.is_err() {
+                        return ReadEnd::Closed;
+                    }
+                    if fatal {
+                        return ReadEnd::Fatal;
+                    }
+                }
+                let reply = match reply {
+                    Next::NeedInput => break,
+                    Next::Full => continue,
+                    Next::Msg(msg) => self.handle_msg(msg).await,
+                    Next::Reply(reply) => reply,
                 };
                 let fatal = matches!(reply, Reply::Fatal(_));
                 if replies.send(reply).await.is_err() {
@@ -188,15 +250,46 @@ impl Connection {
         }
     }
 
-    async fn handle_frame(&self, body: Bytes) -> Reply {
+    /// Decodes one frame: events to batch, or a Msg that must be handled on its own.
+    fn decode_frame(&self, body: Bytes) -> Result<Frame, Reply> {
         let msg = match Msg::decode(body) {
             Ok(msg) => msg,
             Err(error) => {
                 Counters::add(&self.counters.tcp_bad_frames, 1);
                 tracing::warn!(peer = %self.peer, %error, "undecodable riemann msg; closing connection");
-                return Reply::Fatal(error_msg(format!("invalid protobuf Msg: {error}")));
+                return Err(Reply::Fatal(error_msg(format!(
+                    "invalid protobuf Msg: {error}"
+                ))));
             }
         };
+        if msg.query.is_some() || msg.events.is_empty() {
+            return Ok(Frame::Other(msg));
+        }
+        let now = now_micros();
+        Ok(Frame::Events(
+            msg.events
+                .into_iter()
+                .map(|e| convert::from_proto(e, now))
+                .collect(),
+        ))
+    }
+
+    /// Hands the batched Msgs to the engine as one command (waiting for queue space:
+    /// backpressure): the reply slot that answers them all, if anything was batched.
+    async fn submit_batch(&self, batch: &mut Batch) -> Option<Reply> {
+        if batch.msgs == 0 {
+            return None;
+        }
+        let events = std::mem::take(&mut batch.events);
+        let msgs = std::mem::take(&mut batch.msgs);
+        Some(match self.engine.submit(events).await {
+            Ok(ack) => Reply::Pending(ack, msgs),
+            Err(error) => Reply::Fatal(error_msg(error.to_string())),
+        })
+    }
+
+    /// A Msg with a query, or without events.
+    async fn handle_msg(&self, msg: Msg) -> Reply {
         let query = match msg.query.map(|q| q.string.unwrap_or_default()) {
             // A bad query is the client's mistake, not a protocol error: answer and carry on.
             Some(text) => match Query::parse(&text) {
@@ -224,7 +317,7 @@ impl Connection {
                 Ok(snapshot) => Reply::Query(snapshot, query),
                 Err(error) => Reply::Fatal(error_msg(error.to_string())),
             },
-            (None, Some(ack)) => Reply::Pending(ack),
+            (None, Some(ack)) => Reply::Pending(ack, 1),
             (None, None) => Reply::Ready(ok_msg()),
         }
     }
@@ -253,13 +346,21 @@ async fn write_replies(
     peer: SocketAddr,
 ) {
     let mut out = BytesMut::with_capacity(4096);
+    let mut ok_frame = BytesMut::new();
+    frame::encode(&ok_msg(), &mut ok_frame);
     while let Some(mut reply) = replies.recv().await {
         loop {
             let (msg, fatal) = match reply {
                 Reply::Ready(msg) => (msg, false),
                 Reply::Fatal(msg) => (msg, true),
-                Reply::Pending(ack) => match wait(ack, &mut write, &mut out, peer).await {
-                    Some(Ok(Ok(()))) => (ok_msg(), false),
+                Reply::Pending(ack, msgs) => match wait(ack, &mut write, &mut out, peer).await {
+                    Some(Ok(Ok(()))) => {
+                        // One `ok` per Msg of the batch, in order.
+                        for _ in 1..msgs {
+                            out.extend_from_slice(&ok_frame);
+                        }
+                        (ok_msg(), false)
+                    }
                     Some(Ok(Err(error))) => (error_msg(error.to_string()), true),
                     Some(Err(_)) => (error_msg(EngineError::Closed.to_string()), true),
                     None => return,
