@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::access::Denied;
 use super::AppState;
 use crate::event::now_micros;
 use crate::ingest::json::parse_events;
@@ -59,15 +60,9 @@ pub async fn state(
     axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = app
-        .access
-        .check_dashboard(&headers, params.token.as_deref())
-    {
-        return denied.into_response();
-    }
-    let filter = match super::ws::parse_filter(params.query.as_deref()) {
+    let filter = match dashboard_filter(&app, &headers, &params) {
         Ok(filter) => filter,
-        Err(error) => return error_response(StatusCode::BAD_REQUEST, error),
+        Err(denied) => return denied.into_response(),
     };
     match app.engine.snapshot().await {
         Ok(snapshot) => {
@@ -83,6 +78,20 @@ pub async fn state(
     }
 }
 
+/// The checks every dashboard read starts with: the token, then the `query` parameter.
+fn dashboard_filter(
+    app: &AppState,
+    headers: &HeaderMap,
+    params: &super::SubscribeParams,
+) -> Result<Option<crate::query::Query>, Denied> {
+    app.access
+        .check_dashboard(headers, params.token.as_deref())?;
+    super::ws::parse_filter(params.query.as_deref()).map_err(|error| Denied {
+        status: StatusCode::BAD_REQUEST,
+        error,
+    })
+}
+
 /// Most transitions one `/api/history` request returns.
 const MAX_HISTORY_LIMIT: usize = 10_000;
 
@@ -95,15 +104,9 @@ pub async fn history(
     axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = app
-        .access
-        .check_dashboard(&headers, params.token.as_deref())
-    {
-        return denied.into_response();
-    }
-    let filter = match super::ws::parse_filter(params.query.as_deref()) {
+    let filter = match dashboard_filter(&app, &headers, &params) {
         Ok(filter) => filter,
-        Err(error) => return error_response(StatusCode::BAD_REQUEST, error),
+        Err(denied) => return denied.into_response(),
     };
     let Some(store) = app.store.clone() else {
         return error_response(
