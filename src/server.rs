@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -181,7 +182,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let router = web::router(app);
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let served = axum::serve(http_listener, router)
+        // Websocket frames are small and latency-sensitive: without TCP_NODELAY, Nagle holds
+        // each one back until the browser's delayed ACK arrives.
+        let listener = http_listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(http_shutdown.cancelled_owned())
             .await;
         if let Err(error) = served {
