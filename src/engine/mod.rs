@@ -14,7 +14,6 @@
 
 pub mod state;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -22,7 +21,6 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use state::{Change, Snapshot, EXPIRED};
 
 use crate::broadcast::{Published, Receiver, Sender};
-use crate::event::EventKey;
 use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 use crate::store::{Recovered, Retention, Store};
@@ -195,7 +193,7 @@ pub fn spawn(
         changes: Vec::new(),
         indexed: Vec::new(),
         acks: Vec::new(),
-        dirty: HashMap::new(),
+        dirty: hashbrown::HashSet::default(),
     };
     let task = tokio::spawn(owner.run(rx, config.reap_interval));
     (EngineHandle { tx }, task)
@@ -219,9 +217,28 @@ struct Owner {
     acks: Vec<oneshot::Sender<Ack>>,
     /// Scratch buffer for newly indexed events.
     indexed: Vec<Arc<Event>>,
-    /// Index updates that were not changes, written by the periodic flush.
-    dirty: HashMap<EventKey, Arc<Event>>,
+    /// Index updates that were not changes, written by the periodic flush: the latest event per
+    /// (host, service), found by the event's own key (no copy).
+    dirty: hashbrown::HashSet<ByKey>,
 }
+
+/// An event, hashed and compared by its (host, service) only.
+struct ByKey(Arc<Event>);
+
+impl std::hash::Hash for ByKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.host.hash(state);
+        self.0.service.hash(state);
+    }
+}
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.host == other.0.host && self.0.service == other.0.service
+    }
+}
+
+impl Eq for ByKey {}
 
 impl Owner {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, reap_interval: std::time::Duration) {
@@ -279,15 +296,15 @@ impl Owner {
                 }
                 if self.store.is_some() {
                     for event in self.indexed.drain(..) {
-                        self.dirty.insert(event.key(), event);
+                        self.dirty.replace(ByKey(event));
                     }
                     // Changed keys are written with the group commit itself.
                     for change in &self.changes[first_change..] {
-                        let key = change.event.key();
+                        let key = ByKey(Arc::clone(&change.event));
                         if self
                             .dirty
                             .get(&key)
-                            .is_some_and(|d| Arc::ptr_eq(d, &change.event))
+                            .is_some_and(|d| Arc::ptr_eq(&d.0, &change.event))
                         {
                             self.dirty.remove(&key);
                         }
@@ -357,7 +374,7 @@ impl Owner {
         };
         let now = now_micros();
         if !self.dirty.is_empty() {
-            let dirty: Vec<Arc<Event>> = self.dirty.drain().map(|(_, e)| e).collect();
+            let dirty: Vec<Arc<Event>> = self.dirty.drain().map(|d| d.0).collect();
             if let Err(error) = store.commit(&[], &dirty, self.engine.seq(), now) {
                 tracing::error!(%error, "could not store index updates");
             }

@@ -198,7 +198,6 @@ impl Engine {
                 self.expiry.push(Reverse(Due { at, key }));
             }
         }
-        self.tidy_expiry();
     }
 
     fn expires_at(&self, event: &Event) -> i64 {
@@ -239,7 +238,6 @@ impl Engine {
                 changes.push(change);
             }
         }
-        self.tidy_expiry();
     }
 
     fn apply_one(&mut self, mut event: Event) -> (Arc<Event>, Option<Change>) {
@@ -318,26 +316,25 @@ impl Engine {
         }
     }
 
-    /// Pops stale items off the top of the heap and moves an item that comes up early to its
-    /// entry's real expiry time, so the top is always the next real expiry.
-    fn tidy_expiry(&mut self) {
+    /// Pops stale items off the top of the heap and moves an early item that is due by `now` to
+    /// its entry's real expiry time, so every item left at or before `now` is real. Items that
+    /// come up early but are not due yet stay where they are: cheap for hot keys, whose expiry
+    /// moves on every update.
+    fn tidy_expiry(&mut self, now_micros: i64) {
         while let Some(Reverse(top)) = self.expiry.peek() {
             let entry = self.index.get_mut(&KeyRef::of_key(&top.key.0));
             match entry {
-                Some(entry) if entry.scheduled == Some(top.at) => {
-                    match entry.expires_at {
-                        Some(at) if at > top.at => {
-                            entry.scheduled = Some(at);
-                            let Some(Reverse(mut due)) = self.expiry.pop() else {
-                                break;
-                            };
-                            due.at = at;
-                            self.expiry.push(Reverse(due));
-                        }
-                        // The top is real.
-                        _ => break,
+                Some(entry) if entry.scheduled == Some(top.at) => match entry.expires_at {
+                    Some(at) if at > top.at && top.at <= now_micros => {
+                        entry.scheduled = Some(at);
+                        let Some(Reverse(mut due)) = self.expiry.pop() else {
+                            break;
+                        };
+                        due.at = at;
+                        self.expiry.push(Reverse(due));
                     }
-                }
+                    _ => break,
+                },
                 // Stale: the key is gone or its item is elsewhere.
                 _ => {
                     self.expiry.pop();
@@ -351,7 +348,7 @@ impl Engine {
     pub fn expire(&mut self, now_micros: i64, changes: &mut Vec<Change>) -> usize {
         let mut expired = 0;
         loop {
-            self.tidy_expiry();
+            self.tidy_expiry(now_micros);
             let Some(Reverse(top)) = self.expiry.peek() else {
                 break;
             };
@@ -387,7 +384,15 @@ impl Engine {
 
     /// When the next entry expires, if any.
     pub fn next_expiry(&self) -> Option<i64> {
-        self.expiry.peek().map(|Reverse(due)| due.at)
+        let Reverse(top) = self.expiry.peek()?;
+        match self.index.get(&KeyRef::of_key(&top.key.0)) {
+            // The top of the heap is exact: the usual case.
+            Some(entry) if entry.scheduled == Some(top.at) && entry.expires_at == Some(top.at) => {
+                Some(top.at)
+            }
+            // It is stale or early (rescheduled lazily): look at every entry.
+            _ => self.index.values().filter_map(|e| e.expires_at).min(),
+        }
     }
 
     /// Every indexed event, as of now.

@@ -33,7 +33,7 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// At most this many `Msg`s (and events) go to the engine as one batch with one acknowledgement.
 const BATCH_MSGS: usize = 1024;
-const BATCH_EVENTS: usize = 16 * 1024;
+const BATCH_EVENTS: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
@@ -186,7 +186,11 @@ impl Connection {
                     Ok(Some(body)) => match self.decode_frame(body) {
                         Ok(Frame::Events(events)) => {
                             batch.msgs += 1;
-                            batch.events.extend(events);
+                            if batch.events.is_empty() {
+                                batch.events = events;
+                            } else {
+                                batch.events.extend(events);
+                            }
                             if batch.msgs < BATCH_MSGS && batch.events.len() < BATCH_EVENTS {
                                 continue;
                             }
