@@ -26,6 +26,9 @@ const INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index");
 /// seq → encoded [`StoredChange`].
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 
+/// Page cache of the database file (redb's default is 1 GiB).
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 const META_EPOCH: &str = "epoch";
 const META_SEQ: &str = "seq";
 
@@ -99,7 +102,10 @@ impl Store {
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::create(dir.join("statecast.redb"))?;
+        // redb caches up to 1 GiB of pages by default; bound it like every other buffer.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join("statecast.redb"))?;
         let txn = db.begin_write()?;
         let recovered = {
             let mut meta = txn.open_table(META)?;
