@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use statecast::config::Config;
 
+/// Events are decoded on connection tasks and freed by the engine on another thread; glibc's
+/// malloc spends about half the ingest time on that pattern (see BENCHMARKS.md), mimalloc's
+/// thread-free lists do not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
         Ok(config) => config,
