@@ -10,15 +10,6 @@ use common::*;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-async fn ws_at(server: &Server, path_and_query: &str) -> WsClient {
-    let url = format!("ws://{}{}", server.http, path_and_query);
-    let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("websocket connect timed out")
-        .expect("websocket connect");
-    WsClient { ws }
-}
-
 async fn history(server: &Server, query: &str) -> Value {
     let response = http_request(
         server.http,
@@ -148,7 +139,7 @@ async fn resume_gets_exactly_the_missed_changes_then_live_ones() {
     assert_eq!(seen, [1, 2, 3, 4, 5]);
 
     // Resume after seq 2: exactly 3, 4 and 5 in order, no snapshot, then live.
-    let mut resumed = ws_at(&server, &format!("/ws?since=2&epoch={epoch}")).await;
+    let mut resumed = WsClient::connect_path(&server, &format!("/ws?since=2&epoch={epoch}")).await;
     for expected in 3..=5 {
         let c = resumed.next_json().await;
         assert_eq!(
@@ -164,12 +155,12 @@ async fn resume_gets_exactly_the_missed_changes_then_live_ones() {
     );
 
     // Resume at the current seq: nothing to replay, live from there.
-    let mut current = ws_at(&server, &format!("/ws?since=6&epoch={epoch}")).await;
+    let mut current = WsClient::connect_path(&server, &format!("/ws?since=6&epoch={epoch}")).await;
     change(&mut tcp, "s9", "ok").await;
     assert_eq!(current.next_json().await["seq"], 7);
 
     // A wrong epoch (history from another data directory) gets a reset snapshot.
-    let mut foreign = ws_at(&server, "/ws?since=2&epoch=not-this-one").await;
+    let mut foreign = WsClient::connect_path(&server, "/ws?since=2&epoch=not-this-one").await;
     let reset = foreign.next_json().await;
     assert_eq!(
         (reset["type"].as_str(), reset["reset"].as_bool()),
@@ -182,7 +173,7 @@ async fn resume_gets_exactly_the_missed_changes_then_live_ones() {
     let mut server = server;
     assert!(server.terminate().success());
     let restarted = start_server_in(&dir, &[]);
-    let mut after = ws_at(&restarted, &format!("/ws?since=5&epoch={epoch}")).await;
+    let mut after = WsClient::connect_path(&restarted, &format!("/ws?since=5&epoch={epoch}")).await;
     assert_eq!(after.next_json().await["seq"], 6);
     assert_eq!(after.next_json().await["seq"], 7);
     drop(restarted);
@@ -207,7 +198,7 @@ async fn resume_older_than_retention_gets_a_reset_snapshot() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let mut old = ws_at(&server, &format!("/ws?since=2&epoch={epoch}")).await;
+    let mut old = WsClient::connect_path(&server, &format!("/ws?since=2&epoch={epoch}")).await;
     let reset = old.next_json().await;
     assert_eq!(
         (reset["type"].as_str(), reset["reset"].as_bool()),
@@ -215,7 +206,7 @@ async fn resume_older_than_retention_gets_a_reset_snapshot() {
     );
     assert_eq!(reset["events"].as_array().unwrap().len(), 10);
     // Still within retention: replayed.
-    let mut recent = ws_at(&server, &format!("/ws?since=7&epoch={epoch}")).await;
+    let mut recent = WsClient::connect_path(&server, &format!("/ws?since=7&epoch={epoch}")).await;
     assert_eq!(recent.next_json().await["seq"], 8);
 }
 

@@ -8,15 +8,6 @@ use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-async fn ws_at(server: &Server, path_and_query: &str) -> WsClient {
-    let url = format!("ws://{}{}", server.http, path_and_query);
-    let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("websocket connect timed out")
-        .expect("websocket connect");
-    WsClient { ws }
-}
-
 async fn send_json(client: &mut WsClient, value: Value) {
     use futures_util::SinkExt;
     client
@@ -130,7 +121,7 @@ async fn tcp_query_returns_riemann_encoding_and_a_bad_query_keeps_the_connection
 async fn ws_query_filters_snapshot_and_changes_including_leaving_the_filter() {
     let server = start_server(&[]);
     seed(&server).await;
-    let mut dash = ws_at(
+    let mut dash = WsClient::connect_path(
         &server,
         &format!("/ws?query={}", url_encode(r#"state = "critical""#)),
     )
@@ -214,7 +205,7 @@ async fn riemann_index_websocket_streams_snapshot_then_every_matching_update() {
     let server = start_server(&[]);
     seed(&server).await;
     let query = url_encode(r#"host =~ "web%""#);
-    let mut once = ws_at(&server, &format!("/index?query={query}")).await;
+    let mut once = WsClient::connect_path(&server, &format!("/index?query={query}")).await;
     let mut hosts = Vec::new();
     while let WsEvent::Json(e) = once.next_event().await {
         hosts.push(e["host"].as_str().unwrap().to_owned());
@@ -222,7 +213,8 @@ async fn riemann_index_websocket_streams_snapshot_then_every_matching_update() {
     hosts.sort();
     assert_eq!(hosts, ["web1", "web2"], "snapshot only, then closed");
 
-    let mut live = ws_at(&server, &format!("/index?subscribe=true&query={query}")).await;
+    let mut live =
+        WsClient::connect_path(&server, &format!("/index?subscribe=true&query={query}")).await;
     for _ in 0..2 {
         live.next_json_any().await;
     }

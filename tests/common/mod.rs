@@ -429,7 +429,12 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn connect(server: &Server) -> Self {
-        let url = format!("ws://{}/ws", server.http);
+        Self::connect_path(server, "/ws").await
+    }
+
+    /// Connects to any websocket path on the HTTP port (`/ws?query=…`, `/index?…`).
+    pub async fn connect_path(server: &Server, path_and_query: &str) -> Self {
+        let url = format!("ws://{}{}", server.http, path_and_query);
         let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
             .await
             .expect("websocket connect timed out")
