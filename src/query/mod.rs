@@ -93,6 +93,12 @@ impl Query {
         eval::matches(&self.expr, event)
     }
 
+    /// Whether a transition from `previous` to `event` concerns a watcher of this query: either
+    /// side matching counts, so a watcher also sees a service leave its slice.
+    pub fn matches_transition(&self, event: &Event, previous: Option<&Event>) -> bool {
+        self.matches(event) || previous.is_some_and(|p| self.matches(p))
+    }
+
     /// True for the query `true` (also written `(true)`), which matches every event; callers
     /// can skip evaluation for it.
     pub fn is_match_all(&self) -> bool {

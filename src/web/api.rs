@@ -119,7 +119,7 @@ pub async fn history(
     let read = tokio::task::spawn_blocking(move || {
         let wants = |c: &crate::store::StoredChange| match &filter {
             None => true,
-            Some(q) => q.matches(&c.event()) || c.previous().is_some_and(|p| q.matches(&p)),
+            Some(q) => q.matches_transition(&c.event(), c.previous().as_ref()),
         };
         let changes = store.history(since, limit, wants)?;
         Ok::<_, crate::store::StoreError>((store.oldest_seq()?, changes))

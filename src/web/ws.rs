@@ -310,11 +310,7 @@ impl Session {
         let Some(filter) = &self.filter else {
             return true;
         };
-        filter.matches(&change.event)
-            || change
-                .previous
-                .as_deref()
-                .is_some_and(|p| filter.matches(p))
+        filter.matches_transition(&change.event, change.previous.as_deref())
     }
 
     /// Handles a client message. Returns the new filter when the client (re)subscribed;
