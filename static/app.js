@@ -354,6 +354,8 @@ function applySnapshot(msg) {
   nextProblems.sort(compareEntries);
   problems = nextProblems;
   renderWindow();
+  if (grid.built) gridRefresh();
+  else if (view === 'grid') gridRebuild();
   for (const key of changedKeys) {
     const row = index.get(key)?.row;
     if (row) flash(row);
@@ -400,6 +402,7 @@ function applyChange(msg) {
     insertProblem(entry);
     if (entry.row) flash(entry.row);
   }
+  gridUpdate(entry);
   logTransition(ev, previousState, now);
   scheduleHeader();
   if (key === selectedKey) {
@@ -654,6 +657,415 @@ tbody.addEventListener('keydown', (e) => {
   }
 });
 $('details-close').addEventListener('click', closeDetails);
+
+// ---------------------------------------------------------------------------------------------
+// Grid: hosts × services, one cell per pair, coloured by state. Built lazily (the first time the
+// grid is shown), a chunk of rows per frame, then kept current one cell per change: a new host
+// appends a row, a new service appends a column (one cell per existing row). A snapshot rebuilds.
+
+const gridHead = $('grid-head');
+const gridBody = $('grid-rows');
+const gridPanel = $('grid-panel');
+const GRID_ROWS_PER_CHUNK = 60;
+const gridRowOf = new WeakMap(); // <tr> → its row record
+const gridCollator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+const nameKey = (v) => JSON.stringify(v ?? null);
+const grid = {
+  built: false,      // the DOM exists (or is being built) and is kept current
+  hosts: [],         // [{ value, tr, cells }] in row order; tr null until its chunk is built
+  hostIndex: new Map(), // nameKey(host) → row index
+  services: [],      // service values in column order
+  serviceIndex: new Map(), // nameKey(service) → column index
+  builtRows: 0,      // rows [0, builtRows) have DOM
+  building: false,
+  generation: 0,
+};
+
+function gridCellClass(host, service) {
+  const entry = index.get(JSON.stringify([host ?? null, service ?? null]));
+  return entry ? `cell s-${entry.cls}` : 'cell empty-cell';
+}
+
+function gridCreateCell(host, service) {
+  const td = document.createElement('td');
+  td.className = gridCellClass(host, service);
+  return td;
+}
+
+function gridHeaderCell(service) {
+  const th = el('th', 'grid-service');
+  th.scope = 'col';
+  const label = el('span', service == null ? 'none' : null, service ?? '(no service)');
+  th.append(label);
+  th.setAttribute('title', service ?? '(no service)');
+  th.dataset.service = service ?? '';
+  return th;
+}
+
+function gridCreateRow(row) {
+  const tr = document.createElement('tr');
+  const th = el('th', row.value == null ? 'grid-host none' : 'grid-host', row.value ?? '(no host)');
+  th.scope = 'row';
+  th.setAttribute('title', row.value ?? '(no host)');
+  tr.dataset.host = row.value ?? '';
+  gridRowOf.set(tr, row);
+  tr.append(th);
+  row.cells = [];
+  for (const service of grid.services) {
+    const td = gridCreateCell(row.value, service);
+    row.cells.push(td);
+    tr.append(td);
+  }
+  row.tr = tr;
+  return tr;
+}
+
+/** Builds pending rows, a chunk per frame, so a 500 × 50 grid never blocks the page for long. */
+function gridBuildChunk(generation) {
+  if (generation !== grid.generation) return;
+  const frag = document.createDocumentFragment();
+  const end = Math.min(grid.hosts.length, grid.builtRows + GRID_ROWS_PER_CHUNK);
+  for (let i = grid.builtRows; i < end; i += 1) frag.append(gridCreateRow(grid.hosts[i]));
+  gridBody.append(frag);
+  grid.builtRows = end;
+  if (grid.builtRows < grid.hosts.length) {
+    requestAnimationFrame(() => gridBuildChunk(generation));
+    setTimeout(() => gridBuildChunk(generation), 100); // rAF stalls in background tabs
+  } else {
+    grid.building = false;
+    gridPanel.dataset.ready = 'true';
+  }
+  gridStatus();
+}
+
+function gridSchedule() {
+  if (grid.building || grid.builtRows >= grid.hosts.length) return;
+  grid.building = true;
+  delete gridPanel.dataset.ready;
+  const generation = grid.generation;
+  requestAnimationFrame(() => gridBuildChunk(generation));
+}
+
+/** Throws the grid away and lays it out again from the index (sorted hosts and services). */
+function gridRebuild() {
+  grid.generation += 1;
+  grid.built = true;
+  grid.building = false;
+  const hosts = new Map();
+  const services = new Map();
+  for (const entry of index.values()) {
+    const h = entry.event.host ?? null;
+    const s = entry.event.service ?? null;
+    hosts.set(nameKey(h), h);
+    services.set(nameKey(s), s);
+  }
+  const order = (a, b) => (a === null ? -1 : b === null ? 1 : gridCollator.compare(String(a), String(b)));
+  grid.hosts = [...hosts.values()].sort(order).map((value) => ({ value, tr: null, cells: null }));
+  grid.services = [...services.values()].sort(order);
+  grid.hostIndex = new Map(grid.hosts.map((r, i) => [nameKey(r.value), i]));
+  grid.serviceIndex = new Map(grid.services.map((s, i) => [nameKey(s), i]));
+  grid.builtRows = 0;
+  gridBody.replaceChildren();
+  gridHead.replaceChildren(gridHead.firstElementChild, ...grid.services.map(gridHeaderCell));
+  gridSchedule();
+  gridStatus();
+}
+
+/**
+ * After a snapshot: when every host and service of the grid is still there, the grid is kept
+ * (cells recoloured where they differ, new hosts and services appended); otherwise rebuilt.
+ */
+function gridRefresh() {
+  const hosts = new Map();
+  const services = new Map();
+  for (const entry of index.values()) {
+    hosts.set(nameKey(entry.event.host), entry.event.host ?? null);
+    services.set(nameKey(entry.event.service), entry.event.service ?? null);
+  }
+  const gone = grid.hosts.some((r) => !hosts.has(nameKey(r.value)))
+    || grid.services.some((v) => !services.has(nameKey(v)));
+  if (gone) {
+    gridRebuild();
+    return;
+  }
+  for (let i = 0; i < grid.builtRows; i += 1) {
+    const row = grid.hosts[i];
+    grid.services.forEach((service, col) => {
+      const cls = gridCellClass(row.value, service);
+      const td = row.cells[col];
+      if (td.className !== cls) td.className = cls;
+      if (td.hasAttribute('title')) td.removeAttribute('title'); // rewritten on the next hover
+    });
+  }
+  for (const entry of index.values()) {
+    if (!grid.hostIndex.has(nameKey(entry.event.host)) || !grid.serviceIndex.has(nameKey(entry.event.service))) {
+      gridUpdate(entry);
+    }
+  }
+  gridStatus();
+}
+
+/** One (host, service) changed: touch its cell only (or append a row / a column). */
+function gridUpdate(entry) {
+  if (!grid.built) return;
+  const host = entry.event.host ?? null;
+  const service = entry.event.service ?? null;
+  let col = grid.serviceIndex.get(nameKey(service));
+  if (col === undefined) {
+    col = grid.services.length;
+    grid.services.push(service);
+    grid.serviceIndex.set(nameKey(service), col);
+    gridHead.append(gridHeaderCell(service));
+    for (let i = 0; i < grid.builtRows; i += 1) {
+      const row = grid.hosts[i];
+      const td = gridCreateCell(row.value, service);
+      row.cells.push(td);
+      row.tr.append(td);
+    }
+  }
+  let r = grid.hostIndex.get(nameKey(host));
+  if (r === undefined) {
+    r = grid.hosts.length;
+    grid.hosts.push({ value: host, tr: null, cells: null });
+    grid.hostIndex.set(nameKey(host), r);
+    if (!grid.building && grid.builtRows === r) {
+      gridBody.append(gridCreateRow(grid.hosts[r]));
+      grid.builtRows = r + 1;
+    } else {
+      gridSchedule();
+    }
+    gridStatus();
+    return; // the new row reads its cells from the index
+  }
+  const row = grid.hosts[r];
+  if (!row.tr) return; // its chunk is not built yet: it will read the index
+  const td = row.cells[col];
+  const cls = `cell s-${entry.cls}`;
+  if (td.className !== cls) td.className = cls;
+  if (td.hasAttribute('title')) td.setAttribute('title', gridTitle(entry));
+}
+
+function gridStatus() {
+  setText($('grid-size'), grid.hosts.length
+    ? `${grid.hosts.length.toLocaleString()} hosts × ${grid.services.length.toLocaleString()} services`
+    : '');
+  $('grid-empty').hidden = grid.hosts.length > 0 || !haveSnapshot;
+}
+
+function gridTitle(entry) {
+  const ev = entry.event;
+  const lines = [
+    `host: ${ev.host ?? '(no host)'}`,
+    `service: ${ev.service ?? '(no service)'}`,
+    `state: ${ev.state}`,
+  ];
+  if (ev.metric !== undefined && ev.metric !== null) lines.push(`metric: ${String(ev.metric)}`);
+  if (ev.description != null && ev.description !== '') lines.push(`description: ${String(ev.description)}`);
+  const t = parseTime(ev.time);
+  if (t !== null) lines.push(`time: ${absolute(t)}`);
+  return lines.join('\n');
+}
+
+/** The (host, service) key of a grid cell, or null. */
+function gridKeyOf(td) {
+  if (!(td instanceof HTMLTableCellElement) || td.tagName !== 'TD') return null;
+  const row = gridRowOf.get(td.parentElement);
+  const col = td.cellIndex - 1;
+  if (!row || col < 0 || col >= grid.services.length) return null;
+  return JSON.stringify([row.value ?? null, grid.services[col] ?? null]);
+}
+
+// Tooltips are written when the pointer (or focus) reaches a cell, not for 25,000 cells up front;
+// a cell that has one keeps it current on changes.
+function gridHover(e) {
+  const td = e.target.closest?.('td');
+  const key = td && gridKeyOf(td);
+  if (!key) return;
+  const entry = index.get(key);
+  if (entry) td.setAttribute('title', gridTitle(entry));
+  else td.setAttribute('title', `${JSON.parse(key).map((v) => v ?? '(none)').join(' · ')}: no event`);
+}
+gridBody.addEventListener('mouseover', gridHover);
+gridBody.addEventListener('focusin', gridHover);
+gridBody.addEventListener('click', (e) => {
+  const td = e.target.closest('td');
+  const key = td && gridKeyOf(td);
+  if (key && index.has(key)) openDetails(key);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Views: Problems / Grid, as tabs, kept in the URL as ?view=
+
+const VIEWS = ['problems', 'grid'];
+const tabs = [...document.querySelectorAll('.tabs [role="tab"]')];
+let view = VIEWS.includes(new URLSearchParams(location.search).get('view')) ? new URLSearchParams(location.search).get('view') : 'problems';
+
+function setView(next, { focus = false } = {}) {
+  view = VIEWS.includes(next) ? next : 'problems';
+  for (const tab of tabs) {
+    const on = tab.dataset.view === view;
+    tab.setAttribute('aria-selected', String(on));
+    tab.tabIndex = on ? 0 : -1;
+    if (on && focus) tab.focus();
+  }
+  $('problems-panel').hidden = view !== 'problems';
+  gridPanel.hidden = view !== 'grid';
+  document.body.dataset.view = view;
+  if (view === 'grid' && !grid.built && haveSnapshot) gridRebuild();
+  const url = new URL(location.href);
+  if (view === 'problems') url.searchParams.delete('view');
+  else url.searchParams.set('view', view);
+  if (url.href !== location.href) history.replaceState(null, '', url);
+}
+
+for (const tab of tabs) {
+  tab.addEventListener('click', () => setView(tab.dataset.view));
+  tab.addEventListener('keydown', (e) => {
+    const i = tabs.indexOf(tab);
+    let j = null;
+    if (e.key === 'ArrowRight') j = (i + 1) % tabs.length;
+    else if (e.key === 'ArrowLeft') j = (i - 1 + tabs.length) % tabs.length;
+    else if (e.key === 'Home') j = 0;
+    else if (e.key === 'End') j = tabs.length - 1;
+    if (j === null) return;
+    e.preventDefault();
+    setView(tabs[j].dataset.view, { focus: true });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate chart: events/s and changes/min over the last hour, from the server's cumulative counters
+// in `stats`. The series outlives sockets; a counter going backwards (server restart) starts a
+// fresh baseline. Drawn by hand on a canvas, at most once per second.
+
+const RATE_WINDOW_MS = 3600_000;
+const rates = { events: [], changes: [] }; // [t ms, value]
+let rateBase = null; // { at, events, changes }
+let chartDrawnAt = 0;
+let chartTimer = null;
+const chartCanvas = $('rate-chart');
+
+function trimSeries(series, now) {
+  let drop = 0;
+  while (drop < series.length && series[drop][0] < now - RATE_WINDOW_MS) drop += 1;
+  if (drop) series.splice(0, drop);
+}
+
+function recordRates(msg) {
+  const now = Date.now();
+  const ev = typeof msg.events === 'number' ? msg.events : null;
+  const ch = typeof msg.changes === 'number' ? msg.changes : null;
+  if (ev === null && ch === null) return;
+  if (rateBase && now > rateBase.at) {
+    const dt = now - rateBase.at;
+    if (ev !== null && rateBase.events !== null && ev >= rateBase.events) {
+      rates.events.push([now, (ev - rateBase.events) * 1000 / dt]);
+    }
+    if (ch !== null && rateBase.changes !== null && ch >= rateBase.changes) {
+      rates.changes.push([now, (ch - rateBase.changes) * 60_000 / dt]);
+    }
+  }
+  // Backwards counters simply become the new baseline (no point is recorded for them).
+  rateBase = { at: now, events: ev, changes: ch };
+  trimSeries(rates.events, now);
+  trimSeries(rates.changes, now);
+  scheduleChart();
+}
+
+function scheduleChart() {
+  if (chartTimer) return;
+  const wait = Math.max(0, 1000 - (Date.now() - chartDrawnAt));
+  chartTimer = setTimeout(() => {
+    chartTimer = null;
+    drawChart();
+  }, wait);
+}
+
+const fmtRate = (v) => (v >= 100 ? String(Math.round(v)) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+
+function drawChart() {
+  chartDrawnAt = Date.now();
+  const lastE = rates.events.at(-1);
+  const lastC = rates.changes.at(-1);
+  setText($('rate-events-now'), lastE ? fmtRate(lastE[1]) : '–');
+  setText($('rate-changes-now'), lastC ? fmtRate(lastC[1]) : '–');
+  chartCanvas.dataset.points = String(rates.events.length);
+  if (document.hidden) return;
+  const dpr = window.devicePixelRatio || 1;
+  const w = chartCanvas.clientWidth;
+  const h = chartCanvas.clientHeight;
+  if (!w || !h) return;
+  if (chartCanvas.width !== Math.round(w * dpr) || chartCanvas.height !== Math.round(h * dpr)) {
+    chartCanvas.width = Math.round(w * dpr);
+    chartCanvas.height = Math.round(h * dpr);
+  }
+  const ctx = chartCanvas.getContext('2d');
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  const css = getComputedStyle(document.documentElement);
+  const muted = css.getPropertyValue('--muted').trim() || '#5f6b7a';
+  const line = css.getPropertyValue('--line').trim() || '#dfe3e8';
+  const now = Date.now();
+  const x0 = 44;
+  const x1 = w - 8;
+  const xOf = (t) => x0 + (x1 - x0) * (1 - (now - t) / RATE_WINDOW_MS);
+  const bands = [
+    { series: rates.events, colour: css.getPropertyValue('--other').trim() || '#1c7ed6', label: 'events/s', top: 6, bottom: h / 2 - 8 },
+    { series: rates.changes, colour: css.getPropertyValue('--warning').trim() || '#f59f00', label: 'changes/min', top: h / 2 + 4, bottom: h - 16 },
+  ];
+  ctx.font = '11px system-ui, sans-serif';
+  ctx.lineWidth = 1;
+  for (const band of bands) {
+    let max = 0;
+    for (const [, v] of band.series) if (v > max) max = v;
+    const top = max > 0 ? niceCeil(max) : 1;
+    const yOf = (v) => band.bottom - (band.bottom - band.top) * (v / top);
+    ctx.strokeStyle = line;
+    ctx.beginPath();
+    ctx.moveTo(x0, band.bottom + 0.5);
+    ctx.lineTo(x1, band.bottom + 0.5);
+    ctx.moveTo(x0, band.top + 0.5);
+    ctx.lineTo(x1, band.top + 0.5);
+    ctx.stroke();
+    ctx.fillStyle = muted;
+    ctx.textAlign = 'right';
+    ctx.textBaseline = 'top';
+    ctx.fillText(fmtRate(top).replace(/\.0+$/, ''), x0 - 4, band.top - 2);
+    ctx.textBaseline = 'bottom';
+    ctx.fillText('0', x0 - 4, band.bottom + 4);
+    if (band.series.length) {
+      ctx.strokeStyle = band.colour;
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      band.series.forEach(([t, v], i) => {
+        const x = xOf(t);
+        const y = yOf(v);
+        if (i === 0) ctx.moveTo(x, y);
+        else ctx.lineTo(x, y);
+      });
+      ctx.stroke();
+      ctx.lineWidth = 1;
+    }
+  }
+  ctx.fillStyle = muted;
+  ctx.textBaseline = 'bottom';
+  ctx.textAlign = 'left';
+  ctx.fillText('−60 min', x0, h);
+  ctx.textAlign = 'center';
+  ctx.fillText('−30 min', (x0 + x1) / 2, h);
+  ctx.textAlign = 'right';
+  ctx.fillText('now', x1, h);
+}
+
+/** 1, 2, 5 × 10^n at or above v. */
+function niceCeil(v) {
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+window.addEventListener('resize', scheduleChart);
+document.addEventListener('visibilitychange', () => { if (!document.hidden) scheduleChart(); });
 
 // ---------------------------------------------------------------------------------------------
 // Live log
@@ -946,6 +1358,8 @@ document.addEventListener('keydown', (e) => {
     filterInput.select();
   } else if (e.key === 'p') {
     togglePause();
+  } else if (e.key === 'g') {
+    setView(view === 'grid' ? 'problems' : 'grid');
   }
 });
 
@@ -1129,6 +1543,7 @@ function handleMessage(msg) {
 
 function handleStats(msg) {
   const now = Date.now();
+  recordRates(msg);
   if (typeof msg.clients === 'number') setText($('clients'), String(msg.clients));
   if (lastStats) {
     const gap = now - lastStats.at;
@@ -1209,7 +1624,13 @@ window.statecast = {
   get problems() { return problems.map((e) => e.event); },
   get seq() { return lastSeq; },
   get querySupport() { return querySupport; },
+  get view() { return view; },
+  /** Rate series: { events: [[ms, events/s]…], changes: [[ms, changes/min]…] } (copies). */
+  get rates() { return { events: rates.events.map((p) => [...p]), changes: rates.changes.map((p) => [...p]) }; },
+  get gridSize() { return { hosts: grid.hosts.length, services: grid.services.length, builtRows: grid.builtRows }; },
 };
+
+setView(view);
 
 updatePauseButton();
 scheduleHeader();
