@@ -32,19 +32,20 @@ impl Published {
     /// `{"type":"change","seq":N,"previous_state":"ok","event":E}`, serialized once.
     pub fn frame(&self) -> Utf8Bytes {
         self.frame
-            .get_or_init(|| {
-                let c = &self.change;
-                json!({
-                    "type": "change",
-                    "seq": c.seq,
-                    "previous_state": c.previous_state,
-                    "event": c.event.to_json_value(),
-                })
-                .to_string()
-                .into()
-            })
+            .get_or_init(|| change_json(&self.change).to_string().into())
             .clone()
     }
+}
+
+/// `{"type":"change","seq":N,"previous_state":"ok","event":E}`: the one definition of a change on
+/// the wire, shared by the websocket and `/api/history`.
+pub fn change_json(change: &Change) -> Value {
+    json!({
+        "type": "change",
+        "seq": change.seq,
+        "previous_state": change.previous_state,
+        "event": change.event.to_json_value(),
+    })
 }
 
 pub type Receiver = tokio::sync::broadcast::Receiver<Arc<Published>>;

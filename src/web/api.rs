@@ -129,15 +129,7 @@ pub async fn history(
         Ok(Ok((oldest, changes))) => {
             let changes: Vec<serde_json::Value> = changes
                 .into_iter()
-                .map(|c| {
-                    let change = c.into_change();
-                    json!({
-                        "type": "change",
-                        "seq": change.seq,
-                        "previous_state": change.previous_state,
-                        "event": change.event.to_json_value(),
-                    })
-                })
+                .map(|c| crate::broadcast::change_json(&c.into_change()))
                 .collect();
             Json(json!({"epoch": app.epoch, "oldest_seq": oldest, "changes": changes}))
                 .into_response()
