@@ -1,17 +1,18 @@
 //! The one owner of the index.
 //!
 //! Transports hand batches over a bounded queue ([`EngineHandle`]); a single task applies them in
-//! order to the [`state::Engine`] state machine, publishes the resulting changes, and only then
-//! acknowledges the batch — so a Riemann `ok` means "applied". When the queue is full, senders
-//! wait: that is the backpressure that makes a fast TCP client slow down instead of losing events.
+//! order to the [`state::Engine`] state machine. A batch that changed no state is acknowledged as
+//! soon as it is applied; one that did is acknowledged only after its changes are published —
+//! and, with a [`Store`], after they are on disk (see [`commit`]): a Riemann `ok` for a message
+//! that changed a state means "durable", and a published `seq` is never handed out again after a
+//! crash. When the queue is full, senders wait: that is the backpressure that makes a fast TCP
+//! client slow down instead of losing events.
 //!
-//! With a [`Store`], the batches taken in one wake-up are committed in one transaction (group
-//! commit) before their changes are published or acknowledged: an `ok` means "on disk", and a
-//! published `seq` can never be handed out again after a crash.
-//!
-//! Snapshots are taken by this same task, together with the broadcast subscription, so a client's
-//! live stream starts exactly after its snapshot's `seq`: no gap, no duplicate.
+//! Snapshots are taken by this same task and released behind the changes they contain, together
+//! with the broadcast subscription, so a client's live stream starts exactly after its snapshot's
+//! `seq`: no gap, no duplicate.
 
+mod commit;
 pub mod state;
 
 use std::sync::Arc;
@@ -20,10 +21,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use state::{Change, Snapshot, EXPIRED};
 
-use crate::broadcast::{Published, Receiver, Sender};
+use crate::broadcast::Receiver;
 use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 use crate::store::{Recovered, Retention, Store};
+use commit::{Committer, Output, Publisher};
 
 /// How many commands the engine takes per wake-up: amortises the channel cost under load
 /// without letting one burst starve subscriptions for long.
@@ -83,6 +85,11 @@ pub struct EngineConfig {
     /// Changes buffered for the slowest dashboard before it must resynchronise.
     pub broadcast_capacity: usize,
 }
+
+/// Groups waiting for the committer before the engine waits for it: at most this many engine
+/// wake-ups' worth of changes (each at most [`COMMANDS_PER_WAKE`] batches) are applied ahead of
+/// the disk.
+const COMMIT_QUEUE: usize = 64;
 
 /// Cheap, cloneable access to the engine task.
 #[derive(Clone)]
@@ -173,7 +180,11 @@ pub fn spawn(
     let (changes_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
     let (updates_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
     let mut engine = state::Engine::new(config.init_state, config.default_ttl_secs);
-    let store = store.map(|(store, recovered)| {
+    let publisher = Publisher {
+        changes_tx,
+        counters: Arc::clone(&counters),
+    };
+    let committer = store.map(|(store, recovered)| {
         tracing::info!(
             keys = recovered.events.len(),
             seq = recovered.seq,
@@ -181,15 +192,18 @@ pub fn spawn(
             "restored index from the store"
         );
         engine.restore(recovered.seq, recovered.events);
-        store
+        let publisher = Publisher {
+            changes_tx: publisher.changes_tx.clone(),
+            counters: Arc::clone(&counters),
+        };
+        Committer::spawn(store, config.retention, publisher, COMMIT_QUEUE)
     });
     let owner = Owner {
         engine,
-        changes_tx,
         updates_tx,
         counters,
-        store,
-        retention: config.retention,
+        publisher,
+        committer,
         changes: Vec::new(),
         indexed: Vec::new(),
         acks: Vec::new(),
@@ -201,19 +215,19 @@ pub fn spawn(
 
 /// How often index updates that are not changes are written, and history is pruned.
 const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-/// History rows deleted per flush at most, so pruning never stalls ingest.
-const PRUNE_BUDGET: usize = 10_000;
 
 /// The task's state: the state machine plus where its output goes.
 struct Owner {
     engine: state::Engine,
-    changes_tx: Sender,
     updates_tx: broadcast::Sender<Arc<Event>>,
     counters: Arc<Counters>,
-    store: Option<Arc<Store>>,
-    retention: Retention,
-    /// Applied but not yet committed/published: the current group.
+    /// Lets outputs out directly when there is no committer (no store), and answers for a
+    /// committer that died.
+    publisher: Publisher,
+    committer: Option<Committer>,
+    /// Applied but not yet handed on: the current group.
     changes: Vec<Change>,
+    /// Acknowledgements of the current group's batches that changed a state.
     acks: Vec<oneshot::Sender<Ack>>,
     /// Scratch buffer for newly indexed events.
     indexed: Vec<Arc<Event>>,
@@ -255,21 +269,30 @@ impl Owner {
                         break;
                     }
                     for command in commands.drain(..) {
-                        self.handle(command);
+                        self.handle(command).await;
                     }
-                    self.commit();
+                    self.end_group().await;
                 }
                 _ = reap.tick() => {
-                    let now = now_micros();
-                    if self.engine.expire(now, &mut self.changes) > 0 {
-                        self.commit();
+                    let first = self.changes.len();
+                    if self.engine.expire(now_micros(), &mut self.changes) > 0 {
+                        if self.updates_tx.receiver_count() > 0 {
+                            // Expiry tombstones are index updates too.
+                            for change in &self.changes[first..] {
+                                let _ = self.updates_tx.send(Arc::clone(&change.event));
+                            }
+                        }
+                        self.end_group().await;
                     }
                 }
-                _ = flush.tick() => self.flush_and_prune(),
+                _ = flush.tick() => self.flush().await,
             }
         }
-        self.commit();
-        self.flush_and_prune();
+        self.end_group().await;
+        self.flush().await;
+        if let Some(committer) = self.committer.take() {
+            committer.close().await;
+        }
         tracing::debug!(
             keys = self.engine.len(),
             seq = self.engine.seq(),
@@ -277,13 +300,14 @@ impl Owner {
         );
     }
 
-    fn handle(&mut self, command: Command) {
+    async fn handle(&mut self, command: Command) {
         match command {
             Command::Apply { events, ack } => {
                 Counters::add(&self.counters.events, events.len() as u64);
                 let first_change = self.changes.len();
+                let storing = self.committer.is_some();
                 // Collect index updates when someone watches them or they must be stored.
-                let collect = self.store.is_some() || self.updates_tx.receiver_count() > 0;
+                let collect = storing || self.updates_tx.receiver_count() > 0;
                 self.engine.apply(
                     events,
                     &mut self.changes,
@@ -294,7 +318,7 @@ impl Owner {
                         let _ = self.updates_tx.send(Arc::clone(event));
                     }
                 }
-                if self.store.is_some() {
+                if storing {
                     for event in self.indexed.drain(..) {
                         self.dirty.replace(ByKey(event));
                     }
@@ -311,78 +335,66 @@ impl Owner {
                     }
                 }
                 self.indexed.clear();
-                self.acks.extend(ack);
+                if let Some(ack) = ack {
+                    if self.changes.len() > first_change {
+                        self.acks.push(ack);
+                    } else {
+                        // Nothing to publish or make durable: applied is all "ok" promises.
+                        let _ = ack.send(Ok(()));
+                    }
+                }
             }
-            // Reads see only what is committed and published: finish the group first, so a
-            // snapshot never contains a change its subscriber will also receive live.
+            // Reads are released behind the changes they contain (see `commit`), so a snapshot
+            // never contains a change its subscriber will also receive live, nor one that could
+            // still be lost.
             Command::Subscribe { reply } => {
-                self.commit();
-                let _ = reply.send(Subscription {
-                    changes: self.changes_tx.subscribe(),
-                    snapshot: self.engine.snapshot(),
-                });
+                self.end_group().await;
+                let snapshot = self.engine.snapshot();
+                self.output(Output::Subscribe { snapshot, reply }).await;
             }
             Command::SubscribeUpdates { reply } => {
-                self.commit();
+                // Index updates are streamed as applied (they are not promised durable).
                 let _ = reply.send(UpdatesSubscription {
                     updates: self.updates_tx.subscribe(),
                     snapshot: self.engine.snapshot(),
                 });
             }
             Command::Snapshot { reply } => {
-                self.commit();
-                let _ = reply.send(self.engine.snapshot());
+                self.end_group().await;
+                let snapshot = self.engine.snapshot();
+                self.output(Output::Snapshot { snapshot, reply }).await;
             }
         }
     }
 
-    /// Ends the current group: one transaction for its changes, then publish, then acknowledge.
-    fn commit(&mut self) {
+    /// Hands the current group on: to the committer, or straight out without a store.
+    async fn end_group(&mut self) {
         if self.changes.is_empty() && self.acks.is_empty() {
             return;
         }
-        let mut result = Ok(());
-        if let (Some(store), false) = (&self.store, self.changes.is_empty()) {
-            if let Err(error) = store.commit(&self.changes, &[], self.engine.seq(), now_micros()) {
-                tracing::error!(%error, "could not store changes; replying with an error");
-                result = Err(EngineError::Storage(error.to_string()));
-            }
-        }
-        if self.updates_tx.receiver_count() > 0 {
-            // Expiry tombstones are index updates too (applied events were sent already).
-            for change in &self.changes {
-                if change.event.state.as_deref() == Some(EXPIRED) {
-                    let _ = self.updates_tx.send(Arc::clone(&change.event));
-                }
-            }
-        }
-        Counters::add(&self.counters.changes, self.changes.len() as u64);
-        for change in self.changes.drain(..) {
-            // No receivers is fine: nobody is watching.
-            let _ = self.changes_tx.send(Published::new(change));
-        }
-        for ack in self.acks.drain(..) {
-            // The sender may have gone (client disconnected): nothing to tell.
-            let _ = ack.send(result.clone());
+        let group = Output::Group {
+            changes: std::mem::take(&mut self.changes),
+            acks: std::mem::take(&mut self.acks),
+            seq: self.engine.seq(),
+        };
+        self.output(group).await;
+    }
+
+    async fn output(&self, output: Output) {
+        match &self.committer {
+            Some(committer) => committer.send(output, &self.publisher).await,
+            None => self.publisher.deliver(output, &Ok(())),
         }
     }
 
-    /// Writes index updates that were not changes, and trims history to its bounds.
-    fn flush_and_prune(&mut self) {
-        let Some(store) = &self.store else {
+    /// Hands index updates that were not changes to the committer, which also trims history.
+    async fn flush(&mut self) {
+        if self.committer.is_none() {
             return;
-        };
-        let now = now_micros();
-        if !self.dirty.is_empty() {
-            let dirty: Vec<Arc<Event>> = self.dirty.drain().map(|d| d.0).collect();
-            if let Err(error) = store.commit(&[], &dirty, self.engine.seq(), now) {
-                tracing::error!(%error, "could not store index updates");
-            }
         }
-        match store.prune(self.retention, now, PRUNE_BUDGET) {
-            Ok(0) => {}
-            Ok(removed) => tracing::debug!(removed, "pruned history"),
-            Err(error) => tracing::error!(%error, "could not prune history"),
-        }
+        self.end_group().await;
+        let dirty: Vec<Arc<Event>> = self.dirty.drain().map(|d| d.0).collect();
+        let seq = self.engine.seq();
+        self.output(Output::Flush { dirty, seq }).await;
     }
 }

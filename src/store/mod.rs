@@ -1,16 +1,23 @@
 //! Durable index and transition history, in an embedded redb database.
 //!
-//! Why redb: pure Rust (no C toolchain or system library), one file, ACID transactions with
-//! fsync on commit, and concurrent readers alongside the single writer — which is exactly the
-//! engine's shape: one owner writes, HTTP handlers read history.
+//! Why redb: pure Rust (no C toolchain or system library), one file, ACID transactions, and
+//! concurrent readers alongside the single writer — which is exactly the engine's shape: one
+//! owner writes, HTTP handlers read history.
 //!
-//! The engine calls [`Store::commit`] once per batch of messages (group commit) *before* it
-//! publishes the changes or acknowledges the batch: an acknowledged change is on disk, and a `seq`
-//! is never handed out twice, even across `kill -9`. Index updates that are not changes are
-//! written by the periodic flush (every second), so a crash can lose at most that second of
-//! metric/description updates — never a state.
+//! The engine's committer calls [`Store::commit`] once for all the changes that queued up while
+//! the previous commit ran (group commit) *before* it publishes them or acknowledges the messages
+//! that caused them. That commit appends the changes to a write-ahead log and `fdatasync`s it
+//! ([`wal`]), then writes them into redb without an fsync; [`Store::checkpoint`] (every second,
+//! or when the log grows large) makes redb durable and empties the log. So an acknowledged change
+//! is on disk, and a published `seq` is never handed out twice, even across `kill -9` or a power
+//! cut. Index updates that are not changes are written by the periodic flush just before the
+//! checkpoint, so a crash can lose at most that second of metric/description updates — never a
+//! state.
+
+mod wal;
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -78,6 +85,40 @@ impl StoredChange {
     }
 }
 
+/// Changes encoded once, for the change log and for history.
+pub struct Encoded {
+    /// seq, the event (for the index), the encoded [`StoredChange`].
+    records: Vec<(u64, std::sync::Arc<Event>, Vec<u8>)>,
+}
+
+impl Encoded {
+    pub fn new<'a>(changes: impl IntoIterator<Item = &'a Change>, now_micros: i64) -> Self {
+        let records = changes
+            .into_iter()
+            .map(|change| {
+                let record = StoredChange {
+                    seq: change.seq,
+                    previous_state: change.previous_state.clone(),
+                    event: Some(convert::to_proto(&change.event)),
+                    previous: change.previous.as_deref().map(convert::to_proto),
+                    recorded_at: now_micros,
+                };
+                let event = std::sync::Arc::clone(&change.event);
+                (change.seq, event, record.encode_to_vec())
+            })
+            .collect();
+        Encoded { records }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+}
+
 /// What a restart recovers.
 pub struct Recovered {
     pub epoch: String,
@@ -94,7 +135,13 @@ pub struct Retention {
 
 pub struct Store {
     db: Database,
+    /// Only the committer thread appends; the lock is never contended, it just lets readers share
+    /// the `Store`.
+    wal: Mutex<wal::Wal>,
 }
+
+/// The change log beside the database.
+const WAL_FILE: &str = "changes.log";
 
 impl Store {
     /// Opens (or creates) the database under `dir`, recovering the index, the last `seq` and the
@@ -106,6 +153,7 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(dir.join("statecast.redb"))?;
+        let (mut wal, logged) = wal::Wal::open(&dir.join(WAL_FILE))?;
         let txn = db.begin_write()?;
         let recovered = {
             let mut meta = txn.open_table(META)?;
@@ -114,12 +162,25 @@ impl Store {
                 None => new_epoch(),
             };
             meta.insert(META_EPOCH, epoch.as_bytes())?;
-            let seq = meta
+            let mut seq = meta
                 .get(META_SEQ)?
                 .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
                 .unwrap_or(0);
-            let _ = txn.open_table(HISTORY)?;
-            let index = txn.open_table(INDEX)?;
+            let mut history = txn.open_table(HISTORY)?;
+            let mut index = txn.open_table(INDEX)?;
+            // Changes acknowledged after the last checkpoint: only in the log.
+            let mut replayed = 0usize;
+            let checkpointed = seq;
+            for change in logged.into_iter().filter(|c| c.seq > checkpointed) {
+                history.insert(change.seq, change.encode_to_vec().as_slice())?;
+                put_event(&mut index, &change.event())?;
+                seq = change.seq;
+                replayed += 1;
+            }
+            if replayed > 0 {
+                tracing::info!(replayed, seq, "replayed changes from the change log");
+                meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
+            }
             let mut events = Vec::new();
             for row in index.iter()? {
                 let (_, value) = row?;
@@ -131,34 +192,55 @@ impl Store {
             Recovered { epoch, seq, events }
         };
         txn.commit()?;
-        Ok((Store { db }, recovered))
+        // Everything the log held is now durable in redb.
+        wal.clear();
+        let store = Store {
+            db,
+            wal: Mutex::new(wal),
+        };
+        Ok((store, recovered))
     }
 
-    /// One transaction: the batch's changes into history, their events into the index, the
-    /// other updated events (`dirty`), and the last `seq`. Fsynced before returning.
-    pub fn commit(
+    /// [`Store::log`] then [`Store::write`]: durable when this returns.
+    pub fn commit<'a>(
         &self,
-        changes: &[Change],
-        dirty: &[std::sync::Arc<Event>],
+        changes: impl IntoIterator<Item = &'a Change>,
+        dirty: impl IntoIterator<Item = &'a std::sync::Arc<Event>>,
         seq: u64,
         now_micros: i64,
     ) -> Result<(), StoreError> {
+        let encoded = Encoded::new(changes, now_micros);
+        self.log(&encoded)?;
+        self.write(&encoded, dirty, seq)
+    }
+
+    /// Appends the changes to the change log: they are durable when this returns.
+    pub fn log(&self, encoded: &Encoded) -> Result<(), StoreError> {
+        self.wal
+            .lock()
+            .map_err(|_| StoreError("change log lock poisoned".into()))?
+            .append(encoded.records.iter().map(|(_, _, bytes)| bytes.as_slice()))
+    }
+
+    /// One redb transaction, without an fsync: the changes into history, their events into the
+    /// index, the other updated events (`dirty`), and the last `seq`. Visible to readers when
+    /// this returns; durable at the next [`Store::checkpoint`]. Changes must have been
+    /// [`Store::log`]ged first.
+    pub fn write<'a>(
+        &self,
+        encoded: &Encoded,
+        dirty: impl IntoIterator<Item = &'a std::sync::Arc<Event>>,
+        seq: u64,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)
+        txn.set_durability(Durability::None)
             .map_err(|e| StoreError(e.to_string()))?;
         {
             let mut history = txn.open_table(HISTORY)?;
             let mut index = txn.open_table(INDEX)?;
-            for change in changes {
-                let record = StoredChange {
-                    seq: change.seq,
-                    previous_state: change.previous_state.clone(),
-                    event: Some(convert::to_proto(&change.event)),
-                    previous: change.previous.as_deref().map(convert::to_proto),
-                    recorded_at: now_micros,
-                };
-                history.insert(change.seq, record.encode_to_vec().as_slice())?;
-                put_event(&mut index, &change.event)?;
+            for (seq, event, bytes) in &encoded.records {
+                history.insert(*seq, bytes.as_slice())?;
+                put_event(&mut index, event)?;
             }
             for event in dirty {
                 put_event(&mut index, event)?;
@@ -168,6 +250,25 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Makes everything committed so far durable in redb, then empties the change log.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut wal = self
+            .wal
+            .lock()
+            .map_err(|_| StoreError("change log lock poisoned".into()))?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError(e.to_string()))?;
+        txn.commit()?;
+        wal.clear();
+        Ok(())
+    }
+
+    /// Bytes in the change log since the last checkpoint.
+    pub fn log_bytes(&self) -> u64 {
+        self.wal.lock().map_or(0, |wal| wal.len())
     }
 
     /// Changes with `seq > since`, oldest first, at most `limit`, that `keep` accepts.
@@ -211,7 +312,10 @@ impl Store {
         now_micros: i64,
         budget: usize,
     ) -> Result<usize, StoreError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        // Durable with the next checkpoint; losing a prune to a crash only means redoing it.
+        txn.set_durability(Durability::None)
+            .map_err(|e| StoreError(e.to_string()))?;
         let mut removed = 0;
         {
             let mut history = txn.open_table(HISTORY)?;
@@ -347,6 +451,45 @@ mod tests {
         assert_ne!(fresh.epoch, epoch, "fresh directory, new epoch");
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&other);
+    }
+
+    #[test]
+    fn changes_only_in_the_log_are_replayed_on_open() {
+        let dir = tmp();
+        {
+            let (store, _) = Store::open(&dir).unwrap();
+            store
+                .commit(&[change(1, "a", "critical")], &[], 1, 1_000)
+                .unwrap();
+            store.checkpoint().unwrap();
+            // Logged (acknowledged) but the process dies before redb has it.
+            let encoded = Encoded::new(&[change(2, "b", "critical"), change(3, "a", "ok")], 2_000);
+            store.log(&encoded).unwrap();
+        }
+        let (store, rec) = Store::open(&dir).unwrap();
+        assert_eq!(rec.seq, 3);
+        let mut states: Vec<(String, String)> = rec
+            .events
+            .iter()
+            .map(|e| (e.host.clone().unwrap(), e.state.clone().unwrap()))
+            .collect();
+        states.sort();
+        assert_eq!(
+            states,
+            vec![("a".into(), "ok".into()), ("b".into(), "critical".into())]
+        );
+        let seqs: Vec<u64> = store
+            .history(0, 10, |_| true)
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        drop(store);
+        // Replayed once: a second open finds the same, from redb alone.
+        let (_, again) = Store::open(&dir).unwrap();
+        assert_eq!((again.seq, again.events.len()), (3, 2));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

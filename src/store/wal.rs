@@ -1,0 +1,262 @@
+//! The write-ahead log of changes: what makes a group of changes durable with one append and one
+//! `fdatasync`.
+//!
+//! Why not just a durable redb commit per group: redb's durable commit rewrites the touched B-tree
+//! pages and its header and fsyncs them (≈1 ms here, a dozen writes), and every message that
+//! changed a state waits for it. An append of the encoded changes plus one `fdatasync` costs a
+//! fraction of that. redb still holds the index and the history (committed without fsync, so
+//! readers see them at once); a periodic durable redb commit — the *checkpoint* — makes all of
+//! that durable, after which the log is emptied. After a crash, the records with a `seq` above the
+//! one redb has are replayed into it.
+//!
+//! On disk: records of `[length: u32 BE][crc32 of payload: u32 BE][payload]`, the payload an encoded
+//! `StoredChange`. Reading stops at the first record that is empty, torn (short, oversized, bad
+//! checksum) or out of order: the end of what was written since the last checkpoint, or a write
+//! that never completed its `fdatasync` (so its changes were never acknowledged).
+//!
+//! The file is preallocated and reused, never truncated: after a checkpoint the next record is
+//! written at offset 0 over the old ones. Overwriting blocks the file already has lets `fdatasync`
+//! skip the file-system journal (≈110 µs here instead of ≈160 µs for an append). What is left of
+//! the previous round after the new records is harmless: those records all have a `seq` at or
+//! below the checkpoint's, so reading stops at them (out of order) or skips them (already in
+//! redb).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use super::{StoreError, StoredChange};
+
+/// A record larger than this is corruption, not a change: never allocate what a damaged length
+/// field announces.
+const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+const HEADER_BYTES: usize = 8;
+/// Written as zeros when the log is created, so that ordinary appends overwrite allocated blocks.
+const PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
+
+pub struct Wal {
+    file: File,
+    path: PathBuf,
+    /// Where the next record goes: bytes of records since the last checkpoint.
+    len: u64,
+    /// Encoding buffer, reused between appends.
+    buf: Vec<u8>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log at `path` and returns the intact records in it, oldest first.
+    /// The caller must make them durable elsewhere, then [`Wal::clear`] the log.
+    pub fn open(path: &Path) -> Result<(Wal, Vec<StoredChange>), StoreError> {
+        let io = |e: std::io::Error| StoreError(format!("{}: {e}", path.display()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        let records = read_records(&file).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        if file_len < PREALLOCATE_BYTES {
+            let zeros = vec![0u8; (PREALLOCATE_BYTES - file_len) as usize];
+            file.write_all_at(&zeros, file_len)
+                .and_then(|()| file.sync_all())
+                .map_err(io)?;
+        }
+        let good_len = records.iter().map(|(_, len)| len).sum();
+        let records = records.into_iter().map(|(record, _)| record).collect();
+        let wal = Wal {
+            file,
+            path: path.to_owned(),
+            len: good_len,
+            buf: Vec::new(),
+        };
+        Ok((wal, records))
+    }
+
+    /// Appends `records` and waits until they are on disk.
+    pub fn append<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), StoreError> {
+        self.buf.clear();
+        for payload in records {
+            self.buf
+                .extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            self.buf
+                .extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+            self.buf.extend_from_slice(payload);
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .file
+            .write_all_at(&self.buf, self.len)
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = result {
+            // Whatever part was written is not acknowledged: the next append overwrites it, and a
+            // restart cuts it off (its checksum or order is wrong, or it is followed by nothing).
+            return Err(StoreError(format!("{}: {error}", self.path.display())));
+        }
+        self.len += self.buf.len() as u64;
+        // Don't keep a burst's buffer forever.
+        if self.buf.capacity() > 1024 * 1024 {
+            self.buf = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Bytes of records since the last [`Wal::clear`].
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Starts the log over: call only once everything in it is durable elsewhere (the
+    /// checkpoint). Nothing is written: the next records overwrite these from offset 0.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// The intact records from the start of `file`, each with the bytes it spans.
+fn read_records(file: &File) -> std::io::Result<Vec<(StoredChange, u64)>> {
+    let mut reader = BufReader::new(file);
+    let mut records: Vec<(StoredChange, u64)> = Vec::new();
+    let mut header = [0u8; HEADER_BYTES];
+    let mut payload = Vec::new();
+    loop {
+        if !read_full(&mut reader, &mut header)? {
+            break;
+        }
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 || len > MAX_RECORD_BYTES {
+            break;
+        }
+        payload.resize(len, 0);
+        if !read_full(&mut reader, &mut payload)? || crc32fast::hash(&payload) != crc {
+            break;
+        }
+        let Ok(record) = StoredChange::decode(payload.as_slice()) else {
+            break;
+        };
+        if records
+            .last()
+            .is_some_and(|(last, _)| record.seq <= last.seq)
+        {
+            break;
+        }
+        records.push((record, (HEADER_BYTES + len) as u64));
+    }
+    Ok(records)
+}
+
+/// Fills `buf`; `false` if the file ended first.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64) -> Vec<u8> {
+        StoredChange {
+            seq,
+            previous_state: "ok".into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("statecast-wal-{}", super::super::new_epoch()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn seqs(records: &[StoredChange]) -> Vec<u64> {
+        records.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn appends_survive_reopen_and_clear_empties() {
+        let path = tmp("a.log");
+        {
+            let (mut wal, old) = Wal::open(&path).unwrap();
+            assert!(old.is_empty());
+            let (r1, r2, r3) = (record(1), record(2), record(3));
+            wal.append([r1.as_slice(), r2.as_slice()]).unwrap();
+            wal.append([r3.as_slice()]).unwrap();
+        }
+        let (mut wal, records) = Wal::open(&path).unwrap();
+        assert_eq!(seqs(&records), vec![1, 2, 3]);
+        assert!(
+            std::fs::metadata(&path).unwrap().len() >= PREALLOCATE_BYTES,
+            "preallocated"
+        );
+        // After a checkpoint the log starts over, physically over the old records: reading
+        // stops where the new ones end.
+        wal.clear();
+        let r4 = record(4);
+        wal.append([r4.as_slice()]).unwrap();
+        drop(wal);
+        let (_, records) = Wal::open(&path).unwrap();
+        assert_eq!(seqs(&records), vec![4]);
+    }
+
+    #[test]
+    fn torn_or_corrupt_tails_end_the_log() {
+        let path = tmp("b.log");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (r1, r2) = (record(1), record(2));
+        wal.append([r1.as_slice(), r2.as_slice()]).unwrap();
+        let good = wal.len();
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(good as usize); // the rest is preallocated zeros
+
+        // A half-written third record.
+        let mut torn = bytes.clone();
+        torn.extend_from_slice(&[0, 0, 0, 9, 1, 2]);
+        std::fs::write(&path, &torn).unwrap();
+        let (wal, records) = Wal::open(&path).unwrap();
+        assert_eq!((seqs(&records), wal.len()), (vec![1, 2], good));
+        drop(wal);
+
+        // A flipped bit in the second record's payload: only the first survives.
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        std::fs::write(&path, &flipped).unwrap();
+        assert_eq!(seqs(&Wal::open(&path).unwrap().1), vec![1]);
+
+        // A length field announcing 4 GiB: stops, allocates nothing of that size.
+        let mut huge = bytes.clone();
+        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        std::fs::write(&path, &huge).unwrap();
+        assert_eq!(seqs(&Wal::open(&path).unwrap().1), vec![1, 2]);
+
+        // A stale record out of order (seq not increasing) ends the log.
+        let mut stale = bytes;
+        let r1_again = record(1);
+        stale.extend_from_slice(&(r1_again.len() as u32).to_be_bytes());
+        stale.extend_from_slice(&crc32fast::hash(&r1_again).to_be_bytes());
+        stale.extend_from_slice(&r1_again);
+        std::fs::write(&path, &stale).unwrap();
+        assert_eq!(seqs(&Wal::open(&path).unwrap().1), vec![1, 2]);
+    }
+}
