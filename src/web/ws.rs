@@ -1,21 +1,36 @@
 //! One dashboard websocket: snapshot, then changes, then stats — without ever slowing anyone else.
 //!
-//! Each client runs two tasks. The *writer* owns the socket's sink and drains an outbox; the
-//! *session* owns the subscription, decides what to send and tracks how many bytes the outbox
-//! holds. When a client falls behind (outbox over its byte limit, or its broadcast receiver
-//! lagged), the session stops queueing changes, waits for the outbox to drain and sends a fresh
-//! snapshot instead: the client is resynchronised, never silently deaf. A client that needs that
-//! too often is closed with 1008 "slow consumer".
+//! Each client is one task that owns both halves of its socket and selects over the broadcast
+//! receiver, the socket's input, the ping timer and the socket's write readiness. What it decides
+//! to send goes into a small local outbox (a `VecDeque`, bounded in bytes by `--ws-queue-bytes`);
+//! whenever the socket can take data, every queued frame is fed to the socket and flushed once.
+//!
+//! Why one task and not a session plus a writer: at a thousand clients a change costs a wake-up
+//! per client, and with two tasks it cost two (session → channel → writer) plus an atomic byte
+//! counter, a `Notify` and a split-lock hand-off per frame; profiles of the fan-out showed that
+//! hand-off, not serialization, as the per-delivery cost. Each change is still serialized once
+//! ([`Published::frame`]) and shared by reference count. One task also batches naturally: changes
+//! that arrive while the socket is busy (or in one engine batch) are drained from the receiver
+//! together and written with one flush.
+//!
+//! Never slowing anyone else: the broadcaster never waits on a client. When a client falls behind
+//! (outbox over its byte limit, or its broadcast receiver lagged), the session stops queueing
+//! changes, lets the outbox drain and then sends a fresh snapshot marked `reset`: the client is
+//! resynchronised, never silently deaf. A client that needs that too often is closed with 1008
+//! "slow consumer"; one whose socket takes no data for `--ws-write-timeout` is dropped.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::poll_fn;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use futures_util::SinkExt;
-use tokio::sync::{broadcast::error::RecvError, mpsc, Notify, OwnedSemaphorePermit};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::AppState;
@@ -31,6 +46,13 @@ const MESSAGE_TOO_BIG: u16 = 1009;
 /// The window over which resynchronisations are counted against `ws_max_resyncs`.
 const RESYNC_WINDOW: Duration = Duration::from_secs(60);
 
+/// Changes taken from the broadcast receiver per wake-up before the socket gets a turn, so a
+/// client that is behind writes in batches instead of first pulling its whole byte budget.
+const DRAIN_BATCH: usize = 64;
+
+/// Outbox slots kept once it has drained (see [`Outbox::poll_write`]).
+const SHRINK_ABOVE: usize = 4 * DRAIN_BATCH;
+
 #[derive(Debug, Clone)]
 pub struct WsConfig {
     pub queue_bytes: usize,
@@ -40,17 +62,88 @@ pub struct WsConfig {
     pub pong_timeout: Duration,
 }
 
-/// What the session hands the writer.
+/// What waits in the outbox.
 enum Outgoing {
     Frame(Utf8Bytes),
     Ping,
     Close(u16, &'static str),
 }
 
-/// The writer's queue, with the byte count the session bounds.
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Frames decided on but not yet flushed to the socket, and their size.
+#[derive(Default)]
 struct Outbox {
-    queued_bytes: AtomicUsize,
-    drained: Notify,
+    items: VecDeque<Outgoing>,
+    /// Bytes of frames queued here or handed to the socket since its last flush: what
+    /// `--ws-queue-bytes` bounds.
+    bytes: usize,
+    /// Of `bytes`, those already handed to the socket.
+    unflushed: usize,
+    /// The socket holds frames that still need a flush.
+    needs_flush: bool,
+}
+
+impl Outbox {
+    /// Nothing queued and nothing waiting in the socket.
+    fn is_idle(&self) -> bool {
+        self.items.is_empty() && !self.needs_flush
+    }
+
+    /// Feeds every queued frame to the socket, then flushes it once. Cancel-safe: every frame
+    /// is either still queued or handed to the socket, and the byte count follows.
+    ///
+    /// `Ready(Ok(true))`: all flushed. `Ready(Ok(false))`: progress, but the socket is full (the
+    /// caller restarts its write deadline and polls again). `Pending`: no progress possible now.
+    fn poll_write(&mut self, sink: &mut Sink, cx: &mut Context<'_>) -> Poll<Result<bool, ()>> {
+        let mut progressed = false;
+        while !self.items.is_empty() {
+            match sink.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                Poll::Pending if progressed => return Poll::Ready(Ok(false)),
+                Poll::Pending => return Poll::Pending,
+            }
+            let message = match self.items.pop_front() {
+                Some(Outgoing::Frame(frame)) => {
+                    self.unflushed += frame.len();
+                    Message::Text(frame)
+                }
+                Some(Outgoing::Ping) => Message::Ping(Default::default()),
+                Some(Outgoing::Close(code, reason)) => {
+                    // Nothing may follow a close frame.
+                    self.items.clear();
+                    Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    }))
+                }
+                None => break,
+            };
+            if sink.start_send_unpin(message).is_err() {
+                return Poll::Ready(Err(()));
+            }
+            self.needs_flush = true;
+            progressed = true;
+        }
+        if self.needs_flush {
+            match sink.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                Poll::Pending if progressed => return Poll::Ready(Ok(false)),
+                Poll::Pending => return Poll::Pending,
+            }
+            self.bytes -= self.unflushed;
+            self.unflushed = 0;
+            self.needs_flush = false;
+        }
+        // A client that was far behind may have queued thousands of frames; don't keep room
+        // for them on every connection.
+        if self.items.capacity() > SHRINK_ABOVE {
+            self.items.shrink_to(DRAIN_BATCH);
+        }
+        Poll::Ready(Ok(true))
+    }
 }
 
 /// Keeps the `clients` count true however the session ends.
@@ -72,33 +165,19 @@ pub async fn run(
     Counters::add(&app.counters.ws_clients, 1);
     let _guard = ClientGuard(Arc::clone(&app.counters));
     let (sink, stream) = socket.split();
-    let outbox = Arc::new(Outbox {
-        queued_bytes: AtomicUsize::new(0),
-        drained: Notify::new(),
-    });
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_frames(
-        sink,
-        out_rx,
-        Arc::clone(&outbox),
-        app.ws.write_timeout,
-    ));
     let session = Session {
         app,
-        outbox,
-        out_tx,
+        out: Outbox::default(),
         resyncs: VecDeque::new(),
         filter,
         resume,
     };
-    session.run(stream, writer).await;
+    session.run(sink, stream).await;
 }
 
 struct Session {
     app: AppState,
-    outbox: Arc<Outbox>,
-    /// Unbounded as a channel, bounded in bytes by [`Session::queue`].
-    out_tx: mpsc::UnboundedSender<Outgoing>,
+    out: Outbox,
     /// When recent resynchronisations happened, to enforce `max_resyncs` per window.
     resyncs: VecDeque<Instant>,
     /// The client's subscription query; `None` is everything.
@@ -117,21 +196,61 @@ pub struct Resume {
 /// Beyond this many missed changes a resuming client gets a snapshot instead: cheaper for both.
 const MAX_RESUME_CHANGES: u64 = 100_000;
 
+/// How a session's main loop ended.
+enum End {
+    /// Deliver what is queued (a close frame, usually), then drop the connection.
+    Flush,
+    /// As `Flush`, then keep discarding the client's input for a moment (see [`LINGER`]).
+    FlushAndLinger,
+    /// The socket failed or stopped taking data: drop it now.
+    Drop,
+}
+
 impl Session {
-    async fn run(
-        mut self,
-        mut stream: futures_util::stream::SplitStream<WebSocket>,
-        mut writer: tokio::task::JoinHandle<()>,
-    ) {
-        let Some(mut changes) = self.subscribe().await else {
+    async fn run(mut self, mut sink: Sink, mut stream: SplitStream<WebSocket>) {
+        let end = self.serve(&mut sink, &mut stream).await;
+        if matches!(end, End::Drop) {
             return;
+        }
+        // Deliver the close frame behind whatever the client has yet to read, for as long as
+        // the socket keeps taking data; the flush also sends tungstenite's own close reply.
+        self.out.needs_flush = true;
+        let write_timeout = self.app.ws.write_timeout;
+        let mut deadline = Instant::now() + write_timeout;
+        loop {
+            tokio::select! {
+                wrote = poll_fn(|cx| self.out.poll_write(&mut sink, cx)) => match wrote {
+                    Ok(false) => deadline = Instant::now() + write_timeout,
+                    Ok(true) | Err(()) => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+        // Closing a socket with unread input sends RST, which could destroy the close frame
+        // before the client reads it.
+        if matches!(end, End::FlushAndLinger) {
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
+        }
+    }
+
+    /// The session proper: returns when the client is to be closed or is gone.
+    async fn serve(&mut self, sink: &mut Sink, stream: &mut SplitStream<WebSocket>) -> End {
+        let Some(mut changes) = self.subscribe().await else {
+            return End::Flush;
         };
         let mut stats = self.app.stats.clone();
         let mut stats_open = true;
-        // While lagging, changes are not queued; the receiver is dropped and renewed with a
-        // fresh snapshot once the outbox drains.
+        // While lagging, changes are not queued; the receiver is renewed with a fresh snapshot
+        // once the outbox has drained.
         let mut lagging = false;
+        // Whether the current lag was counted against the resync budget.
+        let mut lag_counted = false;
         let shutdown = self.app.shutdown.clone();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let mut ping = tokio::time::interval_at(
             Instant::now() + self.app.ws.ping_interval,
             self.app.ws.ping_interval,
@@ -140,46 +259,84 @@ impl Session {
         // Set when a ping is out and nothing has been heard since; reaching it means the peer
         // is gone (a pulled cable never sends a FIN).
         let mut pong_deadline: Option<Instant> = None;
-        // Whether the current lag was counted against the resync budget.
-        let mut lag_counted = false;
-        // Set when the session ends with the client's input unread: closing a socket with
-        // unread input sends RST, which could destroy the close frame before the client reads it.
-        let mut drain_input = false;
+        // Set while the outbox holds data: the socket must take some before it passes.
+        let mut write_deadline: Option<Instant> = None;
         loop {
             // Falling behind is judged when it happens, not when the outbox drains: a client
             // that stopped reading altogether never drains, and must not linger until the ping
-            // timeout. The close frame queues behind what the client has yet to read; the
-            // writer's timeout drops the connection if it never reads again.
+            // timeout. The close frame queues behind what the client has yet to read; the write
+            // timeout drops the connection if it never reads again.
             if lagging && !lag_counted {
                 lag_counted = true;
                 if !self.allow_resync() {
                     Counters::add(&self.app.counters.ws_slow_closed, 1);
                     self.close(POLICY_VIOLATION, "slow consumer");
-                    break;
+                    return End::Flush;
                 }
             }
+            if lagging && self.out.is_idle() {
+                Counters::add(&self.app.counters.ws_resyncs, 1);
+                match self.subscribe_with(true).await {
+                    Some(fresh) => changes = fresh,
+                    None => return End::Flush,
+                }
+                lag_counted = false;
+                lagging = false;
+            }
+            if self.out.is_idle() {
+                write_deadline = None;
+            } else if write_deadline.is_none() {
+                write_deadline = Some(Instant::now() + self.app.ws.write_timeout);
+            }
+            // Biased: writing first, then new changes, so changes that arrive together leave
+            // together; the branches that rarely fire are polled only when the others wait.
             tokio::select! {
-                _ = shutdown.cancelled() => {
-                    self.close(GOING_AWAY, "server shutting down");
-                    break;
+                biased;
+                wrote = poll_fn(|cx| self.out.poll_write(sink, cx)), if !self.out.is_idle() => {
+                    match wrote {
+                        Ok(true) => write_deadline = None,
+                        Ok(false) => {
+                            write_deadline = Some(Instant::now() + self.app.ws.write_timeout);
+                        }
+                        Err(()) => return End::Drop,
+                    }
                 }
-                _ = &mut writer => return,
-                _ = ping.tick() => {
-                    let _ = self.out_tx.send(Outgoing::Ping);
-                    pong_deadline.get_or_insert(Instant::now() + self.app.ws.pong_timeout);
-                }
-                _ = sleep_until_some(pong_deadline) => {
-                    tracing::debug!("dashboard did not answer a ping; closing");
-                    self.close(POLICY_VIOLATION, "ping timeout");
-                    break;
+                received = changes.recv(), if !lagging => {
+                    // Take what else is already there too (up to a batch): one flush for all.
+                    let mut next = Some(received);
+                    let mut taken = 0;
+                    while let Some(received) = next.take() {
+                        match received {
+                            Ok(published) => {
+                                if self.wants(&published.change) && !self.queue(published.frame())
+                                {
+                                    lagging = true;
+                                }
+                            }
+                            Err(RecvError::Lagged(_)) => lagging = true,
+                            Err(RecvError::Closed) => {
+                                self.close(GOING_AWAY, "server shutting down");
+                                return End::Flush;
+                            }
+                        }
+                        taken += 1;
+                        if lagging || taken == DRAIN_BATCH {
+                            break;
+                        }
+                        next = match changes.try_recv() {
+                            Ok(published) => Some(Ok(published)),
+                            Err(TryRecvError::Empty) => None,
+                            Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                            Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                        };
+                    }
                 }
                 incoming = stream.next() => match incoming {
                     Some(Err(error)) if is_too_big(&error) => {
                         self.close(MESSAGE_TOO_BIG, "message too big");
-                        drain_input = true;
-                        break;
+                        return End::FlushAndLinger;
                     }
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return End::Flush,
                     Some(Ok(Message::Text(text))) => {
                         pong_deadline = None;
                         if let Some(query) = self.client_request(&text) {
@@ -187,38 +344,28 @@ impl Session {
                             self.filter = query;
                             match self.subscribe().await {
                                 Some(fresh) => changes = fresh,
-                                None => break,
+                                None => return End::Flush,
                             }
                             lagging = false;
+                            lag_counted = false;
                         }
                     }
                     // Any sign of life counts as an answer; pings are answered by tungstenite.
                     Some(Ok(_)) => pong_deadline = None,
                 },
-                received = changes.recv(), if !lagging => match received {
-                    Ok(published) => {
-                        if self.wants(&published.change) && !self.queue(published.frame()) {
-                            lagging = true;
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => lagging = true,
-                    Err(RecvError::Closed) => {
-                        self.close(GOING_AWAY, "server shutting down");
-                        break;
-                    }
-                },
-                _ = self.outbox.drained.notified(), if lagging => {
-                    if self.outbox.queued_bytes.load(Ordering::Acquire) > 0 {
-                        continue;
-                    }
-                    Counters::add(&self.app.counters.ws_resyncs, 1);
-                    match self.subscribe_with(true).await {
-                        Some(fresh) => changes = fresh,
-                        None => break,
-                    }
-                    lag_counted = false;
-                    lagging = false;
-                },
+                _ = sleep_until_some(write_deadline) => {
+                    tracing::debug!("dashboard took no data within the write timeout; dropping");
+                    return End::Drop;
+                }
+                _ = ping.tick() => {
+                    self.out.items.push_back(Outgoing::Ping);
+                    pong_deadline.get_or_insert(Instant::now() + self.app.ws.pong_timeout);
+                }
+                _ = sleep_until_some(pong_deadline) => {
+                    tracing::debug!("dashboard did not answer a ping; closing");
+                    self.close(POLICY_VIOLATION, "ping timeout");
+                    return End::Flush;
+                }
                 changed = stats.changed(), if stats_open => match changed {
                     Ok(()) => {
                         let frame = stats.borrow_and_update().clone();
@@ -229,18 +376,12 @@ impl Session {
                     }
                     Err(_) => stats_open = false,
                 },
+                _ = &mut cancelled => {
+                    self.close(GOING_AWAY, "server shutting down");
+                    return End::Flush;
+                }
             }
         }
-        // Let the writer deliver the close frame (bounded by its write timeout), then stop.
-        drop(self.out_tx);
-        let _ = tokio::time::timeout(self.app.ws.write_timeout, &mut writer).await;
-        if drain_input {
-            let _ = tokio::time::timeout(LINGER, async {
-                while let Some(Ok(_)) = stream.next().await {}
-            })
-            .await;
-        }
-        writer.abort();
     }
 
     /// Takes a snapshot and subscription from the engine and queues the snapshot.
@@ -341,7 +482,7 @@ impl Session {
 
     /// Queues a frame unless the outbox is over its byte limit; false means "fell behind".
     fn queue(&mut self, frame: Utf8Bytes) -> bool {
-        let queued = self.outbox.queued_bytes.load(Ordering::Acquire);
+        let queued = self.out.bytes;
         if queued + frame.len() > self.app.ws.queue_bytes && queued > 0 {
             return false;
         }
@@ -349,15 +490,15 @@ impl Session {
         true
     }
 
+    /// Queues a frame whatever its size (snapshots, replies).
     fn push(&mut self, frame: Utf8Bytes) {
-        self.outbox
-            .queued_bytes
-            .fetch_add(frame.len(), Ordering::AcqRel);
-        let _ = self.out_tx.send(Outgoing::Frame(frame));
+        self.out.bytes += frame.len();
+        self.out.items.push_back(Outgoing::Frame(frame));
     }
 
+    /// Queues the close frame behind what is already queued.
     fn close(&mut self, code: u16, reason: &'static str) {
-        let _ = self.out_tx.send(Outgoing::Close(code, reason));
+        self.out.items.push_back(Outgoing::Close(code, reason));
     }
 
     /// Records a resynchronisation; false when the client has needed too many lately.
@@ -416,58 +557,5 @@ pub fn parse_filter(query: Option<&str>) -> Result<Option<Query>, String> {
             Ok(q) => Ok(Some(q)),
             Err(error) => Err(format!("parse error: {error}")),
         },
-    }
-}
-
-/// Drains the outbox into the socket, several frames per flush; each write is bounded by
-/// `write_timeout` so a peer that stopped reading cannot hold the task forever.
-async fn write_frames(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    outbox: Arc<Outbox>,
-    write_timeout: Duration,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        let mut written = 0usize;
-        while let Some(item) = next.take() {
-            match item {
-                Outgoing::Frame(frame) => {
-                    written += frame.len();
-                    let fed = tokio::time::timeout(write_timeout, sink.feed(Message::Text(frame)));
-                    if !matches!(fed.await, Ok(Ok(()))) {
-                        return;
-                    }
-                }
-                Outgoing::Ping => {
-                    let fed = tokio::time::timeout(
-                        write_timeout,
-                        sink.feed(Message::Ping(Default::default())),
-                    );
-                    if !matches!(fed.await, Ok(Ok(()))) {
-                        return;
-                    }
-                }
-                Outgoing::Close(code, reason) => {
-                    let close = Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    }));
-                    let _ = tokio::time::timeout(write_timeout, sink.send(close)).await;
-                    return;
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        if !matches!(
-            tokio::time::timeout(write_timeout, sink.flush()).await,
-            Ok(Ok(()))
-        ) {
-            return;
-        }
-        let before = outbox.queued_bytes.fetch_sub(written, Ordering::AcqRel);
-        if before == written {
-            outbox.drained.notify_one();
-        }
     }
 }
