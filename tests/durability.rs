@@ -114,6 +114,31 @@ async fn kill_9_during_a_stream_loses_no_acknowledged_change() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test]
+async fn updates_without_a_change_are_stored_within_a_second() {
+    // Only changes are durable before their `ok`; other index updates (a new metric, a new
+    // description) are written by the flush each second. After that second, kill -9 loses none.
+    let dir = fresh_dir("flush");
+    let server = start_server_in(&dir, &[]);
+    let mut tcp = RiemannTcp::connect(&server).await;
+    for metric in [1.0, 2.0, 7.0] {
+        let mut e = event("quiet", "load", "ok");
+        e.metric_d = Some(metric);
+        let reply = tcp.request(&events_msg(vec![e])).await;
+        assert_eq!(reply.ok, Some(true));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    server.kill_9();
+    drop(server);
+    let restarted = start_server_in(&dir, &[]);
+    let (_dash, snapshot) = WsClient::connect_with_snapshot(&restarted).await;
+    let stored = snapshot_event(&snapshot, "load").expect("the key survived");
+    assert_eq!(stored["metric"].as_f64(), Some(7.0), "{stored}");
+    assert_eq!(snapshot["seq"].as_u64(), Some(0), "no change was made");
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 async fn change(tcp: &mut RiemannTcp, service: &str, state: &str) {
     let reply = tcp
         .request(&events_msg(vec![event("h", service, state)]))

@@ -192,6 +192,7 @@ pub fn spawn(
             "restored index from the store"
         );
         engine.restore(recovered.seq, recovered.events);
+        engine.track_unsaved();
         let publisher = Publisher {
             changes_tx: publisher.changes_tx.clone(),
             counters: Arc::clone(&counters),
@@ -207,7 +208,6 @@ pub fn spawn(
         changes: Vec::new(),
         indexed: Vec::new(),
         acks: Vec::new(),
-        dirty: hashbrown::HashSet::default(),
     };
     let task = tokio::spawn(owner.run(rx, config.reap_interval));
     (EngineHandle { tx }, task)
@@ -229,30 +229,9 @@ struct Owner {
     changes: Vec<Change>,
     /// Acknowledgements of the current group's batches that changed a state.
     acks: Vec<oneshot::Sender<Ack>>,
-    /// Scratch buffer for newly indexed events.
+    /// Scratch buffer for newly indexed events, for watchers of every index update.
     indexed: Vec<Arc<Event>>,
-    /// Index updates that were not changes, written by the periodic flush: the latest event per
-    /// (host, service), found by the event's own key (no copy).
-    dirty: hashbrown::HashSet<ByKey>,
 }
-
-/// An event, hashed and compared by its (host, service) only.
-struct ByKey(Arc<Event>);
-
-impl std::hash::Hash for ByKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.host.hash(state);
-        self.0.service.hash(state);
-    }
-}
-
-impl PartialEq for ByKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.host == other.0.host && self.0.service == other.0.service
-    }
-}
-
-impl Eq for ByKey {}
 
 impl Owner {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, reap_interval: std::time::Duration) {
@@ -305,36 +284,15 @@ impl Owner {
             Command::Apply { events, ack } => {
                 Counters::add(&self.counters.events, events.len() as u64);
                 let first_change = self.changes.len();
-                let storing = self.committer.is_some();
-                // Collect index updates when someone watches them or they must be stored.
-                let collect = storing || self.updates_tx.receiver_count() > 0;
+                let watched = self.updates_tx.receiver_count() > 0;
                 self.engine.apply(
                     events,
                     &mut self.changes,
-                    collect.then_some(&mut self.indexed),
+                    watched.then_some(&mut self.indexed),
                 );
-                if self.updates_tx.receiver_count() > 0 {
-                    for event in &self.indexed {
-                        let _ = self.updates_tx.send(Arc::clone(event));
-                    }
+                for event in self.indexed.drain(..) {
+                    let _ = self.updates_tx.send(event);
                 }
-                if storing {
-                    for event in self.indexed.drain(..) {
-                        self.dirty.replace(ByKey(event));
-                    }
-                    // Changed keys are written with the group commit itself.
-                    for change in &self.changes[first_change..] {
-                        let key = ByKey(Arc::clone(&change.event));
-                        if self
-                            .dirty
-                            .get(&key)
-                            .is_some_and(|d| Arc::ptr_eq(&d.0, &change.event))
-                        {
-                            self.dirty.remove(&key);
-                        }
-                    }
-                }
-                self.indexed.clear();
                 if let Some(ack) = ack {
                     if self.changes.len() > first_change {
                         self.acks.push(ack);
@@ -387,13 +345,14 @@ impl Owner {
         }
     }
 
-    /// Hands index updates that were not changes to the committer, which also trims history.
+    /// Hands index updates that were not changes to the committer (the latest event of each
+    /// updated key), which also trims history and checkpoints.
     async fn flush(&mut self) {
         if self.committer.is_none() {
             return;
         }
         self.end_group().await;
-        let dirty: Vec<Arc<Event>> = self.dirty.drain().map(|d| d.0).collect();
+        let dirty = self.engine.take_unsaved();
         let seq = self.engine.seq();
         self.output(Output::Flush { dirty, seq }).await;
     }

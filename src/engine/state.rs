@@ -55,6 +55,8 @@ struct Entry {
     /// The time of this key's live item in the expiry heap (`<= expires_at`), if any. Heap items
     /// for the key at any other time are stale and skipped.
     scheduled: Option<i64>,
+    /// Updated since [`Engine::take_unsaved`] last returned it (only when tracking).
+    unsaved: bool,
 }
 
 /// The index key, shared (not copied) between the index and the expiry heap.
@@ -160,6 +162,11 @@ pub struct Engine {
     expiry: BinaryHeap<Reverse<Due>>,
     /// Last assigned `seq`; 0 before the first change.
     seq: u64,
+    /// Whether to note which keys were updated since they were last saved: a flag on the entry
+    /// the update touches anyway, plus the key once, instead of a set insert per event.
+    track_unsaved: bool,
+    /// Keys whose entries are `unsaved`, each once.
+    unsaved: Vec<Key>,
 }
 
 impl Engine {
@@ -171,7 +178,27 @@ impl Engine {
             index: HashMap::default(),
             expiry: BinaryHeap::new(),
             seq: 0,
+            track_unsaved: false,
+            unsaved: Vec::new(),
         }
+    }
+
+    /// From now on, note updated keys for [`Engine::take_unsaved`] (a store wants them).
+    pub fn track_unsaved(&mut self) {
+        self.track_unsaved = true;
+    }
+
+    /// The latest event of every key updated since the last call, each once.
+    pub fn take_unsaved(&mut self) -> Vec<Arc<Event>> {
+        let mut events = Vec::with_capacity(self.unsaved.len());
+        for key in self.unsaved.drain(..) {
+            if let Some(entry) = self.index.get_mut(&key) {
+                if std::mem::take(&mut entry.unsaved) {
+                    events.push(Arc::clone(&entry.event));
+                }
+            }
+        }
+        events
     }
 
     /// Rebuilds the engine from a store: the recovered index and the last `seq`, from which
@@ -191,6 +218,7 @@ impl Engine {
                     event: Arc::new(event),
                     expires_at,
                     scheduled: expires_at,
+                    unsaved: false,
                 },
             );
             debug_assert!(old.is_none(), "a store holds each key once");
@@ -242,7 +270,7 @@ impl Engine {
 
     fn apply_one(&mut self, mut event: Event) -> (Arc<Event>, Option<Change>) {
         let expires_at = self.expires_at(&event);
-        let Some(entry) = self.index.get_mut(&KeyRef::of_event(&event)) else {
+        let Some((key, entry)) = self.index.get_key_value_mut(&KeyRef::of_event(&event)) else {
             // A new key: the only time the key is copied.
             let changed = event
                 .state
@@ -256,8 +284,12 @@ impl Engine {
                     event: Arc::clone(&event),
                     expires_at: Some(expires_at),
                     scheduled: Some(expires_at),
+                    unsaved: self.track_unsaved,
                 },
             );
+            if self.track_unsaved {
+                self.unsaved.push(key.clone());
+            }
             self.expiry.push(Reverse(Due {
                 at: expires_at,
                 key,
@@ -280,14 +312,14 @@ impl Engine {
         let event = Arc::new(event);
         let previous = std::mem::replace(&mut entry.event, Arc::clone(&event));
         entry.expires_at = Some(expires_at);
+        if self.track_unsaved && !entry.unsaved {
+            entry.unsaved = true;
+            self.unsaved.push(key.clone());
+        }
         if entry.scheduled.is_none_or(|s| s > expires_at) {
             // Due earlier than its heap item (or it has none): schedule it anew; the old
             // item, if any, becomes stale.
             entry.scheduled = Some(expires_at);
-            let (key, _) = self
-                .index
-                .get_key_value(&KeyRef::of_event(&event))
-                .expect("the entry was just updated");
             self.expiry.push(Reverse(Due {
                 at: expires_at,
                 key: key.clone(),
@@ -477,6 +509,37 @@ mod tests {
             ]
         );
         assert_eq!(e.seq(), 2);
+    }
+
+    #[test]
+    fn unsaved_keys_are_returned_once_with_their_latest_event() {
+        let mut e = Engine::new("ok", 60.0);
+        apply(&mut e, vec![ev("a", "cpu", Some("ok"))]);
+        assert!(e.take_unsaved().is_empty(), "not tracked until asked");
+        e.track_unsaved();
+        let mut metric = ev("a", "cpu", None);
+        metric.description = Some("latest".into());
+        apply(
+            &mut e,
+            vec![
+                ev("a", "cpu", Some("ok")),
+                ev("b", "disk", Some("ok")),
+                metric,
+            ],
+        );
+        let mut saved: Vec<(String, Option<String>)> = e
+            .take_unsaved()
+            .iter()
+            .map(|ev| (ev.host.clone().unwrap(), ev.description.clone()))
+            .collect();
+        saved.sort();
+        assert_eq!(
+            saved,
+            vec![("a".into(), Some("latest".into())), ("b".into(), None)]
+        );
+        assert!(e.take_unsaved().is_empty(), "saved until updated again");
+        apply(&mut e, vec![ev("b", "disk", Some("ok"))]);
+        assert_eq!(e.take_unsaved().len(), 1);
     }
 
     #[test]
