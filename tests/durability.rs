@@ -250,3 +250,46 @@ async fn history_api_filters_pages_and_reports_bad_queries() {
     let bad = http_request(server.http, "GET", "/api/history?query=%3D", &[], b"").await;
     assert_eq!(bad.status, 400);
 }
+
+#[tokio::test]
+async fn history_has_each_acknowledged_change_at_once_even_under_load() {
+    // Under load, changes reach redb a few milliseconds after their `ok` (they are durable in the
+    // change log before it); /api/history must still show every change already acknowledged.
+    let server = start_server(&[]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut background = Vec::new();
+    for conn in 0..2 {
+        let mut tcp = RiemannTcp::connect(&server).await;
+        let stop = Arc::clone(&stop);
+        background.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let state = if i % 2 == 0 { "critical" } else { "ok" };
+                let msg = events_msg(vec![event("load", &format!("bg{conn}"), state)]);
+                if tcp.request(&msg).await.ok != Some(true) {
+                    break;
+                }
+                i += 1;
+            }
+        }));
+    }
+    let mut tcp = RiemannTcp::connect(&server).await;
+    for i in 0..30 {
+        let service = format!("probe-{i}");
+        change(&mut tcp, &service, "critical").await;
+        let found = history(
+            &server,
+            &format!("limit=10&query=service%20%3D%20%22{service}%22"),
+        )
+        .await;
+        assert_eq!(
+            found["changes"].as_array().map(Vec::len),
+            Some(1),
+            "{service} acknowledged but not in history: {found}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in background {
+        let _ = task.await;
+    }
+}

@@ -57,6 +57,8 @@ pub(super) enum Output {
     },
     /// Index updates that were not changes, written once a second, followed by a history prune.
     Flush { dirty: Vec<Arc<Event>>, seq: u64 },
+    /// Answered once history holds every change before it.
+    Sync { reply: oneshot::Sender<()> },
 }
 
 /// Publishes changes, releases acknowledgements and answers reads: the last step of every output,
@@ -86,6 +88,9 @@ impl Publisher {
             }
             Output::Snapshot { snapshot, reply } => {
                 let _ = reply.send(snapshot);
+            }
+            Output::Sync { reply } => {
+                let _ = reply.send(());
             }
             Output::Flush { .. } => {}
         }
@@ -141,12 +146,42 @@ impl Committer {
     }
 }
 
+/// How long changes may sit in the log only (durable, published) before they are written into
+/// redb for history readers, when the committer is busy. Writing redb once per few milliseconds
+/// instead of once per fsync saves most of its fixed per-transaction cost under load; readers
+/// that need history to be complete (a resuming dashboard, `/api/history`) ask for a write first
+/// ([`Output::Subscribe`], [`Output::Sync`]), and an idle committer writes at once.
+const WRITE_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+/// Changes that may wait for that write at most.
+const WRITE_BATCH: usize = 10_000;
+
+/// The committer thread's state.
+struct Committing<'a> {
+    store: &'a Store,
+    retention: Retention,
+    publisher: &'a Publisher,
+    /// Logged and published, not yet in redb.
+    unwritten: Encoded,
+    unwritten_dirty: Vec<Arc<Event>>,
+    unwritten_seq: Option<u64>,
+    unwritten_since: Option<std::time::Instant>,
+    /// Set once redb refused a write: the change log then holds changes redb lacks, so it must
+    /// not be checkpointed away. A restart replays it.
+    log_pinned: bool,
+}
+
 fn run(store: &Store, retention: Retention, publisher: &Publisher, mut rx: mpsc::Receiver<Output>) {
+    let mut committing = Committing {
+        store,
+        retention,
+        publisher,
+        unwritten: Encoded::default(),
+        unwritten_dirty: Vec::new(),
+        unwritten_seq: None,
+        unwritten_since: None,
+        log_pinned: false,
+    };
     let mut pending = Vec::with_capacity(OUTPUTS_PER_COMMIT);
-    let mut subscribed = Vec::new();
-    // Set once redb refused a write: the change log then holds changes redb lacks, so it must not
-    // be checkpointed away. A restart replays it.
-    let mut log_pinned = false;
     while let Some(first) = rx.blocking_recv() {
         pending.push(first);
         while pending.len() < OUTPUTS_PER_COMMIT {
@@ -155,14 +190,16 @@ fn run(store: &Store, retention: Retention, publisher: &Publisher, mut rx: mpsc:
                 Err(_) => break,
             }
         }
-        let (seq, flushed) = summarize(&pending);
-        let dirty: Vec<Arc<Event>> = pending
-            .iter_mut()
-            .flat_map(|output| match output {
-                Output::Flush { dirty, .. } => std::mem::take(dirty),
-                _ => Vec::new(),
-            })
-            .collect();
+        committing.cycle(&mut pending, &rx);
+    }
+    committing.write();
+    committing.checkpoint();
+}
+
+impl Committing<'_> {
+    /// One group commit: log everything pending, let it out in order, and write redb when due.
+    fn cycle(&mut self, pending: &mut Vec<Output>, rx: &mpsc::Receiver<Output>) {
+        let (seq, flushed) = summarize(pending);
         // Durable first: the changes go to the log, and only then are they let out.
         let encoded = Encoded::new(
             pending.iter().flat_map(|output| match output {
@@ -171,42 +208,86 @@ fn run(store: &Store, retention: Retention, publisher: &Publisher, mut rx: mpsc:
             }),
             now_micros(),
         );
-        let logged = store.log(&encoded).map_err(|error| {
+        let logged = self.store.log(&encoded).map_err(|error| {
             tracing::error!(%error, "could not log changes; replying with an error");
             EngineError::Storage(error.to_string())
         });
         // Let out in order. A subscription is made at its place in that order (so its stream
-        // starts exactly after its snapshot) but handed over only after the redb write below, so
-        // that a resuming client finds every change up to its snapshot in history.
+        // starts exactly after its snapshot) but handed over only once redb has every change
+        // before it, so that a resuming client finds them all in history.
+        let mut waiting_for_write = Vec::new();
         for output in pending.drain(..) {
             match output {
                 Output::Subscribe { snapshot, reply } => {
-                    subscribed.push((publisher.subscribe(snapshot), reply));
+                    let subscription = self.publisher.subscribe(snapshot);
+                    waiting_for_write.push(Box::new(move || {
+                        let _ = reply.send(subscription);
+                    }) as Box<dyn FnOnce()>);
                 }
-                other => publisher.deliver(other, &logged),
+                Output::Sync { reply } => waiting_for_write.push(Box::new(move || {
+                    let _ = reply.send(());
+                })),
+                Output::Flush { dirty, .. } => self.unwritten_dirty.extend(dirty),
+                other => self.publisher.deliver(other, &logged),
             }
         }
-        if let (Some(seq), Ok(())) = (seq, &logged) {
-            if let Err(error) = store.write(&encoded, &dirty, seq) {
-                tracing::error!(%error, "could not write to the store; keeping the change log until a restart");
-                log_pinned = true;
+        if logged.is_ok() {
+            if !encoded.is_empty() {
+                self.unwritten_since
+                    .get_or_insert_with(std::time::Instant::now);
+            }
+            self.unwritten.append(encoded);
+            if seq.is_some() {
+                self.unwritten_seq = seq;
             }
         }
-        for (subscription, reply) in subscribed.drain(..) {
-            let _ = reply.send(subscription);
+        let due = self
+            .unwritten_since
+            .is_some_and(|since| since.elapsed() >= WRITE_DELAY)
+            || self.unwritten.len() >= WRITE_BATCH;
+        // Idle: nothing arrived during the fsync, so the write costs nobody any waiting.
+        let idle = rx.is_empty();
+        if idle || due || flushed || !waiting_for_write.is_empty() {
+            self.write();
+        }
+        for reply in waiting_for_write {
+            reply();
         }
         if flushed {
-            match store.prune(retention, now_micros(), PRUNE_BUDGET) {
+            match self.store.prune(self.retention, now_micros(), PRUNE_BUDGET) {
                 Ok(0) => {}
                 Ok(removed) => tracing::debug!(removed, "pruned history"),
                 Err(error) => tracing::error!(%error, "could not prune history"),
             }
         }
-        if !log_pinned && (flushed || store.log_bytes() > CHECKPOINT_LOG_BYTES) {
-            if let Err(error) = store.checkpoint() {
-                // The log keeps everything meanwhile; the next checkpoint tries again.
-                tracing::error!(%error, "could not checkpoint the store");
-            }
+        if flushed || self.store.log_bytes() > CHECKPOINT_LOG_BYTES {
+            self.write();
+            self.checkpoint();
+        }
+    }
+
+    /// Writes what was logged since the last write into redb (no fsync): history readers see it.
+    fn write(&mut self) {
+        let Some(seq) = self.unwritten_seq.take() else {
+            return;
+        };
+        let encoded = std::mem::take(&mut self.unwritten);
+        let dirty = std::mem::take(&mut self.unwritten_dirty);
+        self.unwritten_since = None;
+        if let Err(error) = self.store.write(&encoded, &dirty, seq) {
+            tracing::error!(%error, "could not write to the store; keeping the change log until a restart");
+            self.log_pinned = true;
+        }
+    }
+
+    /// Makes redb durable and starts the log over — unless redb missed a write.
+    fn checkpoint(&mut self) {
+        if self.log_pinned {
+            return;
+        }
+        if let Err(error) = self.store.checkpoint() {
+            // The log keeps everything meanwhile; the next checkpoint tries again.
+            tracing::error!(%error, "could not checkpoint the store");
         }
     }
 }

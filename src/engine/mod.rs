@@ -69,6 +69,9 @@ enum Command {
     Snapshot {
         reply: oneshot::Sender<Snapshot>,
     },
+    Sync {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +145,12 @@ impl EngineHandle {
     /// Every indexed event, as of now.
     pub async fn snapshot(&self) -> Result<Snapshot, EngineError> {
         self.request(|reply| Command::Snapshot { reply }).await
+    }
+
+    /// Returns once the store's history holds every change applied before this call (history
+    /// readers that must not miss one call this first).
+    pub async fn sync(&self) -> Result<(), EngineError> {
+        self.request(|reply| Command::Sync { reply }).await
     }
 
     /// Queues a snapshot request behind everything already queued (so it sees those batches
@@ -321,6 +330,10 @@ impl Owner {
                 self.end_group().await;
                 let snapshot = self.engine.snapshot();
                 self.output(Output::Snapshot { snapshot, reply }).await;
+            }
+            Command::Sync { reply } => {
+                self.end_group().await;
+                self.output(Output::Sync { reply }).await;
             }
         }
     }

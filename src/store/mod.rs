@@ -86,6 +86,7 @@ impl StoredChange {
 }
 
 /// Changes encoded once, for the change log and for history.
+#[derive(Default)]
 pub struct Encoded {
     /// seq, the event (for the index), the encoded [`StoredChange`].
     records: Vec<(u64, std::sync::Arc<Event>, Vec<u8>)>,
@@ -116,6 +117,11 @@ impl Encoded {
 
     pub fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// Moves `other`'s changes after these.
+    pub fn append(&mut self, mut other: Encoded) {
+        self.records.append(&mut other.records);
     }
 }
 

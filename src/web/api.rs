@@ -116,6 +116,14 @@ pub async fn history(
     };
     let since = params.since.unwrap_or(0);
     let limit = params.limit.unwrap_or(1000).clamp(1, MAX_HISTORY_LIMIT);
+    // Changes reach history a few milliseconds after they are published: wait for those applied
+    // so far, so a client never misses one it has already seen live.
+    if app.engine.sync().await.is_err() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server is shutting down".to_owned(),
+        );
+    }
     let read = tokio::task::spawn_blocking(move || {
         let wants = |c: &crate::store::StoredChange| match &filter {
             None => true,
