@@ -143,10 +143,15 @@ pub fn format_time(time_micros: i64) -> String {
     }
 }
 
-/// Microseconds since the epoch, now. Only ingest calls this (for events that carry no time);
-/// the engine takes time as data.
+/// Microseconds since the epoch, now. Ingest stamps events that carry no time with it (once per
+/// socket read, not per event); the state machine takes time as data. Straight from
+/// `SystemTime`: chrono's `Utc::now` builds a calendar date first, which showed in profiles.
 pub fn now_micros() -> i64 {
-    Utc::now().timestamp_micros()
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_micros()).unwrap_or(i64::MAX),
+        // A clock set before 1970: say so in the only way an i64 of µs can.
+        Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |us| -us),
+    }
 }
 
 #[cfg(test)]

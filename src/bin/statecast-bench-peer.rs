@@ -74,6 +74,8 @@ async fn serve(mut socket: TcpStream, mode: Mode, max_frame: usize, ok: Arc<Byte
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        // One arrival time per read, as statecast stamps them.
+        let now = now_micros();
         let mut fatal = false;
         loop {
             match decoder.decode(&mut buf) {
@@ -81,7 +83,6 @@ async fn serve(mut socket: TcpStream, mode: Mode, max_frame: usize, ok: Arc<Byte
                     if mode == Mode::DecodeOnly {
                         match Msg::decode(body) {
                             Ok(msg) => {
-                                let now = now_micros();
                                 let mut n = 0u64;
                                 for e in msg.events {
                                     let event = from_proto(e, now);

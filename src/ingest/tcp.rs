@@ -180,10 +180,12 @@ impl Connection {
         // acknowledgement for the lot, answered with one `ok` per Msg in order. Anything else
         // (a query, an empty Msg, bad input) first sends what is batched, so order is kept.
         let mut batch = Batch::default();
+        // Arrival time of what the last read brought: events without a time of their own get it.
+        let mut arrived = now_micros();
         loop {
             loop {
                 let reply = match decoder.decode(&mut buf) {
-                    Ok(Some(body)) => match self.decode_frame(body) {
+                    Ok(Some(body)) => match self.decode_frame(body, arrived) {
                         Ok(Frame::Events(events)) => {
                             batch.msgs += 1;
                             if batch.events.is_empty() {
@@ -219,7 +221,7 @@ impl Connection {
                 let reply = match reply {
                     Next::NeedInput => break,
                     Next::Full => continue,
-                    Next::Msg(msg) => self.handle_msg(msg).await,
+                    Next::Msg(msg) => self.handle_msg(msg, arrived).await,
                     Next::Reply(reply) => reply,
                 };
                 let fatal = matches!(reply, Reply::Fatal(_));
@@ -245,7 +247,7 @@ impl Connection {
                     }
                     return ReadEnd::Closed;
                 }
-                Ok(_) => {}
+                Ok(_) => arrived = now_micros(),
                 Err(error) => {
                     tracing::debug!(peer = %self.peer, %error, "riemann tcp read failed");
                     return ReadEnd::Closed;
@@ -255,7 +257,7 @@ impl Connection {
     }
 
     /// Decodes one frame: events to batch, or a Msg that must be handled on its own.
-    fn decode_frame(&self, body: Bytes) -> Result<Frame, Reply> {
+    fn decode_frame(&self, body: Bytes, arrived: i64) -> Result<Frame, Reply> {
         let msg = match Msg::decode(body) {
             Ok(msg) => msg,
             Err(error) => {
@@ -269,11 +271,10 @@ impl Connection {
         if msg.query.is_some() || msg.events.is_empty() {
             return Ok(Frame::Other(msg));
         }
-        let now = now_micros();
         Ok(Frame::Events(
             msg.events
                 .into_iter()
-                .map(|e| convert::from_proto(e, now))
+                .map(|e| convert::from_proto(e, arrived))
                 .collect(),
         ))
     }
@@ -293,7 +294,7 @@ impl Connection {
     }
 
     /// A Msg with a query, or without events.
-    async fn handle_msg(&self, msg: Msg) -> Reply {
+    async fn handle_msg(&self, msg: Msg, arrived: i64) -> Reply {
         let query = match msg.query.map(|q| q.string.unwrap_or_default()) {
             // A bad query is the client's mistake, not a protocol error: answer and carry on.
             Some(text) => match Query::parse(&text) {
@@ -304,11 +305,10 @@ impl Connection {
         };
         let mut ack = None;
         if !msg.events.is_empty() {
-            let now = now_micros();
             let events = msg
                 .events
                 .into_iter()
-                .map(|e| convert::from_proto(e, now))
+                .map(|e| convert::from_proto(e, arrived))
                 .collect();
             match self.engine.submit(events).await {
                 Ok(rx) => ack = Some(rx),
