@@ -264,7 +264,7 @@ async fn history_has_each_acknowledged_change_at_once_even_under_load() {
         background.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let state = if i % 2 == 0 { "critical" } else { "ok" };
+                let state = if i.is_multiple_of(2) { "critical" } else { "ok" };
                 let msg = events_msg(vec![event("load", &format!("bg{conn}"), state)]);
                 if tcp.request(&msg).await.ok != Some(true) {
                     break;
