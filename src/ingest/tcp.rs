@@ -67,8 +67,8 @@ enum Next {
 
 /// A decoded frame.
 enum Frame {
-    /// A Msg holding only events: batched.
-    Events(Vec<Event>),
+    /// A Msg holding only events, now appended to the batch.
+    Batched,
     /// A query or an empty Msg.
     Other(Msg),
 }
@@ -185,14 +185,9 @@ impl Connection {
         loop {
             loop {
                 let reply = match decoder.decode(&mut buf) {
-                    Ok(Some(body)) => match self.decode_frame(body, arrived) {
-                        Ok(Frame::Events(events)) => {
+                    Ok(Some(body)) => match self.decode_frame(body, arrived, &mut batch.events) {
+                        Ok(Frame::Batched) => {
                             batch.msgs += 1;
-                            if batch.events.is_empty() {
-                                batch.events = events;
-                            } else {
-                                batch.events.extend(events);
-                            }
                             if batch.msgs < BATCH_MSGS && batch.events.len() < BATCH_EVENTS {
                                 continue;
                             }
@@ -256,8 +251,14 @@ impl Connection {
         }
     }
 
-    /// Decodes one frame: events to batch, or a Msg that must be handled on its own.
-    fn decode_frame(&self, body: Bytes, arrived: i64) -> Result<Frame, Reply> {
+    /// Decodes one frame: events are appended to `batch` (straight from the decoded Msg, no
+    /// Vec per Msg), any other Msg is returned to be handled on its own.
+    fn decode_frame(
+        &self,
+        body: Bytes,
+        arrived: i64,
+        batch: &mut Vec<Event>,
+    ) -> Result<Frame, Reply> {
         let msg = match Msg::decode(body) {
             Ok(msg) => msg,
             Err(error) => {
@@ -271,12 +272,12 @@ impl Connection {
         if msg.query.is_some() || msg.events.is_empty() {
             return Ok(Frame::Other(msg));
         }
-        Ok(Frame::Events(
+        batch.extend(
             msg.events
                 .into_iter()
-                .map(|e| convert::from_proto(e, arrived))
-                .collect(),
-        ))
+                .map(|e| convert::from_proto(e, arrived)),
+        );
+        Ok(Frame::Batched)
     }
 
     /// Hands the batched Msgs to the engine as one command (waiting for queue space:
@@ -285,7 +286,9 @@ impl Connection {
         if batch.msgs == 0 {
             return None;
         }
-        let events = std::mem::take(&mut batch.events);
+        // The next batch is likely the size of this one: reserve that, rather than growing from 1.
+        let expected = batch.events.len().min(BATCH_EVENTS);
+        let events = std::mem::replace(&mut batch.events, Vec::with_capacity(expected));
         let msgs = std::mem::take(&mut batch.msgs);
         Some(match self.engine.submit(events).await {
             Ok(ack) => Reply::Pending(ack, msgs),
