@@ -223,13 +223,25 @@ L=$!
 sleep "$(awk -v s="$SOAK" 'BEGIN{print (s > 10) ? 5 : 1}')"
 soak_start=$(rss_kib "$SERVER_PID")
 soak_samples="$soak_start"
+# RSS every tenth of the run (at least every 5 s), to tell a plateau from steady growth.
+SOAK_STEP=$(awk -v s="$SOAK" 'BEGIN{ t = s / 10; if (t < 5) t = 5; print int(t) }')
+soak_elapsed=5
+while kill -0 "$L" 2>/dev/null; do
+  sleep 1; soak_elapsed=$((soak_elapsed + 1))
+  if [ $((soak_elapsed % SOAK_STEP)) = 0 ] && kill -0 "$L" 2>/dev/null; then
+    soak_samples="$soak_samples $(rss_kib "$SERVER_PID")"
+  fi
+done
 wait "$L" || true
 wait "$S" || true
 soak_end=$(rss_kib "$SERVER_PID")
+soak_samples="$soak_samples $soak_end"
+# Growth over the second half of the run: a leak keeps growing, a warming cache levels off.
+soak_mid=$(echo "$soak_samples" | awk '{ print $(int((NF + 1) / 2)) }')
 check "$WORK/soak.txt" "soak swarm" "$SWARM_OK" || true
 check "$WORK/soak-load.txt" "soak load" "$LOAD_OK" || true
 stop "$SERVER_PID"
-echo "soak: RSS $soak_samples KiB -> $soak_end KiB" >&2
+echo "soak: RSS samples (KiB) $soak_samples" >&2
 
 # ---------------------------------------------------------------------------------------------
 echo "==> writing $OUT" >&2
@@ -320,7 +332,9 @@ echo "==> writing $OUT" >&2
   echo
   echo "statecast for ${SOAK}s with 100 websocket clients receiving 1,000 changes/s (POSTs of 10) and one"
   echo "Riemann connection sending 100-event messages (8 in flight, no changes) as fast as answered:"
-  echo "RSS $soak_start KiB after warm-up → $soak_end KiB at the end."
+  echo "RSS $soak_start KiB after warm-up → $soak_mid KiB at half time → $soak_end KiB at the end"
+  echo "(second half: $(awk -v a="$soak_end" -v b="$soak_mid" 'BEGIN{ printf "%+.1f%%", (a - b) * 100 / b }'))."
+  echo "RSS samples every ${SOAK_STEP}s (KiB): $soak_samples"
   json "$WORK/soak.txt" >/dev/null 2>&1 && echo "Swarm during soak: $(head -1 "$WORK/soak.txt")"
   json "$WORK/soak-load.txt" >/dev/null 2>&1 && echo "Load during soak: $(head -1 "$WORK/soak-load.txt")"
   echo

@@ -33,8 +33,11 @@ const INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index");
 /// seq → encoded [`StoredChange`].
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 
-/// Page cache of the database file (redb's default is 1 GiB).
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Page cache of the database file (redb's default is 1 GiB). The hot set is small — the index
+/// (≈ a few hundred bytes per key) and the end of history being appended — and history reads
+/// are rare and sequential (the OS page cache serves them), so a small cache keeps the server's
+/// memory flat while history grows on disk.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 const META_EPOCH: &str = "epoch";
 const META_SEQ: &str = "seq";
