@@ -302,13 +302,14 @@ impl Owner {
                 for event in self.indexed.drain(..) {
                     let _ = self.updates_tx.send(event);
                 }
-                if let Some(ack) = ack {
-                    if self.changes.len() > first_change {
-                        self.acks.push(ack);
-                    } else {
-                        // Nothing to publish or make durable: applied is all "ok" promises.
-                        let _ = ack.send(Ok(()));
-                    }
+                if self.changes.len() > first_change {
+                    self.acks.extend(ack);
+                    // Hand the changes on now rather than at the end of this wake-up: the
+                    // committer starts its fsync sooner, and the sender waits less.
+                    self.end_group().await;
+                } else if let Some(ack) = ack {
+                    // Nothing to publish or make durable: applied is all "ok" promises.
+                    let _ = ack.send(Ok(()));
                 }
             }
             // Reads are released behind the changes they contain (see `commit`), so a snapshot
