@@ -167,8 +167,9 @@ async fn a_client_that_never_reads_does_not_delay_another_client() {
 
 #[tokio::test]
 async fn a_snapshot_larger_than_the_websocket_write_buffer_still_reaches_a_new_client() {
-    // Default settings: 3,000 events with 1 KiB descriptions make a ~3.3 MB snapshot, more than
-    // the 2 MiB (2 × --ws-queue-bytes) the server lets tungstenite buffer for one write.
+    // Default settings: 3,000 events with 1 KiB descriptions make a ~3.3 MB snapshot: one frame
+    // larger than the dashboard queue (--ws-queue-bytes, 1 MiB) and than tungstenite's write
+    // buffer (16 KiB). It must still go out whole.
     const N: usize = 3_000;
     let server = start_server(&[]);
     let mut tcp = RiemannTcp::connect(&server).await;
