@@ -264,7 +264,11 @@ async fn history_has_each_acknowledged_change_at_once_even_under_load() {
         background.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let state = if i.is_multiple_of(2) { "critical" } else { "ok" };
+                let state = if i.is_multiple_of(2) {
+                    "critical"
+                } else {
+                    "ok"
+                };
                 let msg = events_msg(vec![event("load", &format!("bg{conn}"), state)]);
                 if tcp.request(&msg).await.ok != Some(true) {
                     break;
@@ -309,7 +313,11 @@ async fn dashboards_joining_mid_stream_get_a_snapshot_the_stream_continues_exact
         writers.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let state = if i.is_multiple_of(2) { "critical" } else { "ok" };
+                let state = if i.is_multiple_of(2) {
+                    "critical"
+                } else {
+                    "ok"
+                };
                 let msg = events_msg(vec![event("flip", &format!("s{conn}"), state)]);
                 if tcp.request(&msg).await.ok != Some(true) {
                     break;
@@ -336,7 +344,10 @@ async fn dashboards_joining_mid_stream_get_a_snapshot_the_stream_continues_exact
             let service = change["event"]["service"].as_str().unwrap().to_owned();
             let before = state.get(&service).map_or("ok", String::as_str);
             assert_eq!(change["previous_state"], before, "{change}");
-            state.insert(service, change["event"]["state"].as_str().unwrap().to_owned());
+            state.insert(
+                service,
+                change["event"]["state"].as_str().unwrap().to_owned(),
+            );
         }
         dash.close().await;
     }
