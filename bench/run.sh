@@ -288,8 +288,9 @@ echo "==> writing $OUT" >&2
   echo
   echo "## Durability: persistence on vs off"
   echo
-  echo "statecast with \`--data-dir\` (redb, one fsynced transaction per group of batches, before any"
-  echo "\`ok\`) against \`--data-dir off\` (memory only), same load: 8 connections, $IN_FLIGHT in flight."
+  echo "statecast with \`--data-dir\` (each group of changes written to the change log with one \`O_DSYNC\`"
+  echo "write before the \`ok\` of the messages that caused them; redb checkpointed each second) against"
+  echo "\`--data-dir off\` (memory only), same load: 8 connections, $IN_FLIGHT in flight, no watchers."
   echo
   echo "| events/Msg | changing fraction | off ev/s | on ev/s | on ÷ off | on reply p99 ms | off reply p99 ms |"
   echo "|---|---|---|---|---|---|---|"
