@@ -256,27 +256,7 @@ async fn history_has_each_acknowledged_change_at_once_even_under_load() {
     // Under load, changes reach redb a few milliseconds after their `ok` (they are durable in the
     // change log before it); /api/history must still show every change already acknowledged.
     let server = start_server(&[]);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut background = Vec::new();
-    for conn in 0..2 {
-        let mut tcp = RiemannTcp::connect(&server).await;
-        let stop = Arc::clone(&stop);
-        background.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let state = if i.is_multiple_of(2) {
-                    "critical"
-                } else {
-                    "ok"
-                };
-                let msg = events_msg(vec![event("load", &format!("bg{conn}"), state)]);
-                if tcp.request(&msg).await.ok != Some(true) {
-                    break;
-                }
-                i += 1;
-            }
-        }));
-    }
+    let stream = FlipStream::start(&server, "load", 2).await;
     let mut tcp = RiemannTcp::connect(&server).await;
     for i in 0..30 {
         let service = format!("probe-{i}");
@@ -292,10 +272,7 @@ async fn history_has_each_acknowledged_change_at_once_even_under_load() {
             "{service} acknowledged but not in history: {found}"
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for task in background {
-        let _ = task.await;
-    }
+    stream.stop().await;
 }
 
 #[tokio::test]
@@ -305,27 +282,7 @@ async fn dashboards_joining_mid_stream_get_a_snapshot_the_stream_continues_exact
     // during a stream must still see: next seq = snapshot seq + 1, no gaps, and each service's
     // first change starting from the state the snapshot showed for it.
     let server = start_server(&[]);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for conn in 0..3 {
-        let mut tcp = RiemannTcp::connect(&server).await;
-        let stop = Arc::clone(&stop);
-        writers.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let state = if i.is_multiple_of(2) {
-                    "critical"
-                } else {
-                    "ok"
-                };
-                let msg = events_msg(vec![event("flip", &format!("s{conn}"), state)]);
-                if tcp.request(&msg).await.ok != Some(true) {
-                    break;
-                }
-                i += 1;
-            }
-        }));
-    }
+    let stream = FlipStream::start(&server, "flip", 3).await;
     for _ in 0..8 {
         let (mut dash, snapshot) = WsClient::connect_with_snapshot(&server).await;
         let first = snapshot["seq"].as_u64().unwrap() + 1;
@@ -351,8 +308,46 @@ async fn dashboards_joining_mid_stream_get_a_snapshot_the_stream_continues_exact
         }
         dash.close().await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        let _ = w.await;
+    stream.stop().await;
+}
+
+/// Connections that each flip one service (`s0`, `s1`, … on `host`) between critical and ok as
+/// fast as the server answers, until stopped: a steady stream of changes.
+struct FlipStream {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl FlipStream {
+    async fn start(server: &Server, host: &'static str, connections: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for conn in 0..connections {
+            let mut tcp = RiemannTcp::connect(server).await;
+            let stop = Arc::clone(&stop);
+            writers.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let state = if i.is_multiple_of(2) {
+                        "critical"
+                    } else {
+                        "ok"
+                    };
+                    let msg = events_msg(vec![event(host, &format!("s{conn}"), state)]);
+                    if tcp.request(&msg).await.ok != Some(true) {
+                        break;
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        FlipStream { stop, writers }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for writer in self.writers {
+            let _ = writer.await;
+        }
     }
 }
