@@ -31,9 +31,6 @@ use prost::Message;
 
 use super::{StoreError, StoredChange};
 
-/// A record larger than this is corruption, not a change: never allocate what a damaged length
-/// field announces.
-const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 const HEADER_BYTES: usize = 8;
 /// Written as zeros when the log is created, so that ordinary appends overwrite allocated blocks.
 const PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
@@ -124,6 +121,9 @@ impl Wal {
 
 /// The intact records from the start of `file`, each with the bytes it spans.
 fn read_records(file: &File) -> std::io::Result<Vec<(StoredChange, u64)>> {
+    // A damaged length field must not make us allocate what it announces: a record can be no
+    // longer than what is left of the file.
+    let mut unread = file.metadata()?.len();
     let mut reader = BufReader::new(file);
     let mut records: Vec<(StoredChange, u64)> = Vec::new();
     let mut header = [0u8; HEADER_BYTES];
@@ -134,9 +134,11 @@ fn read_records(file: &File) -> std::io::Result<Vec<(StoredChange, u64)>> {
         }
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-        if len == 0 || len > MAX_RECORD_BYTES {
+        unread = unread.saturating_sub(HEADER_BYTES as u64);
+        if len == 0 || len as u64 > unread {
             break;
         }
+        unread -= len as u64;
         payload.resize(len, 0);
         if !read_full(&mut reader, &mut payload)? || crc32fast::hash(&payload) != crc {
             break;
