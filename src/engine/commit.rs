@@ -28,8 +28,8 @@ use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 use crate::store::{Encoded, Retention, Store};
 
-/// Outputs the committer takes into one transaction at most: bounds a commit's size and the
-/// time the first of them waits for the last.
+/// Outputs the committer takes into one log write at most: bounds a write's size and the time
+/// the first of them waits for the last.
 const OUTPUTS_PER_COMMIT: usize = 1024;
 /// History rows deleted per flush at most, so pruning never holds up commits for long.
 const PRUNE_BUDGET: usize = 10_000;
@@ -39,8 +39,8 @@ const CHECKPOINT_LOG_BYTES: u64 = 16 * 1024 * 1024;
 
 /// One thing the engine produced, to be let out in order.
 pub(super) enum Output {
-    /// Changes applied in one engine wake-up, and the acknowledgements of the messages that
-    /// caused them.
+    /// Changes applied from one batch (or one expiry sweep), and the acknowledgements of the
+    /// messages that caused them.
     Group {
         changes: Vec<Change>,
         acks: Vec<oneshot::Sender<Ack>>,
@@ -55,7 +55,8 @@ pub(super) enum Output {
         snapshot: Snapshot,
         reply: oneshot::Sender<Snapshot>,
     },
-    /// Index updates that were not changes, written once a second, followed by a history prune.
+    /// Index updates that were not changes, written once a second, followed by a history prune
+    /// and a checkpoint.
     Flush { dirty: Vec<Arc<Event>>, seq: u64 },
     /// Answered once history holds every change before it.
     Sync { reply: oneshot::Sender<()> },
@@ -122,7 +123,7 @@ impl Committer {
         capacity: usize,
     ) -> Committer {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        // A blocking thread: redb's commit is a synchronous fsync.
+        // A blocking thread: the log write waits for the disk (O_DSYNC), and redb is synchronous.
         let thread = tokio::task::spawn_blocking(move || run(&store, retention, &publisher, rx));
         Committer { tx, thread }
     }

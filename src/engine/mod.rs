@@ -89,9 +89,8 @@ pub struct EngineConfig {
     pub broadcast_capacity: usize,
 }
 
-/// Groups waiting for the committer before the engine waits for it: at most this many engine
-/// wake-ups' worth of changes (each at most [`COMMANDS_PER_WAKE`] batches) are applied ahead of
-/// the disk.
+/// Outputs waiting for the committer before the engine waits for it: at most this many groups
+/// (one batch's changes, or one expiry sweep's) are applied ahead of the disk.
 const COMMIT_QUEUE: usize = 64;
 
 /// Cheap, cloneable access to the engine task.

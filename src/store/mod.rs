@@ -210,7 +210,9 @@ impl Store {
         Ok((store, recovered))
     }
 
-    /// [`Store::log`] then [`Store::write`]: durable when this returns.
+    /// [`Store::log`] then [`Store::write`]: durable when this returns. (The committer runs the
+    /// two steps apart; tests use them together.)
+    #[cfg(test)]
     pub fn commit<'a>(
         &self,
         changes: impl IntoIterator<Item = &'a Change>,
