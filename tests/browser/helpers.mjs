@@ -5,7 +5,7 @@ import { spawn, execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import assert from 'node:assert/strict';
@@ -324,9 +324,13 @@ export function assertClean(problems, { allow = [] } = {}) {
   assert.deepEqual(errors, [], 'console errors (CSP violations show up here)');
 }
 
-/** Saves a screenshot under docs/. */
+/**
+ * Saves a screenshot: under docs/ (the README's images) when STATECAST_SCREENSHOTS=1, otherwise
+ * under target/screenshots/, so an ordinary test run leaves the working tree clean.
+ */
 export async function screenshot(page, name) {
-  const file = resolve(repoRoot, 'docs', name);
+  const dir = process.env.STATECAST_SCREENSHOTS === '1' ? 'docs' : join('target', 'screenshots');
+  const file = resolve(repoRoot, dir, name);
   mkdirSync(dirname(file), { recursive: true });
   await page.screenshot({ path: file, fullPage: false });
   return file;

@@ -1,5 +1,6 @@
 // A realistic page with several problems, at laptop and phone size: checks the layout holds
-// (no horizontal scrolling, nothing cut off) and saves docs/dashboard.png and docs/dashboard-phone.png.
+// (no horizontal scrolling, nothing cut off) and saves dashboard.png and dashboard-phone.png
+// (into docs/ with STATECAST_SCREENSHOTS=1, else target/screenshots/).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
