@@ -244,6 +244,20 @@ async fn client(addr: SocketAddr, url: String, shared: Arc<Shared>, connecting: 
 }
 
 /// A keep-alive HTTP/1.1 connection posting JSON; just enough HTTP for loopback benchmarks.
+/// Appends what the next read brings to `buf`; an error naming `when` if the server closed.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, when: &str) -> Result<(), String> {
+    let mut chunk = [0u8; 4096];
+    let n = stream
+        .read(&mut chunk)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    if n == 0 {
+        return Err(format!("server closed the connection {when}"));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
 struct Poster {
     addr: SocketAddr,
     host: String,
@@ -285,15 +299,7 @@ impl Poster {
                 if self.buf.len() > 64 * 1024 {
                     return Err("response headers over 64 KiB".to_owned());
                 }
-                let mut chunk = [0u8; 4096];
-                let n = stream
-                    .read(&mut chunk)
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
-                if n == 0 {
-                    return Err("server closed the connection before answering".to_owned());
-                }
-                self.buf.extend_from_slice(&chunk[..n]);
+                read_more(stream, &mut self.buf, "before answering").await?;
             };
             let head = String::from_utf8_lossy(&self.buf[..header_end]).to_ascii_lowercase();
             let status = head
@@ -310,15 +316,7 @@ impl Poster {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .ok_or_else(|| "response without Content-Length".to_owned())?;
             while self.buf.len() < header_end + length {
-                let mut chunk = [0u8; 4096];
-                let n = stream
-                    .read(&mut chunk)
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
-                if n == 0 {
-                    return Err("server closed the connection mid-body".to_owned());
-                }
-                self.buf.extend_from_slice(&chunk[..n]);
+                read_more(stream, &mut self.buf, "mid-body").await?;
             }
             if status != 200 {
                 let body =
