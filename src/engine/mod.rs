@@ -39,8 +39,36 @@ pub enum EngineError {
     Storage(String),
 }
 
-/// What a batch's acknowledgement carries.
+/// What a batch's acknowledgement carries once everything it promises holds.
 pub type Ack = Result<(), EngineError>;
+
+/// A batch's answer, as soon as it is applied.
+///
+/// Why two stages: a change is acknowledged only once it is durable (a log write, ≈0.1 ms),
+/// but the events before the batch's first change changed nothing, so their messages can be
+/// answered at once. A pipelining client then keeps sending while the change waits for the disk,
+/// instead of the whole batch (a whole read of messages) waiting with it.
+#[derive(Debug)]
+pub enum Applied {
+    /// Nothing in the batch changed a state (or it failed as a whole): this is the answer.
+    Done(Ack),
+    /// Events `..first_change` changed nothing and are acknowledged now; the rest once `durable`
+    /// says so.
+    Changed {
+        first_change: usize,
+        durable: oneshot::Receiver<Ack>,
+    },
+}
+
+impl Applied {
+    /// Waits for the whole batch's answer.
+    pub async fn finished(self) -> Ack {
+        match self {
+            Applied::Done(ack) => ack,
+            Applied::Changed { durable, .. } => durable.await.unwrap_or(Err(EngineError::Closed)),
+        }
+    }
+}
 
 /// A snapshot and the live stream of changes that continues it.
 pub struct Subscription {
@@ -58,7 +86,7 @@ pub struct UpdatesSubscription {
 enum Command {
     Apply {
         events: Vec<Event>,
-        ack: Option<oneshot::Sender<Ack>>,
+        ack: Option<oneshot::Sender<Applied>>,
     },
     Subscribe {
         reply: oneshot::Sender<Subscription>,
@@ -102,7 +130,10 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Queues a batch and returns the receiver of its acknowledgement. Waits while the queue is
     /// full (backpressure).
-    pub async fn submit(&self, events: Vec<Event>) -> Result<oneshot::Receiver<Ack>, EngineError> {
+    pub async fn submit(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<oneshot::Receiver<Applied>, EngineError> {
         let (ack, rx) = oneshot::channel();
         self.tx
             .send(Command::Apply {
@@ -124,10 +155,10 @@ impl EngineHandle {
 
     /// Applies a batch and waits until it is applied.
     pub async fn apply(&self, events: Vec<Event>) -> Ack {
-        self.submit(events)
-            .await?
-            .await
-            .unwrap_or(Err(EngineError::Closed))
+        match self.submit(events).await?.await {
+            Ok(applied) => applied.finished().await,
+            Err(_) => Err(EngineError::Closed),
+        }
     }
 
     /// A snapshot and the changes after it.
@@ -291,9 +322,8 @@ impl Owner {
         match command {
             Command::Apply { events, ack } => {
                 Counters::add(&self.counters.events, events.len() as u64);
-                let first_change = self.changes.len();
                 let watched = self.updates_tx.receiver_count() > 0;
-                self.engine.apply(
+                let first_change = self.engine.apply(
                     events,
                     &mut self.changes,
                     watched.then_some(&mut self.indexed),
@@ -301,14 +331,27 @@ impl Owner {
                 for event in self.indexed.drain(..) {
                     let _ = self.updates_tx.send(event);
                 }
-                if self.changes.len() > first_change {
-                    self.acks.extend(ack);
-                    // Hand the changes on now rather than at the end of this wake-up: the
-                    // committer starts its fsync sooner, and the sender waits less.
-                    self.end_group().await;
-                } else if let Some(ack) = ack {
-                    // Nothing to publish or make durable: applied is all "ok" promises.
-                    let _ = ack.send(Ok(()));
+                match (first_change, ack) {
+                    (Some(first_change), ack) => {
+                        if let Some(ack) = ack {
+                            // What came before the first change is answered now; the rest
+                            // once the changes are out (durable, with a store).
+                            let (durable_tx, durable) = oneshot::channel();
+                            let _ = ack.send(Applied::Changed {
+                                first_change,
+                                durable,
+                            });
+                            self.acks.push(durable_tx);
+                        }
+                        // Hand the changes on now rather than at the end of this wake-up: the
+                        // committer starts its log write sooner, and the sender waits less.
+                        self.end_group().await;
+                    }
+                    (None, Some(ack)) => {
+                        // Nothing to publish or make durable: applied is all "ok" promises.
+                        let _ = ack.send(Applied::Done(Ok(())));
+                    }
+                    (None, None) => {}
                 }
             }
             // Reads are released behind the changes they contain (see `commit`), so a snapshot

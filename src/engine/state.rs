@@ -278,22 +278,26 @@ impl Engine {
     }
 
     /// Applies a batch in order, appending its changes to `changes` and, when asked, every
-    /// newly indexed event to `indexed` (for watchers of all index updates).
+    /// newly indexed event to `indexed` (for watchers of all index updates). Returns the
+    /// position in `events` of the first event that changed a state, if any.
     pub fn apply(
         &mut self,
         events: Vec<Event>,
         changes: &mut Vec<Change>,
         mut indexed: Option<&mut Vec<Arc<Event>>>,
-    ) {
-        for event in events {
+    ) -> Option<usize> {
+        let mut first_change = None;
+        for (position, event) in events.into_iter().enumerate() {
             let (event, change) = self.apply_one(event);
             if let Some(indexed) = indexed.as_deref_mut() {
                 indexed.push(event);
             }
             if let Some(change) = change {
+                first_change.get_or_insert(position);
                 changes.push(change);
             }
         }
+        first_change
     }
 
     fn apply_one(&mut self, mut event: Event) -> (Arc<Event>, Option<Change>) {

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use super::convert;
 use super::frame::{self, FrameDecoder};
-use crate::engine::{Ack, EngineError, EngineHandle, Snapshot};
+use crate::engine::{Applied, EngineError, EngineHandle, Snapshot};
 use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 use crate::proto::Msg;
@@ -67,8 +67,8 @@ enum Next {
 
 /// A decoded frame.
 enum Frame {
-    /// A Msg holding only events, now appended to the batch.
-    Batched,
+    /// A Msg holding only events (this many), now appended to the batch.
+    Batched(usize),
     /// A query or an empty Msg.
     Other(Msg),
 }
@@ -77,13 +77,54 @@ enum Frame {
 #[derive(Default)]
 struct Batch {
     events: Vec<Event>,
-    msgs: usize,
+    msgs: MsgSizes,
+}
+
+/// Where each of a batch's Msgs ends in its events: tells which Msgs lie wholly before the
+/// batch's first change, and can be answered before that change is durable. Kept as one number
+/// in the usual case of Msgs of equal size (a client's batches rarely vary).
+#[derive(Debug, Default, Clone)]
+struct MsgSizes {
+    count: usize,
+    /// Events per Msg while every Msg so far had the same number.
+    uniform: Option<usize>,
+    /// Each Msg's end, once sizes differ.
+    ends: Vec<usize>,
+}
+
+impl MsgSizes {
+    /// Notes a Msg of `events` events (at least one: empty Msgs are not batched).
+    fn push(&mut self, events: usize) {
+        match self.uniform {
+            _ if self.count == 0 => self.uniform = Some(events),
+            Some(size) if size == events => {}
+            Some(size) => {
+                self.ends = (1..=self.count).map(|i| i * size).collect();
+                self.uniform = None;
+            }
+            None => {}
+        }
+        if self.uniform.is_none() {
+            let end = self.ends.last().copied().unwrap_or(0) + events;
+            self.ends.push(end);
+        }
+        self.count += 1;
+    }
+
+    /// How many Msgs end at or before event position `first_change`.
+    fn before(&self, first_change: usize) -> usize {
+        match self.uniform {
+            Some(size) => (first_change / size.max(1)).min(self.count),
+            None => self.ends.partition_point(|&end| end <= first_change),
+        }
+    }
 }
 
 /// One reply slot, in request order.
 enum Reply {
-    /// Wait for the engine to apply the batch, then answer `ok` once per `Msg` it holds.
-    Pending(oneshot::Receiver<Ack>, usize),
+    /// Wait for the engine to apply the batch, then answer `ok` once per `Msg` it holds (those
+    /// before its first change at once, the rest once the change is durable).
+    Pending(oneshot::Receiver<Applied>, MsgSizes),
     /// Answer a query once the engine's snapshot (taken after every earlier batch) arrives.
     Query(oneshot::Receiver<Snapshot>, Query),
     /// Answer now.
@@ -186,9 +227,9 @@ impl Connection {
             loop {
                 let reply = match decoder.decode(&mut buf) {
                     Ok(Some(body)) => match self.decode_frame(body, arrived, &mut batch.events) {
-                        Ok(Frame::Batched) => {
-                            batch.msgs += 1;
-                            if batch.msgs < BATCH_MSGS && batch.events.len() < BATCH_EVENTS {
+                        Ok(Frame::Batched(events)) => {
+                            batch.msgs.push(events);
+                            if batch.msgs.count < BATCH_MSGS && batch.events.len() < BATCH_EVENTS {
                                 continue;
                             }
                             Next::Full
@@ -272,18 +313,19 @@ impl Connection {
         if msg.query.is_some() || msg.events.is_empty() {
             return Ok(Frame::Other(msg));
         }
+        let events = msg.events.len();
         batch.extend(
             msg.events
                 .into_iter()
                 .map(|e| convert::from_proto(e, arrived)),
         );
-        Ok(Frame::Batched)
+        Ok(Frame::Batched(events))
     }
 
     /// Hands the batched Msgs to the engine as one command (waiting for queue space:
     /// backpressure): the reply slot that answers them all, if anything was batched.
     async fn submit_batch(&self, batch: &mut Batch) -> Option<Reply> {
-        if batch.msgs == 0 {
+        if batch.msgs.count == 0 {
             return None;
         }
         // The next batch is likely the size of this one: reserve that, rather than growing from 1.
@@ -324,7 +366,11 @@ impl Connection {
                 Ok(snapshot) => Reply::Query(snapshot, query),
                 Err(error) => Reply::Fatal(error_msg(error.to_string())),
             },
-            (None, Some(ack)) => Reply::Pending(ack, 1),
+            (None, Some(ack)) => {
+                let mut sizes = MsgSizes::default();
+                sizes.push(1);
+                Reply::Pending(ack, sizes)
+            }
             (None, None) => Reply::Ready(ok_msg()),
         }
     }
@@ -360,18 +406,44 @@ async fn write_replies(
             let (msg, fatal) = match reply {
                 Reply::Ready(msg) => (msg, false),
                 Reply::Fatal(msg) => (msg, true),
-                Reply::Pending(ack, msgs) => match wait(ack, &mut write, &mut out, peer).await {
-                    Some(Ok(Ok(()))) => {
-                        // One `ok` per Msg of the batch, in order.
-                        for _ in 1..msgs {
-                            out.extend_from_slice(&ok_frame);
+                Reply::Pending(applied, msgs) => {
+                    let (durable, unanswered) =
+                        match wait(applied, &mut write, &mut out, peer).await {
+                            Some(Ok(Applied::Done(ack))) => (Ok(ack), msgs.count),
+                            Some(Ok(Applied::Changed {
+                                first_change,
+                                durable,
+                            })) => {
+                                // The Msgs before the first change are answered now (`wait`
+                                // sends them while the change is made durable).
+                                let answered = msgs.before(first_change);
+                                for _ in 0..answered {
+                                    out.extend_from_slice(&ok_frame);
+                                }
+                                (Err(durable), msgs.count - answered)
+                            }
+                            Some(Err(_)) => (Ok(Err(EngineError::Closed)), msgs.count),
+                            None => return,
+                        };
+                    let ack = match durable {
+                        Ok(ack) => ack,
+                        Err(durable) => match wait(durable, &mut write, &mut out, peer).await {
+                            Some(Ok(ack)) => ack,
+                            Some(Err(_)) => Err(EngineError::Closed),
+                            None => return,
+                        },
+                    };
+                    match ack {
+                        Ok(()) => {
+                            // One `ok` per Msg of the batch, in order.
+                            for _ in 1..unanswered {
+                                out.extend_from_slice(&ok_frame);
+                            }
+                            (ok_msg(), false)
                         }
-                        (ok_msg(), false)
+                        Err(error) => (error_msg(error.to_string()), true),
                     }
-                    Some(Ok(Err(error))) => (error_msg(error.to_string()), true),
-                    Some(Err(_)) => (error_msg(EngineError::Closed.to_string()), true),
-                    None => return,
-                },
+                }
                 Reply::Query(snapshot, query) => {
                     match wait(snapshot, &mut write, &mut out, peer).await {
                         Some(Ok(snapshot)) => (query_result(&snapshot, &query), false),
