@@ -288,11 +288,7 @@ impl Engine {
     ) -> Option<usize> {
         let mut first_change = None;
         for (position, event) in events.into_iter().enumerate() {
-            let (event, change) = self.apply_one(event);
-            if let Some(indexed) = indexed.as_deref_mut() {
-                indexed.push(event);
-            }
-            if let Some(change) = change {
+            if let Some(change) = self.apply_one(event, indexed.as_deref_mut()) {
                 first_change.get_or_insert(position);
                 changes.push(change);
             }
@@ -300,7 +296,12 @@ impl Engine {
         first_change
     }
 
-    fn apply_one(&mut self, mut event: Event) -> (Arc<Event>, Option<Change>) {
+    /// Applies one event; pushes the indexed event to `indexed` when asked.
+    fn apply_one(
+        &mut self,
+        mut event: Event,
+        indexed: Option<&mut Vec<Arc<Event>>>,
+    ) -> Option<Change> {
         let expires_at = self.expires_at(&event);
         let Some((key, entry)) = self.index.get_key_value_mut(&KeyRef::of_event(&event)) else {
             // A new key: the only time the key is copied.
@@ -326,23 +327,44 @@ impl Engine {
                 at: expires_at,
                 key,
             }));
-            if !changed {
-                return (event, None);
+            if let Some(indexed) = indexed {
+                indexed.push(Arc::clone(&event));
             }
-            let change = self.next_change(None, Arc::clone(&event), None);
-            return (event, Some(change));
+            return changed.then(|| self.next_change(None, event, None));
         };
         let changed = match (&event.state, &entry.event.state) {
             (Some(state), current) => current.as_deref().unwrap_or(&self.init_state) != state,
-            (None, current) => {
-                // Keep the key's last real state (if any) so the index never "forgets" a
-                // critical just because a metric-only update arrived.
-                event.state.clone_from(current);
-                false
-            }
+            (None, _) => false,
         };
-        let event = Arc::new(event);
-        let previous = std::mem::replace(&mut entry.event, Arc::clone(&event));
+        let previous = if changed {
+            // A change keeps the previous event whole: its watchers need both.
+            Some(std::mem::replace(&mut entry.event, Arc::new(event)))
+        } else {
+            // When nothing else holds the entry's event (no snapshot, no change in flight:
+            // nearly always) it is overwritten in place — no allocation — and the strings that
+            // must be equal (host and service, by the key; the state, by the comparison above)
+            // stay where they are, while the new copies, still hot in the cache, are freed.
+            match Arc::get_mut(&mut entry.event) {
+                Some(current) => {
+                    event.host = current.host.take();
+                    event.service = current.service.take();
+                    if event.state.is_none() || event.state == current.state {
+                        // Absent in the update, or equal: either way the key's state goes on.
+                        event.state = current.state.take();
+                    }
+                    *current = event;
+                }
+                None => {
+                    if event.state.is_none() {
+                        // Keep the key's last real state (if any) so the index never "forgets"
+                        // a critical just because a metric-only update arrived.
+                        event.state.clone_from(&entry.event.state);
+                    }
+                    entry.event = Arc::new(event);
+                }
+            }
+            None
+        };
         entry.expires_at = Some(expires_at);
         if self.track_unsaved && !entry.unsaved {
             entry.unsaved = true;
@@ -357,12 +379,14 @@ impl Engine {
                 key: key.clone(),
             }));
         }
-        if !changed {
-            return (event, None);
+        let event = &entry.event;
+        if let Some(indexed) = indexed {
+            indexed.push(Arc::clone(event));
         }
+        let previous = previous?;
+        let event = Arc::clone(event);
         let current = previous.state.clone();
-        let change = self.next_change(current, Arc::clone(&event), Some(previous));
-        (event, Some(change))
+        Some(self.next_change(current, event, Some(previous)))
     }
 
     fn next_change(
