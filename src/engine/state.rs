@@ -175,6 +175,34 @@ impl Ord for Due {
     }
 }
 
+/// Makes `current` (the indexed event of the same key, not a change) equal to what indexing
+/// `update` gives, swapping fields rather than moving whole events: `update` is left holding the
+/// replaced values, to be dropped with its batch. The state is kept when the update has none
+/// (the key's last real state goes on) or the same one.
+fn update_in_place(current: &mut Event, update: &mut Event) {
+    // Spelled out so that a new field cannot be forgotten here.
+    let Event {
+        host: _,
+        service: _,
+        state,
+        description,
+        metric,
+        tags,
+        time_micros,
+        ttl,
+        attributes,
+    } = update;
+    if state.is_some() && *state != current.state {
+        std::mem::swap(&mut current.state, state);
+    }
+    std::mem::swap(&mut current.description, description);
+    std::mem::swap(&mut current.tags, tags);
+    std::mem::swap(&mut current.attributes, attributes);
+    current.metric = *metric;
+    current.time_micros = *time_micros;
+    current.ttl = *ttl;
+}
+
 /// The state given to an entry whose TTL ran out.
 pub const EXPIRED: &str = "expired";
 
@@ -286,8 +314,11 @@ impl Engine {
         changes: &mut Vec<Change>,
         mut indexed: Option<&mut Vec<Arc<Event>>>,
     ) -> Option<usize> {
+        let mut events = events;
         let mut first_change = None;
-        for (position, event) in events.into_iter().enumerate() {
+        // Events are worked on where they lie (no move of a whole event per step); what is
+        // left in the batch afterwards (the replaced fields) is dropped with it.
+        for (position, event) in events.iter_mut().enumerate() {
             if let Some(change) = self.apply_one(event, indexed.as_deref_mut()) {
                 first_change.get_or_insert(position);
                 changes.push(change);
@@ -296,21 +327,22 @@ impl Engine {
         first_change
     }
 
-    /// Applies one event; pushes the indexed event to `indexed` when asked.
+    /// Applies one event, taking what it indexes out of `event`; pushes the indexed event to
+    /// `indexed` when asked.
     fn apply_one(
         &mut self,
-        mut event: Event,
+        event: &mut Event,
         indexed: Option<&mut Vec<Arc<Event>>>,
     ) -> Option<Change> {
-        let expires_at = self.expires_at(&event);
-        let Some((key, entry)) = self.index.get_key_value_mut(&KeyRef::of_event(&event)) else {
+        let expires_at = self.expires_at(event);
+        let Some((key, entry)) = self.index.get_key_value_mut(&KeyRef::of_event(event)) else {
             // A new key: the only time the key is copied.
             let changed = event
                 .state
                 .as_deref()
                 .is_some_and(|state| state != self.init_state);
-            let key = Key::new(KeyRef::of_event(&event));
-            let event = Arc::new(event);
+            let key = Key::new(KeyRef::of_event(event));
+            let event = Arc::new(std::mem::take(event));
             self.index.insert(
                 key.clone(),
                 Entry {
@@ -338,29 +370,24 @@ impl Engine {
         };
         let previous = if changed {
             // A change keeps the previous event whole: its watchers need both.
-            Some(std::mem::replace(&mut entry.event, Arc::new(event)))
+            Some(std::mem::replace(
+                &mut entry.event,
+                Arc::new(std::mem::take(event)),
+            ))
         } else {
             // When nothing else holds the entry's event (no snapshot, no change in flight:
-            // nearly always) it is overwritten in place — no allocation — and the strings that
-            // must be equal (host and service, by the key; the state, by the comparison above)
-            // stay where they are, while the new copies, still hot in the cache, are freed.
+            // nearly always) it is updated in place — no allocation — and the strings that must
+            // be equal (host and service, by the key; the state, by the comparison above) stay
+            // where they are, while the new copies, still hot in the cache, are freed.
             match Arc::get_mut(&mut entry.event) {
-                Some(current) => {
-                    event.host = current.host.take();
-                    event.service = current.service.take();
-                    if event.state.is_none() || event.state == current.state {
-                        // Absent in the update, or equal: either way the key's state goes on.
-                        event.state = current.state.take();
-                    }
-                    *current = event;
-                }
+                Some(current) => update_in_place(current, event),
                 None => {
                     if event.state.is_none() {
                         // Keep the key's last real state (if any) so the index never "forgets"
                         // a critical just because a metric-only update arrived.
                         event.state.clone_from(&entry.event.state);
                     }
-                    entry.event = Arc::new(event);
+                    entry.event = Arc::new(std::mem::take(event));
                 }
             }
             None
