@@ -200,6 +200,57 @@ async fn two_thousand_pipelined_msgs_all_get_ok_replies_in_request_order() {
     assert_eq!(services.last().unwrap(), "p-1999");
 }
 
+/// Msgs before a batch's first change are answered before the change is durable, the rest after:
+/// with Msgs of differing sizes and changes at scattered places, every Msg must still get exactly
+/// one `ok`, in order — no more (a query sent last gets the next reply), no fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_msgs_of_mixed_sizes_with_scattered_changes_get_one_ok_each_in_order() {
+    const MSGS: usize = 600;
+    let server = start_server(&[]);
+    let mut tcp = RiemannTcp::connect(&server).await;
+    let mut bytes = Vec::new();
+    let mut changes = 0u64;
+    for i in 0..MSGS {
+        // 1 to 5 events; every 7th Msg flips a key in its middle.
+        let size = i % 5 + 1;
+        let events = (0..size)
+            .map(|j| {
+                if i % 7 == 3 && j == size / 2 {
+                    changes += 1;
+                    let state = if changes % 2 == 1 { "critical" } else { "ok" };
+                    event("mixed", "flip", state)
+                } else {
+                    event("mixed", &format!("steady-{j}"), "ok")
+                }
+            })
+            .collect();
+        bytes.extend(frame(&events_msg(events)));
+    }
+    bytes.extend(frame(&query_msg("service = \"flip\"")));
+    tcp.write_raw(&bytes).await;
+
+    for i in 0..MSGS {
+        let reply = tcp
+            .read_reply()
+            .await
+            .unwrap_or_else(|| panic!("EOF after {i} replies"));
+        assert_eq!(reply.ok, Some(true), "reply {i}: {reply:?}");
+        assert!(
+            reply.events.is_empty(),
+            "reply {i} is an ok, not the query's"
+        );
+    }
+    let answer = tcp.read_reply().await.expect("the query's reply");
+    assert_eq!(
+        answer.events.len(),
+        1,
+        "the query's reply comes right after"
+    );
+    let expected = if changes % 2 == 1 { "critical" } else { "ok" };
+    assert_eq!(answer.events[0].state.as_deref(), Some(expected));
+    assert_eq!(server.metric("statecast_changes_total").await, changes);
+}
+
 #[tokio::test]
 async fn an_oversized_length_gets_an_error_reply_then_close_and_the_server_keeps_serving() {
     let server = start_server(&[]);

@@ -668,6 +668,70 @@ mod tests {
     }
 
     #[test]
+    fn updates_in_place_or_not_index_the_same_and_never_touch_a_held_event() {
+        use crate::event::Metric;
+        let update = |state: Option<&str>, metric: i64, description: &str| {
+            let mut event = ev("a", "cpu", state);
+            event.metric = Some(Metric::Int(metric));
+            event.description = Some(description.into());
+            event.tags = vec![format!("t{metric}")];
+            event.attributes = vec![("k".into(), format!("v{metric}"))];
+            event.time_micros = metric;
+            event
+        };
+        // Each step runs on two engines: one where nothing else holds the indexed event (updated
+        // in place) and one where a snapshot holds it (replaced). Both must index the same.
+        let steps = [
+            update(None, 1, "no state yet"),
+            update(Some("ok"), 2, "first state, equal to init: not a change"),
+            update(None, 3, "metric only: the state goes on"),
+            update(Some("ok"), 4, "same state"),
+        ];
+        let mut alone = Engine::new("ok", 60.0);
+        let mut held = Engine::new("ok", 60.0);
+        for step in steps {
+            let snapshot = held.snapshot();
+            let before = snapshot.events.first().map(|e| (**e).clone());
+            assert!(apply(&mut alone, vec![step.clone()]).is_empty());
+            assert!(apply(&mut held, vec![step.clone()]).is_empty());
+            let key = step.key();
+            let (a, h) = (alone.get(&key).unwrap(), held.get(&key).unwrap());
+            assert_eq!(**a, **h);
+            assert_eq!(a.metric, step.metric);
+            assert_eq!(a.description, step.description);
+            assert_eq!((&a.tags, &a.attributes), (&step.tags, &step.attributes));
+            assert_eq!(a.time_micros, step.time_micros);
+            assert_eq!(a.host.as_deref(), Some("a"));
+            assert_eq!(a.service.as_deref(), Some("cpu"));
+            // The snapshot taken before the update still shows what it showed.
+            assert_eq!(snapshot.events.first().map(|e| (**e).clone()), before);
+        }
+        let key = ev("a", "cpu", None).key();
+        assert_eq!(alone.get(&key).unwrap().state.as_deref(), Some("ok"));
+        // Then a change, on both: previous and new are told apart.
+        let c = apply(&mut alone, vec![update(Some("critical"), 5, "down")]);
+        assert_eq!(summary(&c), vec![(1, "ok".into(), "critical".into())]);
+        assert_eq!(c[0].previous.as_ref().unwrap().metric, Some(Metric::Int(4)));
+        assert_eq!(c[0].event.metric, Some(Metric::Int(5)));
+    }
+
+    #[test]
+    fn apply_tells_where_the_first_change_is() {
+        let mut e = Engine::new("ok", 60.0);
+        let mut changes = Vec::new();
+        let batch = vec![
+            ev("a", "x", Some("ok")),
+            ev("b", "x", Some("ok")),
+            ev("a", "x", Some("warning")),
+            ev("b", "x", Some("critical")),
+        ];
+        assert_eq!(e.apply(batch, &mut changes, None), Some(2));
+        assert_eq!(changes.len(), 2);
+        let quiet = vec![ev("a", "x", Some("warning"))];
+        assert_eq!(e.apply(quiet, &mut changes, None), None);
+    }
+
+    #[test]
     fn absent_host_or_service_is_its_own_key() {
         let mut e = Engine::new("ok", 60.0);
         let no_host = Event {

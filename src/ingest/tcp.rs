@@ -407,31 +407,28 @@ async fn write_replies(
                 Reply::Ready(msg) => (msg, false),
                 Reply::Fatal(msg) => (msg, true),
                 Reply::Pending(applied, msgs) => {
-                    let (durable, unanswered) =
-                        match wait(applied, &mut write, &mut out, peer).await {
-                            Some(Ok(Applied::Done(ack))) => (Ok(ack), msgs.count),
-                            Some(Ok(Applied::Changed {
-                                first_change,
-                                durable,
-                            })) => {
-                                // The Msgs before the first change are answered now (`wait`
-                                // sends them while the change is made durable).
-                                let answered = msgs.before(first_change);
-                                for _ in 0..answered {
-                                    out.extend_from_slice(&ok_frame);
-                                }
-                                (Err(durable), msgs.count - answered)
+                    let (ack, unanswered) = match wait(applied, &mut write, &mut out, peer).await {
+                        None => return,
+                        Some(Err(_)) => (Err(EngineError::Closed), msgs.count),
+                        Some(Ok(Applied::Done(ack))) => (ack, msgs.count),
+                        Some(Ok(Applied::Changed {
+                            first_change,
+                            durable,
+                        })) => {
+                            // The Msgs before the first change are answered now: `wait` sends
+                            // them while the change is made durable.
+                            let answered = msgs.before(first_change);
+                            for _ in 0..answered {
+                                out.extend_from_slice(&ok_frame);
                             }
-                            Some(Err(_)) => (Ok(Err(EngineError::Closed)), msgs.count),
-                            None => return,
-                        };
-                    let ack = match durable {
-                        Ok(ack) => ack,
-                        Err(durable) => match wait(durable, &mut write, &mut out, peer).await {
-                            Some(Ok(ack)) => ack,
-                            Some(Err(_)) => Err(EngineError::Closed),
-                            None => return,
-                        },
+                            match wait(durable, &mut write, &mut out, peer).await {
+                                None => return,
+                                Some(ack) => (
+                                    ack.unwrap_or(Err(EngineError::Closed)),
+                                    msgs.count - answered,
+                                ),
+                            }
+                        }
                     };
                     match ack {
                         Ok(()) => {
@@ -521,5 +518,35 @@ async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut, peer: SocketAddr)
             tracing::debug!(%peer, %error, "riemann tcp write failed");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MsgSizes;
+
+    fn sizes(of: &[usize]) -> MsgSizes {
+        let mut sizes = MsgSizes::default();
+        for &events in of {
+            sizes.push(events);
+        }
+        sizes
+    }
+
+    #[test]
+    fn msgs_wholly_before_the_first_change_are_counted() {
+        // Equal sizes: kept as one number.
+        let uniform = sizes(&[3, 3, 3]);
+        assert_eq!(uniform.uniform, Some(3));
+        let before: Vec<usize> = (0..9).map(|at| uniform.before(at)).collect();
+        assert_eq!(before, [0, 0, 0, 1, 1, 1, 2, 2, 2]);
+
+        // Sizes that differ after a while: ends are listed, the earlier Msgs included.
+        let mixed = sizes(&[2, 2, 1, 4]);
+        assert_eq!(mixed.uniform, None);
+        assert_eq!(mixed.ends, [2, 4, 5, 9]);
+        let before: Vec<usize> = (0..9).map(|at| mixed.before(at)).collect();
+        assert_eq!(before, [0, 0, 1, 1, 2, 3, 3, 3, 3]);
+        assert_eq!(mixed.count, 4);
     }
 }
