@@ -310,11 +310,10 @@ impl Engine {
     /// position in `events` of the first event that changed a state, if any.
     pub fn apply(
         &mut self,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         changes: &mut Vec<Change>,
         mut indexed: Option<&mut Vec<Arc<Event>>>,
     ) -> Option<usize> {
-        let mut events = events;
         let mut first_change = None;
         // Events are worked on where they lie (no move of a whole event per step); what is
         // left in the batch afterwards (the replaced fields) is dropped with it.

@@ -100,15 +100,8 @@ impl Encoded {
         let records = changes
             .into_iter()
             .map(|change| {
-                let record = StoredChange {
-                    seq: change.seq,
-                    previous_state: change.previous_state.clone(),
-                    event: Some(convert::to_proto(&change.event)),
-                    previous: change.previous.as_deref().map(convert::to_proto),
-                    recorded_at: now_micros,
-                };
                 let event = std::sync::Arc::clone(&change.event);
-                (change.seq, event, record.encode_to_vec())
+                (change.seq, event, encode_change(change, now_micros))
             })
             .collect();
         Encoded { records }
@@ -355,11 +348,42 @@ impl Store {
 
 fn put_event(index: &mut redb::Table<&[u8], &[u8]>, event: &Event) -> Result<(), StoreError> {
     let key = encode_key(event);
-    index.insert(
-        key.as_slice(),
-        convert::to_proto(event).encode_to_vec().as_slice(),
-    )?;
+    let mut value = Vec::with_capacity(convert::encoded_event_len(event));
+    convert::encode_event(event, &mut value);
+    index.insert(key.as_slice(), value.as_slice())?;
     Ok(())
+}
+
+/// A change encoded as a [`StoredChange`], straight from the engine's events (building the
+/// `StoredChange` first would clone every string of both events).
+fn encode_change(change: &Change, recorded_at: i64) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, int64, string, uint64, WireType};
+    let events = [(3, Some(&*change.event)), (4, change.previous.as_deref())];
+    let mut buf = Vec::with_capacity(
+        32 + change.previous_state.len()
+            + events
+                .iter()
+                .filter_map(|(_, e)| e.map(|e| 8 + convert::encoded_event_len(e)))
+                .sum::<usize>(),
+    );
+    // Scalars at their default are left out, as prost does for these (non-optional) fields.
+    if change.seq != 0 {
+        uint64::encode(1, &change.seq, &mut buf);
+    }
+    if !change.previous_state.is_empty() {
+        string::encode(2, &change.previous_state, &mut buf);
+    }
+    for (tag, event) in events {
+        if let Some(event) = event {
+            encode_key(tag, WireType::LengthDelimited, &mut buf);
+            encode_varint(convert::encoded_event_len(event) as u64, &mut buf);
+            convert::encode_event(event, &mut buf);
+        }
+    }
+    if recorded_at != 0 {
+        int64::encode(5, &recorded_at, &mut buf);
+    }
+    buf
 }
 
 /// (host, service) as bytes: a presence byte and a length prefix per part, so `(None, "a")`,
@@ -414,6 +438,34 @@ mod tests {
                 ..Default::default()
             }),
             previous: None,
+        }
+    }
+
+    #[test]
+    fn a_change_is_encoded_as_prost_encodes_its_stored_change() {
+        let mut with_previous = change(7, "db", "critical");
+        with_previous.previous = Some(Arc::new(Event {
+            host: Some("db".into()),
+            service: Some("disk".into()),
+            state: Some("ok".into()),
+            description: Some("é".repeat(100)),
+            metric: Some(crate::event::Metric::Float(0.5)),
+            tags: vec!["a".into(), String::new()],
+            attributes: vec![("k".into(), "v".into())],
+            ttl: Some(30.0),
+            time_micros: -1_500_000,
+        }));
+        let mut defaults = change(0, "x", "warning");
+        defaults.previous_state = String::new();
+        for (c, recorded_at) in [(with_previous, 1_700_000_000_000_000), (defaults, 0)] {
+            let expected = StoredChange {
+                seq: c.seq,
+                previous_state: c.previous_state.clone(),
+                event: Some(convert::to_proto(&c.event)),
+                previous: c.previous.as_deref().map(convert::to_proto),
+                recorded_at,
+            };
+            assert_eq!(encode_change(&c, recorded_at), expected.encode_to_vec());
         }
     }
 
