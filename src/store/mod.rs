@@ -348,7 +348,7 @@ impl Store {
 
 fn put_event(index: &mut redb::Table<&[u8], &[u8]>, event: &Event) -> Result<(), StoreError> {
     let key = encode_key(event);
-    let mut value = Vec::with_capacity(convert::encoded_event_len(event));
+    let mut value = Vec::with_capacity(128);
     convert::encode_event(event, &mut value);
     index.insert(key.as_slice(), value.as_slice())?;
     Ok(())
@@ -358,14 +358,7 @@ fn put_event(index: &mut redb::Table<&[u8], &[u8]>, event: &Event) -> Result<(),
 /// `StoredChange` first would clone every string of both events).
 fn encode_change(change: &Change, recorded_at: i64) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, int64, string, uint64, WireType};
-    let events = [(3, Some(&*change.event)), (4, change.previous.as_deref())];
-    let mut buf = Vec::with_capacity(
-        32 + change.previous_state.len()
-            + events
-                .iter()
-                .filter_map(|(_, e)| e.map(|e| 8 + convert::encoded_event_len(e)))
-                .sum::<usize>(),
-    );
+    let mut buf = Vec::with_capacity(256);
     // Scalars at their default are left out, as prost does for these (non-optional) fields.
     if change.seq != 0 {
         uint64::encode(1, &change.seq, &mut buf);
@@ -373,11 +366,15 @@ fn encode_change(change: &Change, recorded_at: i64) -> Vec<u8> {
     if !change.previous_state.is_empty() {
         string::encode(2, &change.previous_state, &mut buf);
     }
-    for (tag, event) in events {
+    let mut event_bytes = Vec::with_capacity(128);
+    for (tag, event) in [(3, Some(&*change.event)), (4, change.previous.as_deref())] {
         if let Some(event) = event {
+            // A nested message is its length, then its bytes.
+            event_bytes.clear();
+            convert::encode_event(event, &mut event_bytes);
             encode_key(tag, WireType::LengthDelimited, &mut buf);
-            encode_varint(convert::encoded_event_len(event) as u64, &mut buf);
-            convert::encode_event(event, &mut buf);
+            encode_varint(event_bytes.len() as u64, &mut buf);
+            buf.extend_from_slice(&event_bytes);
         }
     }
     if recorded_at != 0 {
