@@ -333,7 +333,25 @@ mod tests {
 
     #[test]
     fn appends_of_any_size_across_block_boundaries_read_back_whole() {
+        appends_read_back_whole(true);
+    }
+
+    /// The same through the page cache: what the log does where direct I/O is refused.
+    #[test]
+    fn appends_read_back_whole_without_direct_io() {
+        appends_read_back_whole(false);
+    }
+
+    fn appends_read_back_whole(direct: bool) {
         let path = tmp("c.log");
+        let open = |path: &Path| {
+            let (mut wal, records) = Wal::open(path).unwrap();
+            if !direct {
+                wal.file = open_for_writing(path, false).unwrap();
+                wal.direct = false;
+            }
+            (wal, records)
+        };
         let payload = |seq: u64| {
             StoredChange {
                 seq,
@@ -346,7 +364,7 @@ mod tests {
         };
         let mut expected = Vec::new();
         {
-            let (mut wal, _) = Wal::open(&path).unwrap();
+            let (mut wal, _) = open(&path);
             let mut seq = 0;
             for group in 1..=40u64 {
                 let records: Vec<Vec<u8>> = (0..group % 4 + 1)
@@ -359,7 +377,7 @@ mod tests {
                 wal.append(records.iter().map(Vec::as_slice)).unwrap();
             }
         }
-        let (mut wal, records) = Wal::open(&path).unwrap();
+        let (mut wal, records) = open(&path);
         assert_eq!(seqs(&records), expected);
         for (record, seq) in records.iter().zip(1..) {
             assert_eq!(record.encode_to_vec(), payload(seq));
@@ -368,7 +386,7 @@ mod tests {
         let next = payload(expected.len() as u64 + 1);
         wal.append([next.as_slice()]).unwrap();
         drop(wal);
-        let (_, records) = Wal::open(&path).unwrap();
+        let (_, records) = open(&path);
         assert_eq!(records.len(), expected.len() + 1);
     }
 
