@@ -5,8 +5,9 @@
 //! soon as it is applied; one that did is acknowledged in two stages ([`Applied`]): its events
 //! before the first change at once, the rest only after its changes are published — and, with a
 //! [`Store`], after they are on disk (see [`commit`]): a Riemann `ok` for a message that changed a
-//! state means "durable", and a published `seq` is never handed out again after a crash. When the queue is full, senders wait: that is the backpressure that makes a fast TCP
-//! client slow down instead of losing events.
+//! state means "durable", and a published `seq` is never handed out again after a crash. When the
+//! queue is full, senders wait: that is the backpressure that makes a fast TCP client slow down
+//! instead of losing events.
 //!
 //! Snapshots are taken by this same task and released behind the changes they contain, together
 //! with the broadcast subscription, so a client's live stream starts exactly after its snapshot's
