@@ -97,11 +97,14 @@ pub struct Encoded {
 
 impl Encoded {
     pub fn new<'a>(changes: impl IntoIterator<Item = &'a Change>, now_micros: i64) -> Self {
+        // One scratch buffer for the nested events of all the changes.
+        let mut scratch = Vec::new();
         let records = changes
             .into_iter()
             .map(|change| {
                 let event = std::sync::Arc::clone(&change.event);
-                (change.seq, event, encode_change(change, now_micros))
+                let bytes = encode_change(change, now_micros, &mut scratch);
+                (change.seq, event, bytes)
             })
             .collect();
         Encoded { records }
@@ -356,7 +359,8 @@ fn put_event(index: &mut redb::Table<&[u8], &[u8]>, event: &Event) -> Result<(),
 
 /// A change encoded as a [`StoredChange`], straight from the engine's events (building the
 /// `StoredChange` first would clone every string of both events).
-fn encode_change(change: &Change, recorded_at: i64) -> Vec<u8> {
+/// `scratch` holds each nested event while its length is learned, reused between calls.
+fn encode_change(change: &Change, recorded_at: i64, scratch: &mut Vec<u8>) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, int64, string, uint64, WireType};
     let mut buf = Vec::with_capacity(256);
     // Scalars at their default are left out, as prost does for these (non-optional) fields.
@@ -366,15 +370,14 @@ fn encode_change(change: &Change, recorded_at: i64) -> Vec<u8> {
     if !change.previous_state.is_empty() {
         string::encode(2, &change.previous_state, &mut buf);
     }
-    let mut event_bytes = Vec::with_capacity(128);
     for (tag, event) in [(3, Some(&*change.event)), (4, change.previous.as_deref())] {
         if let Some(event) = event {
             // A nested message is its length, then its bytes.
-            event_bytes.clear();
-            convert::encode_event(event, &mut event_bytes);
+            scratch.clear();
+            convert::encode_event(event, scratch);
             encode_key(tag, WireType::LengthDelimited, &mut buf);
-            encode_varint(event_bytes.len() as u64, &mut buf);
-            buf.extend_from_slice(&event_bytes);
+            encode_varint(scratch.len() as u64, &mut buf);
+            buf.extend_from_slice(scratch);
         }
     }
     if recorded_at != 0 {
@@ -462,7 +465,9 @@ mod tests {
                 previous: c.previous.as_deref().map(convert::to_proto),
                 recorded_at,
             };
-            assert_eq!(encode_change(&c, recorded_at), expected.encode_to_vec());
+            let mut scratch = b"left over".to_vec();
+            let encoded = encode_change(&c, recorded_at, &mut scratch);
+            assert_eq!(encoded, expected.encode_to_vec());
         }
     }
 
