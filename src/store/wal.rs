@@ -71,16 +71,15 @@ struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    /// A zeroed, aligned slice of `len` bytes (a multiple of [`BLOCK`]).
-    fn zeroed(&mut self, len: usize) -> &mut [u8] {
+    /// An aligned slice of `len` bytes (a multiple of [`BLOCK`]), holding whatever the last
+    /// write left: the caller fills all of it.
+    fn aligned(&mut self, len: usize) -> &mut [u8] {
         if self.bytes.len() < len + BLOCK {
             self.bytes = vec![0u8; len + BLOCK];
             let address = self.bytes.as_ptr() as usize;
             self.start = (BLOCK - address % BLOCK) % BLOCK;
         }
-        let slice = &mut self.bytes[self.start..self.start + len];
-        slice.fill(0);
-        slice
+        &mut self.bytes[self.start..self.start + len]
     }
 
     /// Gives back a burst's memory.
@@ -187,9 +186,10 @@ impl Wal {
             let block_start = self.len - self.tail.len() as u64;
             let used = self.tail.len() + self.buf.len();
             let padded = used.div_ceil(BLOCK) * BLOCK;
-            let staging = self.staging.zeroed(padded);
+            let staging = self.staging.aligned(padded);
             staging[..self.tail.len()].copy_from_slice(&self.tail);
             staging[self.tail.len()..used].copy_from_slice(&self.buf);
+            staging[used..].fill(0);
             match self.file.write_all_at(staging, block_start) {
                 Ok(()) => {}
                 // The device wants a larger alignment than ours, or the file system changed its
