@@ -53,11 +53,13 @@ if [ -z "${BENCH_COMMIT:-}" ] && [ -n "$(git status --porcelain -- src build.rs 
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/statecast-bench.XXXXXX")
+SHM_DIR="" # a tmpfs directory for one of the durability runs, made below when there is one
 cleanup() {
   # Only this script's own background jobs that are still running.
   local pid
   for pid in $(jobs -pr); do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "$SHM_DIR" ]; then rm -rf "$SHM_DIR"; fi
 }
 trap cleanup EXIT
 
@@ -157,11 +159,21 @@ done
 
 # ---------------------------------------------------------------------------------------------
 if [ $SMOKE = 1 ]; then DURABLE_POINTS="100:0.01"; else DURABLE_POINTS="1:0.01 100:0.01 100:1"; fi
-echo "==> durability: statecast ingest with persistence on vs off (8 connections)" >&2
+# Three stores under the same load: none (memory only), one on tmpfs (the same code, but a log write
+# costs no device round trip: what the software costs) and the default on this machine's disk.
+if [ -d /dev/shm ] && [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ]; then
+  SHM_DIR=$(mktemp -d /dev/shm/statecast-bench.XXXXXX)
+fi
+DURABLE_MODES="off on"; [ -n "$SHM_DIR" ] && DURABLE_MODES="off tmpfs on"
+echo "==> durability: statecast ingest with persistence off / on tmpfs / on disk (8 connections)" >&2
 for point in $DURABLE_POINTS; do
   b=${point%%:*}; r=${point##*:}
-  for mode in off on; do
-    if [ $mode = off ]; then start_statecast --data-dir off; else start_statecast; fi
+  for mode in $DURABLE_MODES; do
+    case $mode in
+      off) start_statecast --data-dir off ;;
+      tmpfs) start_statecast --data-dir "$SHM_DIR/data.$RANDOM" ;;
+      on) start_statecast ;;
+    esac
     f=$WORK/durable-$mode-b$b-r$r.txt
     "$T/statecast-load" --addr "$TCP_ADDR" -c 8 -b "$b" -k $IN_FLIGHT --change-ratio "$r" -d "$DUR" \
       --warmup "$WARM" --label "persist-$mode" >"$f" 2>&1 || true
@@ -288,18 +300,24 @@ echo "==> writing $OUT" >&2
   echo
   echo "## Durability: persistence on vs off"
   echo
-  echo "statecast with \`--data-dir\` (each group of changes written to the change log with one \`O_DSYNC\`"
-  echo "write before the \`ok\` of the messages that caused them; redb checkpointed each second) against"
-  echo "\`--data-dir off\` (memory only), same load: 8 connections, $IN_FLIGHT in flight, no watchers."
+  echo "statecast with \`--data-dir\` on this machine's disk (each group of changes written to the change log"
+  echo "with one \`O_DSYNC\` write before the \`ok\` of the messages that caused them; redb checkpointed each"
+  echo "second), with \`--data-dir\` on tmpfs (the same code, but the log write costs no device round trip:"
+  echo "what the software costs) and with \`--data-dir off\` (memory only). Same load: 8 connections,"
+  echo "$IN_FLIGHT in flight, no watchers. \"÷ decode-only\" uses the decode-only run of the ingest table above"
+  echo "(8 connections, same batch)."
   echo
-  echo "| events/Msg | changing fraction | off ev/s | on ev/s | on ÷ off | on reply p99 ms | off reply p99 ms |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| events/Msg | changing fraction | off ev/s | tmpfs ev/s | disk ev/s | disk ÷ off | tmpfs ÷ off | ÷ decode-only: off / tmpfs / disk | disk reply p50 / p99 ms | off reply p50 / p99 ms |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   for point in $DURABLE_POINTS; do
     b=${point%%:*}; r=${point##*:}
-    off=$WORK/durable-off-b$b-r$r.txt; on=$WORK/durable-on-b$b-r$r.txt
-    json "$off" >/dev/null 2>&1 && json "$on" >/dev/null 2>&1 || { echo "| $b | $r | (failed) |||||"; continue; }
-    O=$(get "$off" .events_per_s); N=$(get "$on" .events_per_s)
-    echo "| $b | $r | $(human "$O") | $(human "$N") | **$(ratio "$N" "$O")** | $(msf "$(get "$on" .latency_us.p99)") | $(msf "$(get "$off" .latency_us.p99)") |"
+    off=$WORK/durable-off-b$b-r$r.txt; on=$WORK/durable-on-b$b-r$r.txt; tm=$WORK/durable-tmpfs-b$b-r$r.txt
+    de=$WORK/ingest-decode-only-c8-b$b.txt
+    json "$off" >/dev/null 2>&1 && json "$on" >/dev/null 2>&1 || { echo "| $b | $r | (failed) ||||||||"; continue; }
+    O=$(get "$off" .events_per_s); N=$(get "$on" .events_per_s); M=0; D=0
+    json "$tm" >/dev/null 2>&1 && M=$(get "$tm" .events_per_s)
+    json "$de" >/dev/null 2>&1 && D=$(get "$de" .events_per_s)
+    echo "| $b | $r | $(human "$O") | $(human "$M") | $(human "$N") | **$(ratio "$N" "$O")** | $(ratio "$M" "$O") | $(ratio "$O" "$D") / $(ratio "$M" "$D") / $(ratio "$N" "$D") | $(msf "$(get "$on" .latency_us.p50)") / $(msf "$(get "$on" .latency_us.p99)") | $(msf "$(get "$off" .latency_us.p50)") / $(msf "$(get "$off" .latency_us.p99)") |"
   done
   echo
   echo "## Fan-out (POST /api/event → every websocket client)"
