@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openDashboard, sendRiemann, postEvents, waitForRows, readRows,
+  startServer, withServer, launchBrowser, withDashboard, sendRiemann, postEvents, waitForRows, readRows,
   badgeColour, colour, assertClean, ago, waitHeaderSettled, waitTitle, WAIT_MS,
 } from './helpers.mjs';
 
@@ -27,8 +27,7 @@ async function countText(page, state) {
 }
 
 test('critical and warning events appear as coloured rows, with counts and the title', async () => {
-  const { page, context, problems } = await openDashboard(browser, server);
-  try {
+  await withDashboard(browser, server, async ({ page, problems }) => {
     // Empty to start with: the page says so.
     await page.waitForFunction(() => !document.getElementById('empty').hidden);
     await waitTitle(page, 'statecast');
@@ -85,14 +84,11 @@ test('critical and warning events appear as coloured rows, with counts and the t
     assert.equal(await page.$eval('#empty', (e) => e.hidden), true);
 
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test('rows are ordered worst first, then longest-standing; time in state is relative with an absolute tooltip', async () => {
-  const { page, context, problems } = await openDashboard(browser, server);
-  try {
+  await withDashboard(browser, server, async ({ page, problems }) => {
     await postEvents(server, [
       { host: 'ord-a', service: 'x', state: 'critical', time: ago(600) },
       { host: 'ord-b', service: 'x', state: 'critical', time: ago(60) },
@@ -109,14 +105,11 @@ test('rows are ordered worst first, then longest-standing; time in state is rela
     const tip = await page.$eval('#problem-rows tr[data-key*="ord-a"] .c-age time', (t) => t.getAttribute('title'));
     assert.match(tip, /^critical since .*\bCES?T\b/);
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test('a change updates only its own row; critical→ok removes the row and the count', async () => {
-  const { page, context, problems } = await openDashboard(browser, server);
-  try {
+  await withDashboard(browser, server, async ({ page, problems }) => {
     await sendRiemann(server, { host: 'chg1', service: 'api', state: 'critical', description: 'down' });
     await sendRiemann(server, { host: 'chg2', service: 'api', state: 'critical', description: 'down too' });
     await page.waitForFunction(() => document.querySelectorAll('#problem-rows tr[data-key*="chg"]').length === 2);
@@ -147,15 +140,12 @@ test('a change updates only its own row; critical→ok removes the row and the c
     const remaining = await page.$$eval('#problem-rows tr', (trs) => trs.every((tr) => tr.statecastMark !== undefined));
     assert.ok(remaining, 'no row was re-created');
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test('a page opened later gets the current problems from the snapshot, once each', async () => {
   await sendRiemann(server, { host: 'snap1', service: 'queue', state: 'critical', description: 'backlog' });
-  const { page, context, problems } = await openDashboard(browser, server);
-  try {
+  await withDashboard(browser, server, async ({ page, problems }) => {
     const rows = await readRows(page);
     assert.equal(rows.filter((r) => r.host === 'snap1').length, 1);
     const keys = rowKeys(rows);
@@ -166,17 +156,13 @@ test('a page opened later gets the current problems from the snapshot, once each
     await page.waitForFunction(() => [...document.querySelectorAll('#problem-rows tr')]
       .every((tr) => /^\d/.test(tr.querySelector('.c-age').textContent)));
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test('without history (--data-dir off) the age of a row known only from the snapshot is marked as a lower bound', async () => {
-  const memoryOnly = await startServer({ dataDir: 'off' });
-  try {
+  await withServer({ dataDir: 'off' }, async (memoryOnly) => {
     await sendRiemann(memoryOnly, { host: 'mem1', service: 'disk', state: 'warning' });
-    const { page, context, problems } = await openDashboard(browser, memoryOnly);
-    try {
+    await withDashboard(browser, memoryOnly, async ({ page, problems }) => {
       const [row] = await readRows(page);
       assert.match(row.age, /^≥ \d+s$/);
       const tip = await page.$eval('#problem-rows tr .c-age time', (t) => t.getAttribute('title'));
@@ -188,17 +174,12 @@ test('without history (--data-dir off) the age of a row known only from the snap
       await sendRiemann(memoryOnly, { host: 'mem1', service: 'disk', state: 'critical' });
       await page.waitForFunction(() => /^\d+s$/.test(document.querySelector('#problem-rows tr .c-age').textContent));
       assertClean(problems, { allow: [/404/] });
-    } finally {
-      await context.close();
-    }
-  } finally {
-    await memoryOnly.stop();
-  }
+    });
+  });
 });
 
 test('the live log pauses and resumes; "/" focuses the filter', async () => {
-  const { page, context, problems } = await openDashboard(browser, server);
-  try {
+  await withDashboard(browser, server, async ({ page, problems }) => {
     await page.click('#pause');
     assert.equal(await page.getAttribute('#pause', 'aria-pressed'), 'true');
     await sendRiemann(server, { host: 'log1', service: 'svc', state: 'critical' });
@@ -218,17 +199,14 @@ test('the live log pauses and resumes; "/" focuses the filter', async () => {
     await page.keyboard.press('Escape');
     assert.notEqual(await page.evaluate(() => document.activeElement?.id), 'filter');
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test('clicking a row opens its details with the transition history; Esc closes them', async () => {
   for (const state of ['critical', 'warning', 'critical']) {
     await sendRiemann(server, { host: 'hist1', service: 'api latency', state, description: `now ${state}`, metric: 1.5 });
   }
-  const { page, context, problems } = await openDashboard(browser, server);
-  try {
+  await withDashboard(browser, server, async ({ page, problems }) => {
     const row = page.locator('#problem-rows tr', { has: page.locator('.c-host', { hasText: 'hist1' }) });
     await row.click();
     await page.waitForSelector('#details:not([hidden])');
@@ -261,9 +239,7 @@ test('clicking a row opens its details with the transition history; Esc closes t
     await page.click('#details-close');
     await page.waitForSelector('#details', { state: 'hidden' });
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test('the page is served with a Content-Security-Policy that forbids inline script', async () => {

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openDashboard, sendRiemann, postEvents, waitForRows, assertClean,
+  startServer, launchBrowser, withDashboard, sendRiemann, postEvents, waitForRows, assertClean,
   waitTitle, WAIT_MS,
 } from './helpers.mjs';
 
@@ -64,8 +64,7 @@ test('the filter box narrows the rows with a Riemann query', async (t) => {
     { host: 'web2', service: 'cpu', state: 'critical' },
     { host: 'web2', service: 'mem', state: 'ok' },
   ]);
-  const { page, context, problems } = await openDashboard(browser, server);
-  try {
+  await withDashboard(browser, server, async ({ page, problems }) => {
     await waitForRows(page, ['web1/cpu', 'web2/cpu', 'web1/disk /']);
     const support = await detectQuerySupport(page);
     assert.notEqual(support, 'no snapshot', 'the probe websocket got no snapshot');
@@ -120,7 +119,5 @@ test('the filter box narrows the rows with a Riemann query', async (t) => {
     await waitForRows(page, ['web1/cpu', 'web2/cpu', 'web2/mem', 'web1/mem', 'web1/disk /']);
     assert.equal(new URL(page.url()).searchParams.has('query'), false);
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openDashboard, postEvents, sendRiemann, assertClean, colour,
+  withServer, launchBrowser, withDashboard, postEvents, sendRiemann, assertClean, colour,
   screenshot, WAIT_MS,
 } from './helpers.mjs';
 
@@ -53,8 +53,7 @@ async function waitCell(page, host, service, isColour, what) {
 }
 
 test('grid: cells coloured by state, view in the URL, a change updates that one cell', async () => {
-  const server = await startServer();
-  try {
+  await withServer(async (server) => {
     const states = {
       'web-1': { cpu: 'ok', disk: 'critical' },
       'web-2': { cpu: 'warning', disk: 'ok' },
@@ -62,8 +61,7 @@ test('grid: cells coloured by state, view in the URL, a change updates that one 
     };
     await postEvents(server, Object.entries(states).flatMap(([host, svcs]) => Object.entries(svcs)
       .map(([service, state]) => ({ host, service, state, metric: 0.5, description: `${service} on ${host}` }))));
-    const { page, context, problems } = await openDashboard(browser, server);
-    try {
+    await withDashboard(browser, server, async ({ page, problems }) => {
       await page.click('#tab-grid');
       assert.match(page.url(), /[?&]view=grid\b/);
       assert.equal(await page.isVisible('#grid-panel'), true);
@@ -116,14 +114,12 @@ test('grid: cells coloured by state, view in the URL, a change updates that one 
       assert.doesNotMatch(page.url(), /view=/);
       await page.keyboard.press('ArrowRight');
       assert.equal(await page.evaluate(() => window.statecast.view), 'grid');
-      const again = await openDashboard(browser, server, { path: '/?view=grid&query=' + encodeURIComponent('service = "cpu"') });
-      try {
+      const filtered = { path: '/?view=grid&query=' + encodeURIComponent('service = "cpu"') };
+      await withDashboard(browser, server, filtered, async (again) => {
         await again.page.waitForFunction(() => document.querySelectorAll('#grid-rows td').length > 0);
         assert.equal(await again.page.isVisible('#grid-panel'), true);
         assertClean(again.problems);
-      } finally {
-        await again.context.close();
-      }
+      });
       // The picture: the rate chart has a few seconds of data, no hover or focus ring.
       await page.mouse.move(1300, 700);
       await page.evaluate(() => document.activeElement?.blur());
@@ -132,17 +128,12 @@ test('grid: cells coloured by state, view in the URL, a change updates that one 
       await page.waitForFunction(() => document.getAnimations().every((a) => a.playState !== 'running' || a.effect?.getTiming().iterations === Infinity));
       await screenshot(page, 'dashboard-grid.png');
       assertClean(problems);
-    } finally {
-      await context.close();
-    }
-  } finally {
-    await server.stop();
-  }
+    });
+  });
 });
 
 test('grid: 500 hosts × 50 services, and a change still lands in its cell', async () => {
-  const server = await startServer();
-  try {
+  await withServer(async (server) => {
     const events = [];
     for (let h = 0; h < 500; h += 1) {
       for (let s = 0; s < 50; s += 1) {
@@ -150,8 +141,7 @@ test('grid: 500 hosts × 50 services, and a change still lands in its cell', asy
       }
     }
     for (let i = 0; i < events.length; i += 5000) await postEvents(server, events.slice(i, i + 5000));
-    const { page, context, problems } = await openDashboard(browser, server, { path: '/?view=grid' });
-    try {
+    await withDashboard(browser, server, { path: '/?view=grid' }, async ({ page, problems }) => {
       const started = Date.now();
       await page.waitForFunction(() => document.getElementById('grid-panel').dataset.ready === 'true'
         && document.querySelectorAll('#grid-rows td').length === 25_000, null, { timeout: WAIT_MS });
@@ -171,19 +161,13 @@ test('grid: 500 hosts × 50 services, and a change still lands in its cell', asy
       assert.ok(Date.now() - t0 < 2000, 'page responsive');
       console.log(`25,000 cells built in ${built} ms`);
       assertClean(problems);
-    } finally {
-      await context.close();
-    }
-  } finally {
-    await server.stop();
-  }
+    });
+  });
 });
 
 test('rate chart: a canvas and a non-empty rate series from stats frames, kept across reconnects', async () => {
-  const server = await startServer();
-  try {
-    const { page, context, problems } = await openDashboard(browser, server);
-    try {
+  await withServer(async (server) => {
+    await withDashboard(browser, server, async ({ page, problems }) => {
       assert.equal(await page.isVisible('#rate-chart'), true);
       await postEvents(server, [{ host: 'a', service: 'b', state: 'ok' }, { host: 'a', service: 'c', state: 'critical' }]);
       await page.waitForFunction(() => window.statecast.rates.events.length >= 3 && window.statecast.rates.changes.length >= 3);
@@ -200,10 +184,6 @@ test('rate chart: a canvas and a non-empty rate series from stats frames, kept a
       await page.evaluate(() => document.getElementById('retry').click());
       await page.waitForFunction((n) => window.statecast.rates.events.length > n + 2, before);
       assertClean(problems);
-    } finally {
-      await context.close();
-    }
-  } finally {
-    await server.stop();
-  }
+    });
+  });
 });

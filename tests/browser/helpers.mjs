@@ -246,6 +246,32 @@ export async function openDashboard(browser, server, { viewport = { width: 1366,
   return { page, context, problems };
 }
 
+/**
+ * Opens the dashboard (as openDashboard, `options` may be left out), hands `{ page, context,
+ * problems }` to `use` and closes the browser context afterwards, also when `use` throws: a
+ * failed test must not leave its page running into the next one.
+ */
+export async function withDashboard(browser, server, options, use) {
+  if (typeof options === 'function') [options, use] = [{}, options];
+  const opened = await openDashboard(browser, server, options);
+  try {
+    return await use(opened);
+  } finally {
+    await opened.context.close();
+  }
+}
+
+/** Starts a server (as startServer, `options` may be left out), hands it to `use`, stops it after. */
+export async function withServer(options, use) {
+  if (typeof options === 'function') [options, use] = [{}, options];
+  const server = await startServer(options);
+  try {
+    return await use(server);
+  } finally {
+    await server.stop();
+  }
+}
+
 /** Waits until the header says the connection is live and the counts match the table. */
 export async function waitLive(page) {
   await page.waitForFunction(() => document.getElementById('conn')?.dataset.state === 'live', null, { timeout: WAIT_MS });

@@ -8,7 +8,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openDashboard, sendRiemann, postEvents, waitForRows, readRows,
+  startServer, launchBrowser, withDashboard, sendRiemann, postEvents, waitForRows, readRows,
   waitLive, assertClean, tempDataDir, removeDir, waitTitle,
 } from './helpers.mjs';
 
@@ -33,8 +33,7 @@ test('the page reconnects after server restarts and shows the changes made meanw
   dirs.push(dataDir);
   server = await startServer({ dataDir });
   browser = await launchBrowser();
-  const { page, context, problems } = await openDashboard(browser, server);
-  try {
+  await withDashboard(browser, server, async ({ page, context, problems }) => {
     await sendRiemann(server, { host: 'web1', service: 'cpu', state: 'critical', description: 'before restart' });
     await sendRiemann(server, { host: 'web2', service: 'cpu', state: 'critical', description: 'resolved while away' });
     await waitForRows(page, ['web1/cpu', 'web2/cpu']);
@@ -91,7 +90,5 @@ test('the page reconnects after server restarts and shows the changes made meanw
       assert.equal(await page.isVisible('#banner'), true, 'a reset view is announced in the banner');
     }
     assertClean(problems, { allow: RECONNECT_NOISE });
-  } finally {
-    await context.close();
-  }
+  });
 });

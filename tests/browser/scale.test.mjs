@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openDashboard, postEvents, assertClean, waitTitle, WAIT_MS,
+  startServer, launchBrowser, withDashboard, postEvents, assertClean, waitTitle, WAIT_MS,
 } from './helpers.mjs';
 
 let server;
@@ -40,8 +40,7 @@ function windowMatches(page, n) {
 const problemList = (page) => page.evaluate(() => window.statecast.problems.map((e) => `${e.host}/${e.service}/${e.state}`));
 
 test('25,000 events: a bounded window of rows, correct through bursts of changes', async () => {
-  const { page, context, problems } = await openDashboard(browser, server);
-  try {
+  await withDashboard(browser, server, async ({ page, context, problems }) => {
     assert.equal(await page.textContent('#problem-count'), '16667');
     await waitTitle(page, '(16667) statecast');
     assert.equal(await windowMatches(page, 200), true);
@@ -59,23 +58,18 @@ test('25,000 events: a bounded window of rows, correct through bursts of changes
     }
 
     // A fresh page's snapshot is the truth; the first page must have caught up to it exactly.
-    const fresh = await openDashboard(browser, server);
-    try {
+    await withDashboard(browser, server, async (fresh) => {
       const seq = await fresh.page.textContent('#seq');
       await page.waitForFunction((s) => document.getElementById('seq').textContent === s, seq, { timeout: WAIT_MS });
       const [live, truth] = [(await problemList(page)).sort(), (await problemList(fresh.page)).sort()];
       assert.equal(live.length, truth.length);
       assert.deepEqual(live, truth, 'the live view equals a fresh snapshot');
       assertClean(fresh.problems);
-    } finally {
-      await fresh.context.close();
-    }
+    });
     assert.equal(await windowMatches(page, 200), true);
 
     await page.click('#show-more');
     assert.equal(await windowMatches(page, 1200), true);
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openDashboard, sendRiemann, postEvents, readRows, assertClean,
+  startServer, launchBrowser, withDashboard, sendRiemann, postEvents, readRows, assertClean,
   screenshot, ago,
 } from './helpers.mjs';
 
@@ -59,8 +59,7 @@ async function assertFits(page, width) {
 }
 
 test('laptop 1366×768: several problems, live log, details; saved as docs/dashboard.png and docs/dashboard-details.png', async () => {
-  const { page, context, problems } = await openDashboard(browser, server, { viewport: { width: 1366, height: 768 } });
-  try {
+  await withDashboard(browser, server, { viewport: { width: 1366, height: 768 } }, async ({ page, problems }) => {
     await liveTraffic();
     await page.waitForFunction(() => document.querySelectorAll('#log .log-item:not(.note)').length >= 4);
     const rows = await readRows(page);
@@ -84,14 +83,11 @@ test('laptop 1366×768: several problems, live log, details; saved as docs/dashb
     await page.waitForFunction(() => document.getAnimations().every((a) => a.playState !== 'running' || a.effect?.getTiming().iterations === Infinity));
     await screenshot(page, 'dashboard-details.png');
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test('phone 390×844: cards, no horizontal scrolling; saved as docs/dashboard-phone.png', async () => {
-  const { page, context, problems } = await openDashboard(browser, server, { viewport: { width: 390, height: 844 }, contextOptions: { deviceScaleFactor: 2, isMobile: true, hasTouch: true } });
-  try {
+  await withDashboard(browser, server, { viewport: { width: 390, height: 844 }, contextOptions: { deviceScaleFactor: 2, isMobile: true, hasTouch: true } }, async ({ page, problems }) => {
     const rows = await readRows(page);
     assert.equal(rows.length, 8);
     await assertFits(page, 390);
@@ -107,7 +103,5 @@ test('phone 390×844: cards, no horizontal scrolling; saved as docs/dashboard-ph
     await page.waitForFunction(() => document.getAnimations().every((a) => a.playState !== 'running' || a.effect?.getTiming().iterations === Infinity));
     await screenshot(page, 'dashboard-phone.png');
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });

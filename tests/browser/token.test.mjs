@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openDashboard, sendRiemann, waitForRows, WAIT_MS,
+  startServer, launchBrowser, withDashboard, sendRiemann, waitForRows, WAIT_MS,
 } from './helpers.mjs';
 
 let server;
@@ -22,14 +22,11 @@ after(async () => {
 
 test('the page passes ?token= on to the websocket and the history API', async () => {
   await sendRiemann(server, { host: 'tok', service: 'svc', state: 'critical', description: 'guarded' });
-  const { page, context } = await openDashboard(browser, server, { path: '/?token=view-secret' });
-  try {
+  await withDashboard(browser, server, { path: '/?token=view-secret' }, async ({ page }) => {
     await waitForRows(page, ['tok/svc']);
     const history = await page.evaluate(async () => (await fetch('/api/history?token=view-secret')).status);
     assert.equal(history, 200);
-  } finally {
-    await context.close();
-  }
+  });
 });
 
 test('without the token the page cannot connect', async () => {

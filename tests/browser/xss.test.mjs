@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openDashboard, sendRiemann, postEvents, readRows, assertClean,
+  startServer, launchBrowser, withDashboard, sendRiemann, postEvents, readRows, assertClean,
 } from './helpers.mjs';
 
 let server;
@@ -31,8 +31,7 @@ test('markup in event fields is shown literally and creates no element', async (
     tags: ['<i>tag</i>'],
     '<u>attr</u>': '<iframe src=javascript:alert(4)>',
   }]);
-  const { page, context, problems } = await openDashboard(browser, server);
-  try {
+  await withDashboard(browser, server, async ({ page, problems }) => {
     // … and arriving live (change path), sent by Riemann's own C client.
     await sendRiemann(server, { host: 'xss', service: 'desc', state: 'critical', description: IMG, tags: [IMG] });
     await page.waitForFunction(() => document.querySelectorAll('#problem-rows tr').length === 2);
@@ -67,7 +66,5 @@ test('markup in event fields is shown literally and creates no element', async (
 
     assert.deepEqual(problems.dialogs, [], 'no dialog fired');
     assertClean(problems);
-  } finally {
-    await context.close();
-  }
+  });
 });
