@@ -26,7 +26,7 @@ use crate::broadcast::{Published, Sender};
 use crate::engine::state::{Change, Snapshot};
 use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
-use crate::store::{Encoded, Retention, Store};
+use crate::store::{Encoded, Retention, Store, WriteStep};
 
 /// Outputs the committer takes into one log write at most: bounds a write's size and the time
 /// the first of them waits for the last.
@@ -161,9 +161,10 @@ struct Committing<'a> {
     store: &'a Store,
     retention: Retention,
     publisher: &'a Publisher,
-    /// Logged and published, not yet in redb.
-    unwritten: Encoded,
-    unwritten_dirty: Vec<Arc<Event>>,
+    /// Logged and published (or flushed), not yet in redb: in the engine's order.
+    unwritten: Vec<WriteStep>,
+    /// Changes in `unwritten`.
+    unwritten_changes: usize,
     unwritten_seq: Option<u64>,
     unwritten_since: Option<std::time::Instant>,
     /// Set once redb refused a write: the change log then holds changes redb lacks, so it must
@@ -176,8 +177,8 @@ fn run(store: &Store, retention: Retention, publisher: &Publisher, mut rx: mpsc:
         store,
         retention,
         publisher,
-        unwritten: Encoded::default(),
-        unwritten_dirty: Vec::new(),
+        unwritten: Vec::new(),
+        unwritten_changes: 0,
         unwritten_seq: None,
         unwritten_since: None,
         log_pinned: false,
@@ -201,18 +202,18 @@ impl Committing<'_> {
     /// One group commit: log everything pending, let it out in order, and write redb when due.
     fn cycle(&mut self, pending: &mut Vec<Output>, rx: &mpsc::Receiver<Output>) {
         let (seq, flushed) = summarize(pending);
+        let steps = write_steps(pending, now_micros());
         // Durable first: the changes go to the log, and only then are they let out.
-        let encoded = Encoded::new(
-            pending.iter().flat_map(|output| match output {
-                Output::Group { changes, .. } => changes.as_slice(),
-                _ => &[],
-            }),
-            now_micros(),
-        );
-        let logged = self.store.log(&encoded).map_err(|error| {
-            tracing::error!(%error, "could not log changes; replying with an error");
-            EngineError::Storage(error.to_string())
-        });
+        let logged = self
+            .store
+            .log(steps.iter().filter_map(|step| match step {
+                WriteStep::Changes(encoded) => Some(encoded),
+                WriteStep::Updates(_) => None,
+            }))
+            .map_err(|error| {
+                tracing::error!(%error, "could not log changes; replying with an error");
+                EngineError::Storage(error.to_string())
+            });
         // Let out in order. A subscription is made at its place in that order (so its stream
         // starts exactly after its snapshot) but handed over only once redb has every change
         // before it, so that a resuming client finds them all in history.
@@ -228,24 +229,29 @@ impl Committing<'_> {
                 Output::Sync { reply } => waiting_for_write.push(Box::new(move || {
                     let _ = reply.send(());
                 })),
-                Output::Flush { dirty, .. } => self.unwritten_dirty.extend(dirty),
                 other => self.publisher.deliver(other, &logged),
             }
         }
-        if logged.is_ok() {
-            if !encoded.is_empty() {
-                self.unwritten_since
-                    .get_or_insert_with(std::time::Instant::now);
+        for step in steps {
+            match step {
+                // Changes that were not logged were answered with an error: not written.
+                WriteStep::Changes(_) if logged.is_err() => continue,
+                WriteStep::Changes(ref encoded) => {
+                    self.unwritten_changes += encoded.len();
+                    self.unwritten_since
+                        .get_or_insert_with(std::time::Instant::now);
+                }
+                WriteStep::Updates(_) => {}
             }
-            self.unwritten.append(encoded);
-            if seq.is_some() {
-                self.unwritten_seq = seq;
-            }
+            self.unwritten.push(step);
+        }
+        if logged.is_ok() && seq.is_some() {
+            self.unwritten_seq = seq;
         }
         let due = self
             .unwritten_since
             .is_some_and(|since| since.elapsed() >= WRITE_DELAY)
-            || self.unwritten.len() >= WRITE_BATCH;
+            || self.unwritten_changes >= WRITE_BATCH;
         // Idle: nothing arrived during the fsync, so the write costs nobody any waiting.
         let idle = rx.is_empty();
         if idle || due || flushed || !waiting_for_write.is_empty() {
@@ -272,10 +278,10 @@ impl Committing<'_> {
         let Some(seq) = self.unwritten_seq.take() else {
             return;
         };
-        let encoded = std::mem::take(&mut self.unwritten);
-        let dirty = std::mem::take(&mut self.unwritten_dirty);
+        let steps = std::mem::take(&mut self.unwritten);
+        self.unwritten_changes = 0;
         self.unwritten_since = None;
-        if let Err(error) = self.store.write(&encoded, &dirty, seq) {
+        if let Err(error) = self.store.write(&steps, seq) {
             tracing::error!(%error, "could not write to the store; keeping the change log until a restart");
             self.log_pinned = true;
         }
@@ -291,6 +297,36 @@ impl Committing<'_> {
             tracing::error!(%error, "could not checkpoint the store");
         }
     }
+}
+
+/// What `outputs` give redb, in their order: the changes of each run of groups (one encoding,
+/// shared with the log) and the index updates of each flush between them. The flushes' updates
+/// are taken out of `outputs`.
+fn write_steps(outputs: &mut [Output], recorded_at: i64) -> Vec<WriteStep> {
+    fn changes_of(outputs: &[Output], recorded_at: i64, steps: &mut Vec<WriteStep>) {
+        let encoded = Encoded::new(
+            outputs.iter().flat_map(|output| match output {
+                Output::Group { changes, .. } => changes.as_slice(),
+                _ => &[],
+            }),
+            recorded_at,
+        );
+        if !encoded.is_empty() {
+            steps.push(WriteStep::Changes(encoded));
+        }
+    }
+    let mut steps = Vec::new();
+    let mut run_start = 0;
+    for at in 0..outputs.len() {
+        if let Output::Flush { dirty, .. } = &mut outputs[at] {
+            let updates = std::mem::take(dirty);
+            changes_of(&outputs[run_start..at], recorded_at, &mut steps);
+            steps.push(WriteStep::Updates(updates));
+            run_start = at + 1;
+        }
+    }
+    changes_of(&outputs[run_start..], recorded_at, &mut steps);
+    steps
 }
 
 /// The `seq` the outputs bring the store to (if they write anything), and whether a flush is
@@ -311,4 +347,81 @@ fn summarize(outputs: &[Output]) -> (Option<u64>, bool) {
         }
     }
     (seq, flushed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(state: &str, metric: f64) -> Arc<Event> {
+        Arc::new(Event {
+            host: Some("web1".into()),
+            service: Some("cpu".into()),
+            state: Some(state.into()),
+            metric: Some(crate::event::Metric::Float(metric)),
+            ..Default::default()
+        })
+    }
+
+    /// A flush of index updates followed, in the same commit, by a change to one of its keys:
+    /// after a restart the index must hold the change, not the older update.
+    #[test]
+    fn a_change_after_a_flush_in_one_commit_wins_in_the_index() {
+        let dir = std::env::temp_dir().join(format!(
+            "statecast-commit-{}-{}",
+            std::process::id(),
+            now_micros()
+        ));
+        {
+            let (store, _) = Store::open(&dir).unwrap();
+            let (changes_tx, _) = tokio::sync::broadcast::channel(16);
+            let publisher = Publisher {
+                changes_tx,
+                counters: Arc::new(Counters::default()),
+            };
+            let retention = Retention {
+                max_changes: 1_000,
+                max_age_micros: i64::MAX,
+            };
+            let mut committing = Committing {
+                store: &store,
+                retention,
+                publisher: &publisher,
+                unwritten: Vec::new(),
+                unwritten_changes: 0,
+                unwritten_seq: None,
+                unwritten_since: None,
+                log_pinned: false,
+            };
+            let (_tx, rx) = mpsc::channel(1);
+            let mut pending = vec![
+                // A metric update of web1/cpu (state ok), flushed...
+                Output::Flush {
+                    dirty: vec![event("ok", 0.1)],
+                    seq: 0,
+                },
+                // ...then web1/cpu turns critical.
+                Output::Group {
+                    changes: vec![Change {
+                        seq: 1,
+                        previous_state: "ok".into(),
+                        event: event("critical", 0.9),
+                        previous: Some(event("ok", 0.1)),
+                    }],
+                    acks: Vec::new(),
+                    seq: 1,
+                },
+            ];
+            committing.cycle(&mut pending, &rx);
+        }
+        let (_, recovered) = Store::open(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(recovered.seq, 1);
+        assert_eq!(recovered.events.len(), 1);
+        assert_eq!(recovered.events[0].state.as_deref(), Some("critical"));
+        assert_eq!(
+            recovered.events[0].metric,
+            Some(crate::event::Metric::Float(0.9))
+        );
+    }
 }

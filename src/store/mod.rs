@@ -124,6 +124,19 @@ impl Encoded {
     }
 }
 
+/// What was made durable (or needs no log) but is not in redb yet, in the engine's order.
+///
+/// Why an order: the index updates of a flush (events that were not changes) and the changes
+/// around them may touch the same key. Applied changes-first-then-updates, an update flushed
+/// *before* a change to its key would overwrite that change's event in redb's index, and the
+/// next checkpoint would make the older state durable — wrong after a restart.
+pub enum WriteStep {
+    /// Changes, already in the change log: into history and the index.
+    Changes(Encoded),
+    /// The latest event of keys updated without a change: into the index.
+    Updates(Vec<std::sync::Arc<Event>>),
+}
+
 /// What a restart recovers.
 pub struct Recovered {
     pub epoch: String,
@@ -217,40 +230,52 @@ impl Store {
         now_micros: i64,
     ) -> Result<(), StoreError> {
         let encoded = Encoded::new(changes, now_micros);
-        self.log(&encoded)?;
-        self.write(&encoded, dirty, seq)
+        self.log([&encoded])?;
+        let updates = dirty.into_iter().cloned().collect();
+        self.write(
+            &[WriteStep::Changes(encoded), WriteStep::Updates(updates)],
+            seq,
+        )
     }
 
-    /// Appends the changes to the change log: they are durable when this returns.
-    pub fn log(&self, encoded: &Encoded) -> Result<(), StoreError> {
+    /// Appends the changes to the change log, in one write: they are durable when this returns.
+    pub fn log<'a>(&self, parts: impl IntoIterator<Item = &'a Encoded>) -> Result<(), StoreError> {
         self.wal
             .lock()
             .map_err(|_| StoreError("change log lock poisoned".into()))?
-            .append(encoded.records.iter().map(|(_, _, bytes)| bytes.as_slice()))
+            .append(
+                parts
+                    .into_iter()
+                    .flat_map(|encoded| encoded.records.iter())
+                    .map(|(_, _, bytes)| bytes.as_slice()),
+            )
     }
 
-    /// One redb transaction, without an fsync: the changes into history, their events into the
-    /// index, the other updated events (`dirty`), and the last `seq`. Visible to readers when
-    /// this returns; durable at the next [`Store::checkpoint`]. Changes must have been
-    /// [`Store::log`]ged first.
-    pub fn write<'a>(
-        &self,
-        encoded: &Encoded,
-        dirty: impl IntoIterator<Item = &'a std::sync::Arc<Event>>,
-        seq: u64,
-    ) -> Result<(), StoreError> {
+    /// One redb transaction, without an fsync: each step in order (changes into history and
+    /// their events into the index; updated events into the index), and the last `seq`. Visible
+    /// to readers when this returns; durable at the next [`Store::checkpoint`]. Changes must have
+    /// been [`Store::log`]ged first.
+    pub fn write(&self, steps: &[WriteStep], seq: u64) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)
             .map_err(|e| StoreError(e.to_string()))?;
         {
             let mut history = txn.open_table(HISTORY)?;
             let mut index = txn.open_table(INDEX)?;
-            for (seq, event, bytes) in &encoded.records {
-                history.insert(*seq, bytes.as_slice())?;
-                put_event(&mut index, event)?;
-            }
-            for event in dirty {
-                put_event(&mut index, event)?;
+            for step in steps {
+                match step {
+                    WriteStep::Changes(encoded) => {
+                        for (seq, event, bytes) in &encoded.records {
+                            history.insert(*seq, bytes.as_slice())?;
+                            put_event(&mut index, event)?;
+                        }
+                    }
+                    WriteStep::Updates(events) => {
+                        for event in events {
+                            put_event(&mut index, event)?;
+                        }
+                    }
+                }
             }
             let mut meta = txn.open_table(META)?;
             meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
@@ -529,7 +554,7 @@ mod tests {
             store.checkpoint().unwrap();
             // Logged (acknowledged) but the process dies before redb has it.
             let encoded = Encoded::new(&[change(2, "b", "critical"), change(3, "a", "ok")], 2_000);
-            store.log(&encoded).unwrap();
+            store.log([&encoded]).unwrap();
         }
         let (store, rec) = Store::open(&dir).unwrap();
         assert_eq!(rec.seq, 3);
