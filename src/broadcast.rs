@@ -38,14 +38,19 @@ impl Published {
 }
 
 /// `{"type":"change","seq":N,"previous_state":"ok","event":E}`: the one definition of a change on
-/// the wire, shared by the websocket and `/api/history`.
+/// the wire, shared by the websocket and `/api/history`. A key that left the index (expired for
+/// longer than `--expired-keep`) is a change with `"removed":true`, `event` its last event.
 pub fn change_json(change: &Change) -> Value {
-    json!({
+    let mut value = json!({
         "type": "change",
         "seq": change.seq,
         "previous_state": change.previous_state,
         "event": change.event.to_json_value(),
-    })
+    });
+    if change.removed {
+        value["removed"] = Value::Bool(true);
+    }
+    value
 }
 
 pub type Receiver = tokio::sync::broadcast::Receiver<Arc<Published>>;

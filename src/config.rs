@@ -42,6 +42,13 @@ pub struct Config {
     #[arg(long, env = "STATECAST_REAP_INTERVAL", default_value_t = 5.0)]
     pub reap_interval: f64,
 
+    /// Seconds an expired (host, service) stays on dashboards before it is removed from the
+    /// index (and every screen); `0` removes it right after the "expired" change (as Riemann
+    /// does); `forever` keeps it until it reports again — the index then grows with every key
+    /// ever seen.
+    #[arg(long, env = "STATECAST_EXPIRED_KEEP", default_value = "86400", value_parser = parse_keep)]
+    pub expired_keep: Keep,
+
     /// Directory of the embedded database (index and transition history), created if missing;
     /// `off` keeps everything in memory only (nothing survives a restart; resume always resets).
     #[arg(long, env = "STATECAST_DATA_DIR", default_value = "./statecast-data")]
@@ -140,6 +147,23 @@ pub struct Config {
         default_value_t = 2.0
     )]
     pub stats_interval_secs: f64,
+}
+
+/// How long something is kept, or `None` for forever.
+pub type Keep = Option<std::time::Duration>;
+
+fn parse_keep(s: &str) -> Result<Keep, String> {
+    if s.eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => std::time::Duration::try_from_secs_f64(secs)
+            .map(Some)
+            .map_err(|e| format!("{s:?}: {e}")),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds (0 or more) or `forever`"
+        )),
+    }
 }
 
 /// A listener address, or `off`.

@@ -299,3 +299,81 @@ async fn an_event_past_its_ttl_becomes_an_expired_change() {
         (Some("expired"), Some("ok"))
     );
 }
+
+/// `--expired-keep`: an expired key is shown as expired for that long, then removed — from live
+/// dashboards (a change marked `removed`), from snapshots, from Riemann queries, from the stored
+/// index across a restart — while history keeps the removal.
+#[tokio::test]
+async fn an_expired_key_is_removed_after_the_keep_time_everywhere() {
+    let dir = fresh_dir("expired-keep");
+    let flags = ["--reap-interval", "0.05", "--expired-keep", "0.3"];
+    let mut server = start_server_in(&dir, &flags);
+    let (mut dash, _) = WsClient::connect_with_snapshot(&server).await;
+    let short = ["-h", "web1", "-S", "cpu", "-s", "critical", "-L", "0.2"];
+    assert!(riemann_client_send(&server, &short).await.success());
+    let long = ["-h", "web2", "-S", "cpu", "-s", "warning", "-L", "600"];
+    assert!(riemann_client_send(&server, &long).await.success());
+
+    let mut seen = Vec::new();
+    while !seen.iter().any(|c: &Value| c["removed"] == true) {
+        seen.push(dash.next_change().await);
+    }
+    let summary: Vec<(String, String, bool)> = seen
+        .iter()
+        .map(|c| {
+            (
+                c["event"]["host"].as_str().unwrap_or_default().to_owned(),
+                c["event"]["state"].as_str().unwrap_or_default().to_owned(),
+                c["removed"] == true,
+            )
+        })
+        .collect();
+    let web1: Vec<_> = summary.iter().filter(|(h, ..)| h == "web1").collect();
+    assert_eq!(
+        web1,
+        [
+            &("web1".into(), "critical".into(), false),
+            &("web1".into(), "expired".into(), false),
+            &("web1".into(), "expired".into(), true),
+        ],
+        "{seen:?}"
+    );
+    let removal = seen.last().unwrap();
+    assert_eq!(removal["previous_state"], "expired");
+    assert_eq!(
+        removal["seq"],
+        seen[seen.len() - 2]["seq"].as_u64().unwrap() + 1
+    );
+
+    let (_, snapshot) = WsClient::connect_with_snapshot(&server).await;
+    assert_eq!(snapshot_services(&snapshot).len(), 1, "{snapshot}");
+    assert_eq!(snapshot["events"][0]["host"], "web2");
+    let queried = riemann_client_query(&server, "true").await;
+    let listed = String::from_utf8_lossy(&queried.stdout);
+    assert!(
+        listed.contains("web2") && !listed.contains("web1"),
+        "{listed}"
+    );
+    let history = http_request(server.http, "GET", "/api/history?since=0", &[], b"").await;
+    let history = history.json();
+    let last = history["changes"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned();
+    assert_eq!(
+        last.as_ref().map(|c| c["removed"].clone()),
+        Some(Value::Bool(true))
+    );
+
+    assert!(server.terminate().success());
+    let restarted = start_server_in(&dir, &flags);
+    let (_, snapshot) = WsClient::connect_with_snapshot(&restarted).await;
+    assert_eq!(
+        snapshot_services(&snapshot).len(),
+        1,
+        "after a restart: {snapshot}"
+    );
+    assert_eq!(snapshot["events"][0]["host"], "web2");
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -55,9 +55,13 @@ pub(super) enum Output {
         snapshot: Snapshot,
         reply: oneshot::Sender<Snapshot>,
     },
-    /// Index updates that were not changes, written once a second, followed by a history prune
-    /// and a checkpoint.
-    Flush { dirty: Vec<Arc<Event>>, seq: u64 },
+    /// Index updates that were not changes (and keys that left the index without one), written
+    /// once a second, followed by a history prune and a checkpoint.
+    Flush {
+        dirty: Vec<Arc<Event>>,
+        forgotten: Vec<Arc<Event>>,
+        seq: u64,
+    },
     /// Answered once history holds every change before it.
     Sync { reply: oneshot::Sender<()> },
 }
@@ -208,7 +212,7 @@ impl Committing<'_> {
             .store
             .log(steps.iter().filter_map(|step| match step {
                 WriteStep::Changes(encoded) => Some(encoded),
-                WriteStep::Updates(_) => None,
+                WriteStep::Updates { .. } => None,
             }))
             .map_err(|error| {
                 tracing::error!(%error, "could not log changes; replying with an error");
@@ -241,7 +245,7 @@ impl Committing<'_> {
                     self.unwritten_since
                         .get_or_insert_with(std::time::Instant::now);
                 }
-                WriteStep::Updates(_) => {}
+                WriteStep::Updates { .. } => {}
             }
             self.unwritten.push(step);
         }
@@ -318,10 +322,16 @@ fn write_steps(outputs: &mut [Output], recorded_at: i64) -> Vec<WriteStep> {
     let mut steps = Vec::new();
     let mut run_start = 0;
     for at in 0..outputs.len() {
-        if let Output::Flush { dirty, .. } = &mut outputs[at] {
-            let updates = std::mem::take(dirty);
+        if let Output::Flush {
+            dirty, forgotten, ..
+        } = &mut outputs[at]
+        {
+            let updates = WriteStep::Updates {
+                forgotten: std::mem::take(forgotten),
+                updated: std::mem::take(dirty),
+            };
             changes_of(&outputs[run_start..at], recorded_at, &mut steps);
-            steps.push(WriteStep::Updates(updates));
+            steps.push(updates);
             run_start = at + 1;
         }
     }
@@ -398,6 +408,7 @@ mod tests {
                 // A metric update of web1/cpu (state ok), flushed...
                 Output::Flush {
                     dirty: vec![event("ok", 0.1)],
+                    forgotten: Vec::new(),
                     seq: 0,
                 },
                 // ...then web1/cpu turns critical.
@@ -407,6 +418,7 @@ mod tests {
                         previous_state: "ok".into(),
                         event: event("critical", 0.9),
                         previous: Some(event("ok", 0.1)),
+                        removed: false,
                     }],
                     acks: Vec::new(),
                     seq: 1,

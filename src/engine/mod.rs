@@ -110,6 +110,9 @@ pub struct EngineConfig {
     pub default_ttl_secs: f64,
     /// How often expired entries are looked for.
     pub reap_interval: std::time::Duration,
+    /// How long an expired entry stays indexed before it is removed (`None`: until it reports
+    /// again).
+    pub expired_keep: Option<std::time::Duration>,
     /// History bounds, when a store is used.
     pub retention: Retention,
     /// Batches waiting for the engine before senders are made to wait.
@@ -220,6 +223,7 @@ pub fn spawn(
     let (changes_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
     let (updates_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
     let mut engine = state::Engine::new(config.init_state, config.default_ttl_secs);
+    engine.set_expired_keep(config.expired_keep);
     let publisher = Publisher {
         changes_tx,
         counters: Arc::clone(&counters),
@@ -296,9 +300,12 @@ impl Owner {
                     let first = self.changes.len();
                     if self.engine.expire(now_micros(), &mut self.changes) > 0 {
                         if self.updates_tx.receiver_count() > 0 {
-                            // Expiry tombstones are index updates too.
+                            // Expiry tombstones are index updates too (a removal is not: the
+                            // key's last update was its tombstone).
                             for change in &self.changes[first..] {
-                                let _ = self.updates_tx.send(Arc::clone(&change.event));
+                                if !change.removed {
+                                    let _ = self.updates_tx.send(Arc::clone(&change.event));
+                                }
                             }
                         }
                         self.end_group().await;
@@ -410,7 +417,13 @@ impl Owner {
         }
         self.end_group().await;
         let dirty = self.engine.take_unsaved();
+        let forgotten = self.engine.take_forgotten();
         let seq = self.engine.seq();
-        self.output(Output::Flush { dirty, seq }).await;
+        self.output(Output::Flush {
+            dirty,
+            forgotten,
+            seq,
+        })
+        .await;
     }
 }

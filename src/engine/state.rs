@@ -13,8 +13,12 @@
 //! has none). Expiry times are kept in a lazily rescheduled min-heap, so a tick that finds nothing
 //! due costs one look at its top and an update that only pushes expiry out costs no heap work.
 //! An expired key that had a state stays indexed in state `"expired"` (a change from its last
-//! state, with `previous_state` set) until it reports again — what went silent is exactly what a
-//! dashboard must keep showing. A key that never had a state is simply dropped.
+//! state, with `previous_state` set) — what went silent is exactly what a dashboard must keep
+//! showing — until it reports again or, when the engine is given a keep time
+//! ([`Engine::set_expired_keep`]), until it has been expired that long: then it is removed, with a
+//! change marked [`Change::removed`] so every screen drops it too. Without that second step the
+//! index would grow with every host ever seen (autoscaled machines, containers). A key that never
+//! had a state is simply dropped when it expires.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -36,6 +40,9 @@ pub struct Change {
     /// The event it replaced, if the key was indexed: a filtered watcher needs it to see a
     /// service leave its filter.
     pub previous: Option<Arc<Event>>,
+    /// The key left the index (it stayed expired past the keep time): `event` is its last
+    /// (expired) event, and there is no current one.
+    pub removed: bool,
 }
 
 /// Every indexed event (with or without a state), valid exactly at `seq`.
@@ -50,8 +57,11 @@ struct Entry {
     /// The latest event for the key; its `state` is the key's current state (carried forward
     /// from earlier events when the latest one had none).
     event: Arc<Event>,
-    /// When the entry expires (µs since the epoch); `None` once it has expired.
+    /// When the entry expires (µs since the epoch) — or, once `expired`, when it is removed;
+    /// `None` when nothing is due.
     expires_at: Option<i64>,
+    /// Expired (nothing reported within its TTL), waiting out the keep time.
+    expired: bool,
     /// The time of this key's live item in the expiry heap (`<= expires_at`), if any. Heap items
     /// for the key at any other time are stale and skipped.
     scheduled: Option<i64>,
@@ -223,6 +233,11 @@ pub struct Engine {
     track_unsaved: bool,
     /// Keys whose entries are `unsaved`, each once.
     unsaved: Vec<Key>,
+    /// How long an expired entry stays before it is removed; `None`: until it reports again.
+    expired_keep_micros: Option<i64>,
+    /// The last events of keys that left the index without a change (no state), for the store
+    /// to delete (only when tracking).
+    forgotten: Vec<Arc<Event>>,
 }
 
 impl Engine {
@@ -236,12 +251,27 @@ impl Engine {
             seq: 0,
             track_unsaved: false,
             unsaved: Vec::new(),
+            expired_keep_micros: None,
+            forgotten: Vec::new(),
         }
+    }
+
+    /// Removes entries that have stayed expired for `keep` (`None`: keep them until they report
+    /// again). Zero removes them in the same sweep that expires them (Riemann's behaviour).
+    pub fn set_expired_keep(&mut self, keep: Option<std::time::Duration>) {
+        self.expired_keep_micros =
+            keep.map(|keep| i64::try_from(keep.as_micros()).unwrap_or(i64::MAX));
     }
 
     /// From now on, note updated keys for [`Engine::take_unsaved`] (a store wants them).
     pub fn track_unsaved(&mut self) {
         self.track_unsaved = true;
+    }
+
+    /// The last events of keys that left the index without a change since the last call (only
+    /// when tracking): their stored rows must go.
+    pub fn take_forgotten(&mut self) -> Vec<Arc<Event>> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// The latest event of every key updated since the last call, each once.
@@ -263,8 +293,12 @@ impl Engine {
         self.seq = seq;
         for event in events {
             let key = Key::new(KeyRef::of_event(&event));
-            let expires_at = if event.state.as_deref() == Some(EXPIRED) {
-                None
+            // An expired entry's event is its tombstone, timed at its expiry: it is removed
+            // the keep time after that.
+            let expired = event.state.as_deref() == Some(EXPIRED);
+            let expires_at = if expired {
+                self.expired_keep_micros
+                    .map(|keep| event.time_micros.saturating_add(keep))
             } else {
                 Some(self.expires_at(&event))
             };
@@ -273,6 +307,7 @@ impl Engine {
                 Entry {
                     event: Arc::new(event),
                     expires_at,
+                    expired,
                     scheduled: expires_at,
                     unsaved: false,
                 },
@@ -347,6 +382,7 @@ impl Engine {
                 Entry {
                     event: Arc::clone(&event),
                     expires_at: Some(expires_at),
+                    expired: false,
                     scheduled: Some(expires_at),
                     unsaved: self.track_unsaved,
                 },
@@ -392,6 +428,8 @@ impl Engine {
             None
         };
         entry.expires_at = Some(expires_at);
+        // It reported again: no longer waiting to be removed.
+        entry.expired = false;
         if self.track_unsaved && !entry.unsaved {
             entry.unsaved = true;
             self.unsaved.push(key.clone());
@@ -427,6 +465,7 @@ impl Engine {
             previous_state: current.unwrap_or_else(|| self.init_state.clone()),
             event,
             previous,
+            removed: false,
         }
     }
 
@@ -457,8 +496,8 @@ impl Engine {
         }
     }
 
-    /// Expires every entry due at or before `now_micros`, appending the resulting changes.
-    /// Returns how many entries expired.
+    /// Expires every entry due at or before `now_micros` (and removes those expired for the
+    /// keep time), appending the resulting changes. Returns how many entries expired or went.
     pub fn expire(&mut self, now_micros: i64, changes: &mut Vec<Change>) -> usize {
         let mut expired = 0;
         loop {
@@ -480,14 +519,34 @@ impl Engine {
             entry.expires_at = None;
             let Some(state) = entry.event.state.clone() else {
                 // Never had a state: nothing to tell anyone, just forget it.
-                self.index.remove(&key.parts());
+                if let Some(entry) = self.index.remove(&key.parts()) {
+                    if self.track_unsaved {
+                        self.forgotten.push(entry.event);
+                    }
+                }
                 continue;
             };
+            if entry.expired {
+                // Expired for the keep time: gone, and every screen is told.
+                let event = Arc::clone(&entry.event);
+                self.index.remove(&key.parts());
+                let mut change = self.next_change(Some(state), Arc::clone(&event), Some(event));
+                change.removed = true;
+                changes.push(change);
+                continue;
+            }
             let mut tombstone = (*entry.event).clone();
             tombstone.state = Some(EXPIRED.to_owned());
             tombstone.time_micros = now_micros;
             let tombstone = Arc::new(tombstone);
             let previous = std::mem::replace(&mut entry.event, Arc::clone(&tombstone));
+            entry.expired = true;
+            if let Some(keep) = self.expired_keep_micros {
+                let at = now_micros.saturating_add(keep);
+                entry.expires_at = Some(at);
+                entry.scheduled = Some(at);
+                self.expiry.push(Reverse(Due { at, key }));
+            }
             if state != EXPIRED {
                 let change = self.next_change(Some(state), tombstone, Some(previous));
                 changes.push(change);
@@ -846,6 +905,122 @@ mod tests {
         let mut changes = Vec::new();
         assert_eq!(e.expire(101_000_000, &mut changes), 1);
         assert!(changes.is_empty());
+        assert!(e.is_empty());
+    }
+
+    fn keeping(keep_secs: u64) -> Engine {
+        let mut e = Engine::new("ok", 60.0);
+        e.set_expired_keep(Some(std::time::Duration::from_secs(keep_secs)));
+        e
+    }
+
+    #[test]
+    fn an_expired_key_is_removed_after_the_keep_time_with_a_removal_change() {
+        let mut e = keeping(30);
+        apply(&mut e, vec![at("a", Some("critical"), 100, Some(10.0))]);
+        let mut changes = Vec::new();
+        assert_eq!(e.expire(110_000_000, &mut changes), 1);
+        assert_eq!(
+            summary(&changes),
+            vec![(2, "critical".into(), "expired".into())]
+        );
+        assert!(!changes[0].removed);
+        assert_eq!(
+            e.next_expiry(),
+            Some(140_000_000),
+            "removal due keep after expiry"
+        );
+        changes.clear();
+        assert_eq!(e.expire(139_999_999, &mut changes), 0);
+        assert_eq!(e.len(), 1, "still shown while kept");
+        assert_eq!(e.expire(140_000_000, &mut changes), 1);
+        assert_eq!(changes.len(), 1);
+        let removal = &changes[0];
+        assert!(removal.removed);
+        assert_eq!(removal.seq, 3);
+        assert_eq!(removal.previous_state, "expired");
+        assert_eq!(removal.event.state.as_deref(), Some("expired"));
+        assert_eq!(removal.event.host.as_deref(), Some("a"));
+        assert!(e.is_empty());
+        assert!(e.snapshot().events.is_empty());
+        assert_eq!(e.next_expiry(), None);
+        // It may come back: a new key, from the init state.
+        let c = apply(&mut e, vec![at("a", Some("critical"), 200, Some(10.0))]);
+        assert_eq!(summary(&c), vec![(4, "ok".into(), "critical".into())]);
+    }
+
+    #[test]
+    fn a_key_that_reports_while_kept_is_not_removed() {
+        let mut e = keeping(30);
+        apply(&mut e, vec![at("a", Some("critical"), 100, Some(10.0))]);
+        let mut changes = Vec::new();
+        e.expire(110_000_000, &mut changes);
+        // Back before the keep time ran out, with a long TTL.
+        apply(&mut e, vec![at("a", Some("ok"), 120, Some(100.0))]);
+        changes.clear();
+        assert_eq!(e.expire(140_000_000, &mut changes), 0, "the removal is off");
+        assert_eq!(e.len(), 1);
+        // It expires again at its new time and is removed keep after that.
+        assert_eq!(e.expire(220_000_000, &mut changes), 1);
+        assert_eq!(summary(&changes), vec![(4, "ok".into(), "expired".into())]);
+        changes.clear();
+        assert_eq!(e.expire(250_000_000, &mut changes), 1);
+        assert!(changes[0].removed);
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn keep_zero_removes_in_the_sweep_that_expires() {
+        let mut e = keeping(0);
+        apply(&mut e, vec![at("a", Some("warning"), 100, Some(1.0))]);
+        let mut changes = Vec::new();
+        assert_eq!(e.expire(101_000_000, &mut changes), 2);
+        let kinds: Vec<_> = changes
+            .iter()
+            .map(|c| (c.seq, c.event.state.clone().unwrap_or_default(), c.removed))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (2, "expired".to_string(), false),
+                (3, "expired".to_string(), true)
+            ]
+        );
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn without_a_keep_time_expired_keys_stay() {
+        let mut e = Engine::new("ok", 60.0);
+        apply(&mut e, vec![at("a", Some("warning"), 100, Some(1.0))]);
+        let mut changes = Vec::new();
+        e.expire(101_000_000, &mut changes);
+        assert_eq!(e.expire(i64::MAX, &mut changes), 0);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e.next_expiry(), None);
+    }
+
+    #[test]
+    fn a_restored_expired_key_is_removed_keep_after_its_expiry() {
+        let mut e = keeping(30);
+        let mut tombstone = at("a", Some("expired"), 110, Some(10.0));
+        tombstone.time_micros = 110_000_000;
+        e.restore(7, vec![tombstone, at("b", None, 100, Some(1.0))]);
+        e.track_unsaved();
+        let mut changes = Vec::new();
+        assert_eq!(
+            e.expire(139_000_000, &mut changes),
+            1,
+            "b (no state) expires"
+        );
+        assert!(changes.is_empty());
+        let forgotten = e.take_forgotten();
+        assert_eq!(forgotten.len(), 1, "its stored row must go");
+        assert_eq!(forgotten[0].host.as_deref(), Some("b"));
+        assert_eq!(e.expire(140_000_000, &mut changes), 1);
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].removed);
+        assert_eq!(changes[0].seq, 8, "seq continues after the restored one");
         assert!(e.is_empty());
     }
 

@@ -66,6 +66,9 @@ pub struct StoredChange {
     /// When the change was committed (µs since the epoch): what age-based retention uses.
     #[prost(int64, tag = "5")]
     pub recorded_at: i64,
+    /// The key left the index (see [`Change::removed`]).
+    #[prost(bool, tag = "6")]
+    pub removed: bool,
 }
 
 impl StoredChange {
@@ -84,6 +87,7 @@ impl StoredChange {
             event: std::sync::Arc::new(self.event()),
             previous: self.previous().map(std::sync::Arc::new),
             previous_state: self.previous_state,
+            removed: self.removed,
         }
     }
 }
@@ -91,8 +95,17 @@ impl StoredChange {
 /// Changes encoded once, for the change log and for history.
 #[derive(Default)]
 pub struct Encoded {
-    /// seq, the event (for the index), the encoded [`StoredChange`].
-    records: Vec<(u64, std::sync::Arc<Event>, Vec<u8>)>,
+    records: Vec<Record>,
+}
+
+/// One encoded change.
+struct Record {
+    seq: u64,
+    /// What the index gets for the key: this event, or (when `removed`) no row.
+    event: std::sync::Arc<Event>,
+    removed: bool,
+    /// The encoded [`StoredChange`].
+    bytes: Vec<u8>,
 }
 
 impl Encoded {
@@ -101,10 +114,11 @@ impl Encoded {
         let mut scratch = Vec::new();
         let records = changes
             .into_iter()
-            .map(|change| {
-                let event = std::sync::Arc::clone(&change.event);
-                let bytes = encode_change(change, now_micros, &mut scratch);
-                (change.seq, event, bytes)
+            .map(|change| Record {
+                seq: change.seq,
+                event: std::sync::Arc::clone(&change.event),
+                removed: change.removed,
+                bytes: encode_change(change, now_micros, &mut scratch),
             })
             .collect();
         Encoded { records }
@@ -133,8 +147,12 @@ impl Encoded {
 pub enum WriteStep {
     /// Changes, already in the change log: into history and the index.
     Changes(Encoded),
-    /// The latest event of keys updated without a change: into the index.
-    Updates(Vec<std::sync::Arc<Event>>),
+    /// A flush: the keys that left the index without a change (their rows go), then the latest
+    /// event of keys updated without a change (their rows are written).
+    Updates {
+        forgotten: Vec<std::sync::Arc<Event>>,
+        updated: Vec<std::sync::Arc<Event>>,
+    },
 }
 
 /// What a restart recovers.
@@ -191,7 +209,11 @@ impl Store {
             let checkpointed = seq;
             for change in logged.into_iter().filter(|c| c.seq > checkpointed) {
                 history.insert(change.seq, change.encode_to_vec().as_slice())?;
-                put_event(&mut index, &change.event())?;
+                if change.removed {
+                    delete_event(&mut index, &change.event())?;
+                } else {
+                    put_event(&mut index, &change.event())?;
+                }
                 seq = change.seq;
                 replayed += 1;
             }
@@ -231,11 +253,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let encoded = Encoded::new(changes, now_micros);
         self.log([&encoded])?;
-        let updates = dirty.into_iter().cloned().collect();
-        self.write(
-            &[WriteStep::Changes(encoded), WriteStep::Updates(updates)],
-            seq,
-        )
+        let updates = WriteStep::Updates {
+            forgotten: Vec::new(),
+            updated: dirty.into_iter().cloned().collect(),
+        };
+        self.write(&[WriteStep::Changes(encoded), updates], seq)
     }
 
     /// Appends the changes to the change log, in one write: they are durable when this returns.
@@ -247,7 +269,7 @@ impl Store {
                 parts
                     .into_iter()
                     .flat_map(|encoded| encoded.records.iter())
-                    .map(|(_, _, bytes)| bytes.as_slice()),
+                    .map(|record| record.bytes.as_slice()),
             )
     }
 
@@ -265,13 +287,20 @@ impl Store {
             for step in steps {
                 match step {
                     WriteStep::Changes(encoded) => {
-                        for (seq, event, bytes) in &encoded.records {
-                            history.insert(*seq, bytes.as_slice())?;
-                            put_event(&mut index, event)?;
+                        for record in &encoded.records {
+                            history.insert(record.seq, record.bytes.as_slice())?;
+                            if record.removed {
+                                delete_event(&mut index, &record.event)?;
+                            } else {
+                                put_event(&mut index, &record.event)?;
+                            }
                         }
                     }
-                    WriteStep::Updates(events) => {
-                        for event in events {
+                    WriteStep::Updates { forgotten, updated } => {
+                        for event in forgotten {
+                            delete_event(&mut index, event)?;
+                        }
+                        for event in updated {
                             put_event(&mut index, event)?;
                         }
                     }
@@ -382,6 +411,11 @@ fn put_event(index: &mut redb::Table<&[u8], &[u8]>, event: &Event) -> Result<(),
     Ok(())
 }
 
+fn delete_event(index: &mut redb::Table<&[u8], &[u8]>, event: &Event) -> Result<(), StoreError> {
+    index.remove(encode_key(event).as_slice())?;
+    Ok(())
+}
+
 /// A change encoded as a [`StoredChange`], straight from the engine's events (building the
 /// `StoredChange` first would clone every string of both events).
 /// `scratch` holds each nested event while its length is learned, reused between calls.
@@ -407,6 +441,9 @@ fn encode_change(change: &Change, recorded_at: i64, scratch: &mut Vec<u8>) -> Ve
     }
     if recorded_at != 0 {
         int64::encode(5, &recorded_at, &mut buf);
+    }
+    if change.removed {
+        prost::encoding::bool::encode(6, &change.removed, &mut buf);
     }
     buf
 }
@@ -463,6 +500,15 @@ mod tests {
                 ..Default::default()
             }),
             previous: None,
+            removed: false,
+        }
+    }
+
+    fn removal(seq: u64, host: &str) -> Change {
+        Change {
+            previous_state: "expired".into(),
+            removed: true,
+            ..change(seq, host, "expired")
         }
     }
 
@@ -482,18 +528,74 @@ mod tests {
         }));
         let mut defaults = change(0, "x", "warning");
         defaults.previous_state = String::new();
-        for (c, recorded_at) in [(with_previous, 1_700_000_000_000_000), (defaults, 0)] {
+        let cases = [
+            (with_previous, 1_700_000_000_000_000),
+            (defaults, 0),
+            (removal(9, "gone"), 5),
+        ];
+        for (c, recorded_at) in cases {
             let expected = StoredChange {
                 seq: c.seq,
                 previous_state: c.previous_state.clone(),
                 event: Some(convert::to_proto(&c.event)),
                 previous: c.previous.as_deref().map(convert::to_proto),
                 recorded_at,
+                removed: c.removed,
             };
             let mut scratch = b"left over".to_vec();
             let encoded = encode_change(&c, recorded_at, &mut scratch);
             assert_eq!(encoded, expected.encode_to_vec());
         }
+    }
+
+    /// Removed keys leave the stored index, whether redb got the removal (a write), only the log
+    /// has it (replayed on open), or the key left without a change (a flush).
+    #[test]
+    fn removed_and_forgotten_keys_leave_the_stored_index() {
+        let dir = tmp();
+        let hosts = |rec: &Recovered| {
+            let mut hosts: Vec<String> = rec
+                .events
+                .iter()
+                .map(|e| e.host.clone().unwrap_or_default())
+                .collect();
+            hosts.sort();
+            hosts
+        };
+        {
+            let (store, _) = Store::open(&dir).unwrap();
+            let stateless = Arc::new(Event {
+                host: Some("quiet".into()),
+                ..Default::default()
+            });
+            let changes = [change(1, "a", "critical"), change(2, "b", "critical")];
+            store.commit(&changes, &[stateless], 2, 1_000).unwrap();
+            // a is removed through redb, b only in the log; quiet leaves without a change.
+            let through_redb = Encoded::new(&[removal(3, "a")], 2_000);
+            store.log([&through_redb]).unwrap();
+            let flushed = WriteStep::Updates {
+                forgotten: vec![Arc::new(Event {
+                    host: Some("quiet".into()),
+                    ..Default::default()
+                })],
+                updated: Vec::new(),
+            };
+            store
+                .write(&[WriteStep::Changes(through_redb), flushed], 3)
+                .unwrap();
+            store.checkpoint().unwrap();
+            let only_logged = Encoded::new(&[removal(4, "b")], 3_000);
+            store.log([&only_logged]).unwrap();
+        }
+        let (store, rec) = Store::open(&dir).unwrap();
+        assert_eq!(rec.seq, 4);
+        assert!(hosts(&rec).is_empty(), "left: {:?}", hosts(&rec));
+        let history = store.history(0, 10, |_| true).unwrap();
+        let removed: Vec<(u64, bool)> = history.iter().map(|c| (c.seq, c.removed)).collect();
+        assert_eq!(removed, vec![(1, false), (2, false), (3, true), (4, true)]);
+        assert!(history[3].clone().into_change().removed);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
