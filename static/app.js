@@ -7,6 +7,7 @@
 // Protocol (GET /ws, JSON text frames):
 //   {"type":"snapshot","seq":S,"epoch":E,"reset":R,"events":[E…]}  replaces all state
 //   {"type":"change","seq":N,"previous_state":P,"event":E}          one change, seq increasing
+//   {"type":"change",…,"removed":true}       E left the server's index (expired past --expired-keep)
 //   {"type":"stats","clients":C,"events":T,"changes":K}            periodic heartbeat
 //   {"type":"error","error":"…"}                                   answer to a bad subscribe
 // Client → server: {"type":"subscribe","query":Q} (a fresh snapshot, or an error frame).
@@ -379,6 +380,10 @@ function applyChange(msg) {
   const key = keyOf(ev);
   const cls = stateClass(ev.state);
   const now = Date.now();
+  if (msg.removed === true) {
+    forgetEntry(key, ev, now);
+    return;
+  }
   let entry = index.get(key);
   const previousState = msg.previous_state ?? entry?.event.state ?? null;
 
@@ -412,6 +417,25 @@ function applyChange(msg) {
     }
     renderDetails();
   }
+}
+
+/**
+ * The server removed a key (it stayed expired for longer than the server keeps expired keys):
+ * it leaves every view, as it is gone from every fresh snapshot.
+ */
+function forgetEntry(key, ev, now) {
+  if (key === selectedKey) closeDetails();
+  const entry = index.get(key);
+  if (entry) {
+    counts[entry.cls] -= 1;
+    if (entry.cls !== 'ok') removeProblem(entry);
+    dropRow(entry);
+    index.delete(key);
+    gridForget(ev);
+  }
+  const who = `${ev.host ?? '(no host)'} · ${ev.service ?? '(no service)'}`;
+  pushLog(logNote(`${who} removed: expired for longer than the server keeps expired services`, now));
+  scheduleHeader();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -843,6 +867,26 @@ function gridUpdate(entry) {
   const cls = `cell s-${entry.cls}`;
   if (td.className !== cls) td.className = cls;
   if (td.hasAttribute('title')) td.setAttribute('title', gridTitle(entry));
+}
+
+/** A key left the index: its cell empties now; a host or service with no cell left goes soon. */
+let gridTidyTimer = null;
+function gridForget(ev) {
+  if (!grid.built) return;
+  const r = grid.hostIndex.get(nameKey(ev.host));
+  const col = grid.serviceIndex.get(nameKey(ev.service));
+  const td = r === undefined || col === undefined ? null : grid.hosts[r].cells?.[col];
+  if (td) {
+    td.className = 'cell empty-cell';
+    td.removeAttribute('title');
+  }
+  // Removals come in bursts (what expired together goes together): one relayout for the burst.
+  if (gridTidyTimer === null) {
+    gridTidyTimer = setTimeout(() => {
+      gridTidyTimer = null;
+      if (grid.built) gridRefresh();
+    }, 1000);
+  }
 }
 
 function gridStatus() {

@@ -249,3 +249,36 @@ test('the page is served with a Content-Security-Policy that forbids inline scri
   assert.match(csp, /script-src 'self'/);
   assert.doesNotMatch(csp, /unsafe-inline/);
 });
+
+test('a service expired for longer than --expired-keep leaves the table, the grid and the counts', async () => {
+  const args = ['--reap-interval', '0.05', '--expired-keep', '1.5'];
+  await withServer({ extraArgs: args }, async (keeping) => {
+    await withDashboard(browser, keeping, async ({ page, problems }) => {
+      await sendRiemann(keeping, { host: 'pod-7f3a', service: 'http', state: 'critical', ttl: 0.5 });
+      await sendRiemann(keeping, { host: 'web2', service: 'cpu', state: 'warning', ttl: 600 });
+      await page.click('#tab-grid');
+      await page.waitForFunction(() => document.querySelectorAll('#grid-rows tr[data-host="pod-7f3a"]').length === 1);
+      await page.click('#tab-problems');
+      // Silent past its TTL: still shown, as expired...
+      await page.waitForFunction(() => [...document.querySelectorAll('#problem-rows tr .c-state .badge')]
+        .some((b) => b.textContent === 'expired'));
+      // ...then removed, from the table and the counts.
+      await waitForRows(page, ['web2/cpu']);
+      await waitTitle(page, '(1) statecast');
+      await waitHeaderSettled(page);
+      assert.equal(await countText(page, 'expired'), null, 'no expired count left');
+      const notes = await page.$$eval('#log .log-item.note', (lis) => lis.map((li) => li.textContent));
+      assert.ok(notes.some((n) => /pod-7f3a · http removed/.test(n)), `log: ${notes}`);
+      // The grid drops the host whose only service went.
+      await page.click('#tab-grid');
+      await page.waitForFunction(() => document.querySelectorAll('#grid-rows tr[data-host="pod-7f3a"]').length === 0
+        && document.querySelectorAll('#grid-rows tr[data-host="web2"]').length === 1);
+      // A page opened now agrees.
+      await withDashboard(browser, keeping, async (fresh) => {
+        await waitForRows(fresh.page, ['web2/cpu']);
+        assertClean(fresh.problems);
+      });
+      assertClean(problems);
+    });
+  });
+});
