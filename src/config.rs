@@ -49,6 +49,13 @@ pub struct Config {
     #[arg(long, env = "STATECAST_EXPIRED_KEEP", default_value = "86400", value_parser = parse_keep)]
     pub expired_keep: Keep,
 
+    /// (host, service) keys the index may hold. Past it, a message (or POST) that would add keys
+    /// is refused whole (Riemann `ok: false`, HTTP 507) and counted; indexed keys keep updating.
+    /// A key costs about 0.7 KiB of memory (measured with 45 bytes of host and service; more with
+    /// longer descriptions, tags and attributes): the default bounds the index near 0.7 GiB.
+    #[arg(long, env = "STATECAST_MAX_KEYS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_keys: u64,
+
     /// Directory of the embedded database (index and transition history), created if missing;
     /// `off` keeps everything in memory only (nothing survives a restart; resume always resets).
     #[arg(long, env = "STATECAST_DATA_DIR", default_value = "./statecast-data")]

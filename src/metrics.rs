@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counters {
     /// Events accepted by the engine, from every transport.
     pub events: AtomicU64,
+    /// Events refused because they would have added keys past `--max-keys`.
+    pub events_refused: AtomicU64,
     /// State changes detected (equals the last `seq`).
     pub changes: AtomicU64,
     pub tcp_connections: AtomicU64,
@@ -34,12 +36,18 @@ impl Counters {
 
     /// Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
             (
                 "statecast_events_total",
                 "counter",
                 "Events accepted by the engine.",
                 &self.events,
+            ),
+            (
+                "statecast_events_refused_total",
+                "counter",
+                "Events refused because they would have added keys past --max-keys.",
+                &self.events_refused,
             ),
             (
                 "statecast_changes_total",

@@ -112,6 +112,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             default_ttl_secs: config.default_ttl,
             reap_interval: Duration::from_secs_f64(config.reap_interval.max(0.01)),
             expired_keep: config.expired_keep,
+            max_keys: usize::try_from(config.max_keys).unwrap_or(usize::MAX),
             retention: Retention {
                 max_changes: config.history_max_changes.max(1),
                 max_age_micros: (config.history_max_age.max(1.0) * 1e6).min(i64::MAX as f64) as i64,

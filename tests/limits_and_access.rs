@@ -218,3 +218,72 @@ async fn a_client_message_over_64_kib_is_closed_with_1009() {
     let (code, _) = client.expect_close().await;
     assert_eq!(u16::from(code), 1009);
 }
+
+/// `--max-keys`: a message that would add a key past the limit is refused whole — Riemann
+/// `ok: false` naming the limit, the connection stays open — a POST gets 507; keys already
+/// indexed keep updating, and nothing refused reaches the index.
+#[tokio::test]
+async fn new_keys_past_max_keys_are_refused_and_indexed_keys_keep_updating() {
+    let server = start_server(&["--max-keys", "2"]);
+    assert!(
+        riemann_client_send(&server, &["-h", "web1", "-S", "cpu", "-s", "ok"])
+            .await
+            .success()
+    );
+    let mut tcp = RiemannTcp::connect(&server).await;
+    let ok = tcp
+        .request(&events_msg(vec![event("web2", "cpu", "ok")]))
+        .await;
+    assert_eq!(ok.ok, Some(true));
+
+    // A third key, with an update of an indexed one in the same message: refused, both.
+    let refused = tcp
+        .request(&events_msg(vec![
+            event("web1", "cpu", "critical"),
+            event("web3", "cpu", "critical"),
+        ]))
+        .await;
+    assert_eq!(refused.ok, Some(false));
+    let error = refused.error.unwrap_or_default();
+    assert!(
+        error.contains("index full") && error.contains("--max-keys"),
+        "{error}"
+    );
+    // The connection goes on: indexed keys still update.
+    let still = tcp
+        .request(&events_msg(vec![event("web1", "cpu", "warning")]))
+        .await;
+    assert_eq!(still.ok, Some(true));
+    // riemann-client reports the refusal as a failure.
+    let status = riemann_client_send(&server, &["-h", "web4", "-S", "cpu", "-s", "ok"]).await;
+    assert!(!status.success());
+
+    let response = post_json(&server, r#"[{"host":"web5","service":"cpu","state":"ok"}]"#).await;
+    assert_eq!(response.status, 507, "{}", response.body);
+    assert!(response.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("index full"));
+
+    let (_, snapshot) = WsClient::connect_with_snapshot(&server).await;
+    let mut indexed: Vec<(String, String)> = snapshot["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_owned(),
+                e["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    indexed.sort();
+    assert_eq!(
+        indexed,
+        [
+            ("web1".into(), "warning".into()),
+            ("web2".into(), "ok".into())
+        ]
+    );
+    assert_eq!(server.metric("statecast_events_refused_total").await, 4);
+}

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use state::{Change, Snapshot, EXPIRED};
+pub use state::{Change, IndexFull, Snapshot, EXPIRED};
 
 use crate::broadcast::Receiver;
 use crate::event::{now_micros, Event};
@@ -38,6 +38,8 @@ pub enum EngineError {
     Closed,
     #[error("not stored: {0}")]
     Storage(String),
+    #[error("index full: it holds the limit of {max_keys} (host, service) keys (--max-keys); events for new keys are refused")]
+    IndexFull { max_keys: usize },
 }
 
 /// What a batch's acknowledgement carries once everything it promises holds.
@@ -113,6 +115,8 @@ pub struct EngineConfig {
     /// How long an expired entry stays indexed before it is removed (`None`: until it reports
     /// again).
     pub expired_keep: Option<std::time::Duration>,
+    /// (host, service) keys the index may hold.
+    pub max_keys: usize,
     /// History bounds, when a store is used.
     pub retention: Retention,
     /// Batches waiting for the engine before senders are made to wait.
@@ -224,6 +228,7 @@ pub fn spawn(
     let (updates_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
     let mut engine = state::Engine::new(config.init_state, config.default_ttl_secs);
     engine.set_expired_keep(config.expired_keep);
+    engine.set_max_keys(config.max_keys);
     let publisher = Publisher {
         changes_tx,
         counters: Arc::clone(&counters),
@@ -329,13 +334,25 @@ impl Owner {
     async fn handle(&mut self, command: Command) {
         match command {
             Command::Apply { events, ack } => {
-                Counters::add(&self.counters.events, events.len() as u64);
+                let count = events.len() as u64;
                 let watched = self.updates_tx.receiver_count() > 0;
-                let first_change = self.engine.apply(
+                let applied = self.engine.apply(
                     events,
                     &mut self.changes,
                     watched.then_some(&mut self.indexed),
                 );
+                let first_change = match applied {
+                    Ok(first_change) => first_change,
+                    Err(IndexFull { max_keys }) => {
+                        Counters::add(&self.counters.events_refused, count);
+                        if let Some(ack) = ack {
+                            let _ =
+                                ack.send(Applied::Done(Err(EngineError::IndexFull { max_keys })));
+                        }
+                        return;
+                    }
+                };
+                Counters::add(&self.counters.events, count);
                 for event in self.indexed.drain(..) {
                     let _ = self.updates_tx.send(event);
                 }

@@ -213,6 +213,13 @@ fn update_in_place(current: &mut Event, update: &mut Event) {
     current.ttl = *ttl;
 }
 
+/// A batch refused whole because it would have added keys past the limit
+/// ([`Engine::set_max_keys`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexFull {
+    pub max_keys: usize,
+}
+
 /// The state given to an entry whose TTL ran out.
 pub const EXPIRED: &str = "expired";
 
@@ -235,6 +242,8 @@ pub struct Engine {
     unsaved: Vec<Key>,
     /// How long an expired entry stays before it is removed; `None`: until it reports again.
     expired_keep_micros: Option<i64>,
+    /// Keys the index may hold: a batch that would add more is refused whole.
+    max_keys: usize,
     /// The last events of keys that left the index without a change (no state), for the store
     /// to delete (only when tracking).
     forgotten: Vec<Arc<Event>>,
@@ -252,8 +261,32 @@ impl Engine {
             track_unsaved: false,
             unsaved: Vec::new(),
             expired_keep_micros: None,
+            max_keys: usize::MAX,
             forgotten: Vec::new(),
         }
+    }
+
+    /// Bounds the index: a batch whose new keys would take it past `max_keys` is refused whole
+    /// (nothing of it applied), so memory stays bounded however many distinct (host, service)
+    /// pairs senders make up. Keys already indexed keep updating.
+    pub fn set_max_keys(&mut self, max_keys: usize) {
+        self.max_keys = max_keys;
+    }
+
+    /// Whether `events` would take the index past its limit. Costs nothing until the index is
+    /// within one batch of it; then the batch's distinct new keys are counted.
+    fn would_overflow(&self, events: &[Event]) -> bool {
+        if self.index.len().saturating_add(events.len()) <= self.max_keys {
+            return false;
+        }
+        let mut new_keys = hashbrown::HashSet::new();
+        for event in events {
+            let key = KeyRef::of_event(event);
+            if !self.index.contains_key(&key) {
+                new_keys.insert(key);
+            }
+        }
+        self.index.len().saturating_add(new_keys.len()) > self.max_keys
     }
 
     /// Removes entries that have stayed expired for `keep` (`None`: keep them until they report
@@ -342,13 +375,19 @@ impl Engine {
 
     /// Applies a batch in order, appending its changes to `changes` and, when asked, every
     /// newly indexed event to `indexed` (for watchers of all index updates). Returns the
-    /// position in `events` of the first event that changed a state, if any.
+    /// position in `events` of the first event that changed a state, if any — or, when the batch
+    /// would take the index past its key limit, refuses it whole.
     pub fn apply(
         &mut self,
         mut events: Vec<Event>,
         changes: &mut Vec<Change>,
         mut indexed: Option<&mut Vec<Arc<Event>>>,
-    ) -> Option<usize> {
+    ) -> Result<Option<usize>, IndexFull> {
+        if self.would_overflow(&events) {
+            return Err(IndexFull {
+                max_keys: self.max_keys,
+            });
+        }
         let mut first_change = None;
         // Events are worked on where they lie (no move of a whole event per step); what is
         // left in the batch afterwards (the replaced fields) is dropped with it.
@@ -358,7 +397,7 @@ impl Engine {
                 changes.push(change);
             }
         }
-        first_change
+        Ok(first_change)
     }
 
     /// Applies one event, taking what it indexes out of `event`; pushes the indexed event to
@@ -605,7 +644,9 @@ mod tests {
 
     fn apply(engine: &mut Engine, events: Vec<Event>) -> Vec<Change> {
         let mut changes = Vec::new();
-        engine.apply(events, &mut changes, None);
+        engine
+            .apply(events, &mut changes, None)
+            .expect("under the key limit");
         changes
     }
 
@@ -783,10 +824,10 @@ mod tests {
             ev("a", "x", Some("warning")),
             ev("b", "x", Some("critical")),
         ];
-        assert_eq!(e.apply(batch, &mut changes, None), Some(2));
+        assert_eq!(e.apply(batch, &mut changes, None), Ok(Some(2)));
         assert_eq!(changes.len(), 2);
         let quiet = vec![ev("a", "x", Some("warning"))];
-        assert_eq!(e.apply(quiet, &mut changes, None), None);
+        assert_eq!(e.apply(quiet, &mut changes, None), Ok(None));
     }
 
     #[test]
@@ -906,6 +947,49 @@ mod tests {
         assert_eq!(e.expire(101_000_000, &mut changes), 1);
         assert!(changes.is_empty());
         assert!(e.is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_would_pass_the_key_limit_is_refused_whole() {
+        let mut e = Engine::new("ok", 60.0);
+        e.set_max_keys(3);
+        apply(
+            &mut e,
+            vec![ev("a", "cpu", Some("ok")), ev("b", "cpu", Some("ok"))],
+        );
+        let mut changes = Vec::new();
+        // Two new keys (c and d; c twice) and a change to a: one key too many.
+        let batch = vec![
+            ev("a", "cpu", Some("critical")),
+            ev("c", "cpu", Some("ok")),
+            ev("c", "cpu", Some("warning")),
+            ev("d", "cpu", Some("ok")),
+        ];
+        assert_eq!(
+            e.apply(batch, &mut changes, None),
+            Err(IndexFull { max_keys: 3 })
+        );
+        assert!(changes.is_empty(), "nothing applied");
+        assert_eq!(e.len(), 2);
+        assert_eq!(e.seq(), 0);
+        // One new key (c, twice) fits exactly; then indexed keys still update, new ones don't.
+        let batch = vec![ev("c", "cpu", Some("ok")), ev("c", "cpu", Some("warning"))];
+        assert_eq!(e.apply(batch, &mut changes, None), Ok(Some(1)));
+        assert_eq!(e.len(), 3);
+        assert_eq!(
+            e.apply(vec![ev("a", "cpu", Some("critical"))], &mut changes, None),
+            Ok(Some(0))
+        );
+        assert!(e
+            .apply(vec![ev("e", "cpu", Some("ok"))], &mut changes, None)
+            .is_err());
+        // A removed key makes room again.
+        e.set_expired_keep(Some(std::time::Duration::ZERO));
+        e.expire(i64::MAX, &mut changes);
+        assert!(e.is_empty());
+        assert!(e
+            .apply(vec![ev("e", "cpu", Some("ok"))], &mut changes, None)
+            .is_ok());
     }
 
     fn keeping(keep_secs: u64) -> Engine {

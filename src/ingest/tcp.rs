@@ -438,6 +438,15 @@ async fn write_replies(
                             }
                             (ok_msg(), false)
                         }
+                        // Nothing of the batch was applied: each of its Msgs is told so, and
+                        // the connection goes on (updates of indexed keys still succeed).
+                        Err(error @ EngineError::IndexFull { .. }) => {
+                            let refused = error_msg(error.to_string());
+                            for _ in 1..unanswered {
+                                frame::encode(&refused, &mut out);
+                            }
+                            (refused, false)
+                        }
                         Err(error) => (error_msg(error.to_string()), true),
                     }
                 }

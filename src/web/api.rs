@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::access::Denied;
 use super::AppState;
+use crate::engine::EngineError;
 use crate::event::now_micros;
 use crate::ingest::json::parse_events;
 use crate::metrics::Counters;
@@ -50,6 +51,11 @@ pub async fn post_event(
     let accepted = events.len();
     match app.engine.apply(events).await {
         Ok(()) => Json(json!({"ok": true, "accepted": accepted})).into_response(),
+        // Refused whole, by design: a client error to fix or a limit to raise, not an outage.
+        Err(error @ EngineError::IndexFull { .. }) => {
+            Counters::add(&app.counters.http_rejected, 1);
+            error_response(StatusCode::INSUFFICIENT_STORAGE, error.to_string())
+        }
         Err(error) => error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     }
 }
