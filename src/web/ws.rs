@@ -14,9 +14,10 @@
 //! drained from the receiver together, fed to the sink and flushed once; whether that becomes one
 //! `send` or one per frame is tungstenite's write buffer (`write_buffer_size` in
 //! [`super::configure`]): with 0 every frame is written as it is fed, and at 1,000 clients those
-//! per-frame system calls are most of the server's time. For the same reason a session rests
-//! [`COALESCE`] (2 ms) after each write, neither taking changes nor writing: under a stream of
-//! changes each dashboard costs one wake-up and one send per window, not per change.
+//! per-frame system calls are most of the server's time. For the same reason a session that is
+//! receiving a stream of changes rests [`COALESCE`] (2 ms) after each write, neither taking
+//! changes nor writing: each dashboard then costs one wake-up and one send per window, not per
+//! change. A session that is not (writes further apart than [`STREAMING_GAP`]) does not rest.
 //!
 //! Never slowing anyone else: the broadcaster never waits on a client. When a client falls behind
 //! (outbox over its byte limit, or its broadcast receiver lagged), the session stops queueing
@@ -65,6 +66,13 @@ const DRAIN_BATCH: usize = 256;
 const COALESCE: Duration = Duration::from_millis(2);
 /// ...unless this much is already queued: then it goes at once.
 const COALESCE_BYTES: usize = 16 * 1024;
+/// A write finished within this time of the one before means changes are streaming: only then
+/// does the session rest. Otherwise (a dashboard's usual day: a change every few seconds, or 100
+/// a second across a fleet) the rest buys nothing and costs every client a timer and a second
+/// wake-up per change. Measured (`statecast-swarm`, same run, two rounds): 5,000 clients at a
+/// fixed rate, p99 62–93 ms → 39–41 ms; 1,000 clients as fast as posts are answered, 2.15–2.19M
+/// → 2.05–2.17M deliveries/s (within noise). With 4 ms instead, that second figure lost 8–13%.
+const STREAMING_GAP: Duration = Duration::from_millis(8);
 
 /// Outbox slots kept once it has drained (see [`Outbox::poll_write`]).
 const SHRINK_ABOVE: usize = 4 * DRAIN_BATCH;
@@ -279,6 +287,7 @@ impl Session {
         let mut write_deadline: Option<Instant> = None;
         // The end of the rest after the last complete write (see COALESCE).
         let mut resting_until: Option<Instant> = None;
+        let mut last_write: Option<Instant> = None;
         loop {
             // Falling behind is judged when it happens, not when the outbox drains: a client
             // that stopped reading altogether never drains, and must not linger until the ping
@@ -319,7 +328,11 @@ impl Session {
                     match wrote {
                         Ok(true) => {
                             write_deadline = None;
-                            resting_until = Some(Instant::now() + COALESCE);
+                            let now = Instant::now();
+                            if last_write.is_some_and(|last| now - last < STREAMING_GAP) {
+                                resting_until = Some(now + COALESCE);
+                            }
+                            last_write = Some(now);
                         }
                         Ok(false) => {
                             write_deadline = Some(Instant::now() + self.app.ws.write_timeout);
