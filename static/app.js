@@ -649,7 +649,11 @@ function renderDetails() {
       if (change.previous_state != null) {
         states.append(el('span', `badge small s-${stateClass(change.previous_state)}`, change.previous_state), el('span', 'arrow', '→'));
       }
-      states.append(el('span', `badge small s-${stateClass(change.event.state)}`, change.event.state));
+      if (change.removed === true) {
+        states.append(el('span', 'history-removed', 'removed (expired too long)'));
+      } else {
+        states.append(el('span', `badge small s-${stateClass(change.event.state)}`, change.event.state));
+      }
       li.append(time, states);
       if (change.event.description != null && change.event.description !== '') {
         li.append(el('span', 'history-desc', change.event.description));

@@ -278,6 +278,12 @@ test('a service expired for longer than --expired-keep leaves the table, the gri
         await waitForRows(fresh.page, ['web2/cpu']);
         assertClean(fresh.problems);
       });
+      // Back again: a new row, whose details list the removal in its history.
+      await page.click('#tab-problems');
+      await sendRiemann(keeping, { host: 'pod-7f3a', service: 'http', state: 'critical', ttl: 600 });
+      await waitForRows(page, ['pod-7f3a/http', 'web2/cpu']);
+      await page.click('#problem-rows tr');
+      await page.waitForFunction(() => /removed \(expired too long\)/.test(document.getElementById('details').textContent));
       assertClean(problems);
     });
   });
