@@ -286,4 +286,7 @@ async fn new_keys_past_max_keys_are_refused_and_indexed_keys_keep_updating() {
         ]
     );
     assert_eq!(server.metric("statecast_events_refused_total").await, 4);
+    // Said in the log (what UDP senders have), once for the burst rather than per refusal.
+    let logged = server.stderr().matches("index full: refusing").count();
+    assert_eq!(logged, 1, "{}", server.stderr());
 }

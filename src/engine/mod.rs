@@ -257,10 +257,14 @@ pub fn spawn(
         changes: Vec::new(),
         indexed: Vec::new(),
         acks: Vec::new(),
+        index_full_logged: None,
     };
     let task = tokio::spawn(owner.run(rx, config.reap_interval));
     (EngineHandle { tx }, task)
 }
+
+/// Refused batches are logged at most this often (each is counted).
+const INDEX_FULL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often index updates that are not changes are written, and history is pruned.
 const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -280,6 +284,8 @@ struct Owner {
     acks: Vec<oneshot::Sender<Ack>>,
     /// Scratch buffer for newly indexed events, for watchers of every index update.
     indexed: Vec<Arc<Event>>,
+    /// When an "index full" refusal was last logged.
+    index_full_logged: Option<std::time::Instant>,
 }
 
 impl Owner {
@@ -345,6 +351,19 @@ impl Owner {
                     Ok(first_change) => first_change,
                     Err(IndexFull { max_keys }) => {
                         Counters::add(&self.counters.events_refused, count);
+                        // UDP senders hear nothing back: the log says it, once a minute at most.
+                        let now = std::time::Instant::now();
+                        if self
+                            .index_full_logged
+                            .is_none_or(|at| now.duration_since(at) >= INDEX_FULL_LOG_EVERY)
+                        {
+                            self.index_full_logged = Some(now);
+                            tracing::warn!(
+                                max_keys,
+                                refused_total = Counters::get(&self.counters.events_refused),
+                                "index full: refusing events for new (host, service) keys (raise --max-keys, or lower --expired-keep)"
+                            );
+                        }
                         if let Some(ack) = ack {
                             let _ =
                                 ack.send(Applied::Done(Err(EngineError::IndexFull { max_keys })));
