@@ -88,6 +88,19 @@ impl Query {
         parser::parse(input).map(|expr| Query { expr })
     }
 
+    /// Parses on a blocking thread. Compiling a query's regexes is CPU work bounded by
+    /// [`REGEX_SIZE_LIMIT`] but still long enough (milliseconds to seconds for hostile input)
+    /// that it must not run on an async worker, where it would stall every connection sharing it.
+    pub async fn parse_off_thread(input: String) -> Result<Query, ParseError> {
+        match tokio::task::spawn_blocking(move || Query::parse(&input)).await {
+            Ok(parsed) => parsed,
+            Err(join_error) => Err(ParseError {
+                column: 1,
+                message: format!("query could not be compiled: {join_error}"),
+            }),
+        }
+    }
+
     /// Whether `event` satisfies the query.
     pub fn matches(&self, event: &Event) -> bool {
         eval::matches(&self.expr, event)
