@@ -5,8 +5,11 @@
 //! only: exposing monitoring data is a decision, not an accident.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
+
+use crate::units::{duration_in, keep_in, size_in, DAY, GIB, HOUR, KIB, YEAR};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -33,20 +36,21 @@ pub struct Config {
     #[arg(long, env = "STATECAST_INIT_STATE", default_value = "ok")]
     pub init_state: String,
 
-    /// Seconds an event stays in the index when it carries no TTL (Riemann's `default-ttl`);
-    /// after `time + ttl` it expires, which is a change to state "expired".
-    #[arg(long, env = "STATECAST_DEFAULT_TTL", default_value_t = 60.0)]
-    pub default_ttl: f64,
+    /// How long an event stays in the index when it carries no TTL (Riemann's `default-ttl`);
+    /// after `time + ttl` it expires, which is a change to state "expired". Durations are
+    /// seconds (`60`, `0.5`) or a number with a unit (`500ms`, `25s`, `5m`, `2h`, `7d`).
+    #[arg(long, env = "STATECAST_DEFAULT_TTL", default_value = "60", value_parser = duration_in(Duration::from_millis(1), 10 * YEAR))]
+    pub default_ttl: Duration,
 
-    /// Seconds between looks for expired events.
-    #[arg(long, env = "STATECAST_REAP_INTERVAL", default_value_t = 5.0)]
-    pub reap_interval: f64,
+    /// Time between looks for expired events.
+    #[arg(long, env = "STATECAST_REAP_INTERVAL", default_value = "5", value_parser = duration_in(Duration::from_millis(10), HOUR))]
+    pub reap_interval: Duration,
 
-    /// Seconds an expired (host, service) stays on dashboards before it is removed from the
+    /// How long an expired (host, service) stays on dashboards before it is removed from the
     /// index (and every screen); `0` removes it right after the "expired" change (as Riemann
     /// does); `forever` keeps it until it reports again — the index then grows with every key
     /// ever seen.
-    #[arg(long, env = "STATECAST_EXPIRED_KEEP", default_value = "86400", value_parser = parse_keep)]
+    #[arg(long, env = "STATECAST_EXPIRED_KEEP", default_value = "1d", value_parser = keep_in(10 * YEAR))]
     pub expired_keep: Keep,
 
     /// (host, service) keys the index may hold. Past it, a message (or POST) that would add keys
@@ -65,50 +69,51 @@ pub struct Config {
     #[arg(
         long,
         env = "STATECAST_HISTORY_MAX_CHANGES",
-        default_value_t = 1_000_000
+        default_value_t = 1_000_000,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000)
     )]
     pub history_max_changes: u64,
 
-    /// Seconds a transition is kept in history at most (default 7 days).
-    #[arg(long, env = "STATECAST_HISTORY_MAX_AGE", default_value_t = 7.0 * 24.0 * 3600.0)]
-    pub history_max_age: f64,
+    /// How long a transition is kept in history at most.
+    #[arg(long, env = "STATECAST_HISTORY_MAX_AGE", default_value = "7d", value_parser = duration_in(Duration::from_secs(1), 100 * YEAR))]
+    pub history_max_age: Duration,
 
-    /// Largest Riemann TCP frame accepted, in bytes; a larger announced length gets an error
-    /// reply and the connection is closed.
-    #[arg(long, env = "STATECAST_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
+    /// Largest Riemann TCP frame accepted; a larger announced length gets an error reply and
+    /// the connection is closed. Sizes are bytes (`16777216`) or a number with a unit (`64KiB`,
+    /// `16MiB`, `1GiB`; `KB`/`MB`/`GB` are powers of 1000).
+    #[arg(long, env = "STATECAST_MAX_FRAME_BYTES", default_value = "16MiB", value_parser = size_in(64, GIB))]
     pub max_frame_bytes: usize,
 
-    /// Largest UDP datagram accepted, in bytes (Riemann's default); larger ones are dropped and
-    /// counted.
-    #[arg(long, env = "STATECAST_MAX_DATAGRAM_BYTES", default_value_t = 16 * 1024)]
+    /// Largest UDP datagram accepted (Riemann's default); larger ones are dropped and counted.
+    #[arg(long, env = "STATECAST_MAX_DATAGRAM_BYTES", default_value = "16KiB", value_parser = size_in(512, 65_507))]
     pub max_datagram_bytes: usize,
 
-    /// Largest JSON body accepted by POST /api/event, in bytes; larger gets 413.
-    #[arg(long, env = "STATECAST_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    /// Largest JSON body accepted by POST /api/event; larger gets 413.
+    #[arg(long, env = "STATECAST_MAX_BODY_BYTES", default_value = "4MiB", value_parser = size_in(KIB, GIB))]
     pub max_body_bytes: usize,
 
     /// Concurrent Riemann TCP connections; past it new connections are closed after a log line.
-    #[arg(long, env = "STATECAST_MAX_TCP_CONNECTIONS", default_value_t = 1024)]
+    #[arg(long, env = "STATECAST_MAX_TCP_CONNECTIONS", default_value_t = 1024, value_parser = count_in(1, 1_000_000))]
     pub max_tcp_connections: usize,
 
     /// Replies a TCP connection may have outstanding before statecast stops reading from it.
-    #[arg(long, env = "STATECAST_MAX_IN_FLIGHT", default_value_t = 8192)]
+    #[arg(long, env = "STATECAST_MAX_IN_FLIGHT", default_value_t = 8192, value_parser = count_in(1, 1_000_000))]
     pub max_in_flight: usize,
 
     /// Concurrent dashboard websockets; past it upgrades get 503 with Retry-After.
-    #[arg(long, env = "STATECAST_MAX_WS_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "STATECAST_MAX_WS_CONNECTIONS", default_value_t = 10_000, value_parser = count_in(1, 1_000_000))]
     pub max_ws_connections: usize,
 
     /// Batches queued for the state engine before transports are made to wait (backpressure).
-    #[arg(long, env = "STATECAST_ENGINE_QUEUE", default_value_t = 1024)]
+    #[arg(long, env = "STATECAST_ENGINE_QUEUE", default_value_t = 1024, value_parser = count_in(1, 1_000_000))]
     pub engine_queue: usize,
 
     /// Changes buffered for the slowest dashboard before it is resynchronised with a snapshot.
-    #[arg(long, env = "STATECAST_BROADCAST_CAPACITY", default_value_t = 16 * 1024)]
+    #[arg(long, env = "STATECAST_BROADCAST_CAPACITY", default_value_t = 16 * 1024, value_parser = count_in(1, 1 << 24))]
     pub broadcast_capacity: usize,
 
     /// Bytes queued for one dashboard before it is resynchronised with a fresh snapshot.
-    #[arg(long, env = "STATECAST_WS_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "STATECAST_WS_QUEUE_BYTES", default_value = "1MiB", value_parser = size_in(4 * KIB, GIB))]
     pub ws_queue_bytes: usize,
 
     /// Resynchronisations a dashboard may need within a minute before it is closed with code
@@ -116,22 +121,18 @@ pub struct Config {
     #[arg(long, env = "STATECAST_WS_MAX_RESYNCS", default_value_t = 3)]
     pub ws_max_resyncs: u32,
 
-    /// Seconds a single websocket frame write may take before the client is dropped.
-    #[arg(
-        long = "ws-write-timeout",
-        env = "STATECAST_WS_WRITE_TIMEOUT",
-        default_value_t = 10
-    )]
-    pub ws_write_timeout_secs: u64,
+    /// How long a single websocket frame write may take before the client is dropped.
+    #[arg(long, env = "STATECAST_WS_WRITE_TIMEOUT", default_value = "10s", value_parser = duration_in(Duration::from_millis(10), HOUR))]
+    pub ws_write_timeout: Duration,
 
-    /// Seconds between websocket pings; a dashboard that does not answer within
+    /// Time between websocket pings; a dashboard that does not answer within
     /// `--ws-pong-timeout` is closed (finds dead peers, e.g. a laptop that went to sleep).
-    #[arg(long, env = "STATECAST_WS_PING", default_value_t = 25.0)]
-    pub ws_ping: f64,
+    #[arg(long, env = "STATECAST_WS_PING", default_value = "25s", value_parser = duration_in(Duration::from_millis(50), DAY))]
+    pub ws_ping: Duration,
 
-    /// Seconds a dashboard has to answer a ping.
-    #[arg(long, env = "STATECAST_WS_PONG_TIMEOUT", default_value_t = 10.0)]
-    pub ws_pong_timeout: f64,
+    /// How long a dashboard has to answer a ping.
+    #[arg(long, env = "STATECAST_WS_PONG_TIMEOUT", default_value = "10s", value_parser = duration_in(Duration::from_millis(50), HOUR))]
+    pub ws_pong_timeout: Duration,
 
     /// Regex (matched in full) of browser origins allowed to open websockets; `{{host}}` stands
     /// for the request's Host. Default: same origin only.
@@ -147,29 +148,20 @@ pub struct Config {
     #[arg(long, env = "STATECAST_DASHBOARD_TOKEN", hide_env_values = true)]
     pub dashboard_token: Option<String>,
 
-    /// Seconds between `stats` messages to dashboards.
-    #[arg(
-        long = "stats-interval",
-        env = "STATECAST_STATS_INTERVAL",
-        default_value_t = 2.0
-    )]
-    pub stats_interval_secs: f64,
+    /// Time between `stats` messages to dashboards.
+    #[arg(long, env = "STATECAST_STATS_INTERVAL", default_value = "2s", value_parser = duration_in(Duration::from_millis(50), HOUR))]
+    pub stats_interval: Duration,
 }
 
 /// How long something is kept, or `None` for forever.
-pub type Keep = Option<std::time::Duration>;
+pub type Keep = Option<Duration>;
 
-fn parse_keep(s: &str) -> Result<Keep, String> {
-    if s.eq_ignore_ascii_case("forever") {
-        return Ok(None);
-    }
-    match s.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 => std::time::Duration::try_from_secs_f64(secs)
-            .map(Some)
-            .map_err(|e| format!("{s:?}: {e}")),
-        _ => Err(format!(
-            "{s:?} is not a number of seconds (0 or more) or `forever`"
-        )),
+/// A whole number within `min..=max`, for counts whose zero (or huge values) would make no
+/// sense: a queue of zero cannot hold anything, and some of them size allocations at startup.
+fn count_in(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s| match s.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number from {min} to {max}")),
     }
 }
 
@@ -183,17 +175,4 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     s.parse()
         .map(Some)
         .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:5555 (or `off`)"))
-}
-
-impl Config {
-    /// Defaults with every listener on an ephemeral loopback port: what tests and benchmarks use.
-    pub fn ephemeral() -> Self {
-        let mut c = Config::parse_from(["statecast"]);
-        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-        c.tcp = Some(any);
-        c.udp = Some(any);
-        c.http = any;
-        c.data_dir = "off".into();
-        c
-    }
 }

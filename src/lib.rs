@@ -15,4 +15,5 @@ pub mod proto;
 pub mod query;
 pub mod server;
 pub mod store;
+pub mod units;
 pub mod web;

@@ -109,13 +109,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (engine, engine_task) = engine::spawn(
         EngineConfig {
             init_state: config.init_state.clone(),
-            default_ttl_secs: config.default_ttl,
-            reap_interval: Duration::from_secs_f64(config.reap_interval.max(0.01)),
+            default_ttl_secs: config.default_ttl.as_secs_f64(),
+            reap_interval: config.reap_interval,
             expired_keep: config.expired_keep,
             max_keys: usize::try_from(config.max_keys).unwrap_or(usize::MAX),
             retention: Retention {
-                max_changes: config.history_max_changes.max(1),
-                max_age_micros: (config.history_max_age.max(1.0) * 1e6).min(i64::MAX as f64) as i64,
+                max_changes: config.history_max_changes,
+                max_age_micros: i64::try_from(config.history_max_age.as_micros())
+                    .unwrap_or(i64::MAX),
             },
             queue_capacity: config.engine_queue,
             broadcast_capacity: config.broadcast_capacity,
@@ -154,7 +155,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     tasks.spawn(web::stats_ticker(
         Arc::clone(&counters),
-        Duration::from_secs_f64(config.stats_interval_secs.max(0.05)),
+        config.stats_interval,
         stats_tx,
         shutdown.clone(),
     ));
@@ -168,9 +169,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ws: web::ws::WsConfig {
             queue_bytes: config.ws_queue_bytes,
             max_resyncs: config.ws_max_resyncs,
-            write_timeout: Duration::from_secs(config.ws_write_timeout_secs.max(1)),
-            ping_interval: Duration::from_secs_f64(config.ws_ping.max(0.05)),
-            pong_timeout: Duration::from_secs_f64(config.ws_pong_timeout.max(0.05)),
+            write_timeout: config.ws_write_timeout,
+            ping_interval: config.ws_ping,
+            pong_timeout: config.ws_pong_timeout,
         },
         access: Arc::new(web::access::AccessConfig {
             allowed_origin: config.allowed_origin.clone(),

@@ -69,6 +69,69 @@ fn an_unknown_flag_exits_1_with_one_line_on_stderr() {
     assert!(lines[0].contains("--no-such-flag"), "{lines:?}");
 }
 
+/// Values the server cannot use: each must be one line naming the flag's value and exit 1, never
+/// a panic (exit 101) or a server that starts and misbehaves (a negative TTL made every event flap).
+#[test]
+fn out_of_range_durations_and_sizes_exit_1_with_one_line() {
+    let cases: &[(&str, &str)] = &[
+        ("--ws-ping", "inf"),
+        ("--reap-interval", "inf"),
+        ("--ws-pong-timeout", "1e30"),
+        ("--default-ttl", "-1"),
+        ("--default-ttl", "nan"),
+        ("--default-ttl", "0"),
+        ("--expired-keep", "1e30"),
+        ("--history-max-age", "0"),
+        ("--stats-interval", "0"),
+        ("--ws-write-timeout", "-5"),
+        ("--max-frame-bytes", "0"),
+        ("--max-body-bytes", "5GiB"),
+        ("--ws-queue-bytes", "12 furlongs"),
+        ("--engine-queue", "0"),
+        ("--broadcast-capacity", "0"),
+        ("--max-datagram-bytes", "70000"),
+    ];
+    for (flag, value) in cases {
+        let output = run_statecast(&[&format!("{flag}={value}")]);
+        let lines = stderr_lines(&output);
+        assert_eq!(output.status.code(), Some(1), "{flag} {value}: {lines:#?}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "{flag} {value}: exactly one line: {lines:#?}"
+        );
+        assert!(
+            lines[0].contains(flag) && lines[0].contains(value),
+            "{flag} {value}: names the flag and the value: {lines:?}"
+        );
+        assert!(!lines[0].contains("panicked"), "{lines:?}");
+    }
+}
+
+/// Human units are accepted wherever a duration or size is: the server starts (and is stopped).
+#[tokio::test]
+async fn durations_and_sizes_take_human_units() {
+    let server = start_server(&[
+        "--default-ttl",
+        "2m",
+        "--reap-interval",
+        "500ms",
+        "--history-max-age",
+        "7d",
+        "--max-frame-bytes",
+        "1MiB",
+        "--ws-queue-bytes",
+        "256KiB",
+        "--expired-keep",
+        "forever",
+    ]);
+    let status = riemann_client_send(&server, &["-h", "web1", "-S", "cpu", "-s", "critical"]).await;
+    assert!(status.success(), "riemann-client send: {status}");
+    let state = http_request(server.http, "GET", "/api/state", &[], b"").await;
+    assert_eq!(state.status, 200, "{}", state.body);
+    assert_eq!(state.json()[0]["host"], "web1", "{}", state.body);
+}
+
 fn assert_port_in_use_is_one_line_and_exit_1(flag: &str, busy: &str) {
     // The busy address for `flag`, ephemeral ports for the others.
     let args: Vec<&str> = ["--tcp", "--udp", "--http"]
