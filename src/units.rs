@@ -158,7 +158,7 @@ pub fn show_duration(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1000),
     ] {
-        if ms >= per && ms % per == 0 {
+        if ms >= per && ms.is_multiple_of(per) {
             return format!("{}{unit}", ms / per);
         }
     }
@@ -168,7 +168,7 @@ pub fn show_duration(d: Duration) -> String {
 /// The largest binary unit that shows `n` exactly (`512`, `4KiB`, `16MiB`).
 pub fn show_size(n: usize) -> String {
     for (unit, per) in [("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-        if n >= per && n % per == 0 {
+        if n >= per && n.is_multiple_of(per) {
             return format!("{}{unit}", n / per);
         }
     }
