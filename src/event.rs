@@ -75,6 +75,33 @@ impl Event {
         }
     }
 
+    /// Folds attributes named like a standard field into the event, as Riemann's codec does
+    /// (it merges a decoded event's attributes into the event map): an attribute `description`,
+    /// `state`, `host` or `service` sets that field, the last one winning. collectd's
+    /// notifications, for one, carry their text only in the attribute `description`.
+    /// Attributes named `metric`, `tags`, `time` or `ttl` are dropped: their string values have
+    /// no place in those typed fields, and as top-level JSON keys they would hide the real ones.
+    pub fn merge_standard_attributes(&mut self) {
+        if !self
+            .attributes
+            .iter()
+            .any(|(k, _)| STANDARD_FIELDS.contains(&k.as_str()))
+        {
+            return;
+        }
+        let attributes = std::mem::take(&mut self.attributes);
+        for (key, value) in attributes {
+            match key.as_str() {
+                "host" => self.host = Some(value),
+                "service" => self.service = Some(value),
+                "state" => self.state = Some(value).filter(|s| !s.is_empty()),
+                "description" => self.description = Some(value),
+                "metric" | "tags" | "time" | "ttl" => {}
+                _ => self.attributes.push((key, value)),
+            }
+        }
+    }
+
     /// The custom attribute `name`, if present (the last one wins when a client sent duplicates).
     pub fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes
@@ -191,6 +218,37 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(e.to_json_value()["metric"].to_string(), "42");
+    }
+
+    #[test]
+    fn attributes_named_like_fields_are_merged_as_riemann_does() {
+        let mut e = Event {
+            host: Some("web1".into()),
+            description: None,
+            state: Some("ok".into()),
+            attributes: vec![
+                ("org".into(), "Production".into()),
+                ("description".into(), "disk full".into()),
+                ("state".into(), "critical".into()),
+                ("metric".into(), "12".into()),
+                ("tags".into(), "x".into()),
+                ("time".into(), "now".into()),
+                ("ttl".into(), "60".into()),
+                ("host".into(), "web2".into()),
+                ("host".into(), "web3".into()),
+            ],
+            ..Event::default()
+        };
+        e.merge_standard_attributes();
+        assert_eq!(e.description.as_deref(), Some("disk full"));
+        assert_eq!(e.state.as_deref(), Some("critical"));
+        assert_eq!(e.host.as_deref(), Some("web3"), "the last one wins");
+        assert_eq!(e.metric, None);
+        assert!(e.tags.is_empty());
+        assert_eq!(e.attributes, vec![("org".into(), "Production".into())]);
+        let json = e.to_json_value();
+        assert_eq!(json["description"], "disk full");
+        assert_eq!(json["org"], "Production");
     }
 
     #[test]

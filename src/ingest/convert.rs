@@ -1,7 +1,8 @@
 //! Conversion between Riemann's protobuf `Event` and the server's one [`Event`] type.
 //!
 //! The decoding rules are Riemann's own: metric is `metric_sint64`, else `metric_d`, else
-//! `metric_f`; time is `time_micros` if set, else `time` (seconds), else the time of arrival.
+//! `metric_f`; time is `time_micros` if set, else `time` (seconds), else the time of arrival;
+//! attributes named like a standard field are merged into it ([`Event::merge_standard_attributes`]).
 //! Encoding back (for query replies) follows Riemann too: `metric_f` always, plus `metric_sint64`
 //! for integer metrics or `metric_d` otherwise, and both `time` and `time_micros`.
 
@@ -34,7 +35,7 @@ pub fn from_proto(e: proto::Event, now_micros: i64) -> Event {
         (None, Some(s)) => s.saturating_mul(1_000_000),
         (None, None) => now_micros,
     };
-    Event {
+    let mut event = Event {
         host: e.host,
         service: e.service,
         state: state_or_none(e.state),
@@ -48,7 +49,9 @@ pub fn from_proto(e: proto::Event, now_micros: i64) -> Event {
             .into_iter()
             .map(|a| (a.key, a.value.unwrap_or_default()))
             .collect(),
-    }
+    };
+    event.merge_standard_attributes();
+    event
 }
 
 /// Encodes an event the way Riemann answers a query.
