@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod ingest;
+pub mod invariants;
 pub mod metrics;
 pub mod proto;
 pub mod query;

@@ -1,0 +1,219 @@
+//! Invariants of everything that reads untrusted input, as functions of arbitrary bytes.
+//!
+//! Each function panics when an invariant is broken and returns quietly otherwise. The fuzz
+//! targets under `fuzz/` (cargo-fuzz, coverage-guided) and the proptests in `tests/inputs.rs`
+//! (the normal suite) call the same functions, so what the fuzzer checks is also checked on
+//! every `cargo test`, only with fewer and blinder inputs.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use prost::Message as _;
+
+use crate::engine::state::Engine;
+use crate::event::Event;
+use crate::ingest::{convert, frame, json};
+use crate::proto::Msg;
+use crate::query::Query;
+
+/// Splits `data` into pieces whose lengths come from the data itself, so a fuzzer can steer
+/// where reads end.
+fn pieces(data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let len = (usize::from(rest[0]) % 64 + 1).min(rest.len());
+        let (piece, tail) = rest.split_at(len);
+        out.push(piece);
+        rest = tail;
+    }
+    out
+}
+
+/// Frames come out the same whether the stream arrives at once or in arbitrary reads; an
+/// oversize announced length is an error before its body arrives; every decodable `Msg`
+/// converts to events without panicking, and re-framed it decodes to the same bytes.
+pub fn frame_stream(data: &[u8]) {
+    let Some((&limit_byte, stream)) = data.split_first() else {
+        return;
+    };
+    let decoder = frame::FrameDecoder::new(usize::from(limit_byte) * 64 + 16);
+
+    let whole = decode_all(&decoder, &[stream]);
+    let split = decode_all(&decoder, &pieces(stream));
+    assert_eq!(whole, split, "framing depends on how the bytes were read");
+
+    for body in whole.0 {
+        let Ok(msg) = Msg::decode(body.as_slice()) else {
+            continue;
+        };
+        for event in msg.events.iter().cloned() {
+            let _ = convert::from_proto(event, 0);
+        }
+        let mut framed = BytesMut::new();
+        frame::encode(&msg, &mut framed);
+        let again = decoder.decode(&mut framed);
+        if let Ok(Some(bytes)) = again {
+            assert_eq!(
+                Msg::decode(bytes).ok().as_ref(),
+                Some(&msg),
+                "re-framed Msg decodes differently"
+            );
+        }
+    }
+}
+
+/// The frame bodies (and whether the stream ended in an error) from feeding `reads` in order.
+fn decode_all(decoder: &frame::FrameDecoder, reads: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
+    let mut buf = BytesMut::new();
+    let mut bodies = Vec::new();
+    for read in reads {
+        buf.extend_from_slice(read);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(body)) => bodies.push(body.to_vec()),
+                Ok(None) => break,
+                Err(_) => return (bodies, true),
+            }
+        }
+    }
+    (bodies, false)
+}
+
+/// Any body either parses or is refused with an error (never a panic), and what parses is
+/// stable once written out in Riemann's JSON form: parse(json(e)) written again is the same.
+pub fn json_body(data: &[u8]) {
+    let Ok(events) = json::parse_events(data, 1_700_000_000_000_000) else {
+        return;
+    };
+    let once = render(&events);
+    let reparsed = json::parse_events(once.as_bytes(), 0)
+        .unwrap_or_else(|e| panic!("our own JSON form does not parse back: {e}: {once}"));
+    assert_eq!(render(&reparsed), once, "JSON form is not stable");
+}
+
+fn render(events: &[Event]) -> String {
+    let values: Vec<_> = events.iter().map(Event::to_json_value).collect();
+    serde_json::Value::Array(values).to_string()
+}
+
+/// Any text either parses or gets a parse error; a parsed query prints to text that parses
+/// back to the same query, and evaluating it on assorted events never panics.
+pub fn query_text(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(query) = Query::parse(&text) else {
+        return;
+    };
+    let printed = query.to_string();
+    assert_eq!(
+        Query::parse(&printed).as_ref(),
+        Ok(&query),
+        "printed form {printed:?} does not parse back"
+    );
+    for event in sample_events() {
+        let _ = query.matches(&event);
+    }
+}
+
+fn sample_events() -> Vec<Event> {
+    vec![
+        Event::default(),
+        Event {
+            host: Some("web1".into()),
+            service: Some("cpu".into()),
+            state: Some("critical".into()),
+            description: Some("load 12".into()),
+            metric: Some(crate::event::Metric::Float(0.97)),
+            tags: vec!["prod".into()],
+            time_micros: 1_700_000_000_000_000,
+            ttl: Some(60.0),
+            attributes: vec![("org".into(), "Production".into())],
+        },
+        Event {
+            metric: Some(crate::event::Metric::Int(i64::MIN)),
+            ttl: Some(f32::NAN),
+            ..Event::default()
+        },
+    ]
+}
+
+const HOSTS: [&str; 3] = ["a", "b", "c"];
+const SERVICES: [&str; 2] = ["x", "y"];
+const STATES: [Option<&str>; 4] = [None, Some("ok"), Some("warning"), Some("critical")];
+
+/// Drives the engine with batches and clock ticks taken from the bytes. Checks: `seq`s are
+/// consecutive from 1; a change always moves a key to a different state (or removes it); the
+/// snapshot holds each key once, at the engine's `seq`; and, while no tick has expired
+/// anything, each key's state is what a plain map of "last state seen, from `ok`" says.
+pub fn engine_ops(data: &[u8]) {
+    let mut engine = Engine::new("ok", 10.0);
+    engine.set_expired_keep(Some(std::time::Duration::from_secs(5)));
+    let mut model: HashMap<(String, String), String> = HashMap::new();
+    let mut expired_any = false;
+    let mut now = 1_700_000_000_000_000i64;
+    let mut next_seq = 1;
+    let mut changes = Vec::new();
+    let mut ops = data.chunks(4);
+    while let Some(op) = ops.next() {
+        let [kind, a, b, c] = [0, 1, 2, 3].map(|i| op.get(i).copied().unwrap_or(0));
+        changes.clear();
+        if kind % 4 == 3 {
+            now += i64::from(a) * 250_000;
+            if engine.expire(now, &mut changes) > 0 {
+                expired_any = true;
+            }
+        } else {
+            let batch: Vec<Event> = (0..=(kind % 4))
+                .map(|i| {
+                    let pick = usize::from(a.wrapping_add(b.wrapping_mul(i)));
+                    Event {
+                        host: Some(HOSTS[pick % HOSTS.len()].into()),
+                        service: Some(SERVICES[(pick / 3) % SERVICES.len()].into()),
+                        state: STATES[usize::from(c.wrapping_add(i)) % STATES.len()]
+                            .map(str::to_owned),
+                        time_micros: now,
+                        ..Event::default()
+                    }
+                })
+                .collect();
+            for event in &batch {
+                if let (Some(h), Some(s), Some(state)) = (&event.host, &event.service, &event.state)
+                {
+                    model.insert((h.clone(), s.clone()), state.clone());
+                }
+            }
+            engine
+                .apply(batch, &mut changes, None)
+                .expect("no key limit is set");
+        }
+        for change in &changes {
+            assert_eq!(change.seq, next_seq, "seqs are consecutive");
+            next_seq += 1;
+            assert!(
+                change.removed || change.event.state.as_deref() != Some(&change.previous_state),
+                "a change that changes nothing: {change:?}"
+            );
+        }
+        let snapshot = engine.snapshot();
+        assert_eq!(snapshot.seq, engine.seq());
+        assert_eq!(snapshot.seq, next_seq - 1);
+        let mut keys: Vec<_> = snapshot
+            .events
+            .iter()
+            .map(|e| (e.host.clone(), e.service.clone()))
+            .collect();
+        let len = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), len, "a key twice in the snapshot");
+        if !expired_any {
+            for event in &snapshot.events {
+                let key = (
+                    event.host.clone().unwrap_or_default(),
+                    event.service.clone().unwrap_or_default(),
+                );
+                assert_eq!(event.state.as_ref(), model.get(&key), "state of {key:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The fuzz targets' invariants (`statecast::invariants`, run coverage-guided by `fuzz/run.sh`)
+//! on every `cargo test`, with proptest's inputs: blinder than the fuzzer, but always run.
+
+use proptest::prelude::*;
+use statecast::invariants;
+
+/// Bytes that look a little like each input, so proptest gets past the first check more often
+/// than with uniform noise.
+fn json_like() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..256),
+        "[{}\\[\\]\":,a-z0-9 .eE+-]{0,120}".prop_map(String::into_bytes),
+        (
+            "[a-z]{0,6}",
+            prop::option::of("[a-z]{0,8}"),
+            prop::option::of(-1e9f64..1e9),
+            prop::option::of("20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9]Z")
+        )
+            .prop_map(|(host, state, metric, time)| {
+                let mut event = serde_json::json!({ "host": host, "custom": "x" });
+                if let Some(state) = state {
+                    event["state"] = state.into();
+                }
+                if let Some(metric) = metric {
+                    event["metric"] = metric.into();
+                }
+                if let Some(time) = time {
+                    event["time"] = time.into();
+                }
+                serde_json::to_vec(&event).unwrap_or_default()
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn frame_stream(data in prop::collection::vec(any::<u8>(), 0..2048)) {
+        invariants::frame_stream(&data);
+    }
+
+    #[test]
+    fn json_body(data in json_like()) {
+        invariants::json_body(&data);
+    }
+
+    #[test]
+    fn query_text(text in "[a-z0-9 ()=!<>~\"\\\\.%_*+?{}|\\[\\]-]{0,60}") {
+        invariants::query_text(text.as_bytes());
+    }
+
+    #[test]
+    fn engine_ops(data in prop::collection::vec(any::<u8>(), 0..400)) {
+        invariants::engine_ops(&data);
+    }
+}
