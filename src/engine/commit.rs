@@ -245,6 +245,8 @@ impl<'a> Committing<'a> {
         publisher: &'a Publisher,
         health: Arc<StorageHealth>,
     ) -> Self {
+        // A store opened on a disk it could not write is reopened first, like a failed one.
+        let db_failed = store.opened_stale();
         Committing {
             store,
             retention,
@@ -256,8 +258,8 @@ impl<'a> Committing<'a> {
             unwritten_since: None,
             held: Vec::new(),
             held_steps: Vec::new(),
-            db_failed: false,
-            next_retry: None,
+            db_failed,
+            next_retry: db_failed.then(Instant::now),
             retry_delay: RETRY_FIRST,
             last_warned: None,
         }

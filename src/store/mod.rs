@@ -176,6 +176,8 @@ pub struct Store {
     /// Only the committer thread appends; the lock is never contended, it just lets readers share
     /// the `Store`.
     wal: Mutex<wal::Wal>,
+    /// See [`Store::opened_stale`].
+    opened_stale: bool,
 }
 
 /// The change log beside the database.
@@ -230,57 +232,34 @@ impl Store {
             }
         }
         let db = open_database(&db_path)?;
-        let txn = db.begin_write()?;
-        let (recovered, mut wal) = {
-            let mut meta = txn.open_table(META)?;
-            let epoch = match meta.get(META_EPOCH)? {
-                Some(v) => String::from_utf8_lossy(v.value()).into_owned(),
-                None => new_epoch(),
-            };
-            meta.insert(META_EPOCH, epoch.as_bytes())?;
-            let checkpointed = meta
-                .get(META_SEQ)?
-                .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(0);
-            // Changes acknowledged after the last checkpoint: only in the log.
-            let (wal, logged, report) = wal::Wal::open(&log_path, checkpointed)?;
-            let mut history = txn.open_table(HISTORY)?;
-            let mut index = txn.open_table(INDEX)?;
-            let replayed = logged.len();
-            let seq = replay(&logged, &mut history, &mut index)?.unwrap_or(checkpointed);
-            if report.skipped > 0 {
-                tracing::error!(
-                    replayed,
-                    skipped = report.skipped,
-                    bytes_ignored = report.bytes_ignored,
-                    seq,
-                    "change log: corrupt records skipped (the acknowledged changes they held are lost); the valid records after them were replayed"
-                );
-            } else if replayed > 0 {
-                tracing::info!(replayed, seq, "replayed changes from the change log");
+        let (db, recovered, wal, stale) = match recover(&db, &log_path) {
+            Ok((recovered, wal)) => (db, recovered, wal, false),
+            Err(error) => {
+                // Typically a full disk: start from what can be read, keep the log as it is
+                // (it holds what the database lacks) and write it into the database once
+                // storage works again, like after any database failure.
+                drop(db);
+                let db = open_database(&db_path)
+                    .map_err(|e| StoreError(format!("{error} (then, reopening: {e})")))?;
+                let (recovered, wal) = recover_read_only(&db, &log_path)
+                    .map_err(|e| StoreError(format!("{error} (then, reading: {e})")))?;
+                tracing::error!(%error, "cannot write the database (disk full?): started from the database and the change log as they are; they are written into the database once that works again (retried)");
+                (db, recovered, wal, true)
             }
-            if replayed > 0 {
-                meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
-            }
-            let mut events = Vec::new();
-            for row in index.iter()? {
-                let (_, value) = row?;
-                match proto::Event::decode(value.value()) {
-                    Ok(e) => events.push(convert::from_proto(e, 0)),
-                    Err(error) => tracing::warn!(%error, "skipping undecodable index entry"),
-                }
-            }
-            (Recovered { epoch, seq, events }, wal)
         };
-        txn.commit()?;
-        // Everything the log held is now durable in redb.
-        wal.clear();
         let store = Store {
             db: RwLock::new(Some(Arc::new(db))),
             db_path,
             wal: Mutex::new(wal),
+            opened_stale: stale,
         };
         Ok((store, recovered))
+    }
+
+    /// Whether the database could not be written at open: it lacks what the change log holds,
+    /// and is to be [`Store::reopen`]ed before anything else is written to it.
+    pub fn opened_stale(&self) -> bool {
+        self.opened_stale
     }
 
     /// The database, unless it is closed for a [`Store::reopen`].
@@ -491,6 +470,100 @@ impl Store {
         }
         txn.commit()?;
         Ok(removed)
+    }
+}
+
+/// Replays into the database what only the change log holds, makes it durable and reads the
+/// index back: what a start recovers. The log is started over.
+fn recover(db: &Database, log_path: &Path) -> Result<(Recovered, wal::Wal), StoreError> {
+    let txn = db.begin_write()?;
+    let (recovered, wal) = {
+        let mut meta = txn.open_table(META)?;
+        let epoch = match meta.get(META_EPOCH)? {
+            Some(v) => String::from_utf8_lossy(v.value()).into_owned(),
+            None => new_epoch(),
+        };
+        meta.insert(META_EPOCH, epoch.as_bytes())?;
+        let checkpointed = meta
+            .get(META_SEQ)?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        // Changes acknowledged after the last checkpoint: only in the log.
+        let (wal, logged, report) = wal::Wal::open(log_path, checkpointed)?;
+        let mut history = txn.open_table(HISTORY)?;
+        let mut index = txn.open_table(INDEX)?;
+        let replayed = logged.len();
+        let seq = replay(&logged, &mut history, &mut index)?.unwrap_or(checkpointed);
+        if replayed > 0 {
+            meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
+        }
+        let mut events = Vec::new();
+        for row in index.iter()? {
+            let (_, value) = row?;
+            match proto::Event::decode(value.value()) {
+                Ok(e) => events.push(convert::from_proto(e, 0)),
+                Err(error) => tracing::warn!(%error, "skipping undecodable index entry"),
+            }
+        }
+        (Recovered { epoch, seq, events }, (wal, replayed, report))
+    };
+    txn.commit()?;
+    let (mut wal, replayed, report) = wal;
+    log_replay(replayed, &report, recovered.seq);
+    // Everything the log held is now durable in redb.
+    wal.clear();
+    Ok((recovered, wal))
+}
+
+/// What a start on a database that cannot be written recovers: its index with the log's
+/// changes applied in memory. The log is kept as it is (new records go after its own).
+fn recover_read_only(db: &Database, log_path: &Path) -> Result<(Recovered, wal::Wal), StoreError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let epoch = meta
+        .get(META_EPOCH)?
+        .map(|v| String::from_utf8_lossy(v.value()).into_owned())
+        .ok_or_else(|| StoreError("the database holds no epoch yet".into()))?;
+    let checkpointed = meta
+        .get(META_SEQ)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    let (wal, logged, report) = wal::Wal::open(log_path, checkpointed)?;
+    let mut index = std::collections::HashMap::new();
+    for row in txn.open_table(INDEX)?.iter()? {
+        let (key, value) = row?;
+        match proto::Event::decode(value.value()) {
+            Ok(e) => {
+                index.insert(key.value().to_vec(), convert::from_proto(e, 0));
+            }
+            Err(error) => tracing::warn!(%error, "skipping undecodable index entry"),
+        }
+    }
+    for change in &logged {
+        let event = change.event();
+        if change.removed {
+            index.remove(&encode_key(&event));
+        } else {
+            index.insert(encode_key(&event), event);
+        }
+    }
+    let seq = logged.last().map_or(checkpointed, |change| change.seq);
+    log_replay(logged.len(), &report, seq);
+    let events = index.into_values().collect();
+    Ok((Recovered { epoch, seq, events }, wal))
+}
+
+fn log_replay(replayed: usize, report: &wal::ReadReport, seq: u64) {
+    if report.skipped > 0 {
+        tracing::error!(
+            replayed,
+            skipped = report.skipped,
+            bytes_ignored = report.bytes_ignored,
+            seq,
+            "change log: corrupt records skipped (the acknowledged changes they held are lost); the valid records after them were replayed"
+        );
+    } else if replayed > 0 {
+        tracing::info!(replayed, seq, "replayed changes from the change log");
     }
 }
 
