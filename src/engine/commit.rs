@@ -277,7 +277,11 @@ impl<'a> Committing<'a> {
                 Some(at) => {
                     let wait = at.saturating_duration_since(Instant::now());
                     if self.held.len() >= max_held {
-                        // Held enough: take nothing more until storage is back.
+                        // Held enough: take nothing more until storage is back (the engine, and
+                        // then senders, wait) — unless the engine is gone (shutdown).
+                        if rx.is_closed() {
+                            break;
+                        }
                         std::thread::sleep(wait);
                         self.retry(&rx);
                         continue;
@@ -356,8 +360,10 @@ impl<'a> Committing<'a> {
                         let _ = ack.send(refusal.clone());
                     }
                 }
-                // History readers get what is stored: nothing held is in it.
+                // History readers get what is stored (nothing held is in it) without waiting
+                // for the outage to end.
                 Output::Sync { .. } => {
+                    self.write();
                     self.publisher.deliver(output, &Ok(()));
                     continue;
                 }
@@ -676,5 +682,76 @@ mod tests {
             recovered.events[0].metric,
             Some(crate::event::Metric::Float(0.9))
         );
+    }
+
+    fn group(seq: u64, state: &str) -> (Output, oneshot::Receiver<Ack>) {
+        let (ack, answered) = oneshot::channel();
+        let output = Output::Group {
+            changes: vec![Change {
+                seq,
+                previous_state: "ok".into(),
+                event: event(state, seq as f64),
+                previous: None,
+                removed: false,
+            }],
+            acks: vec![ack],
+            seq,
+        };
+        (output, answered)
+    }
+
+    /// A failed log write: the group and the one behind it are answered with an error at once,
+    /// nothing is published while the write fails, and once a retry succeeds both are published
+    /// in order and stored.
+    #[test]
+    fn a_failed_log_write_is_held_and_retried_and_nothing_is_published_before() {
+        let dir = std::env::temp_dir().join(format!(
+            "statecast-commit-held-{}-{}",
+            std::process::id(),
+            now_micros()
+        ));
+        let (store, _) = Store::open(&dir).unwrap();
+        let (changes_tx, mut published) = tokio::sync::broadcast::channel(16);
+        let publisher = Publisher {
+            changes_tx,
+            counters: Arc::new(Counters::default()),
+        };
+        let retention = Retention {
+            max_changes: 1_000,
+            max_age_micros: i64::MAX,
+        };
+        let health = Arc::new(StorageHealth::default());
+        let mut committing = Committing::new(&store, retention, &publisher, Arc::clone(&health));
+        let (_tx, rx) = mpsc::channel(1);
+        store.fail_next_logs(2);
+
+        let (first, mut first_ack) = group(1, "critical");
+        committing.cycle(&mut vec![first], &rx);
+        let refused = first_ack.try_recv().unwrap().unwrap_err();
+        assert!(refused.to_string().contains("will retry"), "{refused}");
+        assert!(health.failure().is_some(), "the engine is told");
+        // A group the engine applied before it heard: held behind the first.
+        let (second, mut second_ack) = group(2, "ok");
+        committing.cycle(&mut vec![second], &rx);
+        assert!(second_ack.try_recv().unwrap().is_err());
+        committing.retry(&rx); // fails again
+        assert!(health.failure().is_some());
+        assert!(published.try_recv().is_err(), "nothing published yet");
+
+        committing.retry(&rx);
+        assert!(health.failure().is_none(), "recovered");
+        let seqs: Vec<u64> = std::iter::from_fn(|| published.try_recv().ok())
+            .map(|p| p.change.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2], "published in order once durable");
+        let stored: Vec<u64> = store
+            .history(0, 10, |_| true)
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(stored, vec![1, 2]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -178,6 +178,8 @@ pub struct Store {
     wal: Mutex<wal::Wal>,
     /// See [`Store::opened_stale`].
     opened_stale: bool,
+    /// Log writes to fail on purpose (tests of what the committer does then).
+    injected_log_failures: std::sync::atomic::AtomicUsize,
 }
 
 /// The change log beside the database.
@@ -252,6 +254,7 @@ impl Store {
             db_path,
             wal: Mutex::new(wal),
             opened_stale: stale,
+            injected_log_failures: Default::default(),
         };
         Ok((store, recovered))
     }
@@ -330,8 +333,22 @@ impl Store {
         self.write(&[WriteStep::Changes(encoded), updates], seq)
     }
 
+    /// Makes the next `count` [`Store::log`] calls fail, as a full disk would.
+    #[cfg(test)]
+    pub fn fail_next_logs(&self, count: usize) {
+        self.injected_log_failures
+            .store(count, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Appends the changes to the change log, in one write: they are durable when this returns.
     pub fn log<'a>(&self, parts: impl IntoIterator<Item = &'a Encoded>) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.injected_log_failures.load(Ordering::Relaxed) > 0 {
+            self.injected_log_failures.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError(
+                "injected failure: no space left on device".into(),
+            ));
+        }
         self.wal
             .lock()
             .map_err(|_| StoreError("change log lock poisoned".into()))?
