@@ -219,23 +219,29 @@ impl Store {
         let db_path = dir.join(DB_FILE);
         let log_path = dir.join(WAL_FILE);
         let db_is_new = std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0);
-        if db_is_new {
-            let earlier_data = wal::Wal::holds_any_record(&log_path)
+        // Evidence of an earlier run beside a new database.
+        let earlier_log = db_is_new
+            && wal::Wal::holds_any_record(&log_path)
                 .map_err(|e| StoreError(format!("{}: {e}", log_path.display())))?;
-            if earlier_data && !allow_fresh {
-                return Err(StoreError(format!(
-                    "{} is missing or empty but {} holds changes of an earlier run: starting would begin a new, empty history and index. Restore the database file, or pass --allow-fresh-database to start anew (replaying what the log still holds)",
-                    db_path.display(),
-                    log_path.display()
-                )));
-            }
-            if earlier_data {
-                tracing::warn!(db = %db_path.display(), "--allow-fresh-database: starting a new database beside an earlier change log; replaying what the log holds");
-            }
+        if earlier_log && !allow_fresh {
+            return Err(StoreError(format!(
+                "{} is missing or empty but {} holds changes of an earlier run: starting would begin a new, empty history and index. Restore the database file, or pass --allow-fresh-database to start anew (replaying what the log still holds)",
+                db_path.display(),
+                log_path.display()
+            )));
+        }
+        if earlier_log {
+            tracing::warn!(db = %db_path.display(), "--allow-fresh-database: starting a new database beside an earlier change log; replaying what the log holds");
         }
         let db = open_database(&db_path)?;
         let (db, recovered, wal, stale) = match recover(&db, &log_path) {
-            Ok((recovered, wal)) => (db, recovered, wal, false),
+            Ok((recovered, mut wal)) => {
+                if earlier_log {
+                    // Replayed and durable: the old records must not outlive their numbering.
+                    wal.erase()?;
+                }
+                (db, recovered, wal, false)
+            }
             Err(error) => {
                 // Typically a full disk: start from what can be read, keep the log as it is
                 // (it holds what the database lacks) and write it into the database once
@@ -913,7 +919,13 @@ mod tests {
         assert_eq!(std::fs::metadata(dir.join(DB_FILE)).unwrap().len(), 0);
         let (store, rec) = Store::open_allowing_fresh(&dir, true).unwrap();
         assert_eq!((rec.seq, rec.events.len()), (1, 1), "the log is replayed");
+        assert!(
+            !wal::Wal::holds_any_record(&dir.join(WAL_FILE)).unwrap(),
+            "the old log is erased once replayed"
+        );
         drop(store);
+        let (_, again) = Store::open(&dir).unwrap();
+        assert_eq!(again.seq, 1, "a plain restart now works");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -256,6 +256,19 @@ impl Wal {
         Ok(())
     }
 
+    /// Empties the file itself, not just the position ([`Wal::clear`]): for a new database beside
+    /// an old log, whose records (with `seq`s the new numbering will pass again) must not be
+    /// read as current after the next crash.
+    pub fn erase(&mut self) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError(format!("{}: {e}", self.path.display()));
+        // A descriptor through the page cache: the zeros need no alignment.
+        let file = open_for_writing(&self.path, false).map_err(io)?;
+        file.set_len(0).and_then(|()| file.sync_all()).map_err(io)?;
+        preallocate(&file, &self.path);
+        self.clear();
+        Ok(())
+    }
+
     /// Bytes of records since the last [`Wal::clear`].
     pub fn len(&self) -> u64 {
         self.len
