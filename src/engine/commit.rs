@@ -269,6 +269,11 @@ impl<'a> Committing<'a> {
         let runtime = tokio::runtime::Handle::current();
         let mut pending = Vec::with_capacity(OUTPUTS_PER_COMMIT);
         loop {
+            // Due retries first: a steady stream of outputs must not put them off.
+            if self.next_retry.is_some_and(|at| Instant::now() >= at) {
+                self.retry(&rx);
+                continue;
+            }
             let first = match self.next_retry {
                 None => match rx.blocking_recv() {
                     Some(output) => output,
