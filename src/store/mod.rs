@@ -588,6 +588,13 @@ fn log_replay(replayed: usize, report: &wal::ReadReport, seq: u64) {
     } else if replayed > 0 {
         tracing::info!(replayed, seq, "replayed changes from the change log");
     }
+    if report.damaged_tail {
+        tracing::warn!(
+            replayed,
+            seq,
+            "change log: it ends with a whole record whose checksum fails: a write cut short by a crash (never acknowledged), or damage to the last acknowledged change (then lost)"
+        );
+    }
 }
 
 /// Writes logged changes into history and the index: the `seq` of the last, if any.

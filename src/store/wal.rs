@@ -327,6 +327,10 @@ pub struct ReadReport {
     pub bytes_ignored: u64,
     /// Where the last valid record ends: the end of the log.
     pub end: u64,
+    /// The log ends with a whole record (its length fits, its payload starts like one) whose
+    /// checksum fails: a write cut short by a crash (never acknowledged) looks like that, but so
+    /// does damage to the last acknowledged record. Nothing tells the two apart; it is said.
+    pub damaged_tail: bool,
 }
 
 /// The valid record at `at` with a `seq` above `after_seq`, and the bytes it spans; `None` for
@@ -373,7 +377,23 @@ fn parse_records(bytes: &[u8], floor: u64) -> (Vec<StoredChange>, ReadReport) {
             }
         }
     }
+    if let Some(since) = bad_since {
+        report.damaged_tail = looks_like_a_record(bytes, since);
+    }
     (records, report)
+}
+
+/// Whether `at` holds a record header whose length fits and whose payload starts like a record,
+/// whatever its checksum says.
+fn looks_like_a_record(bytes: &[u8], at: usize) -> bool {
+    let Some(header) = bytes.get(at..at + HEADER_BYTES) else {
+        return false;
+    };
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    len > 0
+        && bytes
+            .get(at + HEADER_BYTES..at + HEADER_BYTES + len)
+            .is_some_and(|payload| payload[0] == 0x08)
 }
 
 #[cfg(test)]
@@ -502,6 +522,7 @@ mod tests {
         let (wal, records, report) = Wal::open(&path, 0).unwrap();
         assert_eq!((seqs(&records), wal.len()), (vec![1, 2], good));
         assert_eq!(report.skipped, 0, "a torn tail is no corruption");
+        assert!(!report.damaged_tail, "an incomplete record is quietly torn");
         drop(wal);
 
         // A flipped bit in the second record's payload: only the first survives.
@@ -509,7 +530,12 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
         std::fs::write(&path, &flipped).unwrap();
-        assert_eq!(seqs(&Wal::open(&path, 0).unwrap().1), vec![1]);
+        let (_, records, report) = Wal::open(&path, 0).unwrap();
+        assert_eq!(seqs(&records), vec![1]);
+        assert!(
+            report.damaged_tail,
+            "a whole last record with a bad checksum is said"
+        );
 
         // A length field announcing 4 GiB: stops, allocates nothing of that size.
         let mut huge = bytes.clone();
