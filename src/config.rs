@@ -151,6 +151,15 @@ pub struct Config {
     /// Time between `stats` messages to dashboards.
     #[arg(long, env = "STATECAST_STATS_INTERVAL", default_value = "2s", value_parser = duration_in(Duration::from_millis(50), HOUR))]
     pub stats_interval: Duration,
+
+    /// Start even though `statecast.redb` is missing or empty while `changes.log` beside it holds
+    /// changes of an earlier run. Without it such a start is refused (exit 1): the database was
+    /// lost or damaged (a bad copy or restore), and starting would silently begin an empty
+    /// history. With it, a new database (and a new epoch: dashboards reset) is created and the
+    /// changes the log still holds (those since the last checkpoint) are replayed into it;
+    /// everything else is gone.
+    #[arg(long, env = "STATECAST_ALLOW_FRESH_DATABASE")]
+    pub allow_fresh_database: bool,
 }
 
 /// How long something is kept, or `None` for forever.

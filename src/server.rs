@@ -220,10 +220,13 @@ fn open_store(config: &Config) -> Result<(Opened, String), StartError> {
         return Ok((None, crate::store::new_epoch()));
     }
     let dir = std::path::Path::new(&config.data_dir);
-    let (store, recovered) = Store::open(dir).map_err(|source| StartError::Store {
-        dir: config.data_dir.clone(),
-        source,
-    })?;
+    let (store, recovered) =
+        Store::open_allowing_fresh(dir, config.allow_fresh_database).map_err(|source| {
+            StartError::Store {
+                dir: config.data_dir.clone(),
+                source,
+            }
+        })?;
     tracing::info!(dir = %dir.display(), "data directory");
     let epoch = recovered.epoch.clone();
     Ok((Some((Arc::new(store), recovered)), epoch))

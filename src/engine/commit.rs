@@ -17,7 +17,9 @@
 //!
 //! Without a store there is nothing to wait for and the engine delivers each output inline.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,7 +28,7 @@ use crate::broadcast::{Published, Sender};
 use crate::engine::state::{Change, Snapshot};
 use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
-use crate::store::{Encoded, Retention, Store, WriteStep};
+use crate::store::{Encoded, Retention, Store, StoreError, WriteStep};
 
 /// Outputs the committer takes into one log write at most: bounds a write's size and the time
 /// the first of them waits for the last.
@@ -111,10 +113,45 @@ impl Publisher {
     }
 }
 
+/// Whether storage is failing: set by the committer when a log write fails, cleared once a retry
+/// of it succeeded; read by the engine, which refuses new batches meanwhile.
+///
+/// Why the engine must know: it applies a batch before the committer makes its changes durable.
+/// If it went on applying while the log cannot be written, in-memory state (and every `seq` it
+/// hands out) would run ahead of what is stored, with nothing to publish it against. Refusing
+/// before applying keeps what is held back to the few groups already in flight.
+#[derive(Default)]
+pub(super) struct StorageHealth {
+    failing: AtomicBool,
+    error: Mutex<String>,
+}
+
+impl StorageHealth {
+    /// The storage error, while storage is failing.
+    pub(super) fn failure(&self) -> Option<String> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.error.lock().map(|e| e.clone()).unwrap_or_default())
+    }
+
+    fn fail(&self, error: String) {
+        if let Ok(mut slot) = self.error.lock() {
+            *slot = error;
+        }
+        self.failing.store(true, Ordering::Release);
+    }
+
+    fn recovered(&self) {
+        self.failing.store(false, Ordering::Release);
+    }
+}
+
 /// The engine's side of the committer.
 pub(super) struct Committer {
     tx: mpsc::Sender<Output>,
     thread: tokio::task::JoinHandle<()>,
+    pub(super) health: Arc<StorageHealth>,
 }
 
 impl Committer {
@@ -127,9 +164,14 @@ impl Committer {
         capacity: usize,
     ) -> Committer {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let health = Arc::new(StorageHealth::default());
+        let shared = Arc::clone(&health);
         // A blocking thread: the log write waits for the disk (O_DSYNC), and redb is synchronous.
-        let thread = tokio::task::spawn_blocking(move || run(&store, retention, &publisher, rx));
-        Committer { tx, thread }
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut committing = Committing::new(&store, retention, &publisher, shared);
+            committing.run(rx, capacity.max(1) * HELD_PER_QUEUED);
+        });
+        Committer { tx, thread, health }
     }
 
     /// Queues an output; waits while the committer is `capacity` outputs behind.
@@ -159,70 +201,192 @@ impl Committer {
 const WRITE_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 /// Changes that may wait for that write at most.
 const WRITE_BATCH: usize = 10_000;
+/// First and longest wait between retries of failing storage (doubling in between).
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// While storage fails, a warning says so this often (the first failure is an ERROR).
+const STILL_FAILING_EVERY: Duration = Duration::from_secs(10);
+/// Outputs held while storage fails, per slot of the committer's queue, before the committer
+/// stops taking more (the engine then waits, and senders with it). The engine refuses new
+/// batches while storage fails, so only reads and the groups already in flight arrive.
+const HELD_PER_QUEUED: usize = 4;
 
 /// The committer thread's state.
 struct Committing<'a> {
     store: &'a Store,
     retention: Retention,
     publisher: &'a Publisher,
+    health: Arc<StorageHealth>,
     /// Logged and published (or flushed), not yet in redb: in the engine's order.
     unwritten: Vec<WriteStep>,
     /// Changes in `unwritten`.
     unwritten_changes: usize,
     unwritten_seq: Option<u64>,
-    unwritten_since: Option<std::time::Instant>,
-    /// Set once redb refused a write: the change log then holds changes redb lacks, so it must
-    /// not be checkpointed away. A restart replays it.
-    log_pinned: bool,
+    unwritten_since: Option<Instant>,
+    /// Outputs whose log write failed, and everything after them, in order: retried, then let
+    /// out. Their senders were answered with an error at once.
+    held: Vec<Output>,
+    /// What `held` writes (its changes, encoded once, and its flushes' updates).
+    held_steps: Vec<WriteStep>,
+    /// Set once redb refused a write or a checkpoint: it is reopened before anything else is
+    /// written to it, and until then the change log (which holds every change redb lacks) is
+    /// not checkpointed away.
+    db_failed: bool,
+    /// When storage is retried next, and the wait after that.
+    next_retry: Option<Instant>,
+    retry_delay: Duration,
+    last_warned: Option<Instant>,
 }
 
-fn run(store: &Store, retention: Retention, publisher: &Publisher, mut rx: mpsc::Receiver<Output>) {
-    let mut committing = Committing {
-        store,
-        retention,
-        publisher,
-        unwritten: Vec::new(),
-        unwritten_changes: 0,
-        unwritten_seq: None,
-        unwritten_since: None,
-        log_pinned: false,
-    };
-    let mut pending = Vec::with_capacity(OUTPUTS_PER_COMMIT);
-    while let Some(first) = rx.blocking_recv() {
-        pending.push(first);
-        while pending.len() < OUTPUTS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(output) => pending.push(output),
-                Err(_) => break,
-            }
+impl<'a> Committing<'a> {
+    fn new(
+        store: &'a Store,
+        retention: Retention,
+        publisher: &'a Publisher,
+        health: Arc<StorageHealth>,
+    ) -> Self {
+        // A store opened on a disk it could not write is reopened first, like a failed one.
+        let db_failed = store.opened_stale();
+        Committing {
+            store,
+            retention,
+            publisher,
+            health,
+            unwritten: Vec::new(),
+            unwritten_changes: 0,
+            unwritten_seq: None,
+            unwritten_since: None,
+            held: Vec::new(),
+            held_steps: Vec::new(),
+            db_failed,
+            next_retry: db_failed.then(Instant::now),
+            retry_delay: RETRY_FIRST,
+            last_warned: None,
         }
-        committing.cycle(&mut pending, &rx);
     }
-    committing.write();
-    committing.checkpoint();
-}
 
-impl Committing<'_> {
+    fn run(&mut self, mut rx: mpsc::Receiver<Output>, max_held: usize) {
+        let runtime = tokio::runtime::Handle::current();
+        let mut pending = Vec::with_capacity(OUTPUTS_PER_COMMIT);
+        loop {
+            // Due retries first: a steady stream of outputs must not put them off.
+            if self.next_retry.is_some_and(|at| Instant::now() >= at) {
+                self.retry(&rx);
+                continue;
+            }
+            let first = match self.next_retry {
+                None => match rx.blocking_recv() {
+                    Some(output) => output,
+                    None => break,
+                },
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    if self.held.len() >= max_held {
+                        // Held enough: take nothing more until storage is back (the engine, and
+                        // then senders, wait) — unless the engine is gone (shutdown).
+                        if rx.is_closed() {
+                            break;
+                        }
+                        std::thread::sleep(wait);
+                        self.retry(&rx);
+                        continue;
+                    }
+                    match runtime.block_on(tokio::time::timeout(wait, rx.recv())) {
+                        Ok(Some(output)) => output,
+                        Ok(None) => break,
+                        Err(_) => {
+                            self.retry(&rx);
+                            continue;
+                        }
+                    }
+                }
+            };
+            pending.push(first);
+            while pending.len() < OUTPUTS_PER_COMMIT {
+                match rx.try_recv() {
+                    Ok(output) => pending.push(output),
+                    Err(_) => break,
+                }
+            }
+            self.cycle(&mut pending, &rx);
+        }
+        if self.next_retry.is_some() {
+            // One last try at shutdown.
+            self.retry(&rx);
+        }
+        if !self.held.is_empty() {
+            let changes: usize = self
+                .held
+                .iter()
+                .map(|output| match output {
+                    Output::Group { changes, .. } => changes.len(),
+                    _ => 0,
+                })
+                .sum();
+            tracing::error!(
+                changes,
+                "stopping with changes that storage never took (their senders were told so)"
+            );
+        }
+        self.write();
+        self.checkpoint();
+    }
+
     /// One group commit: log everything pending, let it out in order, and write redb when due.
     fn cycle(&mut self, pending: &mut Vec<Output>, rx: &mpsc::Receiver<Output>) {
-        let (seq, flushed) = summarize(pending);
         let steps = write_steps(pending, now_micros());
+        if let Some(error) = self.health.failure() {
+            // Behind held outputs: held too, in order.
+            self.hold(pending.drain(..), steps, &error);
+            return;
+        }
         // Durable first: the changes go to the log, and only then are they let out.
-        let logged = self
-            .store
-            .log(steps.iter().filter_map(|step| match step {
-                WriteStep::Changes(encoded) => Some(encoded),
-                WriteStep::Updates { .. } => None,
-            }))
-            .map_err(|error| {
-                tracing::error!(%error, "could not log changes; replying with an error");
-                EngineError::Storage(error.to_string())
-            });
+        if let Err(error) = self.store.log(changes_in(&steps)) {
+            let error = error.to_string();
+            tracing::error!(%error, "could not log changes: answering with an error, holding them and retrying; new batches are refused until a retry succeeds");
+            self.health.fail(error.clone());
+            self.last_warned = Some(Instant::now());
+            self.schedule_retry();
+            self.hold(pending.drain(..), steps, &error);
+            return;
+        }
+        self.let_out(pending, steps, rx.is_empty());
+    }
+
+    /// Keeps outputs whose changes could not be logged, answering their senders now.
+    fn hold(&mut self, outputs: impl Iterator<Item = Output>, steps: Vec<WriteStep>, error: &str) {
+        let refusal = Err(EngineError::Storage(format!(
+            "storage unavailable: {error}; will retry"
+        )));
+        for mut output in outputs {
+            match &mut output {
+                Output::Group { acks, .. } => {
+                    for ack in acks.drain(..) {
+                        let _ = ack.send(refusal.clone());
+                    }
+                }
+                // History readers get what is stored (nothing held is in it) without waiting
+                // for the outage to end.
+                Output::Sync { .. } => {
+                    self.write();
+                    self.publisher.deliver(output, &Ok(()));
+                    continue;
+                }
+                _ => {}
+            }
+            self.held.push(output);
+        }
+        self.held_steps.extend(steps);
+    }
+
+    /// Lets logged outputs out in order and writes redb when due.
+    fn let_out(&mut self, outputs: &mut Vec<Output>, steps: Vec<WriteStep>, idle: bool) {
+        let (seq, flushed) = summarize(outputs);
         // Let out in order. A subscription is made at its place in that order (so its stream
         // starts exactly after its snapshot) but handed over only once redb has every change
         // before it, so that a resuming client finds them all in history.
         let mut waiting_for_write = Vec::new();
-        for output in pending.drain(..) {
+        for output in outputs.drain(..) {
             match output {
                 Output::Subscribe { snapshot, reply } => {
                     let subscription = self.publisher.subscribe(snapshot);
@@ -233,23 +397,17 @@ impl Committing<'_> {
                 Output::Sync { reply } => waiting_for_write.push(Box::new(move || {
                     let _ = reply.send(());
                 })),
-                other => self.publisher.deliver(other, &logged),
+                other => self.publisher.deliver(other, &Ok(())),
             }
         }
         for step in steps {
-            match step {
-                // Changes that were not logged were answered with an error: not written.
-                WriteStep::Changes(_) if logged.is_err() => continue,
-                WriteStep::Changes(ref encoded) => {
-                    self.unwritten_changes += encoded.len();
-                    self.unwritten_since
-                        .get_or_insert_with(std::time::Instant::now);
-                }
-                WriteStep::Updates { .. } => {}
+            if let WriteStep::Changes(ref encoded) = step {
+                self.unwritten_changes += encoded.len();
+                self.unwritten_since.get_or_insert_with(Instant::now);
             }
             self.unwritten.push(step);
         }
-        if logged.is_ok() && seq.is_some() {
+        if seq.is_some() {
             self.unwritten_seq = seq;
         }
         let due = self
@@ -257,24 +415,110 @@ impl Committing<'_> {
             .is_some_and(|since| since.elapsed() >= WRITE_DELAY)
             || self.unwritten_changes >= WRITE_BATCH;
         // Idle: nothing arrived during the fsync, so the write costs nobody any waiting.
-        let idle = rx.is_empty();
         if idle || due || flushed || !waiting_for_write.is_empty() {
             self.write();
         }
         for reply in waiting_for_write {
             reply();
         }
-        if flushed {
+        if flushed && !self.db_failed {
             match self.store.prune(self.retention, now_micros(), PRUNE_BUDGET) {
                 Ok(0) => {}
                 Ok(removed) => tracing::debug!(removed, "pruned history"),
-                Err(error) => tracing::error!(%error, "could not prune history"),
+                Err(error) => self.database_failed("could not prune history", &error),
             }
         }
         if flushed || self.store.log_bytes() > CHECKPOINT_LOG_BYTES {
             self.write();
             self.checkpoint();
         }
+    }
+
+    /// Tries failing storage again: reopens a failed database, then logs what is held and lets
+    /// it out. Until both succeed, tries again later.
+    fn retry(&mut self, rx: &mpsc::Receiver<Output>) {
+        self.next_retry = None;
+        if self.db_failed {
+            match self.store.reopen() {
+                Ok(replayed) => {
+                    tracing::info!(
+                        replayed,
+                        "database reopened after an error; the changes only the log held are written into it"
+                    );
+                    self.db_failed = false;
+                }
+                Err(error) => {
+                    self.still_failing(&error.to_string());
+                    return;
+                }
+            }
+        }
+        if !self.held.is_empty() {
+            // A log that is full waits for a checkpoint first.
+            if self.store.log_bytes() > CHECKPOINT_LOG_BYTES {
+                self.write();
+                self.checkpoint();
+            }
+            if let Err(error) = self.store.log(changes_in(&self.held_steps)) {
+                self.still_failing(&error.to_string());
+                return;
+            }
+            let mut outputs = std::mem::take(&mut self.held);
+            let steps = std::mem::take(&mut self.held_steps);
+            let changes: usize = outputs
+                .iter()
+                .map(|output| match output {
+                    Output::Group { changes, .. } => changes.len(),
+                    _ => 0,
+                })
+                .sum();
+            tracing::info!(
+                changes,
+                "storage is back: the held changes are stored and published; accepting batches again"
+            );
+            self.let_out(&mut outputs, steps, rx.is_empty());
+            self.health.recovered();
+        }
+        if self.db_failed {
+            // The write or checkpoint just made failed again.
+            return;
+        }
+        self.retry_delay = RETRY_FIRST;
+        self.last_warned = None;
+    }
+
+    fn schedule_retry(&mut self) {
+        if self.next_retry.is_none() {
+            self.next_retry = Some(Instant::now() + self.retry_delay);
+            self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+        }
+    }
+
+    fn still_failing(&mut self, error: &str) {
+        self.schedule_retry();
+        if self.health.failure().is_some() {
+            self.health.fail(error.to_owned());
+        }
+        if self
+            .last_warned
+            .is_none_or(|at| at.elapsed() >= STILL_FAILING_EVERY)
+        {
+            self.last_warned = Some(Instant::now());
+            tracing::warn!(
+                %error,
+                held = self.held.len(),
+                database_failed = self.db_failed,
+                "storage still failing; retrying"
+            );
+        }
+    }
+
+    fn database_failed(&mut self, what: &str, error: &StoreError) {
+        if !self.db_failed {
+            tracing::error!(%error, "{what}; the change log keeps every change and the database is reopened (retried until it works)");
+        }
+        self.db_failed = true;
+        self.schedule_retry();
     }
 
     /// Writes what was logged since the last write into redb (no fsync): history readers see it.
@@ -285,22 +529,34 @@ impl Committing<'_> {
         let steps = std::mem::take(&mut self.unwritten);
         self.unwritten_changes = 0;
         self.unwritten_since = None;
+        if self.db_failed {
+            // The reopen writes the logged changes; index updates without a change wait for
+            // the key's next update.
+            return;
+        }
         if let Err(error) = self.store.write(&steps, seq) {
-            tracing::error!(%error, "could not write to the store; keeping the change log until a restart");
-            self.log_pinned = true;
+            self.database_failed("could not write to the database", &error);
         }
     }
 
     /// Makes redb durable and starts the log over — unless redb missed a write.
     fn checkpoint(&mut self) {
-        if self.log_pinned {
+        if self.db_failed {
             return;
         }
         if let Err(error) = self.store.checkpoint() {
-            // The log keeps everything meanwhile; the next checkpoint tries again.
-            tracing::error!(%error, "could not checkpoint the store");
+            // The log keeps everything meanwhile.
+            self.database_failed("could not checkpoint the database", &error);
         }
     }
+}
+
+/// The encoded changes among `steps`: what the log gets.
+fn changes_in(steps: &[WriteStep]) -> impl Iterator<Item = &Encoded> {
+    steps.iter().filter_map(|step| match step {
+        WriteStep::Changes(encoded) => Some(encoded),
+        WriteStep::Updates { .. } => None,
+    })
 }
 
 /// What `outputs` give redb, in their order: the changes of each run of groups (one encoding,
@@ -393,16 +649,12 @@ mod tests {
                 max_changes: 1_000,
                 max_age_micros: i64::MAX,
             };
-            let mut committing = Committing {
-                store: &store,
+            let mut committing = Committing::new(
+                &store,
                 retention,
-                publisher: &publisher,
-                unwritten: Vec::new(),
-                unwritten_changes: 0,
-                unwritten_seq: None,
-                unwritten_since: None,
-                log_pinned: false,
-            };
+                &publisher,
+                Arc::new(StorageHealth::default()),
+            );
             let (_tx, rx) = mpsc::channel(1);
             let mut pending = vec![
                 // A metric update of web1/cpu (state ok), flushed...
@@ -435,5 +687,76 @@ mod tests {
             recovered.events[0].metric,
             Some(crate::event::Metric::Float(0.9))
         );
+    }
+
+    fn group(seq: u64, state: &str) -> (Output, oneshot::Receiver<Ack>) {
+        let (ack, answered) = oneshot::channel();
+        let output = Output::Group {
+            changes: vec![Change {
+                seq,
+                previous_state: "ok".into(),
+                event: event(state, seq as f64),
+                previous: None,
+                removed: false,
+            }],
+            acks: vec![ack],
+            seq,
+        };
+        (output, answered)
+    }
+
+    /// A failed log write: the group and the one behind it are answered with an error at once,
+    /// nothing is published while the write fails, and once a retry succeeds both are published
+    /// in order and stored.
+    #[test]
+    fn a_failed_log_write_is_held_and_retried_and_nothing_is_published_before() {
+        let dir = std::env::temp_dir().join(format!(
+            "statecast-commit-held-{}-{}",
+            std::process::id(),
+            now_micros()
+        ));
+        let (store, _) = Store::open(&dir).unwrap();
+        let (changes_tx, mut published) = tokio::sync::broadcast::channel(16);
+        let publisher = Publisher {
+            changes_tx,
+            counters: Arc::new(Counters::default()),
+        };
+        let retention = Retention {
+            max_changes: 1_000,
+            max_age_micros: i64::MAX,
+        };
+        let health = Arc::new(StorageHealth::default());
+        let mut committing = Committing::new(&store, retention, &publisher, Arc::clone(&health));
+        let (_tx, rx) = mpsc::channel(1);
+        store.fail_next_logs(2);
+
+        let (first, mut first_ack) = group(1, "critical");
+        committing.cycle(&mut vec![first], &rx);
+        let refused = first_ack.try_recv().unwrap().unwrap_err();
+        assert!(refused.to_string().contains("will retry"), "{refused}");
+        assert!(health.failure().is_some(), "the engine is told");
+        // A group the engine applied before it heard: held behind the first.
+        let (second, mut second_ack) = group(2, "ok");
+        committing.cycle(&mut vec![second], &rx);
+        assert!(second_ack.try_recv().unwrap().is_err());
+        committing.retry(&rx); // fails again
+        assert!(health.failure().is_some());
+        assert!(published.try_recv().is_err(), "nothing published yet");
+
+        committing.retry(&rx);
+        assert!(health.failure().is_none(), "recovered");
+        let seqs: Vec<u64> = std::iter::from_fn(|| published.try_recv().ok())
+            .map(|p| p.change.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2], "published in order once durable");
+        let stored: Vec<u64> = store
+            .history(0, 10, |_| true)
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(stored, vec![1, 2]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -307,7 +307,8 @@ impl Owner {
                     }
                     self.end_group().await;
                 }
-                _ = reap.tick() => {
+                // While storage fails, nothing new is applied: expiry waits too.
+                _ = reap.tick(), if self.storage_failure().is_none() => {
                     let first = self.changes.len();
                     if self.engine.expire(now_micros(), &mut self.changes) > 0 {
                         if self.updates_tx.receiver_count() > 0 {
@@ -322,7 +323,11 @@ impl Owner {
                         self.end_group().await;
                     }
                 }
-                _ = flush.tick() => self.flush().await,
+                _ = flush.tick() => {
+                    if self.storage_failure().is_none() {
+                        self.flush().await;
+                    }
+                }
             }
         }
         self.end_group().await;
@@ -340,6 +345,16 @@ impl Owner {
     async fn handle(&mut self, command: Command) {
         match command {
             Command::Apply { events, ack } => {
+                if let Some(error) = self.storage_failure() {
+                    // Refused before it is applied: in-memory state must not run ahead of what
+                    // can be stored (see `commit::StorageHealth`).
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
+                            "storage unavailable: {error}; refused, nothing applied (send again later)"
+                        )))));
+                    }
+                    return;
+                }
                 let count = events.len() as u64;
                 let watched = self.updates_tx.receiver_count() > 0;
                 let applied = self.engine.apply(
@@ -423,6 +438,13 @@ impl Owner {
                 self.output(Output::Sync { reply }).await;
             }
         }
+    }
+
+    /// The storage error while storage is failing (see `commit::StorageHealth`).
+    fn storage_failure(&self) -> Option<String> {
+        self.committer
+            .as_ref()
+            .and_then(|committer| committer.health.failure())
     }
 
     /// Hands the current group on: to the committer, or straight out without a store.

@@ -438,9 +438,11 @@ async fn write_replies(
                             }
                             (ok_msg(), false)
                         }
-                        // Nothing of the batch was applied: each of its Msgs is told so, and
-                        // the connection goes on (updates of indexed keys still succeed).
-                        Err(error @ EngineError::IndexFull { .. }) => {
+                        // Nothing of the batch was applied (index full), or it is not stored
+                        // yet (storage failing): each of its Msgs is told so, and the
+                        // connection goes on — closing it would only make clients reconnect in
+                        // a loop while the disk is full.
+                        Err(error @ (EngineError::IndexFull { .. } | EngineError::Storage(_))) => {
                             let refused = error_msg(error.to_string());
                             for _ in 1..unanswered {
                                 frame::encode(&refused, &mut out);

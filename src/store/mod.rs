@@ -16,8 +16,8 @@
 
 mod wal;
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -170,75 +170,154 @@ pub struct Retention {
 }
 
 pub struct Store {
-    db: Database,
+    /// `None` while a database that failed is being reopened (see [`Store::reopen`]).
+    db: RwLock<Option<Arc<Database>>>,
+    db_path: PathBuf,
     /// Only the committer thread appends; the lock is never contended, it just lets readers share
     /// the `Store`.
     wal: Mutex<wal::Wal>,
+    /// See [`Store::opened_stale`].
+    opened_stale: bool,
+    /// Log writes to fail on purpose (tests of what the committer does then).
+    injected_log_failures: std::sync::atomic::AtomicUsize,
 }
 
 /// The change log beside the database.
 const WAL_FILE: &str = "changes.log";
+/// The database file.
+const DB_FILE: &str = "statecast.redb";
+
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    // redb caches up to 1 GiB of pages by default; bound it like every other buffer.
+    Ok(Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)?)
+}
 
 impl Store {
     /// Opens (or creates) the database under `dir`, recovering the index, the last `seq` and the
     /// epoch. A fresh directory gets a fresh epoch: clients holding an old one must reset.
+    /// Refuses a missing or empty database beside a change log that held records (see
+    /// [`Store::open_allowing_fresh`]).
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StoreError> {
+        Store::open_allowing_fresh(dir, false)
+    }
+
+    /// [`Store::open`]; with `allow_fresh`, a missing or empty database beside a change log
+    /// from an earlier run is started anew (`--allow-fresh-database`): what the log still holds
+    /// is replayed into it, everything else the old database held is gone.
+    ///
+    /// Why refuse by default: an empty database file (a failed copy or restore, a full disk at
+    /// the wrong moment) would otherwise silently become a fresh, empty history; the log beside
+    /// it is the evidence that there was data, and the operator should decide.
+    pub fn open_allowing_fresh(
+        dir: &Path,
+        allow_fresh: bool,
+    ) -> Result<(Store, Recovered), StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
-        // redb caches up to 1 GiB of pages by default; bound it like every other buffer.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(dir.join("statecast.redb"))?;
-        let (mut wal, logged) = wal::Wal::open(&dir.join(WAL_FILE))?;
+        let db_path = dir.join(DB_FILE);
+        let log_path = dir.join(WAL_FILE);
+        let db_is_new = std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0);
+        // Evidence of an earlier run beside a new database.
+        let earlier_log = db_is_new
+            && wal::Wal::holds_any_record(&log_path)
+                .map_err(|e| StoreError(format!("{}: {e}", log_path.display())))?;
+        if earlier_log && !allow_fresh {
+            return Err(StoreError(format!(
+                "{} is missing or empty but {} holds changes of an earlier run: starting would begin a new, empty history and index. Restore the database file, or pass --allow-fresh-database to start anew (replaying what the log still holds)",
+                db_path.display(),
+                log_path.display()
+            )));
+        }
+        if earlier_log {
+            tracing::warn!(db = %db_path.display(), "--allow-fresh-database: starting a new database beside an earlier change log; replaying what the log holds");
+        }
+        let db = open_database(&db_path)?;
+        let (db, recovered, wal, stale) = match recover(&db, &log_path) {
+            Ok((recovered, mut wal)) => {
+                if earlier_log {
+                    // Replayed and durable: the old records must not outlive their numbering.
+                    wal.erase()?;
+                }
+                (db, recovered, wal, false)
+            }
+            Err(error) => {
+                // Typically a full disk: start from what can be read, keep the log as it is
+                // (it holds what the database lacks) and write it into the database once
+                // storage works again, like after any database failure.
+                drop(db);
+                let db = open_database(&db_path)
+                    .map_err(|e| StoreError(format!("{error} (then, reopening: {e})")))?;
+                let (recovered, wal) = recover_read_only(&db, &log_path)
+                    .map_err(|e| StoreError(format!("{error} (then, reading: {e})")))?;
+                tracing::error!(%error, "cannot write the database (disk full?): started from the database and the change log as they are; they are written into the database once that works again (retried)");
+                (db, recovered, wal, true)
+            }
+        };
+        let store = Store {
+            db: RwLock::new(Some(Arc::new(db))),
+            db_path,
+            wal: Mutex::new(wal),
+            opened_stale: stale,
+            injected_log_failures: Default::default(),
+        };
+        Ok((store, recovered))
+    }
+
+    /// Whether the database could not be written at open: it lacks what the change log holds,
+    /// and is to be [`Store::reopen`]ed before anything else is written to it.
+    pub fn opened_stale(&self) -> bool {
+        self.opened_stale
+    }
+
+    /// The database, unless it is closed for a [`Store::reopen`].
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .map_err(|_| StoreError("database lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| StoreError("the database is being reopened after an error".into()))
+    }
+
+    /// Closes the database and opens it again, then writes into it the logged changes it lacks.
+    ///
+    /// Why: after an I/O error (a full disk) redb refuses every later transaction ("previous I/O
+    /// error"), even once space is back. Reopened, it is at its last durable commit (the last
+    /// checkpoint); the change log holds every change since, so nothing acknowledged is missing.
+    /// Index updates that were not changes, written since that checkpoint, are lost (the next
+    /// update of each key brings it back). Fails (to be retried) while readers still hold the
+    /// old handle or the disk is still full.
+    pub fn reopen(&self) -> Result<usize, StoreError> {
+        // The same lock order as `checkpoint`: the log, then the database.
+        let wal = self
+            .wal
+            .lock()
+            .map_err(|_| StoreError("change log lock poisoned".into()))?;
+        let mut slot = self
+            .db
+            .write()
+            .map_err(|_| StoreError("database lock poisoned".into()))?;
+        slot.take();
+        let db = open_database(&self.db_path)?;
         let txn = db.begin_write()?;
-        let recovered = {
+        let replayed = {
             let mut meta = txn.open_table(META)?;
-            let epoch = match meta.get(META_EPOCH)? {
-                Some(v) => String::from_utf8_lossy(v.value()).into_owned(),
-                None => new_epoch(),
-            };
-            meta.insert(META_EPOCH, epoch.as_bytes())?;
-            let mut seq = meta
+            let checkpointed = meta
                 .get(META_SEQ)?
                 .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
                 .unwrap_or(0);
+            let (logged, _) = wal.read_back(checkpointed)?;
             let mut history = txn.open_table(HISTORY)?;
             let mut index = txn.open_table(INDEX)?;
-            // Changes acknowledged after the last checkpoint: only in the log.
-            let mut replayed = 0usize;
-            let checkpointed = seq;
-            for change in logged.into_iter().filter(|c| c.seq > checkpointed) {
-                history.insert(change.seq, change.encode_to_vec().as_slice())?;
-                if change.removed {
-                    delete_event(&mut index, &change.event())?;
-                } else {
-                    put_event(&mut index, &change.event())?;
-                }
-                seq = change.seq;
-                replayed += 1;
-            }
-            if replayed > 0 {
-                tracing::info!(replayed, seq, "replayed changes from the change log");
+            if let Some(seq) = replay(&logged, &mut history, &mut index)? {
                 meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
             }
-            let mut events = Vec::new();
-            for row in index.iter()? {
-                let (_, value) = row?;
-                match proto::Event::decode(value.value()) {
-                    Ok(e) => events.push(convert::from_proto(e, 0)),
-                    Err(error) => tracing::warn!(%error, "skipping undecodable index entry"),
-                }
-            }
-            Recovered { epoch, seq, events }
+            logged.len()
         };
         txn.commit()?;
-        // Everything the log held is now durable in redb.
-        wal.clear();
-        let store = Store {
-            db,
-            wal: Mutex::new(wal),
-        };
-        Ok((store, recovered))
+        *slot = Some(Arc::new(db));
+        Ok(replayed)
     }
 
     /// [`Store::log`] then [`Store::write`]: durable when this returns. (The committer runs the
@@ -260,8 +339,22 @@ impl Store {
         self.write(&[WriteStep::Changes(encoded), updates], seq)
     }
 
+    /// Makes the next `count` [`Store::log`] calls fail, as a full disk would.
+    #[cfg(test)]
+    pub fn fail_next_logs(&self, count: usize) {
+        self.injected_log_failures
+            .store(count, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Appends the changes to the change log, in one write: they are durable when this returns.
     pub fn log<'a>(&self, parts: impl IntoIterator<Item = &'a Encoded>) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.injected_log_failures.load(Ordering::Relaxed) > 0 {
+            self.injected_log_failures.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError(
+                "injected failure: no space left on device".into(),
+            ));
+        }
         self.wal
             .lock()
             .map_err(|_| StoreError("change log lock poisoned".into()))?
@@ -278,7 +371,7 @@ impl Store {
     /// to readers when this returns; durable at the next [`Store::checkpoint`]. Changes must have
     /// been [`Store::log`]ged first.
     pub fn write(&self, steps: &[WriteStep], seq: u64) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::None)
             .map_err(|e| StoreError(e.to_string()))?;
         {
@@ -319,7 +412,7 @@ impl Store {
             .wal
             .lock()
             .map_err(|_| StoreError("change log lock poisoned".into()))?;
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| StoreError(e.to_string()))?;
         txn.commit()?;
@@ -339,7 +432,7 @@ impl Store {
         limit: usize,
         mut keep: impl FnMut(&StoredChange) -> bool,
     ) -> Result<Vec<StoredChange>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(HISTORY)?;
         let mut out = Vec::new();
         for row in table.range(since.saturating_add(1)..)? {
@@ -359,7 +452,7 @@ impl Store {
 
     /// The oldest retained `seq`, if any history is kept.
     pub fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(HISTORY)?;
         let oldest = table.first()?.map(|(k, _)| k.value());
         Ok(oldest)
@@ -373,7 +466,7 @@ impl Store {
         now_micros: i64,
         budget: usize,
     ) -> Result<usize, StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         // Durable with the next checkpoint; losing a prune to a crash only means redoing it.
         txn.set_durability(Durability::None)
             .map_err(|e| StoreError(e.to_string()))?;
@@ -401,6 +494,126 @@ impl Store {
         txn.commit()?;
         Ok(removed)
     }
+}
+
+/// Replays into the database what only the change log holds, makes it durable and reads the
+/// index back: what a start recovers. The log is started over.
+fn recover(db: &Database, log_path: &Path) -> Result<(Recovered, wal::Wal), StoreError> {
+    let txn = db.begin_write()?;
+    let (recovered, wal) = {
+        let mut meta = txn.open_table(META)?;
+        let epoch = match meta.get(META_EPOCH)? {
+            Some(v) => String::from_utf8_lossy(v.value()).into_owned(),
+            None => new_epoch(),
+        };
+        meta.insert(META_EPOCH, epoch.as_bytes())?;
+        let checkpointed = meta
+            .get(META_SEQ)?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        // Changes acknowledged after the last checkpoint: only in the log.
+        let (wal, logged, report) = wal::Wal::open(log_path, checkpointed)?;
+        let mut history = txn.open_table(HISTORY)?;
+        let mut index = txn.open_table(INDEX)?;
+        let replayed = logged.len();
+        let seq = replay(&logged, &mut history, &mut index)?.unwrap_or(checkpointed);
+        if replayed > 0 {
+            meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
+        }
+        let mut events = Vec::new();
+        for row in index.iter()? {
+            let (_, value) = row?;
+            match proto::Event::decode(value.value()) {
+                Ok(e) => events.push(convert::from_proto(e, 0)),
+                Err(error) => tracing::warn!(%error, "skipping undecodable index entry"),
+            }
+        }
+        (Recovered { epoch, seq, events }, (wal, replayed, report))
+    };
+    txn.commit()?;
+    let (mut wal, replayed, report) = wal;
+    log_replay(replayed, &report, recovered.seq);
+    // Everything the log held is now durable in redb.
+    wal.clear();
+    Ok((recovered, wal))
+}
+
+/// What a start on a database that cannot be written recovers: its index with the log's
+/// changes applied in memory. The log is kept as it is (new records go after its own).
+fn recover_read_only(db: &Database, log_path: &Path) -> Result<(Recovered, wal::Wal), StoreError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let epoch = meta
+        .get(META_EPOCH)?
+        .map(|v| String::from_utf8_lossy(v.value()).into_owned())
+        .ok_or_else(|| StoreError("the database holds no epoch yet".into()))?;
+    let checkpointed = meta
+        .get(META_SEQ)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    let (wal, logged, report) = wal::Wal::open(log_path, checkpointed)?;
+    let mut index = std::collections::HashMap::new();
+    for row in txn.open_table(INDEX)?.iter()? {
+        let (key, value) = row?;
+        match proto::Event::decode(value.value()) {
+            Ok(e) => {
+                index.insert(key.value().to_vec(), convert::from_proto(e, 0));
+            }
+            Err(error) => tracing::warn!(%error, "skipping undecodable index entry"),
+        }
+    }
+    for change in &logged {
+        let event = change.event();
+        if change.removed {
+            index.remove(&encode_key(&event));
+        } else {
+            index.insert(encode_key(&event), event);
+        }
+    }
+    let seq = logged.last().map_or(checkpointed, |change| change.seq);
+    log_replay(logged.len(), &report, seq);
+    let events = index.into_values().collect();
+    Ok((Recovered { epoch, seq, events }, wal))
+}
+
+fn log_replay(replayed: usize, report: &wal::ReadReport, seq: u64) {
+    if report.skipped > 0 {
+        tracing::error!(
+            replayed,
+            skipped = report.skipped,
+            bytes_ignored = report.bytes_ignored,
+            seq,
+            "change log: corrupt records skipped (the acknowledged changes they held are lost); the valid records after them were replayed"
+        );
+    } else if replayed > 0 {
+        tracing::info!(replayed, seq, "replayed changes from the change log");
+    }
+    if report.damaged_tail {
+        tracing::warn!(
+            replayed,
+            seq,
+            "change log: it ends with a whole record whose checksum fails: a write cut short by a crash (never acknowledged), or damage to the last acknowledged change (then lost)"
+        );
+    }
+}
+
+/// Writes logged changes into history and the index: the `seq` of the last, if any.
+fn replay(
+    logged: &[StoredChange],
+    history: &mut redb::Table<u64, &[u8]>,
+    index: &mut redb::Table<&[u8], &[u8]>,
+) -> Result<Option<u64>, StoreError> {
+    let mut seq = None;
+    for change in logged {
+        history.insert(change.seq, change.encode_to_vec().as_slice())?;
+        if change.removed {
+            delete_event(index, &change.event())?;
+        } else {
+            put_event(index, &change.event())?;
+        }
+        seq = Some(change.seq);
+    }
+    Ok(seq)
 }
 
 fn put_event(index: &mut redb::Table<&[u8], &[u8]>, event: &Event) -> Result<(), StoreError> {
@@ -696,5 +909,53 @@ mod tests {
         assert_ne!(k(None, Some("a")), k(Some(""), Some("a")));
         assert_ne!(k(Some("a"), None), k(None, Some("a")));
         assert_ne!(k(Some("ab"), Some("c")), k(Some("a"), Some("bc")));
+    }
+
+    #[test]
+    fn an_empty_database_beside_a_log_is_refused_unless_allowed() {
+        let dir = tmp();
+        {
+            let (store, _) = Store::open(&dir).unwrap();
+            store
+                .commit(&[change(1, "a", "critical")], &[], 1, 1_000)
+                .unwrap();
+        }
+        std::fs::File::create(dir.join(DB_FILE)).unwrap();
+        let error = Store::open(&dir).err().expect("refused").to_string();
+        assert!(error.contains("--allow-fresh-database"), "{error}");
+        assert_eq!(std::fs::metadata(dir.join(DB_FILE)).unwrap().len(), 0);
+        let (store, rec) = Store::open_allowing_fresh(&dir, true).unwrap();
+        assert_eq!((rec.seq, rec.events.len()), (1, 1), "the log is replayed");
+        assert!(
+            !wal::Wal::holds_any_record(&dir.join(WAL_FILE)).unwrap(),
+            "the old log is erased once replayed"
+        );
+        drop(store);
+        let (_, again) = Store::open(&dir).unwrap();
+        assert_eq!(again.seq, 1, "a plain restart now works");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reopen_writes_what_only_the_log_holds() {
+        let dir = tmp();
+        let (store, _) = Store::open(&dir).unwrap();
+        store
+            .commit(&[change(1, "a", "critical")], &[], 1, 1_000)
+            .unwrap();
+        store.checkpoint().unwrap();
+        // Logged (acknowledged), then the database fails before it gets the change.
+        let encoded = Encoded::new(&[change(2, "b", "critical")], 2_000);
+        store.log([&encoded]).unwrap();
+        assert_eq!(store.reopen().unwrap(), 1);
+        let seqs: Vec<u64> = store
+            .history(0, 10, |_| true)
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,9 +10,14 @@
 //! one redb has are replayed into it.
 //!
 //! On disk: records of `[length: u32 BE][crc32 of payload: u32 BE][payload]`, the payload an encoded
-//! `StoredChange`. Reading stops at the first record that is empty, torn (short, oversized, bad
+//! `StoredChange`. The log ends at the first record that is empty, torn (short, oversized, bad
 //! checksum) or out of order: the end of what was written since the last checkpoint, or a write
-//! that never completed (so its changes were never acknowledged).
+//! that never completed (so its changes were never acknowledged) — ignored quietly. But a damaged
+//! record in the *middle* (a flipped bit on disk) must not hide the acknowledged records behind
+//! it: reading looks past every bad stretch for a further valid record (checksum, decodes, `seq`
+//! above the last one read). If one is found, the bad stretch is skipped, counted
+//! ([`ReadReport`]) and reading goes on; only a bad stretch with nothing valid after it is a torn
+//! tail.
 //!
 //! The file is preallocated and reused, never truncated: after a checkpoint the next record is
 //! written at offset 0 over the old ones. Overwriting blocks the file already has lets the sync
@@ -41,7 +46,12 @@ use super::{StoreError, StoredChange};
 
 const HEADER_BYTES: usize = 8;
 /// Written as zeros when the log is created, so that ordinary appends overwrite allocated blocks.
+/// Less (or none) when the file system has no room for it: the log then grows as it is written.
 const PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
+/// Bytes the log may hold since the last checkpoint. Checkpoints normally keep it near
+/// `CHECKPOINT_LOG_BYTES` (16 MiB); when they fail (redb cannot write), appends past this are
+/// refused, so a failing database cannot make the log eat the disk. An empty log takes any group.
+pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 /// Alignment of direct writes: offset, length and buffer address. 4 KiB covers the logical
 /// block size of every common device (512 or 4096 bytes).
 const BLOCK: usize = 4096;
@@ -109,23 +119,22 @@ fn open_for_writing(path: &Path, direct: bool) -> std::io::Result<File> {
 }
 
 impl Wal {
-    /// Opens (or creates) the log at `path` and returns the intact records in it, oldest first.
+    /// Opens (or creates) the log at `path` and returns the intact records in it with a `seq`
+    /// above `floor` (what the database already holds), oldest first, and what reading found.
     /// The caller must make them durable elsewhere, then [`Wal::clear`] the log.
-    pub fn open(path: &Path) -> Result<(Wal, Vec<StoredChange>), StoreError> {
+    pub fn open(
+        path: &Path,
+        floor: u64,
+    ) -> Result<(Wal, Vec<StoredChange>, ReadReport), StoreError> {
         let io = |e: std::io::Error| StoreError(format!("{}: {e}", path.display()));
         // Reading and preallocating go through the page cache (direct reads would need aligned
         // buffers too); both are done and synced before the first direct write.
         let file = open_for_writing(path, false).map_err(io)?;
-        let records = read_records(&file).map_err(io)?;
-        let file_len = file.metadata().map_err(io)?.len();
-        if file_len < PREALLOCATE_BYTES {
-            let zeros = vec![0u8; (PREALLOCATE_BYTES - file_len) as usize];
-            file.write_all_at(&zeros, file_len)
-                .and_then(|()| file.sync_all())
-                .map_err(io)?;
-        }
-        let good_len: u64 = records.iter().map(|(_, len)| len).sum();
-        let records = records.into_iter().map(|(record, _)| record).collect();
+        let bytes = read_all(&file).map_err(io)?;
+        let (records, report) = parse_records(&bytes, floor);
+        let good_len = report.end;
+        drop(bytes);
+        preallocate(&file, path);
         let block_start = good_len - good_len % BLOCK as u64;
         let mut tail = vec![0u8; (good_len - block_start) as usize];
         file.read_exact_at(&mut tail, block_start).map_err(io)?;
@@ -145,7 +154,30 @@ impl Wal {
             buf: Vec::new(),
             staging: AlignedBuf::default(),
         };
-        Ok((wal, records))
+        Ok((wal, records, report))
+    }
+
+    /// The records written since the last [`Wal::clear`] with a `seq` above `floor`, read back
+    /// from the file: what a reopened database lacks.
+    pub fn read_back(&self, floor: u64) -> Result<(Vec<StoredChange>, ReadReport), StoreError> {
+        let io = |e: std::io::Error| StoreError(format!("{}: {e}", self.path.display()));
+        // A plain descriptor: direct reads would need aligned buffers.
+        let file = File::open(&self.path).map_err(io)?;
+        let mut bytes = vec![0u8; self.len as usize];
+        file.read_exact_at(&mut bytes, 0).map_err(io)?;
+        Ok(parse_records(&bytes, floor))
+    }
+
+    /// Whether the file holds any record with an intact checksum, current or from an earlier
+    /// round: evidence that this directory held data before.
+    pub fn holds_any_record(path: &Path) -> std::io::Result<bool> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let (records, _) = parse_records(&read_all(&file)?, 0);
+        Ok(!records.is_empty())
     }
 
     /// Appends `records` and waits until they are on disk.
@@ -163,6 +195,13 @@ impl Wal {
         }
         if self.buf.is_empty() {
             return Ok(());
+        }
+        if self.len > 0 && self.len + self.buf.len() as u64 > MAX_LOG_BYTES {
+            return Err(StoreError(format!(
+                "{}: the change log holds {} bytes since the last checkpoint (limit {MAX_LOG_BYTES}); waiting for a checkpoint",
+                self.path.display(),
+                self.len
+            )));
         }
         if let Err(error) = self.write_records() {
             // Whatever part was written is not acknowledged: the next append overwrites it, and a
@@ -217,6 +256,19 @@ impl Wal {
         Ok(())
     }
 
+    /// Empties the file itself, not just the position ([`Wal::clear`]): for a new database beside
+    /// an old log, whose records (with `seq`s the new numbering will pass again) must not be
+    /// read as current after the next crash.
+    pub fn erase(&mut self) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError(format!("{}: {e}", self.path.display()));
+        // A descriptor through the page cache: the zeros need no alignment.
+        let file = open_for_writing(&self.path, false).map_err(io)?;
+        file.set_len(0).and_then(|()| file.sync_all()).map_err(io)?;
+        preallocate(&file, &self.path);
+        self.clear();
+        Ok(())
+    }
+
     /// Bytes of records since the last [`Wal::clear`].
     pub fn len(&self) -> u64 {
         self.len
@@ -230,56 +282,118 @@ impl Wal {
     }
 }
 
-/// The intact records from the start of `file`, each with the bytes it spans.
-fn read_records(file: &File) -> std::io::Result<Vec<(StoredChange, u64)>> {
-    // A damaged length field must not make us allocate what it announces: a record can be no
-    // longer than what is left of the file.
-    let mut unread = file.metadata()?.len();
-    let mut reader = BufReader::new(file);
-    let mut records: Vec<(StoredChange, u64)> = Vec::new();
-    let mut header = [0u8; HEADER_BYTES];
-    let mut payload = Vec::new();
-    loop {
-        if !read_full(&mut reader, &mut header)? {
-            break;
-        }
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-        unread = unread.saturating_sub(HEADER_BYTES as u64);
-        if len == 0 || len as u64 > unread {
-            break;
-        }
-        unread -= len as u64;
-        payload.resize(len, 0);
-        if !read_full(&mut reader, &mut payload)? || crc32fast::hash(&payload) != crc {
-            break;
-        }
-        let Ok(record) = StoredChange::decode(payload.as_slice()) else {
-            break;
-        };
-        if records
-            .last()
-            .is_some_and(|(last, _)| record.seq <= last.seq)
+/// Writes zeros up to [`PREALLOCATE_BYTES`] so that appends overwrite allocated blocks. On a
+/// file system without room for that, it settles for less (a quarter at a time) or nothing: the
+/// log then grows as it is written, and a small data directory still starts.
+fn preallocate(file: &File, path: &Path) {
+    let Ok(file_len) = file.metadata().map(|m| m.len()) else {
+        return;
+    };
+    let mut want = PREALLOCATE_BYTES;
+    while want > file_len {
+        let zeros = vec![0u8; (want - file_len) as usize];
+        match file
+            .write_all_at(&zeros, file_len)
+            .and_then(|()| file.sync_all())
         {
-            break;
+            Ok(()) => return,
+            Err(error) => {
+                // Give back what a partial write took: it is needed more elsewhere.
+                let _ = file.set_len(file_len);
+                want /= 4;
+                tracing::warn!(path = %path.display(), %error, preallocate_bytes = want, "could not preallocate the change log; trying less");
+                if want < BLOCK as u64 * 4 {
+                    tracing::warn!(path = %path.display(), "the change log is not preallocated: it grows as it is written");
+                    return;
+                }
+            }
         }
-        records.push((record, (HEADER_BYTES + len) as u64));
     }
-    Ok(records)
 }
 
-/// Fills `buf`; `false` if the file ended first.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+fn read_all(file: &File) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    BufReader::new(file).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// What reading the log found besides its records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadReport {
+    /// Damaged stretches with valid records after them: skipped. Each held at least one
+    /// acknowledged change that is lost.
+    pub skipped: usize,
+    /// Bytes in those stretches.
+    pub bytes_ignored: u64,
+    /// Where the last valid record ends: the end of the log.
+    pub end: u64,
+    /// The log ends with a whole record (its length fits, its payload starts like one) whose
+    /// checksum fails: a write cut short by a crash (never acknowledged) looks like that, but so
+    /// does damage to the last acknowledged record. Nothing tells the two apart; it is said.
+    pub damaged_tail: bool,
+}
+
+/// The valid record at `at` with a `seq` above `after_seq`, and the bytes it spans; `None` for
+/// zeros, a torn or damaged record, or a stale one (from before the last checkpoint).
+fn record_at(bytes: &[u8], at: usize, after_seq: u64) -> Option<(StoredChange, usize)> {
+    let header = bytes.get(at..at + HEADER_BYTES)?;
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    // A damaged length field cannot make us read (or allocate) past the file.
+    let payload = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + len)?;
+    // Every record starts with its seq (field 1, a varint: tag byte 0x08), never 0: a cheap
+    // test that skips almost every offset of a damaged stretch before the checksum.
+    if len == 0 || payload[0] != 0x08 || crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let record = StoredChange::decode(payload).ok()?;
+    (record.seq > after_seq).then_some((record, HEADER_BYTES + len))
+}
+
+/// The valid records of the log with a `seq` above `floor`, in order. Reading does not stop at
+/// the first bad record: it looks at every later offset for a valid one (see the module doc).
+fn parse_records(bytes: &[u8], floor: u64) -> (Vec<StoredChange>, ReadReport) {
+    let mut records: Vec<StoredChange> = Vec::new();
+    let mut report = ReadReport::default();
+    let mut last_seq = floor;
+    let mut at = 0;
+    // Where the bad stretch being looked past began.
+    let mut bad_since: Option<usize> = None;
+    while at + HEADER_BYTES <= bytes.len() {
+        match record_at(bytes, at, last_seq) {
+            Some((record, len)) => {
+                if let Some(since) = bad_since.take() {
+                    report.skipped += 1;
+                    report.bytes_ignored += (at - since) as u64;
+                }
+                last_seq = record.seq;
+                records.push(record);
+                at += len;
+                report.end = at as u64;
+            }
+            None => {
+                bad_since.get_or_insert(at);
+                at += 1;
+            }
         }
     }
-    Ok(true)
+    if let Some(since) = bad_since {
+        report.damaged_tail = looks_like_a_record(bytes, since);
+    }
+    (records, report)
+}
+
+/// Whether `at` holds a record header whose length fits and whose payload starts like a record,
+/// whatever its checksum says.
+fn looks_like_a_record(bytes: &[u8], at: usize) -> bool {
+    let Some(header) = bytes.get(at..at + HEADER_BYTES) else {
+        return false;
+    };
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    len > 0
+        && bytes
+            .get(at + HEADER_BYTES..at + HEADER_BYTES + len)
+            .is_some_and(|payload| payload[0] == 0x08)
 }
 
 #[cfg(test)]
@@ -309,13 +423,13 @@ mod tests {
     fn appends_survive_reopen_and_clear_empties() {
         let path = tmp("a.log");
         {
-            let (mut wal, old) = Wal::open(&path).unwrap();
+            let (mut wal, old, _) = Wal::open(&path, 0).unwrap();
             assert!(old.is_empty());
             let (r1, r2, r3) = (record(1), record(2), record(3));
             wal.append([r1.as_slice(), r2.as_slice()]).unwrap();
             wal.append([r3.as_slice()]).unwrap();
         }
-        let (mut wal, records) = Wal::open(&path).unwrap();
+        let (mut wal, records, _) = Wal::open(&path, 0).unwrap();
         assert_eq!(seqs(&records), vec![1, 2, 3]);
         assert!(
             std::fs::metadata(&path).unwrap().len() >= PREALLOCATE_BYTES,
@@ -327,7 +441,7 @@ mod tests {
         let r4 = record(4);
         wal.append([r4.as_slice()]).unwrap();
         drop(wal);
-        let (_, records) = Wal::open(&path).unwrap();
+        let (_, records, _) = Wal::open(&path, 0).unwrap();
         assert_eq!(seqs(&records), vec![4]);
     }
 
@@ -345,7 +459,7 @@ mod tests {
     fn appends_read_back_whole(direct: bool) {
         let path = tmp("c.log");
         let open = |path: &Path| {
-            let (mut wal, records) = Wal::open(path).unwrap();
+            let (mut wal, records, _) = Wal::open(path, 0).unwrap();
             if !direct {
                 wal.file = open_for_writing(path, false).unwrap();
                 wal.direct = false;
@@ -393,7 +507,7 @@ mod tests {
     #[test]
     fn torn_or_corrupt_tails_end_the_log() {
         let path = tmp("b.log");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (mut wal, _, _) = Wal::open(&path, 0).unwrap();
         let (r1, r2) = (record(1), record(2));
         wal.append([r1.as_slice(), r2.as_slice()]).unwrap();
         let good = wal.len();
@@ -405,8 +519,10 @@ mod tests {
         let mut torn = bytes.clone();
         torn.extend_from_slice(&[0, 0, 0, 9, 1, 2]);
         std::fs::write(&path, &torn).unwrap();
-        let (wal, records) = Wal::open(&path).unwrap();
+        let (wal, records, report) = Wal::open(&path, 0).unwrap();
         assert_eq!((seqs(&records), wal.len()), (vec![1, 2], good));
+        assert_eq!(report.skipped, 0, "a torn tail is no corruption");
+        assert!(!report.damaged_tail, "an incomplete record is quietly torn");
         drop(wal);
 
         // A flipped bit in the second record's payload: only the first survives.
@@ -414,13 +530,18 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
         std::fs::write(&path, &flipped).unwrap();
-        assert_eq!(seqs(&Wal::open(&path).unwrap().1), vec![1]);
+        let (_, records, report) = Wal::open(&path, 0).unwrap();
+        assert_eq!(seqs(&records), vec![1]);
+        assert!(
+            report.damaged_tail,
+            "a whole last record with a bad checksum is said"
+        );
 
         // A length field announcing 4 GiB: stops, allocates nothing of that size.
         let mut huge = bytes.clone();
         huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
         std::fs::write(&path, &huge).unwrap();
-        assert_eq!(seqs(&Wal::open(&path).unwrap().1), vec![1, 2]);
+        assert_eq!(seqs(&Wal::open(&path, 0).unwrap().1), vec![1, 2]);
 
         // A stale record out of order (seq not increasing) ends the log.
         let mut stale = bytes;
@@ -429,6 +550,96 @@ mod tests {
         stale.extend_from_slice(&crc32fast::hash(&r1_again).to_be_bytes());
         stale.extend_from_slice(&r1_again);
         std::fs::write(&path, &stale).unwrap();
-        assert_eq!(seqs(&Wal::open(&path).unwrap().1), vec![1, 2]);
+        assert_eq!(seqs(&Wal::open(&path, 0).unwrap().1), vec![1, 2]);
+    }
+
+    /// Records 1..=n appended one per write; returns the log's bytes (without the preallocated
+    /// zeros) and where each record starts.
+    fn log_of(path: &Path, n: u64) -> (Vec<u8>, Vec<usize>) {
+        let (mut wal, _, _) = Wal::open(path, 0).unwrap();
+        let mut starts = Vec::new();
+        for seq in 1..=n {
+            starts.push(wal.len() as usize);
+            let r = record(seq);
+            wal.append([r.as_slice()]).unwrap();
+        }
+        let good = wal.len() as usize;
+        drop(wal);
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.truncate(good);
+        (bytes, starts)
+    }
+
+    #[test]
+    fn a_damaged_record_in_the_middle_is_skipped_and_counted() {
+        let path = tmp("m.log");
+        let (bytes, starts) = log_of(&path, 5);
+        let first_len = starts[1] - starts[0];
+
+        // A flipped byte in the first record's payload: the four after it are all read.
+        let mut flipped = bytes.clone();
+        flipped[starts[1] - 1] ^= 0x40;
+        std::fs::write(&path, &flipped).unwrap();
+        let (_, records, report) = Wal::open(&path, 0).unwrap();
+        assert_eq!(seqs(&records), vec![2, 3, 4, 5]);
+        assert_eq!(
+            (report.skipped, report.bytes_ignored, report.end),
+            (1, first_len as u64, bytes.len() as u64)
+        );
+
+        // A damaged length field (announcing far more than the file holds) in the second.
+        let mut long = bytes.clone();
+        long[starts[1]] = 0x7f;
+        std::fs::write(&path, &long).unwrap();
+        let (_, records, report) = Wal::open(&path, 0).unwrap();
+        assert_eq!(seqs(&records), vec![1, 3, 4, 5]);
+        assert_eq!(report.skipped, 1);
+
+        // A damaged length field announcing less: the rest of the record is looked past.
+        let mut short = bytes.clone();
+        short[starts[2] + 3] = 3;
+        std::fs::write(&path, &short).unwrap();
+        let (_, records, report) = Wal::open(&path, 0).unwrap();
+        assert_eq!(seqs(&records), vec![1, 2, 4, 5]);
+        assert_eq!(report.skipped, 1);
+
+        // Two damaged stretches: both counted.
+        let mut two = flipped;
+        two[starts[3] + 9] ^= 0x01;
+        std::fs::write(&path, &two).unwrap();
+        let (_, records, report) = Wal::open(&path, 0).unwrap();
+        assert_eq!(seqs(&records), vec![2, 3, 5]);
+        assert_eq!(report.skipped, 2);
+    }
+
+    #[test]
+    fn records_at_or_below_the_floor_are_stale() {
+        let path = tmp("f.log");
+        let (mut wal, _, _) = Wal::open(&path, 0).unwrap();
+        let old: Vec<Vec<u8>> = (1..=5).map(record).collect();
+        wal.append(old.iter().map(Vec::as_slice)).unwrap();
+        // A checkpoint: the next round overwrites from offset 0, the old tail stays behind it.
+        wal.clear();
+        let new: Vec<Vec<u8>> = (6..=7).map(record).collect();
+        wal.append(new.iter().map(Vec::as_slice)).unwrap();
+        drop(wal);
+        let (wal, records, report) = Wal::open(&path, 5).unwrap();
+        assert_eq!(seqs(&records), vec![6, 7]);
+        assert_eq!(report.skipped, 0, "stale records are no corruption");
+        assert_eq!(seqs(&wal.read_back(6).unwrap().0), vec![7]);
+        assert!(Wal::holds_any_record(&path).unwrap());
+        assert!(!Wal::holds_any_record(&tmp("none.log")).unwrap());
+    }
+
+    #[test]
+    fn appends_past_the_limit_are_refused_until_a_clear() {
+        let path = tmp("l.log");
+        let (mut wal, _, _) = Wal::open(&path, 0).unwrap();
+        let big = vec![7u8; (MAX_LOG_BYTES / 2) as usize];
+        wal.append([big.as_slice()]).unwrap();
+        wal.append([big.as_slice()]).unwrap_err();
+        wal.clear();
+        wal.append([big.as_slice()]).unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -148,7 +148,8 @@ pub async fn history(
             Json(json!({"epoch": app.epoch, "oldest_seq": oldest, "changes": changes}))
                 .into_response()
         }
-        Ok(Err(error)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        // Storage failing (a full disk; the database is reopened once it works): temporary.
+        Ok(Err(error)) => error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
         Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     }
 }
