@@ -342,7 +342,8 @@ impl Connection {
     async fn handle_msg(&self, msg: Msg, arrived: i64) -> Reply {
         let query = match msg.query.map(|q| q.string.unwrap_or_default()) {
             // A bad query is the client's mistake, not a protocol error: answer and carry on.
-            Some(text) => match Query::parse(&text) {
+            // Compiling its patterns is CPU work: off the async workers.
+            Some(text) => match Query::parse_off_thread(text).await {
                 Ok(query) => Some(query),
                 Err(error) => return Reply::Ready(error_msg(format!("parse error: {error}"))),
             },
