@@ -154,6 +154,50 @@ pub struct Config {
         default_value_t = 2.0
     )]
     pub stats_interval_secs: f64,
+
+    /// Events (and Riemann `states`, which statecast ignores) one Msg may carry, on TCP and
+    /// UDP; a Msg with more is answered `ok: false` and nothing of it is applied. Counted from
+    /// the wire before decoding, so a frame of millions of empty events costs nothing.
+    #[arg(long, env = "STATECAST_MAX_EVENTS_PER_MSG", default_value_t = crate::event::EventLimits::DEFAULT.max_events_per_msg, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_events_per_msg: usize,
+
+    /// Custom attributes one event may carry; a Msg holding an event with more is answered
+    /// `ok: false` (every dashboard snapshot carries each indexed event whole).
+    #[arg(long, env = "STATECAST_MAX_ATTRIBUTES_PER_EVENT", default_value_t = crate::event::EventLimits::DEFAULT.max_attributes_per_event, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..))]
+    pub max_attributes_per_event: usize,
+
+    /// Encoded bytes one event may take (protobuf on the Riemann ports); a Msg holding a
+    /// larger event is answered `ok: false`.
+    #[arg(long, env = "STATECAST_MAX_EVENT_BYTES", default_value_t = crate::event::EventLimits::DEFAULT.max_event_bytes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(64..))]
+    pub max_event_bytes: usize,
+
+    /// Seconds a Riemann TCP connection may go without sending a whole frame before it is
+    /// closed (connections are limited by --max-tcp-connections: idle ones must not hold them).
+    #[arg(long = "tcp-idle-timeout", env = "STATECAST_TCP_IDLE_TIMEOUT", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub tcp_idle_timeout_secs: u64,
+
+    /// Seconds a write of replies to a Riemann TCP client may make no progress before the
+    /// client (which is not reading its replies) is dropped.
+    #[arg(long = "tcp-write-timeout", env = "STATECAST_TCP_WRITE_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub tcp_write_timeout_secs: u64,
+
+    /// Whether a Riemann TCP Msg may carry a query (which returns every matching indexed event).
+    /// The Riemann port has no authentication: with `off`, queries are answered `ok: false`.
+    #[arg(long, env = "STATECAST_TCP_QUERIES", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub tcp_queries: bool,
+
+    /// Seconds shutdown waits for connections to answer what they have read; then stuck ones
+    /// are ended, and the engine's final write still happens.
+    #[arg(long = "shutdown-grace", env = "STATECAST_SHUTDOWN_GRACE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_secs: u64,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("{s:?} is not `on` or `off`")),
+    }
 }
 
 /// How long something is kept, or `None` for forever.
