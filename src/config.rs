@@ -155,18 +155,19 @@ pub struct Config {
     )]
     pub stats_interval_secs: f64,
 
-    /// Events (and Riemann `states`, which statecast ignores) one Msg may carry, on TCP and
-    /// UDP; a Msg with more is answered `ok: false` and nothing of it is applied. Counted from
-    /// the wire before decoding, so a frame of millions of empty events costs nothing.
+    /// Events (and Riemann `states`, which statecast ignores) one Riemann TCP Msg may carry; a
+    /// Msg with more is answered `ok: false` and nothing of it is applied. Counted on the wire
+    /// before decoding, so a frame of millions of empty events costs nothing. (A UDP datagram
+    /// is bounded by --max-datagram-bytes.)
     #[arg(long, env = "STATECAST_MAX_EVENTS_PER_MSG", default_value_t = crate::event::EventLimits::DEFAULT.max_events_per_msg, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_events_per_msg: usize,
 
-    /// Custom attributes one event may carry; a Msg holding an event with more is answered
-    /// `ok: false` (every dashboard snapshot carries each indexed event whole).
+    /// Custom attributes one event may carry; a Riemann TCP Msg holding an event with more is
+    /// answered `ok: false` (every dashboard snapshot carries each indexed event whole).
     #[arg(long, env = "STATECAST_MAX_ATTRIBUTES_PER_EVENT", default_value_t = crate::event::EventLimits::DEFAULT.max_attributes_per_event, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..))]
     pub max_attributes_per_event: usize,
 
-    /// Encoded bytes one event may take (protobuf on the Riemann ports); a Msg holding a
+    /// Encoded bytes one event may take (protobuf, on the Riemann TCP port); a Msg holding a
     /// larger event is answered `ok: false`.
     #[arg(long, env = "STATECAST_MAX_EVENT_BYTES", default_value_t = crate::event::EventLimits::DEFAULT.max_event_bytes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(64..))]
     pub max_event_bytes: usize,
