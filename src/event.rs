@@ -169,11 +169,11 @@ pub struct EventLimits {
 
 impl EventLimits {
     /// Real Riemann batches are at most a few thousand events; real events a few KiB with a
-    /// handful of attributes.
+    /// handful of attributes (1 MiB leaves room for long check output in `description`).
     pub const DEFAULT: EventLimits = EventLimits {
         max_events_per_msg: 100_000,
         max_attributes_per_event: 256,
-        max_event_bytes: 64 * 1024,
+        max_event_bytes: 1024 * 1024,
     };
 }
 
