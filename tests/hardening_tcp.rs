@@ -82,7 +82,7 @@ async fn a_query_of_800_heavy_regexes_is_refused_quickly_and_acks_stay_fast() {
     );
     assert!(took < Duration::from_secs(5), "refused after {took:?}");
     let (server, worst) = control.await.unwrap();
-    assert!(worst < Duration::from_secs(2), "control ack took {worst:?}");
+    assert!(worst < Duration::from_secs(5), "control ack took {worst:?}");
     // The connection stays usable: a bad query is the client's mistake.
     let reply = attacker.request(&query_msg("true")).await;
     assert_eq!(reply.ok, Some(true), "{reply:?}");
@@ -138,7 +138,7 @@ async fn unread_pipelined_queries_do_not_pile_up_snapshots() {
     // Each snapshot is 20k entries; the replies are ~1 MB each. Before the fix every one of the
     // queued queries held its own snapshot: 10k of them grew the server by gigabytes.
     let mut attackers = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let mut stream = non_reading_client(&server).await;
         let queries: Vec<u8> = (0..10_000)
             .flat_map(|_| frame(&query_msg("true")))
@@ -149,17 +149,19 @@ async fn unread_pipelined_queries_do_not_pile_up_snapshots() {
         }));
     }
     let mut peak = before;
-    for _ in 0..25 {
+    for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         peak = peak.max(vm_mib(&server, "VmRSS"));
     }
+    eprintln!("RSS {before} MiB before the queries, {peak} MiB at most after");
+    // Measured: +8 MiB with the fix; +400 MiB in 30 s (and growing) before it.
     assert!(
-        peak < before + 200,
+        peak < before + 100,
         "RSS grew from {before} MiB to {peak} MiB with unread pipelined queries"
     );
     // Other clients are still served meanwhile.
     let worst = control_worst_ack(&server, 5).await;
-    assert!(worst < Duration::from_secs(2), "control ack took {worst:?}");
+    assert!(worst < Duration::from_secs(5), "control ack took {worst:?}");
     for attacker in attackers {
         attacker.abort();
     }
