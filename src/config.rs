@@ -160,6 +160,51 @@ pub struct Config {
     /// everything else is gone.
     #[arg(long, env = "STATECAST_ALLOW_FRESH_DATABASE")]
     pub allow_fresh_database: bool,
+
+    /// Events (and Riemann `states`, which statecast ignores) one Riemann TCP Msg may carry; a
+    /// Msg with more is answered `ok: false` and nothing of it is applied. Counted on the wire
+    /// before decoding, so a frame of millions of empty events costs nothing. (A UDP datagram
+    /// is bounded by --max-datagram-bytes.)
+    #[arg(long, env = "STATECAST_MAX_EVENTS_PER_MSG", default_value_t = crate::event::EventLimits::DEFAULT.max_events_per_msg, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_events_per_msg: usize,
+
+    /// Custom attributes one event may carry; a Riemann TCP Msg holding an event with more is
+    /// answered `ok: false` (every dashboard snapshot carries each indexed event whole).
+    #[arg(long, env = "STATECAST_MAX_ATTRIBUTES_PER_EVENT", default_value_t = crate::event::EventLimits::DEFAULT.max_attributes_per_event, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..))]
+    pub max_attributes_per_event: usize,
+
+    /// Encoded bytes one event may take (protobuf, on the Riemann TCP port); a Msg holding a
+    /// larger event is answered `ok: false`.
+    #[arg(long, env = "STATECAST_MAX_EVENT_BYTES", default_value = "1MiB", value_parser = size_in(64, GIB))]
+    pub max_event_bytes: usize,
+
+    /// How long a Riemann TCP connection may go without sending a whole frame before it is
+    /// closed (connections are limited by --max-tcp-connections: idle ones must not hold them).
+    #[arg(long, env = "STATECAST_TCP_IDLE_TIMEOUT", default_value = "5m", value_parser = duration_in(Duration::from_millis(100), YEAR))]
+    pub tcp_idle_timeout: Duration,
+
+    /// How long a write of replies to a Riemann TCP client may make no progress before the
+    /// client (which is not reading its replies) is dropped.
+    #[arg(long, env = "STATECAST_TCP_WRITE_TIMEOUT", default_value = "30s", value_parser = duration_in(Duration::from_millis(100), DAY))]
+    pub tcp_write_timeout: Duration,
+
+    /// Whether a Riemann TCP Msg may carry a query (which returns every matching indexed event).
+    /// The Riemann port has no authentication: with `off`, queries are answered `ok: false`.
+    #[arg(long, env = "STATECAST_TCP_QUERIES", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub tcp_queries: bool,
+
+    /// How long shutdown waits for connections to answer what they have read; then stuck ones
+    /// are ended, and the engine's final write still happens.
+    #[arg(long, env = "STATECAST_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration_in(Duration::ZERO, HOUR))]
+    pub shutdown_grace: Duration,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("{s:?} is not `on` or `off`")),
+    }
 }
 
 /// How long something is kept, or `None` for forever.

@@ -181,6 +181,50 @@ pub fn now_micros() -> i64 {
     }
 }
 
+/// Bounds on one decoded message and each of its events, shared by every transport: a small
+/// request must not decode into a large one (16 MiB of empty protobuf events once decoded to
+/// 3 GiB; one event of 1.4M attributes made every dashboard snapshot 19.6 MB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Events in one message (one Riemann `Msg`, one JSON body).
+    pub max_events_per_msg: usize,
+    /// Custom attributes of one event.
+    pub max_attributes_per_event: usize,
+    /// Encoded size of one event, in bytes.
+    pub max_event_bytes: usize,
+}
+
+impl EventLimits {
+    /// Real Riemann batches are at most a few thousand events; real events a few KiB with a
+    /// handful of attributes (1 MiB leaves room for long check output in `description`).
+    pub const DEFAULT: EventLimits = EventLimits {
+        max_events_per_msg: 100_000,
+        max_attributes_per_event: 256,
+        max_event_bytes: 1024 * 1024,
+    };
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Why a message was refused by [`EventLimits`]; `index` is the event's 0-based position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("message has more than {limit} events (--max-events-per-msg)")]
+    TooManyEvents { limit: usize },
+    #[error("event {index} has more than {limit} attributes (--max-attributes-per-event)")]
+    TooManyAttributes { index: usize, limit: usize },
+    #[error("event {index} of {bytes} bytes exceeds the {limit}-byte limit (--max-event-bytes)")]
+    EventTooLarge {
+        index: usize,
+        bytes: usize,
+        limit: usize,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

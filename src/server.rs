@@ -23,8 +23,10 @@ use crate::metrics::Counters;
 use crate::store::{Recovered, Retention, Store, StoreError};
 use crate::web;
 
-/// How long shutdown waits for connections to finish before giving up on them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long shutdown waits, after ending stuck connections, for their tasks to finish.
+const FORCED_STOP_WAIT: Duration = Duration::from_secs(2);
+/// How long shutdown waits for the engine's final write.
+const ENGINE_STOP_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -103,6 +105,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let counters = Arc::new(Counters::default());
     let shutdown = CancellationToken::new();
+    // Heard by connections still busy when the shutdown grace period ends: they stop at once.
+    let force_stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let (store, epoch) = open_store(&config)?;
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
@@ -130,6 +134,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             max_frame_bytes: config.max_frame_bytes,
             max_connections: config.max_tcp_connections,
             max_in_flight: config.max_in_flight,
+            limits: crate::event::EventLimits {
+                max_events_per_msg: config.max_events_per_msg,
+                max_attributes_per_event: config.max_attributes_per_event,
+                max_event_bytes: config.max_event_bytes,
+            },
+            idle_timeout: config.tcp_idle_timeout,
+            write_timeout: config.tcp_write_timeout,
+            queries: config.tcp_queries,
         };
         tasks.spawn(tcp::serve(
             listener,
@@ -137,6 +149,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             engine.clone(),
             Arc::clone(&counters),
             shutdown.clone(),
+            force_stop.clone(),
             tasks.clone(),
         ));
     }
@@ -200,7 +213,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
 
-    let done = tokio::spawn(stop_in_order(shutdown.clone(), tasks, engine_task));
+    let done = tokio::spawn(stop_in_order(
+        shutdown.clone(),
+        force_stop,
+        config.shutdown_grace,
+        tasks,
+        engine_task,
+    ));
     Ok(Running {
         tcp_addr,
         udp_addr,
@@ -238,25 +257,43 @@ async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, S
         .map_err(|source| StartError::Listen { what, addr, source })
 }
 
+/// Stops in order: listeners and connections first (answering what they have read, for up to
+/// `grace`, then ending stuck ones), the engine last, so its final write always happens: a
+/// client that stopped reading must not cost index updates already acknowledged.
 async fn stop_in_order(
     shutdown: CancellationToken,
+    force_stop: CancellationToken,
+    grace: Duration,
     tasks: TaskTracker,
     engine_task: tokio::task::JoinHandle<()>,
 ) {
     shutdown.cancelled().await;
     tracing::info!("shutting down: no new connections, answering what is in flight");
     tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!(
             remaining = tasks.len(),
-            "connections still open after the grace period; stopping anyway"
+            grace_secs = grace.as_secs(),
+            "connections still open after the grace period (--shutdown-grace); ending them"
         );
-        return;
+        force_stop.cancel();
+        if tokio::time::timeout(FORCED_STOP_WAIT, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = tasks.len(),
+                "tasks still running after being ended; waiting for the engine anyway"
+            );
+        }
     }
-    // Every engine handle lived in a tracked task; the engine now drains its queue and stops.
-    let _ = engine_task.await;
-    tracing::info!("stopped");
+    // Every engine handle lived in a tracked task; the engine now drains its queue, makes its
+    // final write and stops.
+    match tokio::time::timeout(ENGINE_STOP_WAIT, engine_task).await {
+        Ok(_) => tracing::info!("stopped"),
+        Err(_) => tracing::error!(
+            wait_secs = ENGINE_STOP_WAIT.as_secs(),
+            "the engine did not finish its final write in time; index updates of the last second may be lost"
+        ),
+    }
 }

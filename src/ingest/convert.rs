@@ -6,7 +6,7 @@
 //! Encoding back (for query replies) follows Riemann too: `metric_f` always, plus `metric_sint64`
 //! for integer metrics or `metric_d` otherwise, and both `time` and `time_micros`.
 
-use crate::event::{Event, Metric};
+use crate::event::{Event, EventLimits, LimitError, Metric};
 use crate::proto;
 
 /// An empty state is what collectd's `write_riemann` sends for "no state": treat it as absent so
@@ -130,6 +130,111 @@ fn wire_metric(e: &Event) -> (Option<i64>, Option<f64>) {
         Some(Metric::Float(f)) => (None, Some(f)),
         None => (None, None),
     }
+}
+
+/// Checks an encoded `Msg` against `limits` before it is decoded, reading only field keys and
+/// lengths (nothing is allocated): decoding is where 16 MiB of empty events became 3 GiB.
+/// Counts top-level `events` and `states` together against the events limit, and for each
+/// event its encoded size and its `attributes`. A malformed body passes: decoding reports it.
+pub fn check_limits(body: &[u8], limits: &EventLimits) -> Result<(), LimitError> {
+    const STATES: u64 = 4;
+    const EVENTS: u64 = 6;
+    const ATTRIBUTES: u64 = 9;
+    let mut items = 0usize;
+    let mut index = 0usize;
+    for_each_field(body, |tag, value| {
+        if tag != EVENTS && tag != STATES {
+            return Ok(());
+        }
+        items += 1;
+        if items > limits.max_events_per_msg {
+            return Err(LimitError::TooManyEvents {
+                limit: limits.max_events_per_msg,
+            });
+        }
+        if tag == STATES {
+            return Ok(());
+        }
+        let event = index;
+        index += 1;
+        if value.len() > limits.max_event_bytes {
+            return Err(LimitError::EventTooLarge {
+                index: event,
+                bytes: value.len(),
+                limit: limits.max_event_bytes,
+            });
+        }
+        let mut attributes = 0usize;
+        for_each_field(value, |tag, _| {
+            if tag == ATTRIBUTES {
+                attributes += 1;
+                if attributes > limits.max_attributes_per_event {
+                    return Err(LimitError::TooManyAttributes {
+                        index: event,
+                        limit: limits.max_attributes_per_event,
+                    });
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Calls `each(tag, bytes)` for every length-delimited field at the top level of an encoded
+/// message, skipping every other field (groups included, as prost does for unknown fields).
+/// Stops quietly at malformed input: the real decoder rejects it.
+fn for_each_field(
+    mut buf: &[u8],
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), LimitError>,
+) -> Result<(), LimitError> {
+    use prost::encoding::decode_varint;
+    // Nesting of groups (wire types 3 and 4): fields inside a group are not top-level.
+    let mut group_depth = 0usize;
+    while !buf.is_empty() {
+        let Ok(key) = decode_varint(&mut buf) else {
+            return Ok(());
+        };
+        let tag = key >> 3;
+        let skip = match key & 7 {
+            0 => match decode_varint(&mut buf) {
+                Ok(_) => 0,
+                Err(_) => return Ok(()),
+            },
+            1 => 8,
+            2 => {
+                let Ok(len) = decode_varint(&mut buf) else {
+                    return Ok(());
+                };
+                let Some(len) = usize::try_from(len).ok().filter(|&len| len <= buf.len()) else {
+                    return Ok(());
+                };
+                let (value, rest) = buf.split_at(len);
+                if group_depth == 0 {
+                    each(tag, value)?;
+                }
+                buf = rest;
+                0
+            }
+            3 => {
+                group_depth += 1;
+                0
+            }
+            4 => match group_depth.checked_sub(1) {
+                Some(depth) => {
+                    group_depth = depth;
+                    0
+                }
+                None => return Ok(()),
+            },
+            5 => 4,
+            _ => return Ok(()),
+        };
+        if skip > buf.len() {
+            return Ok(());
+        }
+        buf = &buf[skip..];
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -288,5 +393,89 @@ mod encode_tests {
             encode_event(&e, &mut direct);
             prop_assert_eq!(&direct, &to_proto(&e).encode_to_vec());
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use prost::Message;
+
+    const LIMITS: EventLimits = EventLimits {
+        max_events_per_msg: 3,
+        max_attributes_per_event: 2,
+        max_event_bytes: 64,
+    };
+
+    fn msg(events: Vec<proto::Event>) -> Vec<u8> {
+        proto::Msg {
+            events,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn attrs(n: usize) -> proto::Event {
+        proto::Event {
+            attributes: (0..n)
+                .map(|i| proto::Attribute {
+                    key: format!("k{i}"),
+                    value: None,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn counts_are_checked_on_the_wire() {
+        assert_eq!(
+            check_limits(&msg(vec![Default::default(); 3]), &LIMITS),
+            Ok(())
+        );
+        assert_eq!(
+            check_limits(&msg(vec![Default::default(); 4]), &LIMITS),
+            Err(LimitError::TooManyEvents { limit: 3 })
+        );
+        let states = proto::Msg {
+            states: vec![Default::default(); 2],
+            events: vec![Default::default(); 2],
+            ..Default::default()
+        };
+        assert_eq!(
+            check_limits(&states.encode_to_vec(), &LIMITS),
+            Err(LimitError::TooManyEvents { limit: 3 })
+        );
+        assert_eq!(check_limits(&msg(vec![attrs(2)]), &LIMITS), Ok(()));
+        assert_eq!(
+            check_limits(&msg(vec![attrs(0), attrs(3)]), &LIMITS),
+            Err(LimitError::TooManyAttributes { index: 1, limit: 2 })
+        );
+        let big = proto::Event {
+            description: Some("x".repeat(80)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            check_limits(&msg(vec![big]), &LIMITS),
+            Err(LimitError::EventTooLarge {
+                index: 0,
+                limit: 64,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_group_does_not_hide_the_events_after_it() {
+        // Unknown field 15 as a group holding a nested field 6, then four real events.
+        let mut body = vec![(15 << 3) | 3, (6 << 3) | 2, 0, (15 << 3) | 4];
+        body.extend(msg(vec![Default::default(); 4]));
+        assert!(proto::Msg::decode(body.as_slice()).is_ok());
+        assert_eq!(
+            check_limits(&body, &LIMITS),
+            Err(LimitError::TooManyEvents { limit: 3 })
+        );
+        // Malformed input is left to the decoder.
+        assert_eq!(check_limits(&[0x32, 0x7f], &LIMITS), Ok(()));
     }
 }

@@ -17,6 +17,30 @@ const HEADER_LEN: usize = 4;
 pub enum FrameError {
     #[error("frame of {announced} bytes exceeds the {limit} byte limit")]
     TooLarge { announced: u64, limit: usize },
+    /// A TLS ClientHello's first bytes read as a length of ~369 MB: say what it is instead.
+    #[error("looks like TLS (statecast's Riemann TCP port speaks plain protobuf)")]
+    LooksLikeTls,
+    #[error("looks like HTTP (statecast's Riemann TCP port speaks protobuf; HTTP is on the --http port)")]
+    LooksLikeHttp,
+}
+
+/// What an oversize length prefix really is, when it is the start of another protocol. Only
+/// consulted for lengths past the limit, so no valid frame is ever misread.
+fn classify_oversize(header: &[u8], announced: usize, limit: usize) -> FrameError {
+    // TLS record: handshake (0x16), version 3.x (SSL 3.0 to TLS 1.3 all say 3.0-3.4).
+    if header[0] == 0x16 && header[1] == 0x03 && header[2] <= 0x04 {
+        return FrameError::LooksLikeTls;
+    }
+    const HTTP_METHODS: [&[u8; 4]; 9] = [
+        b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC",
+    ];
+    if HTTP_METHODS.iter().any(|m| header[..4] == m[..]) {
+        return FrameError::LooksLikeHttp;
+    }
+    FrameError::TooLarge {
+        announced: announced as u64,
+        limit,
+    }
 }
 
 /// Splits a byte stream into frame bodies.
@@ -38,10 +62,11 @@ impl FrameDecoder {
         }
         let announced = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if announced > self.max_frame_len {
-            return Err(FrameError::TooLarge {
-                announced: announced as u64,
-                limit: self.max_frame_len,
-            });
+            return Err(classify_oversize(
+                &buf[..HEADER_LEN],
+                announced,
+                self.max_frame_len,
+            ));
         }
         if buf.len() < HEADER_LEN + announced {
             return Ok(None);
@@ -124,6 +149,25 @@ mod tests {
             .to_string(),
             "frame of 17 bytes exceeds the 16 byte limit"
         );
+    }
+
+    #[test]
+    fn other_protocols_are_named() {
+        let dec = FrameDecoder::new(16 * 1024 * 1024);
+        // The first bytes of a TLS 1.2/1.3 ClientHello record.
+        let mut buf = BytesMut::from(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..]);
+        assert_eq!(dec.decode(&mut buf), Err(FrameError::LooksLikeTls));
+        assert!(FrameError::LooksLikeTls
+            .to_string()
+            .starts_with("looks like TLS"));
+        for request in [&b"GET / HTTP/1.1\r\n"[..], b"POST /api/event HTTP/1.1"] {
+            let mut buf = BytesMut::from(request);
+            assert_eq!(dec.decode(&mut buf), Err(FrameError::LooksLikeHttp));
+        }
+        // Under the limit a length is a length, whatever its bytes.
+        let dec = FrameDecoder::new(u32::MAX as usize);
+        let mut buf = BytesMut::from(&b"GET "[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
     }
 
     #[test]

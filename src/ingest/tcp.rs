@@ -6,23 +6,30 @@
 //! acknowledgement), queueing reply slots in request order; the writer
 //! waits for each slot in turn and writes replies in batches, flushing only when nothing more is
 //! ready. The reply queue is bounded: a client that never reads replies stops being read.
+//!
+//! Every connection is bounded in time and memory: one that sends no frame for
+//! `idle_timeout` is closed (connections are a limited resource), one whose replies make no
+//! progress for `write_timeout` is dropped, at most [`QUERIES_IN_FLIGHT`] query replies (each
+//! a whole-index snapshot until encoded) wait per connection, and a Msg is checked against
+//! [`EventLimits`] on the wire before it is decoded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::convert;
-use super::frame::{self, FrameDecoder};
+use super::frame::{self, FrameDecoder, FrameError};
 use crate::engine::{Applied, EngineError, EngineHandle, Snapshot};
-use crate::event::{now_micros, Event};
+use crate::event::{now_micros, Event, EventLimits};
 use crate::metrics::Counters;
 use crate::proto::Msg;
 use crate::query::Query;
@@ -34,13 +41,28 @@ const READ_CHUNK: usize = 64 * 1024;
 /// At most this many `Msg`s (and events) go to the engine as one batch with one acknowledgement.
 const BATCH_MSGS: usize = 1024;
 const BATCH_EVENTS: usize = 1024;
+/// Query replies one connection may have waiting to be written. Each holds a snapshot of the
+/// whole index until it is encoded, so a client pipelining thousands of queries without reading
+/// once held thousands of snapshots (1.3 GiB); past this the connection is not read.
+const QUERIES_IN_FLIGHT: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight: usize,
+    /// Bounds on each Msg, checked before it is decoded.
+    pub limits: EventLimits,
+    /// A connection that sends no whole frame for this long is closed.
+    pub idle_timeout: Duration,
+    /// A client whose replies make no progress for this long is dropped.
+    pub write_timeout: Duration,
+    /// Whether queries are answered (the port has no authentication).
+    pub queries: bool,
 }
+
+/// The error a query gets with `--tcp-queries off`.
+pub const QUERIES_DISABLED: &str = "queries are disabled on this port (--tcp-queries off)";
 
 /// How long a connection closed for bad input keeps draining the peer's input.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -125,21 +147,33 @@ enum Reply {
     /// Wait for the engine to apply the batch, then answer `ok` once per `Msg` it holds (those
     /// before its first change at once, the rest once the change is durable).
     Pending(oneshot::Receiver<Applied>, MsgSizes),
-    /// Answer a query once the engine's snapshot (taken after every earlier batch) arrives.
-    Query(oneshot::Receiver<Snapshot>, Query),
+    /// Answer a query once the engine's snapshot (taken after every earlier batch) arrives;
+    /// the permit is one of the connection's [`QUERIES_IN_FLIGHT`], returned once it is written.
+    Query(oneshot::Receiver<Snapshot>, Query, OwnedSemaphorePermit),
     /// Answer now.
     Ready(Msg),
     /// Answer, then close the connection (bad input).
     Fatal(Msg),
+    /// Write these bytes as they are, then close (a client of another protocol).
+    Foreign(&'static [u8]),
 }
 
-/// Accepts connections until shutdown; each runs in its own task tracked by `tasks`.
+/// Where replies go and how long a write may stall.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    peer: SocketAddr,
+    write_timeout: Duration,
+}
+
+/// Accepts connections until shutdown; each runs in its own task tracked by `tasks`. After
+/// `shutdown`, connections answer what they have read; `force` ends those still running.
 pub async fn serve(
     listener: TcpListener,
     config: TcpConfig,
     engine: EngineHandle,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
+    force: CancellationToken,
     tasks: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -172,8 +206,14 @@ pub async fn serve(
             peer,
         };
         let shutdown = shutdown.clone();
+        let force = force.clone();
         tasks.spawn(async move {
-            connection.run(socket, shutdown).await;
+            tokio::select! {
+                _ = connection.run(socket, shutdown) => {}
+                _ = force.cancelled() => {
+                    tracing::warn!(%peer, "riemann tcp connection still busy at the end of the shutdown grace period; closing it");
+                }
+            }
             drop(permit);
         });
     }
@@ -191,12 +231,22 @@ impl Connection {
         let (read, write) = socket.into_split();
         let (replies_tx, replies_rx) = mpsc::channel(self.config.max_in_flight.max(1));
         let peer = self.peer;
-        let writer = tokio::spawn(write_replies(write, replies_rx, peer));
+        let link = Link {
+            peer,
+            write_timeout: self.config.write_timeout,
+        };
+        // Aborted if this connection is dropped (forced to end at shutdown) before it finishes.
+        let mut writer = AbortOnDrop(tokio::spawn(write_replies(
+            write,
+            replies_rx,
+            link,
+            self.config.max_frame_bytes,
+        )));
         let mut read = read;
         let ended = self.read_requests(&mut read, replies_tx, shutdown).await;
         // The reader is done (EOF, bad input or shutdown); the writer answers what is in flight
         // and then closes.
-        let _ = writer.await;
+        let _ = (&mut writer.0).await;
         if ended == ReadEnd::Fatal {
             // Closing a socket with unread input makes the kernel send RST, which can destroy the
             // error reply before the client reads it. Drain briefly so the client sees why.
@@ -216,6 +266,11 @@ impl Connection {
         shutdown: CancellationToken,
     ) -> ReadEnd {
         let decoder = FrameDecoder::new(self.config.max_frame_bytes);
+        let queries = Arc::new(Semaphore::new(QUERIES_IN_FLIGHT));
+        // The idle clock restarts when the reader goes back to reading after handling frames,
+        // so time spent waiting on the client's own backpressure does not count as idle.
+        let mut idle_deadline = tokio::time::Instant::now() + self.config.idle_timeout;
+        let mut framed = false;
         let mut buf = BytesMut::new();
         // Event-only Msgs decoded from one read go to the engine together: one command and one
         // acknowledgement for the lot, answered with one `ok` per Msg in order. Anything else
@@ -226,27 +281,39 @@ impl Connection {
         loop {
             loop {
                 let reply = match decoder.decode(&mut buf) {
-                    Ok(Some(body)) => match self.decode_frame(body, arrived, &mut batch.events) {
-                        Ok(Frame::Batched(events)) => {
-                            batch.msgs.push(events);
-                            if batch.msgs.count < BATCH_MSGS && batch.events.len() < BATCH_EVENTS {
-                                continue;
+                    Ok(Some(body)) => {
+                        framed = true;
+                        match self.decode_frame(body, arrived, &mut batch.events) {
+                            Ok(Frame::Batched(events)) => {
+                                batch.msgs.push(events);
+                                if batch.msgs.count < BATCH_MSGS
+                                    && batch.events.len() < BATCH_EVENTS
+                                {
+                                    continue;
+                                }
+                                Next::Full
                             }
-                            Next::Full
+                            Ok(Frame::Other(msg)) => Next::Msg(msg),
+                            Err(reply) => Next::Reply(reply),
                         }
-                        Ok(Frame::Other(msg)) => Next::Msg(msg),
-                        Err(reply) => Next::Reply(reply),
-                    },
+                    }
                     Ok(None) => Next::NeedInput,
                     Err(error) => {
                         Counters::add(&self.counters.tcp_bad_frames, 1);
                         tracing::warn!(peer = %self.peer, %error, "closing riemann tcp connection");
-                        Next::Reply(Reply::Fatal(error_msg(error.to_string())))
+                        Next::Reply(match error {
+                            // A client of another protocol cannot read a protobuf reply.
+                            FrameError::LooksLikeTls => Reply::Foreign(b""),
+                            FrameError::LooksLikeHttp => Reply::Foreign(HTTP_REPLY),
+                            FrameError::TooLarge { .. } => {
+                                Reply::Fatal(error_msg(error.to_string()))
+                            }
+                        })
                     }
                 };
                 // Whatever comes next, what is batched goes first.
                 if let Some(pending) = self.submit_batch(&mut batch).await {
-                    let fatal = matches!(pending, Reply::Fatal(_));
+                    let fatal = pending.closes();
                     if replies.send(pending).await.is_err() {
                         return ReadEnd::Closed;
                     }
@@ -257,10 +324,15 @@ impl Connection {
                 let reply = match reply {
                     Next::NeedInput => break,
                     Next::Full => continue,
-                    Next::Msg(msg) => self.handle_msg(msg, arrived).await,
+                    Next::Msg(msg) => {
+                        match self.handle_msg(msg, arrived, &queries, &shutdown).await {
+                            Some(reply) => reply,
+                            None => return ReadEnd::Closed,
+                        }
+                    }
                     Next::Reply(reply) => reply,
                 };
-                let fatal = matches!(reply, Reply::Fatal(_));
+                let fatal = reply.closes();
                 if replies.send(reply).await.is_err() {
                     return ReadEnd::Closed;
                 }
@@ -268,12 +340,25 @@ impl Connection {
                     return ReadEnd::Fatal;
                 }
             }
+            if std::mem::take(&mut framed) {
+                idle_deadline = tokio::time::Instant::now() + self.config.idle_timeout;
+            }
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
             let read_result = tokio::select! {
                 // Stop taking requests; those already read are still answered.
                 _ = shutdown.cancelled() => return ReadEnd::Closed,
+                // The writer gave up on the client (write timeout, reset): so does the reader.
+                _ = replies.closed() => return ReadEnd::Closed,
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    tracing::info!(
+                        peer = %self.peer,
+                        idle_secs = self.config.idle_timeout.as_secs(),
+                        "closing idle riemann tcp connection (no frame within --tcp-idle-timeout)"
+                    );
+                    return ReadEnd::Closed;
+                }
                 r = read.read_buf(&mut buf) => r,
             };
             match read_result {
@@ -300,6 +385,12 @@ impl Connection {
         arrived: i64,
         batch: &mut Vec<Event>,
     ) -> Result<Frame, Reply> {
+        // Counted on the wire first: decoding is where a small frame becomes a large Msg.
+        if let Err(error) = convert::check_limits(&body, &self.config.limits) {
+            Counters::add(&self.counters.tcp_bad_frames, 1);
+            tracing::debug!(peer = %self.peer, %error, "riemann msg over a limit; refused");
+            return Err(Reply::Ready(error_msg(error.to_string())));
+        }
         let msg = match Msg::decode(body) {
             Ok(msg) => msg,
             Err(error) => {
@@ -338,14 +429,36 @@ impl Connection {
         })
     }
 
-    /// A Msg with a query, or without events.
-    async fn handle_msg(&self, msg: Msg, arrived: i64) -> Reply {
+    /// A Msg with a query, or without events. `None` when shutdown came while it waited for
+    /// one of the connection's `queries` permits.
+    async fn handle_msg(
+        &self,
+        msg: Msg,
+        arrived: i64,
+        queries: &Arc<Semaphore>,
+        shutdown: &CancellationToken,
+    ) -> Option<Reply> {
+        if msg.query.is_some() && !self.config.queries {
+            return Some(Reply::Ready(error_msg(QUERIES_DISABLED.to_owned())));
+        }
         let query = match msg.query.map(|q| q.string.unwrap_or_default()) {
             // A bad query is the client's mistake, not a protocol error: answer and carry on.
-            Some(text) => match Query::parse(&text) {
+            // Compiling its patterns is CPU work: off the async workers.
+            Some(text) => match Query::parse_off_thread(text).await {
                 Ok(query) => Some(query),
-                Err(error) => return Reply::Ready(error_msg(format!("parse error: {error}"))),
+                Err(error) => {
+                    return Some(Reply::Ready(error_msg(format!("parse error: {error}"))))
+                }
             },
+            None => None,
+        };
+        // A query waits for a free slot before anything of its Msg is applied: the connection
+        // is not read meanwhile (the client is not reading the earlier query replies).
+        let permit = match &query {
+            Some(_) => Some(tokio::select! {
+                permit = Arc::clone(queries).acquire_owned() => permit.ok()?,
+                _ = shutdown.cancelled() => return None,
+            }),
             None => None,
         };
         let mut ack = None;
@@ -357,13 +470,13 @@ impl Connection {
                 .collect();
             match self.engine.submit(events).await {
                 Ok(rx) => ack = Some(rx),
-                Err(error) => return Reply::Fatal(error_msg(error.to_string())),
+                Err(error) => return Some(Reply::Fatal(error_msg(error.to_string()))),
             }
         }
-        match (query, ack) {
+        Some(match (query.zip(permit), ack) {
             // The snapshot is queued behind this Msg's events, so it includes them.
-            (Some(query), _) => match self.engine.request_snapshot().await {
-                Ok(snapshot) => Reply::Query(snapshot, query),
+            (Some((query, permit)), _) => match self.engine.request_snapshot().await {
+                Ok(snapshot) => Reply::Query(snapshot, query, permit),
                 Err(error) => Reply::Fatal(error_msg(error.to_string())),
             },
             (None, Some(ack)) => {
@@ -372,7 +485,7 @@ impl Connection {
                 Reply::Pending(ack, sizes)
             }
             (None, None) => Reply::Ready(ok_msg()),
-        }
+        })
     }
 }
 
@@ -396,18 +509,27 @@ fn error_msg(error: String) -> Msg {
 async fn write_replies(
     mut write: OwnedWriteHalf,
     mut replies: mpsc::Receiver<Reply>,
-    peer: SocketAddr,
+    link: Link,
+    max_frame_bytes: usize,
 ) {
     let mut out = BytesMut::with_capacity(4096);
     let mut ok_frame = BytesMut::new();
     frame::encode(&ok_msg(), &mut ok_frame);
     while let Some(mut reply) = replies.recv().await {
         loop {
+            // A query's permit, returned once its reply is written or handed to the socket.
+            let mut query_permit = None;
             let (msg, fatal) = match reply {
                 Reply::Ready(msg) => (msg, false),
                 Reply::Fatal(msg) => (msg, true),
+                Reply::Foreign(bytes) => {
+                    out.extend_from_slice(bytes);
+                    flush(&mut write, &mut out, link).await;
+                    let _ = write.shutdown().await;
+                    return;
+                }
                 Reply::Pending(applied, msgs) => {
-                    let (ack, unanswered) = match wait(applied, &mut write, &mut out, peer).await {
+                    let (ack, unanswered) = match wait(applied, &mut write, &mut out, link).await {
                         None => return,
                         Some(Err(_)) => (Err(EngineError::Closed), msgs.count),
                         Some(Ok(Applied::Done(ack))) => (ack, msgs.count),
@@ -421,7 +543,7 @@ async fn write_replies(
                             for _ in 0..answered {
                                 out.extend_from_slice(&ok_frame);
                             }
-                            match wait(durable, &mut write, &mut out, peer).await {
+                            match wait(durable, &mut write, &mut out, link).await {
                                 None => return,
                                 Some(ack) => (
                                     ack.unwrap_or(Err(EngineError::Closed)),
@@ -452,29 +574,45 @@ async fn write_replies(
                         Err(error) => (error_msg(error.to_string()), true),
                     }
                 }
-                Reply::Query(snapshot, query) => {
-                    match wait(snapshot, &mut write, &mut out, peer).await {
-                        Some(Ok(snapshot)) => (query_result(&snapshot, &query), false),
+                Reply::Query(snapshot, query, permit) => {
+                    query_permit = Some(permit);
+                    match wait(snapshot, &mut write, &mut out, link).await {
+                        Some(Ok(snapshot)) => {
+                            // Encoded straight into the output; the snapshot goes right after.
+                            if let Err(too_large) =
+                                encode_query_reply(&snapshot, &query, max_frame_bytes, &mut out)
+                            {
+                                (error_msg(too_large), false)
+                            } else {
+                                (Msg::default(), false)
+                            }
+                        }
                         Some(Err(_)) => (error_msg(EngineError::Closed.to_string()), true),
                         None => return,
                     }
                 }
             };
-            frame::encode(&msg, &mut out);
+            // An empty Msg stands for "already encoded" (a query reply): every real reply
+            // carries `ok`.
+            if msg.ok.is_some() {
+                frame::encode(&msg, &mut out);
+            }
             if fatal {
-                flush(&mut write, &mut out, peer).await;
+                flush(&mut write, &mut out, link).await;
                 let _ = write.shutdown().await;
                 return;
             }
-            if out.len() >= WRITE_BATCH_BYTES && !flush(&mut write, &mut out, peer).await {
+            if out.len() >= WRITE_BATCH_BYTES && !flush(&mut write, &mut out, link).await {
                 return;
             }
+            // A large query reply was just written; a small one waits in `out`, which is small.
+            drop(query_permit);
             match replies.try_recv() {
                 Ok(next) => reply = next,
                 Err(_) => break,
             }
         }
-        if !flush(&mut write, &mut out, peer).await {
+        if !flush(&mut write, &mut out, link).await {
             return;
         }
     }
@@ -487,7 +625,7 @@ async fn wait<T>(
     mut rx: oneshot::Receiver<T>,
     write: &mut OwnedWriteHalf,
     out: &mut BytesMut,
-    peer: SocketAddr,
+    link: Link,
 ) -> Option<Result<T, oneshot::error::RecvError>> {
     match rx.try_recv() {
         Ok(value) => return Some(Ok(value)),
@@ -496,39 +634,105 @@ async fn wait<T>(
         }
         Err(oneshot::error::TryRecvError::Empty) => {}
     }
-    if !flush(write, out, peer).await {
+    if !flush(write, out, link).await {
         return None;
     }
     Some(rx.await)
 }
 
-/// Riemann's answer to a query: `ok` and every matching indexed event.
-fn query_result(snapshot: &Snapshot, query: &Query) -> Msg {
-    Msg {
-        ok: Some(true),
-        events: snapshot
-            .events
-            .iter()
-            .filter(|e| query.matches(e))
-            .map(|e| convert::to_proto(e))
-            .collect(),
-        ..Default::default()
+/// Appends Riemann's answer to a query as one frame: `ok` and every matching indexed event,
+/// encoded straight from the snapshot (no intermediate `Msg` holding a copy of each event).
+/// A result larger than the frame limit is not sent: the error says how large it was.
+fn encode_query_reply(
+    snapshot: &Snapshot,
+    query: &Query,
+    max_frame_bytes: usize,
+    out: &mut BytesMut,
+) -> Result<(), String> {
+    use prost::encoding::{bool as pbool, encode_key, encode_varint, encoded_len_varint, WireType};
+    let start = out.len();
+    out.put_u32(0); // the length, filled in below
+    pbool::encode(2, &true, out);
+    let mut body_len = out.len() - start - 4;
+    let mut event = Vec::new();
+    let match_all = query.is_match_all();
+    for e in snapshot.events.iter() {
+        if !match_all && !query.matches(e) {
+            continue;
+        }
+        event.clear();
+        convert::encode_event(e, &mut event);
+        body_len += 1 + encoded_len_varint(event.len() as u64) + event.len();
+        // Past the limit, keep counting (to say how large) but stop buffering.
+        if body_len <= max_frame_bytes {
+            encode_key(6, WireType::LengthDelimited, out);
+            encode_varint(event.len() as u64, out);
+            out.extend_from_slice(&event);
+        }
     }
+    if body_len > max_frame_bytes {
+        out.truncate(start);
+        return Err(format!(
+            "query result of {body_len} bytes exceeds the {max_frame_bytes}-byte frame limit (--max-frame-bytes); narrow the query"
+        ));
+    }
+    // At most the frame limit, which fits the 4-byte length (the flag is a usize, but the
+    // decoder's own frames are never larger than u32::MAX either).
+    let len = u32::try_from(body_len).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
-/// Writes out everything buffered; false when the peer is gone.
-async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut, peer: SocketAddr) -> bool {
-    if out.is_empty() {
-        return true;
-    }
-    let result = write.write_all(out).await;
+/// Writes out everything buffered; false when the peer is gone or made no progress reading it
+/// for the write timeout (it is then dropped).
+async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut, link: Link) -> bool {
+    let mut written = 0;
+    let result = loop {
+        if written == out.len() {
+            break Ok(());
+        }
+        match tokio::time::timeout(link.write_timeout, write.write(&out[written..])).await {
+            Ok(Ok(0)) => break Err("peer closed the connection".to_owned()),
+            Ok(Ok(n)) => written += n,
+            Ok(Err(error)) => break Err(error.to_string()),
+            Err(_) => {
+                tracing::info!(
+                    peer = %link.peer,
+                    timeout_secs = link.write_timeout.as_secs(),
+                    unwritten = out.len() - written,
+                    "riemann tcp client is not reading its replies (--tcp-write-timeout); dropping it"
+                );
+                out.clear();
+                return false;
+            }
+        }
+    };
     out.clear();
     match result {
         Ok(()) => true,
         Err(error) => {
-            tracing::debug!(%peer, %error, "riemann tcp write failed");
+            tracing::debug!(peer = %link.peer, %error, "riemann tcp write failed");
             false
         }
+    }
+}
+
+/// A spawned task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a plain HTTP client on the Riemann port is told before the connection closes.
+const HTTP_REPLY: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 85\r\n\r\nThis is statecast's Riemann TCP port (protobuf); the dashboard is on the HTTP port.\r\n";
+
+impl Reply {
+    /// Whether the connection closes after this reply.
+    fn closes(&self) -> bool {
+        matches!(self, Reply::Fatal(_) | Reply::Foreign(_))
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use regex::Regex;
+use regex_automata::meta::Regex;
 
 /// A predicate over one event.
 #[derive(Debug, Clone, PartialEq)]

@@ -25,8 +25,11 @@
 //! string value.
 //!
 //! The query arrives from the network, so parsing is bounded: at most [`MAX_QUERY_LEN`] bytes,
-//! at most [`MAX_DEPTH`] levels of parentheses and `not`, and each regex at most
-//! [`REGEX_SIZE_LIMIT`] bytes compiled.
+//! at most [`MAX_DEPTH`] levels of parentheses and `not`, each regex at most
+//! [`REGEX_SIZE_LIMIT`] bytes compiled, all of a query's regexes together at most
+//! [`QUERY_REGEX_BUDGET`] bytes compiled, and at most [`MAX_PATTERNS`] regex and LIKE patterns.
+//! The network call sites parse with [`Query::parse_off_thread`], so even a query at those
+//! limits never holds an async worker.
 
 mod ast;
 mod eval;
@@ -38,7 +41,7 @@ use std::str::FromStr;
 
 use crate::event::Event;
 
-pub use parser::{MAX_DEPTH, REGEX_SIZE_LIMIT};
+pub use parser::{MAX_DEPTH, MAX_PATTERNS, QUERY_REGEX_BUDGET, REGEX_SIZE_LIMIT};
 
 /// Longest query text accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 64 * 1024;
@@ -89,7 +92,7 @@ impl Query {
     }
 
     /// Parses on a blocking thread. Compiling a query's regexes is CPU work bounded by
-    /// [`REGEX_SIZE_LIMIT`] but still long enough (milliseconds to seconds for hostile input)
+    /// [`QUERY_REGEX_BUDGET`] but still long enough (milliseconds to seconds for hostile input)
     /// that it must not run on an async worker, where it would stall every connection sharing it.
     pub async fn parse_off_thread(input: String) -> Result<Query, ParseError> {
         match tokio::task::spawn_blocking(move || Query::parse(&input)).await {

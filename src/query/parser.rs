@@ -5,7 +5,8 @@
 //! once, here, so evaluation never compiles anything. Recursion happens only through `not` and
 //! parentheses, both counted against [`MAX_DEPTH`], so no input can overflow the stack.
 
-use regex::{Regex, RegexBuilder};
+use regex_automata::meta::{self, Regex};
+use regex_automata::util::syntax;
 
 use super::ast::{CmpOp, Expr, Field, Pattern, Value};
 use super::lexer::{column, quote, Lexer, Tok, Token};
@@ -17,6 +18,15 @@ pub const MAX_DEPTH: usize = 64;
 /// Compiled-size limit for one regex (and for the DFA cache behind it).
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// Compiled size all the regexes of one query may use together. Without it a 64 KiB query of
+/// 800 patterns each just under [`REGEX_SIZE_LIMIT`] took 24 s and 1 GB to compile; ordinary
+/// patterns (`"web-%"`, `"^db[0-9]+$"`) compile to a few KiB, so this leaves room for hundreds.
+pub const QUERY_REGEX_BUDGET: usize = 4 << 20;
+
+/// Regex and LIKE patterns one query may hold: each keeps a lazily grown DFA cache of up to
+/// [`REGEX_SIZE_LIMIT`] while it is evaluated, which the compile budget does not count.
+pub const MAX_PATTERNS: usize = 64;
+
 /// Parses a whole query: one predicate, then the end of the input.
 pub fn parse(input: &str) -> Result<Expr, ParseError> {
     let mut lexer = Lexer::new(input);
@@ -25,6 +35,8 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
         input,
         lexer,
         current,
+        regex_budget: QUERY_REGEX_BUDGET,
+        patterns: 0,
     };
     let expr = parser.or(0)?;
     if parser.current.tok != Tok::Eof {
@@ -38,6 +50,10 @@ struct Parser<'a> {
     lexer: Lexer<'a>,
     /// The next token, not yet consumed.
     current: Token,
+    /// Compiled bytes the query's remaining patterns may still use.
+    regex_budget: usize,
+    /// Patterns compiled so far.
+    patterns: usize,
 }
 
 impl Parser<'_> {
@@ -175,8 +191,7 @@ impl Parser<'_> {
             Tok::Like => {
                 self.advance()?;
                 let (source, at) = self.string_operand("'=~' needs a string")?;
-                let regex = compile(&like_to_regex(&source))
-                    .map_err(|detail| self.error_at(at, format!("invalid pattern: {detail}")))?;
+                let regex = self.compile(&like_to_regex(&source), at, "invalid pattern")?;
                 Expr::Like {
                     lhs,
                     pattern: Pattern { source, regex },
@@ -185,8 +200,7 @@ impl Parser<'_> {
             Tok::Match => {
                 self.advance()?;
                 let (source, at) = self.string_operand("'~=' needs a string")?;
-                let regex = compile(&source)
-                    .map_err(|detail| self.error_at(at, format!("invalid regex: {detail}")))?;
+                let regex = self.compile(&source, at, "invalid regex")?;
                 Expr::Regex {
                     lhs,
                     pattern: Pattern { source, regex },
@@ -195,6 +209,50 @@ impl Parser<'_> {
             _ => Expr::Truthy(lhs),
         };
         Ok(expr)
+    }
+
+    /// Compiles the pattern at byte `at`, charging its compiled size to the query's budget.
+    /// The remaining budget is also the compiler's size limit, so a pattern past it stops
+    /// compiling as soon as it outgrows it rather than after the work is done.
+    fn compile(&mut self, pattern: &str, at: usize, what: &str) -> Result<Regex, ParseError> {
+        if self.patterns == MAX_PATTERNS {
+            return Err(self.error_at(
+                at,
+                format!("query has more than {MAX_PATTERNS} regex and LIKE patterns"),
+            ));
+        }
+        self.patterns += 1;
+        let over_budget = |parser: &Self| {
+            parser.error_at(
+                at,
+                format!(
+                    "regexes in this query exceed the {QUERY_REGEX_BUDGET}-byte compile budget"
+                ),
+            )
+        };
+        let limit = REGEX_SIZE_LIMIT.min(self.regex_budget);
+        let regex = match compile(pattern, limit) {
+            Ok(regex) => regex,
+            Err(CompileError::TooBig) if limit < REGEX_SIZE_LIMIT => return Err(over_budget(self)),
+            Err(CompileError::TooBig) => {
+                return Err(self.error_at(
+                    at,
+                    format!(
+                        "{what}: pattern is too large (compiled size would exceed {REGEX_SIZE_LIMIT} bytes)"
+                    ),
+                ))
+            }
+            Err(CompileError::Invalid(detail)) => {
+                return Err(self.error_at(at, format!("{what}: {detail}")))
+            }
+        };
+        // What the compiled forms hold on the heap, and the text they were compiled from.
+        let cost = regex.memory_usage() + pattern.len();
+        match self.regex_budget.checked_sub(cost) {
+            Some(left) => self.regex_budget = left,
+            None => return Err(over_budget(self)),
+        }
+        Ok(regex)
     }
 
     /// Consumes a value token if the current token is one.
@@ -231,26 +289,40 @@ pub fn like_to_regex(pattern: &str) -> String {
     format!(r"(?s)\A{}\z", body.join(".*"))
 }
 
-/// Compiles with bounded size; the error is a one-line human description.
-fn compile(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(limit) => {
-                format!("pattern is too large (compiled size would exceed {limit} bytes)")
+enum CompileError {
+    /// The compiled form would exceed the size limit it was given.
+    TooBig,
+    /// Not a valid pattern: a one-line human description.
+    Invalid(String),
+}
+
+/// Compiles with bounded size, exactly as `regex::Regex::new` would (same engine, same
+/// options) but through `regex_automata` so that the compiled size can be charged.
+fn compile(pattern: &str, size_limit: usize) -> Result<Regex, CompileError> {
+    let config = meta::Config::new()
+        .nfa_size_limit(Some(size_limit))
+        .hybrid_cache_capacity(REGEX_SIZE_LIMIT)
+        .match_kind(regex_automata::MatchKind::LeftmostFirst)
+        .utf8_empty(true);
+    meta::Builder::new()
+        .configure(config)
+        .syntax(syntax::Config::new().utf8(true))
+        .build(pattern)
+        .map_err(|e| {
+            if e.size_limit().is_some() {
+                return CompileError::TooBig;
             }
             // A syntax error renders as several lines (the pattern, a caret line, then
             // `error: ...`); the last line is the part a person needs.
-            other => {
-                let text = other.to_string();
-                let last = text
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("");
-                last.trim().trim_start_matches("error: ").to_owned()
-            }
+            let text = match e.syntax_error() {
+                Some(syntax) => syntax.to_string(),
+                None => e.to_string(),
+            };
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            CompileError::Invalid(last.trim().trim_start_matches("error: ").to_owned())
         })
 }

@@ -200,7 +200,9 @@ fn like_and_regex_parse_with_their_source() {
         Expr::Like { lhs, pattern } => {
             assert_eq!(lhs, field("service"));
             assert_eq!(pattern.source, "cpu%");
-            assert_eq!(pattern.regex.as_str(), like_to_regex("cpu%"));
+            // The compiled form is the LIKE pattern's regex: anchored, `%` spanning anything.
+            assert!(pattern.regex.is_match("cpu-total"));
+            assert!(!pattern.regex.is_match("a cpu"));
         }
         other => panic!("{other:?}"),
     }
@@ -831,7 +833,7 @@ fn arb_value() -> impl Strategy<Value = Value> {
 }
 
 fn like_pattern(source: String) -> Pattern {
-    let regex = regex::Regex::new(&like_to_regex(&source)).unwrap();
+    let regex = regex_automata::meta::Regex::new(&like_to_regex(&source)).unwrap();
     Pattern { source, regex }
 }
 
@@ -842,7 +844,7 @@ fn regex_pattern() -> impl Strategy<Value = Pattern> {
             .prop_map(str::to_owned),
     ]
     .prop_map(|source| {
-        let regex = regex::Regex::new(&source).unwrap();
+        let regex = regex_automata::meta::Regex::new(&source).unwrap();
         Pattern { source, regex }
     })
 }
@@ -904,4 +906,38 @@ proptest! {
             query.matches(&event());
         }
     }
+}
+
+#[test]
+fn regexes_share_one_compile_budget_per_query() {
+    // Each copy is under the per-regex limit; together they are far past the query's budget.
+    let one = r#"service ~= "\\w{20}""#;
+    assert!(Query::parse(one).is_ok());
+    let many = vec![one; 800].join(" or ");
+    let started = std::time::Instant::now();
+    let e = Query::parse(&many).unwrap_err();
+    assert!(
+        e.message.starts_with(&format!(
+            "regexes in this query exceed the {QUERY_REGEX_BUDGET}-byte"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.column > 1,
+        "the column names the pattern past the budget: {e}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // Small patterns are many times under the budget.
+    let small = vec![r#"host =~ "web-%""#; MAX_PATTERNS].join(" or ");
+    assert!(Query::parse(&small).is_ok());
+}
+
+#[test]
+fn patterns_per_query_are_capped() {
+    let over = vec![r#"host =~ "web-%""#; MAX_PATTERNS + 1].join(" or ");
+    let e = Query::parse(&over).unwrap_err();
+    assert_eq!(
+        e.message,
+        format!("query has more than {MAX_PATTERNS} regex and LIKE patterns")
+    );
 }
