@@ -79,7 +79,7 @@ async fn a_flipped_byte_in_the_first_logged_record_loses_only_that_record() {
     let reply = tcp
         .request(&events_msg(vec![event("flip", "first", "critical")]))
         .await;
-    assert_eq!(reply.ok, Some(true));
+    assert_eq!(reply.ok, Some(true), "{reply:?}");
     drop(tcp);
     assert!(server.terminate().success());
     drop(server);
