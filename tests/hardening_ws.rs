@@ -55,7 +55,9 @@ async fn control_still_served(server: &Server, control: &mut WsClient, service: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_from_a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
-    let server = start_server(&["--ws-write-timeout", "1"]);
+    // A write timeout long enough for an unbounded pong queue to show (before the fix, the
+    // client was dropped only once the socket took no data for this long).
+    let server = start_server(&["--ws-write-timeout", "5"]);
     let (mut control, _) = WsClient::connect_with_snapshot(&server).await;
     let mut attacker = WsClient::connect_with_recv_buffer(&server, 4096).await;
     let baseline = proc_status_kib(server.pid(), "VmRSS");
@@ -75,7 +77,7 @@ async fn a_ping_flood_from_a_client_that_never_reads_is_closed_and_memory_stays_
             }
             attacker.ws.flush().await
         };
-        match tokio::time::timeout(TIMEOUT, burst).await {
+        match tokio::time::timeout(Duration::from_secs(20), burst).await {
             Ok(Ok(())) => sent += 256,
             Ok(Err(_)) => break true,
             Err(_) => panic!("the server neither read the pings nor dropped the client"),

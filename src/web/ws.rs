@@ -28,10 +28,12 @@
 //! What a client sends is bounded too, because each message can make the server queue a reply
 //! whatever the client reads. A ping makes tungstenite queue a pong: pongs not yet flushed count
 //! against [`MAX_UNSENT_PONG_BYTES`], past which the client is closed with 1008 "too many pings"
-//! and no longer read. A subscribe costs a snapshot: a new one replaces a snapshot (and the
-//! changes behind it) still waiting in the outbox, and client messages are rate-limited
-//! ([`MessageBudget`]): past the budget a message is ignored with one `error` frame "too many
-//! subscribes", and [`MAX_REFUSED_MESSAGES`] refusals in a row close the client with 1008.
+//! and no longer read. A subscribe costs a snapshot: it drops the snapshot and changes still
+//! waiting in the outbox, and its own snapshot is built only once the outbox has drained, so a
+//! client that subscribes without reading holds at most one. Client messages are rate-limited
+//! too ([`MessageBudget`]; each may compile a query): past the budget a message is ignored with
+//! one `error` frame "too many subscribes", and [`MAX_REFUSED_MESSAGES`] refusals in a row
+//! close the client with 1008.
 //! Invalid UTF-8 in a text message closes with 1007. Resume replays are read from history on a
 //! blocking thread, never on a runtime worker.
 
@@ -389,6 +391,9 @@ impl Session {
         let mut lagging = false;
         // Whether the current lag was counted against the resync budget.
         let mut lag_counted = false;
+        // The client subscribed (a new filter): changes are not queued; the receiver is renewed
+        // with a snapshot once the outbox has drained.
+        let mut resubscribe = false;
         let shutdown = self.app.shutdown.clone();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
@@ -426,6 +431,17 @@ impl Session {
                 }
                 lag_counted = false;
                 lagging = false;
+                // That snapshot has the current filter: it answers a pending subscribe too.
+                resubscribe = false;
+            }
+            // A subscribe is answered once the client has read what was queued before it, so
+            // a client that subscribes without reading makes the server build no snapshot.
+            if resubscribe && self.out.is_idle() {
+                match self.subscribe().await {
+                    Some(fresh) => changes = fresh,
+                    None => return End::Flush,
+                }
+                resubscribe = false;
             }
             if self.out.is_idle() {
                 write_deadline = None;
@@ -457,7 +473,7 @@ impl Session {
                         Err(()) => return End::Drop,
                     }
                 }
-                received = changes.recv(), if !lagging && !resting => {
+                received = changes.recv(), if !lagging && !resubscribe && !resting => {
                     // Take what else is already there too (up to a batch): one flush for all.
                     let mut next = Some(received);
                     let mut taken = 0;
@@ -525,12 +541,11 @@ impl Session {
                             }
                         }
                         if let Some(query) = self.client_request(&text).await {
-                            // A new filter starts over with a fresh snapshot at a new seq.
+                            // A new filter starts over with a fresh snapshot at a new seq;
+                            // whatever of the old view is still queued will never be needed.
                             self.filter = query;
-                            match self.subscribe().await {
-                                Some(fresh) => changes = fresh,
-                                None => return End::Flush,
-                            }
+                            self.out.drop_queued_view();
+                            resubscribe = true;
                             lagging = false;
                             lag_counted = false;
                         }
