@@ -799,3 +799,55 @@ pub async fn parse_filter(query: Option<&str>) -> Result<Option<Query>, String> 
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_budget_allows_a_burst_then_a_rate_then_closes_on_abuse() {
+        let start = Instant::now();
+        let mut budget = MessageBudget::new(start);
+        for _ in 0..MESSAGE_BURST as usize {
+            assert_eq!(budget.admit(start), Admission::Accept);
+        }
+        assert_eq!(budget.admit(start), Admission::Refuse { tell: true });
+        assert_eq!(budget.admit(start), Admission::Refuse { tell: false });
+        // Half a second refills one message at 2 a second.
+        let later = start + Duration::from_millis(500);
+        assert_eq!(budget.admit(later), Admission::Accept);
+        // A new episode of refusals is told again; past the limit in a row, close.
+        for _ in 0..MAX_REFUSED_MESSAGES {
+            assert!(matches!(budget.admit(later), Admission::Refuse { .. }));
+        }
+        assert_eq!(budget.admit(later), Admission::Close);
+    }
+
+    #[test]
+    fn a_new_view_drops_queued_snapshots_and_changes_but_keeps_replies() {
+        let mut out = Outbox::default();
+        for (item, len) in [
+            (Outgoing::View("snapshot!".into()), 9),
+            (Outgoing::Frame("stats".into()), 5),
+            (Outgoing::View("change".into()), 6),
+        ] {
+            out.bytes += len;
+            out.items.push_back(item);
+        }
+        out.drop_queued_view();
+        assert_eq!(out.bytes, 5);
+        assert_eq!(out.items.len(), 1);
+        assert!(matches!(&out.items[0], Outgoing::Frame(f) if f.as_str() == "stats"));
+    }
+
+    #[test]
+    fn unflushed_pongs_are_bounded() {
+        let mut out = Outbox::default();
+        let mut pings = 0;
+        while out.pong_queued(125) {
+            pings += 1;
+        }
+        assert_eq!(pings, MAX_UNSENT_PONG_BYTES / 127);
+        assert!(out.needs_flush);
+    }
+}
