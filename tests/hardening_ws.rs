@@ -53,13 +53,38 @@ async fn control_still_served(server: &Server, control: &mut WsClient, service: 
     control.next_change_is(service).await;
 }
 
+/// A websocket client of `path` over a socket with a 4 KiB receive buffer.
+async fn connect_small_buffer(server: &Server, path: &str) -> WsClient {
+    let socket = tokio::net::TcpSocket::new_v4().expect("tcp socket");
+    socket.set_recv_buffer_size(4096).expect("set SO_RCVBUF");
+    let stream = socket.connect(server.http).await.expect("connect");
+    let url = format!("ws://{}{path}", server.http);
+    let (ws, _) = tokio::time::timeout(
+        TIMEOUT,
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    .expect("websocket handshake timed out")
+    .expect("websocket handshake");
+    WsClient { ws }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_from_a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
+    ping_flood("/ws").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_on_the_riemann_index_websocket_is_bounded_too() {
+    ping_flood("/index?subscribe=true").await;
+}
+
+async fn ping_flood(path: &str) {
     // A write timeout long enough for an unbounded pong queue to show (before the fix, the
     // client was dropped only once the socket took no data for this long).
     let server = start_server(&["--ws-write-timeout", "5"]);
     let (mut control, _) = WsClient::connect_with_snapshot(&server).await;
-    let mut attacker = WsClient::connect_with_recv_buffer(&server, 4096).await;
+    let mut attacker = connect_small_buffer(&server, path).await;
     let baseline = proc_status_kib(server.pid(), "VmRSS");
 
     // Up to 2M pings of 125 bytes (262 MB), 256 per write, never reading the pongs. Before the
@@ -85,7 +110,7 @@ async fn a_ping_flood_from_a_client_that_never_reads_is_closed_and_memory_stays_
     };
     let peak = proc_status_kib(server.pid(), "VmHWM");
     eprintln!(
-        "ping flood: {sent} pings sent, closed: {closed}, server RSS {} -> peak {} MiB",
+        "ping flood on {path}: {sent} pings sent, closed: {closed}, server RSS {} -> peak {} MiB",
         baseline / MIB,
         peak / MIB
     );

@@ -116,6 +116,14 @@ async fn stream_websocket(
                         return;
                     }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    // tungstenite queued a pong: it leaves before the next read, so a client
+                    // that pings without reading holds one pong, not one per ping, until the
+                    // write timeout drops it.
+                    Some(Ok(Message::Ping(_))) => {
+                        if !matches!(tokio::time::timeout(timeout, socket.flush()).await, Ok(Ok(()))) {
+                            return;
+                        }
+                    }
                     Some(Ok(_)) => {}
                 },
                 update = sub.updates.recv() => match update {
