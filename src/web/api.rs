@@ -66,7 +66,7 @@ pub async fn state(
     axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
     headers: HeaderMap,
 ) -> Response {
-    let filter = match dashboard_filter(&app, &headers, &params) {
+    let filter = match dashboard_filter(&app, &headers, &params).await {
         Ok(filter) => filter,
         Err(denied) => return denied.into_response(),
     };
@@ -85,17 +85,19 @@ pub async fn state(
 }
 
 /// The checks every dashboard read starts with: the token, then the `query` parameter.
-fn dashboard_filter(
+async fn dashboard_filter(
     app: &AppState,
     headers: &HeaderMap,
     params: &super::SubscribeParams,
 ) -> Result<Option<crate::query::Query>, Denied> {
     app.access
         .check_dashboard(headers, params.token.as_deref())?;
-    super::ws::parse_filter(params.query.as_deref()).map_err(|error| Denied {
-        status: StatusCode::BAD_REQUEST,
-        error,
-    })
+    super::ws::parse_filter(params.query.as_deref())
+        .await
+        .map_err(|error| Denied {
+            status: StatusCode::BAD_REQUEST,
+            error,
+        })
 }
 
 /// Most transitions one `/api/history` request returns.
@@ -110,7 +112,7 @@ pub async fn history(
     axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
     headers: HeaderMap,
 ) -> Response {
-    let filter = match dashboard_filter(&app, &headers, &params) {
+    let filter = match dashboard_filter(&app, &headers, &params).await {
         Ok(filter) => filter,
         Err(denied) => return denied.into_response(),
     };

@@ -5,17 +5,23 @@
 //! `subscribe=true` it closes after the snapshot. As a plain GET it is a server-sent event stream
 //! (`data: <json>\n\n`), snapshot then live. The subscription is taken together with the snapshot,
 //! so nothing falls between them (Riemann itself has a race there).
+//!
+//! Both forms hold a slot of `--max-ws-connections` for their lifetime (past it: 503 +
+//! `Retry-After`). A browser's `EventSource` from another origin needs CORS: an `Origin` that
+//! passes the dashboard origin check (same-origin or `--allowed-origin`) is echoed in
+//! `Access-Control-Allow-Origin`; a foreign one gets 403, as on the websocket.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Query as UrlQuery, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, Stream};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{api, AppState, SubscribeParams};
 use crate::event::Event;
@@ -26,21 +32,23 @@ pub async fn index(
     UrlQuery(params): UrlQuery<SubscribeParams>,
     request: Request,
 ) -> Response {
-    let filter = match super::ws::parse_filter(params.query.as_deref()) {
-        Ok(filter) => filter,
-        Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
-    };
     let subscribe = params.subscribe.as_deref() == Some("true");
     let (mut parts, _body) = request.into_parts();
     if let Err(denied) = app.admit_dashboard(&parts.headers, &params) {
         return denied.into_response();
     }
+    let filter = match super::ws::parse_filter(params.query.as_deref()).await {
+        Ok(filter) => filter,
+        Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
+    };
     let is_upgrade = parts
         .headers
-        .get(axum::http::header::UPGRADE)
+        .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if !is_upgrade {
-        return sse(app, filter).await;
+        let mut response = sse(app, filter).await;
+        allow_origin(&parts.headers, response.headers_mut());
+        return response;
     }
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &app).await {
         Ok(upgrade) => upgrade,
@@ -102,7 +110,20 @@ async fn stream_websocket(
                     return;
                 }
                 incoming = socket.recv() => match incoming {
+                    Some(Err(error)) if super::ws::is_invalid_utf8(&error) => {
+                        let close = CloseFrame { code: 1007, reason: "text message is not valid UTF-8".into() };
+                        let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(close)))).await;
+                        return;
+                    }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    // tungstenite queued a pong: it leaves before the next read, so a client
+                    // that pings without reading holds one pong, not one per ping, until the
+                    // write timeout drops it.
+                    Some(Ok(Message::Ping(_))) => {
+                        if !matches!(tokio::time::timeout(timeout, socket.flush()).await, Ok(Ok(()))) {
+                            return;
+                        }
+                    }
                     Some(Ok(_)) => {}
                 },
                 update = sub.updates.recv() => match update {
@@ -126,7 +147,21 @@ async fn stream_websocket(
     }
 }
 
+/// CORS for the event stream: echoes an `Origin` the dashboard check already accepted (a
+/// foreign one never gets here), so a browser on another allowed origin may read the stream.
+fn allow_origin(request: &HeaderMap, response: &mut HeaderMap) {
+    // The answer depends on Origin: caches must not serve one origin's answer to another.
+    response.append(header::VARY, HeaderValue::from_static("origin"));
+    if let Some(origin) = request.get(header::ORIGIN) {
+        response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
+}
+
+/// The event stream, holding a connection slot as long as it lives.
 async fn sse(app: AppState, filter: Option<Query>) -> Response {
+    let Some(permit) = super::ws_permit(&app) else {
+        return super::too_many_websockets();
+    };
     let sub = match app.engine.subscribe_updates().await {
         Ok(sub) => sub,
         Err(error) => {
@@ -141,7 +176,7 @@ async fn sse(app: AppState, filter: Option<Query>) -> Response {
         .into_iter()
         .filter(|e| keep(&filter, e))
         .collect();
-    let stream = sse_stream(snapshot, sub.updates, filter, shutdown);
+    let stream = sse_stream(snapshot, sub.updates, filter, shutdown, permit);
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -152,11 +187,14 @@ fn sse_stream(
     updates: tokio::sync::broadcast::Receiver<Arc<Event>>,
     filter: Arc<Option<Query>>,
     shutdown: tokio_util::sync::CancellationToken,
+    permit: OwnedSemaphorePermit,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let snapshot = futures_util::stream::iter(snapshot);
+    // The permit lives in the stream's state: it is released when the stream ends or the
+    // response body is dropped (the client went away).
     let live = futures_util::stream::unfold(
-        (updates, filter, shutdown),
-        |(mut updates, filter, shutdown)| async move {
+        (updates, filter, shutdown, permit),
+        |(mut updates, filter, shutdown, permit)| async move {
             loop {
                 let update = tokio::select! {
                     _ = shutdown.cancelled() => return None,
@@ -164,7 +202,7 @@ fn sse_stream(
                 };
                 match update {
                     Ok(event) if keep(&filter, &event) => {
-                        return Some((event, (updates, filter, shutdown)))
+                        return Some((event, (updates, filter, shutdown, permit)))
                     }
                     Ok(_) => {}
                     // A stream has no resync message: the client reconnects and gets the index.

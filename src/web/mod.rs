@@ -101,7 +101,7 @@ async fn websocket(
     if let Err(denied) = app.admit_dashboard(&headers, &params) {
         return denied.into_response();
     }
-    let filter = match ws::parse_filter(params.query.as_deref()) {
+    let filter = match ws::parse_filter(params.query.as_deref()).await {
         Ok(filter) => filter,
         Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
     };
@@ -141,7 +141,9 @@ pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
         // frame was its own send: most of the server's time at 1,000 clients.
         .write_buffer_size(WS_WRITE_BUFFER)
         // The session bounds what it queues in bytes (--ws-queue-bytes); tungstenite itself must
-        // accept any single frame, or a snapshot larger than its buffer would fail.
+        // accept any single frame, or a snapshot larger than its buffer would fail (axum cannot
+        // send a message in fragments). The one thing that reaches this buffer unasked, the pong
+        // tungstenite queues per ping read, is bounded by the session (`MAX_UNSENT_PONG_BYTES`).
         .max_write_buffer_size(usize::MAX)
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)

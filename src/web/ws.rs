@@ -24,6 +24,18 @@
 //! changes, lets the outbox drain and then sends a fresh snapshot marked `reset`: the client is
 //! resynchronised, never silently deaf. A client that needs that too often is closed with 1008
 //! "slow consumer"; one whose socket takes no data for `--ws-write-timeout` is dropped.
+//!
+//! What a client sends is bounded too, because each message can make the server queue a reply
+//! whatever the client reads. A ping makes tungstenite queue a pong: pongs not yet flushed count
+//! against [`MAX_UNSENT_PONG_BYTES`], past which the client is closed with 1008 "too many pings"
+//! and no longer read. A subscribe costs a snapshot: it drops the snapshot and changes still
+//! waiting in the outbox, and its own snapshot is built only once the outbox has drained, so a
+//! client that subscribes without reading holds at most one. Client messages are rate-limited
+//! too ([`MessageBudget`]; each may compile a query): past the budget a message is ignored with
+//! one `error` frame "too many subscribes", and [`MAX_REFUSED_MESSAGES`] refusals in a row
+//! close the client with 1008.
+//! Invalid UTF-8 in a text message closes with 1007. Resume replays are read from history on a
+//! blocking thread, never on a runtime worker.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -46,6 +58,7 @@ use crate::query::Query;
 
 /// Close codes (RFC 6455).
 const GOING_AWAY: u16 = 1001;
+const INVALID_PAYLOAD: u16 = 1007;
 const POLICY_VIOLATION: u16 = 1008;
 const MESSAGE_TOO_BIG: u16 = 1009;
 
@@ -77,6 +90,20 @@ const STREAMING_GAP: Duration = Duration::from_millis(8);
 /// Outbox slots kept once it has drained (see [`Outbox::poll_write`]).
 const SHRINK_ABOVE: usize = 4 * DRAIN_BATCH;
 
+/// Pong bytes tungstenite may hold for a client before they are flushed. A ping read makes
+/// tungstenite buffer its pong, and a client that sends pings without reading would otherwise
+/// grow that buffer without end (1.3 GiB in 7 s). Honest clients ping every few seconds at most:
+/// 64 KiB is 500 pongs of the largest size, or 32,000 empty ones, between two flushes.
+const MAX_UNSENT_PONG_BYTES: usize = 64 * 1024;
+
+/// Client messages (subscribes) allowed at once, and refilled per second after that. A
+/// dashboard subscribes when its filter changes: a few a minute. Each subscribe costs a
+/// snapshot (a megabyte at 10,000 keys), so a client must not make the server build them at will.
+const MESSAGE_BURST: f64 = 10.0;
+const MESSAGES_PER_SECOND: f64 = 2.0;
+/// Messages refused in a row (over the budget) after which the client is closed with 1008.
+const MAX_REFUSED_MESSAGES: u32 = 100;
+
 #[derive(Debug, Clone)]
 pub struct WsConfig {
     pub queue_bytes: usize,
@@ -88,7 +115,10 @@ pub struct WsConfig {
 
 /// What waits in the outbox.
 enum Outgoing {
+    /// A frame that stands on its own: stats, an error reply.
     Frame(Utf8Bytes),
+    /// A snapshot or a change: part of the client's view, superseded by a new snapshot.
+    View(Utf8Bytes),
     Ping,
     Close(u16, &'static str),
 }
@@ -106,12 +136,39 @@ struct Outbox {
     unflushed: usize,
     /// The socket holds frames that still need a flush.
     needs_flush: bool,
+    /// Wire bytes of the pongs tungstenite queued for pings read since the last complete flush:
+    /// an upper bound of what it holds for them (see [`MAX_UNSENT_PONG_BYTES`]).
+    unsent_pong_bytes: usize,
 }
 
 impl Outbox {
     /// Nothing queued and nothing waiting in the socket.
     fn is_idle(&self) -> bool {
         self.items.is_empty() && !self.needs_flush
+    }
+
+    /// Drops the snapshot and changes still queued: a new snapshot replaces the client's view.
+    /// Frames already handed to the socket stay (they are part of the stream the client reads).
+    fn drop_queued_view(&mut self) {
+        let mut dropped = 0;
+        self.items.retain(|item| match item {
+            Outgoing::View(frame) => {
+                dropped += frame.len();
+                false
+            }
+            _ => true,
+        });
+        self.bytes -= dropped;
+    }
+
+    /// Records a ping read: tungstenite has queued (or will queue) its pong. False when the
+    /// client's unflushed pongs are past [`MAX_UNSENT_PONG_BYTES`].
+    fn pong_queued(&mut self, payload_len: usize) -> bool {
+        // A server frame's header is 2 bytes for a control payload (at most 125 bytes).
+        self.unsent_pong_bytes += 2 + payload_len;
+        // Make the session flush so the pong leaves even when nothing else is queued.
+        self.needs_flush = true;
+        self.unsent_pong_bytes <= MAX_UNSENT_PONG_BYTES
     }
 
     /// Feeds every queued frame to the socket, then flushes it once. Cancel-safe: every frame
@@ -129,7 +186,7 @@ impl Outbox {
                 Poll::Pending => return Poll::Pending,
             }
             let message = match self.items.pop_front() {
-                Some(Outgoing::Frame(frame)) => {
+                Some(Outgoing::Frame(frame) | Outgoing::View(frame)) => {
                     self.unflushed += frame.len();
                     Message::Text(frame)
                 }
@@ -160,6 +217,8 @@ impl Outbox {
             self.bytes -= self.unflushed;
             self.unflushed = 0;
             self.needs_flush = false;
+            // The flush wrote tungstenite's pending pongs too.
+            self.unsent_pong_bytes = 0;
         }
         // A client that was far behind may have queued thousands of frames; don't keep room
         // for them on every connection.
@@ -195,6 +254,7 @@ pub async fn run(
         resyncs: VecDeque::new(),
         filter,
         resume,
+        budget: MessageBudget::new(Instant::now()),
     };
     session.run(sink, stream).await;
 }
@@ -208,6 +268,57 @@ struct Session {
     filter: Option<Query>,
     /// Where a reconnecting client left off; used by the first subscription only.
     resume: Option<Resume>,
+    /// How many messages the client may still send now.
+    budget: MessageBudget,
+}
+
+/// A token bucket over client messages: [`MESSAGE_BURST`] at once, [`MESSAGES_PER_SECOND`] after.
+struct MessageBudget {
+    tokens: f64,
+    updated: Instant,
+    /// Messages refused since the last one accepted.
+    refused_in_a_row: u32,
+}
+
+/// What to do with a client message, by the budget.
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    Accept,
+    /// Ignore it; `true` for the first refusal in a row (the one that gets an error frame).
+    Refuse {
+        tell: bool,
+    },
+    /// Too many refused in a row: close the client.
+    Close,
+}
+
+impl MessageBudget {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: MESSAGE_BURST,
+            updated: now,
+            refused_in_a_row: 0,
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> Admission {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * MESSAGES_PER_SECOND).min(MESSAGE_BURST);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused_in_a_row = 0;
+            return Admission::Accept;
+        }
+        self.refused_in_a_row += 1;
+        if self.refused_in_a_row > MAX_REFUSED_MESSAGES {
+            Admission::Close
+        } else {
+            Admission::Refuse {
+                tell: self.refused_in_a_row == 1,
+            }
+        }
+    }
 }
 
 /// `/ws?since=SEQ&epoch=E`: a reconnecting client's position.
@@ -253,8 +364,16 @@ impl Session {
         // Closing a socket with unread input sends RST, which could destroy the close frame
         // before the client reads it.
         if matches!(end, End::FlushAndLinger) {
+            let out = &mut self.out;
             let _ = tokio::time::timeout(LINGER, async {
-                while let Some(Ok(_)) = stream.next().await {}
+                while let Some(Ok(message)) = stream.next().await {
+                    // Pongs queue while lingering too: a ping flood ends the linger.
+                    if let Message::Ping(payload) = message {
+                        if !out.pong_queued(payload.len()) {
+                            break;
+                        }
+                    }
+                }
             })
             .await;
         }
@@ -272,6 +391,9 @@ impl Session {
         let mut lagging = false;
         // Whether the current lag was counted against the resync budget.
         let mut lag_counted = false;
+        // The client subscribed (a new filter): changes are not queued; the receiver is renewed
+        // with a snapshot once the outbox has drained.
+        let mut resubscribe = false;
         let shutdown = self.app.shutdown.clone();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
@@ -309,6 +431,17 @@ impl Session {
                 }
                 lag_counted = false;
                 lagging = false;
+                // That snapshot has the current filter: it answers a pending subscribe too.
+                resubscribe = false;
+            }
+            // A subscribe is answered once the client has read what was queued before it, so
+            // a client that subscribes without reading makes the server build no snapshot.
+            if resubscribe && self.out.is_idle() {
+                match self.subscribe().await {
+                    Some(fresh) => changes = fresh,
+                    None => return End::Flush,
+                }
+                resubscribe = false;
             }
             if self.out.is_idle() {
                 write_deadline = None;
@@ -340,14 +473,15 @@ impl Session {
                         Err(()) => return End::Drop,
                     }
                 }
-                received = changes.recv(), if !lagging && !resting => {
+                received = changes.recv(), if !lagging && !resubscribe && !resting => {
                     // Take what else is already there too (up to a batch): one flush for all.
                     let mut next = Some(received);
                     let mut taken = 0;
                     while let Some(received) = next.take() {
                         match received {
                             Ok(published) => {
-                                if self.wants(&published.change) && !self.queue(published.frame())
+                                if self.wants(&published.change)
+                                    && !self.queue(published.frame(), true)
                                 {
                                     lagging = true;
                                 }
@@ -375,16 +509,43 @@ impl Session {
                         self.close(MESSAGE_TOO_BIG, "message too big");
                         return End::FlushAndLinger;
                     }
+                    Some(Err(error)) if is_invalid_utf8(&error) => {
+                        self.close(INVALID_PAYLOAD, "text message is not valid UTF-8");
+                        return End::FlushAndLinger;
+                    }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return End::Flush,
+                    Some(Ok(Message::Ping(payload))) => {
+                        pong_deadline = None;
+                        if !self.out.pong_queued(payload.len()) {
+                            // No linger: reading on would queue more pongs.
+                            self.close(POLICY_VIOLATION, "too many pings");
+                            return End::Flush;
+                        }
+                    }
                     Some(Ok(Message::Text(text))) => {
                         pong_deadline = None;
-                        if let Some(query) = self.client_request(&text) {
-                            // A new filter starts over with a fresh snapshot at a new seq.
-                            self.filter = query;
-                            match self.subscribe().await {
-                                Some(fresh) => changes = fresh,
-                                None => return End::Flush,
+                        match self.budget.admit(Instant::now()) {
+                            Admission::Accept => {}
+                            Admission::Refuse { tell } => {
+                                if tell {
+                                    self.send_error(format!(
+                                        "too many subscribes (at most {MESSAGES_PER_SECOND} a \
+                                         second, {MESSAGE_BURST} at once): ignored"
+                                    ));
+                                }
+                                continue;
                             }
+                            Admission::Close => {
+                                self.close(POLICY_VIOLATION, "too many subscribes");
+                                return End::FlushAndLinger;
+                            }
+                        }
+                        if let Some(query) = self.client_request(&text).await {
+                            // A new filter starts over with a fresh snapshot at a new seq;
+                            // whatever of the old view is still queued will never be needed.
+                            self.filter = query;
+                            self.out.drop_queued_view();
+                            resubscribe = true;
                             lagging = false;
                             lag_counted = false;
                         }
@@ -411,7 +572,7 @@ impl Session {
                     Ok(()) => {
                         let frame = stats.borrow_and_update().clone();
                         // Stats are only a heartbeat: skip them for a client that is behind.
-                        if !lagging && !self.queue(frame) {
+                        if !lagging && !self.queue(frame, false) {
                             lagging = true;
                         }
                     }
@@ -430,13 +591,17 @@ impl Session {
     /// A resuming client instead gets exactly the changes after its `seq`, from history, when
     /// its epoch matches and history still reaches back that far; otherwise a snapshot marked
     /// `reset`. `reset` also marks the snapshot of a client resynchronised after falling behind.
+    ///
+    /// Whatever of an earlier snapshot (and the changes after it) is still queued is dropped:
+    /// this one replaces it, so subscribing again and again costs at most one queued snapshot.
     async fn subscribe_with(&mut self, reset: bool) -> Option<Receiver> {
         let sub = self.app.engine.subscribe().await.ok()?;
         let mut reset = reset;
         if let Some(resume) = self.resume.take() {
-            if let Some(frames) = self.replay(&resume, sub.snapshot.seq) {
+            if let Some(frames) = self.replay(resume, sub.snapshot.seq).await {
+                self.out.drop_queued_view();
                 for frame in frames {
-                    self.push(frame);
+                    self.push_view(frame);
                 }
                 return Some(sub.changes);
             }
@@ -446,7 +611,8 @@ impl Session {
         let frame = broadcast::snapshot_frame(&sub.snapshot, &self.app.epoch, reset, |e| {
             e.state.is_some() && filter.is_none_or(|q| q.matches(e))
         });
-        self.push(frame);
+        self.out.drop_queued_view();
+        self.push_view(frame);
         Some(sub.changes)
     }
 
@@ -456,7 +622,11 @@ impl Session {
 
     /// The change frames in (`since`, `upto`] that pass the filter, or `None` when they cannot
     /// all be had (other epoch, pruned history, too many, or a `since` from the future).
-    fn replay(&self, resume: &Resume, upto: u64) -> Option<Vec<Utf8Bytes>> {
+    ///
+    /// Reading up to [`MAX_RESUME_CHANGES`] rows and serializing them is blocking work
+    /// (hundreds of milliseconds): it runs on a blocking thread so that no runtime worker, and no
+    /// other connection sharing it, waits for a resume.
+    async fn replay(&self, resume: Resume, upto: u64) -> Option<Vec<Utf8Bytes>> {
         if resume.epoch != self.app.epoch || resume.since > upto {
             return None;
         }
@@ -466,38 +636,38 @@ impl Session {
         if upto - resume.since > MAX_RESUME_CHANGES {
             return None;
         }
-        let store = self.app.store.as_ref()?;
-        let oldest = store.oldest_seq().ok()??;
-        if oldest > resume.since + 1 {
-            return None;
-        }
-        let limit = (upto - resume.since) as usize;
-        let stored = store.history(resume.since, limit, |_| true).ok()?;
-        if stored.len() != limit {
-            return None;
-        }
-        Some(
-            stored
-                .into_iter()
-                .map(|c| Published::new(c.into_change()))
-                .filter(|p| self.wants(&p.change))
-                .map(|p| p.frame())
-                .collect(),
-        )
+        let store = Arc::clone(self.app.store.as_ref()?);
+        let filter = self.filter.clone();
+        tokio::task::spawn_blocking(move || {
+            let oldest = store.oldest_seq().ok()??;
+            if oldest > resume.since + 1 {
+                return None;
+            }
+            let limit = (upto - resume.since) as usize;
+            let stored = store.history(resume.since, limit, |_| true).ok()?;
+            if stored.len() != limit {
+                return None;
+            }
+            Some(
+                stored
+                    .into_iter()
+                    .map(|c| Published::new(c.into_change()))
+                    .filter(|p| wants(filter.as_ref(), &p.change))
+                    .map(|p| p.frame())
+                    .collect(),
+            )
+        })
+        .await
+        .ok()?
     }
 
-    /// A change is delivered when the event before or after it matches the filter, so a
-    /// watcher also sees a service leave its slice.
     fn wants(&self, change: &crate::engine::Change) -> bool {
-        let Some(filter) = &self.filter else {
-            return true;
-        };
-        filter.matches_transition(&change.event, change.previous.as_deref())
+        wants(self.filter.as_ref(), change)
     }
 
     /// Handles a client message. Returns the new filter when the client (re)subscribed;
     /// anything unusable is answered with an error frame and changes nothing.
-    fn client_request(&mut self, text: &str) -> Option<Option<Query>> {
+    async fn client_request(&mut self, text: &str) -> Option<Option<Query>> {
         let request: ClientRequest = match serde_json::from_str(text) {
             Ok(request) => request,
             Err(error) => {
@@ -506,7 +676,7 @@ impl Session {
             }
         };
         match request {
-            ClientRequest::Subscribe { query } => match parse_filter(query.as_deref()) {
+            ClientRequest::Subscribe { query } => match parse_filter(query.as_deref()).await {
                 Ok(filter) => Some(filter),
                 Err(error) => {
                     self.send_error(error);
@@ -522,19 +692,31 @@ impl Session {
     }
 
     /// Queues a frame unless the outbox is over its byte limit; false means "fell behind".
-    fn queue(&mut self, frame: Utf8Bytes) -> bool {
+    /// `view`: a change (superseded by a new snapshot), not a stats heartbeat.
+    fn queue(&mut self, frame: Utf8Bytes, view: bool) -> bool {
         let queued = self.out.bytes;
         if queued + frame.len() > self.app.ws.queue_bytes && queued > 0 {
             return false;
         }
-        self.push(frame);
+        if view {
+            self.push_view(frame);
+        } else {
+            self.push(frame);
+        }
         true
     }
 
-    /// Queues a frame whatever its size (snapshots, replies).
+    /// Queues a frame whatever its size (replies).
     fn push(&mut self, frame: Utf8Bytes) {
         self.out.bytes += frame.len();
         self.out.items.push_back(Outgoing::Frame(frame));
+    }
+
+    /// Queues a snapshot or replayed change whatever its size; a later snapshot replaces it
+    /// while it is still queued.
+    fn push_view(&mut self, frame: Utf8Bytes) {
+        self.out.bytes += frame.len();
+        self.out.items.push_back(Outgoing::View(frame));
     }
 
     /// Queues the close frame behind what is already queued.
@@ -563,6 +745,22 @@ impl Session {
 /// How long a session closed for bad input keeps reading (and discarding) the client's input.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// A change is delivered when the event before or after it matches the filter, so a watcher
+/// also sees a service leave its slice.
+fn wants(filter: Option<&Query>, change: &crate::engine::Change) -> bool {
+    filter.is_none_or(|q| q.matches_transition(&change.event, change.previous.as_deref()))
+}
+
+/// Whether a read failed because a text message was not valid UTF-8 (close code 1007).
+pub fn is_invalid_utf8(error: &axum::Error) -> bool {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error;
+    error
+        .source()
+        .and_then(|e| e.downcast_ref::<Error>())
+        .is_some_and(|e| matches!(e, Error::Utf8(_)))
+}
+
 /// Whether a read failed because the client's message exceeded the size limit.
 fn is_too_big(error: &axum::Error) -> bool {
     use std::error::Error as _;
@@ -589,14 +787,67 @@ enum ClientRequest {
     Subscribe { query: Option<String> },
 }
 
-/// Parses a subscription query; `true` (or none) is "no filter".
-pub fn parse_filter(query: Option<&str>) -> Result<Option<Query>, String> {
+/// Parses a subscription query; `true` (or none) is "no filter". Compiles on a blocking
+/// thread ([`Query::parse_off_thread`]): the text comes from the network.
+pub async fn parse_filter(query: Option<&str>) -> Result<Option<Query>, String> {
     match query.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(text) => match Query::parse(text) {
+        Some(text) => match Query::parse_off_thread(text.to_owned()).await {
             Ok(q) if q.is_match_all() => Ok(None),
             Ok(q) => Ok(Some(q)),
             Err(error) => Err(format!("parse error: {error}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_budget_allows_a_burst_then_a_rate_then_closes_on_abuse() {
+        let start = Instant::now();
+        let mut budget = MessageBudget::new(start);
+        for _ in 0..MESSAGE_BURST as usize {
+            assert_eq!(budget.admit(start), Admission::Accept);
+        }
+        assert_eq!(budget.admit(start), Admission::Refuse { tell: true });
+        assert_eq!(budget.admit(start), Admission::Refuse { tell: false });
+        // Half a second refills one message at 2 a second.
+        let later = start + Duration::from_millis(500);
+        assert_eq!(budget.admit(later), Admission::Accept);
+        // A new episode of refusals is told again; past the limit in a row, close.
+        for _ in 0..MAX_REFUSED_MESSAGES {
+            assert!(matches!(budget.admit(later), Admission::Refuse { .. }));
+        }
+        assert_eq!(budget.admit(later), Admission::Close);
+    }
+
+    #[test]
+    fn a_new_view_drops_queued_snapshots_and_changes_but_keeps_replies() {
+        let mut out = Outbox::default();
+        for (item, len) in [
+            (Outgoing::View("snapshot!".into()), 9),
+            (Outgoing::Frame("stats".into()), 5),
+            (Outgoing::View("change".into()), 6),
+        ] {
+            out.bytes += len;
+            out.items.push_back(item);
+        }
+        out.drop_queued_view();
+        assert_eq!(out.bytes, 5);
+        assert_eq!(out.items.len(), 1);
+        assert!(matches!(&out.items[0], Outgoing::Frame(f) if f.as_str() == "stats"));
+    }
+
+    #[test]
+    fn unflushed_pongs_are_bounded() {
+        let mut out = Outbox::default();
+        let mut pings = 0;
+        while out.pong_queued(125) {
+            pings += 1;
+        }
+        assert_eq!(pings, MAX_UNSENT_PONG_BYTES / 127);
+        assert!(out.needs_flush);
     }
 }
