@@ -51,6 +51,11 @@ proptest! {
     }
 
     #[test]
+    fn change_log(data in prop::collection::vec(any::<u8>(), 0..512)) {
+        invariants::change_log(&data);
+    }
+
+    #[test]
     fn engine_ops(data in prop::collection::vec(any::<u8>(), 0..400)) {
         invariants::engine_ops(&data);
     }

@@ -16,6 +16,9 @@
 
 mod wal;
 
+/// The change log's record format, for the fuzz target and the tests of its reader.
+pub use wal::{encode_record as encode_log_record, parse_records as parse_log, ReadReport};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 

@@ -187,11 +187,7 @@ impl Wal {
     ) -> Result<(), StoreError> {
         self.buf.clear();
         for payload in records {
-            self.buf
-                .extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            self.buf
-                .extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
-            self.buf.extend_from_slice(payload);
+            encode_record(payload, &mut self.buf);
         }
         if self.buf.is_empty() {
             return Ok(());
@@ -311,6 +307,13 @@ fn preallocate(file: &File, path: &Path) {
     }
 }
 
+/// Appends one record (header and `payload`, an encoded `StoredChange`) to `buf`.
+pub fn encode_record(payload: &[u8], buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+    buf.extend_from_slice(payload);
+}
+
 fn read_all(file: &File) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     BufReader::new(file).read_to_end(&mut bytes)?;
@@ -352,7 +355,7 @@ fn record_at(bytes: &[u8], at: usize, after_seq: u64) -> Option<(StoredChange, u
 
 /// The valid records of the log with a `seq` above `floor`, in order. Reading does not stop at
 /// the first bad record: it looks at every later offset for a valid one (see the module doc).
-fn parse_records(bytes: &[u8], floor: u64) -> (Vec<StoredChange>, ReadReport) {
+pub fn parse_records(bytes: &[u8], floor: u64) -> (Vec<StoredChange>, ReadReport) {
     let mut records: Vec<StoredChange> = Vec::new();
     let mut report = ReadReport::default();
     let mut last_seq = floor;
