@@ -153,8 +153,7 @@ pub fn engine_ops(data: &[u8]) {
     let mut now = 1_700_000_000_000_000i64;
     let mut next_seq = 1;
     let mut changes = Vec::new();
-    let mut ops = data.chunks(4);
-    while let Some(op) = ops.next() {
+    for op in data.chunks(4) {
         let [kind, a, b, c] = [0, 1, 2, 3].map(|i| op.get(i).copied().unwrap_or(0));
         changes.clear();
         if kind % 4 == 3 {
