@@ -129,16 +129,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store,
     );
 
+    let event_limits = crate::event::EventLimits {
+        max_events_per_msg: config.max_events_per_msg,
+        max_attributes_per_event: config.max_attributes_per_event,
+        max_event_bytes: config.max_event_bytes,
+    };
     if let Some(listener) = tcp_listener {
         let tcp_config = tcp::TcpConfig {
             max_frame_bytes: config.max_frame_bytes,
             max_connections: config.max_tcp_connections,
             max_in_flight: config.max_in_flight,
-            limits: crate::event::EventLimits {
-                max_events_per_msg: config.max_events_per_msg,
-                max_attributes_per_event: config.max_attributes_per_event,
-                max_event_bytes: config.max_event_bytes,
-            },
+            limits: event_limits,
             idle_timeout: config.tcp_idle_timeout,
             write_timeout: config.tcp_write_timeout,
             queries: config.tcp_queries,
@@ -157,6 +158,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks.spawn(udp::serve(
             socket,
             config.max_datagram_bytes,
+            event_limits,
             engine.clone(),
             Arc::clone(&counters),
             shutdown.clone(),

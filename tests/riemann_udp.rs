@@ -83,3 +83,24 @@ async fn malformed_and_oversize_datagrams_are_dropped_and_counted_and_the_server
     let (_late, snapshot) = WsClient::connect_with_snapshot(&server).await;
     assert_eq!(snapshot_services(&snapshot), ["marker"]);
 }
+
+#[tokio::test]
+async fn a_datagram_over_the_per_event_limits_is_dropped_and_counted() {
+    let server = start_server(&["--max-attributes-per-event", "8"]);
+    let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
+    let socket = udp_socket().await;
+
+    let mut wide = event("udp4", "wide", "critical");
+    wide.attributes = (0..9).map(|i| attribute(&format!("a{i}"), "v")).collect();
+    let wide = prost::Message::encode_to_vec(&events_msg(vec![wide]));
+    socket.send_to(&wide, server.udp).await.unwrap();
+    let good = events_msg(vec![event("udp4", "marker", "critical")]);
+    socket
+        .send_to(&prost::Message::encode_to_vec(&good), server.udp)
+        .await
+        .unwrap();
+
+    let change = ws.next_change_is("marker").await;
+    assert_eq!(change["seq"], 1, "the wide event was not applied: {change}");
+    assert_eq!(server.metric("statecast_udp_malformed_total").await, 1);
+}

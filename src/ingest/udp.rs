@@ -1,6 +1,7 @@
 //! Riemann protobuf over UDP: one `Msg` per datagram, no reply.
 //!
-//! UDP has no way to say "no": malformed or oversize datagrams are dropped and counted, never
+//! UDP has no way to say "no": malformed, oversize or over-limit datagrams are dropped and
+//! counted, never
 //! fatal. When the engine queue is full this task waits, and the kernel's socket buffer absorbs
 //! (or drops) what arrives meanwhile — that is UDP's contract, and it is what Riemann does too.
 
@@ -12,13 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::convert;
 use crate::engine::EngineHandle;
-use crate::event::now_micros;
+use crate::event::{now_micros, EventLimits};
 use crate::metrics::Counters;
 use crate::proto::Msg;
 
 pub async fn serve(
     socket: UdpSocket,
     max_datagram_bytes: usize,
+    limits: EventLimits,
     engine: EngineHandle,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
@@ -43,6 +45,13 @@ pub async fn serve(
         if len > max_datagram_bytes {
             Counters::add(&counters.udp_malformed, 1);
             tracing::debug!(%peer, limit = max_datagram_bytes, "dropping oversize riemann udp datagram");
+            continue;
+        }
+        // The same per-Msg and per-event limits as TCP: a datagram is small, but one event with
+        // thousands of attributes would still ride in every dashboard snapshot.
+        if let Err(error) = convert::check_limits(&buf[..len], &limits) {
+            Counters::add(&counters.udp_malformed, 1);
+            tracing::debug!(%peer, %error, "dropping riemann udp datagram over a limit");
             continue;
         }
         let msg = match Msg::decode(&buf[..len]) {
