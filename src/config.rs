@@ -154,6 +154,59 @@ pub struct Config {
         default_value_t = 2.0
     )]
     pub stats_interval_secs: f64,
+
+    /// Events one POST /api/event may carry; past it the request gets 413 and nothing is applied
+    /// (each event costs memory while the body is decoded, whatever its size in the body).
+    #[arg(long, env = "STATECAST_MAX_EVENTS_PER_REQUEST", default_value_t = 100_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_events_per_request: usize,
+
+    /// Seconds an HTTP client has to send a request's headers, counted from the connection (or
+    /// the end of the previous response) on: a client that trickles headers, or an idle
+    /// keep-alive connection, is closed after it.
+    #[arg(long, env = "STATECAST_HTTP_HEADER_TIMEOUT", default_value = "10", value_parser = parse_timeout)]
+    pub http_header_timeout: std::time::Duration,
+
+    /// Seconds a request body may take to arrive in full (408 past it), and a response write may
+    /// wait for the client to read before the connection is closed.
+    #[arg(long, env = "STATECAST_HTTP_BODY_TIMEOUT", default_value = "30", value_parser = parse_timeout)]
+    pub http_body_timeout: std::time::Duration,
+
+    /// Concurrent HTTP connections (websockets, once upgraded, count against
+    /// `--max-ws-connections` instead); past it new connections get a 503 and are closed.
+    #[arg(long, env = "STATECAST_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_http_connections: usize,
+
+    /// Host names (repeatable or comma-separated; no port) HTTP requests may be addressed to, a
+    /// defence against DNS rebinding. Loopback names are always allowed. Default: when `--http`
+    /// is a wildcard address (0.0.0.0, ::) any Host; otherwise loopback and the listening IP.
+    #[arg(long, env = "STATECAST_ALLOWED_HOST", value_delimiter = ',')]
+    pub allowed_host: Vec<String>,
+
+    /// Custom attributes one event may carry (JSON); past it the request gets 400 naming the
+    /// event, and nothing is applied.
+    #[arg(
+        long,
+        env = "STATECAST_MAX_ATTRIBUTES_PER_EVENT",
+        default_value_t = 256
+    )]
+    pub max_attributes_per_event: usize,
+
+    /// Bytes one event may take (its JSON text on the HTTP path); past it the request gets 400
+    /// naming the event, and nothing is applied. Every snapshot carries every event: this bounds
+    /// what one client can add to each.
+    #[arg(long, env = "STATECAST_MAX_EVENT_BYTES", default_value_t = 64 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_event_bytes: usize,
+}
+
+/// A timeout in seconds: more than 0, at most a day (larger values are mistakes, and `inf` or
+/// `nan` would not make a `Duration`).
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(std::time::Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 (excluded) and 86400"
+        )),
+    }
 }
 
 /// How long something is kept, or `None` for forever.

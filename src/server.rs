@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -72,6 +71,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(pattern) = &config.allowed_origin {
         web::access::validate_origin_pattern(pattern).map_err(StartError::Config)?;
     }
+    check_fd_budget(&config);
     let tcp_listener = match config.tcp {
         Some(addr) => Some(bind_tcp("riemann tcp", addr).await?),
         None => None,
@@ -176,28 +176,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             allowed_origin: config.allowed_origin.clone(),
             ingest_token: config.ingest_token.clone(),
             dashboard_token: config.dashboard_token.clone(),
+            allowed_hosts: web::access::HostRule::for_listener(http_addr, &config.allowed_host),
         }),
         max_body_bytes: config.max_body_bytes,
         store: history,
         epoch,
+        json_limits: crate::ingest::json::JsonLimits {
+            max_events: config.max_events_per_request,
+            max_attributes: config.max_attributes_per_event,
+            max_event_bytes: config.max_event_bytes,
+        },
+        body_timeout: config.http_body_timeout,
     };
     let router = web::router(app);
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        // Websocket frames are small and latency-sensitive: without TCP_NODELAY, Nagle holds
-        // each one back until the browser's delayed ACK arrives.
-        let listener = http_listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "http server failed");
-        }
-    });
+    let http_limits = web::http_server::HttpLimits {
+        max_connections: config.max_http_connections,
+        header_timeout: config.http_header_timeout,
+        write_stall_timeout: config.http_body_timeout,
+    };
+    tasks.spawn(web::http_server::serve(
+        http_listener,
+        router,
+        http_limits,
+        shutdown.clone(),
+        tasks.clone(),
+    ));
 
     let done = tokio::spawn(stop_in_order(shutdown.clone(), tasks, engine_task));
     Ok(Running {
@@ -226,6 +229,24 @@ fn open_store(config: &Config) -> Result<(Opened, String), StartError> {
     tracing::info!(dir = %dir.display(), "data directory");
     let epoch = recovered.epoch.clone();
     Ok((Some((Arc::new(store), recovered)), epoch))
+}
+
+/// Raises the open-file limit and warns (one line) when the connection limits do not fit in it.
+fn check_fd_budget(config: &Config) {
+    match crate::fd_limit::raise_to_hard_limit() {
+        Ok(limit) => {
+            tracing::info!(limit, "open-file limit");
+            let limits = [
+                ("--max-http-connections", config.max_http_connections),
+                ("--max-tcp-connections", config.max_tcp_connections),
+                ("--max-ws-connections", config.max_ws_connections),
+            ];
+            if let Some(warning) = crate::fd_limit::budget_warning(limit, &limits) {
+                tracing::warn!("{warning}");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
+    }
 }
 
 async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
