@@ -175,9 +175,13 @@ def attack_idle_cap():
     p = start(extra)
     http = p.addrs["http"]
     socks = []
+    failed = 0
     for _ in range(2000):
-        s = socket.create_connection(http)
-        socks.append(s)
+        try:
+            socks.append(socket.create_connection(http, timeout=2))
+        except OSError:
+            failed = 2000 - len(socks)  # the server stopped accepting: the rest would too
+            break
     time.sleep(1.0)
     open_ = 0
     for s in socks:
@@ -191,14 +195,32 @@ def attack_idle_cap():
         except OSError:
             pass
     fds = len(os.listdir(f"/proc/{p.pid}/fd"))
-    t = socket.create_connection(p.addrs["tcp"], timeout=5)
-    t.close()
-    st, _, _ = request(http, "GET", "/metrics")
-    print(f"idle_cap: 2000 idle HTTP connections -> {open_} held open, server fds {fds}; "
-          f"riemann tcp connect ok; GET /metrics {st}" + (" (--max-http-connections 1000)" if extra else ""))
+    riemann = riemann_send(p.addrs["tcp"])
+    try:
+        st, _, _ = request(http, "GET", "/metrics", timeout=5)
+    except OSError as e:
+        st = f"failed ({e})"
+    limit = open(f"/proc/{p.pid}/limits").read().split("Max open files")[1].split()[0]
+    print(f"idle_cap: 2000 idle HTTP connections ({failed} connects failed) -> {open_} held open, server fds {fds} "
+          f"(soft fd limit in force {limit}); riemann tcp event: {riemann}; GET /metrics {st}"
+          + (" (--max-http-connections 1000)" if extra else ""))
     for s in socks:
         s.close()
     stop(p)
+
+
+def riemann_send(addr):
+    """One event over Riemann TCP; 'ok' when the reply says ok within 5 s."""
+    event = b"\x22\x01h"  # Event{host: "h"}
+    msg = b"\x32" + bytes([len(event)]) + event  # Msg{events: [event]}
+    try:
+        t = socket.create_connection(addr, timeout=5)
+        t.sendall(len(msg).to_bytes(4, "big") + msg)
+        reply = t.recv(64)
+        t.close()
+        return "ok" if b"\x10\x01" in reply else f"reply {reply!r}"
+    except OSError as e:
+        return f"failed ({e})"
 
 
 def attack_csrf():
