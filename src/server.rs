@@ -71,7 +71,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(pattern) = &config.allowed_origin {
         web::access::validate_origin_pattern(pattern).map_err(StartError::Config)?;
     }
-    check_fd_budget(&config);
     let tcp_listener = match config.tcp {
         Some(addr) => Some(bind_tcp("riemann tcp", addr).await?),
         None => None,
@@ -93,6 +92,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tcp_addr = tcp_listener.as_ref().and_then(|l| l.local_addr().ok());
     let udp_addr = udp_socket.as_ref().and_then(|s| s.local_addr().ok());
     let http_addr = http_listener.local_addr().unwrap_or(config.http);
+    // After binding (a port in use stays a one-line error), before the "listening" lines.
+    check_fd_budget(&config);
     if let Some(addr) = tcp_addr {
         tracing::info!(%addr, "riemann tcp listening");
     }

@@ -394,6 +394,18 @@ async fn idle_http_connections_up_to_the_cap_do_not_lock_out_riemann_or_the_serv
         "{}",
         server.stderr()
     );
+
+    // Graceful shutdown does not wait for the idle connections (the grace period is 10 s).
+    let mut server = server;
+    let started = Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "SIGTERM took {:?} with 7 idle connections open",
+        started.elapsed()
+    );
+    drop(idle);
 }
 
 #[tokio::test]
