@@ -14,7 +14,7 @@ use super::access::Denied;
 use super::AppState;
 use crate::engine::EngineError;
 use crate::event::{now_micros, Event};
-use crate::ingest::json::{parse_events, JsonError};
+use crate::ingest::json::{parse_events, JsonError, JsonLimits};
 use crate::metrics::Counters;
 use crate::query::Query;
 
@@ -37,46 +37,15 @@ pub async fn post_event(State(app): State<AppState>, request: Request) -> Respon
         Counters::add(&app.counters.http_rejected, 1);
         return denied.into_response();
     }
-    // The whole body within --http-body-timeout: a client trickling it holds a connection (and
-    // its buffer) only that long.
-    let body =
-        match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, &app)).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(rejection)) => {
-                Counters::add(&app.counters.http_rejected, 1);
-                let status = rejection.status();
-                let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    format!("body exceeds the {} byte limit", app.max_body_bytes)
-                } else {
-                    rejection.body_text()
-                };
-                return error_response(status, error);
-            }
-            Err(_elapsed) => {
-                Counters::add(&app.counters.http_rejected, 1);
-                let mut response = error_response(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the body did not arrive within {:?} (--http-body-timeout)",
-                        app.body_timeout
-                    ),
-                );
-                response.headers_mut().insert(
-                    header::CONNECTION,
-                    header::HeaderValue::from_static("close"),
-                );
-                return response;
-            }
-        };
-    let events = match decode(body, app.json_limits).await {
+    let events = match read_body(&app, request).await {
+        Ok(body) => decode(body, app.json_limits).await,
+        Err(refused) => Err(refused),
+    };
+    let events = match events {
         Ok(events) => events,
-        Err(error) => {
+        Err(refused) => {
             Counters::add(&app.counters.http_rejected, 1);
-            let status = match error {
-                JsonError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            return error_response(status, error.to_string());
+            return refused;
         }
     };
     let accepted = events.len();
@@ -91,18 +60,60 @@ pub async fn post_event(State(app): State<AppState>, request: Request) -> Respon
     }
 }
 
-/// Decodes a body within the JSON limits, off the async workers when it is large.
-async fn decode(
-    body: Bytes,
-    limits: crate::ingest::json::JsonLimits,
-) -> Result<Vec<Event>, JsonError> {
-    let now = now_micros();
-    if body.len() <= DECODE_INLINE_BYTES {
-        return parse_events(&body, now, &limits);
+/// The whole body, within `--max-body-bytes` (413) and `--http-body-timeout` (408): a client
+/// trickling it holds its connection and buffer only that long.
+async fn read_body(app: &AppState, request: Request) -> Result<Bytes, Response> {
+    match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, app)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(rejection)) => {
+            let status = rejection.status();
+            let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("body exceeds the {} byte limit", app.max_body_bytes)
+            } else {
+                rejection.body_text()
+            };
+            Err(error_response(status, error))
+        }
+        Err(_elapsed) => {
+            let error = format!(
+                "the body did not arrive within {:?} (--http-body-timeout)",
+                app.body_timeout
+            );
+            let mut response = error_response(StatusCode::REQUEST_TIMEOUT, error);
+            // The rest of the body may still come: the connection cannot carry another request.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            Err(response)
+        }
     }
-    tokio::task::spawn_blocking(move || parse_events(&body, now, &limits))
-        .await
-        .unwrap_or_else(|join_error| Err(JsonError::Syntax(join_error.to_string())))
+}
+
+/// Decodes a body within the JSON limits (off the async workers when it is large): 413 past the
+/// event count, 400 for anything else wrong.
+async fn decode(body: Bytes, limits: JsonLimits) -> Result<Vec<Event>, Response> {
+    let now = now_micros();
+    let decoded = if body.len() <= DECODE_INLINE_BYTES {
+        parse_events(&body, now, &limits)
+    } else {
+        match tokio::task::spawn_blocking(move || parse_events(&body, now, &limits)).await {
+            Ok(decoded) => decoded,
+            Err(join_error) => {
+                return Err(error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("decoding failed: {join_error}"),
+                ))
+            }
+        }
+    };
+    decoded.map_err(|error| {
+        let status = match error {
+            JsonError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        error_response(status, error.to_string())
+    })
 }
 
 /// `GET /api/state?query=Q`: the matching indexed events as a JSON array (default: all).
@@ -119,31 +130,11 @@ pub async fn state(
         Err(denied) => return denied.into_response(),
     };
     match app.engine.snapshot().await {
-        Ok(snapshot) => {
-            let chunks = JsonArrayChunks {
-                events: snapshot.events.into_iter(),
-                filter,
-                opened: false,
-                wrote_one: false,
-                closed: false,
-            };
-            let body = futures_util::stream::unfold(chunks, |mut chunks| async move {
-                loop {
-                    match chunks.step() {
-                        Step::Chunk(bytes) => return Some((Ok::<_, Infallible>(bytes), chunks)),
-                        // A filter matching little still scans a bounded slice per step: give
-                        // the worker back between slices.
-                        Step::Scanned => tokio::task::yield_now().await,
-                        Step::Done => return None,
-                    }
-                }
-            });
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                Body::from_stream(body),
-            )
-                .into_response()
-        }
+        Ok(snapshot) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            JsonArrayChunks::new(snapshot.events, filter).into_body(),
+        )
+            .into_response(),
         Err(error) => error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     }
 }
@@ -170,6 +161,33 @@ enum Step {
 }
 
 impl JsonArrayChunks {
+    fn new(events: Vec<Arc<Event>>, filter: Option<Query>) -> Self {
+        Self {
+            events: events.into_iter(),
+            filter,
+            opened: false,
+            wrote_one: false,
+            closed: false,
+        }
+    }
+
+    /// A response body that asks for the next chunk only when the connection has sent the
+    /// previous one (hyper polls a body when it can write).
+    fn into_body(self) -> Body {
+        let chunks = futures_util::stream::unfold(self, |mut chunks| async move {
+            loop {
+                match chunks.step() {
+                    Step::Chunk(bytes) => return Some((Ok::<_, Infallible>(bytes), chunks)),
+                    // A filter matching little still scans a bounded slice per step: give the
+                    // worker back between slices.
+                    Step::Scanned => tokio::task::yield_now().await,
+                    Step::Done => return None,
+                }
+            }
+        });
+        Body::from_stream(chunks)
+    }
+
     fn step(&mut self) -> Step {
         if self.closed {
             return Step::Done;
@@ -300,4 +318,54 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 
 pub fn error_response(status: StatusCode, error: String) -> Response {
     (status, Json(json!({"ok": false, "error": error}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every chunk of the stream, joined.
+    fn drain(mut chunks: JsonArrayChunks) -> (String, usize) {
+        let mut out = Vec::new();
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            match chunks.step() {
+                Step::Chunk(bytes) => out.extend_from_slice(&bytes),
+                Step::Scanned => {}
+                Step::Done => return (String::from_utf8(out).unwrap(), steps),
+            }
+        }
+    }
+
+    fn events(n: usize) -> Vec<Arc<Event>> {
+        (0..n)
+            .map(|i| {
+                Arc::new(Event {
+                    host: Some(format!("h{i}")),
+                    description: Some("d".repeat(100)),
+                    ..Default::default()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_streamed_array_is_the_same_json_in_many_chunks() {
+        assert_eq!(drain(JsonArrayChunks::new(Vec::new(), None)).0, "[]");
+        let all = events(3000);
+        let expected: Vec<serde_json::Value> = all.iter().map(|e| e.to_json_value()).collect();
+        let (text, steps) = drain(JsonArrayChunks::new(all.clone(), None));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            json!(expected)
+        );
+        assert!(steps > 4, "{steps} steps: chunked");
+
+        let only = Query::parse(r#"host = "h2999""#).unwrap();
+        let (text, _) = drain(JsonArrayChunks::new(events(10_000), Some(only)));
+        let matched: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(matched.len(), 1);
+        assert_eq!(matched[0]["host"], "h2999");
+    }
 }
