@@ -199,6 +199,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         http_listener,
         router,
         http_limits,
+        Arc::clone(&counters),
         shutdown.clone(),
         tasks.clone(),
     ));

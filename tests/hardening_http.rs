@@ -395,6 +395,8 @@ async fn idle_http_connections_up_to_the_cap_do_not_lock_out_riemann_or_the_serv
         server.stderr()
     );
 
+    assert!(server.metric("statecast_http_refused_total").await >= 1);
+
     // Graceful shutdown does not wait for the idle connections (the grace period is 10 s).
     let mut server = server;
     let started = Instant::now();

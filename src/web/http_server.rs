@@ -30,6 +30,8 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::Counters;
+
 /// Refusals (connection limit, accept errors) are logged at most this often.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// After an accept error (EMFILE: out of descriptors) the loop waits this long before the next
@@ -49,6 +51,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    counters: Arc<Counters>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -69,6 +72,7 @@ pub async fn serve(
             },
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            Counters::add(&counters.http_refused, 1);
             if let Some(skipped) = refusals.due() {
                 tracing::warn!(
                     %peer,

@@ -82,10 +82,7 @@ async fn check_host(
 ) -> Response {
     match app.access.check_host(request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(denied) => {
-            Counters::add(&app.counters.http_rejected, 1);
-            denied.into_response()
-        }
+        Err(denied) => denied.into_response(),
     }
 }
 
