@@ -486,3 +486,85 @@ mod limit_tests {
         assert_eq!(e.attribute("obj"), Some(r#"{"a":[1,2]}"#));
     }
 }
+
+#[cfg(test)]
+mod equivalence {
+    //! The bounded decoder answers exactly as the original whole-`Value` decoder did, whenever
+    //! the input is within the limits.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The decoder before the limits: the whole body as one `Value`, then each element.
+    fn unbounded(body: &[u8], now_micros: i64) -> Result<Vec<Event>, JsonError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        let items = match value {
+            Value::Array(items) => items,
+            obj @ Value::Object(_) => vec![obj],
+            other => return Err(JsonError::NotObjectOrArray(kind(&other))),
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| match item {
+                Value::Object(map) => event_from_map(map, now_micros)
+                    .map_err(|problem| JsonError::Event { index, problem }),
+                other => Err(JsonError::Event {
+                    index,
+                    problem: format!("expected an object, got {}", kind(&other)),
+                }),
+            })
+            .collect()
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            (-1e10f64..1e10).prop_map(Value::from),
+            "[a-z\"\\\\ ]{0,6}".prop_map(Value::from),
+            Just(Value::from("2026-11-23T12:00:00.500Z")),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("host".to_owned()),
+                            Just("service".to_owned()),
+                            Just("state".to_owned()),
+                            Just("metric".to_owned()),
+                            Just("time".to_owned()),
+                            Just("ttl".to_owned()),
+                            Just("tags".to_owned()),
+                            Just("description".to_owned()),
+                            "[a-z]{1,3}",
+                        ],
+                        inner
+                    ),
+                    0..5
+                )
+                .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn bounded_and_unbounded_decoders_agree(value in json_value(), pretty in any::<bool>()) {
+            let body = if pretty {
+                serde_json::to_vec_pretty(&value).unwrap()
+            } else {
+                serde_json::to_vec(&value).unwrap()
+            };
+            let limits = JsonLimits::default();
+            prop_assert_eq!(
+                parse_events(&body, 7, &limits),
+                unbounded(&body, 7)
+            );
+        }
+    }
+}
