@@ -168,13 +168,15 @@ pub struct Config {
     #[arg(long, env = "STATECAST_MAX_EVENTS_PER_MSG", default_value_t = crate::event::EventLimits::DEFAULT.max_events_per_msg, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_events_per_msg: usize,
 
-    /// Custom attributes one event may carry; a Riemann TCP Msg holding an event with more is
-    /// answered `ok: false` (every dashboard snapshot carries each indexed event whole).
+    /// Custom attributes one event may carry (every dashboard snapshot carries each indexed
+    /// event whole): a Riemann TCP Msg holding an event with more is answered `ok: false`, a
+    /// POST gets 400 naming the event, a UDP datagram is dropped; nothing of it is applied.
     #[arg(long, env = "STATECAST_MAX_ATTRIBUTES_PER_EVENT", default_value_t = crate::event::EventLimits::DEFAULT.max_attributes_per_event, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..))]
     pub max_attributes_per_event: usize,
 
-    /// Encoded bytes one event may take (protobuf, on the Riemann TCP port); a Msg holding a
-    /// larger event is answered `ok: false`.
+    /// Bytes one event may take (its protobuf encoding on the Riemann ports, its JSON text on
+    /// HTTP): past it a Msg is answered `ok: false`, a POST gets 400 naming the event, a UDP
+    /// datagram is dropped; nothing of it is applied.
     #[arg(long, env = "STATECAST_MAX_EVENT_BYTES", default_value = "1MiB", value_parser = size_in(64, GIB))]
     pub max_event_bytes: usize,
 
@@ -197,6 +199,32 @@ pub struct Config {
     /// are ended, and the engine's final write still happens.
     #[arg(long, env = "STATECAST_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration_in(Duration::ZERO, HOUR))]
     pub shutdown_grace: Duration,
+    /// Events one POST /api/event may carry; past it the request gets 413 and nothing is applied
+    /// (each event costs memory while the body is decoded, whatever its size in the body).
+    #[arg(long, env = "STATECAST_MAX_EVENTS_PER_REQUEST", default_value_t = 100_000, value_parser = count_in(1, 10_000_000))]
+    pub max_events_per_request: usize,
+
+    /// How long an HTTP client has to send a request's headers, counted from the connection (or
+    /// the end of the previous response) on: a client that trickles headers, or an idle
+    /// keep-alive connection, is closed after it.
+    #[arg(long, env = "STATECAST_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = duration_in(Duration::from_millis(100), DAY))]
+    pub http_header_timeout: Duration,
+
+    /// How long a request body may take to arrive in full (408 past it), and a response write
+    /// may wait for the client to read before the connection is closed.
+    #[arg(long, env = "STATECAST_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = duration_in(Duration::from_millis(100), DAY))]
+    pub http_body_timeout: Duration,
+
+    /// Concurrent HTTP connections (websockets, once upgraded, count against
+    /// `--max-ws-connections` instead); past it new connections get a 503 and are closed.
+    #[arg(long, env = "STATECAST_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = count_in(1, 1_000_000))]
+    pub max_http_connections: usize,
+
+    /// Host names (repeatable or comma-separated; no port) HTTP requests may be addressed to, a
+    /// defence against DNS rebinding. Loopback names are always allowed. Default: when `--http`
+    /// is a wildcard address (0.0.0.0, ::) any Host; otherwise loopback and the listening IP.
+    #[arg(long, env = "STATECAST_ALLOWED_HOST", value_delimiter = ',')]
+    pub allowed_host: Vec<String>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {

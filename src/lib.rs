@@ -9,6 +9,7 @@ pub mod broadcast;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod fd_limit;
 pub mod ingest;
 pub mod invariants;
 pub mod metrics;

@@ -23,6 +23,8 @@ pub struct Counters {
     pub ws_clients: AtomicU64,
     pub ws_resyncs: AtomicU64,
     pub ws_slow_closed: AtomicU64,
+    /// HTTP connections refused at `--max-http-connections`.
+    pub http_refused: AtomicU64,
 }
 
 impl Counters {
@@ -36,7 +38,7 @@ impl Counters {
 
     /// Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
             (
                 "statecast_events_total",
                 "counter",
@@ -108,6 +110,12 @@ impl Counters {
                 "counter",
                 "Dashboards closed as slow consumers.",
                 &self.ws_slow_closed,
+            ),
+            (
+                "statecast_http_refused_total",
+                "counter",
+                "HTTP connections refused at the connection limit.",
+                &self.http_refused,
             ),
         ];
         let mut out = String::new();

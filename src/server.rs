@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -95,6 +94,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tcp_addr = tcp_listener.as_ref().and_then(|l| l.local_addr().ok());
     let udp_addr = udp_socket.as_ref().and_then(|s| s.local_addr().ok());
     let http_addr = http_listener.local_addr().unwrap_or(config.http);
+    // After binding (a port in use stays a one-line error), before the "listening" lines.
+    check_fd_budget(&config);
     if let Some(addr) = tcp_addr {
         tracing::info!(%addr, "riemann tcp listening");
     }
@@ -192,28 +193,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             allowed_origin: config.allowed_origin.clone(),
             ingest_token: config.ingest_token.clone(),
             dashboard_token: config.dashboard_token.clone(),
+            allowed_hosts: web::access::HostRule::for_listener(http_addr, &config.allowed_host),
         }),
         max_body_bytes: config.max_body_bytes,
         store: history,
         epoch,
+        json_limits: crate::event::EventLimits {
+            max_events_per_msg: config.max_events_per_request,
+            ..event_limits
+        },
+        body_timeout: config.http_body_timeout,
     };
     let router = web::router(app);
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        // Websocket frames are small and latency-sensitive: without TCP_NODELAY, Nagle holds
-        // each one back until the browser's delayed ACK arrives.
-        let listener = http_listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "http server failed");
-        }
-    });
+    let http_limits = web::http_server::HttpLimits {
+        max_connections: config.max_http_connections,
+        header_timeout: config.http_header_timeout,
+        write_stall_timeout: config.http_body_timeout,
+    };
+    tasks.spawn(web::http_server::serve(
+        http_listener,
+        router,
+        http_limits,
+        Arc::clone(&counters),
+        shutdown.clone(),
+        tasks.clone(),
+    ));
 
     let done = tokio::spawn(stop_in_order(
         shutdown.clone(),
@@ -251,6 +255,24 @@ fn open_store(config: &Config) -> Result<(Opened, String), StartError> {
     tracing::info!(dir = %dir.display(), "data directory");
     let epoch = recovered.epoch.clone();
     Ok((Some((Arc::new(store), recovered)), epoch))
+}
+
+/// Raises the open-file limit and warns (one line) when the connection limits do not fit in it.
+fn check_fd_budget(config: &Config) {
+    match crate::fd_limit::raise_to_hard_limit() {
+        Ok(limit) => {
+            tracing::info!(limit, "open-file limit");
+            let limits = [
+                ("--max-http-connections", config.max_http_connections),
+                ("--max-tcp-connections", config.max_tcp_connections),
+                ("--max-ws-connections", config.max_ws_connections),
+            ];
+            if let Some(warning) = crate::fd_limit::budget_warning(limit, &limits) {
+                tracing::warn!("{warning}");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
+    }
 }
 
 async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -4,12 +4,22 @@
 //! string; `null` means "absent". A request is all or nothing: the first invalid part rejects the
 //! whole body with an error naming what was wrong and at which index, so a script never has half a
 //! batch applied behind its back.
+//!
+//! Decoding is bounded by [`EventLimits`]: an array is walked element by element (never built as
+//! one `serde_json::Value` tree, which cost ~120 bytes per byte of `[{},{},…]`), each element is
+//! first seen as its raw JSON text, checked against the per-event byte limit, and only then
+//! decoded. So a request costs at most `max_events_per_msg` compact events plus one bounded event in
+//! decoding, whatever its shape.
+
+use std::fmt;
 
 use chrono::DateTime;
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::convert::state_or_none;
-use crate::event::{Event, Metric};
+use crate::event::{Event, EventLimits, Metric};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum JsonError {
@@ -19,29 +29,147 @@ pub enum JsonError {
     NotObjectOrArray(&'static str),
     #[error("event at index {index}: {problem}")]
     Event { index: usize, problem: String },
+    #[error("more than {limit} events in one request (--max-events-per-request); split the batch")]
+    TooManyEvents { limit: usize },
 }
 
 /// Parses a request body into events. `now_micros` stamps events that carry no `time`.
-pub fn parse_events(body: &[u8], now_micros: i64) -> Result<Vec<Event>, JsonError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| JsonError::Syntax(e.to_string()))?;
-    let items = match value {
-        Value::Array(items) => items,
-        obj @ Value::Object(_) => vec![obj],
-        other => return Err(JsonError::NotObjectOrArray(kind(&other))),
+pub fn parse_events(
+    body: &[u8],
+    now_micros: i64,
+    limits: &EventLimits,
+) -> Result<Vec<Event>, JsonError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    match first {
+        Some(b'[') => parse_array(body, now_micros, limits),
+        Some(b'{') => {
+            let raw: &RawValue =
+                serde_json::from_slice(body).map_err(|e| JsonError::Syntax(e.to_string()))?;
+            Ok(vec![decode_element(raw, 0, now_micros, limits)?])
+        }
+        // Not an event: say what it is (a scalar costs no more than its text to decode).
+        _ => match serde_json::from_slice::<Value>(body) {
+            Ok(other) => Err(JsonError::NotObjectOrArray(kind(&other))),
+            Err(e) => Err(JsonError::Syntax(e.to_string())),
+        },
+    }
+}
+
+/// Walks a top-level array one element at a time, decoding each as it comes.
+fn parse_array(
+    body: &[u8],
+    now_micros: i64,
+    limits: &EventLimits,
+) -> Result<Vec<Event>, JsonError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let mut failure = None;
+    let seed = ArraySeed {
+        now_micros,
+        limits,
+        failure: &mut failure,
     };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| match item {
-            Value::Object(map) => event_from_map(map, now_micros)
-                .map_err(|problem| JsonError::Event { index, problem }),
-            other => Err(JsonError::Event {
-                index,
-                problem: format!("expected an object, got {}", kind(&other)),
-            }),
-        })
-        .collect()
+    let decoded = seed.deserialize(&mut deserializer);
+    // An event error stops the walk through a placeholder serde error; report the real one.
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let events = decoded.map_err(|e| JsonError::Syntax(e.to_string()))?;
+    deserializer
+        .end()
+        .map_err(|e| JsonError::Syntax(e.to_string()))?;
+    Ok(events)
+}
+
+struct ArraySeed<'a> {
+    now_micros: i64,
+    limits: &'a EventLimits,
+    failure: &'a mut Option<JsonError>,
+}
+
+impl<'de> DeserializeSeed<'de> for ArraySeed<'_> {
+    type Value = Vec<Event>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Vec<Event>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ArraySeed<'_> {
+    type Value = Vec<Event>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of event objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Event>, A::Error> {
+        let mut events = Vec::new();
+        // Borrowed: the element's text is a slice of the body, nothing is copied or built yet.
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            let index = events.len();
+            if index >= self.limits.max_events_per_msg {
+                *self.failure = Some(JsonError::TooManyEvents {
+                    limit: self.limits.max_events_per_msg,
+                });
+                return Err(de::Error::custom("too many events"));
+            }
+            match decode_element(raw, index, self.now_micros, self.limits) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    *self.failure = Some(error);
+                    return Err(de::Error::custom("invalid event"));
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// One element, from its raw text: size first, then shape, then fields.
+fn decode_element(
+    raw: &RawValue,
+    index: usize,
+    now_micros: i64,
+    limits: &EventLimits,
+) -> Result<Event, JsonError> {
+    let problem = |problem: String| JsonError::Event { index, problem };
+    let text = raw.get();
+    if text.len() > limits.max_event_bytes {
+        return Err(problem(format!(
+            "{} bytes of JSON exceed the limit of {} bytes per event (--max-event-bytes)",
+            text.len(),
+            limits.max_event_bytes
+        )));
+    }
+    // Bounded by the check above: at most one event's worth of `Value`s exists at a time.
+    let value: Value = serde_json::from_str(text).map_err(|e| problem(e.to_string()))?;
+    match value {
+        Value::Object(map) => {
+            let attributes = map
+                .iter()
+                .filter(|(key, value)| !value.is_null() && !is_standard_key(key))
+                .count();
+            if attributes > limits.max_attributes_per_event {
+                return Err(problem(format!(
+                    "{attributes} attributes exceed the limit of {} per event \
+                     (--max-attributes-per-event)",
+                    limits.max_attributes_per_event
+                )));
+            }
+            event_from_map(map, now_micros).map_err(problem)
+        }
+        other => Err(problem(format!("expected an object, got {}", kind(&other)))),
+    }
+}
+
+/// The keys `event_from_map` reads as fields rather than custom attributes.
+fn is_standard_key(key: &str) -> bool {
+    matches!(
+        key,
+        "host" | "service" | "state" | "description" | "metric" | "time" | "ttl" | "tags"
+    )
 }
 
 fn event_from_map(map: Map<String, Value>, now_micros: i64) -> Result<Event, String> {
@@ -161,7 +289,7 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000_000;
 
     fn parse(s: &str) -> Result<Vec<Event>, JsonError> {
-        parse_events(s.as_bytes(), NOW)
+        parse_events(s.as_bytes(), NOW, &EventLimits::default())
     }
 
     #[test]
@@ -275,6 +403,150 @@ mod tests {
             assert!(
                 err.starts_with(expected),
                 "{body}: got {err:?}, expected {expected:?}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000_000;
+    const LIMITS: EventLimits = EventLimits {
+        max_events_per_msg: 3,
+        max_attributes_per_event: 2,
+        max_event_bytes: 64,
+    };
+
+    fn parse(s: &str) -> Result<Vec<Event>, JsonError> {
+        parse_events(s.as_bytes(), NOW, &LIMITS)
+    }
+
+    #[test]
+    fn events_past_the_count_limit_refuse_the_whole_body() {
+        assert_eq!(parse("[{},{},{}]").map(|e| e.len()), Ok(3));
+        assert_eq!(
+            parse("[{},{},{},{}]"),
+            Err(JsonError::TooManyEvents { limit: 3 })
+        );
+        // The count is checked before the rest is even read: trailing garbage does not matter.
+        assert_eq!(
+            parse("[{},{},{},{}, nonsense"),
+            Err(JsonError::TooManyEvents { limit: 3 })
+        );
+    }
+
+    #[test]
+    fn attributes_and_bytes_per_event_are_bounded_with_the_index() {
+        assert!(parse(r#"{"host":"h","a":"1","b":"2","c":null}"#).is_ok());
+        let err = parse(r#"[{}, {"host":"h","a":"1","b":"2","c":"3"}]"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("event at index 1: 3 attributes exceed the limit of 2"),
+            "{err}"
+        );
+        let big = format!(r#"[{{"host":"{}"}}]"#, "x".repeat(64));
+        let err = parse(&big).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("event at index 0: 75 bytes of JSON exceed the limit of 64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn trailing_garbage_after_the_array_is_a_syntax_error() {
+        assert!(matches!(parse("[{}] x"), Err(JsonError::Syntax(_))));
+        assert!(matches!(parse("[{}"), Err(JsonError::Syntax(_))));
+        assert!(matches!(parse("{} {}"), Err(JsonError::Syntax(_))));
+    }
+
+    #[test]
+    fn non_string_attributes_keep_their_compact_json_text() {
+        let e = &parse(r#"{"rack": 7, "obj": {"a": [1, 2]}}"#).unwrap()[0];
+        assert_eq!(e.attribute("rack"), Some("7"));
+        assert_eq!(e.attribute("obj"), Some(r#"{"a":[1,2]}"#));
+    }
+}
+
+#[cfg(test)]
+mod equivalence {
+    //! The bounded decoder answers exactly as the original whole-`Value` decoder did, whenever
+    //! the input is within the limits.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The decoder before the limits: the whole body as one `Value`, then each element.
+    fn unbounded(body: &[u8], now_micros: i64) -> Result<Vec<Event>, JsonError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        let items = match value {
+            Value::Array(items) => items,
+            obj @ Value::Object(_) => vec![obj],
+            other => return Err(JsonError::NotObjectOrArray(kind(&other))),
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| match item {
+                Value::Object(map) => event_from_map(map, now_micros)
+                    .map_err(|problem| JsonError::Event { index, problem }),
+                other => Err(JsonError::Event {
+                    index,
+                    problem: format!("expected an object, got {}", kind(&other)),
+                }),
+            })
+            .collect()
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            (-1e10f64..1e10).prop_map(Value::from),
+            "[a-z\"\\\\ ]{0,6}".prop_map(Value::from),
+            Just(Value::from("2026-11-23T12:00:00.500Z")),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("host".to_owned()),
+                            Just("service".to_owned()),
+                            Just("state".to_owned()),
+                            Just("metric".to_owned()),
+                            Just("time".to_owned()),
+                            Just("ttl".to_owned()),
+                            Just("tags".to_owned()),
+                            Just("description".to_owned()),
+                            "[a-z]{1,3}",
+                        ],
+                        inner
+                    ),
+                    0..5
+                )
+                .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn bounded_and_unbounded_decoders_agree(value in json_value(), pretty in any::<bool>()) {
+            let body = if pretty {
+                serde_json::to_vec_pretty(&value).unwrap()
+            } else {
+                serde_json::to_vec(&value).unwrap()
+            };
+            let limits = EventLimits::default();
+            prop_assert_eq!(
+                parse_events(&body, 7, &limits),
+                unbounded(&body, 7)
             );
         }
     }

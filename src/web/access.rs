@@ -4,6 +4,13 @@
 //! could open a socket to a dashboard on their intranet and read it (cross-site websocket
 //! hijacking). Same-origin is the default; `--allowed-origin` widens it. Tokens are compared in
 //! constant time so response timing does not leak them byte by byte.
+//!
+//! Two more browser attacks are refused here. Cross-site request forgery: any page the operator
+//! visits can POST `text/plain` to `/api/event` (no preflight), so a request carrying a foreign
+//! `Origin`, or `Sec-Fetch-Site: cross-site`, is refused; scripts and forwarders send neither.
+//! DNS rebinding: a page on `evil.example` whose name later resolves to 127.0.0.1 reads the
+//! dashboard as same-origin; its requests still say `Host: evil.example`, so only allowed Host
+//! names are served ([`HostRule`]).
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
@@ -37,6 +44,64 @@ pub struct AccessConfig {
     pub allowed_origin: Option<String>,
     pub ingest_token: Option<String>,
     pub dashboard_token: Option<String>,
+    /// Host names requests may be addressed to.
+    pub allowed_hosts: HostRule,
+}
+
+/// Which `Host` headers are served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HostRule {
+    /// Any Host: the server listens on a wildcard address and no `--allowed-host` was given
+    /// (its names are not known; the operator lists them to turn the check on).
+    #[default]
+    Any,
+    /// Loopback names and addresses, and these names (lowercase, without port or brackets).
+    Only(Vec<String>),
+}
+
+impl HostRule {
+    /// The rule for a listener on `listen` with `--allowed-host` names `allowed`.
+    pub fn for_listener(listen: std::net::SocketAddr, allowed: &[String]) -> Self {
+        if !allowed.is_empty() {
+            let names = allowed
+                .iter()
+                .map(|name| host_name(name.trim()))
+                .filter(|name| !name.is_empty())
+                .collect();
+            return HostRule::Only(names);
+        }
+        if listen.ip().is_unspecified() {
+            HostRule::Any
+        } else {
+            HostRule::Only(vec![listen.ip().to_string()])
+        }
+    }
+
+    fn allows(&self, name: &str) -> bool {
+        match self {
+            HostRule::Any => true,
+            HostRule::Only(names) => {
+                is_loopback_name(name) || names.iter().any(|allowed| allowed == name)
+            }
+        }
+    }
+}
+
+/// `Example.COM:8080` → `example.com`; `[::1]:8080` → `::1`; a trailing dot is dropped.
+fn host_name(host: &str) -> String {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn is_loopback_name(name: &str) -> bool {
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl AccessConfig {
@@ -65,6 +130,46 @@ impl AccessConfig {
                 StatusCode::FORBIDDEN,
                 format!("origin {origin:?} is not allowed"),
             ))
+        }
+    }
+
+    /// Rejects a request addressed to a Host name that is not allowed (DNS rebinding) with 403.
+    /// A request without Host (HTTP/1.0 tools) passes: browsers always send one.
+    pub fn check_host(&self, headers: &HeaderMap) -> Result<(), Denied> {
+        let Some(host) = headers.get(header::HOST) else {
+            return Ok(());
+        };
+        let name = host_name(host.to_str().unwrap_or(""));
+        if self.allowed_hosts.allows(&name) {
+            Ok(())
+        } else {
+            Err(denied(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "host {:?} is not allowed (list the names this server is reached by with \
+                     --allowed-host)",
+                    String::from_utf8_lossy(host.as_bytes())
+                ),
+            ))
+        }
+    }
+
+    /// Rejects a browser's cross-site request (CSRF) with 403: a foreign `Origin` (as for
+    /// websockets), or no Origin but `Sec-Fetch-Site: cross-site`. Scripts send neither.
+    pub fn check_cross_site(&self, headers: &HeaderMap) -> Result<(), Denied> {
+        if headers.contains_key(header::ORIGIN) {
+            return self.check_origin(headers);
+        }
+        let cross_site = headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+        if cross_site {
+            Err(denied(
+                StatusCode::FORBIDDEN,
+                "cross-site request refused (Sec-Fetch-Site: cross-site)",
+            ))
+        } else {
+            Ok(())
         }
     }
 
@@ -185,6 +290,70 @@ mod tests {
             assert_eq!(access.check_origin(&h).is_ok(), ok, "{origin}");
         }
         assert!(validate_origin_pattern("(").is_err());
+    }
+
+    #[test]
+    fn host_rule_defaults_to_loopback_and_the_listening_ip() {
+        let rule = |listen: &str, allowed: &[&str]| {
+            let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+            AccessConfig {
+                allowed_hosts: HostRule::for_listener(listen.parse().unwrap(), &allowed),
+                ..Default::default()
+            }
+        };
+        let ok = |access: &AccessConfig, host: &str| {
+            access.check_host(&headers(&[(header::HOST, host)])).is_ok()
+        };
+        let loopback = rule("127.0.0.1:8080", &[]);
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:8080",
+            "127.0.0.2",
+        ] {
+            assert!(ok(&loopback, host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1:8080",
+            "127.0.0.1.evil",
+        ] {
+            assert!(!ok(&loopback, host), "{host}");
+        }
+        assert!(loopback.check_host(&HeaderMap::new()).is_ok(), "no Host");
+        let on_ip = rule("10.0.0.1:8080", &[]);
+        assert!(ok(&on_ip, "10.0.0.1:8080") && !ok(&on_ip, "dash.example"));
+        let wildcard = rule("0.0.0.0:8080", &[]);
+        assert!(ok(&wildcard, "anything.example"));
+        let listed = rule("0.0.0.0:8080", &["dash.example.com", "Other.Example:9000"]);
+        assert!(ok(&listed, "dash.example.com:8080") && ok(&listed, "other.example"));
+        assert!(ok(&listed, "localhost") && !ok(&listed, "evil.example"));
+    }
+
+    #[test]
+    fn cross_site_posts_are_refused_and_scripts_pass() {
+        let access = AccessConfig::default();
+        let host = (header::HOST, "127.0.0.1:8080");
+        assert!(access
+            .check_cross_site(&headers(std::slice::from_ref(&host)))
+            .is_ok());
+        let same = headers(&[host.clone(), (header::ORIGIN, "http://127.0.0.1:8080")]);
+        assert!(access.check_cross_site(&same).is_ok());
+        let foreign = headers(&[host.clone(), (header::ORIGIN, "http://evil.example")]);
+        assert_eq!(
+            access.check_cross_site(&foreign).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        let fetch = headers(&[
+            host,
+            (
+                header::HeaderName::from_static("sec-fetch-site"),
+                "cross-site",
+            ),
+        ]);
+        assert!(access.check_cross_site(&fetch).is_err());
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! JSON HTTP endpoints: event ingest and the Prometheus counters.
+//! JSON HTTP endpoints: event ingest, the index, history and the Prometheus counters.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -11,41 +13,39 @@ use serde_json::json;
 use super::access::Denied;
 use super::AppState;
 use crate::engine::EngineError;
-use crate::event::now_micros;
-use crate::ingest::json::parse_events;
+use crate::event::{now_micros, Event, EventLimits};
+use crate::ingest::json::{parse_events, JsonError};
 use crate::metrics::Counters;
+use crate::query::Query;
+
+/// Bodies up to this size are decoded on the request's own task; larger ones on a blocking
+/// thread, so a 4 MiB batch does not stall the other connections on the same worker.
+const DECODE_INLINE_BYTES: usize = 64 * 1024;
 
 /// `POST /api/event`: one event object or an array; all applied, or none.
 ///
 /// Accepted whatever the Content-Type: scripts and Riemann's forwarders are not consistent about
 /// it, and the body's shape is what matters. The 200 is sent once the engine has applied the batch.
-pub async fn post_event(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(denied) = app.access.check_ingest(&headers) {
+/// A browser's cross-site POST is refused before anything is read (CSRF; see `access`).
+pub async fn post_event(State(app): State<AppState>, request: Request) -> Response {
+    let headers = request.headers();
+    if let Err(denied) = app
+        .access
+        .check_cross_site(headers)
+        .and_then(|()| app.access.check_ingest(headers))
+    {
         Counters::add(&app.counters.http_rejected, 1);
         return denied.into_response();
     }
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            Counters::add(&app.counters.http_rejected, 1);
-            let status = rejection.status();
-            let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("body exceeds the {} byte limit", app.max_body_bytes)
-            } else {
-                rejection.body_text()
-            };
-            return error_response(status, error);
-        }
+    let events = match read_body(&app, request).await {
+        Ok(body) => decode(body, app.json_limits).await,
+        Err(refused) => Err(refused),
     };
-    let events = match parse_events(&body, now_micros()) {
+    let events = match events {
         Ok(events) => events,
-        Err(error) => {
+        Err(refused) => {
             Counters::add(&app.counters.http_rejected, 1);
-            return error_response(StatusCode::BAD_REQUEST, error.to_string());
+            return refused;
         }
     };
     let accepted = events.len();
@@ -60,7 +60,66 @@ pub async fn post_event(
     }
 }
 
+/// The whole body, within `--max-body-bytes` (413) and `--http-body-timeout` (408): a client
+/// trickling it holds its connection and buffer only that long.
+async fn read_body(app: &AppState, request: Request) -> Result<Bytes, Response> {
+    match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, app)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(rejection)) => {
+            let status = rejection.status();
+            let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("body exceeds the {} byte limit", app.max_body_bytes)
+            } else {
+                rejection.body_text()
+            };
+            Err(error_response(status, error))
+        }
+        Err(_elapsed) => {
+            let error = format!(
+                "the body did not arrive within {:?} (--http-body-timeout)",
+                app.body_timeout
+            );
+            let mut response = error_response(StatusCode::REQUEST_TIMEOUT, error);
+            // The rest of the body may still come: the connection cannot carry another request.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            Err(response)
+        }
+    }
+}
+
+/// Decodes a body within the JSON limits (off the async workers when it is large): 413 past the
+/// event count, 400 for anything else wrong.
+async fn decode(body: Bytes, limits: EventLimits) -> Result<Vec<Event>, Response> {
+    let now = now_micros();
+    let decoded = if body.len() <= DECODE_INLINE_BYTES {
+        parse_events(&body, now, &limits)
+    } else {
+        match tokio::task::spawn_blocking(move || parse_events(&body, now, &limits)).await {
+            Ok(decoded) => decoded,
+            Err(join_error) => {
+                return Err(error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("decoding failed: {join_error}"),
+                ))
+            }
+        }
+    };
+    decoded.map_err(|error| {
+        let status = match error {
+            JsonError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        error_response(status, error.to_string())
+    })
+}
+
 /// `GET /api/state?query=Q`: the matching indexed events as a JSON array (default: all).
+///
+/// Streamed: the array is serialized a chunk at a time as the client reads, from the snapshot's
+/// shared events, so a large index costs one chunk of memory per reader, not a copy of itself.
 pub async fn state(
     State(app): State<AppState>,
     axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
@@ -71,25 +130,106 @@ pub async fn state(
         Err(denied) => return denied.into_response(),
     };
     match app.engine.snapshot().await {
-        Ok(snapshot) => {
-            let events: Vec<serde_json::Value> = snapshot
-                .events
-                .iter()
-                .filter(|e| filter.as_ref().is_none_or(|q| q.matches(e)))
-                .map(|e| e.to_json_value())
-                .collect();
-            Json(events).into_response()
-        }
+        Ok(snapshot) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            JsonArrayChunks::new(snapshot.events, filter).into_body(),
+        )
+            .into_response(),
         Err(error) => error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     }
 }
 
-/// The checks every dashboard read starts with: the token, then the `query` parameter.
+/// Bytes serialized before a chunk is handed to the connection.
+const STATE_CHUNK_BYTES: usize = 64 * 1024;
+/// Events looked at per step, so one step's CPU is bounded even when few match.
+const STATE_SCAN_PER_STEP: usize = 4096;
+
+/// A JSON array of events, produced a chunk at a time.
+struct JsonArrayChunks {
+    events: std::vec::IntoIter<Arc<Event>>,
+    filter: Option<Query>,
+    opened: bool,
+    wrote_one: bool,
+    /// `]` is written: the next step ends the stream.
+    closed: bool,
+}
+
+enum Step {
+    Chunk(Bytes),
+    Scanned,
+    Done,
+}
+
+impl JsonArrayChunks {
+    fn new(events: Vec<Arc<Event>>, filter: Option<Query>) -> Self {
+        Self {
+            events: events.into_iter(),
+            filter,
+            opened: false,
+            wrote_one: false,
+            closed: false,
+        }
+    }
+
+    /// A response body that asks for the next chunk only when the connection has sent the
+    /// previous one (hyper polls a body when it can write).
+    fn into_body(self) -> Body {
+        let chunks = futures_util::stream::unfold(self, |mut chunks| async move {
+            loop {
+                match chunks.step() {
+                    Step::Chunk(bytes) => return Some((Ok::<_, Infallible>(bytes), chunks)),
+                    // A filter matching little still scans a bounded slice per step: give the
+                    // worker back between slices.
+                    Step::Scanned => tokio::task::yield_now().await,
+                    Step::Done => return None,
+                }
+            }
+        });
+        Body::from_stream(chunks)
+    }
+
+    fn step(&mut self) -> Step {
+        if self.closed {
+            return Step::Done;
+        }
+        let mut out = Vec::with_capacity(STATE_CHUNK_BYTES + 1024);
+        if !self.opened {
+            self.opened = true;
+            out.push(b'[');
+        }
+        let mut scanned = 0;
+        while out.len() < STATE_CHUNK_BYTES && scanned < STATE_SCAN_PER_STEP {
+            let Some(event) = self.events.next() else {
+                out.push(b']');
+                self.closed = true;
+                return Step::Chunk(Bytes::from(out));
+            };
+            scanned += 1;
+            if self.filter.as_ref().is_some_and(|q| !q.matches(&event)) {
+                continue;
+            }
+            if self.wrote_one {
+                out.push(b',');
+            }
+            self.wrote_one = true;
+            // Writing a `Value` into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &event.to_json_value());
+        }
+        if out.is_empty() {
+            Step::Scanned
+        } else {
+            Step::Chunk(Bytes::from(out))
+        }
+    }
+}
+
+/// The checks every dashboard read starts with: the token, then the `query` parameter (compiled
+/// on a blocking thread: a hostile query's regexes take long to compile).
 async fn dashboard_filter(
     app: &AppState,
     headers: &HeaderMap,
     params: &super::SubscribeParams,
-) -> Result<Option<crate::query::Query>, Denied> {
+) -> Result<Option<Query>, Denied> {
     app.access
         .check_dashboard(headers, params.token.as_deref())?;
     super::ws::parse_filter(params.query.as_deref())
@@ -159,10 +299,7 @@ pub async fn history(
 /// `GET /metrics`: counters in Prometheus text format.
 pub async fn metrics(State(app): State<AppState>) -> Response {
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.counters.render_prometheus(),
     )
         .into_response()
@@ -170,4 +307,54 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 
 pub fn error_response(status: StatusCode, error: String) -> Response {
     (status, Json(json!({"ok": false, "error": error}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every chunk of the stream, joined.
+    fn drain(mut chunks: JsonArrayChunks) -> (String, usize) {
+        let mut out = Vec::new();
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            match chunks.step() {
+                Step::Chunk(bytes) => out.extend_from_slice(&bytes),
+                Step::Scanned => {}
+                Step::Done => return (String::from_utf8(out).unwrap(), steps),
+            }
+        }
+    }
+
+    fn events(n: usize) -> Vec<Arc<Event>> {
+        (0..n)
+            .map(|i| {
+                Arc::new(Event {
+                    host: Some(format!("h{i}")),
+                    description: Some("d".repeat(100)),
+                    ..Default::default()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_streamed_array_is_the_same_json_in_many_chunks() {
+        assert_eq!(drain(JsonArrayChunks::new(Vec::new(), None)).0, "[]");
+        let all = events(3000);
+        let expected: Vec<serde_json::Value> = all.iter().map(|e| e.to_json_value()).collect();
+        let (text, steps) = drain(JsonArrayChunks::new(all.clone(), None));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            json!(expected)
+        );
+        assert!(steps > 4, "{steps} steps: chunked");
+
+        let only = Query::parse(r#"host = "h2999""#).unwrap();
+        let (text, _) = drain(JsonArrayChunks::new(events(10_000), Some(only)));
+        let matched: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(matched.len(), 1);
+        assert_eq!(matched[0]["host"], "h2999");
+    }
 }

@@ -32,6 +32,11 @@ pub async fn serve(uri: Uri) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // The dashboard's URL may carry `?token=`: no link or resource load may pass it on.
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 

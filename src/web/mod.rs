@@ -5,6 +5,7 @@
 pub mod access;
 pub mod api;
 pub mod assets;
+pub mod http_server;
 pub mod index;
 pub mod ws;
 
@@ -49,9 +50,15 @@ pub struct AppState {
     pub store: Option<Arc<crate::store::Store>>,
     /// Changes when history is lost (fresh data directory, or no store and a restart).
     pub epoch: String,
+    /// What one POST /api/event body may decode to.
+    /// Per-event limits, with `max_events_per_msg` meaning events per request body.
+    pub json_limits: crate::event::EventLimits,
+    /// Time a request body has to arrive in full.
+    pub body_timeout: Duration,
 }
 
 pub fn router(app: AppState) -> Router {
+    let host_check = axum::middleware::from_fn_with_state(app.clone(), check_host);
     Router::new()
         .route("/ws", get(websocket))
         .route(
@@ -63,7 +70,21 @@ pub fn router(app: AppState) -> Router {
         .route("/index", get(index::index))
         .route("/metrics", get(api::metrics))
         .fallback(get(assets::serve))
+        // Every route, the page included: a rebinding attacker's page must not load either.
+        .layer(host_check)
         .with_state(app)
+}
+
+/// Refuses requests addressed to a Host name that is not allowed (DNS rebinding, see `access`).
+async fn check_host(
+    State(app): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match app.access.check_host(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => denied.into_response(),
+    }
 }
 
 /// URL parameters shared by the subscription endpoints.
