@@ -216,6 +216,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         http_limits,
         Arc::clone(&counters),
         shutdown.clone(),
+        force_stop.clone(),
         tasks.clone(),
     ));
 

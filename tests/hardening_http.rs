@@ -326,6 +326,42 @@ async fn a_response_nobody_reads_is_given_up_after_the_body_timeout() {
     assert_eq!(get(&server, "/metrics").await.status, 200);
 }
 
+/// A client that never reads its response must not hold shutdown (and the engine's final write)
+/// past `--shutdown-grace`: its connection is dropped when the grace runs out.
+#[tokio::test]
+async fn a_response_nobody_reads_does_not_hold_shutdown_past_the_grace() {
+    let mut server = start_server(&[
+        "--http-body-timeout",
+        "600",
+        "--shutdown-grace",
+        "1",
+        "--max-body-bytes",
+        "67108864",
+    ]);
+    let response = post_json(&server, &batch("h", 20_000, 10)).await;
+    assert_eq!(response.status, 200);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.http).await.unwrap();
+    let request = format!(
+        "GET /api/state HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.http
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Let the server's writes stall on the full buffers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    server.send_sigterm();
+    let status = server.wait_exit();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
+    // The grace (1 s) plus the forced stop; without it the stalled write held shutdown for the
+    // engine's whole 30 s wait.
+    assert!(took < Duration::from_secs(8), "exit took {took:?}");
+    assert!(server.stderr().contains("stopped"), "{}", server.stderr());
+    drop(stream);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. The HTTP connection cap; Riemann ingest keeps its descriptors
 // ---------------------------------------------------------------------------------------------

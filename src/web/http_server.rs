@@ -46,13 +46,15 @@ pub struct HttpLimits {
 }
 
 /// Accepts until `shutdown`; each connection is a task on `tasks`, which finishes the request in
-/// flight on shutdown and then closes.
+/// flight on shutdown and then closes — or is dropped at `force_stop` (the shutdown grace ran
+/// out), so a client that never reads its response cannot hold up the engine's final write.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
+    force_stop: CancellationToken,
     tasks: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -91,8 +93,9 @@ pub async fn serve(
         }
         let router = router.clone();
         let shutdown = shutdown.clone();
+        let force_stop = force_stop.clone();
         tasks.spawn(async move {
-            serve_connection(stream, router, limits, shutdown).await;
+            serve_connection(stream, router, limits, shutdown, force_stop).await;
             drop(permit);
         });
     }
@@ -103,6 +106,7 @@ async fn serve_connection(
     router: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
+    force_stop: CancellationToken,
 ) {
     let io = TokioIo::new(StallTimeout::new(stream, limits.write_stall_timeout));
     let mut builder = http1::Builder::new();
@@ -118,7 +122,10 @@ async fn serve_connection(
         _ = shutdown.cancelled() => {
             // Finish the response in flight, then close; websockets have their own shutdown.
             connection.as_mut().graceful_shutdown();
-            connection.await
+            tokio::select! {
+                served = connection.as_mut() => served,
+                _ = force_stop.cancelled() => return,
+            }
         }
     };
     if let Err(error) = served {
