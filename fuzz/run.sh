@@ -18,6 +18,9 @@ TARGETS=("$@")
 rustup toolchain list | grep -q '^nightly' || { echo "fuzz/run.sh: needs 'rustup toolchain install nightly'" >&2; exit 2; }
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 
+# Build first, so a compile error is reported as one and not as a finding.
+cargo +nightly fuzz build || { echo "fuzz/run.sh: the fuzz targets do not build" >&2; exit 2; }
+
 status=0
 for target in "${TARGETS[@]}"; do
   mkdir -p "corpus/$target" "artifacts/$target"
