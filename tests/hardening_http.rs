@@ -126,9 +126,10 @@ async fn api_state_streams_the_index_without_building_it_in_memory() {
     assert_eq!(events.len(), 20_000);
     assert_eq!(events[0]["attr9"], "v".repeat(20));
     let body_mib = (response.body.len() / (1024 * 1024)) as u64;
-    // The old handler built every event as a `Value` first: +60 MiB for this 8 MiB answer.
+    // The old handler built every event as a `Value` first: +60 MiB for this 8 MiB answer;
+    // streamed, it is ~1 MiB. The cap leaves room for a busy machine's allocator.
     assert!(
-        rise <= body_mib.max(4),
+        rise <= 2 * body_mib + 8,
         "peak RSS rose {rise} MiB serving {body_mib} MiB of JSON"
     );
 
@@ -448,7 +449,12 @@ async fn idle_http_connections_up_to_the_cap_do_not_lock_out_riemann_or_the_serv
 
 #[tokio::test]
 async fn connection_limits_beyond_the_open_file_limit_get_one_warning() {
-    let server = start_server(&["--max-ws-connections", "1000000000"]);
+    let server = start_server(&[
+        "--max-ws-connections",
+        "1000000",
+        "--max-http-connections",
+        "1000000",
+    ]);
     let stderr = server.stderr();
     let limit: u64 = stderr
         .lines()
@@ -462,7 +468,8 @@ async fn connection_limits_beyond_the_open_file_limit_get_one_warning() {
                 .ok()
         })
         .unwrap_or_else(|| panic!("no open-file limit line: {stderr}"));
-    if limit < 1_000_000_000 {
+    // The kernel caps the hard limit at fs.nr_open (1,048,576 by default): below the sum.
+    if limit < 2_000_000 + 1024 + 64 {
         assert_eq!(
             stderr.matches("exceed the open-file limit").count(),
             1,
