@@ -313,7 +313,9 @@ async fn a_response_nobody_reads_is_given_up_after_the_body_timeout() {
         server.http
     );
     stream.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Long enough for a busy debug build to fill the buffers (several seconds for this answer
+    // when the machine's cores are taken) and then stall for the 1 s body timeout.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     // What was buffered arrives, then the close: the 8 MiB answer is cut short.
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw))
