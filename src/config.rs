@@ -5,10 +5,19 @@
 //! only: exposing monitoring data is a decision, not an accident.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::web::access::{AccessConfig, HostRule};
+use crate::web::http_server::HttpLimits;
+use crate::web::ws::WsConfig;
+
+use crate::engine::EngineConfig;
+use crate::event::EventLimits;
+use crate::ingest::tcp::TcpConfig;
+use crate::store::Retention;
 use crate::units::{duration_in, keep_in, size_in, DAY, GIB, HOUR, KIB, YEAR};
 
 #[derive(Debug, Clone, Parser)]
@@ -62,8 +71,8 @@ pub struct Config {
 
     /// Directory of the embedded database (index and transition history), created if missing;
     /// `off` keeps everything in memory only (nothing survives a restart; resume always resets).
-    #[arg(long, env = "STATECAST_DATA_DIR", default_value = "./statecast-data")]
-    pub data_dir: String,
+    #[arg(long, env = "STATECAST_DATA_DIR", default_value = "./statecast-data", value_parser = parse_data_dir)]
+    pub data_dir: DataDir,
 
     /// Transitions kept in history at most (oldest pruned first).
     #[arg(
@@ -247,6 +256,16 @@ fn count_in(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + 
     }
 }
 
+/// The data directory, or `None` for `off` (memory only).
+pub type DataDir = Option<PathBuf>;
+
+fn parse_data_dir(s: &str) -> Result<DataDir, String> {
+    if s.trim().is_empty() {
+        return Err("the data directory is empty (give a path, or `off`)".into());
+    }
+    Ok((!s.eq_ignore_ascii_case("off")).then(|| PathBuf::from(s)))
+}
+
 /// A listener address, or `off`.
 pub type Listen = Option<SocketAddr>;
 
@@ -257,4 +276,81 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     s.parse()
         .map(Some)
         .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:5555 (or `off`)"))
+}
+
+/// The settings of each part, built here so that `server.rs` only wires parts together and no
+/// part reads flags it does not own.
+impl Config {
+    /// Limits on one message and its events, the same on every transport.
+    pub fn event_limits(&self) -> EventLimits {
+        EventLimits {
+            max_events_per_msg: self.max_events_per_msg,
+            max_attributes_per_event: self.max_attributes_per_event,
+            max_event_bytes: self.max_event_bytes,
+        }
+    }
+
+    /// The JSON body's limits: the per-event ones, with the event count of one request.
+    pub fn json_limits(&self) -> EventLimits {
+        EventLimits {
+            max_events_per_msg: self.max_events_per_request,
+            ..self.event_limits()
+        }
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            init_state: self.init_state.clone(),
+            default_ttl_secs: self.default_ttl.as_secs_f64(),
+            reap_interval: self.reap_interval,
+            expired_keep: self.expired_keep,
+            max_keys: usize::try_from(self.max_keys).unwrap_or(usize::MAX),
+            retention: Retention {
+                max_changes: self.history_max_changes,
+                max_age_micros: i64::try_from(self.history_max_age.as_micros()).unwrap_or(i64::MAX),
+            },
+            queue_capacity: self.engine_queue,
+            broadcast_capacity: self.broadcast_capacity,
+        }
+    }
+
+    pub fn tcp(&self) -> TcpConfig {
+        TcpConfig {
+            max_frame_bytes: self.max_frame_bytes,
+            max_connections: self.max_tcp_connections,
+            max_in_flight: self.max_in_flight,
+            limits: self.event_limits(),
+            idle_timeout: self.tcp_idle_timeout,
+            write_timeout: self.tcp_write_timeout,
+            queries: self.tcp_queries,
+        }
+    }
+
+    pub fn ws(&self) -> WsConfig {
+        WsConfig {
+            queue_bytes: self.ws_queue_bytes,
+            max_resyncs: self.ws_max_resyncs,
+            write_timeout: self.ws_write_timeout,
+            ping_interval: self.ws_ping,
+            pong_timeout: self.ws_pong_timeout,
+        }
+    }
+
+    /// Origin, token and Host rules; the Host rule depends on the address HTTP is bound to.
+    pub fn access(&self, http_addr: SocketAddr) -> AccessConfig {
+        AccessConfig {
+            allowed_origin: self.allowed_origin.clone(),
+            ingest_token: self.ingest_token.clone(),
+            dashboard_token: self.dashboard_token.clone(),
+            allowed_hosts: HostRule::for_listener(http_addr, &self.allowed_host),
+        }
+    }
+
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_http_connections,
+            header_timeout: self.http_header_timeout,
+            write_stall_timeout: self.http_body_timeout,
+        }
+    }
 }

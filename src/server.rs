@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::engine::{self, EngineConfig};
+use crate::engine;
 use crate::ingest::{tcp, udp};
 use crate::metrics::Counters;
-use crate::store::{Recovered, Retention, Store, StoreError};
+use crate::store::{Recovered, Store, StoreError};
 use crate::web;
 
 /// How long shutdown waits, after ending stuck connections, for their tasks to finish.
@@ -111,43 +111,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tasks = TaskTracker::new();
     let (store, epoch) = open_store(&config)?;
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
-    let (engine, engine_task) = engine::spawn(
-        EngineConfig {
-            init_state: config.init_state.clone(),
-            default_ttl_secs: config.default_ttl.as_secs_f64(),
-            reap_interval: config.reap_interval,
-            expired_keep: config.expired_keep,
-            max_keys: usize::try_from(config.max_keys).unwrap_or(usize::MAX),
-            retention: Retention {
-                max_changes: config.history_max_changes,
-                max_age_micros: i64::try_from(config.history_max_age.as_micros())
-                    .unwrap_or(i64::MAX),
-            },
-            queue_capacity: config.engine_queue,
-            broadcast_capacity: config.broadcast_capacity,
-        },
-        Arc::clone(&counters),
-        store,
-    );
+    let (engine, engine_task) = engine::spawn(config.engine(), Arc::clone(&counters), store);
 
-    let event_limits = crate::event::EventLimits {
-        max_events_per_msg: config.max_events_per_msg,
-        max_attributes_per_event: config.max_attributes_per_event,
-        max_event_bytes: config.max_event_bytes,
-    };
     if let Some(listener) = tcp_listener {
-        let tcp_config = tcp::TcpConfig {
-            max_frame_bytes: config.max_frame_bytes,
-            max_connections: config.max_tcp_connections,
-            max_in_flight: config.max_in_flight,
-            limits: event_limits,
-            idle_timeout: config.tcp_idle_timeout,
-            write_timeout: config.tcp_write_timeout,
-            queries: config.tcp_queries,
-        };
         tasks.spawn(tcp::serve(
             listener,
-            tcp_config,
+            config.tcp(),
             engine.clone(),
             Arc::clone(&counters),
             shutdown.clone(),
@@ -159,7 +128,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks.spawn(udp::serve(
             socket,
             config.max_datagram_bytes,
-            event_limits,
+            config.event_limits(),
             engine.clone(),
             Arc::clone(&counters),
             shutdown.clone(),
@@ -182,38 +151,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks: tasks.clone(),
         stats: stats_rx,
         ws_permits: Arc::new(Semaphore::new(config.max_ws_connections)),
-        ws: web::ws::WsConfig {
-            queue_bytes: config.ws_queue_bytes,
-            max_resyncs: config.ws_max_resyncs,
-            write_timeout: config.ws_write_timeout,
-            ping_interval: config.ws_ping,
-            pong_timeout: config.ws_pong_timeout,
-        },
-        access: Arc::new(web::access::AccessConfig {
-            allowed_origin: config.allowed_origin.clone(),
-            ingest_token: config.ingest_token.clone(),
-            dashboard_token: config.dashboard_token.clone(),
-            allowed_hosts: web::access::HostRule::for_listener(http_addr, &config.allowed_host),
-        }),
+        ws: config.ws(),
+        access: Arc::new(config.access(http_addr)),
         max_body_bytes: config.max_body_bytes,
         store: history,
         epoch,
-        json_limits: crate::event::EventLimits {
-            max_events_per_msg: config.max_events_per_request,
-            ..event_limits
-        },
+        json_limits: config.json_limits(),
         body_timeout: config.http_body_timeout,
     };
     let router = web::router(app);
-    let http_limits = web::http_server::HttpLimits {
-        max_connections: config.max_http_connections,
-        header_timeout: config.http_header_timeout,
-        write_stall_timeout: config.http_body_timeout,
-    };
     tasks.spawn(web::http_server::serve(
         http_listener,
         router,
-        http_limits,
+        config.http_limits(),
         Arc::clone(&counters),
         shutdown.clone(),
         force_stop.clone(),
@@ -242,14 +192,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 type Opened = Option<(Arc<Store>, Recovered)>;
 
 fn open_store(config: &Config) -> Result<(Opened, String), StartError> {
-    if config.data_dir.eq_ignore_ascii_case("off") {
+    let Some(dir) = config.data_dir.as_deref() else {
         return Ok((None, crate::store::new_epoch()));
-    }
-    let dir = std::path::Path::new(&config.data_dir);
+    };
     let (store, recovered) =
         Store::open_allowing_fresh(dir, config.allow_fresh_database).map_err(|source| {
             StartError::Store {
-                dir: config.data_dir.clone(),
+                dir: dir.display().to_string(),
                 source,
             }
         })?;
