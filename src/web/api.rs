@@ -232,7 +232,7 @@ async fn dashboard_filter(
 ) -> Result<Option<Query>, Denied> {
     app.access
         .check_dashboard(headers, params.token.as_deref())?;
-    super::ws::parse_filter(params.query.as_deref())
+    Query::parse_filter(params.query.as_deref())
         .await
         .map_err(|error| Denied {
             status: StatusCode::BAD_REQUEST,

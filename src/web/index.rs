@@ -37,7 +37,7 @@ pub async fn index(
     if let Err(denied) = app.admit_dashboard(&parts.headers, &params) {
         return denied.into_response();
     }
-    let filter = match super::ws::parse_filter(params.query.as_deref()).await {
+    let filter = match Query::parse_filter(params.query.as_deref()).await {
         Ok(filter) => filter,
         Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
     };

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::engine::EngineHandle;
 use crate::metrics::Counters;
+use crate::query::Query;
 
 /// tungstenite reads into a 128 KiB buffer by default; dashboards send almost nothing, so a small
 /// one keeps thousands of idle screens cheap.
@@ -122,7 +123,7 @@ async fn websocket(
     if let Err(denied) = app.admit_dashboard(&headers, &params) {
         return denied.into_response();
     }
-    let filter = match ws::parse_filter(params.query.as_deref()).await {
+    let filter = match Query::parse_filter(params.query.as_deref()).await {
         Ok(filter) => filter,
         Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
     };

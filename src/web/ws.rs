@@ -676,7 +676,8 @@ impl Session {
             }
         };
         match request {
-            ClientRequest::Subscribe { query } => match parse_filter(query.as_deref()).await {
+            ClientRequest::Subscribe { query } => match Query::parse_filter(query.as_deref()).await
+            {
                 Ok(filter) => Some(filter),
                 Err(error) => {
                     self.send_error(error);
@@ -785,19 +786,6 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 enum ClientRequest {
     /// `{"type":"subscribe","query":"state != \"ok\""}`; no query means everything.
     Subscribe { query: Option<String> },
-}
-
-/// Parses a subscription query; `true` (or none) is "no filter". Compiles on a blocking
-/// thread ([`Query::parse_off_thread`]): the text comes from the network.
-pub async fn parse_filter(query: Option<&str>) -> Result<Option<Query>, String> {
-    match query.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(text) => match Query::parse_off_thread(text.to_owned()).await {
-            Ok(q) if q.is_match_all() => Ok(None),
-            Ok(q) => Ok(Some(q)),
-            Err(error) => Err(format!("parse error: {error}")),
-        },
-    }
 }
 
 #[cfg(test)]
