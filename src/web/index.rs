@@ -23,7 +23,8 @@ use futures_util::{SinkExt, Stream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{api, AppState, SubscribeParams};
+use super::error::ApiError;
+use super::{AppState, SubscribeParams};
 use crate::event::Event;
 use crate::query::Query;
 
@@ -39,7 +40,7 @@ pub async fn index(
     }
     let filter = match Query::parse_filter(params.query.as_deref()).await {
         Ok(filter) => filter,
-        Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
+        Err(error) => return ApiError::new(StatusCode::BAD_REQUEST, error).into_response(),
     };
     let is_upgrade = parts
         .headers
@@ -164,9 +165,7 @@ async fn sse(app: AppState, filter: Option<Query>) -> Response {
     };
     let sub = match app.engine.subscribe_updates().await {
         Ok(sub) => sub,
-        Err(error) => {
-            return api::error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
-        }
+        Err(error) => return ApiError::unavailable(error).into_response(),
     };
     let filter = Arc::new(filter);
     let shutdown = app.shutdown.clone();

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod api;
 pub mod assets;
+pub mod error;
 pub mod http_server;
 pub mod index;
 pub mod ws;
@@ -23,6 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::error::ApiError;
 use crate::engine::EngineHandle;
 use crate::metrics::Counters;
 use crate::query::Query;
@@ -106,7 +108,7 @@ impl AppState {
         &self,
         headers: &HeaderMap,
         params: &SubscribeParams,
-    ) -> Result<(), access::Denied> {
+    ) -> Result<(), ApiError> {
         self.access
             .check_dashboard(headers, params.token.as_deref())?;
         self.access.check_origin(headers)
@@ -125,7 +127,7 @@ async fn websocket(
     }
     let filter = match Query::parse_filter(params.query.as_deref()).await {
         Ok(filter) => filter,
-        Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
+        Err(error) => return ApiError::new(StatusCode::BAD_REQUEST, error).into_response(),
     };
     let Some(permit) = ws_permit(&app) else {
         return too_many_websockets();
@@ -146,12 +148,11 @@ pub fn ws_permit(app: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
 
 /// The answer to an upgrade past the websocket connection limit.
 pub fn too_many_websockets() -> Response {
-    (
+    let error = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, "5")],
-        axum::Json(json!({"ok": false, "error": "too many dashboard connections"})),
-    )
-        .into_response()
+        "too many dashboard connections",
+    );
+    ([(header::RETRY_AFTER, "5")], error).into_response()
 }
 
 /// Small buffers and bounded messages for every websocket we accept.
