@@ -14,7 +14,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::AppState;
+use super::{history, AppState};
 use crate::engine::EngineError;
 use crate::event::{now_micros, Event, EventLimits};
 use crate::ingest::json::{parse_events, JsonError};
@@ -262,33 +262,9 @@ pub async fn history(
     if app.engine.sync().await.is_err() {
         return Err(ApiError::unavailable("server is shutting down"));
     }
-    let read = tokio::task::spawn_blocking(move || {
-        let wants = |c: &crate::store::StoredChange| match &filter {
-            None => true,
-            Some(q) => q.matches_transition(&c.event(), c.previous().as_ref()),
-        };
-        let changes = store.history(since, limit, wants)?;
-        Ok::<_, crate::store::StoreError>((store.oldest_seq()?, changes))
-    })
-    .await;
-    match read {
-        Ok(Ok((oldest, changes))) => {
-            let changes: Vec<serde_json::Value> = changes
-                .into_iter()
-                .map(|c| crate::broadcast::change_json(&c.into_change()))
-                .collect();
-            Ok(
-                Json(json!({"epoch": app.epoch, "oldest_seq": oldest, "changes": changes}))
-                    .into_response(),
-            )
-        }
-        // Storage failing (a full disk; the database is reopened once it works): temporary.
-        Ok(Err(error)) => Err(ApiError::unavailable(error)),
-        Err(error) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            error.to_string(),
-        )),
-    }
+    let page = history::page(store, since, limit, filter).await?;
+    let body = json!({"epoch": app.epoch, "oldest_seq": page.oldest_seq, "changes": page.changes});
+    Ok(Json(body).into_response())
 }
 
 /// `GET /metrics`: counters in Prometheus text format.

@@ -111,7 +111,7 @@ async fn stream_websocket(
                     return;
                 }
                 incoming = socket.recv() => match incoming {
-                    Some(Err(error)) if super::ws::is_invalid_utf8(&error) => {
+                    Some(Err(error)) if super::is_invalid_utf8(&error) => {
                         let close = CloseFrame { code: 1007, reason: "text message is not valid UTF-8".into() };
                         let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(close)))).await;
                         return;

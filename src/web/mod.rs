@@ -6,6 +6,7 @@ pub mod access;
 pub mod api;
 pub mod assets;
 pub mod error;
+mod history;
 pub mod http_server;
 pub mod index;
 pub mod ws;
@@ -14,20 +15,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, Query as UrlQuery, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::error::ApiError;
 use crate::engine::EngineHandle;
 use crate::metrics::Counters;
-use crate::query::Query;
 
 /// tungstenite reads into a 128 KiB buffer by default; dashboards send almost nothing, so a small
 /// one keeps thousands of idle screens cheap.
@@ -63,7 +64,7 @@ pub struct AppState {
 pub fn router(app: AppState) -> Router {
     let host_check = axum::middleware::from_fn_with_state(app.clone(), check_host);
     Router::new()
-        .route("/ws", get(websocket))
+        .route("/ws", get(ws::upgrade))
         .route(
             "/api/event",
             post(api::post_event).layer(DefaultBodyLimit::max(app.max_body_bytes)),
@@ -115,32 +116,6 @@ impl AppState {
     }
 }
 
-/// `GET /ws?query=Q`: upgrade to a dashboard session, within the connection limit.
-async fn websocket(
-    State(app): State<AppState>,
-    UrlQuery(params): UrlQuery<SubscribeParams>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    if let Err(denied) = app.admit_dashboard(&headers, &params) {
-        return denied.into_response();
-    }
-    let filter = match Query::parse_filter(params.query.as_deref()).await {
-        Ok(filter) => filter,
-        Err(error) => return ApiError::new(StatusCode::BAD_REQUEST, error).into_response(),
-    };
-    let Some(permit) = ws_permit(&app) else {
-        return too_many_websockets();
-    };
-    let tasks = app.tasks.clone();
-    let resume = params.since.map(|since| ws::Resume {
-        since,
-        epoch: params.epoch.clone().unwrap_or_default(),
-    });
-    configure(upgrade)
-        .on_upgrade(move |socket| tasks.track_future(ws::run(socket, app, filter, resume, permit)))
-}
-
 /// A websocket slot, or the 503 that tells the client to come back later.
 pub fn ws_permit(app: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
     Arc::clone(&app.ws_permits).try_acquire_owned().ok()
@@ -170,6 +145,22 @@ pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
         .max_write_buffer_size(usize::MAX)
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
+}
+
+/// Whether a read failed because a text message was not valid UTF-8 (close code 1007).
+pub fn is_invalid_utf8(error: &axum::Error) -> bool {
+    matches!(tungstenite_error(error), Some(WsError::Utf8(_)))
+}
+
+/// Whether a read failed because the client's message exceeded the size limit (close code 1009).
+pub fn is_too_big(error: &axum::Error) -> bool {
+    matches!(tungstenite_error(error), Some(WsError::Capacity(_)))
+}
+
+/// The websocket library's error behind axum's.
+fn tungstenite_error(error: &axum::Error) -> Option<&WsError> {
+    use std::error::Error as _;
+    error.source().and_then(|e| e.downcast_ref::<WsError>())
 }
 
 /// Publishes `{"type":"stats",…}` every `interval`, serialized once for every client.
