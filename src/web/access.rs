@@ -89,7 +89,7 @@ fn is_loopback_name(name: &str) -> bool {
 
 impl AccessConfig {
     /// Rejects a websocket upgrade from a foreign origin with 403.
-    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         // Non-browser clients (riemann-dash's server side, scripts) send no Origin: nothing to
         // protect against there.
         let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
@@ -118,7 +118,7 @@ impl AccessConfig {
 
     /// Rejects a request addressed to a Host name that is not allowed (DNS rebinding) with 403.
     /// A request without Host (HTTP/1.0 tools) passes: browsers always send one.
-    pub fn check_host(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check_host(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(host) = headers.get(header::HOST) else {
             return Ok(());
         };
@@ -139,7 +139,7 @@ impl AccessConfig {
 
     /// Rejects a browser's cross-site request (CSRF) with 403: a foreign `Origin` (as for
     /// websockets), or no Origin but `Sec-Fetch-Site: cross-site`. Scripts send neither.
-    pub fn check_cross_site(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check_cross_site(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if headers.contains_key(header::ORIGIN) {
             return self.check_origin(headers);
         }
@@ -156,13 +156,13 @@ impl AccessConfig {
         }
     }
 
-    pub fn check_ingest(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check_ingest(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         check_token(self.ingest_token.as_deref(), headers, None)
     }
 
     /// Dashboards may pass the token in the URL (`?token=`): browsers cannot set headers on a
     /// websocket.
-    pub fn check_dashboard(
+    pub(crate) fn check_dashboard(
         &self,
         headers: &HeaderMap,
         url_token: Option<&str>,
@@ -172,7 +172,7 @@ impl AccessConfig {
 }
 
 /// Checks that the URL pattern compiles, so a typo fails at startup, not at the first upgrade.
-pub fn validate_origin_pattern(pattern: &str) -> Result<(), String> {
+pub(crate) fn validate_origin_pattern(pattern: &str) -> Result<(), String> {
     let probe = pattern.replace("{{host}}", "localhost");
     Regex::new(&format!("^(?:{probe})$"))
         .map(|_| ())

@@ -30,7 +30,7 @@ const DECODE_INLINE_BYTES: usize = 64 * 1024;
 /// Accepted whatever the Content-Type: scripts and Riemann's forwarders are not consistent about
 /// it, and the body's shape is what matters. The 200 is sent once the engine has applied the batch.
 /// A browser's cross-site POST is refused before anything is read (CSRF; see `access`).
-pub async fn post_event(State(app): State<AppState>, request: Request) -> Response {
+pub(crate) async fn post_event(State(app): State<AppState>, request: Request) -> Response {
     let events = match receive(&app, request).await {
         Ok(events) => events,
         Err(refused) => {
@@ -124,7 +124,7 @@ async fn decode(body: Bytes, limits: EventLimits) -> Result<Vec<Event>, ApiError
 ///
 /// Streamed: the array is serialized a chunk at a time as the client reads, from the snapshot's
 /// shared events, so a large index costs one chunk of memory per reader, not a copy of itself.
-pub async fn state(
+pub(crate) async fn state(
     State(app): State<AppState>,
     axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
     headers: HeaderMap,
@@ -243,7 +243,7 @@ const MAX_HISTORY_LIMIT: usize = 10_000;
 ///
 /// Answers `{"epoch":E,"oldest_seq":O,"changes":[…]}` where each change has the websocket change
 /// shape; a transition matches when the event before or after it matches Q.
-pub async fn history(
+pub(crate) async fn history(
     State(app): State<AppState>,
     axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
     headers: HeaderMap,
@@ -268,7 +268,7 @@ pub async fn history(
 }
 
 /// `GET /metrics`: counters in Prometheus text format.
-pub async fn metrics(State(app): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.counters.render_prometheus(),

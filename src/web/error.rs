@@ -12,13 +12,13 @@ use serde_json::json;
 
 /// A refused or failed request: what the client is told, and with which status.
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub error: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) error: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: impl Into<String>) -> Self {
         Self {
             status,
             error: error.into(),
@@ -27,7 +27,7 @@ impl ApiError {
 
     /// 503: the engine or the store cannot answer now (shutting down, a full disk); worth
     /// retrying.
-    pub fn unavailable(error: impl std::fmt::Display) -> Self {
+    pub(crate) fn unavailable(error: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
     }
 }

@@ -87,9 +87,9 @@ enum Span {
 pub(crate) struct Read<T> {
     /// The oldest `seq` retained, read after the rows: a prune between the two then shows as a
     /// gap instead of hiding one.
-    pub oldest_seq: Option<u64>,
+    pub(crate) oldest_seq: Option<u64>,
     /// The matching transitions, oldest first, rendered.
-    pub changes: Vec<T>,
+    pub(crate) changes: Vec<T>,
     /// Rows read, matching or not.
     rows: usize,
 }

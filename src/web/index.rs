@@ -28,7 +28,7 @@ use super::{AppState, SubscribeParams};
 use crate::event::Event;
 use crate::query::Query;
 
-pub async fn index(
+pub(crate) async fn index(
     State(app): State<AppState>,
     UrlQuery(params): UrlQuery<SubscribeParams>,
     request: Request,

@@ -1,14 +1,25 @@
 //! HTTP: the dashboard page, the dashboard websocket, JSON ingest and metrics, on one port.
 //!
-//! This module only routes; each endpoint's behaviour lives in its own file.
+//! This module routes, and holds what the endpoints share: [`AppState`], the subscription URL
+//! parameters, and the settings and limits of every websocket accepted (`/ws` and `/index`).
+//! Each endpoint's behaviour lives in its own file, and endpoints do not import each other:
+//!
+//! - `http_server`: connections (timeouts, the connection cap), serving the router.
+//! - `access`: who may call what (Host, Origin, cross-site, tokens); refusals are `ApiError`s.
+//! - `error`: `ApiError`, the one shape of an error answer.
+//! - `api`: `POST /api/event`, `GET /api/state`, `GET /api/history`, `GET /metrics`.
+//! - `history`: reads history on a blocking thread, for `/api/history` and `/ws` resumes.
+//! - `ws`: the dashboard websocket `/ws` (`session`, `outbox`).
+//! - `index`: Riemann's `/index` (websocket or server-sent events).
+//! - `assets`: the embedded dashboard page.
 
 pub mod access;
-pub mod api;
-pub mod assets;
-pub mod error;
+mod api;
+mod assets;
+mod error;
 mod history;
 pub mod http_server;
-pub mod index;
+mod index;
 pub mod ws;
 
 use std::sync::Arc;
@@ -40,28 +51,28 @@ const WS_MAX_MESSAGE: usize = 64 * 1024;
 
 /// Everything a request handler may need; cheap to clone.
 #[derive(Clone)]
-pub struct AppState {
-    pub engine: EngineHandle,
-    pub counters: Arc<Counters>,
-    pub shutdown: CancellationToken,
-    pub tasks: TaskTracker,
-    pub stats: watch::Receiver<Utf8Bytes>,
-    pub ws_permits: Arc<Semaphore>,
-    pub ws: ws::WsConfig,
-    pub access: Arc<access::AccessConfig>,
-    pub max_body_bytes: usize,
+pub(crate) struct AppState {
+    pub(crate) engine: EngineHandle,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) stats: watch::Receiver<Utf8Bytes>,
+    pub(crate) ws_permits: Arc<Semaphore>,
+    pub(crate) ws: ws::WsConfig,
+    pub(crate) access: Arc<access::AccessConfig>,
+    pub(crate) max_body_bytes: usize,
     /// History, when persistence is on.
-    pub store: Option<Arc<crate::store::Store>>,
+    pub(crate) store: Option<Arc<crate::store::Store>>,
     /// Changes when history is lost (fresh data directory, or no store and a restart).
-    pub epoch: String,
+    pub(crate) epoch: String,
     /// What one POST /api/event body may decode to.
     /// Per-event limits, with `max_events_per_msg` meaning events per request body.
-    pub json_limits: crate::event::EventLimits,
+    pub(crate) json_limits: crate::event::EventLimits,
     /// Time a request body has to arrive in full.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
 }
 
-pub fn router(app: AppState) -> Router {
+pub(crate) fn router(app: AppState) -> Router {
     let host_check = axum::middleware::from_fn_with_state(app.clone(), check_host);
     Router::new()
         .route("/ws", get(ws::upgrade))
@@ -93,19 +104,19 @@ async fn check_host(
 
 /// URL parameters shared by the subscription endpoints.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct SubscribeParams {
-    pub query: Option<String>,
-    pub subscribe: Option<String>,
-    pub token: Option<String>,
+pub(crate) struct SubscribeParams {
+    pub(crate) query: Option<String>,
+    pub(crate) subscribe: Option<String>,
+    pub(crate) token: Option<String>,
     /// Resume after this `seq` (with `epoch`) instead of starting from a snapshot.
-    pub since: Option<u64>,
-    pub epoch: Option<String>,
-    pub limit: Option<usize>,
+    pub(crate) since: Option<u64>,
+    pub(crate) epoch: Option<String>,
+    pub(crate) limit: Option<usize>,
 }
 
 impl AppState {
     /// Token and origin checks for a dashboard websocket upgrade.
-    pub fn admit_dashboard(
+    fn admit_dashboard(
         &self,
         headers: &HeaderMap,
         params: &SubscribeParams,
@@ -117,12 +128,12 @@ impl AppState {
 }
 
 /// A websocket slot, or the 503 that tells the client to come back later.
-pub fn ws_permit(app: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+fn ws_permit(app: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
     Arc::clone(&app.ws_permits).try_acquire_owned().ok()
 }
 
 /// The answer to an upgrade past the websocket connection limit.
-pub fn too_many_websockets() -> Response {
+fn too_many_websockets() -> Response {
     let error = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "too many dashboard connections",
@@ -131,7 +142,7 @@ pub fn too_many_websockets() -> Response {
 }
 
 /// Small buffers and bounded messages for every websocket we accept.
-pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
     upgrade
         .read_buffer_size(WS_READ_BUFFER)
         // The session feeds every frame it has queued and then flushes once; tungstenite collects
@@ -141,19 +152,20 @@ pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
         // The session bounds what it queues in bytes (--ws-queue-bytes); tungstenite itself must
         // accept any single frame, or a snapshot larger than its buffer would fail (axum cannot
         // send a message in fragments). The one thing that reaches this buffer unasked, the pong
-        // tungstenite queues per ping read, is bounded by the session (`MAX_UNSENT_PONG_BYTES`).
+        // tungstenite queues per ping read, is bounded by the session's outbox
+        // (`MAX_UNSENT_PONG_BYTES`).
         .max_write_buffer_size(usize::MAX)
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
 }
 
 /// Whether a read failed because a text message was not valid UTF-8 (close code 1007).
-pub fn is_invalid_utf8(error: &axum::Error) -> bool {
+fn is_invalid_utf8(error: &axum::Error) -> bool {
     matches!(tungstenite_error(error), Some(WsError::Utf8(_)))
 }
 
 /// Whether a read failed because the client's message exceeded the size limit (close code 1009).
-pub fn is_too_big(error: &axum::Error) -> bool {
+fn is_too_big(error: &axum::Error) -> bool {
     matches!(tungstenite_error(error), Some(WsError::Capacity(_)))
 }
 
@@ -164,7 +176,7 @@ fn tungstenite_error(error: &axum::Error) -> Option<&WsError> {
 }
 
 /// Publishes `{"type":"stats",…}` every `interval`, serialized once for every client.
-pub async fn stats_ticker(
+pub(crate) async fn stats_ticker(
     counters: Arc<Counters>,
     interval: Duration,
     tx: watch::Sender<Utf8Bytes>,

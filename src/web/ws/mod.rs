@@ -63,7 +63,7 @@ struct Resume {
 }
 
 /// `GET /ws?query=Q`: upgrade to a dashboard session, within the connection limit.
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(app): State<AppState>,
     UrlQuery(params): UrlQuery<SubscribeParams>,
     headers: HeaderMap,
