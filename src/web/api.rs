@@ -14,7 +14,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::{history, AppState};
+use super::{history, AppState, SubscribeParams};
 use crate::engine::EngineError;
 use crate::event::{now_micros, Event, EventLimits};
 use crate::ingest::json::{parse_events, JsonError};
@@ -126,7 +126,7 @@ async fn decode(body: Bytes, limits: EventLimits) -> Result<Vec<Event>, ApiError
 /// shared events, so a large index costs one chunk of memory per reader, not a copy of itself.
 pub(crate) async fn state(
     State(app): State<AppState>,
-    axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
+    axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let filter = dashboard_filter(&app, &headers, &params).await?;
@@ -227,7 +227,7 @@ impl JsonArrayChunks {
 async fn dashboard_filter(
     app: &AppState,
     headers: &HeaderMap,
-    params: &super::SubscribeParams,
+    params: &SubscribeParams,
 ) -> Result<Option<Query>, ApiError> {
     app.access
         .check_dashboard(headers, params.token.as_deref())?;
@@ -245,7 +245,7 @@ const MAX_HISTORY_LIMIT: usize = 10_000;
 /// shape; a transition matches when the event before or after it matches Q.
 pub(crate) async fn history(
     State(app): State<AppState>,
-    axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
+    axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let filter = dashboard_filter(&app, &headers, &params).await?;
