@@ -104,6 +104,21 @@ impl Query {
         }
     }
 
+    /// Parses a subscription filter as the network endpoints take it: absent, blank or `true`
+    /// is "no filter" (`None`, so callers skip evaluation). Compiles on a blocking thread
+    /// ([`Query::parse_off_thread`]): the text comes from the network. The error is the text the
+    /// endpoints answer with (`parse error: …`).
+    pub async fn parse_filter(text: Option<&str>) -> Result<Option<Query>, String> {
+        match text.map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => match Query::parse_off_thread(text.to_owned()).await {
+                Ok(q) if q.is_match_all() => Ok(None),
+                Ok(q) => Ok(Some(q)),
+                Err(error) => Err(format!("parse error: {error}")),
+            },
+        }
+    }
+
     /// Whether `event` satisfies the query.
     pub fn matches(&self, event: &Event) -> bool {
         eval::matches(&self.expr, event)

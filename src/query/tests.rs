@@ -941,3 +941,17 @@ fn patterns_per_query_are_capped() {
         format!("query has more than {MAX_PATTERNS} regex and LIKE patterns")
     );
 }
+
+#[tokio::test]
+async fn a_filter_that_matches_everything_is_no_filter() {
+    for text in [None, Some(""), Some("  "), Some("true"), Some(" (true) ")] {
+        assert_eq!(Query::parse_filter(text).await, Ok(None), "{text:?}");
+    }
+    let some = Query::parse_filter(Some(r#" state = "ok" "#)).await;
+    assert_eq!(some, Ok(Some(Query::parse(r#"state = "ok""#).unwrap())));
+    let error = Query::parse_filter(Some("metric >")).await.unwrap_err();
+    assert!(
+        error.starts_with("parse error: expected a number"),
+        "{error}"
+    );
+}

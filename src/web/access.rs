@@ -13,29 +13,12 @@
 //! names are served ([`HostRule`]).
 
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::Response;
 use regex::Regex;
 
-use super::api::error_response;
+use super::error::ApiError;
 
-/// A refused request: small to pass around, turned into a JSON error response at the edge.
-#[derive(Debug)]
-pub struct Denied {
-    pub status: StatusCode,
-    pub error: String,
-}
-
-impl axum::response::IntoResponse for Denied {
-    fn into_response(self) -> Response {
-        error_response(self.status, self.error)
-    }
-}
-
-fn denied(status: StatusCode, error: impl Into<String>) -> Denied {
-    Denied {
-        status,
-        error: error.into(),
-    }
+fn denied(status: StatusCode, error: impl Into<String>) -> ApiError {
+    ApiError::new(status, error)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -106,7 +89,7 @@ fn is_loopback_name(name: &str) -> bool {
 
 impl AccessConfig {
     /// Rejects a websocket upgrade from a foreign origin with 403.
-    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), Denied> {
+    pub(crate) fn check_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         // Non-browser clients (riemann-dash's server side, scripts) send no Origin: nothing to
         // protect against there.
         let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
@@ -135,7 +118,7 @@ impl AccessConfig {
 
     /// Rejects a request addressed to a Host name that is not allowed (DNS rebinding) with 403.
     /// A request without Host (HTTP/1.0 tools) passes: browsers always send one.
-    pub fn check_host(&self, headers: &HeaderMap) -> Result<(), Denied> {
+    pub(crate) fn check_host(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(host) = headers.get(header::HOST) else {
             return Ok(());
         };
@@ -156,7 +139,7 @@ impl AccessConfig {
 
     /// Rejects a browser's cross-site request (CSRF) with 403: a foreign `Origin` (as for
     /// websockets), or no Origin but `Sec-Fetch-Site: cross-site`. Scripts send neither.
-    pub fn check_cross_site(&self, headers: &HeaderMap) -> Result<(), Denied> {
+    pub(crate) fn check_cross_site(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if headers.contains_key(header::ORIGIN) {
             return self.check_origin(headers);
         }
@@ -173,23 +156,23 @@ impl AccessConfig {
         }
     }
 
-    pub fn check_ingest(&self, headers: &HeaderMap) -> Result<(), Denied> {
+    pub(crate) fn check_ingest(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         check_token(self.ingest_token.as_deref(), headers, None)
     }
 
     /// Dashboards may pass the token in the URL (`?token=`): browsers cannot set headers on a
     /// websocket.
-    pub fn check_dashboard(
+    pub(crate) fn check_dashboard(
         &self,
         headers: &HeaderMap,
         url_token: Option<&str>,
-    ) -> Result<(), Denied> {
+    ) -> Result<(), ApiError> {
         check_token(self.dashboard_token.as_deref(), headers, url_token)
     }
 }
 
 /// Checks that the URL pattern compiles, so a typo fails at startup, not at the first upgrade.
-pub fn validate_origin_pattern(pattern: &str) -> Result<(), String> {
+pub(crate) fn validate_origin_pattern(pattern: &str) -> Result<(), String> {
     let probe = pattern.replace("{{host}}", "localhost");
     Regex::new(&format!("^(?:{probe})$"))
         .map(|_| ())
@@ -210,7 +193,7 @@ fn check_token(
     expected: Option<&str>,
     headers: &HeaderMap,
     url_token: Option<&str>,
-) -> Result<(), Denied> {
+) -> Result<(), ApiError> {
     let Some(expected) = expected else {
         return Ok(());
     };

@@ -1,4 +1,7 @@
-//! JSON HTTP endpoints: event ingest, the index, history and the Prometheus counters.
+//! The HTTP API: `POST /api/event` (JSON ingest), `GET /api/state` (the indexed events),
+//! `GET /api/history` (past transitions) and `GET /metrics` (the Prometheus counters).
+//!
+//! Errors are answered through [`ApiError`]; who may call what is decided in `access`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::access::Denied;
-use super::AppState;
+use super::error::ApiError;
+use super::{history, AppState, SubscribeParams};
 use crate::engine::EngineError;
 use crate::event::{now_micros, Event, EventLimits};
 use crate::ingest::json::{parse_events, JsonError};
@@ -27,21 +30,8 @@ const DECODE_INLINE_BYTES: usize = 64 * 1024;
 /// Accepted whatever the Content-Type: scripts and Riemann's forwarders are not consistent about
 /// it, and the body's shape is what matters. The 200 is sent once the engine has applied the batch.
 /// A browser's cross-site POST is refused before anything is read (CSRF; see `access`).
-pub async fn post_event(State(app): State<AppState>, request: Request) -> Response {
-    let headers = request.headers();
-    if let Err(denied) = app
-        .access
-        .check_cross_site(headers)
-        .and_then(|()| app.access.check_ingest(headers))
-    {
-        Counters::add(&app.counters.http_rejected, 1);
-        return denied.into_response();
-    }
-    let events = match read_body(&app, request).await {
-        Ok(body) => decode(body, app.json_limits).await,
-        Err(refused) => Err(refused),
-    };
-    let events = match events {
+pub(crate) async fn post_event(State(app): State<AppState>, request: Request) -> Response {
+    let events = match receive(&app, request).await {
         Ok(events) => events,
         Err(refused) => {
             Counters::add(&app.counters.http_rejected, 1);
@@ -54,10 +44,24 @@ pub async fn post_event(State(app): State<AppState>, request: Request) -> Respon
         // Refused whole, by design: a client error to fix or a limit to raise, not an outage.
         Err(error @ EngineError::IndexFull { .. }) => {
             Counters::add(&app.counters.http_rejected, 1);
-            error_response(StatusCode::INSUFFICIENT_STORAGE, error.to_string())
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, error.to_string()).into_response()
         }
-        Err(error) => error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        Err(error) => ApiError::unavailable(error).into_response(),
     }
+}
+
+/// Everything that can refuse a POST before the engine sees it: the cross-site and token checks,
+/// the body's arrival, its decoding.
+async fn receive(app: &AppState, request: Request) -> Result<Vec<Event>, Response> {
+    let headers = request.headers();
+    app.access
+        .check_cross_site(headers)
+        .and_then(|()| app.access.check_ingest(headers))
+        .map_err(IntoResponse::into_response)?;
+    let body = read_body(app, request).await?;
+    decode(body, app.json_limits)
+        .await
+        .map_err(IntoResponse::into_response)
 }
 
 /// The whole body, within `--max-body-bytes` (413) and `--http-body-timeout` (408): a client
@@ -72,14 +76,14 @@ async fn read_body(app: &AppState, request: Request) -> Result<Bytes, Response> 
             } else {
                 rejection.body_text()
             };
-            Err(error_response(status, error))
+            Err(ApiError::new(status, error).into_response())
         }
         Err(_elapsed) => {
             let error = format!(
                 "the body did not arrive within {:?} (--http-body-timeout)",
                 app.body_timeout
             );
-            let mut response = error_response(StatusCode::REQUEST_TIMEOUT, error);
+            let mut response = ApiError::new(StatusCode::REQUEST_TIMEOUT, error).into_response();
             // The rest of the body may still come: the connection cannot carry another request.
             response.headers_mut().insert(
                 header::CONNECTION,
@@ -92,7 +96,7 @@ async fn read_body(app: &AppState, request: Request) -> Result<Bytes, Response> 
 
 /// Decodes a body within the JSON limits (off the async workers when it is large): 413 past the
 /// event count, 400 for anything else wrong.
-async fn decode(body: Bytes, limits: EventLimits) -> Result<Vec<Event>, Response> {
+async fn decode(body: Bytes, limits: EventLimits) -> Result<Vec<Event>, ApiError> {
     let now = now_micros();
     let decoded = if body.len() <= DECODE_INLINE_BYTES {
         parse_events(&body, now, &limits)
@@ -100,7 +104,7 @@ async fn decode(body: Bytes, limits: EventLimits) -> Result<Vec<Event>, Response
         match tokio::task::spawn_blocking(move || parse_events(&body, now, &limits)).await {
             Ok(decoded) => decoded,
             Err(join_error) => {
-                return Err(error_response(
+                return Err(ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("decoding failed: {join_error}"),
                 ))
@@ -112,7 +116,7 @@ async fn decode(body: Bytes, limits: EventLimits) -> Result<Vec<Event>, Response
             JsonError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         };
-        error_response(status, error.to_string())
+        ApiError::new(status, error.to_string())
     })
 }
 
@@ -120,23 +124,18 @@ async fn decode(body: Bytes, limits: EventLimits) -> Result<Vec<Event>, Response
 ///
 /// Streamed: the array is serialized a chunk at a time as the client reads, from the snapshot's
 /// shared events, so a large index costs one chunk of memory per reader, not a copy of itself.
-pub async fn state(
+pub(crate) async fn state(
     State(app): State<AppState>,
-    axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
+    axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
     headers: HeaderMap,
-) -> Response {
-    let filter = match dashboard_filter(&app, &headers, &params).await {
-        Ok(filter) => filter,
-        Err(denied) => return denied.into_response(),
-    };
-    match app.engine.snapshot().await {
-        Ok(snapshot) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            JsonArrayChunks::new(snapshot.events, filter).into_body(),
-        )
-            .into_response(),
-        Err(error) => error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-    }
+) -> Result<Response, ApiError> {
+    let filter = dashboard_filter(&app, &headers, &params).await?;
+    let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        JsonArrayChunks::new(snapshot.events, filter).into_body(),
+    )
+        .into_response())
 }
 
 /// Bytes serialized before a chunk is handed to the connection.
@@ -228,16 +227,13 @@ impl JsonArrayChunks {
 async fn dashboard_filter(
     app: &AppState,
     headers: &HeaderMap,
-    params: &super::SubscribeParams,
-) -> Result<Option<Query>, Denied> {
+    params: &SubscribeParams,
+) -> Result<Option<Query>, ApiError> {
     app.access
         .check_dashboard(headers, params.token.as_deref())?;
-    super::ws::parse_filter(params.query.as_deref())
+    Query::parse_filter(params.query.as_deref())
         .await
-        .map_err(|error| Denied {
-            status: StatusCode::BAD_REQUEST,
-            error,
-        })
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error))
 }
 
 /// Most transitions one `/api/history` request returns.
@@ -247,66 +243,37 @@ const MAX_HISTORY_LIMIT: usize = 10_000;
 ///
 /// Answers `{"epoch":E,"oldest_seq":O,"changes":[…]}` where each change has the websocket change
 /// shape; a transition matches when the event before or after it matches Q.
-pub async fn history(
+pub(crate) async fn history(
     State(app): State<AppState>,
-    axum::extract::Query(params): axum::extract::Query<super::SubscribeParams>,
+    axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
     headers: HeaderMap,
-) -> Response {
-    let filter = match dashboard_filter(&app, &headers, &params).await {
-        Ok(filter) => filter,
-        Err(denied) => return denied.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let filter = dashboard_filter(&app, &headers, &params).await?;
     let Some(store) = app.store.clone() else {
-        return error_response(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "history is not kept: the server runs with --data-dir off".to_owned(),
-        );
+            "history is not kept: the server runs with --data-dir off",
+        ));
     };
     let since = params.since.unwrap_or(0);
     let limit = params.limit.unwrap_or(1000).clamp(1, MAX_HISTORY_LIMIT);
     // Changes reach history a few milliseconds after they are published: wait for those applied
     // so far, so a client never misses one it has already seen live.
     if app.engine.sync().await.is_err() {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server is shutting down".to_owned(),
-        );
+        return Err(ApiError::unavailable("server is shutting down"));
     }
-    let read = tokio::task::spawn_blocking(move || {
-        let wants = |c: &crate::store::StoredChange| match &filter {
-            None => true,
-            Some(q) => q.matches_transition(&c.event(), c.previous().as_ref()),
-        };
-        let changes = store.history(since, limit, wants)?;
-        Ok::<_, crate::store::StoreError>((store.oldest_seq()?, changes))
-    })
-    .await;
-    match read {
-        Ok(Ok((oldest, changes))) => {
-            let changes: Vec<serde_json::Value> = changes
-                .into_iter()
-                .map(|c| crate::broadcast::change_json(&c.into_change()))
-                .collect();
-            Json(json!({"epoch": app.epoch, "oldest_seq": oldest, "changes": changes}))
-                .into_response()
-        }
-        // Storage failing (a full disk; the database is reopened once it works): temporary.
-        Ok(Err(error)) => error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-        Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-    }
+    let page = history::page(store, since, limit, filter).await?;
+    let body = json!({"epoch": app.epoch, "oldest_seq": page.oldest_seq, "changes": page.changes});
+    Ok(Json(body).into_response())
 }
 
 /// `GET /metrics`: counters in Prometheus text format.
-pub async fn metrics(State(app): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.counters.render_prometheus(),
     )
         .into_response()
-}
-
-pub fn error_response(status: StatusCode, error: String) -> Response {
-    (status, Json(json!({"ok": false, "error": error}))).into_response()
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ static STATIC: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/static");
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-pub async fn serve(uri: Uri) -> Response {
+pub(crate) async fn serve(uri: Uri) -> Response {
     let path = uri.path().trim_start_matches('/');
     let path = if path.is_empty() { "index.html" } else { path };
     let Some(file) = STATIC.get_file(path) else {

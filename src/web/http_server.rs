@@ -48,7 +48,7 @@ pub struct HttpLimits {
 /// Accepts until `shutdown`; each connection is a task on `tasks`, which finishes the request in
 /// flight on shutdown and then closes — or is dropped at `force_stop` (the shutdown grace ran
 /// out), so a client that never reads its response cannot hold up the engine's final write.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,

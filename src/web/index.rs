@@ -23,11 +23,12 @@ use futures_util::{SinkExt, Stream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{api, AppState, SubscribeParams};
+use super::error::ApiError;
+use super::{AppState, SubscribeParams};
 use crate::event::Event;
 use crate::query::Query;
 
-pub async fn index(
+pub(crate) async fn index(
     State(app): State<AppState>,
     UrlQuery(params): UrlQuery<SubscribeParams>,
     request: Request,
@@ -37,9 +38,9 @@ pub async fn index(
     if let Err(denied) = app.admit_dashboard(&parts.headers, &params) {
         return denied.into_response();
     }
-    let filter = match super::ws::parse_filter(params.query.as_deref()).await {
+    let filter = match Query::parse_filter(params.query.as_deref()).await {
         Ok(filter) => filter,
-        Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
+        Err(error) => return ApiError::new(StatusCode::BAD_REQUEST, error).into_response(),
     };
     let is_upgrade = parts
         .headers
@@ -110,7 +111,7 @@ async fn stream_websocket(
                     return;
                 }
                 incoming = socket.recv() => match incoming {
-                    Some(Err(error)) if super::ws::is_invalid_utf8(&error) => {
+                    Some(Err(error)) if super::is_invalid_utf8(&error) => {
                         let close = CloseFrame { code: 1007, reason: "text message is not valid UTF-8".into() };
                         let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(close)))).await;
                         return;
@@ -164,9 +165,7 @@ async fn sse(app: AppState, filter: Option<Query>) -> Response {
     };
     let sub = match app.engine.subscribe_updates().await {
         Ok(sub) => sub,
-        Err(error) => {
-            return api::error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
-        }
+        Err(error) => return ApiError::unavailable(error).into_response(),
     };
     let filter = Arc::new(filter);
     let shutdown = app.shutdown.clone();

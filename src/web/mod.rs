@@ -1,28 +1,43 @@
 //! HTTP: the dashboard page, the dashboard websocket, JSON ingest and metrics, on one port.
 //!
-//! This module only routes; each endpoint's behaviour lives in its own file.
+//! This module routes, and holds what the endpoints share: [`AppState`], the subscription URL
+//! parameters, and the settings and limits of every websocket accepted (`/ws` and `/index`).
+//! Each endpoint's behaviour lives in its own file, and endpoints do not import each other:
+//!
+//! - `http_server`: connections (timeouts, the connection cap), serving the router.
+//! - `access`: who may call what (Host, Origin, cross-site, tokens); refusals are `ApiError`s.
+//! - `error`: `ApiError`, the one shape of an error answer.
+//! - `api`: `POST /api/event`, `GET /api/state`, `GET /api/history`, `GET /metrics`.
+//! - `history`: reads history on a blocking thread, for `/api/history` and `/ws` resumes.
+//! - `ws`: the dashboard websocket `/ws` (`session`, `outbox`).
+//! - `index`: Riemann's `/index` (websocket or server-sent events).
+//! - `assets`: the embedded dashboard page.
 
 pub mod access;
-pub mod api;
-pub mod assets;
+mod api;
+mod assets;
+mod error;
+mod history;
 pub mod http_server;
-pub mod index;
+mod index;
 pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, Query as UrlQuery, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::error::ApiError;
 use crate::engine::EngineHandle;
 use crate::metrics::Counters;
 
@@ -36,31 +51,31 @@ const WS_MAX_MESSAGE: usize = 64 * 1024;
 
 /// Everything a request handler may need; cheap to clone.
 #[derive(Clone)]
-pub struct AppState {
-    pub engine: EngineHandle,
-    pub counters: Arc<Counters>,
-    pub shutdown: CancellationToken,
-    pub tasks: TaskTracker,
-    pub stats: watch::Receiver<Utf8Bytes>,
-    pub ws_permits: Arc<Semaphore>,
-    pub ws: ws::WsConfig,
-    pub access: Arc<access::AccessConfig>,
-    pub max_body_bytes: usize,
+pub(crate) struct AppState {
+    pub(crate) engine: EngineHandle,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) stats: watch::Receiver<Utf8Bytes>,
+    pub(crate) ws_permits: Arc<Semaphore>,
+    pub(crate) ws: ws::WsConfig,
+    pub(crate) access: Arc<access::AccessConfig>,
+    pub(crate) max_body_bytes: usize,
     /// History, when persistence is on.
-    pub store: Option<Arc<crate::store::Store>>,
+    pub(crate) store: Option<Arc<crate::store::Store>>,
     /// Changes when history is lost (fresh data directory, or no store and a restart).
-    pub epoch: String,
+    pub(crate) epoch: String,
     /// What one POST /api/event body may decode to.
     /// Per-event limits, with `max_events_per_msg` meaning events per request body.
-    pub json_limits: crate::event::EventLimits,
+    pub(crate) json_limits: crate::event::EventLimits,
     /// Time a request body has to arrive in full.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
 }
 
-pub fn router(app: AppState) -> Router {
+pub(crate) fn router(app: AppState) -> Router {
     let host_check = axum::middleware::from_fn_with_state(app.clone(), check_host);
     Router::new()
-        .route("/ws", get(websocket))
+        .route("/ws", get(ws::upgrade))
         .route(
             "/api/event",
             post(api::post_event).layer(DefaultBodyLimit::max(app.max_body_bytes)),
@@ -89,72 +104,45 @@ async fn check_host(
 
 /// URL parameters shared by the subscription endpoints.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct SubscribeParams {
-    pub query: Option<String>,
-    pub subscribe: Option<String>,
-    pub token: Option<String>,
+pub(crate) struct SubscribeParams {
+    pub(crate) query: Option<String>,
+    pub(crate) subscribe: Option<String>,
+    pub(crate) token: Option<String>,
     /// Resume after this `seq` (with `epoch`) instead of starting from a snapshot.
-    pub since: Option<u64>,
-    pub epoch: Option<String>,
-    pub limit: Option<usize>,
+    pub(crate) since: Option<u64>,
+    pub(crate) epoch: Option<String>,
+    pub(crate) limit: Option<usize>,
 }
 
 impl AppState {
     /// Token and origin checks for a dashboard websocket upgrade.
-    pub fn admit_dashboard(
+    fn admit_dashboard(
         &self,
         headers: &HeaderMap,
         params: &SubscribeParams,
-    ) -> Result<(), access::Denied> {
+    ) -> Result<(), ApiError> {
         self.access
             .check_dashboard(headers, params.token.as_deref())?;
         self.access.check_origin(headers)
     }
 }
 
-/// `GET /ws?query=Q`: upgrade to a dashboard session, within the connection limit.
-async fn websocket(
-    State(app): State<AppState>,
-    UrlQuery(params): UrlQuery<SubscribeParams>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    if let Err(denied) = app.admit_dashboard(&headers, &params) {
-        return denied.into_response();
-    }
-    let filter = match ws::parse_filter(params.query.as_deref()).await {
-        Ok(filter) => filter,
-        Err(error) => return api::error_response(StatusCode::BAD_REQUEST, error),
-    };
-    let Some(permit) = ws_permit(&app) else {
-        return too_many_websockets();
-    };
-    let tasks = app.tasks.clone();
-    let resume = params.since.map(|since| ws::Resume {
-        since,
-        epoch: params.epoch.clone().unwrap_or_default(),
-    });
-    configure(upgrade)
-        .on_upgrade(move |socket| tasks.track_future(ws::run(socket, app, filter, resume, permit)))
-}
-
 /// A websocket slot, or the 503 that tells the client to come back later.
-pub fn ws_permit(app: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+fn ws_permit(app: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
     Arc::clone(&app.ws_permits).try_acquire_owned().ok()
 }
 
 /// The answer to an upgrade past the websocket connection limit.
-pub fn too_many_websockets() -> Response {
-    (
+fn too_many_websockets() -> Response {
+    let error = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, "5")],
-        axum::Json(json!({"ok": false, "error": "too many dashboard connections"})),
-    )
-        .into_response()
+        "too many dashboard connections",
+    );
+    ([(header::RETRY_AFTER, "5")], error).into_response()
 }
 
 /// Small buffers and bounded messages for every websocket we accept.
-pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
     upgrade
         .read_buffer_size(WS_READ_BUFFER)
         // The session feeds every frame it has queued and then flushes once; tungstenite collects
@@ -164,14 +152,31 @@ pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
         // The session bounds what it queues in bytes (--ws-queue-bytes); tungstenite itself must
         // accept any single frame, or a snapshot larger than its buffer would fail (axum cannot
         // send a message in fragments). The one thing that reaches this buffer unasked, the pong
-        // tungstenite queues per ping read, is bounded by the session (`MAX_UNSENT_PONG_BYTES`).
+        // tungstenite queues per ping read, is bounded by the session's outbox
+        // (`MAX_UNSENT_PONG_BYTES`).
         .max_write_buffer_size(usize::MAX)
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
 }
 
+/// Whether a read failed because a text message was not valid UTF-8 (close code 1007).
+fn is_invalid_utf8(error: &axum::Error) -> bool {
+    matches!(tungstenite_error(error), Some(WsError::Utf8(_)))
+}
+
+/// Whether a read failed because the client's message exceeded the size limit (close code 1009).
+fn is_too_big(error: &axum::Error) -> bool {
+    matches!(tungstenite_error(error), Some(WsError::Capacity(_)))
+}
+
+/// The websocket library's error behind axum's.
+fn tungstenite_error(error: &axum::Error) -> Option<&WsError> {
+    use std::error::Error as _;
+    error.source().and_then(|e| e.downcast_ref::<WsError>())
+}
+
 /// Publishes `{"type":"stats",…}` every `interval`, serialized once for every client.
-pub async fn stats_ticker(
+pub(crate) async fn stats_ticker(
     counters: Arc<Counters>,
     interval: Duration,
     tx: watch::Sender<Utf8Bytes>,

@@ -1,74 +1,53 @@
-//! One dashboard websocket: snapshot, then changes, then stats — without ever slowing anyone else.
+//! One dashboard websocket's session: a task that reads the client, takes changes from the
+//! broadcast, pings, and writes through the [`Outbox`].
 //!
-//! Each client is one task that owns both halves of its socket and selects over the broadcast
-//! receiver, the socket's input, the ping timer and the socket's write readiness. What it decides
-//! to send goes into a small local outbox (a `VecDeque`, bounded in bytes by `--ws-queue-bytes`);
-//! whenever the socket can take data, every queued frame is fed to the socket and flushed once.
+//! The task owns both halves of its socket and selects over the broadcast receiver, the socket's
+//! input, the ping timer and the socket's write readiness. Changes that arrive while the socket
+//! is busy (or in one engine batch) are drained from the receiver together ([`DRAIN_BATCH`]),
+//! fed to the sink and flushed once. A session that is receiving a stream of changes rests
+//! [`COALESCE`] (2 ms) after each write, neither taking changes nor writing: each dashboard then
+//! costs one wake-up and one send per window, not per change. A session that is not (writes
+//! further apart than [`STREAMING_GAP`]) does not rest.
 //!
-//! Why one task and not a session plus a writer: at a thousand clients a change costs a wake-up
-//! per client, and with two tasks it cost two (session → channel → writer) plus an atomic byte
-//! counter, a `Notify` and a split-lock hand-off per frame; profiles of the fan-out showed that
-//! hand-off, not serialization, as the per-delivery cost. One task is also ~2 KiB less memory
-//! per idle connection. Each change is still serialized once ([`Published::frame`]) and shared by
-//! reference count. Changes that arrive while the socket is busy (or in one engine batch) are
-//! drained from the receiver together, fed to the sink and flushed once; whether that becomes one
-//! `send` or one per frame is tungstenite's write buffer (`write_buffer_size` in
-//! [`super::configure`]): with 0 every frame is written as it is fed, and at 1,000 clients those
-//! per-frame system calls are most of the server's time. For the same reason a session that is
-//! receiving a stream of changes rests [`COALESCE`] (2 ms) after each write, neither taking
-//! changes nor writing: each dashboard then costs one wake-up and one send per window, not per
-//! change. A session that is not (writes further apart than [`STREAMING_GAP`]) does not rest.
+//! When the outbox refuses a change (the client fell behind) or the receiver lagged, the session
+//! stops taking changes, lets the outbox drain and sends a fresh snapshot marked `reset`; too
+//! many of those ([`Resyncs`]) close the client with 1008 "slow consumer". A socket that takes no
+//! data for `--ws-write-timeout` is dropped; a client that does not answer a ping within
+//! `--ws-pong-timeout` is closed.
 //!
-//! Never slowing anyone else: the broadcaster never waits on a client. When a client falls behind
-//! (outbox over its byte limit, or its broadcast receiver lagged), the session stops queueing
-//! changes, lets the outbox drain and then sends a fresh snapshot marked `reset`: the client is
-//! resynchronised, never silently deaf. A client that needs that too often is closed with 1008
-//! "slow consumer"; one whose socket takes no data for `--ws-write-timeout` is dropped.
-//!
-//! What a client sends is bounded too, because each message can make the server queue a reply
-//! whatever the client reads. A ping makes tungstenite queue a pong: pongs not yet flushed count
-//! against [`MAX_UNSENT_PONG_BYTES`], past which the client is closed with 1008 "too many pings"
-//! and no longer read. A subscribe costs a snapshot: it drops the snapshot and changes still
-//! waiting in the outbox, and its own snapshot is built only once the outbox has drained, so a
-//! client that subscribes without reading holds at most one. Client messages are rate-limited
-//! too ([`MessageBudget`]; each may compile a query): past the budget a message is ignored with
-//! one `error` frame "too many subscribes", and [`MAX_REFUSED_MESSAGES`] refusals in a row
-//! close the client with 1008.
-//! Invalid UTF-8 in a text message closes with 1007. Resume replays are read from history on a
-//! blocking thread, never on a runtime worker.
+//! What a client sends is bounded, because each message can make the server queue a reply
+//! whatever the client reads. A ping makes tungstenite queue a pong, counted by the outbox:
+//! past its bound the client is closed with 1008 "too many pings" and no longer read. A
+//! subscribe costs a snapshot: it drops the view still queued, and its own snapshot is built only
+//! once the outbox has drained, so a client that subscribes without reading holds at most one.
+//! Client messages are rate-limited too ([`MessageBudget`]; each may compile a query): past the
+//! budget a message is ignored with one `error` frame "too many subscribes", and
+//! [`MAX_REFUSED_MESSAGES`] refusals in a row close the client with 1008. A message larger than
+//! the limit closes with 1009, invalid UTF-8 in a text message with 1007.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream, StreamExt};
-use futures_util::SinkExt;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::AppState;
-use crate::broadcast::{self, Published, Receiver};
+use super::outbox::{Outbox, Outgoing, Resyncs};
+use super::{Resume, DRAIN_BATCH};
+use crate::broadcast::{self, Receiver};
 use crate::metrics::Counters;
 use crate::query::Query;
+use crate::web::{history, is_invalid_utf8, is_too_big, AppState};
 
 /// Close codes (RFC 6455).
 const GOING_AWAY: u16 = 1001;
 const INVALID_PAYLOAD: u16 = 1007;
 const POLICY_VIOLATION: u16 = 1008;
 const MESSAGE_TOO_BIG: u16 = 1009;
-
-/// The window over which resynchronisations are counted against `ws_max_resyncs`.
-const RESYNC_WINDOW: Duration = Duration::from_secs(60);
-
-/// Changes taken from the broadcast receiver per wake-up before the socket gets a turn, so a
-/// client that is behind writes in batches instead of first pulling its whole byte budget. With
-/// [`COALESCE`], at most this many changes per window per client: 128,000 a second.
-const DRAIN_BATCH: usize = 256;
 
 /// After a write, the session rests this long — taking no changes and writing nothing — so that
 /// what arrives meanwhile is taken, and leaves, together. Under a steady stream (10,000 changes a
@@ -87,15 +66,6 @@ const COALESCE_BYTES: usize = 16 * 1024;
 /// → 2.05–2.17M deliveries/s (within noise). With 4 ms instead, that second figure lost 8–13%.
 const STREAMING_GAP: Duration = Duration::from_millis(8);
 
-/// Outbox slots kept once it has drained (see [`Outbox::poll_write`]).
-const SHRINK_ABOVE: usize = 4 * DRAIN_BATCH;
-
-/// Pong bytes tungstenite may hold for a client before they are flushed. A ping read makes
-/// tungstenite buffer its pong, and a client that sends pings without reading would otherwise
-/// grow that buffer without end (1.3 GiB in 7 s). Honest clients ping every few seconds at most:
-/// 64 KiB is 500 pongs of the largest size, or 32,000 empty ones, between two flushes.
-const MAX_UNSENT_PONG_BYTES: usize = 64 * 1024;
-
 /// Client messages (subscribes) allowed at once, and refilled per second after that. A
 /// dashboard subscribes when its filter changes: a few a minute. Each subscribe costs a
 /// snapshot (a megabyte at 10,000 keys), so a client must not make the server build them at will.
@@ -104,130 +74,8 @@ const MESSAGES_PER_SECOND: f64 = 2.0;
 /// Messages refused in a row (over the budget) after which the client is closed with 1008.
 const MAX_REFUSED_MESSAGES: u32 = 100;
 
-#[derive(Debug, Clone)]
-pub struct WsConfig {
-    pub queue_bytes: usize,
-    pub max_resyncs: u32,
-    pub write_timeout: Duration,
-    pub ping_interval: Duration,
-    pub pong_timeout: Duration,
-}
-
-/// What waits in the outbox.
-enum Outgoing {
-    /// A frame that stands on its own: stats, an error reply.
-    Frame(Utf8Bytes),
-    /// A snapshot or a change: part of the client's view, superseded by a new snapshot.
-    View(Utf8Bytes),
-    Ping,
-    Close(u16, &'static str),
-}
-
+/// The socket's writing half.
 type Sink = SplitSink<WebSocket, Message>;
-
-/// Frames decided on but not yet flushed to the socket, and their size.
-#[derive(Default)]
-struct Outbox {
-    items: VecDeque<Outgoing>,
-    /// Bytes of frames queued here or handed to the socket since its last flush: what
-    /// `--ws-queue-bytes` bounds.
-    bytes: usize,
-    /// Of `bytes`, those already handed to the socket.
-    unflushed: usize,
-    /// The socket holds frames that still need a flush.
-    needs_flush: bool,
-    /// Wire bytes of the pongs tungstenite queued for pings read since the last complete flush:
-    /// an upper bound of what it holds for them (see [`MAX_UNSENT_PONG_BYTES`]).
-    unsent_pong_bytes: usize,
-}
-
-impl Outbox {
-    /// Nothing queued and nothing waiting in the socket.
-    fn is_idle(&self) -> bool {
-        self.items.is_empty() && !self.needs_flush
-    }
-
-    /// Drops the snapshot and changes still queued: a new snapshot replaces the client's view.
-    /// Frames already handed to the socket stay (they are part of the stream the client reads).
-    fn drop_queued_view(&mut self) {
-        let mut dropped = 0;
-        self.items.retain(|item| match item {
-            Outgoing::View(frame) => {
-                dropped += frame.len();
-                false
-            }
-            _ => true,
-        });
-        self.bytes -= dropped;
-    }
-
-    /// Records a ping read: tungstenite has queued (or will queue) its pong. False when the
-    /// client's unflushed pongs are past [`MAX_UNSENT_PONG_BYTES`].
-    fn pong_queued(&mut self, payload_len: usize) -> bool {
-        // A server frame's header is 2 bytes for a control payload (at most 125 bytes).
-        self.unsent_pong_bytes += 2 + payload_len;
-        // Make the session flush so the pong leaves even when nothing else is queued.
-        self.needs_flush = true;
-        self.unsent_pong_bytes <= MAX_UNSENT_PONG_BYTES
-    }
-
-    /// Feeds every queued frame to the socket, then flushes it once. Cancel-safe: every frame
-    /// is either still queued or handed to the socket, and the byte count follows.
-    ///
-    /// `Ready(Ok(true))`: all flushed. `Ready(Ok(false))`: progress, but the socket is full (the
-    /// caller restarts its write deadline and polls again). `Pending`: no progress possible now.
-    fn poll_write(&mut self, sink: &mut Sink, cx: &mut Context<'_>) -> Poll<Result<bool, ()>> {
-        let mut progressed = false;
-        while !self.items.is_empty() {
-            match sink.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
-                Poll::Pending if progressed => return Poll::Ready(Ok(false)),
-                Poll::Pending => return Poll::Pending,
-            }
-            let message = match self.items.pop_front() {
-                Some(Outgoing::Frame(frame) | Outgoing::View(frame)) => {
-                    self.unflushed += frame.len();
-                    Message::Text(frame)
-                }
-                Some(Outgoing::Ping) => Message::Ping(Default::default()),
-                Some(Outgoing::Close(code, reason)) => {
-                    // Nothing may follow a close frame.
-                    self.items.clear();
-                    Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    }))
-                }
-                None => break,
-            };
-            if sink.start_send_unpin(message).is_err() {
-                return Poll::Ready(Err(()));
-            }
-            self.needs_flush = true;
-            progressed = true;
-        }
-        if self.needs_flush {
-            match sink.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
-                Poll::Pending if progressed => return Poll::Ready(Ok(false)),
-                Poll::Pending => return Poll::Pending,
-            }
-            self.bytes -= self.unflushed;
-            self.unflushed = 0;
-            self.needs_flush = false;
-            // The flush wrote tungstenite's pending pongs too.
-            self.unsent_pong_bytes = 0;
-        }
-        // A client that was far behind may have queued thousands of frames; don't keep room
-        // for them on every connection.
-        if self.items.capacity() > SHRINK_ABOVE {
-            self.items.shrink_to(DRAIN_BATCH);
-        }
-        Poll::Ready(Ok(true))
-    }
-}
 
 /// Keeps the `clients` count true however the session ends.
 struct ClientGuard(Arc<Counters>);
@@ -238,7 +86,9 @@ impl Drop for ClientGuard {
     }
 }
 
-pub async fn run(
+/// Serves one upgraded dashboard socket until it closes; `_permit` holds its connection slot
+/// that long.
+pub(super) async fn run(
     socket: WebSocket,
     app: AppState,
     filter: Option<Query>,
@@ -249,9 +99,9 @@ pub async fn run(
     let _guard = ClientGuard(Arc::clone(&app.counters));
     let (sink, stream) = socket.split();
     let session = Session {
+        out: Outbox::new(app.ws.queue_bytes),
+        resyncs: Resyncs::new(app.ws.max_resyncs),
         app,
-        out: Outbox::default(),
-        resyncs: VecDeque::new(),
         filter,
         resume,
         budget: MessageBudget::new(Instant::now()),
@@ -262,8 +112,8 @@ pub async fn run(
 struct Session {
     app: AppState,
     out: Outbox,
-    /// When recent resynchronisations happened, to enforce `max_resyncs` per window.
-    resyncs: VecDeque<Instant>,
+    /// Recent resynchronisations, at most `--ws-max-resyncs` a minute.
+    resyncs: Resyncs,
     /// The client's subscription query; `None` is everything.
     filter: Option<Query>,
     /// Where a reconnecting client left off; used by the first subscription only.
@@ -321,13 +171,6 @@ impl MessageBudget {
     }
 }
 
-/// `/ws?since=SEQ&epoch=E`: a reconnecting client's position.
-#[derive(Debug, Clone)]
-pub struct Resume {
-    pub since: u64,
-    pub epoch: String,
-}
-
 /// Beyond this many missed changes a resuming client gets a snapshot instead: cheaper for both.
 const MAX_RESUME_CHANGES: u64 = 100_000;
 
@@ -349,7 +192,7 @@ impl Session {
         }
         // Deliver the close frame behind whatever the client has yet to read, for as long as
         // the socket keeps taking data; the flush also sends tungstenite's own close reply.
-        self.out.needs_flush = true;
+        self.out.flush_on_next_write();
         let write_timeout = self.app.ws.write_timeout;
         let mut deadline = Instant::now() + write_timeout;
         loop {
@@ -417,7 +260,7 @@ impl Session {
             // timeout drops the connection if it never reads again.
             if lagging && !lag_counted {
                 lag_counted = true;
-                if !self.allow_resync() {
+                if !self.resyncs.allow(Instant::now()) {
                     Counters::add(&self.app.counters.ws_slow_closed, 1);
                     self.close(POLICY_VIOLATION, "slow consumer");
                     return End::Flush;
@@ -448,8 +291,8 @@ impl Session {
             } else if write_deadline.is_none() {
                 write_deadline = Some(Instant::now() + self.app.ws.write_timeout);
             }
-            resting_until =
-                resting_until.filter(|at| *at > Instant::now() && self.out.bytes < COALESCE_BYTES);
+            resting_until = resting_until
+                .filter(|at| *at > Instant::now() && self.out.bytes() < COALESCE_BYTES);
             let resting = resting_until.is_some();
             // Biased: writing first, then new changes, so changes that arrive together leave
             // together; the branches that rarely fire are polled only when the others wait.
@@ -481,7 +324,7 @@ impl Session {
                         match received {
                             Ok(published) => {
                                 if self.wants(&published.change)
-                                    && !self.queue(published.frame(), true)
+                                    && !self.out.offer(Outgoing::View(published.frame()))
                                 {
                                     lagging = true;
                                 }
@@ -560,7 +403,7 @@ impl Session {
                     return End::Drop;
                 }
                 _ = ping.tick() => {
-                    self.out.items.push_back(Outgoing::Ping);
+                    self.out.push(Outgoing::Ping);
                     pong_deadline.get_or_insert(Instant::now() + self.app.ws.pong_timeout);
                 }
                 _ = sleep_until_some(pong_deadline) => {
@@ -572,7 +415,7 @@ impl Session {
                     Ok(()) => {
                         let frame = stats.borrow_and_update().clone();
                         // Stats are only a heartbeat: skip them for a client that is behind.
-                        if !lagging && !self.queue(frame, false) {
+                        if !lagging && !self.out.offer(Outgoing::Frame(frame)) {
                             lagging = true;
                         }
                     }
@@ -601,7 +444,7 @@ impl Session {
             if let Some(frames) = self.replay(resume, sub.snapshot.seq).await {
                 self.out.drop_queued_view();
                 for frame in frames {
-                    self.push_view(frame);
+                    self.out.push(Outgoing::View(frame));
                 }
                 return Some(sub.changes);
             }
@@ -612,7 +455,7 @@ impl Session {
             e.state.is_some() && filter.is_none_or(|q| q.matches(e))
         });
         self.out.drop_queued_view();
-        self.push_view(frame);
+        self.out.push(Outgoing::View(frame));
         Some(sub.changes)
     }
 
@@ -621,11 +464,8 @@ impl Session {
     }
 
     /// The change frames in (`since`, `upto`] that pass the filter, or `None` when they cannot
-    /// all be had (other epoch, pruned history, too many, or a `since` from the future).
-    ///
-    /// Reading up to [`MAX_RESUME_CHANGES`] rows and serializing them is blocking work
-    /// (hundreds of milliseconds): it runs on a blocking thread so that no runtime worker, and no
-    /// other connection sharing it, waits for a resume.
+    /// all be had (other epoch, pruned history, too many, or a `since` from the future). Read
+    /// on a blocking thread (see `history`).
     async fn replay(&self, resume: Resume, upto: u64) -> Option<Vec<Utf8Bytes>> {
         if resume.epoch != self.app.epoch || resume.since > upto {
             return None;
@@ -637,28 +477,10 @@ impl Session {
             return None;
         }
         let store = Arc::clone(self.app.store.as_ref()?);
-        let filter = self.filter.clone();
-        tokio::task::spawn_blocking(move || {
-            let oldest = store.oldest_seq().ok()??;
-            if oldest > resume.since + 1 {
-                return None;
-            }
-            let limit = (upto - resume.since) as usize;
-            let stored = store.history(resume.since, limit, |_| true).ok()?;
-            if stored.len() != limit {
-                return None;
-            }
-            Some(
-                stored
-                    .into_iter()
-                    .map(|c| Published::new(c.into_change()))
-                    .filter(|p| wants(filter.as_ref(), &p.change))
-                    .map(|p| p.frame())
-                    .collect(),
-            )
-        })
-        .await
-        .ok()?
+        let count = (upto - resume.since) as usize;
+        history::replay(store, resume.since, count, self.filter.clone())
+            .await
+            .ok()?
     }
 
     fn wants(&self, change: &crate::engine::Change) -> bool {
@@ -676,7 +498,8 @@ impl Session {
             }
         };
         match request {
-            ClientRequest::Subscribe { query } => match parse_filter(query.as_deref()).await {
+            ClientRequest::Subscribe { query } => match Query::parse_filter(query.as_deref()).await
+            {
                 Ok(filter) => Some(filter),
                 Err(error) => {
                     self.send_error(error);
@@ -688,57 +511,12 @@ impl Session {
 
     fn send_error(&mut self, error: String) {
         let frame = serde_json::json!({"type": "error", "error": error}).to_string();
-        self.push(frame.into());
-    }
-
-    /// Queues a frame unless the outbox is over its byte limit; false means "fell behind".
-    /// `view`: a change (superseded by a new snapshot), not a stats heartbeat.
-    fn queue(&mut self, frame: Utf8Bytes, view: bool) -> bool {
-        let queued = self.out.bytes;
-        if queued + frame.len() > self.app.ws.queue_bytes && queued > 0 {
-            return false;
-        }
-        if view {
-            self.push_view(frame);
-        } else {
-            self.push(frame);
-        }
-        true
-    }
-
-    /// Queues a frame whatever its size (replies).
-    fn push(&mut self, frame: Utf8Bytes) {
-        self.out.bytes += frame.len();
-        self.out.items.push_back(Outgoing::Frame(frame));
-    }
-
-    /// Queues a snapshot or replayed change whatever its size; a later snapshot replaces it
-    /// while it is still queued.
-    fn push_view(&mut self, frame: Utf8Bytes) {
-        self.out.bytes += frame.len();
-        self.out.items.push_back(Outgoing::View(frame));
+        self.out.push(Outgoing::Frame(frame.into()));
     }
 
     /// Queues the close frame behind what is already queued.
     fn close(&mut self, code: u16, reason: &'static str) {
-        self.out.items.push_back(Outgoing::Close(code, reason));
-    }
-
-    /// Records a resynchronisation; false when the client has needed too many lately.
-    fn allow_resync(&mut self) -> bool {
-        let now = Instant::now();
-        while self
-            .resyncs
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > RESYNC_WINDOW)
-        {
-            self.resyncs.pop_front();
-        }
-        if self.resyncs.len() >= self.app.ws.max_resyncs as usize {
-            return false;
-        }
-        self.resyncs.push_back(now);
-        true
+        self.out.push(Outgoing::Close(code, reason));
     }
 }
 
@@ -749,26 +527,6 @@ const LINGER: Duration = Duration::from_secs(1);
 /// also sees a service leave its slice.
 fn wants(filter: Option<&Query>, change: &crate::engine::Change) -> bool {
     filter.is_none_or(|q| q.matches_transition(&change.event, change.previous.as_deref()))
-}
-
-/// Whether a read failed because a text message was not valid UTF-8 (close code 1007).
-pub fn is_invalid_utf8(error: &axum::Error) -> bool {
-    use std::error::Error as _;
-    use tokio_tungstenite::tungstenite::Error;
-    error
-        .source()
-        .and_then(|e| e.downcast_ref::<Error>())
-        .is_some_and(|e| matches!(e, Error::Utf8(_)))
-}
-
-/// Whether a read failed because the client's message exceeded the size limit.
-fn is_too_big(error: &axum::Error) -> bool {
-    use std::error::Error as _;
-    use tokio_tungstenite::tungstenite::Error;
-    error
-        .source()
-        .and_then(|e| e.downcast_ref::<Error>())
-        .is_some_and(|e| matches!(e, Error::Capacity(_)))
 }
 
 /// Pending forever when there is no deadline.
@@ -785,19 +543,6 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 enum ClientRequest {
     /// `{"type":"subscribe","query":"state != \"ok\""}`; no query means everything.
     Subscribe { query: Option<String> },
-}
-
-/// Parses a subscription query; `true` (or none) is "no filter". Compiles on a blocking
-/// thread ([`Query::parse_off_thread`]): the text comes from the network.
-pub async fn parse_filter(query: Option<&str>) -> Result<Option<Query>, String> {
-    match query.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(text) => match Query::parse_off_thread(text.to_owned()).await {
-            Ok(q) if q.is_match_all() => Ok(None),
-            Ok(q) => Ok(Some(q)),
-            Err(error) => Err(format!("parse error: {error}")),
-        },
-    }
 }
 
 #[cfg(test)]
@@ -821,33 +566,5 @@ mod tests {
             assert!(matches!(budget.admit(later), Admission::Refuse { .. }));
         }
         assert_eq!(budget.admit(later), Admission::Close);
-    }
-
-    #[test]
-    fn a_new_view_drops_queued_snapshots_and_changes_but_keeps_replies() {
-        let mut out = Outbox::default();
-        for (item, len) in [
-            (Outgoing::View("snapshot!".into()), 9),
-            (Outgoing::Frame("stats".into()), 5),
-            (Outgoing::View("change".into()), 6),
-        ] {
-            out.bytes += len;
-            out.items.push_back(item);
-        }
-        out.drop_queued_view();
-        assert_eq!(out.bytes, 5);
-        assert_eq!(out.items.len(), 1);
-        assert!(matches!(&out.items[0], Outgoing::Frame(f) if f.as_str() == "stats"));
-    }
-
-    #[test]
-    fn unflushed_pongs_are_bounded() {
-        let mut out = Outbox::default();
-        let mut pings = 0;
-        while out.pong_queued(125) {
-            pings += 1;
-        }
-        assert_eq!(pings, MAX_UNSENT_PONG_BYTES / 127);
-        assert!(out.needs_flush);
     }
 }

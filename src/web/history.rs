@@ -1,0 +1,136 @@
+//! Reading history for the dashboard endpoints: a page of `GET /api/history`, and the replay a
+//! reconnecting websocket resumes from. Both go through one function, [`read`].
+//!
+//! Reading thousands of rows from redb, filtering and serializing them is blocking work (hundreds
+//! of milliseconds at the resume limit): it runs on a blocking thread, never on a runtime worker,
+//! where it would stall every connection sharing that worker. This module only reads; the engine
+//! writes and prunes history (through `store`). Whether a client may read, and what its query
+//! is, the endpoints decide before calling here.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::error::ApiError;
+use crate::broadcast::{change_json, Published};
+use crate::engine::Change;
+use crate::query::Query;
+use crate::store::{Store, StoreError, StoredChange};
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HistoryError {
+    /// Storage failing (a full disk; the database is reopened once it works): temporary.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blocking read itself died.
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl From<HistoryError> for ApiError {
+    fn from(error: HistoryError) -> Self {
+        match error {
+            HistoryError::Store(_) => ApiError::unavailable(error),
+            HistoryError::Join(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+            }
+        }
+    }
+}
+
+/// `/api/history`'s page: the first `limit` transitions after `since` that match `filter`, as
+/// change JSON, with the oldest `seq` retained (a client that sees it above `since + 1` knows it
+/// missed changes).
+pub(crate) async fn page(
+    store: Arc<Store>,
+    since: u64,
+    limit: usize,
+    filter: Option<Query>,
+) -> Result<Read<Value>, HistoryError> {
+    read(store, since, Span::FirstMatching(limit), filter, |change| {
+        change_json(&change)
+    })
+    .await
+}
+
+/// A resuming websocket's replay: the change frames of the transitions in (`since`,
+/// `since + count`] that match `filter`, or `None` when history does not hold all `count` of
+/// them (pruned, or not written yet: changes reach history a few milliseconds after they are
+/// published).
+pub(crate) async fn replay(
+    store: Arc<Store>,
+    since: u64,
+    count: usize,
+    filter: Option<Query>,
+) -> Result<Option<Vec<Utf8Bytes>>, HistoryError> {
+    let read = read(store, since, Span::Next(count), filter, |change| {
+        Published::new(change).frame()
+    })
+    .await?;
+    let complete = read.oldest_seq.is_some_and(|oldest| oldest <= since + 1) && read.rows == count;
+    Ok(complete.then_some(read.changes))
+}
+
+/// Which transitions after `since` a read looks at.
+#[derive(Debug, Clone, Copy)]
+enum Span {
+    /// Up to this many of those that match the filter.
+    FirstMatching(usize),
+    /// The next this many rows, matching or not; those that match are returned.
+    Next(usize),
+}
+
+/// What one read found.
+pub(crate) struct Read<T> {
+    /// The oldest `seq` retained, read after the rows: a prune between the two then shows as a
+    /// gap instead of hiding one.
+    pub(crate) oldest_seq: Option<u64>,
+    /// The matching transitions, oldest first, rendered.
+    pub(crate) changes: Vec<T>,
+    /// Rows read, matching or not.
+    rows: usize,
+}
+
+/// Reads transitions after `since` on a blocking thread, keeps those that concern a watcher of
+/// `filter` (the event before or after matches, as for live changes) and renders each there.
+async fn read<T: Send + 'static>(
+    store: Arc<Store>,
+    since: u64,
+    span: Span,
+    filter: Option<Query>,
+    render: fn(Change) -> T,
+) -> Result<Read<T>, HistoryError> {
+    let read = tokio::task::spawn_blocking(move || {
+        let stored = match span {
+            Span::FirstMatching(limit) => store.history(since, limit, |c: &StoredChange| {
+                filter
+                    .as_ref()
+                    .is_none_or(|q| q.matches_transition(&c.event(), c.previous().as_ref()))
+            })?,
+            Span::Next(count) => store.history(since, count, |_| true)?,
+        };
+        let rows = stored.len();
+        let changes = stored
+            .into_iter()
+            .map(StoredChange::into_change)
+            .filter(|change| match span {
+                // Filtered while reading.
+                Span::FirstMatching(_) => true,
+                Span::Next(_) => filter.as_ref().is_none_or(|q| {
+                    q.matches_transition(&change.event, change.previous.as_deref())
+                }),
+            })
+            .map(render)
+            .collect();
+        Ok::<_, StoreError>(Read {
+            oldest_seq: store.oldest_seq()?,
+            changes,
+            rows,
+        })
+    })
+    .await?;
+    Ok(read?)
+}

@@ -1,0 +1,241 @@
+//! One client's outbox: the frames a session has decided to send and the socket has not yet
+//! taken, bounded in bytes by `--ws-queue-bytes`, and the budget of resynchronisations a client
+//! that falls behind may have.
+//!
+//! Falling behind is judged here: a change that does not fit in the byte budget is refused
+//! ([`Outbox::offer`]) and the session resynchronises the client with a fresh snapshot instead.
+//! A snapshot replaces the view still queued ([`Outbox::drop_queued_view`]), so however often a
+//! client subscribes, at most one snapshot waits for it. The outbox writes through any
+//! `Sink<Message>` ([`Outbox::poll_write`]), and knows nothing of the broadcast, the engine or
+//! client messages: the session decides what to queue and when to write.
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt};
+use tokio::time::Instant;
+
+use super::DRAIN_BATCH;
+
+/// Outbox slots kept once it has drained (see [`Outbox::poll_write`]).
+const SHRINK_ABOVE: usize = 4 * DRAIN_BATCH;
+
+/// Pong bytes tungstenite may hold for a client before they are flushed. A ping read makes
+/// tungstenite buffer its pong, and a client that sends pings without reading would otherwise
+/// grow that buffer without end (1.3 GiB in 7 s). Honest clients ping every few seconds at most:
+/// 64 KiB is 500 pongs of the largest size, or 32,000 empty ones, between two flushes.
+pub(super) const MAX_UNSENT_PONG_BYTES: usize = 64 * 1024;
+
+/// The window over which resynchronisations are counted against `ws_max_resyncs`.
+const RESYNC_WINDOW: Duration = Duration::from_secs(60);
+
+/// What waits in the outbox.
+pub(super) enum Outgoing {
+    /// A frame that stands on its own: stats, an error reply.
+    Frame(Utf8Bytes),
+    /// A snapshot or a change: part of the client's view, superseded by a new snapshot.
+    View(Utf8Bytes),
+    Ping,
+    Close(u16, &'static str),
+}
+
+impl Outgoing {
+    /// What the item counts against the byte budget: its text.
+    fn bytes(&self) -> usize {
+        match self {
+            Outgoing::Frame(frame) | Outgoing::View(frame) => frame.len(),
+            Outgoing::Ping | Outgoing::Close(..) => 0,
+        }
+    }
+}
+
+/// Frames decided on but not yet flushed to the socket, and their size.
+pub(super) struct Outbox {
+    items: VecDeque<Outgoing>,
+    /// What `bytes` may reach before changes are refused (`--ws-queue-bytes`).
+    limit: usize,
+    /// Bytes of frames queued here or handed to the socket since its last flush: what
+    /// `--ws-queue-bytes` bounds.
+    bytes: usize,
+    /// Of `bytes`, those already handed to the socket.
+    unflushed: usize,
+    /// The socket holds frames that still need a flush.
+    needs_flush: bool,
+    /// Wire bytes of the pongs tungstenite queued for pings read since the last complete flush:
+    /// an upper bound of what it holds for them (see [`MAX_UNSENT_PONG_BYTES`]).
+    unsent_pong_bytes: usize,
+}
+
+impl Outbox {
+    /// An empty outbox that refuses changes past `limit` bytes.
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            limit,
+            bytes: 0,
+            unflushed: 0,
+            needs_flush: false,
+            unsent_pong_bytes: 0,
+        }
+    }
+
+    /// Nothing queued and nothing waiting in the socket.
+    pub(super) fn is_idle(&self) -> bool {
+        self.items.is_empty() && !self.needs_flush
+    }
+
+    /// Bytes queued or handed to the socket and not yet flushed.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Queues an item unless the outbox is over its byte limit; false means "fell behind". An
+    /// empty outbox takes a frame of any size, so a change larger than the limit still leaves.
+    pub(super) fn offer(&mut self, item: Outgoing) -> bool {
+        if self.bytes + item.bytes() > self.limit && self.bytes > 0 {
+            return false;
+        }
+        self.push(item);
+        true
+    }
+
+    /// Queues an item whatever its size: replies, snapshots, pings, the close frame.
+    pub(super) fn push(&mut self, item: Outgoing) {
+        self.bytes += item.bytes();
+        self.items.push_back(item);
+    }
+
+    /// Drops the snapshot and changes still queued: a new snapshot replaces the client's view.
+    /// Frames already handed to the socket stay (they are part of the stream the client reads).
+    pub(super) fn drop_queued_view(&mut self) {
+        let mut dropped = 0;
+        self.items.retain(|item| match item {
+            Outgoing::View(frame) => {
+                dropped += frame.len();
+                false
+            }
+            _ => true,
+        });
+        self.bytes -= dropped;
+    }
+
+    /// Records a ping read: tungstenite has queued (or will queue) its pong. False when the
+    /// client's unflushed pongs are past [`MAX_UNSENT_PONG_BYTES`].
+    pub(super) fn pong_queued(&mut self, payload_len: usize) -> bool {
+        // A server frame's header is 2 bytes for a control payload (at most 125 bytes).
+        self.unsent_pong_bytes += 2 + payload_len;
+        // Make the session flush so the pong leaves even when nothing else is queued.
+        self.needs_flush = true;
+        self.unsent_pong_bytes <= MAX_UNSENT_PONG_BYTES
+    }
+
+    /// Makes the next write flush the socket even when nothing is queued: what the socket
+    /// holds of its own (tungstenite's reply to a close) leaves with it.
+    pub(super) fn flush_on_next_write(&mut self) {
+        self.needs_flush = true;
+    }
+
+    /// Feeds every queued frame to the socket, then flushes it once. Cancel-safe: every frame
+    /// is either still queued or handed to the socket, and the byte count follows.
+    ///
+    /// `Ready(Ok(true))`: all flushed. `Ready(Ok(false))`: progress, but the socket is full (the
+    /// caller restarts its write deadline and polls again). `Pending`: no progress possible now.
+    /// `Ready(Err(()))`: the socket failed; the connection is to be dropped.
+    pub(super) fn poll_write<S>(
+        &mut self,
+        sink: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<bool, ()>>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        let mut progressed = false;
+        while !self.items.is_empty() {
+            match sink.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                Poll::Pending if progressed => return Poll::Ready(Ok(false)),
+                Poll::Pending => return Poll::Pending,
+            }
+            let message = match self.items.pop_front() {
+                Some(Outgoing::Frame(frame) | Outgoing::View(frame)) => {
+                    self.unflushed += frame.len();
+                    Message::Text(frame)
+                }
+                Some(Outgoing::Ping) => Message::Ping(Default::default()),
+                Some(Outgoing::Close(code, reason)) => {
+                    // Nothing may follow a close frame.
+                    let dropped: usize = self.items.drain(..).map(|item| item.bytes()).sum();
+                    self.bytes -= dropped;
+                    Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    }))
+                }
+                None => break,
+            };
+            if sink.start_send_unpin(message).is_err() {
+                return Poll::Ready(Err(()));
+            }
+            self.needs_flush = true;
+            progressed = true;
+        }
+        if self.needs_flush {
+            match sink.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                Poll::Pending if progressed => return Poll::Ready(Ok(false)),
+                Poll::Pending => return Poll::Pending,
+            }
+            self.bytes -= self.unflushed;
+            self.unflushed = 0;
+            self.needs_flush = false;
+            // The flush wrote tungstenite's pending pongs too.
+            self.unsent_pong_bytes = 0;
+        }
+        // A client that was far behind may have queued thousands of frames; don't keep room
+        // for them on every connection.
+        if self.items.capacity() > SHRINK_ABOVE {
+            self.items.shrink_to(DRAIN_BATCH);
+        }
+        Poll::Ready(Ok(true))
+    }
+}
+
+/// When a client's recent resynchronisations happened, to allow at most `max` per
+/// [`RESYNC_WINDOW`]: a client that falls behind again and again is closed instead of being sent
+/// snapshot after snapshot.
+pub(super) struct Resyncs {
+    times: VecDeque<Instant>,
+    max: u32,
+}
+
+impl Resyncs {
+    pub(super) fn new(max: u32) -> Self {
+        Self {
+            times: VecDeque::new(),
+            max,
+        }
+    }
+
+    /// Records a resynchronisation at `now`; false when the client has needed too many lately.
+    pub(super) fn allow(&mut self, now: Instant) -> bool {
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESYNC_WINDOW)
+        {
+            self.times.pop_front();
+        }
+        if self.times.len() >= self.max as usize {
+            return false;
+        }
+        self.times.push_back(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;
