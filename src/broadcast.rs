@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
 
-use crate::engine::{Change, Snapshot};
+use crate::change::{Change, Snapshot};
 use crate::event::Event;
 
 /// A change as published to clients.

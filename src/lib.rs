@@ -6,6 +6,7 @@
 //! serialized changes) → [`web`] (websocket sessions, pages). [`server`] wires them together.
 
 pub mod broadcast;
+pub mod change;
 pub mod config;
 pub mod engine;
 pub mod event;

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Ack, EngineError, Subscription};
 use crate::broadcast::{Published, Sender};
-use crate::engine::state::{Change, Snapshot};
+use crate::change::{Change, Snapshot};
 use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 use crate::store::{Encoded, Retention, Store, StoreError, WriteStep};

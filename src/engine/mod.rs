@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use state::{Change, IndexFull, Snapshot, EXPIRED};
+pub use crate::change::{Change, Snapshot};
+pub use state::{IndexFull, EXPIRED};
 
 use crate::broadcast::Receiver;
 use crate::event::{now_micros, Event};

@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::engine::Change;
+use crate::change::Change;
+use crate::event::convert;
 use crate::event::Event;
-use crate::ingest::convert;
 use crate::proto;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

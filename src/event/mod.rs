@@ -5,6 +5,8 @@
 //! websocket server and riemann-dash use), because that form is a property of the event, not of
 //! any one transport.
 
+pub mod convert;
+
 use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
