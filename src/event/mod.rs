@@ -69,14 +69,6 @@ pub const STANDARD_FIELDS: [&str; 8] = [
 ];
 
 impl Event {
-    /// The key the index uses: Riemann indexes by (host, service), either of which may be absent.
-    pub fn key(&self) -> EventKey {
-        EventKey {
-            host: self.host.clone(),
-            service: self.service.clone(),
-        }
-    }
-
     /// Folds attributes named like a standard field into the event, as Riemann's codec does
     /// (it merges a decoded event's attributes into the event map): an attribute `description`,
     /// `state`, `host` or `service` sets that field, the last one winning. collectd's
@@ -150,13 +142,6 @@ impl Event {
         }
         Value::Object(map)
     }
-}
-
-/// Index key: (host, service). Either part may be absent, as in Riemann.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventKey {
-    pub host: Option<String>,
-    pub service: Option<String>,
 }
 
 /// ISO-8601 UTC with milliseconds (`2026-11-23T12:00:00.000Z`), the form riemann-dash parses.
