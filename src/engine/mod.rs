@@ -14,6 +14,7 @@
 //! `seq`: no gap, no duplicate.
 
 mod commit;
+mod output;
 pub mod state;
 
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use crate::broadcast::Receiver;
 use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 use crate::store::{Recovered, Retention, Store};
-use commit::{Committer, Output, Publisher};
+use commit::Committer;
+use output::{Output, Publisher};
 
 /// How many commands the engine takes per wake-up: amortises the channel cost under load
 /// without letting one burst starve subscriptions for long.
