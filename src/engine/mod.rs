@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use crate::change::{Change, Snapshot};
-pub use state::{IndexFull, EXPIRED};
+pub use state::IndexFull;
 
 use crate::broadcast::Receiver;
 use crate::event::{now_micros, Event};

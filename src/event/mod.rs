@@ -57,7 +57,7 @@ pub struct Event {
 
 /// Keys of Riemann's JSON event form; a custom attribute with one of these names cannot be shown
 /// as a top-level key without hiding the real field, so the real field wins.
-pub const STANDARD_FIELDS: [&str; 8] = [
+pub(crate) const STANDARD_FIELDS: [&str; 8] = [
     "host",
     "service",
     "state",
@@ -145,7 +145,7 @@ impl Event {
 }
 
 /// ISO-8601 UTC with milliseconds (`2026-11-23T12:00:00.000Z`), the form riemann-dash parses.
-pub fn format_time(time_micros: i64) -> String {
+pub(crate) fn format_time(time_micros: i64) -> String {
     match DateTime::<Utc>::from_timestamp_micros(time_micros) {
         Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
         // Out of chrono's range: still say something truthful rather than fail the whole frame.

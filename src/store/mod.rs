@@ -28,7 +28,7 @@ pub use encoding::{Encoded, StoredChange, WriteStep};
 pub use error::StoreError;
 
 /// The change log's record format, for the fuzz target and the tests of its reader.
-pub use wal::{encode_record as encode_log_record, parse_records as parse_log, ReadReport};
+pub use wal::{encode_record as encode_log_record, parse_records as parse_log};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};

@@ -233,10 +233,6 @@ impl Engine {
         self.index.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
     /// Applies a batch in order, appending its changes to `changes` and, when asked, every
     /// newly indexed event to `indexed` (for watchers of all index updates). Returns the
     /// position in `events` of the first event that changed a state, if any — or, when the batch
@@ -451,7 +447,8 @@ impl Engine {
         expired
     }
 
-    /// When the next entry expires, if any.
+    /// When the next entry expires, if any (the tests check the lazily rescheduled heap with it).
+    #[cfg(test)]
     pub fn next_expiry(&self) -> Option<i64> {
         let top = self.expiry.peek()?;
         match self.index.get(&top.key.parts()) {

@@ -328,7 +328,7 @@ fn stateless_entries_expire_silently() {
     let mut changes = Vec::new();
     assert_eq!(e.expire(101_000_000, &mut changes), 1);
     assert!(changes.is_empty());
-    assert!(e.is_empty());
+    assert_eq!(e.len(), 0);
 }
 
 #[test]
@@ -368,7 +368,7 @@ fn a_batch_that_would_pass_the_key_limit_is_refused_whole() {
     // A removed key makes room again.
     e.set_expired_keep(Some(std::time::Duration::ZERO));
     e.expire(i64::MAX, &mut changes);
-    assert!(e.is_empty());
+    assert_eq!(e.len(), 0);
     assert!(e
         .apply(vec![ev("e", "cpu", Some("ok"))], &mut changes, None)
         .is_ok());
@@ -407,7 +407,7 @@ fn an_expired_key_is_removed_after_the_keep_time_with_a_removal_change() {
     assert_eq!(removal.previous_state, "expired");
     assert_eq!(removal.event.state.as_deref(), Some("expired"));
     assert_eq!(removal.event.host.as_deref(), Some("a"));
-    assert!(e.is_empty());
+    assert_eq!(e.len(), 0);
     assert!(e.snapshot().events.is_empty());
     assert_eq!(e.next_expiry(), None);
     // It may come back: a new key, from the init state.
@@ -432,7 +432,7 @@ fn a_key_that_reports_while_kept_is_not_removed() {
     changes.clear();
     assert_eq!(e.expire(250_000_000, &mut changes), 1);
     assert!(changes[0].removed);
-    assert!(e.is_empty());
+    assert_eq!(e.len(), 0);
 }
 
 #[test]
@@ -452,7 +452,7 @@ fn keep_zero_removes_in_the_sweep_that_expires() {
             (3, "expired".to_string(), true)
         ]
     );
-    assert!(e.is_empty());
+    assert_eq!(e.len(), 0);
 }
 
 #[test]
@@ -487,7 +487,7 @@ fn a_restored_expired_key_is_removed_keep_after_its_expiry() {
     assert_eq!(changes.len(), 1);
     assert!(changes[0].removed);
     assert_eq!(changes[0].seq, 8, "seq continues after the restored one");
-    assert!(e.is_empty());
+    assert_eq!(e.len(), 0);
 }
 
 #[test]
