@@ -1,6 +1,6 @@
 //! What leaves the engine, in the engine's order, and the last step every output takes: changes
-//! published, acknowledgements released, reads answered. With a store the committer
-//! ([`super::commit`]) runs that step after the commit; without one the engine runs it inline.
+//! published, acknowledgements released, reads answered. With a store the committer (`commit`)
+//! runs that step after the commit; without one the engine runs it inline.
 
 use std::sync::Arc;
 

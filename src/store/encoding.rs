@@ -6,7 +6,7 @@ use crate::event::convert;
 use crate::event::Event;
 use crate::proto;
 
-use super::StoreError;
+use super::error::StoreError;
 
 /// A change as kept in history.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use super::wal::MAX_LOG_BYTES;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// redb refused an operation (after an I/O error, such as a full disk, it refuses every
@@ -25,8 +23,8 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The change log is full because checkpoints fail: appends wait for one.
-    #[error("store: {}: the change log holds {len} bytes since the last checkpoint (limit {MAX_LOG_BYTES}); waiting for a checkpoint", path.display())]
-    LogFull { path: PathBuf, len: u64 },
+    #[error("store: {}: the change log holds {len} bytes since the last checkpoint (limit {limit}); waiting for a checkpoint", path.display())]
+    LogFull { path: PathBuf, len: u64, limit: u64 },
     /// A missing or empty database beside a change log of an earlier run (see
     /// [`super::Store::open_allowing_fresh`]).
     #[error("store: {} is missing or empty but {} holds changes of an earlier run: starting would begin a new, empty history and index. Restore the database file, or pass --allow-fresh-database to start anew (replaying what the log still holds)", db.display(), log.display())]

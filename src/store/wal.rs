@@ -42,7 +42,8 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::{StoreError, StoredChange};
+use super::encoding::StoredChange;
+use super::error::StoreError;
 
 const HEADER_BYTES: usize = 8;
 /// Written as zeros when the log is created, so that ordinary appends overwrite allocated blocks.
@@ -202,6 +203,7 @@ impl Wal {
             return Err(StoreError::LogFull {
                 path: self.path.clone(),
                 len: self.len,
+                limit: MAX_LOG_BYTES,
             });
         }
         if let Err(error) = self.write_records() {
