@@ -12,6 +12,11 @@
 //! Snapshots are taken by this same task and released behind the changes they contain, together
 //! with the broadcast subscription, so a client's live stream starts exactly after its snapshot's
 //! `seq`: no gap, no duplicate.
+//!
+//! Layout: `state` (the deterministic state machine: index, change detection, expiry), `output`
+//! (what leaves the engine and how it is let out), `commit` (the committer thread, with a store).
+//! The engine uses the store and the broadcaster downstream of it; neither knows the engine: what
+//! they share with it is [`crate::change`].
 
 mod commit;
 mod output;

@@ -5,6 +5,9 @@
 //! attributes named like a standard field are merged into it ([`Event::merge_standard_attributes`]).
 //! Encoding back (for query replies) follows Riemann too: `metric_f` always, plus `metric_sint64`
 //! for integer metrics or `metric_d` otherwise, and both `time` and `time_micros`.
+//!
+//! Why here and not in `ingest`: the store keeps events in this same protobuf form, and it must
+//! not depend on the transports (nor on the engine) to read them back.
 
 use crate::event::{Event, EventLimits, LimitError, Metric};
 use crate::proto;

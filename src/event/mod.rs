@@ -4,6 +4,9 @@
 //! broadcaster all see this type. It also owns Riemann's JSON event form (the shape Riemann's
 //! websocket server and riemann-dash use), because that form is a property of the event, not of
 //! any one transport.
+//!
+//! [`convert`] holds the conversion to and from Riemann's protobuf `Event`, which the transports
+//! and the store (its on-disk form) share. A leaf: this module depends on [`crate::proto`] only.
 
 pub mod convert;
 
