@@ -1,5 +1,9 @@
 //! Why a store operation failed. The underlying I/O or redb error is kept as the source; every
 //! message starts with `store: ` and names the file when there is one.
+//!
+//! Why each message also spells out its source: it reaches operators and clients through its
+//! `Display` alone (a log line's `%error`, the refusal a sender is answered with, the one line
+//! a failed start prints), so the cause must be in it.
 
 use std::path::PathBuf;
 
