@@ -5,13 +5,16 @@
 //! needs it first and then shared by reference count: 1,000 clients cost one `serde_json` call.
 //! A receiver that falls behind the ring gets `Lagged` and is resynchronised by its client task —
 //! handled on purpose, never a silent gap.
+//!
+//! Depends on [`crate::change`] and [`crate::event`] only: the engine publishes into it, it never
+//! reaches back into the engine.
 
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
 
-use crate::engine::{Change, Snapshot};
+use crate::change::{Change, Snapshot};
 use crate::event::Event;
 
 /// A change as published to clients.

@@ -11,8 +11,9 @@ use bytes::BytesMut;
 use prost::Message as _;
 
 use crate::engine::state::Engine;
+use crate::event::convert;
 use crate::event::Event;
-use crate::ingest::{convert, frame, json};
+use crate::ingest::{frame, json};
 use crate::proto::Msg;
 use crate::query::Query;
 

@@ -2,12 +2,13 @@
 //! state changes to browser dashboards over websockets.
 //!
 //! Data flows one way: [`ingest`] (tcp, udp, http) decodes into [`event::Event`] batches →
-//! [`engine`] (one owner of the index, change detection, `seq`) → [`broadcast`] (fan-out of
+//! `engine` (one owner of the index, change detection, `seq`) → `broadcast` (fan-out of
 //! serialized changes) → [`web`] (websocket sessions, pages). [`server`] wires them together.
 
-pub mod broadcast;
+pub(crate) mod broadcast;
+pub(crate) mod change;
 pub mod config;
-pub mod engine;
+pub(crate) mod engine;
 pub mod event;
 pub mod fd_limit;
 pub mod ingest;
@@ -16,6 +17,6 @@ pub mod metrics;
 pub mod proto;
 pub mod query;
 pub mod server;
-pub mod store;
+pub(crate) mod store;
 pub mod units;
 pub mod web;

@@ -3,7 +3,7 @@
 //! * `--mode framing-only`: splits the TCP stream into Riemann frames and answers `ok` to each
 //!   without decoding it — what loopback and syscalls allow.
 //! * `--mode decode-only`: also decodes every `Msg` and converts each event into statecast's own
-//!   `Event` (`statecast::ingest::convert::from_proto`), then drops it — what a Riemann-native
+//!   `Event` (`statecast::event::convert::from_proto`), then drops it — what a Riemann-native
 //!   receiver can at best do.
 //!
 //! Both answer in request order and batch replies: everything read in one `read` is answered
@@ -16,8 +16,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
 use prost::Message;
+use statecast::event::convert::from_proto;
 use statecast::event::now_micros;
-use statecast::ingest::convert::from_proto;
 use statecast::ingest::frame::{encode, FrameDecoder};
 use statecast::proto::Msg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -12,21 +12,29 @@
 //! Snapshots are taken by this same task and released behind the changes they contain, together
 //! with the broadcast subscription, so a client's live stream starts exactly after its snapshot's
 //! `seq`: no gap, no duplicate.
+//!
+//! Layout: `state` (the deterministic state machine: index, change detection, expiry), `output`
+//! (what leaves the engine and how it is let out), `commit` (the committer thread, with a store).
+//! The engine uses the store and the broadcaster downstream of it; neither knows the engine: what
+//! they share with it is [`crate::change`].
 
 mod commit;
+mod output;
 pub mod state;
 
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use state::{Change, IndexFull, Snapshot, EXPIRED};
+pub use crate::change::{Change, Snapshot};
+pub use state::IndexFull;
 
 use crate::broadcast::Receiver;
 use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 use crate::store::{Recovered, Retention, Store};
-use commit::{Committer, Output, Publisher};
+use commit::Committer;
+use output::{Output, Publisher};
 
 /// How many commands the engine takes per wake-up: amortises the channel cost under load
 /// without letting one burst starve subscriptions for long.

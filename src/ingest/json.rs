@@ -18,7 +18,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::convert::state_or_none;
+use crate::event::convert::state_or_none;
 use crate::event::{Event, EventLimits, Metric};
 
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -11,8 +11,8 @@ use prost::Message;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::convert;
 use crate::engine::EngineHandle;
+use crate::event::convert;
 use crate::event::{now_micros, EventLimits};
 use crate::metrics::Counters;
 use crate::proto::Msg;

@@ -42,7 +42,8 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::{StoreError, StoredChange};
+use super::encoding::StoredChange;
+use super::error::StoreError;
 
 const HEADER_BYTES: usize = 8;
 /// Written as zeros when the log is created, so that ordinary appends overwrite allocated blocks.
@@ -126,7 +127,10 @@ impl Wal {
         path: &Path,
         floor: u64,
     ) -> Result<(Wal, Vec<StoredChange>, ReadReport), StoreError> {
-        let io = |e: std::io::Error| StoreError(format!("{}: {e}", path.display()));
+        let io = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
         // Reading and preallocating go through the page cache (direct reads would need aligned
         // buffers too); both are done and synced before the first direct write.
         let file = open_for_writing(path, false).map_err(io)?;
@@ -160,7 +164,10 @@ impl Wal {
     /// The records written since the last [`Wal::clear`] with a `seq` above `floor`, read back
     /// from the file: what a reopened database lacks.
     pub fn read_back(&self, floor: u64) -> Result<(Vec<StoredChange>, ReadReport), StoreError> {
-        let io = |e: std::io::Error| StoreError(format!("{}: {e}", self.path.display()));
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
         // A plain descriptor: direct reads would need aligned buffers.
         let file = File::open(&self.path).map_err(io)?;
         let mut bytes = vec![0u8; self.len as usize];
@@ -193,16 +200,19 @@ impl Wal {
             return Ok(());
         }
         if self.len > 0 && self.len + self.buf.len() as u64 > MAX_LOG_BYTES {
-            return Err(StoreError(format!(
-                "{}: the change log holds {} bytes since the last checkpoint (limit {MAX_LOG_BYTES}); waiting for a checkpoint",
-                self.path.display(),
-                self.len
-            )));
+            return Err(StoreError::LogFull {
+                path: self.path.clone(),
+                len: self.len,
+                limit: MAX_LOG_BYTES,
+            });
         }
         if let Err(error) = self.write_records() {
             // Whatever part was written is not acknowledged: the next append overwrites it, and a
             // restart cuts it off (its checksum or order is wrong, or it is followed by nothing).
-            return Err(StoreError(format!("{}: {error}", self.path.display())));
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: error,
+            });
         }
         self.len += self.buf.len() as u64;
         // Don't keep a burst's buffers forever.
@@ -256,7 +266,10 @@ impl Wal {
     /// an old log, whose records (with `seq`s the new numbering will pass again) must not be
     /// read as current after the next crash.
     pub fn erase(&mut self) -> Result<(), StoreError> {
-        let io = |e: std::io::Error| StoreError(format!("{}: {e}", self.path.display()));
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
         // A descriptor through the page cache: the zeros need no alignment.
         let file = open_for_writing(&self.path, false).map_err(io)?;
         file.set_len(0).and_then(|()| file.sync_all()).map_err(io)?;

@@ -5,13 +5,16 @@
 //! attributes named like a standard field are merged into it ([`Event::merge_standard_attributes`]).
 //! Encoding back (for query replies) follows Riemann too: `metric_f` always, plus `metric_sint64`
 //! for integer metrics or `metric_d` otherwise, and both `time` and `time_micros`.
+//!
+//! Why here and not in `ingest`: the store keeps events in this same protobuf form, and it must
+//! not depend on the transports (nor on the engine) to read them back.
 
 use crate::event::{Event, EventLimits, LimitError, Metric};
 use crate::proto;
 
 /// An empty state is what collectd's `write_riemann` sends for "no state": treat it as absent so
 /// it is never mistaken for a transition.
-pub fn state_or_none(state: Option<String>) -> Option<String> {
+pub(crate) fn state_or_none(state: Option<String>) -> Option<String> {
     state.filter(|s| !s.is_empty())
 }
 
@@ -54,8 +57,10 @@ pub fn from_proto(e: proto::Event, now_micros: i64) -> Event {
     event
 }
 
-/// Encodes an event the way Riemann answers a query.
-pub fn to_proto(e: &Event) -> proto::Event {
+/// Encodes an event the way Riemann answers a query, through prost's own types: the reference
+/// [`encode_event`] (what the server uses) is tested against.
+#[cfg(test)]
+pub(crate) fn to_proto(e: &Event) -> proto::Event {
     let (metric_sint64, metric_d) = wire_metric(e);
     proto::Event {
         time: Some(e.time_micros.div_euclid(1_000_000)),
@@ -80,10 +85,10 @@ pub fn to_proto(e: &Event) -> proto::Event {
     }
 }
 
-/// Encodes an event exactly as [`to_proto`] followed by prost's encoding would, without building
+/// Encodes an event exactly as `to_proto` followed by prost's encoding would, without building
 /// the intermediate `proto::Event` (which clones every string): the store encodes each change's
 /// events, and under load that copying was most of its work.
-pub fn encode_event(e: &Event, buf: &mut Vec<u8>) {
+pub(crate) fn encode_event(e: &Event, buf: &mut Vec<u8>) {
     use prost::encoding::{double, float, int64, sint64, string};
     let (metric_sint64, metric_d) = wire_metric(e);
     int64::encode(1, &e.time_micros.div_euclid(1_000_000), buf);
@@ -136,7 +141,7 @@ fn wire_metric(e: &Event) -> (Option<i64>, Option<f64>) {
 /// lengths (nothing is allocated): decoding is where 16 MiB of empty events became 3 GiB.
 /// Counts top-level `events` and `states` together against the events limit, and for each
 /// event its encoded size and its `attributes`. A malformed body passes: decoding reports it.
-pub fn check_limits(body: &[u8], limits: &EventLimits) -> Result<(), LimitError> {
+pub(crate) fn check_limits(body: &[u8], limits: &EventLimits) -> Result<(), LimitError> {
     const STATES: u64 = 4;
     const EVENTS: u64 = 6;
     const ATTRIBUTES: u64 = 9;

@@ -4,6 +4,11 @@
 //! broadcaster all see this type. It also owns Riemann's JSON event form (the shape Riemann's
 //! websocket server and riemann-dash use), because that form is a property of the event, not of
 //! any one transport.
+//!
+//! [`convert`] holds the conversion to and from Riemann's protobuf `Event`, which the transports
+//! and the store (its on-disk form) share. A leaf: this module depends on [`crate::proto`] only.
+
+pub mod convert;
 
 use std::fmt::Write as _;
 
@@ -55,7 +60,7 @@ pub struct Event {
 
 /// Keys of Riemann's JSON event form; a custom attribute with one of these names cannot be shown
 /// as a top-level key without hiding the real field, so the real field wins.
-pub const STANDARD_FIELDS: [&str; 8] = [
+pub(crate) const STANDARD_FIELDS: [&str; 8] = [
     "host",
     "service",
     "state",
@@ -67,14 +72,6 @@ pub const STANDARD_FIELDS: [&str; 8] = [
 ];
 
 impl Event {
-    /// The key the index uses: Riemann indexes by (host, service), either of which may be absent.
-    pub fn key(&self) -> EventKey {
-        EventKey {
-            host: self.host.clone(),
-            service: self.service.clone(),
-        }
-    }
-
     /// Folds attributes named like a standard field into the event, as Riemann's codec does
     /// (it merges a decoded event's attributes into the event map): an attribute `description`,
     /// `state`, `host` or `service` sets that field, the last one winning. collectd's
@@ -150,15 +147,8 @@ impl Event {
     }
 }
 
-/// Index key: (host, service). Either part may be absent, as in Riemann.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventKey {
-    pub host: Option<String>,
-    pub service: Option<String>,
-}
-
 /// ISO-8601 UTC with milliseconds (`2026-11-23T12:00:00.000Z`), the form riemann-dash parses.
-pub fn format_time(time_micros: i64) -> String {
+pub(crate) fn format_time(time_micros: i64) -> String {
     match DateTime::<Utc>::from_timestamp_micros(time_micros) {
         Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
         // Out of chrono's range: still say something truthful rather than fail the whole frame.

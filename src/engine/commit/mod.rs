@@ -1,11 +1,12 @@
-//! What leaves the engine, in the engine's order: groups of changes to make durable, publish and
-//! acknowledge, and reads to answer once everything before them is out.
+//! The committer: makes what leaves the engine ([`super::output::Output`], in the engine's order)
+//! durable before it is let out — groups of changes to store, publish and acknowledge, and reads
+//! to answer once everything before them is out.
 //!
 //! Why a stage of its own: a durable commit costs an fsync (≈0.1 ms on a fast disk, milliseconds
 //! on a slow one). If the engine waited for it, every connection would wait with it — also the
 //! ones whose messages changed nothing, which is nearly all of them under a normal load. So with
 //! a store, the engine hands each group here and goes on applying; the *committer* thread writes
-//! every group that queued up while the previous fsync ran in one transaction (the group commit
+//! every group that queued up while the previous fsync ran in one log write (the group commit
 //! widens exactly when the disk is the bottleneck), then publishes their changes and releases
 //! their acknowledgements. A message that changed nothing is acknowledged by the engine at once:
 //! only changes are promised to be durable before their `ok` (non-changes are flushed each second).
@@ -21,13 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{Ack, EngineError, Subscription};
-use crate::broadcast::{Published, Sender};
-use crate::engine::state::{Change, Snapshot};
-use crate::event::{now_micros, Event};
-use crate::metrics::Counters;
+use super::output::{Output, Publisher};
+use super::EngineError;
+use crate::event::now_micros;
 use crate::store::{Encoded, Retention, Store, StoreError, WriteStep};
 
 /// Outputs the committer takes into one log write at most: bounds a write's size and the time
@@ -38,80 +37,6 @@ const PRUNE_BUDGET: usize = 10_000;
 /// The change log is checkpointed with every flush (each second) and also once it holds this
 /// much: bounds its size on disk and the replay after a crash.
 const CHECKPOINT_LOG_BYTES: u64 = 16 * 1024 * 1024;
-
-/// One thing the engine produced, to be let out in order.
-pub(super) enum Output {
-    /// Changes applied from one batch (or one expiry sweep), and the acknowledgements of the
-    /// messages that caused them.
-    Group {
-        changes: Vec<Change>,
-        acks: Vec<oneshot::Sender<Ack>>,
-        /// The engine's `seq` after this group: what a restart continues from.
-        seq: u64,
-    },
-    Subscribe {
-        snapshot: Snapshot,
-        reply: oneshot::Sender<Subscription>,
-    },
-    Snapshot {
-        snapshot: Snapshot,
-        reply: oneshot::Sender<Snapshot>,
-    },
-    /// Index updates that were not changes (and keys that left the index without one), written
-    /// once a second, followed by a history prune and a checkpoint.
-    Flush {
-        dirty: Vec<Arc<Event>>,
-        forgotten: Vec<Arc<Event>>,
-        seq: u64,
-    },
-    /// Answered once history holds every change before it.
-    Sync { reply: oneshot::Sender<()> },
-}
-
-/// Publishes changes, releases acknowledgements and answers reads: the last step of every output,
-/// after the commit (or inline, without a store).
-pub(super) struct Publisher {
-    pub changes_tx: Sender,
-    pub counters: Arc<Counters>,
-}
-
-impl Publisher {
-    /// `result` is the outcome of the commit that covered this output.
-    pub(super) fn deliver(&self, output: Output, result: &Ack) {
-        match output {
-            Output::Group { changes, acks, .. } => {
-                Counters::add(&self.counters.changes, changes.len() as u64);
-                for change in changes {
-                    // No receivers is fine: nobody is watching.
-                    let _ = self.changes_tx.send(Published::new(change));
-                }
-                for ack in acks {
-                    // The sender may have gone (client disconnected): nothing to tell.
-                    let _ = ack.send(result.clone());
-                }
-            }
-            Output::Subscribe { snapshot, reply } => {
-                let _ = reply.send(self.subscribe(snapshot));
-            }
-            Output::Snapshot { snapshot, reply } => {
-                let _ = reply.send(snapshot);
-            }
-            Output::Sync { reply } => {
-                let _ = reply.send(());
-            }
-            Output::Flush { .. } => {}
-        }
-    }
-
-    /// The snapshot and the changes after it: made exactly after the changes the snapshot
-    /// contains were published.
-    fn subscribe(&self, snapshot: Snapshot) -> Subscription {
-        Subscription {
-            changes: self.changes_tx.subscribe(),
-            snapshot,
-        }
-    }
-}
 
 /// Whether storage is failing: set by the committer when a log write fails, cleared once a retry
 /// of it succeeded; read by the engine, which refuses new batches meanwhile.
@@ -616,147 +541,4 @@ fn summarize(outputs: &[Output]) -> (Option<u64>, bool) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(state: &str, metric: f64) -> Arc<Event> {
-        Arc::new(Event {
-            host: Some("web1".into()),
-            service: Some("cpu".into()),
-            state: Some(state.into()),
-            metric: Some(crate::event::Metric::Float(metric)),
-            ..Default::default()
-        })
-    }
-
-    /// A flush of index updates followed, in the same commit, by a change to one of its keys:
-    /// after a restart the index must hold the change, not the older update.
-    #[test]
-    fn a_change_after_a_flush_in_one_commit_wins_in_the_index() {
-        let dir = std::env::temp_dir().join(format!(
-            "statecast-commit-{}-{}",
-            std::process::id(),
-            now_micros()
-        ));
-        {
-            let (store, _) = Store::open(&dir).unwrap();
-            let (changes_tx, _) = tokio::sync::broadcast::channel(16);
-            let publisher = Publisher {
-                changes_tx,
-                counters: Arc::new(Counters::default()),
-            };
-            let retention = Retention {
-                max_changes: 1_000,
-                max_age_micros: i64::MAX,
-            };
-            let mut committing = Committing::new(
-                &store,
-                retention,
-                &publisher,
-                Arc::new(StorageHealth::default()),
-            );
-            let (_tx, rx) = mpsc::channel(1);
-            let mut pending = vec![
-                // A metric update of web1/cpu (state ok), flushed...
-                Output::Flush {
-                    dirty: vec![event("ok", 0.1)],
-                    forgotten: Vec::new(),
-                    seq: 0,
-                },
-                // ...then web1/cpu turns critical.
-                Output::Group {
-                    changes: vec![Change {
-                        seq: 1,
-                        previous_state: "ok".into(),
-                        event: event("critical", 0.9),
-                        previous: Some(event("ok", 0.1)),
-                        removed: false,
-                    }],
-                    acks: Vec::new(),
-                    seq: 1,
-                },
-            ];
-            committing.cycle(&mut pending, &rx);
-        }
-        let (_, recovered) = Store::open(&dir).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(recovered.seq, 1);
-        assert_eq!(recovered.events.len(), 1);
-        assert_eq!(recovered.events[0].state.as_deref(), Some("critical"));
-        assert_eq!(
-            recovered.events[0].metric,
-            Some(crate::event::Metric::Float(0.9))
-        );
-    }
-
-    fn group(seq: u64, state: &str) -> (Output, oneshot::Receiver<Ack>) {
-        let (ack, answered) = oneshot::channel();
-        let output = Output::Group {
-            changes: vec![Change {
-                seq,
-                previous_state: "ok".into(),
-                event: event(state, seq as f64),
-                previous: None,
-                removed: false,
-            }],
-            acks: vec![ack],
-            seq,
-        };
-        (output, answered)
-    }
-
-    /// A failed log write: the group and the one behind it are answered with an error at once,
-    /// nothing is published while the write fails, and once a retry succeeds both are published
-    /// in order and stored.
-    #[test]
-    fn a_failed_log_write_is_held_and_retried_and_nothing_is_published_before() {
-        let dir = std::env::temp_dir().join(format!(
-            "statecast-commit-held-{}-{}",
-            std::process::id(),
-            now_micros()
-        ));
-        let (store, _) = Store::open(&dir).unwrap();
-        let (changes_tx, mut published) = tokio::sync::broadcast::channel(16);
-        let publisher = Publisher {
-            changes_tx,
-            counters: Arc::new(Counters::default()),
-        };
-        let retention = Retention {
-            max_changes: 1_000,
-            max_age_micros: i64::MAX,
-        };
-        let health = Arc::new(StorageHealth::default());
-        let mut committing = Committing::new(&store, retention, &publisher, Arc::clone(&health));
-        let (_tx, rx) = mpsc::channel(1);
-        store.fail_next_logs(2);
-
-        let (first, mut first_ack) = group(1, "critical");
-        committing.cycle(&mut vec![first], &rx);
-        let refused = first_ack.try_recv().unwrap().unwrap_err();
-        assert!(refused.to_string().contains("will retry"), "{refused}");
-        assert!(health.failure().is_some(), "the engine is told");
-        // A group the engine applied before it heard: held behind the first.
-        let (second, mut second_ack) = group(2, "ok");
-        committing.cycle(&mut vec![second], &rx);
-        assert!(second_ack.try_recv().unwrap().is_err());
-        committing.retry(&rx); // fails again
-        assert!(health.failure().is_some());
-        assert!(published.try_recv().is_err(), "nothing published yet");
-
-        committing.retry(&rx);
-        assert!(health.failure().is_none(), "recovered");
-        let seqs: Vec<u64> = std::iter::from_fn(|| published.try_recv().ok())
-            .map(|p| p.change.seq)
-            .collect();
-        assert_eq!(seqs, vec![1, 2], "published in order once durable");
-        let stored: Vec<u64> = store
-            .history(0, 10, |_| true)
-            .unwrap()
-            .iter()
-            .map(|c| c.seq)
-            .collect();
-        assert_eq!(stored, vec![1, 2]);
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

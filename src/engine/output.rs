@@ -1,0 +1,87 @@
+//! What leaves the engine, in the engine's order, and the last step every output takes: changes
+//! published, acknowledgements released, reads answered. With a store the committer (`commit`)
+//! runs that step after the commit; without one the engine runs it inline.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::{Ack, Subscription};
+use crate::broadcast::{Published, Sender};
+use crate::change::{Change, Snapshot};
+use crate::event::Event;
+use crate::metrics::Counters;
+
+/// One thing the engine produced, to be let out in order.
+pub(crate) enum Output {
+    /// Changes applied from one batch (or one expiry sweep), and the acknowledgements of the
+    /// messages that caused them.
+    Group {
+        changes: Vec<Change>,
+        acks: Vec<oneshot::Sender<Ack>>,
+        /// The engine's `seq` after this group: what a restart continues from.
+        seq: u64,
+    },
+    Subscribe {
+        snapshot: Snapshot,
+        reply: oneshot::Sender<Subscription>,
+    },
+    Snapshot {
+        snapshot: Snapshot,
+        reply: oneshot::Sender<Snapshot>,
+    },
+    /// Index updates that were not changes (and keys that left the index without one), written
+    /// once a second, followed by a history prune and a checkpoint.
+    Flush {
+        dirty: Vec<Arc<Event>>,
+        forgotten: Vec<Arc<Event>>,
+        seq: u64,
+    },
+    /// Answered once history holds every change before it.
+    Sync { reply: oneshot::Sender<()> },
+}
+
+/// Publishes changes, releases acknowledgements and answers reads: the last step of every output,
+/// after the commit (or inline, without a store).
+pub(crate) struct Publisher {
+    pub changes_tx: Sender,
+    pub counters: Arc<Counters>,
+}
+
+impl Publisher {
+    /// `result` is the outcome of the commit that covered this output.
+    pub(crate) fn deliver(&self, output: Output, result: &Ack) {
+        match output {
+            Output::Group { changes, acks, .. } => {
+                Counters::add(&self.counters.changes, changes.len() as u64);
+                for change in changes {
+                    // No receivers is fine: nobody is watching.
+                    let _ = self.changes_tx.send(Published::new(change));
+                }
+                for ack in acks {
+                    // The sender may have gone (client disconnected): nothing to tell.
+                    let _ = ack.send(result.clone());
+                }
+            }
+            Output::Subscribe { snapshot, reply } => {
+                let _ = reply.send(self.subscribe(snapshot));
+            }
+            Output::Snapshot { snapshot, reply } => {
+                let _ = reply.send(snapshot);
+            }
+            Output::Sync { reply } => {
+                let _ = reply.send(());
+            }
+            Output::Flush { .. } => {}
+        }
+    }
+
+    /// The snapshot and the changes after it: made exactly after the changes the snapshot
+    /// contains were published.
+    pub(crate) fn subscribe(&self, snapshot: Snapshot) -> Subscription {
+        Subscription {
+            changes: self.changes_tx.subscribe(),
+            snapshot,
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! How changes and indexed events are laid out on disk: the `StoredChange` of history and the
+//! change log, the index's key and value, and the write steps the committer hands the store.
+
+use crate::change::Change;
+use crate::event::convert;
+use crate::event::Event;
+use crate::proto;
+
+use super::error::StoreError;
+
+/// A change as kept in history.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredChange {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(string, tag = "2")]
+    pub previous_state: String,
+    #[prost(message, optional, tag = "3")]
+    pub event: Option<proto::Event>,
+    #[prost(message, optional, tag = "4")]
+    pub previous: Option<proto::Event>,
+    /// When the change was committed (µs since the epoch): what age-based retention uses.
+    #[prost(int64, tag = "5")]
+    pub recorded_at: i64,
+    /// The key left the index (see [`Change::removed`]).
+    #[prost(bool, tag = "6")]
+    pub removed: bool,
+}
+
+impl StoredChange {
+    pub fn event(&self) -> Event {
+        convert::from_proto(self.event.clone().unwrap_or_default(), 0)
+    }
+
+    pub fn previous(&self) -> Option<Event> {
+        self.previous.clone().map(|p| convert::from_proto(p, 0))
+    }
+
+    /// Back to the engine's form, to be filtered and framed like a live change.
+    pub fn into_change(self) -> Change {
+        Change {
+            seq: self.seq,
+            event: std::sync::Arc::new(self.event()),
+            previous: self.previous().map(std::sync::Arc::new),
+            previous_state: self.previous_state,
+            removed: self.removed,
+        }
+    }
+}
+
+/// Changes encoded once, for the change log and for history.
+#[derive(Default)]
+pub struct Encoded {
+    pub(super) records: Vec<Record>,
+}
+
+/// One encoded change.
+pub(super) struct Record {
+    pub(super) seq: u64,
+    /// What the index gets for the key: this event, or (when `removed`) no row.
+    pub(super) event: std::sync::Arc<Event>,
+    pub(super) removed: bool,
+    /// The encoded [`StoredChange`].
+    pub(super) bytes: Vec<u8>,
+}
+
+impl Encoded {
+    pub fn new<'a>(changes: impl IntoIterator<Item = &'a Change>, now_micros: i64) -> Self {
+        // One scratch buffer for the nested events of all the changes.
+        let mut scratch = Vec::new();
+        let records = changes
+            .into_iter()
+            .map(|change| Record {
+                seq: change.seq,
+                event: std::sync::Arc::clone(&change.event),
+                removed: change.removed,
+                bytes: encode_change(change, now_micros, &mut scratch),
+            })
+            .collect();
+        Encoded { records }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+}
+
+/// What was made durable (or needs no log) but is not in redb yet, in the engine's order.
+///
+/// Why an order: the index updates of a flush (events that were not changes) and the changes
+/// around them may touch the same key. Applied changes-first-then-updates, an update flushed
+/// *before* a change to its key would overwrite that change's event in redb's index, and the
+/// next checkpoint would make the older state durable — wrong after a restart.
+pub enum WriteStep {
+    /// Changes, already in the change log: into history and the index.
+    Changes(Encoded),
+    /// A flush: the keys that left the index without a change (their rows go), then the latest
+    /// event of keys updated without a change (their rows are written).
+    Updates {
+        forgotten: Vec<std::sync::Arc<Event>>,
+        updated: Vec<std::sync::Arc<Event>>,
+    },
+}
+
+pub(super) fn put_event(
+    index: &mut redb::Table<&[u8], &[u8]>,
+    event: &Event,
+) -> Result<(), StoreError> {
+    let key = encode_key(event);
+    let mut value = Vec::with_capacity(128);
+    convert::encode_event(event, &mut value);
+    index.insert(key.as_slice(), value.as_slice())?;
+    Ok(())
+}
+
+pub(super) fn delete_event(
+    index: &mut redb::Table<&[u8], &[u8]>,
+    event: &Event,
+) -> Result<(), StoreError> {
+    index.remove(encode_key(event).as_slice())?;
+    Ok(())
+}
+
+/// A change encoded as a [`StoredChange`], straight from the engine's events (building the
+/// `StoredChange` first would clone every string of both events).
+/// `scratch` holds each nested event while its length is learned, reused between calls.
+pub(super) fn encode_change(change: &Change, recorded_at: i64, scratch: &mut Vec<u8>) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, int64, string, uint64, WireType};
+    let mut buf = Vec::with_capacity(256);
+    // Scalars at their default are left out, as prost does for these (non-optional) fields.
+    if change.seq != 0 {
+        uint64::encode(1, &change.seq, &mut buf);
+    }
+    if !change.previous_state.is_empty() {
+        string::encode(2, &change.previous_state, &mut buf);
+    }
+    for (tag, event) in [(3, Some(&*change.event)), (4, change.previous.as_deref())] {
+        if let Some(event) = event {
+            // A nested message is its length, then its bytes.
+            scratch.clear();
+            convert::encode_event(event, scratch);
+            encode_key(tag, WireType::LengthDelimited, &mut buf);
+            encode_varint(scratch.len() as u64, &mut buf);
+            buf.extend_from_slice(scratch);
+        }
+    }
+    if recorded_at != 0 {
+        int64::encode(5, &recorded_at, &mut buf);
+    }
+    if change.removed {
+        prost::encoding::bool::encode(6, &change.removed, &mut buf);
+    }
+    buf
+}
+
+/// (host, service) as bytes: a presence byte and a length prefix per part, so `(None, "a")`,
+/// `(Some(""), "a")` and `("a", None)` never collide.
+pub(super) fn encode_key(event: &Event) -> Vec<u8> {
+    let mut key = Vec::new();
+    for part in [&event.host, &event.service] {
+        match part {
+            None => key.push(0),
+            Some(s) => {
+                key.push(1);
+                key.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                key.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+    key
+}

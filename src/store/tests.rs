@@ -1,0 +1,268 @@
+use super::encoding::{encode_change, encode_key};
+use super::*;
+use crate::event::convert;
+use prost::Message;
+use std::sync::Arc;
+
+fn tmp() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("statecast-store-{}", new_epoch()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn change(seq: u64, host: &str, state: &str) -> Change {
+    Change {
+        seq,
+        previous_state: "ok".into(),
+        event: Arc::new(Event {
+            host: Some(host.into()),
+            state: Some(state.into()),
+            time_micros: 5,
+            ..Default::default()
+        }),
+        previous: None,
+        removed: false,
+    }
+}
+
+fn removal(seq: u64, host: &str) -> Change {
+    Change {
+        previous_state: "expired".into(),
+        removed: true,
+        ..change(seq, host, "expired")
+    }
+}
+
+#[test]
+fn a_change_is_encoded_as_prost_encodes_its_stored_change() {
+    let mut with_previous = change(7, "db", "critical");
+    with_previous.previous = Some(Arc::new(Event {
+        host: Some("db".into()),
+        service: Some("disk".into()),
+        state: Some("ok".into()),
+        description: Some("é".repeat(100)),
+        metric: Some(crate::event::Metric::Float(0.5)),
+        tags: vec!["a".into(), String::new()],
+        attributes: vec![("k".into(), "v".into())],
+        ttl: Some(30.0),
+        time_micros: -1_500_000,
+    }));
+    let mut defaults = change(0, "x", "warning");
+    defaults.previous_state = String::new();
+    let cases = [
+        (with_previous, 1_700_000_000_000_000),
+        (defaults, 0),
+        (removal(9, "gone"), 5),
+    ];
+    for (c, recorded_at) in cases {
+        let expected = StoredChange {
+            seq: c.seq,
+            previous_state: c.previous_state.clone(),
+            event: Some(convert::to_proto(&c.event)),
+            previous: c.previous.as_deref().map(convert::to_proto),
+            recorded_at,
+            removed: c.removed,
+        };
+        let mut scratch = b"left over".to_vec();
+        let encoded = encode_change(&c, recorded_at, &mut scratch);
+        assert_eq!(encoded, expected.encode_to_vec());
+    }
+}
+
+/// Removed keys leave the stored index, whether redb got the removal (a write), only the log
+/// has it (replayed on open), or the key left without a change (a flush).
+#[test]
+fn removed_and_forgotten_keys_leave_the_stored_index() {
+    let dir = tmp();
+    let hosts = |rec: &Recovered| {
+        let mut hosts: Vec<String> = rec
+            .events
+            .iter()
+            .map(|e| e.host.clone().unwrap_or_default())
+            .collect();
+        hosts.sort();
+        hosts
+    };
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        let stateless = Arc::new(Event {
+            host: Some("quiet".into()),
+            ..Default::default()
+        });
+        let changes = [change(1, "a", "critical"), change(2, "b", "critical")];
+        store.commit(&changes, &[stateless], 2, 1_000).unwrap();
+        // a is removed through redb, b only in the log; quiet leaves without a change.
+        let through_redb = Encoded::new(&[removal(3, "a")], 2_000);
+        store.log([&through_redb]).unwrap();
+        let flushed = WriteStep::Updates {
+            forgotten: vec![Arc::new(Event {
+                host: Some("quiet".into()),
+                ..Default::default()
+            })],
+            updated: Vec::new(),
+        };
+        store
+            .write(&[WriteStep::Changes(through_redb), flushed], 3)
+            .unwrap();
+        store.checkpoint().unwrap();
+        let only_logged = Encoded::new(&[removal(4, "b")], 3_000);
+        store.log([&only_logged]).unwrap();
+    }
+    let (store, rec) = Store::open(&dir).unwrap();
+    assert_eq!(rec.seq, 4);
+    assert!(hosts(&rec).is_empty(), "left: {:?}", hosts(&rec));
+    let history = store.history(0, 10, |_| true).unwrap();
+    let removed: Vec<(u64, bool)> = history.iter().map(|c| (c.seq, c.removed)).collect();
+    assert_eq!(removed, vec![(1, false), (2, false), (3, true), (4, true)]);
+    assert!(history[3].clone().into_change().removed);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn commit_recover_history_and_prune() {
+    let dir = tmp();
+    let epoch = {
+        let (store, rec) = Store::open(&dir).unwrap();
+        assert_eq!((rec.seq, rec.events.len()), (0, 0));
+        let changes: Vec<Change> = (1..=5)
+            .map(|i| change(i, &format!("h{i}"), "critical"))
+            .collect();
+        let dirty = vec![Arc::new(Event {
+            host: Some("quiet".into()),
+            ..Default::default()
+        })];
+        store.commit(&changes, &dirty, 5, 1_000).unwrap();
+        let got = store.history(2, 10, |_| true).unwrap();
+        assert_eq!(got.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(got[0].event().host.as_deref(), Some("h3"));
+        assert_eq!(store.history(0, 2, |_| true).unwrap().len(), 2);
+        rec.epoch
+    };
+    let (store, rec) = Store::open(&dir).unwrap();
+    assert_eq!(rec.epoch, epoch, "same directory, same epoch");
+    assert_eq!(rec.seq, 5);
+    assert_eq!(rec.events.len(), 6);
+    let retention = Retention {
+        max_changes: 2,
+        max_age_micros: i64::MAX,
+    };
+    assert_eq!(store.prune(retention, 2_000, 100).unwrap(), 3);
+    assert_eq!(store.oldest_seq().unwrap(), Some(4));
+    let by_age = Retention {
+        max_changes: 100,
+        max_age_micros: 10,
+    };
+    assert_eq!(
+        store.prune(by_age, 2_000, 1).unwrap(),
+        1,
+        "budget respected"
+    );
+    drop(store);
+    let other = tmp();
+    let (_, fresh) = Store::open(&other).unwrap();
+    assert_ne!(fresh.epoch, epoch, "fresh directory, new epoch");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
+}
+
+#[test]
+fn changes_only_in_the_log_are_replayed_on_open() {
+    let dir = tmp();
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        store
+            .commit(&[change(1, "a", "critical")], &[], 1, 1_000)
+            .unwrap();
+        store.checkpoint().unwrap();
+        // Logged (acknowledged) but the process dies before redb has it.
+        let encoded = Encoded::new(&[change(2, "b", "critical"), change(3, "a", "ok")], 2_000);
+        store.log([&encoded]).unwrap();
+    }
+    let (store, rec) = Store::open(&dir).unwrap();
+    assert_eq!(rec.seq, 3);
+    let mut states: Vec<(String, String)> = rec
+        .events
+        .iter()
+        .map(|e| (e.host.clone().unwrap(), e.state.clone().unwrap()))
+        .collect();
+    states.sort();
+    assert_eq!(
+        states,
+        vec![("a".into(), "ok".into()), ("b".into(), "critical".into())]
+    );
+    let seqs: Vec<u64> = store
+        .history(0, 10, |_| true)
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    drop(store);
+    // Replayed once: a second open finds the same, from redb alone.
+    let (_, again) = Store::open(&dir).unwrap();
+    assert_eq!((again.seq, again.events.len()), (3, 2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn keys_do_not_collide() {
+    let k = |h: Option<&str>, s: Option<&str>| {
+        encode_key(&Event {
+            host: h.map(Into::into),
+            service: s.map(Into::into),
+            ..Default::default()
+        })
+    };
+    assert_ne!(k(None, Some("a")), k(Some(""), Some("a")));
+    assert_ne!(k(Some("a"), None), k(None, Some("a")));
+    assert_ne!(k(Some("ab"), Some("c")), k(Some("a"), Some("bc")));
+}
+
+#[test]
+fn an_empty_database_beside_a_log_is_refused_unless_allowed() {
+    let dir = tmp();
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        store
+            .commit(&[change(1, "a", "critical")], &[], 1, 1_000)
+            .unwrap();
+    }
+    std::fs::File::create(dir.join(DB_FILE)).unwrap();
+    let error = Store::open(&dir).err().expect("refused").to_string();
+    assert!(error.contains("--allow-fresh-database"), "{error}");
+    assert_eq!(std::fs::metadata(dir.join(DB_FILE)).unwrap().len(), 0);
+    let (store, rec) = Store::open_allowing_fresh(&dir, true).unwrap();
+    assert_eq!((rec.seq, rec.events.len()), (1, 1), "the log is replayed");
+    assert!(
+        !wal::Wal::holds_any_record(&dir.join(WAL_FILE)).unwrap(),
+        "the old log is erased once replayed"
+    );
+    drop(store);
+    let (_, again) = Store::open(&dir).unwrap();
+    assert_eq!(again.seq, 1, "a plain restart now works");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn reopen_writes_what_only_the_log_holds() {
+    let dir = tmp();
+    let (store, _) = Store::open(&dir).unwrap();
+    store
+        .commit(&[change(1, "a", "critical")], &[], 1, 1_000)
+        .unwrap();
+    store.checkpoint().unwrap();
+    // Logged (acknowledged), then the database fails before it gets the change.
+    let encoded = Encoded::new(&[change(2, "b", "critical")], 2_000);
+    store.log([&encoded]).unwrap();
+    assert_eq!(store.reopen().unwrap(), 1);
+    let seqs: Vec<u64> = store
+        .history(0, 10, |_| true)
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2]);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
