@@ -100,12 +100,13 @@ impl Store {
     /// Opens (or creates) the database under `dir`, recovering the index, the last `seq` and the
     /// epoch. A fresh directory gets a fresh epoch: clients holding an old one must reset.
     /// Refuses a missing or empty database beside a change log that held records (see
-    /// [`Store::open_allowing_fresh`]).
+    /// [`Store::open_allowing_fresh`]). The server always says which it wants; tests open so.
+    #[cfg(test)]
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StoreError> {
         Store::open_allowing_fresh(dir, false)
     }
 
-    /// [`Store::open`]; with `allow_fresh`, a missing or empty database beside a change log
+    /// Opens (or creates) the database under `dir`; with `allow_fresh`, a missing or empty database beside a change log
     /// from an earlier run is started anew (`--allow-fresh-database`): what the log still holds
     /// is replayed into it, everything else the old database held is gone.
     ///
