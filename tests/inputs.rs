@@ -32,6 +32,16 @@ fn json_like() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Found by `fuzz/run.sh` (target `frame`): a Msg whose event has a NaN `metric_f`; the check
+/// compared decoded Msgs with `==`, and NaN is not equal to itself.
+#[test]
+fn frame_with_a_nan_metric() {
+    invariants::frame_stream(&[
+        0x08, 0x00, 0x00, 0x00, 0x14, 0xe5, 0x53, 0x00, 0x85, 0xa5, 0xc0, 0x32, 0x0a, 0xc0, 0x50,
+        0xff, 0xff, 0x50, 0x7d, 0xda, 0xff, 0xff, 0xff, 0x50, 0x00,
+    ]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
