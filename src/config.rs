@@ -5,6 +5,7 @@
 //! only: exposing monitoring data is a decision, not an accident.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -225,6 +226,11 @@ pub struct Config {
     /// is a wildcard address (0.0.0.0, ::) any Host; otherwise loopback and the listening IP.
     #[arg(long, env = "STATECAST_ALLOWED_HOST", value_delimiter = ',')]
     pub allowed_host: Vec<String>,
+
+    /// Also write the ready line (the JSON printed on stdout once every listener is bound and the
+    /// server is serving) to this file, atomically: a temporary file beside it, renamed into place.
+    #[arg(long, env = "STATECAST_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
