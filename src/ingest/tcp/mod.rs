@@ -40,7 +40,7 @@ use crate::event::EventLimits;
 use crate::metrics::Counters;
 
 #[derive(Debug, Clone)]
-pub struct TcpConfig {
+pub(crate) struct TcpConfig {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight: usize,
@@ -55,14 +55,14 @@ pub struct TcpConfig {
 }
 
 /// The error a query gets with `--tcp-queries off`.
-pub const QUERIES_DISABLED: &str = "queries are disabled on this port (--tcp-queries off)";
+const QUERIES_DISABLED: &str = "queries are disabled on this port (--tcp-queries off)";
 
 /// How long a connection closed for bad input keeps draining the peer's input.
 const LINGER: Duration = Duration::from_secs(1);
 
 /// Accepts connections until shutdown; each runs in its own task tracked by `tasks`. After
 /// `shutdown`, connections answer what they have read; `force` ends those still running.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     config: TcpConfig,
     engine: EngineHandle,
