@@ -78,6 +78,20 @@ wait_for() {
   return 1
 }
 
+# wait_ready FILE PID: waits up to 20 s for statecast's ready file (its ready line, written once
+# every listener is bound), prints it; fails early if the server exited.
+wait_ready() {
+  local file=$1 pid=$2 i
+  for i in $(seq 1 200); do
+    if [ -s "$file" ]; then cat "$file"; return 0; fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "bench/run.sh: statecast did not write its ready file $file:" >&2
+  cat "$file.log" >&2 2>/dev/null
+  return 1
+}
+
 stop() { # stop PID: end a server we started, wait for it
   kill "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
@@ -87,14 +101,15 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # Servers. Each sets SERVER_PID and the addresses it listens on.
 start_statecast() { # [extra flags]: default is persistence on, in a fresh data directory
-  local log=$WORK/statecast.$RANDOM.log
+  local ready=$WORK/ready.$RANDOM.json line
   local data=(--data-dir "$WORK/data.$RANDOM")
   [ "${1:-}" = "--data-dir" ] && data=()
   RUST_LOG=warn,statecast::server=info "$T/statecast" --tcp 127.0.0.1:0 --udp off --http 127.0.0.1:0 \
-    "${data[@]}" "$@" 2>"$log" &
+    --ready-file "$ready" "${data[@]}" "$@" >/dev/null 2>"$ready.log" &
   SERVER_PID=$!
-  TCP_ADDR=$(wait_for "$log" 'riemann tcp listening')
-  HTTP_ADDR=$(wait_for "$log" 'http listening')
+  line=$(wait_ready "$ready" $SERVER_PID)
+  TCP_ADDR=$(jq -r .tcp <<<"$line")
+  HTTP_ADDR=$(jq -r .http <<<"$line")
 }
 start_peer() { # framing-only | decode-only
   local log=$WORK/peer.$RANDOM.log

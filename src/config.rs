@@ -234,6 +234,11 @@ pub struct Config {
     /// is a wildcard address (0.0.0.0, ::) any Host; otherwise loopback and the listening IP.
     #[arg(long, env = "STATECAST_ALLOWED_HOST", value_delimiter = ',')]
     pub allowed_host: Vec<String>,
+
+    /// Also write the ready line (the JSON printed on stdout once every listener is bound and the
+    /// server is serving) to this file, atomically: a temporary file beside it, renamed into place.
+    #[arg(long, env = "STATECAST_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {

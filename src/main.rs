@@ -1,6 +1,6 @@
-//! `statecast` binary: parse flags, start the server, stop on SIGINT/SIGTERM.
+//! `statecast` binary: parse flags, start the server, print the ready line, stop on SIGINT/SIGTERM.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let ready_file = config.ready_file.clone();
     runtime.block_on(async {
         let running = match statecast::server::start(config).await {
             Ok(running) => running,
@@ -52,6 +53,19 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(path) = &ready_file {
+            if let Err(error) = running.write_ready_file(path) {
+                eprintln!(
+                    "statecast: cannot write the ready file {}: {error}",
+                    path.display()
+                );
+                running.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        }
+        // The one line statecast prints on stdout (logs go to stderr); a closed stdout is no
+        // reason to stop serving.
+        let _ = writeln!(std::io::stdout(), "{}", running.ready_line());
         wait_for_signal().await;
         running.shutdown().await;
         ExitCode::SUCCESS

@@ -7,6 +7,7 @@
 //! final handle to it is gone.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,20 +53,44 @@ pub struct Running {
 }
 
 impl Running {
-    /// Cancelling this token shuts the server down.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
     /// Signals shutdown and waits until everything has stopped.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.done.await;
     }
 
-    /// Waits until the server has stopped (after its token is cancelled).
-    pub async fn wait(self) {
-        let _ = self.done.await;
+    /// The ready line: one JSON object naming every bound address (`null` for a listener that is
+    /// `off`), e.g. `{"ready":true,"tcp":"127.0.0.1:5555","udp":null,"http":"127.0.0.1:8080"}`.
+    /// Scripts and tests wait for it instead of reading log lines, whose wording may change.
+    pub fn ready_line(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Ready {
+            ready: bool,
+            tcp: Option<SocketAddr>,
+            udp: Option<SocketAddr>,
+            http: SocketAddr,
+        }
+        let ready = Ready {
+            ready: true,
+            tcp: self.tcp_addr,
+            udp: self.udp_addr,
+            http: self.http_addr,
+        };
+        // Cannot fail: addresses and a bool always serialize.
+        serde_json::to_string(&ready).unwrap_or_default()
+    }
+
+    /// Writes the ready line to `path` atomically: to a temporary file beside it, then renamed
+    /// into place, so a reader polling for the file never sees it half written.
+    pub fn write_ready_file(&self, path: &Path) -> std::io::Result<()> {
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        let temporary = PathBuf::from(temporary);
+        std::fs::write(&temporary, format!("{}\n", self.ready_line()))
+            .and_then(|()| std::fs::rename(&temporary, path))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&temporary);
+            })
     }
 }
 

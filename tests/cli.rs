@@ -219,3 +219,75 @@ async fn sigterm_answers_every_msg_already_read_then_exits_0() {
     let status = server.wait_exit();
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
 }
+
+/// Once serving, the binary prints one JSON ready line on stdout naming every bound address
+/// (`null` for a listener that is off), and `--ready-file` holds the same line, written whole.
+#[tokio::test]
+async fn the_ready_line_names_every_listener_and_the_ready_file_holds_it() {
+    use std::io::{BufRead, BufReader};
+    let dir = fresh_dir("ready");
+    let ready_file = dir.join("ready.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args([
+            "--tcp",
+            "off",
+            "--udp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .args(["--data-dir", "off", "--ready-file"])
+        .arg(&ready_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn statecast");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(TIMEOUT);
+    let written = std::fs::read_to_string(&ready_file);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    let served = match &line {
+        Ok(Ok(line)) => match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(ready) => match ready["http"].as_str().and_then(|a| a.parse().ok()) {
+                Some(http) => Some(http_request(http, "GET", "/metrics", &[], b"").await.status),
+                None => None,
+            },
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait for statecast");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let line = line
+        .expect("a ready line within the timeout")
+        .expect("utf-8");
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("the ready line is JSON");
+    assert_eq!(ready["ready"], true, "{line}");
+    assert_eq!(ready["tcp"], serde_json::Value::Null, "{line}");
+    for listener in ["udp", "http"] {
+        let addr = ready[listener].as_str().unwrap_or_default();
+        let addr: std::net::SocketAddr = addr.parse().expect("an address");
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{line}");
+    }
+    assert_eq!(served, Some(200), "the HTTP address of {line} serves");
+    assert_eq!(written.expect("the ready file"), format!("{line}\n"));
+    assert_eq!(
+        files.len(),
+        1,
+        "no temporary file left beside it: {files:?}"
+    );
+    assert!(status.success(), "exit {status:?}");
+}

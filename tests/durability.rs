@@ -1,5 +1,6 @@
 //! Nothing acknowledged is lost: `kill -9` during a steady stream, restart, compare; resume after
 //! reconnect with `since`/`epoch`, including a `since` older than retention and a wrong epoch.
+//! Tests that kill or restart the server run the binary; the others run it in process.
 
 mod common;
 
@@ -10,7 +11,7 @@ use common::*;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-async fn history(server: &Server, query: &str) -> Value {
+async fn history(server: &Addrs, query: &str) -> Value {
     let response = http_request(
         server.http,
         "GET",
@@ -207,7 +208,7 @@ async fn resume_gets_exactly_the_missed_changes_then_live_ones() {
 
 #[tokio::test]
 async fn resume_older_than_retention_gets_a_reset_snapshot() {
-    let server = start_server(&["--history-max-changes", "3"]);
+    let server = InProcess::start(&["--history-max-changes", "3"]);
     let (_, snapshot) = WsClient::connect_with_snapshot(&server).await;
     let epoch = snapshot["epoch"].as_str().unwrap().to_owned();
     let mut tcp = RiemannTcp::connect(&server).await;
@@ -237,7 +238,7 @@ async fn resume_older_than_retention_gets_a_reset_snapshot() {
 
 #[tokio::test]
 async fn history_api_filters_pages_and_reports_bad_queries() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let mut tcp = RiemannTcp::connect(&server).await;
     change(&mut tcp, "disk", "critical").await;
     change(&mut tcp, "cpu", "critical").await;
@@ -255,7 +256,7 @@ async fn history_api_filters_pages_and_reports_bad_queries() {
 async fn history_has_each_acknowledged_change_at_once_even_under_load() {
     // Under load, changes reach redb a few milliseconds after their `ok` (they are durable in the
     // change log before it); /api/history must still show every change already acknowledged.
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let stream = FlipStream::start(&server, "load", 2).await;
     let mut tcp = RiemannTcp::connect(&server).await;
     for i in 0..30 {
@@ -281,7 +282,7 @@ async fn dashboards_joining_mid_stream_get_a_snapshot_the_stream_continues_exact
     // applying; a snapshot is taken by the engine ahead of publication. Every dashboard joining
     // during a stream must still see: next seq = snapshot seq + 1, no gaps, and each service's
     // first change starting from the state the snapshot showed for it.
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let stream = FlipStream::start(&server, "flip", 3).await;
     for _ in 0..8 {
         let (mut dash, snapshot) = WsClient::connect_with_snapshot(&server).await;
@@ -319,7 +320,7 @@ struct FlipStream {
 }
 
 impl FlipStream {
-    async fn start(server: &Server, host: &'static str, connections: usize) -> Self {
+    async fn start(server: &Addrs, host: &'static str, connections: usize) -> Self {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut writers = Vec::new();
         for conn in 0..connections {

@@ -1,10 +1,13 @@
-//! HTTP hardening (issue 12), against the real binary: bounded JSON decoding, a streamed
+//! HTTP hardening (issue 12): bounded JSON decoding, a streamed
 //! `/api/state`, header/body/idle timeouts, the HTTP connection cap (which must not starve
 //! Riemann ingest), CSRF and DNS-rebinding defences, and the page's headers.
 //!
 //! Memory is checked as the rise of the server's peak RSS (VmHWM, reset through
 //! `/proc/PID/clear_refs` just before the request) against generous caps that the old code
 //! exceeded several times over.
+//!
+//! Tests that measure the server's memory, read its log or signal it run the real binary; the
+//! others run it in process.
 
 mod common;
 
@@ -43,7 +46,7 @@ fn peak_rise_mib(server: &Server, base_kib: u64) -> u64 {
 /// A raw HTTP/1.1 exchange with a chosen Host; reads to EOF. `None` when the server closed
 /// (or reset) without a response.
 async fn raw_request(
-    server: &Server,
+    server: &Addrs,
     host: &str,
     head: &str,
     body: &[u8],
@@ -74,7 +77,7 @@ async fn read_response(stream: &mut TcpStream) -> Option<(u16, String, String)> 
     Some((status, head.to_ascii_lowercase(), body))
 }
 
-async fn get(server: &Server, path: &str) -> HttpResponse {
+async fn get(server: &Addrs, path: &str) -> HttpResponse {
     http_request(server.http, "GET", path, &[], b"").await
 }
 
@@ -200,7 +203,7 @@ async fn a_body_of_empty_objects_is_refused_by_count_without_blowing_up_memory()
 
 #[tokio::test]
 async fn attributes_and_bytes_per_event_are_bounded_and_nothing_is_applied_past_them() {
-    let server = start_server(&[
+    let server = InProcess::start(&[
         "--max-attributes-per-event",
         "4",
         "--max-event-bytes",
@@ -240,7 +243,7 @@ async fn attributes_and_bytes_per_event_are_bounded_and_nothing_is_applied_past_
     assert_eq!(hosts, vec![json!("a")], "only the accepted batch");
 
     // Defaults: one event of 4 MiB of attributes (the issue's 19.6 MB snapshots) is refused.
-    let defaults = start_server(&[]);
+    let defaults = InProcess::start(&[]);
     let attrs: Vec<String> = (0..400_000).map(|i| format!("\"{i:x}\":0")).collect();
     let body = format!("{{\"host\":\"h\",\"service\":\"s\",{}}}", attrs.join(","));
     let response = post_json(&defaults, &body).await;
@@ -254,7 +257,7 @@ async fn attributes_and_bytes_per_event_are_bounded_and_nothing_is_applied_past_
 
 #[tokio::test]
 async fn slow_headers_slow_bodies_and_idle_connections_are_cut_off() {
-    let server = start_server(&["--http-header-timeout", "1", "--http-body-timeout", "1"]);
+    let server = InProcess::start(&["--http-header-timeout", "1", "--http-body-timeout", "1"]);
 
     // Slowloris: a header byte every 200 ms, never finished. The old server kept it forever.
     let mut slow = TcpStream::connect(server.http).await.unwrap();
@@ -501,7 +504,7 @@ fn dechunked(body: &str) -> String {
 
 #[tokio::test]
 async fn cross_site_posts_get_403_and_scripts_keep_working() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let body = br#"{"host":"csrf","service":"s","state":"critical"}"#;
     let post = |headers: &'static [(&'static str, &'static str)]| {
         let server = &server;
@@ -542,7 +545,7 @@ async fn cross_site_posts_get_403_and_scripts_keep_working() {
 
 #[tokio::test]
 async fn foreign_host_names_are_refused_on_a_loopback_listener() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let port = server.http.port();
     for path in ["/api/state", "/", "/metrics"] {
         let head = format!("GET {path} HTTP/1.1");
@@ -564,7 +567,7 @@ async fn foreign_host_names_are_refused_on_a_loopback_listener() {
         .unwrap();
     assert_eq!(status, 403);
 
-    let listed = start_server(&["--allowed-host", "dash.example,other.example"]);
+    let listed = InProcess::start(&["--allowed-host", "dash.example,other.example"]);
     let ok = raw_request(&listed, "dash.example:8080", "GET /api/state HTTP/1.1", b"").await;
     assert_eq!(ok.map(|a| a.0), Some(200));
     let still = raw_request(&listed, "evil.example", "GET /api/state HTTP/1.1", b"").await;
@@ -573,7 +576,7 @@ async fn foreign_host_names_are_refused_on_a_loopback_listener() {
 
 #[tokio::test]
 async fn the_page_sends_no_referrer_and_keeps_its_security_headers() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let page = get(&server, "/").await;
     assert_eq!(page.status, 200);
     let header = |name: &str| {

@@ -1,5 +1,8 @@
 //! Issue 12, the Riemann TCP slice: each attack that once broke the server, replayed against the
-//! real binary with the limit that now holds it asserted (generous caps, never tight timings).
+//! server with the limit that now holds it asserted (generous caps, never tight timings).
+//!
+//! Tests that measure the server's memory, read its log or signal it run the real binary; the
+//! others run it in process.
 
 mod common;
 
@@ -9,7 +12,7 @@ use common::*;
 use statecast::proto::Msg;
 
 /// The worst ack latency of `count` single-event Msgs sent one at a time by a fresh connection.
-async fn control_worst_ack(server: &Server, count: usize) -> Duration {
+async fn control_worst_ack(server: &Addrs, count: usize) -> Duration {
     let mut control = RiemannTcp::connect(server).await;
     let mut worst = Duration::ZERO;
     for i in 0..count {
@@ -104,7 +107,7 @@ fn vm_mib(server: &Server, key: &str) -> u64 {
 }
 
 /// Indexes `keys` services of host `h` (batches of 1000, each acknowledged).
-async fn fill_index(server: &Server, keys: usize) {
+async fn fill_index(server: &Addrs, keys: usize) {
     let mut client = RiemannTcp::connect(server).await;
     for start in (0..keys).step_by(1000) {
         let events = (start..keys.min(start + 1000))
@@ -116,7 +119,7 @@ async fn fill_index(server: &Server, keys: usize) {
 }
 
 /// A connection that reads almost nothing: its receive buffer is tiny and it never reads.
-async fn non_reading_client(server: &Server) -> tokio::net::TcpStream {
+async fn non_reading_client(server: &Addrs) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     tokio::time::timeout(TIMEOUT, socket.connect(server.tcp))
@@ -169,7 +172,7 @@ async fn unread_pipelined_queries_do_not_pile_up_snapshots() {
 
 #[tokio::test]
 async fn a_query_reply_over_the_frame_limit_is_an_error_not_an_oversized_frame() {
-    let server = start_server(&["--max-frame-bytes", "100000"]);
+    let server = InProcess::start(&["--max-frame-bytes", "100000"]);
     fill_index(&server, 5_000).await;
     let mut client = RiemannTcp::connect(&server).await;
     let reply = client.request(&query_msg("true")).await;
@@ -225,7 +228,7 @@ async fn a_frame_of_8m_empty_events_is_refused_before_decoding() {
 
 #[tokio::test]
 async fn events_and_attributes_per_msg_and_event_size_are_bounded_by_flags() {
-    let server = start_server(&[
+    let server = InProcess::start(&[
         "--max-events-per-msg",
         "10",
         "--max-attributes-per-event",

@@ -1,7 +1,10 @@
 //! Issue 12, websocket and SSE slice: what one client can make the server hold or do is bounded,
-//! and the stream endpoints behave at their limits. Each test attacks the real binary beside a
+//! and the stream endpoints behave at their limits. Each test attacks the server beside a
 //! control client and asserts the limit with generous caps (RSS growth, latency), never tight
 //! timings.
+//!
+//! Tests that measure the server's memory, read its log or signal it run the real binary; the
+//! others run it in process.
 
 mod common;
 
@@ -31,7 +34,7 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
 const MIB: u64 = 1024;
 
 /// Indexes `keys` keys (`h{i}`/`service-{i}`), in POSTs of 2,000 events.
-async fn index_keys(server: &Server, keys: usize, state: &str) {
+async fn index_keys(server: &Addrs, keys: usize, state: &str) {
     for start in (0..keys).step_by(2000) {
         let batch: Vec<Value> = (start..(start + 2000).min(keys))
             .map(|i| json!({"host": format!("h{}", i % 1000), "service": format!("service-{i}"), "state": state}))
@@ -43,7 +46,7 @@ async fn index_keys(server: &Server, keys: usize, state: &str) {
 
 /// Posts one event (a new key in trouble: a change) and asserts the control dashboard receives
 /// its change.
-async fn control_still_served(server: &Server, control: &mut WsClient, service: &str) {
+async fn control_still_served(server: &Addrs, control: &mut WsClient, service: &str) {
     let response = post_json(
         server,
         &json!({"host": "control", "service": service, "state": "critical"}).to_string(),
@@ -54,7 +57,7 @@ async fn control_still_served(server: &Server, control: &mut WsClient, service: 
 }
 
 /// A websocket client of `path` over a socket with a 4 KiB receive buffer.
-async fn connect_small_buffer(server: &Server, path: &str) -> WsClient {
+async fn connect_small_buffer(server: &Addrs, path: &str) -> WsClient {
     let socket = tokio::net::TcpSocket::new_v4().expect("tcp socket");
     socket.set_recv_buffer_size(4096).expect("set SO_RCVBUF");
     let stream = socket.connect(server.http).await.expect("connect");
@@ -187,7 +190,7 @@ async fn a_subscribe_flood_gets_a_few_snapshots_an_error_and_a_1008() {
 
 #[tokio::test]
 async fn subscribes_within_the_budget_still_work_and_replace_the_filter() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     index_keys(&server, 10, "ok").await;
     let (mut client, _) = WsClient::connect_with_snapshot(&server).await;
     for _ in 0..5 {
@@ -214,7 +217,7 @@ async fn subscribes_within_the_budget_still_work_and_replace_the_filter() {
 
 #[tokio::test]
 async fn invalid_utf8_in_a_text_frame_is_closed_with_1007() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut client, _) = WsClient::connect_with_snapshot(&server).await;
     let frame = Frame::message(
         Bytes::from_static(b"{\"type\":\"\xff\xfe\"}"),
@@ -406,7 +409,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn sse_streams_count_against_the_stream_limit() {
-    let server = start_server(&["--max-ws-connections", "5"]);
+    let server = InProcess::start(&["--max-ws-connections", "5"]);
     let mut streams = Vec::new();
     for _ in 0..5 {
         let (status, _, stream) = open_stream(server.http, "/index", &[]).await;
@@ -449,7 +452,7 @@ async fn sse_streams_count_against_the_stream_limit() {
 
 #[tokio::test]
 async fn sse_echoes_an_allowed_origin_and_refuses_a_foreign_one() {
-    let server = start_server(&["--allowed-origin", r"https://dash\.example"]);
+    let server = InProcess::start(&["--allowed-origin", r"https://dash\.example"]);
     let (status, headers, _) =
         open_stream(server.http, "/index", &[("Origin", "https://dash.example")]).await;
     assert_eq!(status, 200);
@@ -467,7 +470,7 @@ async fn sse_echoes_an_allowed_origin_and_refuses_a_foreign_one() {
     assert_eq!(header(&headers, "access-control-allow-origin"), None);
 
     // Same-origin by default; no Origin (not a browser): no CORS header needed.
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let own = format!("http://{}", server.http);
     let (status, headers, _) = open_stream(server.http, "/index", &[("Origin", &own)]).await;
     assert_eq!(status, 200);

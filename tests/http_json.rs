@@ -1,5 +1,5 @@
 //! JSON POST /api/event: Riemann event maps as Riemann's HTTP forwarders post them; a request is
-//! applied whole or not at all.
+//! applied whole or not at all. The server runs in process.
 
 mod common;
 
@@ -16,7 +16,7 @@ fn recent_time_with_millis() -> String {
 
 #[tokio::test]
 async fn a_single_object_is_accepted_and_becomes_a_change_with_every_field() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
 
     // A recent time: events older than their TTL would expire (a change of their own).
@@ -45,7 +45,7 @@ async fn a_single_object_is_accepted_and_becomes_a_change_with_every_field() {
 
 #[tokio::test]
 async fn unix_seconds_time_is_shown_as_iso_with_milliseconds() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
     let now = chrono::Utc::now().timestamp();
     let body = json!({"host": "h", "service": "t", "state": "warning", "time": now as f64 + 0.5});
@@ -61,7 +61,7 @@ async fn unix_seconds_time_is_shown_as_iso_with_milliseconds() {
 
 #[tokio::test]
 async fn an_array_of_three_is_accepted_as_three() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
 
     let response = post_json(
@@ -82,7 +82,7 @@ async fn an_array_of_three_is_accepted_as_three() {
 
 #[tokio::test]
 async fn an_array_with_an_invalid_second_element_is_rejected_whole_and_applies_nothing() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
 
     let response = post_json(
@@ -116,7 +116,7 @@ async fn an_array_with_an_invalid_second_element_is_rejected_whole_and_applies_n
 
 #[tokio::test]
 async fn a_body_that_is_not_json_gets_400() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let response = post_json(&server, "host=web1&state=critical").await;
     assert_eq!(response.status, 400, "{}", response.body);
     let body = response.json();
@@ -132,7 +132,7 @@ async fn a_body_that_is_not_json_gets_400() {
 
 #[tokio::test]
 async fn a_body_over_max_body_bytes_gets_413() {
-    let server = start_server(&["--max-body-bytes", "1024"]);
+    let server = InProcess::start(&["--max-body-bytes", "1024"]);
     let description = "x".repeat(3000);
     let body = format!(
         r#"{{"host":"h","service":"big","state":"critical","description":"{description}"}}"#
@@ -147,7 +147,7 @@ async fn a_body_over_max_body_bytes_gets_413() {
 
 #[tokio::test]
 async fn the_body_is_accepted_whatever_its_content_type() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
     let body = br#"{"host":"h","service":"plain","state":"critical"}"#;
     let response = http_request(
@@ -170,7 +170,7 @@ async fn the_body_is_accepted_whatever_its_content_type() {
 
 #[tokio::test]
 async fn a_body_over_the_default_4_mib_limit_gets_413() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let description = "x".repeat(5 * 1024 * 1024);
     let body = format!(
         r#"{{"host":"h","service":"big","state":"critical","description":"{description}"}}"#

@@ -1,5 +1,5 @@
-//! Keepalive, slow consumers, connection limits, origin checks and tokens, against the real
-//! binary.
+//! Keepalive, slow consumers, connection limits, origin checks and tokens. The server runs in
+//! process, except where a test reads its log (the binary).
 
 mod common;
 
@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends a websocket upgrade request and returns the status code and headers of the answer
 /// (a 101 is not followed by EOF, so only the head is read).
-async fn upgrade_status(server: &Server, path: &str, extra: &[(&str, &str)]) -> (u16, String) {
+async fn upgrade_status(server: &Addrs, path: &str, extra: &[(&str, &str)]) -> (u16, String) {
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
@@ -40,7 +40,7 @@ async fn upgrade_status(server: &Server, path: &str, extra: &[(&str, &str)]) -> 
 
 #[tokio::test]
 async fn a_client_that_never_answers_pings_is_closed() {
-    let server = start_server(&["--ws-ping", "0.2", "--ws-pong-timeout", "0.3"]);
+    let server = InProcess::start(&["--ws-ping", "0.2", "--ws-pong-timeout", "0.3"]);
     // Handshake done, then never polled again: tungstenite can only answer pings when read.
     let _silent = WsClient::connect(&server).await;
     // This one keeps reading, so its pongs go out; it must stay.
@@ -67,7 +67,7 @@ async fn a_client_that_never_answers_pings_is_closed() {
 
 #[tokio::test]
 async fn a_slow_consumer_past_its_resync_budget_is_closed_with_1008() {
-    let server = start_server(&["--ws-queue-bytes", "16384", "--ws-max-resyncs", "0"]);
+    let server = InProcess::start(&["--ws-queue-bytes", "16384", "--ws-max-resyncs", "0"]);
     let mut slow = WsClient::connect_with_recv_buffer(&server, 4096).await;
     let mut tcp = RiemannTcp::connect(&server).await;
     // Enough to fill the kernel's socket buffers on both sides, then the outbox.
@@ -89,7 +89,7 @@ async fn a_slow_consumer_past_its_resync_budget_is_closed_with_1008() {
 
 #[tokio::test]
 async fn connection_limits_refuse_politely() {
-    let server = start_server(&["--max-ws-connections", "1", "--max-tcp-connections", "1"]);
+    let server = InProcess::start(&["--max-ws-connections", "1", "--max-tcp-connections", "1"]);
     let (_first, _) = WsClient::connect_with_snapshot(&server).await;
     let (status, head) = upgrade_status(&server, "/ws", &[]).await;
     assert_eq!(status, 503, "{head}");
@@ -117,7 +117,7 @@ async fn connection_limits_refuse_politely() {
 
 #[tokio::test]
 async fn foreign_origins_get_403_and_allowed_origin_widens() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let evil = upgrade_status(&server, "/ws", &[("Origin", "http://evil.example")]).await;
     assert_eq!(evil.0, 403, "{}", evil.1);
     let index = upgrade_status(
@@ -133,7 +133,7 @@ async fn foreign_origins_get_403_and_allowed_origin_widens() {
         101
     );
 
-    let widened = start_server(&[
+    let widened = InProcess::start(&[
         "--allowed-origin",
         r"https://dash\.example\.com|http://{{host}}",
     ]);
@@ -145,7 +145,7 @@ async fn foreign_origins_get_403_and_allowed_origin_widens() {
 
 #[tokio::test]
 async fn tokens_guard_ingest_and_dashboards() {
-    let server = start_server(&[
+    let server = InProcess::start(&[
         "--ingest-token",
         "in-secret",
         "--dashboard-token",
@@ -204,7 +204,7 @@ async fn tokens_guard_ingest_and_dashboards() {
 #[tokio::test]
 async fn a_client_message_over_64_kib_is_closed_with_1009() {
     use futures_util::SinkExt;
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut client, _) = WsClient::connect_with_snapshot(&server).await;
     let big = format!(
         r#"{{"type":"subscribe","query":"{}"}}"#,

@@ -1,6 +1,7 @@
 //! Riemann's query language where it is used: Riemann TCP queries (with Debian's
 //! riemann-client), `/ws?query=` and subscribe switching, `/api/state`, the Riemann-compatible
-//! `/index` websocket and server-sent events, and TTL expiry seen from a dashboard.
+//! `/index` websocket and server-sent events, and TTL expiry seen from a dashboard. The server runs
+//! in process, except where a test restarts it on the same data (the binary, SIGTERM).
 
 mod common;
 
@@ -19,7 +20,7 @@ async fn send_json(client: &mut WsClient, value: Value) {
         .expect("send to websocket");
 }
 
-async fn riemann_client_query(server: &Server, query: &str) -> std::process::Output {
+async fn riemann_client_query(server: &Addrs, query: &str) -> std::process::Output {
     let child = tokio::process::Command::new("/usr/bin/riemann-client")
         .args(["query", query, "127.0.0.1", &server.tcp.port().to_string()])
         .stdout(std::process::Stdio::piped())
@@ -42,7 +43,7 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-async fn seed(server: &Server) {
+async fn seed(server: &Addrs) {
     let mut tcp = RiemannTcp::connect(server).await;
     let mut web = event("web1", "cpu", "critical");
     web.metric_d = Some(0.97);
@@ -59,7 +60,7 @@ async fn seed(server: &Server) {
 
 #[tokio::test]
 async fn riemann_client_query_prints_matches_and_fails_on_a_parse_error() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     seed(&server).await;
 
     let out = riemann_client_query(&server, r#"state = "critical""#).await;
@@ -81,7 +82,7 @@ async fn riemann_client_query_prints_matches_and_fails_on_a_parse_error() {
 
 #[tokio::test]
 async fn tcp_query_returns_riemann_encoding_and_a_bad_query_keeps_the_connection() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     seed(&server).await;
     let mut tcp = RiemannTcp::connect(&server).await;
 
@@ -119,7 +120,7 @@ async fn tcp_query_returns_riemann_encoding_and_a_bad_query_keeps_the_connection
 
 #[tokio::test]
 async fn ws_query_filters_snapshot_and_changes_including_leaving_the_filter() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     seed(&server).await;
     let mut dash = WsClient::connect_path(
         &server,
@@ -145,7 +146,7 @@ async fn ws_query_filters_snapshot_and_changes_including_leaving_the_filter() {
 
 #[tokio::test]
 async fn ws_subscribe_switches_the_filter_and_a_bad_query_keeps_the_old_one() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     seed(&server).await;
     let (mut dash, all) = WsClient::connect_with_snapshot(&server).await;
     assert_eq!(snapshot_services(&all), ["cpu", "cpu", "disk /"]);
@@ -182,7 +183,7 @@ async fn ws_subscribe_switches_the_filter_and_a_bad_query_keeps_the_old_one() {
 
 #[tokio::test]
 async fn api_state_returns_matching_events_and_rejects_a_bad_query() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     seed(&server).await;
     let all = http_request(server.http, "GET", "/api/state", &[], b"").await;
     assert_eq!(all.status, 200);
@@ -202,7 +203,7 @@ async fn api_state_returns_matching_events_and_rejects_a_bad_query() {
 
 #[tokio::test]
 async fn riemann_index_websocket_streams_snapshot_then_every_matching_update() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     seed(&server).await;
     let query = url_encode(r#"host =~ "web%""#);
     let mut once = WsClient::connect_path(&server, &format!("/index?query={query}")).await;
@@ -231,7 +232,7 @@ async fn riemann_index_websocket_streams_snapshot_then_every_matching_update() {
 
 #[tokio::test]
 async fn riemann_index_server_sent_events() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     seed(&server).await;
     let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
     let path = format!("/index?query={}", url_encode(r#"state = "warning""#));
@@ -272,7 +273,7 @@ async fn riemann_index_server_sent_events() {
 
 #[tokio::test]
 async fn an_event_past_its_ttl_becomes_an_expired_change() {
-    let server = start_server(&["--reap-interval", "0.05"]);
+    let server = InProcess::start(&["--reap-interval", "0.05"]);
     let (mut dash, _) = WsClient::connect_with_snapshot(&server).await;
     let status = riemann_client_send(
         &server,

@@ -1,7 +1,8 @@
 //! Riemann's own decoding rules where a client sends an attribute named like a standard field:
 //! Riemann's codec merges a decoded event's attributes into the event, so `description`,
 //! `state`, `host` and `service` set those fields (collectd's notifications carry their text in
-//! the attribute `description`), while `metric`, `tags`, `time` and `ttl` are dropped.
+//! the attribute `description`), while `metric`, `tags`, `time` and `ttl` are dropped. The server
+//! runs in process.
 
 mod common;
 
@@ -9,7 +10,7 @@ use common::*;
 
 #[tokio::test]
 async fn a_description_attribute_is_the_description_as_in_riemann() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
     // What collectd's write_riemann sends for a notification: the text only as an attribute.
     let status = riemann_client_send(
@@ -53,7 +54,7 @@ async fn a_description_attribute_is_the_description_as_in_riemann() {
 
 #[tokio::test]
 async fn state_host_service_attributes_set_the_key_and_typed_names_are_dropped() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
     let mut e = event("placeholder", "svc", "ok");
     e.attributes = vec![

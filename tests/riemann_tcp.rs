@@ -1,5 +1,6 @@
 //! Riemann protobuf over TCP, with real clients (riemann-c-client, ruby-riemann-client) and a raw
 //! framed client for pipelining and bad input; changes are observed over the dashboard websocket.
+//! The server runs in process.
 
 mod common;
 
@@ -34,7 +35,7 @@ fn assert_iso_millis(time: &serde_json::Value) {
 
 #[tokio::test]
 async fn riemann_client_send_exits_0_and_state_changes_arrive_over_websocket_in_seq_order() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, snapshot) = WsClient::connect_with_snapshot(&server).await;
     assert_eq!(snapshot["seq"], 0, "{snapshot}");
     assert_eq!(snapshot["events"], json!([]), "{snapshot}");
@@ -111,7 +112,7 @@ async fn riemann_client_send_exits_0_and_state_changes_arrive_over_websocket_in_
 
 #[tokio::test]
 async fn ruby_riemann_client_gets_an_ok_reply_and_produces_a_change() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
 
     let output = ruby_client_send(&server, "rb1", "disk", "critical").await;
@@ -133,7 +134,7 @@ async fn ruby_riemann_client_gets_an_ok_reply_and_produces_a_change() {
 
 #[tokio::test]
 async fn a_batch_of_200_critical_events_in_one_msg_gives_exactly_200_changes() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
     let mut tcp = RiemannTcp::connect(&server).await;
 
@@ -161,7 +162,7 @@ async fn a_batch_of_200_critical_events_in_one_msg_gives_exactly_200_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_pipelined_msgs_all_get_ok_replies_in_request_order() {
     const N: usize = 2_000;
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
     let mut tcp = RiemannTcp::connect(&server).await;
 
@@ -206,7 +207,7 @@ async fn two_thousand_pipelined_msgs_all_get_ok_replies_in_request_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_msgs_of_mixed_sizes_with_scattered_changes_get_one_ok_each_in_order() {
     const MSGS: usize = 600;
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let mut tcp = RiemannTcp::connect(&server).await;
     let mut bytes = Vec::new();
     let mut changes = 0u64;
@@ -253,7 +254,7 @@ async fn pipelined_msgs_of_mixed_sizes_with_scattered_changes_get_one_ok_each_in
 
 #[tokio::test]
 async fn an_oversized_length_gets_an_error_reply_then_close_and_the_server_keeps_serving() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let mut other = RiemannTcp::connect(&server).await;
     let reply = other
         .request(&events_msg(vec![event("h", "before", "ok")]))
@@ -288,7 +289,7 @@ async fn an_oversized_length_gets_an_error_reply_then_close_and_the_server_keeps
 
 #[tokio::test]
 async fn a_frame_over_the_configured_limit_is_refused_with_the_limit_in_the_error() {
-    let server = start_server(&["--max-frame-bytes", "100"]);
+    let server = InProcess::start(&["--max-frame-bytes", "100"]);
     let mut bad = RiemannTcp::connect(&server).await;
     let mut big = event("h", "big", "critical");
     big.description = Some("x".repeat(200));
@@ -311,7 +312,7 @@ async fn a_frame_over_the_configured_limit_is_refused_with_the_limit_in_the_erro
 
 #[tokio::test]
 async fn garbage_that_is_not_a_msg_gets_an_error_reply_then_close_and_the_server_keeps_serving() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
 
     let mut bad = RiemannTcp::connect(&server).await;
@@ -342,7 +343,7 @@ async fn garbage_that_is_not_a_msg_gets_an_error_reply_then_close_and_the_server
 
 #[tokio::test]
 async fn a_peer_that_disconnects_mid_frame_is_cleaned_up_and_its_complete_frames_applied() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
 
     let mut cut = RiemannTcp::connect(&server).await;
@@ -370,7 +371,7 @@ async fn a_peer_that_disconnects_mid_frame_is_cleaned_up_and_its_complete_frames
 
 #[tokio::test]
 async fn a_query_gets_exactly_one_reply_and_the_connection_stays_usable() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let mut tcp = RiemannTcp::connect(&server).await;
 
     // Pipelined: the query, then an event, on the same connection.
@@ -406,7 +407,7 @@ async fn a_query_gets_exactly_one_reply_and_the_connection_stays_usable() {
 
 #[tokio::test]
 async fn events_without_host_or_service_or_state_are_accepted() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
     let mut tcp = RiemannTcp::connect(&server).await;
 

@@ -1,5 +1,5 @@
 //! Riemann protobuf over UDP: one Msg per datagram, no reply; bad datagrams are dropped and
-//! counted, never fatal.
+//! counted, never fatal. The server runs in process.
 
 mod common;
 
@@ -12,7 +12,7 @@ async fn udp_socket() -> UdpSocket {
 
 #[tokio::test]
 async fn riemann_client_over_udp_produces_a_change() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
 
     let status = riemann_client_send(
@@ -34,7 +34,7 @@ async fn riemann_client_over_udp_produces_a_change() {
 
 #[tokio::test]
 async fn a_datagram_with_an_event_produces_a_change() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
     let socket = udp_socket().await;
 
@@ -50,7 +50,7 @@ async fn a_datagram_with_an_event_produces_a_change() {
 
 #[tokio::test]
 async fn malformed_and_oversize_datagrams_are_dropped_and_counted_and_the_server_keeps_working() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
     let socket = udp_socket().await;
 
@@ -86,7 +86,7 @@ async fn malformed_and_oversize_datagrams_are_dropped_and_counted_and_the_server
 
 #[tokio::test]
 async fn a_datagram_over_the_per_event_limits_is_dropped_and_counted() {
-    let server = start_server(&["--max-attributes-per-event", "8"]);
+    let server = InProcess::start(&["--max-attributes-per-event", "8"]);
     let (mut ws, _) = WsClient::connect_with_snapshot(&server).await;
     let socket = udp_socket().await;
 

@@ -1,4 +1,5 @@
 //! The dashboard websocket: snapshot then changes in seq order, stats, slow clients, shutdown.
+//! The server runs in process, except for the SIGTERM test (the binary).
 
 mod common;
 
@@ -9,7 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
 async fn the_snapshot_holds_only_events_with_a_state_and_later_clients_get_changes_in_it() {
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let (mut early, snapshot) = WsClient::connect_with_snapshot(&server).await;
     assert_eq!(snapshot["seq"], 0, "{snapshot}");
     assert_eq!(snapshot["events"], json!([]), "{snapshot}");
@@ -66,7 +67,7 @@ async fn wait_for_clients(ws: &mut WsClient, clients: u64) -> Value {
 
 #[tokio::test]
 async fn stats_frames_count_clients_and_the_count_drops_when_a_client_leaves() {
-    let server = start_server(&["--stats-interval", "0.2"]);
+    let server = InProcess::start(&["--stats-interval", "0.2"]);
     let (mut first, _) = WsClient::connect_with_snapshot(&server).await;
     let stats = wait_for_clients(&mut first, 1).await;
     assert!(stats["clients"].is_u64(), "{stats}");
@@ -103,7 +104,7 @@ async fn a_client_that_never_reads_does_not_delay_another_client() {
     const N: usize = 2_000;
     // Small enough that the reader's queue (64 KiB) never holds more than two batches.
     const BATCH: usize = 4;
-    let server = start_server(&["--ws-queue-bytes", "65536"]);
+    let server = InProcess::start(&["--ws-queue-bytes", "65536"]);
 
     // The stuck client: handshake done, then not polled again until the end. A tiny receive
     // buffer makes the server notice early.
@@ -171,7 +172,7 @@ async fn a_snapshot_larger_than_the_websocket_write_buffer_still_reaches_a_new_c
     // larger than the dashboard queue (--ws-queue-bytes, 1 MiB) and than tungstenite's write
     // buffer (16 KiB). It must still go out whole.
     const N: usize = 3_000;
-    let server = start_server(&[]);
+    let server = InProcess::start(&[]);
     let mut tcp = RiemannTcp::connect(&server).await;
     let reply = tcp.request(&big_events("k", 0, N, 1024)).await;
     assert_eq!(reply.ok, Some(true), "{reply:?}");

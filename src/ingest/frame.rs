@@ -80,7 +80,8 @@ impl FrameDecoder {
 pub fn encode(msg: &Msg, dst: &mut BytesMut) {
     let len = msg.encoded_len();
     dst.reserve(HEADER_LEN + len);
-    // A reply never approaches 4 GiB: replies are built by us, bounded by the frame limit.
+    // Only small replies (`ok`, an error) are encoded here: a query's reply, the one that can be
+    // large, is written straight from its snapshot by the connection's writer.
     dst.put_u32(len as u32);
     // Cannot fail: capacity was reserved above.
     let _ = msg.encode(dst);

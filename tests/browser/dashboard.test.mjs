@@ -1,24 +1,13 @@
 // Problems table: rows, colours, counts, ordering, removal, in-place updates, live log, keyboard.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, withServer, launchBrowser, withDashboard, sendRiemann, postEvents, waitForRows, readRows,
+  withServer, browserSuite, withDashboard, sendRiemann, postEvents, waitForRows, readRows,
   badgeColour, colour, assertClean, ago, waitHeaderSettled, waitTitle, WAIT_MS,
 } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const suite = browserSuite();
 
 const rowKeys = (rows) => rows.map((r) => `${r.host}/${r.service}`);
 
@@ -27,21 +16,21 @@ async function countText(page, state) {
 }
 
 test('critical and warning events appear as coloured rows, with counts and the title', async () => {
-  await withDashboard(browser, server, async ({ page, problems }) => {
+  await withDashboard(suite.browser, suite.server, async ({ page, problems }) => {
     // Empty to start with: the page says so.
     await page.waitForFunction(() => !document.getElementById('empty').hidden);
     await waitTitle(page, 'statecast');
     assert.equal(await page.textContent('#problem-count'), '0');
 
-    await sendRiemann(server, {
+    await sendRiemann(suite.server, {
       host: 'web1', service: 'cpu', state: 'critical', description: 'CPU at 97% for 5 minutes',
       metric: 0.97, tags: ['prod', 'frontend'],
     });
-    await sendRiemann(server, {
+    await sendRiemann(suite.server, {
       host: 'web2', service: 'disk /', state: 'warning', description: '85% used', metric: 85.5,
       attributes: { team: 'infra' },
     });
-    await postEvents(server, [
+    await postEvents(suite.server, [
       { host: 'db1', service: 'replication', state: 'expired', description: 'no data' },
       { host: 'lb1', service: 'health', state: 'degraded', metric: 3 },
       { host: 'web3', service: 'cpu', state: 'ok', metric: 0.12 },
@@ -88,8 +77,8 @@ test('critical and warning events appear as coloured rows, with counts and the t
 });
 
 test('rows are ordered worst first, then longest-standing; time in state is relative with an absolute tooltip', async () => {
-  await withDashboard(browser, server, async ({ page, problems }) => {
-    await postEvents(server, [
+  await withDashboard(suite.browser, suite.server, async ({ page, problems }) => {
+    await postEvents(suite.server, [
       { host: 'ord-a', service: 'x', state: 'critical', time: ago(600) },
       { host: 'ord-b', service: 'x', state: 'critical', time: ago(60) },
       { host: 'ord-c', service: 'x', state: 'warning', time: ago(5 * 3600) },
@@ -109,9 +98,9 @@ test('rows are ordered worst first, then longest-standing; time in state is rela
 });
 
 test('a change updates only its own row; critical→ok removes the row and the count', async () => {
-  await withDashboard(browser, server, async ({ page, problems }) => {
-    await sendRiemann(server, { host: 'chg1', service: 'api', state: 'critical', description: 'down' });
-    await sendRiemann(server, { host: 'chg2', service: 'api', state: 'critical', description: 'down too' });
+  await withDashboard(suite.browser, suite.server, async ({ page, problems }) => {
+    await sendRiemann(suite.server, { host: 'chg1', service: 'api', state: 'critical', description: 'down' });
+    await sendRiemann(suite.server, { host: 'chg2', service: 'api', state: 'critical', description: 'down too' });
     await page.waitForFunction(() => document.querySelectorAll('#problem-rows tr[data-key*="chg"]').length === 2);
     await waitHeaderSettled(page);
     const before = Number(await page.textContent('#problem-count'));
@@ -120,7 +109,7 @@ test('a change updates only its own row; critical→ok removes the row and the c
     await page.$$eval('#problem-rows tr', (trs) => trs.forEach((tr, i) => { tr.statecastMark = `m${i}`; }));
     const marks = await page.$$eval('#problem-rows tr', (trs) => Object.fromEntries(trs.map((tr) => [tr.dataset.key, tr.statecastMark])));
 
-    await sendRiemann(server, { host: 'chg1', service: 'api', state: 'warning', description: 'degraded' });
+    await sendRiemann(suite.server, { host: 'chg1', service: 'api', state: 'warning', description: 'degraded' });
     await page.waitForFunction(() => [...document.querySelectorAll('#problem-rows tr')]
       .some((tr) => tr.dataset.key.includes('chg1') && tr.querySelector('.badge').textContent === 'warning'));
     const after = await page.$$eval('#problem-rows tr', (trs) => Object.fromEntries(trs.map((tr) => [tr.dataset.key, tr.statecastMark])));
@@ -129,7 +118,7 @@ test('a change updates only its own row; critical→ok removes the row and the c
     assert.equal(chg1.description, 'degraded');
     assert.ok(colour.isOrange(await badgeColour(page, 'chg1', 'api')));
 
-    await sendRiemann(server, { host: 'chg2', service: 'api', state: 'ok', description: 'recovered' });
+    await sendRiemann(suite.server, { host: 'chg2', service: 'api', state: 'ok', description: 'recovered' });
     await page.waitForFunction(() => ![...document.querySelectorAll('#problem-rows tr')].some((tr) => tr.dataset.key.includes('chg2')));
     await page.waitForFunction((n) => document.title === `(${n}) statecast`
       && document.getElementById('problem-count').textContent === String(n), before - 1);
@@ -144,8 +133,8 @@ test('a change updates only its own row; critical→ok removes the row and the c
 });
 
 test('a page opened later gets the current problems from the snapshot, once each', async () => {
-  await sendRiemann(server, { host: 'snap1', service: 'queue', state: 'critical', description: 'backlog' });
-  await withDashboard(browser, server, async ({ page, problems }) => {
+  await sendRiemann(suite.server, { host: 'snap1', service: 'queue', state: 'critical', description: 'backlog' });
+  await withDashboard(suite.browser, suite.server, async ({ page, problems }) => {
     const rows = await readRows(page);
     assert.equal(rows.filter((r) => r.host === 'snap1').length, 1);
     const keys = rowKeys(rows);
@@ -162,7 +151,7 @@ test('a page opened later gets the current problems from the snapshot, once each
 test('without history (--data-dir off) the age of a row known only from the snapshot is marked as a lower bound', async () => {
   await withServer({ dataDir: 'off' }, async (memoryOnly) => {
     await sendRiemann(memoryOnly, { host: 'mem1', service: 'disk', state: 'warning' });
-    await withDashboard(browser, memoryOnly, async ({ page, problems }) => {
+    await withDashboard(suite.browser, memoryOnly, async ({ page, problems }) => {
       const [row] = await readRows(page);
       assert.match(row.age, /^≥ \d+s$/);
       const tip = await page.$eval('#problem-rows tr .c-age time', (t) => t.getAttribute('title'));
@@ -179,10 +168,10 @@ test('without history (--data-dir off) the age of a row known only from the snap
 });
 
 test('the live log pauses and resumes; "/" focuses the filter', async () => {
-  await withDashboard(browser, server, async ({ page, problems }) => {
+  await withDashboard(suite.browser, suite.server, async ({ page, problems }) => {
     await page.click('#pause');
     assert.equal(await page.getAttribute('#pause', 'aria-pressed'), 'true');
-    await sendRiemann(server, { host: 'log1', service: 'svc', state: 'critical' });
+    await sendRiemann(suite.server, { host: 'log1', service: 'svc', state: 'critical' });
     // The table still updates while the log is paused.
     await page.waitForSelector('#problem-rows tr[data-key*="log1"]');
     await page.waitForFunction(() => /Resume \(1 new\)/.test(document.getElementById('pause').textContent));
@@ -204,9 +193,9 @@ test('the live log pauses and resumes; "/" focuses the filter', async () => {
 
 test('clicking a row opens its details with the transition history; Esc closes them', async () => {
   for (const state of ['critical', 'warning', 'critical']) {
-    await sendRiemann(server, { host: 'hist1', service: 'api latency', state, description: `now ${state}`, metric: 1.5 });
+    await sendRiemann(suite.server, { host: 'hist1', service: 'api latency', state, description: `now ${state}`, metric: 1.5 });
   }
-  await withDashboard(browser, server, async ({ page, problems }) => {
+  await withDashboard(suite.browser, suite.server, async ({ page, problems }) => {
     const row = page.locator('#problem-rows tr', { has: page.locator('.c-host', { hasText: 'hist1' }) });
     await row.click();
     await page.waitForSelector('#details:not([hidden])');
@@ -215,7 +204,7 @@ test('clicking a row opens its details with the transition history; Esc closes t
     assert.ok(fields.includes('Description=now critical'), JSON.stringify(fields));
     assert.ok(fields.includes('Metric=1.5'), JSON.stringify(fields));
 
-    const history = await fetch(`http://${server.http}/api/history?since=0&limit=1`);
+    const history = await fetch(`http://${suite.server.http}/api/history?since=0&limit=1`);
     if ((history.headers.get('content-type') ?? '').includes('json') && history.ok) {
       // Newest first: the three transitions of this service.
       await page.waitForFunction(() => document.querySelectorAll('#details .history-item').length === 3);
@@ -228,7 +217,7 @@ test('clicking a row opens its details with the transition history; Esc closes t
     }
 
     // A live change to the open service shows up in the drawer.
-    await sendRiemann(server, { host: 'hist1', service: 'api latency', state: 'warning', description: 'better' });
+    await sendRiemann(suite.server, { host: 'hist1', service: 'api latency', state: 'warning', description: 'better' });
     await page.waitForFunction(() => document.querySelector('#details .details-state .badge')?.textContent === 'warning');
 
     await page.keyboard.press('Escape');
@@ -243,7 +232,7 @@ test('clicking a row opens its details with the transition history; Esc closes t
 });
 
 test('the page is served with a Content-Security-Policy that forbids inline script', async () => {
-  const res = await fetch(server.url, { signal: AbortSignal.timeout(WAIT_MS) });
+  const res = await fetch(suite.server.url, { signal: AbortSignal.timeout(WAIT_MS) });
   const csp = res.headers.get('content-security-policy') ?? '';
   assert.match(csp, /default-src 'self'/);
   assert.match(csp, /script-src 'self'/);
@@ -253,7 +242,7 @@ test('the page is served with a Content-Security-Policy that forbids inline scri
 test('a service expired for longer than --expired-keep leaves the table, the grid and the counts', async () => {
   const args = ['--reap-interval', '0.05', '--expired-keep', '1.5'];
   await withServer({ extraArgs: args }, async (keeping) => {
-    await withDashboard(browser, keeping, async ({ page, problems }) => {
+    await withDashboard(suite.browser, keeping, async ({ page, problems }) => {
       await sendRiemann(keeping, { host: 'pod-7f3a', service: 'http', state: 'critical', ttl: 0.5 });
       await sendRiemann(keeping, { host: 'web2', service: 'cpu', state: 'warning', ttl: 600 });
       await page.click('#tab-grid');
@@ -274,7 +263,7 @@ test('a service expired for longer than --expired-keep leaves the table, the gri
       await page.waitForFunction(() => document.querySelectorAll('#grid-rows tr[data-host="pod-7f3a"]').length === 0
         && document.querySelectorAll('#grid-rows tr[data-host="web2"]').length === 1);
       // A page opened now agrees.
-      await withDashboard(browser, keeping, async (fresh) => {
+      await withDashboard(suite.browser, keeping, async (fresh) => {
         await waitForRows(fresh.page, ['web2/cpu']);
         assertClean(fresh.problems);
       });

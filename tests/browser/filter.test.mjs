@@ -2,25 +2,14 @@
 // Query support on the server is feature-detected: a {"type":"subscribe"} answered by a snapshot
 // (or an error frame) means supported.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, withDashboard, sendRiemann, postEvents, waitForRows, assertClean,
+  browserSuite, withDashboard, sendRiemann, postEvents, waitForRows, assertClean,
   waitTitle, WAIT_MS,
 } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const suite = browserSuite();
 
 /**
  * Opens a second websocket from inside the page and asks for a subscription. Resolves to
@@ -58,13 +47,13 @@ function detectQuerySupport(page) {
 const rowKeysNow = (page) => page.$$eval('#problem-rows tr', (trs) => trs.map((tr) => `${tr.querySelector('.c-host').textContent}/${tr.querySelector('.c-service').textContent}`));
 
 test('the filter box narrows the rows with a Riemann query', async (t) => {
-  await postEvents(server, [
+  await postEvents(suite.server, [
     { host: 'web1', service: 'cpu', state: 'critical', description: 'hot' },
     { host: 'web1', service: 'disk /', state: 'warning' },
     { host: 'web2', service: 'cpu', state: 'critical' },
     { host: 'web2', service: 'mem', state: 'ok' },
   ]);
-  await withDashboard(browser, server, async ({ page, problems }) => {
+  await withDashboard(suite.browser, suite.server, async ({ page, problems }) => {
     await waitForRows(page, ['web1/cpu', 'web2/cpu', 'web1/disk /']);
     const support = await detectQuerySupport(page);
     assert.notEqual(support, 'no snapshot', 'the probe websocket got no snapshot');
@@ -73,7 +62,7 @@ test('the filter box narrows the rows with a Riemann query', async (t) => {
     await page.keyboard.press('/');
     await page.keyboard.type(query);
     await page.keyboard.press('Enter');
-    // Whatever the server, the filter lives in the URL so a link reproduces the view.
+    // Whatever the suite.server, the filter lives in the URL so a link reproduces the view.
     await page.waitForFunction((q) => new URLSearchParams(location.search).get('query') === q, query);
 
     if (support !== 'supported') {
@@ -93,8 +82,8 @@ test('the filter box narrows the rows with a Riemann query', async (t) => {
     await waitTitle(page, '(2) statecast');
 
     // Live changes respect the filter.
-    await sendRiemann(server, { host: 'web2', service: 'mem', state: 'critical' });
-    await sendRiemann(server, { host: 'web1', service: 'mem', state: 'critical' });
+    await sendRiemann(suite.server, { host: 'web2', service: 'mem', state: 'critical' });
+    await sendRiemann(suite.server, { host: 'web1', service: 'mem', state: 'critical' });
     await waitForRows(page, ['web1/cpu', 'web1/mem', 'web1/disk /']);
 
     // A bad query: the server's error is shown inline, the current view stays.
@@ -106,7 +95,7 @@ test('the filter box narrows the rows with a Riemann query', async (t) => {
     assert.deepEqual(await rowKeysNow(page), ['web1/cpu', 'web1/mem', 'web1/disk /']);
 
     // A link with ?query= reproduces the filtered view.
-    const link = new URL(server.url);
+    const link = new URL(suite.server.url);
     link.searchParams.set('query', 'service = "cpu"');
     await page.goto(link.href);
     await page.waitForFunction(() => document.getElementById('conn').dataset.state === 'live');

@@ -1,22 +1,14 @@
 // Grid view (hosts × services, coloured by state, one cell updated per change), the view kept in
 // the URL, a 500 × 50 grid, and the rate chart fed by the server's stats counters.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  withServer, launchBrowser, withDashboard, postEvents, sendRiemann, assertClean, colour,
+  withServer, browserSuite, withDashboard, postEvents, sendRiemann, assertClean, colour,
   screenshot, WAIT_MS,
 } from './helpers.mjs';
 
-let browser;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const suite = browserSuite({ server: false });
 
 /** Computed background of the grid cell for host/service, as [r, g, b] (null when absent). */
 async function cellColour(page, host, service) {
@@ -61,7 +53,7 @@ test('grid: cells coloured by state, view in the URL, a change updates that one 
     };
     await postEvents(server, Object.entries(states).flatMap(([host, svcs]) => Object.entries(svcs)
       .map(([service, state]) => ({ host, service, state, metric: 0.5, description: `${service} on ${host}` }))));
-    await withDashboard(browser, server, async ({ page, problems }) => {
+    await withDashboard(suite.browser, server, async ({ page, problems }) => {
       await page.click('#tab-grid');
       assert.match(page.url(), /[?&]view=grid\b/);
       assert.equal(await page.isVisible('#grid-panel'), true);
@@ -115,7 +107,7 @@ test('grid: cells coloured by state, view in the URL, a change updates that one 
       await page.keyboard.press('ArrowRight');
       assert.equal(await page.evaluate(() => window.statecast.view), 'grid');
       const filtered = { path: '/?view=grid&query=' + encodeURIComponent('service = "cpu"') };
-      await withDashboard(browser, server, filtered, async (again) => {
+      await withDashboard(suite.browser, server, filtered, async (again) => {
         await again.page.waitForFunction(() => document.querySelectorAll('#grid-rows td').length > 0);
         assert.equal(await again.page.isVisible('#grid-panel'), true);
         assertClean(again.problems);
@@ -141,7 +133,7 @@ test('grid: 500 hosts × 50 services, and a change still lands in its cell', asy
       }
     }
     for (let i = 0; i < events.length; i += 5000) await postEvents(server, events.slice(i, i + 5000));
-    await withDashboard(browser, server, { path: '/?view=grid' }, async ({ page, problems }) => {
+    await withDashboard(suite.browser, server, { path: '/?view=grid' }, async ({ page, problems }) => {
       const started = Date.now();
       await page.waitForFunction(() => document.getElementById('grid-panel').dataset.ready === 'true'
         && document.querySelectorAll('#grid-rows td').length === 25_000, null, { timeout: WAIT_MS });
@@ -167,7 +159,7 @@ test('grid: 500 hosts × 50 services, and a change still lands in its cell', asy
 
 test('rate chart: a canvas and a non-empty rate series from stats frames, kept across reconnects', async () => {
   await withServer(async (server) => {
-    await withDashboard(browser, server, async ({ page, problems }) => {
+    await withDashboard(suite.browser, server, async ({ page, problems }) => {
       assert.equal(await page.isVisible('#rate-chart'), true);
       await postEvents(server, [{ host: 'a', service: 'b', state: 'ok' }, { host: 'a', service: 'c', state: 'critical' }]);
       await page.waitForFunction(() => window.statecast.rates.events.length >= 3 && window.statecast.rates.changes.length >= 3);

@@ -3,6 +3,7 @@
 
 import { spawn, execFile } from 'node:child_process';
 import { once } from 'node:events';
+import { before, after } from 'node:test';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -27,14 +28,6 @@ function binary() {
   return bin;
 }
 
-// tracing writes `… riemann tcp listening addr=127.0.0.1:40001` etc. (maybe with ANSI colours).
-const ANSI = /\x1b\[[0-9;]*m/g;
-const LISTEN_PATTERNS = {
-  tcp: /riemann tcp listening.*\baddr=(\S+)/,
-  udp: /riemann udp listening.*\baddr=(\S+)/,
-  http: /http listening.*\baddr=(\S+)/,
-};
-
 const tempDirs = new Set();
 
 /** A fresh temporary directory for a server's database; removed by removeDir, or at exit. */
@@ -50,8 +43,8 @@ export function removeDir(dir) {
 }
 
 /**
- * Starts statecast on loopback ephemeral ports (or the given HTTP address) and resolves once the
- * Riemann TCP and HTTP listeners have logged their bound addresses.
+ * Starts statecast on loopback ephemeral ports (or the given HTTP address) and resolves once it
+ * prints its ready line (`{"ready":true,"tcp":"127.0.0.1:40001",…}` on stdout, once serving).
  * `dataDir`: the database directory to use (kept on stop, so a restart can reuse it); by default a
  * temporary one that stop() removes.
  * Returns { tcp: {host, port}, http: 'host:port', url, dataDir, proc, stderr(), stop() }.
@@ -91,54 +84,54 @@ function startOnce(http, dataDir, extraArgs = []) {
   ];
   const proc = spawn(binary(), args, {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1' },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   running.add(proc);
   proc.on('exit', () => running.delete(proc));
   let log = '';
-  const found = {};
+  proc.stderr.setEncoding('utf8');
+  proc.stderr.on('data', (chunk) => { log += chunk; });
+  let ready = null;
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => {
       proc.kill('SIGKILL');
-      reject(new Error(`statecast did not report its listeners within ${WAIT_MS} ms; stderr:\n${log}`));
+      reject(new Error(`statecast did not print its ready line within ${WAIT_MS} ms; stderr:\n${log}`));
     }, WAIT_MS);
+    // The ready line is the one line statecast prints on stdout.
     let buffered = '';
-    proc.stderr.setEncoding('utf8');
-    proc.stderr.on('data', (chunk) => {
-      log += chunk;
+    proc.stdout.setEncoding('utf8');
+    proc.stdout.on('data', (chunk) => {
+      if (ready) return;
       buffered += chunk;
-      let nl;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl).replace(ANSI, '');
-        buffered = buffered.slice(nl + 1);
-        for (const [name, re] of Object.entries(LISTEN_PATTERNS)) {
-          const m = re.exec(line);
-          if (m && !found[name]) found[name] = m[1];
-        }
-        if (found.tcp && found.http && !found.done) {
-          found.done = true;
-          clearTimeout(timer);
-          const [tcpHost, tcpPort] = splitAddr(found.tcp);
-          resolvePromise({
-            proc,
-            tcp: { host: tcpHost, port: tcpPort },
-            http: found.http,
-            url: `http://${found.http}/`,
-            dataDir,
-            stderr: () => log,
-            stop: () => stopServer(proc),
-          });
-        }
+      const nl = buffered.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      try {
+        ready = JSON.parse(buffered.slice(0, nl));
+      } catch (err) {
+        proc.kill('SIGKILL');
+        reject(new Error(`statecast's ready line is not JSON (${err.message}): ${buffered.slice(0, nl)}`));
+        return;
       }
+      const [tcpHost, tcpPort] = splitAddr(ready.tcp);
+      resolvePromise({
+        proc,
+        tcp: { host: tcpHost, port: tcpPort },
+        http: ready.http,
+        url: `http://${ready.http}/`,
+        dataDir,
+        stderr: () => log,
+        stop: () => stopServer(proc),
+      });
     });
     proc.on('error', (err) => {
       clearTimeout(timer);
       reject(new Error(`cannot run ${binary()} (set STATECAST_BIN): ${err.message}`));
     });
     proc.on('exit', (code, signal) => {
-      if (found.done) return;
+      if (ready) return;
       clearTimeout(timer);
-      const err = new Error(`statecast exited (code ${code}, signal ${signal}) before listening; stderr:\n${log}`);
+      const err = new Error(`statecast exited (code ${code}, signal ${signal}) before it was ready; stderr:\n${log}`);
       err.exitedEarly = true;
       reject(err);
     });
@@ -270,6 +263,29 @@ export async function withServer(options, use) {
   } finally {
     await server.stop();
   }
+}
+
+/**
+ * The one setup of a browser test file. Registers hooks that, before its tests, start a server
+ * (`server`: startServer's options; `false` for none shared, when each test starts its own) and
+ * then run `seed(server)`, and launch chromium; after them, close the browser and stop the server,
+ * also when a test failed. Returns `{ browser, server }`, filled in before the first test; a test
+ * that restarts the server assigns `suite.server`, and whichever is last is stopped.
+ */
+export function browserSuite({ server = {}, seed } = {}) {
+  const suite = { browser: undefined, server: undefined };
+  before(async () => {
+    if (server !== false) {
+      suite.server = await startServer(server);
+      if (seed) await seed(suite.server);
+    }
+    suite.browser = await launchBrowser();
+  });
+  after(async () => {
+    await suite.browser?.close();
+    await suite.server?.stop();
+  });
+  return suite;
 }
 
 /** Waits until the header says the connection is live and the counts match the table. */

@@ -5,22 +5,14 @@
 // the changes made while it was away. Phase 2 restarts on an empty database (history lost, new
 // epoch): the server answers the resume with a reset snapshot, and the page says its view was reset.
 
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, withDashboard, sendRiemann, postEvents, waitForRows, readRows,
-  waitLive, assertClean, tempDataDir, removeDir, waitTitle,
+  startServer, browserSuite, withDashboard, sendRiemann, postEvents, waitForRows, readRows,
+  waitLive, assertClean, tempDataDir, waitTitle,
 } from './helpers.mjs';
 
-let server;
-let browser;
-const dirs = [];
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  for (const dir of dirs) removeDir(dir);
-});
+const suite = browserSuite({ server: false });
 
 // Chromium logs a failed websocket handshake as a console error while the server is down.
 const RECONNECT_NOISE = [/WebSocket connection to .* failed/, /ERR_CONNECTION_REFUSED/, /ERR_INTERNET_DISCONNECTED/];
@@ -30,29 +22,27 @@ const logNotes = (page) => page.$$eval('#log .log-item.note', (lis) => lis.map((
 
 test('the page reconnects after server restarts and shows the changes made meanwhile', async () => {
   const dataDir = tempDataDir();
-  dirs.push(dataDir);
-  server = await startServer({ dataDir });
-  browser = await launchBrowser();
-  await withDashboard(browser, server, async ({ page, context, problems }) => {
-    await sendRiemann(server, { host: 'web1', service: 'cpu', state: 'critical', description: 'before restart' });
-    await sendRiemann(server, { host: 'web2', service: 'cpu', state: 'critical', description: 'resolved while away' });
+  suite.server = await startServer({ dataDir });
+  await withDashboard(suite.browser, suite.server, async ({ page, context, problems }) => {
+    await sendRiemann(suite.server, { host: 'web1', service: 'cpu', state: 'critical', description: 'before restart' });
+    await sendRiemann(suite.server, { host: 'web2', service: 'cpu', state: 'critical', description: 'resolved while away' });
     await waitForRows(page, ['web1/cpu', 'web2/cpu']);
-    const httpAddr = server.http;
+    const httpAddr = suite.server.http;
 
     // Phase 1: the browser is offline while the server restarts; changes land in the new process.
     await context.setOffline(true);
-    await server.stop();
+    await suite.server.stop();
     await page.waitForFunction(() => document.getElementById('conn').dataset.state === 'offline');
     assert.equal((await connState(page)).text.startsWith('offline'), true);
     // The last known rows stay on screen, marked stale.
     assert.equal(await page.evaluate(() => document.body.classList.contains('stale')), true);
     assert.equal((await readRows(page)).length, 2);
 
-    server = await startServer({ http: httpAddr, dataDir });
-    assert.equal(server.http, httpAddr, 'restarted on the same HTTP port');
-    await sendRiemann(server, { host: 'web2', service: 'cpu', state: 'ok', description: 'recovered' });
-    await sendRiemann(server, { host: 'web3', service: 'disk', state: 'warning', description: 'new while away' });
-    await postEvents(server, [{ host: 'db1', service: 'lag', state: 'critical', description: 'posted while away' }]);
+    suite.server = await startServer({ http: httpAddr, dataDir });
+    assert.equal(suite.server.http, httpAddr, 'restarted on the same HTTP port');
+    await sendRiemann(suite.server, { host: 'web2', service: 'cpu', state: 'ok', description: 'recovered' });
+    await sendRiemann(suite.server, { host: 'web3', service: 'disk', state: 'warning', description: 'new while away' });
+    await postEvents(suite.server, [{ host: 'db1', service: 'lag', state: 'critical', description: 'posted while away' }]);
 
     await context.setOffline(false);
     await waitLive(page);
@@ -64,18 +54,17 @@ test('the page reconnects after server restarts and shows the changes made meanw
 
     // Phase 2: restart on an empty database. The page backs off, counts down, reconnects by itself,
     // and replaces its view with the new server's state.
-    await server.stop();
+    await suite.server.stop();
     await page.waitForFunction(() => document.getElementById('conn').dataset.state !== 'live');
     await page.waitForFunction(() => /reconnecting/.test(document.getElementById('conn').textContent));
 
     const freshDir = tempDataDir();
-    dirs.push(freshDir);
-    server = await startServer({ http: httpAddr, dataDir: freshDir });
-    await sendRiemann(server, { host: 'web1', service: 'cpu', state: 'critical', description: 'third process' });
+    suite.server = await startServer({ http: httpAddr, dataDir: freshDir });
+    await sendRiemann(suite.server, { host: 'web1', service: 'cpu', state: 'critical', description: 'third process' });
     await waitLive(page);
     await waitForRows(page, ['web1/cpu']);
     // Changes after the reconnect arrive live.
-    await sendRiemann(server, { host: 'web4', service: 'mem', state: 'critical', description: 'live after reconnect' });
+    await sendRiemann(suite.server, { host: 'web4', service: 'mem', state: 'critical', description: 'live after reconnect' });
     await waitForRows(page, ['web1/cpu', 'web4/mem']);
     const rows = await readRows(page);
     assert.deepEqual(rows.map((r) => r.description), ['third process', 'live after reconnect']);

@@ -2,30 +2,22 @@
 // page renders only the worst problems (a bounded window), stays correct under the bursts, and
 // agrees with a fresh snapshot afterwards.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, withDashboard, postEvents, assertClean, waitTitle, WAIT_MS,
+  browserSuite, withDashboard, postEvents, assertClean, waitTitle, WAIT_MS,
 } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-  const events = [];
-  for (let h = 0; h < 500; h += 1) {
-    for (let s = 0; s < 50; s += 1) {
-      events.push({ host: `host-${h}`, service: `svc-${s}`, state: ['critical', 'warning', 'ok'][(h + s) % 3], metric: h * s });
+const suite = browserSuite({
+  seed: async (server) => {
+    const events = [];
+    for (let h = 0; h < 500; h += 1) {
+      for (let s = 0; s < 50; s += 1) {
+        events.push({ host: `host-${h}`, service: `svc-${s}`, state: ['critical', 'warning', 'ok'][(h + s) % 3], metric: h * s });
+      }
     }
-  }
-  for (let i = 0; i < events.length; i += 5000) await postEvents(server, events.slice(i, i + 5000));
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
+    for (let i = 0; i < events.length; i += 5000) await postEvents(server, events.slice(i, i + 5000));
+  },
 });
 
 /** Rendered rows equal the first N problems in the page's own order. */
@@ -40,7 +32,7 @@ function windowMatches(page, n) {
 const problemList = (page) => page.evaluate(() => window.statecast.problems.map((e) => `${e.host}/${e.service}/${e.state}`));
 
 test('25,000 events: a bounded window of rows, correct through bursts of changes', async () => {
-  await withDashboard(browser, server, async ({ page, context, problems }) => {
+  await withDashboard(suite.browser, suite.server, async ({ page, context, problems }) => {
     assert.equal(await page.textContent('#problem-count'), '16667');
     await waitTitle(page, '(16667) statecast');
     assert.equal(await windowMatches(page, 200), true);
@@ -54,11 +46,11 @@ test('25,000 events: a bounded window of rows, correct through bursts of changes
       for (let i = 0; i < 2000; i += 1) {
         burst.push({ host: `host-${random(500)}`, service: `svc-${random(50)}`, state: ['ok', 'critical', 'warning', 'expired'][random(4)] });
       }
-      await postEvents(server, burst);
+      await postEvents(suite.server, burst);
     }
 
     // A fresh page's snapshot is the truth; the first page must have caught up to it exactly.
-    await withDashboard(browser, server, async (fresh) => {
+    await withDashboard(suite.browser, suite.server, async (fresh) => {
       const seq = await fresh.page.textContent('#seq');
       await page.waitForFunction((s) => document.getElementById('seq').textContent === s, seq, { timeout: WAIT_MS });
       const [live, truth] = [(await problemList(page)).sort(), (await problemList(fresh.page)).sort()];

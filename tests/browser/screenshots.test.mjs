@@ -2,51 +2,43 @@
 // (no horizontal scrolling, nothing cut off) and saves dashboard.png and dashboard-phone.png
 // (into docs/ with STATECAST_SCREENSHOTS=1, else target/screenshots/).
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, withDashboard, sendRiemann, postEvents, readRows, assertClean,
+  browserSuite, withDashboard, sendRiemann, postEvents, readRows, assertClean,
   screenshot, ago,
 } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-  // A flapping service, so its history has something to show …
-  for (const [state, secondsAgo, description] of [
-    ['critical', 5 * 3600, '9.1% of requests failing (threshold 5%)'],
-    ['ok', 4 * 3600 + 40 * 60, '0.2% of requests failing'],
-    ['warning', 3600 + 12 * 60, '3.9% of requests failing (threshold 2%)'],
-    ['ok', 3600, '0.4% of requests failing'],
-  ]) {
-    await postEvents(server, [{ host: 'web-eu-3', service: 'http 5xx rate', state, description, time: ago(secondsAgo) }]);
-  }
-  // State that has been around for a while (times in the past) …
-  await postEvents(server, [
-    { host: 'db-primary-1', service: 'postgres replication lag', state: 'critical', metric: 412.7, description: 'replica db-replica-2 is 412 s behind the primary', tags: ['prod', 'postgres'], time: ago(2 * 3600 + 14 * 60), team: 'data' },
-    { host: 'web-eu-3', service: 'http 5xx rate', state: 'critical', metric: 0.184, description: '18.4% of requests failing (threshold 5%)', tags: ['prod', 'frontend'], time: ago(7 * 60 + 12) },
-    { host: 'cache-2', service: 'memory', state: 'warning', metric: 0.91, description: '91% of maxmemory used; evictions started', tags: ['prod'], time: ago(3 * 3600 + 5 * 60) },
-    { host: 'web-eu-1', service: 'disk /var', state: 'warning', metric: 86, description: '86% used, 12 GiB free', tags: ['prod', 'frontend'], time: ago(41 * 60) },
-    { host: 'batch-7', service: 'nightly-export', state: 'expired', description: 'no heartbeat for 10 minutes', tags: ['batch'], time: ago(26 * 60) },
-    { host: 'lb-1', service: 'tls certificate', state: 'unknown', metric: 13, description: 'expires in 13 days', tags: ['edge'], time: ago(3 * 86400 + 4 * 3600) },
-    ...['web-eu-2', 'web-us-1', 'web-us-2', 'cache-1', 'db-replica-2'].map((host) => ({ host, service: 'cpu', state: 'ok', metric: 0.23 })),
-  ]);
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
+const suite = browserSuite({
+  seed: async (server) => {
+    // A flapping service, so its history has something to show …
+    for (const [state, secondsAgo, description] of [
+      ['critical', 5 * 3600, '9.1% of requests failing (threshold 5%)'],
+      ['ok', 4 * 3600 + 40 * 60, '0.2% of requests failing'],
+      ['warning', 3600 + 12 * 60, '3.9% of requests failing (threshold 2%)'],
+      ['ok', 3600, '0.4% of requests failing'],
+    ]) {
+      await postEvents(server, [{ host: 'web-eu-3', service: 'http 5xx rate', state, description, time: ago(secondsAgo) }]);
+    }
+    // State that has been around for a while (times in the past) …
+    await postEvents(server, [
+      { host: 'db-primary-1', service: 'postgres replication lag', state: 'critical', metric: 412.7, description: 'replica db-replica-2 is 412 s behind the primary', tags: ['prod', 'postgres'], time: ago(2 * 3600 + 14 * 60), team: 'data' },
+      { host: 'web-eu-3', service: 'http 5xx rate', state: 'critical', metric: 0.184, description: '18.4% of requests failing (threshold 5%)', tags: ['prod', 'frontend'], time: ago(7 * 60 + 12) },
+      { host: 'cache-2', service: 'memory', state: 'warning', metric: 0.91, description: '91% of maxmemory used; evictions started', tags: ['prod'], time: ago(3 * 3600 + 5 * 60) },
+      { host: 'web-eu-1', service: 'disk /var', state: 'warning', metric: 86, description: '86% used, 12 GiB free', tags: ['prod', 'frontend'], time: ago(41 * 60) },
+      { host: 'batch-7', service: 'nightly-export', state: 'expired', description: 'no heartbeat for 10 minutes', tags: ['batch'], time: ago(26 * 60) },
+      { host: 'lb-1', service: 'tls certificate', state: 'unknown', metric: 13, description: 'expires in 13 days', tags: ['edge'], time: ago(3 * 86400 + 4 * 3600) },
+      ...['web-eu-2', 'web-us-1', 'web-us-2', 'cache-1', 'db-replica-2'].map((host) => ({ host, service: 'cpu', state: 'ok', metric: 0.23 })),
+    ]);
+  },
 });
 
 /** … and a few live transitions, so the log has something to show. */
 async function liveTraffic() {
-  await sendRiemann(server, { host: 'web-us-2', service: 'cpu', state: 'critical', metric: 0.98, description: 'load 31.2 on 16 cores', tags: ['prod', 'frontend'] });
-  await sendRiemann(server, { host: 'queue-1', service: 'rabbitmq backlog', state: 'warning', metric: 12045, description: '12045 messages ready', tags: ['prod'] });
-  await sendRiemann(server, { host: 'web-us-1', service: 'cpu', state: 'warning', metric: 0.81 });
-  await sendRiemann(server, { host: 'web-us-1', service: 'cpu', state: 'ok', metric: 0.4 });
+  await sendRiemann(suite.server, { host: 'web-us-2', service: 'cpu', state: 'critical', metric: 0.98, description: 'load 31.2 on 16 cores', tags: ['prod', 'frontend'] });
+  await sendRiemann(suite.server, { host: 'queue-1', service: 'rabbitmq backlog', state: 'warning', metric: 12045, description: '12045 messages ready', tags: ['prod'] });
+  await sendRiemann(suite.server, { host: 'web-us-1', service: 'cpu', state: 'warning', metric: 0.81 });
+  await sendRiemann(suite.server, { host: 'web-us-1', service: 'cpu', state: 'ok', metric: 0.4 });
 }
 
 async function assertFits(page, width) {
@@ -59,7 +51,7 @@ async function assertFits(page, width) {
 }
 
 test('laptop 1366×768: several problems, live log, details; saved as docs/dashboard.png and docs/dashboard-details.png', async () => {
-  await withDashboard(browser, server, { viewport: { width: 1366, height: 768 } }, async ({ page, problems }) => {
+  await withDashboard(suite.browser, suite.server, { viewport: { width: 1366, height: 768 } }, async ({ page, problems }) => {
     await liveTraffic();
     await page.waitForFunction(() => document.querySelectorAll('#log .log-item:not(.note)').length >= 4);
     const rows = await readRows(page);
@@ -87,7 +79,7 @@ test('laptop 1366×768: several problems, live log, details; saved as docs/dashb
 });
 
 test('phone 390×844: cards, no horizontal scrolling; saved as docs/dashboard-phone.png', async () => {
-  await withDashboard(browser, server, { viewport: { width: 390, height: 844 }, contextOptions: { deviceScaleFactor: 2, isMobile: true, hasTouch: true } }, async ({ page, problems }) => {
+  await withDashboard(suite.browser, suite.server, { viewport: { width: 390, height: 844 }, contextOptions: { deviceScaleFactor: 2, isMobile: true, hasTouch: true } }, async ({ page, problems }) => {
     const rows = await readRows(page);
     assert.equal(rows.length, 8);
     await assertFits(page, 390);

@@ -1,29 +1,18 @@
 // Event text is attacker-controlled: it must show as text and never become markup.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, withDashboard, sendRiemann, postEvents, readRows, assertClean,
+  browserSuite, withDashboard, sendRiemann, postEvents, readRows, assertClean,
 } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const suite = browserSuite();
 
 const IMG = '<img src=x onerror=alert(1)>';
 
 test('markup in event fields is shown literally and creates no element', async () => {
   // Present before the page loads (snapshot path) …
-  await postEvents(server, [{
+  await postEvents(suite.server, [{
     host: '<script>alert(2)</script>',
     service: '<b>bold</b>',
     state: 'critical',
@@ -31,9 +20,9 @@ test('markup in event fields is shown literally and creates no element', async (
     tags: ['<i>tag</i>'],
     '<u>attr</u>': '<iframe src=javascript:alert(4)>',
   }]);
-  await withDashboard(browser, server, async ({ page, problems }) => {
+  await withDashboard(suite.browser, suite.server, async ({ page, problems }) => {
     // … and arriving live (change path), sent by Riemann's own C client.
-    await sendRiemann(server, { host: 'xss', service: 'desc', state: 'critical', description: IMG, tags: [IMG] });
+    await sendRiemann(suite.server, { host: 'xss', service: 'desc', state: 'critical', description: IMG, tags: [IMG] });
     await page.waitForFunction(() => document.querySelectorAll('#problem-rows tr').length === 2);
     await page.waitForFunction(() => document.querySelector('#log .log-item:not(.note)')?.textContent.includes('xss'));
 

@@ -1,0 +1,354 @@
+//! The writing half of a Riemann TCP connection: replies in request order.
+//!
+//! The reader queues one [`Reply`] slot per request; the writer waits for each in turn and writes
+//! replies in batches, flushing only when the next one is not ready yet (or the batch is large),
+//! so a pipelining client gets many replies per syscall. A batch of event Msgs is acknowledged in
+//! two stages: the Msgs wholly before its first change at once, the rest once that change is
+//! durable ([`MsgSizes`] tells which). A query reply is encoded from its snapshot only when the
+//! writer reaches it, straight into the output. A client that makes no progress reading its
+//! replies for the write timeout is dropped. This half never reads the socket.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+
+use crate::engine::{Applied, EngineError, Snapshot};
+use crate::ingest::convert;
+use crate::ingest::frame;
+use crate::proto::Msg;
+use crate::query::Query;
+
+/// Replies are written to the socket once this much is buffered, even if more are ready.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Where each of a batch's Msgs ends in its events: tells which Msgs lie wholly before the
+/// batch's first change, and can be answered before that change is durable. Kept as one number
+/// in the usual case of Msgs of equal size (a client's batches rarely vary).
+#[derive(Debug, Default, Clone)]
+pub(super) struct MsgSizes {
+    pub(super) count: usize,
+    /// Events per Msg while every Msg so far had the same number.
+    uniform: Option<usize>,
+    /// Each Msg's end, once sizes differ.
+    ends: Vec<usize>,
+}
+
+impl MsgSizes {
+    /// Notes a Msg of `events` events (at least one: empty Msgs are not batched).
+    pub(super) fn push(&mut self, events: usize) {
+        match self.uniform {
+            _ if self.count == 0 => self.uniform = Some(events),
+            Some(size) if size == events => {}
+            Some(size) => {
+                self.ends = (1..=self.count).map(|i| i * size).collect();
+                self.uniform = None;
+            }
+            None => {}
+        }
+        if self.uniform.is_none() {
+            let end = self.ends.last().copied().unwrap_or(0) + events;
+            self.ends.push(end);
+        }
+        self.count += 1;
+    }
+
+    /// How many Msgs end at or before event position `first_change`.
+    pub(super) fn before(&self, first_change: usize) -> usize {
+        match self.uniform {
+            Some(size) => (first_change / size.max(1)).min(self.count),
+            None => self.ends.partition_point(|&end| end <= first_change),
+        }
+    }
+}
+
+/// Where replies go and how long a write may stall.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Link {
+    pub(super) peer: SocketAddr,
+    pub(super) write_timeout: Duration,
+}
+
+/// One reply slot, in request order.
+pub(super) enum Reply {
+    /// Wait for the engine to apply the batch, then answer `ok` once per `Msg` it holds (those
+    /// before its first change at once, the rest once the change is durable).
+    Pending(oneshot::Receiver<Applied>, MsgSizes),
+    /// Answer a query once the engine's snapshot (taken after every earlier batch) arrives;
+    /// the permit is one of the connection's [`QUERIES_IN_FLIGHT`], returned once it is written.
+    Query(oneshot::Receiver<Snapshot>, Query, OwnedSemaphorePermit),
+    /// Answer now.
+    Ready(Msg),
+    /// Answer, then close the connection (bad input).
+    Fatal(Msg),
+    /// Write these bytes as they are, then close (a client of another protocol).
+    Foreign(&'static [u8]),
+}
+
+impl Reply {
+    /// Whether the connection closes after this reply.
+    pub(super) fn closes(&self) -> bool {
+        matches!(self, Reply::Fatal(_) | Reply::Foreign(_))
+    }
+}
+
+pub(super) fn ok_msg() -> Msg {
+    Msg {
+        ok: Some(true),
+        ..Default::default()
+    }
+}
+
+pub(super) fn error_msg(error: String) -> Msg {
+    Msg {
+        ok: Some(false),
+        error: Some(error),
+        ..Default::default()
+    }
+}
+
+/// Writes replies in request order, batching writes: a flush happens only when the next reply is
+/// not ready yet (or the batch is large), so a pipelining client gets many replies per syscall.
+pub(super) async fn write_replies(
+    mut write: OwnedWriteHalf,
+    mut replies: mpsc::Receiver<Reply>,
+    link: Link,
+    max_frame_bytes: usize,
+) {
+    let mut out = BytesMut::with_capacity(4096);
+    let mut ok_frame = BytesMut::new();
+    frame::encode(&ok_msg(), &mut ok_frame);
+    while let Some(mut reply) = replies.recv().await {
+        loop {
+            // A query's permit, returned once its reply is written or handed to the socket.
+            let mut query_permit = None;
+            let (msg, fatal) = match reply {
+                Reply::Ready(msg) => (msg, false),
+                Reply::Fatal(msg) => (msg, true),
+                Reply::Foreign(bytes) => {
+                    out.extend_from_slice(bytes);
+                    flush(&mut write, &mut out, link).await;
+                    let _ = write.shutdown().await;
+                    return;
+                }
+                Reply::Pending(applied, msgs) => {
+                    let (ack, unanswered) = match wait(applied, &mut write, &mut out, link).await {
+                        None => return,
+                        Some(Err(_)) => (Err(EngineError::Closed), msgs.count),
+                        Some(Ok(Applied::Done(ack))) => (ack, msgs.count),
+                        Some(Ok(Applied::Changed {
+                            first_change,
+                            durable,
+                        })) => {
+                            // The Msgs before the first change are answered now: `wait` sends
+                            // them while the change is made durable.
+                            let answered = msgs.before(first_change);
+                            for _ in 0..answered {
+                                out.extend_from_slice(&ok_frame);
+                            }
+                            match wait(durable, &mut write, &mut out, link).await {
+                                None => return,
+                                Some(ack) => (
+                                    ack.unwrap_or(Err(EngineError::Closed)),
+                                    msgs.count - answered,
+                                ),
+                            }
+                        }
+                    };
+                    match ack {
+                        Ok(()) => {
+                            // One `ok` per Msg of the batch, in order.
+                            for _ in 1..unanswered {
+                                out.extend_from_slice(&ok_frame);
+                            }
+                            (ok_msg(), false)
+                        }
+                        // Nothing of the batch was applied (index full), or it is not stored
+                        // yet (storage failing): each of its Msgs is told so, and the
+                        // connection goes on — closing it would only make clients reconnect in
+                        // a loop while the disk is full.
+                        Err(error @ (EngineError::IndexFull { .. } | EngineError::Storage(_))) => {
+                            let refused = error_msg(error.to_string());
+                            for _ in 1..unanswered {
+                                frame::encode(&refused, &mut out);
+                            }
+                            (refused, false)
+                        }
+                        Err(error) => (error_msg(error.to_string()), true),
+                    }
+                }
+                Reply::Query(snapshot, query, permit) => {
+                    query_permit = Some(permit);
+                    match wait(snapshot, &mut write, &mut out, link).await {
+                        Some(Ok(snapshot)) => {
+                            // Encoded straight into the output; the snapshot goes right after.
+                            if let Err(too_large) =
+                                encode_query_reply(&snapshot, &query, max_frame_bytes, &mut out)
+                            {
+                                (error_msg(too_large), false)
+                            } else {
+                                (Msg::default(), false)
+                            }
+                        }
+                        Some(Err(_)) => (error_msg(EngineError::Closed.to_string()), true),
+                        None => return,
+                    }
+                }
+            };
+            // An empty Msg stands for "already encoded" (a query reply): every real reply
+            // carries `ok`.
+            if msg.ok.is_some() {
+                frame::encode(&msg, &mut out);
+            }
+            if fatal {
+                flush(&mut write, &mut out, link).await;
+                let _ = write.shutdown().await;
+                return;
+            }
+            if out.len() >= WRITE_BATCH_BYTES && !flush(&mut write, &mut out, link).await {
+                return;
+            }
+            // A large query reply was just written; a small one waits in `out`, which is small.
+            drop(query_permit);
+            match replies.try_recv() {
+                Ok(next) => reply = next,
+                Err(_) => break,
+            }
+        }
+        if !flush(&mut write, &mut out, link).await {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+/// Waits for a reply slot's result. If it is not ready yet, whatever is buffered is sent first
+/// so the client is not kept waiting for replies that are ready. `None` when the peer is gone.
+async fn wait<T>(
+    mut rx: oneshot::Receiver<T>,
+    write: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+    link: Link,
+) -> Option<Result<T, oneshot::error::RecvError>> {
+    match rx.try_recv() {
+        Ok(value) => return Some(Ok(value)),
+        Err(oneshot::error::TryRecvError::Closed) => {
+            return Some(rx.await);
+        }
+        Err(oneshot::error::TryRecvError::Empty) => {}
+    }
+    if !flush(write, out, link).await {
+        return None;
+    }
+    Some(rx.await)
+}
+
+/// Appends Riemann's answer to a query as one frame: `ok` and every matching indexed event,
+/// encoded straight from the snapshot (no intermediate `Msg` holding a copy of each event).
+/// A result larger than the frame limit is not sent: the error says how large it was.
+fn encode_query_reply(
+    snapshot: &Snapshot,
+    query: &Query,
+    max_frame_bytes: usize,
+    out: &mut BytesMut,
+) -> Result<(), String> {
+    use prost::encoding::{bool as pbool, encode_key, encode_varint, encoded_len_varint, WireType};
+    let start = out.len();
+    out.put_u32(0); // the length, filled in below
+    pbool::encode(2, &true, out);
+    let mut body_len = out.len() - start - 4;
+    let mut event = Vec::new();
+    let match_all = query.is_match_all();
+    for e in snapshot.events.iter() {
+        if !match_all && !query.matches(e) {
+            continue;
+        }
+        event.clear();
+        convert::encode_event(e, &mut event);
+        body_len += 1 + encoded_len_varint(event.len() as u64) + event.len();
+        // Past the limit, keep counting (to say how large) but stop buffering.
+        if body_len <= max_frame_bytes {
+            encode_key(6, WireType::LengthDelimited, out);
+            encode_varint(event.len() as u64, out);
+            out.extend_from_slice(&event);
+        }
+    }
+    if body_len > max_frame_bytes {
+        out.truncate(start);
+        return Err(format!(
+            "query result of {body_len} bytes exceeds the {max_frame_bytes}-byte frame limit (--max-frame-bytes); narrow the query"
+        ));
+    }
+    // At most the frame limit, which fits the 4-byte length (the flag is a usize, but the
+    // decoder's own frames are never larger than u32::MAX either).
+    let len = u32::try_from(body_len).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Writes out everything buffered; false when the peer is gone or made no progress reading it
+/// for the write timeout (it is then dropped).
+async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut, link: Link) -> bool {
+    let mut written = 0;
+    let result = loop {
+        if written == out.len() {
+            break Ok(());
+        }
+        match tokio::time::timeout(link.write_timeout, write.write(&out[written..])).await {
+            Ok(Ok(0)) => break Err("peer closed the connection".to_owned()),
+            Ok(Ok(n)) => written += n,
+            Ok(Err(error)) => break Err(error.to_string()),
+            Err(_) => {
+                tracing::info!(
+                    peer = %link.peer,
+                    timeout_secs = link.write_timeout.as_secs(),
+                    unwritten = out.len() - written,
+                    "riemann tcp client is not reading its replies (--tcp-write-timeout); dropping it"
+                );
+                out.clear();
+                return false;
+            }
+        }
+    };
+    out.clear();
+    match result {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(peer = %link.peer, %error, "riemann tcp write failed");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MsgSizes;
+
+    fn sizes(of: &[usize]) -> MsgSizes {
+        let mut sizes = MsgSizes::default();
+        for &events in of {
+            sizes.push(events);
+        }
+        sizes
+    }
+
+    #[test]
+    fn msgs_wholly_before_the_first_change_are_counted() {
+        // Equal sizes: kept as one number.
+        let uniform = sizes(&[3, 3, 3]);
+        assert_eq!(uniform.uniform, Some(3));
+        let before: Vec<usize> = (0..9).map(|at| uniform.before(at)).collect();
+        assert_eq!(before, [0, 0, 0, 1, 1, 1, 2, 2, 2]);
+
+        // Sizes that differ after a while: ends are listed, the earlier Msgs included.
+        let mixed = sizes(&[2, 2, 1, 4]);
+        assert_eq!(mixed.uniform, None);
+        assert_eq!(mixed.ends, [2, 4, 5, 9]);
+        let before: Vec<usize> = (0..9).map(|at| mixed.before(at)).collect();
+        assert_eq!(before, [0, 0, 1, 1, 2, 3, 3, 3, 3]);
+        assert_eq!(mixed.count, 4);
+    }
+}
