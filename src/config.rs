@@ -287,7 +287,7 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
 /// part reads flags it does not own.
 impl Config {
     /// Limits on one message and its events, the same on every transport.
-    pub fn event_limits(&self) -> EventLimits {
+    pub(crate) fn event_limits(&self) -> EventLimits {
         EventLimits {
             max_events_per_msg: self.max_events_per_msg,
             max_attributes_per_event: self.max_attributes_per_event,
@@ -296,14 +296,14 @@ impl Config {
     }
 
     /// The JSON body's limits: the per-event ones, with the event count of one request.
-    pub fn json_limits(&self) -> EventLimits {
+    pub(crate) fn json_limits(&self) -> EventLimits {
         EventLimits {
             max_events_per_msg: self.max_events_per_request,
             ..self.event_limits()
         }
     }
 
-    pub fn engine(&self) -> EngineConfig {
+    pub(crate) fn engine(&self) -> EngineConfig {
         EngineConfig {
             init_state: self.init_state.clone(),
             default_ttl_secs: self.default_ttl.as_secs_f64(),
@@ -319,7 +319,7 @@ impl Config {
         }
     }
 
-    pub fn tcp(&self) -> TcpConfig {
+    pub(crate) fn tcp(&self) -> TcpConfig {
         TcpConfig {
             max_frame_bytes: self.max_frame_bytes,
             max_connections: self.max_tcp_connections,
@@ -331,7 +331,7 @@ impl Config {
         }
     }
 
-    pub fn ws(&self) -> WsConfig {
+    pub(crate) fn ws(&self) -> WsConfig {
         WsConfig {
             queue_bytes: self.ws_queue_bytes,
             max_resyncs: self.ws_max_resyncs,
@@ -342,7 +342,7 @@ impl Config {
     }
 
     /// Origin, token and Host rules; the Host rule depends on the address HTTP is bound to.
-    pub fn access(&self, http_addr: SocketAddr) -> AccessConfig {
+    pub(crate) fn access(&self, http_addr: SocketAddr) -> AccessConfig {
         AccessConfig {
             allowed_origin: self.allowed_origin.clone(),
             ingest_token: self.ingest_token.clone(),
@@ -351,7 +351,7 @@ impl Config {
         }
     }
 
-    pub fn http_limits(&self) -> HttpLimits {
+    pub(crate) fn http_limits(&self) -> HttpLimits {
         HttpLimits {
             max_connections: self.max_http_connections,
             header_timeout: self.http_header_timeout,

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::writer::{error_msg, ok_msg, MsgSizes, Reply};
 use super::{Connection, QUERIES_DISABLED};
+use crate::event::convert;
 use crate::event::{now_micros, Event};
-use crate::ingest::convert;
 use crate::ingest::frame::{FrameDecoder, FrameError};
 use crate::metrics::Counters;
 use crate::proto::Msg;

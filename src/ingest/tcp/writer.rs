@@ -17,7 +17,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::engine::{Applied, EngineError, Snapshot};
-use crate::ingest::convert;
+use crate::event::convert;
 use crate::ingest::frame;
 use crate::proto::Msg;
 use crate::query::Query;
