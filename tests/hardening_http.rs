@@ -302,12 +302,11 @@ async fn slow_headers_slow_bodies_and_idle_connections_are_cut_off() {
     assert_eq!(get(&server, "/api/state").await.status, 200);
 }
 
-#[tokio::test]
-async fn a_response_nobody_reads_is_given_up_after_the_body_timeout() {
-    let server = start_server(&["--http-body-timeout", "1", "--max-body-bytes", "67108864"]);
-    let response = post_json(&server, &batch("h", 20_000, 10)).await;
+/// Indexes 20,000 keys (an ~8 MiB `/api/state`), then asks for `/api/state` on a socket with a
+/// small receive buffer that is never read: the server's writes stall once the buffers fill.
+async fn unread_state_request(server: &Server) -> tokio::net::TcpStream {
+    let response = post_json(server, &batch("h", 20_000, 10)).await;
     assert_eq!(response.status, 200);
-    // A small receive buffer and no reads: the server's writes stall once the buffers fill.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(server.http).await.unwrap();
@@ -316,6 +315,13 @@ async fn a_response_nobody_reads_is_given_up_after_the_body_timeout() {
         server.http
     );
     stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_response_nobody_reads_is_given_up_after_the_body_timeout() {
+    let server = start_server(&["--http-body-timeout", "1", "--max-body-bytes", "67108864"]);
+    let mut stream = unread_state_request(&server).await;
     // Long enough for a busy debug build to fill the buffers (several seconds for this answer
     // when the machine's cores are taken) and then stall for the 1 s body timeout.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -344,16 +350,7 @@ async fn a_response_nobody_reads_does_not_hold_shutdown_past_the_grace() {
         "--max-body-bytes",
         "67108864",
     ]);
-    let response = post_json(&server, &batch("h", 20_000, 10)).await;
-    assert_eq!(response.status, 200);
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(server.http).await.unwrap();
-    let request = format!(
-        "GET /api/state HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        server.http
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let stream = unread_state_request(&server).await;
     // Let the server's writes stall on the full buffers.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = std::time::Instant::now();
