@@ -98,22 +98,33 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(bytes as usize)
 }
 
+/// A parser that accepts what `parse` accepts within `min..=max`, naming the range (as `show`
+/// writes it) when a value falls outside.
+fn within<T: PartialOrd + Copy + Send + Sync + 'static>(
+    parse: fn(&str) -> Result<T, String>,
+    show: fn(T) -> String,
+    min: T,
+    max: T,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let value = parse(s)?;
+        if value < min || value > max {
+            return Err(format!(
+                "{s:?} is out of range: from {} to {}",
+                show(min),
+                show(max)
+            ));
+        }
+        Ok(value)
+    }
+}
+
 /// A clap value parser for a duration within `min..=max`.
 pub fn duration_in(
     min: Duration,
     max: Duration,
 ) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
-    move |s| {
-        let d = parse_duration(s)?;
-        if d < min || d > max {
-            return Err(format!(
-                "{s:?} is out of range: from {} to {}",
-                show_duration(min),
-                show_duration(max)
-            ));
-        }
-        Ok(d)
-    }
+    within(parse_duration, show_duration, min, max)
 }
 
 /// A clap value parser for "how long to keep": a duration up to `max`, or `forever` (`None`).
@@ -136,17 +147,7 @@ pub fn size_in(
     min: usize,
     max: usize,
 ) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
-    move |s| {
-        let n = parse_size(s)?;
-        if n < min || n > max {
-            return Err(format!(
-                "{s:?} is out of range: from {} to {}",
-                show_size(min),
-                show_size(max)
-            ));
-        }
-        Ok(n)
-    }
+    within(parse_size, show_size, min, max)
 }
 
 /// The largest unit that shows `d` exactly, for range messages (`10ms`, `1h`, `3650d`).
