@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Before/after figures for the HTTP hardening of issue 12 (one attack per line of output).
 
-Usage: scripts/measure-http-hardening.py PATH/TO/statecast [attack ...]
+Usage: scripts/hardening/http_attacks.py PATH/TO/statecast [attack ...]
 Attacks: state, empty_objects, attributes, slowloris, idle_cap, csrf, host, referrer.
 Each starts its own server on loopback ports with --data-dir off and prints one line.
 Peak RSS is VmHWM, reset (clear_refs 5) just before the attack.
