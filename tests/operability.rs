@@ -295,6 +295,41 @@ async fn every_operator_metric_is_present_and_moves() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_that_falls_behind_counts_as_a_resync() {
+    const N: usize = 2_000;
+    let server = InProcess::start(&["--ws-queue-bytes", "65536"]);
+    // Handshake done, then not read while 8 MB of changes go by (far more than its queue and
+    // the socket buffers hold): a tiny receive buffer makes the server notice early.
+    let mut stuck = WsClient::connect_with_recv_buffer(&server, 4096).await;
+    let mut tcp = RiemannTcp::connect(&server).await;
+    let description = "d".repeat(4096);
+    for batch in 0..N / 4 {
+        let events = (0..4)
+            .map(|i| {
+                let mut e = event("lag", &format!("s{}", batch * 4 + i), "critical");
+                e.description = Some(description.clone());
+                e
+            })
+            .collect();
+        assert_eq!(tcp.request(&events_msg(events)).await.ok, Some(true));
+    }
+    // Read now: the queue drains, and the client is resynchronised with a `reset` snapshot
+    // (counted), or closed as a slow consumer (counted apart).
+    loop {
+        match stuck.next_event().await {
+            WsEvent::Json(v) if v["type"] == "snapshot" && v["reset"] == true => break,
+            WsEvent::Json(v) if v["type"] == "change" && v["seq"] == N as u64 => {
+                panic!("the stuck client never fell behind")
+            }
+            WsEvent::Json(_) => {}
+            other => panic!("closed instead of resynchronised: {other:?}"),
+        }
+    }
+    let resyncs = wait_for_sample(&server, "statecast_ws_resyncs_total", |v| v >= 1.0).await;
+    eprintln!("MEASURE resync: {resyncs} after {N} changes of 4 KiB to a client not reading");
+}
+
 #[tokio::test]
 async fn json_log_lines_parse_and_refusals_are_logged_with_their_reason() {
     let server = start_server(&["--log-format", "json", "--dashboard-token", "view"]);

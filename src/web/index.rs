@@ -138,7 +138,11 @@ async fn stream_websocket(
                             }
                         }
                     }
-                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Lagged(_)) => {
+                        // Resent the index, like a `/ws` dashboard's resync.
+                        crate::metrics::Counters::add(&app.counters.ws_resyncs, 1);
+                        break;
+                    }
                     Err(RecvError::Closed) => return,
                 },
             }
