@@ -239,6 +239,18 @@ pub struct Config {
     /// server is serving) to this file, atomically: a temporary file beside it, renamed into place.
     #[arg(long, env = "STATECAST_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+
+    /// How log lines on stderr look: `text` (for people) or `json` (one JSON object per line, for
+    /// log shippers). Which lines are logged is `RUST_LOG`'s choice (default `info`).
+    #[arg(long, env = "STATECAST_LOG_FORMAT", default_value = "text", value_enum)]
+    pub log_format: LogFormat,
+}
+
+/// The shape of log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {

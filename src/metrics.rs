@@ -3,8 +3,16 @@
 //! Plain atomics, written by whichever task sees the event and read by the stats ticker and
 //! `/metrics`. Relaxed ordering is enough: these are tallies, never used to synchronise.
 
+mod histogram;
+mod process;
+mod refusals;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use histogram::Histogram;
+pub use refusals::{Refusal, Refusals, LOG_INTERVAL as REFUSAL_LOG_INTERVAL};
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -25,6 +33,52 @@ pub struct Counters {
     pub ws_slow_closed: AtomicU64,
     /// HTTP connections refused at `--max-http-connections`.
     pub http_refused: AtomicU64,
+    /// Riemann-style `/index` websocket streams open (dashboards of the `/ws` kind are
+    /// `ws_clients`).
+    pub index_ws_clients: AtomicU64,
+    /// `/index` server-sent event streams open.
+    pub sse_clients: AtomicU64,
+    /// (host, service) keys in the index, set by the engine after each batch and sweep.
+    pub index_keys: AtomicU64,
+    /// The committer's change-log writes (one `O_DSYNC` write per group commit).
+    pub commit_seconds: Histogram,
+    /// Riemann TCP: from the read that brought a batch of Msgs to its answer being ready to
+    /// write (with a change: once it is durable).
+    pub tcp_ack_seconds: Histogram,
+    /// Requests refused by the access rules and the dashboard connection limit.
+    pub refusals: Refusals,
+}
+
+/// Which dashboard endpoint a connection is counted under.
+#[derive(Debug, Clone, Copy)]
+pub enum Dashboard {
+    IndexWebsocket,
+    Sse,
+}
+
+/// Counts a dashboard connection while it lives: the gauge is right however it ends.
+#[derive(Debug)]
+pub struct Connected {
+    counters: Arc<Counters>,
+    which: Dashboard,
+}
+
+impl Connected {
+    pub fn new(counters: &Arc<Counters>, which: Dashboard) -> Self {
+        Counters::add(counters.gauge(which), 1);
+        Self {
+            counters: Arc::clone(counters),
+            which,
+        }
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.counters
+            .gauge(self.which)
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Counters {
@@ -34,6 +88,13 @@ impl Counters {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    fn gauge(&self, which: Dashboard) -> &AtomicU64 {
+        match which {
+            Dashboard::IndexWebsocket => &self.index_ws_clients,
+            Dashboard::Sse => &self.sse_clients,
+        }
     }
 
     /// Prometheus text exposition format.
@@ -126,6 +187,74 @@ impl Counters {
                 Self::get(value)
             );
         }
+        self.render_operability(&mut out);
         out
+    }
+
+    /// Build information, gauges with labels, histograms and process metrics.
+    fn render_operability(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP statecast_build_info The running build: version and compiler.\n\
+             # TYPE statecast_build_info gauge\n\
+             statecast_build_info{{version=\"{}\",rustc=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("STATECAST_RUSTC_VERSION"),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP statecast_index_keys (host, service) keys in the index.\n\
+             # TYPE statecast_index_keys gauge\n\
+             statecast_index_keys {}",
+            Self::get(&self.index_keys)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP statecast_dashboards Connected dashboards per endpoint (/ws, /index websocket, /index server-sent events).\n\
+             # TYPE statecast_dashboards gauge"
+        );
+        for (endpoint, value) in [
+            ("ws", &self.ws_clients),
+            ("index-ws", &self.index_ws_clients),
+            ("sse", &self.sse_clients),
+        ] {
+            let _ = writeln!(
+                out,
+                "statecast_dashboards{{endpoint=\"{endpoint}\"}} {}",
+                Self::get(value)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP statecast_refusals_total Requests refused: foreign origin, missing or wrong token, dashboard connection limit, Host not allowed.\n\
+             # TYPE statecast_refusals_total counter"
+        );
+        for reason in Refusal::ALL {
+            let _ = writeln!(
+                out,
+                "statecast_refusals_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.refusals.count(reason)
+            );
+        }
+        self.commit_seconds.render(
+            out,
+            "statecast_commit_seconds",
+            "Change-log writes of the committer (one synchronous write per group commit).",
+        );
+        self.tcp_ack_seconds.render(
+            out,
+            "statecast_tcp_ack_seconds",
+            "Riemann TCP: from the read bringing Msgs to their answer (ok once applied, or once durable with a change).",
+        );
+        process::render(out);
+    }
+
+    /// One gauge line (with its HELP and TYPE) for values kept outside the counters.
+    pub fn render_gauge(out: &mut String, name: &str, help: &str, value: u64) {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
 }

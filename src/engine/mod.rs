@@ -141,6 +141,8 @@ const COMMIT_QUEUE: usize = 64;
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
+    /// The committer's storage flag, with a store: what `/readyz` reports.
+    storage: Option<Arc<commit::StorageHealth>>,
 }
 
 impl EngineHandle {
@@ -210,6 +212,22 @@ impl EngineHandle {
         Ok(rx)
     }
 
+    /// Batches and requests waiting for the engine (`--engine-queue` bounds it).
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Why the engine cannot take batches now, if it cannot: storage failing (the committer's
+    /// flag, see `commit::StorageHealth`) or the engine stopped. Two atomic loads: cheap enough
+    /// for a health check polled every second.
+    pub fn unavailable(&self) -> Option<String> {
+        if self.tx.is_closed() {
+            return Some("the engine has stopped".into());
+        }
+        let failure = self.storage.as_ref()?.failure()?;
+        Some(format!("storage unavailable: {failure}"))
+    }
+
     async fn request<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -256,6 +274,9 @@ pub fn spawn(
         };
         Committer::spawn(store, config.retention, publisher, COMMIT_QUEUE)
     });
+    let storage = committer
+        .as_ref()
+        .map(|committer| Arc::clone(&committer.health));
     let owner = Owner {
         engine,
         updates_tx,
@@ -267,8 +288,9 @@ pub fn spawn(
         acks: Vec::new(),
         index_full_logged: None,
     };
+    owner.count_keys();
     let task = tokio::spawn(owner.run(rx, config.reap_interval));
-    (EngineHandle { tx }, task)
+    (EngineHandle { tx, storage }, task)
 }
 
 /// Refused batches are logged at most this often (each is counted).
@@ -329,6 +351,7 @@ impl Owner {
                             }
                         }
                         self.end_group().await;
+                        self.count_keys();
                     }
                 }
                 _ = flush.tick() => {
@@ -395,6 +418,8 @@ impl Owner {
                     }
                 };
                 Counters::add(&self.counters.events, count);
+                // Before any acknowledgement: a sender that got its `ok` sees its keys counted.
+                self.count_keys();
                 for event in self.indexed.drain(..) {
                     let _ = self.updates_tx.send(event);
                 }
@@ -446,6 +471,14 @@ impl Owner {
                 self.output(Output::Sync { reply }).await;
             }
         }
+    }
+
+    /// Publishes the index size for `/metrics` (one relaxed store per wake-up).
+    fn count_keys(&self) {
+        self.counters.index_keys.store(
+            self.engine.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The storage error while storage is failing (see `commit::StorageHealth`).

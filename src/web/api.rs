@@ -18,7 +18,7 @@ use super::{history, AppState, SubscribeParams};
 use crate::engine::EngineError;
 use crate::event::{now_micros, Event, EventLimits};
 use crate::ingest::json::{parse_events, JsonError};
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Refusal};
 use crate::query::Query;
 
 /// Bodies up to this size are decoded on the request's own task; larger ones on a blocking
@@ -54,9 +54,15 @@ pub(crate) async fn post_event(State(app): State<AppState>, request: Request) ->
 /// the body's arrival, its decoding.
 async fn receive(app: &AppState, request: Request) -> Result<Vec<Event>, Response> {
     let headers = request.headers();
+    let path = "/api/event";
     app.access
         .check_cross_site(headers)
-        .and_then(|()| app.access.check_ingest(headers))
+        .map_err(|denied| app.refused(Refusal::Origin, path, denied))
+        .and_then(|()| {
+            app.access
+                .check_ingest(headers)
+                .map_err(|denied| app.refused(Refusal::Token, path, denied))
+        })
         .map_err(IntoResponse::into_response)?;
     let body = read_body(app, request).await?;
     decode(body, app.json_limits)
@@ -129,7 +135,7 @@ pub(crate) async fn state(
     axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let filter = dashboard_filter(&app, &headers, &params).await?;
+    let filter = dashboard_filter(&app, &headers, &params, "/api/state").await?;
     let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
@@ -228,9 +234,11 @@ async fn dashboard_filter(
     app: &AppState,
     headers: &HeaderMap,
     params: &SubscribeParams,
+    path: &str,
 ) -> Result<Option<Query>, ApiError> {
     app.access
-        .check_dashboard(headers, params.token.as_deref())?;
+        .check_dashboard(headers, params.token.as_deref())
+        .map_err(|denied| app.refused(Refusal::Token, path, denied))?;
     Query::parse_filter(params.query.as_deref())
         .await
         .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error))
@@ -248,7 +256,7 @@ pub(crate) async fn history(
     axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let filter = dashboard_filter(&app, &headers, &params).await?;
+    let filter = dashboard_filter(&app, &headers, &params, "/api/history").await?;
     let Some(store) = app.store.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -267,13 +275,16 @@ pub(crate) async fn history(
     Ok(Json(body).into_response())
 }
 
-/// `GET /metrics`: counters in Prometheus text format.
+/// `GET /metrics`: counters in Prometheus text format, with the engine's queue depth.
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.counters.render_prometheus(),
-    )
-        .into_response()
+    let mut body = app.counters.render_prometheus();
+    Counters::render_gauge(
+        &mut body,
+        "statecast_engine_queue",
+        "Batches and requests waiting for the engine (bounded by --engine-queue).",
+        app.engine.queue_depth() as u64,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 #[cfg(test)]

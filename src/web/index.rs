@@ -26,6 +26,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::error::ApiError;
 use super::{AppState, SubscribeParams};
 use crate::event::Event;
+use crate::metrics::{Connected, Dashboard};
 use crate::query::Query;
 
 pub(crate) async fn index(
@@ -35,7 +36,7 @@ pub(crate) async fn index(
 ) -> Response {
     let subscribe = params.subscribe.as_deref() == Some("true");
     let (mut parts, _body) = request.into_parts();
-    if let Err(denied) = app.admit_dashboard(&parts.headers, &params) {
+    if let Err(denied) = app.admit_dashboard(&parts.headers, &params, "/index") {
         return denied.into_response();
     }
     let filter = match Query::parse_filter(params.query.as_deref()).await {
@@ -56,7 +57,7 @@ pub(crate) async fn index(
         Err(rejection) => return rejection.into_response(),
     };
     let Some(permit) = super::ws_permit(&app) else {
-        return super::too_many_websockets();
+        return super::too_many_websockets(&app, "/index");
     };
     let tasks = app.tasks.clone();
     super::configure(upgrade).on_upgrade(move |socket| {
@@ -77,6 +78,7 @@ async fn stream_websocket(
     filter: Option<Query>,
     subscribe: bool,
 ) {
+    let _connected = Connected::new(&app.counters, Dashboard::IndexWebsocket);
     let Ok(mut sub) = app.engine.subscribe_updates().await else {
         return;
     };
@@ -136,7 +138,11 @@ async fn stream_websocket(
                             }
                         }
                     }
-                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Lagged(_)) => {
+                        // Resent the index, like a `/ws` dashboard's resync.
+                        crate::metrics::Counters::add(&app.counters.ws_resyncs, 1);
+                        break;
+                    }
                     Err(RecvError::Closed) => return,
                 },
             }
@@ -161,7 +167,7 @@ fn allow_origin(request: &HeaderMap, response: &mut HeaderMap) {
 /// The event stream, holding a connection slot as long as it lives.
 async fn sse(app: AppState, filter: Option<Query>) -> Response {
     let Some(permit) = super::ws_permit(&app) else {
-        return super::too_many_websockets();
+        return super::too_many_websockets(&app, "/index");
     };
     let sub = match app.engine.subscribe_updates().await {
         Ok(sub) => sub,
@@ -175,7 +181,8 @@ async fn sse(app: AppState, filter: Option<Query>) -> Response {
         .into_iter()
         .filter(|e| keep(&filter, e))
         .collect();
-    let stream = sse_stream(snapshot, sub.updates, filter, shutdown, permit);
+    let connected = Connected::new(&app.counters, Dashboard::Sse);
+    let stream = sse_stream(snapshot, sub.updates, filter, shutdown, (permit, connected));
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -186,11 +193,11 @@ fn sse_stream(
     updates: tokio::sync::broadcast::Receiver<Arc<Event>>,
     filter: Arc<Option<Query>>,
     shutdown: tokio_util::sync::CancellationToken,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, Connected),
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let snapshot = futures_util::stream::iter(snapshot);
-    // The permit lives in the stream's state: it is released when the stream ends or the
-    // response body is dropped (the client went away).
+    // The permit (and the count of open streams) lives in the stream's state: it is released
+    // when the stream ends or the response body is dropped (the client went away).
     let live = futures_util::stream::unfold(
         (updates, filter, shutdown, permit),
         |(mut updates, filter, shutdown, permit)| async move {

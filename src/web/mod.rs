@@ -11,12 +11,14 @@
 //! - `history`: reads history on a blocking thread, for `/api/history` and `/ws` resumes.
 //! - `ws`: the dashboard websocket `/ws` (`session`, `outbox`).
 //! - `index`: Riemann's `/index` (websocket or server-sent events).
+//! - `health`: `/healthz` and `/readyz`, outside the access rules.
 //! - `assets`: the embedded dashboard page.
 
 pub mod access;
 mod api;
 mod assets;
 mod error;
+mod health;
 mod history;
 pub mod http_server;
 mod index;
@@ -39,7 +41,7 @@ use tokio_util::task::TaskTracker;
 
 use self::error::ApiError;
 use crate::engine::EngineHandle;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Refusal};
 
 /// tungstenite reads into a 128 KiB buffer by default; dashboards send almost nothing, so a small
 /// one keeps thousands of idle screens cheap.
@@ -87,6 +89,9 @@ pub(crate) fn router(app: AppState) -> Router {
         .fallback(get(assets::serve))
         // Every route, the page included: a rebinding attacker's page must not load either.
         .layer(host_check)
+        // Added after the layer, so outside it: probes address the server by IP (see `health`).
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .with_state(app)
 }
 
@@ -98,7 +103,9 @@ async fn check_host(
 ) -> Response {
     match app.access.check_host(request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(denied) => denied.into_response(),
+        Err(denied) => app
+            .refused(Refusal::Host, request.uri().path(), denied)
+            .into_response(),
     }
 }
 
@@ -115,15 +122,36 @@ pub(crate) struct SubscribeParams {
 }
 
 impl AppState {
-    /// Token and origin checks for a dashboard websocket upgrade.
+    /// Token and origin checks for a dashboard websocket upgrade (or stream) on `path`.
     fn admit_dashboard(
         &self,
         headers: &HeaderMap,
         params: &SubscribeParams,
+        path: &str,
     ) -> Result<(), ApiError> {
         self.access
-            .check_dashboard(headers, params.token.as_deref())?;
-        self.access.check_origin(headers)
+            .check_dashboard(headers, params.token.as_deref())
+            .map_err(|denied| self.refused(Refusal::Token, path, denied))?;
+        self.access
+            .check_origin(headers)
+            .map_err(|denied| self.refused(Refusal::Origin, path, denied))
+    }
+
+    /// Counts a refusal for `/metrics` and logs it at info, at most one line per reason every
+    /// 10 s (with how many refusals the line stands for): the operator learns that and why
+    /// dashboards are turned away, without a scanner flooding the log.
+    pub(crate) fn refused(&self, reason: Refusal, path: &str, denied: ApiError) -> ApiError {
+        if let Some(suppressed) = self.counters.refusals.record(reason) {
+            tracing::info!(
+                reason = reason.label(),
+                path,
+                status = denied.status.as_u16(),
+                error = %denied.error,
+                not_logged_since_last_line = suppressed,
+                "request refused"
+            );
+        }
+        denied
     }
 }
 
@@ -132,12 +160,13 @@ fn ws_permit(app: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
     Arc::clone(&app.ws_permits).try_acquire_owned().ok()
 }
 
-/// The answer to an upgrade past the websocket connection limit.
-fn too_many_websockets() -> Response {
+/// The answer to an upgrade (or stream) on `path` past the dashboard connection limit.
+fn too_many_websockets(app: &AppState, path: &str) -> Response {
     let error = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "too many dashboard connections",
     );
+    let error = app.refused(Refusal::Limit, path, error);
     ([(header::RETRY_AFTER, "5")], error).into_response()
 }
 

@@ -266,7 +266,7 @@ impl<'a> Committing<'a> {
             return;
         }
         // Durable first: the changes go to the log, and only then are they let out.
-        if let Err(error) = self.store.log(changes_in(&steps)) {
+        if let Err(error) = self.log(&steps) {
             let error = error.to_string();
             tracing::error!(%error, "could not log changes: answering with an error, holding them and retrying; new batches are refused until a retry succeeds");
             self.health.fail(error.clone());
@@ -276,6 +276,22 @@ impl<'a> Committing<'a> {
             return;
         }
         self.let_out(pending, steps, rx.is_empty());
+    }
+
+    /// Appends the changes among `steps` to the log (one synchronous write), timed for
+    /// `statecast_commit_seconds`.
+    fn log(&self, steps: &[WriteStep]) -> Result<(), StoreError> {
+        if changes_in(steps).all(|encoded| encoded.is_empty()) {
+            // Nothing to write (only reads or flushes): not a commit, not timed.
+            return self.store.log(changes_in(steps));
+        }
+        let started = Instant::now();
+        let logged = self.store.log(changes_in(steps));
+        self.publisher
+            .counters
+            .commit_seconds
+            .observe(started.elapsed());
+        logged
     }
 
     /// Keeps outputs whose changes could not be logged, answering their senders now.
@@ -384,7 +400,10 @@ impl<'a> Committing<'a> {
                 self.write();
                 self.checkpoint();
             }
-            if let Err(error) = self.store.log(changes_in(&self.held_steps)) {
+            let held_steps = std::mem::take(&mut self.held_steps);
+            let logged = self.log(&held_steps);
+            self.held_steps = held_steps;
+            if let Err(error) = logged {
                 self.still_failing(&error.to_string());
                 return;
             }

@@ -137,6 +137,7 @@ impl Connection {
             replies_rx,
             link,
             self.config.max_frame_bytes,
+            Arc::clone(&self.counters),
         )));
         let mut read = read;
         let ended = self.read_requests(&mut read, replies_tx, shutdown).await;

@@ -10,6 +10,7 @@
 //! socket.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -92,6 +93,8 @@ impl Connection {
         let mut batch = Batch::default();
         // Arrival time of what the last read brought: events without a time of their own get it.
         let mut arrived = now_micros();
+        // The same moment on the monotonic clock: acknowledgement latency is timed from it.
+        let mut read_at = Instant::now();
         loop {
             loop {
                 let reply = match decoder.decode(&mut buf) {
@@ -126,7 +129,7 @@ impl Connection {
                     }
                 };
                 // Whatever comes next, what is batched goes first.
-                if let Some(pending) = self.submit_batch(&mut batch).await {
+                if let Some(pending) = self.submit_batch(&mut batch, read_at).await {
                     let fatal = pending.closes();
                     if replies.send(pending).await.is_err() {
                         return ReadEnd::Closed;
@@ -139,7 +142,10 @@ impl Connection {
                     Next::NeedInput => break,
                     Next::Full => continue,
                     Next::Msg(msg) => {
-                        match self.handle_msg(msg, arrived, &queries, &shutdown).await {
+                        match self
+                            .handle_msg(msg, arrived, read_at, &queries, &shutdown)
+                            .await
+                        {
                             Some(reply) => reply,
                             None => return ReadEnd::Closed,
                         }
@@ -182,7 +188,10 @@ impl Connection {
                     }
                     return ReadEnd::Closed;
                 }
-                Ok(_) => arrived = now_micros(),
+                Ok(_) => {
+                    arrived = now_micros();
+                    read_at = Instant::now();
+                }
                 Err(error) => {
                     tracing::debug!(peer = %self.peer, %error, "riemann tcp read failed");
                     return ReadEnd::Closed;
@@ -229,7 +238,7 @@ impl Connection {
 
     /// Hands the batched Msgs to the engine as one command (waiting for queue space:
     /// backpressure): the reply slot that answers them all, if anything was batched.
-    async fn submit_batch(&self, batch: &mut Batch) -> Option<Reply> {
+    async fn submit_batch(&self, batch: &mut Batch, read_at: Instant) -> Option<Reply> {
         if batch.msgs.count == 0 {
             return None;
         }
@@ -238,7 +247,7 @@ impl Connection {
         let events = std::mem::replace(&mut batch.events, Vec::with_capacity(expected));
         let msgs = std::mem::take(&mut batch.msgs);
         Some(match self.engine.submit(events).await {
-            Ok(ack) => Reply::Pending(ack, msgs),
+            Ok(ack) => Reply::Pending(ack, msgs, read_at),
             Err(error) => Reply::Fatal(error_msg(error.to_string())),
         })
     }
@@ -249,6 +258,7 @@ impl Connection {
         &self,
         msg: Msg,
         arrived: i64,
+        read_at: Instant,
         queries: &Arc<Semaphore>,
         shutdown: &CancellationToken,
     ) -> Option<Reply> {
@@ -296,7 +306,7 @@ impl Connection {
             (None, Some(ack)) => {
                 let mut sizes = MsgSizes::default();
                 sizes.push(1);
-                Reply::Pending(ack, sizes)
+                Reply::Pending(ack, sizes, read_at)
             }
             (None, None) => Reply::Ready(ok_msg()),
         })

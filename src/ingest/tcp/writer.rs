@@ -9,7 +9,8 @@
 //! replies for the write timeout is dropped. This half never reads the socket.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use crate::engine::{Applied, EngineError, Snapshot};
 use crate::event::convert;
 use crate::ingest::frame;
+use crate::metrics::Counters;
 use crate::proto::Msg;
 use crate::query::Query;
 
@@ -76,7 +78,9 @@ pub(super) struct Link {
 pub(super) enum Reply {
     /// Wait for the engine to apply the batch, then answer `ok` once per `Msg` it holds (those
     /// before its first change at once, the rest once the change is durable).
-    Pending(oneshot::Receiver<Applied>, MsgSizes),
+    /// The `Instant` is when the read that brought the Msgs returned (for
+    /// `statecast_tcp_ack_seconds`).
+    Pending(oneshot::Receiver<Applied>, MsgSizes, Instant),
     /// Answer a query once the engine's snapshot (taken after every earlier batch) arrives;
     /// the permit is one of the connection's [`QUERIES_IN_FLIGHT`], returned once it is written.
     Query(oneshot::Receiver<Snapshot>, Query, OwnedSemaphorePermit),
@@ -117,6 +121,7 @@ pub(super) async fn write_replies(
     mut replies: mpsc::Receiver<Reply>,
     link: Link,
     max_frame_bytes: usize,
+    counters: Arc<Counters>,
 ) {
     let mut out = BytesMut::with_capacity(4096);
     let mut ok_frame = BytesMut::new();
@@ -134,7 +139,7 @@ pub(super) async fn write_replies(
                     let _ = write.shutdown().await;
                     return;
                 }
-                Reply::Pending(applied, msgs) => {
+                Reply::Pending(applied, msgs, read_at) => {
                     let (ack, unanswered) = match wait(applied, &mut write, &mut out, link).await {
                         None => return,
                         Some(Err(_)) => (Err(EngineError::Closed), msgs.count),
@@ -158,6 +163,7 @@ pub(super) async fn write_replies(
                             }
                         }
                     };
+                    counters.tcp_ack_seconds.observe(read_at.elapsed());
                     match ack {
                         Ok(()) => {
                             // One `ok` per Msg of the batch, in order.

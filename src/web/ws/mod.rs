@@ -69,7 +69,7 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if let Err(denied) = app.admit_dashboard(&headers, &params) {
+    if let Err(denied) = app.admit_dashboard(&headers, &params, "/ws") {
         return denied.into_response();
     }
     let filter = match Query::parse_filter(params.query.as_deref()).await {
@@ -77,7 +77,7 @@ pub(crate) async fn upgrade(
         Err(error) => return ApiError::new(StatusCode::BAD_REQUEST, error).into_response(),
     };
     let Some(permit) = super::ws_permit(&app) else {
-        return super::too_many_websockets();
+        return super::too_many_websockets(&app, "/ws");
     };
     let tasks = app.tasks.clone();
     let resume = params.since.map(|since| Resume {
