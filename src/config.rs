@@ -239,6 +239,52 @@ pub struct Config {
     /// server is serving) to this file, atomically: a temporary file beside it, renamed into place.
     #[arg(long, env = "STATECAST_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+
+    /// The URL browsers reach this server by through a reverse proxy, e.g.
+    /// `https://mon.example.com/statecast/`: its origin passes the websocket/CSRF Origin check
+    /// and its host the `--allowed-host` rule, whatever Host header the proxy forwards.
+    #[arg(long, env = "STATECAST_EXTERNAL_URL", value_parser = ExternalUrl::parse)]
+    pub external_url: Option<ExternalUrl>,
+}
+
+/// `--external-url`, reduced to what the access checks compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalUrl {
+    /// `scheme://host[:port]`, lowercase, without a default port: what a browser sends as Origin.
+    pub origin: String,
+    /// The host name alone (no port, no brackets), for the Host rule.
+    pub host: String,
+}
+
+impl ExternalUrl {
+    pub fn parse(s: &str) -> Result<ExternalUrl, String> {
+        let bad =
+            |why: &str| format!("--external-url {s:?}: {why} (e.g. https://mon.example.com/)");
+        let (scheme, rest) = s.trim().split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => ":80",
+            "https" => ":443",
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if authority.is_empty() || authority.contains('@') {
+            return Err(bad("no host"));
+        }
+        let authority = authority.to_ascii_lowercase();
+        let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority.split(':').next().unwrap_or(""),
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(ExternalUrl {
+            origin: format!("{scheme}://{authority}"),
+            host: host.trim_end_matches('.').to_owned(),
+        })
+    }
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -347,7 +393,9 @@ impl Config {
             allowed_origin: self.allowed_origin.clone(),
             ingest_token: self.ingest_token.clone(),
             dashboard_token: self.dashboard_token.clone(),
-            allowed_hosts: HostRule::for_listener(http_addr, &self.allowed_host),
+            allowed_hosts: HostRule::for_listener(http_addr, &self.allowed_host)
+                .with(self.external_url.as_ref().map(|url| url.host.clone())),
+            external_origin: self.external_url.as_ref().map(|url| url.origin.clone()),
         }
     }
 

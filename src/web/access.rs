@@ -29,6 +29,9 @@ pub struct AccessConfig {
     pub dashboard_token: Option<String>,
     /// Host names requests may be addressed to.
     pub allowed_hosts: HostRule,
+    /// `--external-url`'s origin (`https://mon.example.com`): behind a reverse proxy the Host the
+    /// server sees is not the one the browser used, so the same-origin rule cannot match it.
+    pub external_origin: Option<String>,
 }
 
 /// Which `Host` headers are served.
@@ -57,6 +60,17 @@ impl HostRule {
             HostRule::Any
         } else {
             HostRule::Only(vec![listen.ip().to_string()])
+        }
+    }
+
+    /// This rule and one more name (`--external-url`'s host); `Any` stays `Any`.
+    pub fn with(self, name: Option<String>) -> Self {
+        match (self, name) {
+            (HostRule::Only(mut names), Some(name)) => {
+                names.push(host_name(&name));
+                HostRule::Only(names)
+            }
+            (rule, _) => rule,
         }
     }
 
@@ -99,13 +113,18 @@ impl AccessConfig {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let allowed = match &self.allowed_origin {
-            None => origin_host(origin).is_some_and(|h| h.eq_ignore_ascii_case(host)),
-            Some(pattern) => {
-                let pattern = pattern.replace("{{host}}", &regex::escape(host));
-                Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|re| re.is_match(origin))
-            }
-        };
+        let external = self
+            .external_origin
+            .as_deref()
+            .is_some_and(|external| external.eq_ignore_ascii_case(origin.trim_end_matches('/')));
+        let allowed = external
+            || match &self.allowed_origin {
+                None => origin_host(origin).is_some_and(|h| h.eq_ignore_ascii_case(host)),
+                Some(pattern) => {
+                    let pattern = pattern.replace("{{host}}", &regex::escape(host));
+                    Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|re| re.is_match(origin))
+                }
+            };
         if allowed {
             Ok(())
         } else {
@@ -158,6 +177,16 @@ impl AccessConfig {
 
     pub(crate) fn check_ingest(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         check_token(self.ingest_token.as_deref(), headers, None)
+    }
+
+    /// The ingest token on a websocket upgrade (`GET /events`): a header, or `?token=` for
+    /// browsers, which cannot set headers on a websocket.
+    pub(crate) fn check_ingest_ws(
+        &self,
+        headers: &HeaderMap,
+        url_token: Option<&str>,
+    ) -> Result<(), ApiError> {
+        check_token(self.ingest_token.as_deref(), headers, url_token)
     }
 
     /// Dashboards may pass the token in the URL (`?token=`): browsers cannot set headers on a
@@ -337,6 +366,43 @@ mod tests {
             ),
         ]);
         assert!(access.check_cross_site(&fetch).is_err());
+    }
+
+    #[test]
+    fn external_url_origin_and_host_pass() {
+        let url =
+            crate::config::ExternalUrl::parse("HTTPS://Mon.Example.com:443/statecast/").unwrap();
+        assert_eq!(url.origin, "https://mon.example.com");
+        let access = AccessConfig {
+            allowed_hosts: HostRule::for_listener("127.0.0.1:8080".parse().unwrap(), &[])
+                .with(Some(url.host.clone())),
+            external_origin: Some(url.origin),
+            ..Default::default()
+        };
+        let proxied = headers(&[
+            (header::HOST, "127.0.0.1:8080"),
+            (header::ORIGIN, "https://mon.example.com"),
+        ]);
+        assert!(access.check_origin(&proxied).is_ok());
+        assert!(access
+            .check_host(&headers(&[(header::HOST, "mon.example.com")]))
+            .is_ok());
+        let foreign = headers(&[
+            (header::HOST, "127.0.0.1:8080"),
+            (header::ORIGIN, "https://evil.example"),
+        ]);
+        assert!(access.check_origin(&foreign).is_err());
+        assert!(access
+            .check_host(&headers(&[(header::HOST, "evil.example")]))
+            .is_err());
+        for bad in ["mon.example.com", "ftp://x/", "https:///x", "https://u@x/"] {
+            assert!(crate::config::ExternalUrl::parse(bad).is_err(), "{bad}");
+        }
+        let v6 = crate::config::ExternalUrl::parse("http://[::1]:8080").unwrap();
+        assert_eq!(
+            (v6.origin.as_str(), v6.host.as_str()),
+            ("http://[::1]:8080", "::1")
+        );
     }
 
     #[test]

@@ -11,12 +11,15 @@
 //! - `history`: reads history on a blocking thread, for `/api/history` and `/ws` resumes.
 //! - `ws`: the dashboard websocket `/ws` (`session`, `outbox`).
 //! - `index`: Riemann's `/index` (websocket or server-sent events).
+//! - `events`: Riemann's `/events` websocket ingest (acks per batch); `POST /events` (NDJSON)
+//!   is `api`'s, whose body decoding both share.
 //! - `assets`: the embedded dashboard page.
 
 pub mod access;
 mod api;
 mod assets;
 mod error;
+mod events;
 mod history;
 pub mod http_server;
 mod index;
@@ -79,6 +82,12 @@ pub(crate) fn router(app: AppState) -> Router {
         .route(
             "/api/event",
             post(api::post_event).layer(DefaultBodyLimit::max(app.max_body_bytes)),
+        )
+        .route(
+            "/events",
+            get(events::upgrade)
+                .post(api::post_ndjson)
+                .layer(DefaultBodyLimit::max(app.max_body_bytes)),
         )
         .route("/api/state", get(api::state))
         .route("/api/history", get(api::history))
