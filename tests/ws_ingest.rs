@@ -191,25 +191,61 @@ async fn ingest_token_and_origin_rules_apply() {
         .expect("same origin");
 }
 
-/// A client that sends many batches without reading its acks: the server holds at most its
-/// in-flight limit of answers (then stops reading), and every ack arrives, in order, once read.
+/// A client that sends many batches without reading its acks (each ack made large by a 64 KiB
+/// id, so they cannot all sit in socket buffers): the server stops reading once its in-flight
+/// limit is reached (far fewer events applied than sent), and every ack arrives, in order, once
+/// the client reads.
 #[tokio::test]
 async fn unread_acks_stall_the_reader_and_all_arrive_in_order() {
-    const BATCHES: usize = 2000;
-    let server = InProcess::start(&[]);
-    let ws = connect_events(&server, "", &[]).await.expect("upgrade");
+    const BATCHES: usize = 1000;
+    let server = InProcess::start(&["--ws-write-timeout", "60s"]);
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(server.http).await.expect("connect");
+    let url = format!("ws://{}/events", server.http);
+    let (ws, _) = tokio::time::timeout(
+        TIMEOUT,
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    .expect("handshake timed out")
+    .expect("handshake");
     let (mut sink, mut stream) = ws.split();
+    let padding = "x".repeat(64 * 1024);
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sent_by_task = std::sync::Arc::clone(&sent);
     let sender = tokio::spawn(async move {
         for i in 0..BATCHES {
-            let batch = json!({"id": i, "events": [
+            let batch = json!({"id": [i, padding], "events": [
                 {"host": "flood", "service": format!("s{}", i % 50), "metric": i},
             ]});
             sink.send(WsMessage::Text(batch.to_string().into()))
                 .await
                 .expect("send");
+            sent_by_task.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         sink
     });
+    // Wait until the server stops taking events (three equal readings in a row), then check it
+    // stopped well short of everything: the acks it owes are bounded, not the whole stream.
+    let mut last = u64::MAX;
+    let mut same = 0;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while same < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let applied = server.metric("statecast_events_total").await;
+        same = if applied == last { same + 1 } else { 0 };
+        last = applied;
+    }
+    assert!(
+        last < BATCHES as u64 / 2,
+        "{last} of {BATCHES} batches applied while no ack was read (sent: {})",
+        sent.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    eprintln!(
+        "stalled with {last} batches applied, {} sent",
+        sent.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let mut seen = 0usize;
     while seen < BATCHES {
         let message = tokio::time::timeout(TIMEOUT, stream.next())
@@ -221,13 +257,21 @@ async fn unread_acks_stall_the_reader_and_all_arrive_in_order() {
             continue;
         };
         let ack: Value = serde_json::from_str(&text).expect("json");
-        assert_eq!(ack, json!({"id": seen, "ok": true, "accepted": 1}));
+        assert_eq!(ack["id"][0], json!(seen), "acks in order");
+        assert_eq!(
+            (ack["ok"].clone(), ack["accepted"].clone()),
+            (json!(true), json!(1))
+        );
         seen += 1;
     }
     let _sink = tokio::time::timeout(TIMEOUT, sender)
         .await
         .expect("sender done")
         .expect("sender ok");
+    assert_eq!(
+        server.metric("statecast_events_total").await,
+        BATCHES as u64
+    );
 }
 
 #[tokio::test]
@@ -265,4 +309,25 @@ async fn ndjson_post_events() {
     )
     .await;
     assert_eq!(response.status, 403, "{}", response.body);
+}
+
+/// A message over the body limit closes with 1009, after the acks of the batches before it.
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009() {
+    let server = InProcess::start(&["--max-body-bytes", "2KiB"]);
+    let mut ws = connect_events(&server, "", &[]).await.expect("upgrade");
+    send_text(&mut ws, json!({"id": 1, "events": []}).to_string()).await;
+    let big = json!([{"host": "h", "service": "s", "description": "x".repeat(4096)}]);
+    let _ = ws.send(WsMessage::Text(big.to_string().into())).await;
+    assert_eq!(
+        next_ack(&mut ws).await,
+        json!({"id": 1, "ok": true, "accepted": 0})
+    );
+    let close = tokio::time::timeout(TIMEOUT, ws.next())
+        .await
+        .expect("close within the timeout");
+    match close {
+        Some(Ok(WsMessage::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1009),
+        other => panic!("expected close 1009, got {other:?}"),
+    }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query as UrlQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -73,6 +73,14 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| tasks.track_future(run(socket, app, permit)))
 }
 
+/// What the reader hands the writer, in the order of the client's messages.
+enum Item {
+    Batch(Pending),
+    /// The reader stopped on a message it cannot take: close with this code once every earlier
+    /// batch is acknowledged.
+    Close(CloseFrame),
+}
+
 /// One batch on its way: its id, and its answer or the engine's receipt for it.
 struct Pending {
     id: Option<Box<RawValue>>,
@@ -107,7 +115,7 @@ async fn run(socket: WebSocket, app: AppState, _permit: OwnedSemaphorePermit) {
 async fn read(
     mut stream: SplitStream<WebSocket>,
     app: AppState,
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Item>,
     heard: Arc<AtomicU64>,
     start: Instant,
 ) {
@@ -123,13 +131,31 @@ async fn read(
             Some(Ok(Message::Text(text))) => text_batch(&app, Bytes::from(text)).await,
             Some(Ok(Message::Binary(body))) => binary_batch(&app, body).await,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Err(error)) if super::is_too_big(&error) => {
+                let reason = format!(
+                    "message exceeds {} bytes (--max-body-bytes)",
+                    app.max_body_bytes
+                );
+                slot.send(Item::Close(CloseFrame {
+                    code: 1009,
+                    reason: reason.into(),
+                }));
+                return;
+            }
+            Some(Err(error)) if super::is_invalid_utf8(&error) => {
+                slot.send(Item::Close(CloseFrame {
+                    code: 1007,
+                    reason: "text message is not valid UTF-8".into(),
+                }));
+                return;
+            }
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
         };
         let closed = matches!(
             &pending.outcome,
             Outcome::Refused(error) if error == &EngineError::Closed.to_string()
         );
-        slot.send(pending);
+        slot.send(Item::Batch(pending));
         if closed {
             return;
         }
@@ -209,7 +235,7 @@ fn refused(id: Option<Box<RawValue>>, error: String) -> Pending {
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     app: AppState,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Item>,
     heard: Arc<AtomicU64>,
     start: Instant,
 ) {
@@ -217,10 +243,15 @@ async fn write(
     let silence_limit = ping_every + app.ws.pong_timeout;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut close = None;
     loop {
         let frame = tokio::select! {
-            pending = rx.recv() => match pending {
-                Some(pending) => Message::Text(answer(pending).await.into()),
+            item = rx.recv() => match item {
+                Some(Item::Batch(pending)) => Message::Text(answer(pending).await.into()),
+                Some(Item::Close(frame)) => {
+                    close = Some(frame);
+                    break;
+                }
                 None => break,
             },
             _ = ping.tick() => {
@@ -237,7 +268,7 @@ async fn write(
             Ok(Err(_)) | Err(_) => return,
         }
     }
-    let _ = tokio::time::timeout(app.ws.write_timeout, sink.send(Message::Close(None))).await;
+    let _ = tokio::time::timeout(app.ws.write_timeout, sink.send(Message::Close(close))).await;
 }
 
 /// Waits for the batch's acknowledgement and renders the ack frame.
