@@ -61,6 +61,7 @@ http {{
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_read_timeout 120s;
@@ -172,12 +173,24 @@ async fn next_json(ws: &mut WsStream) -> Value {
 }
 
 #[tokio::test]
-async fn dashboard_websocket_post_and_ingest_through_nginx() {
+async fn through_nginx_with_external_url() {
     let port = free_port();
     let external = format!("http://127.0.0.1:{port}/statecast/");
     let server = start_server(&["--external-url", &external]);
     let nginx = Nginx::start(port, server.http);
+    dashboard_websocket_post_and_ingest(&nginx).await;
+}
 
+/// The other way: the proxy's `X-Forwarded-Host`, believed because it comes from a
+/// `--trusted-proxy` address.
+#[tokio::test]
+async fn through_nginx_with_trusted_proxy() {
+    let server = start_server(&["--trusted-proxy", "127.0.0.0/8,::1"]);
+    let nginx = Nginx::start(free_port(), server.http);
+    dashboard_websocket_post_and_ingest(&nginx).await;
+}
+
+async fn dashboard_websocket_post_and_ingest(nginx: &Nginx) {
     // The page and its relative assets, under the sub-path.
     let page = http_request(nginx.addr(), "GET", "/statecast/", &[], b"").await;
     assert_eq!(page.status, 200, "{}\n{}", page.body, nginx.log());
@@ -187,7 +200,7 @@ async fn dashboard_websocket_post_and_ingest_through_nginx() {
 
     // The dashboard websocket: snapshot, then a live change POSTed through the proxy.
     let origin = nginx.origin();
-    let mut dashboard = connect(&nginx, "/statecast/ws", &origin)
+    let mut dashboard = connect(nginx, "/statecast/ws", &origin)
         .await
         .unwrap_or_else(|status| panic!("upgrade refused: {status}\n{}", nginx.log()));
     let snapshot = next_json(&mut dashboard).await;
@@ -211,7 +224,7 @@ async fn dashboard_websocket_post_and_ingest_through_nginx() {
     assert_eq!(change["event"]["service"], "through-nginx", "{change}");
 
     // Websocket ingest through the proxy.
-    let mut ingest = connect(&nginx, "/statecast/events", &origin)
+    let mut ingest = connect(nginx, "/statecast/events", &origin)
         .await
         .expect("ingest upgrade");
     let batch =
@@ -227,7 +240,7 @@ async fn dashboard_websocket_post_and_ingest_through_nginx() {
 
     // A cross-site page is still refused, on the websocket and on a POST.
     assert_eq!(
-        connect(&nginx, "/statecast/ws", "http://evil.example")
+        connect(nginx, "/statecast/ws", "http://evil.example")
             .await
             .err(),
         Some(403)
@@ -243,10 +256,10 @@ async fn dashboard_websocket_post_and_ingest_through_nginx() {
     assert_eq!(forged.status, 403, "{}", forged.body);
 }
 
-/// Without `--external-url` the proxy's origin does not match the Host nginx forwards: the
-/// upgrade is refused (what the flag is for).
+/// Without `--external-url` or `--trusted-proxy` the proxy's origin does not match the Host
+/// nginx forwards, and its `X-Forwarded-Host` is not believed: the upgrade is refused.
 #[tokio::test]
-async fn without_external_url_the_proxied_origin_is_refused() {
+async fn untrusted_forwarded_host_is_ignored_and_the_proxied_origin_refused() {
     let server = start_server(&[]);
     let nginx = Nginx::start(free_port(), server.http);
     assert_eq!(

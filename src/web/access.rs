@@ -12,7 +12,7 @@
 //! dashboard as same-origin; its requests still say `Host: evil.example`, so only allowed Host
 //! names are served ([`HostRule`]).
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use regex::Regex;
 
 use super::error::ApiError;
@@ -32,6 +32,8 @@ pub struct AccessConfig {
     /// `--external-url`'s origin (`https://mon.example.com`): behind a reverse proxy the Host the
     /// server sees is not the one the browser used, so the same-origin rule cannot match it.
     pub external_origin: Option<String>,
+    /// `--trusted-proxy`: peers whose `X-Forwarded-Host` / `Forwarded: host=` stands for Host.
+    pub trusted_proxies: Vec<crate::config::Cidr>,
 }
 
 /// Which `Host` headers are served.
@@ -133,6 +135,40 @@ impl AccessConfig {
                 format!("origin {origin:?} is not allowed"),
             ))
         }
+    }
+
+    /// The Host a trusted reverse proxy says the browser used, if `peer` is one and it says so:
+    /// the last `X-Forwarded-Host` value, else the last `host=` of `Forwarded` (the last is what
+    /// the proxy next to us added; earlier ones came from further away, maybe from the client).
+    pub(crate) fn forwarded_host(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Option<HeaderValue> {
+        let peer = peer?.ip();
+        if !self.trusted_proxies.iter().any(|cidr| cidr.contains(peer)) {
+            return None;
+        }
+        let last = |name: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .rfind(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let host = last("x-forwarded-host").or_else(|| {
+            let forwarded = last("forwarded")?;
+            forwarded.split(';').find_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                key.trim()
+                    .eq_ignore_ascii_case("host")
+                    .then(|| value.trim().trim_matches('"').to_owned())
+            })
+        })?;
+        HeaderValue::from_str(&host).ok()
     }
 
     /// Rejects a request addressed to a Host name that is not allowed (DNS rebinding) with 403.
@@ -252,7 +288,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -403,6 +438,47 @@ mod tests {
             (v6.origin.as_str(), v6.host.as_str()),
             ("http://[::1]:8080", "::1")
         );
+    }
+
+    #[test]
+    fn forwarded_host_only_from_trusted_proxies() {
+        use crate::config::Cidr;
+        let access = AccessConfig {
+            trusted_proxies: vec![
+                Cidr::parse("10.0.0.0/8").unwrap(),
+                Cidr::parse("::1").unwrap(),
+            ],
+            ..Default::default()
+        };
+        let h = headers(&[(
+            header::HeaderName::from_static("x-forwarded-host"),
+            "spoofed.example, mon.example.com",
+        )]);
+        let proxy = Some("10.1.2.3:4000".parse().unwrap());
+        assert_eq!(access.forwarded_host(proxy, &h).unwrap(), "mon.example.com");
+        assert!(access
+            .forwarded_host(Some("192.168.1.1:1".parse().unwrap()), &h)
+            .is_none());
+        assert!(access.forwarded_host(None, &h).is_none());
+        assert!(access
+            .forwarded_host(Some("[::1]:1".parse().unwrap()), &h)
+            .is_some());
+        let forwarded = headers(&[(
+            header::FORWARDED,
+            "for=1.2.3.4;host=a.example, for=10.0.0.9;proto=https;host=\"mon.example.com\"",
+        )]);
+        assert_eq!(
+            access.forwarded_host(proxy, &forwarded).unwrap(),
+            "mon.example.com"
+        );
+        let mapped = Some("[::ffff:10.0.0.1]:1".parse().unwrap());
+        assert!(access.forwarded_host(mapped, &h).is_some());
+        for bad in ["10.0.0.0/33", "nope", "::1/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
     }
 
     #[test]

@@ -100,11 +100,20 @@ pub(crate) fn router(app: AppState) -> Router {
 }
 
 /// Refuses requests addressed to a Host name that is not allowed (DNS rebinding, see `access`).
+/// First, a trusted proxy's `X-Forwarded-Host` replaces Host, so every later check (this one,
+/// the Origin rule) compares against the name the browser used.
 async fn check_host(
     State(app): State<AppState>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    if let Some(host) = app.access.forwarded_host(peer, request.headers()) {
+        request.headers_mut().insert(header::HOST, host);
+    }
     match app.access.check_host(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(denied) => denied.into_response(),
