@@ -55,6 +55,40 @@ pub fn parse_events(
     }
 }
 
+/// Parses newline-delimited JSON (Riemann's `POST /events`): one event object per line, blank
+/// lines skipped, the same per-event and per-request limits and the same all-or-nothing rule as
+/// [`parse_events`]. The index in an error is the event's (non-blank line's) position.
+pub fn parse_ndjson(
+    body: &[u8],
+    now_micros: i64,
+    limits: &EventLimits,
+) -> Result<Vec<Event>, JsonError> {
+    let mut events = Vec::new();
+    for line in body.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let index = events.len();
+        if index >= limits.max_events_per_msg {
+            return Err(JsonError::TooManyEvents {
+                limit: limits.max_events_per_msg,
+            });
+        }
+        let problem = |problem: String| JsonError::Event { index, problem };
+        // Size first (cheap), so a huge line is refused before it is even scanned.
+        if line.len() > limits.max_event_bytes.saturating_add(64) {
+            return Err(problem(format!(
+                "a line of {} bytes exceeds the limit of {} bytes per event (--max-event-bytes)",
+                line.len(),
+                limits.max_event_bytes
+            )));
+        }
+        let raw: &RawValue = serde_json::from_slice(line).map_err(|e| problem(e.to_string()))?;
+        events.push(decode_element(raw, index, now_micros, limits)?);
+    }
+    Ok(events)
+}
+
 /// Walks a top-level array one element at a time, decoding each as it comes.
 fn parse_array(
     body: &[u8],
@@ -284,6 +318,29 @@ fn tags(v: Value) -> Result<Vec<String>, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ndjson_one_event_per_line_all_or_nothing() {
+        let limits = EventLimits::DEFAULT;
+        let body = b"{\"host\":\"a\",\"service\":\"x\",\"metric\":1}\n\n{\"host\":\"b\"}\r\n";
+        let events = parse_ndjson(body, 0, &limits).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].host.as_deref(), Some("b"));
+        let bad = b"{\"host\":\"a\"}\n{\"host\":\n";
+        match parse_ndjson(bad, 0, &limits) {
+            Err(JsonError::Event { index: 1, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        let few = EventLimits {
+            max_events_per_msg: 1,
+            ..limits
+        };
+        assert_eq!(
+            parse_ndjson(b"{}\n{}\n", 0, &few),
+            Err(JsonError::TooManyEvents { limit: 1 })
+        );
+        assert!(parse_ndjson(b"", 0, &limits).unwrap().is_empty());
+    }
     use super::*;
 
     const NOW: i64 = 1_700_000_000_000_000;

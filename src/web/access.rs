@@ -12,7 +12,7 @@
 //! dashboard as same-origin; its requests still say `Host: evil.example`, so only allowed Host
 //! names are served ([`HostRule`]).
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use regex::Regex;
 
 use super::error::ApiError;
@@ -29,6 +29,11 @@ pub struct AccessConfig {
     pub dashboard_token: Option<String>,
     /// Host names requests may be addressed to.
     pub allowed_hosts: HostRule,
+    /// `--external-url`'s origin (`https://mon.example.com`): behind a reverse proxy the Host the
+    /// server sees is not the one the browser used, so the same-origin rule cannot match it.
+    pub external_origin: Option<String>,
+    /// `--trusted-proxy`: peers whose `X-Forwarded-Host` / `Forwarded: host=` stands for Host.
+    pub trusted_proxies: Vec<crate::config::Cidr>,
 }
 
 /// Which `Host` headers are served.
@@ -57,6 +62,17 @@ impl HostRule {
             HostRule::Any
         } else {
             HostRule::Only(vec![listen.ip().to_string()])
+        }
+    }
+
+    /// This rule and one more name (`--external-url`'s host); `Any` stays `Any`.
+    pub fn with(self, name: Option<String>) -> Self {
+        match (self, name) {
+            (HostRule::Only(mut names), Some(name)) => {
+                names.push(host_name(&name));
+                HostRule::Only(names)
+            }
+            (rule, _) => rule,
         }
     }
 
@@ -99,13 +115,18 @@ impl AccessConfig {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let allowed = match &self.allowed_origin {
-            None => origin_host(origin).is_some_and(|h| h.eq_ignore_ascii_case(host)),
-            Some(pattern) => {
-                let pattern = pattern.replace("{{host}}", &regex::escape(host));
-                Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|re| re.is_match(origin))
-            }
-        };
+        let external = self
+            .external_origin
+            .as_deref()
+            .is_some_and(|external| external.eq_ignore_ascii_case(origin.trim_end_matches('/')));
+        let allowed = external
+            || match &self.allowed_origin {
+                None => origin_host(origin).is_some_and(|h| h.eq_ignore_ascii_case(host)),
+                Some(pattern) => {
+                    let pattern = pattern.replace("{{host}}", &regex::escape(host));
+                    Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|re| re.is_match(origin))
+                }
+            };
         if allowed {
             Ok(())
         } else {
@@ -114,6 +135,40 @@ impl AccessConfig {
                 format!("origin {origin:?} is not allowed"),
             ))
         }
+    }
+
+    /// The Host a trusted reverse proxy says the browser used, if `peer` is one and it says so:
+    /// the last `X-Forwarded-Host` value, else the last `host=` of `Forwarded` (the last is what
+    /// the proxy next to us added; earlier ones came from further away, maybe from the client).
+    pub(crate) fn forwarded_host(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Option<HeaderValue> {
+        let peer = peer?.ip();
+        if !self.trusted_proxies.iter().any(|cidr| cidr.contains(peer)) {
+            return None;
+        }
+        let last = |name: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .rfind(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let host = last("x-forwarded-host").or_else(|| {
+            let forwarded = last("forwarded")?;
+            forwarded.split(';').find_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                key.trim()
+                    .eq_ignore_ascii_case("host")
+                    .then(|| value.trim().trim_matches('"').to_owned())
+            })
+        })?;
+        HeaderValue::from_str(&host).ok()
     }
 
     /// Rejects a request addressed to a Host name that is not allowed (DNS rebinding) with 403.
@@ -158,6 +213,16 @@ impl AccessConfig {
 
     pub(crate) fn check_ingest(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         check_token(self.ingest_token.as_deref(), headers, None)
+    }
+
+    /// The ingest token on a websocket upgrade (`GET /events`): a header, or `?token=` for
+    /// browsers, which cannot set headers on a websocket.
+    pub(crate) fn check_ingest_ws(
+        &self,
+        headers: &HeaderMap,
+        url_token: Option<&str>,
+    ) -> Result<(), ApiError> {
+        check_token(self.ingest_token.as_deref(), headers, url_token)
     }
 
     /// Dashboards may pass the token in the URL (`?token=`): browsers cannot set headers on a
@@ -223,7 +288,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -337,6 +401,84 @@ mod tests {
             ),
         ]);
         assert!(access.check_cross_site(&fetch).is_err());
+    }
+
+    #[test]
+    fn external_url_origin_and_host_pass() {
+        let url =
+            crate::config::ExternalUrl::parse("HTTPS://Mon.Example.com:443/statecast/").unwrap();
+        assert_eq!(url.origin, "https://mon.example.com");
+        let access = AccessConfig {
+            allowed_hosts: HostRule::for_listener("127.0.0.1:8080".parse().unwrap(), &[])
+                .with(Some(url.host.clone())),
+            external_origin: Some(url.origin),
+            ..Default::default()
+        };
+        let proxied = headers(&[
+            (header::HOST, "127.0.0.1:8080"),
+            (header::ORIGIN, "https://mon.example.com"),
+        ]);
+        assert!(access.check_origin(&proxied).is_ok());
+        assert!(access
+            .check_host(&headers(&[(header::HOST, "mon.example.com")]))
+            .is_ok());
+        let foreign = headers(&[
+            (header::HOST, "127.0.0.1:8080"),
+            (header::ORIGIN, "https://evil.example"),
+        ]);
+        assert!(access.check_origin(&foreign).is_err());
+        assert!(access
+            .check_host(&headers(&[(header::HOST, "evil.example")]))
+            .is_err());
+        for bad in ["mon.example.com", "ftp://x/", "https:///x", "https://u@x/"] {
+            assert!(crate::config::ExternalUrl::parse(bad).is_err(), "{bad}");
+        }
+        let v6 = crate::config::ExternalUrl::parse("http://[::1]:8080").unwrap();
+        assert_eq!(
+            (v6.origin.as_str(), v6.host.as_str()),
+            ("http://[::1]:8080", "::1")
+        );
+    }
+
+    #[test]
+    fn forwarded_host_only_from_trusted_proxies() {
+        use crate::config::Cidr;
+        let access = AccessConfig {
+            trusted_proxies: vec![
+                Cidr::parse("10.0.0.0/8").unwrap(),
+                Cidr::parse("::1").unwrap(),
+            ],
+            ..Default::default()
+        };
+        let h = headers(&[(
+            header::HeaderName::from_static("x-forwarded-host"),
+            "spoofed.example, mon.example.com",
+        )]);
+        let proxy = Some("10.1.2.3:4000".parse().unwrap());
+        assert_eq!(access.forwarded_host(proxy, &h).unwrap(), "mon.example.com");
+        assert!(access
+            .forwarded_host(Some("192.168.1.1:1".parse().unwrap()), &h)
+            .is_none());
+        assert!(access.forwarded_host(None, &h).is_none());
+        assert!(access
+            .forwarded_host(Some("[::1]:1".parse().unwrap()), &h)
+            .is_some());
+        let forwarded = headers(&[(
+            header::FORWARDED,
+            "for=1.2.3.4;host=a.example, for=10.0.0.9;proto=https;host=\"mon.example.com\"",
+        )]);
+        assert_eq!(
+            access.forwarded_host(proxy, &forwarded).unwrap(),
+            "mon.example.com"
+        );
+        let mapped = Some("[::ffff:10.0.0.1]:1".parse().unwrap());
+        assert!(access.forwarded_host(mapped, &h).is_some());
+        for bad in ["10.0.0.0/33", "nope", "::1/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::{history, AppState, SubscribeParams};
 use crate::engine::EngineError;
 use crate::event::{now_micros, Event, EventLimits};
-use crate::ingest::json::{parse_events, JsonError};
+use crate::ingest::json::{parse_events, parse_ndjson, JsonError};
 use crate::metrics::{Counters, Refusal};
 use crate::query::Query;
 
@@ -31,7 +31,20 @@ const DECODE_INLINE_BYTES: usize = 64 * 1024;
 /// it, and the body's shape is what matters. The 200 is sent once the engine has applied the batch.
 /// A browser's cross-site POST is refused before anything is read (CSRF; see `access`).
 pub(crate) async fn post_event(State(app): State<AppState>, request: Request) -> Response {
-    let events = match receive(&app, request).await {
+    ingest(app, request, parse_events).await
+}
+
+/// `POST /events`: newline-delimited JSON, one event per line, as Riemann's HTTP server takes it;
+/// the same checks, limits, all-or-nothing rule and answer as `POST /api/event`.
+pub(crate) async fn post_ndjson(State(app): State<AppState>, request: Request) -> Response {
+    ingest(app, request, parse_ndjson).await
+}
+
+/// How a body becomes events.
+type Parser = fn(&[u8], i64, &EventLimits) -> Result<Vec<Event>, JsonError>;
+
+async fn ingest(app: AppState, request: Request, parse: Parser) -> Response {
+    let events = match receive(&app, request, parse).await {
         Ok(events) => events,
         Err(refused) => {
             Counters::add(&app.counters.http_rejected, 1);
@@ -52,7 +65,7 @@ pub(crate) async fn post_event(State(app): State<AppState>, request: Request) ->
 
 /// Everything that can refuse a POST before the engine sees it: the cross-site and token checks,
 /// the body's arrival, its decoding.
-async fn receive(app: &AppState, request: Request) -> Result<Vec<Event>, Response> {
+async fn receive(app: &AppState, request: Request, parse: Parser) -> Result<Vec<Event>, Response> {
     let headers = request.headers();
     let path = "/api/event";
     app.access
@@ -65,7 +78,7 @@ async fn receive(app: &AppState, request: Request) -> Result<Vec<Event>, Respons
         })
         .map_err(IntoResponse::into_response)?;
     let body = read_body(app, request).await?;
-    decode(body, app.json_limits)
+    decode(body, app.json_limits, parse)
         .await
         .map_err(IntoResponse::into_response)
 }
@@ -102,12 +115,16 @@ async fn read_body(app: &AppState, request: Request) -> Result<Bytes, Response> 
 
 /// Decodes a body within the JSON limits (off the async workers when it is large): 413 past the
 /// event count, 400 for anything else wrong.
-async fn decode(body: Bytes, limits: EventLimits) -> Result<Vec<Event>, ApiError> {
+pub(crate) async fn decode(
+    body: Bytes,
+    limits: EventLimits,
+    parse: Parser,
+) -> Result<Vec<Event>, ApiError> {
     let now = now_micros();
     let decoded = if body.len() <= DECODE_INLINE_BYTES {
-        parse_events(&body, now, &limits)
+        parse(&body, now, &limits)
     } else {
-        match tokio::task::spawn_blocking(move || parse_events(&body, now, &limits)).await {
+        match tokio::task::spawn_blocking(move || parse(&body, now, &limits)).await {
             Ok(decoded) => decoded,
             Err(join_error) => {
                 return Err(ApiError::new(

@@ -95,7 +95,7 @@ pub(crate) async fn serve(
         let shutdown = shutdown.clone();
         let force_stop = force_stop.clone();
         tasks.spawn(async move {
-            serve_connection(stream, router, limits, shutdown, force_stop).await;
+            serve_connection(stream, peer, router, limits, shutdown, force_stop).await;
             drop(permit);
         });
     }
@@ -103,6 +103,7 @@ pub(crate) async fn serve(
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
@@ -114,7 +115,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let connection = builder
-        .serve_connection(io, TowerToHyperService::new(router))
+        .serve_connection(io, TowerToHyperService::new(with_peer(router, peer)))
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
     let served = tokio::select! {
@@ -132,6 +133,29 @@ async fn serve_connection(
         // Timeouts, resets and malformed requests: routine for a server on a network.
         tracing::debug!(%error, "http connection ended");
     }
+}
+
+/// The router, with each request marked with the connection's peer address (axum's `ConnectInfo`),
+/// which `--trusted-proxy` decides on.
+fn with_peer<B>(
+    router: Router,
+    peer: std::net::SocketAddr,
+) -> impl tower::Service<
+    hyper::Request<B>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    tower::ServiceExt::map_request(router, move |mut request: hyper::Request<B>| {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
+    })
 }
 
 /// The answer past the connection limit, written without waiting: the socket's send buffer is

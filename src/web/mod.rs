@@ -11,6 +11,8 @@
 //! - `history`: reads history on a blocking thread, for `/api/history` and `/ws` resumes.
 //! - `ws`: the dashboard websocket `/ws` (`session`, `outbox`).
 //! - `index`: Riemann's `/index` (websocket or server-sent events).
+//! - `events`: Riemann's `/events` websocket ingest (acks per batch); `POST /events` (NDJSON)
+//!   is `api`'s, whose body decoding both share.
 //! - `health`: `/healthz` and `/readyz`, outside the access rules.
 //! - `assets`: the embedded dashboard page.
 
@@ -18,6 +20,7 @@ pub mod access;
 mod api;
 mod assets;
 mod error;
+mod events;
 mod health;
 mod history;
 pub mod http_server;
@@ -82,6 +85,12 @@ pub(crate) fn router(app: AppState) -> Router {
             "/api/event",
             post(api::post_event).layer(DefaultBodyLimit::max(app.max_body_bytes)),
         )
+        .route(
+            "/events",
+            get(events::upgrade)
+                .post(api::post_ndjson)
+                .layer(DefaultBodyLimit::max(app.max_body_bytes)),
+        )
         .route("/api/state", get(api::state))
         .route("/api/history", get(api::history))
         .route("/index", get(index::index))
@@ -96,11 +105,20 @@ pub(crate) fn router(app: AppState) -> Router {
 }
 
 /// Refuses requests addressed to a Host name that is not allowed (DNS rebinding, see `access`).
+/// First, a trusted proxy's `X-Forwarded-Host` replaces Host, so every later check (this one,
+/// the Origin rule) compares against the name the browser used.
 async fn check_host(
     State(app): State<AppState>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    if let Some(host) = app.access.forwarded_host(peer, request.headers()) {
+        request.headers_mut().insert(header::HOST, host);
+    }
     match app.access.check_host(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(denied) => app
