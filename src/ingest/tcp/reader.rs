@@ -13,8 +13,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -73,9 +72,9 @@ struct Batch {
 }
 
 impl Connection {
-    pub(super) async fn read_requests(
+    pub(super) async fn read_requests<R: AsyncRead + Unpin>(
         &self,
-        read: &mut OwnedReadHalf,
+        read: &mut R,
         replies: mpsc::Sender<Reply>,
         shutdown: CancellationToken,
     ) -> ReadEnd {
