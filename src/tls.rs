@@ -9,9 +9,10 @@
 //! holds its slot (`--max-tcp-connections`, `--max-http-connections`) from accept on: a client
 //! that opens a socket and never finishes the handshake must not keep it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -30,11 +31,16 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// Failed handshakes are logged at info at most this often (each one at debug).
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Accepts TLS on one listener with whatever configuration is current; clones share it.
 #[derive(Clone)]
 pub struct TlsAcceptor {
     current: Arc<RwLock<Arc<ServerConfig>>>,
     handshake_timeout: Duration,
+    /// When a failed handshake was last logged at info, and how many were not since.
+    failures: Arc<Mutex<(Option<Instant>, u64)>>,
 }
 
 impl TlsAcceptor {
@@ -42,6 +48,7 @@ impl TlsAcceptor {
         Self {
             current: Arc::new(RwLock::new(Arc::new(config))),
             handshake_timeout,
+            failures: Arc::default(),
         }
     }
 
@@ -49,8 +56,43 @@ impl TlsAcceptor {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
     }
 
-    /// The server side of a handshake on `io`, within the handshake timeout.
-    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<TlsStream<IO>>
+    /// The server side of a handshake on `io` from `peer`, within the handshake timeout. A
+    /// failure is logged (`what` names the listener): at info at most every
+    /// [`FAILURE_LOG_INTERVAL`] — a refused client certificate is what an operator setting up
+    /// mutual TLS looks for — and each one at debug (scanners knock all day).
+    pub async fn accept<IO>(&self, io: IO, peer: SocketAddr, what: &str) -> Option<TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let error = match self.handshake(io).await {
+            Ok(stream) => return Some(stream),
+            Err(error) => error,
+        };
+        let now = Instant::now();
+        let due = {
+            let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+            let (last, skipped) = &mut *failures;
+            if last.is_some_and(|last| now.duration_since(last) < FAILURE_LOG_INTERVAL) {
+                *skipped += 1;
+                None
+            } else {
+                *last = Some(now);
+                Some(std::mem::take(skipped))
+            }
+        };
+        match due {
+            Some(skipped) => tracing::info!(
+                %peer,
+                %error,
+                failed_since_last_line = skipped,
+                "{what} TLS handshake failed"
+            ),
+            None => tracing::debug!(%peer, %error, "{what} TLS handshake failed"),
+        }
+        None
+    }
+
+    async fn handshake<IO>(&self, io: IO) -> std::io::Result<TlsStream<IO>>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {

@@ -418,6 +418,16 @@ async fn mutual_tls_accepts_a_good_client_certificate_and_refuses_others() {
     }
     assert!(state_has(&server, "mtls-good").await);
     assert!(!state_has(&server, "mtls-bad").await);
+    // The first refusal is logged at info with its reason (later ones within 10 s at debug).
+    let deadline = Instant::now() + TIMEOUT;
+    while !server.stderr().contains("riemann TLS handshake failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no log line:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Plain TCP, TLS with no client certificate required, and the shared connection limit: a TLS

@@ -112,13 +112,10 @@ pub(crate) async fn serve(
                 Some(tls) => {
                     let handshake = tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        handshake = tls.accept(stream) => handshake,
+                        handshake = tls.accept(stream, peer, "http") => handshake,
                     };
-                    match handshake {
-                        Ok(stream) => {
-                            serve_connection(stream, router, limits, shutdown, force_stop).await;
-                        }
-                        Err(error) => tracing::debug!(%peer, %error, "https handshake failed"),
+                    if let Some(stream) = handshake {
+                        serve_connection(stream, router, limits, shutdown, force_stop).await;
                     }
                 }
             }

@@ -180,17 +180,11 @@ impl Connection {
         };
         let handshake = tokio::select! {
             _ = shutdown.cancelled() => return,
-            handshake = tls.accept(socket) => handshake,
+            handshake = tls.accept(socket, self.peer, "riemann") => handshake,
         };
-        match handshake {
-            Ok(stream) => {
-                let (read, write) = tokio::io::split(stream);
-                self.run(read, write, shutdown).await;
-            }
-            // Scanners, plain-TCP clients on the TLS port, refused client certificates.
-            Err(error) => {
-                tracing::debug!(peer = %self.peer, %error, "riemann tls handshake failed")
-            }
+        if let Some(stream) = handshake {
+            let (read, write) = tokio::io::split(stream);
+            self.run(read, write, shutdown).await;
         }
     }
 
