@@ -517,6 +517,41 @@ async fn https_request(addr: SocketAddr, config: Arc<ClientConfig>, path: &str) 
     (status, body)
 }
 
+type Wss = tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>;
+
+/// A websocket to `/ws` over TLS.
+async fn wss_connect(http: SocketAddr, config: Arc<ClientConfig>) -> Wss {
+    let tls = tls_connect(http, config).await.expect("wss handshake");
+    let url = format!("wss://127.0.0.1:{}/ws", http.port());
+    let (ws, response) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(url, tls))
+        .await
+        .expect("websocket upgrade in time")
+        .expect("websocket upgrade over TLS");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// The next change of `service` a websocket receives.
+async fn next_change_of(ws: &mut Wss, service: &str) -> Value {
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(frame) = ws.next().await {
+            let text = frame
+                .expect("a websocket frame")
+                .into_text()
+                .unwrap_or_default();
+            let Ok(json) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            if json["type"] == "change" && json["event"]["service"] == service {
+                return json;
+            }
+        }
+        panic!("the websocket closed before the change of {service}");
+    })
+    .await
+    .expect("the change over wss in time")
+}
+
 /// With --https the dashboard, the API and /ws are served over TLS (a wss client sees a change
 /// sent over Riemann TLS); a plain-HTTP request on that port gets no HTTP answer.
 #[tokio::test]
@@ -536,16 +571,7 @@ async fn https_serves_the_dashboard_api_and_wss() {
     let (status, body) = https_request(server.http, Arc::clone(&config), "/api/state").await;
     assert_eq!(status, 200, "{body}");
 
-    let tls = tls_connect(server.http, Arc::clone(&config))
-        .await
-        .expect("wss handshake");
-    let url = format!("wss://127.0.0.1:{}/ws", server.http.port());
-    let (mut ws, response) =
-        tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(url, tls))
-            .await
-            .expect("websocket upgrade in time")
-            .expect("websocket upgrade over TLS");
-    assert_eq!(response.status(), 101);
+    let mut ws = wss_connect(server.http, Arc::clone(&config)).await;
     let mut riemann = tls_connect(tls_addr(&ready), client_config(&pki.ca.cert, None, false))
         .await
         .expect("riemann tls handshake");
@@ -556,23 +582,7 @@ async fn https_serves_the_dashboard_api_and_wss() {
     .await
     .expect("a reply");
     assert_eq!(reply.ok, Some(true));
-    let change = tokio::time::timeout(TIMEOUT, async {
-        while let Some(frame) = ws.next().await {
-            let text = frame
-                .expect("a websocket frame")
-                .into_text()
-                .unwrap_or_default();
-            let Ok(json) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            if json["type"] == "change" && json["event"]["service"] == "over-wss" {
-                return json;
-            }
-        }
-        panic!("the websocket closed before the change");
-    })
-    .await
-    .expect("the change over wss in time");
+    let change = next_change_of(&mut ws, "over-wss").await;
     assert_eq!(change["event"]["state"], "critical", "{change}");
     let _ = ws.close(None).await;
 
@@ -607,6 +617,7 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     let old = served_certificate(&open);
     let reply = riemann_request(&mut open, &events_msg(vec![event("h", "before", "ok")])).await;
     assert_eq!(reply.expect("a reply").ok, Some(true));
+    let mut ws = wss_connect(server.http, client_config(&pki.ca.cert, None, true)).await;
 
     // A new server certificate (same CA) replaces the files in place.
     let (new_cert, new_key) = pki.ca.leaf("server-renewed", true);
@@ -647,11 +658,18 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
         .expect("https handshake");
     assert_eq!(served_certificate(&https), renewed);
     // The connection opened before the reload still works.
-    let reply = riemann_request(&mut open, &events_msg(vec![event("h", "after", "ok")])).await;
+    let reply = riemann_request(
+        &mut open,
+        &events_msg(vec![event("h", "after", "critical")]),
+    )
+    .await;
     assert_eq!(
         reply.expect("the old connection still answers").ok,
         Some(true)
     );
+    // So does the websocket opened before the reload.
+    let change = next_change_of(&mut ws, "after").await;
+    assert_eq!(change["event"]["state"], "critical", "{change}");
 
     // A broken certificate file: an error line, and the renewed certificate keeps serving.
     std::fs::write(&pki.server_cert, "not a certificate").expect("break the certificate");
