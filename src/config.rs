@@ -18,6 +18,7 @@ use crate::engine::EngineConfig;
 use crate::event::EventLimits;
 use crate::ingest::tcp::TcpConfig;
 use crate::store::Retention;
+use crate::tls::TlsFiles;
 use crate::units::{duration_in, keep_in, size_in, DAY, GIB, HOUR, KIB, YEAR};
 
 #[derive(Debug, Clone, Parser)]
@@ -257,6 +258,36 @@ pub struct Config {
     /// ignored, since anyone can send them.
     #[arg(long, env = "STATECAST_TRUSTED_PROXY", value_delimiter = ',', value_parser = Cidr::parse)]
     pub trusted_proxy: Vec<Cidr>,
+
+    /// Riemann protobuf over TLS (Riemann's own TLS listener, conventionally port 5554): an
+    /// address to listen on, or `off`. Needs --tls-cert and --tls-key; shares the plain port's
+    /// limits, including --max-tcp-connections.
+    #[arg(long, env = "STATECAST_TLS_TCP", default_value = "off", value_parser = parse_listen)]
+    pub tls_tcp: Listen,
+
+    /// Serve HTTP (dashboard, websockets, API) as HTTPS/WSS on --http, with --tls-cert and
+    /// --tls-key. Without it --http is plain HTTP.
+    #[arg(long, env = "STATECAST_HTTPS")]
+    pub https: bool,
+
+    /// PEM certificate chain (server certificate first) of --tls-tcp and --https. Read again,
+    /// with the key and client CA, on SIGHUP.
+    #[arg(long, env = "STATECAST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "STATECAST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): with it, TLS clients must present a certificate signed by one of
+    /// them (mutual TLS, as Riemann's TLS listener requires); others are refused in the handshake.
+    #[arg(long, env = "STATECAST_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How long a TLS client has to complete its handshake; the connection holds a slot of the
+    /// connection limit meanwhile.
+    #[arg(long, env = "STATECAST_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
+    pub tls_handshake_timeout: Duration,
 }
 
 /// The shape of log lines (`--log-format`).
@@ -464,6 +495,24 @@ impl Config {
                 .with(self.external_url.as_ref().map(|url| url.host.clone())),
             external_origin: self.external_url.as_ref().map(|url| url.origin.clone()),
             trusted_proxies: self.trusted_proxy.clone(),
+        }
+    }
+
+    /// The TLS files when a listener uses TLS; an error when one does without a certificate.
+    pub(crate) fn tls_files(&self) -> Result<Option<TlsFiles>, String> {
+        if self.tls_tcp.is_none() && !self.https {
+            if self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_client_ca.is_some() {
+                tracing::warn!("--tls-cert/--tls-key/--tls-client-ca are set but unused: add --tls-tcp ADDR or --https");
+            }
+            return Ok(None);
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })),
+            _ => Err("--tls-tcp and --https need both --tls-cert FILE and --tls-key FILE".into()),
         }
     }
 

@@ -18,5 +18,6 @@ pub mod proto;
 pub mod query;
 pub mod server;
 pub(crate) mod store;
+pub mod tls;
 pub mod units;
 pub mod web;

@@ -21,7 +21,7 @@ use crate::engine;
 use crate::ingest::{tcp, udp};
 use crate::metrics::Counters;
 use crate::store::{Recovered, Store, StoreError};
-use crate::web;
+use crate::{tls, web};
 
 /// How long shutdown waits, after ending stuck connections, for their tasks to finish.
 const FORCED_STOP_WAIT: Duration = Duration::from_secs(2);
@@ -47,6 +47,10 @@ pub struct Running {
     pub tcp_addr: Option<SocketAddr>,
     pub udp_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
+    /// Riemann over TLS (`--tls-tcp`).
+    pub tls_tcp_addr: Option<SocketAddr>,
+    /// Whether `http_addr` serves HTTPS (`--https`).
+    pub https: bool,
     pub counters: Arc<Counters>,
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<()>,
@@ -69,12 +73,16 @@ impl Running {
             tcp: Option<SocketAddr>,
             udp: Option<SocketAddr>,
             http: SocketAddr,
+            tls_tcp: Option<SocketAddr>,
+            https: bool,
         }
         let ready = Ready {
             ready: true,
             tcp: self.tcp_addr,
             udp: self.udp_addr,
             http: self.http_addr,
+            tls_tcp: self.tls_tcp_addr,
+            https: self.https,
         };
         // Cannot fail: addresses and a bool always serialize.
         serde_json::to_string(&ready).unwrap_or_default()
@@ -98,6 +106,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(pattern) = &config.allowed_origin {
         web::access::validate_origin_pattern(pattern).map_err(StartError::Config)?;
     }
+    // Before binding: a bad certificate is a startup error like a bad flag.
+    let certificates = match config.tls_files().map_err(StartError::Config)? {
+        Some(files) => Some(Arc::new(
+            tls::Certificates::load(files, config.tls_handshake_timeout)
+                .map_err(StartError::Config)?,
+        )),
+        None => None,
+    };
     let tcp_listener = match config.tcp {
         Some(addr) => Some(bind_tcp("riemann tcp", addr).await?),
         None => None,
@@ -114,10 +130,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ),
         None => None,
     };
+    let tls_tcp_listener = match config.tls_tcp {
+        Some(addr) => Some(bind_tcp("riemann tls", addr).await?),
+        None => None,
+    };
     let http_listener = bind_tcp("http", config.http).await?;
 
     let tcp_addr = tcp_listener.as_ref().and_then(|l| l.local_addr().ok());
     let udp_addr = udp_socket.as_ref().and_then(|s| s.local_addr().ok());
+    let tls_tcp_addr = tls_tcp_listener.as_ref().and_then(|l| l.local_addr().ok());
     let http_addr = http_listener.local_addr().unwrap_or(config.http);
     // After binding (a port in use stays a one-line error), before the "listening" lines.
     check_fd_budget(&config);
@@ -127,7 +148,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(addr) = udp_addr {
         tracing::info!(%addr, "riemann udp listening");
     }
-    tracing::info!(addr = %http_addr, "http listening (dashboard /, websocket /ws, POST /api/event)");
+    if let Some(addr) = tls_tcp_addr {
+        tracing::info!(%addr, "riemann tls listening");
+    }
+    let scheme = if config.https { "https" } else { "http" };
+    tracing::info!(addr = %http_addr, "{scheme} listening (dashboard /, websocket /ws, POST /api/event)");
 
     let counters = Arc::new(Counters::default());
     let shutdown = CancellationToken::new();
@@ -138,15 +163,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
     let (engine, engine_task) = engine::spawn(config.engine(), Arc::clone(&counters), store);
 
+    let riemann = tcp::Shared::new(
+        config.tcp(),
+        engine.clone(),
+        Arc::clone(&counters),
+        shutdown.clone(),
+        force_stop.clone(),
+        tasks.clone(),
+    );
     if let Some(listener) = tcp_listener {
-        tasks.spawn(tcp::serve(
-            listener,
-            config.tcp(),
-            engine.clone(),
-            Arc::clone(&counters),
+        tasks.spawn(tcp::serve(listener, None, riemann.clone()));
+    }
+    if let (Some(listener), Some(certificates)) = (tls_tcp_listener, &certificates) {
+        tasks.spawn(tcp::serve(listener, Some(certificates.riemann()), riemann));
+    }
+    if let Some(certificates) = &certificates {
+        tasks.spawn(tls::reload_on_sighup(
+            Arc::clone(certificates),
             shutdown.clone(),
-            force_stop.clone(),
-            tasks.clone(),
         ));
     }
     if let Some(socket) = udp_socket {
@@ -185,8 +219,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         body_timeout: config.http_body_timeout,
     };
     let router = web::router(app);
+    let https = certificates
+        .as_ref()
+        .filter(|_| config.https)
+        .map(|c| c.http());
     tasks.spawn(web::http_server::serve(
         http_listener,
+        https,
         router,
         config.http_limits(),
         Arc::clone(&counters),
@@ -206,6 +245,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tcp_addr,
         udp_addr,
         http_addr,
+        tls_tcp_addr,
+        https: config.https,
         counters,
         shutdown,
         done,

@@ -11,6 +11,9 @@
 //! - `--max-http-connections`: past it a new connection gets a short 503 and is closed, with a
 //!   log line at most every [`REFUSAL_LOG_INTERVAL`]. An upgraded websocket leaves this count
 //!   for the websocket limit.
+//!
+//! With `--https` every connection first completes a TLS handshake (see [`crate::tls`]) and is
+//! then served the same way over the TLS stream.
 
 use std::future::Future;
 use std::io;
@@ -31,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Counters;
+use crate::tls::TlsAcceptor;
 
 /// Refusals (connection limit, accept errors) are logged at most this often.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -48,8 +52,12 @@ pub struct HttpLimits {
 /// Accepts until `shutdown`; each connection is a task on `tasks`, which finishes the request in
 /// flight on shutdown and then closes — or is dropped at `force_stop` (the shutdown grace ran
 /// out), so a client that never reads its response cannot hold up the engine's final write.
+/// With `tls` (`--https`) each connection first completes a TLS handshake, within the handshake
+/// timeout, holding its connection slot meanwhile.
+#[allow(clippy::too_many_arguments)] // one per concern; a struct would only rename them
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: Router,
     limits: HttpLimits,
     counters: Arc<Counters>,
@@ -83,7 +91,10 @@ pub(crate) async fn serve(
                     "http connection limit reached (--max-http-connections); refusing new connections"
                 );
             }
-            refuse(stream);
+            // A TLS client cannot read a plain 503: it only gets the close.
+            if tls.is_none() {
+                refuse(stream);
+            }
             continue;
         };
         // Websocket frames are small and latency-sensitive: without TCP_NODELAY, Nagle holds
@@ -94,21 +105,35 @@ pub(crate) async fn serve(
         let router = router.clone();
         let shutdown = shutdown.clone();
         let force_stop = force_stop.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
-            serve_connection(stream, peer, router, limits, shutdown, force_stop).await;
+            match tls {
+                None => serve_connection(stream, peer, router, limits, shutdown, force_stop).await,
+                Some(tls) => {
+                    let handshake = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        handshake = tls.accept(stream, peer, "http") => handshake,
+                    };
+                    if let Some(stream) = handshake {
+                        serve_connection(stream, peer, router, limits, shutdown, force_stop).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: std::net::SocketAddr,
     router: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
     force_stop: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(StallTimeout::new(stream, limits.write_stall_timeout));
     let mut builder = http1::Builder::new();
     builder

@@ -14,6 +14,9 @@
 //! a whole-index snapshot until encoded) wait per connection, and a Msg is checked against
 //! [`EventLimits`] on the wire before it is decoded.
 //!
+//! The TLS listener (`--tls-tcp`) runs the same connections over a TLS session (see
+//! [`crate::tls`]), with the same limits, and counts against the same connection limit.
+//!
 //! This module owns the listener (accept, back-off, the connection limit, shutdown) and starts
 //! each connection's halves: [`reader`] (framing, batching what one read brings, limits) and
 //! [`writer`] (replies in request order, the two-stage acknowledgements, the write timeout). They
@@ -27,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +41,7 @@ use self::writer::{write_replies, Link};
 use crate::engine::EngineHandle;
 use crate::event::EventLimits;
 use crate::metrics::Counters;
+use crate::tls::TlsAcceptor;
 
 #[derive(Debug, Clone)]
 pub(crate) struct TcpConfig {
@@ -60,18 +64,60 @@ const QUERIES_DISABLED: &str = "queries are disabled on this port (--tcp-queries
 /// How long a connection closed for bad input keeps draining the peer's input.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Accepts connections until shutdown; each runs in its own task tracked by `tasks`. After
-/// `shutdown`, connections answer what they have read; `force` ends those still running.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    config: TcpConfig,
-    engine: EngineHandle,
-    counters: Arc<Counters>,
-    shutdown: CancellationToken,
-    force: CancellationToken,
-    tasks: TaskTracker,
-) {
-    let permits = Arc::new(Semaphore::new(config.max_connections));
+/// What every Riemann TCP listener, plain and TLS, shares: the settings, the engine, one
+/// connection limit (a TLS connection holds a slot of `--max-tcp-connections` from accept on,
+/// through its handshake) and shutdown.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub config: TcpConfig,
+    pub engine: EngineHandle,
+    pub counters: Arc<Counters>,
+    pub permits: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+    /// Heard by connections still running when the shutdown grace ends.
+    pub force: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: TcpConfig,
+        engine: EngineHandle,
+        counters: Arc<Counters>,
+        shutdown: CancellationToken,
+        force: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            engine,
+            counters,
+            shutdown,
+            force,
+            tasks,
+        }
+    }
+}
+
+/// Accepts connections until shutdown (over TLS when `tls` is given); each runs in its own task
+/// tracked by `shared.tasks`. After shutdown, connections answer what they have read; `force`
+/// ends those still running.
+pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Shared) {
+    let what = if tls.is_some() {
+        "riemann tls"
+    } else {
+        "riemann tcp"
+    };
+    let Shared {
+        config,
+        engine,
+        counters,
+        permits,
+        shutdown,
+        force,
+        tasks,
+    } = shared;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -81,14 +127,14 @@ pub(crate) async fn serve(
             Ok(pair) => pair,
             Err(error) => {
                 // Usually EMFILE: back off instead of spinning on a hot error.
-                tracing::warn!(%error, "riemann tcp accept failed");
+                tracing::warn!(%error, "{what} accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             Counters::add(&counters.tcp_refused, 1);
-            tracing::warn!(%peer, limit = config.max_connections, "riemann tcp connection limit reached; closing new connection");
+            tracing::warn!(%peer, limit = config.max_connections, "{what} connection limit reached (--max-tcp-connections); closing new connection");
             drop(socket);
             continue;
         };
@@ -102,11 +148,12 @@ pub(crate) async fn serve(
         };
         let shutdown = shutdown.clone();
         let force = force.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
             tokio::select! {
-                _ = connection.run(socket, shutdown) => {}
+                _ = connection.start(socket, tls, shutdown) => {}
                 _ = force.cancelled() => {
-                    tracing::warn!(%peer, "riemann tcp connection still busy at the end of the shutdown grace period; closing it");
+                    tracing::warn!(%peer, "{what} connection still busy at the end of the shutdown grace period; closing it");
                 }
             }
             drop(permit);
@@ -123,8 +170,29 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, socket: TcpStream, shutdown: CancellationToken) {
-        let (read, write) = socket.into_split();
+    /// Runs the connection, after the TLS handshake when `tls` is given. The halves are the
+    /// socket's own for plain TCP (no lock between them) and `tokio::io::split`'s for TLS, whose
+    /// reads and writes share one session.
+    async fn start(self, socket: TcpStream, tls: Option<TlsAcceptor>, shutdown: CancellationToken) {
+        let Some(tls) = tls else {
+            let (read, write) = socket.into_split();
+            return self.run(read, write, shutdown).await;
+        };
+        let handshake = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            handshake = tls.accept(socket, self.peer, "riemann") => handshake,
+        };
+        if let Some(stream) = handshake {
+            let (read, write) = tokio::io::split(stream);
+            self.run(read, write, shutdown).await;
+        }
+    }
+
+    async fn run<R, W>(self, mut read: R, write: W, shutdown: CancellationToken)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (replies_tx, replies_rx) = mpsc::channel(self.config.max_in_flight.max(1));
         let peer = self.peer;
         let link = Link {
@@ -139,7 +207,6 @@ impl Connection {
             self.config.max_frame_bytes,
             Arc::clone(&self.counters),
         )));
-        let mut read = read;
         let ended = self.read_requests(&mut read, replies_tx, shutdown).await;
         // The reader is done (EOF, bad input or shutdown); the writer answers what is in flight
         // and then closes.

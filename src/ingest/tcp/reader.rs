@@ -14,8 +14,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -74,9 +73,9 @@ struct Batch {
 }
 
 impl Connection {
-    pub(super) async fn read_requests(
+    pub(super) async fn read_requests<R: AsyncRead + Unpin>(
         &self,
-        read: &mut OwnedReadHalf,
+        read: &mut R,
         replies: mpsc::Sender<Reply>,
         shutdown: CancellationToken,
     ) -> ReadEnd {

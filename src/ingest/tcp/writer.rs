@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::engine::{Applied, EngineError, Snapshot};
@@ -116,8 +115,8 @@ pub(super) fn error_msg(error: String) -> Msg {
 
 /// Writes replies in request order, batching writes: a flush happens only when the next reply is
 /// not ready yet (or the batch is large), so a pipelining client gets many replies per syscall.
-pub(super) async fn write_replies(
-    mut write: OwnedWriteHalf,
+pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
+    mut write: W,
     mut replies: mpsc::Receiver<Reply>,
     link: Link,
     max_frame_bytes: usize,
@@ -233,9 +232,9 @@ pub(super) async fn write_replies(
 
 /// Waits for a reply slot's result. If it is not ready yet, whatever is buffered is sent first
 /// so the client is not kept waiting for replies that are ready. `None` when the peer is gone.
-async fn wait<T>(
+async fn wait<T, W: AsyncWrite + Unpin>(
     mut rx: oneshot::Receiver<T>,
-    write: &mut OwnedWriteHalf,
+    write: &mut W,
     out: &mut BytesMut,
     link: Link,
 ) -> Option<Result<T, oneshot::error::RecvError>> {
@@ -297,27 +296,37 @@ fn encode_query_reply(
 
 /// Writes out everything buffered; false when the peer is gone or made no progress reading it
 /// for the write timeout (it is then dropped).
-async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut, link: Link) -> bool {
+async fn flush<W: AsyncWrite + Unpin>(write: &mut W, out: &mut BytesMut, link: Link) -> bool {
     let mut written = 0;
     let result = loop {
         if written == out.len() {
-            break Ok(());
-        }
-        match tokio::time::timeout(link.write_timeout, write.write(&out[written..])).await {
-            Ok(Ok(0)) => break Err("peer closed the connection".to_owned()),
-            Ok(Ok(n)) => written += n,
-            Ok(Err(error)) => break Err(error.to_string()),
-            Err(_) => {
-                tracing::info!(
-                    peer = %link.peer,
-                    timeout_secs = link.write_timeout.as_secs(),
-                    unwritten = out.len() - written,
-                    "riemann tcp client is not reading its replies (--tcp-write-timeout); dropping it"
-                );
-                out.clear();
-                return false;
+            // A TLS stream keeps the last records it could not send until flushed; a TCP
+            // socket's flush does nothing.
+            match tokio::time::timeout(link.write_timeout, write.flush()).await {
+                Ok(Ok(())) => break Ok(()),
+                Ok(Err(error)) => break Err(error.to_string()),
+                Err(_) => {}
+            }
+        } else {
+            match tokio::time::timeout(link.write_timeout, write.write(&out[written..])).await {
+                Ok(Ok(0)) => break Err("peer closed the connection".to_owned()),
+                Ok(Ok(n)) => {
+                    written += n;
+                    continue;
+                }
+                Ok(Err(error)) => break Err(error.to_string()),
+                Err(_) => {}
             }
         }
+        // The write (or the flush) made no progress for the write timeout.
+        tracing::info!(
+            peer = %link.peer,
+            timeout_secs = link.write_timeout.as_secs(),
+            unwritten = out.len() - written,
+            "riemann tcp client is not reading its replies (--tcp-write-timeout); dropping it"
+        );
+        out.clear();
+        return false;
     };
     out.clear();
     match result {
