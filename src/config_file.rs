@@ -124,8 +124,11 @@ fn apply_file(mut command: Command, path: &Path) -> Result<Command, LoadError> {
                 )));
             }
         }
+        // `--help` shows defaults, so it would show the file's secrets: not for flags whose
+        // environment values are hidden (the tokens).
+        let secret = arg.is_hide_env_values_set();
         let id = arg.get_id().clone();
-        command = command.mut_arg(id, |a| a.default_values(values));
+        command = command.mut_arg(id, |a| a.default_values(values).hide_default_value(secret));
     }
     Ok(command)
 }

@@ -241,3 +241,20 @@ fn the_binary_reports_a_bad_file_in_one_line_and_exits_1() {
     assert!(lines[0].starts_with("statecast: config file "), "{lines:?}");
     assert!(lines[0].contains("max-frame-bytes"), "{lines:?}");
 }
+
+/// `--help` shows the file's values as the defaults, but not the secrets.
+#[test]
+fn help_shows_the_files_values_but_not_its_tokens() {
+    let path = config_file("max-keys = 4242\ndashboard-token = \"s3cret-value\"\n");
+    let output = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run statecast --help");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("[default: 4242]"), "{help}");
+    assert!(!help.contains("s3cret-value"), "{help}");
+}
