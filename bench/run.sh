@@ -38,7 +38,8 @@ CHANGE_RATIO=0.01
 WATCHERS=10
 
 echo "==> building release binaries" >&2
-cargo build --release --bins --quiet
+# The tools are the workspace member bench/tools (crate statecast-bench); one target directory.
+cargo build --release --workspace --bins --quiet
 T=$ROOT/target/release
 PEER_DIR=$ROOT/bench/peers/node-ws-hub
 if [ ! -d "$PEER_DIR/node_modules" ]; then
@@ -48,7 +49,7 @@ fi
 
 # What was measured: the commit, and whether the server's sources differed from it.
 COMMIT=${BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-if [ -z "${BENCH_COMMIT:-}" ] && [ -n "$(git status --porcelain -- src build.rs proto Cargo.toml 2>/dev/null | grep -v '^?? src/bin/' || true)" ]; then
+if [ -z "${BENCH_COMMIT:-}" ] && [ -n "$(git status --porcelain -- src build.rs proto Cargo.toml 2>/dev/null || true)" ]; then
   COMMIT="$COMMIT + uncommitted changes"
 fi
 
@@ -283,12 +284,12 @@ echo "==> writing $OUT" >&2
   echo
   echo "## Tools"
   echo
-  echo "- \`statecast-load\` (src/bin/statecast-load.rs): N TCP connections speaking Riemann protobuf, M events"
+  echo "- \`statecast-load\` (bench/tools/src/bin/statecast-load.rs): N TCP connections speaking Riemann protobuf, M events"
   echo "  per Msg, K Msgs in flight per connection (a writer keeps K outstanding, a reader matches replies"
   echo "  FIFO), \`--change-ratio\` of events flipping ok/critical; acknowledged events/s, msgs/s, reply latency."
-  echo "- \`statecast-bench-peer --mode framing-only|decode-only\` (src/bin/statecast-bench-peer.rs): the"
+  echo "- \`statecast-bench-peer --mode framing-only|decode-only\` (bench/tools/src/bin/statecast-bench-peer.rs): the"
   echo "  ingest limits; one task per connection, replies for everything read in one read written in one write."
-  echo "- \`statecast-swarm\` (src/bin/statecast-swarm.rs): C websocket clients plus a driver posting"
+  echo "- \`statecast-swarm\` (bench/tools/src/bin/statecast-swarm.rs): C websocket clients plus a driver posting"
   echo "  changes with \`sent_us\`; deliveries/s, event→client latency, clients behind; \`--idle\` for memory."
   echo "- \`bench/peers/node-ws-hub\`: the Node.js (npm \`ws\`) hub a user would write by hand."
   echo "- Each tool prints a summary line and a JSON line; \`--help\` lists every option."

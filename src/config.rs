@@ -29,7 +29,7 @@ use crate::units::{duration_in, keep_in, size_in, DAY, GIB, HOUR, KIB, YEAR};
 )]
 pub struct Config {
     /// Riemann protobuf over TCP (Riemann's forwarding stream, riemann-client, collectd): an
-    /// address to listen on, or `off`.
+    /// address to listen on (written as for `--http`), or `off`.
     #[arg(long, env = "STATECAST_TCP", default_value = "127.0.0.1:5555", value_parser = parse_listen)]
     pub tcp: Listen,
 
@@ -38,7 +38,9 @@ pub struct Config {
     pub udp: Listen,
 
     /// HTTP: dashboard page, websocket /ws, JSON POST /api/event, /metrics.
-    #[arg(long, env = "STATECAST_HTTP", default_value = "127.0.0.1:8080")]
+    /// An address (`127.0.0.1:8080`), a name resolved at startup (`localhost:8080`), or `:8080`
+    /// for loopback (not every interface: give `0.0.0.0:8080` for that).
+    #[arg(long, env = "STATECAST_HTTP", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     pub http: SocketAddr,
 
     /// The state every (host, service) is assumed to start in; the first event in another state is
@@ -288,6 +290,11 @@ pub struct Config {
     /// connection limit meanwhile.
     #[arg(long, env = "STATECAST_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
     pub tls_handshake_timeout: Duration,
+
+    /// A TOML file of settings: each key is a flag's long name (`max-frame-bytes = "16MiB"`),
+    /// each value what the flag takes. A flag or environment variable overrides the file.
+    #[arg(long, env = "STATECAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// The shape of log lines (`--log-format`).
@@ -422,9 +429,38 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    s.parse()
+    parse_addr(s)
         .map(Some)
-        .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:5555 (or `off`)"))
+        .map_err(|why| format!("{why} (or `off`)"))
+}
+
+/// A listening address: `IP:port`, `:port` (loopback: the defaults never expose anything, and
+/// neither does a short form), or `name:port`, resolved once at startup (IPv4 preferred, so that
+/// `localhost` means 127.0.0.1 whatever the order of /etc/hosts).
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let bad = |why: String| {
+        format!("{s:?} is not an address like 127.0.0.1:5555, :5555 or localhost:5555{why}")
+    };
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| bad(String::new()))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+        _ => return Err(bad(String::new())),
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| bad(format!(": cannot resolve it: {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad(": the name resolves to no address".into()))
 }
 
 /// The settings of each part, built here so that `server.rs` only wires parts together and no

@@ -8,6 +8,7 @@
 pub(crate) mod broadcast;
 pub(crate) mod change;
 pub mod config;
+pub mod config_file;
 pub(crate) mod engine;
 pub mod event;
 pub mod fd_limit;

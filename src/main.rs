@@ -3,8 +3,8 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
 use statecast::config::{Config, LogFormat};
+use statecast::config_file::LoadError;
 
 /// Events are decoded on connection tasks and freed by the engine on another thread; glibc's
 /// malloc spends about half the ingest time on that pattern (see BENCHMARKS.md), mimalloc's
@@ -13,19 +13,19 @@ use statecast::config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let config = match Config::load() {
         Ok(config) => config,
-        Err(error) if !error.use_stderr() => {
+        Err(LoadError::Args(error)) if !error.use_stderr() => {
             // --help and --version.
             let _ = error.print();
             return ExitCode::SUCCESS;
         }
-        Err(error) => {
-            let rendered = error.to_string();
-            eprintln!(
-                "statecast: {}",
-                rendered.lines().next().unwrap_or("invalid arguments")
-            );
+        Err(LoadError::Args(error)) => {
+            eprintln!("statecast: {}", one_line(&error.to_string()));
+            return ExitCode::FAILURE;
+        }
+        Err(LoadError::File(message)) => {
+            eprintln!("statecast: {message}");
             return ExitCode::FAILURE;
         }
     };
@@ -83,6 +83,18 @@ fn init_logging(format: LogFormat) {
             .with_span_list(false)
             .init(),
     }
+}
+
+/// clap's error in one line: its first line, and its "tip:" lines (the "did you mean" of a
+/// mistyped flag) appended; the usage and `--help` lines are left out.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines.next().unwrap_or("invalid arguments").to_owned();
+    for tip in lines.filter(|l| l.starts_with("tip:")) {
+        line.push_str("; ");
+        line.push_str(tip);
+    }
+    line
 }
 
 async fn wait_for_signal() {

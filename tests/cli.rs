@@ -291,3 +291,15 @@ async fn the_ready_line_names_every_listener_and_the_ready_file_holds_it() {
     );
     assert!(status.success(), "exit {status:?}");
 }
+
+/// clap's "did you mean" for a mistyped flag survives the one-line error.
+#[test]
+fn a_mistyped_flag_gets_the_tip_on_its_one_line() {
+    let output = run_statecast(&["--max-frame-byte", "1MiB"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "exactly one line: {lines:#?}");
+    assert!(lines[0].contains("'--max-frame-byte'"), "{lines:?}");
+    assert!(lines[0].contains("tip:"), "{lines:?}");
+    assert!(lines[0].contains("'--max-frame-bytes'"), "{lines:?}");
+}
