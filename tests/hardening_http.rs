@@ -434,6 +434,9 @@ async fn idle_http_connections_up_to_the_cap_do_not_lock_out_riemann_or_the_serv
         server.stderr()
     );
 
+    // Another slot for the metrics request: the one the last request used may not be given back
+    // yet when the next connection arrives (its task ends just after the response is written).
+    drop(idle.pop());
     assert!(server.metric("statecast_http_refused_total").await >= 1);
 
     // Graceful shutdown does not wait for the idle connections (the grace period is 10 s).
@@ -443,7 +446,7 @@ async fn idle_http_connections_up_to_the_cap_do_not_lock_out_riemann_or_the_serv
     assert!(status.success(), "{status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(8),
-        "SIGTERM took {:?} with 7 idle connections open",
+        "SIGTERM took {:?} with 6 idle connections open",
         started.elapsed()
     );
     drop(idle);
