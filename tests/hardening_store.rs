@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -243,46 +243,6 @@ async fn an_empty_database_beside_a_change_log_is_refused_unless_allowed() {
     let again = start_server_in(&dir, &[]);
     drop(again);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(what: &str, size: &str) -> Tmpfs {
-        let dir = fresh_dir(what);
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .expect("run mount (these tests run as root)");
-        assert!(status.success(), "mount a tmpfs on {}", dir.display());
-        Tmpfs { dir }
-    }
-
-    /// Writes zeros into `name` until the file system is full.
-    fn fill(&self, name: &str) -> u64 {
-        use std::io::Write;
-        let mut file = std::fs::File::create(self.dir.join(name)).unwrap();
-        let chunk = vec![0u8; 4096];
-        let mut written = 0u64;
-        loop {
-            match file.write(&chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => written += n as u64,
-            }
-        }
-        written
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Sends one change on `tcp` (reconnecting when the server closed it, counted): the reply.

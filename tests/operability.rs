@@ -5,8 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -402,39 +400,6 @@ async fn many_refusals_make_few_log_lines() {
         "{}",
         logged[0]
     );
-}
-
-/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop (as in hardening_store).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(what: &str, size: &str) -> Tmpfs {
-        let dir = fresh_dir(what);
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .expect("run mount (this test runs as root)");
-        assert!(status.success(), "mount a tmpfs on {}", dir.display());
-        Tmpfs { dir }
-    }
-
-    /// Writes zeros into `name` until the file system is full.
-    fn fill(&self, name: &str) {
-        use std::io::Write;
-        let mut file = std::fs::File::create(self.dir.join(name)).unwrap();
-        let chunk = vec![0u8; 4096];
-        while matches!(file.write(&chunk), Ok(n) if n > 0) {}
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 async fn readyz(server: &Addrs) -> (u16, Value) {

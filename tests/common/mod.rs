@@ -10,11 +10,13 @@
 mod http;
 mod riemann;
 mod server;
+mod tmpfs;
 mod ws;
 
 pub use http::*;
 pub use riemann::*;
 pub use server::*;
+pub use tmpfs::*;
 pub use ws::*;
 
 use std::time::Duration;
