@@ -12,7 +12,6 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -141,22 +140,8 @@ fn free_port() -> u16 {
 
 /// A websocket through the proxy with an `Origin`; the HTTP status if the upgrade is refused.
 async fn connect(nginx: &Nginx, path: &str, origin: &str) -> Result<WsStream, u16> {
-    let mut request = format!("ws://{}{path}", nginx.addr())
-        .into_client_request()
-        .expect("request");
-    request
-        .headers_mut()
-        .insert("origin", origin.parse().expect("origin"));
-    match tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("connect timed out")
-    {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
-        }
-        Err(other) => panic!("connect through nginx failed: {other}"),
-    }
+    let url = format!("ws://{}{path}", nginx.addr());
+    ws_connect_with_headers(&url, &[("origin", origin)]).await
 }
 
 async fn next_json(ws: &mut WsStream) -> Value {

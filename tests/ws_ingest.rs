@@ -7,7 +7,6 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Connects to `/events` (plus `query`), optionally with extra request headers; the HTTP status
@@ -17,28 +16,7 @@ async fn connect_events(
     query: &str,
     headers: &[(&str, &str)],
 ) -> Result<WsStream, u16> {
-    let mut request = format!("ws://{}/events{query}", server.http)
-        .into_client_request()
-        .expect("request");
-    for (name, value) in headers {
-        request
-            .headers_mut()
-            .insert(http_name(name), value.parse().expect("header value"));
-    }
-    match tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("connect timed out")
-    {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
-        }
-        Err(other) => panic!("connect failed: {other}"),
-    }
-}
-
-fn http_name(name: &str) -> tokio_tungstenite::tungstenite::http::HeaderName {
-    name.parse().expect("header name")
+    ws_connect_with_headers(&format!("ws://{}/events{query}", server.http), headers).await
 }
 
 /// The next text frame as JSON, skipping pings.

@@ -185,3 +185,27 @@ pub fn snapshot_event<'a>(snapshot: &'a Value, service: &str) -> Option<&'a Valu
         .iter()
         .find(|e| e["service"] == service)
 }
+
+/// Opens a websocket to `url` with extra request headers (an `Origin`, an `Authorization`): the
+/// stream, or the HTTP status of a refused upgrade.
+pub async fn ws_connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<WsStream, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderName;
+    let mut request = url.into_client_request().expect("a websocket URL");
+    for (name, value) in headers {
+        let name: HeaderName = name.parse().expect("header name");
+        request
+            .headers_mut()
+            .insert(name, value.parse().expect("header value"));
+    }
+    match tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("websocket connect timed out")
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(other) => panic!("websocket connect to {url} failed: {other}"),
+    }
+}
