@@ -33,7 +33,7 @@ pub struct AccessConfig {
     /// server sees is not the one the browser used, so the same-origin rule cannot match it.
     pub external_origin: Option<String>,
     /// `--trusted-proxy`: peers whose `X-Forwarded-Host` / `Forwarded: host=` stands for Host.
-    pub trusted_proxies: Vec<crate::config::Cidr>,
+    pub trusted_proxies: Vec<crate::web::proxy::Cidr>,
 }
 
 /// Which `Host` headers are served.
@@ -405,8 +405,8 @@ mod tests {
 
     #[test]
     fn external_url_origin_and_host_pass() {
-        let url =
-            crate::config::ExternalUrl::parse("HTTPS://Mon.Example.com:443/statecast/").unwrap();
+        let url = crate::web::proxy::ExternalUrl::parse("HTTPS://Mon.Example.com:443/statecast/")
+            .unwrap();
         assert_eq!(url.origin, "https://mon.example.com");
         let access = AccessConfig {
             allowed_hosts: HostRule::for_listener("127.0.0.1:8080".parse().unwrap(), &[])
@@ -431,9 +431,9 @@ mod tests {
             .check_host(&headers(&[(header::HOST, "evil.example")]))
             .is_err());
         for bad in ["mon.example.com", "ftp://x/", "https:///x", "https://u@x/"] {
-            assert!(crate::config::ExternalUrl::parse(bad).is_err(), "{bad}");
+            assert!(crate::web::proxy::ExternalUrl::parse(bad).is_err(), "{bad}");
         }
-        let v6 = crate::config::ExternalUrl::parse("http://[::1]:8080").unwrap();
+        let v6 = crate::web::proxy::ExternalUrl::parse("http://[::1]:8080").unwrap();
         assert_eq!(
             (v6.origin.as_str(), v6.host.as_str()),
             ("http://[::1]:8080", "::1")
@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn forwarded_host_only_from_trusted_proxies() {
-        use crate::config::Cidr;
+        use crate::web::proxy::Cidr;
         let access = AccessConfig {
             trusted_proxies: vec![
                 Cidr::parse("10.0.0.0/8").unwrap(),

@@ -6,6 +6,7 @@
 //!
 //! - `http_server`: connections (timeouts, the connection cap), serving the router.
 //! - `access`: who may call what (Host, Origin, cross-site, tokens); refusals are `ApiError`s.
+//! - `proxy`: the reverse proxy in front (`--trusted-proxy` blocks, `--external-url`).
 //! - `error`: `ApiError`, the one shape of an error answer.
 //! - `api`: `POST /api/event`, `GET /api/state`, `GET /api/history`, `GET /metrics`.
 //! - `history`: reads history on a blocking thread, for `/api/history` and `/ws` resumes.
@@ -25,6 +26,7 @@ mod health;
 mod history;
 pub mod http_server;
 mod index;
+pub mod proxy;
 pub mod ws;
 
 use std::sync::Arc;
