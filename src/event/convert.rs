@@ -24,6 +24,15 @@ fn widen(f: f32) -> f64 {
     f.to_string().parse().unwrap_or(f64::from(f))
 }
 
+/// Decodes the events of one `Msg`, all stamped with the same arrival time where they carry none
+/// (every transport decodes a whole message at once).
+pub fn events_from_proto(
+    events: Vec<proto::Event>,
+    now_micros: i64,
+) -> impl Iterator<Item = Event> {
+    events.into_iter().map(move |e| from_proto(e, now_micros))
+}
+
 /// Decodes one wire event. `now_micros` is used only when the event carries no time at all.
 pub fn from_proto(e: proto::Event, now_micros: i64) -> Event {
     let metric = if let Some(i) = e.metric_sint64 {

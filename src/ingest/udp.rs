@@ -66,11 +66,7 @@ pub async fn serve(
             continue;
         }
         let now = now_micros();
-        let events = msg
-            .events
-            .into_iter()
-            .map(|e| convert::from_proto(e, now))
-            .collect();
+        let events = convert::events_from_proto(msg.events, now).collect();
         if engine.submit_unacknowledged(events).await.is_err() {
             return;
         }

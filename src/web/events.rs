@@ -207,11 +207,7 @@ async fn binary_batch(app: &AppState, body: Bytes) -> Pending {
         return refused(None, "queries are not answered on /events".into());
     }
     let now = now_micros();
-    let events = msg
-        .events
-        .into_iter()
-        .map(|e| convert::from_proto(e, now))
-        .collect();
+    let events = convert::events_from_proto(msg.events, now).collect();
     submit(app, None, events).await
 }
 

@@ -227,11 +227,7 @@ impl Connection {
             return Ok(Frame::Other(msg));
         }
         let events = msg.events.len();
-        batch.extend(
-            msg.events
-                .into_iter()
-                .map(|e| convert::from_proto(e, arrived)),
-        );
+        batch.extend(convert::events_from_proto(msg.events, arrived));
         Ok(Frame::Batched(events))
     }
 
@@ -286,11 +282,7 @@ impl Connection {
         };
         let mut ack = None;
         if !msg.events.is_empty() {
-            let events = msg
-                .events
-                .into_iter()
-                .map(|e| convert::from_proto(e, arrived))
-                .collect();
+            let events = convert::events_from_proto(msg.events, arrived).collect();
             match self.engine.submit(events).await {
                 Ok(rx) => ack = Some(rx),
                 Err(error) => return Some(Reply::Fatal(error_msg(error.to_string()))),
