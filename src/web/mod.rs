@@ -15,6 +15,7 @@
 //! - `events`: Riemann's `/events` websocket ingest (acks per batch); `POST /events` (NDJSON)
 //!   is `api`'s, whose body decoding both share.
 //! - `health`: `/healthz` and `/readyz`, outside the access rules.
+//! - `rates`: `GET /api/rates`, the last hour of the stats counters for the page's chart.
 //! - `assets`: the embedded dashboard page.
 
 pub mod access;
@@ -27,6 +28,7 @@ mod history;
 pub mod http_server;
 mod index;
 pub mod proxy;
+pub(crate) mod rates;
 pub mod ws;
 
 use std::sync::Arc;
@@ -77,6 +79,8 @@ pub(crate) struct AppState {
     pub(crate) json_limits: crate::event::EventLimits,
     /// Time a request body has to arrive in full.
     pub(crate) body_timeout: Duration,
+    /// The last hour of stats samples, filled by [`stats_ticker`], read by `GET /api/rates`.
+    pub(crate) rates: Arc<rates::RateRing>,
 }
 
 pub(crate) fn router(app: AppState) -> Router {
@@ -95,6 +99,7 @@ pub(crate) fn router(app: AppState) -> Router {
         )
         .route("/api/state", get(api::state))
         .route("/api/history", get(api::history))
+        .route("/api/rates", get(rates::rates))
         .route("/index", get(index::index))
         .route("/metrics", get(api::metrics))
         .fallback(get(assets::serve))
@@ -229,6 +234,7 @@ pub(crate) async fn stats_ticker(
     counters: Arc<Counters>,
     interval: Duration,
     tx: watch::Sender<Utf8Bytes>,
+    rates: Arc<rates::RateRing>,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -238,11 +244,16 @@ pub(crate) async fn stats_ticker(
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let (events, changes) = (
+            Counters::get(&counters.events),
+            Counters::get(&counters.changes),
+        );
+        rates.record(events, changes);
         let frame = json!({
             "type": "stats",
             "clients": Counters::get(&counters.ws_clients),
-            "events": Counters::get(&counters.events),
-            "changes": Counters::get(&counters.changes),
+            "events": events,
+            "changes": changes,
         })
         .to_string();
         tx.send_replace(frame.into());
