@@ -287,11 +287,11 @@ function afterAction(key) {
 
 function onSnapshot(msg) {
   const first = !sync.snapshot && !sync.resumed;
+  sync.snapshot = true; // before the filter's bookkeeping, which may subscribe on this socket
   if (typeof msg.epoch === 'string' || typeof msg.epoch === 'number') resumeEpoch = msg.epoch;
   const answered = filter.onSnapshot(msg, first);
   const wasEver = model.haveSnapshot;
   const { changed, removed, problems: n } = model.applySnapshot(msg, Date.now());
-  sync.snapshot = true;
   for (const key of changed) problems.markChanged(key);
   if (selectedKey && removed.includes(selectedKey)) details.render();
   if (grid.grid.built) grid.refresh();
