@@ -48,3 +48,19 @@ test('what a plain GET of the socket URL says', () => {
   assert.equal(classifyProbe(426, null).kind, 'admitted');
   assert.equal(classifyProbe(400, null).kind, 'admitted', 'an upgrade refusal without an error sentence');
 });
+
+test('rates from /api/rates samples: per second and per minute; a counter going back starts over', async () => {
+  const { ratesFromSamples } = await import('../../../static/js/views/chart.js');
+  const r = ratesFromSamples([[1000, 0, 0], [2000, 10, 1], [3000, 30, 1], [4000, 5, 0], [5000, 15, 2]]);
+  assert.deepEqual(r.events, [[2000, 10], [3000, 20], [5000, 10]]);
+  assert.deepEqual(r.changes, [[2000, 60], [3000, 0], [5000, 120]]);
+});
+
+test('the document title counts acked and silenced problems apart', async () => {
+  const { titleFor } = await import('../../../static/js/views/header.js');
+  assert.equal(titleFor({ active: 3, acked: 0, silenced: 0 }, true), '(3) statecast');
+  assert.equal(titleFor({ active: 0, acked: 0, silenced: 0 }, true), 'statecast');
+  assert.equal(titleFor({ active: 2, acked: 1, silenced: 4 }, true), '(2, 1 acked, 4 silenced) statecast');
+  assert.equal(titleFor({ active: 0, acked: 1, silenced: 0 }, true), '(0, 1 acked) statecast');
+  assert.equal(titleFor({ active: 5, acked: 0, silenced: 0 }, false), 'statecast');
+});
