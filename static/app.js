@@ -31,7 +31,7 @@ import { Model, keyOf, parseTime, splitKey } from './js/model.js';
 import { Connection } from './js/connection.js';
 import { createFilter } from './js/filter.js';
 import { createNotifications } from './js/notifications.js';
-import { createActions } from './js/actions.js';
+import { createActions, rememberedBy } from './js/actions.js';
 import { createSettings } from './js/settings.js';
 import { createProblemsView, RENDER_STEP } from './js/views/problems.js';
 import { createGrid } from './js/views/grid.js';
@@ -70,7 +70,7 @@ const problems = createProblemsView({
   onOpen: (key) => details.open(key),
   onAck: async (key, action) => {
     if (action === 'unack') {
-      const answer = await actions.unack(key, $('details-by')?.value.trim() ?? '');
+      const answer = await actions.unack(key, $('details-by')?.value.trim() || rememberedBy());
       if (!answer.ok) showBanner(`Could not remove the acknowledgement: ${answer.error}`);
     } else details.open(key, { focusAck: true });
   },
