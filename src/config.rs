@@ -409,6 +409,7 @@ impl Config {
             },
             queue_capacity: self.engine_queue,
             broadcast_capacity: self.broadcast_capacity,
+            local_clock: true,
         }
     }
 

@@ -161,7 +161,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tasks = TaskTracker::new();
     let (store, epoch) = open_store(&config)?;
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
-    let (engine, engine_task) = engine::spawn(config.engine(), Arc::clone(&counters), store);
+    let (engine, engine_task) = engine::spawn(config.engine(), Arc::clone(&counters), store, None);
 
     let riemann = tcp::Shared::new(
         config.tcp(),
