@@ -13,7 +13,9 @@
 //! disk, and a published `seq` is never handed out twice, even across `kill -9` or a power cut.
 //! Index updates that are not changes are written by the periodic flush just before the
 //! checkpoint, so a crash can lose at most that second of metric/description updates — never a
-//! state.
+//! state. Operator-action records (acks, silences) travel the same way as changes: logged,
+//! written into history, and applied to the `acks` table and the stored silence set as changes
+//! are to the index.
 //!
 //! Layout: [`encoding`] (how changes and index rows are encoded), [`wal`] (the change log),
 //! `recovery` (what a start reads back), [`error`]. The store knows events and changes only

@@ -394,7 +394,9 @@ impl Engine {
     }
 
     /// Expires every entry due at or before `now_micros` (and removes those expired for the
-    /// keep time), appending the resulting changes. Returns how many entries expired or went.
+    /// keep time), appending the resulting changes, then moves operator state on (acks past
+    /// their expiry, silence windows: see `actions`). Returns how many entries expired or went
+    /// plus how many action records it made.
     pub fn expire(&mut self, now_micros: i64, changes: &mut Vec<Change>) -> usize {
         let mut expired = 0;
         loop {
