@@ -36,6 +36,24 @@ pub struct Action {
     pub kind: ActionKind,
 }
 
+impl Action {
+    /// Compiles a silence's query if it is not compiled yet (an action that arrived over the
+    /// wire). Regex compilation is bounded (see [`crate::query`]) but can take milliseconds:
+    /// whoever hands such actions to the engine should call this first, on a blocking thread,
+    /// so the engine's task does not. A query that does not compile is left for the engine to
+    /// refuse.
+    pub fn compile(&mut self) {
+        if let ActionKind::Silence {
+            query, compiled, ..
+        } = &mut self.kind
+        {
+            if compiled.is_none() {
+                *compiled = Query::parse(query).ok();
+            }
+        }
+    }
+}
+
 /// What the action does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -7,9 +7,11 @@
 //! ([`ActionRecord`]) with the next `seq`, in the engine's order, so every node that applies the
 //! same input hands out the same records with the same numbers.
 //!
-//! The silenced-key set is evaluated for a key whenever it changes state, and for every key
-//! whenever the silence set changes (a silence created, edited, ended, or started by a tick):
-//! an update that changes no state (a metric) does not re-evaluate it.
+//! The silenced-key set holds the problem keys (a state, not ok) an active silence matches. It
+//! is evaluated for a key whenever it changes state, and for every key whenever the silence set
+//! changes (a silence created, edited, ended, or started by a tick): an update that changes no
+//! state (a metric) does not re-evaluate it. Problems only, so the set (sent whole with every
+//! silence change) stays the size of the problem list, not of the index.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -52,6 +54,13 @@ impl Operator {
     fn is_idle(&self) -> bool {
         self.acks.is_empty() && self.silences.is_empty() && self.silenced.is_empty()
     }
+}
+
+/// Whether the key's state is a problem (a state, not ok): what an ack needs, and what the
+/// silenced set lists (an ok key matched by a silence is no news; its change frames still
+/// carry `silenced`, so a page knows once it turns).
+fn is_problem(event: &Event) -> bool {
+    event.state.as_deref().is_some_and(|state| state != OK)
 }
 
 fn key_name(event: &Event) -> KeyName {
@@ -100,7 +109,7 @@ impl Engine {
                     .get(&key_ref(&host, &service))
                     .ok_or_else(|| not_indexed(&host, &service))?;
                 let state = entry.event.state.as_deref();
-                if state.is_none_or(|s| s == OK) {
+                if !is_problem(&entry.event) {
                     return Err(Refusal::Conflict(format!(
                         "{} is {}: there is no problem to acknowledge",
                         show_key(&host, &service),
@@ -264,7 +273,7 @@ impl Engine {
         let key = key_name(&change.event);
         let silenced = !change.removed && self.silences_match(&change.event);
         change.silenced = silenced;
-        if silenced {
+        if silenced && is_problem(&change.event) {
             self.operator.silenced.insert(key.clone());
         } else {
             self.operator.silenced.remove(&key);
@@ -299,7 +308,7 @@ impl Engine {
         {
             self.index
                 .values()
-                .filter(|entry| entry.event.state.is_some())
+                .filter(|entry| is_problem(&entry.event))
                 .filter(|entry| self.silences_match(&entry.event))
                 .map(|entry| key_name(&entry.event))
                 .collect()
@@ -391,7 +400,7 @@ impl Engine {
             self.operator.silenced = self
                 .index
                 .values()
-                .filter(|entry| entry.event.state.is_some())
+                .filter(|entry| is_problem(&entry.event))
                 .filter(|entry| self.silences_match(&entry.event))
                 .map(|entry| key_name(&entry.event))
                 .collect();

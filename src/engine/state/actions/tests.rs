@@ -425,3 +425,50 @@ fn an_action_round_trips_through_serde_and_is_compiled_on_arrival() {
     e.apply_action(back, &mut changes).unwrap();
     assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
 }
+
+/// The silenced set lists problems only; an ok key that a silence matches joins it when it
+/// turns, and leaves it when it is ok again (its change frames carry `silenced` either way).
+#[test]
+fn the_silenced_set_holds_problems_only() {
+    let mut e = engine();
+    apply(
+        &mut e,
+        vec![ev("db1", "disk", "critical"), ev("db2", "disk", "ok")],
+    );
+    act(&mut e, T0, silence("service = \"disk\"", T0, T0 + 60 * SEC)).unwrap();
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
+    let changes = apply(&mut e, vec![ev("db2", "disk", "critical")]);
+    assert!(changes[0].silenced);
+    assert_eq!(
+        e.snapshot().actions.silenced,
+        vec![key("db1", "disk"), key("db2", "disk")]
+    );
+    let changes = apply(&mut e, vec![ev("db1", "disk", "ok")]);
+    assert!(changes[0].silenced, "still matched, now ok");
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db2", "disk")]);
+}
+
+#[test]
+fn compile_fills_in_the_query_of_a_silence_that_came_over_the_wire() {
+    let mut action = Action {
+        at_micros: T0,
+        by: "ann".into(),
+        kind: silence("host = \"db1\"", T0, T0 + SEC),
+    };
+    action.compile();
+    let ActionKind::Silence { compiled, .. } = &action.kind else {
+        panic!()
+    };
+    assert_eq!(compiled, &Some(Query::parse("host = \"db1\"").unwrap()));
+    let mut bad = Action {
+        at_micros: T0,
+        by: "ann".into(),
+        kind: silence("host =~", T0, T0 + SEC),
+    };
+    bad.compile();
+    let mut e = engine();
+    assert!(matches!(
+        e.apply_action(bad, &mut Vec::new()),
+        Err(Refusal::Invalid(_))
+    ));
+}
