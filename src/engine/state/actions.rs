@@ -90,12 +90,27 @@ impl Engine {
         action: Action,
         changes: &mut Vec<Change>,
     ) -> Result<u64, Refusal> {
+        let clock = self.operator.clock;
+        self.operator.clock = clock.max(action.at_micros);
+        let applied = self.apply_action_checked(action, changes);
+        if applied.is_err() {
+            // Refused: not even the clock moves.
+            self.operator.clock = clock;
+        }
+        applied
+    }
+
+    /// [`Engine::apply_action`] once the clock has moved: every check comes before any change.
+    fn apply_action_checked(
+        &mut self,
+        action: Action,
+        changes: &mut Vec<Change>,
+    ) -> Result<u64, Refusal> {
         let Action {
             at_micros,
             by,
             kind,
         } = action;
-        self.operator.clock = self.operator.clock.max(at_micros);
         let first = self.seq + 1;
         match kind {
             ActionKind::Ack {

@@ -101,6 +101,9 @@ fn an_ack_takes_the_next_seq_and_refusals_take_none() {
     let refused = act(&mut e, T0, ack("web1", "cpu", Some(T0 - 1))).unwrap_err();
     assert!(matches!(refused, Refusal::Invalid(_)), "{refused}");
     assert_eq!(e.seq(), 1, "nothing refused took a seq");
+    let before = e.snapshot().actions;
+    act(&mut e, T0 + 999 * SEC, ack("web9", "cpu", None)).unwrap_err();
+    assert_eq!(e.snapshot().actions, before, "not even the clock moved");
 
     let (seq, changes) = act(&mut e, T0, ack("web1", "cpu", None)).unwrap();
     assert_eq!(seq, 2);
