@@ -525,9 +525,12 @@ mod restore_then_replay {
     use super::*;
     use proptest::prelude::*;
 
+    /// host, service, state, how far in the past (0.1 s units), ttl.
+    type Spec = (u8, u8, Option<u8>, u32, Option<u8>);
+
     #[derive(Debug, Clone)]
     enum Op {
-        Events(Vec<(u8, u8, Option<u8>, u32, Option<u8>)>),
+        Events(Vec<Spec>),
         Tick(u32),
     }
 
