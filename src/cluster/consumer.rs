@@ -40,14 +40,25 @@ impl Consumer {
     /// Runs until shutdown — and after it, while this node still waits for its own publishes
     /// to come back (their senders are owed an answer), until `force_stop`.
     pub(super) async fn run(mut self, shutdown: CancellationToken, force_stop: CancellationToken) {
+        // Failures in a row: the first of an outage is a warning, the retries are not news.
+        let mut failures = 0u32;
         loop {
             if force_stop.is_cancelled() || (shutdown.is_cancelled() && self.pending.is_empty()) {
                 break;
             }
+            let before = self.next;
             match self.follow(&shutdown, &force_stop).await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(%error, next = self.next, "cluster stream consumer failed; recreating it");
+                    if self.next > before {
+                        failures = 0;
+                    }
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(%error, next = self.next, "cluster stream consumer failed; recreating it until NATS answers");
+                    } else {
+                        tracing::debug!(%error, next = self.next, failures, "cluster stream consumer still failing");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_PAUSE) => {}
                         _ = force_stop.cancelled() => break,
