@@ -27,18 +27,25 @@ const POSITION: &str = "position";
 /// its contents are not trusted to be sane (at the default --max-keys the index stays far below).
 pub(super) const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024 * 1024;
 
-/// The stream position of the bucket's snapshot, if it holds one (0 if it does not say).
-async fn stored_position(bucket: &ObjectStore) -> Option<u64> {
+/// What the bucket's snapshot is: the stream position it covers (0 if it does not say) and how
+/// many seconds ago it was written.
+async fn stored(bucket: &ObjectStore) -> Option<(u64, i64)> {
     let info = bucket.info(OBJECT).await.ok()?;
     if info.deleted {
         return None;
     }
-    Some(
-        info.metadata
-            .get(POSITION)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0),
-    )
+    let position = info
+        .metadata
+        .get(POSITION)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let age = info.modified.map_or(i64::MAX, |modified| {
+        now.saturating_sub(modified.unix_timestamp())
+    });
+    Some((position, age))
 }
 
 /// The newest snapshot, if the bucket holds one.
@@ -91,7 +98,7 @@ pub(super) async fn write_periodically(
             _ = ticker.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        if let Err(error) = write_once(&bucket, &engine, &counters).await {
+        if let Err(error) = write_once(&bucket, &engine, &counters, interval).await {
             tracing::warn!(%error, "cannot write a cluster snapshot");
         }
     }
@@ -101,14 +108,17 @@ async fn write_once(
     bucket: &ObjectStore,
     engine: &EngineHandle,
     counters: &Counters,
+    interval: Duration,
 ) -> Result<(), String> {
     let image = engine.image().await.map_err(|e| e.to_string())?;
     if image.position == 0 {
         return Ok(());
     }
-    if stored_position(bucket)
+    // Every node runs this; one fresh snapshot per interval is enough, whoever wrote it.
+    let fresh = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX) / 2;
+    if stored(bucket)
         .await
-        .is_some_and(|stored| stored >= image.position)
+        .is_some_and(|(position, age)| position >= image.position || age < fresh)
     {
         return Ok(());
     }
