@@ -5,8 +5,10 @@
 //! `engine` (one owner of the index, change detection, `seq`) → `broadcast` (fan-out of
 //! serialized changes) → [`web`] (websocket sessions, pages). [`server`] wires them together.
 
+pub(crate) mod action;
 pub(crate) mod broadcast;
 pub(crate) mod change;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub(crate) mod engine;

@@ -69,10 +69,11 @@ const problems = createProblemsView({
   model,
   onOpen: (key) => details.open(key),
   onAck: async (key, action) => {
-    if (action === 'unack') {
-      const answer = await actions.unack(key, $('details-by')?.value.trim() || rememberedBy());
+    const by = $('details-by')?.value.trim() || rememberedBy();
+    if (action === 'unack' && by) {
+      const answer = await actions.unack(key, by);
       if (!answer.ok) showBanner(`Could not remove the acknowledgement: ${answer.error}`);
-    } else details.open(key, { focusAck: true });
+    } else details.open(key, { focusAck: action === 'ack' });
   },
   isSelected: (key) => key === selectedKey,
   urlParam,

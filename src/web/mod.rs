@@ -9,6 +9,8 @@
 //! - `proxy`: the reverse proxy in front (`--trusted-proxy` blocks, `--external-url`).
 //! - `error`: `ApiError`, the one shape of an error answer.
 //! - `api`: `POST /api/event`, `GET /api/state`, `GET /api/history`, `GET /metrics`.
+//! - `actions`: operator actions (`/api/ack`, `/api/unack`, `/api/acks`, `/api/silence`,
+//!   `/api/silences`, `/api/clear`).
 //! - `history`: reads history on a blocking thread, for `/api/history` and `/ws` resumes.
 //! - `ws`: the dashboard websocket `/ws` (`session`, `outbox`).
 //! - `index`: Riemann's `/index` (websocket or server-sent events).
@@ -19,6 +21,7 @@
 //! - `assets`: the embedded dashboard page.
 
 pub mod access;
+mod actions;
 mod api;
 mod assets;
 mod error;
@@ -98,6 +101,7 @@ pub(crate) fn router(app: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(app.max_body_bytes)),
         )
         .route("/api/state", get(api::state))
+        .merge(action_routes())
         .route("/api/history", get(api::history))
         .route("/api/rates", get(rates::rates))
         .route("/index", get(index::index))
@@ -109,6 +113,29 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(app)
+}
+
+/// The operator-action endpoints, each body bounded by [`actions::MAX_ACTION_BODY`].
+fn action_routes() -> Router<AppState> {
+    let limit = || DefaultBodyLimit::max(actions::MAX_ACTION_BODY);
+    Router::new()
+        .route(
+            "/api/ack",
+            post(actions::ack)
+                .delete(actions::delete_ack)
+                .layer(limit()),
+        )
+        .route("/api/unack", post(actions::post_unack).layer(limit()))
+        .route("/api/acks", get(actions::acks))
+        .route("/api/silence", post(actions::create_silence).layer(limit()))
+        .route(
+            "/api/silence/{id}",
+            axum::routing::put(actions::edit_silence)
+                .delete(actions::delete_silence)
+                .layer(limit()),
+        )
+        .route("/api/silences", get(actions::silences))
+        .route("/api/clear", post(actions::clear).layer(limit()))
 }
 
 /// Refuses requests addressed to a Host name that is not allowed (DNS rebinding, see `access`).

@@ -77,8 +77,8 @@ export function createActions({ token }) {
       else body.duration = duration;
       return call('PUT', `api/silence/${encodeURIComponent(id)}`, body);
     },
-    deleteSilence(id) {
-      return call('DELETE', `api/silence/${encodeURIComponent(id)}`);
+    deleteSilence(id, by = '') {
+      return call('DELETE', `api/silence/${encodeURIComponent(id)}?by=${encodeURIComponent(by)}`);
     },
   };
 }

@@ -20,6 +20,7 @@
 //! index would grow with every host ever seen (autoscaled machines, containers). A key that never
 //! had a state is simply dropped when it expires.
 
+mod actions;
 mod expiry;
 mod key;
 
@@ -111,6 +112,8 @@ pub struct Engine {
     /// The last events of keys that left the index without a change (no state), for the store
     /// to delete (only when tracking).
     forgotten: Vec<Arc<Event>>,
+    /// Acks and silences (see `actions`).
+    operator: actions::Operator,
 }
 
 impl Engine {
@@ -127,6 +130,7 @@ impl Engine {
             expired_keep_micros: None,
             max_keys: usize::MAX,
             forgotten: Vec::new(),
+            operator: actions::Operator::default(),
         }
     }
 
@@ -255,6 +259,7 @@ impl Engine {
             if let Some(change) = self.apply_one(event, indexed.as_deref_mut()) {
                 first_change.get_or_insert(position);
                 changes.push(change);
+                self.after_change(changes);
             }
         }
         Ok(first_change)
@@ -276,20 +281,31 @@ impl Engine {
                 .is_some_and(|state| state != self.init_state);
             let key = Key::new(KeyRef::of_event(event));
             let event = Arc::new(std::mem::take(event));
+            // A client may send the state `expired` itself: such an entry is expired, as
+            // `restore` would take it (see below).
+            let expired = event.state.as_deref() == Some(EXPIRED);
+            let expires_at = if expired {
+                self.expired_keep_micros
+                    .map(|keep| event.time_micros.saturating_add(keep))
+            } else {
+                Some(expires_at)
+            };
             self.index.insert(
                 key.clone(),
                 Entry {
                     event: Arc::clone(&event),
-                    expires_at: Some(expires_at),
-                    expired: false,
-                    scheduled: Some(expires_at),
+                    expires_at,
+                    expired,
+                    scheduled: expires_at,
                     unsaved: self.track_unsaved,
                 },
             );
             if self.track_unsaved {
                 self.unsaved.push(key.clone());
             }
-            self.expiry.push(expires_at, key);
+            if let Some(at) = expires_at {
+                self.expiry.push(at, key);
+            }
             if let Some(indexed) = indexed {
                 indexed.push(Arc::clone(&event));
             }
@@ -323,18 +339,32 @@ impl Engine {
             }
             None
         };
-        entry.expires_at = Some(expires_at);
-        // It reported again: no longer waiting to be removed.
-        entry.expired = false;
+        // An entry is expired exactly when its state is `expired` — what [`Engine::restore`]
+        // infers from a stored event, so an engine restored from a snapshot schedules every
+        // entry as this one does (cluster nodes starting from a snapshot must agree with the
+        // others). A metric-only update of an expired key keeps it expired, its removal counted
+        // from the update; a real state brings it back.
+        entry.expired = entry.event.state.as_deref() == Some(EXPIRED);
+        entry.expires_at = if entry.expired {
+            self.expired_keep_micros
+                .map(|keep| entry.event.time_micros.saturating_add(keep))
+        } else {
+            Some(expires_at)
+        };
         if self.track_unsaved && !entry.unsaved {
             entry.unsaved = true;
             self.unsaved.push(key.clone());
         }
-        if entry.scheduled.is_none_or(|s| s > expires_at) {
-            // Due earlier than its heap item (or it has none): schedule it anew; the old
-            // item, if any, becomes stale.
-            entry.scheduled = Some(expires_at);
-            self.expiry.push(expires_at, key.clone());
+        match entry.expires_at {
+            Some(at) if entry.scheduled.is_none_or(|s| s > at) => {
+                // Due earlier than its heap item (or it has none): schedule it anew; the old
+                // item, if any, becomes stale.
+                entry.scheduled = Some(at);
+                self.expiry.push(at, key.clone());
+            }
+            Some(_) => {}
+            // Nothing due: its heap item, if any, becomes stale.
+            None => entry.scheduled = None,
         }
         let event = &entry.event;
         if let Some(indexed) = indexed {
@@ -358,7 +388,7 @@ impl Engine {
             previous_state: current.unwrap_or_else(|| self.init_state.clone()),
             event,
             previous,
-            removed: false,
+            ..Change::default()
         }
     }
 
@@ -389,7 +419,9 @@ impl Engine {
     }
 
     /// Expires every entry due at or before `now_micros` (and removes those expired for the
-    /// keep time), appending the resulting changes. Returns how many entries expired or went.
+    /// keep time), appending the resulting changes, then moves operator state on (acks past
+    /// their expiry, silence windows: see `actions`). Returns how many entries expired or went
+    /// plus how many action records it made.
     pub fn expire(&mut self, now_micros: i64, changes: &mut Vec<Change>) -> usize {
         let mut expired = 0;
         loop {
@@ -425,6 +457,7 @@ impl Engine {
                 let mut change = self.next_change(Some(state), Arc::clone(&event), Some(event));
                 change.removed = true;
                 changes.push(change);
+                self.after_change(changes);
                 continue;
             }
             let mut tombstone = (*entry.event).clone();
@@ -442,9 +475,10 @@ impl Engine {
             if state != EXPIRED {
                 let change = self.next_change(Some(state), tombstone, Some(previous));
                 changes.push(change);
+                self.after_change(changes);
             }
         }
-        expired
+        expired + self.tick_actions(now_micros, changes)
     }
 
     /// When the next entry expires, if any (the tests check the lazily rescheduled heap with it).
@@ -466,6 +500,7 @@ impl Engine {
         Snapshot {
             seq: self.seq,
             events: self.index.values().map(|e| Arc::clone(&e.event)).collect(),
+            actions: self.actions_snapshot(),
         }
     }
 }

@@ -217,6 +217,13 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
 
   async function run(fn) {
     const key = d.key;
+    if (!byValue()) {
+      // The server wants to know who acted: ask once, the page remembers it.
+      d.actionMessage = 'Type your name first (it is remembered).';
+      showMessage();
+      panel.querySelector('#details-by')?.focus();
+      return;
+    }
     d.actionMessage = 'Sending…';
     showMessage();
     const answer = await fn();
@@ -230,7 +237,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     if (!msg) return;
     setText(msg, d.actionMessage);
     msg.hidden = d.actionMessage === '';
-    msg.dataset.kind = d.actionMessage.startsWith('Refused') ? 'error' : 'info';
+    msg.dataset.kind = d.actionMessage === 'Sending…' ? 'info' : 'error';
   }
 
   function render() {

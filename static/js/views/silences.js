@@ -36,9 +36,15 @@ export function createSilences({ model, actions }) {
 
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
+    if (!by.value.trim()) by.value = rememberedBy(); // typed meanwhile in the details
     const body = { query: query.value.trim(), comment: comment.value.trim(), by: by.value.trim(), duration: duration.value.trim() };
     if (!body.query) {
       say('A silence needs a query, e.g. host =~ "db%"', 'error');
+      return;
+    }
+    if (!body.by) {
+      say('Type your name first (it is remembered).', 'error');
+      by.focus();
       return;
     }
     say('Sending…');
@@ -65,12 +71,19 @@ export function createSilences({ model, actions }) {
         const minutes = Math.max(1, Math.round((ends - Date.now()) / 60_000));
         duration.value = minutes % 60 === 0 ? `${minutes / 60}h` : `${minutes}m`;
       }
+      if (!by.value.trim()) by.value = rememberedBy();
       setText(submit, 'Save');
       cancel.hidden = false;
       query.focus();
     } else if (button.dataset.action === 'delete') {
       say('Sending…');
-      const answer = await actions.deleteSilence(silence.id);
+      const name = by.value.trim() || rememberedBy();
+      if (!name) {
+        say('Type your name first (it is remembered).', 'error');
+        by.focus();
+        return;
+      }
+      const answer = await actions.deleteSilence(silence.id, name);
       say(answer.ok ? '' : `Refused: ${answer.error}`, answer.ok ? 'info' : 'error');
     }
   });
