@@ -17,6 +17,7 @@
 
 mod clock;
 mod consumer;
+mod pending;
 mod sequencer;
 mod snapshot;
 mod wire;
@@ -320,7 +321,7 @@ impl Joined {
             diverged: Mutex::new(None),
             last_failure: Mutex::new(None),
         });
-        let pending = Arc::new(sequencer::Pending::default());
+        let pending = Arc::new(pending::Pending::default());
         let subject = subject(&self.config.stream);
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
