@@ -22,7 +22,7 @@ mod sequencer;
 mod snapshot;
 mod wire;
 
-pub use wire::{decode_input, encode_input};
+pub use wire::{decode_image, decode_input, encode_input};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
