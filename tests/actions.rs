@@ -516,3 +516,171 @@ async fn acks_expire_and_silences_start_and_end_by_the_clock() {
     assert_eq!(ended["silences"], json!([]));
     assert_eq!(ended["silenced"], json!([]));
 }
+
+/// A single `nats-server` with JetStream on a free loopback port, killed on drop.
+struct Nats {
+    child: std::process::Child,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Nats {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = fresh_dir("actions-nats");
+        // Debian installs it in /usr/sbin, which a user's PATH may lack.
+        let program = ["/usr/sbin/nats-server", "nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let child = std::process::Command::new(program)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian package nats-server) must be installed");
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// In cluster mode an action made on one node is applied by every node at the same point of the
+/// stream: the same `seq` and frames everywhere, and a node that joins later (from the snapshot
+/// and the stream) has the same acks and silences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_every_node_applies_an_action_with_the_same_seq() {
+    let nats = Nats::start();
+    let node = |id: &str| {
+        start_server(&[
+            "--cluster",
+            &nats.url,
+            "--cluster-node-id",
+            id,
+            "--cluster-stream",
+            "actions",
+            "--cluster-snapshot-interval",
+            "500ms",
+        ])
+    };
+    let a = node("a");
+    let b = node("b");
+    post_events(
+        &a,
+        json!([ev("web1", "cpu", "critical"), ev("db1", "disk", "critical")]),
+    )
+    .await;
+    // Both nodes have applied the batch once B's history holds its two changes.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while get(&b, "/api/history?since=0").await["changes"]
+        .as_array()
+        .unwrap()
+        .len()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never applied the batch"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (mut wa, _) = WsClient::connect_with_snapshot(&a).await;
+    let (mut wb, _) = WsClient::connect_with_snapshot(&b).await;
+
+    // Acked on B, silenced on A; refused on A for a key nobody has.
+    let acked = ok(
+        &b,
+        "POST",
+        "/api/ack",
+        json!({"host": "web1", "service": "cpu", "note": "on it", "by": "ann"}),
+    )
+    .await;
+    let silenced = ok(
+        &a,
+        "POST",
+        "/api/silence",
+        json!({"query": "host = \"db1\"", "by": "bob", "duration": "1h"}),
+    )
+    .await;
+    refused(
+        &a,
+        "POST",
+        "/api/ack",
+        json!({"host": "nobody", "service": "cpu", "by": "ann"}),
+        404,
+    )
+    .await;
+    let mut frames = Vec::new();
+    for ws in [&mut wa, &mut wb] {
+        let ack = next_of(ws, "ack").await;
+        assert_eq!(ack["seq"], acked["seq"]);
+        let silences = next_of(ws, "silences").await;
+        assert_eq!(silences["seq"], silenced["seq"]);
+        assert_eq!(silences["silenced"], json!([["db1", "disk"]]));
+        frames.push((ack, silences));
+    }
+    assert_eq!(frames[0], frames[1], "the same frames on both nodes");
+    assert_eq!(get(&a, "/api/acks").await, get(&b, "/api/acks").await);
+
+    // A node that joins once a snapshot holding them is written starts with the same operator
+    // state. Two more writes: the second surely began after the actions were applied.
+    let written = |a: Addrs, b: Addrs| async move {
+        a.metric("statecast_cluster_snapshots_written_total").await
+            + b.metric("statecast_cluster_snapshots_written_total").await
+    };
+    let before = written(*a, *b).await;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while written(*a, *b).await < before + 2 {
+        assert!(std::time::Instant::now() < deadline, "no snapshot written");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let c = node("c");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while http_request(c.http, "GET", "/readyz", &[], b"")
+        .await
+        .status
+        != 200
+    {
+        assert!(std::time::Instant::now() < deadline, "C never caught up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let started = c.stderr();
+    let image_line = started
+        .lines()
+        .find(|l| l.contains("starting from a snapshot"))
+        .unwrap_or_default();
+    assert!(
+        !image_line.is_empty() && !image_line.contains("position=0"),
+        "C did not start from a written snapshot:\n{started}"
+    );
+    let (_, snapshot) = WsClient::connect_with_snapshot(&c).await;
+    assert_eq!(snapshot["acks"][0]["note"], "on it", "{snapshot}");
+    assert_eq!(snapshot["silences"][0]["id"], silenced["id"]);
+    assert_eq!(snapshot["silenced"], json!([["db1", "disk"]]));
+    assert_eq!(
+        get(&c, "/api/silences").await,
+        get(&a, "/api/silences").await
+    );
+}

@@ -582,6 +582,16 @@ impl Owner {
         }
     }
 
+    /// Why input must be refused now, if it must: storage failing — refused before it is
+    /// applied, so in-memory state does not run ahead of what can be stored (see
+    /// `commit::StorageHealth`). Input from an ordered log (`from_log`) is never refused.
+    fn storage_refusal(&self, from_log: bool) -> Option<EngineError> {
+        let error = self.storage_failure().filter(|_| !from_log)?;
+        Some(EngineError::Storage(format!(
+            "storage unavailable: {error}; refused, nothing applied (send again later)"
+        )))
+    }
+
     /// Applies one batch of events. `from_log`: it came from an ordered log every node applies,
     /// so a local reason (storage failing) must not refuse it — the committer holds its changes
     /// until storage is back, and the log keeps them meanwhile.
@@ -591,13 +601,9 @@ impl Owner {
         ack: Option<oneshot::Sender<Applied>>,
         from_log: bool,
     ) {
-        if let Some(error) = self.storage_failure().filter(|_| !from_log) {
-            // Refused before it is applied: in-memory state must not run ahead of what
-            // can be stored (see `commit::StorageHealth`).
+        if let Some(refusal) = self.storage_refusal(from_log) {
             if let Some(ack) = ack {
-                let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
-                    "storage unavailable: {error}; refused, nothing applied (send again later)"
-                )))));
+                let _ = ack.send(Applied::Done(Err(refusal)));
             }
             return;
         }
@@ -668,11 +674,9 @@ impl Owner {
         ack: Option<oneshot::Sender<Applied>>,
         from_log: bool,
     ) {
-        if let Some(error) = self.storage_failure().filter(|_| !from_log) {
+        if let Some(refusal) = self.storage_refusal(from_log) {
             if let Some(ack) = ack {
-                let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
-                    "storage unavailable: {error}; refused, nothing applied (send again later)"
-                )))));
+                let _ = ack.send(Applied::Done(Err(refusal)));
             }
             return;
         }
