@@ -223,11 +223,16 @@ export class Model {
     return this.entries.size - this.counts.ok;
   }
 
-  /** Problems by handling: { active, acked, silenced }. */
+  /** Problems by handling: { active, acked, silenced, worst } — `worst` is the worst class of
+   *  the active ones ('ok' when none): what the favicon shows, since a handled problem needs
+   *  nobody's attention. */
   handledCounts() {
-    const c = { active: 0, acked: 0, silenced: 0 };
+    const c = { active: 0, acked: 0, silenced: 0, worst: 'ok' };
     for (const entry of this.entries.values()) {
-      if (entry.cls !== 'ok') c[this.status(entry.key)] += 1;
+      if (entry.cls === 'ok') continue;
+      const st = this.status(entry.key);
+      c[st] += 1;
+      if (st === 'active' && RANK[entry.cls] < RANK[c.worst]) c.worst = entry.cls;
     }
     return c;
   }

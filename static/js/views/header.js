@@ -58,8 +58,8 @@ export function createHeader({ model, problemsView, isLive, filtered }) {
       : 'All clear: nothing is in a non-ok state.';
     if (model.seq !== null) setText($('seq'), String(model.seq));
 
-    const worst = !isLive() ? 'stale'
-      : model.counts.critical ? 'critical' : model.counts.warning ? 'warning' : n ? 'other' : 'ok';
+    // The favicon: the worst problem nobody has acked or silenced.
+    const worst = !isLive() ? 'stale' : handled.worst === 'expired' ? 'other' : handled.worst;
     if (worst !== lastFavicon) {
       lastFavicon = worst;
       const colour = worst === 'stale' ? '#adb5bd' : PALETTE[worst];

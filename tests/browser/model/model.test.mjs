@@ -71,12 +71,12 @@ test('acks and silences: status, counts apart, silences replace the set', () => 
   assert.equal(m.status(keyOfPair('a', 'x')), 'acked');
   assert.equal(m.status(keyOfPair('b', 'x')), 'silenced');
   assert.equal(m.status(keyOfPair('c', 'x')), 'active');
-  assert.deepEqual(m.handledCounts(), { active: 1, acked: 1, silenced: 1 });
+  assert.deepEqual(m.handledCounts(), { active: 1, acked: 1, silenced: 1, worst: 'critical' });
   const flipped = m.applySilences({ seq: 2, silences: [], silenced: [['c', 'x']] });
   assert.deepEqual([...flipped].sort(), [keyOfPair('b', 'x'), keyOfPair('c', 'x')].sort());
-  assert.deepEqual(m.handledCounts(), { active: 1, acked: 1, silenced: 1 });
+  assert.deepEqual(m.handledCounts(), { active: 1, acked: 1, silenced: 1, worst: 'warning' }, 'b is active again: a warning');
   m.applyUnack({ seq: 3, host: 'a', service: 'x', reason: 'deleted', by: 'ann' });
-  assert.deepEqual(m.handledCounts(), { active: 2, acked: 0, silenced: 1 });
+  assert.deepEqual(m.handledCounts(), { active: 2, acked: 0, silenced: 1, worst: 'critical' });
   assert.equal(m.applyUnack({ seq: 3, host: 'a', service: 'x' }), null, 'duplicate seq');
   // A change frame carries the silenced flag of its key.
   m.applyChange({ seq: 4, event: ev('a', 'x', 'critical'), silenced: true }, 0);
