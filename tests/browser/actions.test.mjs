@@ -175,3 +175,21 @@ test('screenshot: acknowledged and silenced problems apart; saved as docs/dashbo
     await context.close();
   }
 });
+
+test('markup in an ack note, a silence query or comment, or a name is shown as text', async () => {
+  const { page, context, problems } = await openDashboard(suite.browser, suite.server);
+  try {
+    const evil = '<img src=x onerror="window.__owned=1"><b>bold</b>';
+    const api = (path, body) => fetch(new URL(path, suite.server.url), { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+    assert.equal((await api('api/ack', { host: 'db-8', service: 'disk', note: evil, by: evil.slice(0, 60) })).status, 200);
+    assert.equal((await api('api/silence', { query: `description = ${JSON.stringify(evil)}`, comment: evil, by: 'x<script>y</script>', duration: '1h' })).status, 200);
+    await page.waitForFunction(() => document.querySelector('tr.row[data-status="acked"] .handled-note')?.textContent.includes('<img'));
+    await page.click('#tab-silences');
+    await page.waitForFunction(() => document.querySelectorAll('#silence-rows tr').length === 2);
+    assert.equal(await page.evaluate(() => document.querySelectorAll('#problem-rows img, #problem-rows b, #silence-rows img, #silence-rows b, #silence-rows script, #log img').length), 0);
+    assert.equal(await page.evaluate(() => window.__owned), undefined);
+    assertClean(problems);
+  } finally {
+    await context.close();
+  }
+});
