@@ -51,6 +51,18 @@ impl Publisher {
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
         let payload = bytes::Bytes::from(wire::encode_input(&input));
+        let max_payload = self.jetstream.client().server_info().max_payload;
+        if max_payload > 0 && payload.len() > max_payload {
+            // NATS would refuse it (and drop the connection): refused here, nothing published.
+            Counters::add(&self.counters.cluster.publish_failures, 1);
+            if let Some(ack) = ack {
+                let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
+                    "input of {} bytes (compressed) is larger than the NATS server's max_payload of {max_payload} bytes: send smaller messages, or raise max_payload in nats-server's configuration",
+                    payload.len()
+                )))));
+            }
+            return Ok(());
+        }
         // Registered before publishing: the input can come back from the stream before the
         // publish's own acknowledgement does.
         let permit = match ack {

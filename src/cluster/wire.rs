@@ -65,6 +65,69 @@ pub enum WireError {
     Empty,
     #[error("undecodable operator action: {0}")]
     Action(#[from] serde_json::Error),
+    #[error("unknown payload format {0}")]
+    Format(u8),
+    #[error("compressed payload announces {0} bytes, more than the {1} read")]
+    TooLarge(usize, usize),
+    #[error("undecompressable payload: {0}")]
+    Decompress(#[from] lz4_flex::block::DecompressError),
+}
+
+/// First byte of every payload: how the protobuf after it is stored.
+const PLAIN: u8 = 0;
+/// LZ4 block, its decompressed size prepended (little-endian u32).
+const LZ4: u8 = 1;
+
+/// Payloads smaller than this are sent as they are (ticks, actions, single events): compressing
+/// them saves nothing.
+const COMPRESS_FROM: usize = 512;
+
+/// A decompressed stream input may announce at most this many bytes: the size is checked before
+/// anything is allocated for it (a stream is shared, its contents are not trusted). Inputs are
+/// bounded long before by NATS's `max_payload` (1 MiB by default) and LZ4's best ratio (255:1).
+pub const MAX_INPUT_BYTES: usize = 256 * 1024 * 1024;
+
+/// The same for a snapshot (its object is bounded the same way, see `snapshot`).
+pub const MAX_IMAGE_BYTES: usize = u32::MAX as usize;
+
+/// Wraps an encoded protobuf for the stream or the bucket: LZ4-compressed when that pays.
+///
+/// Why compress: monitoring events repeat the same hosts, services, states and tags, so a batch
+/// shrinks several times, and bytes are what the NATS server spends its time on (storing,
+/// replicating and delivering every input to every node); LZ4 costs the nodes far less.
+fn frame(protobuf: Vec<u8>) -> Vec<u8> {
+    if protobuf.len() < COMPRESS_FROM {
+        let mut out = Vec::with_capacity(protobuf.len() + 1);
+        out.push(PLAIN);
+        out.extend_from_slice(&protobuf);
+        return out;
+    }
+    let compressed = lz4_flex::block::compress_prepend_size(&protobuf);
+    let mut out = Vec::with_capacity(compressed.len() + 1);
+    out.push(LZ4);
+    out.extend_from_slice(&compressed);
+    out
+}
+
+/// The protobuf inside a payload made by [`frame`].
+fn unframe(payload: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>, WireError> {
+    let Some((&format, rest)) = payload.split_first() else {
+        return Err(WireError::Empty);
+    };
+    match format {
+        PLAIN => Ok(std::borrow::Cow::Borrowed(rest)),
+        LZ4 => {
+            let (size, compressed) = lz4_flex::block::uncompressed_size(rest)?;
+            if size > limit {
+                return Err(WireError::TooLarge(size, limit));
+            }
+            let mut out = vec![0; size];
+            let written = lz4_flex::block::decompress_into(compressed, &mut out)?;
+            out.truncate(written);
+            Ok(std::borrow::Cow::Owned(out))
+        }
+        other => Err(WireError::Format(other)),
+    }
 }
 
 /// Appends `event` as a length-delimited field `tag` of the message being built in `out`.
@@ -78,6 +141,10 @@ fn encode_event_field(tag: u32, event: &Event, scratch: &mut Vec<u8>, out: &mut 
 
 /// Encodes one input for the stream.
 pub fn encode_input(input: &Input) -> Vec<u8> {
+    frame(encode_protobuf(input))
+}
+
+fn encode_protobuf(input: &Input) -> Vec<u8> {
     match input {
         Input::Events(events) => {
             // Field 1 of StreamInput holds an EventBatch whose field 1 repeats events: build the
@@ -108,8 +175,9 @@ pub fn encode_input(input: &Input) -> Vec<u8> {
 }
 
 /// Decodes one stream message back into the input it was published as.
-pub fn decode_input(bytes: &[u8]) -> Result<Input, WireError> {
-    match StreamInput::decode(bytes)?.body.ok_or(WireError::Empty)? {
+pub fn decode_input(payload: &[u8]) -> Result<Input, WireError> {
+    let bytes = unframe(payload, MAX_INPUT_BYTES)?;
+    match StreamInput::decode(&*bytes)?.body.ok_or(WireError::Empty)? {
         Body::Events(batch) => Ok(Input::Events(
             // Times were set by the publishing node: 0 is never used.
             convert::events_from_proto(batch.events, 0).collect(),
@@ -131,11 +199,12 @@ pub fn encode_image(image: &Image) -> Vec<u8> {
         let actions = serde_json::to_vec(&image.snapshot.actions).unwrap_or_default();
         prost::encoding::bytes::encode(4, &actions, &mut out);
     }
-    out
+    frame(out)
 }
 
-pub fn decode_image(bytes: &[u8]) -> Result<Image, WireError> {
-    let stored = StoredImage::decode(bytes)?;
+pub fn decode_image(payload: &[u8]) -> Result<Image, WireError> {
+    let bytes = unframe(payload, MAX_IMAGE_BYTES)?;
+    let stored = StoredImage::decode(&*bytes)?;
     let actions = if stored.actions.is_empty() {
         crate::action::Actions::default()
     } else {
@@ -223,6 +292,29 @@ mod tests {
         assert_eq!(back.snapshot.seq, 42);
         assert_eq!(back.snapshot.events, image.snapshot.events);
         assert_eq!(back.snapshot.actions, image.snapshot.actions);
+    }
+
+    #[test]
+    fn large_inputs_are_compressed_small_ones_are_not() {
+        let small = encode_input(&Input::Tick { now_micros: 1 });
+        assert_eq!(small[0], PLAIN);
+        let batch = Input::Events((0..100).map(|_| event("web-1", Some("ok"))).collect());
+        let plain = encode_protobuf(&batch).len();
+        let framed = encode_input(&batch);
+        assert_eq!(framed[0], LZ4);
+        assert!(framed.len() * 4 < plain, "{} of {plain}", framed.len());
+        assert_eq!(decode_input(&framed).unwrap(), batch);
+    }
+
+    #[test]
+    fn an_announced_size_past_the_limit_is_refused_before_allocating() {
+        let mut payload = vec![LZ4];
+        payload.extend_from_slice(&u32::MAX.to_le_bytes());
+        payload.extend_from_slice(&[0; 8]);
+        assert!(matches!(
+            decode_input(&payload),
+            Err(WireError::TooLarge(size, MAX_INPUT_BYTES)) if size == u32::MAX as usize
+        ));
     }
 
     #[test]
