@@ -15,6 +15,7 @@ use crate::web::http_server::HttpLimits;
 use crate::web::proxy::{Cidr, ExternalUrl};
 use crate::web::ws::WsConfig;
 
+use crate::cluster::ClusterConfig;
 use crate::engine::EngineConfig;
 use crate::event::EventLimits;
 use crate::ingest::tcp::TcpConfig;
@@ -296,6 +297,64 @@ pub struct Config {
     /// each value what the flag takes. A flag or environment variable overrides the file.
     #[arg(long, env = "STATECAST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Cluster mode: the NATS servers (`nats://HOST:PORT`, comma-separated) whose JetStream stream
+    /// orders every node's input, so every node computes the same index, changes and `seq`s.
+    /// Off by default: a single node needs nothing but itself.
+    #[arg(
+        long,
+        env = "STATECAST_CLUSTER",
+        value_name = "URLS",
+        value_delimiter = ','
+    )]
+    pub cluster: Vec<String>,
+
+    /// The JetStream stream of cluster mode (its snapshot bucket is `NAME-snapshots`).
+    #[arg(long, env = "STATECAST_CLUSTER_STREAM", default_value = "statecast", value_parser = parse_stream_name)]
+    pub cluster_stream: String,
+
+    /// Replicas of the stream and its snapshot bucket when this node creates them (3 on a
+    /// three-server NATS cluster: an acknowledged input then survives the loss of one server).
+    #[arg(long, env = "STATECAST_CLUSTER_REPLICAS", default_value_t = 1, value_parser = count_in(1, 5))]
+    pub cluster_replicas: usize,
+
+    /// This node's name in logs, `/metrics` and its publishes' ids (default: host name and pid).
+    #[arg(long, env = "STATECAST_CLUSTER_NODE_ID")]
+    pub cluster_node_id: Option<String>,
+
+    /// How long the stream keeps inputs: must be longer than --cluster-snapshot-interval, since a
+    /// node starting from the newest snapshot replays the stream after it.
+    #[arg(long, env = "STATECAST_CLUSTER_MAX_AGE", default_value = "24h", value_parser = duration_in(Duration::from_secs(1), YEAR))]
+    pub cluster_max_age: Duration,
+
+    /// Bytes the stream may hold; the oldest inputs are dropped beyond (and the node that finds
+    /// the stream trimmed past the newest snapshot refuses to start).
+    #[arg(long, env = "STATECAST_CLUSTER_MAX_BYTES", default_value = "1GiB", value_parser = size_in(1024 * 1024, usize::MAX))]
+    pub cluster_max_bytes: usize,
+
+    /// How often a node writes a snapshot (index, `seq`, stream position) to the snapshot bucket.
+    #[arg(long, env = "STATECAST_CLUSTER_SNAPSHOT_INTERVAL", default_value = "60s", value_parser = duration_in(Duration::from_millis(100), DAY))]
+    pub cluster_snapshot_interval: Duration,
+
+    /// Bound on waiting for NATS: connecting at start, a publish's acknowledgement. Past it,
+    /// ingest is answered with an error (Riemann `ok:false`, HTTP 503).
+    #[arg(long, env = "STATECAST_CLUSTER_TIMEOUT", default_value = "5s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
+    pub cluster_timeout: Duration,
+}
+
+/// JetStream names may not hold spaces, `.`, `*`, `>`, path separators or control characters.
+fn parse_stream_name(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a stream name (1 to 64 letters, digits, '-' or '_')"
+        ))
+    }
 }
 
 /// The shape of log lines (`--log-format`).
@@ -409,7 +468,32 @@ impl Config {
             },
             queue_capacity: self.engine_queue,
             broadcast_capacity: self.broadcast_capacity,
+            local_clock: true,
         }
+    }
+
+    /// Cluster mode's settings, when `--cluster` names NATS servers.
+    pub(crate) fn cluster(&self) -> Option<ClusterConfig> {
+        if self.cluster.is_empty() {
+            return None;
+        }
+        let node_id = self.cluster_node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "node".into());
+            format!("{host}-{}", std::process::id())
+        });
+        Some(ClusterConfig {
+            urls: self.cluster.clone(),
+            stream: self.cluster_stream.clone(),
+            replicas: self.cluster_replicas,
+            node_id,
+            max_age: self.cluster_max_age,
+            max_bytes: self.cluster_max_bytes,
+            snapshot_interval: self.cluster_snapshot_interval,
+            timeout: self.cluster_timeout,
+            max_in_flight: self.engine_queue.saturating_mul(16).max(1024),
+        })
     }
 
     pub(crate) fn tcp(&self) -> TcpConfig {

@@ -7,6 +7,7 @@
 
 pub(crate) mod broadcast;
 pub(crate) mod change;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub(crate) mod engine;

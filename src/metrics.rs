@@ -3,6 +3,7 @@
 //! Plain atomics, written by whichever task sees the event and read by the stats ticker and
 //! `/metrics`. Relaxed ordering is enough: these are tallies, never used to synchronise.
 
+mod cluster;
 mod histogram;
 mod process;
 mod refusals;
@@ -11,6 +12,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use cluster::ClusterMetrics;
 pub use histogram::Histogram;
 pub use refusals::{Refusal, Refusals, LOG_INTERVAL as REFUSAL_LOG_INTERVAL};
 
@@ -47,6 +49,8 @@ pub struct Counters {
     pub tcp_ack_seconds: Histogram,
     /// Requests refused by the access rules and the dashboard connection limit.
     pub refusals: Refusals,
+    /// Cluster mode's figures (rendered only in cluster mode).
+    pub cluster: ClusterMetrics,
 }
 
 /// Which dashboard endpoint a connection is counted under.
@@ -247,6 +251,7 @@ impl Counters {
             "statecast_tcp_ack_seconds",
             "Riemann TCP: from the read bringing Msgs to their answer (ok once applied, or once durable with a change).",
         );
+        self.cluster.render(out);
         process::render(out);
     }
 

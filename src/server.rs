@@ -16,6 +16,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster;
 use crate::config::Config;
 use crate::engine;
 use crate::ingest::{tcp, udp};
@@ -159,9 +160,40 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Heard by connections still busy when the shutdown grace period ends: they stop at once.
     let force_stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let (store, epoch) = open_store(&config)?;
+    let mut engine_config = config.engine();
+    let joined = match config.cluster() {
+        Some(cluster) => {
+            engine_config.local_clock = false;
+            let joined = cluster::join(cluster, &engine_config)
+                .await
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            if let Some(dir) = config.data_dir.as_deref() {
+                cluster::claim_data_dir(dir, &joined.epoch)
+                    .map_err(|e| StartError::Config(e.to_string()))?;
+            }
+            Some(joined)
+        }
+        None => None,
+    };
+    let (store, local_epoch) = open_store(&config)?;
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
-    let (engine, engine_task) = engine::spawn(config.engine(), Arc::clone(&counters), store);
+    let image = joined.as_ref().map(|joined| joined.image.clone());
+    let (engine, engine_task) = engine::spawn(engine_config, Arc::clone(&counters), store, image);
+    let (engine, epoch) = match joined {
+        Some(joined) => {
+            let epoch = joined.epoch.clone();
+            let engine = joined.run(
+                engine,
+                config.reap_interval,
+                &counters,
+                &shutdown,
+                &force_stop,
+                &tasks,
+            );
+            (engine, epoch)
+        }
+        None => (engine, local_epoch),
+    };
 
     let riemann = tcp::Shared::new(
         config.tcp(),

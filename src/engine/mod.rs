@@ -94,10 +94,57 @@ pub struct UpdatesSubscription {
     pub updates: broadcast::Receiver<Arc<Event>>,
 }
 
+/// One item of the engine's ordered input.
+///
+/// Why one type: the engine is a deterministic state machine over this sequence, so every node of
+/// a cluster that applies the same sequence holds the same index and hands out the same `seq`s.
+/// Where the sequence comes from — this process's queue, or a stream every node consumes — is
+/// the [`Sequencer`]'s business, never the engine's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// One batch of events (one socket read, one request), each with its time already set.
+    Events(Vec<Event>),
+    /// The clock, as data: expire everything due at `now_micros`.
+    Tick { now_micros: i64 },
+}
+
+/// Puts input in order for the engine: the seam between transports and the engine.
+///
+/// Without one, [`EngineHandle`] queues input straight to the engine task; a cluster installs
+/// one that publishes each input to the shared stream and hands back the acknowledgement the
+/// engine gives when that input comes back, in stream order, from the consumer.
+pub trait Sequencer: Send + Sync + 'static {
+    /// Orders `input` and returns where its acknowledgement will arrive (`None`: nobody waits).
+    fn submit(&self, input: Input, ack: Option<oneshot::Sender<Applied>>) -> SubmitFuture<'_>;
+
+    /// Why input cannot be ordered now, if it cannot (what `/readyz` reports).
+    fn unavailable(&self) -> Option<String>;
+}
+
+/// What [`Sequencer::submit`] returns: done once the input is accepted for ordering (in a
+/// cluster, once it is in the stream, or refused).
+pub type SubmitFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>;
+
+/// Everything needed to start an engine at a point of its input: the index, the last `seq`
+/// and the input position it covers (a cluster's stream sequence; 0 for a local queue).
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub snapshot: Snapshot,
+    pub position: u64,
+}
+
 enum Command {
     Apply {
-        events: Vec<Event>,
+        input: Input,
         ack: Option<oneshot::Sender<Applied>>,
+        /// Where the input stands in an ordered log (a cluster stream), if it came from one:
+        /// such input is never refused for a local reason (storage failing), since every other
+        /// node applies it too.
+        position: Option<u64>,
+    },
+    Image {
+        reply: oneshot::Sender<Image>,
     },
     Subscribe {
         reply: oneshot::Sender<Subscription>,
@@ -131,6 +178,9 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Changes buffered for the slowest dashboard before it must resynchronise.
     pub broadcast_capacity: usize,
+    /// Whether the engine's own clock makes the expiry ticks (single node). A cluster turns it
+    /// off: its ticks come through the stream, so every node expires at the same point.
+    pub local_clock: bool,
 }
 
 /// Outputs waiting for the committer before the engine waits for it: at most this many groups
@@ -143,6 +193,8 @@ pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
     /// The committer's storage flag, with a store: what `/readyz` reports.
     storage: Option<Arc<commit::StorageHealth>>,
+    /// Orders input before the engine sees it (a cluster); `None`: straight to the queue.
+    sequencer: Option<Arc<dyn Sequencer>>,
 }
 
 impl EngineHandle {
@@ -153,22 +205,58 @@ impl EngineHandle {
         events: Vec<Event>,
     ) -> Result<oneshot::Receiver<Applied>, EngineError> {
         let (ack, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Apply {
-                events,
-                ack: Some(ack),
-            })
-            .await
-            .map_err(|_| EngineError::Closed)?;
+        self.submit_input(Input::Events(events), Some(ack)).await?;
         Ok(rx)
     }
 
     /// Queues a batch nobody waits on (UDP has no reply).
     pub async fn submit_unacknowledged(&self, events: Vec<Event>) -> Result<(), EngineError> {
+        self.submit_input(Input::Events(events), None).await
+    }
+
+    /// Orders any input: through the sequencer when there is one.
+    pub async fn submit_input(
+        &self,
+        input: Input,
+        ack: Option<oneshot::Sender<Applied>>,
+    ) -> Result<(), EngineError> {
+        match &self.sequencer {
+            Some(sequencer) => sequencer.submit(input, ack).await,
+            None => self.apply_ordered(input, ack, None).await,
+        }
+    }
+
+    /// Hands input that is already in order to the engine task (what a sequencer's consumer
+    /// calls), with its position in the ordered log, if any. Waits while the queue is full.
+    pub async fn apply_ordered(
+        &self,
+        input: Input,
+        ack: Option<oneshot::Sender<Applied>>,
+        position: Option<u64>,
+    ) -> Result<(), EngineError> {
         self.tx
-            .send(Command::Apply { events, ack: None })
+            .send(Command::Apply {
+                input,
+                ack,
+                position,
+            })
             .await
             .map_err(|_| EngineError::Closed)
+    }
+
+    /// This handle with `sequencer` ordering its input (a cluster installs one).
+    pub fn with_sequencer(&self, sequencer: Arc<dyn Sequencer>) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            storage: self.storage.clone(),
+            sequencer: Some(sequencer),
+        }
+    }
+
+    /// The engine's whole restorable state, behind everything queued before this call: what a
+    /// cluster snapshot stores.
+    pub async fn image(&self) -> Result<Image, EngineError> {
+        self.request(|reply| Command::Image { reply }).await
     }
 
     /// Applies a batch and waits until it is applied.
@@ -224,6 +312,9 @@ impl EngineHandle {
         if self.tx.is_closed() {
             return Some("the engine has stopped".into());
         }
+        if let Some(reason) = self.sequencer.as_ref().and_then(|s| s.unavailable()) {
+            return Some(reason);
+        }
         let failure = self.storage.as_ref()?.failure()?;
         Some(format!("storage unavailable: {failure}"))
     }
@@ -241,13 +332,15 @@ impl EngineHandle {
     }
 }
 
-/// Starts the engine task, restoring from `store` when there is one. It runs until every
-/// [`EngineHandle`] is dropped, after applying everything already queued — so shutdown answers
-/// what is in flight.
+/// Starts the engine task, restoring from `store` when there is one — or from `image` when one
+/// is given (a cluster node starts from the cluster's snapshot: its own store then keeps history
+/// only). It runs until every [`EngineHandle`] is dropped, after applying everything already
+/// queued — so shutdown answers what is in flight.
 pub fn spawn(
     config: EngineConfig,
     counters: Arc<Counters>,
     store: Option<(Arc<Store>, Recovered)>,
+    image: Option<Image>,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let (changes_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
@@ -259,14 +352,33 @@ pub fn spawn(
         changes_tx,
         counters: Arc::clone(&counters),
     };
-    let committer = store.map(|(store, recovered)| {
+    let mut position = 0;
+    if let Some(image) = &image {
         tracing::info!(
-            keys = recovered.events.len(),
-            seq = recovered.seq,
-            epoch = %recovered.epoch,
-            "restored index from the store"
+            keys = image.snapshot.events.len(),
+            seq = image.snapshot.seq,
+            position = image.position,
+            "starting from a snapshot"
         );
-        engine.restore(recovered.seq, recovered.events);
+        let events = image
+            .snapshot
+            .events
+            .iter()
+            .map(|e| (**e).clone())
+            .collect();
+        engine.restore(image.snapshot.seq, events);
+        position = image.position;
+    }
+    let committer = store.map(|(store, recovered)| {
+        if image.is_none() {
+            tracing::info!(
+                keys = recovered.events.len(),
+                seq = recovered.seq,
+                epoch = %recovered.epoch,
+                "restored index from the store"
+            );
+            engine.restore(recovered.seq, recovered.events);
+        }
         engine.track_unsaved();
         let publisher = Publisher {
             changes_tx: publisher.changes_tx.clone(),
@@ -287,10 +399,19 @@ pub fn spawn(
         indexed: Vec::new(),
         acks: Vec::new(),
         index_full_logged: None,
+        position,
     };
     owner.count_keys();
-    let task = tokio::spawn(owner.run(rx, config.reap_interval));
-    (EngineHandle { tx, storage }, task)
+    let clock = config.local_clock.then_some(config.reap_interval);
+    let task = tokio::spawn(owner.run(rx, clock));
+    (
+        EngineHandle {
+            tx,
+            storage,
+            sequencer: None,
+        },
+        task,
+    )
 }
 
 /// Refused batches are logged at most this often (each is counted).
@@ -316,13 +437,20 @@ struct Owner {
     indexed: Vec<Arc<Event>>,
     /// When an "index full" refusal was last logged.
     index_full_logged: Option<std::time::Instant>,
+    /// The position in the ordered log of the last input applied from one (0: none).
+    position: u64,
 }
 
 impl Owner {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, reap_interval: std::time::Duration) {
+    /// `clock`: the reap interval when the engine makes its own ticks (see
+    /// [`EngineConfig::local_clock`]).
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, clock: Option<std::time::Duration>) {
         let mut commands = Vec::with_capacity(COMMANDS_PER_WAKE);
-        let mut reap =
-            tokio::time::interval(reap_interval.max(std::time::Duration::from_millis(10)));
+        let mut reap = tokio::time::interval(
+            clock
+                .unwrap_or(std::time::Duration::from_secs(3600))
+                .max(std::time::Duration::from_millis(10)),
+        );
         reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut flush = tokio::time::interval(FLUSH_INTERVAL);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -338,21 +466,8 @@ impl Owner {
                     self.end_group().await;
                 }
                 // While storage fails, nothing new is applied: expiry waits too.
-                _ = reap.tick(), if self.storage_failure().is_none() => {
-                    let first = self.changes.len();
-                    if self.engine.expire(now_micros(), &mut self.changes) > 0 {
-                        if self.updates_tx.receiver_count() > 0 {
-                            // Expiry tombstones are index updates too (a removal is not: the
-                            // key's last update was its tombstone).
-                            for change in &self.changes[first..] {
-                                if !change.removed {
-                                    let _ = self.updates_tx.send(Arc::clone(&change.event));
-                                }
-                            }
-                        }
-                        self.end_group().await;
-                        self.count_keys();
-                    }
+                _ = reap.tick(), if clock.is_some() && self.storage_failure().is_none() => {
+                    self.tick(now_micros()).await;
                 }
                 _ = flush.tick() => {
                     if self.storage_failure().is_none() {
@@ -373,78 +488,53 @@ impl Owner {
         );
     }
 
+    /// Expires what is due at `now_micros`.
+    async fn tick(&mut self, now_micros: i64) {
+        let first = self.changes.len();
+        if self.engine.expire(now_micros, &mut self.changes) > 0 {
+            if self.updates_tx.receiver_count() > 0 {
+                // Expiry tombstones are index updates too (a removal is not: the key's last
+                // update was its tombstone).
+                for change in &self.changes[first..] {
+                    if !change.removed {
+                        let _ = self.updates_tx.send(Arc::clone(&change.event));
+                    }
+                }
+            }
+            self.end_group().await;
+            self.count_keys();
+        }
+    }
+
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::Apply { events, ack } => {
-                if let Some(error) = self.storage_failure() {
-                    // Refused before it is applied: in-memory state must not run ahead of what
-                    // can be stored (see `commit::StorageHealth`).
-                    if let Some(ack) = ack {
-                        let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
-                            "storage unavailable: {error}; refused, nothing applied (send again later)"
-                        )))));
-                    }
-                    return;
+            Command::Apply {
+                input,
+                ack,
+                position,
+            } => {
+                if let Some(position) = position {
+                    self.position = position;
                 }
-                let count = events.len() as u64;
-                let watched = self.updates_tx.receiver_count() > 0;
-                let applied = self.engine.apply(
-                    events,
-                    &mut self.changes,
-                    watched.then_some(&mut self.indexed),
-                );
-                let first_change = match applied {
-                    Ok(first_change) => first_change,
-                    Err(IndexFull { max_keys }) => {
-                        Counters::add(&self.counters.events_refused, count);
-                        // UDP senders hear nothing back: the log says it, once a minute at most.
-                        let now = std::time::Instant::now();
-                        if self
-                            .index_full_logged
-                            .is_none_or(|at| now.duration_since(at) >= INDEX_FULL_LOG_EVERY)
-                        {
-                            self.index_full_logged = Some(now);
-                            tracing::warn!(
-                                max_keys,
-                                refused_total = Counters::get(&self.counters.events_refused),
-                                "index full: refusing events for new (host, service) keys (raise --max-keys, or lower --expired-keep)"
-                            );
+                match input {
+                    Input::Events(events) => self.apply(events, ack, position.is_some()).await,
+                    Input::Tick { now_micros } => {
+                        if position.is_some() || self.storage_failure().is_none() {
+                            self.tick(now_micros).await;
                         }
                         if let Some(ack) = ack {
-                            let _ =
-                                ack.send(Applied::Done(Err(EngineError::IndexFull { max_keys })));
+                            let _ = ack.send(Applied::Done(Ok(())));
                         }
-                        return;
                     }
+                }
+            }
+            Command::Image { reply } => {
+                self.end_group().await;
+                let image = Image {
+                    snapshot: self.engine.snapshot(),
+                    position: self.position,
                 };
-                Counters::add(&self.counters.events, count);
-                // Before any acknowledgement: a sender that got its `ok` sees its keys counted.
-                self.count_keys();
-                for event in self.indexed.drain(..) {
-                    let _ = self.updates_tx.send(event);
-                }
-                match (first_change, ack) {
-                    (Some(first_change), ack) => {
-                        if let Some(ack) = ack {
-                            // What came before the first change is answered now; the rest
-                            // once the changes are out (durable, with a store).
-                            let (durable_tx, durable) = oneshot::channel();
-                            let _ = ack.send(Applied::Changed {
-                                first_change,
-                                durable,
-                            });
-                            self.acks.push(durable_tx);
-                        }
-                        // Hand the changes on now rather than at the end of this wake-up: the
-                        // committer starts its log write sooner, and the sender waits less.
-                        self.end_group().await;
-                    }
-                    (None, Some(ack)) => {
-                        // Nothing to publish or make durable: applied is all "ok" promises.
-                        let _ = ack.send(Applied::Done(Ok(())));
-                    }
-                    (None, None) => {}
-                }
+                let _ = reply.send(image);
             }
             // Reads are released behind the changes they contain (see `commit`), so a snapshot
             // never contains a change its subscriber will also receive live, nor one that could
@@ -470,6 +560,85 @@ impl Owner {
                 self.end_group().await;
                 self.output(Output::Sync { reply }).await;
             }
+        }
+    }
+
+    /// Applies one batch of events. `from_log`: it came from an ordered log every node applies,
+    /// so a local reason (storage failing) must not refuse it — the committer holds its changes
+    /// until storage is back, and the log keeps them meanwhile.
+    async fn apply(
+        &mut self,
+        events: Vec<Event>,
+        ack: Option<oneshot::Sender<Applied>>,
+        from_log: bool,
+    ) {
+        if let Some(error) = self.storage_failure().filter(|_| !from_log) {
+            // Refused before it is applied: in-memory state must not run ahead of what
+            // can be stored (see `commit::StorageHealth`).
+            if let Some(ack) = ack {
+                let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
+                    "storage unavailable: {error}; refused, nothing applied (send again later)"
+                )))));
+            }
+            return;
+        }
+        let count = events.len() as u64;
+        let watched = self.updates_tx.receiver_count() > 0;
+        let applied = self.engine.apply(
+            events,
+            &mut self.changes,
+            watched.then_some(&mut self.indexed),
+        );
+        let first_change = match applied {
+            Ok(first_change) => first_change,
+            Err(IndexFull { max_keys }) => {
+                Counters::add(&self.counters.events_refused, count);
+                // UDP senders hear nothing back: the log says it, once a minute at most.
+                let now = std::time::Instant::now();
+                if self
+                    .index_full_logged
+                    .is_none_or(|at| now.duration_since(at) >= INDEX_FULL_LOG_EVERY)
+                {
+                    self.index_full_logged = Some(now);
+                    tracing::warn!(
+                        max_keys,
+                        refused_total = Counters::get(&self.counters.events_refused),
+                        "index full: refusing events for new (host, service) keys (raise --max-keys, or lower --expired-keep)"
+                    );
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(Applied::Done(Err(EngineError::IndexFull { max_keys })));
+                }
+                return;
+            }
+        };
+        Counters::add(&self.counters.events, count);
+        // Before any acknowledgement: a sender that got its `ok` sees its keys counted.
+        self.count_keys();
+        for event in self.indexed.drain(..) {
+            let _ = self.updates_tx.send(event);
+        }
+        match (first_change, ack) {
+            (Some(first_change), ack) => {
+                if let Some(ack) = ack {
+                    // What came before the first change is answered now; the rest
+                    // once the changes are out (durable, with a store).
+                    let (durable_tx, durable) = oneshot::channel();
+                    let _ = ack.send(Applied::Changed {
+                        first_change,
+                        durable,
+                    });
+                    self.acks.push(durable_tx);
+                }
+                // Hand the changes on now rather than at the end of this wake-up: the
+                // committer starts its log write sooner, and the sender waits less.
+                self.end_group().await;
+            }
+            (None, Some(ack)) => {
+                // Nothing to publish or make durable: applied is all "ok" promises.
+                let _ = ack.send(Applied::Done(Ok(())));
+            }
+            (None, None) => {}
         }
     }
 

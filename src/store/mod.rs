@@ -88,6 +88,8 @@ pub struct Store {
 const WAL_FILE: &str = "changes.log";
 /// The database file.
 const DB_FILE: &str = "statecast.redb";
+/// Every file the store keeps in its directory.
+pub const FILES: [&str; 2] = [DB_FILE, WAL_FILE];
 
 fn open_database(path: &Path) -> Result<Database, StoreError> {
     // redb caches up to 1 GiB of pages by default; bound it like every other buffer.

@@ -276,20 +276,31 @@ impl Engine {
                 .is_some_and(|state| state != self.init_state);
             let key = Key::new(KeyRef::of_event(event));
             let event = Arc::new(std::mem::take(event));
+            // A client may send the state `expired` itself: such an entry is expired, as
+            // `restore` would take it (see below).
+            let expired = event.state.as_deref() == Some(EXPIRED);
+            let expires_at = if expired {
+                self.expired_keep_micros
+                    .map(|keep| event.time_micros.saturating_add(keep))
+            } else {
+                Some(expires_at)
+            };
             self.index.insert(
                 key.clone(),
                 Entry {
                     event: Arc::clone(&event),
-                    expires_at: Some(expires_at),
-                    expired: false,
-                    scheduled: Some(expires_at),
+                    expires_at,
+                    expired,
+                    scheduled: expires_at,
                     unsaved: self.track_unsaved,
                 },
             );
             if self.track_unsaved {
                 self.unsaved.push(key.clone());
             }
-            self.expiry.push(expires_at, key);
+            if let Some(at) = expires_at {
+                self.expiry.push(at, key);
+            }
             if let Some(indexed) = indexed {
                 indexed.push(Arc::clone(&event));
             }
@@ -323,18 +334,32 @@ impl Engine {
             }
             None
         };
-        entry.expires_at = Some(expires_at);
-        // It reported again: no longer waiting to be removed.
-        entry.expired = false;
+        // An entry is expired exactly when its state is `expired` — what [`Engine::restore`]
+        // infers from a stored event, so an engine restored from a snapshot schedules every
+        // entry as this one does (cluster nodes starting from a snapshot must agree with the
+        // others). A metric-only update of an expired key keeps it expired, its removal counted
+        // from the update; a real state brings it back.
+        entry.expired = entry.event.state.as_deref() == Some(EXPIRED);
+        entry.expires_at = if entry.expired {
+            self.expired_keep_micros
+                .map(|keep| entry.event.time_micros.saturating_add(keep))
+        } else {
+            Some(expires_at)
+        };
         if self.track_unsaved && !entry.unsaved {
             entry.unsaved = true;
             self.unsaved.push(key.clone());
         }
-        if entry.scheduled.is_none_or(|s| s > expires_at) {
-            // Due earlier than its heap item (or it has none): schedule it anew; the old
-            // item, if any, becomes stale.
-            entry.scheduled = Some(expires_at);
-            self.expiry.push(expires_at, key.clone());
+        match entry.expires_at {
+            Some(at) if entry.scheduled.is_none_or(|s| s > at) => {
+                // Due earlier than its heap item (or it has none): schedule it anew; the old
+                // item, if any, becomes stale.
+                entry.scheduled = Some(at);
+                self.expiry.push(at, key.clone());
+            }
+            Some(_) => {}
+            // Nothing due: its heap item, if any, becomes stale.
+            None => entry.scheduled = None,
         }
         let event = &entry.event;
         if let Some(indexed) = indexed {

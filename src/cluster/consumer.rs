@@ -1,0 +1,159 @@
+//! The engine's side of cluster mode: every input of the stream, in stream order, handed to the
+//! local engine with its stream sequence as position.
+//!
+//! The ordered consumer is recreated from the next position whenever it fails (NATS away, a
+//! server of a NATS cluster gone), so a node resumes exactly where it stopped. Inputs this node
+//! published are handed over with their waiting acknowledgement ([`super::sequencer::Pending`]);
+//! everyone else's without one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::stream::Stream;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::sequencer::Pending;
+use super::wire;
+use super::Health;
+use crate::engine::{EngineHandle, Input};
+use crate::metrics::{ClusterMetrics, Counters};
+
+/// Pause before recreating a consumer that failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// How often a shutting-down consumer looks whether this node's publishes are all answered.
+const DRAIN_CHECK: Duration = Duration::from_millis(50);
+
+pub(super) struct Consumer {
+    pub(super) stream: Stream,
+    pub(super) engine: EngineHandle,
+    pub(super) pending: Arc<Pending>,
+    pub(super) counters: Arc<Counters>,
+    pub(super) health: Arc<Health>,
+    /// The first stream sequence not yet applied.
+    pub(super) next: u64,
+}
+
+impl Consumer {
+    /// Runs until shutdown — and after it, while this node still waits for its own publishes
+    /// to come back (their senders are owed an answer), until `force_stop`.
+    pub(super) async fn run(mut self, shutdown: CancellationToken, force_stop: CancellationToken) {
+        // Failures in a row: the first of an outage is a warning, the retries are not news.
+        let mut failures = 0u32;
+        loop {
+            if force_stop.is_cancelled() || (shutdown.is_cancelled() && self.pending.is_empty()) {
+                break;
+            }
+            let before = self.next;
+            match self.follow(&shutdown, &force_stop).await {
+                Ok(()) => break,
+                Err(error) => {
+                    if self.next > before {
+                        failures = 0;
+                    }
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(%error, next = self.next, "cluster stream consumer failed; recreating it until NATS answers");
+                    } else {
+                        tracing::debug!(%error, next = self.next, failures, "cluster stream consumer still failing");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                        _ = force_stop.cancelled() => break,
+                    }
+                }
+            }
+        }
+        tracing::debug!(next = self.next, "cluster stream consumer stopped");
+    }
+
+    /// Follows the stream from `self.next`; `Ok` once it is time to stop.
+    async fn follow(
+        &mut self,
+        shutdown: &CancellationToken,
+        force_stop: &CancellationToken,
+    ) -> Result<(), String> {
+        let consumer = self
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: self.next,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create the ordered consumer: {e}"))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("cannot read the stream: {e}"))?;
+        let mut drain = tokio::time::interval(DRAIN_CHECK);
+        loop {
+            let message = tokio::select! {
+                message = messages.next() => message,
+                _ = drain.tick(), if shutdown.is_cancelled() => {
+                    if self.pending.is_empty() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                _ = force_stop.cancelled() => return Ok(()),
+            };
+            let message = match message {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => return Err(error.to_string()),
+                None => return Err("the stream of messages ended".into()),
+            };
+            let (sequence, pending) = match message.info() {
+                Ok(info) => (info.stream_sequence, info.pending),
+                Err(error) => return Err(format!("message without stream info: {error}")),
+            };
+            ClusterMetrics::raise(
+                &self.counters.cluster.stream_seq,
+                sequence.saturating_add(pending),
+            );
+            if sequence < self.next {
+                // Already applied (a consumer recreated at an older point): never twice.
+                continue;
+            }
+            if sequence > self.next {
+                // Messages this node never applied are gone from the stream (trimmed by age or
+                // size): applying what follows would compute a different index than the others.
+                let lost = format!(
+                    "stream messages {}..{} were removed before this node applied them (stream trimmed); restart the node to start from the newest snapshot",
+                    self.next,
+                    sequence - 1
+                );
+                tracing::error!("{lost}");
+                self.health.diverged(lost);
+                return Ok(());
+            }
+            let ack = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .and_then(|id| self.pending.take(id.as_str()));
+            let input = match wire::decode_input(&message.payload) {
+                Ok(input) => input,
+                Err(error) => {
+                    // Every node reads the same bytes, so every node skips it alike.
+                    tracing::warn!(sequence, %error, "skipping an unreadable stream message");
+                    Input::Events(Vec::new())
+                }
+            };
+            if self
+                .engine
+                .apply_ordered(input, ack, Some(sequence))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            self.next = sequence + 1;
+            ClusterMetrics::raise(&self.counters.cluster.applied_seq, sequence);
+            self.health.applied(sequence);
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! Cluster mode: several statecast nodes, one ordered input in a NATS JetStream stream.
+//!
+//! The engine is a deterministic state machine over its ordered input (see [`crate::engine`]);
+//! here that order comes from a stream every node consumes, so every node holds the same index
+//! and hands out the same changes with the same `seq`s — a dashboard can resume on any node.
+//!
+//! - Ingest publishes each input ([`sequencer`]); the client's `ok` waits until the input is in
+//!   the stream and applied by this node's engine.
+//! - Every node applies the stream in order ([`consumer`]) from where its state stands.
+//! - Time is data: ticks go through the stream ([`clock`]).
+//! - A node starts from the newest snapshot in the bucket and replays the stream after it
+//!   ([`snapshot`]); the stream's retention must outlast the snapshot interval.
+//! - The epoch is the stream's: its name and creation time, the same on every node.
+//!
+//! Layout: `wire` (message and snapshot encoding), `sequencer`, `consumer`, `clock`,
+//! `snapshot`; this file joins the cluster at start and wires the tasks.
+
+mod clock;
+mod consumer;
+mod sequencer;
+mod snapshot;
+mod wire;
+
+pub use wire::{decode_input, encode_input};
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, object_store, stream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::change::Snapshot;
+use crate::engine::{EngineConfig, EngineHandle, Image};
+use crate::metrics::Counters;
+
+/// What cluster mode is told by the configuration.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub urls: Vec<String>,
+    pub stream: String,
+    pub replicas: usize,
+    pub node_id: String,
+    pub max_age: Duration,
+    pub max_bytes: usize,
+    pub snapshot_interval: Duration,
+    pub timeout: Duration,
+    /// Inputs published and not yet answered, across all connections.
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cluster: {0}")]
+pub struct ClusterError(String);
+
+/// How long a publish failure keeps the node "not ready" after it happened.
+const FAILURE_SHOWN: Duration = Duration::from_secs(5);
+
+/// Whether this node can take traffic: connected, caught up, never lost part of the stream.
+pub(crate) struct Health {
+    client: async_nats::Client,
+    /// The stream's last sequence when this node joined: it is caught up once it applied it.
+    join_target: u64,
+    applied: AtomicU64,
+    caught_up: AtomicBool,
+    diverged: Mutex<Option<String>>,
+    last_failure: Mutex<Option<(Instant, String)>>,
+}
+
+impl Health {
+    fn applied(&self, sequence: u64) {
+        self.applied.store(sequence, Ordering::Relaxed);
+        if sequence >= self.join_target && !self.caught_up.swap(true, Ordering::Relaxed) {
+            tracing::info!(sequence, "caught up with the cluster stream");
+        }
+    }
+
+    fn diverged(&self, reason: String) {
+        if let Ok(mut diverged) = self.diverged.lock() {
+            *diverged = Some(reason);
+        }
+    }
+
+    fn note_publish_failure(&self, error: &str) {
+        if let Ok(mut last) = self.last_failure.lock() {
+            *last = Some((Instant::now(), error.to_owned()));
+        }
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        if let Some(reason) = self.diverged.lock().ok().and_then(|d| d.clone()) {
+            return Some(reason);
+        }
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Some("NATS unreachable: the cluster stream cannot be written or read".into());
+        }
+        if let Some((at, error)) = self.last_failure.lock().ok().and_then(|l| l.clone()) {
+            if at.elapsed() < FAILURE_SHOWN {
+                return Some(format!("a publish to the cluster stream failed: {error}"));
+            }
+        }
+        if !self.caught_up.load(Ordering::Relaxed) {
+            return Some(format!(
+                "catching up with the cluster stream (applied {} of {})",
+                self.applied.load(Ordering::Relaxed),
+                self.join_target
+            ));
+        }
+        None
+    }
+}
+
+/// A node that has joined the cluster: connected, the stream and bucket found or made, the
+/// snapshot to start from loaded.
+pub struct Joined {
+    config: ClusterConfig,
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    stream: stream::Stream,
+    bucket: object_store::ObjectStore,
+    /// Shared by every node of the stream: what dashboards resume against.
+    pub epoch: String,
+    /// Where this node's engine starts.
+    pub image: Image,
+    /// The stream's last sequence at join.
+    last_sequence: u64,
+}
+
+/// The subject inputs are published on.
+fn subject(stream: &str) -> String {
+    format!("{stream}.input")
+}
+
+/// The engine settings every node of one stream must share, or their changes would differ.
+/// Kept in the stream's description by the node that creates it, checked by every other.
+fn engine_fingerprint(engine: &EngineConfig) -> String {
+    format!(
+        "statecast input stream; engine: init-state={:?} default-ttl={}s reap-interval={}ms expired-keep={} max-keys={}",
+        engine.init_state,
+        engine.default_ttl_secs,
+        engine.reap_interval.as_millis(),
+        engine
+            .expired_keep
+            .map_or("forever".to_owned(), |k| format!("{}ms", k.as_millis())),
+        engine.max_keys,
+    )
+}
+
+/// Connects, finds or creates the stream and the snapshot bucket, and loads the snapshot to
+/// start from. Every refusal is one clear line.
+pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined, ClusterError> {
+    if config.snapshot_interval >= config.max_age {
+        return Err(ClusterError(format!(
+            "--cluster-snapshot-interval ({:?}) must be shorter than --cluster-max-age ({:?}): a node starting from the newest snapshot replays the stream after it",
+            config.snapshot_interval, config.max_age
+        )));
+    }
+    let addrs = config
+        .urls
+        .iter()
+        .map(|url| {
+            url.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| ClusterError(format!("{url:?} is not a NATS address: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = async_nats::ConnectOptions::new()
+        .name(format!("statecast {}", config.node_id))
+        .connection_timeout(config.timeout)
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((100 * attempts as u64).min(2_000))
+        });
+    let client = tokio::time::timeout(
+        config.timeout,
+        async_nats::connect_with_options(addrs, options),
+    )
+    .await
+    .map_err(|_| {
+        ClusterError(format!(
+            "no NATS server answered at {} within {:?} (--cluster-timeout)",
+            config.urls.join(","),
+            config.timeout
+        ))
+    })?
+    .map_err(|e| {
+        ClusterError(format!(
+            "cannot connect to NATS at {}: {e}",
+            config.urls.join(",")
+        ))
+    })?;
+    let jetstream = jetstream::new(client.clone());
+    let fingerprint = engine_fingerprint(engine);
+    let stream_config = stream::Config {
+        name: config.stream.clone(),
+        description: Some(fingerprint.clone()),
+        subjects: vec![subject(&config.stream)],
+        max_age: config.max_age,
+        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
+        num_replicas: config.replicas,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let mut stream = tokio::time::timeout(
+        config.timeout,
+        jetstream.get_or_create_stream(stream_config),
+    )
+    .await
+    .map_err(|_| {
+        ClusterError("JetStream did not answer in time (is it enabled: nats-server -js?)".into())
+    })?
+    .map_err(|e| {
+        ClusterError(format!(
+            "cannot find or create the stream {:?}: {e}",
+            config.stream
+        ))
+    })?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| ClusterError(format!("cannot read the stream's state: {e}")))?
+        .clone();
+    let theirs = info.config.description.clone().unwrap_or_default();
+    if theirs != fingerprint {
+        return Err(ClusterError(format!(
+            "this node's engine settings differ from the stream's: every node must compute the same changes. Stream {:?} says: {theirs:?}; this node: {fingerprint:?}",
+            config.stream
+        )));
+    }
+    let epoch = format!(
+        "{}-{:x}",
+        config.stream,
+        info.created.unix_timestamp_nanos()
+    );
+    let bucket_name = format!("{}-snapshots", config.stream);
+    let bucket = match jetstream.get_object_store(&bucket_name).await {
+        Ok(bucket) => bucket,
+        Err(_) => jetstream
+            .create_object_store(object_store::Config {
+                bucket: bucket_name.clone(),
+                description: Some("statecast snapshots".into()),
+                num_replicas: config.replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                ClusterError(format!(
+                    "cannot create the snapshot bucket {bucket_name:?}: {e}"
+                ))
+            })?,
+    };
+    let image = snapshot::load(&bucket)
+        .await
+        .map_err(ClusterError)?
+        .unwrap_or(Image {
+            snapshot: Snapshot {
+                seq: 0,
+                events: Vec::new(),
+            },
+            position: 0,
+        });
+    let state = &info.state;
+    if state.last_sequence > image.position && state.first_sequence > image.position + 1 {
+        return Err(ClusterError(format!(
+            "the stream starts at {} but the newest snapshot covers only up to {}: inputs {}..{} are gone (raise --cluster-max-age/--cluster-max-bytes or lower --cluster-snapshot-interval; to start over, delete the stream {:?} and its bucket)",
+            state.first_sequence,
+            image.position,
+            image.position + 1,
+            state.first_sequence - 1,
+            config.stream
+        )));
+    }
+    tracing::info!(
+        node = %config.node_id,
+        stream = %config.stream,
+        %epoch,
+        snapshot_position = image.position,
+        stream_last = state.last_sequence,
+        "joined the cluster"
+    );
+    Ok(Joined {
+        config,
+        client,
+        jetstream,
+        stream,
+        bucket,
+        epoch,
+        image,
+        last_sequence: state.last_sequence,
+    })
+}
+
+impl Joined {
+    /// Starts following the stream into `engine` (started from [`Joined::image`]) and returns
+    /// the handle transports use: theirs publishes to the stream.
+    pub fn run(
+        self,
+        engine: EngineHandle,
+        reap_interval: Duration,
+        counters: &Arc<Counters>,
+        shutdown: &CancellationToken,
+        force_stop: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> EngineHandle {
+        counters
+            .cluster
+            .enable(&self.config.node_id, &self.config.stream);
+        crate::metrics::ClusterMetrics::raise(&counters.cluster.stream_seq, self.last_sequence);
+        crate::metrics::ClusterMetrics::raise(&counters.cluster.applied_seq, self.image.position);
+        let health = Arc::new(Health {
+            client: self.client.clone(),
+            join_target: self.last_sequence,
+            applied: AtomicU64::new(self.image.position),
+            caught_up: AtomicBool::new(self.image.position >= self.last_sequence),
+            diverged: Mutex::new(None),
+            last_failure: Mutex::new(None),
+        });
+        let pending = Arc::new(sequencer::Pending::default());
+        let subject = subject(&self.config.stream);
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let publisher = sequencer::Publisher {
+            jetstream: self.jetstream.clone(),
+            subject: subject.clone(),
+            id_prefix: format!("{}-{started:x}", self.config.node_id),
+            next_id: AtomicU64::new(0),
+            pending: Arc::clone(&pending),
+            in_flight: Arc::new(Semaphore::new(self.config.max_in_flight.max(1))),
+            timeout: self.config.timeout,
+            counters: Arc::clone(counters),
+            health: Arc::clone(&health),
+        };
+        let consumer = consumer::Consumer {
+            stream: self.stream,
+            engine: engine.clone(),
+            pending,
+            counters: Arc::clone(counters),
+            health,
+            next: self.image.position + 1,
+        };
+        tasks.spawn(consumer.run(shutdown.clone(), force_stop.clone()));
+        tasks.spawn(clock::publish_ticks(
+            self.jetstream,
+            subject,
+            reap_interval,
+            self.config.timeout,
+            shutdown.clone(),
+        ));
+        tasks.spawn(snapshot::write_periodically(
+            self.bucket,
+            engine.clone(),
+            Arc::clone(counters),
+            self.config.snapshot_interval,
+            shutdown.clone(),
+        ));
+        engine.with_sequencer(Arc::new(publisher))
+    }
+}
+
+/// The file in a node's data directory naming the stream epoch its history belongs to.
+const EPOCH_FILE: &str = "cluster-epoch";
+
+/// Makes `dir` hold history of `epoch` only: history from another stream (or from single-node
+/// mode) would answer resumes with changes of a different numbering, so it is set aside first.
+pub fn claim_data_dir(dir: &Path, epoch: &str) -> Result<(), ClusterError> {
+    let marker = dir.join(EPOCH_FILE);
+    let current = std::fs::read_to_string(&marker).ok();
+    if current.as_deref().map(str::trim) == Some(epoch) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ClusterError(format!("cannot create {}: {e}", dir.display())))?;
+    let mut moved = Vec::new();
+    for name in crate::store::FILES {
+        let path = dir.join(name);
+        if path.exists() {
+            let aside = dir.join(format!("{name}.before-{epoch}"));
+            std::fs::rename(&path, &aside)
+                .map_err(|e| ClusterError(format!("cannot set {} aside: {e}", path.display())))?;
+            moved.push(aside.display().to_string());
+        }
+    }
+    if !moved.is_empty() {
+        tracing::warn!(dir = %dir.display(), moved = ?moved, "this data directory held history of another stream or of single-node mode: set aside, starting its history anew from the cluster");
+    }
+    std::fs::write(&marker, epoch)
+        .map_err(|e| ClusterError(format!("cannot write {}: {e}", marker.display())))
+}

@@ -1,0 +1,186 @@
+//! Ingest's side of cluster mode: each input is published to the stream, and its
+//! acknowledgement is the one the local engine gives when that input comes back from the stream
+//! in order (see [`super::consumer`]).
+//!
+//! So a client's `ok` means both "in the stream, with its replicas" (the consumer only ever sees
+//! stored messages) and "applied here" (read-your-writes on the node that answered). Publishes
+//! carry a `Nats-Msg-Id`: a publish retried after a lost acknowledgement is stored once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::wire;
+use super::Health;
+use crate::engine::{Applied, EngineError, Input, Sequencer, SubmitFuture};
+use crate::metrics::{ClusterMetrics, Counters};
+
+/// Inputs published by this node and not yet answered. Each holds a permit of
+/// [`Publisher::in_flight`] until it is answered, so the map is bounded.
+#[derive(Default)]
+pub(super) struct Pending {
+    waiting: Mutex<HashMap<String, (oneshot::Sender<Applied>, OwnedSemaphorePermit)>>,
+}
+
+impl Pending {
+    fn insert(&self, id: String, ack: oneshot::Sender<Applied>, permit: OwnedSemaphorePermit) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(id, (ack, permit));
+        }
+    }
+
+    /// The acknowledgement of the input published as `id`, if this node is waiting for it.
+    pub(super) fn take(&self, id: &str) -> Option<oneshot::Sender<Applied>> {
+        let mut waiting = self.waiting.lock().ok()?;
+        waiting.remove(id).map(|(ack, _permit)| ack)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.waiting.lock().map_or(true, |w| w.is_empty())
+    }
+
+    /// Answers the input published as `id` with `error` (its publish failed).
+    fn fail(&self, id: &str, error: &str) {
+        if let Some(ack) = self.take(id) {
+            let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
+                "not in the cluster stream: {error}; send again"
+            )))));
+        }
+    }
+}
+
+pub(super) struct Publisher {
+    pub(super) jetstream: jetstream::Context,
+    pub(super) subject: String,
+    /// Prefix of this process's message ids: node id plus start time, so ids never repeat
+    /// across restarts within the stream's duplicate window.
+    pub(super) id_prefix: String,
+    pub(super) next_id: AtomicU64,
+    pub(super) pending: Arc<Pending>,
+    /// Inputs published and not yet answered, across all connections: senders wait at the
+    /// limit (backpressure, like the engine queue in single-node mode).
+    pub(super) in_flight: Arc<Semaphore>,
+    pub(super) timeout: Duration,
+    pub(super) counters: Arc<Counters>,
+    pub(super) health: Arc<Health>,
+}
+
+impl Publisher {
+    async fn publish(
+        &self,
+        input: Input,
+        ack: Option<oneshot::Sender<Applied>>,
+    ) -> Result<(), EngineError> {
+        let permit = Arc::clone(&self.in_flight)
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::Closed)?;
+        let id = format!(
+            "{}-{}",
+            self.id_prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let payload = bytes::Bytes::from(wire::encode_input(&input));
+        // Registered before publishing: the input can come back from the stream before the
+        // publish's own acknowledgement does.
+        let permit = match ack {
+            Some(ack) => {
+                self.pending.insert(id.clone(), ack, permit);
+                None
+            }
+            None => Some(permit),
+        };
+        let job = PublishJob {
+            jetstream: self.jetstream.clone(),
+            subject: self.subject.clone(),
+            id,
+            payload,
+            deadline: Instant::now() + self.timeout,
+            pending: Arc::clone(&self.pending),
+            counters: Arc::clone(&self.counters),
+            health: Arc::clone(&self.health),
+        };
+        // The acknowledgement is awaited apart, so a connection can send its next input (and a
+        // pipelining client keeps its pipe full) while this one is being stored.
+        tokio::spawn(async move {
+            job.run().await;
+            drop(permit);
+        });
+        Ok(())
+    }
+}
+
+/// One input on its way into the stream.
+struct PublishJob {
+    jetstream: jetstream::Context,
+    subject: String,
+    id: String,
+    payload: bytes::Bytes,
+    deadline: Instant,
+    pending: Arc<Pending>,
+    counters: Arc<Counters>,
+    health: Arc<Health>,
+}
+
+/// Pause between attempts of a publish whose acknowledgement did not come.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+impl PublishJob {
+    /// Publishes until the stream acknowledges or the deadline passes. Every attempt carries the
+    /// same message id, so an attempt stored after all is not stored twice.
+    async fn run(self) {
+        let started = Instant::now();
+        let mut last_error = String::from("timed out");
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let attempt = async {
+                let publish = PublishMessage::build()
+                    .payload(self.payload.clone())
+                    .message_id(&self.id);
+                let ack = self
+                    .jetstream
+                    .send_publish(self.subject.clone(), publish)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ack.await.map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(left, attempt).await {
+                Ok(Ok(ack)) => {
+                    self.counters
+                        .cluster
+                        .publish_seconds
+                        .observe(started.elapsed());
+                    ClusterMetrics::raise(&self.counters.cluster.stream_seq, ack.sequence);
+                    return;
+                }
+                Ok(Err(error)) => last_error = error,
+                Err(_) => break,
+            }
+            tokio::time::sleep(RETRY_PAUSE.min(left)).await;
+        }
+        Counters::add(&self.counters.cluster.publish_failures, 1);
+        self.health.note_publish_failure(&last_error);
+        tracing::warn!(id = %self.id, error = %last_error, "publish to the cluster stream failed; answered with an error");
+        self.pending.fail(
+            &self.id,
+            &format!("NATS did not acknowledge within the --cluster-timeout ({last_error})"),
+        );
+    }
+}
+
+impl Sequencer for Publisher {
+    fn submit(&self, input: Input, ack: Option<oneshot::Sender<Applied>>) -> SubmitFuture<'_> {
+        Box::pin(self.publish(input, ack))
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.health.unavailable()
+    }
+}

@@ -1,0 +1,183 @@
+//! How inputs and snapshots are laid out in NATS: protobuf, with events in Riemann's own `Event`
+//! message (the form the store keeps them in too), so a batch costs about what it cost on the
+//! wire it arrived by.
+//!
+//! Events are published with their time already set (the ingesting node stamps events that
+//! carry none on arrival), so every node decodes exactly the same events.
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::change::Snapshot;
+use crate::engine::{Image, Input};
+use crate::event::{convert, Event};
+use crate::proto;
+
+/// One stream message: one engine input.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamInput {
+    #[prost(oneof = "Body", tags = "1, 2")]
+    pub body: Option<Body>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Body {
+    #[prost(message, tag = "1")]
+    Events(EventBatch),
+    /// A clock tick: `now` in µs since the epoch.
+    #[prost(int64, tag = "2")]
+    TickMicros(i64),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EventBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub events: Vec<proto::Event>,
+}
+
+/// A snapshot object: everything [`Image`] holds.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredImage {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    /// The last stream sequence the snapshot covers.
+    #[prost(uint64, tag = "2")]
+    pub position: u64,
+    #[prost(message, repeated, tag = "3")]
+    pub events: Vec<proto::Event>,
+}
+
+/// Why a stream message could not be read (every node reads it the same way, so every node
+/// skips it alike).
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("undecodable stream message: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("stream message without a body")]
+    Empty,
+}
+
+/// Appends `event` as a length-delimited field `tag` of the message being built in `out`.
+fn encode_event_field(tag: u32, event: &Event, scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+    scratch.clear();
+    convert::encode_event(event, scratch);
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(scratch.len() as u64, out);
+    out.extend_from_slice(scratch);
+}
+
+/// Encodes one input for the stream.
+pub fn encode_input(input: &Input) -> Vec<u8> {
+    match input {
+        Input::Events(events) => {
+            // Field 1 of StreamInput holds an EventBatch whose field 1 repeats events: build the
+            // batch straight from the events (no intermediate protobuf structs), then wrap it.
+            let mut scratch = Vec::new();
+            let mut batch = Vec::with_capacity(events.len() * 96);
+            for event in events {
+                encode_event_field(1, event, &mut scratch, &mut batch);
+            }
+            let mut out = Vec::with_capacity(batch.len() + 8);
+            prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
+            prost::encoding::encode_varint(batch.len() as u64, &mut out);
+            out.extend_from_slice(&batch);
+            out
+        }
+        Input::Tick { now_micros } => StreamInput {
+            body: Some(Body::TickMicros(*now_micros)),
+        }
+        .encode_to_vec(),
+    }
+}
+
+/// Decodes one stream message back into the input it was published as.
+pub fn decode_input(bytes: &[u8]) -> Result<Input, WireError> {
+    match StreamInput::decode(bytes)?.body.ok_or(WireError::Empty)? {
+        Body::Events(batch) => Ok(Input::Events(
+            // Times were set by the publishing node: 0 is never used.
+            convert::events_from_proto(batch.events, 0).collect(),
+        )),
+        Body::TickMicros(now_micros) => Ok(Input::Tick { now_micros }),
+    }
+}
+
+pub fn encode_image(image: &Image) -> Vec<u8> {
+    let mut scratch = Vec::new();
+    let mut out = Vec::with_capacity(image.snapshot.events.len() * 128 + 32);
+    prost::encoding::uint64::encode(1, &image.snapshot.seq, &mut out);
+    prost::encoding::uint64::encode(2, &image.position, &mut out);
+    for event in &image.snapshot.events {
+        encode_event_field(3, event, &mut scratch, &mut out);
+    }
+    out
+}
+
+pub fn decode_image(bytes: &[u8]) -> Result<Image, WireError> {
+    let stored = StoredImage::decode(bytes)?;
+    Ok(Image {
+        snapshot: Snapshot {
+            seq: stored.seq,
+            events: convert::events_from_proto(stored.events, 0)
+                .map(Arc::new)
+                .collect(),
+        },
+        position: stored.position,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Metric;
+
+    fn event(host: &str, state: Option<&str>) -> Event {
+        Event {
+            host: Some(host.into()),
+            service: Some("cpu".into()),
+            state: state.map(Into::into),
+            description: Some("a <b>".into()),
+            metric: Some(Metric::Float(0.25)),
+            tags: vec!["t".into()],
+            time_micros: 1_764_590_000_123_456,
+            ttl: Some(30.0),
+            attributes: vec![("team".into(), "ops".into())].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn inputs_survive_the_stream_unchanged() {
+        for input in [
+            Input::Events(vec![event("a", Some("critical")), event("b", None)]),
+            Input::Events(vec![]),
+            Input::Tick {
+                now_micros: 1_764_590_001_000_000,
+            },
+        ] {
+            let bytes = encode_input(&input);
+            assert_eq!(decode_input(&bytes).unwrap(), input);
+        }
+    }
+
+    #[test]
+    fn images_survive_the_bucket_unchanged() {
+        let image = Image {
+            snapshot: Snapshot {
+                seq: 42,
+                events: vec![Arc::new(event("a", Some("ok"))), Arc::new(event("b", None))],
+            },
+            position: 1234,
+        };
+        let back = decode_image(&encode_image(&image)).unwrap();
+        assert_eq!(back.position, 1234);
+        assert_eq!(back.snapshot.seq, 42);
+        assert_eq!(back.snapshot.events, image.snapshot.events);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode_input(&[0xff, 0xff, 0xff]).is_err());
+        assert!(decode_input(&[]).is_err());
+        assert!(decode_image(&[0x0a, 0xff]).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! Cluster-mode figures for `/metrics`: how far this node is behind the shared stream, and how
+//! long a publish takes. A leaf, so the cluster module writes them and `/metrics` reads them
+//! without either knowing the other.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use super::Histogram;
+
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    /// `(node id, stream name)` once cluster mode starts; nothing is rendered before.
+    identity: OnceLock<(String, String)>,
+    /// The last stream sequence this node has seen exist (from publish acks, stream info and
+    /// delivered messages).
+    pub stream_seq: AtomicU64,
+    /// The last stream sequence the local engine has been handed, in order.
+    pub applied_seq: AtomicU64,
+    /// Snapshots this node wrote to the cluster's snapshot bucket.
+    pub snapshots_written: AtomicU64,
+    /// Publishes that failed (NATS away, timeout): each one answered with an error.
+    pub publish_failures: AtomicU64,
+    /// From publishing an input to the stream's acknowledgement of it.
+    pub publish_seconds: Histogram,
+}
+
+impl ClusterMetrics {
+    pub fn enable(&self, node: &str, stream: &str) {
+        let _ = self.identity.set((node.to_owned(), stream.to_owned()));
+    }
+
+    /// Raises `counter` to `value` if it is behind (sequences only grow).
+    pub fn raise(counter: &AtomicU64, value: u64) {
+        counter.fetch_max(value, Ordering::Relaxed);
+    }
+
+    /// Stream messages this node has not applied yet.
+    pub fn lag(&self) -> u64 {
+        self.stream_seq
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.applied_seq.load(Ordering::Relaxed))
+    }
+
+    pub fn render(&self, out: &mut String) {
+        let Some((node, stream)) = self.identity.get() else {
+            return;
+        };
+        let node = node.replace(['"', '\\', '\n'], "_");
+        let stream = stream.replace(['"', '\\', '\n'], "_");
+        let _ = writeln!(
+            out,
+            "# HELP statecast_cluster_info This node in cluster mode: its id and the stream it follows.\n\
+             # TYPE statecast_cluster_info gauge\n\
+             statecast_cluster_info{{node=\"{node}\",stream=\"{stream}\"}} 1"
+        );
+        let gauges = [
+            (
+                "statecast_cluster_stream_seq",
+                "The last stream sequence this node knows to exist.",
+                self.stream_seq.load(Ordering::Relaxed),
+            ),
+            (
+                "statecast_cluster_applied_seq",
+                "The last stream sequence applied by this node's engine.",
+                self.applied_seq.load(Ordering::Relaxed),
+            ),
+            (
+                "statecast_cluster_lag",
+                "Stream messages this node has not applied yet (stream_seq - applied_seq).",
+                self.lag(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        for (name, help, value) in [
+            (
+                "statecast_cluster_snapshots_written_total",
+                "Snapshots this node wrote to the cluster's snapshot bucket.",
+                &self.snapshots_written,
+            ),
+            (
+                "statecast_cluster_publish_failures_total",
+                "Inputs that could not be published to the stream (answered with an error).",
+                &self.publish_failures,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        self.publish_seconds.render(
+            out,
+            "statecast_cluster_publish_seconds",
+            "From publishing an input to the stream's acknowledgement (stored with its replicas).",
+        );
+    }
+}
