@@ -1,4 +1,4 @@
-# Shell helpers shared by the benchmark scripts (bench/run.sh, and bench/cluster.sh to come); sourced.
+# Shell helpers shared by the benchmark scripts (bench/run.sh, bench/cluster.sh); sourced.
 # The caller sets WORK (its scratch directory) and T (the release binaries).
 
 # wait_for FILE REGEX: waits up to 20 s for a line matching REGEX, prints its addr=… value.

@@ -3,12 +3,13 @@
 # measured in the same run, on the same machine.
 #
 #   bench/run.sh           full run (several minutes); writes BENCHMARKS.md
-#   bench/run.sh --smoke   tiny configuration (~15 s after the build) proving the tools work;
-#                          writes target/bench-smoke.md, never touches BENCHMARKS.md
+#   bench/run.sh --smoke   tiny configuration (~45 s after the build, bench/cluster.sh's ~30 s
+#                          included) proving the tools work; writes target/bench-smoke.md, never
+#                          touches BENCHMARKS.md
 #
 # Knobs (environment): BENCH_DURATION (s per ingest point, default 4), BENCH_FANOUT_CLIENTS
 # (default "100 1000 5000"), BENCH_IDLE_CLIENTS (default 10000), BENCH_SOAK_SECS (default 60).
-# Needs: cargo, node + npm (for the peer), jq.
+# Needs: cargo, node + npm (for the peer), jq, nats-server (bench/cluster.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -324,6 +325,9 @@ echo "==> writing $OUT" >&2
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 echo "==> wrote $OUT" >&2
+# Cluster mode (issue 14): its own script, which writes its section into the same file.
+CLUSTER_ARGS=(); [ $SMOKE = 1 ] && CLUSTER_ARGS=(--smoke "$OUT")
+BENCH_NO_BUILD=1 BENCH_COMMIT="$COMMIT" bash bench/cluster.sh "${CLUSTER_ARGS[@]}" || FAILED=1
 rm -rf "$WORK"
 if [ $FAILED = 1 ]; then
   echo "bench/run.sh: some measurements failed (see above)" >&2
