@@ -115,6 +115,9 @@ impl Consumer {
                     }
                     continue;
                 }
+                // Wakes an idle consumer when shutdown begins, so the drain check below runs
+                // (its branch is only enabled once shutdown is seen).
+                _ = shutdown.cancelled(), if !shutdown.is_cancelled() => continue,
                 _ = drain.tick(), if shutdown.is_cancelled() => {
                     if self.pending.is_empty() {
                         return Ok(());
