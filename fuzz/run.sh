@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame json query wal engine)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame json query wal engine cluster)
 
 rustup toolchain list | grep -q '^nightly' || { echo "fuzz/run.sh: needs 'rustup toolchain install nightly'" >&2; exit 2; }
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
 
+use crate::action::{keys_json, AckInfo, Silence};
 use crate::change::{Change, Snapshot};
 use crate::event::Event;
 
@@ -42,8 +43,13 @@ impl Published {
 
 /// `{"type":"change","seq":N,"previous_state":"ok","event":E}`: the one definition of a change on
 /// the wire, shared by the websocket and `/api/history`. A key that left the index (expired for
-/// longer than `--expired-keep`) is a change with `"removed":true`, `event` its last event.
+/// longer than `--expired-keep`, or cleared: then with `"cleared_by"`) is a change with
+/// `"removed":true`, `event` its last event. A change an active silence matched has
+/// `"silenced":true`. An operator-action record is its own frame (`ack`, `unack`, `silences`).
 pub fn change_json(change: &Change) -> Value {
+    if let Some(record) = &change.action {
+        return record.to_json(change.seq);
+    }
     let mut value = json!({
         "type": "change",
         "seq": change.seq,
@@ -53,15 +59,22 @@ pub fn change_json(change: &Change) -> Value {
     if change.removed {
         value["removed"] = Value::Bool(true);
     }
+    if change.silenced {
+        value["silenced"] = Value::Bool(true);
+    }
+    if let Some(by) = &change.cleared_by {
+        value["cleared_by"] = Value::String(by.clone());
+    }
     value
 }
 
 pub type Receiver = tokio::sync::broadcast::Receiver<Arc<Published>>;
 pub type Sender = tokio::sync::broadcast::Sender<Arc<Published>>;
 
-/// `{"type":"snapshot","seq":S,"epoch":E,"reset":R,"events":[…]}` for the events `keep`
-/// accepts. `reset` tells a client that asked to resume (or fell behind) that it missed
-/// changes and must replace its view.
+/// `{"type":"snapshot","seq":S,"epoch":E,"reset":R,"events":[…],"acks":[…],"silences":[…],
+/// "silenced":[[H,S]…]}` for the events `keep` accepts (acks and silences are all sent: the
+/// page decides what to show). `reset` tells a client that asked to resume (or fell behind)
+/// that it missed changes and must replace its view.
 pub fn snapshot_frame(
     snapshot: &Snapshot,
     epoch: &str,
@@ -74,7 +87,17 @@ pub fn snapshot_frame(
         .filter(|e| keep(e))
         .map(|e| e.to_json_value())
         .collect();
-    json!({"type": "snapshot", "seq": snapshot.seq, "epoch": epoch, "reset": reset, "events": events})
-        .to_string()
-        .into()
+    let actions = &snapshot.actions;
+    json!({
+        "type": "snapshot",
+        "seq": snapshot.seq,
+        "epoch": epoch,
+        "reset": reset,
+        "events": events,
+        "acks": actions.acks.iter().map(AckInfo::to_json).collect::<Vec<_>>(),
+        "silences": actions.silences.iter().map(Silence::to_json).collect::<Vec<_>>(),
+        "silenced": keys_json(&actions.silenced),
+    })
+    .to_string()
+    .into()
 }

@@ -5,6 +5,7 @@
 //! `engine` (one owner of the index, change detection, `seq`) → `broadcast` (fan-out of
 //! serialized changes) → [`web`] (websocket sessions, pages). [`server`] wires them together.
 
+pub(crate) mod action;
 pub(crate) mod broadcast;
 pub(crate) mod change;
 pub mod cluster;

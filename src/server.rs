@@ -229,10 +229,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stats_tx, stats_rx) = watch::channel(axum::extract::ws::Utf8Bytes::from_static(
         r#"{"type":"stats","clients":0}"#,
     ));
+    let rates = Arc::new(web::rates::RateRing::new(config.stats_interval));
     tasks.spawn(web::stats_ticker(
         Arc::clone(&counters),
         config.stats_interval,
         stats_tx,
+        Arc::clone(&rates),
         shutdown.clone(),
     ));
     let app = web::AppState {
@@ -249,6 +251,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         epoch,
         json_limits: config.json_limits(),
         body_timeout: config.http_body_timeout,
+        rates,
     };
     let router = web::router(app);
     let https = certificates

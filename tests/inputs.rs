@@ -69,4 +69,9 @@ proptest! {
     fn engine_ops(data in prop::collection::vec(any::<u8>(), 0..400)) {
         invariants::engine_ops(&data);
     }
+
+    #[test]
+    fn cluster_message(data in prop::collection::vec(any::<u8>(), 0..1024)) {
+        invariants::cluster_message(&data);
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! The ordered consumer is recreated from the next position whenever it fails (NATS away, a
 //! server of a NATS cluster gone), so a node resumes exactly where it stopped. Inputs this node
-//! published are handed over with their waiting acknowledgement ([`super::sequencer::Pending`]);
+//! published are handed over with their waiting acknowledgement ([`super::pending::Pending`]);
 //! everyone else's without one.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use async_nats::jetstream::stream::Stream;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::sequencer::Pending;
+use super::pending::Pending;
 use super::wire;
 use super::Health;
 use crate::engine::{EngineHandle, Input};
@@ -168,6 +168,20 @@ impl Consumer {
                     tracing::warn!(sequence, %error, "skipping an unreadable stream message");
                     Input::Events(Vec::new())
                 }
+            };
+            let input = match input {
+                // A silence's query is compiled off the async workers (`Action::compile`).
+                Input::Action(action) => {
+                    let fallback = action.clone();
+                    let compiled = tokio::task::spawn_blocking(move || {
+                        let mut action = action;
+                        action.compile();
+                        action
+                    })
+                    .await;
+                    Input::Action(compiled.unwrap_or(fallback))
+                }
+                other => other,
             };
             if self
                 .engine

@@ -17,11 +17,12 @@
 
 mod clock;
 mod consumer;
+mod pending;
 mod sequencer;
 mod snapshot;
 mod wire;
 
-pub use wire::{decode_input, encode_input};
+pub use wire::{decode_image, decode_input, encode_input};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -260,6 +261,7 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
             snapshot: Snapshot {
                 seq: 0,
                 events: Vec::new(),
+                actions: Default::default(),
             },
             position: 0,
         });
@@ -319,7 +321,7 @@ impl Joined {
             diverged: Mutex::new(None),
             last_failure: Mutex::new(None),
         });
-        let pending = Arc::new(sequencer::Pending::default());
+        let pending = Arc::new(pending::Pending::default());
         let subject = subject(&self.config.stream);
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -6,52 +6,18 @@
 //! stored messages) and "applied here" (read-your-writes on the node that answered). Publishes
 //! carry a `Nats-Msg-Id`: a publish retried after a lost acknowledgement is stored once.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
+use super::pending::Pending;
 use super::wire;
 use super::Health;
 use crate::engine::{Applied, EngineError, Input, Sequencer, SubmitFuture};
 use crate::metrics::{ClusterMetrics, Counters};
-
-/// Inputs published by this node and not yet answered. Each holds a permit of
-/// [`Publisher::in_flight`] until it is answered, so the map is bounded.
-#[derive(Default)]
-pub(super) struct Pending {
-    waiting: Mutex<HashMap<String, (oneshot::Sender<Applied>, OwnedSemaphorePermit)>>,
-}
-
-impl Pending {
-    fn insert(&self, id: String, ack: oneshot::Sender<Applied>, permit: OwnedSemaphorePermit) {
-        if let Ok(mut waiting) = self.waiting.lock() {
-            waiting.insert(id, (ack, permit));
-        }
-    }
-
-    /// The acknowledgement of the input published as `id`, if this node is waiting for it.
-    pub(super) fn take(&self, id: &str) -> Option<oneshot::Sender<Applied>> {
-        let mut waiting = self.waiting.lock().ok()?;
-        waiting.remove(id).map(|(ack, _permit)| ack)
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.waiting.lock().map_or(true, |w| w.is_empty())
-    }
-
-    /// Answers the input published as `id` with `error` (its publish failed).
-    fn fail(&self, id: &str, error: &str) {
-        if let Some(ack) = self.take(id) {
-            let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
-                "not in the cluster stream: {error}; send again"
-            )))));
-        }
-    }
-}
 
 pub(super) struct Publisher {
     pub(super) jetstream: jetstream::Context,

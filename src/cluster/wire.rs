@@ -17,7 +17,7 @@ use crate::proto;
 /// One stream message: one engine input.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StreamInput {
-    #[prost(oneof = "Body", tags = "1, 2")]
+    #[prost(oneof = "Body", tags = "1, 2, 3")]
     pub body: Option<Body>,
 }
 
@@ -28,6 +28,10 @@ pub enum Body {
     /// A clock tick: `now` in µs since the epoch.
     #[prost(int64, tag = "2")]
     TickMicros(i64),
+    /// An operator action, as JSON of [`crate::action::Action`] (rare and small: readable
+    /// beats compact here).
+    #[prost(bytes = "vec", tag = "3")]
+    Action(Vec<u8>),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -46,6 +50,9 @@ pub struct StoredImage {
     pub position: u64,
     #[prost(message, repeated, tag = "3")]
     pub events: Vec<proto::Event>,
+    /// Acks and silences (JSON of [`crate::action::Actions`]); absent: none.
+    #[prost(bytes = "vec", tag = "4")]
+    pub actions: Vec<u8>,
 }
 
 /// Why a stream message could not be read (every node reads it the same way, so every node
@@ -56,6 +63,8 @@ pub enum WireError {
     Decode(#[from] prost::DecodeError),
     #[error("stream message without a body")]
     Empty,
+    #[error("undecodable operator action: {0}")]
+    Action(#[from] serde_json::Error),
 }
 
 /// Appends `event` as a length-delimited field `tag` of the message being built in `out`.
@@ -88,6 +97,13 @@ pub fn encode_input(input: &Input) -> Vec<u8> {
             body: Some(Body::TickMicros(*now_micros)),
         }
         .encode_to_vec(),
+        Input::Action(action) => StreamInput {
+            // Serializing plain data into a Vec cannot fail.
+            body: Some(Body::Action(
+                serde_json::to_vec(&**action).unwrap_or_default(),
+            )),
+        }
+        .encode_to_vec(),
     }
 }
 
@@ -99,6 +115,7 @@ pub fn decode_input(bytes: &[u8]) -> Result<Input, WireError> {
             convert::events_from_proto(batch.events, 0).collect(),
         )),
         Body::TickMicros(now_micros) => Ok(Input::Tick { now_micros }),
+        Body::Action(json) => Ok(Input::Action(Box::new(serde_json::from_slice(&json)?))),
     }
 }
 
@@ -110,17 +127,27 @@ pub fn encode_image(image: &Image) -> Vec<u8> {
     for event in &image.snapshot.events {
         encode_event_field(3, event, &mut scratch, &mut out);
     }
+    if image.snapshot.actions != crate::action::Actions::default() {
+        let actions = serde_json::to_vec(&image.snapshot.actions).unwrap_or_default();
+        prost::encoding::bytes::encode(4, &actions, &mut out);
+    }
     out
 }
 
 pub fn decode_image(bytes: &[u8]) -> Result<Image, WireError> {
     let stored = StoredImage::decode(bytes)?;
+    let actions = if stored.actions.is_empty() {
+        crate::action::Actions::default()
+    } else {
+        serde_json::from_slice(&stored.actions)?
+    };
     Ok(Image {
         snapshot: Snapshot {
             seq: stored.seq,
             events: convert::events_from_proto(stored.events, 0)
                 .map(Arc::new)
                 .collect(),
+            actions,
         },
         position: stored.position,
     })
@@ -153,6 +180,16 @@ mod tests {
             Input::Tick {
                 now_micros: 1_764_590_001_000_000,
             },
+            Input::Action(Box::new(crate::action::Action {
+                at_micros: 1_764_590_001_000_000,
+                by: "ann".into(),
+                kind: crate::action::ActionKind::Ack {
+                    host: Some("a".into()),
+                    service: None,
+                    note: "on it".into(),
+                    expires_at: Some(1_764_590_061_000_000),
+                },
+            })),
         ] {
             let bytes = encode_input(&input);
             assert_eq!(decode_input(&bytes).unwrap(), input);
@@ -165,6 +202,19 @@ mod tests {
             snapshot: Snapshot {
                 seq: 42,
                 events: vec![Arc::new(event("a", Some("ok"))), Arc::new(event("b", None))],
+                actions: crate::action::Actions {
+                    acks: vec![crate::action::AckInfo {
+                        host: Some("a".into()),
+                        service: Some("cpu".into()),
+                        note: String::new(),
+                        by: "ann".into(),
+                        at: 1,
+                        expires_at: None,
+                    }],
+                    silenced: vec![(Some("a".into()), Some("cpu".into()))],
+                    clock: 7,
+                    ..Default::default()
+                },
             },
             position: 1234,
         };
@@ -172,6 +222,7 @@ mod tests {
         assert_eq!(back.position, 1234);
         assert_eq!(back.snapshot.seq, 42);
         assert_eq!(back.snapshot.events, image.snapshot.events);
+        assert_eq!(back.snapshot.actions, image.snapshot.actions);
     }
 
     #[test]

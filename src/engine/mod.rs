@@ -48,6 +48,9 @@ pub enum EngineError {
     Storage(String),
     #[error("index full: it holds the limit of {max_keys} (host, service) keys (--max-keys); events for new keys are refused")]
     IndexFull { max_keys: usize },
+    /// An operator action the engine's state does not allow (nothing of it applied).
+    #[error(transparent)]
+    Refused(#[from] crate::action::Refusal),
 }
 
 /// What a batch's acknowledgement carries once everything it promises holds.
@@ -69,6 +72,12 @@ pub enum Applied {
         first_change: usize,
         durable: oneshot::Receiver<Ack>,
     },
+    /// An operator action was applied as `seq` (its first record); `durable` says when its
+    /// records are out (on disk, with a store). A refused action is `Done(Err(Refused))`.
+    Action {
+        seq: u64,
+        durable: oneshot::Receiver<Ack>,
+    },
 }
 
 impl Applied {
@@ -76,7 +85,9 @@ impl Applied {
     pub async fn finished(self) -> Ack {
         match self {
             Applied::Done(ack) => ack,
-            Applied::Changed { durable, .. } => durable.await.unwrap_or(Err(EngineError::Closed)),
+            Applied::Changed { durable, .. } | Applied::Action { durable, .. } => {
+                durable.await.unwrap_or(Err(EngineError::Closed))
+            }
         }
     }
 }
@@ -104,8 +115,11 @@ pub struct UpdatesSubscription {
 pub enum Input {
     /// One batch of events (one socket read, one request), each with its time already set.
     Events(Vec<Event>),
-    /// The clock, as data: expire everything due at `now_micros`.
+    /// The clock, as data: expire everything due at `now_micros` (operator state too: acks
+    /// past their expiry, silence windows).
     Tick { now_micros: i64 },
+    /// An operator action (ack, silence, clear), with its own time and author.
+    Action(Box<crate::action::Action>),
 }
 
 /// Puts input in order for the engine: the seam between transports and the engine.
@@ -367,6 +381,7 @@ pub fn spawn(
             .map(|e| (**e).clone())
             .collect();
         engine.restore(image.snapshot.seq, events);
+        engine.restore_actions(image.snapshot.actions.clone(), true);
         position = image.position;
     }
     let committer = store.map(|(store, recovered)| {
@@ -378,6 +393,7 @@ pub fn spawn(
                 "restored index from the store"
             );
             engine.restore(recovered.seq, recovered.events);
+            engine.restore_actions(recovered.actions, false);
         }
         engine.track_unsaved();
         let publisher = Publisher {
@@ -496,7 +512,7 @@ impl Owner {
                 // Expiry tombstones are index updates too (a removal is not: the key's last
                 // update was its tombstone).
                 for change in &self.changes[first..] {
-                    if !change.removed {
+                    if !change.removed && !change.is_action() {
                         let _ = self.updates_tx.send(Arc::clone(&change.event));
                     }
                 }
@@ -525,6 +541,9 @@ impl Owner {
                         if let Some(ack) = ack {
                             let _ = ack.send(Applied::Done(Ok(())));
                         }
+                    }
+                    Input::Action(action) => {
+                        self.apply_action(*action, ack, position.is_some()).await
                     }
                 }
             }
@@ -563,6 +582,16 @@ impl Owner {
         }
     }
 
+    /// Why input must be refused now, if it must: storage failing — refused before it is
+    /// applied, so in-memory state does not run ahead of what can be stored (see
+    /// `commit::StorageHealth`). Input from an ordered log (`from_log`) is never refused.
+    fn storage_refusal(&self, from_log: bool) -> Option<EngineError> {
+        let error = self.storage_failure().filter(|_| !from_log)?;
+        Some(EngineError::Storage(format!(
+            "storage unavailable: {error}; refused, nothing applied (send again later)"
+        )))
+    }
+
     /// Applies one batch of events. `from_log`: it came from an ordered log every node applies,
     /// so a local reason (storage failing) must not refuse it — the committer holds its changes
     /// until storage is back, and the log keeps them meanwhile.
@@ -572,13 +601,9 @@ impl Owner {
         ack: Option<oneshot::Sender<Applied>>,
         from_log: bool,
     ) {
-        if let Some(error) = self.storage_failure().filter(|_| !from_log) {
-            // Refused before it is applied: in-memory state must not run ahead of what
-            // can be stored (see `commit::StorageHealth`).
+        if let Some(refusal) = self.storage_refusal(from_log) {
             if let Some(ack) = ack {
-                let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
-                    "storage unavailable: {error}; refused, nothing applied (send again later)"
-                )))));
+                let _ = ack.send(Applied::Done(Err(refusal)));
             }
             return;
         }
@@ -639,6 +664,37 @@ impl Owner {
                 let _ = ack.send(Applied::Done(Ok(())));
             }
             (None, None) => {}
+        }
+    }
+
+    /// Applies one operator action; `from_log` as for [`Owner::apply`].
+    async fn apply_action(
+        &mut self,
+        action: crate::action::Action,
+        ack: Option<oneshot::Sender<Applied>>,
+        from_log: bool,
+    ) {
+        if let Some(refusal) = self.storage_refusal(from_log) {
+            if let Some(ack) = ack {
+                let _ = ack.send(Applied::Done(Err(refusal)));
+            }
+            return;
+        }
+        match self.engine.apply_action(action, &mut self.changes) {
+            Ok(seq) => {
+                self.count_keys();
+                if let Some(ack) = ack {
+                    let (durable_tx, durable) = oneshot::channel();
+                    let _ = ack.send(Applied::Action { seq, durable });
+                    self.acks.push(durable_tx);
+                }
+                self.end_group().await;
+            }
+            Err(refusal) => {
+                if let Some(ack) = ack {
+                    let _ = ack.send(Applied::Done(Err(refusal.into())));
+                }
+            }
         }
     }
 

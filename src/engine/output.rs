@@ -53,7 +53,9 @@ impl Publisher {
     pub(crate) fn deliver(&self, output: Output, result: &Ack) {
         match output {
             Output::Group { changes, acks, .. } => {
-                Counters::add(&self.counters.changes, changes.len() as u64);
+                // Operator-action records are not state changes.
+                let count = changes.iter().filter(|c| !c.is_action()).count();
+                Counters::add(&self.counters.changes, count as u64);
                 for change in changes {
                     // No receivers is fine: nobody is watching.
                     let _ = self.changes_tx.send(Published::new(change));

@@ -1,6 +1,7 @@
 //! How changes and indexed events are laid out on disk: the `StoredChange` of history and the
 //! change log, the index's key and value, and the write steps the committer hands the store.
 
+use crate::action::{AckInfo, ActionRecord, Silence};
 use crate::change::Change;
 use crate::event::convert;
 use crate::event::Event;
@@ -25,6 +26,16 @@ pub struct StoredChange {
     /// The key left the index (see [`Change::removed`]).
     #[prost(bool, tag = "6")]
     pub removed: bool,
+    /// An operator-action record, as JSON of [`ActionRecord`] (see [`Change::action`]); empty
+    /// for a state change.
+    #[prost(bytes = "vec", tag = "7")]
+    pub action: Vec<u8>,
+    /// See [`Change::silenced`].
+    #[prost(bool, tag = "8")]
+    pub silenced: bool,
+    /// See [`Change::cleared_by`].
+    #[prost(string, optional, tag = "9")]
+    pub cleared_by: Option<String>,
 }
 
 impl StoredChange {
@@ -36,14 +47,45 @@ impl StoredChange {
         self.previous.clone().map(|p| convert::from_proto(p, 0))
     }
 
+    /// The operator-action record this is, if it is one (`None` too for one that does not
+    /// decode: it is then skipped, with a warning).
+    pub fn action(&self) -> Option<ActionRecord> {
+        if self.action.is_empty() {
+            return None;
+        }
+        match serde_json::from_slice(&self.action) {
+            Ok(record) => Some(record),
+            Err(error) => {
+                tracing::warn!(seq = self.seq, %error, "skipping an undecodable action record");
+                None
+            }
+        }
+    }
+
+    /// Whether this is an operator-action record.
+    pub fn is_action(&self) -> bool {
+        !self.action.is_empty()
+    }
+
     /// Back to the engine's form, to be filtered and framed like a live change.
     pub fn into_change(self) -> Change {
+        if self.is_action() {
+            // An undecodable record becomes an empty one rather than a fake state change.
+            return Change {
+                seq: self.seq,
+                action: self.action().map(std::sync::Arc::new),
+                ..Change::default()
+            };
+        }
         Change {
             seq: self.seq,
             event: std::sync::Arc::new(self.event()),
             previous: self.previous().map(std::sync::Arc::new),
             previous_state: self.previous_state,
             removed: self.removed,
+            silenced: self.silenced,
+            cleared_by: self.cleared_by,
+            action: None,
         }
     }
 }
@@ -60,6 +102,8 @@ pub(super) struct Record {
     /// What the index gets for the key: this event, or (when `removed`) no row.
     pub(super) event: std::sync::Arc<Event>,
     pub(super) removed: bool,
+    /// An operator-action record: it touches the stored acks and silences, not the index.
+    pub(super) action: Option<std::sync::Arc<ActionRecord>>,
     /// The encoded [`StoredChange`].
     pub(super) bytes: Vec<u8>,
 }
@@ -74,6 +118,7 @@ impl Encoded {
                 seq: change.seq,
                 event: std::sync::Arc::clone(&change.event),
                 removed: change.removed,
+                action: change.action.clone(),
                 bytes: encode_change(change, now_micros, &mut scratch),
             })
             .collect();
@@ -154,14 +199,69 @@ pub(super) fn encode_change(change: &Change, recorded_at: i64, scratch: &mut Vec
     if change.removed {
         prost::encoding::bool::encode(6, &change.removed, &mut buf);
     }
+    if let Some(action) = &change.action {
+        // Serializing plain data into a Vec cannot fail.
+        let json = serde_json::to_vec(&**action).unwrap_or_default();
+        prost::encoding::bytes::encode(7, &json, &mut buf);
+    }
+    if change.silenced {
+        prost::encoding::bool::encode(8, &change.silenced, &mut buf);
+    }
+    if let Some(by) = &change.cleared_by {
+        string::encode(9, by, &mut buf);
+    }
     buf
+}
+
+/// What a record does to the stored operator state: an ack is written or deleted, the silence
+/// set replaced. State changes do nothing here.
+pub(super) fn apply_action(
+    record: &ActionRecord,
+    acks: &mut redb::Table<&[u8], &[u8]>,
+    meta: &mut redb::Table<&str, &[u8]>,
+) -> Result<(), StoreError> {
+    match record {
+        ActionRecord::Ack(ack) => {
+            let key = encode_key_parts(ack.host.as_deref(), ack.service.as_deref());
+            let value = serde_json::to_vec(ack).unwrap_or_default();
+            acks.insert(key.as_slice(), value.as_slice())?;
+        }
+        ActionRecord::Unack { host, service, .. } => {
+            let key = encode_key_parts(host.as_deref(), service.as_deref());
+            acks.remove(key.as_slice())?;
+        }
+        ActionRecord::Silences { silences, .. } => {
+            let value = serde_json::to_vec(silences).unwrap_or_default();
+            meta.insert(super::META_SILENCES, value.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// A stored ack, or `None` (with a warning) when it does not decode.
+pub(super) fn decode_ack(bytes: &[u8]) -> Option<AckInfo> {
+    serde_json::from_slice(bytes)
+        .inspect_err(|error| tracing::warn!(%error, "skipping an undecodable stored ack"))
+        .ok()
+}
+
+/// The stored silence set (empty when there is none or it does not decode).
+pub(super) fn decode_silences(bytes: &[u8]) -> Vec<Silence> {
+    serde_json::from_slice(bytes)
+        .inspect_err(|error| tracing::warn!(%error, "ignoring the undecodable stored silences"))
+        .unwrap_or_default()
 }
 
 /// (host, service) as bytes: a presence byte and a length prefix per part, so `(None, "a")`,
 /// `(Some(""), "a")` and `("a", None)` never collide.
 pub(super) fn encode_key(event: &Event) -> Vec<u8> {
+    encode_key_parts(event.host.as_deref(), event.service.as_deref())
+}
+
+/// [`encode_key`] from the parts.
+pub(super) fn encode_key_parts(host: Option<&str>, service: Option<&str>) -> Vec<u8> {
     let mut key = Vec::new();
-    for part in [&event.host, &event.service] {
+    for part in [host, service] {
         match part {
             None => key.push(0),
             Some(s) => {

@@ -13,7 +13,9 @@
 //! disk, and a published `seq` is never handed out twice, even across `kill -9` or a power cut.
 //! Index updates that are not changes are written by the periodic flush just before the
 //! checkpoint, so a crash can lose at most that second of metric/description updates — never a
-//! state.
+//! state. Operator-action records (acks, silences) travel the same way as changes: logged,
+//! written into history, and applied to the `acks` table and the stored silence set as changes
+//! are to the index.
 //!
 //! Layout: [`encoding`] (how changes and index rows are encoded), [`wal`] (the change log),
 //! `recovery` (what a start reads back), [`error`]. The store knows events and changes only
@@ -39,7 +41,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 #[cfg(test)]
 use crate::change::Change;
 use crate::event::Event;
-use encoding::{delete_event, put_event};
+use encoding::{apply_action, delete_event, put_event};
 use recovery::{recover, recover_read_only, replay};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -47,6 +49,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index");
 /// seq → encoded [`StoredChange`].
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+/// Encoded index key → an operator's ack of it (JSON of `action::AckInfo`), written from the
+/// action records like the index from changes.
+const ACKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("acks");
 
 /// Page cache of the database file (redb's default is 1 GiB). The hot set is small — the index
 /// (≈ a few hundred bytes per key) and the end of history being appended — and history reads
@@ -56,12 +61,16 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 const META_EPOCH: &str = "epoch";
 const META_SEQ: &str = "seq";
+/// The silence set (JSON of `Vec<action::Silence>`), replaced by each silences record.
+const META_SILENCES: &str = "silences";
 
 /// What a restart recovers.
 pub struct Recovered {
     pub epoch: String,
     pub seq: u64,
     pub events: Vec<Event>,
+    /// Acks and silences (the silenced keys are evaluated again by the engine).
+    pub actions: crate::action::Actions,
 }
 
 /// Bounds on history.
@@ -222,7 +231,8 @@ impl Store {
             let (logged, _) = wal.read_back(checkpointed)?;
             let mut history = txn.open_table(HISTORY)?;
             let mut index = txn.open_table(INDEX)?;
-            if let Some(seq) = replay(&logged, &mut history, &mut index)? {
+            let mut acks = txn.open_table(ACKS)?;
+            if let Some(seq) = replay(&logged, &mut history, &mut index, &mut acks, &mut meta)? {
                 meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
             }
             logged.len()
@@ -286,12 +296,16 @@ impl Store {
         {
             let mut history = txn.open_table(HISTORY)?;
             let mut index = txn.open_table(INDEX)?;
+            let mut acks = txn.open_table(ACKS)?;
+            let mut meta = txn.open_table(META)?;
             for step in steps {
                 match step {
                     WriteStep::Changes(encoded) => {
                         for record in &encoded.records {
                             history.insert(record.seq, record.bytes.as_slice())?;
-                            if record.removed {
+                            if let Some(action) = &record.action {
+                                apply_action(action, &mut acks, &mut meta)?;
+                            } else if record.removed {
                                 delete_event(&mut index, &record.event)?;
                             } else {
                                 put_event(&mut index, &record.event)?;
@@ -308,7 +322,6 @@ impl Store {
                     }
                 }
             }
-            let mut meta = txn.open_table(META)?;
             meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
         }
         txn.commit()?;

@@ -6,8 +6,15 @@ use std::path::Path;
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::encoding::{delete_event, encode_key, put_event, StoredChange};
-use super::{new_epoch, wal, Recovered, StoreError, HISTORY, INDEX, META, META_EPOCH, META_SEQ};
+use super::encoding::{
+    apply_action, decode_ack, decode_silences, delete_event, encode_key, encode_key_parts,
+    put_event, StoredChange,
+};
+use super::{
+    new_epoch, wal, Recovered, StoreError, ACKS, HISTORY, INDEX, META, META_EPOCH, META_SEQ,
+    META_SILENCES,
+};
+use crate::action::{ActionRecord, Actions};
 use crate::event::convert;
 use crate::proto;
 
@@ -30,8 +37,10 @@ pub(super) fn recover(db: &Database, log_path: &Path) -> Result<(Recovered, wal:
         let (wal, logged, report) = wal::Wal::open(log_path, checkpointed)?;
         let mut history = txn.open_table(HISTORY)?;
         let mut index = txn.open_table(INDEX)?;
+        let mut acks = txn.open_table(ACKS)?;
         let replayed = logged.len();
-        let seq = replay(&logged, &mut history, &mut index)?.unwrap_or(checkpointed);
+        let seq = replay(&logged, &mut history, &mut index, &mut acks, &mut meta)?
+            .unwrap_or(checkpointed);
         if replayed > 0 {
             meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
         }
@@ -43,7 +52,24 @@ pub(super) fn recover(db: &Database, log_path: &Path) -> Result<(Recovered, wal:
                 Err(error) => tracing::warn!(%error, "skipping undecodable index entry"),
             }
         }
-        (Recovered { epoch, seq, events }, (wal, replayed, report))
+        let mut actions = Actions {
+            silences: meta
+                .get(META_SILENCES)?
+                .map(|v| decode_silences(v.value()))
+                .unwrap_or_default(),
+            ..Actions::default()
+        };
+        for row in acks.iter()? {
+            let (_, value) = row?;
+            actions.acks.extend(decode_ack(value.value()));
+        }
+        let recovered = Recovered {
+            epoch,
+            seq,
+            events,
+            actions,
+        };
+        (recovered, (wal, replayed, report))
     };
     txn.commit()?;
     let (mut wal, replayed, report) = wal;
@@ -80,7 +106,35 @@ pub(super) fn recover_read_only(
             Err(error) => tracing::warn!(%error, "skipping undecodable index entry"),
         }
     }
+    let mut silences = meta
+        .get(META_SILENCES)?
+        .map(|v| decode_silences(v.value()))
+        .unwrap_or_default();
+    let mut acks = std::collections::BTreeMap::new();
+    // A database from before acks existed has no such table.
+    if let Ok(table) = txn.open_table(ACKS) {
+        for row in table.iter()? {
+            let (key, value) = row?;
+            if let Some(ack) = decode_ack(value.value()) {
+                acks.insert(key.value().to_vec(), ack);
+            }
+        }
+    }
     for change in &logged {
+        if change.is_action() {
+            match change.action() {
+                Some(ActionRecord::Ack(ack)) => {
+                    let key = encode_key_parts(ack.host.as_deref(), ack.service.as_deref());
+                    acks.insert(key, ack);
+                }
+                Some(ActionRecord::Unack { host, service, .. }) => {
+                    acks.remove(&encode_key_parts(host.as_deref(), service.as_deref()));
+                }
+                Some(ActionRecord::Silences { silences: set, .. }) => silences = set,
+                None => {}
+            }
+            continue;
+        }
         let event = change.event();
         if change.removed {
             index.remove(&encode_key(&event));
@@ -91,7 +145,18 @@ pub(super) fn recover_read_only(
     let seq = logged.last().map_or(checkpointed, |change| change.seq);
     log_replay(logged.len(), &report, seq);
     let events = index.into_values().collect();
-    Ok((Recovered { epoch, seq, events }, wal))
+    let actions = Actions {
+        acks: acks.into_values().collect(),
+        silences,
+        ..Actions::default()
+    };
+    let recovered = Recovered {
+        epoch,
+        seq,
+        events,
+        actions,
+    };
+    Ok((recovered, wal))
 }
 
 fn log_replay(replayed: usize, report: &wal::ReadReport, seq: u64) {
@@ -120,11 +185,17 @@ pub(super) fn replay(
     logged: &[StoredChange],
     history: &mut redb::Table<u64, &[u8]>,
     index: &mut redb::Table<&[u8], &[u8]>,
+    acks: &mut redb::Table<&[u8], &[u8]>,
+    meta: &mut redb::Table<&str, &[u8]>,
 ) -> Result<Option<u64>, StoreError> {
     let mut seq = None;
     for change in logged {
         history.insert(change.seq, change.encode_to_vec().as_slice())?;
-        if change.removed {
+        if change.is_action() {
+            if let Some(record) = change.action() {
+                apply_action(&record, acks, meta)?;
+            }
+        } else if change.removed {
             delete_event(index, &change.event())?;
         } else {
             put_event(index, &change.event())?;

@@ -21,7 +21,7 @@ fn change(seq: u64, host: &str, state: &str) -> Change {
             ..Default::default()
         }),
         previous: None,
-        removed: false,
+        ..Change::default()
     }
 }
 
@@ -53,6 +53,14 @@ fn a_change_is_encoded_as_prost_encodes_its_stored_change() {
         (with_previous, 1_700_000_000_000_000),
         (defaults, 0),
         (removal(9, "gone"), 5),
+        (
+            Change {
+                silenced: true,
+                cleared_by: Some("ann".into()),
+                ..removal(10, "cleared")
+            },
+            6,
+        ),
     ];
     for (c, recorded_at) in cases {
         let expected = StoredChange {
@@ -62,6 +70,9 @@ fn a_change_is_encoded_as_prost_encodes_its_stored_change() {
             previous: c.previous.as_deref().map(convert::to_proto),
             recorded_at,
             removed: c.removed,
+            action: Vec::new(),
+            silenced: c.silenced,
+            cleared_by: c.cleared_by.clone(),
         };
         let mut scratch = b"left over".to_vec();
         let encoded = encode_change(&c, recorded_at, &mut scratch);
@@ -264,5 +275,130 @@ fn reopen_writes_what_only_the_log_holds() {
         .collect();
     assert_eq!(seqs, vec![1, 2]);
     drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn ack_record(seq: u64, host: &str, note: &str) -> Change {
+    Change::action(
+        seq,
+        crate::action::ActionRecord::Ack(crate::action::AckInfo {
+            host: Some(host.into()),
+            service: None,
+            note: note.into(),
+            by: "ann".into(),
+            at: 7,
+            expires_at: Some(9),
+        }),
+    )
+}
+
+fn silences_record(seq: u64, ids: &[u64]) -> Change {
+    let silences = ids
+        .iter()
+        .map(|&id| crate::action::Silence {
+            id,
+            query: "host = \"a\"".into(),
+            comment: String::new(),
+            by: "ann".into(),
+            created_at: 1,
+            starts_at: 1,
+            ends_at: 2,
+            active: true,
+        })
+        .collect();
+    Change::action(
+        seq,
+        crate::action::ActionRecord::Silences {
+            silences,
+            silenced: vec![(Some("a".into()), None)],
+        },
+    )
+}
+
+/// Acks and silences are stored from their records, whether redb got them (a write) or only
+/// the log did (replayed on open, and in memory when the database cannot be written); history
+/// gives the records back as they were, and they leave the stored index alone.
+#[test]
+fn action_records_are_stored_recovered_and_kept_in_history() {
+    let dir = tmp();
+    let unack = Change::action(
+        5,
+        crate::action::ActionRecord::Unack {
+            host: Some("a".into()),
+            service: None,
+            reason: crate::action::UnackReason::Deleted,
+            by: Some("bob".into()),
+        },
+    );
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        let changes = [
+            change(1, "a", "critical"),
+            ack_record(2, "a", "first"),
+            ack_record(3, "b", "other"),
+            silences_record(4, &[4]),
+        ];
+        store.commit(&changes, &[], 4, 1_000).unwrap();
+        store.checkpoint().unwrap();
+        // Only in the log: a's ack ends, b's is replaced, the silence set changes.
+        let logged = [
+            unack.clone(),
+            ack_record(6, "b", "second"),
+            silences_record(7, &[4, 7]),
+        ];
+        store.log([&Encoded::new(&logged, 2_000)]).unwrap();
+    }
+    let check = |rec: &Recovered| {
+        assert_eq!(rec.seq, 7);
+        assert_eq!(rec.events.len(), 1, "action records touch no index row");
+        let notes: Vec<(Option<String>, String)> = rec
+            .actions
+            .acks
+            .iter()
+            .map(|a| (a.host.clone(), a.note.clone()))
+            .collect();
+        assert_eq!(notes, vec![(Some("b".into()), "second".into())]);
+        let ids: Vec<u64> = rec.actions.silences.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![4, 7]);
+    };
+    let (store, rec) = Store::open(&dir).unwrap();
+    check(&rec);
+    let history: Vec<Change> = store
+        .history(0, 10, |_| true)
+        .unwrap()
+        .into_iter()
+        .map(StoredChange::into_change)
+        .collect();
+    assert_eq!(history.len(), 7);
+    assert_eq!(history[4], unack);
+    assert_eq!(history[1], ack_record(2, "a", "first"));
+    assert!(!history[0].is_action());
+    drop(store);
+    // Opened again (nothing left in the log): the same from redb alone.
+    let (_, rec) = Store::open(&dir).unwrap();
+    check(&rec);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The read-only start (a database that cannot be written) applies the logged action records
+/// in memory.
+#[test]
+fn a_read_only_start_applies_logged_action_records() {
+    let dir = tmp();
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        store
+            .commit(&[ack_record(1, "a", "first")], &[], 1, 1_000)
+            .unwrap();
+        store.checkpoint().unwrap();
+        let logged = [ack_record(2, "b", "second"), silences_record(3, &[3])];
+        store.log([&Encoded::new(&logged, 2_000)]).unwrap();
+    }
+    let db = open_database(&dir.join(DB_FILE)).unwrap();
+    let (rec, _) = recover_read_only(&db, &dir.join(WAL_FILE)).unwrap();
+    assert_eq!(rec.seq, 3);
+    assert_eq!(rec.actions.acks.len(), 2);
+    assert_eq!(rec.actions.silences.len(), 1);
+    drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -106,9 +106,11 @@ async fn read<T: Send + 'static>(
     let read = tokio::task::spawn_blocking(move || {
         let stored = match span {
             Span::FirstMatching(limit) => store.history(since, limit, |c: &StoredChange| {
-                filter
-                    .as_ref()
-                    .is_none_or(|q| q.matches_transition(&c.event(), c.previous().as_ref()))
+                // Operator-action records concern every watcher.
+                c.is_action()
+                    || filter
+                        .as_ref()
+                        .is_none_or(|q| q.matches_transition(&c.event(), c.previous().as_ref()))
             })?,
             Span::Next(count) => store.history(since, count, |_| true)?,
         };
@@ -119,9 +121,12 @@ async fn read<T: Send + 'static>(
             .filter(|change| match span {
                 // Filtered while reading.
                 Span::FirstMatching(_) => true,
-                Span::Next(_) => filter.as_ref().is_none_or(|q| {
-                    q.matches_transition(&change.event, change.previous.as_deref())
-                }),
+                Span::Next(_) => {
+                    change.is_action()
+                        || filter.as_ref().is_none_or(|q| {
+                            q.matches_transition(&change.event, change.previous.as_deref())
+                        })
+                }
             })
             .map(render)
             .collect();

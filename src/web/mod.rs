@@ -9,15 +9,19 @@
 //! - `proxy`: the reverse proxy in front (`--trusted-proxy` blocks, `--external-url`).
 //! - `error`: `ApiError`, the one shape of an error answer.
 //! - `api`: `POST /api/event`, `GET /api/state`, `GET /api/history`, `GET /metrics`.
+//! - `actions`: operator actions (`/api/ack`, `/api/unack`, `/api/acks`, `/api/silence`,
+//!   `/api/silences`, `/api/clear`).
 //! - `history`: reads history on a blocking thread, for `/api/history` and `/ws` resumes.
 //! - `ws`: the dashboard websocket `/ws` (`session`, `outbox`).
 //! - `index`: Riemann's `/index` (websocket or server-sent events).
 //! - `events`: Riemann's `/events` websocket ingest (acks per batch); `POST /events` (NDJSON)
 //!   is `api`'s, whose body decoding both share.
 //! - `health`: `/healthz` and `/readyz`, outside the access rules.
+//! - `rates`: `GET /api/rates`, the last hour of the stats counters for the page's chart.
 //! - `assets`: the embedded dashboard page.
 
 pub mod access;
+mod actions;
 mod api;
 mod assets;
 mod error;
@@ -27,6 +31,7 @@ mod history;
 pub mod http_server;
 mod index;
 pub mod proxy;
+pub(crate) mod rates;
 pub mod ws;
 
 use std::sync::Arc;
@@ -77,6 +82,8 @@ pub(crate) struct AppState {
     pub(crate) json_limits: crate::event::EventLimits,
     /// Time a request body has to arrive in full.
     pub(crate) body_timeout: Duration,
+    /// The last hour of stats samples, filled by [`stats_ticker`], read by `GET /api/rates`.
+    pub(crate) rates: Arc<rates::RateRing>,
 }
 
 pub(crate) fn router(app: AppState) -> Router {
@@ -94,7 +101,9 @@ pub(crate) fn router(app: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(app.max_body_bytes)),
         )
         .route("/api/state", get(api::state))
+        .merge(action_routes())
         .route("/api/history", get(api::history))
+        .route("/api/rates", get(rates::rates))
         .route("/index", get(index::index))
         .route("/metrics", get(api::metrics))
         .fallback(get(assets::serve))
@@ -104,6 +113,29 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(app)
+}
+
+/// The operator-action endpoints, each body bounded by [`actions::MAX_ACTION_BODY`].
+fn action_routes() -> Router<AppState> {
+    let limit = || DefaultBodyLimit::max(actions::MAX_ACTION_BODY);
+    Router::new()
+        .route(
+            "/api/ack",
+            post(actions::ack)
+                .delete(actions::delete_ack)
+                .layer(limit()),
+        )
+        .route("/api/unack", post(actions::post_unack).layer(limit()))
+        .route("/api/acks", get(actions::acks))
+        .route("/api/silence", post(actions::create_silence).layer(limit()))
+        .route(
+            "/api/silence/{id}",
+            axum::routing::put(actions::edit_silence)
+                .delete(actions::delete_silence)
+                .layer(limit()),
+        )
+        .route("/api/silences", get(actions::silences))
+        .route("/api/clear", post(actions::clear).layer(limit()))
 }
 
 /// Refuses requests addressed to a Host name that is not allowed (DNS rebinding, see `access`).
@@ -229,6 +261,7 @@ pub(crate) async fn stats_ticker(
     counters: Arc<Counters>,
     interval: Duration,
     tx: watch::Sender<Utf8Bytes>,
+    rates: Arc<rates::RateRing>,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -238,11 +271,16 @@ pub(crate) async fn stats_ticker(
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let (events, changes) = (
+            Counters::get(&counters.events),
+            Counters::get(&counters.changes),
+        );
+        rates.record(events, changes);
         let frame = json!({
             "type": "stats",
             "clients": Counters::get(&counters.ws_clients),
-            "events": Counters::get(&counters.events),
-            "changes": Counters::get(&counters.changes),
+            "events": events,
+            "changes": changes,
         })
         .to_string();
         tx.send_replace(frame.into());

@@ -221,8 +221,10 @@ export async function launchBrowser() {
  * console errors (CSP violations are reported there), and dialogs (which must never open).
  * Resolves once the page says "live".
  */
-export async function openDashboard(browser, server, { viewport = { width: 1366, height: 768 }, path = '/', colorScheme = 'light', contextOptions = {} } = {}) {
+export async function openDashboard(browser, server, { viewport = { width: 1366, height: 768 }, path = '/', colorScheme = 'light', contextOptions = {}, initScript = null, live = true } = {}) {
   const context = await browser.newContext({ viewport, colorScheme, timezoneId: 'Europe/Berlin', locale: 'en-GB', ...contextOptions });
+  // Runs before the page's own scripts (e.g. a stand-in for the Notification API).
+  if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
   const problems = { pageErrors: [], consoleErrors: [], dialogs: [] };
   page.on('pageerror', (err) => problems.pageErrors.push(String(err)));
@@ -235,7 +237,7 @@ export async function openDashboard(browser, server, { viewport = { width: 1366,
   });
   page.setDefaultTimeout(WAIT_MS);
   await page.goto(new URL(path, server.url).href);
-  await waitLive(page);
+  if (live) await waitLive(page);
   return { page, context, problems };
 }
 
@@ -294,10 +296,11 @@ export async function waitLive(page) {
   await waitHeaderSettled(page);
 }
 
-/** Waits until the header's problem count agrees with the page's problem list. */
+/** Waits until the header's problem count agrees with the page's problems (acked and silenced
+ *  ones are counted apart). */
 export async function waitHeaderSettled(page) {
   await page.waitForFunction(() => document.getElementById('problem-count').textContent
-    === String(window.statecast.problems.length), null, { timeout: WAIT_MS });
+    === String(window.statecast.counts.active), null, { timeout: WAIT_MS });
 }
 
 /** Waits for the document title (it is updated once per frame, just after the rows). */
@@ -309,9 +312,9 @@ export async function waitTitle(page, title) {
   }
 }
 
-/** The problems table as data, in display order. */
+/** The problems table as data, in display order (problem rows only, not group or section rows). */
 export function readRows(page) {
-  return page.$$eval('#problem-rows tr', (trs) => trs.map((tr) => ({
+  return page.$$eval('#problem-rows tr.row', (trs) => trs.map((tr) => ({
     host: tr.querySelector('.c-host').textContent,
     service: tr.querySelector('.c-service').textContent,
     state: tr.querySelector('.c-state .badge').textContent,
@@ -327,7 +330,7 @@ export function readRows(page) {
 export async function waitForRows(page, expected) {
   try {
     await page.waitForFunction((want) => {
-      const got = [...document.querySelectorAll('#problem-rows tr')]
+      const got = [...document.querySelectorAll('#problem-rows tr.row')]
         .map((tr) => `${tr.querySelector('.c-host').textContent}/${tr.querySelector('.c-service').textContent}`);
       return JSON.stringify(got) === JSON.stringify(want);
     }, expected, { timeout: WAIT_MS });

@@ -97,3 +97,15 @@ test('phone 390×844: cards, no horizontal scrolling; saved as docs/dashboard-ph
     assertClean(problems);
   });
 });
+
+test('grouped by host at 1366×768; saved as docs/dashboard-grouped.png', async () => {
+  await withDashboard(suite.browser, suite.server, { viewport: { width: 1366, height: 768 }, path: '/?group=host' }, async ({ page, problems }) => {
+    await page.waitForFunction(() => document.querySelectorAll('#problem-rows tr.group-row').length >= 5);
+    // One group collapsed, to show both.
+    await page.click('#problem-rows tr.group-row[data-group="host=web-eu-1"] .group-toggle');
+    await assertFits(page, 1366);
+    await page.waitForFunction(() => document.getAnimations().every((a) => a.playState !== 'running' || a.effect?.getTiming().iterations === Infinity));
+    await screenshot(page, 'dashboard-grouped.png');
+    assertClean(problems);
+  });
+});

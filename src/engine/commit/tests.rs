@@ -57,7 +57,7 @@ fn a_change_after_a_flush_in_one_commit_wins_in_the_index() {
                     previous_state: "ok".into(),
                     event: event("critical", 0.9),
                     previous: Some(event("ok", 0.1)),
-                    removed: false,
+                    ..Change::default()
                 }],
                 acks: Vec::new(),
                 seq: 1,
@@ -84,7 +84,7 @@ fn group(seq: u64, state: &str) -> (Output, oneshot::Receiver<Ack>) {
             previous_state: "ok".into(),
             event: event(state, seq as f64),
             previous: None,
-            removed: false,
+            ..Change::default()
         }],
         acks: vec![ack],
         seq,

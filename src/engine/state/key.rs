@@ -66,6 +66,13 @@ pub(super) struct KeyRef<'a> {
 }
 
 impl<'a> KeyRef<'a> {
+    pub(super) fn of_parts(host: Option<&'a str>, service: Option<&'a str>) -> Self {
+        Self {
+            host: host.map(str::as_bytes),
+            service: service.map(str::as_bytes),
+        }
+    }
+
     pub(super) fn of_event(event: &'a Event) -> Self {
         Self {
             host: event.host.as_deref().map(str::as_bytes),

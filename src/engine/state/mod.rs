@@ -20,6 +20,7 @@
 //! index would grow with every host ever seen (autoscaled machines, containers). A key that never
 //! had a state is simply dropped when it expires.
 
+mod actions;
 mod expiry;
 mod key;
 
@@ -111,6 +112,8 @@ pub struct Engine {
     /// The last events of keys that left the index without a change (no state), for the store
     /// to delete (only when tracking).
     forgotten: Vec<Arc<Event>>,
+    /// Acks and silences (see `actions`).
+    operator: actions::Operator,
 }
 
 impl Engine {
@@ -127,6 +130,7 @@ impl Engine {
             expired_keep_micros: None,
             max_keys: usize::MAX,
             forgotten: Vec::new(),
+            operator: actions::Operator::default(),
         }
     }
 
@@ -255,6 +259,7 @@ impl Engine {
             if let Some(change) = self.apply_one(event, indexed.as_deref_mut()) {
                 first_change.get_or_insert(position);
                 changes.push(change);
+                self.after_change(changes);
             }
         }
         Ok(first_change)
@@ -383,7 +388,7 @@ impl Engine {
             previous_state: current.unwrap_or_else(|| self.init_state.clone()),
             event,
             previous,
-            removed: false,
+            ..Change::default()
         }
     }
 
@@ -414,7 +419,9 @@ impl Engine {
     }
 
     /// Expires every entry due at or before `now_micros` (and removes those expired for the
-    /// keep time), appending the resulting changes. Returns how many entries expired or went.
+    /// keep time), appending the resulting changes, then moves operator state on (acks past
+    /// their expiry, silence windows: see `actions`). Returns how many entries expired or went
+    /// plus how many action records it made.
     pub fn expire(&mut self, now_micros: i64, changes: &mut Vec<Change>) -> usize {
         let mut expired = 0;
         loop {
@@ -450,6 +457,7 @@ impl Engine {
                 let mut change = self.next_change(Some(state), Arc::clone(&event), Some(event));
                 change.removed = true;
                 changes.push(change);
+                self.after_change(changes);
                 continue;
             }
             let mut tombstone = (*entry.event).clone();
@@ -467,9 +475,10 @@ impl Engine {
             if state != EXPIRED {
                 let change = self.next_change(Some(state), tombstone, Some(previous));
                 changes.push(change);
+                self.after_change(changes);
             }
         }
-        expired
+        expired + self.tick_actions(now_micros, changes)
     }
 
     /// When the next entry expires, if any (the tests check the lazily rescheduled heap with it).
@@ -491,6 +500,7 @@ impl Engine {
         Snapshot {
             seq: self.seq,
             events: self.index.values().map(|e| Arc::clone(&e.event)).collect(),
+            actions: self.actions_snapshot(),
         }
     }
 }

@@ -143,6 +143,8 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
                         None => return,
                         Some(Err(_)) => (Err(EngineError::Closed), msgs.count),
                         Some(Ok(Applied::Done(ack))) => (ack, msgs.count),
+                        // Only operator actions are answered so; never a batch of events.
+                        Some(Ok(Applied::Action { .. })) => (Err(EngineError::Closed), msgs.count),
                         Some(Ok(Applied::Changed {
                             first_change,
                             durable,

@@ -30,6 +30,7 @@ mod session;
 
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query as UrlQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -63,11 +64,16 @@ struct Resume {
 }
 
 /// `GET /ws?query=Q`: upgrade to a dashboard session, within the connection limit.
+///
+/// Every check runs before the upgrade is required: a browser only sees a refused upgrade as a
+/// failed connection, so the page asks the same URL with a plain GET to learn why (401 token,
+/// 400 query, 503 full) and says so instead of reconnecting for ever. A plain GET that passes
+/// them all gets the upgrade's own refusal (426), and never a session.
 pub(crate) async fn upgrade(
     State(app): State<AppState>,
     UrlQuery(params): UrlQuery<SubscribeParams>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(denied) = app.admit_dashboard(&headers, &params, "/ws") {
         return denied.into_response();
@@ -78,6 +84,10 @@ pub(crate) async fn upgrade(
     };
     let Some(permit) = super::ws_permit(&app) else {
         return super::too_many_websockets(&app, "/ws");
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(not_an_upgrade) => return not_an_upgrade.into_response(),
     };
     let tasks = app.tasks.clone();
     let resume = params.since.map(|since| Resume {

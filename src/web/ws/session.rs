@@ -525,8 +525,10 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// A change is delivered when the event before or after it matches the filter, so a watcher
 /// also sees a service leave its slice.
+/// Operator-action records go to every watcher (the page decides what to show).
 fn wants(filter: Option<&Query>, change: &crate::engine::Change) -> bool {
-    filter.is_none_or(|q| q.matches_transition(&change.event, change.previous.as_deref()))
+    change.is_action()
+        || filter.is_none_or(|q| q.matches_transition(&change.event, change.previous.as_deref()))
 }
 
 /// Pending forever when there is no deadline.

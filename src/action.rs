@@ -1,0 +1,270 @@
+//! Operator actions — acknowledge, silence, clear — as data: what an API call asks the engine
+//! to do ([`Action`]), the state it keeps for them ([`AckInfo`], [`Silence`], [`Actions`]), the
+//! records it hands out for them ([`ActionRecord`]: each gets a `seq` like a change, is
+//! published, stored in history and framed for dashboards) and why one is refused ([`Refusal`]).
+//!
+//! Why a leaf of plain, serde-derived data: an action is an input of the deterministic engine,
+//! so in cluster mode it travels through the shared stream and every node applies it; the
+//! engine, the store, the broadcaster and the API all name these types without depending on one
+//! another. Times are µs since the epoch, set by whoever made the action (the API handler's
+//! clock): the engine never reads a clock.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::event::format_time;
+use crate::query::Query;
+
+/// (host, service) of an index key, as events carry them (either may be absent).
+pub type KeyName = (Option<String>, Option<String>);
+
+/// Silences kept at once: each is evaluated against every change, and the set is sent whole.
+pub const MAX_SILENCES: usize = 1_000;
+/// Longest silence query, in bytes (it is compiled on every node, and kept and sent whole).
+pub const MAX_SILENCE_QUERY: usize = 4 * 1024;
+/// Longest ack note or silence comment, in bytes.
+pub const MAX_NOTE: usize = 1024;
+/// Longest "by" (who acted), in bytes.
+pub const MAX_BY: usize = 128;
+
+/// One operator action, with when and by whom it was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// When the API took it (µs since the epoch): the engine's notion of "now" for it.
+    pub at_micros: i64,
+    pub by: String,
+    pub kind: ActionKind,
+}
+
+impl Action {
+    /// Compiles a silence's query if it is not compiled yet (an action that arrived over the
+    /// wire). Regex compilation is bounded (see [`crate::query`]) but can take milliseconds:
+    /// whoever hands such actions to the engine should call this first, on a blocking thread,
+    /// so the engine's task does not. A query that does not compile is left for the engine to
+    /// refuse.
+    pub fn compile(&mut self) {
+        if let ActionKind::Silence {
+            query, compiled, ..
+        } = &mut self.kind
+        {
+            if compiled.is_none() {
+                *compiled = Query::parse(query).ok();
+            }
+        }
+    }
+}
+
+/// What the action does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Acknowledge the key's problem (replacing an earlier ack of it).
+    Ack {
+        host: Option<String>,
+        service: Option<String>,
+        note: String,
+        expires_at: Option<i64>,
+    },
+    /// End the key's ack now.
+    Unack {
+        host: Option<String>,
+        service: Option<String>,
+    },
+    /// Create a silence (`id` `None`: its id is the action's `seq`) or replace silence `id`.
+    Silence {
+        id: Option<u64>,
+        query: String,
+        comment: String,
+        starts_at: i64,
+        ends_at: i64,
+        /// The query, compiled already by whoever made the action (off the async workers);
+        /// not carried over the wire: a node that receives the action compiles the text.
+        #[serde(skip)]
+        compiled: Option<Query>,
+    },
+    /// End silence `id` now.
+    Unsilence { id: u64 },
+    /// Remove the key from the index now.
+    Clear {
+        host: Option<String>,
+        service: Option<String>,
+    },
+}
+
+/// An acknowledgement of one key's problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckInfo {
+    pub host: Option<String>,
+    pub service: Option<String>,
+    pub note: String,
+    pub by: String,
+    pub at: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl AckInfo {
+    pub fn key(&self) -> KeyName {
+        (self.host.clone(), self.service.clone())
+    }
+
+    /// `{"host","service","note","by","at","expires_at"}` (the wire contract's ACK).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "host": self.host,
+            "service": self.service,
+            "note": self.note,
+            "by": self.by,
+            "at": format_time(self.at),
+            "expires_at": self.expires_at.map(format_time),
+        })
+    }
+}
+
+/// A silence: keys whose event its query matches are "silenced" between `starts_at` and
+/// `ends_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    /// The `seq` of the action that created it.
+    pub id: u64,
+    pub query: String,
+    pub comment: String,
+    pub by: String,
+    pub created_at: i64,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    /// It has started (the engine's time passed `starts_at`); it is dropped once it ends.
+    pub active: bool,
+}
+
+impl Silence {
+    /// The wire contract's SILENCE (`id` as a string).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id.to_string(),
+            "query": self.query,
+            "comment": self.comment,
+            "by": self.by,
+            "created_at": format_time(self.created_at),
+            "starts_at": format_time(self.starts_at),
+            "ends_at": format_time(self.ends_at),
+            "active": self.active,
+        })
+    }
+}
+
+/// Why an ack ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnackReason {
+    /// The key returned to ok.
+    Resolved,
+    /// Its `expires_at` passed.
+    Expired,
+    /// The key left the index (cleared, or removed after `--expired-keep`).
+    Removed,
+    /// An operator ended it.
+    Deleted,
+}
+
+impl UnackReason {
+    fn label(self) -> &'static str {
+        match self {
+            UnackReason::Resolved => "resolved",
+            UnackReason::Expired => "expired",
+            UnackReason::Removed => "removed",
+            UnackReason::Deleted => "deleted",
+        }
+    }
+}
+
+/// What an action (or the clock, for expiries and silence windows) changed: one record with
+/// its own `seq`, published and kept in history like a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ActionRecord {
+    /// An ack was set or replaced.
+    Ack(AckInfo),
+    /// An ack ended.
+    Unack {
+        host: Option<String>,
+        service: Option<String>,
+        reason: UnackReason,
+        by: Option<String>,
+    },
+    /// The silence set changed (created, edited, deleted, started, ended): the whole set and
+    /// the whole set of silenced keys after the change.
+    Silences {
+        silences: Vec<Silence>,
+        silenced: Vec<KeyName>,
+    },
+}
+
+impl ActionRecord {
+    /// The websocket frame (and `/api/history` item) of this record at `seq`.
+    pub fn to_json(&self, seq: u64) -> Value {
+        match self {
+            ActionRecord::Ack(ack) => json!({"type": "ack", "seq": seq, "ack": ack.to_json()}),
+            ActionRecord::Unack {
+                host,
+                service,
+                reason,
+                by,
+            } => {
+                let mut value = json!({
+                    "type": "unack",
+                    "seq": seq,
+                    "host": host,
+                    "service": service,
+                    "reason": reason.label(),
+                });
+                if let Some(by) = by {
+                    value["by"] = Value::String(by.clone());
+                }
+                value
+            }
+            ActionRecord::Silences { silences, silenced } => json!({
+                "type": "silences",
+                "seq": seq,
+                "silences": silences.iter().map(Silence::to_json).collect::<Vec<_>>(),
+                "silenced": keys_json(silenced),
+            }),
+        }
+    }
+}
+
+/// `[[H,S]…]`.
+pub fn keys_json(keys: &[KeyName]) -> Value {
+    Value::Array(
+        keys.iter()
+            .map(|(host, service)| json!([host, service]))
+            .collect(),
+    )
+}
+
+/// The operator state a snapshot carries: every ack, every silence (started or not) and the
+/// indexed keys an active silence matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actions {
+    pub acks: Vec<AckInfo>,
+    pub silences: Vec<Silence>,
+    pub silenced: Vec<KeyName>,
+    /// The latest time the engine's input has shown (ticks, actions), µs: what a silence
+    /// created with a start at or before it is active from.
+    #[serde(default)]
+    pub clock: i64,
+}
+
+/// Why the engine refused an action (nothing of it applied). Decided from the engine's state,
+/// in input order: every node refuses the same actions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The key or silence does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The state does not allow it: nothing to acknowledge, or a limit reached (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The action itself is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+}

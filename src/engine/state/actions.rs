@@ -1,0 +1,435 @@
+//! Operator actions in the state machine: acks per key, silences, clear.
+//!
+//! Everything here is decided from the engine's state and the input's own times, never a
+//! clock: an action carries when it was made; [`Engine::expire`] (a tick) ends expired acks and
+//! starts and ends silence windows; applying a change ends the ack of a key that returns to ok
+//! and marks the change `silenced` when an active silence matches it. Each outcome is a record
+//! ([`ActionRecord`]) with the next `seq`, in the engine's order, so every node that applies the
+//! same input hands out the same records with the same numbers.
+//!
+//! The silenced-key set holds the problem keys (a state, not ok) an active silence matches. It
+//! is evaluated for a key whenever it changes state, and for every key whenever the silence set
+//! changes (a silence created, edited, ended, or started by a tick): an update that changes no
+//! state (a metric) does not re-evaluate it. Problems only, so the set (sent whole with every
+//! silence change) stays the size of the problem list, not of the index.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::key::KeyRef;
+use super::Engine;
+use crate::action::{
+    AckInfo, Action, ActionKind, ActionRecord, Actions, KeyName, Refusal, Silence, UnackReason,
+    MAX_SILENCES,
+};
+use crate::change::Change;
+use crate::event::Event;
+use crate::query::Query;
+
+/// The state an ack resolves on.
+const OK: &str = "ok";
+
+/// A silence and its compiled query.
+#[derive(Debug)]
+struct Live {
+    silence: Silence,
+    query: Query,
+}
+
+/// The operator state the engine keeps. Ordered maps: iteration order is part of what the
+/// engine outputs (the silence list, the silenced keys), so it must not depend on hashing.
+#[derive(Debug, Default)]
+pub(super) struct Operator {
+    acks: BTreeMap<KeyName, AckInfo>,
+    /// (expires_at, key) of acks with an expiry: what a tick ends.
+    ack_expiry: BTreeSet<(i64, KeyName)>,
+    silences: BTreeMap<u64, Live>,
+    silenced: BTreeSet<KeyName>,
+    /// The latest time the input has shown (ticks, actions): when silences are judged active.
+    clock: i64,
+}
+
+impl Operator {
+    /// No acks, no silences, nothing silenced: changes need no look here.
+    fn is_idle(&self) -> bool {
+        self.acks.is_empty() && self.silences.is_empty() && self.silenced.is_empty()
+    }
+}
+
+/// Whether the key's state is a problem (a state, not ok): what an ack needs, and what the
+/// silenced set lists (an ok key matched by a silence is no news; its change frames still
+/// carry `silenced`, so a page knows once it turns).
+fn is_problem(event: &Event) -> bool {
+    event.state.as_deref().is_some_and(|state| state != OK)
+}
+
+fn key_name(event: &Event) -> KeyName {
+    (event.host.clone(), event.service.clone())
+}
+
+fn key_ref<'a>(host: &'a Option<String>, service: &'a Option<String>) -> KeyRef<'a> {
+    KeyRef::of_parts(host.as_deref(), service.as_deref())
+}
+
+/// `host/service` for messages.
+fn show_key(host: &Option<String>, service: &Option<String>) -> String {
+    format!(
+        "({}, {})",
+        host.as_deref().map_or("null".into(), |h| format!("{h:?}")),
+        service
+            .as_deref()
+            .map_or("null".into(), |s| format!("{s:?}"))
+    )
+}
+
+impl Engine {
+    /// Applies an operator action: its records go to `changes`; returns the `seq` of the first
+    /// (the action's own), or why it was refused (then nothing of it was applied).
+    pub fn apply_action(
+        &mut self,
+        action: Action,
+        changes: &mut Vec<Change>,
+    ) -> Result<u64, Refusal> {
+        let clock = self.operator.clock;
+        self.operator.clock = clock.max(action.at_micros);
+        let applied = self.apply_action_checked(action, changes);
+        if applied.is_err() {
+            // Refused: not even the clock moves.
+            self.operator.clock = clock;
+        }
+        applied
+    }
+
+    /// [`Engine::apply_action`] once the clock has moved: every check comes before any change.
+    fn apply_action_checked(
+        &mut self,
+        action: Action,
+        changes: &mut Vec<Change>,
+    ) -> Result<u64, Refusal> {
+        let Action {
+            at_micros,
+            by,
+            kind,
+        } = action;
+        let first = self.seq + 1;
+        match kind {
+            ActionKind::Ack {
+                host,
+                service,
+                note,
+                expires_at,
+            } => {
+                let entry = self
+                    .index
+                    .get(&key_ref(&host, &service))
+                    .ok_or_else(|| not_indexed(&host, &service))?;
+                let state = entry.event.state.as_deref();
+                if !is_problem(&entry.event) {
+                    return Err(Refusal::Conflict(format!(
+                        "{} is {}: there is no problem to acknowledge",
+                        show_key(&host, &service),
+                        state.unwrap_or("without a state")
+                    )));
+                }
+                if expires_at.is_some_and(|at| at <= at_micros) {
+                    return Err(Refusal::Invalid("expires_at is in the past".into()));
+                }
+                let ack = AckInfo {
+                    host,
+                    service,
+                    note,
+                    by,
+                    at: at_micros,
+                    expires_at,
+                };
+                self.set_ack(ack.clone());
+                self.push_record(ActionRecord::Ack(ack), changes);
+            }
+            ActionKind::Unack { host, service } => {
+                let key = (host, service);
+                if !self.operator.acks.contains_key(&key) {
+                    return Err(Refusal::NotFound(format!(
+                        "{} is not acknowledged",
+                        show_key(&key.0, &key.1)
+                    )));
+                }
+                let by = Some(by).filter(|by| !by.is_empty());
+                self.end_ack(key, UnackReason::Deleted, by, changes);
+            }
+            ActionKind::Silence {
+                id,
+                query,
+                comment,
+                starts_at,
+                ends_at,
+                compiled,
+            } => {
+                if ends_at <= at_micros || ends_at <= starts_at {
+                    return Err(Refusal::Invalid(
+                        "ends_at must be later than now and than starts_at".into(),
+                    ));
+                }
+                let created_at = match id {
+                    Some(id) => match self.operator.silences.get(&id) {
+                        Some(live) => live.silence.created_at,
+                        None => return Err(no_silence(id)),
+                    },
+                    None if self.operator.silences.len() >= MAX_SILENCES => {
+                        return Err(Refusal::Conflict(format!(
+                            "there are {MAX_SILENCES} silences, the limit: end one first"
+                        )))
+                    }
+                    None => at_micros,
+                };
+                let compiled = match compiled {
+                    Some(compiled) => compiled,
+                    None => Query::parse(&query)
+                        .map_err(|error| Refusal::Invalid(format!("bad query: {error}")))?,
+                };
+                let silence = Silence {
+                    id: id.unwrap_or(first),
+                    query,
+                    comment,
+                    by,
+                    created_at,
+                    starts_at,
+                    ends_at,
+                    active: starts_at <= self.operator.clock,
+                };
+                self.operator.silences.insert(
+                    silence.id,
+                    Live {
+                        silence,
+                        query: compiled,
+                    },
+                );
+                self.silences_changed(changes);
+            }
+            ActionKind::Unsilence { id } => {
+                if self.operator.silences.remove(&id).is_none() {
+                    return Err(no_silence(id));
+                }
+                self.silences_changed(changes);
+            }
+            ActionKind::Clear { host, service } => {
+                let entry = self
+                    .index
+                    .remove(&key_ref(&host, &service))
+                    .ok_or_else(|| not_indexed(&host, &service))?;
+                let event = entry.event;
+                let mut change =
+                    self.next_change(event.state.clone(), Arc::clone(&event), Some(event));
+                change.removed = true;
+                change.cleared_by = Some(by);
+                changes.push(change);
+                self.after_change(changes);
+            }
+        }
+        Ok(first)
+    }
+}
+
+impl Engine {
+    /// Sets (or replaces) an ack.
+    fn set_ack(&mut self, ack: AckInfo) {
+        let key = ack.key();
+        if let Some(old) = self.operator.acks.remove(&key) {
+            if let Some(at) = old.expires_at {
+                self.operator.ack_expiry.remove(&(at, key.clone()));
+            }
+        }
+        if let Some(at) = ack.expires_at {
+            self.operator.ack_expiry.insert((at, key.clone()));
+        }
+        self.operator.acks.insert(key, ack);
+    }
+
+    /// Ends the ack of `key` (which must exist), with its record.
+    fn end_ack(
+        &mut self,
+        key: KeyName,
+        reason: UnackReason,
+        by: Option<String>,
+        changes: &mut Vec<Change>,
+    ) {
+        let Some(ack) = self.operator.acks.remove(&key) else {
+            return;
+        };
+        if let Some(at) = ack.expires_at {
+            self.operator.ack_expiry.remove(&(at, key.clone()));
+        }
+        let (host, service) = key;
+        self.push_record(
+            ActionRecord::Unack {
+                host,
+                service,
+                reason,
+                by,
+            },
+            changes,
+        );
+    }
+
+    fn push_record(&mut self, record: ActionRecord, changes: &mut Vec<Change>) {
+        self.seq += 1;
+        changes.push(Change::action(self.seq, record));
+    }
+
+    /// What follows the state change just pushed to `changes`: it is marked silenced (and the
+    /// silenced set follows it); a key back to ok or gone loses its ack.
+    pub(super) fn after_change(&mut self, changes: &mut Vec<Change>) {
+        // Without acks or silences (the usual case under load) a change costs nothing here.
+        if self.operator.is_idle() {
+            return;
+        }
+        let Some(change) = changes.last_mut() else {
+            return;
+        };
+        let key = key_name(&change.event);
+        let silenced = !change.removed && self.silences_match(&change.event);
+        change.silenced = silenced;
+        if silenced && is_problem(&change.event) {
+            self.operator.silenced.insert(key.clone());
+        } else {
+            self.operator.silenced.remove(&key);
+        }
+        let resolved = change.event.state.as_deref() == Some(OK);
+        let reason = if change.removed {
+            UnackReason::Removed
+        } else {
+            UnackReason::Resolved
+        };
+        if (change.removed || resolved) && self.operator.acks.contains_key(&key) {
+            self.end_ack(key, reason, None, changes);
+        }
+    }
+
+    /// Whether an active silence matches `event`.
+    fn silences_match(&self, event: &Event) -> bool {
+        self.operator
+            .silences
+            .values()
+            .any(|live| live.silence.active && live.query.matches(event))
+    }
+
+    /// The silence set changed: the silenced keys are evaluated again, and the record of both
+    /// goes out.
+    fn silences_changed(&mut self, changes: &mut Vec<Change>) {
+        let silenced: BTreeSet<KeyName> = if self
+            .operator
+            .silences
+            .values()
+            .any(|live| live.silence.active)
+        {
+            self.index
+                .values()
+                .filter(|entry| is_problem(&entry.event))
+                .filter(|entry| self.silences_match(&entry.event))
+                .map(|entry| key_name(&entry.event))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        self.operator.silenced = silenced;
+        let record = ActionRecord::Silences {
+            silences: self.silence_list(),
+            silenced: self.operator.silenced.iter().cloned().collect(),
+        };
+        self.push_record(record, changes);
+    }
+
+    fn silence_list(&self) -> Vec<Silence> {
+        self.operator
+            .silences
+            .values()
+            .map(|live| live.silence.clone())
+            .collect()
+    }
+
+    /// The clock, as data, for operator state: acks past their expiry end, silences start
+    /// and end. Returns how many records it made.
+    pub(super) fn tick_actions(&mut self, now_micros: i64, changes: &mut Vec<Change>) -> usize {
+        let before = changes.len();
+        self.operator.clock = self.operator.clock.max(now_micros);
+        while let Some((at, _)) = self.operator.ack_expiry.first() {
+            if *at > now_micros {
+                break;
+            }
+            let Some((_, key)) = self.operator.ack_expiry.pop_first() else {
+                break;
+            };
+            self.end_ack(key, UnackReason::Expired, None, changes);
+        }
+        let mut changed = false;
+        self.operator.silences.retain(|_, live| {
+            if live.silence.ends_at <= now_micros {
+                changed = true;
+                return false;
+            }
+            if !live.silence.active && live.silence.starts_at <= now_micros {
+                live.silence.active = true;
+                changed = true;
+            }
+            true
+        });
+        if changed {
+            self.silences_changed(changes);
+        }
+        changes.len() - before
+    }
+
+    /// The operator state, for a snapshot.
+    pub(super) fn actions_snapshot(&self) -> Actions {
+        Actions {
+            acks: self.operator.acks.values().cloned().collect(),
+            silences: self.silence_list(),
+            silenced: self.operator.silenced.iter().cloned().collect(),
+            clock: self.operator.clock,
+        }
+    }
+
+    /// Restores the operator state (after [`Engine::restore`] of the index). A silence whose
+    /// query no longer compiles is dropped with a warning. `silenced` is taken as given when
+    /// `exact` (an image another node made), else evaluated again over the restored index.
+    pub fn restore_actions(&mut self, actions: Actions, exact: bool) {
+        self.operator.clock = self.operator.clock.max(actions.clock);
+        for ack in actions.acks {
+            self.set_ack(ack);
+        }
+        for silence in actions.silences {
+            match Query::parse(&silence.query) {
+                Ok(query) => {
+                    self.operator.clock = self.operator.clock.max(silence.created_at);
+                    self.operator
+                        .silences
+                        .insert(silence.id, Live { silence, query });
+                }
+                Err(error) => {
+                    tracing::warn!(id = silence.id, %error, "dropping a stored silence whose query does not compile")
+                }
+            }
+        }
+        if exact {
+            self.operator.silenced = actions.silenced.into_iter().collect();
+        } else {
+            self.operator.silenced = self
+                .index
+                .values()
+                .filter(|entry| is_problem(&entry.event))
+                .filter(|entry| self.silences_match(&entry.event))
+                .map(|entry| key_name(&entry.event))
+                .collect();
+        }
+    }
+}
+
+fn not_indexed(host: &Option<String>, service: &Option<String>) -> Refusal {
+    Refusal::NotFound(format!("{} is not in the index", show_key(host, service)))
+}
+
+fn no_silence(id: u64) -> Refusal {
+    Refusal::NotFound(format!("there is no silence {id}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,477 @@
+use super::*;
+
+const SEC: i64 = 1_000_000;
+/// Events are timed here, with a long TTL: nothing expires by itself in these tests.
+const T0: i64 = 1_000 * SEC;
+
+fn ev(host: &str, service: &str, state: &str) -> Event {
+    Event {
+        host: Some(host.into()),
+        service: Some(service.into()),
+        state: Some(state.into()),
+        time_micros: T0,
+        ..Default::default()
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new("ok", 3600.0)
+}
+
+fn apply(engine: &mut Engine, events: Vec<Event>) -> Vec<Change> {
+    let mut changes = Vec::new();
+    engine
+        .apply(events, &mut changes, None)
+        .expect("under the key limit");
+    changes
+}
+
+fn act(engine: &mut Engine, at: i64, kind: ActionKind) -> Result<(u64, Vec<Change>), Refusal> {
+    let mut changes = Vec::new();
+    let seq = engine.apply_action(
+        Action {
+            at_micros: at,
+            by: "ann".into(),
+            kind,
+        },
+        &mut changes,
+    )?;
+    Ok((seq, changes))
+}
+
+fn tick(engine: &mut Engine, now: i64) -> Vec<Change> {
+    let mut changes = Vec::new();
+    engine.expire(now, &mut changes);
+    changes
+}
+
+fn key(host: &str, service: &str) -> (Option<String>, Option<String>) {
+    (Some(host.into()), Some(service.into()))
+}
+
+fn ack(host: &str, service: &str, expires_at: Option<i64>) -> ActionKind {
+    ActionKind::Ack {
+        host: Some(host.into()),
+        service: Some(service.into()),
+        note: "looking".into(),
+        expires_at,
+    }
+}
+
+fn silence(query: &str, starts_at: i64, ends_at: i64) -> ActionKind {
+    ActionKind::Silence {
+        id: None,
+        query: query.into(),
+        comment: "maintenance".into(),
+        starts_at,
+        ends_at,
+        compiled: None,
+    }
+}
+
+/// The record of each change, or `"change"` for a state change.
+fn records(changes: &[Change]) -> Vec<(u64, Option<ActionRecord>)> {
+    changes
+        .iter()
+        .map(|c| (c.seq, c.action.as_deref().cloned()))
+        .collect()
+}
+
+fn unack(host: &str, service: &str, reason: UnackReason, by: Option<&str>) -> ActionRecord {
+    ActionRecord::Unack {
+        host: Some(host.into()),
+        service: Some(service.into()),
+        reason,
+        by: by.map(Into::into),
+    }
+}
+
+#[test]
+fn an_ack_takes_the_next_seq_and_refusals_take_none() {
+    let mut e = engine();
+    apply(
+        &mut e,
+        vec![ev("web1", "cpu", "critical"), ev("web2", "cpu", "ok")],
+    );
+    assert_eq!(e.seq(), 1);
+    let refused = act(&mut e, T0, ack("web9", "cpu", None)).unwrap_err();
+    assert!(matches!(refused, Refusal::NotFound(_)), "{refused}");
+    let refused = act(&mut e, T0, ack("web2", "cpu", None)).unwrap_err();
+    assert!(matches!(refused, Refusal::Conflict(_)), "{refused}");
+    let refused = act(&mut e, T0, ack("web1", "cpu", Some(T0 - 1))).unwrap_err();
+    assert!(matches!(refused, Refusal::Invalid(_)), "{refused}");
+    assert_eq!(e.seq(), 1, "nothing refused took a seq");
+    let before = e.snapshot().actions;
+    act(&mut e, T0 + 999 * SEC, ack("web9", "cpu", None)).unwrap_err();
+    assert_eq!(e.snapshot().actions, before, "not even the clock moved");
+
+    let (seq, changes) = act(&mut e, T0, ack("web1", "cpu", None)).unwrap();
+    assert_eq!(seq, 2);
+    let expected = AckInfo {
+        host: Some("web1".into()),
+        service: Some("cpu".into()),
+        note: "looking".into(),
+        by: "ann".into(),
+        at: T0,
+        expires_at: None,
+    };
+    assert_eq!(
+        records(&changes),
+        vec![(2, Some(ActionRecord::Ack(expected.clone())))]
+    );
+    assert_eq!(e.snapshot().actions.acks, vec![expected]);
+    // Acknowledged again: replaced, not added.
+    act(&mut e, T0 + 1, ack("web1", "cpu", None)).unwrap();
+    assert_eq!(e.snapshot().actions.acks.len(), 1);
+    assert_eq!(e.snapshot().actions.acks[0].at, T0 + 1);
+}
+
+#[test]
+fn an_ack_ends_when_its_key_returns_to_ok_not_on_another_problem() {
+    let mut e = engine();
+    apply(&mut e, vec![ev("web1", "cpu", "critical")]);
+    act(&mut e, T0, ack("web1", "cpu", None)).unwrap();
+    let changes = apply(&mut e, vec![ev("web1", "cpu", "warning")]);
+    assert_eq!(
+        records(&changes),
+        vec![(3, None)],
+        "still a problem: still acked"
+    );
+    let changes = apply(&mut e, vec![ev("web1", "cpu", "ok")]);
+    assert_eq!(
+        records(&changes),
+        vec![
+            (4, None),
+            (5, Some(unack("web1", "cpu", UnackReason::Resolved, None)))
+        ]
+    );
+    assert!(e.snapshot().actions.acks.is_empty());
+}
+
+#[test]
+fn an_ack_expires_on_the_tick_that_reaches_its_expiry() {
+    let mut e = engine();
+    apply(&mut e, vec![ev("web1", "cpu", "critical")]);
+    act(&mut e, T0, ack("web1", "cpu", Some(T0 + 60 * SEC))).unwrap();
+    assert!(tick(&mut e, T0 + 59 * SEC).is_empty());
+    assert_eq!(
+        records(&tick(&mut e, T0 + 60 * SEC)),
+        vec![(3, Some(unack("web1", "cpu", UnackReason::Expired, None)))]
+    );
+    assert!(e.snapshot().actions.acks.is_empty());
+    assert!(tick(&mut e, T0 + 120 * SEC).is_empty());
+}
+
+#[test]
+fn unack_by_an_operator_and_of_a_key_not_acked() {
+    let mut e = engine();
+    apply(&mut e, vec![ev("web1", "cpu", "critical")]);
+    let unack_kind = || ActionKind::Unack {
+        host: Some("web1".into()),
+        service: Some("cpu".into()),
+    };
+    assert!(matches!(
+        act(&mut e, T0, unack_kind()),
+        Err(Refusal::NotFound(_))
+    ));
+    act(&mut e, T0, ack("web1", "cpu", Some(T0 + SEC))).unwrap();
+    let (seq, changes) = act(&mut e, T0, unack_kind()).unwrap();
+    assert_eq!(
+        records(&changes),
+        vec![(
+            seq,
+            Some(unack("web1", "cpu", UnackReason::Deleted, Some("ann")))
+        )]
+    );
+    // Its expiry went with it.
+    assert!(tick(&mut e, T0 + 2 * SEC).is_empty());
+}
+
+#[test]
+fn a_silence_window_starts_and_ends_by_ticks_and_marks_changes() {
+    let mut e = engine();
+    apply(
+        &mut e,
+        vec![
+            ev("db1", "disk", "critical"),
+            ev("web1", "disk", "critical"),
+        ],
+    );
+    let (id, changes) = act(
+        &mut e,
+        T0,
+        silence("host =~ \"db%\"", T0 + 10 * SEC, T0 + 20 * SEC),
+    )
+    .unwrap();
+    assert_eq!(id, 3);
+    let Some(ActionRecord::Silences { silences, silenced }) = changes[0].action.as_deref() else {
+        panic!("{changes:?}")
+    };
+    assert_eq!(silences.len(), 1);
+    assert_eq!(silences[0].id, 3);
+    assert!(!silences[0].active, "not started yet");
+    assert!(silenced.is_empty());
+    // Not started: a change is not silenced.
+    let changes = apply(&mut e, vec![ev("db1", "disk", "warning")]);
+    assert!(!changes[0].silenced);
+
+    assert!(tick(&mut e, T0 + 9 * SEC).is_empty());
+    let changes = tick(&mut e, T0 + 10 * SEC);
+    let Some(ActionRecord::Silences { silences, silenced }) = changes[0].action.as_deref() else {
+        panic!("{changes:?}")
+    };
+    assert!(silences[0].active);
+    assert_eq!(silenced, &vec![key("db1", "disk")]);
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
+
+    let changes = apply(
+        &mut e,
+        vec![ev("db1", "disk", "critical"), ev("web1", "disk", "ok")],
+    );
+    assert_eq!(
+        changes.iter().map(|c| c.silenced).collect::<Vec<_>>(),
+        vec![true, false]
+    );
+    // A new key that an active silence matches joins the silenced set with its change.
+    apply(&mut e, vec![ev("db2", "disk", "critical")]);
+    assert_eq!(
+        e.snapshot().actions.silenced,
+        vec![key("db1", "disk"), key("db2", "disk")]
+    );
+
+    let changes = tick(&mut e, T0 + 20 * SEC);
+    let Some(ActionRecord::Silences { silences, silenced }) = changes[0].action.as_deref() else {
+        panic!("{changes:?}")
+    };
+    assert!(silences.is_empty(), "ended: dropped");
+    assert!(silenced.is_empty());
+    assert!(!apply(&mut e, vec![ev("db1", "disk", "warning")])[0].silenced);
+}
+
+#[test]
+fn silences_are_edited_deleted_bounded_and_bad_queries_refused() {
+    let mut e = engine();
+    apply(&mut e, vec![ev("db1", "disk", "critical")]);
+    assert!(matches!(
+        act(&mut e, T0, silence("host =~", T0, T0 + SEC)),
+        Err(Refusal::Invalid(_))
+    ));
+    assert!(matches!(
+        act(&mut e, T0, silence("true", T0, T0)),
+        Err(Refusal::Invalid(_))
+    ));
+    let (id, _) = act(&mut e, T0, silence("host = \"db1\"", T0, T0 + 60 * SEC)).unwrap();
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
+    let edit = ActionKind::Silence {
+        id: Some(id),
+        query: "host = \"db2\"".into(),
+        comment: "edited".into(),
+        starts_at: T0,
+        ends_at: T0 + 60 * SEC,
+        compiled: None,
+    };
+    let (seq, _) = act(&mut e, T0 + SEC, edit).unwrap();
+    assert!(seq > id);
+    let snapshot = e.snapshot();
+    assert_eq!(snapshot.actions.silences.len(), 1);
+    assert_eq!(snapshot.actions.silences[0].id, id, "same id");
+    assert_eq!(snapshot.actions.silences[0].created_at, T0, "same creation");
+    assert_eq!(snapshot.actions.silences[0].comment, "edited");
+    assert!(snapshot.actions.silenced.is_empty());
+    assert!(matches!(
+        act(&mut e, T0, ActionKind::Unsilence { id: 999 }),
+        Err(Refusal::NotFound(_))
+    ));
+    act(&mut e, T0, ActionKind::Unsilence { id }).unwrap();
+    assert!(e.snapshot().actions.silences.is_empty());
+
+    for n in 0..MAX_SILENCES {
+        act(&mut e, T0, silence(&format!("metric > {n}"), T0, T0 + SEC)).unwrap();
+    }
+    let refused = act(&mut e, T0, silence("true", T0, T0 + SEC)).unwrap_err();
+    assert!(matches!(refused, Refusal::Conflict(_)), "{refused}");
+    assert!(refused.to_string().contains("1000"), "{refused}");
+}
+
+#[test]
+fn clear_removes_the_key_with_who_and_ends_its_ack() {
+    let mut e = engine();
+    apply(&mut e, vec![ev("web1", "cpu", "critical")]);
+    act(&mut e, T0, ack("web1", "cpu", None)).unwrap();
+    let clear = |host: &str| ActionKind::Clear {
+        host: Some(host.into()),
+        service: Some("cpu".into()),
+    };
+    assert!(matches!(
+        act(&mut e, T0, clear("web9")),
+        Err(Refusal::NotFound(_))
+    ));
+    let (seq, changes) = act(&mut e, T0, clear("web1")).unwrap();
+    assert_eq!(seq, 3);
+    assert!(changes[0].removed);
+    assert_eq!(changes[0].cleared_by.as_deref(), Some("ann"));
+    assert_eq!(changes[0].previous_state, "critical");
+    assert_eq!(
+        records(&changes[1..]),
+        vec![(4, Some(unack("web1", "cpu", UnackReason::Removed, None)))]
+    );
+    assert_eq!(e.len(), 0);
+    assert!(e.snapshot().actions.acks.is_empty());
+    // Its stale expiry item does nothing later.
+    assert!(tick(&mut e, T0 + 7200 * SEC).is_empty());
+}
+
+#[test]
+fn an_ack_ends_when_its_key_is_removed_after_the_keep_time() {
+    let mut e = engine();
+    e.set_expired_keep(Some(std::time::Duration::from_secs(10)));
+    let mut short = ev("web1", "cpu", "critical");
+    short.ttl = Some(5.0);
+    apply(&mut e, vec![short]);
+    act(&mut e, T0, ack("web1", "cpu", None)).unwrap();
+    let expired = tick(&mut e, T0 + 5 * SEC);
+    assert_eq!(expired[0].event.state.as_deref(), Some("expired"));
+    assert_eq!(expired.len(), 1, "expired is still a problem: still acked");
+    let removed = tick(&mut e, T0 + 15 * SEC);
+    assert!(removed[0].removed);
+    assert_eq!(
+        records(&removed[1..]),
+        vec![(5, Some(unack("web1", "cpu", UnackReason::Removed, None)))]
+    );
+}
+
+/// The same input gives the same records, the same `seq`s and the same state; a snapshot's
+/// operator state restored into a fresh engine is the same state.
+#[test]
+fn same_input_same_output_and_a_restored_image_continues_the_same() {
+    fn run(e: &mut Engine) -> Vec<Change> {
+        let mut out = Vec::new();
+        out.extend(apply(
+            e,
+            vec![ev("db1", "disk", "critical"), ev("web1", "cpu", "critical")],
+        ));
+        out.extend(
+            act(e, T0, ack("web1", "cpu", Some(T0 + 30 * SEC)))
+                .unwrap()
+                .1,
+        );
+        out.extend(
+            act(
+                e,
+                T0,
+                silence("service = \"disk\"", T0 + 5 * SEC, T0 + 50 * SEC),
+            )
+            .unwrap()
+            .1,
+        );
+        out.extend(tick(e, T0 + 5 * SEC));
+        out.extend(apply(e, vec![ev("db1", "disk", "warning")]));
+        out
+    }
+    let (mut a, mut b) = (engine(), engine());
+    let (out_a, out_b) = (run(&mut a), run(&mut b));
+    assert_eq!(out_a, out_b);
+    assert!(out_a.last().is_some_and(|c| c.silenced));
+    assert_eq!(a.snapshot().actions, b.snapshot().actions);
+
+    // A node that starts from `a`'s image goes on exactly like `a`.
+    let image = a.snapshot();
+    let mut c = engine();
+    c.restore(
+        image.seq,
+        image.events.iter().map(|e| (**e).clone()).collect(),
+    );
+    c.restore_actions(image.actions.clone(), true);
+    assert_eq!(c.snapshot().actions, image.actions);
+    let later = |e: &mut Engine| {
+        let mut out = tick(e, T0 + 30 * SEC);
+        out.extend(tick(e, T0 + 50 * SEC));
+        out.extend(apply(e, vec![ev("web1", "cpu", "ok")]));
+        out
+    };
+    let (out_a, out_c) = (later(&mut a), later(&mut c));
+    assert_eq!(out_a, out_c);
+    assert_eq!(
+        out_a.iter().filter(|c| c.is_action()).count(),
+        2,
+        "the ack expired and the silence ended: {out_a:?}"
+    );
+    // And the serialized form (what a cluster snapshot carries) round-trips.
+    let json = serde_json::to_string(&image.actions).unwrap();
+    let back: Actions = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, image.actions);
+}
+
+#[test]
+fn an_action_round_trips_through_serde_and_is_compiled_on_arrival() {
+    let action = Action {
+        at_micros: T0,
+        by: "ann".into(),
+        kind: ActionKind::Silence {
+            id: None,
+            query: "host = \"db1\"".into(),
+            comment: String::new(),
+            starts_at: T0,
+            ends_at: T0 + SEC,
+            compiled: Some(Query::parse("host = \"db1\"").unwrap()),
+        },
+    };
+    let json = serde_json::to_string(&action).unwrap();
+    let back: Action = serde_json::from_str(&json).unwrap();
+    let ActionKind::Silence { compiled, .. } = &back.kind else {
+        panic!()
+    };
+    assert!(compiled.is_none(), "the compiled query is not sent");
+    let mut e = engine();
+    apply(&mut e, vec![ev("db1", "disk", "critical")]);
+    let mut changes = Vec::new();
+    e.apply_action(back, &mut changes).unwrap();
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
+}
+
+/// The silenced set lists problems only; an ok key that a silence matches joins it when it
+/// turns, and leaves it when it is ok again (its change frames carry `silenced` either way).
+#[test]
+fn the_silenced_set_holds_problems_only() {
+    let mut e = engine();
+    apply(
+        &mut e,
+        vec![ev("db1", "disk", "critical"), ev("db2", "disk", "ok")],
+    );
+    act(&mut e, T0, silence("service = \"disk\"", T0, T0 + 60 * SEC)).unwrap();
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
+    let changes = apply(&mut e, vec![ev("db2", "disk", "critical")]);
+    assert!(changes[0].silenced);
+    assert_eq!(
+        e.snapshot().actions.silenced,
+        vec![key("db1", "disk"), key("db2", "disk")]
+    );
+    let changes = apply(&mut e, vec![ev("db1", "disk", "ok")]);
+    assert!(changes[0].silenced, "still matched, now ok");
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db2", "disk")]);
+}
+
+#[test]
+fn compile_fills_in_the_query_of_a_silence_that_came_over_the_wire() {
+    let mut action = Action {
+        at_micros: T0,
+        by: "ann".into(),
+        kind: silence("host = \"db1\"", T0, T0 + SEC),
+    };
+    action.compile();
+    let ActionKind::Silence { compiled, .. } = &action.kind else {
+        panic!()
+    };
+    assert_eq!(compiled, &Some(Query::parse("host = \"db1\"").unwrap()));
+    let mut bad = Action {
+        at_micros: T0,
+        by: "ann".into(),
+        kind: silence("host =~", T0, T0 + SEC),
+    };
+    bad.compile();
+    let mut e = engine();
+    assert!(matches!(
+        e.apply_action(bad, &mut Vec::new()),
+        Err(Refusal::Invalid(_))
+    ));
+}

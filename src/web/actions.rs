@@ -1,0 +1,464 @@
+//! The operator-action API: acknowledge, silence, clear (`POST /api/ack`, `DELETE /api/ack`,
+//! `POST /api/unack`, `GET /api/acks`, `POST /api/silence`, `PUT`/`DELETE /api/silence/{id}`,
+//! `GET /api/silences`, `POST /api/clear`).
+//!
+//! A handler checks what it can alone — who may call (the rules of `POST /api/event` for
+//! writes, of `GET /api/state` for reads), the body's size and shape, the lengths, the times,
+//! the query's syntax (compiled off the async workers) — then hands the engine an
+//! [`Action`] stamped with this server's clock and waits for its answer. Whether the key exists,
+//! is a problem, or the silence exists is the engine's to decide, in input order (in a cluster
+//! every node decides the same); a refusal means nothing was applied. The 200 comes once the
+//! action's records are out (durable, with a store), with the `seq` of its first record.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query as UrlQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::error::ApiError;
+use super::{AppState, SubscribeParams};
+use crate::action::{
+    AckInfo, Action, ActionKind, Refusal as ActionRefusal, Silence, MAX_BY, MAX_NOTE,
+    MAX_SILENCE_QUERY,
+};
+use crate::engine::{Applied, EngineError, Input};
+use crate::event::now_micros;
+use crate::metrics::{Counters, Refusal};
+use crate::query::Query;
+
+/// Largest action body: a query, a note and names fit with room to spare.
+pub(crate) const MAX_ACTION_BODY: usize = 16 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    host: Option<String>,
+    service: Option<String>,
+    #[serde(default)]
+    note: String,
+    by: String,
+    expires_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeyParams {
+    host: Option<String>,
+    service: Option<String>,
+    by: Option<String>,
+    /// Accepted so a browser can pass the ingest token like elsewhere; checked by headers only.
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnackBody {
+    host: Option<String>,
+    service: Option<String>,
+    by: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceBody {
+    query: String,
+    #[serde(default)]
+    comment: String,
+    by: String,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    duration: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearBody {
+    host: Option<String>,
+    service: Option<String>,
+    by: String,
+}
+
+/// `POST /api/ack`.
+pub(crate) async fn ack(State(app): State<AppState>, request: Request) -> Response {
+    let path = "/api/ack";
+    respond(&app, path, async {
+        let body: AckBody = receive(&app, path, request).await?;
+        let at = now_micros();
+        let by = check_by(body.by)?;
+        check_len("note", &body.note, MAX_NOTE)?;
+        let expires_at = body
+            .expires_at
+            .as_deref()
+            .map(|t| future_time("expires_at", t, at))
+            .transpose()?;
+        let kind = ActionKind::Ack {
+            host: body.host,
+            service: body.service,
+            note: body.note,
+            expires_at,
+        };
+        submit(
+            &app,
+            Action {
+                at_micros: at,
+                by,
+                kind,
+            },
+        )
+        .await
+    })
+    .await
+}
+
+/// `DELETE /api/ack?host=H&service=S&by=B`.
+pub(crate) async fn delete_ack(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    params: Result<UrlQuery<KeyParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let path = "/api/ack";
+    respond(&app, path, async {
+        check_write(&app, path, &headers)?;
+        let UrlQuery(params) = params.map_err(|e| bad(e.body_text()))?;
+        unack(&app, params.host, params.service, params.by).await
+    })
+    .await
+}
+
+/// `POST /api/unack`.
+pub(crate) async fn post_unack(State(app): State<AppState>, request: Request) -> Response {
+    let path = "/api/unack";
+    respond(&app, path, async {
+        let body: UnackBody = receive(&app, path, request).await?;
+        unack(&app, body.host, body.service, body.by).await
+    })
+    .await
+}
+
+async fn unack(
+    app: &AppState,
+    host: Option<String>,
+    service: Option<String>,
+    by: Option<String>,
+) -> Result<Value, ApiError> {
+    let by = by.map(check_by).transpose()?.unwrap_or_default();
+    let kind = ActionKind::Unack { host, service };
+    let action = Action {
+        at_micros: now_micros(),
+        by,
+        kind,
+    };
+    submit(app, action).await
+}
+
+/// `POST /api/silence`: a new silence; its id is the `seq` of the action.
+pub(crate) async fn create_silence(State(app): State<AppState>, request: Request) -> Response {
+    let path = "/api/silence";
+    respond(&app, path, async {
+        let body: SilenceBody = receive(&app, path, request).await?;
+        let action = silence_action(body, None).await?;
+        let answer = submit(&app, action).await?;
+        let id = answer["seq"].as_u64().unwrap_or_default().to_string();
+        Ok(json!({"ok": true, "seq": answer["seq"], "id": id}))
+    })
+    .await
+}
+
+/// `PUT /api/silence/{id}`: replaces silence `id` (same id, same creation time).
+pub(crate) async fn edit_silence(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let path = "/api/silence";
+    respond(&app, path, async {
+        let body: SilenceBody = receive(&app, path, request).await?;
+        let id = silence_id(&id)?;
+        let action = silence_action(body, Some(id)).await?;
+        let answer = submit(&app, action).await?;
+        Ok(json!({"ok": true, "seq": answer["seq"], "id": id.to_string()}))
+    })
+    .await
+}
+
+/// `DELETE /api/silence/{id}?by=B`: ends it now.
+pub(crate) async fn delete_silence(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    params: Result<UrlQuery<KeyParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let path = "/api/silence";
+    respond(&app, path, async {
+        check_write(&app, path, &headers)?;
+        let UrlQuery(params) = params.map_err(|e| bad(e.body_text()))?;
+        let id = silence_id(&id)?;
+        let by = params.by.map(check_by).transpose()?.unwrap_or_default();
+        let action = Action {
+            at_micros: now_micros(),
+            by,
+            kind: ActionKind::Unsilence { id },
+        };
+        submit(&app, action).await
+    })
+    .await
+}
+
+/// `POST /api/clear`: removes the key from the index now.
+pub(crate) async fn clear(State(app): State<AppState>, request: Request) -> Response {
+    let path = "/api/clear";
+    respond(&app, path, async {
+        let body: ClearBody = receive(&app, path, request).await?;
+        let by = check_by(body.by)?;
+        let kind = ActionKind::Clear {
+            host: body.host,
+            service: body.service,
+        };
+        let action = Action {
+            at_micros: now_micros(),
+            by,
+            kind,
+        };
+        submit(&app, action).await
+    })
+    .await
+}
+
+/// `GET /api/acks`: `{"acks":[ACK…]}`.
+pub(crate) async fn acks(
+    State(app): State<AppState>,
+    UrlQuery(params): UrlQuery<SubscribeParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_read(&app, "/api/acks", &headers, &params)?;
+    let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
+    let acks: Vec<Value> = snapshot.actions.acks.iter().map(AckInfo::to_json).collect();
+    Ok(Json(json!({ "acks": acks })).into_response())
+}
+
+/// `GET /api/silences`: `{"silences":[SILENCE…],"silenced":[[H,S]…]}`.
+pub(crate) async fn silences(
+    State(app): State<AppState>,
+    UrlQuery(params): UrlQuery<SubscribeParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_read(&app, "/api/silences", &headers, &params)?;
+    let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
+    let actions = &snapshot.actions;
+    let silences: Vec<Value> = actions.silences.iter().map(Silence::to_json).collect();
+    Ok(Json(json!({
+        "silences": silences,
+        "silenced": crate::action::keys_json(&actions.silenced),
+    }))
+    .into_response())
+}
+
+/// Runs a write handler's work and renders its answer; a refusal is counted.
+async fn respond(
+    app: &AppState,
+    path: &str,
+    work: impl std::future::Future<Output = Result<Value, ApiError>>,
+) -> Response {
+    match work.await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(error) => {
+            if error.status.is_client_error() {
+                Counters::add(&app.counters.http_rejected, 1);
+                tracing::debug!(path, status = error.status.as_u16(), error = %error.error, "action refused");
+            }
+            error.into_response()
+        }
+    }
+}
+
+/// The write rules of `POST /api/event`: no browser cross-site request, the ingest token.
+fn check_write(app: &AppState, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    app.access
+        .check_cross_site(headers)
+        .map_err(|denied| app.refused(Refusal::Origin, path, denied))?;
+    app.access
+        .check_ingest(headers)
+        .map_err(|denied| app.refused(Refusal::Token, path, denied))
+}
+
+/// The read rules of `GET /api/state`: the dashboard token.
+fn check_read(
+    app: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    params: &SubscribeParams,
+) -> Result<(), ApiError> {
+    app.access
+        .check_dashboard(headers, params.token.as_deref())
+        .map_err(|denied| app.refused(Refusal::Token, path, denied))
+}
+
+/// The write checks, then the body (at most [`MAX_ACTION_BODY`], within
+/// `--http-body-timeout`), decoded as `T` (unknown fields refused).
+async fn receive<T: DeserializeOwned>(
+    app: &AppState,
+    path: &str,
+    request: Request,
+) -> Result<T, ApiError> {
+    check_write(app, path, request.headers())?;
+    let body = match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, app)).await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body exceeds the {MAX_ACTION_BODY} byte limit of an action"),
+            ))
+        }
+        Ok(Err(rejection)) => return Err(ApiError::new(rejection.status(), rejection.body_text())),
+        Err(_elapsed) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time (--http-body-timeout)",
+            ))
+        }
+    };
+    serde_json::from_slice(&body).map_err(|error| bad(format!("cannot read the body: {error}")))
+}
+
+fn bad(error: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, error)
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(bad(format!("{field} is longer than {max} bytes")));
+    }
+    Ok(())
+}
+
+/// Who acts: required, not blank, at most [`MAX_BY`] bytes.
+fn check_by(by: String) -> Result<String, ApiError> {
+    check_len("by", &by, MAX_BY)?;
+    let by = by.trim().to_owned();
+    if by.is_empty() {
+        return Err(bad("by (who acts) must not be empty"));
+    }
+    Ok(by)
+}
+
+/// An RFC 3339 time as µs since the epoch.
+fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_micros())
+        .map_err(|error| {
+            bad(format!(
+                "{field} is not an RFC 3339 time like 2026-12-01T13:00:00.000Z: {error}"
+            ))
+        })
+}
+
+/// An RFC 3339 time that must be later than `now`.
+fn future_time(field: &str, text: &str, now: i64) -> Result<i64, ApiError> {
+    let at = parse_time(field, text)?;
+    if at <= now {
+        return Err(bad(format!("{field} is in the past")));
+    }
+    Ok(at)
+}
+
+fn silence_id(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no silence {text:?}"),
+        )
+    })
+}
+
+/// A silence body checked and its query compiled (on a blocking thread).
+async fn silence_action(body: SilenceBody, id: Option<u64>) -> Result<Action, ApiError> {
+    let at = now_micros();
+    let by = check_by(body.by)?;
+    check_len("comment", &body.comment, MAX_NOTE)?;
+    check_len("query", &body.query, MAX_SILENCE_QUERY)?;
+    let text = body.query.trim().to_owned();
+    if text.is_empty() {
+        return Err(bad("query must not be empty"));
+    }
+    let starts_at = body
+        .starts_at
+        .as_deref()
+        .map(|t| parse_time("starts_at", t))
+        .transpose()?
+        .unwrap_or(at);
+    let ends_at = match (body.ends_at.as_deref(), body.duration.as_deref()) {
+        (Some(t), None) => future_time("ends_at", t, at)?,
+        (None, Some(d)) => {
+            let duration = crate::units::parse_duration(d)
+                .map_err(|error| bad(format!("duration: {error}")))?;
+            let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
+            if micros == 0 {
+                return Err(bad("duration must be more than zero"));
+            }
+            starts_at.saturating_add(micros)
+        }
+        _ => return Err(bad("give either ends_at or duration (one of them)")),
+    };
+    if ends_at <= starts_at || ends_at <= at {
+        return Err(bad("ends_at must be later than now and than starts_at"));
+    }
+    let compiled = Query::parse_off_thread(text.clone())
+        .await
+        .map_err(|error| bad(format!("bad query: {error}")))?;
+    Ok(Action {
+        at_micros: at,
+        by,
+        kind: ActionKind::Silence {
+            id,
+            query: text,
+            comment: body.comment,
+            starts_at,
+            ends_at,
+            compiled: Some(compiled),
+        },
+    })
+}
+
+/// Orders the action and waits for the engine's answer: `{"ok":true,"seq":N}` once its records
+/// are out, or the refusal.
+async fn submit(app: &AppState, action: Action) -> Result<Value, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    app.engine
+        .submit_input(Input::Action(Box::new(action)), Some(tx))
+        .await
+        .map_err(engine_error)?;
+    let applied = rx.await.map_err(|_| engine_error(EngineError::Closed))?;
+    match applied {
+        Applied::Action { seq, durable } => {
+            durable
+                .await
+                .unwrap_or(Err(EngineError::Closed))
+                .map_err(engine_error)?;
+            Ok(json!({"ok": true, "seq": seq}))
+        }
+        Applied::Done(Err(error)) => Err(engine_error(error)),
+        // Never for an action; answered as an outage rather than a false success.
+        Applied::Done(Ok(())) | Applied::Changed { .. } => Err(engine_error(EngineError::Closed)),
+    }
+}
+
+fn engine_error(error: EngineError) -> ApiError {
+    match error {
+        EngineError::Refused(refusal) => {
+            let status = match refusal {
+                ActionRefusal::NotFound(_) => StatusCode::NOT_FOUND,
+                ActionRefusal::Conflict(_) => StatusCode::CONFLICT,
+                ActionRefusal::Invalid(_) => StatusCode::BAD_REQUEST,
+            };
+            ApiError::new(status, refusal.to_string())
+        }
+        other => ApiError::unavailable(other),
+    }
+}

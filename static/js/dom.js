@@ -1,0 +1,73 @@
+// DOM helpers. Event text is attacker-controlled: it only ever goes in as text (textContent) or
+// as a plain attribute (title, datetime, data-*), never as HTML and never as a URL.
+
+import { formatTime } from './format.js';
+
+export const $ = (id) => document.getElementById(id);
+
+/** Creates an element with a class and optional text (always set as text). */
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+export function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+export function setTitle(node, text) {
+  if (text) node.setAttribute('title', text);
+  else node.removeAttribute('title');
+}
+
+/**
+ * A <time> on the page's clock: `kind` is 'clock' | 'short' | 'absolute'. The clock toggle
+ * rewrites every such element (refreshTimes), so the log and the details always agree.
+ */
+export function timeEl(className, ms, kind = 'clock') {
+  const t = el('time', className, formatTime(kind, ms));
+  t.dataset.at = String(ms);
+  t.dataset.fmt = kind;
+  t.setAttribute('datetime', new Date(ms).toISOString());
+  t.setAttribute('title', formatTime('absolute', ms));
+  return t;
+}
+
+export function refreshTimes(root = document) {
+  for (const t of root.querySelectorAll('time[data-fmt]')) {
+    const ms = Number(t.dataset.at);
+    setText(t, formatTime(t.dataset.fmt, ms));
+    t.setAttribute('title', formatTime('absolute', ms));
+  }
+}
+
+/** Highlights a row that just changed. Alternating between two identically animated classes
+ *  restarts the animation without forcing a layout. */
+export function flash(row) {
+  const next = row.classList.contains('flash-a') ? 'flash-b' : 'flash-a';
+  row.classList.remove('flash-a', 'flash-b');
+  row.classList.add(next);
+}
+
+/** Runs `fn` once per frame at most; a timer backs rAF up in background tabs. */
+export function coalesce(fn, fallbackMs = 250) {
+  let scheduled = false;
+  const run = () => {
+    if (!scheduled) return;
+    scheduled = false;
+    fn();
+  };
+  const schedule = () => {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(run);
+    setTimeout(run, fallbackMs);
+  };
+  schedule.now = () => {
+    scheduled = true;
+    run();
+  };
+  return schedule;
+}

@@ -1,0 +1,268 @@
+// The dashboard's model: every (host, service) the server told us about, the operator actions on
+// them (acks, silences), and the counts. Pure: no DOM, no timers, no network; `now` is passed in.
+// The page's views read it; tests/browser/model/*.test.mjs test it with `node --test`.
+//
+// entry = { key, event, cls, since, sinceExact }
+//   since      ms when the current state began (change time), or a lower bound from a snapshot
+//   sinceExact false when only a snapshot told us about it (the state began at or before `since`)
+
+/** Riemann's states collapse into five display classes, in order of severity. */
+export function stateClass(state) {
+  const s = String(state ?? '').trim().toLowerCase();
+  if (s === 'ok') return 'ok';
+  if (s === 'critical' || s === 'failure' || s === 'fatal' || s === 'error') return 'critical';
+  if (s === 'warning' || s === 'warn') return 'warning';
+  if (s === 'expired') return 'expired';
+  return 'other';
+}
+export const RANK = { critical: 0, warning: 1, expired: 2, other: 3, ok: 4 };
+export const CLASS_ORDER = ['critical', 'warning', 'expired', 'other', 'ok'];
+
+/** Fields of Riemann's JSON event form; every other top-level key is a custom attribute. */
+export const STANDARD = new Set(['host', 'service', 'state', 'description', 'metric', 'tags', 'time', 'ttl']);
+
+export const keyOfPair = (host, service) => JSON.stringify([host ?? null, service ?? null]);
+export const keyOf = (ev) => keyOfPair(ev.host, ev.service);
+export const splitKey = (key) => JSON.parse(key);
+
+/** Event time in ms since the epoch, or null. Accepts ISO strings and unix seconds. */
+export function parseTime(t) {
+  if (typeof t === 'number' && Number.isFinite(t)) return t * 1000;
+  if (typeof t === 'string') {
+    const ms = Date.parse(t);
+    return Number.isNaN(ms) ? null : ms;
+  }
+  return null;
+}
+
+/** Custom attributes of an event: [name, value] for scalar non-standard fields. */
+export function attributesOf(ev) {
+  const out = [];
+  for (const [k, v] of Object.entries(ev)) {
+    if (STANDARD.has(k) || v === null || v === undefined || typeof v === 'object') continue;
+    out.push([k, v]);
+  }
+  return out;
+}
+
+const validEvent = (ev) => ev && typeof ev === 'object' && ev.state !== undefined && ev.state !== null && ev.state !== '';
+
+export class Model {
+  constructor() {
+    /** key → entry */
+    this.entries = new Map();
+    this.counts = { critical: 0, warning: 0, expired: 0, other: 0, ok: 0 };
+    /** The last seq applied (snapshot or change), or null. */
+    this.seq = null;
+    this.haveSnapshot = false;
+    /** key → ACK ({host, service, note, by, at, expires_at}) */
+    this.acks = new Map();
+    /** SILENCE list, as the server last sent it. */
+    this.silences = [];
+    /** Keys an active silence matches now. */
+    this.silenced = new Set();
+    /** Bumped on every mutation, so views can tell whether to re-render. */
+    this.version = 0;
+  }
+
+  /** Replaces everything. Returns { changed: keys whose state differs, removed: keys gone, problems }. */
+  applySnapshot(msg, now) {
+    const events = Array.isArray(msg.events) ? msg.events : [];
+    const since = Array.isArray(msg.since) ? msg.since : null; // optional: when each state began
+    const seen = new Set();
+    const changed = new Set();
+    for (const k of CLASS_ORDER) this.counts[k] = 0;
+    events.forEach((ev, i) => {
+      if (!validEvent(ev)) return;
+      const key = keyOf(ev);
+      seen.add(key);
+      const prev = this.entries.get(key);
+      const evTime = parseTime(ev.time) ?? now;
+      let began = since ? parseTime(since[i]) : null;
+      let exact = began !== null;
+      if (began === null) {
+        if (prev && prev.event.state === ev.state && prev.since <= evTime) {
+          began = prev.since;
+          exact = prev.sinceExact;
+        } else {
+          began = evTime;
+          exact = false;
+        }
+      }
+      if (prev && prev.event.state !== ev.state) changed.add(key);
+      const entry = prev ?? { key };
+      entry.event = ev;
+      entry.cls = stateClass(ev.state);
+      entry.since = began;
+      entry.sinceExact = exact;
+      this.entries.set(key, entry);
+      this.counts[entry.cls] += 1;
+    });
+    const removed = [];
+    for (const key of this.entries.keys()) {
+      if (!seen.has(key)) removed.push(key);
+    }
+    for (const key of removed) this.entries.delete(key);
+    if (Array.isArray(msg.acks)) {
+      this.acks.clear();
+      for (const ack of msg.acks) this.setAck(ack);
+    }
+    if (Array.isArray(msg.silences)) this.silences = msg.silences.filter((s) => s && typeof s === 'object');
+    if (Array.isArray(msg.silenced)) this.silenced = keySet(msg.silenced);
+    if (typeof msg.seq === 'number') this.seq = msg.seq;
+    this.haveSnapshot = true;
+    this.version += 1;
+    return { changed, removed, problems: this.problemCount() };
+  }
+
+  /** Whether a frame with this seq is new (and records it); frames without a seq always are. */
+  acceptSeq(msg) {
+    if (typeof msg.seq !== 'number') return true;
+    if (this.seq !== null && msg.seq <= this.seq) return false; // resume overlap
+    this.seq = msg.seq;
+    return true;
+  }
+
+  /**
+   * One change frame. Returns null when it is a duplicate or malformed, else
+   * { key, entry, previousState, previousClass, removed, clearedBy }.
+   */
+  applyChange(msg, now) {
+    const ev = msg.event;
+    if (!validEvent(ev)) return null;
+    if (!this.acceptSeq(msg)) return null;
+    const key = keyOf(ev);
+    let entry = this.entries.get(key);
+    const previousState = msg.previous_state ?? entry?.event.state ?? null;
+    const previousClass = entry ? entry.cls : null;
+    this.version += 1;
+    if (msg.removed === true) {
+      if (entry) {
+        this.counts[entry.cls] -= 1;
+        this.entries.delete(key);
+      }
+      this.acks.delete(key);
+      this.silenced.delete(key);
+      return {
+        key, entry: null, previousState, previousClass, removed: true,
+        clearedBy: typeof msg.cleared_by === 'string' ? msg.cleared_by : null,
+      };
+    }
+    if (entry) this.counts[entry.cls] -= 1;
+    else {
+      entry = { key };
+      this.entries.set(key, entry);
+    }
+    entry.event = ev;
+    entry.cls = stateClass(ev.state);
+    entry.since = parseTime(ev.time) ?? now;
+    entry.sinceExact = true;
+    this.counts[entry.cls] += 1;
+    if (msg.silenced === true) this.silenced.add(key);
+    else this.silenced.delete(key);
+    return { key, entry, previousState, previousClass, removed: false, clearedBy: null };
+  }
+
+  setAck(ack) {
+    if (!ack || typeof ack !== 'object') return null;
+    const key = keyOfPair(ack.host, ack.service);
+    this.acks.set(key, ack);
+    return key;
+  }
+
+  /** {"type":"ack",…}: returns the key, or null for a duplicate. */
+  applyAck(msg) {
+    if (!this.acceptSeq(msg)) return null;
+    this.version += 1;
+    return this.setAck(msg.ack);
+  }
+
+  /** {"type":"unack",…}: returns the key, or null for a duplicate. */
+  applyUnack(msg) {
+    if (!this.acceptSeq(msg)) return null;
+    this.version += 1;
+    const key = keyOfPair(msg.host, msg.service);
+    this.acks.delete(key);
+    return key;
+  }
+
+  /** {"type":"silences",…}: the whole silence set and silenced-key set. Returns the keys whose
+   *  silenced flag changed, or null for a duplicate. */
+  applySilences(msg) {
+    if (!this.acceptSeq(msg)) return null;
+    this.version += 1;
+    if (Array.isArray(msg.silences)) this.silences = msg.silences.filter((s) => s && typeof s === 'object');
+    if (!Array.isArray(msg.silenced)) return new Set();
+    const next = keySet(msg.silenced);
+    const flipped = new Set();
+    for (const k of next) if (!this.silenced.has(k)) flipped.add(k);
+    for (const k of this.silenced) if (!next.has(k)) flipped.add(k);
+    this.silenced = next;
+    return flipped;
+  }
+
+  /** 'silenced' | 'acked' | 'active': how a problem is handled. A silence wins over an ack. */
+  status(key) {
+    if (this.silenced.has(key)) return 'silenced';
+    if (this.acks.has(key)) return 'acked';
+    return 'active';
+  }
+
+  isProblem(entry) {
+    return entry.cls !== 'ok';
+  }
+
+  /** Problem entries, in no particular order. */
+  problems() {
+    const out = [];
+    for (const entry of this.entries.values()) if (entry.cls !== 'ok') out.push(entry);
+    return out;
+  }
+
+  problemCount() {
+    return this.entries.size - this.counts.ok;
+  }
+
+  /** Problems by handling: { active, acked, silenced, worst } — `worst` is the worst class of
+   *  the active ones ('ok' when none): what the favicon shows, since a handled problem needs
+   *  nobody's attention. */
+  handledCounts() {
+    const c = { active: 0, acked: 0, silenced: 0, worst: 'ok' };
+    for (const entry of this.entries.values()) {
+      if (entry.cls === 'ok') continue;
+      const st = this.status(entry.key);
+      c[st] += 1;
+      if (st === 'active' && RANK[entry.cls] < RANK[c.worst]) c.worst = entry.cls;
+    }
+    return c;
+  }
+
+  /** History says when an entry's current state began. Returns true when that moved it. */
+  pinSince(key, began) {
+    const entry = this.entries.get(key);
+    if (!entry || entry.sinceExact || began === null) return false;
+    entry.sinceExact = true;
+    entry.since = began;
+    this.version += 1;
+    return true;
+  }
+
+  /** Attribute names seen on problems (for "group by"), sorted. */
+  attributeNames(limit = 50) {
+    const names = new Set();
+    for (const entry of this.entries.values()) {
+      if (entry.cls === 'ok') continue;
+      for (const [k] of attributesOf(entry.event)) {
+        names.add(k);
+        if (names.size >= limit) break;
+      }
+    }
+    return [...names].sort();
+  }
+}
+
+function keySet(pairs) {
+  const out = new Set();
+  for (const p of pairs) if (Array.isArray(p)) out.add(keyOfPair(p[0], p[1]));
+  return out;
+}
