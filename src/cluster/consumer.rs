@@ -98,8 +98,9 @@ impl Consumer {
             .map_err(|e| format!("cannot read the stream: {e}"))?;
         let mut drain = tokio::time::interval(DRAIN_CHECK);
         let mut stall = tokio::time::interval(STALL_CHECK);
-        stall.reset();
         loop {
+            // The stall window counts waiting only, not applying (a slow input is not a stall).
+            stall.reset();
             let message = tokio::select! {
                 message = messages.next() => message,
                 _ = stall.tick() => {
@@ -126,7 +127,6 @@ impl Consumer {
                 }
                 _ = force_stop.cancelled() => return Ok(()),
             };
-            stall.reset();
             let message = match message {
                 Some(Ok(message)) => message,
                 Some(Err(error)) => return Err(error.to_string()),
