@@ -145,14 +145,20 @@ fanout() { # OUT_FILE LABEL WS_URLS POST_URL: $FAN_CLIENTS dashboards, $DRIVERS 
 
 # ---------------------------------------------------------------------------------------------
 echo "==> ingest: one node in cluster mode vs the same binary single-node ($CONNS connections, $ROUNDS rounds)" >&2
+# cpu PID: CPU seconds (user + system) the process used so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 for r in $(seq 1 "$ROUNDS"); do
   for b in $BATCHES; do
     start_statecast
+    c0=$(cpu "$SERVER_PID")
     load "$WORK/ingest-single-b$b-r$r.txt" single "$TCP_ADDR" "$b"
+    echo "{\"statecast\":$(awk -v a="$(cpu "$SERVER_PID")" -v b="$c0" 'BEGIN{print a-b}')}" >"$WORK/cpu-single-b$b-r$r.json"
     stop "$SERVER_PID"
     STREAM=ingest$b
     start_cluster 1
+    c0=$(cpu "${PIDS[0]}"); n0=$(cpu "$NATS_PID")
     load "$WORK/ingest-cluster-b$b-r$r.txt" cluster-1 "${TCPS[0]}" "$b"
+    echo "{\"statecast\":$(awk -v a="$(cpu "${PIDS[0]}")" -v b="$c0" 'BEGIN{print a-b}'),\"nats\":$(awk -v a="$(cpu "$NATS_PID")" -v b="$n0" 'BEGIN{print a-b}')}" >"$WORK/cpu-cluster-b$b-r$r.json"
     stop_cluster
   done
 done
@@ -222,6 +228,17 @@ section() {
     echo "| $b | $(human "$(ev "$s")") | $(human "$(ev "$c")") | **$(ratio "$(ev "$c")" "$(ev "$s")")** | $(tr ' ' '\n' <<<"$rs" | grep . | cut -d: -f1 | paste -sd' ') | $(msf "$(get "$s" .latency_us.p50)") / $(msf "$(get "$s" .latency_us.p99)") | $(msf "$(get "$c" .latency_us.p50)") / $(msf "$(get "$c" .latency_us.p99)") |"
   done
   echo
+  # CPU per event of the median round at batch 100: where the difference goes on this machine.
+  if [ -n "${MEDIAN_CLUSTER_B100:-}" ]; then
+    r=${MEDIAN_CLUSTER_B100##*-r}; r=${r%.txt}
+    s=$WORK/ingest-single-b100-r$r.txt; c=$MEDIAN_CLUSTER_B100
+    # µs of CPU per acknowledged event, over warm-up and measurement (events/s × their length).
+    per() { awk -v cpu="$1" -v eps="$2" -v t="$(awk -v d="$DUR" -v w="$WARM" 'BEGIN{print d+w}')" 'BEGIN { if (eps > 0) printf "%.2f", cpu * 1e6 / (eps * t); else print "n/a" }'; }
+    echo "CPU per event at 100 events/Msg (same round): single node statecast $(per "$(jq .statecast "$WORK/cpu-single-b100-r$r.json")" "$(ev "$s")") µs;"
+    echo "cluster node statecast $(per "$(jq .statecast "$WORK/cpu-cluster-b100-r$r.json")" "$(ev "$c")") µs + nats-server $(per "$(jq .nats "$WORK/cpu-cluster-b100-r$r.json")" "$(ev "$c")") µs"
+    echo "(every core is busy in these runs, the load generator included, so throughput follows CPU per event)."
+    echo
+  fi
   c=$WORK/ingest-cluster3-b100.txt
   if json "$c" >/dev/null 2>&1; then
     echo "Aggregate, 3 nodes, $((CONNS / 3)) connections into each (100 events/Msg): **$(human "$(ev "$c")") ev/s**, $(ratio "$(ev "$c")" "$(ev "${MEDIAN_CLUSTER_B100:-none}")") × one cluster node"
