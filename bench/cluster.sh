@@ -63,7 +63,8 @@ cleanup() {
   local pid
   for pid in $(jobs -pr); do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  # After a failed measurement the servers' logs are worth reading: kept, and named.
+  if [ "${FAILED:-0}" = 1 ]; then echo "bench/cluster.sh: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
