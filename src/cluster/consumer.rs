@@ -26,6 +26,13 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// How often a shutting-down consumer looks whether this node's publishes are all answered.
 const DRAIN_CHECK: Duration = Duration::from_millis(50);
 
+/// How long the consumer waits for a message before it asks the stream whether it is behind.
+/// The server that holds an ordered consumer (R1, on one server of a NATS cluster) can die with
+/// it; the client only notices after missed heartbeats and then recreates it under a name the
+/// dead server may still be assigned, which can hang for good. A consumer that is behind the
+/// stream and hears nothing is replaced by a fresh one here instead.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
 pub(super) struct Consumer {
     pub(super) stream: Stream,
     pub(super) engine: EngineHandle,
@@ -90,9 +97,28 @@ impl Consumer {
             .await
             .map_err(|e| format!("cannot read the stream: {e}"))?;
         let mut drain = tokio::time::interval(DRAIN_CHECK);
+        let mut stall = tokio::time::interval(STALL_CHECK);
         loop {
+            // The stall window counts waiting only, not applying (a slow input is not a stall).
+            stall.reset();
             let message = tokio::select! {
                 message = messages.next() => message,
+                _ = stall.tick() => {
+                    let info = tokio::time::timeout(STALL_CHECK, self.stream.get_info()).await;
+                    if let Ok(Ok(info)) = info {
+                        if info.state.last_sequence >= self.next {
+                            return Err(format!(
+                                "no message for {STALL_CHECK:?} while the stream is at {} and this node at {}",
+                                info.state.last_sequence,
+                                self.next.saturating_sub(1)
+                            ));
+                        }
+                    }
+                    continue;
+                }
+                // Wakes an idle consumer when shutdown begins, so the drain check below runs
+                // (its branch is only enabled once shutdown is seen).
+                _ = shutdown.cancelled(), if !shutdown.is_cancelled() => continue,
                 _ = drain.tick(), if shutdown.is_cancelled() => {
                     if self.pending.is_empty() {
                         return Ok(());

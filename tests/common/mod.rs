@@ -8,12 +8,14 @@
 #![allow(dead_code, unused_imports)]
 
 mod http;
+mod nats;
 mod riemann;
 mod server;
 mod tmpfs;
 mod ws;
 
 pub use http::*;
+pub use nats::*;
 pub use riemann::*;
 pub use server::*;
 pub use tmpfs::*;

@@ -33,9 +33,15 @@ use hist::{ms, Histogram};
     about = "Riemann protobuf TCP load generator: pipelined, reports acked events/s and reply latency"
 )]
 struct Args {
-    /// Server address (Riemann TCP).
-    #[arg(long, default_value = "127.0.0.1:5555")]
-    addr: SocketAddr,
+    /// Server address (Riemann TCP); several, comma-separated, spread the connections over them
+    /// in turn (connection i goes to address i mod n: ingest into every node of a cluster).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:5555",
+        value_delimiter = ',',
+        required = true
+    )]
+    addr: Vec<SocketAddr>,
     /// TCP connections.
     #[arg(long, short = 'c', default_value_t = 1)]
     connections: usize,
@@ -144,9 +150,10 @@ fn build_cycle(args: &Args, conn: usize) -> (Vec<Bytes>, u64) {
 
 async fn run_connection(args: Arc<Args>, conn: usize, shared: Arc<Shared>) -> Result<(), String> {
     let (frames, _) = build_cycle(&args, conn);
-    let stream = TcpStream::connect(args.addr)
+    let addr = args.addr[conn % args.addr.len()];
+    let stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect {}: {e}", args.addr))?;
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let (mut read, mut write) = stream.into_split();
     let k = args.in_flight.max(1);
@@ -307,6 +314,7 @@ async fn main() -> std::process::ExitCode {
         "tool": "statecast-load",
         "label": args.label,
         "connections": args.connections,
+        "servers": args.addr.len(),
         "batch": args.batch,
         "in_flight": args.in_flight,
         "change_ratio": args.change_ratio,

@@ -38,12 +38,14 @@ use hist::{ms, Histogram};
     about = "Websocket swarm + change driver: deliveries/s, end-to-end latency, clients behind"
 )]
 struct Args {
-    /// Websocket URL, e.g. ws://127.0.0.1:8080/ws
-    #[arg(long)]
-    ws: String,
-    /// JSON ingest URL, e.g. http://127.0.0.1:8080/api/event (omit: watch only).
-    #[arg(long)]
-    post: Option<String>,
+    /// Websocket URL, e.g. ws://127.0.0.1:8080/ws; several, comma-separated, spread the clients
+    /// over them in turn (client i connects to URL i mod n: the nodes of a cluster).
+    #[arg(long, value_delimiter = ',', required = true)]
+    ws: Vec<String>,
+    /// JSON ingest URL, e.g. http://127.0.0.1:8080/api/event (omit: watch only); several,
+    /// comma-separated, spread the drivers over them in turn.
+    #[arg(long, value_delimiter = ',')]
+    post: Vec<String>,
     /// Concurrent websocket clients.
     #[arg(long, short = 'c', default_value_t = 100)]
     clients: usize,
@@ -412,27 +414,28 @@ async fn driver(id: usize, args: Arc<Args>, url: String, shared: Arc<Shared>) {
 async fn main() -> std::process::ExitCode {
     let args = Arc::new(Args::parse());
     base();
-    let (ws_host, _) = match split_url(&args.ws) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("statecast-swarm: {e}");
-            return std::process::ExitCode::FAILURE;
+    let mut ws_addrs = Vec::with_capacity(args.ws.len());
+    for url in &args.ws {
+        let resolved = match split_url(url) {
+            Ok((host, _)) => resolve(&host).await,
+            Err(e) => Err(e),
+        };
+        match resolved {
+            Ok(addr) => ws_addrs.push((addr, url.clone())),
+            Err(e) => {
+                eprintln!("statecast-swarm: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
         }
-    };
-    let ws_addr = match resolve(&ws_host).await {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("statecast-swarm: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
+    }
     let shared = Arc::new(Shared::default());
     let connecting = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let connect_start = Instant::now();
-    for _ in 0..args.clients {
+    for i in 0..args.clients {
+        let (addr, url) = &ws_addrs[i % ws_addrs.len()];
         tokio::spawn(client(
-            ws_addr,
-            args.ws.clone(),
+            *addr,
+            url.clone(),
             Arc::clone(&shared),
             Arc::clone(&connecting),
         ));
@@ -464,12 +467,12 @@ async fn main() -> std::process::ExitCode {
     }
 
     let mut drivers = Vec::new();
-    if let (Some(url), false) = (&args.post, args.idle) {
+    if !args.post.is_empty() && !args.idle {
         for id in 0..args.drivers.max(1) {
             drivers.push(tokio::spawn(driver(
                 id,
                 Arc::clone(&args),
-                url.clone(),
+                args.post[id % args.post.len()].clone(),
                 Arc::clone(&shared),
             )));
         }
@@ -515,6 +518,7 @@ async fn main() -> std::process::ExitCode {
         "tool": "statecast-swarm",
         "label": args.label,
         "clients": total,
+        "ws_servers": args.ws.len(),
         "rate": args.rate,
         "batch": args.batch,
         "drivers": args.drivers,

@@ -1,0 +1,837 @@
+//! Cluster mode (issue 14) against Debian's real `nats-server`: several statecast nodes on one
+//! JetStream stream compute the same index, the same changes and the same `seq`s; a node killed
+//! or wiped catches up; NATS going away is an outage, not a loss.
+//!
+//! The tests take one lock each: every test starts a NATS deployment and several statecast
+//! processes, and on a small machine running them side by side only makes them slow.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One cluster test at a time (see the module doc). An async lock: a test holds it across its
+/// awaits, and a failed test does not poison it for the others.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The harness itself: a 3-server NATS cluster forms, takes an R=3 stream, keeps taking
+/// publishes with one server killed, and the restarted server rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_harness_cluster_survives_one_server() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut nats = Nats::cluster(3);
+    let js = nats.jetstream().await;
+    let mut stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "harness".into(),
+            subjects: vec!["harness.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create an R=3 stream: {e}\n{}", nats.logs()));
+    let publish = |n: u32| {
+        let js = js.clone();
+        async move {
+            let ack = js
+                .publish(format!("harness.{n}"), n.to_string().into())
+                .await
+                .map_err(|e| e.to_string())?;
+            ack.await.map(|ack| ack.sequence).map_err(|e| e.to_string())
+        }
+    };
+    assert_eq!(publish(1).await.expect("ack"), 1);
+    nats.kill(0);
+    // The stream keeps a quorum (2 of 3); publishes may fail while its leader moves.
+    let seq = eventually(
+        TIMEOUT * 3,
+        "a publish acknowledged with one server down",
+        || publish(2),
+    )
+    .await;
+    assert!(seq >= 2, "acknowledged at {seq}");
+    nats.restart(0);
+    let state = stream.info().await.expect("stream info").state.clone();
+    assert!(
+        state.last_sequence >= 2,
+        "the stream holds both publishes: {state:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers of this file
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /api/state?query=Q` (`Q` already URL-encoded), sorted by (host, service): the same
+/// index on two nodes gives equal vectors.
+async fn state(node: &Addrs, query: &str) -> Vec<Value> {
+    let response = http_request(
+        node.http,
+        "GET",
+        &format!("/api/state?query={query}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(response.status, 200, "/api/state: {}", response.body);
+    let mut events = response.json().as_array().cloned().unwrap_or_default();
+    events.sort_by_key(|e| (e["host"].to_string(), e["service"].to_string()));
+    events
+}
+
+/// Every indexed event (`query=true`).
+async fn all_state(node: &Addrs) -> Vec<Value> {
+    state(node, "true").await
+}
+
+/// `GET /api/history?since=0` with a limit above anything a test writes: the node's changes.
+async fn history(node: &Addrs) -> Vec<Value> {
+    let response = http_request(
+        node.http,
+        "GET",
+        "/api/history?since=0&limit=100000",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(response.status, 200, "/api/history: {}", response.body);
+    response.json()["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn seq(change: &Value) -> u64 {
+    change["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a change without seq: {change}"))
+}
+
+/// Asserts `changes` have consecutive seqs (no gap, no duplicate) starting right after `after`.
+fn assert_consecutive(changes: &[Value], after: u64, what: &str) {
+    let seqs: Vec<u64> = changes.iter().map(seq).collect();
+    let expected: Vec<u64> = (after + 1..=after + changes.len() as u64).collect();
+    assert_eq!(seqs, expected, "{what}: seqs with a gap or a duplicate");
+}
+
+/// The next `n` change frames of a dashboard.
+async fn changes(ws: &mut WsClient, n: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        out.push(ws.next_change().await);
+    }
+    out
+}
+
+/// Change frames of a dashboard up to and including seq `last`.
+async fn changes_through(ws: &mut WsClient, last: u64) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    while out.last().map(seq).is_none_or(|s| s < last) {
+        out.push(ws.next_change().await);
+    }
+    out
+}
+
+/// A dashboard's snapshot: (seq, epoch).
+async fn position(node: &Addrs) -> (u64, String) {
+    let (ws, snapshot) = WsClient::connect_with_snapshot(node).await;
+    ws.close().await;
+    let epoch = snapshot["epoch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a snapshot without epoch: {snapshot}"))
+        .to_owned();
+    (seq(&snapshot), epoch)
+}
+
+/// A JSON event that is a change (a new key in `critical`), with an attribute saying which run
+/// sent it.
+fn critical(service: &str) -> String {
+    format!(r#"[{{"host":"cluster","service":"{service}","state":"critical","run":"t"}}]"#)
+}
+
+/// `POST /api/event` that reports a refused or dropped connection (a killed node) instead of
+/// panicking: `(status, body)`.
+async fn try_post(node: SocketAddr, body: &str) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(node)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let request = format!(
+            "POST /api/event HTTP/1.1\r\nHost: {node}\r\nContent-Type: application/json\r\n\
+             Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("no complete response: {raw:?}"))?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line: {head:?}"))?;
+        Ok((status, body.to_owned()))
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
+}
+
+/// Posts one new critical key after another to `node` until `stop` is set or a post fails to
+/// get any answer; returns the services that were acknowledged (200).
+fn ingest_until(
+    node: SocketAddr,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let service = format!("{prefix}-{i}");
+            i += 1;
+            match try_post(node, &critical(&service)).await {
+                Ok((200, _)) => acked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(service),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+}
+
+fn count(acked: &Mutex<Vec<String>>) -> usize {
+    acked.lock().unwrap_or_else(|e| e.into_inner()).len()
+}
+
+/// Waits until every service in `acked` is indexed as critical on `node`.
+async fn wait_all_indexed(node: &Addrs, acked: &[String], name: &str) {
+    wait_all_indexed_within(CATCH_UP_TIMEOUT, node, acked, name).await
+}
+
+/// [`wait_all_indexed`] with a bound of its own.
+async fn wait_all_indexed_within(timeout: Duration, node: &Addrs, acked: &[String], name: &str) {
+    eventually(
+        timeout,
+        &format!("every acknowledged key on {name}"),
+        || async {
+            let indexed: HashSet<String> = state(node, "host%20%3D%20%22cluster%22")
+                .await
+                .iter()
+                .filter(|e| e["state"] == "critical")
+                .filter_map(|e| e["service"].as_str().map(str::to_owned))
+                .collect();
+            let missing: Vec<&String> = acked.iter().filter(|s| !indexed.contains(*s)).collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} missing, e.g. {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(5)]
+                ))
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until `nodes` hold the same index (`/api/state`); returns it.
+async fn wait_agree(nodes: &[&Node]) -> Vec<Value> {
+    eventually(
+        CATCH_UP_TIMEOUT,
+        "every node holds the same index",
+        || async {
+            let first = all_state(nodes[0]).await;
+            for node in &nodes[1..] {
+                let other = all_state(node).await;
+                if other != first {
+                    return Err(format!(
+                        "{} has {} events, {} has {}",
+                        nodes[0].id,
+                        first.len(),
+                        node.id,
+                        other.len()
+                    ));
+                }
+            }
+            Ok(first)
+        },
+    )
+    .await
+}
+
+/// `statecast_cluster_applied_seq` of a node.
+async fn applied_seq(node: &Addrs) -> u64 {
+    metric_line(node, "statecast_cluster_applied_seq ")
+        .await
+        .map(|(_, v)| v as u64)
+        .expect("statecast_cluster_applied_seq in /metrics")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+/// Three nodes on one nats-server: Riemann TCP (riemann-client) into node A; dashboards on B and
+/// C see the identical change sequence (same seqs, same JSON); queries agree on every node; a
+/// TTL expiry is one `expired` change with the same seq everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_see_the_same_changes_queries_and_expiry() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "agree").with(&["--reap-interval", "100ms"]);
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec, "b").await;
+    let c = Node::start(&spec, "c").await;
+
+    let (mut dash_b, snap_b) = WsClient::connect_with_snapshot(&b).await;
+    let (mut dash_c, snap_c) = WsClient::connect_with_snapshot(&c).await;
+    let (seq_a, epoch_a) = position(&a).await;
+    assert_eq!(snap_b["epoch"], epoch_a.as_str(), "one epoch per stream");
+    assert_eq!(snap_c["epoch"], epoch_a.as_str(), "one epoch per stream");
+    assert_eq!((seq(&snap_b), seq(&snap_c)), (seq_a, seq_a));
+
+    // Five changes and one short-lived key, each through the real Riemann client into A.
+    for (host, state) in [
+        ("web1", "critical"),
+        ("web2", "warning"),
+        ("web3", "critical"),
+        ("web1", "ok"),
+        ("web2", "critical"),
+    ] {
+        let status = riemann_client_send(
+            &a,
+            &[
+                "-h", host, "-S", "cpu", "-s", state, "-D", "from A", "-d", "0.5",
+            ],
+        )
+        .await;
+        assert!(status.success(), "riemann-client send to A: {status:?}");
+    }
+    let status =
+        riemann_client_send(&a, &["-h", "short", "-S", "ttl", "-s", "ok", "-L", "1"]).await;
+    assert!(status.success(), "riemann-client send to A: {status:?}");
+    let status = riemann_client_send(
+        &a,
+        &["-h", "short", "-S", "ttl2", "-s", "warning", "-L", "1"],
+    )
+    .await;
+    assert!(status.success(), "riemann-client send to A: {status:?}");
+
+    // The five, then short/ttl2 (short/ttl stays `ok`: no change), then both short keys expire:
+    // two `expired` changes. 8 in all.
+    let seen_b = changes(&mut dash_b, 8).await;
+    let seen_c = changes(&mut dash_c, 8).await;
+    assert_consecutive(&seen_b, seq_a, "dashboard on B");
+    assert_eq!(
+        seen_b, seen_c,
+        "B and C must see the identical change frames"
+    );
+    let expired: Vec<&Value> = seen_b
+        .iter()
+        .filter(|c| c["event"]["state"] == "expired")
+        .collect();
+    assert_eq!(expired.len(), 2, "two expiries: {seen_b:#?}");
+    assert!(
+        expired.iter().all(|c| c["event"]["host"] == "short"),
+        "{expired:#?}"
+    );
+
+    // Let more ticks pass through the stream than there are nodes, then a marker: the next
+    // change on each dashboard is the marker, so no node produced a second `expired`.
+    let ticks_from = applied_seq(&b).await;
+    eventually(TIMEOUT, "ticks keep flowing through the stream", || async {
+        let now = applied_seq(&b).await;
+        if now >= ticks_from + 5 {
+            Ok(())
+        } else {
+            Err(format!("applied seq {now}, from {ticks_from}"))
+        }
+    })
+    .await;
+    let status = riemann_client_send(&a, &["-h", "marker", "-S", "m", "-s", "critical"]).await;
+    assert!(status.success());
+    let marker_b = dash_b.next_change_is("m").await;
+    let marker_c = dash_c.next_change_is("m").await;
+    assert_eq!(marker_b, marker_c);
+    assert_eq!(seq(&marker_b), seq_a + 9);
+
+    // Every node's history holds the same changes (A's too: it had no dashboard).
+    for node in [&a, &b, &c] {
+        wait_readyz(node).await;
+        let mut mine = history(node).await;
+        mine.retain(|c| seq(c) > seq_a);
+        let expired_once: Vec<u64> = mine
+            .iter()
+            .filter(|c| c["event"]["state"] == "expired" && c["event"]["service"] == "ttl2")
+            .map(seq)
+            .collect();
+        assert_eq!(expired_once.len(), 1, "node {}: {mine:#?}", node.id);
+        assert_eq!(
+            mine.iter().map(seq).collect::<Vec<_>>(),
+            (seq_a + 1..=seq_a + 9).collect::<Vec<_>>(),
+            "node {}",
+            node.id
+        );
+    }
+    assert_eq!(history(&a).await, history(&b).await, "history on A and B");
+    assert_eq!(history(&b).await, history(&c).await, "history on B and C");
+
+    // Queries agree on every node: everything, and a filter.
+    let everything = wait_agree(&[&a, &b, &c]).await;
+    assert!(everything.len() >= 6, "{everything:#?}");
+    let critical_q = "state%20%3D%20%22critical%22";
+    let on_a = state(&a, critical_q).await;
+    assert_eq!(on_a.len(), 3, "web2, web3 and the marker: {on_a:#?}");
+    assert_eq!(on_a, state(&b, critical_q).await);
+    assert_eq!(on_a, state(&c, critical_q).await);
+    let mut tcp_b = RiemannTcp::connect(&b).await;
+    let reply = tcp_b.request(&query_msg(r#"state = "critical""#)).await;
+    assert_eq!(reply.ok, Some(true), "{reply:?}");
+    assert_eq!(reply.events.len(), 3, "Riemann TCP query on B: {reply:?}");
+
+    // The node says who it is and how far it is.
+    let (info, one) = metric_line(&b, "statecast_cluster_info{")
+        .await
+        .expect("statecast_cluster_info in B's /metrics");
+    assert_eq!(one, 1.0);
+    assert!(
+        info.contains(r#"node="b""#) && info.contains(r#"stream="agree""#),
+        "{info}"
+    );
+    for name in [
+        "statecast_cluster_stream_seq ",
+        "statecast_cluster_lag ",
+        "statecast_cluster_publish_seconds_count",
+        "statecast_cluster_snapshots_written_total ",
+    ] {
+        assert!(
+            metric_line(&a, name).await.is_some(),
+            "{name} missing in A's /metrics"
+        );
+    }
+    let published = metric_line(&a, "statecast_cluster_publish_seconds_count")
+        .await
+        .map_or(0.0, |(_, v)| v);
+    assert!(published >= 8.0, "A published its 8 batches: {published}");
+}
+
+/// `kill -9` of the node taking the ingest, mid-stream: every acknowledged change is on the
+/// survivors; the restarted node catches up and agrees; a dashboard of B resumes on C with
+/// since/epoch and gets exactly the changes it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_stream_loses_nothing_acknowledged_and_catches_up() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "kill");
+    let mut a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec, "b").await;
+    let c = Node::start(&spec, "c").await;
+
+    // A reference dashboard on B stays connected throughout; another one leaves early.
+    let (mut reference, snapshot) = WsClient::connect_with_snapshot(&b).await;
+    let (mut leaver, _) = WsClient::connect_with_snapshot(&b).await;
+    let start = seq(&snapshot);
+    let epoch = snapshot["epoch"].as_str().expect("epoch").to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let ingest = ingest_until(a.http, "a", Arc::clone(&stop), Arc::clone(&acked));
+    eventually(CATCH_UP_TIMEOUT, "20 acknowledged posts to A", || async {
+        let n = count(&acked);
+        if n >= 20 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    })
+    .await;
+    // The leaver has seen a few changes and goes away.
+    let left_at = seq(changes(&mut leaver, 5).await.last().expect("5 changes"));
+    leaver.close().await;
+
+    a.kill_9();
+    stop.store(true, Ordering::Relaxed);
+    ingest.await.expect("ingest task");
+    let acked_on_a: Vec<String> = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+
+    // The survivors take more (into B) while A is down.
+    let more: Vec<String> = (0..10).map(|i| format!("b-{i}")).collect();
+    for service in &more {
+        let (status, body) = try_post(b.http, &critical(service))
+            .await
+            .expect("post to B");
+        assert_eq!(status, 200, "post to B with A down: {body}");
+    }
+    wait_all_indexed(&b, &acked_on_a, "B").await;
+    wait_all_indexed(&c, &acked_on_a, "C").await;
+    wait_all_indexed(&c, &more, "C").await;
+
+    // The leaver's dashboard resumes on C: exactly what it missed, in order, then live.
+    let (now, epoch_c) = position(&c).await;
+    assert_eq!(epoch_c, epoch);
+    let mut resumed =
+        WsClient::connect_path(&c, &format!("/ws?since={left_at}&epoch={epoch}")).await;
+    let missed = changes_through(&mut resumed, now).await;
+    assert_consecutive(&missed, left_at, "resumed on C");
+    let all_on_b = changes_through(&mut reference, now).await;
+    assert_consecutive(&all_on_b, start, "reference dashboard on B");
+    assert_eq!(
+        missed.as_slice(),
+        &all_on_b[(left_at - start) as usize..],
+        "the resumed dashboard on C gets the frames B's dashboard got"
+    );
+    let (status, _) = try_post(c.http, &critical("live"))
+        .await
+        .expect("post to C");
+    assert_eq!(status, 200);
+    let live = resumed.next_change_is("live").await;
+    assert_eq!(seq(&live), now + 1);
+    assert_eq!(reference.next_change_is("live").await, live);
+
+    // A comes back on its own data directory, catches up, and agrees with the others.
+    a.restart(&spec).await;
+    wait_all_indexed(&a, &more, "restarted A").await;
+    wait_agree(&[&a, &b, &c]).await;
+    let (seq_a, epoch_a) = position(&a).await;
+    assert_eq!((seq_a, epoch_a), (now + 1, epoch));
+    assert_eq!(
+        history(&a).await,
+        history(&b).await,
+        "history of restarted A and B"
+    );
+}
+
+/// The sum of `statecast_cluster_snapshots_written_total` over `nodes`.
+async fn snapshots_written(nodes: &[&Node]) -> u64 {
+    let mut total = 0;
+    for node in nodes {
+        total += metric_line(node, "statecast_cluster_snapshots_written_total ")
+            .await
+            .map_or(0, |(_, v)| v as u64);
+    }
+    total
+}
+
+/// A new node with an empty data directory joins after the stream's beginning was purged: it
+/// loads the newest snapshot, replays the stream after it, and agrees with the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_node_bootstraps_from_the_snapshot_after_the_stream_start_was_purged() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "boot").with(&["--cluster-snapshot-interval", "1s"]);
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec, "b").await;
+
+    let before: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
+    for service in &before {
+        let (status, body) = try_post(a.http, &critical(service))
+            .await
+            .expect("post to A");
+        assert_eq!(status, 200, "{body}");
+    }
+    let js = nats.jetstream().await;
+    let mut stream = js
+        .get_stream("boot")
+        .await
+        .expect("the stream named by --cluster-stream");
+    let covered = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence;
+    // Both nodes have applied it; then two more snapshots: the second one began after the first
+    // was written, so after `covered` was applied.
+    for node in [&a, &b] {
+        eventually(
+            CATCH_UP_TIMEOUT,
+            "the node applied the first batches",
+            || async {
+                let applied = applied_seq(node).await;
+                if applied >= covered {
+                    Ok(())
+                } else {
+                    Err(format!("{applied} < {covered}"))
+                }
+            },
+        )
+        .await;
+    }
+    let written = snapshots_written(&[&a, &b]).await;
+    eventually(CATCH_UP_TIMEOUT, "two more snapshots written", || async {
+        let now = snapshots_written(&[&a, &b]).await;
+        if now >= written + 2 {
+            Ok(())
+        } else {
+            Err(format!("{now}, from {written}"))
+        }
+    })
+    .await;
+
+    // Trim the stream's beginning: everything before `covered` is gone.
+    stream
+        .purge()
+        .sequence(covered)
+        .await
+        .expect("purge the stream's beginning");
+    let first = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .first_sequence;
+    assert!(
+        first >= covered,
+        "the stream starts at {first} after the purge"
+    );
+
+    let after: Vec<String> = (0..10).map(|i| format!("after-{i}")).collect();
+    for service in &after {
+        let (status, body) = try_post(b.http, &critical(service))
+            .await
+            .expect("post to B");
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let d = Node::start(&spec, "d").await;
+    wait_all_indexed(&d, &before, "new node D").await;
+    wait_all_indexed(&d, &after, "new node D").await;
+    wait_agree(&[&a, &b, &d]).await;
+    let (seq_b, epoch_b) = position(&b).await;
+    assert_eq!(
+        position(&d).await,
+        (seq_b, epoch_b),
+        "D continues the same seq and epoch"
+    );
+
+    // Live changes after the join: D computes the same ones.
+    let (mut dash_a, _) = WsClient::connect_with_snapshot(&a).await;
+    let (mut dash_d, _) = WsClient::connect_with_snapshot(&d).await;
+    let (status, _) = try_post(d.http, &critical("joined"))
+        .await
+        .expect("post to D");
+    assert_eq!(status, 200);
+    let on_d = dash_d.next_change_is("joined").await;
+    assert_eq!(seq(&on_d), seq_b + 1);
+    assert_eq!(dash_a.next_change_is("joined").await, on_d);
+}
+
+/// How long a node may take to go on after one server of its NATS cluster died: NATS elects new
+/// leaders (seconds), and a stream consumer that lived on the dead server is only noticed gone
+/// after missed heartbeats, then recreated through the new leaders.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A 3-server NATS cluster and a stream with 3 replicas: one nats-server is killed during
+/// ingest; ingest continues and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_continues_when_one_of_three_nats_servers_dies() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut nats = Nats::cluster(3);
+    let spec = ClusterSpec::new(&nats, "r3").with(&["--cluster-replicas", "3"]);
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec, "b").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let ingest = ingest_until(a.http, "r3", Arc::clone(&stop), Arc::clone(&acked));
+    let wait_for = |n: usize| {
+        let acked = Arc::clone(&acked);
+        async move {
+            eventually(
+                FAILOVER_TIMEOUT,
+                &format!("{n} acknowledged posts"),
+                || async {
+                    let have = count(&acked);
+                    if have >= n {
+                        Ok(())
+                    } else {
+                        Err(format!("{have}"))
+                    }
+                },
+            )
+            .await
+        }
+    };
+    wait_for(20).await;
+    nats.kill(0);
+    let killed = Instant::now();
+    let at_kill = count(&acked);
+    // Ingest goes on through the two others: after the NATS cluster elects new leaders where n0
+    // led, and after each node's stream consumer, if it lived on n0, is recreated elsewhere.
+    wait_for(at_kill + 20).await;
+    eprintln!(
+        "20 more posts acknowledged {:.1}s after nats-server n0 was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    stop.store(true, Ordering::Relaxed);
+    ingest.await.expect("ingest task");
+    let acked: Vec<String> = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    wait_all_indexed_within(FAILOVER_TIMEOUT, &a, &acked, "A").await;
+    wait_all_indexed_within(FAILOVER_TIMEOUT, &b, &acked, "B").await;
+    wait_agree(&[&a, &b]).await;
+
+    // The stream itself holds them with its replicas.
+    let js = nats.jetstream().await;
+    let mut stream = js.get_stream("r3").await.expect("the stream");
+    let info = stream.info().await.expect("stream info");
+    assert_eq!(info.config.num_replicas, 3, "{:?}", info.config);
+    // The killed server comes back and rejoins; the nodes stay in agreement.
+    nats.restart(0);
+    let (status, _) = try_post(b.http, &critical("after-restart"))
+        .await
+        .expect("post to B");
+    assert_eq!(status, 200);
+    wait_all_indexed(&a, &["after-restart".to_owned()], "A").await;
+    wait_agree(&[&a, &b]).await;
+}
+
+/// NATS unreachable: ingest is refused with a clear error within --cluster-timeout, readiness
+/// drops, dashboards keep the last state; when NATS returns the node recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_unreachable_refuses_ingest_then_recovers() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "outage").with(&["--cluster-timeout", "1s"]);
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec, "b").await;
+
+    let (mut dash_b, snapshot) = WsClient::connect_with_snapshot(&b).await;
+    let start = seq(&snapshot);
+    for service in ["up-1", "up-2", "up-3"] {
+        let (status, body) = try_post(a.http, &critical(service))
+            .await
+            .expect("post to A");
+        assert_eq!(status, 200, "{body}");
+    }
+    let before = changes(&mut dash_b, 3).await;
+    assert_consecutive(&before, start, "dashboard on B");
+    let state_before = all_state(&b).await;
+
+    nats.kill_all();
+    // HTTP: 503 with ok:false and an error that says what is wrong (within try_post's bound).
+    let (status, body) = try_post(a.http, &critical("down-1"))
+        .await
+        .expect("an answer");
+    assert_eq!(status, 503, "POST with NATS down: {body}");
+    let reply: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(reply["ok"], false, "{reply}");
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(!error.is_empty(), "a clear error: {reply}");
+    // Riemann TCP: Msg{ok:false, error}.
+    let mut tcp = RiemannTcp::connect(&a).await;
+    let reply = tcp
+        .request(&events_msg(vec![event("cluster", "down-2", "critical")]))
+        .await;
+    assert_eq!(reply.ok, Some(false), "{reply:?}");
+    assert!(
+        !reply.error.clone().unwrap_or_default().is_empty(),
+        "{reply:?}"
+    );
+    // Not ready while NATS is away.
+    for node in [&a, &b] {
+        eventually(
+            CATCH_UP_TIMEOUT,
+            "/readyz 503 while NATS is unreachable",
+            || async {
+                match readyz_status(node).await {
+                    503 => Ok(()),
+                    other => Err(other.to_string()),
+                }
+            },
+        )
+        .await;
+    }
+    // The dashboard stays connected and the last state stays served.
+    let stats = dash_b.next_stats().await;
+    assert_eq!(stats["type"], "stats");
+    assert_eq!(all_state(&b).await, state_before);
+
+    nats.restart_all();
+    wait_readyz(&a).await;
+    wait_readyz(&b).await;
+    eventually(CATCH_UP_TIMEOUT, "a POST accepted again", || async {
+        match try_post(a.http, &critical("back")).await {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // The dashboard goes on where it was: no gap, no duplicate, and `back` arrives. (A refused
+    // batch may still have reached the stream after all: refused is not a promise of absence.)
+    let mut after = Vec::new();
+    while after
+        .last()
+        .is_none_or(|c: &Value| c["event"]["service"] != "back")
+    {
+        after.push(dash_b.next_change().await);
+    }
+    assert_consecutive(&after, start + 3, "dashboard on B after the outage");
+    wait_agree(&[&a, &b]).await;
+}
+
+/// A snapshot interval not below the stream's max age could leave a gap between the newest
+/// snapshot and the stream's oldest message: the node refuses to start, with one line.
+#[test]
+fn a_snapshot_interval_not_below_the_max_age_is_refused() {
+    let data_dir = fresh_dir("refuse");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args([
+            "--tcp",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--cluster", "nats://127.0.0.1:1", "--cluster-max-age", "1h"])
+        .args(["--cluster-snapshot-interval", "2h"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn statecast");
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("collect output");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{stderr}");
+    // The error is one line; INFO log lines (the listeners are bound before this check) may
+    // precede it.
+    let not_logs: Vec<&str> = stderr.lines().filter(|l| !l.contains(" INFO ")).collect();
+    assert_eq!(not_logs.len(), 1, "one line:\n{stderr}");
+    assert!(
+        not_logs[0].contains("--cluster-snapshot-interval")
+            && not_logs[0].contains("--cluster-max-age"),
+        "names both flags:\n{stderr}"
+    );
+}
