@@ -517,66 +517,17 @@ async fn acks_expire_and_silences_start_and_end_by_the_clock() {
     assert_eq!(ended["silenced"], json!([]));
 }
 
-/// A single `nats-server` with JetStream on a free loopback port, killed on drop.
-struct Nats {
-    child: std::process::Child,
-    url: String,
-    dir: std::path::PathBuf,
-}
-
-impl Nats {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = fresh_dir("actions-nats");
-        // Debian installs it in /usr/sbin, which a user's PATH may lack.
-        let program = ["/usr/sbin/nats-server", "nats-server"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .unwrap_or("nats-server");
-        let child = std::process::Command::new(program)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server (Debian package nats-server) must be installed");
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not listen"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            dir,
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// In cluster mode an action made on one node is applied by every node at the same point of the
 /// stream: the same `seq` and frames everywhere, and a node that joins later (from the snapshot
 /// and the stream) has the same acks and silences.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_every_node_applies_an_action_with_the_same_seq() {
-    let nats = Nats::start();
+    let nats = Nats::single();
+    let url = nats.url();
     let node = |id: &str| {
         start_server(&[
             "--cluster",
-            &nats.url,
+            &url,
             "--cluster-node-id",
             id,
             "--cluster-stream",
