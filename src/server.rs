@@ -107,6 +107,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(pattern) = &config.allowed_origin {
         web::access::validate_origin_pattern(pattern).map_err(StartError::Config)?;
     }
+    if let Some(cluster) = config.cluster() {
+        cluster
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+    }
     // Before binding: a bad certificate is a startup error like a bad flag.
     let certificates = match config.tls_files().map_err(StartError::Config)? {
         Some(files) => Some(Arc::new(

@@ -53,6 +53,19 @@ pub struct ClusterConfig {
     pub max_in_flight: usize,
 }
 
+impl ClusterConfig {
+    /// What can be refused before anything is bound or connected.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        if self.snapshot_interval >= self.max_age {
+            return Err(ClusterError(format!(
+                "--cluster-snapshot-interval ({:?}) must be shorter than --cluster-max-age ({:?}): a node starting from the newest snapshot replays the stream after it",
+                self.snapshot_interval, self.max_age
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cluster: {0}")]
 pub struct ClusterError(String);
@@ -153,12 +166,7 @@ fn engine_fingerprint(engine: &EngineConfig) -> String {
 /// Connects, finds or creates the stream and the snapshot bucket, and loads the snapshot to
 /// start from. Every refusal is one clear line.
 pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined, ClusterError> {
-    if config.snapshot_interval >= config.max_age {
-        return Err(ClusterError(format!(
-            "--cluster-snapshot-interval ({:?}) must be shorter than --cluster-max-age ({:?}): a node starting from the newest snapshot replays the stream after it",
-            config.snapshot_interval, config.max_age
-        )));
-    }
+    config.validate()?;
     let addrs = config
         .urls
         .iter()
