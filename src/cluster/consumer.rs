@@ -73,6 +73,11 @@ impl Consumer {
                 }
             }
         }
+        // Publishes from now on are refused at once, and those waiting are answered.
+        self.health
+            .diverged("this node stopped following the cluster stream".into());
+        self.pending
+            .fail_all("this node stopped following the cluster stream");
         tracing::debug!(next = self.next, "cluster stream consumer stopped");
     }
 

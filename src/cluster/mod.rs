@@ -92,10 +92,15 @@ impl Health {
         }
     }
 
+    /// This node no longer applies the stream (`reason`); the first reason stays.
     fn diverged(&self, reason: String) {
         if let Ok(mut diverged) = self.diverged.lock() {
-            *diverged = Some(reason);
+            diverged.get_or_insert(reason);
         }
+    }
+
+    fn stopped_following(&self) -> Option<String> {
+        self.diverged.lock().ok().and_then(|d| d.clone())
     }
 
     fn note_publish_failure(&self, error: &str) {

@@ -46,4 +46,18 @@ impl Pending {
             )))));
         }
     }
+
+    /// Answers every input still waiting: this node will not apply them (its consumer stopped),
+    /// so their senders must not wait for an answer that cannot come.
+    pub(super) fn fail_all(&self, reason: &str) {
+        let waiting = match self.waiting.lock() {
+            Ok(mut waiting) => std::mem::take(&mut *waiting),
+            Err(_) => return,
+        };
+        for (ack, _permit) in waiting.into_values() {
+            let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
+                "not applied by this node: {reason}; it may be in the stream (another node applies it); send again"
+            )))));
+        }
+    }
 }

@@ -41,6 +41,15 @@ impl Publisher {
         input: Input,
         ack: Option<oneshot::Sender<Applied>>,
     ) -> Result<(), EngineError> {
+        if let Some(reason) = self.health.stopped_following() {
+            // Its input would never come back to be answered here.
+            if let Some(ack) = ack {
+                let _ = ack.send(Applied::Done(Err(EngineError::Storage(format!(
+                    "not published: {reason}"
+                )))));
+            }
+            return Ok(());
+        }
         let permit = Arc::clone(&self.in_flight)
             .acquire_owned()
             .await
