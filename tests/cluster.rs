@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -796,35 +795,19 @@ async fn nats_unreachable_refuses_ingest_then_recovers() {
 #[test]
 fn a_snapshot_interval_not_below_the_max_age_is_refused() {
     let data_dir = fresh_dir("refuse");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_statecast"))
-        .args([
-            "--tcp",
-            "127.0.0.1:0",
-            "--udp",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--cluster", "nats://127.0.0.1:1", "--cluster-max-age", "1h"])
-        .args(["--cluster-snapshot-interval", "2h"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn statecast");
-    let deadline = Instant::now() + TIMEOUT;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("collect output");
+    let (status, stderr) = run_to_exit(
+        &data_dir,
+        &[
+            "--cluster",
+            "nats://127.0.0.1:1",
+            "--cluster-max-age",
+            "1h",
+            "--cluster-snapshot-interval",
+            "2h",
+        ],
+    );
     let _ = std::fs::remove_dir_all(&data_dir);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "stderr:\n{stderr}");
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
     // Refused before anything is bound or connected: one line, nothing else.
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line:\n{stderr}");

@@ -592,19 +592,27 @@ impl Owner {
         )))
     }
 
+    /// Whether input must be refused now ([`Owner::storage_refusal`]); if so, `ack` is answered.
+    fn refused(&self, ack: &mut Option<oneshot::Sender<Applied>>, from_log: bool) -> bool {
+        let Some(refusal) = self.storage_refusal(from_log) else {
+            return false;
+        };
+        if let Some(ack) = ack.take() {
+            let _ = ack.send(Applied::Done(Err(refusal)));
+        }
+        true
+    }
+
     /// Applies one batch of events. `from_log`: it came from an ordered log every node applies,
     /// so a local reason (storage failing) must not refuse it — the committer holds its changes
     /// until storage is back, and the log keeps them meanwhile.
     async fn apply(
         &mut self,
         events: Vec<Event>,
-        ack: Option<oneshot::Sender<Applied>>,
+        mut ack: Option<oneshot::Sender<Applied>>,
         from_log: bool,
     ) {
-        if let Some(refusal) = self.storage_refusal(from_log) {
-            if let Some(ack) = ack {
-                let _ = ack.send(Applied::Done(Err(refusal)));
-            }
+        if self.refused(&mut ack, from_log) {
             return;
         }
         let count = events.len() as u64;
@@ -671,13 +679,10 @@ impl Owner {
     async fn apply_action(
         &mut self,
         action: crate::action::Action,
-        ack: Option<oneshot::Sender<Applied>>,
+        mut ack: Option<oneshot::Sender<Applied>>,
         from_log: bool,
     ) {
-        if let Some(refusal) = self.storage_refusal(from_log) {
-            if let Some(ack) = ack {
-                let _ = ack.send(Applied::Done(Err(refusal)));
-            }
+        if self.refused(&mut ack, from_log) {
             return;
         }
         match self.engine.apply_action(action, &mut self.changes) {

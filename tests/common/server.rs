@@ -319,3 +319,45 @@ impl Drop for Server {
         }
     }
 }
+
+/// Runs the binary on `dir` with `extra` flags until it exits (at most 15 s): its status and
+/// stderr. For starts that must fail.
+pub fn run_to_exit(dir: &Path, extra: &[&str]) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args([
+            "--tcp",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn statecast");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return (status, stderr);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("statecast kept running on {}", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
