@@ -42,6 +42,13 @@ fn frame_with_a_nan_metric() {
     ]);
 }
 
+/// Found by `fuzz/run.sh` (target `cluster`): an LZ4 snapshot payload of 9 bytes announcing
+/// 4 GiB decompressed; it was allocated before anything checked it could be true.
+#[test]
+fn cluster_payload_announcing_more_than_lz4_can_expand() {
+    invariants::cluster_message(&[0x01, 0x5b, 0x00, 0x25, 0xf5, 0x31, 0x31, 0x31, 0x31]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

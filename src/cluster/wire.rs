@@ -78,6 +78,9 @@ const PLAIN: u8 = 0;
 /// LZ4 block, its decompressed size prepended (little-endian u32).
 const LZ4: u8 = 1;
 
+/// LZ4's largest expansion: every 255 output bytes take at least one input byte.
+const LZ4_MAX_RATIO: usize = 255;
+
 /// Payloads smaller than this are sent as they are (ticks, actions, single events): compressing
 /// them saves nothing.
 const COMPRESS_FROM: usize = 512;
@@ -118,8 +121,14 @@ fn unframe(payload: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>, W
         PLAIN => Ok(std::borrow::Cow::Borrowed(rest)),
         LZ4 => {
             let (size, compressed) = lz4_flex::block::uncompressed_size(rest)?;
-            if size > limit {
-                return Err(WireError::TooLarge(size, limit));
+            // LZ4 expands at most 255-fold: an announced size beyond that is a lie, and the
+            // limit bounds what even a true one may cost.
+            let possible = compressed
+                .len()
+                .saturating_mul(LZ4_MAX_RATIO)
+                .saturating_add(16);
+            if size > limit.min(possible) {
+                return Err(WireError::TooLarge(size, limit.min(possible)));
             }
             let mut out = vec![0; size];
             let written = lz4_flex::block::decompress_into(compressed, &mut out)?;
@@ -308,12 +317,22 @@ mod tests {
 
     #[test]
     fn an_announced_size_past_the_limit_is_refused_before_allocating() {
+        // Past the limit, however long the payload.
         let mut payload = vec![LZ4];
         payload.extend_from_slice(&u32::MAX.to_le_bytes());
-        payload.extend_from_slice(&[0; 8]);
+        payload.extend_from_slice(&vec![0; 2 << 20]);
         assert!(matches!(
             decode_input(&payload),
             Err(WireError::TooLarge(size, MAX_INPUT_BYTES)) if size == u32::MAX as usize
+        ));
+        // More than 8 compressed bytes can expand to: refused for images too (the fuzzer's
+        // find: a 4 GiB allocation from an 11-byte snapshot).
+        let mut payload = vec![LZ4];
+        payload.extend_from_slice(&4_112_842_843u32.to_le_bytes());
+        payload.extend_from_slice(&[0; 8]);
+        assert!(matches!(
+            decode_image(&payload),
+            Err(WireError::TooLarge(4_112_842_843, allowed)) if allowed == 8 * 255 + 16
         ));
     }
 
