@@ -51,6 +51,9 @@ pub struct Counters {
     pub refusals: Refusals,
     /// Cluster mode's figures (rendered only in cluster mode).
     pub cluster: ClusterMetrics,
+    /// Changes the start replayed from the change log, and damaged records it met there.
+    pub log_replayed: AtomicU64,
+    pub log_damaged: AtomicU64,
 }
 
 /// Which dashboard endpoint a connection is counted under.
@@ -103,7 +106,7 @@ impl Counters {
 
     /// Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 15] = [
             (
                 "statecast_events_total",
                 "counter",
@@ -181,6 +184,18 @@ impl Counters {
                 "counter",
                 "HTTP connections refused at the connection limit.",
                 &self.http_refused,
+            ),
+            (
+                "statecast_store_log_replayed",
+                "gauge",
+                "Changes the start replayed from the change log (acknowledged after the last checkpoint).",
+                &self.log_replayed,
+            ),
+            (
+                "statecast_store_log_damaged",
+                "gauge",
+                "Damaged records the start met in the change log (0 after a clean stop).",
+                &self.log_damaged,
             ),
         ];
         let mut out = String::new();

@@ -181,6 +181,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     let (store, local_epoch) = open_store(&config)?;
+    if let Some((_, recovered)) = &store {
+        Counters::add(&counters.log_replayed, recovered.replay.replayed as u64);
+        Counters::add(&counters.log_damaged, recovered.replay.damaged as u64);
+    }
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
     let image = joined.as_ref().map(|joined| joined.image.clone());
     let (engine, engine_task) = engine::spawn(engine_config, Arc::clone(&counters), store, image);

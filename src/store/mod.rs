@@ -71,6 +71,27 @@ pub struct Recovered {
     pub events: Vec<Event>,
     /// Acks and silences (the silenced keys are evaluated again by the engine).
     pub actions: crate::action::Actions,
+    /// What replaying the change log found (shown in `/metrics`).
+    pub replay: Replay,
+}
+
+/// What a start found in the change log: how many changes it replayed, and how many damaged
+/// records it met. A clean stop leaves nothing damaged; anything else is real damage (or a write
+/// cut short by a crash), and is also logged.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub replayed: usize,
+    /// Damaged stretches skipped, plus one for a damaged last record.
+    pub damaged: usize,
+}
+
+impl Replay {
+    fn new(replayed: usize, report: &wal::ReadReport) -> Replay {
+        Replay {
+            replayed,
+            damaged: report.skipped + usize::from(report.damaged_tail),
+        }
+    }
 }
 
 /// Bounds on history.

@@ -11,8 +11,8 @@ use super::encoding::{
     put_event, StoredChange,
 };
 use super::{
-    new_epoch, wal, Recovered, StoreError, ACKS, HISTORY, INDEX, META, META_EPOCH, META_SEQ,
-    META_SILENCES,
+    new_epoch, wal, Recovered, Replay, StoreError, ACKS, HISTORY, INDEX, META, META_EPOCH,
+    META_SEQ, META_SILENCES,
 };
 use crate::action::{ActionRecord, Actions};
 use crate::event::convert;
@@ -68,6 +68,7 @@ pub(super) fn recover(db: &Database, log_path: &Path) -> Result<(Recovered, wal:
             seq,
             events,
             actions,
+            replay: Replay::new(replayed, &report),
         };
         (recovered, (wal, replayed, report))
     };
@@ -155,6 +156,7 @@ pub(super) fn recover_read_only(
         seq,
         events,
         actions,
+        replay: Replay::new(logged.len(), &report),
     };
     Ok((recovered, wal))
 }

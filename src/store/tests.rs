@@ -402,3 +402,52 @@ fn a_read_only_start_applies_logged_action_records() {
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 21 item 7: what a clean stop leaves (the last checkpoint over a log that held records)
+/// replays without a damaged record; a damaged last record is still counted.
+#[test]
+fn a_log_after_a_clean_stop_replays_without_damage() {
+    let dir = tmp();
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        for seq in 1..=20 {
+            let host = format!("h{seq}");
+            store
+                .commit(&[change(seq, &host, "critical")], &[], seq, 1_000)
+                .unwrap();
+        }
+        store.checkpoint().unwrap();
+    }
+    for _ in 0..2 {
+        let (_, rec) = Store::open(&dir).unwrap();
+        assert_eq!(rec.seq, 20);
+        assert_eq!(rec.replay, Replay::default());
+    }
+    // Real damage: the last record of a crashed round has a flipped byte.
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        for seq in 21..=23 {
+            store
+                .log([&Encoded::new(&[change(seq, "x", "critical")], 1_000)])
+                .unwrap();
+        }
+    }
+    let log = dir.join(WAL_FILE);
+    let mut bytes = std::fs::read(&log).unwrap();
+    let (records, report) = wal::parse_records(&bytes, 20);
+    assert_eq!(records.len(), 3);
+    bytes[report.end as usize - 1] ^= 0x40;
+    std::fs::write(&log, &bytes).unwrap();
+    let (_, rec) = Store::open(&dir).unwrap();
+    assert_eq!(
+        (rec.seq, rec.replay),
+        (
+            22,
+            Replay {
+                replayed: 2,
+                damaged: 1
+            }
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -346,6 +346,8 @@ pub struct ReadReport {
     /// The log ends with a whole record (its length fits, its payload starts like one) whose
     /// checksum fails: a write cut short by a crash (never acknowledged) looks like that, but so
     /// does damage to the last acknowledged record. Nothing tells the two apart; it is said.
+    /// (A stale record from an earlier round, checksum intact, is no damage: see
+    /// `looks_damaged`.)
     pub damaged_tail: bool,
 }
 
@@ -394,22 +396,28 @@ pub fn parse_records(bytes: &[u8], floor: u64) -> (Vec<StoredChange>, ReadReport
         }
     }
     if let Some(since) = bad_since {
-        report.damaged_tail = looks_like_a_record(bytes, since);
+        report.damaged_tail = looks_damaged(bytes, since);
     }
     (records, report)
 }
 
 /// Whether `at` holds a record header whose length fits and whose payload starts like a record,
-/// whatever its checksum says.
-fn looks_like_a_record(bytes: &[u8], at: usize) -> bool {
+/// but whose checksum fails: a damaged (or torn) record.
+///
+/// A whole record whose checksum holds is not damage, whatever its `seq`: it is from an earlier
+/// round (at or below the checkpoint), the end of this one. That is what a clean stop leaves at
+/// offset 0 — its last checkpoint starts the log over without writing — and what follows the
+/// new records wherever they end on an old record's boundary.
+fn looks_damaged(bytes: &[u8], at: usize) -> bool {
     let Some(header) = bytes.get(at..at + HEADER_BYTES) else {
         return false;
     };
     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
     len > 0
         && bytes
             .get(at + HEADER_BYTES..at + HEADER_BYTES + len)
-            .is_some_and(|payload| payload[0] == 0x08)
+            .is_some_and(|payload| payload[0] == 0x08 && crc32fast::hash(payload) != crc)
 }
 
 #[cfg(test)]
@@ -566,7 +574,9 @@ mod tests {
         stale.extend_from_slice(&crc32fast::hash(&r1_again).to_be_bytes());
         stale.extend_from_slice(&r1_again);
         std::fs::write(&path, &stale).unwrap();
-        assert_eq!(seqs(&Wal::open(&path, 0).unwrap().1), vec![1, 2]);
+        let (_, records, report) = Wal::open(&path, 0).unwrap();
+        assert_eq!(seqs(&records), vec![1, 2]);
+        assert!(!report.damaged_tail, "a stale whole record is no damage");
     }
 
     /// Records 1..=n appended one per write; returns the log's bytes (without the preallocated
