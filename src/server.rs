@@ -183,7 +183,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (store, local_epoch) = open_store(&config)?;
     if let Some((_, recovered)) = &store {
         Counters::add(&counters.log_replayed, recovered.replay.replayed as u64);
-        Counters::add(&counters.log_damaged, recovered.replay.damaged as u64);
+        Counters::add(&counters.log_skipped, recovered.replay.skipped as u64);
+        let damaged_tail = u64::from(recovered.replay.damaged_tail);
+        Counters::add(&counters.log_damaged_tail, damaged_tail);
     }
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
     let image = joined.as_ref().map(|joined| joined.image.clone());

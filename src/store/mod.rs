@@ -75,21 +75,24 @@ pub struct Recovered {
     pub replay: Replay,
 }
 
-/// What a start found in the change log: how many changes it replayed, and how many damaged
-/// records it met. A clean stop leaves nothing damaged; anything else is real damage (or a write
-/// cut short by a crash), and is also logged.
+/// What a start found in the change log: how many changes it replayed, and what damage it met.
+/// A clean stop leaves none; anything else is real damage (or, for the last record, a write cut
+/// short by a crash), and is also logged.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Replay {
     pub replayed: usize,
-    /// Damaged stretches skipped, plus one for a damaged last record.
-    pub damaged: usize,
+    /// Damaged stretches skipped, with valid records after them: acknowledged changes lost.
+    pub skipped: usize,
+    /// The last record was whole but damaged (see [`wal::ReadReport::damaged_tail`]).
+    pub damaged_tail: bool,
 }
 
 impl Replay {
     fn new(replayed: usize, report: &wal::ReadReport) -> Replay {
         Replay {
             replayed,
-            damaged: report.skipped + usize::from(report.damaged_tail),
+            skipped: report.skipped,
+            damaged_tail: report.damaged_tail,
         }
     }
 }
@@ -222,7 +225,8 @@ impl Store {
             .ok_or(StoreError::Reopening)
     }
 
-    /// Closes the database and opens it again, then writes into it the logged changes it lacks.
+    /// Closes the database and opens it again, then writes into it the logged changes it lacks,
+    /// durably, and starts the log over (a checkpoint).
     ///
     /// Why: after an I/O error (a full disk) redb refuses every later transaction ("previous I/O
     /// error"), even once space is back. Reopened, it is at its last durable commit (the last
@@ -232,7 +236,7 @@ impl Store {
     /// old handle or the disk is still full.
     pub fn reopen(&self) -> Result<usize, StoreError> {
         // The same lock order as `checkpoint`: the log, then the database.
-        let wal = self
+        let mut wal = self
             .wal
             .lock()
             .map_err(|_| StoreError::Poisoned("change log"))?;
@@ -258,7 +262,11 @@ impl Store {
             }
             logged.len()
         };
+        // Durable (redb's default): everything the log holds is in the database now. Without
+        // starting the log over, its records would sit before the next ones, already below
+        // the database's `seq`, until the next checkpoint.
         txn.commit()?;
+        wal.clear();
         *slot = Some(Arc::new(db));
         Ok(replayed)
     }

@@ -445,7 +445,8 @@ fn a_log_after_a_clean_stop_replays_without_damage() {
             22,
             Replay {
                 replayed: 2,
-                damaged: 1
+                skipped: 0,
+                damaged_tail: true
             }
         )
     );

@@ -370,22 +370,35 @@ fn record_at(bytes: &[u8], at: usize, after_seq: u64) -> Option<(StoredChange, u
 
 /// The valid records of the log with a `seq` above `floor`, in order. Reading does not stop at
 /// the first bad record: it looks at every later offset for a valid one (see the module doc).
+///
+/// The round's first records may be at or below `floor`: a durable commit other than a
+/// checkpoint (a reopened database's replay) can bring the database past records the log still
+/// holds. Read in order from the start, they are no damage, only not returned; past a bad
+/// stretch, only a record above both `floor` and the last one read counts as a valid one.
 pub fn parse_records(bytes: &[u8], floor: u64) -> (Vec<StoredChange>, ReadReport) {
     let mut records: Vec<StoredChange> = Vec::new();
     let mut report = ReadReport::default();
-    let mut last_seq = floor;
+    // The last record read in order; the round starts wherever the first valid record is.
+    let mut last_seq = 0;
     let mut at = 0;
     // Where the bad stretch being looked past began.
     let mut bad_since: Option<usize> = None;
     while at + HEADER_BYTES <= bytes.len() {
-        match record_at(bytes, at, last_seq) {
+        let after = if bad_since.is_some() {
+            last_seq.max(floor)
+        } else {
+            last_seq
+        };
+        match record_at(bytes, at, after) {
             Some((record, len)) => {
                 if let Some(since) = bad_since.take() {
                     report.skipped += 1;
                     report.bytes_ignored += (at - since) as u64;
                 }
                 last_seq = record.seq;
-                records.push(record);
+                if record.seq > floor {
+                    records.push(record);
+                }
                 at += len;
                 report.end = at as u64;
             }
