@@ -307,12 +307,14 @@ fn open_store(config: &Config) -> Result<(Opened, String), StartError> {
     let Some(dir) = config.data_dir.as_deref() else {
         return Ok((None, crate::store::new_epoch()));
     };
+    let consent = crate::store::Consent {
+        fresh_database: config.allow_fresh_database,
+        data_loss: config.allow_data_loss,
+    };
     let (store, recovered) =
-        Store::open_allowing_fresh(dir, config.allow_fresh_database).map_err(|source| {
-            StartError::Store {
-                dir: dir.display().to_string(),
-                source,
-            }
+        Store::open_with(dir, consent).map_err(|source| StartError::Store {
+            dir: dir.display().to_string(),
+            source,
         })?;
     tracing::info!(dir = %dir.display(), "data directory");
     let epoch = recovered.epoch.clone();

@@ -625,3 +625,133 @@ async fn a_full_disk_under_a_continuous_stream_recovers_when_space_comes_back() 
     );
     drop(restarted);
 }
+
+/// How a test damages the change log.
+#[derive(Debug, Clone, Copy)]
+enum LogDamage {
+    /// Replaced with 4 MiB of garbage.
+    Garbage,
+    /// Cut to 100 bytes.
+    Truncated,
+    Deleted,
+}
+
+impl LogDamage {
+    fn apply(self, log: &std::path::Path) {
+        match self {
+            LogDamage::Garbage => {
+                // Deterministic noise (an LCG): no zeros at the start, no records anywhere.
+                let mut x: u32 = 0x1234_5678;
+                let bytes: Vec<u8> = (0..4 << 20)
+                    .map(|_| {
+                        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        (x >> 24) as u8 | 1
+                    })
+                    .collect();
+                std::fs::write(log, bytes).unwrap();
+            }
+            LogDamage::Truncated => {
+                let file = std::fs::OpenOptions::new().write(true).open(log).unwrap();
+                file.set_len(100).unwrap();
+            }
+            LogDamage::Deleted => std::fs::remove_file(log).unwrap(),
+        }
+    }
+}
+
+/// Issue 20 item 13: a change log replaced with garbage, cut short or deleted while the database
+/// lacks what it held (after a power cut: the database is at its last checkpoint) is refused
+/// with one line naming the log and the flag; with `--allow-data-loss` the server starts from
+/// what is left. After a clean stop the same damage loses nothing, and the start goes on.
+#[tokio::test]
+async fn a_damaged_or_missing_change_log_is_refused_unless_allowed() {
+    for damage in [LogDamage::Garbage, LogDamage::Truncated, LogDamage::Deleted] {
+        let dir = fresh_dir("lost-log");
+        let (log, db) = (dir.join("changes.log"), dir.join("statecast.redb"));
+        let mut server = start_server_in(&dir, &[]);
+        let mut tcp = RiemannTcp::connect(&server).await;
+        for i in 0..10 {
+            let msg = events_msg(vec![event("kept", &format!("s{i}"), "critical")]);
+            assert_eq!(tcp.request(&msg).await.ok, Some(true));
+        }
+        drop(tcp);
+        assert!(server.terminate().success());
+        drop(server);
+        let server = start_server_in(&dir, &[]);
+        // The database as it is durable now (the start committed, nothing sent since): what a
+        // power cut falls back to.
+        let durable_db = std::fs::read(&db).unwrap();
+        let mut tcp = RiemannTcp::connect(&server).await;
+        for i in 0..50 {
+            let msg = events_msg(vec![event("lost", &format!("s{i}"), "critical")]);
+            assert_eq!(tcp.request(&msg).await.ok, Some(true));
+        }
+        drop(tcp);
+        server.kill_9();
+        drop(server);
+        std::fs::write(&db, &durable_db).unwrap();
+        damage.apply(&log);
+        let log_before = std::fs::read(&log).ok();
+
+        let (status, stderr) = run_to_exit(&dir, &[]);
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "{damage:?} must be refused: {stderr}"
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains(" INFO ")).collect();
+        assert_eq!(lines.len(), 1, "{damage:?}: one line: {stderr}");
+        assert!(lines[0].starts_with("statecast: "), "{stderr}");
+        assert!(
+            lines[0].contains("changes.log") && lines[0].contains("--allow-data-loss"),
+            "{stderr}"
+        );
+        assert_eq!(
+            std::fs::read(&log).ok(),
+            log_before,
+            "{damage:?}: a refused start leaves the log as it was"
+        );
+
+        // The operator consents: the server starts from what is left, and says what it lost.
+        let allowed = start_server_in(&dir, &["--allow-data-loss"]);
+        let (_, services) = history_seqs_and_services(&allowed).await;
+        let kept = services.iter().filter(|s| s.starts_with('s')).count();
+        assert!(
+            kept >= 10,
+            "the changes of the database are there: {services:?}"
+        );
+        eprintln!(
+            "MEASURE {damage:?}: refused ({}); with --allow-data-loss {kept} of 60 acknowledged changes are there",
+            lines[0]
+        );
+        drop(allowed);
+        // Once started, the log is the server's own again: a plain restart works.
+        let again = start_server_in(&dir, &[]);
+        drop(again);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The other half of item 13: after a clean stop the log holds nothing the database lacks, so
+/// losing it loses nothing, and the start goes on (with a warning).
+#[tokio::test]
+async fn a_missing_change_log_after_a_clean_stop_loses_nothing() {
+    for damage in [LogDamage::Garbage, LogDamage::Truncated, LogDamage::Deleted] {
+        let dir = fresh_dir("clean-lost-log");
+        let mut server = start_server_in(&dir, &[]);
+        let mut tcp = RiemannTcp::connect(&server).await;
+        for i in 0..50 {
+            let msg = events_msg(vec![event("kept", &format!("s{i}"), "critical")]);
+            assert_eq!(tcp.request(&msg).await.ok, Some(true));
+        }
+        drop(tcp);
+        assert!(server.terminate().success());
+        drop(server);
+        damage.apply(&dir.join("changes.log"));
+        let restarted = start_server_in(&dir, &[]);
+        let (seqs, _) = history_seqs_and_services(&restarted).await;
+        assert_eq!(seqs, (1..=50).collect::<Vec<u64>>(), "{damage:?}");
+        drop(restarted);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

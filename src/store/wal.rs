@@ -278,6 +278,12 @@ impl Wal {
         Ok(())
     }
 
+    /// The length of the file (preallocated, or grown past that): what a later start checks
+    /// it against. `None` if it cannot be read (nothing is recorded then).
+    pub fn file_len(&self) -> Option<u64> {
+        self.file.metadata().map(|m| m.len()).ok()
+    }
+
     /// Bytes of records since the last [`Wal::clear`].
     pub fn len(&self) -> u64 {
         self.len
@@ -318,6 +324,16 @@ fn preallocate(file: &File, path: &Path) {
             }
         }
     }
+}
+
+/// Whether `bytes`, the start of a file, start like a change log: zeros (an empty round), a
+/// whole record (of this round or an earlier one), or a record whose checksum fails (torn by a
+/// crash, or damaged: the reader says so). Anything else was never written by the log.
+pub fn starts_like_a_log(bytes: &[u8]) -> bool {
+    let Some(header) = bytes.get(..HEADER_BYTES) else {
+        return false;
+    };
+    header.iter().all(|&b| b == 0) || record_at(bytes, 0, 0).is_some() || looks_damaged(bytes, 0)
 }
 
 /// Appends one record (header and `payload`, an encoded `StoredChange`) to `buf`.
@@ -668,6 +684,27 @@ mod tests {
         assert_eq!(seqs(&wal.read_back(6).unwrap().0), vec![7]);
         assert!(Wal::holds_any_record(&path).unwrap());
         assert!(!Wal::holds_any_record(&tmp("none.log")).unwrap());
+    }
+
+    /// A reopened database's replay is a durable commit the log does not follow at once: its
+    /// round then starts with records at or below the database's `seq`. They are no damage.
+    #[test]
+    fn records_at_or_below_the_floor_at_the_start_of_the_round_are_no_damage() {
+        let path = tmp("r.log");
+        let (mut wal, _, _) = Wal::open(&path, 0).unwrap();
+        let all: Vec<Vec<u8>> = (1..=6).map(record).collect();
+        wal.append(all.iter().map(Vec::as_slice)).unwrap();
+        drop(wal);
+        let (_, records, report) = Wal::open(&path, 4).unwrap();
+        assert_eq!(seqs(&records), vec![5, 6]);
+        assert_eq!((report.skipped, report.damaged_tail), (0, false));
+        // Past a damaged stretch, a record at or below the floor is not taken for a valid one.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8 + 1] ^= 0x40; // the first record's payload
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, records, report) = Wal::open(&path, 4).unwrap();
+        assert_eq!(seqs(&records), vec![5, 6]);
+        assert_eq!(report.skipped, 1);
     }
 
     #[test]

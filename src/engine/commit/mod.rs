@@ -260,7 +260,8 @@ impl<'a> Committing<'a> {
             );
         }
         self.write();
-        self.checkpoint();
+        // The last checkpoint marks a clean stop: the log holds nothing the database lacks.
+        self.checkpoint_marking(true);
     }
 
     /// One group commit: log everything pending, let it out in order, and write redb when due.
@@ -501,10 +502,20 @@ impl<'a> Committing<'a> {
 
     /// Makes redb durable and starts the log over — unless redb missed a write.
     fn checkpoint(&mut self) {
+        self.checkpoint_marking(false);
+    }
+
+    /// A checkpoint; with `clean`, the last one of a clean stop ([`Store::close`]).
+    fn checkpoint_marking(&mut self, clean: bool) {
         if self.db_failed {
             return;
         }
-        if let Err(error) = self.store.checkpoint() {
+        let done = if clean {
+            self.store.close()
+        } else {
+            self.store.checkpoint()
+        };
+        if let Err(error) = done {
             // The log keeps everything meanwhile.
             self.database_failed("could not checkpoint the database", &error);
         }
