@@ -392,8 +392,13 @@ impl Store {
         txn.set_durability(Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META)?;
+            // Written only when it changed (the log grew): most checkpoints write nothing but
+            // redb's own commit, which matters on a disk with no room left.
+            let recorded = meta.get(META_LOG_BYTES)?.map(|v| v.value().to_vec());
             if let Some(len) = wal.file_len() {
-                meta.insert(META_LOG_BYTES, len.to_be_bytes().as_slice())?;
+                if recorded.as_deref() != Some(len.to_be_bytes().as_slice()) {
+                    meta.insert(META_LOG_BYTES, len.to_be_bytes().as_slice())?;
+                }
             }
             let seq = meta.get(META_SEQ)?.map(|v| v.value().to_vec());
             if let (true, Some(seq)) = (clean, seq) {

@@ -465,7 +465,8 @@ fn a_log_after_a_clean_stop_replays_without_damage() {
 #[test]
 fn a_lost_log_is_refused_after_a_crash_unless_consented() {
     // What each does, and the seq a consented start finds (what is left of the log replayed).
-    let damages: [(&str, fn(&std::path::Path), u64); 4] = [
+    type Damage = fn(&std::path::Path);
+    let damages: [(&str, Damage, u64); 4] = [
         ("missing", |log| std::fs::remove_file(log).unwrap(), 1),
         ("empty", |log| std::fs::write(log, b"").unwrap(), 1),
         (
