@@ -18,7 +18,8 @@
 //! are to the index.
 //!
 //! Layout: [`encoding`] (how changes and index rows are encoded), [`wal`] (the change log),
-//! `recovery` (what a start reads back), [`error`]. The store knows events and changes only
+//! `recovery` (what a start reads back), `log_check` (whether the log beside an existing
+//! database can still hold what was acknowledged: a start refuses one that lost it), [`error`]. The store knows events and changes only
 //! ([`crate::event`], [`crate::change`]): never the engine that makes them.
 
 mod encoding;
