@@ -175,6 +175,16 @@ pub struct Config {
     #[arg(long, env = "STATECAST_ALLOW_FRESH_DATABASE")]
     pub allow_fresh_database: bool,
 
+    /// Start even though `changes.log` is missing, empty, cut short or not a change log while
+    /// `statecast.redb` beside it was not stopped cleanly. Without it such a start is refused
+    /// (exit 1) with one line naming the file and the database's last checkpoint: the changes
+    /// acknowledged since that checkpoint (about a second's worth) were only in the log. With it,
+    /// what the log still holds is replayed and the server continues from there; the rest is
+    /// gone. After a clean stop nothing can be missing, and such a log is started anew with a
+    /// warning.
+    #[arg(long, env = "STATECAST_ALLOW_DATA_LOSS")]
+    pub allow_data_loss: bool,
+
     /// Events (and Riemann `states`, which statecast ignores) one Riemann TCP Msg may carry; a
     /// Msg with more is answered `ok: false` and nothing of it is applied. Counted on the wire
     /// before decoding, so a frame of millions of empty events costs nothing. (A UDP datagram

@@ -51,6 +51,11 @@ pub struct Counters {
     pub refusals: Refusals,
     /// Cluster mode's figures (rendered only in cluster mode).
     pub cluster: ClusterMetrics,
+    /// Changes the start replayed from the change log, damaged stretches it skipped there, and
+    /// 1 if the log ended with a damaged record.
+    pub log_replayed: AtomicU64,
+    pub log_skipped: AtomicU64,
+    pub log_damaged_tail: AtomicU64,
 }
 
 /// Which dashboard endpoint a connection is counted under.
@@ -103,7 +108,7 @@ impl Counters {
 
     /// Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 16] = [
             (
                 "statecast_events_total",
                 "counter",
@@ -181,6 +186,24 @@ impl Counters {
                 "counter",
                 "HTTP connections refused at the connection limit.",
                 &self.http_refused,
+            ),
+            (
+                "statecast_store_log_replayed",
+                "gauge",
+                "Changes the start replayed from the change log (acknowledged after the last checkpoint).",
+                &self.log_replayed,
+            ),
+            (
+                "statecast_store_log_skipped",
+                "gauge",
+                "Damaged stretches the start skipped in the change log, valid records after them (the acknowledged changes they held are lost).",
+                &self.log_skipped,
+            ),
+            (
+                "statecast_store_log_damaged_tail",
+                "gauge",
+                "1 if the change log ended with a whole record whose checksum fails (a write cut short by a crash, or damage); 0 after a clean stop.",
+                &self.log_damaged_tail,
             ),
         ];
         let mut out = String::new();

@@ -181,6 +181,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     let (store, local_epoch) = open_store(&config)?;
+    if let Some((_, recovered)) = &store {
+        Counters::add(&counters.log_replayed, recovered.replay.replayed as u64);
+        Counters::add(&counters.log_skipped, recovered.replay.skipped as u64);
+        let damaged_tail = u64::from(recovered.replay.damaged_tail);
+        Counters::add(&counters.log_damaged_tail, damaged_tail);
+    }
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
     let image = joined.as_ref().map(|joined| joined.image.clone());
     let (engine, engine_task) = engine::spawn(engine_config, Arc::clone(&counters), store, image);
@@ -301,12 +307,14 @@ fn open_store(config: &Config) -> Result<(Opened, String), StartError> {
     let Some(dir) = config.data_dir.as_deref() else {
         return Ok((None, crate::store::new_epoch()));
     };
+    let consent = crate::store::Consent {
+        fresh_database: config.allow_fresh_database,
+        data_loss: config.allow_data_loss,
+    };
     let (store, recovered) =
-        Store::open_allowing_fresh(dir, config.allow_fresh_database).map_err(|source| {
-            StartError::Store {
-                dir: dir.display().to_string(),
-                source,
-            }
+        Store::open_with(dir, consent).map_err(|source| StartError::Store {
+            dir: dir.display().to_string(),
+            source,
         })?;
     tracing::info!(dir = %dir.display(), "data directory");
     let epoch = recovered.epoch.clone();

@@ -13,24 +13,24 @@ use common::*;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+/// Every change in history (paged: a page holds at most 10,000): their seqs and services.
 async fn history_seqs_and_services(server: &Server) -> (Vec<u64>, BTreeSet<String>) {
-    let response = http_request(
-        server.http,
-        "GET",
-        "/api/history?since=0&limit=100000",
-        &[],
-        b"",
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    let json = response.json();
-    let changes = json["changes"].as_array().unwrap();
-    let seqs = changes.iter().map(|c| c["seq"].as_u64().unwrap()).collect();
-    let services = changes
-        .iter()
-        .map(|c| c["event"]["service"].as_str().unwrap_or("").to_owned())
-        .collect();
-    (seqs, services)
+    let (mut seqs, mut services) = (Vec::new(), BTreeSet::new());
+    loop {
+        let since = seqs.last().copied().unwrap_or(0);
+        let path = format!("/api/history?since={since}&limit=10000");
+        let response = http_request(server.http, "GET", &path, &[], b"").await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        let json = response.json();
+        let changes = json["changes"].as_array().unwrap();
+        if changes.is_empty() {
+            return (seqs, services);
+        }
+        for c in changes {
+            seqs.push(c["seq"].as_u64().unwrap());
+            services.insert(c["event"]["service"].as_str().unwrap_or("").to_owned());
+        }
+    }
 }
 
 /// The records of the change log's current round (from offset 0 while checksums hold and `seq`
@@ -457,4 +457,301 @@ async fn a_server_starts_in_a_2_mib_data_directory() {
         .await;
     assert_eq!(reply.ok, Some(true), "{reply:?}");
     drop(server);
+}
+
+/// Streams changes (each message a new key) on one connection until `stop`: every service the
+/// server acknowledged goes into `acked`, refusals are counted.
+fn stream_changes(
+    server: &Server,
+    conn: usize,
+    acked: Arc<Mutex<BTreeSet<String>>>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let addrs: Addrs = **server;
+    tokio::spawn(async move {
+        use std::sync::atomic::Ordering;
+        let mut tcp = RiemannTcp::connect(&addrs).await;
+        let mut reconnects = 0;
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let service = format!("c{conn}-{i}");
+            i += 1;
+            let mut e = event("stream", &service, "critical");
+            e.description = Some("d".repeat(2000));
+            let reply = loop {
+                if tcp
+                    .stream
+                    .write_all(&frame(&events_msg(vec![e.clone()])))
+                    .await
+                    .is_ok()
+                {
+                    if let Some(reply) = tcp.read_reply().await {
+                        break reply;
+                    }
+                }
+                reconnects += 1;
+                assert!(reconnects < 1000, "reconnect storm");
+                tcp = RiemannTcp::connect(&addrs).await;
+            };
+            if reply.ok == Some(true) {
+                acked.lock().unwrap().insert(service);
+            } else {
+                refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    })
+}
+
+async fn readyz(server: &Addrs) -> u16 {
+    http_request(server.http, "GET", "/readyz", &[], b"")
+        .await
+        .status
+}
+
+/// Waits (up to `limit`) until `check` holds, polling every 50 ms; panics with `what`.
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> Duration {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// Issue 20 item 14: the disk fills up under a continuous stream, then space comes back while
+/// the stream goes on. Recovery must make progress under that load (the stream must not refill
+/// the disk before the database is back), `/api/history` must answer again, and a restart after
+/// `kill -9` must find every acknowledged change and no damaged record.
+#[tokio::test]
+async fn a_full_disk_under_a_continuous_stream_recovers_when_space_comes_back() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let fs = Tmpfs::mount("full-stream", "24m");
+    let data = fs.dir.join("data");
+    let server = start_server_in(&data, &[]);
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|conn| {
+            let (a, r, s) = (Arc::clone(&acked), Arc::clone(&refused), Arc::clone(&stop));
+            stream_changes(&server, conn, a, r, s)
+        })
+        .collect();
+    let acked_now = || acked.lock().unwrap().len();
+    wait_until(Duration::from_secs(60), "the stream starts", || async {
+        acked_now() >= 200
+    })
+    .await;
+
+    // The disk fills up: the server refuses (storage unavailable) while the stream goes on.
+    let filler = fs.fill("filler");
+    let to_failing = wait_until(
+        Duration::from_secs(60),
+        "/readyz 503 on a full disk",
+        || async { readyz(&server).await == 503 },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(60),
+        "refusals on a full disk",
+        || async { refused.load(Ordering::Relaxed) >= 50 },
+    )
+    .await;
+
+    // Space comes back under the same stream.
+    std::fs::remove_file(fs.dir.join("filler")).unwrap();
+    let acked_at_free = acked_now();
+    let to_ready = wait_until(
+        Duration::from_secs(60),
+        "/readyz 200 after space came back",
+        || async { readyz(&server).await == 200 },
+    )
+    .await;
+    let to_history = wait_until(
+        Duration::from_secs(60),
+        "/api/history 200 after space came back",
+        || async {
+            http_request(server.http, "GET", "/api/history?since=0&limit=1", &[], b"")
+                .await
+                .status
+                == 200
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(60),
+        "the stream acknowledged again",
+        || async { acked_now() >= acked_at_free + 500 },
+    )
+    .await;
+    assert_eq!(readyz(&server).await, 200, "{}", server.stderr());
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    eprintln!(
+        "MEASURE full disk under a stream: filler {filler} bytes, /readyz 503 after {to_failing:?}; \
+         after space came back /readyz 200 in {to_ready:?}, /api/history 200 in {to_history:?}; \
+         {} acknowledged, {} refused",
+        acked_now(),
+        refused.load(Ordering::Relaxed)
+    );
+    server.kill_9();
+    drop(server);
+
+    let restarted = start_server_in(&data, &[]);
+    let skipped = restarted.metric("statecast_store_log_skipped").await;
+    assert_eq!(
+        skipped,
+        0,
+        "damaged records skipped:\n{}",
+        restarted.stderr()
+    );
+    let (seqs, services) = history_seqs_and_services(&restarted).await;
+    let holes = seqs.windows(2).filter(|w| w[1] != w[0] + 1).count();
+    assert_eq!(holes, 0, "history has a hole");
+    let acked = acked.lock().unwrap().clone();
+    let missing = acked.difference(&services).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged changes lost",
+        acked.len()
+    );
+    drop(restarted);
+}
+
+/// How a test damages the change log.
+#[derive(Debug, Clone, Copy)]
+enum LogDamage {
+    /// Replaced with 4 MiB of garbage.
+    Garbage,
+    /// Cut to 100 bytes.
+    Truncated,
+    Deleted,
+}
+
+impl LogDamage {
+    fn apply(self, log: &std::path::Path) {
+        match self {
+            LogDamage::Garbage => {
+                // Deterministic noise (an LCG): no zeros at the start, no records anywhere.
+                let mut x: u32 = 0x1234_5678;
+                let bytes: Vec<u8> = (0..4 << 20)
+                    .map(|_| {
+                        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        (x >> 24) as u8 | 1
+                    })
+                    .collect();
+                std::fs::write(log, bytes).unwrap();
+            }
+            LogDamage::Truncated => {
+                let file = std::fs::OpenOptions::new().write(true).open(log).unwrap();
+                file.set_len(100).unwrap();
+            }
+            LogDamage::Deleted => std::fs::remove_file(log).unwrap(),
+        }
+    }
+}
+
+/// Issue 20 item 13: a change log replaced with garbage, cut short or deleted while the database
+/// lacks what it held (after a power cut: the database is at its last checkpoint) is refused
+/// with one line naming the log and the flag; with `--allow-data-loss` the server starts from
+/// what is left. After a clean stop the same damage loses nothing, and the start goes on.
+#[tokio::test]
+async fn a_damaged_or_missing_change_log_is_refused_unless_allowed() {
+    for damage in [LogDamage::Garbage, LogDamage::Truncated, LogDamage::Deleted] {
+        let dir = fresh_dir("lost-log");
+        let (log, db) = (dir.join("changes.log"), dir.join("statecast.redb"));
+        let mut server = start_server_in(&dir, &[]);
+        let mut tcp = RiemannTcp::connect(&server).await;
+        for i in 0..10 {
+            let msg = events_msg(vec![event("kept", &format!("s{i}"), "critical")]);
+            assert_eq!(tcp.request(&msg).await.ok, Some(true));
+        }
+        drop(tcp);
+        assert!(server.terminate().success());
+        drop(server);
+        let server = start_server_in(&dir, &[]);
+        // The database as it is durable now (the start committed, nothing sent since): what a
+        // power cut falls back to.
+        let durable_db = std::fs::read(&db).unwrap();
+        let mut tcp = RiemannTcp::connect(&server).await;
+        for i in 0..50 {
+            let msg = events_msg(vec![event("lost", &format!("s{i}"), "critical")]);
+            assert_eq!(tcp.request(&msg).await.ok, Some(true));
+        }
+        drop(tcp);
+        server.kill_9();
+        drop(server);
+        std::fs::write(&db, &durable_db).unwrap();
+        damage.apply(&log);
+        let log_before = std::fs::read(&log).ok();
+
+        let (status, stderr) = run_to_exit(&dir, &[]);
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "{damage:?} must be refused: {stderr}"
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains(" INFO ")).collect();
+        assert_eq!(lines.len(), 1, "{damage:?}: one line: {stderr}");
+        assert!(lines[0].starts_with("statecast: "), "{stderr}");
+        assert!(
+            lines[0].contains("changes.log") && lines[0].contains("--allow-data-loss"),
+            "{stderr}"
+        );
+        assert_eq!(
+            std::fs::read(&log).ok(),
+            log_before,
+            "{damage:?}: a refused start leaves the log as it was"
+        );
+
+        // The operator consents: the server starts from what is left, and says what it lost.
+        let allowed = start_server_in(&dir, &["--allow-data-loss"]);
+        let (_, services) = history_seqs_and_services(&allowed).await;
+        let kept = services.iter().filter(|s| s.starts_with('s')).count();
+        assert!(
+            kept >= 10,
+            "the changes of the database are there: {services:?}"
+        );
+        eprintln!(
+            "MEASURE {damage:?}: refused ({}); with --allow-data-loss {kept} of 60 acknowledged changes are there",
+            lines[0]
+        );
+        drop(allowed);
+        // Once started, the log is the server's own again: a plain restart works.
+        let again = start_server_in(&dir, &[]);
+        drop(again);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The other half of item 13: after a clean stop the log holds nothing the database lacks, so
+/// losing it loses nothing, and the start goes on (with a warning).
+#[tokio::test]
+async fn a_missing_change_log_after_a_clean_stop_loses_nothing() {
+    for damage in [LogDamage::Garbage, LogDamage::Truncated, LogDamage::Deleted] {
+        let dir = fresh_dir("clean-lost-log");
+        let mut server = start_server_in(&dir, &[]);
+        let mut tcp = RiemannTcp::connect(&server).await;
+        for i in 0..50 {
+            let msg = events_msg(vec![event("kept", &format!("s{i}"), "critical")]);
+            assert_eq!(tcp.request(&msg).await.ok, Some(true));
+        }
+        drop(tcp);
+        assert!(server.terminate().success());
+        drop(server);
+        damage.apply(&dir.join("changes.log"));
+        let restarted = start_server_in(&dir, &[]);
+        let (seqs, _) = history_seqs_and_services(&restarted).await;
+        assert_eq!(seqs, (1..=50).collect::<Vec<u64>>(), "{damage:?}");
+        drop(restarted);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

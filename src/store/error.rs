@@ -30,9 +30,18 @@ pub enum StoreError {
     #[error("store: {}: the change log holds {len} bytes since the last checkpoint (limit {limit}); waiting for a checkpoint", path.display())]
     LogFull { path: PathBuf, len: u64, limit: u64 },
     /// A missing or empty database beside a change log of an earlier run (see
-    /// [`super::Store::open_allowing_fresh`]).
+    /// [`super::Store::open_with`]).
     #[error("store: {} is missing or empty but {} holds changes of an earlier run: starting would begin a new, empty history and index. Restore the database file, or pass --allow-fresh-database to start anew (replaying what the log still holds)", db.display(), log.display())]
     EarlierLog { db: PathBuf, log: PathBuf },
+    /// A change log that lost what it held beside a database not stopped cleanly (see
+    /// [`super::Store::open_with`]).
+    #[error("store: {} {problem}, but {} was not stopped cleanly: any change acknowledged after its last checkpoint (seq {seq}) was only in that log and would be lost. Restore the log, or pass --allow-data-loss to start from what is left", log.display(), db.display())]
+    LogLost {
+        log: PathBuf,
+        db: PathBuf,
+        problem: String,
+        seq: u64,
+    },
     /// Opening failed, and so did the fallback `step` tried after it.
     #[error("{first} (then, {step}: {source})")]
     FallbackFailed {

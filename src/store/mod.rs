@@ -18,11 +18,13 @@
 //! are to the index.
 //!
 //! Layout: [`encoding`] (how changes and index rows are encoded), [`wal`] (the change log),
-//! `recovery` (what a start reads back), [`error`]. The store knows events and changes only
+//! `recovery` (what a start reads back), `log_check` (whether the log beside an existing
+//! database can still hold what was acknowledged: a start refuses one that lost it), [`error`]. The store knows events and changes only
 //! ([`crate::event`], [`crate::change`]): never the engine that makes them.
 
 mod encoding;
 mod error;
+mod log_check;
 mod recovery;
 mod wal;
 
@@ -61,6 +63,11 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 const META_EPOCH: &str = "epoch";
 const META_SEQ: &str = "seq";
+/// The change log file's length at the last checkpoint (see [`log_check`]).
+const META_LOG_BYTES: &str = "log_bytes";
+/// The `seq` at which the last stop was clean: its final checkpoint left nothing in the log the
+/// database lacks. Removed by the next start that can write the database.
+const META_CLEAN_STOP: &str = "clean_stop";
 /// The silence set (JSON of `Vec<action::Silence>`), replaced by each silences record.
 const META_SILENCES: &str = "silences";
 
@@ -71,6 +78,30 @@ pub struct Recovered {
     pub events: Vec<Event>,
     /// Acks and silences (the silenced keys are evaluated again by the engine).
     pub actions: crate::action::Actions,
+    /// What replaying the change log found (shown in `/metrics`).
+    pub replay: Replay,
+}
+
+/// What a start found in the change log: how many changes it replayed, and what damage it met.
+/// A clean stop leaves none; anything else is real damage (or, for the last record, a write cut
+/// short by a crash), and is also logged.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub replayed: usize,
+    /// Damaged stretches skipped, with valid records after them: acknowledged changes lost.
+    pub skipped: usize,
+    /// The last record was whole but damaged (see [`wal::ReadReport::damaged_tail`]).
+    pub damaged_tail: bool,
+}
+
+impl Replay {
+    fn new(replayed: usize, report: &wal::ReadReport) -> Replay {
+        Replay {
+            replayed,
+            skipped: report.skipped,
+            damaged_tail: report.damaged_tail,
+        }
+    }
 }
 
 /// Bounds on history.
@@ -110,24 +141,28 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
 impl Store {
     /// Opens (or creates) the database under `dir`, recovering the index, the last `seq` and the
     /// epoch. A fresh directory gets a fresh epoch: clients holding an old one must reset.
-    /// Refuses a missing or empty database beside a change log that held records (see
-    /// [`Store::open_allowing_fresh`]). The server always says which it wants; tests open so.
+    /// Refuses what [`Store::open_with`] refuses without consent. The server always says what it
+    /// consents to; tests open so.
     #[cfg(test)]
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StoreError> {
-        Store::open_allowing_fresh(dir, false)
+        Store::open_with(dir, Consent::default())
     }
 
-    /// Opens (or creates) the database under `dir`; with `allow_fresh`, a missing or empty database beside a change log
-    /// from an earlier run is started anew (`--allow-fresh-database`): what the log still holds
-    /// is replayed into it, everything else the old database held is gone.
+    /// Opens (or creates) the database under `dir`. Refused unless the operator consents:
     ///
-    /// Why refuse by default: an empty database file (a failed copy or restore, a full disk at
-    /// the wrong moment) would otherwise silently become a fresh, empty history; the log beside
-    /// it is the evidence that there was data, and the operator should decide.
-    pub fn open_allowing_fresh(
-        dir: &Path,
-        allow_fresh: bool,
-    ) -> Result<(Store, Recovered), StoreError> {
+    /// - a missing or empty database beside a change log from an earlier run
+    ///   (`--allow-fresh-database`: a new database, what the log still holds replayed into it,
+    ///   everything else the old database held is gone). Why: an empty database file (a failed
+    ///   copy or restore, a full disk at the wrong moment) would otherwise silently become a
+    ///   fresh, empty history; the log beside it is the evidence that there was data.
+    /// - a database not stopped cleanly beside a change log that is missing, empty, cut short
+    ///   or not a change log ([`log_check`]; `--allow-data-loss`: what the log still holds is
+    ///   replayed, the changes acknowledged since the database's last checkpoint that only the
+    ///   lost part held are gone). Why: those changes were acknowledged, and starting without
+    ///   them would lose them without a word.
+    ///
+    /// Either way the log is started anew once what it holds is durable in the database.
+    pub fn open_with(dir: &Path, consent: Consent) -> Result<(Store, Recovered), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
             source,
@@ -141,7 +176,7 @@ impl Store {
                 path: log_path.clone(),
                 source,
             })?;
-        if earlier_log && !allow_fresh {
+        if earlier_log && !consent.fresh_database {
             return Err(StoreError::EarlierLog {
                 db: db_path,
                 log: log_path,
@@ -151,11 +186,14 @@ impl Store {
             tracing::warn!(db = %db_path.display(), "--allow-fresh-database: starting a new database beside an earlier change log; replaying what the log holds");
         }
         let db = open_database(&db_path)?;
+        let log_lost = !db_is_new && check_log(&db, &db_path, &log_path, consent.data_loss)?;
         let (db, recovered, wal, stale) = match recover(&db, &log_path) {
             Ok((recovered, mut wal)) => {
-                if earlier_log {
-                    // Replayed and durable: the old records must not outlive their numbering.
+                if earlier_log || log_lost {
+                    // Replayed and durable: the old records must not outlive their numbering,
+                    // nor a damaged start be found again by the next start.
                     wal.erase()?;
+                    record_log_bytes(&db, &wal)?;
                 }
                 (db, recovered, wal, false)
             }
@@ -201,7 +239,8 @@ impl Store {
             .ok_or(StoreError::Reopening)
     }
 
-    /// Closes the database and opens it again, then writes into it the logged changes it lacks.
+    /// Closes the database and opens it again, then writes into it the logged changes it lacks,
+    /// durably, and starts the log over (a checkpoint).
     ///
     /// Why: after an I/O error (a full disk) redb refuses every later transaction ("previous I/O
     /// error"), even once space is back. Reopened, it is at its last durable commit (the last
@@ -211,7 +250,7 @@ impl Store {
     /// old handle or the disk is still full.
     pub fn reopen(&self) -> Result<usize, StoreError> {
         // The same lock order as `checkpoint`: the log, then the database.
-        let wal = self
+        let mut wal = self
             .wal
             .lock()
             .map_err(|_| StoreError::Poisoned("change log"))?;
@@ -235,9 +274,15 @@ impl Store {
             if let Some(seq) = replay(&logged, &mut history, &mut index, &mut acks, &mut meta)? {
                 meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
             }
+            // From a start that could not write it: this run may have logged more.
+            meta.remove(META_CLEAN_STOP)?;
             logged.len()
         };
+        // Durable (redb's default): everything the log holds is in the database now. Without
+        // starting the log over, its records would sit before the next ones, already below
+        // the database's `seq`, until the next checkpoint.
         txn.commit()?;
+        wal.clear();
         *slot = Some(Arc::new(db));
         Ok(replayed)
     }
@@ -330,12 +375,37 @@ impl Store {
 
     /// Makes everything committed so far durable in redb, then empties the change log.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.checkpoint_marking(false)
+    }
+
+    /// The last checkpoint of a clean stop: marks the database stopped cleanly at its `seq`, so
+    /// that the next start knows the log held nothing beyond it (see [`log_check`]).
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.checkpoint_marking(true)
+    }
+
+    fn checkpoint_marking(&self, clean: bool) -> Result<(), StoreError> {
         let mut wal = self
             .wal
             .lock()
             .map_err(|_| StoreError::Poisoned("change log"))?;
         let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            // Written only when it changed (the log grew): most checkpoints write nothing but
+            // redb's own commit, which matters on a disk with no room left.
+            let recorded = meta.get(META_LOG_BYTES)?.map(|v| v.value().to_vec());
+            if let Some(len) = wal.file_len() {
+                if recorded.as_deref() != Some(len.to_be_bytes().as_slice()) {
+                    meta.insert(META_LOG_BYTES, len.to_be_bytes().as_slice())?;
+                }
+            }
+            let seq = meta.get(META_SEQ)?.map(|v| v.value().to_vec());
+            if let (true, Some(seq)) = (clean, seq) {
+                meta.insert(META_CLEAN_STOP, seq.as_slice())?;
+            }
+        }
         txn.commit()?;
         wal.clear();
         Ok(())
@@ -414,6 +484,60 @@ impl Store {
         txn.commit()?;
         Ok(removed)
     }
+}
+
+/// What the operator consented to at start (see [`Store::open_with`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Consent {
+    /// `--allow-fresh-database`
+    pub fresh_database: bool,
+    /// `--allow-data-loss`
+    pub data_loss: bool,
+}
+
+/// Checks the change log beside an existing database ([`log_check`]): whether it lost what it
+/// held (then it is to be started anew once what is left of it is replayed). Refused unless
+/// nothing acknowledged can be missing (a clean stop) or `allow_loss`.
+fn check_log(
+    db: &Database,
+    db_path: &Path,
+    log_path: &Path,
+    allow_loss: bool,
+) -> Result<bool, StoreError> {
+    let expected = log_check::Expected::read(db)?;
+    let problem = log_check::check(log_path, &expected).map_err(|source| StoreError::Io {
+        path: log_path.to_owned(),
+        source,
+    })?;
+    let Some(problem) = problem else {
+        return Ok(false);
+    };
+    let (log, seq) = (log_path.display(), expected.seq);
+    if expected.clean {
+        tracing::warn!(%log, seq, "the change log {problem}, but the database was stopped cleanly at seq {seq}: no acknowledged change is missing; the log starts anew");
+    } else if allow_loss {
+        tracing::warn!(%log, seq, "--allow-data-loss: the change log {problem}; changes acknowledged after seq {seq} (the database's last checkpoint) that only the lost part held are gone; starting from what is left");
+    } else {
+        return Err(StoreError::LogLost {
+            log: log_path.to_owned(),
+            db: db_path.to_owned(),
+            problem: problem.to_string(),
+            seq,
+        });
+    }
+    Ok(true)
+}
+
+/// Records the log file's length durably (after the log was started anew, which may make it
+/// shorter than the length the last checkpoint recorded).
+fn record_log_bytes(db: &Database, wal: &wal::Wal) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    if let Some(len) = wal.file_len() {
+        txn.open_table(META)?
+            .insert(META_LOG_BYTES, len.to_be_bytes().as_slice())?;
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 /// An epoch only has to differ from every earlier one of this data directory: the creation

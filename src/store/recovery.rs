@@ -11,8 +11,8 @@ use super::encoding::{
     put_event, StoredChange,
 };
 use super::{
-    new_epoch, wal, Recovered, StoreError, ACKS, HISTORY, INDEX, META, META_EPOCH, META_SEQ,
-    META_SILENCES,
+    new_epoch, wal, Recovered, Replay, StoreError, ACKS, HISTORY, INDEX, META, META_CLEAN_STOP,
+    META_EPOCH, META_LOG_BYTES, META_SEQ, META_SILENCES,
 };
 use crate::action::{ActionRecord, Actions};
 use crate::event::convert;
@@ -35,6 +35,12 @@ pub(super) fn recover(db: &Database, log_path: &Path) -> Result<(Recovered, wal:
             .unwrap_or(0);
         // Changes acknowledged after the last checkpoint: only in the log.
         let (wal, logged, report) = wal::Wal::open(log_path, checkpointed)?;
+        // What the next start checks the log against: its length now (preallocated), and no
+        // clean stop until this run makes one.
+        if let Some(len) = wal.file_len() {
+            meta.insert(META_LOG_BYTES, len.to_be_bytes().as_slice())?;
+        }
+        meta.remove(META_CLEAN_STOP)?;
         let mut history = txn.open_table(HISTORY)?;
         let mut index = txn.open_table(INDEX)?;
         let mut acks = txn.open_table(ACKS)?;
@@ -68,6 +74,7 @@ pub(super) fn recover(db: &Database, log_path: &Path) -> Result<(Recovered, wal:
             seq,
             events,
             actions,
+            replay: Replay::new(replayed, &report),
         };
         (recovered, (wal, replayed, report))
     };
@@ -155,6 +162,7 @@ pub(super) fn recover_read_only(
         seq,
         events,
         actions,
+        replay: Replay::new(logged.len(), &report),
     };
     Ok((recovered, wal))
 }

@@ -243,7 +243,14 @@ fn an_empty_database_beside_a_log_is_refused_unless_allowed() {
     let error = Store::open(&dir).err().expect("refused").to_string();
     assert!(error.contains("--allow-fresh-database"), "{error}");
     assert_eq!(std::fs::metadata(dir.join(DB_FILE)).unwrap().len(), 0);
-    let (store, rec) = Store::open_allowing_fresh(&dir, true).unwrap();
+    let (store, rec) = Store::open_with(
+        &dir,
+        Consent {
+            fresh_database: true,
+            data_loss: false,
+        },
+    )
+    .unwrap();
     assert_eq!((rec.seq, rec.events.len()), (1, 1), "the log is replayed");
     assert!(
         !wal::Wal::holds_any_record(&dir.join(WAL_FILE)).unwrap(),
@@ -400,5 +407,142 @@ fn a_read_only_start_applies_logged_action_records() {
     assert_eq!(rec.actions.acks.len(), 2);
     assert_eq!(rec.actions.silences.len(), 1);
     drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 21 item 7: what a clean stop leaves (the last checkpoint over a log that held records)
+/// replays without a damaged record; a damaged last record is still counted.
+#[test]
+fn a_log_after_a_clean_stop_replays_without_damage() {
+    let dir = tmp();
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        for seq in 1..=20 {
+            let host = format!("h{seq}");
+            store
+                .commit(&[change(seq, &host, "critical")], &[], seq, 1_000)
+                .unwrap();
+        }
+        store.checkpoint().unwrap();
+    }
+    for _ in 0..2 {
+        let (_, rec) = Store::open(&dir).unwrap();
+        assert_eq!(rec.seq, 20);
+        assert_eq!(rec.replay, Replay::default());
+    }
+    // Real damage: the last record of a crashed round has a flipped byte.
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        for seq in 21..=23 {
+            store
+                .log([&Encoded::new(&[change(seq, "x", "critical")], 1_000)])
+                .unwrap();
+        }
+    }
+    let log = dir.join(WAL_FILE);
+    let mut bytes = std::fs::read(&log).unwrap();
+    let (records, report) = wal::parse_records(&bytes, 20);
+    assert_eq!(records.len(), 3);
+    bytes[report.end as usize - 1] ^= 0x40;
+    std::fs::write(&log, &bytes).unwrap();
+    let (_, rec) = Store::open(&dir).unwrap();
+    assert_eq!(
+        (rec.seq, rec.replay),
+        (
+            22,
+            Replay {
+                replayed: 2,
+                skipped: 0,
+                damaged_tail: true
+            }
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 20 item 13, at the store: after a crash, a log that is missing, empty, cut short or not
+/// a change log is refused unless the operator consents; after a clean stop it loses nothing.
+#[test]
+fn a_lost_log_is_refused_after_a_crash_unless_consented() {
+    // What each does, and the seq a consented start finds (what is left of the log replayed).
+    type Damage = fn(&std::path::Path);
+    let damages: [(&str, Damage, u64); 4] = [
+        ("missing", |log| std::fs::remove_file(log).unwrap(), 1),
+        ("empty", |log| std::fs::write(log, b"").unwrap(), 1),
+        (
+            "cut",
+            |log| {
+                let file = std::fs::OpenOptions::new().write(true).open(log).unwrap();
+                file.set_len(4096).unwrap();
+            },
+            2,
+        ),
+        (
+            "not a change log",
+            |log| std::fs::write(log, vec![0xa5u8; 64 * 1024]).unwrap(),
+            1,
+        ),
+    ];
+    for (what, damage, left) in damages {
+        let dir = tmp();
+        {
+            let (store, _) = Store::open(&dir).unwrap();
+            store
+                .commit(&[change(1, "a", "critical")], &[], 1, 1_000)
+                .unwrap();
+            store.checkpoint().unwrap();
+            // Acknowledged (logged), then the process dies.
+            store
+                .log([&Encoded::new(&[change(2, "b", "critical")], 2_000)])
+                .unwrap();
+        }
+        damage(&dir.join(WAL_FILE));
+        let error = Store::open(&dir).err().expect(what).to_string();
+        assert!(
+            error.contains("--allow-data-loss") && error.contains("seq 1"),
+            "{what}: {error}"
+        );
+        let consent = Consent {
+            data_loss: true,
+            ..Consent::default()
+        };
+        let (store, rec) = Store::open_with(&dir, consent).unwrap();
+        assert_eq!(rec.seq, left, "{what}: what is left");
+        drop(store);
+        let (_, again) = Store::open(&dir).unwrap();
+        assert_eq!(again.seq, left, "{what}: the log is the store's own again");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // After a clean stop the log held nothing the database lacks.
+        let dir = tmp();
+        {
+            let (store, _) = Store::open(&dir).unwrap();
+            store
+                .commit(&[change(1, "a", "critical")], &[], 1, 1_000)
+                .unwrap();
+            store.close().unwrap();
+        }
+        damage(&dir.join(WAL_FILE));
+        let (_, rec) = Store::open(&dir).unwrap();
+        assert_eq!(rec.seq, 1, "{what} after a clean stop");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A new directory and an intact log need no consent, and a start itself is no clean stop.
+#[test]
+fn an_intact_log_needs_no_consent_and_a_start_is_no_clean_stop() {
+    let dir = tmp();
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        store
+            .commit(&[change(1, "a", "critical")], &[], 1, 1_000)
+            .unwrap();
+        store.close().unwrap();
+    }
+    // Started after the clean stop, then killed before any change: the marker is gone.
+    drop(Store::open(&dir).unwrap());
+    std::fs::remove_file(dir.join(WAL_FILE)).unwrap();
+    assert!(Store::open(&dir).is_err(), "no clean stop since the start");
     let _ = std::fs::remove_dir_all(&dir);
 }

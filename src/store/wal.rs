@@ -278,6 +278,12 @@ impl Wal {
         Ok(())
     }
 
+    /// The length of the file (preallocated, or grown past that): what a later start checks
+    /// it against. `None` if it cannot be read (nothing is recorded then).
+    pub fn file_len(&self) -> Option<u64> {
+        self.file.metadata().map(|m| m.len()).ok()
+    }
+
     /// Bytes of records since the last [`Wal::clear`].
     pub fn len(&self) -> u64 {
         self.len
@@ -320,6 +326,16 @@ fn preallocate(file: &File, path: &Path) {
     }
 }
 
+/// Whether `bytes`, the start of a file, start like a change log: zeros (an empty round), a
+/// whole record (of this round or an earlier one), or a record whose checksum fails (torn by a
+/// crash, or damaged: the reader says so). Anything else was never written by the log.
+pub fn starts_like_a_log(bytes: &[u8]) -> bool {
+    let Some(header) = bytes.get(..HEADER_BYTES) else {
+        return false;
+    };
+    header.iter().all(|&b| b == 0) || record_at(bytes, 0, 0).is_some() || looks_damaged(bytes, 0)
+}
+
 /// Appends one record (header and `payload`, an encoded `StoredChange`) to `buf`.
 pub fn encode_record(payload: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -346,6 +362,8 @@ pub struct ReadReport {
     /// The log ends with a whole record (its length fits, its payload starts like one) whose
     /// checksum fails: a write cut short by a crash (never acknowledged) looks like that, but so
     /// does damage to the last acknowledged record. Nothing tells the two apart; it is said.
+    /// (A stale record from an earlier round, checksum intact, is no damage: see
+    /// `looks_damaged`.)
     pub damaged_tail: bool,
 }
 
@@ -368,22 +386,35 @@ fn record_at(bytes: &[u8], at: usize, after_seq: u64) -> Option<(StoredChange, u
 
 /// The valid records of the log with a `seq` above `floor`, in order. Reading does not stop at
 /// the first bad record: it looks at every later offset for a valid one (see the module doc).
+///
+/// The round's first records may be at or below `floor`: a durable commit other than a
+/// checkpoint (a reopened database's replay) can bring the database past records the log still
+/// holds. Read in order from the start, they are no damage, only not returned; past a bad
+/// stretch, only a record above both `floor` and the last one read counts as a valid one.
 pub fn parse_records(bytes: &[u8], floor: u64) -> (Vec<StoredChange>, ReadReport) {
     let mut records: Vec<StoredChange> = Vec::new();
     let mut report = ReadReport::default();
-    let mut last_seq = floor;
+    // The last record read in order; the round starts wherever the first valid record is.
+    let mut last_seq = 0;
     let mut at = 0;
     // Where the bad stretch being looked past began.
     let mut bad_since: Option<usize> = None;
     while at + HEADER_BYTES <= bytes.len() {
-        match record_at(bytes, at, last_seq) {
+        let after = if bad_since.is_some() {
+            last_seq.max(floor)
+        } else {
+            last_seq
+        };
+        match record_at(bytes, at, after) {
             Some((record, len)) => {
                 if let Some(since) = bad_since.take() {
                     report.skipped += 1;
                     report.bytes_ignored += (at - since) as u64;
                 }
                 last_seq = record.seq;
-                records.push(record);
+                if record.seq > floor {
+                    records.push(record);
+                }
                 at += len;
                 report.end = at as u64;
             }
@@ -394,22 +425,28 @@ pub fn parse_records(bytes: &[u8], floor: u64) -> (Vec<StoredChange>, ReadReport
         }
     }
     if let Some(since) = bad_since {
-        report.damaged_tail = looks_like_a_record(bytes, since);
+        report.damaged_tail = looks_damaged(bytes, since);
     }
     (records, report)
 }
 
 /// Whether `at` holds a record header whose length fits and whose payload starts like a record,
-/// whatever its checksum says.
-fn looks_like_a_record(bytes: &[u8], at: usize) -> bool {
+/// but whose checksum fails: a damaged (or torn) record.
+///
+/// A whole record whose checksum holds is not damage, whatever its `seq`: it is from an earlier
+/// round (at or below the checkpoint), the end of this one. That is what a clean stop leaves at
+/// offset 0 — its last checkpoint starts the log over without writing — and what follows the
+/// new records wherever they end on an old record's boundary.
+fn looks_damaged(bytes: &[u8], at: usize) -> bool {
     let Some(header) = bytes.get(at..at + HEADER_BYTES) else {
         return false;
     };
     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
     len > 0
         && bytes
             .get(at + HEADER_BYTES..at + HEADER_BYTES + len)
-            .is_some_and(|payload| payload[0] == 0x08)
+            .is_some_and(|payload| payload[0] == 0x08 && crc32fast::hash(payload) != crc)
 }
 
 #[cfg(test)]
@@ -566,7 +603,9 @@ mod tests {
         stale.extend_from_slice(&crc32fast::hash(&r1_again).to_be_bytes());
         stale.extend_from_slice(&r1_again);
         std::fs::write(&path, &stale).unwrap();
-        assert_eq!(seqs(&Wal::open(&path, 0).unwrap().1), vec![1, 2]);
+        let (_, records, report) = Wal::open(&path, 0).unwrap();
+        assert_eq!(seqs(&records), vec![1, 2]);
+        assert!(!report.damaged_tail, "a stale whole record is no damage");
     }
 
     /// Records 1..=n appended one per write; returns the log's bytes (without the preallocated
@@ -645,6 +684,27 @@ mod tests {
         assert_eq!(seqs(&wal.read_back(6).unwrap().0), vec![7]);
         assert!(Wal::holds_any_record(&path).unwrap());
         assert!(!Wal::holds_any_record(&tmp("none.log")).unwrap());
+    }
+
+    /// A reopened database's replay is a durable commit the log does not follow at once: its
+    /// round then starts with records at or below the database's `seq`. They are no damage.
+    #[test]
+    fn records_at_or_below_the_floor_at_the_start_of_the_round_are_no_damage() {
+        let path = tmp("r.log");
+        let (mut wal, _, _) = Wal::open(&path, 0).unwrap();
+        let all: Vec<Vec<u8>> = (1..=6).map(record).collect();
+        wal.append(all.iter().map(Vec::as_slice)).unwrap();
+        drop(wal);
+        let (_, records, report) = Wal::open(&path, 4).unwrap();
+        assert_eq!(seqs(&records), vec![5, 6]);
+        assert_eq!((report.skipped, report.damaged_tail), (0, false));
+        // Past a damaged stretch, a record at or below the floor is not taken for a valid one.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8 + 1] ^= 0x40; // the first record's payload
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, records, report) = Wal::open(&path, 4).unwrap();
+        assert_eq!(seqs(&records), vec![5, 6]);
+        assert_eq!(report.skipped, 1);
     }
 
     #[test]

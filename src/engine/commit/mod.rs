@@ -172,6 +172,12 @@ impl<'a> Committing<'a> {
     ) -> Self {
         // A store opened on a disk it could not write is reopened first, like a failed one.
         let db_failed = store.opened_stale();
+        if db_failed {
+            health.fail(
+                "database unavailable: it could not be written at start (disk full?); retrying"
+                    .into(),
+            );
+        }
         Committing {
             store,
             retention,
@@ -254,7 +260,8 @@ impl<'a> Committing<'a> {
             );
         }
         self.write();
-        self.checkpoint();
+        // The last checkpoint marks a clean stop: the log holds nothing the database lacks.
+        self.checkpoint_marking(true);
     }
 
     /// One group commit: log everything pending, let it out in order, and write redb when due.
@@ -395,8 +402,10 @@ impl<'a> Committing<'a> {
             }
         }
         if !self.held.is_empty() {
-            // A log that is full waits for a checkpoint first.
-            if self.store.log_bytes() > CHECKPOINT_LOG_BYTES {
+            // Checkpoint first: the log starts over in the blocks it already has, so the held
+            // changes need no new space on a disk that just came back (a log past its
+            // preallocation grows the file). A failing checkpoint leaves the log as it is.
+            if self.store.log_bytes() > 0 {
                 self.write();
                 self.checkpoint();
             }
@@ -421,12 +430,12 @@ impl<'a> Committing<'a> {
                 "storage is back: the held changes are stored and published; accepting batches again"
             );
             self.let_out(&mut outputs, steps, rx.is_empty());
-            self.health.recovered();
         }
         if self.db_failed {
-            // The write or checkpoint just made failed again.
+            // The write or checkpoint just made failed again: batches stay refused.
             return;
         }
+        self.health.recovered();
         self.retry_delay = RETRY_FIRST;
         self.last_warned = None;
     }
@@ -457,11 +466,19 @@ impl<'a> Committing<'a> {
         }
     }
 
+    /// redb refused a write: it is reopened (retried), and until that has made the log's
+    /// changes durable in it, new batches are refused like on a failing log.
+    ///
+    /// Why refuse although the log still works: everything taken meanwhile would go to the log
+    /// only, which grows with the stream, while the reopen must write all of the log into the
+    /// database at once. On a disk that filled up, a stream that goes on refills the space that
+    /// comes back before the reopen can use it, and the outage never ends.
     fn database_failed(&mut self, what: &str, error: &StoreError) {
         if !self.db_failed {
-            tracing::error!(%error, "{what}; the change log keeps every change and the database is reopened (retried until it works)");
+            tracing::error!(%error, "{what}; the change log keeps every change, the database is reopened (retried until it works) and new batches are refused until then");
         }
         self.db_failed = true;
+        self.health.fail(format!("database unavailable: {error}"));
         self.schedule_retry();
     }
 
@@ -485,10 +502,20 @@ impl<'a> Committing<'a> {
 
     /// Makes redb durable and starts the log over — unless redb missed a write.
     fn checkpoint(&mut self) {
+        self.checkpoint_marking(false);
+    }
+
+    /// A checkpoint; with `clean`, the last one of a clean stop ([`Store::close`]).
+    fn checkpoint_marking(&mut self, clean: bool) {
         if self.db_failed {
             return;
         }
-        if let Err(error) = self.store.checkpoint() {
+        let done = if clean {
+            self.store.close()
+        } else {
+            self.store.checkpoint()
+        };
+        if let Err(error) = done {
             // The log keeps everything meanwhile.
             self.database_failed("could not checkpoint the database", &error);
         }
