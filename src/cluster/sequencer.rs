@@ -5,6 +5,12 @@
 //! So a client's `ok` means both "in the stream, with its replicas" (the consumer only ever sees
 //! stored messages) and "applied here" (read-your-writes on the node that answered). Publishes
 //! carry a `Nats-Msg-Id`: a publish retried after a lost acknowledgement is stored once.
+//!
+//! Each input also carries its deadline and, when it came from a client connection, its origin
+//! (this process and the connection) and number there: every node's engine drops an input stored
+//! after its deadline or after a later input of its connection ([`crate::engine::order`]), so a
+//! refusal means "not applied" and a connection's inputs take effect in the order it sent them,
+//! whatever retries and failovers do to the order they are stored in.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +22,8 @@ use tokio::sync::{oneshot, Semaphore};
 use super::pending::Pending;
 use super::wire;
 use super::Health;
-use crate::engine::{Applied, EngineError, Input, Sequencer, SubmitFuture};
+use crate::engine::{Applied, Connection, EngineError, Input, Sequencer, SubmitFuture};
+use crate::event::now_micros;
 use crate::metrics::{ClusterMetrics, Counters};
 
 pub(super) struct Publisher {
@@ -40,6 +47,7 @@ impl Publisher {
         &self,
         input: Input,
         ack: Option<oneshot::Sender<Applied>>,
+        connection: Option<&Arc<Connection>>,
     ) -> Result<(), EngineError> {
         if let Some(reason) = self.health.stopped_following() {
             // Its input would never come back to be answered here.
@@ -59,7 +67,19 @@ impl Publisher {
             self.id_prefix,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let payload = bytes::Bytes::from(wire::encode_input(&input));
+        let timeout_micros = i64::try_from(self.timeout.as_micros()).unwrap_or(i64::MAX);
+        let publish_until = Instant::now() + self.timeout;
+        let mut header = wire::Header {
+            origin: None,
+            deadline_micros: Some(now_micros().saturating_add(timeout_micros)),
+        };
+        if let (Some(connection), Some(deadline)) = (connection, header.deadline_micros) {
+            let (number, deadline) = connection.next_input(deadline);
+            header.origin = Some((format!("{}-{}", self.id_prefix, connection.id), number));
+            header.deadline_micros = Some(deadline);
+        }
+        let deadline_micros = header.deadline_micros.unwrap_or(i64::MAX);
+        let payload = bytes::Bytes::from(wire::encode_published(&input, &header));
         let max_payload = self.jetstream.client().server_info().max_payload;
         if max_payload > 0 && payload.len() > max_payload {
             // NATS would refuse it (and drop the connection): refused here, nothing published.
@@ -76,7 +96,8 @@ impl Publisher {
         // publish's own acknowledgement does.
         let permit = match ack {
             Some(ack) => {
-                self.pending.insert(id.clone(), ack, permit);
+                self.pending
+                    .insert(id.clone(), ack, permit, deadline_micros, publish_until);
                 None
             }
             None => Some(permit),
@@ -86,7 +107,7 @@ impl Publisher {
             subject: self.subject.clone(),
             id,
             payload,
-            deadline: Instant::now() + self.timeout,
+            deadline: publish_until,
             pending: Arc::clone(&self.pending),
             counters: Arc::clone(&self.counters),
             health: Arc::clone(&self.health),
@@ -145,6 +166,7 @@ impl PublishJob {
                         .publish_seconds
                         .observe(started.elapsed());
                     ClusterMetrics::raise(&self.counters.cluster.stream_seq, ack.sequence);
+                    self.pending.stored(&self.id, ack.sequence);
                     return;
                 }
                 Ok(Err(error)) => last_error = error,
@@ -154,17 +176,45 @@ impl PublishJob {
         }
         Counters::add(&self.counters.cluster.publish_failures, 1);
         self.health.note_publish_failure(&last_error);
-        tracing::warn!(id = %self.id, error = %last_error, "publish to the cluster stream failed; answered with an error");
-        self.pending.fail(
+        tracing::warn!(id = %self.id, error = %last_error, "publish to the cluster stream failed; its sender is answered once the stream passes its deadline");
+        self.pending.publish_failed(
             &self.id,
             &format!("NATS did not acknowledge within the --cluster-timeout ({last_error})"),
         );
+        self.mark_deadline_passed().await;
+    }
+
+    /// Publishes an empty input after the deadline: once the consumer reads it (or anything
+    /// stored later), the input is known never to apply anywhere, and its sender is told so
+    /// ("not applied") instead of waiting for the bound's "not confirmed". Best effort: NATS may
+    /// still be away.
+    async fn mark_deadline_passed(&self) {
+        let publish = PublishMessage::build()
+            .payload(wire::encode_input(&Input::Events(Vec::new())).into())
+            .message_id(format!("{}-late", self.id));
+        let attempt = async {
+            self.jetstream
+                .send_publish(self.subject.clone(), publish)
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let timeout = self.pending.timeout();
+        if let Ok(Err(error)) = tokio::time::timeout(timeout, attempt).await {
+            tracing::debug!(id = %self.id, %error, "deadline marker not published");
+        }
     }
 }
 
 impl Sequencer for Publisher {
-    fn submit(&self, input: Input, ack: Option<oneshot::Sender<Applied>>) -> SubmitFuture<'_> {
-        Box::pin(self.publish(input, ack))
+    fn submit<'a>(
+        &'a self,
+        input: Input,
+        ack: Option<oneshot::Sender<Applied>>,
+        connection: Option<&'a Arc<Connection>>,
+    ) -> SubmitFuture<'a> {
+        Box::pin(self.publish(input, ack, connection))
     }
 
     fn unavailable(&self) -> Option<String> {
