@@ -908,7 +908,11 @@ async fn one_connection_keeps_its_send_order_when_the_stream_leader_dies() {
             let mut event = event(
                 "order",
                 "flip",
-                if sent % 2 == 0 { "ok" } else { "critical" },
+                if sent.is_multiple_of(2) {
+                    "ok"
+                } else {
+                    "critical"
+                },
             );
             event.description = Some(sent.to_string());
             event.ttl = Some(3600.0);

@@ -247,7 +247,7 @@ pub fn decode_published(payload: &[u8]) -> Result<(Input, Header), WireError> {
     let bytes = unframe(payload, MAX_INPUT_BYTES)?;
     let message = StreamInput::decode(&*bytes)?;
     let header = Header {
-        origin: (!message.origin.is_empty()).then(|| (message.origin, message.origin_seq)),
+        origin: (!message.origin.is_empty()).then_some((message.origin, message.origin_seq)),
         deadline_micros: (message.deadline_micros != 0).then_some(message.deadline_micros),
     };
     let input = match message.body.ok_or(WireError::Empty)? {
