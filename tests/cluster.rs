@@ -843,19 +843,73 @@ async fn stream_leader(nats: &Nats, stream: &str) -> usize {
         .unwrap_or_else(|| panic!("leader {leader} is not one of the servers"))
 }
 
-/// The next Riemann reply on `tcp`, waiting longer than [`RiemannTcp::read_reply`] does: during a
-/// failover an answer may take two `--cluster-timeout`s (publish, then the apply).
-async fn slow_reply(tcp: &mut RiemannTcp) -> statecast::proto::Msg {
-    use prost::Message as _;
-    tokio::time::timeout(FAILOVER_TIMEOUT, async {
-        let mut header = [0u8; 4];
-        tcp.stream.read_exact(&mut header).await.expect("a reply");
-        let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
-        tcp.stream.read_exact(&mut body).await.expect("a reply");
-        statecast::proto::Msg::decode(body.as_slice()).expect("a Msg")
-    })
-    .await
-    .expect("a reply within the failover bound")
+/// One client connection pipelining numbered messages for one key (states alternating, the
+/// number in the description): Riemann TCP or an `/events` websocket.
+enum Pipe {
+    Tcp(RiemannTcp),
+    Ws(Box<WsStream>),
+}
+
+impl Pipe {
+    async fn send(&mut self, number: u64) {
+        let state = if number.is_multiple_of(2) {
+            "ok"
+        } else {
+            "critical"
+        };
+        match self {
+            Pipe::Tcp(tcp) => {
+                let mut event = event("order", "flip", state);
+                event.description = Some(number.to_string());
+                event.ttl = Some(3600.0);
+                tcp.send(&events_msg(vec![event])).await;
+            }
+            Pipe::Ws(ws) => {
+                use futures_util::SinkExt;
+                let batch = serde_json::json!([{"host": "order", "service": "flip", "state": state,
+                    "description": number.to_string(), "ttl": 3600}]);
+                ws.send(tokio_tungstenite::tungstenite::Message::Text(
+                    batch.to_string().into(),
+                ))
+                .await
+                .expect("send on /events");
+            }
+        }
+    }
+
+    /// The next answer, in order: `Ok`, or the error it carries. Waits longer than the common
+    /// helpers: during a failover an answer may take two `--cluster-timeout`s.
+    async fn answer(&mut self) -> Result<(), String> {
+        use futures_util::StreamExt;
+        use prost::Message as _;
+        tokio::time::timeout(FAILOVER_TIMEOUT, async {
+            match self {
+                Pipe::Tcp(tcp) => {
+                    let mut header = [0u8; 4];
+                    tcp.stream.read_exact(&mut header).await.expect("a reply");
+                    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+                    tcp.stream.read_exact(&mut body).await.expect("a reply");
+                    let reply = statecast::proto::Msg::decode(body.as_slice()).expect("a Msg");
+                    match reply.ok {
+                        Some(true) => Ok(()),
+                        _ => Err(reply.error.unwrap_or_default()),
+                    }
+                }
+                Pipe::Ws(ws) => loop {
+                    let frame = ws.next().await.expect("an ack").expect("an ack");
+                    if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                        let ack: Value = serde_json::from_str(&text).expect("a JSON ack");
+                        return match ack["ok"].as_bool() {
+                            Some(true) => Ok(()),
+                            _ => Err(ack["error"].as_str().unwrap_or_default().to_owned()),
+                        };
+                    }
+                },
+            }
+        })
+        .await
+        .expect("an answer within the failover bound")
+    }
 }
 
 /// The numbers (descriptions) of `host`'s changes in a node's history, in seq order.
@@ -876,13 +930,12 @@ async fn numbered_changes(node: &Addrs, host: &str) -> Vec<u64> {
 /// The prefix of every answer that promises the input is not applied, on any node, ever.
 const NOT_APPLIED: &str = "not applied:";
 
-/// Issue 21, items 1 and 2: one Riemann TCP connection pipelines a window of 16 messages for one
+/// Issue 21, items 1 and 2: one client connection pipelines a window of 16 messages for one
 /// key (states alternating, numbered in the description) into node B while the R=3 stream's
 /// leader is killed. On every node the key's changes are in send order (strictly increasing
 /// numbers: no inversion), every node has the same ones, and no message answered "not applied"
 /// is applied anywhere.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_connection_keeps_its_send_order_when_the_stream_leader_dies() {
+async fn pipelined_order_survives_a_leader_kill(transport: &str) {
     const WINDOW: u64 = 16;
     const KILL_AFTER: u64 = 200;
     const TOTAL: u64 = 800;
@@ -899,32 +952,26 @@ async fn one_connection_keeps_its_send_order_when_the_stream_leader_dies() {
     let c = Node::start(&spec, "c").await;
     let leader = stream_leader(&nats, "order").await;
 
-    let mut tcp = RiemannTcp::connect(&b).await;
+    let mut pipe = match transport {
+        "tcp" => Pipe::Tcp(RiemannTcp::connect(&b).await),
+        _ => Pipe::Ws(Box::new(
+            ws_connect_with_headers(&format!("ws://{}/events", b.http), &[])
+                .await
+                .expect("upgrade"),
+        )),
+    };
     let mut sent = 0u64;
     let mut refused = Vec::new();
     let mut other_errors = 0usize;
     for answered in 0..TOTAL {
         while sent < TOTAL && sent - answered < WINDOW {
-            let mut event = event(
-                "order",
-                "flip",
-                if sent.is_multiple_of(2) {
-                    "ok"
-                } else {
-                    "critical"
-                },
-            );
-            event.description = Some(sent.to_string());
-            event.ttl = Some(3600.0);
-            tcp.send(&events_msg(vec![event])).await;
+            pipe.send(sent).await;
             sent += 1;
         }
-        let reply = slow_reply(&mut tcp).await;
-        if reply.ok != Some(true) {
-            let error = reply.error.unwrap_or_default();
-            if error.starts_with(NOT_APPLIED) {
-                refused.push(answered);
-            } else {
+        match pipe.answer().await {
+            Ok(()) => {}
+            Err(error) if error.starts_with(NOT_APPLIED) => refused.push(answered),
+            Err(error) => {
                 if other_errors < 3 {
                     eprintln!("answer {answered}: {error}");
                 }
@@ -932,11 +979,19 @@ async fn one_connection_keeps_its_send_order_when_the_stream_leader_dies() {
             }
         }
         if answered == KILL_AFTER {
+            // In good weather a connection's inputs reach the stream in send order: none is
+            // dropped as overtaken (only retries after a failure can reorder them).
+            assert_eq!(
+                dropped(&b, "overtaken").await,
+                0,
+                "{transport}: before the kill"
+            );
             nats.kill(leader);
         }
     }
+    let overtaken = dropped(&b, "overtaken").await;
     eprintln!(
-        "{TOTAL} sent: {} answered not applied, {other_errors} other errors",
+        "{transport}: {TOTAL} sent: {} answered not applied ({overtaken} overtaken), {other_errors} other errors",
         refused.len()
     );
     // Every node ends with the same changes for the key.
@@ -978,6 +1033,16 @@ async fn one_connection_keeps_its_send_order_when_the_stream_leader_dies() {
         "answered not applied, yet applied: {broken:?}"
     );
     assert!(on_b.len() > 1, "changes applied: {on_b:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_keeps_its_send_order_when_the_stream_leader_dies() {
+    pipelined_order_survives_a_leader_kill("tcp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_events_websocket_keeps_its_send_order_when_the_stream_leader_dies() {
+    pipelined_order_survives_a_leader_kill("ws").await;
 }
 
 /// A stream input of one event for `host`/`flip`, in statecast's own encoding, with `header`.

@@ -40,6 +40,9 @@ pub(crate) struct Pending {
     waiting: Mutex<HashMap<String, Waiting>>,
     /// The stream's time as far as the consumer has read it (µs, never goes back).
     stream_micros: AtomicI64,
+    /// No waiting input's deadline is earlier than this (µs): the stream's time passing it is
+    /// what makes a look through the waiting inputs worth its cost (not every message).
+    earliest_deadline: AtomicI64,
     /// How long an answer may wait for the local apply after the stream acknowledged it.
     timeout: Duration,
     counters: Arc<Counters>,
@@ -50,6 +53,7 @@ impl Pending {
         Self {
             waiting: Mutex::new(HashMap::new()),
             stream_micros: AtomicI64::new(i64::MIN),
+            earliest_deadline: AtomicI64::new(i64::MAX),
             timeout,
             counters,
         }
@@ -79,6 +83,8 @@ impl Pending {
         };
         if let Ok(mut map) = self.waiting.lock() {
             map.insert(id, waiting);
+            self.earliest_deadline
+                .fetch_min(deadline_micros, Ordering::Relaxed);
         }
     }
 
@@ -127,7 +133,25 @@ impl Pending {
             .stream_micros
             .fetch_max(stored_micros, Ordering::Relaxed);
         let now = before.max(stored_micros);
-        let gone = self.remove(|w| w.stored.is_none() && w.deadline_micros < now);
+        if now <= self.earliest_deadline.load(Ordering::Relaxed) {
+            return;
+        }
+        let gone = match self.waiting.lock() {
+            Ok(mut map) => {
+                let gone = take_where(&mut map, |w| w.stored.is_none() && w.deadline_micros < now);
+                // Stored inputs are answered by the engine or the bound, not by the stream's
+                // time: only the unstored ones count.
+                let earliest = map
+                    .values()
+                    .filter(|w| w.stored.is_none())
+                    .map(|w| w.deadline_micros)
+                    .min();
+                self.earliest_deadline
+                    .store(earliest.unwrap_or(i64::MAX), Ordering::Relaxed);
+                gone
+            }
+            Err(_) => Vec::new(),
+        };
         for waiting in gone {
             let why = match &waiting.failed {
                 Some(error) => format!("not in the cluster stream by its deadline ({error}); if it lands later no node applies it; send again"),
@@ -161,15 +185,10 @@ impl Pending {
 
     /// Takes out every waiting input `which` selects.
     fn remove(&self, which: impl Fn(&Waiting) -> bool) -> Vec<Waiting> {
-        let Ok(mut map) = self.waiting.lock() else {
-            return Vec::new();
-        };
-        let ids: Vec<String> = map
-            .iter()
-            .filter(|(_, w)| which(w))
-            .map(|(id, _)| id.clone())
-            .collect();
-        ids.iter().filter_map(|id| map.remove(id)).collect()
+        match self.waiting.lock() {
+            Ok(mut map) => take_where(&mut map, which),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Answers every input still waiting: this node will not apply them (its consumer stopped),
@@ -185,6 +204,19 @@ impl Pending {
             )))));
         }
     }
+}
+
+/// Takes out of `map` every waiting input `which` selects.
+fn take_where(
+    map: &mut HashMap<String, Waiting>,
+    which: impl Fn(&Waiting) -> bool,
+) -> Vec<Waiting> {
+    let ids: Vec<String> = map
+        .iter()
+        .filter(|(_, w)| which(w))
+        .map(|(id, _)| id.clone())
+        .collect();
+    ids.iter().filter_map(|id| map.remove(id)).collect()
 }
 
 /// Answers overdue inputs until `stop`: the bound of every answer (see the module doc).

@@ -112,10 +112,15 @@ impl Publisher {
             counters: Arc::clone(&self.counters),
             health: Arc::clone(&self.health),
         };
-        // The acknowledgement is awaited apart, so a connection can send its next input (and a
-        // pipelining client keeps its pipe full) while this one is being stored.
+        // The first attempt is handed to the NATS client here, in submit order: a connection's
+        // inputs then reach the stream in the order it sent them unless a retry reorders them
+        // (which the consumers' order filter catches). Its acknowledgement is awaited apart, so
+        // a connection can send its next input (and a pipelining client keeps its pipe full)
+        // while this one is being stored.
+        let first = tokio::time::timeout(self.timeout, job.send()).await;
+        let first = first.unwrap_or_else(|_| Err("timed out".into()));
         tokio::spawn(async move {
-            job.run().await;
+            job.run(first).await;
             drop(permit);
         });
         Ok(())
@@ -140,23 +145,33 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 impl PublishJob {
     /// Publishes until the stream acknowledges or the deadline passes. Every attempt carries the
     /// same message id, so an attempt stored after all is not stored twice.
-    async fn run(self) {
+    /// Hands one attempt to the NATS client; what it returns awaits the stream's answer.
+    async fn send(&self) -> Result<jetstream::context::PublishAckFuture, String> {
+        let publish = PublishMessage::build()
+            .payload(self.payload.clone())
+            .message_id(&self.id);
+        self.jetstream
+            .send_publish(self.subject.clone(), publish)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// `first`: the first attempt, already handed to the client (see [`Publisher::publish`]).
+    async fn run(self, first: Result<jetstream::context::PublishAckFuture, String>) {
         let started = Instant::now();
         let mut last_error = String::from("timed out");
+        let mut first = Some(first);
         loop {
             let left = self.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
+            let sent = first.take();
             let attempt = async {
-                let publish = PublishMessage::build()
-                    .payload(self.payload.clone())
-                    .message_id(&self.id);
-                let ack = self
-                    .jetstream
-                    .send_publish(self.subject.clone(), publish)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let ack = match sent {
+                    Some(sent) => sent?,
+                    None => self.send().await?,
+                };
                 ack.await.map_err(|e| e.to_string())
             };
             match tokio::time::timeout(left, attempt).await {
