@@ -170,7 +170,7 @@ impl Pending {
             let why = match (waiting.stored, &waiting.failed) {
                 (Some(sequence), _) => {
                     Counters::add(&self.counters.cluster.unconfirmed_stored, 1);
-                    format!("stored in the cluster stream (sequence {sequence}), not yet applied on this node (applied up to {applied}) within --cluster-timeout; every node applies it in order, this one once it catches up")
+                    format!("stored in the cluster stream (sequence {sequence}), not yet applied on this node (applied up to {applied}) within --cluster-timeout; every node applies it when it gets there (this one once it catches up), unless a later message of the same connection was stored before it")
                 }
                 (None, failed) => {
                     Counters::add(&self.counters.cluster.unconfirmed_unacknowledged, 1);
@@ -231,5 +231,59 @@ pub(super) async fn answer_overdue(pending: Arc<Pending>, stop: CancellationToke
         }
         let applied = pending.counters.cluster.applied_seq.load(Ordering::Relaxed);
         pending.answer_overdue(Instant::now(), applied);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use tokio::sync::Semaphore;
+
+    fn answer(rx: &mut oneshot::Receiver<Applied>) -> Option<Result<(), EngineError>> {
+        match rx.try_recv() {
+            Ok(Applied::Done(ack)) => Some(ack),
+            Ok(_) => panic!("an unexpected answer"),
+            Err(_) => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_waiting_input_is_answered_by_the_streams_time_or_the_bound() {
+        let counters = Arc::new(Counters::default());
+        let pending = Pending::new(Duration::from_secs(1), Arc::clone(&counters));
+        let permits = Arc::new(Semaphore::new(2));
+        let start = Instant::now();
+        let mut waiting = Vec::new();
+        for (id, deadline) in [("a", 100), ("b", 200)] {
+            let (tx, rx) = oneshot::channel();
+            let permit = Arc::clone(&permits).acquire_owned().await.unwrap();
+            pending.insert(id.into(), tx, permit, deadline, start);
+            waiting.push(rx);
+        }
+        let [a, b] = &mut waiting[..] else {
+            unreachable!()
+        };
+        // The stream's time passes a's deadline without a: no node will ever apply it.
+        pending.stream_time(150);
+        assert!(matches!(answer(a), Some(Err(EngineError::NotApplied(_)))));
+        assert!(answer(b).is_none());
+        assert_eq!(permits.available_permits(), 1, "a's place is free again");
+        // b is acknowledged: the stream's time no longer answers it, the bound does.
+        pending.stored("b", 7);
+        pending.stream_time(250);
+        assert!(answer(b).is_none());
+        pending.answer_overdue(Instant::now() + Duration::from_secs(2), 3);
+        match answer(b) {
+            Some(Err(EngineError::Unconfirmed(why))) => {
+                assert!(why.contains("sequence 7"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            counters.cluster.unconfirmed_stored.load(Ordering::Relaxed),
+            1
+        );
+        assert!(pending.is_empty());
     }
 }
