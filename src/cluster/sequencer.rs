@@ -43,6 +43,28 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
+    /// What the consumers decide from: the input's deadline (now + the timeout, in µs since the
+    /// epoch) and, from a client connection, its origin and number there.
+    fn header(&self, connection: Option<&Arc<Connection>>) -> (wire::Header, i64) {
+        let timeout_micros = i64::try_from(self.timeout.as_micros()).unwrap_or(i64::MAX);
+        let deadline = now_micros().saturating_add(timeout_micros);
+        let header = match connection {
+            Some(connection) => {
+                let (number, deadline) = connection.next_input(deadline);
+                wire::Header {
+                    origin: Some((format!("{}-{}", self.id_prefix, connection.id), number)),
+                    deadline_micros: Some(deadline),
+                }
+            }
+            None => wire::Header {
+                origin: None,
+                deadline_micros: Some(deadline),
+            },
+        };
+        let deadline = header.deadline_micros.unwrap_or(deadline);
+        (header, deadline)
+    }
+
     async fn publish(
         &self,
         input: Input,
@@ -67,18 +89,8 @@ impl Publisher {
             self.id_prefix,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let timeout_micros = i64::try_from(self.timeout.as_micros()).unwrap_or(i64::MAX);
         let publish_until = Instant::now() + self.timeout;
-        let mut header = wire::Header {
-            origin: None,
-            deadline_micros: Some(now_micros().saturating_add(timeout_micros)),
-        };
-        if let (Some(connection), Some(deadline)) = (connection, header.deadline_micros) {
-            let (number, deadline) = connection.next_input(deadline);
-            header.origin = Some((format!("{}-{}", self.id_prefix, connection.id), number));
-            header.deadline_micros = Some(deadline);
-        }
-        let deadline_micros = header.deadline_micros.unwrap_or(i64::MAX);
+        let (header, deadline_micros) = self.header(connection);
         let payload = bytes::Bytes::from(wire::encode_published(&input, &header));
         let max_payload = self.jetstream.client().server_info().max_payload;
         if max_payload > 0 && payload.len() > max_payload {
@@ -143,8 +155,6 @@ struct PublishJob {
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 impl PublishJob {
-    /// Publishes until the stream acknowledges or the deadline passes. Every attempt carries the
-    /// same message id, so an attempt stored after all is not stored twice.
     /// Hands one attempt to the NATS client; what it returns awaits the stream's answer.
     async fn send(&self) -> Result<jetstream::context::PublishAckFuture, String> {
         let publish = PublishMessage::build()
@@ -156,7 +166,9 @@ impl PublishJob {
             .map_err(|e| e.to_string())
     }
 
-    /// `first`: the first attempt, already handed to the client (see [`Publisher::publish`]).
+    /// Publishes until the stream acknowledges or the deadline passes. Every attempt carries the
+    /// same message id, so an attempt stored after all is not stored twice. `first`: the first
+    /// attempt, already handed to the client (see [`Publisher::publish`]).
     async fn run(self, first: Result<jetstream::context::PublishAckFuture, String>) {
         let started = Instant::now();
         let mut last_error = String::from("timed out");
