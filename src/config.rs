@@ -346,8 +346,9 @@ pub struct Config {
     #[arg(long, env = "STATECAST_CLUSTER_SNAPSHOT_INTERVAL", default_value = "60s", value_parser = duration_in(Duration::from_millis(100), DAY))]
     pub cluster_snapshot_interval: Duration,
 
-    /// Bound on waiting for NATS: connecting at start, a publish's acknowledgement. Past it,
-    /// ingest is answered with an error (Riemann `ok:false`, HTTP 503).
+    /// Bound on waiting for NATS: connecting at start, a publish's acknowledgement, and as much
+    /// again for this node to apply an acknowledged input. Past it, ingest is answered with an
+    /// error saying what is known (Riemann `ok:false`, HTTP 503).
     #[arg(long, env = "STATECAST_CLUSTER_TIMEOUT", default_value = "5s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
     pub cluster_timeout: Duration,
 }

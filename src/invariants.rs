@@ -285,5 +285,13 @@ pub fn cluster_message(data: &[u8]) {
         // Compared through their encodings: a NaN metric is not equal to itself.
         assert_eq!(crate::cluster::encode_input(&back), again);
     }
+    // With the publisher's header (deadline, origin): what the order filter decides from.
+    if let Ok((input, header)) = crate::cluster::decode_published(data) {
+        let again = crate::cluster::encode_published(&input, &header);
+        let (back, back_header) =
+            crate::cluster::decode_published(&again).expect("our own encoding decodes");
+        assert_eq!(back_header, header);
+        assert_eq!(crate::cluster::encode_published(&back, &back_header), again);
+    }
     let _ = crate::cluster::decode_image(data);
 }

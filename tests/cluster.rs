@@ -777,8 +777,7 @@ async fn nats_unreachable_refuses_ingest_then_recovers() {
         }
     })
     .await;
-    // The dashboard goes on where it was: no gap, no duplicate, and `back` arrives. (A refused
-    // batch may still have reached the stream after all: refused is not a promise of absence.)
+    // The dashboard goes on where it was: no gap, no duplicate, and `back` arrives.
     let mut after = Vec::new();
     while after
         .last()
@@ -787,7 +786,14 @@ async fn nats_unreachable_refuses_ingest_then_recovers() {
         after.push(dash_b.next_change().await);
     }
     assert_consecutive(&after, start + 3, "dashboard on B after the outage");
-    wait_agree(&[&a, &b]).await;
+    let agreed = wait_agree(&[&a, &b]).await;
+    // Refused while NATS was away: if the client flushed them on reconnect, they reached the
+    // stream after their deadline, and no node applies them (issue 21, item 2).
+    let applied: Vec<&Value> = agreed
+        .iter()
+        .filter(|e| e["service"] == "down-1" || e["service"] == "down-2")
+        .collect();
+    assert!(applied.is_empty(), "refused, yet applied: {applied:?}");
 }
 
 /// A snapshot interval not below the stream's max age could leave a gap between the newest
@@ -815,4 +821,378 @@ fn a_snapshot_interval_not_below_the_max_age_is_refused() {
         lines[0].contains("--cluster-snapshot-interval") && lines[0].contains("--cluster-max-age"),
         "names both flags:\n{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 21: one connection's order, exact refusals, bounded answers
+// ---------------------------------------------------------------------------------------------
+
+/// Index of the nats-server leading `stream`'s replicas.
+async fn stream_leader(nats: &Nats, stream: &str) -> usize {
+    let js = nats.jetstream().await;
+    let mut stream = js.get_stream(stream).await.expect("the stream");
+    let info = stream.info().await.expect("stream info");
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap_or_else(|| panic!("a stream leader: {:?}", info.cluster));
+    nats.servers
+        .iter()
+        .position(|s| s.name == leader)
+        .unwrap_or_else(|| panic!("leader {leader} is not one of the servers"))
+}
+
+/// One client connection pipelining numbered messages for one key (states alternating, the
+/// number in the description): Riemann TCP or an `/events` websocket.
+enum Pipe {
+    Tcp(RiemannTcp),
+    Ws(Box<WsStream>),
+}
+
+impl Pipe {
+    async fn send(&mut self, number: u64) {
+        let state = if number.is_multiple_of(2) {
+            "ok"
+        } else {
+            "critical"
+        };
+        match self {
+            Pipe::Tcp(tcp) => {
+                let mut event = event("order", "flip", state);
+                event.description = Some(number.to_string());
+                event.ttl = Some(3600.0);
+                tcp.send(&events_msg(vec![event])).await;
+            }
+            Pipe::Ws(ws) => {
+                use futures_util::SinkExt;
+                let batch = serde_json::json!([{"host": "order", "service": "flip", "state": state,
+                    "description": number.to_string(), "ttl": 3600}]);
+                ws.send(tokio_tungstenite::tungstenite::Message::Text(
+                    batch.to_string().into(),
+                ))
+                .await
+                .expect("send on /events");
+            }
+        }
+    }
+
+    /// The next answer, in order: `Ok`, or the error it carries. Waits longer than the common
+    /// helpers: during a failover an answer may take two `--cluster-timeout`s.
+    async fn answer(&mut self) -> Result<(), String> {
+        use futures_util::StreamExt;
+        use prost::Message as _;
+        tokio::time::timeout(FAILOVER_TIMEOUT, async {
+            match self {
+                Pipe::Tcp(tcp) => {
+                    let mut header = [0u8; 4];
+                    tcp.stream.read_exact(&mut header).await.expect("a reply");
+                    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+                    tcp.stream.read_exact(&mut body).await.expect("a reply");
+                    let reply = statecast::proto::Msg::decode(body.as_slice()).expect("a Msg");
+                    match reply.ok {
+                        Some(true) => Ok(()),
+                        _ => Err(reply.error.unwrap_or_default()),
+                    }
+                }
+                Pipe::Ws(ws) => loop {
+                    let frame = ws.next().await.expect("an ack").expect("an ack");
+                    if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                        let ack: Value = serde_json::from_str(&text).expect("a JSON ack");
+                        return match ack["ok"].as_bool() {
+                            Some(true) => Ok(()),
+                            _ => Err(ack["error"].as_str().unwrap_or_default().to_owned()),
+                        };
+                    }
+                },
+            }
+        })
+        .await
+        .expect("an answer within the failover bound")
+    }
+}
+
+/// The numbers (descriptions) of `host`'s changes in a node's history, in seq order.
+async fn numbered_changes(node: &Addrs, host: &str) -> Vec<u64> {
+    history(node)
+        .await
+        .iter()
+        .filter(|c| c["event"]["host"] == host && c["event"]["state"] != "expired")
+        .map(|c| {
+            c["event"]["description"]
+                .as_str()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or_else(|| panic!("a numbered change: {c}"))
+        })
+        .collect()
+}
+
+/// The prefix of every answer that promises the input is not applied, on any node, ever.
+const NOT_APPLIED: &str = "not applied:";
+
+/// Issue 21, items 1 and 2: one client connection pipelines a window of 16 messages for one
+/// key (states alternating, numbered in the description) into node B while the R=3 stream's
+/// leader is killed. On every node the key's changes are in send order (strictly increasing
+/// numbers: no inversion), every node has the same ones, and no message answered "not applied"
+/// is applied anywhere.
+async fn pipelined_order_survives_a_leader_kill(transport: &str) {
+    const WINDOW: u64 = 16;
+    const KILL_AFTER: u64 = 200;
+    const TOTAL: u64 = 800;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut nats = Nats::cluster(3);
+    let spec = ClusterSpec::new(&nats, "order").with(&[
+        "--cluster-replicas",
+        "3",
+        "--cluster-timeout",
+        "2s",
+    ]);
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec, "b").await;
+    let c = Node::start(&spec, "c").await;
+    let leader = stream_leader(&nats, "order").await;
+
+    let mut pipe = match transport {
+        "tcp" => Pipe::Tcp(RiemannTcp::connect(&b).await),
+        _ => Pipe::Ws(Box::new(
+            ws_connect_with_headers(&format!("ws://{}/events", b.http), &[])
+                .await
+                .expect("upgrade"),
+        )),
+    };
+    let mut sent = 0u64;
+    let mut refused = Vec::new();
+    let mut other_errors = 0usize;
+    for answered in 0..TOTAL {
+        while sent < TOTAL && sent - answered < WINDOW {
+            pipe.send(sent).await;
+            sent += 1;
+        }
+        match pipe.answer().await {
+            Ok(()) => {}
+            Err(error) if error.starts_with(NOT_APPLIED) => refused.push(answered),
+            Err(error) => {
+                if other_errors < 3 {
+                    eprintln!("answer {answered}: {error}");
+                }
+                other_errors += 1;
+            }
+        }
+        if answered == KILL_AFTER {
+            // In good weather a connection's inputs reach the stream in send order: none is
+            // dropped as overtaken (only retries after a failure can reorder them).
+            assert_eq!(
+                dropped(&b, "overtaken").await,
+                0,
+                "{transport}: before the kill"
+            );
+            nats.kill(leader);
+        }
+    }
+    let overtaken = dropped(&b, "overtaken").await;
+    eprintln!(
+        "{transport}: {TOTAL} sent: {} answered not applied ({overtaken} overtaken), {other_errors} other errors",
+        refused.len()
+    );
+    // Every node ends with the same changes for the key.
+    let on_b = eventually(
+        FAILOVER_TIMEOUT,
+        "every node has the same changes",
+        || async {
+            let first = numbered_changes(&b, "order").await;
+            for node in [&a, &c] {
+                let other = numbered_changes(node, "order").await;
+                if other != first {
+                    return Err(format!(
+                        "B {} changes, {} {}",
+                        first.len(),
+                        node.id,
+                        other.len()
+                    ));
+                }
+            }
+            Ok(first)
+        },
+    )
+    .await;
+    let inversions: Vec<(u64, u64)> = on_b
+        .windows(2)
+        .filter(|w| w[1] <= w[0])
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        inversions.is_empty(),
+        "{} applied out of send order, e.g. {:?}",
+        inversions.len(),
+        &inversions[..inversions.len().min(5)]
+    );
+    let applied: HashSet<u64> = on_b.iter().copied().collect();
+    let broken: Vec<&u64> = refused.iter().filter(|n| applied.contains(n)).collect();
+    assert!(
+        broken.is_empty(),
+        "answered not applied, yet applied: {broken:?}"
+    );
+    assert!(on_b.len() > 1, "changes applied: {on_b:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_keeps_its_send_order_when_the_stream_leader_dies() {
+    pipelined_order_survives_a_leader_kill("tcp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_events_websocket_keeps_its_send_order_when_the_stream_leader_dies() {
+    pipelined_order_survives_a_leader_kill("ws").await;
+}
+
+/// A stream input of one event for `host`/`flip`, in statecast's own encoding, with `header`.
+fn stream_input(
+    host: &str,
+    state: &str,
+    number: &str,
+    header: &statecast::cluster::Header,
+) -> bytes::Bytes {
+    let event = statecast::event::Event {
+        host: Some(host.into()),
+        service: Some("flip".into()),
+        state: Some(state.into()),
+        description: Some(number.into()),
+        time_micros: statecast::event::now_micros(),
+        ttl: Some(3600.0),
+        ..Default::default()
+    };
+    statecast::cluster::encode_published(&statecast::cluster::Input::Events(vec![event]), header)
+        .into()
+}
+
+/// Publishes `payload` to the stream `stream` and returns its stream sequence.
+async fn publish_raw(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    payload: bytes::Bytes,
+) -> u64 {
+    js.publish(format!("{stream}.input"), payload)
+        .await
+        .expect("publish")
+        .await
+        .expect("stream ack")
+        .sequence
+}
+
+/// `statecast_cluster_inputs_dropped_total{reason=…}` of a node.
+async fn dropped(node: &Addrs, reason: &str) -> u64 {
+    metric_line(
+        node,
+        &format!("statecast_cluster_inputs_dropped_total{{reason=\"{reason}\"}}"),
+    )
+    .await
+    .map_or(0, |(_, v)| v as u64)
+}
+
+/// Issue 21, item 2: what the stream stored after its deadline, or after a later input of the
+/// same connection, is applied by no node, and each node counts it. The inputs are published by
+/// the test itself, so the late and the overtaken one are certain, not a matter of timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_and_overtaken_inputs_are_applied_by_no_node() {
+    use statecast::cluster::Header;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "late");
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec, "b").await;
+    let js = nats.jetstream().await;
+    let now = statecast::event::now_micros();
+
+    // Refused by its publisher at its deadline, stored a second after it.
+    let late = Header {
+        origin: None,
+        deadline_micros: Some(now - 1_000_000),
+    };
+    publish_raw(&js, "late", stream_input("late", "critical", "0", &late)).await;
+    // One connection's input 2 stored before its input 1 (a retry after a failover).
+    let numbered = |n: u64| Header {
+        origin: Some(("test-1-1".into(), n)),
+        deadline_micros: Some(now + 60_000_000),
+    };
+    publish_raw(&js, "late", stream_input("conn", "ok", "2", &numbered(2))).await;
+    let last = publish_raw(
+        &js,
+        "late",
+        stream_input("conn", "critical", "1", &numbered(1)),
+    )
+    .await;
+
+    for node in [&a, &b] {
+        eventually(
+            CATCH_UP_TIMEOUT,
+            "the inputs applied or dropped",
+            || async {
+                let applied = applied_seq(node).await;
+                if applied >= last {
+                    Ok(())
+                } else {
+                    Err(format!("{} applied up to {applied} of {last}", node.id))
+                }
+            },
+        )
+        .await;
+        let indexed = all_state(node).await;
+        assert!(
+            indexed.iter().all(|e| e["host"] != "late"),
+            "{}: the late input is not applied: {indexed:?}",
+            node.id
+        );
+        let conn: Vec<&Value> = indexed.iter().filter(|e| e["host"] == "conn").collect();
+        assert_eq!(conn.len(), 1, "{}: {indexed:?}", node.id);
+        assert_eq!(
+            (&conn[0]["state"], &conn[0]["description"]),
+            (&Value::from("ok"), &Value::from("2")),
+            "{}: the connection's newest input stays",
+            node.id
+        );
+        assert_eq!(dropped(node, "late").await, 1, "{}", node.id);
+        assert_eq!(dropped(node, "overtaken").await, 1, "{}", node.id);
+    }
+}
+
+/// Issue 21, item 3: a POST whose input the stream acknowledged is answered within the bound
+/// even when this node cannot apply it (here: B may publish but not create its stream
+/// consumer, as when its consumer keeps failing to be re-created after a failover), with an
+/// error saying it is stored; the nodes that read the stream apply it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_input_not_yet_applied_is_answered_within_the_bound() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // Clients of server 1 are "blind": everything but creating a consumer on the input stream.
+    let nats = Nats::cluster_with(2, |i| {
+        format!(
+            "no_auth_user: {}\nauthorization {{\n  users = [\n    {{user: admin, password: pw}}\n    \
+             {{user: blind, password: pw, permissions: {{publish: {{allow: \">\", deny: \
+             [\"$JS.API.CONSUMER.CREATE.bound\", \"$JS.API.CONSUMER.CREATE.bound.>\"]}}}}}}\n  ]\n}}\n",
+            if i == 0 { "admin" } else { "blind" }
+        )
+    });
+    let on_server = |i: usize| ClusterSpec {
+        url: nats.servers[i].url(),
+        ..ClusterSpec::new(&nats, "bound").with(&["--cluster-timeout", "500ms"])
+    };
+    let a = Node::start(&on_server(0), "a").await;
+    let data_dir = fresh_dir("node-b");
+    let b = on_server(1).start_node("b", &data_dir, &[]);
+
+    let (status, body) = try_post(b.http, &critical("behind"))
+        .await
+        .expect("an answer");
+    eprintln!("answer {status} {body}");
+    assert_eq!(status, 503, "{body}");
+    let unconfirmed = metric_line(&b, "statecast_cluster_unconfirmed_total{known=\"stored\"}")
+        .await
+        .map_or(0, |(_, v)| v as u64);
+    assert_eq!(
+        unconfirmed, 1,
+        "answered as stored, not yet applied: {body}"
+    );
+    // Stored: every node that reads the stream applies it.
+    wait_all_indexed(&a, &["behind".to_owned()], "A").await;
+    drop(b);
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

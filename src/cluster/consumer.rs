@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::pending::Pending;
 use super::wire;
 use super::Health;
+use crate::engine::order::Stamp;
 use crate::engine::{EngineHandle, Input};
 use crate::metrics::{ClusterMetrics, Counters};
 
@@ -137,8 +138,12 @@ impl Consumer {
                 Some(Err(error)) => return Err(error.to_string()),
                 None => return Err("the stream of messages ended".into()),
             };
-            let (sequence, pending) = match message.info() {
-                Ok(info) => (info.stream_sequence, info.pending),
+            let (sequence, pending, stored_micros) = match message.info() {
+                Ok(info) => (
+                    info.stream_sequence,
+                    info.pending,
+                    i64::try_from(info.published.unix_timestamp_nanos() / 1000).unwrap_or(0),
+                ),
                 Err(error) => return Err(format!("message without stream info: {error}")),
             };
             ClusterMetrics::raise(
@@ -166,13 +171,18 @@ impl Consumer {
                 .as_ref()
                 .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
                 .and_then(|id| self.pending.take(id.as_str()));
-            let input = match wire::decode_input(&message.payload) {
-                Ok(input) => input,
+            let (input, header) = match wire::decode_published(&message.payload) {
+                Ok(decoded) => decoded,
                 Err(error) => {
                     // Every node reads the same bytes, so every node skips it alike.
                     tracing::warn!(sequence, %error, "skipping an unreadable stream message");
-                    Input::Events(Vec::new())
+                    (Input::Events(Vec::new()), wire::Header::default())
                 }
+            };
+            let stamp = Stamp {
+                stored_micros,
+                deadline_micros: header.deadline_micros,
+                origin: header.origin,
             };
             let input = match input {
                 // A silence's query is compiled off the async workers (`Action::compile`).
@@ -190,12 +200,13 @@ impl Consumer {
             };
             if self
                 .engine
-                .apply_ordered(input, ack, Some(sequence))
+                .apply_logged(input, ack, sequence, stamp)
                 .await
                 .is_err()
             {
                 return Ok(());
             }
+            self.pending.stream_time(stored_micros);
             self.next = sequence + 1;
             ClusterMetrics::raise(&self.counters.cluster.applied_seq, sequence);
             self.health.applied(sequence);

@@ -22,7 +22,11 @@ mod sequencer;
 mod snapshot;
 mod wire;
 
-pub use wire::{decode_image, decode_input, encode_input};
+/// What stream messages carry, for tools and tests that write or read the stream themselves.
+pub use crate::engine::Input;
+pub use wire::{
+    decode_image, decode_input, decode_published, encode_input, encode_published, Header,
+};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -277,6 +281,7 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
                 actions: Default::default(),
             },
             position: 0,
+            order: Default::default(),
         });
     let state = &info.state;
     if state.last_sequence > image.position && state.first_sequence > image.position + 1 {
@@ -334,7 +339,14 @@ impl Joined {
             diverged: Mutex::new(None),
             last_failure: Mutex::new(None),
         });
-        let pending = Arc::new(pending::Pending::default());
+        let pending = Arc::new(pending::Pending::new(
+            self.config.timeout,
+            Arc::clone(counters),
+        ));
+        tasks.spawn(pending::answer_overdue(
+            Arc::clone(&pending),
+            force_stop.clone(),
+        ));
         let subject = subject(&self.config.stream);
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -5,6 +5,12 @@
 //! So a client's `ok` means both "in the stream, with its replicas" (the consumer only ever sees
 //! stored messages) and "applied here" (read-your-writes on the node that answered). Publishes
 //! carry a `Nats-Msg-Id`: a publish retried after a lost acknowledgement is stored once.
+//!
+//! Each input also carries its deadline and, when it came from a client connection, its origin
+//! (this process and the connection) and number there: every node's engine drops an input stored
+//! after its deadline or after a later input of its connection ([`crate::engine::order`]), so a
+//! refusal means "not applied" and a connection's inputs take effect in the order it sent them,
+//! whatever retries and failovers do to the order they are stored in.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +22,8 @@ use tokio::sync::{oneshot, Semaphore};
 use super::pending::Pending;
 use super::wire;
 use super::Health;
-use crate::engine::{Applied, EngineError, Input, Sequencer, SubmitFuture};
+use crate::engine::{Applied, Connection, EngineError, Input, Sequencer, SubmitFuture};
+use crate::event::now_micros;
 use crate::metrics::{ClusterMetrics, Counters};
 
 pub(super) struct Publisher {
@@ -36,10 +43,33 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
+    /// What the consumers decide from: the input's deadline (now + the timeout, in µs since the
+    /// epoch) and, from a client connection, its origin and number there.
+    fn header(&self, connection: Option<&Arc<Connection>>) -> (wire::Header, i64) {
+        let timeout_micros = i64::try_from(self.timeout.as_micros()).unwrap_or(i64::MAX);
+        let deadline = now_micros().saturating_add(timeout_micros);
+        let header = match connection {
+            Some(connection) => {
+                let (number, deadline) = connection.next_input(deadline);
+                wire::Header {
+                    origin: Some((format!("{}-{}", self.id_prefix, connection.id), number)),
+                    deadline_micros: Some(deadline),
+                }
+            }
+            None => wire::Header {
+                origin: None,
+                deadline_micros: Some(deadline),
+            },
+        };
+        let deadline = header.deadline_micros.unwrap_or(deadline);
+        (header, deadline)
+    }
+
     async fn publish(
         &self,
         input: Input,
         ack: Option<oneshot::Sender<Applied>>,
+        connection: Option<&Arc<Connection>>,
     ) -> Result<(), EngineError> {
         if let Some(reason) = self.health.stopped_following() {
             // Its input would never come back to be answered here.
@@ -59,7 +89,9 @@ impl Publisher {
             self.id_prefix,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let payload = bytes::Bytes::from(wire::encode_input(&input));
+        let publish_until = Instant::now() + self.timeout;
+        let (header, deadline_micros) = self.header(connection);
+        let payload = bytes::Bytes::from(wire::encode_published(&input, &header));
         let max_payload = self.jetstream.client().server_info().max_payload;
         if max_payload > 0 && payload.len() > max_payload {
             // NATS would refuse it (and drop the connection): refused here, nothing published.
@@ -76,7 +108,8 @@ impl Publisher {
         // publish's own acknowledgement does.
         let permit = match ack {
             Some(ack) => {
-                self.pending.insert(id.clone(), ack, permit);
+                self.pending
+                    .insert(id.clone(), ack, permit, deadline_micros, publish_until);
                 None
             }
             None => Some(permit),
@@ -86,15 +119,20 @@ impl Publisher {
             subject: self.subject.clone(),
             id,
             payload,
-            deadline: Instant::now() + self.timeout,
+            deadline: publish_until,
             pending: Arc::clone(&self.pending),
             counters: Arc::clone(&self.counters),
             health: Arc::clone(&self.health),
         };
-        // The acknowledgement is awaited apart, so a connection can send its next input (and a
-        // pipelining client keeps its pipe full) while this one is being stored.
+        // The first attempt is handed to the NATS client here, in submit order: a connection's
+        // inputs then reach the stream in the order it sent them unless a retry reorders them
+        // (which the consumers' order filter catches). Its acknowledgement is awaited apart, so
+        // a connection can send its next input (and a pipelining client keeps its pipe full)
+        // while this one is being stored.
+        let first = tokio::time::timeout(self.timeout, job.send()).await;
+        let first = first.unwrap_or_else(|_| Err("timed out".into()));
         tokio::spawn(async move {
-            job.run().await;
+            job.run(first).await;
             drop(permit);
         });
         Ok(())
@@ -117,25 +155,35 @@ struct PublishJob {
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 impl PublishJob {
+    /// Hands one attempt to the NATS client; what it returns awaits the stream's answer.
+    async fn send(&self) -> Result<jetstream::context::PublishAckFuture, String> {
+        let publish = PublishMessage::build()
+            .payload(self.payload.clone())
+            .message_id(&self.id);
+        self.jetstream
+            .send_publish(self.subject.clone(), publish)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Publishes until the stream acknowledges or the deadline passes. Every attempt carries the
-    /// same message id, so an attempt stored after all is not stored twice.
-    async fn run(self) {
+    /// same message id, so an attempt stored after all is not stored twice. `first`: the first
+    /// attempt, already handed to the client (see [`Publisher::publish`]).
+    async fn run(self, first: Result<jetstream::context::PublishAckFuture, String>) {
         let started = Instant::now();
         let mut last_error = String::from("timed out");
+        let mut first = Some(first);
         loop {
             let left = self.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
+            let sent = first.take();
             let attempt = async {
-                let publish = PublishMessage::build()
-                    .payload(self.payload.clone())
-                    .message_id(&self.id);
-                let ack = self
-                    .jetstream
-                    .send_publish(self.subject.clone(), publish)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let ack = match sent {
+                    Some(sent) => sent?,
+                    None => self.send().await?,
+                };
                 ack.await.map_err(|e| e.to_string())
             };
             match tokio::time::timeout(left, attempt).await {
@@ -145,6 +193,7 @@ impl PublishJob {
                         .publish_seconds
                         .observe(started.elapsed());
                     ClusterMetrics::raise(&self.counters.cluster.stream_seq, ack.sequence);
+                    self.pending.stored(&self.id, ack.sequence);
                     return;
                 }
                 Ok(Err(error)) => last_error = error,
@@ -154,17 +203,45 @@ impl PublishJob {
         }
         Counters::add(&self.counters.cluster.publish_failures, 1);
         self.health.note_publish_failure(&last_error);
-        tracing::warn!(id = %self.id, error = %last_error, "publish to the cluster stream failed; answered with an error");
-        self.pending.fail(
+        tracing::warn!(id = %self.id, error = %last_error, "publish to the cluster stream failed; its sender is answered once the stream passes its deadline");
+        self.pending.publish_failed(
             &self.id,
             &format!("NATS did not acknowledge within the --cluster-timeout ({last_error})"),
         );
+        self.mark_deadline_passed().await;
+    }
+
+    /// Publishes an empty input after the deadline: once the consumer reads it (or anything
+    /// stored later), the input is known never to apply anywhere, and its sender is told so
+    /// ("not applied") instead of waiting for the bound's "not confirmed". Best effort: NATS may
+    /// still be away.
+    async fn mark_deadline_passed(&self) {
+        let publish = PublishMessage::build()
+            .payload(wire::encode_input(&Input::Events(Vec::new())).into())
+            .message_id(format!("{}-late", self.id));
+        let attempt = async {
+            self.jetstream
+                .send_publish(self.subject.clone(), publish)
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let timeout = self.pending.timeout();
+        if let Ok(Err(error)) = tokio::time::timeout(timeout, attempt).await {
+            tracing::debug!(id = %self.id, %error, "deadline marker not published");
+        }
     }
 }
 
 impl Sequencer for Publisher {
-    fn submit(&self, input: Input, ack: Option<oneshot::Sender<Applied>>) -> SubmitFuture<'_> {
-        Box::pin(self.publish(input, ack))
+    fn submit<'a>(
+        &'a self,
+        input: Input,
+        ack: Option<oneshot::Sender<Applied>>,
+        connection: Option<&'a Arc<Connection>>,
+    ) -> SubmitFuture<'a> {
+        Box::pin(self.publish(input, ack, connection))
     }
 
     fn unavailable(&self) -> Option<String> {

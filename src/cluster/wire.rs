@@ -10,15 +10,34 @@ use std::sync::Arc;
 use prost::Message;
 
 use crate::change::Snapshot;
+use crate::engine::order::{OrderTable, OriginEntry};
 use crate::engine::{Image, Input};
 use crate::event::{convert, Event};
 use crate::proto;
 
-/// One stream message: one engine input.
+/// One stream message: one engine input, and what the consumers need to decide whether it
+/// takes effect (see [`crate::engine::order`]).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StreamInput {
     #[prost(oneof = "Body", tags = "1, 2, 3")]
     pub body: Option<Body>,
+    /// The connection it came from (node id, process start, connection id); empty: none.
+    #[prost(string, tag = "4")]
+    pub origin: String,
+    /// Its number among that connection's inputs (from 1).
+    #[prost(uint64, tag = "5")]
+    pub origin_seq: u64,
+    /// Stored after this (µs since the epoch), it is not applied; 0: no deadline.
+    #[prost(int64, tag = "6")]
+    pub deadline_micros: i64,
+}
+
+/// What a publisher says of an input besides the input itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Header {
+    /// `(origin, number)`: the connection whose send order must be kept.
+    pub origin: Option<(String, u64)>,
+    pub deadline_micros: Option<i64>,
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
@@ -53,6 +72,22 @@ pub struct StoredImage {
     /// Acks and silences (JSON of [`crate::action::Actions`]); absent: none.
     #[prost(bytes = "vec", tag = "4")]
     pub actions: Vec<u8>,
+    /// The stream time the order table has seen (see [`crate::engine::order`]).
+    #[prost(int64, tag = "5")]
+    pub stream_micros: i64,
+    /// Origins the order table remembers.
+    #[prost(message, repeated, tag = "6")]
+    pub origins: Vec<StoredOrigin>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredOrigin {
+    #[prost(string, tag = "1")]
+    pub origin: String,
+    #[prost(uint64, tag = "2")]
+    pub last: u64,
+    #[prost(int64, tag = "3")]
+    pub deadline_micros: i64,
 }
 
 /// Why a stream message could not be read (every node reads it the same way, so every node
@@ -150,10 +185,27 @@ fn encode_event_field(tag: u32, event: &Event, scratch: &mut Vec<u8>, out: &mut 
 
 /// Encodes one input for the stream.
 pub fn encode_input(input: &Input) -> Vec<u8> {
-    frame(encode_protobuf(input))
+    frame(encode_protobuf(input, &Header::default()))
 }
 
-fn encode_protobuf(input: &Input) -> Vec<u8> {
+/// Encodes one input for the stream with its publisher's `header`.
+pub fn encode_published(input: &Input, header: &Header) -> Vec<u8> {
+    frame(encode_protobuf(input, header))
+}
+
+fn encode_protobuf(input: &Input, header: &Header) -> Vec<u8> {
+    let mut out = encode_body(input);
+    if let Some((origin, number)) = &header.origin {
+        prost::encoding::string::encode(4, origin, &mut out);
+        prost::encoding::uint64::encode(5, number, &mut out);
+    }
+    if let Some(deadline) = header.deadline_micros {
+        prost::encoding::int64::encode(6, &deadline, &mut out);
+    }
+    out
+}
+
+fn encode_body(input: &Input) -> Vec<u8> {
     match input {
         Input::Events(events) => {
             // Field 1 of StreamInput holds an EventBatch whose field 1 repeats events: build the
@@ -171,6 +223,7 @@ fn encode_protobuf(input: &Input) -> Vec<u8> {
         }
         Input::Tick { now_micros } => StreamInput {
             body: Some(Body::TickMicros(*now_micros)),
+            ..Default::default()
         }
         .encode_to_vec(),
         Input::Action(action) => StreamInput {
@@ -178,6 +231,7 @@ fn encode_protobuf(input: &Input) -> Vec<u8> {
             body: Some(Body::Action(
                 serde_json::to_vec(&**action).unwrap_or_default(),
             )),
+            ..Default::default()
         }
         .encode_to_vec(),
     }
@@ -185,15 +239,26 @@ fn encode_protobuf(input: &Input) -> Vec<u8> {
 
 /// Decodes one stream message back into the input it was published as.
 pub fn decode_input(payload: &[u8]) -> Result<Input, WireError> {
+    decode_published(payload).map(|(input, _)| input)
+}
+
+/// Decodes one stream message back into the input and header it was published with.
+pub fn decode_published(payload: &[u8]) -> Result<(Input, Header), WireError> {
     let bytes = unframe(payload, MAX_INPUT_BYTES)?;
-    match StreamInput::decode(&*bytes)?.body.ok_or(WireError::Empty)? {
-        Body::Events(batch) => Ok(Input::Events(
+    let message = StreamInput::decode(&*bytes)?;
+    let header = Header {
+        origin: (!message.origin.is_empty()).then_some((message.origin, message.origin_seq)),
+        deadline_micros: (message.deadline_micros != 0).then_some(message.deadline_micros),
+    };
+    let input = match message.body.ok_or(WireError::Empty)? {
+        Body::Events(batch) => Input::Events(
             // Times were set by the publishing node: 0 is never used.
             convert::events_from_proto(batch.events, 0).collect(),
-        )),
-        Body::TickMicros(now_micros) => Ok(Input::Tick { now_micros }),
-        Body::Action(json) => Ok(Input::Action(Box::new(serde_json::from_slice(&json)?))),
-    }
+        ),
+        Body::TickMicros(now_micros) => Input::Tick { now_micros },
+        Body::Action(json) => Input::Action(Box::new(serde_json::from_slice(&json)?)),
+    };
+    Ok((input, header))
 }
 
 pub fn encode_image(image: &Image) -> Vec<u8> {
@@ -207,6 +272,15 @@ pub fn encode_image(image: &Image) -> Vec<u8> {
     if image.snapshot.actions != crate::action::Actions::default() {
         let actions = serde_json::to_vec(&image.snapshot.actions).unwrap_or_default();
         prost::encoding::bytes::encode(4, &actions, &mut out);
+    }
+    prost::encoding::int64::encode(5, &image.order.stream_micros(), &mut out);
+    for entry in image.order.entries() {
+        let origin = StoredOrigin {
+            origin: entry.origin,
+            last: entry.last,
+            deadline_micros: entry.deadline_micros,
+        };
+        prost::encoding::message::encode(6, &origin, &mut out);
     }
     frame(out)
 }
@@ -228,6 +302,14 @@ pub fn decode_image(payload: &[u8]) -> Result<Image, WireError> {
             actions,
         },
         position: stored.position,
+        order: OrderTable::restore(
+            stored.stream_micros,
+            stored.origins.into_iter().map(|o| OriginEntry {
+                origin: o.origin,
+                last: o.last,
+                deadline_micros: o.deadline_micros,
+            }),
+        ),
     })
 }
 
@@ -295,8 +377,19 @@ mod tests {
                 },
             },
             position: 1234,
+            order: {
+                let mut order = OrderTable::default();
+                order.admit(&crate::engine::order::Stamp {
+                    stored_micros: 10,
+                    deadline_micros: Some(100),
+                    origin: Some(("b-1-7".into(), 3)),
+                });
+                order
+            },
         };
         let back = decode_image(&encode_image(&image)).unwrap();
+        assert_eq!(back.order, image.order);
+        assert_eq!(back.order.len(), 1);
         assert_eq!(back.position, 1234);
         assert_eq!(back.snapshot.seq, 42);
         assert_eq!(back.snapshot.events, image.snapshot.events);
@@ -304,11 +397,31 @@ mod tests {
     }
 
     #[test]
+    fn headers_survive_the_stream_unchanged() {
+        let header = Header {
+            origin: Some(("b-18eedfb66c48fa65-12".into(), 42)),
+            deadline_micros: Some(1_764_590_005_000_000),
+        };
+        for input in [
+            Input::Events(vec![event("a", Some("ok"))]),
+            Input::Events((0..100).map(|_| event("web-1", Some("ok"))).collect()),
+        ] {
+            let (back, back_header) = decode_published(&encode_published(&input, &header)).unwrap();
+            assert_eq!((back, back_header), (input.clone(), header.clone()));
+            // Inputs published without one (ticks, older nodes) decode with none.
+            assert_eq!(
+                decode_published(&encode_input(&input)).unwrap().1,
+                Header::default()
+            );
+        }
+    }
+
+    #[test]
     fn large_inputs_are_compressed_small_ones_are_not() {
         let small = encode_input(&Input::Tick { now_micros: 1 });
         assert_eq!(small[0], PLAIN);
         let batch = Input::Events((0..100).map(|_| event("web-1", Some("ok"))).collect());
-        let plain = encode_protobuf(&batch).len();
+        let plain = encode_protobuf(&batch, &Header::default()).len();
         let framed = encode_input(&batch);
         assert_eq!(framed[0], LZ4);
         assert!(framed.len() * 4 < plain, "{} of {plain}", framed.len());

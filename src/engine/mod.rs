@@ -19,9 +19,11 @@
 //! they share with it is [`crate::change`].
 
 mod commit;
+pub mod order;
 mod output;
 pub mod state;
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -51,6 +53,14 @@ pub enum EngineError {
     /// An operator action the engine's state does not allow (nothing of it applied).
     #[error(transparent)]
     Refused(#[from] crate::action::Refusal),
+    /// Input an ordered log holds but no node applies (stored after its deadline, or overtaken
+    /// by a later input of its connection): a promise, on every node, for good.
+    #[error("not applied: {0}")]
+    NotApplied(String),
+    /// What is known when the answer could not wait longer (in a cluster: stored in the stream
+    /// but not yet applied here, or not acknowledged by the stream).
+    #[error("not confirmed: {0}")]
+    Unconfirmed(String),
 }
 
 /// What a batch's acknowledgement carries once everything it promises holds.
@@ -122,6 +132,41 @@ pub enum Input {
     Action(Box<crate::action::Action>),
 }
 
+/// One client connection, for ordering: inputs submitted through a handle made by
+/// [`EngineHandle::for_connection`] are numbered in submit order, so a sequencer that publishes
+/// them apart can still make them take effect in that order.
+#[derive(Debug)]
+pub struct Connection {
+    /// Unique within this process.
+    pub id: u64,
+    next: AtomicU64,
+    last_deadline: AtomicI64,
+}
+
+/// Connection ids handed out so far in this process.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+impl Connection {
+    fn new() -> Self {
+        Self {
+            id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
+            next: AtomicU64::new(0),
+            last_deadline: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// The number of the connection's next input, with its deadline: `deadline_micros`, or the
+    /// previous input's if that is later (a wall clock set back must not give a later input an
+    /// earlier deadline). Called in submit order (a connection submits one input at a time).
+    pub fn next_input(&self, deadline_micros: i64) -> (u64, i64) {
+        let number = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let previous = self
+            .last_deadline
+            .fetch_max(deadline_micros, Ordering::Relaxed);
+        (number, previous.max(deadline_micros))
+    }
+}
+
 /// Puts input in order for the engine: the seam between transports and the engine.
 ///
 /// Without one, [`EngineHandle`] queues input straight to the engine task; a cluster installs
@@ -129,7 +174,13 @@ pub enum Input {
 /// engine gives when that input comes back, in stream order, from the consumer.
 pub trait Sequencer: Send + Sync + 'static {
     /// Orders `input` and returns where its acknowledgement will arrive (`None`: nobody waits).
-    fn submit(&self, input: Input, ack: Option<oneshot::Sender<Applied>>) -> SubmitFuture<'_>;
+    /// `connection`: the client connection it came from, whose send order must be kept.
+    fn submit<'a>(
+        &'a self,
+        input: Input,
+        ack: Option<oneshot::Sender<Applied>>,
+        connection: Option<&'a Arc<Connection>>,
+    ) -> SubmitFuture<'a>;
 
     /// Why input cannot be ordered now, if it cannot (what `/readyz` reports).
     fn unavailable(&self) -> Option<String>;
@@ -146,6 +197,8 @@ pub type SubmitFuture<'a> =
 pub struct Image {
     pub snapshot: Snapshot,
     pub position: u64,
+    /// Which inputs of the log still to come take effect (see [`order`]).
+    pub order: order::OrderTable,
 }
 
 enum Command {
@@ -156,6 +209,8 @@ enum Command {
         /// such input is never refused for a local reason (storage failing), since every other
         /// node applies it too.
         position: Option<u64>,
+        /// What the log says about it: whether it takes effect is decided by [`order`].
+        stamp: Option<order::Stamp>,
     },
     Image {
         reply: oneshot::Sender<Image>,
@@ -209,6 +264,8 @@ pub struct EngineHandle {
     storage: Option<Arc<commit::StorageHealth>>,
     /// Orders input before the engine sees it (a cluster); `None`: straight to the queue.
     sequencer: Option<Arc<dyn Sequencer>>,
+    /// The client connection this handle submits for (see [`EngineHandle::for_connection`]).
+    connection: Option<Arc<Connection>>,
 }
 
 impl EngineHandle {
@@ -235,8 +292,17 @@ impl EngineHandle {
         ack: Option<oneshot::Sender<Applied>>,
     ) -> Result<(), EngineError> {
         match &self.sequencer {
-            Some(sequencer) => sequencer.submit(input, ack).await,
+            Some(sequencer) => sequencer.submit(input, ack, self.connection.as_ref()).await,
             None => self.apply_ordered(input, ack, None).await,
+        }
+    }
+
+    /// A handle for one client connection: its inputs take effect in the order they are
+    /// submitted through it, also in a cluster (where each is published on its own).
+    pub fn for_connection(&self) -> Self {
+        Self {
+            connection: Some(Arc::new(Connection::new())),
+            ..self.clone()
         }
     }
 
@@ -253,6 +319,27 @@ impl EngineHandle {
                 input,
                 ack,
                 position,
+                stamp: None,
+            })
+            .await
+            .map_err(|_| EngineError::Closed)
+    }
+
+    /// [`EngineHandle::apply_ordered`] for input of an ordered log at `position`, with what the
+    /// log says of it (`stamp`): input late or overtaken is not applied (see [`order`]).
+    pub async fn apply_logged(
+        &self,
+        input: Input,
+        ack: Option<oneshot::Sender<Applied>>,
+        position: u64,
+        stamp: order::Stamp,
+    ) -> Result<(), EngineError> {
+        self.tx
+            .send(Command::Apply {
+                input,
+                ack,
+                position: Some(position),
+                stamp: Some(stamp),
             })
             .await
             .map_err(|_| EngineError::Closed)
@@ -264,6 +351,7 @@ impl EngineHandle {
             tx: self.tx.clone(),
             storage: self.storage.clone(),
             sequencer: Some(sequencer),
+            connection: self.connection.clone(),
         }
     }
 
@@ -367,6 +455,7 @@ pub fn spawn(
         counters: Arc::clone(&counters),
     };
     let mut position = 0;
+    let mut order = order::OrderTable::default();
     if let Some(image) = &image {
         tracing::info!(
             keys = image.snapshot.events.len(),
@@ -383,6 +472,7 @@ pub fn spawn(
         engine.restore(image.snapshot.seq, events);
         engine.restore_actions(image.snapshot.actions.clone(), true);
         position = image.position;
+        order = image.order.clone();
     }
     let committer = store.map(|(store, recovered)| {
         if image.is_none() {
@@ -416,6 +506,7 @@ pub fn spawn(
         acks: Vec::new(),
         index_full_logged: None,
         position,
+        order,
     };
     owner.count_keys();
     let clock = config.local_clock.then_some(config.reap_interval);
@@ -425,6 +516,7 @@ pub fn spawn(
             tx,
             storage,
             sequencer: None,
+            connection: None,
         },
         task,
     )
@@ -455,6 +547,8 @@ struct Owner {
     index_full_logged: Option<std::time::Instant>,
     /// The position in the ordered log of the last input applied from one (0: none).
     position: u64,
+    /// Which inputs of the ordered log take effect.
+    order: order::OrderTable,
 }
 
 impl Owner {
@@ -526,11 +620,17 @@ impl Owner {
         match command {
             Command::Apply {
                 input,
-                ack,
+                mut ack,
                 position,
+                stamp,
             } => {
                 if let Some(position) = position {
                     self.position = position;
+                }
+                if let Some(stamp) = stamp {
+                    if !self.admitted(&stamp, &mut ack) {
+                        return;
+                    }
                 }
                 match input {
                     Input::Events(events) => self.apply(events, ack, position.is_some()).await,
@@ -552,6 +652,7 @@ impl Owner {
                 let image = Image {
                     snapshot: self.engine.snapshot(),
                     position: self.position,
+                    order: self.order.clone(),
                 };
                 let _ = reply.send(image);
             }
@@ -701,6 +802,32 @@ impl Owner {
                 }
             }
         }
+    }
+
+    /// Whether input of the ordered log stamped `stamp` takes effect (see [`order`]); if not, it
+    /// is counted and `ack` told so.
+    fn admitted(
+        &mut self,
+        stamp: &order::Stamp,
+        ack: &mut Option<oneshot::Sender<Applied>>,
+    ) -> bool {
+        let verdict = self.order.admit(stamp);
+        let (counter, why) = match verdict {
+            order::Verdict::Apply => return true,
+            order::Verdict::Late => (
+                &self.counters.cluster.dropped_late,
+                "the cluster stream stored it after its deadline (--cluster-timeout), when its sender had been told it was refused; no node applies it".to_owned(),
+            ),
+            order::Verdict::Overtaken { last } => (
+                &self.counters.cluster.dropped_overtaken,
+                format!("a later message of the same connection (its input {last}) was applied before it reached the cluster stream; no node applies it, so the connection's send order holds"),
+            ),
+        };
+        Counters::add(counter, 1);
+        if let Some(ack) = ack.take() {
+            let _ = ack.send(Applied::Done(Err(EngineError::NotApplied(why))));
+        }
+        false
     }
 
     /// Publishes the index size for `/metrics` (one relaxed store per wake-up).

@@ -23,6 +23,15 @@ pub struct ClusterMetrics {
     pub publish_failures: AtomicU64,
     /// From publishing an input to the stream's acknowledgement of it.
     pub publish_seconds: Histogram,
+    /// Stream inputs no node applies: stored after their deadline (`late`) …
+    pub dropped_late: AtomicU64,
+    /// … or after a later input of their connection (`overtaken`).
+    pub dropped_overtaken: AtomicU64,
+    /// Inputs answered at the bound with what was known: stored in the stream but not yet
+    /// applied here …
+    pub unconfirmed_stored: AtomicU64,
+    /// … or not acknowledged by the stream, and not seen in it either.
+    pub unconfirmed_unacknowledged: AtomicU64,
 }
 
 impl ClusterMetrics {
@@ -94,6 +103,33 @@ impl ClusterMetrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 value.load(Ordering::Relaxed)
             );
+        }
+        let labelled = [
+            (
+                "statecast_cluster_inputs_dropped_total",
+                "Stream inputs this node did not apply (as no node does): stored after their deadline (late), or after a later input of their connection (overtaken).",
+                "reason",
+                [("late", &self.dropped_late), ("overtaken", &self.dropped_overtaken)],
+            ),
+            (
+                "statecast_cluster_unconfirmed_total",
+                "Inputs answered with an error at the --cluster-timeout bound, saying what was known: stored in the stream but not yet applied here (stored), or no acknowledgement from the stream (unacknowledged).",
+                "known",
+                [
+                    ("stored", &self.unconfirmed_stored),
+                    ("unacknowledged", &self.unconfirmed_unacknowledged),
+                ],
+            ),
+        ];
+        for (name, help, label, values) in labelled {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (value, counter) in values {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{label}=\"{value}\"}} {}",
+                    counter.load(Ordering::Relaxed)
+                );
+            }
         }
         self.publish_seconds.render(
             out,

@@ -102,7 +102,9 @@ enum Outcome {
     },
 }
 
-async fn run(socket: WebSocket, app: AppState, _permit: OwnedSemaphorePermit) {
+async fn run(socket: WebSocket, mut app: AppState, _permit: OwnedSemaphorePermit) {
+    // Its own handle: its batches take effect in the order it sent them (cluster mode).
+    app.engine = app.engine.for_connection();
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     // Milliseconds since `start` at which the client last sent anything (pongs included).

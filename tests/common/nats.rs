@@ -126,6 +126,13 @@ impl Nats {
         Self::start(1)
     }
 
+    /// [`Nats::cluster`] with `extra(i)` appended to server `i`'s configuration (e.g. an
+    /// `authorization` block of its own), ready.
+    pub fn cluster_with(n: usize, extra: impl Fn(usize) -> String) -> Self {
+        assert!(n >= 2, "a NATS cluster has at least 2 servers");
+        Self::start_with(n, extra)
+    }
+
     /// A NATS cluster of `n` servers with JetStream (streams with up to `n` replicas), ready:
     /// routes formed and a JetStream meta leader elected.
     pub fn cluster(n: usize) -> Self {
@@ -134,6 +141,10 @@ impl Nats {
     }
 
     fn start(n: usize) -> Self {
+        Self::start_with(n, |_| String::new())
+    }
+
+    fn start_with(n: usize, extra: impl Fn(usize) -> String) -> Self {
         let dir = fresh_dir("nats");
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut servers = Vec::with_capacity(n);
@@ -159,6 +170,7 @@ impl Nats {
                     routes.join(", ")
                 ));
             }
+            config.push_str(&extra(i));
             let config_path = dir.join(format!("{name}.conf"));
             std::fs::write(&config_path, config).expect("write the nats-server config");
             servers.push(NatsServer {

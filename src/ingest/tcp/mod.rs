@@ -142,7 +142,8 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
         let _ = socket.set_nodelay(true);
         let connection = Connection {
             config: config.clone(),
-            engine: engine.clone(),
+            // Its own handle: its inputs take effect in the order it sent them (cluster mode).
+            engine: engine.for_connection(),
             counters: Arc::clone(&counters),
             peer,
         };

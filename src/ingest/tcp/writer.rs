@@ -177,7 +177,12 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
                         // yet (storage failing): each of its Msgs is told so, and the
                         // connection goes on — closing it would only make clients reconnect in
                         // a loop while the disk is full.
-                        Err(error @ (EngineError::IndexFull { .. } | EngineError::Storage(_))) => {
+                        Err(
+                            error @ (EngineError::IndexFull { .. }
+                            | EngineError::Storage(_)
+                            | EngineError::NotApplied(_)
+                            | EngineError::Unconfirmed(_)),
+                        ) => {
                             let refused = error_msg(error.to_string());
                             for _ in 1..unanswered {
                                 frame::encode(&refused, &mut out);
