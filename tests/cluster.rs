@@ -816,3 +816,75 @@ fn a_snapshot_interval_not_below_the_max_age_is_refused() {
         "names both flags:\n{stderr}"
     );
 }
+
+/// A max age below the stream's 2-minute duplicate window is inside the flag's range but NATS
+/// cannot make such a stream: refused before anything is bound or connected, one line naming it.
+#[test]
+fn a_max_age_below_the_duplicate_window_is_refused() {
+    let data_dir = fresh_dir("refuse-age");
+    let (status, stderr) = run_to_exit(
+        &data_dir,
+        &[
+            "--cluster",
+            "nats://127.0.0.1:1",
+            "--cluster-max-age",
+            "90s",
+            "--cluster-snapshot-interval",
+            "10s",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{stderr}");
+    assert!(
+        lines[0].contains("--cluster-max-age"),
+        "names the flag:\n{stderr}"
+    );
+}
+
+/// `--cluster-max-bytes` that the NATS server's JetStream store cannot reserve, or can reserve
+/// only by leaving nothing for the snapshot bucket, is refused with one line naming the flag,
+/// and nothing is left in JetStream; a size that fits starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_max_bytes_the_nats_store_cannot_hold_is_refused() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single_with_store("64MB");
+    let js = nats.jetstream().await;
+    // 64MiB: the stream fits exactly, the bucket does not; 1GiB: the stream does not fit.
+    for max_bytes in ["64MiB", "1GiB"] {
+        let data_dir = fresh_dir("refuse-bytes");
+        let url = nats.url();
+        let args = [
+            "--cluster",
+            url.as_str(),
+            "--cluster-stream",
+            "tight",
+            "--cluster-max-bytes",
+            max_bytes,
+        ];
+        let (status, stderr) = tokio::task::block_in_place(|| run_to_exit(&data_dir, &args));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        assert_eq!(status.code(), Some(1), "{max_bytes}: stderr:\n{stderr}");
+        let refusals: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("--cluster-max-bytes"))
+            .collect();
+        assert_eq!(
+            refusals.len(),
+            1,
+            "{max_bytes}: one line names the flag:\n{stderr}"
+        );
+        for name in ["tight", "OBJ_tight-snapshots"] {
+            assert!(
+                js.get_stream(name).await.is_err(),
+                "{max_bytes}: stream {name} left behind; stderr:\n{stderr}"
+            );
+        }
+    }
+    let spec = ClusterSpec {
+        extra: vec!["--cluster-max-bytes".into(), "32MiB".into()],
+        ..ClusterSpec::new(&nats, "tight")
+    };
+    let _a = Node::start(&spec, "a").await;
+}

@@ -56,6 +56,12 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// What can be refused before anything is bound or connected.
     pub fn validate(&self) -> Result<(), ClusterError> {
+        if self.max_age < DUPLICATE_WINDOW {
+            return Err(ClusterError(format!(
+                "--cluster-max-age ({:?}) must be at least the stream's duplicate window ({DUPLICATE_WINDOW:?}): NATS refuses a stream that forgets messages before it forgets their ids, and the window is what stores a retried publish and a node's tick once",
+                self.max_age
+            )));
+        }
         if self.snapshot_interval >= self.max_age {
             return Err(ClusterError(format!(
                 "--cluster-snapshot-interval ({:?}) must be shorter than --cluster-max-age ({:?}): a node starting from the newest snapshot replays the stream after it",
@@ -65,6 +71,10 @@ impl ClusterConfig {
         Ok(())
     }
 }
+
+/// How long the stream remembers message ids: a publish retried within it is stored once, and
+/// of the ticks every node publishes for one interval only the first is kept (see [`clock`]).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 #[error("cluster: {0}")]
@@ -207,31 +217,7 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
     })?;
     let jetstream = jetstream::new(client.clone());
     let fingerprint = engine_fingerprint(engine);
-    let stream_config = stream::Config {
-        name: config.stream.clone(),
-        description: Some(fingerprint.clone()),
-        subjects: vec![subject(&config.stream)],
-        max_age: config.max_age,
-        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
-        num_replicas: config.replicas,
-        storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    };
-    let mut stream = tokio::time::timeout(
-        config.timeout,
-        jetstream.get_or_create_stream(stream_config),
-    )
-    .await
-    .map_err(|_| {
-        ClusterError("JetStream did not answer in time (is it enabled: nats-server -js?)".into())
-    })?
-    .map_err(|e| {
-        ClusterError(format!(
-            "cannot find or create the stream {:?}: {e}",
-            config.stream
-        ))
-    })?;
+    let (mut stream, created) = find_or_create_stream(&config, &jetstream, &fingerprint).await?;
     let info = stream
         .info()
         .await
@@ -249,23 +235,15 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
         config.stream,
         info.created.unix_timestamp_nanos()
     );
-    let bucket_name = format!("{}-snapshots", config.stream);
-    let bucket = match jetstream.get_object_store(&bucket_name).await {
+    let bucket = match find_or_create_bucket(&config, &jetstream).await {
         Ok(bucket) => bucket,
-        Err(_) => jetstream
-            .create_object_store(object_store::Config {
-                bucket: bucket_name.clone(),
-                description: Some("statecast snapshots".into()),
-                num_replicas: config.replicas,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                ClusterError(format!(
-                    "cannot create the snapshot bucket {bucket_name:?}: {e}"
-                ))
-            })?,
+        Err(error) => {
+            if created {
+                // Leave nothing half made: the stream this node just created holds nothing yet.
+                let _ = jetstream.delete_stream(&config.stream).await;
+            }
+            return Err(error);
+        }
     };
     let image = snapshot::load(&bucket)
         .await
@@ -307,6 +285,122 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
         image,
         last_sequence: state.last_sequence,
     })
+}
+
+/// The stream, and whether this node created it. A stream whose reservation the NATS server
+/// cannot hold is refused by the server itself before anything exists: named here by its flag.
+async fn find_or_create_stream(
+    config: &ClusterConfig,
+    jetstream: &jetstream::Context,
+    fingerprint: &str,
+) -> Result<(stream::Stream, bool), ClusterError> {
+    let no_answer = || {
+        ClusterError("JetStream did not answer in time (is it enabled: nats-server -js?)".into())
+    };
+    let found = tokio::time::timeout(config.timeout, jetstream.get_stream(&config.stream))
+        .await
+        .map_err(|_| no_answer())?;
+    match found {
+        Ok(stream) => return Ok((stream, false)),
+        Err(error) if is_not_found(&error) => {}
+        Err(error) => {
+            return Err(ClusterError(format!(
+                "cannot find the stream {:?}: {error}",
+                config.stream
+            )))
+        }
+    }
+    let stream_config = stream::Config {
+        name: config.stream.clone(),
+        description: Some(fingerprint.to_owned()),
+        subjects: vec![subject(&config.stream)],
+        max_age: config.max_age,
+        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
+        num_replicas: config.replicas,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let created = tokio::time::timeout(config.timeout, jetstream.create_stream(stream_config))
+        .await
+        .map_err(|_| no_answer())?;
+    match created {
+        Ok(stream) => Ok((stream.into(), true)),
+        Err(error) if storage_exceeded(&error) => Err(max_bytes_refused(config)),
+        // Another node created it at the same moment.
+        Err(_) => jetstream
+            .get_stream(&config.stream)
+            .await
+            .map(|s| (s, false))
+            .map_err(|e| {
+                ClusterError(format!(
+                    "cannot find or create the stream {:?}: {e}",
+                    config.stream
+                ))
+            }),
+    }
+}
+
+/// The snapshot bucket, found or created. Its stream reserves nothing, but NATS still wants a
+/// byte of its JetStream storage unreserved: the stream's `--cluster-max-bytes` may have taken it all.
+async fn find_or_create_bucket(
+    config: &ClusterConfig,
+    jetstream: &jetstream::Context,
+) -> Result<object_store::ObjectStore, ClusterError> {
+    let bucket_name = format!("{}-snapshots", config.stream);
+    if let Ok(bucket) = jetstream.get_object_store(&bucket_name).await {
+        return Ok(bucket);
+    }
+    jetstream
+        .create_object_store(object_store::Config {
+            bucket: bucket_name.clone(),
+            description: Some("statecast snapshots".into()),
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| {
+            if storage_exceeded(&e) {
+                max_bytes_refused(config)
+            } else {
+                ClusterError(format!(
+                    "cannot create the snapshot bucket {bucket_name:?}: {e}"
+                ))
+            }
+        })
+}
+
+fn max_bytes_refused(config: &ClusterConfig) -> ClusterError {
+    ClusterError(format!(
+        "--cluster-max-bytes ({} bytes × {} replicas) does not fit in the NATS server's JetStream storage (max_file_store, with what other streams reserve), which must also hold the snapshot bucket: lower --cluster-max-bytes or give JetStream more storage",
+        config.max_bytes, config.replicas
+    ))
+}
+
+fn is_not_found(error: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Whether NATS answered "insufficient storage resources" somewhere in `error`'s chain.
+fn storage_exceeded(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(create) = error.downcast_ref::<CreateStreamError>() {
+            if let CreateStreamErrorKind::JetStream(e) = create.kind() {
+                if e.error_code() == async_nats::jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED {
+                    return true;
+                }
+            }
+        }
+        next = error.source();
+    }
+    false
 }
 
 impl Joined {

@@ -126,6 +126,11 @@ impl Nats {
         Self::start(1)
     }
 
+    /// One `nats-server` whose JetStream file store is `max_file_store` (its config syntax: `64MB`).
+    pub fn single_with_store(max_file_store: &str) -> Self {
+        Self::start_with(1, max_file_store)
+    }
+
     /// A NATS cluster of `n` servers with JetStream (streams with up to `n` replicas), ready:
     /// routes formed and a JetStream meta leader elected.
     pub fn cluster(n: usize) -> Self {
@@ -134,6 +139,10 @@ impl Nats {
     }
 
     fn start(n: usize) -> Self {
+        Self::start_with(n, "4GB")
+    }
+
+    fn start_with(n: usize, max_file_store: &str) -> Self {
         let dir = fresh_dir("nats");
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut servers = Vec::with_capacity(n);
@@ -146,7 +155,7 @@ impl Nats {
             let mut config = format!(
                 "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\n\
                  log_file: {log:?}\n\
-                 jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}}\n"
+                 jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 64MB\n  max_file_store: {max_file_store}\n}}\n"
             );
             if n > 1 {
                 let routes: Vec<String> = cluster_ports
