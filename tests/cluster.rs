@@ -888,3 +888,162 @@ async fn a_max_bytes_the_nats_store_cannot_hold_is_refused() {
     };
     let _a = Node::start(&spec, "a").await;
 }
+
+/// What a [`Link`] does with the bytes it carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum LinkMode {
+    Forward,
+    /// Nothing forwarded, nothing closed (no FIN, no RST): new connections are accepted and
+    /// held. A firewall or NAT that forgot the connection looks like this.
+    Silent,
+    /// Towards the node, 512 bytes per 10 ms: a catch-up that takes long enough to be watched.
+    Slow,
+}
+
+/// A TCP proxy between a node and nats-server whose forwarding the test switches.
+struct Link {
+    addr: SocketAddr,
+    mode: tokio::sync::watch::Sender<LinkMode>,
+}
+
+impl Link {
+    async fn to(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the link");
+        let addr = listener.local_addr().expect("link address");
+        let (mode, _) = tokio::sync::watch::channel(LinkMode::Forward);
+        let modes = mode.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut rx = modes.subscribe();
+                tokio::spawn(async move {
+                    let _ = rx.wait_for(|m| *m != LinkMode::Silent).await;
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::spawn(Self::pump(client_read, server_write, rx.clone(), false));
+                    Self::pump(server_read, client_write, rx, true).await;
+                });
+            }
+        });
+        Self { addr, mode }
+    }
+
+    /// Copies `from` to `to` as the mode allows; `towards_node` is the direction `Slow` slows.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut mode: tokio::sync::watch::Receiver<LinkMode>,
+        towards_node: bool,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if mode.wait_for(|m| *m != LinkMode::Silent).await.is_err() {
+                return;
+            }
+            let slow = towards_node && *mode.borrow() == LinkMode::Slow;
+            let limit = if slow { 512 } else { buf.len() };
+            let n = match from.read(&mut buf[..limit]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // Bytes read just as the link went silent are held, not delivered.
+            if mode.wait_for(|m| *m != LinkMode::Silent).await.is_err() {
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            if slow {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    fn set(&self, mode: LinkMode) {
+        self.mode.send_replace(mode);
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+}
+
+/// `statecast_cluster_lag` of a node.
+async fn lag(node: &Addrs) -> u64 {
+    metric_line(node, "statecast_cluster_lag ")
+        .await
+        .map(|(_, v)| v as u64)
+        .expect("statecast_cluster_lag in /metrics")
+}
+
+/// The link between a node and NATS stops forwarding without closing (a silent partition): the
+/// node says it is not ready within seconds; once the stream moved on (through another node) and
+/// the link carries again, its lag counts what it has not applied, and it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_partition_from_nats_is_noticed_in_seconds() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let link = Link::to(SocketAddr::from(([127, 0, 0, 1], nats.servers[0].port))).await;
+    let spec = ClusterSpec::new(&nats, "silent");
+    let spec_b = ClusterSpec {
+        url: link.url(),
+        ..spec.clone()
+    };
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec_b, "b").await;
+    let (status, body) = try_post(a.http, &critical("before"))
+        .await
+        .expect("post to A");
+    assert_eq!(status, 200, "{body}");
+    wait_all_indexed(&b, &["before".to_owned()], "B").await;
+    assert_eq!(readyz_status(&b).await, 200);
+
+    link.set(LinkMode::Silent);
+    let silent = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "/readyz of B 503 after the link went silent",
+        || async {
+            match readyz_status(&b).await {
+                503 => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "B not ready {:.1}s after its link to NATS went silent",
+        silent.elapsed().as_secs_f64()
+    );
+
+    // The stream moves on through A.
+    let during: Vec<String> = (0..300).map(|i| format!("during-{i}")).collect();
+    for service in &during {
+        let (status, body) = try_post(a.http, &critical(service))
+            .await
+            .expect("post to A");
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(readyz_status(&b).await, 503, "B still not ready");
+
+    link.set(LinkMode::Slow);
+    eventually(
+        CATCH_UP_TIMEOUT,
+        "B's lag counts what it has not applied",
+        || async {
+            match lag(&b).await {
+                0 => Err("0".to_owned()),
+                n => Ok(n),
+            }
+        },
+    )
+    .await;
+    link.set(LinkMode::Forward);
+    wait_all_indexed(&b, &during, "B").await;
+    wait_readyz(&b).await;
+    wait_agree(&[&a, &b]).await;
+}

@@ -80,6 +80,12 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 #[error("cluster: {0}")]
 pub struct ClusterError(String);
 
+/// How often the NATS client pings its server. A link that stops forwarding without closing
+/// (no FIN: a firewall or NAT forgetting the connection) is only noticed by missed pongs; the
+/// client gives up after 3 unanswered pings, so about 3 × this after the link died (the
+/// consumer's stall check usually notices first, see `consumer::STALL_CHECK`).
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long a publish failure keeps the node "not ready" after it happened.
 const FAILURE_SHOWN: Duration = Duration::from_secs(5);
 
@@ -90,6 +96,10 @@ pub(crate) struct Health {
     join_target: u64,
     applied: AtomicU64,
     caught_up: AtomicBool,
+    /// Why the consumer is not reading the stream right now (being created, failed, stalled);
+    /// `None` while it reads. Set before anything else the consumer does, so a node that joined
+    /// is not ready until its consumer runs.
+    not_following: Mutex<Option<String>>,
     diverged: Mutex<Option<String>>,
     last_failure: Mutex<Option<(Instant, String)>>,
 }
@@ -109,6 +119,20 @@ impl Health {
         }
     }
 
+    /// The consumer stopped reading the stream (`why`) and is being re-created.
+    fn not_following(&self, why: String) {
+        if let Ok(mut state) = self.not_following.lock() {
+            *state = Some(why);
+        }
+    }
+
+    /// The consumer reads the stream again.
+    fn following(&self) {
+        if let Ok(mut state) = self.not_following.lock() {
+            *state = None;
+        }
+    }
+
     fn stopped_following(&self) -> Option<String> {
         self.diverged.lock().ok().and_then(|d| d.clone())
     }
@@ -125,6 +149,9 @@ impl Health {
         }
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Some("NATS unreachable: the cluster stream cannot be written or read".into());
+        }
+        if let Some(why) = self.not_following.lock().ok().and_then(|n| n.clone()) {
+            return Some(format!("not following the cluster stream: {why}"));
         }
         if let Some((at, error)) = self.last_failure.lock().ok().and_then(|l| l.clone()) {
             if at.elapsed() < FAILURE_SHOWN {
@@ -194,6 +221,7 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
     let options = async_nats::ConnectOptions::new()
         .name(format!("statecast {}", config.node_id))
         .connection_timeout(config.timeout)
+        .ping_interval(PING_INTERVAL)
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((100 * attempts as u64).min(2_000))
         });
@@ -425,6 +453,7 @@ impl Joined {
             join_target: self.last_sequence,
             applied: AtomicU64::new(self.image.position),
             caught_up: AtomicBool::new(self.image.position >= self.last_sequence),
+            not_following: Mutex::new(Some("its consumer is being created".into())),
             diverged: Mutex::new(None),
             last_failure: Mutex::new(None),
         });
