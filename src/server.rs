@@ -181,6 +181,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     let (store, local_epoch) = open_store(&config)?;
+    let mut joined = joined;
+    if let (Some(joined), Some(dir), Some((store, recovered))) =
+        (joined.as_mut(), config.data_dir.as_deref(), store.as_ref())
+    {
+        if let Some((from, to)) = joined.start_from_history(dir, recovered.seq) {
+            store
+                .record_gap(from, to)
+                .map_err(|source| StartError::Store {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+        }
+    }
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
     let image = joined.as_ref().map(|joined| joined.image.clone());
     let (engine, engine_task) = engine::spawn(engine_config, Arc::clone(&counters), store, image);

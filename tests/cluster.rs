@@ -1047,3 +1047,180 @@ async fn a_silent_partition_from_nats_is_noticed_in_seconds() {
     wait_readyz(&b).await;
     wait_agree(&[&a, &b]).await;
 }
+
+/// `GET /api/history?since=S` on a node: the whole answer.
+async fn history_page(node: &Addrs, since: u64) -> Value {
+    let response = http_request(
+        node.http,
+        "GET",
+        &format!("/api/history?since={since}&limit=100000"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(response.status, 200, "/api/history: {}", response.body);
+    response.json()
+}
+
+/// Posts one new critical key per name to `node`, each acknowledged.
+async fn post_all(node: &Addrs, services: &[String]) {
+    for service in services {
+        let (status, body) = try_post(node.http, &critical(service)).await.expect("post");
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// Kills B, writes to A while A and C write snapshots past all B had, and waits until the
+/// bucket's snapshot covers those writes. Returns (B's seq before the kill, the epoch, the
+/// stream's last sequence before the writes).
+async fn kill_b_while_snapshots_move_on(
+    nats: &Nats,
+    stream: &str,
+    a: &Node,
+    b: &mut Node,
+    c: &Node,
+) -> (u64, String, u64) {
+    let first: Vec<String> = (0..20).map(|i| format!("first-{i}")).collect();
+    post_all(a, &first).await;
+    wait_all_indexed(b, &first, "B").await;
+    let (before_kill, epoch) = position(b).await;
+    b.kill_9();
+    let js = nats.jetstream().await;
+    let mut info = js.get_stream(stream).await.expect("the stream");
+    let at_kill = info.info().await.expect("stream info").state.last_sequence;
+    let later: Vec<String> = (0..30).map(|i| format!("later-{i}")).collect();
+    post_all(a, &later).await;
+    wait_all_indexed(c, &later, "C").await;
+    // The second snapshot from now began after the first was written: after `later` applied.
+    let written = snapshots_written(&[a, c]).await;
+    eventually(CATCH_UP_TIMEOUT, "two more snapshots written", || async {
+        let now = snapshots_written(&[a, c]).await;
+        if now >= written + 2 {
+            Ok(())
+        } else {
+            Err(format!("{now}, from {written}"))
+        }
+    })
+    .await;
+    (before_kill, epoch, at_kill)
+}
+
+/// Issue 21 item 4: node B is killed and stays down while A and C write snapshots past all B
+/// had; restarted on its data directory, B replays the stream from its own position (the stream
+/// still holds it) instead of jumping to the snapshot: its history has every seq, and a dashboard
+/// resumes on B from before the kill without a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_behind_the_snapshot_keeps_its_history_whole() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "whole").with(&["--cluster-snapshot-interval", "2s"]);
+    let a = Node::start(&spec, "a").await;
+    let mut b = Node::start(&spec, "b").await;
+    let c = Node::start(&spec, "c").await;
+    let (before_kill, epoch, _) =
+        kill_b_while_snapshots_move_on(&nats, "whole", &a, &mut b, &c).await;
+
+    b.restart(&spec).await;
+    let (now, _) = position(&a).await;
+    wait_all_indexed(&b, &["later-29".to_owned()], "restarted B").await;
+    let page = history_page(&b, 0).await;
+    let on_b = page["changes"].as_array().cloned().unwrap_or_default();
+    assert_consecutive(&on_b, 0, "history of restarted B");
+    assert_eq!(
+        on_b.last().map(seq),
+        Some(now),
+        "B's history reaches the present"
+    );
+    assert_eq!(page["oldest_seq"], 1, "{page}");
+    assert!(page.get("gap").is_none_or(Value::is_null), "{page}");
+    assert_eq!(on_b, history(&a).await, "history of restarted B and of A");
+
+    let since = before_kill.saturating_sub(5);
+    let mut resumed = WsClient::connect_path(&b, &format!("/ws?since={since}&epoch={epoch}")).await;
+    let frame = resumed.next_json().await;
+    assert_eq!(
+        frame["type"], "change",
+        "resume across B's downtime, not a reset: {frame}"
+    );
+    let mut replayed = vec![frame];
+    replayed.extend(changes_through(&mut resumed, now).await);
+    assert_consecutive(&replayed, since, "resumed on B");
+}
+
+/// Issue 21 item 4, when the hole cannot be avoided: B is down while the stream is trimmed past
+/// its position, so it must start from the snapshot. Its history says so: the page stops at an
+/// explicit gap, `oldest_seq` is past it, and a resume from before the gap is a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavoidable_hole_in_history_is_explicit() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "gap").with(&["--cluster-snapshot-interval", "2s"]);
+    let a = Node::start(&spec, "a").await;
+    let mut b = Node::start(&spec, "b").await;
+    let c = Node::start(&spec, "c").await;
+    let (before_kill, epoch, at_kill) =
+        kill_b_while_snapshots_move_on(&nats, "gap", &a, &mut b, &c).await;
+    // Everything up to B's position and a little after is gone from the stream.
+    let js = nats.jetstream().await;
+    let mut stream = js.get_stream("gap").await.expect("the stream");
+    stream
+        .purge()
+        .sequence(at_kill + 2)
+        .await
+        .expect("purge the stream's beginning");
+
+    b.restart(&spec).await;
+    post_all(&a, &["after".to_owned()]).await;
+    wait_all_indexed(&b, &["after".to_owned()], "restarted B").await;
+    let (now, _) = position(&a).await;
+
+    let page = history_page(&b, 0).await;
+    let gap = &page["gap"];
+    let (from, to) = (
+        gap["from"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("an explicit gap: {page}")),
+        gap["to"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("an explicit gap: {page}")),
+    );
+    assert!(
+        from > before_kill && to >= from && to < now,
+        "gap {from}..={to}: {page}"
+    );
+    let before = page["changes"].as_array().cloned().unwrap_or_default();
+    assert_consecutive(&before, 0, "B's history before the gap");
+    assert_eq!(
+        before.last().map(seq),
+        Some(from - 1),
+        "the page stops at the gap"
+    );
+    assert_eq!(
+        page["oldest_seq"],
+        to + 1,
+        "oldest_seq is where whole history starts: {page}"
+    );
+    let rest = history_page(&b, to).await;
+    let after = rest["changes"].as_array().cloned().unwrap_or_default();
+    assert_consecutive(&after, to, "B's history after the gap");
+    assert_eq!(after.last().map(seq), Some(now));
+    assert!(rest.get("gap").is_none_or(Value::is_null), "{rest}");
+
+    // A resume from before the gap cannot be answered from history: a reset.
+    let mut across =
+        WsClient::connect_path(&b, &format!("/ws?since={}&epoch={epoch}", from - 2)).await;
+    let frame = across.next_json().await;
+    assert_eq!(
+        (frame["type"].as_str(), frame["reset"].as_bool()),
+        (Some("snapshot"), Some(true)),
+        "{frame}"
+    );
+    // A resume after it is answered from history.
+    let mut after_gap = WsClient::connect_path(&b, &format!("/ws?since={to}&epoch={epoch}")).await;
+    let frame = after_gap.next_json().await;
+    assert_eq!(
+        (frame["type"].as_str(), frame["seq"].as_u64()),
+        (Some("change"), Some(to + 1)),
+        "{frame}"
+    );
+}

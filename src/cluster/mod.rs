@@ -24,7 +24,7 @@ mod wire;
 
 pub use wire::{decode_image, decode_input, encode_input};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -183,6 +183,12 @@ pub struct Joined {
     pub image: Image,
     /// The stream's last sequence at join.
     last_sequence: u64,
+    /// The stream's first sequence at join: what it still holds.
+    first_sequence: u64,
+    /// This node's data directory, where it keeps its own image too.
+    local_dir: Option<PathBuf>,
+    /// Whether [`Joined::image`] is the one kept there already.
+    image_is_local: bool,
 }
 
 /// The subject inputs are published on.
@@ -312,6 +318,9 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
         epoch,
         image,
         last_sequence: state.last_sequence,
+        first_sequence: state.first_sequence,
+        local_dir: None,
+        image_is_local: false,
     })
 }
 
@@ -432,6 +441,44 @@ fn storage_exceeded(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 impl Joined {
+    /// With a data directory whose history holds changes up to `history_seq` (0: none): starts
+    /// where that history stays whole. The bucket's snapshot when it is not past that history;
+    /// else this node's own image, when the stream still holds everything after it; else — only
+    /// then — the bucket's snapshot all the same, and the changes in between are a hole in this
+    /// node's history: returned (`from..=to`) for the store to record.
+    pub fn start_from_history(&mut self, dir: &Path, history_seq: u64) -> Option<(u64, u64)> {
+        self.local_dir = Some(dir.to_owned());
+        let bucket_seq = self.image.snapshot.seq;
+        if history_seq == 0 || bucket_seq <= history_seq {
+            return None;
+        }
+        let held = |position: u64| {
+            position <= self.last_sequence && self.first_sequence <= position.saturating_add(1)
+        };
+        match snapshot::load_local(dir) {
+            Some(own) if own.snapshot.seq <= history_seq && held(own.position) => {
+                tracing::info!(
+                    position = own.position,
+                    seq = own.snapshot.seq,
+                    history_seq,
+                    "starting from this node's own image: the stream still holds what followed it, so history stays whole"
+                );
+                self.image = own;
+                self.image_is_local = true;
+                None
+            }
+            _ => {
+                tracing::warn!(
+                    history_seq,
+                    snapshot_seq = bucket_seq,
+                    "this node's history ends before the cluster snapshot and the stream no longer holds what followed it: starting from the snapshot; history lacks changes {}..={bucket_seq} (shown as a gap)",
+                    history_seq + 1
+                );
+                Some((history_seq + 1, bucket_seq))
+            }
+        }
+    }
+
     /// Starts following the stream into `engine` (started from [`Joined::image`]) and returns
     /// the handle transports use: theirs publishes to the stream.
     pub fn run(
@@ -494,6 +541,8 @@ impl Joined {
             engine.clone(),
             Arc::clone(counters),
             self.config.snapshot_interval,
+            self.local_dir,
+            (!self.image_is_local).then_some(self.image),
             shutdown.clone(),
         ));
         engine.with_sequencer(Arc::new(publisher))
@@ -514,7 +563,10 @@ pub fn claim_data_dir(dir: &Path, epoch: &str) -> Result<(), ClusterError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| ClusterError(format!("cannot create {}: {e}", dir.display())))?;
     let mut moved = Vec::new();
-    for name in crate::store::FILES {
+    for name in crate::store::FILES
+        .into_iter()
+        .chain([snapshot::LOCAL_IMAGE])
+    {
         let path = dir.join(name);
         if path.exists() {
             let aside = dir.join(format!("{name}.before-{epoch}"));
