@@ -9,7 +9,9 @@
 //! - Every node applies the stream in order ([`consumer`]) from where its state stands.
 //! - Time is data: ticks go through the stream ([`clock`]).
 //! - A node starts from the newest snapshot in the bucket and replays the stream after it
-//!   ([`snapshot`]); the stream's retention must outlast the snapshot interval.
+//!   ([`snapshot`]); the stream's retention must outlast the snapshot interval. A node whose own
+//!   history ends before that snapshot starts from its own image instead while the stream still
+//!   holds what follows it ([`Joined::start_from_history`]), so its history keeps no hole.
 //! - The epoch is the stream's: its name and creation time, the same on every node.
 //!
 //! Layout: `wire` (message and snapshot encoding), `sequencer`, `consumer`, `clock`,
