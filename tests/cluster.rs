@@ -1162,7 +1162,7 @@ async fn an_unavoidable_hole_in_history_is_explicit() {
         kill_b_while_snapshots_move_on(&nats, "gap", &a, &mut b, &c).await;
     // Everything up to B's position and a little after is gone from the stream.
     let js = nats.jetstream().await;
-    let mut stream = js.get_stream("gap").await.expect("the stream");
+    let stream = js.get_stream("gap").await.expect("the stream");
     stream
         .purge()
         .sequence(at_kill + 2)

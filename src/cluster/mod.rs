@@ -364,7 +364,7 @@ async fn find_or_create_stream(
         .await
         .map_err(|_| no_answer())?;
     match created {
-        Ok(stream) => Ok((stream.into(), true)),
+        Ok(stream) => Ok((stream, true)),
         Err(error) if storage_exceeded(&error) => Err(max_bytes_refused(config)),
         // Another node created it at the same moment.
         Err(_) => jetstream
