@@ -332,13 +332,16 @@ pub struct Config {
     #[arg(long, env = "STATECAST_CLUSTER_NODE_ID")]
     pub cluster_node_id: Option<String>,
 
-    /// How long the stream keeps inputs: must be longer than --cluster-snapshot-interval, since a
-    /// node starting from the newest snapshot replays the stream after it.
+    /// How long the stream keeps inputs: at least 2 minutes (the stream's duplicate window), and
+    /// longer than --cluster-snapshot-interval, since a node starting from the newest snapshot
+    /// replays the stream after it.
     #[arg(long, env = "STATECAST_CLUSTER_MAX_AGE", default_value = "24h", value_parser = duration_in(Duration::from_secs(1), YEAR))]
     pub cluster_max_age: Duration,
 
     /// Bytes the stream may hold; the oldest inputs are dropped beyond (and the node that finds
-    /// the stream trimmed past the newest snapshot refuses to start).
+    /// the stream trimmed past the newest snapshot refuses to start). Reserved on the NATS
+    /// servers' JetStream store when the stream is created: it must fit there, with room for the
+    /// snapshot bucket.
     #[arg(long, env = "STATECAST_CLUSTER_MAX_BYTES", default_value = "1GiB", value_parser = size_in(1024 * 1024, usize::MAX))]
     pub cluster_max_bytes: usize,
 

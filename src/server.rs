@@ -187,6 +187,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let damaged_tail = u64::from(recovered.replay.damaged_tail);
         Counters::add(&counters.log_damaged_tail, damaged_tail);
     }
+    let mut joined = joined;
+    if let (Some(joined), Some(dir), Some((store, recovered))) =
+        (joined.as_mut(), config.data_dir.as_deref(), store.as_ref())
+    {
+        if let Some((from, to)) = joined.start_from_history(dir, recovered.seq) {
+            store
+                .record_gap(from, to)
+                .map_err(|source| StartError::Store {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+        }
+    }
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
     let image = joined.as_ref().map(|joined| joined.image.clone());
     let (engine, engine_task) = engine::spawn(engine_config, Arc::clone(&counters), store, image);

@@ -1196,3 +1196,411 @@ async fn an_acknowledged_input_not_yet_applied_is_answered_within_the_bound() {
     drop(b);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// A max age below the stream's 2-minute duplicate window is inside the flag's range but NATS
+/// cannot make such a stream: refused before anything is bound or connected, one line naming it.
+#[test]
+fn a_max_age_below_the_duplicate_window_is_refused() {
+    let data_dir = fresh_dir("refuse-age");
+    let (status, stderr) = run_to_exit(
+        &data_dir,
+        &[
+            "--cluster",
+            "nats://127.0.0.1:1",
+            "--cluster-max-age",
+            "90s",
+            "--cluster-snapshot-interval",
+            "10s",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{stderr}");
+    assert!(
+        lines[0].contains("--cluster-max-age"),
+        "names the flag:\n{stderr}"
+    );
+}
+
+/// `--cluster-max-bytes` that the NATS server's JetStream store cannot reserve, or can reserve
+/// only by leaving nothing for the snapshot bucket, is refused with one line naming the flag,
+/// and nothing is left in JetStream; a size that fits starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_max_bytes_the_nats_store_cannot_hold_is_refused() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single_with_store("64MB");
+    let js = nats.jetstream().await;
+    // 64MiB: the stream fits exactly, the bucket does not; 1GiB: the stream does not fit.
+    for max_bytes in ["64MiB", "1GiB"] {
+        let data_dir = fresh_dir("refuse-bytes");
+        let url = nats.url();
+        let args = [
+            "--cluster",
+            url.as_str(),
+            "--cluster-stream",
+            "tight",
+            "--cluster-max-bytes",
+            max_bytes,
+        ];
+        let (status, stderr) = tokio::task::block_in_place(|| run_to_exit(&data_dir, &args));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        assert_eq!(status.code(), Some(1), "{max_bytes}: stderr:\n{stderr}");
+        let refusals: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("--cluster-max-bytes"))
+            .collect();
+        assert_eq!(
+            refusals.len(),
+            1,
+            "{max_bytes}: one line names the flag:\n{stderr}"
+        );
+        for name in ["tight", "OBJ_tight-snapshots"] {
+            assert!(
+                js.get_stream(name).await.is_err(),
+                "{max_bytes}: stream {name} left behind; stderr:\n{stderr}"
+            );
+        }
+    }
+    let spec = ClusterSpec {
+        extra: vec!["--cluster-max-bytes".into(), "32MiB".into()],
+        ..ClusterSpec::new(&nats, "tight")
+    };
+    let _a = Node::start(&spec, "a").await;
+}
+
+/// What a [`Link`] does with the bytes it carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum LinkMode {
+    Forward,
+    /// Nothing forwarded, nothing closed (no FIN, no RST): new connections are accepted and
+    /// held. A firewall or NAT that forgot the connection looks like this.
+    Silent,
+    /// Towards the node, 512 bytes per 10 ms: a catch-up that takes long enough to be watched.
+    Slow,
+}
+
+/// A TCP proxy between a node and nats-server whose forwarding the test switches.
+struct Link {
+    addr: SocketAddr,
+    mode: tokio::sync::watch::Sender<LinkMode>,
+}
+
+impl Link {
+    async fn to(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the link");
+        let addr = listener.local_addr().expect("link address");
+        let (mode, _) = tokio::sync::watch::channel(LinkMode::Forward);
+        let modes = mode.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut rx = modes.subscribe();
+                tokio::spawn(async move {
+                    let _ = rx.wait_for(|m| *m != LinkMode::Silent).await;
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::spawn(Self::pump(client_read, server_write, rx.clone(), false));
+                    Self::pump(server_read, client_write, rx, true).await;
+                });
+            }
+        });
+        Self { addr, mode }
+    }
+
+    /// Copies `from` to `to` as the mode allows; `towards_node` is the direction `Slow` slows.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut mode: tokio::sync::watch::Receiver<LinkMode>,
+        towards_node: bool,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if mode.wait_for(|m| *m != LinkMode::Silent).await.is_err() {
+                return;
+            }
+            let slow = towards_node && *mode.borrow() == LinkMode::Slow;
+            let limit = if slow { 512 } else { buf.len() };
+            let n = match from.read(&mut buf[..limit]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // Bytes read just as the link went silent are held, not delivered.
+            if mode.wait_for(|m| *m != LinkMode::Silent).await.is_err() {
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            if slow {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    fn set(&self, mode: LinkMode) {
+        self.mode.send_replace(mode);
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+}
+
+/// `statecast_cluster_lag` of a node.
+async fn lag(node: &Addrs) -> u64 {
+    metric_line(node, "statecast_cluster_lag ")
+        .await
+        .map(|(_, v)| v as u64)
+        .expect("statecast_cluster_lag in /metrics")
+}
+
+/// The link between a node and NATS stops forwarding without closing (a silent partition): the
+/// node says it is not ready within seconds; once the stream moved on (through another node) and
+/// the link carries again, its lag counts what it has not applied, and it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_partition_from_nats_is_noticed_in_seconds() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let link = Link::to(SocketAddr::from(([127, 0, 0, 1], nats.servers[0].port))).await;
+    let spec = ClusterSpec::new(&nats, "silent");
+    let spec_b = ClusterSpec {
+        url: link.url(),
+        ..spec.clone()
+    };
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec_b, "b").await;
+    let (status, body) = try_post(a.http, &critical("before"))
+        .await
+        .expect("post to A");
+    assert_eq!(status, 200, "{body}");
+    wait_all_indexed(&b, &["before".to_owned()], "B").await;
+    assert_eq!(readyz_status(&b).await, 200);
+
+    link.set(LinkMode::Silent);
+    let silent = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "/readyz of B 503 after the link went silent",
+        || async {
+            match readyz_status(&b).await {
+                503 => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "B not ready {:.1}s after its link to NATS went silent",
+        silent.elapsed().as_secs_f64()
+    );
+
+    // The stream moves on through A.
+    let during: Vec<String> = (0..300).map(|i| format!("during-{i}")).collect();
+    for service in &during {
+        let (status, body) = try_post(a.http, &critical(service))
+            .await
+            .expect("post to A");
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(readyz_status(&b).await, 503, "B still not ready");
+
+    link.set(LinkMode::Slow);
+    eventually(
+        CATCH_UP_TIMEOUT,
+        "B's lag counts what it has not applied",
+        || async {
+            match lag(&b).await {
+                0 => Err("0".to_owned()),
+                n => Ok(n),
+            }
+        },
+    )
+    .await;
+    link.set(LinkMode::Forward);
+    wait_all_indexed(&b, &during, "B").await;
+    wait_readyz(&b).await;
+    wait_agree(&[&a, &b]).await;
+}
+
+/// `GET /api/history?since=S` on a node: the whole answer.
+async fn history_page(node: &Addrs, since: u64) -> Value {
+    let response = http_request(
+        node.http,
+        "GET",
+        &format!("/api/history?since={since}&limit=100000"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(response.status, 200, "/api/history: {}", response.body);
+    response.json()
+}
+
+/// Posts one new critical key per name to `node`, each acknowledged.
+async fn post_all(node: &Addrs, services: &[String]) {
+    for service in services {
+        let (status, body) = try_post(node.http, &critical(service)).await.expect("post");
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// Kills B, writes to A while A and C write snapshots past all B had, and waits until the
+/// bucket's snapshot covers those writes. Returns (B's seq before the kill, the epoch, the
+/// stream's last sequence before the writes).
+async fn kill_b_while_snapshots_move_on(
+    nats: &Nats,
+    stream: &str,
+    a: &Node,
+    b: &mut Node,
+    c: &Node,
+) -> (u64, String, u64) {
+    let first: Vec<String> = (0..20).map(|i| format!("first-{i}")).collect();
+    post_all(a, &first).await;
+    wait_all_indexed(b, &first, "B").await;
+    let (before_kill, epoch) = position(b).await;
+    b.kill_9();
+    let js = nats.jetstream().await;
+    let mut info = js.get_stream(stream).await.expect("the stream");
+    let at_kill = info.info().await.expect("stream info").state.last_sequence;
+    let later: Vec<String> = (0..30).map(|i| format!("later-{i}")).collect();
+    post_all(a, &later).await;
+    wait_all_indexed(c, &later, "C").await;
+    // The second snapshot from now began after the first was written: after `later` applied.
+    let written = snapshots_written(&[a, c]).await;
+    eventually(CATCH_UP_TIMEOUT, "two more snapshots written", || async {
+        let now = snapshots_written(&[a, c]).await;
+        if now >= written + 2 {
+            Ok(())
+        } else {
+            Err(format!("{now}, from {written}"))
+        }
+    })
+    .await;
+    (before_kill, epoch, at_kill)
+}
+
+/// Issue 21 item 4: node B is killed and stays down while A and C write snapshots past all B
+/// had; restarted on its data directory, B replays the stream from its own position (the stream
+/// still holds it) instead of jumping to the snapshot: its history has every seq, and a dashboard
+/// resumes on B from before the kill without a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_behind_the_snapshot_keeps_its_history_whole() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "whole").with(&["--cluster-snapshot-interval", "2s"]);
+    let a = Node::start(&spec, "a").await;
+    let mut b = Node::start(&spec, "b").await;
+    let c = Node::start(&spec, "c").await;
+    let (before_kill, epoch, _) =
+        kill_b_while_snapshots_move_on(&nats, "whole", &a, &mut b, &c).await;
+
+    b.restart(&spec).await;
+    let (now, _) = position(&a).await;
+    wait_all_indexed(&b, &["later-29".to_owned()], "restarted B").await;
+    let page = history_page(&b, 0).await;
+    let on_b = page["changes"].as_array().cloned().unwrap_or_default();
+    assert_consecutive(&on_b, 0, "history of restarted B");
+    assert_eq!(
+        on_b.last().map(seq),
+        Some(now),
+        "B's history reaches the present"
+    );
+    assert_eq!(page["oldest_seq"], 1, "{page}");
+    assert!(page.get("gap").is_none_or(Value::is_null), "{page}");
+    assert_eq!(on_b, history(&a).await, "history of restarted B and of A");
+
+    let since = before_kill.saturating_sub(5);
+    let mut resumed = WsClient::connect_path(&b, &format!("/ws?since={since}&epoch={epoch}")).await;
+    let frame = resumed.next_json().await;
+    assert_eq!(
+        frame["type"], "change",
+        "resume across B's downtime, not a reset: {frame}"
+    );
+    let mut replayed = vec![frame];
+    replayed.extend(changes_through(&mut resumed, now).await);
+    assert_consecutive(&replayed, since, "resumed on B");
+}
+
+/// Issue 21 item 4, when the hole cannot be avoided: B is down while the stream is trimmed past
+/// its position, so it must start from the snapshot. Its history says so: the page stops at an
+/// explicit gap, `oldest_seq` is past it, and a resume from before the gap is a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavoidable_hole_in_history_is_explicit() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "gap").with(&["--cluster-snapshot-interval", "2s"]);
+    let a = Node::start(&spec, "a").await;
+    let mut b = Node::start(&spec, "b").await;
+    let c = Node::start(&spec, "c").await;
+    let (before_kill, epoch, at_kill) =
+        kill_b_while_snapshots_move_on(&nats, "gap", &a, &mut b, &c).await;
+    // Everything up to B's position and a little after is gone from the stream.
+    let js = nats.jetstream().await;
+    let stream = js.get_stream("gap").await.expect("the stream");
+    stream
+        .purge()
+        .sequence(at_kill + 2)
+        .await
+        .expect("purge the stream's beginning");
+
+    b.restart(&spec).await;
+    post_all(&a, &["after".to_owned()]).await;
+    wait_all_indexed(&b, &["after".to_owned()], "restarted B").await;
+    let (now, _) = position(&a).await;
+
+    let page = history_page(&b, 0).await;
+    let gap = &page["gap"];
+    let (from, to) = (
+        gap["from"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("an explicit gap: {page}")),
+        gap["to"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("an explicit gap: {page}")),
+    );
+    assert!(
+        from > before_kill && to >= from && to < now,
+        "gap {from}..={to}: {page}"
+    );
+    let before = page["changes"].as_array().cloned().unwrap_or_default();
+    assert_consecutive(&before, 0, "B's history before the gap");
+    assert_eq!(
+        before.last().map(seq),
+        Some(from - 1),
+        "the page stops at the gap"
+    );
+    assert_eq!(
+        page["oldest_seq"],
+        to + 1,
+        "oldest_seq is where whole history starts: {page}"
+    );
+    let rest = history_page(&b, to).await;
+    let after = rest["changes"].as_array().cloned().unwrap_or_default();
+    assert_consecutive(&after, to, "B's history after the gap");
+    assert_eq!(after.last().map(seq), Some(now));
+    assert!(rest.get("gap").is_none_or(Value::is_null), "{rest}");
+
+    // A resume from before the gap cannot be answered from history: a reset.
+    let mut across =
+        WsClient::connect_path(&b, &format!("/ws?since={}&epoch={epoch}", from - 2)).await;
+    let frame = across.next_json().await;
+    assert_eq!(
+        (frame["type"].as_str(), frame["reset"].as_bool()),
+        (Some("snapshot"), Some(true)),
+        "{frame}"
+    );
+    // A resume after it is answered from history.
+    let mut after_gap = WsClient::connect_path(&b, &format!("/ws?since={to}&epoch={epoch}")).await;
+    let frame = after_gap.next_json().await;
+    assert_eq!(
+        (frame["type"].as_str(), frame["seq"].as_u64()),
+        (Some("change"), Some(to + 1)),
+        "{frame}"
+    );
+}

@@ -27,12 +27,15 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// How often a shutting-down consumer looks whether this node's publishes are all answered.
 const DRAIN_CHECK: Duration = Duration::from_millis(50);
 
-/// How long the consumer waits for a message before it asks the stream whether it is behind.
+/// How long the consumer waits for a message before it asks the stream whether it is behind,
+/// and how long it waits for that answer.
 /// The server that holds an ordered consumer (R1, on one server of a NATS cluster) can die with
 /// it; the client only notices after missed heartbeats and then recreates it under a name the
 /// dead server may still be assigned, which can hang for good. A consumer that is behind the
-/// stream and hears nothing is replaced by a fresh one here instead.
-const STALL_CHECK: Duration = Duration::from_secs(2);
+/// stream and hears nothing is replaced by a fresh one here instead. A question about the stream
+/// that gets no answer (a link that stopped forwarding without closing) is a stall too: so a
+/// node that stops following is not ready within 2 × this (plus the pass of one input).
+pub(super) const STALL_CHECK: Duration = Duration::from_secs(2);
 
 pub(super) struct Consumer {
     pub(super) stream: Stream,
@@ -58,6 +61,7 @@ impl Consumer {
             match self.follow(&shutdown, &force_stop).await {
                 Ok(()) => break,
                 Err(error) => {
+                    self.health.not_following(error.clone());
                     if self.next > before {
                         failures = 0;
                     }
@@ -82,6 +86,27 @@ impl Consumer {
         tracing::debug!(next = self.next, "cluster stream consumer stopped");
     }
 
+    /// No message came for [`STALL_CHECK`]: asks the stream where it stands (the server's view,
+    /// which is what the lag metric counts from) and fails when this node is behind it or the
+    /// question goes unanswered — the consumer is then re-created.
+    async fn check_stall(&self) -> Result<(), String> {
+        let info = tokio::time::timeout(STALL_CHECK, self.stream.get_info())
+            .await
+            .map_err(|_| {
+                format!("no message for {STALL_CHECK:?} and no answer about the stream within {STALL_CHECK:?}")
+            })?
+            .map_err(|e| format!("no message for {STALL_CHECK:?} and the stream's state cannot be read: {e}"))?;
+        let last = info.state.last_sequence;
+        ClusterMetrics::raise(&self.counters.cluster.stream_seq, last);
+        if last >= self.next {
+            return Err(format!(
+                "no message for {STALL_CHECK:?} while the stream is at {last} and this node at {}",
+                self.next.saturating_sub(1)
+            ));
+        }
+        Ok(())
+    }
+
     /// Follows the stream from `self.next`; `Ok` once it is time to stop.
     async fn follow(
         &mut self,
@@ -102,6 +127,7 @@ impl Consumer {
             .messages()
             .await
             .map_err(|e| format!("cannot read the stream: {e}"))?;
+        self.health.following();
         let mut drain = tokio::time::interval(DRAIN_CHECK);
         let mut stall = tokio::time::interval(STALL_CHECK);
         loop {
@@ -110,16 +136,7 @@ impl Consumer {
             let message = tokio::select! {
                 message = messages.next() => message,
                 _ = stall.tick() => {
-                    let info = tokio::time::timeout(STALL_CHECK, self.stream.get_info()).await;
-                    if let Ok(Ok(info)) = info {
-                        if info.state.last_sequence >= self.next {
-                            return Err(format!(
-                                "no message for {STALL_CHECK:?} while the stream is at {} and this node at {}",
-                                info.state.last_sequence,
-                                self.next.saturating_sub(1)
-                            ));
-                        }
-                    }
+                    self.check_stall().await?;
                     continue;
                 }
                 // Wakes an idle consumer when shutdown begins, so the drain check below runs

@@ -9,7 +9,9 @@
 //! - Every node applies the stream in order ([`consumer`]) from where its state stands.
 //! - Time is data: ticks go through the stream ([`clock`]).
 //! - A node starts from the newest snapshot in the bucket and replays the stream after it
-//!   ([`snapshot`]); the stream's retention must outlast the snapshot interval.
+//!   ([`snapshot`]); the stream's retention must outlast the snapshot interval. A node whose own
+//!   history ends before that snapshot starts from its own image instead while the stream still
+//!   holds what follows it ([`Joined::start_from_history`]), so its history keeps no hole.
 //! - The epoch is the stream's: its name and creation time, the same on every node.
 //!
 //! Layout: `wire` (message and snapshot encoding), `sequencer`, `consumer`, `clock`,
@@ -28,7 +30,7 @@ pub use wire::{
     decode_image, decode_input, decode_published, encode_input, encode_published, Header,
 };
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +62,12 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// What can be refused before anything is bound or connected.
     pub fn validate(&self) -> Result<(), ClusterError> {
+        if self.max_age < DUPLICATE_WINDOW {
+            return Err(ClusterError(format!(
+                "--cluster-max-age ({:?}) must be at least the stream's duplicate window ({DUPLICATE_WINDOW:?}): NATS refuses a stream that forgets messages before it forgets their ids, and the window is what stores a retried publish and a node's tick once",
+                self.max_age
+            )));
+        }
         if self.snapshot_interval >= self.max_age {
             return Err(ClusterError(format!(
                 "--cluster-snapshot-interval ({:?}) must be shorter than --cluster-max-age ({:?}): a node starting from the newest snapshot replays the stream after it",
@@ -70,9 +78,19 @@ impl ClusterConfig {
     }
 }
 
+/// How long the stream remembers message ids: a publish retried within it is stored once, and
+/// of the ticks every node publishes for one interval only the first is kept (see [`clock`]).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
 #[derive(Debug, thiserror::Error)]
 #[error("cluster: {0}")]
 pub struct ClusterError(String);
+
+/// How often the NATS client pings its server. A link that stops forwarding without closing
+/// (no FIN: a firewall or NAT forgetting the connection) is only noticed by missed pongs; the
+/// client gives up after 3 unanswered pings, so about 3 × this after the link died (the
+/// consumer's stall check usually notices first, see `consumer::STALL_CHECK`).
+const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How long a publish failure keeps the node "not ready" after it happened.
 const FAILURE_SHOWN: Duration = Duration::from_secs(5);
@@ -84,6 +102,10 @@ pub(crate) struct Health {
     join_target: u64,
     applied: AtomicU64,
     caught_up: AtomicBool,
+    /// Why the consumer is not reading the stream right now (being created, failed, stalled);
+    /// `None` while it reads. Set before anything else the consumer does, so a node that joined
+    /// is not ready until its consumer runs.
+    not_following: Mutex<Option<String>>,
     diverged: Mutex<Option<String>>,
     last_failure: Mutex<Option<(Instant, String)>>,
 }
@@ -103,6 +125,20 @@ impl Health {
         }
     }
 
+    /// The consumer stopped reading the stream (`why`) and is being re-created.
+    fn not_following(&self, why: String) {
+        if let Ok(mut state) = self.not_following.lock() {
+            *state = Some(why);
+        }
+    }
+
+    /// The consumer reads the stream again.
+    fn following(&self) {
+        if let Ok(mut state) = self.not_following.lock() {
+            *state = None;
+        }
+    }
+
     fn stopped_following(&self) -> Option<String> {
         self.diverged.lock().ok().and_then(|d| d.clone())
     }
@@ -119,6 +155,9 @@ impl Health {
         }
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Some("NATS unreachable: the cluster stream cannot be written or read".into());
+        }
+        if let Some(why) = self.not_following.lock().ok().and_then(|n| n.clone()) {
+            return Some(format!("not following the cluster stream: {why}"));
         }
         if let Some((at, error)) = self.last_failure.lock().ok().and_then(|l| l.clone()) {
             if at.elapsed() < FAILURE_SHOWN {
@@ -150,6 +189,12 @@ pub struct Joined {
     pub image: Image,
     /// The stream's last sequence at join.
     last_sequence: u64,
+    /// The stream's first sequence at join: what it still holds.
+    first_sequence: u64,
+    /// This node's data directory, where it keeps its own image too.
+    local_dir: Option<PathBuf>,
+    /// Whether [`Joined::image`] is the one kept there already.
+    image_is_local: bool,
 }
 
 /// The subject inputs are published on.
@@ -157,11 +202,17 @@ fn subject(stream: &str) -> String {
     format!("{stream}.input")
 }
 
+/// The version of what every node must read alike: the stream's input format and the rules that
+/// decide whether an input applies (its deadline, its connection's order). Raised when either
+/// changes, so that a node of another version refuses to join instead of applying inputs the
+/// others drop. 2: inputs carry a deadline and their connection's origin and number.
+const STREAM_FORMAT: u32 = 2;
+
 /// The engine settings every node of one stream must share, or their changes would differ.
 /// Kept in the stream's description by the node that creates it, checked by every other.
 fn engine_fingerprint(engine: &EngineConfig) -> String {
     format!(
-        "statecast input stream; engine: init-state={:?} default-ttl={}s reap-interval={}ms expired-keep={} max-keys={}",
+        "statecast input stream v{STREAM_FORMAT}; engine: init-state={:?} default-ttl={}s reap-interval={}ms expired-keep={} max-keys={}",
         engine.init_state,
         engine.default_ttl_secs,
         engine.reap_interval.as_millis(),
@@ -188,6 +239,7 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
     let options = async_nats::ConnectOptions::new()
         .name(format!("statecast {}", config.node_id))
         .connection_timeout(config.timeout)
+        .ping_interval(PING_INTERVAL)
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((100 * attempts as u64).min(2_000))
         });
@@ -211,31 +263,7 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
     })?;
     let jetstream = jetstream::new(client.clone());
     let fingerprint = engine_fingerprint(engine);
-    let stream_config = stream::Config {
-        name: config.stream.clone(),
-        description: Some(fingerprint.clone()),
-        subjects: vec![subject(&config.stream)],
-        max_age: config.max_age,
-        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
-        num_replicas: config.replicas,
-        storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    };
-    let mut stream = tokio::time::timeout(
-        config.timeout,
-        jetstream.get_or_create_stream(stream_config),
-    )
-    .await
-    .map_err(|_| {
-        ClusterError("JetStream did not answer in time (is it enabled: nats-server -js?)".into())
-    })?
-    .map_err(|e| {
-        ClusterError(format!(
-            "cannot find or create the stream {:?}: {e}",
-            config.stream
-        ))
-    })?;
+    let (mut stream, created) = find_or_create_stream(&config, &jetstream, &fingerprint).await?;
     let info = stream
         .info()
         .await
@@ -253,23 +281,15 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
         config.stream,
         info.created.unix_timestamp_nanos()
     );
-    let bucket_name = format!("{}-snapshots", config.stream);
-    let bucket = match jetstream.get_object_store(&bucket_name).await {
+    let bucket = match find_or_create_bucket(&config, &jetstream).await {
         Ok(bucket) => bucket,
-        Err(_) => jetstream
-            .create_object_store(object_store::Config {
-                bucket: bucket_name.clone(),
-                description: Some("statecast snapshots".into()),
-                num_replicas: config.replicas,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                ClusterError(format!(
-                    "cannot create the snapshot bucket {bucket_name:?}: {e}"
-                ))
-            })?,
+        Err(error) => {
+            if created {
+                // Leave nothing half made: the stream this node just created holds nothing yet.
+                let _ = jetstream.delete_stream(&config.stream).await;
+            }
+            return Err(error);
+        }
     };
     let image = snapshot::load(&bucket)
         .await
@@ -311,10 +331,167 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
         epoch,
         image,
         last_sequence: state.last_sequence,
+        first_sequence: state.first_sequence,
+        local_dir: None,
+        image_is_local: false,
     })
 }
 
+/// The stream, and whether this node created it. A stream whose reservation the NATS server
+/// cannot hold is refused by the server itself before anything exists: named here by its flag.
+async fn find_or_create_stream(
+    config: &ClusterConfig,
+    jetstream: &jetstream::Context,
+    fingerprint: &str,
+) -> Result<(stream::Stream, bool), ClusterError> {
+    let no_answer = || {
+        ClusterError("JetStream did not answer in time (is it enabled: nats-server -js?)".into())
+    };
+    let found = tokio::time::timeout(config.timeout, jetstream.get_stream(&config.stream))
+        .await
+        .map_err(|_| no_answer())?;
+    match found {
+        Ok(stream) => return Ok((stream, false)),
+        Err(error) if is_not_found(&error) => {}
+        Err(error) => {
+            return Err(ClusterError(format!(
+                "cannot find the stream {:?}: {error}",
+                config.stream
+            )))
+        }
+    }
+    let stream_config = stream::Config {
+        name: config.stream.clone(),
+        description: Some(fingerprint.to_owned()),
+        subjects: vec![subject(&config.stream)],
+        max_age: config.max_age,
+        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
+        num_replicas: config.replicas,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let created = tokio::time::timeout(config.timeout, jetstream.create_stream(stream_config))
+        .await
+        .map_err(|_| no_answer())?;
+    match created {
+        Ok(stream) => Ok((stream, true)),
+        Err(error) if storage_exceeded(&error) => Err(max_bytes_refused(config)),
+        // Another node created it at the same moment.
+        Err(_) => jetstream
+            .get_stream(&config.stream)
+            .await
+            .map(|s| (s, false))
+            .map_err(|e| {
+                ClusterError(format!(
+                    "cannot find or create the stream {:?}: {e}",
+                    config.stream
+                ))
+            }),
+    }
+}
+
+/// The snapshot bucket, found or created. Its stream reserves nothing, but NATS still wants a
+/// byte of its JetStream storage unreserved: the stream's `--cluster-max-bytes` may have taken it all.
+async fn find_or_create_bucket(
+    config: &ClusterConfig,
+    jetstream: &jetstream::Context,
+) -> Result<object_store::ObjectStore, ClusterError> {
+    let bucket_name = format!("{}-snapshots", config.stream);
+    if let Ok(bucket) = jetstream.get_object_store(&bucket_name).await {
+        return Ok(bucket);
+    }
+    jetstream
+        .create_object_store(object_store::Config {
+            bucket: bucket_name.clone(),
+            description: Some("statecast snapshots".into()),
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| {
+            if storage_exceeded(&e) {
+                max_bytes_refused(config)
+            } else {
+                ClusterError(format!(
+                    "cannot create the snapshot bucket {bucket_name:?}: {e}"
+                ))
+            }
+        })
+}
+
+fn max_bytes_refused(config: &ClusterConfig) -> ClusterError {
+    ClusterError(format!(
+        "--cluster-max-bytes ({} bytes × {} replicas) does not fit in the NATS server's JetStream storage (max_file_store, with what other streams reserve), which must also hold the snapshot bucket: lower --cluster-max-bytes or give JetStream more storage",
+        config.max_bytes, config.replicas
+    ))
+}
+
+fn is_not_found(error: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Whether NATS answered "insufficient storage resources" somewhere in `error`'s chain.
+fn storage_exceeded(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(create) = error.downcast_ref::<CreateStreamError>() {
+            if let CreateStreamErrorKind::JetStream(e) = create.kind() {
+                if e.error_code() == async_nats::jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED {
+                    return true;
+                }
+            }
+        }
+        next = error.source();
+    }
+    false
+}
+
 impl Joined {
+    /// With a data directory whose history holds changes up to `history_seq` (0: none): starts
+    /// where that history stays whole. The bucket's snapshot when it is not past that history;
+    /// else this node's own image, when the stream still holds everything after it; else — only
+    /// then — the bucket's snapshot all the same, and the changes in between are a hole in this
+    /// node's history: returned (`from..=to`) for the store to record.
+    pub fn start_from_history(&mut self, dir: &Path, history_seq: u64) -> Option<(u64, u64)> {
+        self.local_dir = Some(dir.to_owned());
+        let bucket_seq = self.image.snapshot.seq;
+        if history_seq == 0 || bucket_seq <= history_seq {
+            return None;
+        }
+        let held = |position: u64| {
+            position <= self.last_sequence && self.first_sequence <= position.saturating_add(1)
+        };
+        match snapshot::load_local(dir) {
+            Some(own) if own.snapshot.seq <= history_seq && held(own.position) => {
+                tracing::info!(
+                    position = own.position,
+                    seq = own.snapshot.seq,
+                    history_seq,
+                    "starting from this node's own image: the stream still holds what followed it, so history stays whole"
+                );
+                self.image = own;
+                self.image_is_local = true;
+                None
+            }
+            _ => {
+                tracing::warn!(
+                    history_seq,
+                    snapshot_seq = bucket_seq,
+                    "this node's history ends before the cluster snapshot and the stream no longer holds what followed it: starting from the snapshot; history lacks changes {}..={bucket_seq} (shown as a gap)",
+                    history_seq + 1
+                );
+                Some((history_seq + 1, bucket_seq))
+            }
+        }
+    }
+
     /// Starts following the stream into `engine` (started from [`Joined::image`]) and returns
     /// the handle transports use: theirs publishes to the stream.
     pub fn run(
@@ -336,6 +513,7 @@ impl Joined {
             join_target: self.last_sequence,
             applied: AtomicU64::new(self.image.position),
             caught_up: AtomicBool::new(self.image.position >= self.last_sequence),
+            not_following: Mutex::new(Some("its consumer is being created".into())),
             diverged: Mutex::new(None),
             last_failure: Mutex::new(None),
         });
@@ -383,6 +561,8 @@ impl Joined {
             engine.clone(),
             Arc::clone(counters),
             self.config.snapshot_interval,
+            self.local_dir,
+            (!self.image_is_local).then_some(self.image),
             shutdown.clone(),
         ));
         engine.with_sequencer(Arc::new(publisher))
@@ -403,7 +583,10 @@ pub fn claim_data_dir(dir: &Path, epoch: &str) -> Result<(), ClusterError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| ClusterError(format!("cannot create {}: {e}", dir.display())))?;
     let mut moved = Vec::new();
-    for name in crate::store::FILES {
+    for name in crate::store::FILES
+        .into_iter()
+        .chain([snapshot::LOCAL_IMAGE])
+    {
         let path = dir.join(name);
         if path.exists() {
             let aside = dir.join(format!("{name}.before-{epoch}"));

@@ -5,7 +5,13 @@
 //! covers). Every node writes it periodically, unless the bucket already holds one as new as its
 //! own — images at the same position are identical on every node, so which node wrote it does
 //! not matter.
+//!
+//! A node with a data directory also keeps its own image there ([`LOCAL_IMAGE`]), written only
+//! once its history holds every change the image counts. A restarted node whose history ends
+//! before the bucket's snapshot starts from it and replays the stream after it, so its history
+//! has no hole — as long as the stream still holds that part.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +32,39 @@ const POSITION: &str = "position";
 /// Larger snapshot objects are refused rather than read into memory: a bucket is shared, and
 /// its contents are not trusted to be sane (at the default --max-keys the index stays far below).
 pub(super) const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024 * 1024;
+
+/// This node's own image, in its data directory.
+pub(super) const LOCAL_IMAGE: &str = "cluster-image";
+
+/// This node's own image, if its data directory holds a readable one (a damaged or oversized
+/// one is ignored with a warning: the node then starts from the bucket's).
+pub(super) fn load_local(dir: &Path) -> Option<Image> {
+    let path = dir.join(LOCAL_IMAGE);
+    let size = std::fs::metadata(&path).ok()?.len();
+    if size > MAX_SNAPSHOT_BYTES as u64 {
+        tracing::warn!(path = %path.display(), size, "this node's image is larger than a snapshot may be: ignored");
+        return None;
+    }
+    let read = std::fs::read(&path).map_err(|e| e.to_string());
+    match read.and_then(|bytes| wire::decode_image(&bytes).map_err(|e| e.to_string())) {
+        Ok(image) => Some(image),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "this node's image is unreadable: ignored");
+            None
+        }
+    }
+}
+
+/// Replaces this node's image with `bytes` (written aside, synced, then renamed: a crash leaves
+/// the old image or the new one).
+fn write_local(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let aside = dir.join(format!("{LOCAL_IMAGE}.new"));
+    let mut file = std::fs::File::create(&aside)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&aside, dir.join(LOCAL_IMAGE))
+}
 
 /// What the bucket's snapshot is: the stream position it covers (0 if it does not say) and how
 /// many seconds ago it was written.
@@ -81,14 +120,31 @@ pub(super) async fn load(bucket: &ObjectStore) -> Result<Option<Image>, String> 
         .map_err(|e| format!("the snapshot is unreadable: {e}"))
 }
 
-/// Writes this node's image to the bucket every `interval`, when it is newer than the bucket's.
+/// Writes this node's image to the bucket every `interval`, when it is newer than the bucket's,
+/// and to `local` (its data directory), if it has one — there first the image the engine
+/// started from (`start`, unless it came from there): whatever history the node writes from now
+/// on follows it.
 pub(super) async fn write_periodically(
     bucket: ObjectStore,
     engine: EngineHandle,
     counters: Arc<Counters>,
     interval: Duration,
+    local: Option<PathBuf>,
+    start: Option<Image>,
     shutdown: CancellationToken,
 ) {
+    if let (Some(dir), Some(start)) = (local.clone(), start) {
+        let written = tokio::task::spawn_blocking(move || {
+            write_local(&dir, &wire::encode_image(&start))
+                .map_err(|e| format!("cannot write {}: {e}", dir.join(LOCAL_IMAGE).display()))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|written| written);
+        if let Err(error) = written {
+            tracing::warn!(%error, "cannot keep this node's image");
+        }
+    }
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate: a node that just caught up has nothing new to say yet.
@@ -98,7 +154,7 @@ pub(super) async fn write_periodically(
             _ = ticker.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        if let Err(error) = write_once(&bucket, &engine, &counters, interval).await {
+        if let Err(error) = write_once(&bucket, &engine, &counters, interval, local.clone()).await {
             tracing::warn!(%error, "cannot write a cluster snapshot");
         }
     }
@@ -109,24 +165,39 @@ async fn write_once(
     engine: &EngineHandle,
     counters: &Counters,
     interval: Duration,
+    local: Option<PathBuf>,
 ) -> Result<(), String> {
     let image = engine.image().await.map_err(|e| e.to_string())?;
     if image.position == 0 {
         return Ok(());
     }
+    if local.is_some() {
+        // The own image may count no change its history lacks (see `load_local`'s caller).
+        engine.sync().await.map_err(|e| e.to_string())?;
+    }
     // Every node runs this; one fresh snapshot per interval is enough, whoever wrote it.
     let fresh = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX) / 2;
-    if stored(bucket)
+    let upload = !stored(bucket)
         .await
-        .is_some_and(|(position, age)| position >= image.position || age < fresh)
-    {
+        .is_some_and(|(position, age)| position >= image.position || age < fresh);
+    if !upload && local.is_none() {
         return Ok(());
     }
     let position = image.position;
     let seq = image.snapshot.seq;
-    let bytes = tokio::task::spawn_blocking(move || wire::encode_image(&image))
-        .await
-        .map_err(|e| e.to_string())?;
+    let bytes = tokio::task::spawn_blocking(move || {
+        let bytes = wire::encode_image(&image);
+        if let Some(dir) = local {
+            write_local(&dir, &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", dir.join(LOCAL_IMAGE).display()))?;
+        }
+        Ok::<_, String>(bytes)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if !upload {
+        return Ok(());
+    }
     let size = bytes.len();
     let mut metadata = ObjectMetadata {
         name: OBJECT.to_owned(),

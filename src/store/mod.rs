@@ -38,7 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use prost::Message;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 #[cfg(test)]
 use crate::change::Change;
@@ -54,6 +56,12 @@ const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 /// Encoded index key → an operator's ack of it (JSON of `action::AckInfo`), written from the
 /// action records like the index from changes.
 const ACKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("acks");
+/// Holes in history: the first `seq` of one → its last. A cluster node whose own history ended
+/// before the snapshot it had to start from never had the changes between (see
+/// [`Store::record_gap`]); readers are told instead of paging over them.
+const GAPS: TableDefinition<u64, u64> = TableDefinition::new("gaps");
+/// Holes kept; the oldest is forgotten beyond (each comes from one restart that had to skip).
+const MAX_GAPS: u64 = 1024;
 
 /// Page cache of the database file (redb's default is 1 GiB). The hot set is small — the index
 /// (≈ a few hundred bytes per key) and the end of history being appended — and history reads
@@ -441,12 +449,50 @@ impl Store {
         Ok(out)
     }
 
-    /// The oldest retained `seq`, if any history is kept.
+    /// The oldest `seq` from which history is whole up to now, if any history is kept: the
+    /// oldest retained one, or the first after the newest hole.
     pub fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(HISTORY)?;
         let oldest = table.first()?.map(|(k, _)| k.value());
-        Ok(oldest)
+        let after_gap = match txn.open_table(GAPS) {
+            Ok(gaps) => gaps.last()?.map(|(_, to)| to.value().saturating_add(1)),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(error.into()),
+        };
+        Ok(oldest.max(after_gap))
+    }
+
+    /// Records that history lacks the changes `from..=to` for good, durably. Called before the
+    /// engine writes anything after them.
+    pub fn record_gap(&self, from: u64, to: u64) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut gaps = txn.open_table(GAPS)?;
+            gaps.insert(from, to)?;
+            while gaps.len()? > MAX_GAPS {
+                gaps.pop_first()?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The first hole in history after `since` (`from..=to`, `to > since`), if there is one.
+    pub fn gap_after(&self, since: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let gaps = match txn.open_table(GAPS) {
+            Ok(gaps) => gaps,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        for row in gaps.iter()? {
+            let (from, to) = row?;
+            if to.value() > since {
+                return Ok(Some((from.value(), to.value())));
+            }
+        }
+        Ok(None)
     }
 
     /// Deletes history beyond the retention bounds, at most `budget` rows per call so the engine

@@ -546,3 +546,34 @@ fn an_intact_log_needs_no_consent_and_a_start_is_no_clean_stop() {
     assert!(Store::open(&dir).is_err(), "no clean stop since the start");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A hole recorded in history: `oldest_seq` is where whole history starts (past the newest
+/// hole), readers find the first hole after their `since`, holes survive a reopen, and at most
+/// `MAX_GAPS` are kept (the oldest forgotten).
+#[test]
+fn holes_in_history_are_told_and_bounded() {
+    let dir = tmp();
+    let (store, _) = Store::open(&dir).unwrap();
+    let changes: Vec<Change> = (1..=3).map(|s| change(s, "h", "critical")).collect();
+    store.commit(&changes, [], 3, 10).unwrap();
+    assert_eq!(store.oldest_seq().unwrap(), Some(1));
+    assert_eq!(store.gap_after(0).unwrap(), None);
+    store.record_gap(4, 9).unwrap();
+    store.commit(&[change(10, "h", "ok")], [], 10, 11).unwrap();
+    assert_eq!(store.oldest_seq().unwrap(), Some(10));
+    assert_eq!(store.gap_after(0).unwrap(), Some((4, 9)));
+    assert_eq!(store.gap_after(8).unwrap(), Some((4, 9)));
+    assert_eq!(store.gap_after(9).unwrap(), None);
+    drop(store);
+    let (store, _) = Store::open(&dir).unwrap();
+    assert_eq!(store.gap_after(3).unwrap(), Some((4, 9)));
+    for i in 0..MAX_GAPS {
+        let from = 100 + 10 * i;
+        store.record_gap(from, from + 5).unwrap();
+    }
+    // The first hole is forgotten; the newest sets where whole history starts.
+    assert_eq!(store.gap_after(0).unwrap(), Some((100, 105)));
+    let newest = 100 + 10 * (MAX_GAPS - 1) + 5;
+    assert_eq!(store.oldest_seq().unwrap(), Some(newest + 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}

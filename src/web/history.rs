@@ -70,7 +70,12 @@ pub(crate) async fn replay(
         Published::new(change).frame()
     })
     .await?;
-    let complete = read.oldest_seq.is_some_and(|oldest| oldest <= since + 1) && read.rows == count;
+    // Whole: history reaches back to `since + 1` with no hole after it, and the rows read are
+    // exactly `since + 1 ..= since + count` (seqs are unique and increasing).
+    let complete = read.oldest_seq.is_some_and(|oldest| oldest <= since + 1)
+        && read.gap.is_none()
+        && read.rows == count
+        && read.last_row == Some(since + count as u64);
     Ok(complete.then_some(read.changes))
 }
 
@@ -90,8 +95,13 @@ pub(crate) struct Read<T> {
     pub(crate) oldest_seq: Option<u64>,
     /// The matching transitions, oldest first, rendered.
     pub(crate) changes: Vec<T>,
-    /// Rows read, matching or not.
+    /// Rows read, matching or not, before the first hole after `since`.
     rows: usize,
+    /// The `seq` of the last of those rows.
+    last_row: Option<u64>,
+    /// The first hole after `since` (`from..=to`: changes this node never had), when the read
+    /// reached it: its rows stop there, and the reader goes on after `to` knowing it missed them.
+    pub(crate) gap: Option<(u64, u64)>,
 }
 
 /// Reads transitions after `since` on a blocking thread, keeps those that concern a watcher of
@@ -104,7 +114,8 @@ async fn read<T: Send + 'static>(
     render: fn(Change) -> T,
 ) -> Result<Read<T>, HistoryError> {
     let read = tokio::task::spawn_blocking(move || {
-        let stored = match span {
+        let hole = store.gap_after(since)?;
+        let mut stored = match span {
             Span::FirstMatching(limit) => store.history(since, limit, |c: &StoredChange| {
                 // Operator-action records concern every watcher.
                 c.is_action()
@@ -114,7 +125,18 @@ async fn read<T: Send + 'static>(
             })?,
             Span::Next(count) => store.history(since, count, |_| true)?,
         };
+        let wanted = match span {
+            Span::FirstMatching(limit) | Span::Next(limit) => limit,
+        };
+        // The read reached the hole when it went past it or ran out of rows before the limit.
+        let gap = hole.filter(|(from, _)| {
+            stored.len() < wanted || stored.last().is_some_and(|c| c.seq >= *from)
+        });
+        if let Some((from, _)) = gap {
+            stored.retain(|c| c.seq < from);
+        }
         let rows = stored.len();
+        let last_row = stored.last().map(|c| c.seq);
         let changes = stored
             .into_iter()
             .map(StoredChange::into_change)
@@ -134,6 +156,8 @@ async fn read<T: Send + 'static>(
             oldest_seq: store.oldest_seq()?,
             changes,
             rows,
+            last_row,
+            gap,
         })
     })
     .await?;

@@ -120,6 +120,9 @@ pub struct Nats {
     dir: PathBuf,
 }
 
+/// The JetStream file store of a test server unless a test asks for another.
+const DEFAULT_FILE_STORE: &str = "4GB";
+
 impl Nats {
     /// One `nats-server` with JetStream, ready.
     pub fn single() -> Self {
@@ -130,7 +133,12 @@ impl Nats {
     /// `authorization` block of its own), ready.
     pub fn cluster_with(n: usize, extra: impl Fn(usize) -> String) -> Self {
         assert!(n >= 2, "a NATS cluster has at least 2 servers");
-        Self::start_with(n, extra)
+        Self::start_with(n, DEFAULT_FILE_STORE, extra)
+    }
+
+    /// One `nats-server` whose JetStream file store is `max_file_store` (its config syntax: `64MB`).
+    pub fn single_with_store(max_file_store: &str) -> Self {
+        Self::start_with(1, max_file_store, |_| String::new())
     }
 
     /// A NATS cluster of `n` servers with JetStream (streams with up to `n` replicas), ready:
@@ -141,10 +149,10 @@ impl Nats {
     }
 
     fn start(n: usize) -> Self {
-        Self::start_with(n, |_| String::new())
+        Self::start_with(n, DEFAULT_FILE_STORE, |_| String::new())
     }
 
-    fn start_with(n: usize, extra: impl Fn(usize) -> String) -> Self {
+    fn start_with(n: usize, max_file_store: &str, extra: impl Fn(usize) -> String) -> Self {
         let dir = fresh_dir("nats");
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut servers = Vec::with_capacity(n);
@@ -157,7 +165,7 @@ impl Nats {
             let mut config = format!(
                 "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\n\
                  log_file: {log:?}\n\
-                 jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}}\n"
+                 jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 64MB\n  max_file_store: {max_file_store}\n}}\n"
             );
             if n > 1 {
                 let routes: Vec<String> = cluster_ports
