@@ -401,10 +401,20 @@ async fn actions_follow_the_rules_of_post_api_event() {
     )
     .await;
     assert_eq!(cross_site.status, 403, "{}", cross_site.body);
-    let allowed = http_request(
+    // With both tokens set an action needs both: acting needs what reading needs.
+    let ingest_only = http_request(
         server.http,
         "POST",
         "/api/silence",
+        &[("Authorization", "Bearer s3cret")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(ingest_only.status, 401, "{}", ingest_only.body);
+    let allowed = http_request(
+        server.http,
+        "POST",
+        "/api/silence?token=look",
         &[("Authorization", "Bearer s3cret")],
         body.as_bytes(),
     )
@@ -634,4 +644,52 @@ async fn in_a_cluster_every_node_applies_an_action_with_the_same_seq() {
         get(&c, "/api/silences").await,
         get(&a, "/api/silences").await
     );
+}
+
+/// Acting on the dashboard needs at least what reading it needs: with only `--dashboard-token`,
+/// every action (ack, unack both ways, silence create/edit/delete, clear) is refused without it
+/// and accepted with it, as a bearer token (the page) or `?token=`.
+#[tokio::test]
+async fn with_only_a_dashboard_token_every_action_needs_it() {
+    let server = start_server(&["--dashboard-token", "look"]);
+    post_events(&server, json!([ev("db1", "disk", "critical")])).await;
+    let ack = json!({"host": "db1", "service": "disk", "by": "ann"}).to_string();
+    let silence = json!({"query": "true", "by": "ann", "duration": "1h"}).to_string();
+    let clear = json!({"host": "db1", "service": "disk", "by": "ann"}).to_string();
+    let attempts: [(&str, &str, &str); 7] = [
+        ("POST", "/api/ack", ack.as_str()),
+        ("POST", "/api/unack", ack.as_str()),
+        ("DELETE", "/api/ack?host=db1&service=disk&by=ann", ""),
+        ("POST", "/api/silence", silence.as_str()),
+        ("PUT", "/api/silence/1", silence.as_str()),
+        ("DELETE", "/api/silence/1?by=ann", ""),
+        ("POST", "/api/clear", clear.as_str()),
+    ];
+    for (method, path, body) in attempts {
+        for headers in [&[][..], &[("Authorization", "Bearer wrong")][..]] {
+            let answer = http_request(server.http, method, path, headers, body.as_bytes()).await;
+            assert_eq!(answer.status, 401, "{method} {path}: {}", answer.body);
+        }
+    }
+    let state = get(&server, "/api/state?token=look").await;
+    assert_eq!(
+        state.as_array().unwrap().len(),
+        1,
+        "nothing was cleared: {state}"
+    );
+    let silences = get(&server, "/api/silences?token=look").await;
+    assert_eq!(silences["silences"], json!([]), "nothing was silenced");
+    // With the token (as the page sends it: a bearer), actions go through.
+    let bearer = [("Authorization", "Bearer look")];
+    let acked = http_request(server.http, "POST", "/api/ack", &bearer, ack.as_bytes()).await;
+    assert_eq!(acked.status, 200, "{}", acked.body);
+    let silenced = http_request(
+        server.http,
+        "POST",
+        "/api/silence?token=look",
+        &[],
+        silence.as_bytes(),
+    )
+    .await;
+    assert_eq!(silenced.status, 200, "{}", silenced.body);
 }
