@@ -129,10 +129,14 @@ async fn every_action_over_http_reaches_two_dashboards_in_order() {
     let id = answer["id"].as_str().unwrap().to_owned();
     assert_eq!(id, answer["seq"].as_u64().unwrap().to_string());
     for ws in [&mut a, &mut b] {
-        let frame = next_of(ws, "silences").await;
-        assert_eq!(frame["silences"][0]["id"], id.as_str());
-        assert_eq!(frame["silences"][0]["query"], "host =~ \"db%\"");
-        assert_eq!(frame["silences"][0]["active"], true);
+        // One silence and the keys it silenced: what changed, not the whole set.
+        let frame = next_of(ws, "silence").await;
+        assert_eq!(frame["change"], "created");
+        assert_eq!(frame["id"], id.as_str());
+        assert_eq!(frame["silence"]["id"], id.as_str());
+        assert_eq!(frame["silence"]["query"], "host =~ \"db%\"");
+        assert_eq!(frame["silence"]["active"], true);
+        assert_eq!(frame["unsilenced"], json!([]));
         assert_eq!(frame["silenced"], json!([["db1", "disk"]]));
     }
     let silences = get(&server, "/api/silences").await;
@@ -167,10 +171,12 @@ async fn every_action_over_http_reaches_two_dashboards_in_order() {
     .await;
     assert_eq!(answer["id"], id.as_str());
     for ws in [&mut a, &mut b] {
-        let frame = next_of(ws, "silences").await;
-        assert_eq!(frame["silences"][0]["id"], id.as_str());
-        assert_eq!(frame["silences"][0]["comment"], "narrowed");
+        let frame = next_of(ws, "silence").await;
+        assert_eq!(frame["change"], "edited");
+        assert_eq!(frame["silence"]["id"], id.as_str());
+        assert_eq!(frame["silence"]["comment"], "narrowed");
         assert_eq!(frame["silenced"], json!([]));
+        assert_eq!(frame["unsilenced"], json!([["db1", "disk"]]));
     }
     ok(
         &server,
@@ -180,7 +186,11 @@ async fn every_action_over_http_reaches_two_dashboards_in_order() {
     )
     .await;
     for ws in [&mut a, &mut b] {
-        assert_eq!(next_of(ws, "silences").await["silences"], json!([]));
+        let frame = next_of(ws, "silence").await;
+        assert_eq!(
+            (&frame["change"], &frame["id"], &frame["silence"]),
+            (&json!("deleted"), &json!(id), &Value::Null)
+        );
     }
 
     // Ack db1 and take it back with DELETE, then with POST /api/unack.
@@ -475,9 +485,9 @@ async fn actions_survive_kill_9_and_a_restart_and_a_resume_replays_them() {
         WsClient::connect_path(&restarted, &format!("/ws?since={since}&epoch={epoch}")).await;
     let ack = next_of(&mut resumed, "ack").await;
     assert_eq!(ack["seq"], since + 1);
-    let silences = next_of(&mut resumed, "silences").await;
-    assert_eq!(silences["seq"], since + 2);
-    assert_eq!(silences["silenced"], json!([["db1", "disk"]]));
+    let silence = next_of(&mut resumed, "silence").await;
+    assert_eq!(silence["seq"], since + 2);
+    assert_eq!(silence["silenced"], json!([["db1", "disk"]]));
     let history = get(&restarted, &format!("/api/history?since={since}")).await;
     let kinds: Vec<&str> = history["changes"]
         .as_array()
@@ -485,7 +495,7 @@ async fn actions_survive_kill_9_and_a_restart_and_a_resume_replays_them() {
         .iter()
         .map(|c| c["type"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, vec!["ack", "silences"]);
+    assert_eq!(kinds, vec!["ack", "silence"]);
     // After the restart the engine goes on: web1 back to ok resolves the restored ack.
     post_events(&restarted, json!([ev("web1", "cpu", "ok")])).await;
     next_of(&mut resumed, "change").await;
@@ -514,17 +524,19 @@ async fn acks_expire_and_silences_start_and_end_by_the_clock() {
     )
     .await;
     next_of(&mut ws, "ack").await;
-    let created = next_of(&mut ws, "silences").await;
-    assert_eq!(created["silences"][0]["active"], false);
+    let created = next_of(&mut ws, "silence").await;
+    assert_eq!(created["silence"]["active"], false);
     assert_eq!(created["silenced"], json!([]));
     let unack = next_of(&mut ws, "unack").await;
     assert_eq!(unack["reason"], "expired");
-    let started = next_of(&mut ws, "silences").await;
-    assert_eq!(started["silences"][0]["active"], true);
+    let started = next_of(&mut ws, "silence").await;
+    assert_eq!(started["change"], "started");
+    assert_eq!(started["silence"]["active"], true);
     assert_eq!(started["silenced"], json!([["db1", "disk"]]));
-    let ended = next_of(&mut ws, "silences").await;
-    assert_eq!(ended["silences"], json!([]));
-    assert_eq!(ended["silenced"], json!([]));
+    let ended = next_of(&mut ws, "silence").await;
+    assert_eq!(ended["change"], "ended");
+    assert_eq!(ended["silence"], Value::Null);
+    assert_eq!(ended["unsilenced"], json!([["db1", "disk"]]));
 }
 
 /// In cluster mode an action made on one node is applied by every node at the same point of the
@@ -597,10 +609,10 @@ async fn in_a_cluster_every_node_applies_an_action_with_the_same_seq() {
     for ws in [&mut wa, &mut wb] {
         let ack = next_of(ws, "ack").await;
         assert_eq!(ack["seq"], acked["seq"]);
-        let silences = next_of(ws, "silences").await;
-        assert_eq!(silences["seq"], silenced["seq"]);
-        assert_eq!(silences["silenced"], json!([["db1", "disk"]]));
-        frames.push((ack, silences));
+        let silence = next_of(ws, "silence").await;
+        assert_eq!(silence["seq"], silenced["seq"]);
+        assert_eq!(silence["silenced"], json!([["db1", "disk"]]));
+        frames.push((ack, silence));
     }
     assert_eq!(frames[0], frames[1], "the same frames on both nodes");
     assert_eq!(get(&a, "/api/acks").await, get(&b, "/api/acks").await);

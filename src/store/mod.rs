@@ -52,6 +52,8 @@ const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 /// Encoded index key → an operator's ack of it (JSON of `action::AckInfo`), written from the
 /// action records like the index from changes.
 const ACKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("acks");
+/// Silence id → the silence (JSON of `action::Silence`), written from the silence records.
+const SILENCES: TableDefinition<u64, &[u8]> = TableDefinition::new("silences");
 
 /// Page cache of the database file (redb's default is 1 GiB). The hot set is small — the index
 /// (≈ a few hundred bytes per key) and the end of history being appended — and history reads
@@ -61,7 +63,8 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 const META_EPOCH: &str = "epoch";
 const META_SEQ: &str = "seq";
-/// The silence set (JSON of `Vec<action::Silence>`), replaced by each silences record.
+/// The silence set as an earlier version kept it (JSON of `Vec<action::Silence>`, replaced by
+/// each whole-set record): read while present, moved into [`SILENCES`] by the first delta.
 const META_SILENCES: &str = "silences";
 
 /// What a restart recovers.
@@ -232,7 +235,9 @@ impl Store {
             let mut history = txn.open_table(HISTORY)?;
             let mut index = txn.open_table(INDEX)?;
             let mut acks = txn.open_table(ACKS)?;
-            if let Some(seq) = replay(&logged, &mut history, &mut index, &mut acks, &mut meta)? {
+            let mut silences = txn.open_table(SILENCES)?;
+            let tables = (&mut acks, &mut silences, &mut meta);
+            if let Some(seq) = replay(&logged, &mut history, &mut index, tables)? {
                 meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
             }
             logged.len()
@@ -297,6 +302,7 @@ impl Store {
             let mut history = txn.open_table(HISTORY)?;
             let mut index = txn.open_table(INDEX)?;
             let mut acks = txn.open_table(ACKS)?;
+            let mut silences = txn.open_table(SILENCES)?;
             let mut meta = txn.open_table(META)?;
             for step in steps {
                 match step {
@@ -304,7 +310,7 @@ impl Store {
                         for record in &encoded.records {
                             history.insert(record.seq, record.bytes.as_slice())?;
                             if let Some(action) = &record.action {
-                                apply_action(action, &mut acks, &mut meta)?;
+                                apply_action(action, &mut acks, &mut silences, &mut meta)?;
                             } else if record.removed {
                                 delete_event(&mut index, &record.event)?;
                             } else {
