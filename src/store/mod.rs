@@ -357,13 +357,26 @@ impl Store {
         &self,
         since: u64,
         limit: usize,
+        keep: impl FnMut(&StoredChange) -> bool,
+    ) -> Result<Vec<StoredChange>, StoreError> {
+        self.history_within(since, limit, usize::MAX, keep)
+    }
+
+    /// [`Store::history`] that also stops once the kept records hold `max_bytes` (as stored):
+    /// the record that reaches it is the last one read, so a read always makes progress.
+    pub fn history_within(
+        &self,
+        since: u64,
+        limit: usize,
+        max_bytes: usize,
         mut keep: impl FnMut(&StoredChange) -> bool,
     ) -> Result<Vec<StoredChange>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(HISTORY)?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for row in table.range(since.saturating_add(1)..)? {
-            if out.len() >= limit {
+            if out.len() >= limit || bytes >= max_bytes {
                 break;
             }
             let (_, value) = row?;
@@ -371,6 +384,7 @@ impl Store {
                 continue;
             };
             if keep(&change) {
+                bytes = bytes.saturating_add(value.value().len());
                 out.push(change);
             }
         }

@@ -266,8 +266,10 @@ const MAX_HISTORY_LIMIT: usize = 10_000;
 
 /// `GET /api/history?query=Q&since=SEQ&limit=N`: transitions after `since`, oldest first.
 ///
-/// Answers `{"epoch":E,"oldest_seq":O,"changes":[…]}` where each change has the websocket change
-/// shape; a transition matches when the event before or after it matches Q.
+/// Answers `{"epoch":E,"oldest_seq":O,"changes":[…],"more":M}` where each change has the
+/// websocket change shape; a transition matches when the event before or after it matches Q.
+/// `more` is true when the page stopped at `limit` or at [`history::MAX_READ_BYTES`]: continue
+/// with `since` = the last change's `seq`.
 pub(crate) async fn history(
     State(app): State<AppState>,
     axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
@@ -288,7 +290,12 @@ pub(crate) async fn history(
         return Err(ApiError::unavailable("server is shutting down"));
     }
     let page = history::page(store, since, limit, filter).await?;
-    let body = json!({"epoch": app.epoch, "oldest_seq": page.oldest_seq, "changes": page.changes});
+    let body = json!({
+        "epoch": app.epoch,
+        "oldest_seq": page.oldest_seq,
+        "changes": page.changes,
+        "more": page.more,
+    });
     Ok(Json(body).into_response())
 }
 

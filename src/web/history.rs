@@ -41,9 +41,16 @@ impl From<HistoryError> for ApiError {
     }
 }
 
-/// `/api/history`'s page: the first `limit` transitions after `since` that match `filter`, as
-/// change JSON, with the oldest `seq` retained (a client that sees it above `since + 1` knows it
-/// missed changes).
+/// Stored bytes one read returns at most (plus the record that crosses it, so a read always
+/// makes progress): a page of `/api/history` stops there with `"more":true`, and a resume whose
+/// replay would be larger gets a snapshot instead. Without it one page of 100 whole-set silence
+/// records (an older version's) was 345 MB.
+pub(crate) const MAX_READ_BYTES: usize = 4 << 20;
+
+/// `/api/history`'s page: the first `limit` transitions after `since` that match `filter`, at
+/// most [`MAX_READ_BYTES`] of them, as change JSON, with the oldest `seq` retained (a client
+/// that sees it above `since + 1` knows it missed changes) and whether it stopped at a bound
+/// (`more`: continue with `since` = the last `seq`).
 pub(crate) async fn page(
     store: Arc<Store>,
     since: u64,
@@ -70,6 +77,7 @@ pub(crate) async fn replay(
         Published::new(change).frame()
     })
     .await?;
+    // Cut short by bytes: incomplete, so the client gets a snapshot instead.
     let complete = read.oldest_seq.is_some_and(|oldest| oldest <= since + 1) && read.rows == count;
     Ok(complete.then_some(read.changes))
 }
@@ -92,6 +100,8 @@ pub(crate) struct Read<T> {
     pub(crate) changes: Vec<T>,
     /// Rows read, matching or not.
     rows: usize,
+    /// The read stopped at its count or at [`MAX_READ_BYTES`]: more may follow.
+    pub(crate) more: bool,
 }
 
 /// Reads transitions after `since` on a blocking thread, keeps those that concern a watcher of
@@ -104,17 +114,28 @@ async fn read<T: Send + 'static>(
     render: fn(Change) -> T,
 ) -> Result<Read<T>, HistoryError> {
     let read = tokio::task::spawn_blocking(move || {
-        let stored = match span {
-            Span::FirstMatching(limit) => store.history(since, limit, |c: &StoredChange| {
-                // Operator-action records concern every watcher.
-                c.is_action()
-                    || filter
-                        .as_ref()
-                        .is_none_or(|q| q.matches_transition(&c.event(), c.previous().as_ref()))
-            })?,
-            Span::Next(count) => store.history(since, count, |_| true)?,
+        let (stored, limit) = match span {
+            Span::FirstMatching(limit) => {
+                let keep = |c: &StoredChange| {
+                    // Operator-action records concern every watcher.
+                    c.is_action()
+                        || filter
+                            .as_ref()
+                            .is_none_or(|q| q.matches_transition(&c.event(), c.previous().as_ref()))
+                };
+                (
+                    store.history_within(since, limit, MAX_READ_BYTES, keep)?,
+                    limit,
+                )
+            }
+            Span::Next(count) => (
+                store.history_within(since, count, MAX_READ_BYTES, |_| true)?,
+                count,
+            ),
         };
         let rows = stored.len();
+        let bytes: usize = stored.iter().map(prost::Message::encoded_len).sum();
+        let more = rows >= limit || bytes >= MAX_READ_BYTES;
         let changes = stored
             .into_iter()
             .map(StoredChange::into_change)
@@ -134,6 +155,7 @@ async fn read<T: Send + 'static>(
             oldest_seq: store.oldest_seq()?,
             changes,
             rows,
+            more,
         })
     })
     .await?;
