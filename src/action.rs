@@ -20,6 +20,10 @@ pub type KeyName = (Option<String>, Option<String>);
 
 /// Silences kept at once: each is evaluated against every change of state.
 pub const MAX_SILENCES: usize = 1_000;
+/// Memory the patterns of all silences together may hold at most ([`Query::memory`] of each:
+/// compiled forms and caches at their bounds). A silence of one simple pattern costs about
+/// 70 KiB, so 1,000 of those fit; a silence past the budget is refused (409), whatever the count.
+pub const SILENCES_MEMORY: usize = 128 << 20;
 /// Longest silence query, in bytes (it is compiled on every node, and kept and sent whole).
 pub const MAX_SILENCE_QUERY: usize = 4 * 1024;
 /// Longest ack note or silence comment, in bytes.
@@ -48,7 +52,7 @@ impl Action {
         } = &mut self.kind
         {
             if compiled.is_none() {
-                *compiled = Query::parse(query).ok();
+                *compiled = Query::parse_silence(query).ok();
             }
         }
     }

@@ -11,7 +11,10 @@
 
 use std::fmt;
 
-use regex_automata::meta::Regex;
+use std::sync::{Arc, Mutex};
+
+use regex_automata::meta::{Cache, Regex};
+use regex_automata::Input;
 
 /// A predicate over one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +143,47 @@ pub struct Pattern {
     /// The string literal as the user wrote it (after unescaping).
     pub source: String,
     pub regex: Regex,
+    /// How a silence's pattern is bounded (`None`: a filter's, unbounded here).
+    pub bounded: Option<Bounded>,
+}
+
+/// A pattern whose memory and work are bounded, for the patterns a server keeps for long (a
+/// silence's): it scans at most `scan_limit` bytes of a value, and searches with its one cache
+/// (the regex's own pool would keep a cache per thread that ever evaluated it).
+#[derive(Clone)]
+pub struct Bounded {
+    pub scan_limit: usize,
+    pub cache: Arc<Mutex<Cache>>,
+}
+
+impl Pattern {
+    /// A filter's pattern: the regex's own cache pool, the whole value scanned.
+    pub fn new(source: String, regex: Regex) -> Pattern {
+        Pattern {
+            source,
+            regex,
+            bounded: None,
+        }
+    }
+
+    /// Whether the pattern is found in `value` (for a bounded pattern: in its first
+    /// `scan_limit` bytes, cut at a character boundary).
+    pub fn is_match(&self, value: &str) -> bool {
+        let Some(bounded) = &self.bounded else {
+            return self.regex.is_match(value);
+        };
+        let mut end = value.len().min(bounded.scan_limit);
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        // A panic while the lock was held leaves the cache as valid as any: keep using it.
+        let mut cache = bounded
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.regex
+            .is_match_with(&mut cache, &Input::new(&value[..end]))
+    }
 }
 
 impl PartialEq for Pattern {

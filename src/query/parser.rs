@@ -8,7 +8,7 @@
 use regex_automata::meta::{self, Regex};
 use regex_automata::util::syntax;
 
-use super::ast::{CmpOp, Expr, Field, Pattern, Value};
+use super::ast::{Bounded, CmpOp, Expr, Field, Pattern, Value};
 use super::lexer::{column, quote, Lexer, Tok, Token};
 use super::ParseError;
 
@@ -27,8 +27,27 @@ pub const QUERY_REGEX_BUDGET: usize = 4 << 20;
 /// [`REGEX_SIZE_LIMIT`] while it is evaluated, which the compile budget does not count.
 pub const MAX_PATTERNS: usize = 64;
 
-/// Parses a whole query: one predicate, then the end of the input.
-pub fn parse(input: &str) -> Result<Expr, ParseError> {
+/// Lazy-DFA cache of one silence pattern, each direction (forward, reverse). A pattern whose DFA
+/// needs more at its start (large Unicode classes) goes without one (the PikeVM, slower, over at
+/// most [`SILENCE_SCAN_BYTES`]). A filter's patterns get [`REGEX_SIZE_LIMIT`].
+pub const SILENCE_DFA_CACHE: usize = 32 * 1024;
+
+/// Bytes of a value a silence's pattern looks at: the first 4 KiB (cut at a character
+/// boundary). Bounds the work of every silence on every change whatever the descriptions hold.
+pub const SILENCE_SCAN_BYTES: usize = 4 * 1024;
+
+/// How the patterns of a query are compiled: a dashboard's filter (lives as long as its
+/// subscription; the regex's own cache pool) or a silence (kept by the engine, up to 1,000 of
+/// them: small caches, one per pattern, and a bounded scan, all charged to the query's memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Filter,
+    Silence,
+}
+
+/// Parses a whole query: one predicate, then the end of the input. Also returns what its
+/// patterns may hold in memory at most (compiled forms and, for [`Profile::Silence`], caches).
+pub fn parse(input: &str, profile: Profile) -> Result<(Expr, usize), ParseError> {
     let mut lexer = Lexer::new(input);
     let current = lexer.next_token()?;
     let mut parser = Parser {
@@ -37,12 +56,14 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
         current,
         regex_budget: QUERY_REGEX_BUDGET,
         patterns: 0,
+        profile,
+        memory: 0,
     };
     let expr = parser.or(0)?;
     if parser.current.tok != Tok::Eof {
         return Err(parser.error_here(format!("unexpected {}", parser.describe())));
     }
-    Ok(expr)
+    Ok((expr, parser.memory))
 }
 
 struct Parser<'a> {
@@ -54,6 +75,9 @@ struct Parser<'a> {
     regex_budget: usize,
     /// Patterns compiled so far.
     patterns: usize,
+    profile: Profile,
+    /// What the patterns compiled so far may hold at most.
+    memory: usize,
 }
 
 impl Parser<'_> {
@@ -194,7 +218,7 @@ impl Parser<'_> {
                 let regex = self.compile(&like_to_regex(&source), at, "invalid pattern")?;
                 Expr::Like {
                     lhs,
-                    pattern: Pattern { source, regex },
+                    pattern: self.pattern(source, regex),
                 }
             }
             Tok::Match => {
@@ -203,7 +227,7 @@ impl Parser<'_> {
                 let regex = self.compile(&source, at, "invalid regex")?;
                 Expr::Regex {
                     lhs,
-                    pattern: Pattern { source, regex },
+                    pattern: self.pattern(source, regex),
                 }
             }
             _ => Expr::Truthy(lhs),
@@ -231,7 +255,7 @@ impl Parser<'_> {
             )
         };
         let limit = REGEX_SIZE_LIMIT.min(self.regex_budget);
-        let regex = match compile(pattern, limit) {
+        let regex = match compile(pattern, limit, self.profile) {
             Ok(regex) => regex,
             Err(CompileError::TooBig) if limit < REGEX_SIZE_LIMIT => return Err(over_budget(self)),
             Err(CompileError::TooBig) => {
@@ -252,7 +276,29 @@ impl Parser<'_> {
             Some(left) => self.regex_budget = left,
             None => return Err(over_budget(self)),
         }
+        self.memory = self.memory.saturating_add(match self.profile {
+            Profile::Filter => cost,
+            Profile::Silence => silence_pattern_memory(&regex, pattern),
+        });
         Ok(regex)
+    }
+
+    /// The compiled pattern as this profile keeps it.
+    fn pattern(&self, source: String, regex: Regex) -> Pattern {
+        match self.profile {
+            Profile::Filter => Pattern::new(source, regex),
+            Profile::Silence => {
+                let cache = std::sync::Arc::new(std::sync::Mutex::new(regex.create_cache()));
+                Pattern {
+                    source,
+                    regex,
+                    bounded: Some(Bounded {
+                        scan_limit: SILENCE_SCAN_BYTES,
+                        cache,
+                    }),
+                }
+            }
+        }
     }
 
     /// Consumes a value token if the current token is one.
@@ -289,6 +335,14 @@ pub fn like_to_regex(pattern: &str) -> String {
     format!(r"(?s)\A{}\z", body.join(".*"))
 }
 
+/// The most a silence's pattern holds: its compiled form and text, its lazy-DFA caches (forward
+/// and reverse, each at most [`SILENCE_DFA_CACHE`]) and the PikeVM's cache, which grows with the
+/// compiled NFA (about a quarter of it, measured; charged at its whole size). The bounded
+/// backtracker (up to 256 KiB of visited set) is off for silences.
+pub fn silence_pattern_memory(regex: &Regex, pattern: &str) -> usize {
+    2 * regex.memory_usage() + pattern.len() + 2 * SILENCE_DFA_CACHE
+}
+
 enum CompileError {
     /// The compiled form would exceed the size limit it was given.
     TooBig,
@@ -298,10 +352,15 @@ enum CompileError {
 
 /// Compiles with bounded size, exactly as `regex::Regex::new` would (same engine, same
 /// options) but through `regex_automata` so that the compiled size can be charged.
-fn compile(pattern: &str, size_limit: usize) -> Result<Regex, CompileError> {
+fn compile(pattern: &str, size_limit: usize, profile: Profile) -> Result<Regex, CompileError> {
+    let (cache, backtrack) = match profile {
+        Profile::Filter => (REGEX_SIZE_LIMIT, true),
+        Profile::Silence => (SILENCE_DFA_CACHE, false),
+    };
     let config = meta::Config::new()
         .nfa_size_limit(Some(size_limit))
-        .hybrid_cache_capacity(REGEX_SIZE_LIMIT)
+        .hybrid_cache_capacity(cache)
+        .backtrack(backtrack)
         .match_kind(regex_automata::MatchKind::LeftmostFirst)
         .utf8_empty(true);
     meta::Builder::new()

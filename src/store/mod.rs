@@ -353,6 +353,7 @@ impl Store {
     }
 
     /// Changes with `seq > since`, oldest first, at most `limit`, that `keep` accepts.
+    #[cfg(test)]
     pub fn history(
         &self,
         since: u64,

@@ -437,7 +437,7 @@ async fn silence_action(body: SilenceBody, id: Option<u64>) -> Result<Action, Ap
     if ends_at <= starts_at || ends_at <= at {
         return Err(bad("ends_at must be later than now and than starts_at"));
     }
-    let compiled = Query::parse_off_thread(text.clone())
+    let compiled = Query::parse_silence_off_thread(text.clone())
         .await
         .map_err(|error| bad(format!("bad query: {error}")))?;
     Ok(Action {

@@ -25,7 +25,7 @@ use super::key::KeyRef;
 use super::Engine;
 use crate::action::{
     AckInfo, Action, ActionKind, ActionRecord, Actions, KeyName, Refusal, Silence, SilenceChange,
-    UnackReason, MAX_SILENCES,
+    UnackReason, MAX_SILENCES, SILENCES_MEMORY,
 };
 use crate::change::Change;
 use crate::event::Event;
@@ -188,9 +188,10 @@ impl Engine {
                 };
                 let compiled = match compiled {
                     Some(compiled) => compiled,
-                    None => Query::parse(&query)
+                    None => Query::parse_silence(&query)
                         .map_err(|error| Refusal::Invalid(format!("bad query: {error}")))?,
                 };
+                self.check_silence_memory(id, &compiled)?;
                 let silence = Silence {
                     id: id.unwrap_or(first),
                     query,
@@ -312,6 +313,28 @@ impl Engine {
         if (change.removed || resolved) && self.operator.acks.contains_key(&key) {
             self.end_ack(key, reason, None, changes);
         }
+    }
+
+    /// Refuses a silence (new, or replacing `id`) whose patterns would take the silences past
+    /// [`SILENCES_MEMORY`]. The cost is the query's, the same on every node.
+    fn check_silence_memory(&self, id: Option<u64>, query: &Query) -> Result<(), Refusal> {
+        let others: usize = self
+            .operator
+            .silences
+            .values()
+            .filter(|live| Some(live.silence.id) != id)
+            .map(|live| live.query.memory())
+            .sum();
+        if others.saturating_add(query.memory()) > SILENCES_MEMORY {
+            return Err(Refusal::Conflict(format!(
+                "the patterns of this silence need up to {} KiB and the silences already hold up \
+                 to {} KiB of the {} MiB they may: end a silence, or use fewer or simpler patterns",
+                query.memory() / 1024,
+                others / 1024,
+                SILENCES_MEMORY >> 20
+            )));
+        }
+        Ok(())
     }
 
     /// Whether an active silence matches `event`.
@@ -484,7 +507,7 @@ impl Engine {
             self.set_ack(ack);
         }
         for silence in actions.silences {
-            match Query::parse(&silence.query) {
+            match Query::parse_silence(&silence.query) {
                 Ok(query) => {
                     self.operator.clock = self.operator.clock.max(silence.created_at);
                     self.operator

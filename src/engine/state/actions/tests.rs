@@ -608,3 +608,30 @@ fn a_silence_record_carries_one_silence_and_the_keys_that_changed() {
     );
     assert_eq!(e.snapshot().actions.silences.len(), 3);
 }
+
+/// All silences' patterns together are held to [`SILENCES_MEMORY`] (issue 20 item 4): past it a
+/// new silence is refused (409) with nothing applied, and ending one makes room again.
+#[test]
+fn silences_past_the_pattern_memory_budget_are_refused() {
+    let mut e = engine();
+    let heavy: Vec<String> = (0..5)
+        .map(|n| format!("description ~= \"\\\\w{{1,12}}[0-9]{n}\""))
+        .collect();
+    let heavy = heavy.join(" or ");
+    let cost = Query::parse_silence(&heavy).unwrap().memory();
+    assert!(cost > 4 << 20, "{cost}");
+    let fit = SILENCES_MEMORY / cost;
+    let mut ids = Vec::new();
+    for _ in 0..fit {
+        ids.push(act(&mut e, T0, silence(&heavy, T0, T0 + SEC)).unwrap().0);
+    }
+    let seq = e.seq();
+    let refused = act(&mut e, T0, silence(&heavy, T0, T0 + SEC)).unwrap_err();
+    assert!(matches!(refused, Refusal::Conflict(_)), "{refused}");
+    assert!(refused.to_string().contains("128 MiB"), "{refused}");
+    assert_eq!(e.seq(), seq, "nothing applied");
+    // A silence without patterns costs nothing.
+    act(&mut e, T0, silence("host = \"db1\"", T0, T0 + SEC)).unwrap();
+    act(&mut e, T0, ActionKind::Unsilence { id: ids[0] }).unwrap();
+    act(&mut e, T0, silence(&heavy, T0, T0 + SEC)).unwrap();
+}
