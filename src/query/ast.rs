@@ -16,6 +16,23 @@ use std::sync::{Arc, Mutex};
 use regex_automata::meta::{Cache, Regex};
 use regex_automata::Input;
 
+/// Lazy-DFA cache of one silence pattern, each direction (forward, reverse). A pattern whose DFA
+/// needs more at its start (large Unicode classes) goes without one (the PikeVM, slower, over at
+/// most [`SILENCE_SCAN_BYTES`]). A filter's patterns get [`super::REGEX_SIZE_LIMIT`].
+pub const SILENCE_DFA_CACHE: usize = 32 * 1024;
+
+/// Bytes of a value a silence's pattern looks at: the first 4 KiB (cut at a character
+/// boundary). Bounds the work of every silence on every change whatever the descriptions hold.
+pub const SILENCE_SCAN_BYTES: usize = 4 * 1024;
+
+/// The most a silence's pattern holds: its compiled form and text, its lazy-DFA caches (forward
+/// and reverse, each at most [`SILENCE_DFA_CACHE`]) and the PikeVM's cache, which grows with the
+/// compiled NFA (about a quarter of it, measured; charged at its whole size). The bounded
+/// backtracker (up to 256 KiB of visited set) is off for silences.
+pub fn silence_pattern_memory(regex: &Regex, pattern: &str) -> usize {
+    2 * regex.memory_usage() + pattern.len() + 2 * SILENCE_DFA_CACHE
+}
+
 /// A predicate over one event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -156,7 +173,31 @@ pub struct Bounded {
     pub cache: Arc<Mutex<Cache>>,
 }
 
+impl Expr {
+    /// The most its patterns hold in memory (see [`Pattern::memory`]).
+    pub fn pattern_memory(&self) -> usize {
+        match self {
+            Expr::And(operands) | Expr::Or(operands) => {
+                operands.iter().map(Expr::pattern_memory).sum()
+            }
+            Expr::Not(inner) => inner.pattern_memory(),
+            Expr::Like { pattern, .. } | Expr::Regex { pattern, .. } => pattern.memory(),
+            Expr::Tagged(_) | Expr::Equal { .. } | Expr::Compare { .. } | Expr::Truthy(_) => 0,
+        }
+    }
+}
+
 impl Pattern {
+    /// The most it holds in memory: a filter's compiled form and text (its caches live in the
+    /// regex's pool, per thread); a bounded pattern's with its cache at its bounds
+    /// ([`silence_pattern_memory`]).
+    pub fn memory(&self) -> usize {
+        match &self.bounded {
+            None => self.regex.memory_usage() + self.source.len(),
+            Some(_) => silence_pattern_memory(&self.regex, &self.source),
+        }
+    }
+
     /// A filter's pattern: the regex's own cache pool, the whole value scanned.
     pub fn new(source: String, regex: Regex) -> Pattern {
         Pattern {

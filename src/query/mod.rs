@@ -41,10 +41,8 @@ use std::str::FromStr;
 
 use crate::event::Event;
 
-pub use parser::{
-    MAX_DEPTH, MAX_PATTERNS, QUERY_REGEX_BUDGET, REGEX_SIZE_LIMIT, SILENCE_DFA_CACHE,
-    SILENCE_SCAN_BYTES,
-};
+pub use ast::{SILENCE_DFA_CACHE, SILENCE_SCAN_BYTES};
+pub use parser::{MAX_DEPTH, MAX_PATTERNS, QUERY_REGEX_BUDGET, REGEX_SIZE_LIMIT};
 
 /// Longest query text accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 64 * 1024;
@@ -53,8 +51,6 @@ pub const MAX_QUERY_LEN: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Query {
     expr: ast::Expr,
-    /// What its patterns may hold in memory at most (see [`Query::memory`]).
-    memory: usize,
 }
 
 /// Why a query did not parse, and where.
@@ -111,14 +107,14 @@ impl Query {
                 message: format!("query is too long (more than {MAX_QUERY_LEN} bytes)"),
             });
         }
-        parser::parse(input, profile).map(|(expr, memory)| Query { expr, memory })
+        parser::parse(input, profile).map(|expr| Query { expr })
     }
 
     /// The most its patterns hold in memory: their compiled forms and text, and for a
     /// silence's query ([`Query::parse_silence`]) their caches at their bounds. 0 without
     /// patterns.
     pub fn memory(&self) -> usize {
-        self.memory
+        self.expr.pattern_memory()
     }
 
     /// Parses on a blocking thread. Compiling a query's regexes is CPU work bounded by

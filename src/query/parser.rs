@@ -8,7 +8,9 @@
 use regex_automata::meta::{self, Regex};
 use regex_automata::util::syntax;
 
-use super::ast::{Bounded, CmpOp, Expr, Field, Pattern, Value};
+use super::ast::{
+    Bounded, CmpOp, Expr, Field, Pattern, Value, SILENCE_DFA_CACHE, SILENCE_SCAN_BYTES,
+};
 use super::lexer::{column, quote, Lexer, Tok, Token};
 use super::ParseError;
 
@@ -27,15 +29,6 @@ pub const QUERY_REGEX_BUDGET: usize = 4 << 20;
 /// [`REGEX_SIZE_LIMIT`] while it is evaluated, which the compile budget does not count.
 pub const MAX_PATTERNS: usize = 64;
 
-/// Lazy-DFA cache of one silence pattern, each direction (forward, reverse). A pattern whose DFA
-/// needs more at its start (large Unicode classes) goes without one (the PikeVM, slower, over at
-/// most [`SILENCE_SCAN_BYTES`]). A filter's patterns get [`REGEX_SIZE_LIMIT`].
-pub const SILENCE_DFA_CACHE: usize = 32 * 1024;
-
-/// Bytes of a value a silence's pattern looks at: the first 4 KiB (cut at a character
-/// boundary). Bounds the work of every silence on every change whatever the descriptions hold.
-pub const SILENCE_SCAN_BYTES: usize = 4 * 1024;
-
 /// How the patterns of a query are compiled: a dashboard's filter (lives as long as its
 /// subscription; the regex's own cache pool) or a silence (kept by the engine, up to 1,000 of
 /// them: small caches, one per pattern, and a bounded scan, all charged to the query's memory).
@@ -45,9 +38,8 @@ pub enum Profile {
     Silence,
 }
 
-/// Parses a whole query: one predicate, then the end of the input. Also returns what its
-/// patterns may hold in memory at most (compiled forms and, for [`Profile::Silence`], caches).
-pub fn parse(input: &str, profile: Profile) -> Result<(Expr, usize), ParseError> {
+/// Parses a whole query: one predicate, then the end of the input.
+pub fn parse(input: &str, profile: Profile) -> Result<Expr, ParseError> {
     let mut lexer = Lexer::new(input);
     let current = lexer.next_token()?;
     let mut parser = Parser {
@@ -57,13 +49,12 @@ pub fn parse(input: &str, profile: Profile) -> Result<(Expr, usize), ParseError>
         regex_budget: QUERY_REGEX_BUDGET,
         patterns: 0,
         profile,
-        memory: 0,
     };
     let expr = parser.or(0)?;
     if parser.current.tok != Tok::Eof {
         return Err(parser.error_here(format!("unexpected {}", parser.describe())));
     }
-    Ok((expr, parser.memory))
+    Ok(expr)
 }
 
 struct Parser<'a> {
@@ -76,8 +67,6 @@ struct Parser<'a> {
     /// Patterns compiled so far.
     patterns: usize,
     profile: Profile,
-    /// What the patterns compiled so far may hold at most.
-    memory: usize,
 }
 
 impl Parser<'_> {
@@ -276,10 +265,6 @@ impl Parser<'_> {
             Some(left) => self.regex_budget = left,
             None => return Err(over_budget(self)),
         }
-        self.memory = self.memory.saturating_add(match self.profile {
-            Profile::Filter => cost,
-            Profile::Silence => silence_pattern_memory(&regex, pattern),
-        });
         Ok(regex)
     }
 
@@ -333,14 +318,6 @@ impl Parser<'_> {
 pub fn like_to_regex(pattern: &str) -> String {
     let body: Vec<String> = pattern.split('%').map(regex::escape).collect();
     format!(r"(?s)\A{}\z", body.join(".*"))
-}
-
-/// The most a silence's pattern holds: its compiled form and text, its lazy-DFA caches (forward
-/// and reverse, each at most [`SILENCE_DFA_CACHE`]) and the PikeVM's cache, which grows with the
-/// compiled NFA (about a quarter of it, measured; charged at its whole size). The bounded
-/// backtracker (up to 256 KiB of visited set) is off for silences.
-pub fn silence_pattern_memory(regex: &Regex, pattern: &str) -> usize {
-    2 * regex.memory_usage() + pattern.len() + 2 * SILENCE_DFA_CACHE
 }
 
 enum CompileError {

@@ -892,7 +892,7 @@ proptest! {
 
     #[test]
     fn any_ast_round_trips_through_display(expr in arb_expr()) {
-        let query = Query { expr, memory: 0 };
+        let query = Query { expr };
         let printed = query.to_string();
         let reparsed = Query::parse(&printed);
         prop_assert_eq!(reparsed.as_ref(), Ok(&query), "printed: {}", printed);
