@@ -379,7 +379,7 @@ impl Engine {
             return Vec::new();
         }
         let silenced = &self.operator.silenced;
-        let added: Vec<KeyName> = self
+        let mut added: Vec<KeyName> = self
             .index
             .values()
             .filter(|entry| is_problem(&entry.event))
@@ -387,6 +387,8 @@ impl Engine {
             .filter(|(entry, key)| !silenced.contains(key) && live.query.matches(&entry.event))
             .map(|(_, key)| key)
             .collect();
+        // The index is a hash map: its order is not the same on every node; the record's is.
+        added.sort_unstable();
         self.operator.silenced.extend(added.iter().cloned());
         added
     }

@@ -635,3 +635,21 @@ fn silences_past_the_pattern_memory_budget_are_refused() {
     act(&mut e, T0, ActionKind::Unsilence { id: ids[0] }).unwrap();
     act(&mut e, T0, silence(&heavy, T0, T0 + SEC)).unwrap();
 }
+
+/// The keys a silence record lists are in key order, whatever order the index holds them in:
+/// every node makes the same record.
+#[test]
+fn a_silence_record_lists_its_keys_in_key_order() {
+    let keys: Vec<String> = (0..200).map(|n| format!("db{n:03}")).collect();
+    let record = |order: &mut dyn Iterator<Item = &String>| {
+        let mut e = engine();
+        apply(&mut e, order.map(|h| ev(h, "disk", "critical")).collect());
+        let (_, changes) = act(&mut e, T0, silence("service = \"disk\"", T0, T0 + SEC)).unwrap();
+        delta(&changes[0]).2
+    };
+    let forward = record(&mut keys.iter());
+    let backward = record(&mut keys.iter().rev());
+    let expected: Vec<KeyName> = keys.iter().map(|h| key(h, "disk")).collect();
+    assert_eq!(forward, expected);
+    assert_eq!(backward, expected);
+}
