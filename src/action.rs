@@ -18,8 +18,12 @@ use crate::query::Query;
 /// (host, service) of an index key, as events carry them (either may be absent).
 pub type KeyName = (Option<String>, Option<String>);
 
-/// Silences kept at once: each is evaluated against every change, and the set is sent whole.
+/// Silences kept at once: each is evaluated against every change of state.
 pub const MAX_SILENCES: usize = 1_000;
+/// Memory the patterns of all silences together may hold at most ([`Query::memory`] of each:
+/// compiled forms and caches at their bounds). A silence of one simple pattern costs about
+/// 70 KiB, so 1,000 of those fit; a silence past the budget is refused (409), whatever the count.
+pub const SILENCES_MEMORY: usize = 128 << 20;
 /// Longest silence query, in bytes (it is compiled on every node, and kept and sent whole).
 pub const MAX_SILENCE_QUERY: usize = 4 * 1024;
 /// Longest ack note or silence comment, in bytes.
@@ -48,7 +52,7 @@ impl Action {
         } = &mut self.kind
         {
             if compiled.is_none() {
-                *compiled = Query::parse(query).ok();
+                *compiled = Query::parse_silence(query).ok();
             }
         }
     }
@@ -191,12 +195,53 @@ pub enum ActionRecord {
         reason: UnackReason,
         by: Option<String>,
     },
-    /// The silence set changed (created, edited, deleted, started, ended): the whole set and
-    /// the whole set of silenced keys after the change.
+    /// One silence changed, with the silenced keys that changed with it: what a silence change
+    /// costs to store, log and send is what changed, not the whole set.
+    Silence {
+        id: u64,
+        change: SilenceChange,
+        /// The silence after the change; `None` once it is gone (deleted, ended).
+        silence: Option<Silence>,
+        /// Problem keys silenced by this change that were not before.
+        silenced: Vec<KeyName>,
+        /// Keys silenced before this change that are not any more.
+        unsilenced: Vec<KeyName>,
+    },
+    /// The whole silence set and silenced keys after a change: what servers before deltas
+    /// recorded for every silence change. Never made now; still read (a change log or history
+    /// written by an older version) and framed as it was.
     Silences {
         silences: Vec<Silence>,
         silenced: Vec<KeyName>,
     },
+}
+
+/// What happened to a silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SilenceChange {
+    /// An operator created it.
+    Created,
+    /// An operator replaced it (same id and creation time).
+    Edited,
+    /// Its `starts_at` passed (a tick).
+    Started,
+    /// An operator ended it.
+    Deleted,
+    /// Its `ends_at` passed (a tick).
+    Ended,
+}
+
+impl SilenceChange {
+    fn label(self) -> &'static str {
+        match self {
+            SilenceChange::Created => "created",
+            SilenceChange::Edited => "edited",
+            SilenceChange::Started => "started",
+            SilenceChange::Deleted => "deleted",
+            SilenceChange::Ended => "ended",
+        }
+    }
 }
 
 impl ActionRecord {
@@ -222,12 +267,48 @@ impl ActionRecord {
                 }
                 value
             }
+            ActionRecord::Silence {
+                id,
+                change,
+                silence,
+                silenced,
+                unsilenced,
+            } => json!({
+                "type": "silence",
+                "seq": seq,
+                "change": change.label(),
+                "id": id.to_string(),
+                "silence": silence.as_ref().map(Silence::to_json),
+                "silenced": keys_json(silenced),
+                "unsilenced": keys_json(unsilenced),
+            }),
             ActionRecord::Silences { silences, silenced } => json!({
                 "type": "silences",
                 "seq": seq,
                 "silences": silences.iter().map(Silence::to_json).collect::<Vec<_>>(),
                 "silenced": keys_json(silenced),
             }),
+        }
+    }
+}
+
+impl ActionRecord {
+    /// What this record does to a silence set kept by id (a store replaying its log): a delta
+    /// puts or removes its silence, a whole set replaces the set; acks leave it alone.
+    pub fn apply_to_silences(&self, set: &mut std::collections::BTreeMap<u64, Silence>) {
+        match self {
+            ActionRecord::Silence { id, silence, .. } => match silence {
+                Some(silence) => {
+                    set.insert(*id, silence.clone());
+                }
+                None => {
+                    set.remove(id);
+                }
+            },
+            ActionRecord::Silences { silences, .. } => {
+                *set = silences.iter().map(|s| (s.id, s.clone())).collect();
+            }
+            ActionRecord::Ack(_) | ActionRecord::Unack { .. } => {}
         }
     }
 }

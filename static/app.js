@@ -19,7 +19,8 @@
 //   {"type":"snapshot","seq":S,"epoch":E,"reset":R,"events":[E…],"acks":[…],"silences":[…],"silenced":[[H,S]…]}
 //   {"type":"change","seq":N,"previous_state":P,"event":E,"silenced":true?}  one change
 //   {"type":"change",…,"removed":true,"cleared_by":"name"?}  E left the server's index
-//   {"type":"ack",…} {"type":"unack",…} {"type":"silences",…}     operator actions (ACTIONS-CONTRACT)
+//   {"type":"ack",…} {"type":"unack",…} {"type":"silence",…}      operator actions (ACTIONS-CONTRACT;
+//   {"type":"silences",…}: the whole set, from servers and history before silence deltas)
 //   {"type":"stats","clients":C,"events":T,"changes":K}            periodic heartbeat
 //   {"type":"error","error":"…"}                                   answer to a bad subscribe
 // Client → server: {"type":"subscribe","query":Q} (a fresh snapshot, or an error frame).
@@ -264,8 +265,9 @@ function handleMessage(msg) {
       afterAction(key);
       break;
     }
+    case 'silence':
     case 'silences': {
-      const flipped = model.applySilences(msg);
+      const flipped = msg.type === 'silence' ? model.applySilence(msg) : model.applySilences(msg);
       if (flipped === null) break;
       silences.render();
       afterAction(null);

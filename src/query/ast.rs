@@ -11,7 +11,27 @@
 
 use std::fmt;
 
-use regex_automata::meta::Regex;
+use std::sync::{Arc, Mutex};
+
+use regex_automata::meta::{Cache, Regex};
+use regex_automata::Input;
+
+/// Lazy-DFA cache of one silence pattern, each direction (forward, reverse). A pattern whose DFA
+/// needs more at its start (large Unicode classes) goes without one (the PikeVM, slower, over at
+/// most [`SILENCE_SCAN_BYTES`]). A filter's patterns get [`super::REGEX_SIZE_LIMIT`].
+pub const SILENCE_DFA_CACHE: usize = 32 * 1024;
+
+/// Bytes of a value a silence's pattern looks at: the first 4 KiB (cut at a character
+/// boundary). Bounds the work of every silence on every change whatever the descriptions hold.
+pub const SILENCE_SCAN_BYTES: usize = 4 * 1024;
+
+/// The most a silence's pattern holds: its compiled form and text, its lazy-DFA caches (forward
+/// and reverse, each at most [`SILENCE_DFA_CACHE`]) and the PikeVM's cache, which grows with the
+/// compiled NFA (about a quarter of it, measured; charged at its whole size). The bounded
+/// backtracker (up to 256 KiB of visited set) is off for silences.
+pub fn silence_pattern_memory(regex: &Regex, pattern: &str) -> usize {
+    2 * regex.memory_usage() + pattern.len() + 2 * SILENCE_DFA_CACHE
+}
 
 /// A predicate over one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +160,71 @@ pub struct Pattern {
     /// The string literal as the user wrote it (after unescaping).
     pub source: String,
     pub regex: Regex,
+    /// How a silence's pattern is bounded (`None`: a filter's, unbounded here).
+    pub bounded: Option<Bounded>,
+}
+
+/// A pattern whose memory and work are bounded, for the patterns a server keeps for long (a
+/// silence's): it scans at most `scan_limit` bytes of a value, and searches with its one cache
+/// (the regex's own pool would keep a cache per thread that ever evaluated it).
+#[derive(Clone)]
+pub struct Bounded {
+    pub scan_limit: usize,
+    pub cache: Arc<Mutex<Cache>>,
+}
+
+impl Expr {
+    /// The most its patterns hold in memory (see [`Pattern::memory`]).
+    pub fn pattern_memory(&self) -> usize {
+        match self {
+            Expr::And(operands) | Expr::Or(operands) => {
+                operands.iter().map(Expr::pattern_memory).sum()
+            }
+            Expr::Not(inner) => inner.pattern_memory(),
+            Expr::Like { pattern, .. } | Expr::Regex { pattern, .. } => pattern.memory(),
+            Expr::Tagged(_) | Expr::Equal { .. } | Expr::Compare { .. } | Expr::Truthy(_) => 0,
+        }
+    }
+}
+
+impl Pattern {
+    /// The most it holds in memory: a filter's compiled form and text (its caches live in the
+    /// regex's pool, per thread); a bounded pattern's with its cache at its bounds
+    /// ([`silence_pattern_memory`]).
+    pub fn memory(&self) -> usize {
+        match &self.bounded {
+            None => self.regex.memory_usage() + self.source.len(),
+            Some(_) => silence_pattern_memory(&self.regex, &self.source),
+        }
+    }
+
+    /// A filter's pattern: the regex's own cache pool, the whole value scanned.
+    pub fn new(source: String, regex: Regex) -> Pattern {
+        Pattern {
+            source,
+            regex,
+            bounded: None,
+        }
+    }
+
+    /// Whether the pattern is found in `value` (for a bounded pattern: in its first
+    /// `scan_limit` bytes, cut at a character boundary).
+    pub fn is_match(&self, value: &str) -> bool {
+        let Some(bounded) = &self.bounded else {
+            return self.regex.is_match(value);
+        };
+        let mut end = value.len().min(bounded.scan_limit);
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        // A panic while the lock was held leaves the cache as valid as any: keep using it.
+        let mut cache = bounded
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.regex
+            .is_match_with(&mut cache, &Input::new(&value[..end]))
+    }
 }
 
 impl PartialEq for Pattern {

@@ -41,7 +41,7 @@ pub fn matches(expr: &Expr, event: &Event) -> bool {
             _ => false,
         },
         Expr::Like { lhs, pattern } | Expr::Regex { lhs, pattern } => match resolve(lhs, event) {
-            Resolved::Str(s) => pattern.regex.is_match(s),
+            Resolved::Str(s) => pattern.is_match(s),
             _ => false,
         },
         Expr::Truthy(value) => {

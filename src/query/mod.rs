@@ -41,13 +41,14 @@ use std::str::FromStr;
 
 use crate::event::Event;
 
+pub use ast::{SILENCE_DFA_CACHE, SILENCE_SCAN_BYTES};
 pub use parser::{MAX_DEPTH, MAX_PATTERNS, QUERY_REGEX_BUDGET, REGEX_SIZE_LIMIT};
 
 /// Longest query text accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 64 * 1024;
 
 /// A parsed query, ready to test events. Cheap to clone (compiled regexes are shared).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Query {
     expr: ast::Expr,
 }
@@ -79,16 +80,41 @@ fn render(message: &str, column: usize) -> String {
     format!("{message} at column {column}")
 }
 
+/// Two queries are equal when their trees are (however their patterns were compiled).
+impl PartialEq for Query {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr
+    }
+}
+
 impl Query {
     /// Parses query text. See the module docs for the language and the limits.
     pub fn parse(input: &str) -> Result<Query, ParseError> {
+        Query::parse_as(input, parser::Profile::Filter)
+    }
+
+    /// Parses a silence's query: its patterns get small caches of their own (one each, not one
+    /// per thread), scan at most [`SILENCE_SCAN_BYTES`] of a value, and [`Query::memory`]
+    /// counts their caches, so the engine can hold the silences it keeps to one budget.
+    pub fn parse_silence(input: &str) -> Result<Query, ParseError> {
+        Query::parse_as(input, parser::Profile::Silence)
+    }
+
+    fn parse_as(input: &str, profile: parser::Profile) -> Result<Query, ParseError> {
         if input.len() > MAX_QUERY_LEN {
             return Err(ParseError {
                 column: 1,
                 message: format!("query is too long (more than {MAX_QUERY_LEN} bytes)"),
             });
         }
-        parser::parse(input).map(|expr| Query { expr })
+        parser::parse(input, profile).map(|expr| Query { expr })
+    }
+
+    /// The most its patterns hold in memory: their compiled forms and text, and for a
+    /// silence's query ([`Query::parse_silence`]) their caches at their bounds. 0 without
+    /// patterns.
+    pub fn memory(&self) -> usize {
+        self.expr.pattern_memory()
     }
 
     /// Parses on a blocking thread. Compiling a query's regexes is CPU work bounded by
@@ -96,6 +122,17 @@ impl Query {
     /// that it must not run on an async worker, where it would stall every connection sharing it.
     pub async fn parse_off_thread(input: String) -> Result<Query, ParseError> {
         match tokio::task::spawn_blocking(move || Query::parse(&input)).await {
+            Ok(parsed) => parsed,
+            Err(join_error) => Err(ParseError {
+                column: 1,
+                message: format!("query could not be compiled: {join_error}"),
+            }),
+        }
+    }
+
+    /// [`Query::parse_silence`] on a blocking thread (see [`Query::parse_off_thread`]).
+    pub async fn parse_silence_off_thread(input: String) -> Result<Query, ParseError> {
+        match tokio::task::spawn_blocking(move || Query::parse_silence(&input)).await {
             Ok(parsed) => parsed,
             Err(join_error) => Err(ParseError {
                 column: 1,

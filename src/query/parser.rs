@@ -8,7 +8,9 @@
 use regex_automata::meta::{self, Regex};
 use regex_automata::util::syntax;
 
-use super::ast::{CmpOp, Expr, Field, Pattern, Value};
+use super::ast::{
+    Bounded, CmpOp, Expr, Field, Pattern, Value, SILENCE_DFA_CACHE, SILENCE_SCAN_BYTES,
+};
 use super::lexer::{column, quote, Lexer, Tok, Token};
 use super::ParseError;
 
@@ -27,8 +29,17 @@ pub const QUERY_REGEX_BUDGET: usize = 4 << 20;
 /// [`REGEX_SIZE_LIMIT`] while it is evaluated, which the compile budget does not count.
 pub const MAX_PATTERNS: usize = 64;
 
+/// How the patterns of a query are compiled: a dashboard's filter (lives as long as its
+/// subscription; the regex's own cache pool) or a silence (kept by the engine, up to 1,000 of
+/// them: small caches, one per pattern, and a bounded scan, all charged to the query's memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Filter,
+    Silence,
+}
+
 /// Parses a whole query: one predicate, then the end of the input.
-pub fn parse(input: &str) -> Result<Expr, ParseError> {
+pub fn parse(input: &str, profile: Profile) -> Result<Expr, ParseError> {
     let mut lexer = Lexer::new(input);
     let current = lexer.next_token()?;
     let mut parser = Parser {
@@ -37,6 +48,7 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
         current,
         regex_budget: QUERY_REGEX_BUDGET,
         patterns: 0,
+        profile,
     };
     let expr = parser.or(0)?;
     if parser.current.tok != Tok::Eof {
@@ -54,6 +66,7 @@ struct Parser<'a> {
     regex_budget: usize,
     /// Patterns compiled so far.
     patterns: usize,
+    profile: Profile,
 }
 
 impl Parser<'_> {
@@ -194,7 +207,7 @@ impl Parser<'_> {
                 let regex = self.compile(&like_to_regex(&source), at, "invalid pattern")?;
                 Expr::Like {
                     lhs,
-                    pattern: Pattern { source, regex },
+                    pattern: self.pattern(source, regex),
                 }
             }
             Tok::Match => {
@@ -203,7 +216,7 @@ impl Parser<'_> {
                 let regex = self.compile(&source, at, "invalid regex")?;
                 Expr::Regex {
                     lhs,
-                    pattern: Pattern { source, regex },
+                    pattern: self.pattern(source, regex),
                 }
             }
             _ => Expr::Truthy(lhs),
@@ -231,7 +244,7 @@ impl Parser<'_> {
             )
         };
         let limit = REGEX_SIZE_LIMIT.min(self.regex_budget);
-        let regex = match compile(pattern, limit) {
+        let regex = match compile(pattern, limit, self.profile) {
             Ok(regex) => regex,
             Err(CompileError::TooBig) if limit < REGEX_SIZE_LIMIT => return Err(over_budget(self)),
             Err(CompileError::TooBig) => {
@@ -253,6 +266,24 @@ impl Parser<'_> {
             None => return Err(over_budget(self)),
         }
         Ok(regex)
+    }
+
+    /// The compiled pattern as this profile keeps it.
+    fn pattern(&self, source: String, regex: Regex) -> Pattern {
+        match self.profile {
+            Profile::Filter => Pattern::new(source, regex),
+            Profile::Silence => {
+                let cache = std::sync::Arc::new(std::sync::Mutex::new(regex.create_cache()));
+                Pattern {
+                    source,
+                    regex,
+                    bounded: Some(Bounded {
+                        scan_limit: SILENCE_SCAN_BYTES,
+                        cache,
+                    }),
+                }
+            }
+        }
     }
 
     /// Consumes a value token if the current token is one.
@@ -298,10 +329,15 @@ enum CompileError {
 
 /// Compiles with bounded size, exactly as `regex::Regex::new` would (same engine, same
 /// options) but through `regex_automata` so that the compiled size can be charged.
-fn compile(pattern: &str, size_limit: usize) -> Result<Regex, CompileError> {
+fn compile(pattern: &str, size_limit: usize, profile: Profile) -> Result<Regex, CompileError> {
+    let (cache, backtrack) = match profile {
+        Profile::Filter => (REGEX_SIZE_LIMIT, true),
+        Profile::Silence => (SILENCE_DFA_CACHE, false),
+    };
     let config = meta::Config::new()
         .nfa_size_limit(Some(size_limit))
-        .hybrid_cache_capacity(REGEX_SIZE_LIMIT)
+        .hybrid_cache_capacity(cache)
+        .backtrack(backtrack)
         .match_kind(regex_automata::MatchKind::LeftmostFirst)
         .utf8_empty(true);
     meta::Builder::new()

@@ -834,7 +834,7 @@ fn arb_value() -> impl Strategy<Value = Value> {
 
 fn like_pattern(source: String) -> Pattern {
     let regex = regex_automata::meta::Regex::new(&like_to_regex(&source)).unwrap();
-    Pattern { source, regex }
+    Pattern::new(source, regex)
 }
 
 fn regex_pattern() -> impl Strategy<Value = Pattern> {
@@ -845,7 +845,7 @@ fn regex_pattern() -> impl Strategy<Value = Pattern> {
     ]
     .prop_map(|source| {
         let regex = regex_automata::meta::Regex::new(&source).unwrap();
-        Pattern { source, regex }
+        Pattern::new(source, regex)
     })
 }
 
@@ -954,4 +954,91 @@ async fn a_filter_that_matches_everything_is_no_filter() {
         error.starts_with("parse error: expected a number"),
         "{error}"
     );
+}
+
+/// The patterns of `expr`, depth first.
+fn patterns(expr: &ast::Expr) -> Vec<&Pattern> {
+    match expr {
+        ast::Expr::And(operands) | ast::Expr::Or(operands) => {
+            operands.iter().flat_map(patterns).collect()
+        }
+        ast::Expr::Not(inner) => patterns(inner),
+        ast::Expr::Like { pattern, .. } | ast::Expr::Regex { pattern, .. } => vec![pattern],
+        _ => Vec::new(),
+    }
+}
+
+/// A silence's patterns stay inside what its query charges (issue 20 item 4): after searching
+/// values that make lazy DFAs grow (a state per digit position seen, no literal to skip by),
+/// each pattern's one cache plus its compiled form is within [`Query::memory`], and a pattern
+/// looks at the first [`SILENCE_SCAN_BYTES`] of a value only. A filter's patterns keep the
+/// regex's own pool (a dashboard's query lives as long as its subscription).
+#[test]
+fn a_silence_keeps_its_pattern_caches_inside_what_it_charges() {
+    let mut x: u64 = 7;
+    let text: String = (0..64 * 1024)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let c = (x >> 33) % 37;
+            match c {
+                0..=25 => (b'a' + c as u8) as char,
+                26..=35 => (b'0' + (c - 26) as u8) as char,
+                _ => 'é',
+            }
+        })
+        .collect();
+    for source in [
+        r#"description ~= "[0-9][a-z0-9]{12}[^a-z0-9é]""#,
+        r#"description ~= "[a-f][a-z0-9]{14}[^a-z0-9é]""#,
+        r#"description ~= "\\w{1,12}[0-9]Q""#,
+        r#"description =~ "%zz9q%""#,
+    ] {
+        let query = Query::parse_silence(source).unwrap();
+        for cut in [text.len(), 4096, 100] {
+            let mut end = cut;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let event = Event {
+                description: Some(text[..end].to_owned()),
+                ..Default::default()
+            };
+            assert!(!query.matches(&event), "{source}");
+        }
+        let found = patterns(&query.expr);
+        assert_eq!(found.len(), 1);
+        let pattern = found[0];
+        let bounded = pattern
+            .bounded
+            .as_ref()
+            .expect("a silence's pattern is bounded");
+        let cache = bounded.cache.lock().unwrap().memory_usage();
+        let held = pattern.regex.memory_usage() + cache;
+        assert!(
+            held <= query.memory(),
+            "{source}: holds {held} bytes, charged {}",
+            query.memory()
+        );
+        assert!(
+            Query::parse(source).unwrap().memory() < query.memory(),
+            "a filter's charge has no caches"
+        );
+        assert!(patterns(&Query::parse(source).unwrap().expr)[0]
+            .bounded
+            .is_none());
+    }
+
+    // Only the first 4 KiB of a value is looked at.
+    let silence = Query::parse_silence(r#"description ~= "needle""#).unwrap();
+    let at = |offset: usize| Event {
+        description: Some(format!("{}needle", "é".repeat(offset / 2))),
+        ..Default::default()
+    };
+    assert!(silence.matches(&at(SILENCE_SCAN_BYTES - 100)));
+    assert!(!silence.matches(&at(SILENCE_SCAN_BYTES + 100)));
+    assert!(Query::parse(r#"description ~= "needle""#)
+        .unwrap()
+        .matches(&at(SILENCE_SCAN_BYTES + 100)));
 }

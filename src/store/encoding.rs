@@ -213,11 +213,14 @@ pub(super) fn encode_change(change: &Change, recorded_at: i64, scratch: &mut Vec
     buf
 }
 
-/// What a record does to the stored operator state: an ack is written or deleted, the silence
-/// set replaced. State changes do nothing here.
+/// What a record does to the stored operator state: an ack is written or deleted; a silence
+/// delta writes or deletes its one silence (a row per id, so a change writes what changed); an
+/// old whole-set record (a log written by an earlier version) replaces them all. State changes
+/// do nothing here.
 pub(super) fn apply_action(
     record: &ActionRecord,
     acks: &mut redb::Table<&[u8], &[u8]>,
+    silences: &mut redb::Table<u64, &[u8]>,
     meta: &mut redb::Table<&str, &[u8]>,
 ) -> Result<(), StoreError> {
     match record {
@@ -230,12 +233,68 @@ pub(super) fn apply_action(
             let key = encode_key_parts(host.as_deref(), service.as_deref());
             acks.remove(key.as_slice())?;
         }
-        ActionRecord::Silences { silences, .. } => {
-            let value = serde_json::to_vec(silences).unwrap_or_default();
-            meta.insert(super::META_SILENCES, value.as_slice())?;
+        ActionRecord::Silence { id, silence, .. } => {
+            migrate_silences(silences, meta)?;
+            match silence {
+                Some(silence) => {
+                    let value = serde_json::to_vec(silence).unwrap_or_default();
+                    silences.insert(*id, value.as_slice())?;
+                }
+                None => {
+                    silences.remove(*id)?;
+                }
+            }
+        }
+        ActionRecord::Silences { silences: set, .. } => {
+            meta.remove(super::META_SILENCES)?;
+            silences.retain(|_, _| false)?;
+            for silence in set {
+                let value = serde_json::to_vec(silence).unwrap_or_default();
+                silences.insert(silence.id, value.as_slice())?;
+            }
         }
     }
     Ok(())
+}
+
+/// Moves a silence set an earlier version kept as one meta value into the per-id table, once.
+fn migrate_silences(
+    silences: &mut redb::Table<u64, &[u8]>,
+    meta: &mut redb::Table<&str, &[u8]>,
+) -> Result<(), StoreError> {
+    let Some(old) = meta.remove(super::META_SILENCES)? else {
+        return Ok(());
+    };
+    let set = decode_silences(old.value());
+    drop(old);
+    silences.retain(|_, _| false)?;
+    for silence in set {
+        let value = serde_json::to_vec(&silence).unwrap_or_default();
+        silences.insert(silence.id, value.as_slice())?;
+    }
+    Ok(())
+}
+
+/// The stored silences: the set an earlier version kept in meta if it is still there, else the
+/// per-id rows (a silence that does not decode is skipped with a warning).
+pub(super) fn read_silences(
+    meta: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    silences: Option<&impl redb::ReadableTable<u64, &'static [u8]>>,
+) -> Result<Vec<Silence>, StoreError> {
+    if let Some(old) = meta.get(super::META_SILENCES)? {
+        return Ok(decode_silences(old.value()));
+    }
+    let mut set = Vec::new();
+    if let Some(table) = silences {
+        for row in table.iter()? {
+            let (_, value) = row?;
+            match serde_json::from_slice(value.value()) {
+                Ok(silence) => set.push(silence),
+                Err(error) => tracing::warn!(%error, "skipping an undecodable stored silence"),
+            }
+        }
+    }
+    Ok(set)
 }
 
 /// A stored ack, or `None` (with a warning) when it does not decode.

@@ -62,6 +62,8 @@ const ACKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("acks");
 const GAPS: TableDefinition<u64, u64> = TableDefinition::new("gaps");
 /// Holes kept; the oldest is forgotten beyond (each comes from one restart that had to skip).
 const MAX_GAPS: u64 = 1024;
+/// Silence id → the silence (JSON of `action::Silence`), written from the silence records.
+const SILENCES: TableDefinition<u64, &[u8]> = TableDefinition::new("silences");
 
 /// Page cache of the database file (redb's default is 1 GiB). The hot set is small — the index
 /// (≈ a few hundred bytes per key) and the end of history being appended — and history reads
@@ -76,7 +78,8 @@ const META_LOG_BYTES: &str = "log_bytes";
 /// The `seq` at which the last stop was clean: its final checkpoint left nothing in the log the
 /// database lacks. Removed by the next start that can write the database.
 const META_CLEAN_STOP: &str = "clean_stop";
-/// The silence set (JSON of `Vec<action::Silence>`), replaced by each silences record.
+/// The silence set as an earlier version kept it (JSON of `Vec<action::Silence>`, replaced by
+/// each whole-set record): read while present, moved into [`SILENCES`] by the first delta.
 const META_SILENCES: &str = "silences";
 
 /// What a restart recovers.
@@ -279,7 +282,9 @@ impl Store {
             let mut history = txn.open_table(HISTORY)?;
             let mut index = txn.open_table(INDEX)?;
             let mut acks = txn.open_table(ACKS)?;
-            if let Some(seq) = replay(&logged, &mut history, &mut index, &mut acks, &mut meta)? {
+            let mut silences = txn.open_table(SILENCES)?;
+            let tables = (&mut acks, &mut silences, &mut meta);
+            if let Some(seq) = replay(&logged, &mut history, &mut index, tables)? {
                 meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
             }
             // From a start that could not write it: this run may have logged more.
@@ -350,6 +355,7 @@ impl Store {
             let mut history = txn.open_table(HISTORY)?;
             let mut index = txn.open_table(INDEX)?;
             let mut acks = txn.open_table(ACKS)?;
+            let mut silences = txn.open_table(SILENCES)?;
             let mut meta = txn.open_table(META)?;
             for step in steps {
                 match step {
@@ -357,7 +363,7 @@ impl Store {
                         for record in &encoded.records {
                             history.insert(record.seq, record.bytes.as_slice())?;
                             if let Some(action) = &record.action {
-                                apply_action(action, &mut acks, &mut meta)?;
+                                apply_action(action, &mut acks, &mut silences, &mut meta)?;
                             } else if record.removed {
                                 delete_event(&mut index, &record.event)?;
                             } else {
@@ -425,17 +431,31 @@ impl Store {
     }
 
     /// Changes with `seq > since`, oldest first, at most `limit`, that `keep` accepts.
+    #[cfg(test)]
     pub fn history(
         &self,
         since: u64,
         limit: usize,
+        keep: impl FnMut(&StoredChange) -> bool,
+    ) -> Result<Vec<StoredChange>, StoreError> {
+        self.history_within(since, limit, usize::MAX, keep)
+    }
+
+    /// [`Store::history`] that also stops once the kept records hold `max_bytes` (as stored):
+    /// the record that reaches it is the last one read, so a read always makes progress.
+    pub fn history_within(
+        &self,
+        since: u64,
+        limit: usize,
+        max_bytes: usize,
         mut keep: impl FnMut(&StoredChange) -> bool,
     ) -> Result<Vec<StoredChange>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(HISTORY)?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for row in table.range(since.saturating_add(1)..)? {
-            if out.len() >= limit {
+            if out.len() >= limit || bytes >= max_bytes {
                 break;
             }
             let (_, value) = row?;
@@ -443,6 +463,7 @@ impl Store {
                 continue;
             };
             if keep(&change) {
+                bytes = bytes.saturating_add(value.value().len());
                 out.push(change);
             }
         }

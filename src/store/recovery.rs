@@ -7,12 +7,12 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::encoding::{
-    apply_action, decode_ack, decode_silences, delete_event, encode_key, encode_key_parts,
-    put_event, StoredChange,
+    apply_action, decode_ack, delete_event, encode_key, encode_key_parts, put_event, read_silences,
+    StoredChange,
 };
 use super::{
     new_epoch, wal, Recovered, Replay, StoreError, ACKS, HISTORY, INDEX, META, META_CLEAN_STOP,
-    META_EPOCH, META_LOG_BYTES, META_SEQ, META_SILENCES,
+    META_EPOCH, META_LOG_BYTES, META_SEQ, SILENCES,
 };
 use crate::action::{ActionRecord, Actions};
 use crate::event::convert;
@@ -44,9 +44,10 @@ pub(super) fn recover(db: &Database, log_path: &Path) -> Result<(Recovered, wal:
         let mut history = txn.open_table(HISTORY)?;
         let mut index = txn.open_table(INDEX)?;
         let mut acks = txn.open_table(ACKS)?;
+        let mut silences = txn.open_table(SILENCES)?;
         let replayed = logged.len();
-        let seq = replay(&logged, &mut history, &mut index, &mut acks, &mut meta)?
-            .unwrap_or(checkpointed);
+        let tables = (&mut acks, &mut silences, &mut meta);
+        let seq = replay(&logged, &mut history, &mut index, tables)?.unwrap_or(checkpointed);
         if replayed > 0 {
             meta.insert(META_SEQ, seq.to_be_bytes().as_slice())?;
         }
@@ -59,10 +60,7 @@ pub(super) fn recover(db: &Database, log_path: &Path) -> Result<(Recovered, wal:
             }
         }
         let mut actions = Actions {
-            silences: meta
-                .get(META_SILENCES)?
-                .map(|v| decode_silences(v.value()))
-                .unwrap_or_default(),
+            silences: read_silences(&meta, Some(&silences))?,
             ..Actions::default()
         };
         for row in acks.iter()? {
@@ -113,10 +111,10 @@ pub(super) fn recover_read_only(
             Err(error) => tracing::warn!(%error, "skipping undecodable index entry"),
         }
     }
-    let mut silences = meta
-        .get(META_SILENCES)?
-        .map(|v| decode_silences(v.value()))
-        .unwrap_or_default();
+    // A database from before per-silence rows has no such table.
+    let stored = read_silences(&meta, txn.open_table(SILENCES).ok().as_ref())?;
+    let mut silences: std::collections::BTreeMap<u64, crate::action::Silence> =
+        stored.into_iter().map(|s| (s.id, s)).collect();
     let mut acks = std::collections::BTreeMap::new();
     // A database from before acks existed has no such table.
     if let Ok(table) = txn.open_table(ACKS) {
@@ -137,7 +135,7 @@ pub(super) fn recover_read_only(
                 Some(ActionRecord::Unack { host, service, .. }) => {
                     acks.remove(&encode_key_parts(host.as_deref(), service.as_deref()));
                 }
-                Some(ActionRecord::Silences { silences: set, .. }) => silences = set,
+                Some(record) => record.apply_to_silences(&mut silences),
                 None => {}
             }
             continue;
@@ -154,7 +152,7 @@ pub(super) fn recover_read_only(
     let events = index.into_values().collect();
     let actions = Actions {
         acks: acks.into_values().collect(),
-        silences,
+        silences: silences.into_values().collect(),
         ..Actions::default()
     };
     let recovered = Recovered {
@@ -188,20 +186,26 @@ fn log_replay(replayed: usize, report: &wal::ReadReport, seq: u64) {
     }
 }
 
+/// The tables operator-action records write: acks, silences, meta.
+pub(super) type ActionTables<'a, 't> = (
+    &'a mut redb::Table<'t, &'static [u8], &'static [u8]>,
+    &'a mut redb::Table<'t, u64, &'static [u8]>,
+    &'a mut redb::Table<'t, &'static str, &'static [u8]>,
+);
+
 /// Writes logged changes into history and the index: the `seq` of the last, if any.
 pub(super) fn replay(
     logged: &[StoredChange],
     history: &mut redb::Table<u64, &[u8]>,
     index: &mut redb::Table<&[u8], &[u8]>,
-    acks: &mut redb::Table<&[u8], &[u8]>,
-    meta: &mut redb::Table<&str, &[u8]>,
+    (acks, silences, meta): ActionTables<'_, '_>,
 ) -> Result<Option<u64>, StoreError> {
     let mut seq = None;
     for change in logged {
         history.insert(change.seq, change.encode_to_vec().as_slice())?;
         if change.is_action() {
             if let Some(record) = change.action() {
-                apply_action(&record, acks, meta)?;
+                apply_action(&record, acks, silences, meta)?;
             }
         } else if change.removed {
             delete_event(index, &change.event())?;

@@ -577,3 +577,70 @@ fn holes_in_history_are_told_and_bounded() {
     assert_eq!(store.oldest_seq().unwrap(), Some(newest + 1));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn silence_delta(seq: u64, id: u64, kept: bool) -> Change {
+    let silence = kept.then(|| crate::action::Silence {
+        id,
+        query: format!("host = \"s{seq}\""),
+        comment: String::new(),
+        by: "ann".into(),
+        created_at: 1,
+        starts_at: 1,
+        ends_at: 2,
+        active: true,
+    });
+    let change = if kept {
+        crate::action::SilenceChange::Created
+    } else {
+        crate::action::SilenceChange::Deleted
+    };
+    Change::action(
+        seq,
+        crate::action::ActionRecord::Silence {
+            id,
+            change,
+            silence,
+            silenced: Vec::new(),
+            unsilenced: Vec::new(),
+        },
+    )
+}
+
+/// A silence change is stored as what changed (one silence row), and a database or log written
+/// by an earlier version (whole-set records, the set in one meta value) still recovers: the
+/// deltas that follow apply on top of it, in redb and in the read-only start alike.
+#[test]
+fn silence_deltas_apply_on_top_of_an_old_whole_set() {
+    let dir = tmp();
+    {
+        let (store, _) = Store::open(&dir).unwrap();
+        // An earlier version's record: the whole set {1, 2}.
+        store
+            .commit(&[silences_record(2, &[1, 2])], &[], 2, 1_000)
+            .unwrap();
+        // Deltas: 1 deleted, 3 created.
+        let deltas = [silence_delta(3, 1, false), silence_delta(4, 3, true)];
+        store.commit(&deltas, &[], 4, 1_000).unwrap();
+        store.checkpoint().unwrap();
+        // Only in the log: an old whole-set record {2, 3, 5}, then 2 deleted, 6 created.
+        let logged = [
+            silences_record(5, &[2, 3, 5]),
+            silence_delta(6, 2, false),
+            silence_delta(7, 6, true),
+        ];
+        store.log([&Encoded::new(&logged, 2_000)]).unwrap();
+    }
+    let ids = |rec: &Recovered| -> Vec<u64> { rec.actions.silences.iter().map(|s| s.id).collect() };
+    let db = open_database(&dir.join(DB_FILE)).unwrap();
+    let (rec, _) = recover_read_only(&db, &dir.join(WAL_FILE)).unwrap();
+    assert_eq!(ids(&rec), vec![3, 5, 6], "read-only start");
+    drop(db);
+    let (store, rec) = Store::open(&dir).unwrap();
+    assert_eq!(ids(&rec), vec![3, 5, 6], "replayed into redb");
+    let created = store.history(3, 1, |_| true).unwrap();
+    assert_eq!(created[0].clone().into_change(), silence_delta(4, 3, true));
+    drop(store);
+    let (_, rec) = Store::open(&dir).unwrap();
+    assert_eq!(ids(&rec), vec![3, 5, 6], "from redb alone");
+    let _ = std::fs::remove_dir_all(&dir);
+}

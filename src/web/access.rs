@@ -225,6 +225,42 @@ impl AccessConfig {
         check_token(self.ingest_token.as_deref(), headers, url_token)
     }
 
+    /// An operator action (ack, unack, silence, clear): the ingest token when one is set (an
+    /// action writes, like an event) and the dashboard token when one is set (acting on the
+    /// dashboard needs at least what reading it needs). Each may come as
+    /// `Authorization: Bearer` or `?token=`; a token set to both values passes both.
+    pub(crate) fn check_action(
+        &self,
+        headers: &HeaderMap,
+        url_token: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let bearer = bearer(headers);
+        for (expected, name) in [
+            (self.ingest_token.as_deref(), "ingest"),
+            (self.dashboard_token.as_deref(), "dashboard"),
+        ] {
+            let Some(expected) = expected else { continue };
+            let matches = |given: Option<&str>| {
+                given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
+            };
+            if matches(bearer) || matches(url_token) {
+                continue;
+            }
+            return Err(denied(
+                StatusCode::UNAUTHORIZED,
+                if bearer.is_none() && url_token.is_none() {
+                    "a token is required (Authorization: Bearer …)".to_owned()
+                } else {
+                    format!(
+                        "invalid token: an action needs the {name} token (as Authorization: \
+                         Bearer or ?token=)"
+                    )
+                },
+            ));
+        }
+        Ok(())
+    }
+
     /// Dashboards may pass the token in the URL (`?token=`): browsers cannot set headers on a
     /// websocket.
     pub(crate) fn check_dashboard(
@@ -262,11 +298,7 @@ fn check_token(
     let Some(expected) = expected else {
         return Ok(());
     };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let given = bearer.or(url_token);
+    let given = bearer(headers).or(url_token);
     match given {
         Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
         Some(_) => Err(denied(StatusCode::UNAUTHORIZED, "invalid token")),
@@ -275,6 +307,14 @@ fn check_token(
             "a token is required (Authorization: Bearer …)",
         )),
     }
+}
+
+/// The `Authorization: Bearer` token, if one was sent.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// Equality whose running time depends only on the lengths, not on where the bytes differ.

@@ -51,8 +51,7 @@ pub(crate) struct KeyParams {
     host: Option<String>,
     service: Option<String>,
     by: Option<String>,
-    /// Accepted so a browser can pass the ingest token like elsewhere; checked by headers only.
-    #[allow(dead_code)]
+    /// A token (ingest or dashboard), as browsers pass it elsewhere.
     token: Option<String>,
 }
 
@@ -124,7 +123,8 @@ pub(crate) async fn delete_ack(
 ) -> Response {
     let path = "/api/ack";
     respond(&app, path, async {
-        check_write(&app, path, &headers)?;
+        let token = params.as_ref().ok().and_then(|p| p.token.clone());
+        check_write(&app, path, &headers, token.as_deref())?;
         let UrlQuery(params) = params.map_err(|e| bad(e.body_text()))?;
         unack(&app, params.host, params.service, params.by).await
     })
@@ -196,7 +196,8 @@ pub(crate) async fn delete_silence(
 ) -> Response {
     let path = "/api/silence";
     respond(&app, path, async {
-        check_write(&app, path, &headers)?;
+        let token = params.as_ref().ok().and_then(|p| p.token.clone());
+        check_write(&app, path, &headers, token.as_deref())?;
         let UrlQuery(params) = params.map_err(|e| bad(e.body_text()))?;
         let id = silence_id(&id)?;
         let by = params.by.map(check_by).transpose()?.unwrap_or_default();
@@ -277,14 +278,36 @@ async fn respond(
     }
 }
 
-/// The write rules of `POST /api/event`: no browser cross-site request, the ingest token.
-fn check_write(app: &AppState, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The write rules: no browser cross-site request (as for `POST /api/event`), and every token
+/// that is set — the ingest token (an action writes) and the dashboard token (acting on the
+/// dashboard needs at least what reading it needs); see [`AccessConfig::check_action`].
+///
+/// [`AccessConfig::check_action`]: super::access::AccessConfig::check_action
+fn check_write(
+    app: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    url_token: Option<&str>,
+) -> Result<(), ApiError> {
     app.access
         .check_cross_site(headers)
         .map_err(|denied| app.refused(Refusal::Origin, path, denied))?;
     app.access
-        .check_ingest(headers)
+        .check_action(headers, url_token)
         .map_err(|denied| app.refused(Refusal::Token, path, denied))
+}
+
+/// `?token=` of a request whose other URL parameters are not read (a body carries them).
+#[derive(Deserialize)]
+struct UrlToken {
+    token: Option<String>,
+}
+
+/// The `?token=` of `uri`, if any (a query string that does not decode has none).
+fn url_token(uri: &axum::http::Uri) -> Option<String> {
+    UrlQuery::<UrlToken>::try_from_uri(uri)
+        .ok()
+        .and_then(|UrlQuery(params)| params.token)
 }
 
 /// The read rules of `GET /api/state`: the dashboard token.
@@ -306,7 +329,12 @@ async fn receive<T: DeserializeOwned>(
     path: &str,
     request: Request,
 ) -> Result<T, ApiError> {
-    check_write(app, path, request.headers())?;
+    check_write(
+        app,
+        path,
+        request.headers(),
+        url_token(request.uri()).as_deref(),
+    )?;
     let body = match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, app)).await
     {
         Ok(Ok(body)) => body,
@@ -409,7 +437,7 @@ async fn silence_action(body: SilenceBody, id: Option<u64>) -> Result<Action, Ap
     if ends_at <= starts_at || ends_at <= at {
         return Err(bad("ends_at must be later than now and than starts_at"));
     }
-    let compiled = Query::parse_off_thread(text.clone())
+    let compiled = Query::parse_silence_off_thread(text.clone())
         .await
         .map_err(|error| bad(format!("bad query: {error}")))?;
     Ok(Action {

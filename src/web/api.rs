@@ -266,9 +266,12 @@ const MAX_HISTORY_LIMIT: usize = 10_000;
 
 /// `GET /api/history?query=Q&since=SEQ&limit=N`: transitions after `since`, oldest first.
 ///
-/// Answers `{"epoch":E,"oldest_seq":O,"changes":[…]}` where each change has the websocket change
-/// shape; a transition matches when the event before or after it matches Q. When the page
-/// reaches a hole in this node's history it stops there and says so: `"gap":{"from":F,"to":T}`.
+/// Answers `{"epoch":E,"oldest_seq":O,"changes":[…],"more":M}` where each change has the
+/// websocket change shape; a transition matches when the event before or after it matches Q.
+/// When the page reaches a hole in this node's history it stops there and says so:
+/// `"gap":{"from":F,"to":T}`. `more` is true when the page stopped at `limit`, at
+/// [`history::MAX_READ_BYTES`] or at a hole: continue with `since` = the last change's `seq` (or
+/// the hole's `to`).
 pub(crate) async fn history(
     State(app): State<AppState>,
     axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
@@ -289,8 +292,12 @@ pub(crate) async fn history(
         return Err(ApiError::unavailable("server is shutting down"));
     }
     let page = history::page(store, since, limit, filter).await?;
-    let mut body =
-        json!({"epoch": app.epoch, "oldest_seq": page.oldest_seq, "changes": page.changes});
+    let mut body = json!({
+        "epoch": app.epoch,
+        "oldest_seq": page.oldest_seq,
+        "changes": page.changes,
+        "more": page.more,
+    });
     if let Some((from, to)) = page.gap {
         // This node never had changes `from..=to`: the page stops before them; go on after `to`.
         body["gap"] = json!({"from": from, "to": to});

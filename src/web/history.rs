@@ -41,9 +41,16 @@ impl From<HistoryError> for ApiError {
     }
 }
 
-/// `/api/history`'s page: the first `limit` transitions after `since` that match `filter`, as
-/// change JSON, with the oldest `seq` retained (a client that sees it above `since + 1` knows it
-/// missed changes).
+/// Stored bytes one read returns at most (plus the record that crosses it, so a read always
+/// makes progress): a page of `/api/history` stops there with `"more":true`, and a resume whose
+/// replay would be larger gets a snapshot instead. Without it one page of 100 whole-set silence
+/// records (an older version's) was 345 MB.
+pub(crate) const MAX_READ_BYTES: usize = 4 << 20;
+
+/// `/api/history`'s page: the first `limit` transitions after `since` that match `filter`, at
+/// most [`MAX_READ_BYTES`] of them, as change JSON, with the oldest `seq` retained (a client
+/// that sees it above `since + 1` knows it missed changes) and whether it stopped at a bound
+/// (`more`: continue with `since` = the last `seq`).
 pub(crate) async fn page(
     store: Arc<Store>,
     since: u64,
@@ -71,7 +78,8 @@ pub(crate) async fn replay(
     })
     .await?;
     // Whole: history reaches back to `since + 1` with no hole after it, and the rows read are
-    // exactly `since + 1 ..= since + count` (seqs are unique and increasing).
+    // exactly `since + 1 ..= since + count` (seqs are unique and increasing). A read cut short by
+    // bytes has fewer rows: incomplete, so the client gets a snapshot instead.
     let complete = read.oldest_seq.is_some_and(|oldest| oldest <= since + 1)
         && read.gap.is_none()
         && read.rows == count
@@ -102,6 +110,9 @@ pub(crate) struct Read<T> {
     /// The first hole after `since` (`from..=to`: changes this node never had), when the read
     /// reached it: its rows stop there, and the reader goes on after `to` knowing it missed them.
     pub(crate) gap: Option<(u64, u64)>,
+    /// The read stopped at its count, at [`MAX_READ_BYTES`] or at a hole: more may follow (after
+    /// the last row, or after the hole's `to`).
+    pub(crate) more: bool,
 }
 
 /// Reads transitions after `since` on a blocking thread, keeps those that concern a watcher of
@@ -115,28 +126,36 @@ async fn read<T: Send + 'static>(
 ) -> Result<Read<T>, HistoryError> {
     let read = tokio::task::spawn_blocking(move || {
         let hole = store.gap_after(since)?;
-        let mut stored = match span {
-            Span::FirstMatching(limit) => store.history(since, limit, |c: &StoredChange| {
-                // Operator-action records concern every watcher.
-                c.is_action()
-                    || filter
-                        .as_ref()
-                        .is_none_or(|q| q.matches_transition(&c.event(), c.previous().as_ref()))
-            })?,
-            Span::Next(count) => store.history(since, count, |_| true)?,
-        };
         let wanted = match span {
             Span::FirstMatching(limit) | Span::Next(limit) => limit,
         };
-        // The read reached the hole when it went past it or ran out of rows before the limit.
+        let mut stored = match span {
+            Span::FirstMatching(limit) => {
+                let keep = |c: &StoredChange| {
+                    // Operator-action records concern every watcher.
+                    c.is_action()
+                        || filter
+                            .as_ref()
+                            .is_none_or(|q| q.matches_transition(&c.event(), c.previous().as_ref()))
+                };
+                store.history_within(since, limit, MAX_READ_BYTES, keep)?
+            }
+            Span::Next(count) => store.history_within(since, count, MAX_READ_BYTES, |_| true)?,
+        };
+        let bytes: usize = stored.iter().map(prost::Message::encoded_len).sum();
+        let cut_by_bytes = bytes >= MAX_READ_BYTES;
+        // The read reached the hole when it went past it, or ran out of rows before its limit
+        // (a read cut short by bytes stopped before the hole, not at it).
         let gap = hole.filter(|(from, _)| {
-            stored.len() < wanted || stored.last().is_some_and(|c| c.seq >= *from)
+            stored.last().is_some_and(|c| c.seq >= *from)
+                || (stored.len() < wanted && !cut_by_bytes)
         });
         if let Some((from, _)) = gap {
             stored.retain(|c| c.seq < from);
         }
         let rows = stored.len();
         let last_row = stored.last().map(|c| c.seq);
+        let more = gap.is_some() || rows >= wanted || cut_by_bytes;
         let changes = stored
             .into_iter()
             .map(StoredChange::into_change)
@@ -158,6 +177,7 @@ async fn read<T: Send + 'static>(
             rows,
             last_row,
             gap,
+            more,
         })
     })
     .await?;

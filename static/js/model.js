@@ -186,8 +186,9 @@ export class Model {
     return key;
   }
 
-  /** {"type":"silences",…}: the whole silence set and silenced-key set. Returns the keys whose
-   *  silenced flag changed, or null for a duplicate. */
+  /** {"type":"silences",…}: the whole silence set and silenced-key set (what servers before
+   *  silence deltas sent, and history they wrote). Returns the keys whose silenced flag
+   *  changed, or null for a duplicate. */
   applySilences(msg) {
     if (!this.acceptSeq(msg)) return null;
     this.version += 1;
@@ -198,6 +199,39 @@ export class Model {
     for (const k of next) if (!this.silenced.has(k)) flipped.add(k);
     for (const k of this.silenced) if (!next.has(k)) flipped.add(k);
     this.silenced = next;
+    return flipped;
+  }
+
+  /** {"type":"silence","change","id","silence","silenced","unsilenced"}: one silence changed
+   *  (created, edited, started: `silence` is it; deleted, ended: `silence` is null) and the keys
+   *  it silenced or released. Returns the keys whose silenced flag changed, or null for a
+   *  duplicate. */
+  applySilence(msg) {
+    if (!this.acceptSeq(msg)) return null;
+    this.version += 1;
+    const id = String(msg.id);
+    const rest = this.silences.filter((s) => String(s.id) !== id);
+    if (msg.silence && typeof msg.silence === 'object') {
+      const at = this.silences.findIndex((s) => String(s.id) === id);
+      if (at >= 0) {
+        rest.splice(at, 0, msg.silence);
+      } else {
+        // New ids are seqs, so in order at the end; keep the list ordered by id anyway.
+        const after = rest.findIndex((s) => Number(s.id) > Number(id));
+        rest.splice(after < 0 ? rest.length : after, 0, msg.silence);
+      }
+    }
+    this.silences = rest;
+    const flipped = new Set();
+    for (const k of keySet(Array.isArray(msg.unsilenced) ? msg.unsilenced : [])) {
+      if (this.silenced.delete(k)) flipped.add(k);
+    }
+    for (const k of keySet(Array.isArray(msg.silenced) ? msg.silenced : [])) {
+      if (!this.silenced.has(k)) {
+        this.silenced.add(k);
+        flipped.add(k);
+      }
+    }
     return flipped;
   }
 

@@ -8,10 +8,15 @@
 //! same input hands out the same records with the same numbers.
 //!
 //! The silenced-key set holds the problem keys (a state, not ok) an active silence matches. It
-//! is evaluated for a key whenever it changes state, and for every key whenever the silence set
-//! changes (a silence created, edited, ended, or started by a tick): an update that changes no
-//! state (a metric) does not re-evaluate it. Problems only, so the set (sent whole with every
-//! silence change) stays the size of the problem list, not of the index.
+//! is evaluated for a key whenever it changes state (against every active silence), and when a
+//! silence changes only for the keys that silence can change: one that becomes active (created,
+//! edited, started) is evaluated against the problem keys not silenced yet; one that stops
+//! (deleted, ended, replaced) against the silenced keys, and those it matches are judged again
+//! against the silences left. So a silence change costs one query over the problem keys (plus
+//! the keys it released), not every silence over every key, and its record carries what changed
+//! (the silence, the keys silenced and released), not the whole set. An update that changes no
+//! state (a metric) does not re-evaluate a key: its judgement stands until its next change of
+//! state. Problems only, so the set stays the size of the problem list, not of the index.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,8 +24,8 @@ use std::sync::Arc;
 use super::key::KeyRef;
 use super::Engine;
 use crate::action::{
-    AckInfo, Action, ActionKind, ActionRecord, Actions, KeyName, Refusal, Silence, UnackReason,
-    MAX_SILENCES,
+    AckInfo, Action, ActionKind, ActionRecord, Actions, KeyName, Refusal, Silence, SilenceChange,
+    UnackReason, MAX_SILENCES, SILENCES_MEMORY,
 };
 use crate::change::Change;
 use crate::event::Event;
@@ -183,9 +188,10 @@ impl Engine {
                 };
                 let compiled = match compiled {
                     Some(compiled) => compiled,
-                    None => Query::parse(&query)
+                    None => Query::parse_silence(&query)
                         .map_err(|error| Refusal::Invalid(format!("bad query: {error}")))?,
                 };
+                self.check_silence_memory(id, &compiled)?;
                 let silence = Silence {
                     id: id.unwrap_or(first),
                     query,
@@ -196,20 +202,25 @@ impl Engine {
                     ends_at,
                     active: starts_at <= self.operator.clock,
                 };
-                self.operator.silences.insert(
-                    silence.id,
+                let change = if id.is_some() {
+                    SilenceChange::Edited
+                } else {
+                    SilenceChange::Created
+                };
+                self.put_silence(
                     Live {
                         silence,
                         query: compiled,
                     },
+                    change,
+                    changes,
                 );
-                self.silences_changed(changes);
             }
             ActionKind::Unsilence { id } => {
-                if self.operator.silences.remove(&id).is_none() {
+                if !self.operator.silences.contains_key(&id) {
                     return Err(no_silence(id));
                 }
-                self.silences_changed(changes);
+                self.drop_silence(id, SilenceChange::Deleted, changes);
             }
             ActionKind::Clear { host, service } => {
                 let entry = self
@@ -304,6 +315,28 @@ impl Engine {
         }
     }
 
+    /// Refuses a silence (new, or replacing `id`) whose patterns would take the silences past
+    /// [`SILENCES_MEMORY`]. The cost is the query's, the same on every node.
+    fn check_silence_memory(&self, id: Option<u64>, query: &Query) -> Result<(), Refusal> {
+        let others: usize = self
+            .operator
+            .silences
+            .values()
+            .filter(|live| Some(live.silence.id) != id)
+            .map(|live| live.query.memory())
+            .sum();
+        if others.saturating_add(query.memory()) > SILENCES_MEMORY {
+            return Err(Refusal::Conflict(format!(
+                "the patterns of this silence need up to {} KiB and the silences already hold up \
+                 to {} KiB of the {} MiB they may: end a silence, or use fewer or simpler patterns",
+                query.memory() / 1024,
+                others / 1024,
+                SILENCES_MEMORY >> 20
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether an active silence matches `event`.
     fn silences_match(&self, event: &Event) -> bool {
         self.operator
@@ -312,28 +345,97 @@ impl Engine {
             .any(|live| live.silence.active && live.query.matches(event))
     }
 
-    /// The silence set changed: the silenced keys are evaluated again, and the record of both
-    /// goes out.
-    fn silences_changed(&mut self, changes: &mut Vec<Change>) {
-        let silenced: BTreeSet<KeyName> = if self
+    /// Puts a silence (new, or replacing one with its id) and re-judges only what it can
+    /// change: the keys the replaced version (if active) matches lose it unless another active
+    /// silence matches them; problem keys not silenced that the new version (if active)
+    /// matches gain it. Its record carries both lists.
+    fn put_silence(&mut self, live: Live, change: SilenceChange, changes: &mut Vec<Change>) {
+        let id = live.silence.id;
+        let old = self.operator.silences.insert(id, live);
+        let unsilenced = match old {
+            Some(old) if old.silence.active => self.unsilence_matched_by(&old.query),
+            _ => Vec::new(),
+        };
+        let silenced = self.silence_matched_by(id);
+        self.silence_record(id, change, silenced, unsilenced, changes);
+    }
+
+    /// Removes silence `id` (which exists) and re-judges the keys it matches.
+    fn drop_silence(&mut self, id: u64, change: SilenceChange, changes: &mut Vec<Change>) {
+        let unsilenced = match self.operator.silences.remove(&id) {
+            Some(old) if old.silence.active => self.unsilence_matched_by(&old.query),
+            _ => Vec::new(),
+        };
+        self.silence_record(id, change, Vec::new(), unsilenced, changes);
+    }
+
+    /// Silence `id` became active (created, edited, started): the problem keys not silenced
+    /// that it matches are now. Costs one evaluation of its query per such key.
+    fn silence_matched_by(&mut self, id: u64) -> Vec<KeyName> {
+        let Some(live) = self.operator.silences.get(&id) else {
+            return Vec::new();
+        };
+        if !live.silence.active {
+            return Vec::new();
+        }
+        let silenced = &self.operator.silenced;
+        let mut added: Vec<KeyName> = self
+            .index
+            .values()
+            .filter(|entry| is_problem(&entry.event))
+            .map(|entry| (entry, key_name(&entry.event)))
+            .filter(|(entry, key)| !silenced.contains(key) && live.query.matches(&entry.event))
+            .map(|(_, key)| key)
+            .collect();
+        // The index is a hash map: its order is not the same on every node; the record's is.
+        added.sort_unstable();
+        self.operator.silenced.extend(added.iter().cloned());
+        added
+    }
+
+    /// A silence with `query` stopped being active (deleted, ended, replaced): the silenced
+    /// keys it matches are judged again against the silences left; those none matches are no
+    /// longer silenced. Only silenced keys are looked at, and only those `query` matches are
+    /// judged again.
+    fn unsilence_matched_by(&mut self, query: &Query) -> Vec<KeyName> {
+        let removed: Vec<KeyName> = self
+            .operator
+            .silenced
+            .iter()
+            .filter(|key| {
+                self.index
+                    .get(&key_ref(&key.0, &key.1))
+                    .is_none_or(|entry| {
+                        query.matches(&entry.event) && !self.silences_match(&entry.event)
+                    })
+            })
+            .cloned()
+            .collect();
+        for key in &removed {
+            self.operator.silenced.remove(key);
+        }
+        removed
+    }
+
+    fn silence_record(
+        &mut self,
+        id: u64,
+        change: SilenceChange,
+        silenced: Vec<KeyName>,
+        unsilenced: Vec<KeyName>,
+        changes: &mut Vec<Change>,
+    ) {
+        let silence = self
             .operator
             .silences
-            .values()
-            .any(|live| live.silence.active)
-        {
-            self.index
-                .values()
-                .filter(|entry| is_problem(&entry.event))
-                .filter(|entry| self.silences_match(&entry.event))
-                .map(|entry| key_name(&entry.event))
-                .collect()
-        } else {
-            BTreeSet::new()
-        };
-        self.operator.silenced = silenced;
-        let record = ActionRecord::Silences {
-            silences: self.silence_list(),
-            silenced: self.operator.silenced.iter().cloned().collect(),
+            .get(&id)
+            .map(|live| live.silence.clone());
+        let record = ActionRecord::Silence {
+            id,
+            change,
+            silence,
+            silenced,
+            unsilenced,
         };
         self.push_record(record, changes);
     }
@@ -360,20 +462,30 @@ impl Engine {
             };
             self.end_ack(key, UnackReason::Expired, None, changes);
         }
-        let mut changed = false;
-        self.operator.silences.retain(|_, live| {
-            if live.silence.ends_at <= now_micros {
-                changed = true;
-                return false;
-            }
-            if !live.silence.active && live.silence.starts_at <= now_micros {
+        // Each silence that ends or starts is its own record, in id order.
+        let due: Vec<(u64, SilenceChange)> = self
+            .operator
+            .silences
+            .values()
+            .filter_map(|live| {
+                let silence = &live.silence;
+                if silence.ends_at <= now_micros {
+                    Some((silence.id, SilenceChange::Ended))
+                } else if !silence.active && silence.starts_at <= now_micros {
+                    Some((silence.id, SilenceChange::Started))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, change) in due {
+            if change == SilenceChange::Ended {
+                self.drop_silence(id, change, changes);
+            } else if let Some(live) = self.operator.silences.get_mut(&id) {
                 live.silence.active = true;
-                changed = true;
+                let silenced = self.silence_matched_by(id);
+                self.silence_record(id, change, silenced, Vec::new(), changes);
             }
-            true
-        });
-        if changed {
-            self.silences_changed(changes);
         }
         changes.len() - before
     }
@@ -397,7 +509,7 @@ impl Engine {
             self.set_ack(ack);
         }
         for silence in actions.silences {
-            match Query::parse(&silence.query) {
+            match Query::parse_silence(&silence.query) {
                 Ok(query) => {
                     self.operator.clock = self.operator.clock.max(silence.created_at);
                     self.operator

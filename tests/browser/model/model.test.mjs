@@ -100,3 +100,30 @@ test('attribute names of problems, for grouping', () => {
   m.applySnapshot({ seq: 1, events: [ev('a', 'x', 'critical', { team: 'db', tags: ['p'] }), ev('b', 'x', 'ok', { zone: 'eu' })] }, 0);
   assert.deepEqual(m.attributeNames(), ['team']);
 });
+
+test('a silence frame changes one silence and the keys it names; a whole-set frame still replaces', () => {
+  const m = new Model();
+  m.applySnapshot({
+    seq: 1,
+    events: [ev('a', 'x', 'critical'), ev('b', 'x', 'warning'), ev('c', 'x', 'critical')],
+    silences: [{ id: '1', query: 'host = "b"', active: true }],
+    silenced: [['b', 'x']],
+  }, 0);
+  const created = m.applySilence({ seq: 2, change: 'created', id: '2', silence: { id: '2', query: 'host = "a"', active: true }, silenced: [['a', 'x']], unsilenced: [] });
+  assert.deepEqual([...created], [keyOfPair('a', 'x')]);
+  assert.deepEqual(m.silences.map((s) => s.id), ['1', '2']);
+  assert.equal(m.status(keyOfPair('a', 'x')), 'silenced');
+  assert.equal(m.status(keyOfPair('b', 'x')), 'silenced', 'untouched');
+  const edited = m.applySilence({ seq: 3, change: 'edited', id: '1', silence: { id: '1', query: 'host = "c"', active: true, comment: 'moved' }, silenced: [['c', 'x']], unsilenced: [['b', 'x']] });
+  assert.deepEqual([...edited].sort(), [keyOfPair('b', 'x'), keyOfPair('c', 'x')].sort());
+  assert.deepEqual(m.silences.map((s) => [s.id, s.comment]), [['1', 'moved'], ['2', undefined]], 'edited in place');
+  assert.deepEqual(m.handledCounts(), { active: 1, acked: 0, silenced: 2, worst: 'warning' });
+  const deleted = m.applySilence({ seq: 4, change: 'deleted', id: '2', silence: null, silenced: [], unsilenced: [['a', 'x']] });
+  assert.deepEqual([...deleted], [keyOfPair('a', 'x')]);
+  assert.deepEqual(m.silences.map((s) => s.id), ['1']);
+  assert.equal(m.applySilence({ seq: 4, id: '2', silence: null }), null, 'duplicate seq');
+  // History from an older server: the whole set.
+  m.applySilences({ seq: 5, silences: [], silenced: [] });
+  assert.deepEqual(m.silences, []);
+  assert.equal(m.status(keyOfPair('c', 'x')), 'active');
+});

@@ -1,4 +1,5 @@
 use super::*;
+use crate::action::SilenceChange;
 
 const SEC: i64 = 1_000_000;
 /// Events are timed here, with a long TTL: nothing expires by itself in these tests.
@@ -75,6 +76,28 @@ fn records(changes: &[Change]) -> Vec<(u64, Option<ActionRecord>)> {
         .iter()
         .map(|c| (c.seq, c.action.as_deref().cloned()))
         .collect()
+}
+
+/// A silence record's change, silence, and the keys it silenced and released.
+type Delta = (SilenceChange, Option<Silence>, Vec<KeyName>, Vec<KeyName>);
+
+fn delta(change: &Change) -> Delta {
+    let Some(ActionRecord::Silence {
+        change,
+        silence,
+        silenced,
+        unsilenced,
+        ..
+    }) = change.action.as_deref()
+    else {
+        panic!("not a silence record: {change:?}")
+    };
+    (
+        *change,
+        silence.clone(),
+        silenced.clone(),
+        unsilenced.clone(),
+    )
 }
 
 fn unack(host: &str, service: &str, reason: UnackReason, by: Option<&str>) -> ActionRecord {
@@ -204,12 +227,11 @@ fn a_silence_window_starts_and_ends_by_ticks_and_marks_changes() {
     )
     .unwrap();
     assert_eq!(id, 3);
-    let Some(ActionRecord::Silences { silences, silenced }) = changes[0].action.as_deref() else {
-        panic!("{changes:?}")
-    };
-    assert_eq!(silences.len(), 1);
-    assert_eq!(silences[0].id, 3);
-    assert!(!silences[0].active, "not started yet");
+    let (change, silence, silenced, _) = delta(&changes[0]);
+    assert_eq!(change, SilenceChange::Created);
+    let silence = silence.expect("created");
+    assert_eq!(silence.id, 3);
+    assert!(!silence.active, "not started yet");
     assert!(silenced.is_empty());
     // Not started: a change is not silenced.
     let changes = apply(&mut e, vec![ev("db1", "disk", "warning")]);
@@ -217,11 +239,10 @@ fn a_silence_window_starts_and_ends_by_ticks_and_marks_changes() {
 
     assert!(tick(&mut e, T0 + 9 * SEC).is_empty());
     let changes = tick(&mut e, T0 + 10 * SEC);
-    let Some(ActionRecord::Silences { silences, silenced }) = changes[0].action.as_deref() else {
-        panic!("{changes:?}")
-    };
-    assert!(silences[0].active);
-    assert_eq!(silenced, &vec![key("db1", "disk")]);
+    let (change, silence, silenced, _) = delta(&changes[0]);
+    assert_eq!(change, SilenceChange::Started);
+    assert!(silence.expect("started").active);
+    assert_eq!(silenced, vec![key("db1", "disk")]);
     assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
 
     let changes = apply(
@@ -240,11 +261,13 @@ fn a_silence_window_starts_and_ends_by_ticks_and_marks_changes() {
     );
 
     let changes = tick(&mut e, T0 + 20 * SEC);
-    let Some(ActionRecord::Silences { silences, silenced }) = changes[0].action.as_deref() else {
-        panic!("{changes:?}")
-    };
-    assert!(silences.is_empty(), "ended: dropped");
+    let (change, silence, silenced, unsilenced) = delta(&changes[0]);
+    assert_eq!(change, SilenceChange::Ended);
+    assert!(silence.is_none(), "ended: dropped");
     assert!(silenced.is_empty());
+    assert_eq!(unsilenced, vec![key("db1", "disk"), key("db2", "disk")]);
+    assert!(e.snapshot().actions.silences.is_empty());
+    assert!(e.snapshot().actions.silenced.is_empty());
     assert!(!apply(&mut e, vec![ev("db1", "disk", "warning")])[0].silenced);
 }
 
@@ -474,4 +497,159 @@ fn compile_fills_in_the_query_of_a_silence_that_came_over_the_wire() {
         e.apply_action(bad, &mut Vec::new()),
         Err(Refusal::Invalid(_))
     ));
+}
+
+/// A silence change costs what it can change (issue 20 item 3): keys it cannot match are not
+/// judged again. db1 was silenced by its description; the description changes without a change
+/// of state (not judged again, by design); an unrelated silence created and deleted must leave
+/// db1's judgement alone. Before, every silence change judged every key again (1,000 silences ×
+/// 50k problems per change), which here also dropped db1.
+#[test]
+fn a_silence_change_judges_again_only_the_keys_it_can_change() {
+    let mut e = engine();
+    let described = |description: &str| Event {
+        description: Some(description.into()),
+        ..ev("db1", "disk", "critical")
+    };
+    apply(
+        &mut e,
+        vec![described("old disk"), ev("web1", "cpu", "critical")],
+    );
+    act(
+        &mut e,
+        T0,
+        silence("description = \"old disk\"", T0, T0 + 60 * SEC),
+    )
+    .unwrap();
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
+    assert!(
+        apply(&mut e, vec![described("new disk")]).is_empty(),
+        "no change of state"
+    );
+
+    let (other, _) = act(&mut e, T0, silence("host = \"nobody\"", T0, T0 + 60 * SEC)).unwrap();
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
+    act(&mut e, T0, ActionKind::Unsilence { id: other }).unwrap();
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
+
+    // web1 matched by two silences: ending one keeps it silenced, ending both releases it.
+    let (by_service, changes) =
+        act(&mut e, T0, silence("service = \"cpu\"", T0, T0 + 60 * SEC)).unwrap();
+    assert_eq!(delta(&changes[0]).2, vec![key("web1", "cpu")]);
+    let (by_host, changes) =
+        act(&mut e, T0, silence("host = \"web1\"", T0, T0 + 60 * SEC)).unwrap();
+    assert!(delta(&changes[0]).2.is_empty(), "already silenced");
+    let (_, changes) = act(&mut e, T0, ActionKind::Unsilence { id: by_service }).unwrap();
+    assert!(
+        delta(&changes[0]).3.is_empty(),
+        "still silenced by {by_host}"
+    );
+    let (_, changes) = act(&mut e, T0, ActionKind::Unsilence { id: by_host }).unwrap();
+    assert_eq!(delta(&changes[0]).3, vec![key("web1", "cpu")]);
+    assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
+}
+
+/// A silence change is recorded as what changed (issue 20 item 5): the one silence (or its id
+/// once gone) and the keys it silenced or released, never the whole set.
+#[test]
+fn a_silence_record_carries_one_silence_and_the_keys_that_changed() {
+    let mut e = engine();
+    apply(
+        &mut e,
+        vec![ev("db1", "disk", "critical"), ev("db2", "disk", "critical")],
+    );
+    for n in 0..3 {
+        act(
+            &mut e,
+            T0,
+            silence(&format!("metric > {n}"), T0, T0 + 60 * SEC),
+        )
+        .unwrap();
+    }
+    let (id, changes) = act(&mut e, T0, silence("host = \"db1\"", T0, T0 + 60 * SEC)).unwrap();
+    let record = changes[0].action.as_deref().cloned();
+    let expected_silence = e.snapshot().actions.silences.last().cloned();
+    assert_eq!(
+        record,
+        Some(ActionRecord::Silence {
+            id,
+            change: SilenceChange::Created,
+            silence: expected_silence.clone(),
+            silenced: vec![key("db1", "disk")],
+            unsilenced: Vec::new(),
+        })
+    );
+    let edit = ActionKind::Silence {
+        id: Some(id),
+        query: "host = \"db2\"".into(),
+        comment: "moved".into(),
+        starts_at: T0,
+        ends_at: T0 + 60 * SEC,
+        compiled: None,
+    };
+    let (_, changes) = act(&mut e, T0, edit).unwrap();
+    let (change, silence, silenced, unsilenced) = delta(&changes[0]);
+    assert_eq!(change, SilenceChange::Edited);
+    assert_eq!(silence.map(|s| s.comment), Some("moved".into()));
+    assert_eq!(
+        (silenced, unsilenced),
+        (vec![key("db2", "disk")], vec![key("db1", "disk")])
+    );
+    let (_, changes) = act(&mut e, T0, ActionKind::Unsilence { id }).unwrap();
+    assert_eq!(
+        changes[0].action.as_deref().cloned(),
+        Some(ActionRecord::Silence {
+            id,
+            change: SilenceChange::Deleted,
+            silence: None,
+            silenced: Vec::new(),
+            unsilenced: vec![key("db2", "disk")],
+        })
+    );
+    assert_eq!(e.snapshot().actions.silences.len(), 3);
+}
+
+/// All silences' patterns together are held to [`SILENCES_MEMORY`] (issue 20 item 4): past it a
+/// new silence is refused (409) with nothing applied, and ending one makes room again.
+#[test]
+fn silences_past_the_pattern_memory_budget_are_refused() {
+    let mut e = engine();
+    let heavy: Vec<String> = (0..5)
+        .map(|n| format!("description ~= \"\\\\w{{1,12}}[0-9]{n}\""))
+        .collect();
+    let heavy = heavy.join(" or ");
+    let cost = Query::parse_silence(&heavy).unwrap().memory();
+    assert!(cost > 4 << 20, "{cost}");
+    let fit = SILENCES_MEMORY / cost;
+    let mut ids = Vec::new();
+    for _ in 0..fit {
+        ids.push(act(&mut e, T0, silence(&heavy, T0, T0 + SEC)).unwrap().0);
+    }
+    let seq = e.seq();
+    let refused = act(&mut e, T0, silence(&heavy, T0, T0 + SEC)).unwrap_err();
+    assert!(matches!(refused, Refusal::Conflict(_)), "{refused}");
+    assert!(refused.to_string().contains("128 MiB"), "{refused}");
+    assert_eq!(e.seq(), seq, "nothing applied");
+    // A silence without patterns costs nothing.
+    act(&mut e, T0, silence("host = \"db1\"", T0, T0 + SEC)).unwrap();
+    act(&mut e, T0, ActionKind::Unsilence { id: ids[0] }).unwrap();
+    act(&mut e, T0, silence(&heavy, T0, T0 + SEC)).unwrap();
+}
+
+/// The keys a silence record lists are in key order, whatever order the index holds them in:
+/// every node makes the same record.
+#[test]
+fn a_silence_record_lists_its_keys_in_key_order() {
+    let keys: Vec<String> = (0..200).map(|n| format!("db{n:03}")).collect();
+    let record = |order: &mut dyn Iterator<Item = &String>| {
+        let mut e = engine();
+        apply(&mut e, order.map(|h| ev(h, "disk", "critical")).collect());
+        let (_, changes) = act(&mut e, T0, silence("service = \"disk\"", T0, T0 + SEC)).unwrap();
+        delta(&changes[0]).2
+    };
+    let forward = record(&mut keys.iter());
+    let backward = record(&mut keys.iter().rev());
+    let expected: Vec<KeyName> = keys.iter().map(|h| key(h, "disk")).collect();
+    assert_eq!(forward, expected);
+    assert_eq!(backward, expected);
 }
