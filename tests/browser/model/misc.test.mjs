@@ -64,3 +64,14 @@ test('the document title counts acked and silenced problems apart', async () => 
   assert.equal(titleFor({ active: 0, acked: 1, silenced: 0 }, true), '(0, 1 acked) statecast');
   assert.equal(titleFor({ active: 5, acked: 0, silenced: 0 }, false), 'statecast');
 });
+
+test('the UTC clock in a 12-hour locale reads 24-hour with Z, not "AMZ" (issue 24 item 2)', async () => {
+  // In a child so the locale is a 12-hour one whatever this machine's default is.
+  const { execFileSync } = await import('node:child_process');
+  const url = new URL('../../../static/js/format.js', import.meta.url).href;
+  const code = `const f = await import(${JSON.stringify(url)}); f.setClock('utc');
+    console.log(JSON.stringify([f.clock(Date.UTC(2026, 0, 1, 2, 48, 14)), f.clock(Date.UTC(2026, 0, 1, 14, 48, 14)), f.clock(Date.UTC(2026, 0, 1, 0, 0, 1))]));`;
+  const env = { ...process.env, LC_ALL: 'en_US.UTF-8', LANG: 'en_US.UTF-8' };
+  const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', code], { env, encoding: 'utf8' }));
+  assert.deepEqual(out, ['02:48:14Z', '14:48:14Z', '00:00:01Z']);
+});
