@@ -44,11 +44,20 @@ export function refreshTimes(root = document) {
 }
 
 /** Highlights a row that just changed. Alternating between two identically animated classes
- *  restarts the animation without forcing a layout. */
+ *  restarts the animation without forcing a layout. The class goes when its animation ends (or
+ *  is cancelled): a class left on the row would flash it again each time a sort or regroup
+ *  moves it, since re-inserting a node restarts its CSS animations. */
 export function flash(row) {
   const next = row.classList.contains('flash-a') ? 'flash-b' : 'flash-a';
   row.classList.remove('flash-a', 'flash-b');
   row.classList.add(next);
+  // The same listener function each time: adding it again is a no-op.
+  row.addEventListener('animationend', endFlash);
+  row.addEventListener('animationcancel', endFlash);
+}
+
+function endFlash(e) {
+  if (e.animationName === 'flash-a' || e.animationName === 'flash-b') e.currentTarget.classList.remove(e.animationName);
 }
 
 /** Runs `fn` once per frame at most; a timer backs rAF up in background tabs. */
