@@ -26,7 +26,7 @@
 // URL: /ws?query=Q filters from the start; /ws?since=SEQ&epoch=E resumes after a reconnect.
 
 import { $, setText, coalesce, refreshTimes } from './js/dom.js';
-import { clock, relative } from './js/format.js';
+import { clock, relative, fmtRate } from './js/format.js';
 import { Model, keyOf, parseTime, splitKey } from './js/model.js';
 import { Connection } from './js/connection.js';
 import { createFilter } from './js/filter.js';
@@ -145,7 +145,6 @@ function markFiltered() {
 /** Per socket: whether it sent a snapshot, or is resuming (replayed changes, no snapshot). */
 const sync = { snapshot: false, resumed: false, resuming: false };
 let resumeEpoch = null;
-let lastStats = null;
 let loadedRates = false;
 
 function wsUrl() {
@@ -218,7 +217,6 @@ function showConnState(state, detail) {
   $('retry').hidden = !['waiting', 'offline', 'refused'].includes(state);
   if (state !== 'waiting' || live) {
     live = state === 'live';
-    if (live) lastStats = null;
     document.body.classList.toggle('stale', !live && model.haveSnapshot);
     setText($('as-of'), !live && lastLiveAt ? `showing data as of ${clock(lastLiveAt)}` : '');
     render();
@@ -346,15 +344,11 @@ function onChange(msg) {
 }
 
 function onStats(msg) {
-  const now = Date.now();
-  chart.record(msg);
+  // The chart and the header's events/s are one figure, from one computation.
+  const rate = chart.record(msg);
   filter.onStats();
   if (typeof msg.clients === 'number') setText($('clients'), String(msg.clients));
-  if (lastStats && typeof msg.events === 'number' && typeof lastStats.events === 'number' && now > lastStats.at) {
-    const rate = Math.max(0, (msg.events - lastStats.events) * 1000 / (now - lastStats.at));
-    setText($('rate'), rate >= 100 ? String(Math.round(rate)) : rate.toFixed(1));
-  }
-  lastStats = { at: now, events: msg.events };
+  if (rate !== null) setText($('rate'), fmtRate(Math.max(0, rate)));
 }
 
 /** The hour before this page connected, for the chart (absent on older servers: no chart gap). */
