@@ -25,7 +25,7 @@
 // Client → server: {"type":"subscribe","query":Q} (a fresh snapshot, or an error frame).
 // URL: /ws?query=Q filters from the start; /ws?since=SEQ&epoch=E resumes after a reconnect.
 
-import { $, setText, coalesce, refreshTimes } from './js/dom.js';
+import { $, setText, setSentence, coalesce, refreshTimes } from './js/dom.js';
 import { clock, relative, fmtRate } from './js/format.js';
 import { Model, keyOf, parseTime, splitKey } from './js/model.js';
 import { Connection } from './js/connection.js';
@@ -127,7 +127,7 @@ createSettings({
 // Banner (resets after a gap, refusals, server-side closes)
 
 function showBanner(text) {
-  setText($('banner-text'), text);
+  setSentence($('banner-text'), text);
   $('banner').hidden = false;
 }
 $('banner-close').addEventListener('click', () => { $('banner').hidden = true; });
@@ -197,6 +197,15 @@ function showConnState(state, detail) {
     text = `reconnecting in ${conn.retryIn}s`;
   } else if (state === 'refused') {
     text = detail.startsWith('401') ? 'refused: token' : 'refused: origin';
+  }
+  // Before any snapshot the body says what the page waits for, or, refused, why it never will.
+  const waiting = $('waiting');
+  if (state === 'refused') {
+    setSentence(waiting, `Not connected: ${conn.refusal ?? `the server refused this dashboard (${detail}).`}`);
+    waiting.classList.add('refused');
+  } else if (waiting.classList.contains('refused')) {
+    setText(waiting, 'Waiting for the first snapshot…');
+    waiting.classList.remove('refused');
   }
   if (state === 'syncing') {
     sync.snapshot = false;

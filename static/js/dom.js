@@ -17,6 +17,18 @@ export function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
+/** Command-line flags and the token parameter in a sentence ("--allowed-origin", "?token=…"). */
+const FLAG = /(--[a-z][a-z-]*[a-z]|\?token=(?:…)?)/;
+
+/**
+ * Sets a sentence that names flags as text, each flag in a <code> that never breaks across
+ * lines: "--allowed-origin" split after its hyphens reads as something else.
+ */
+export function setSentence(node, text) {
+  const parts = String(text).split(FLAG);
+  node.replaceChildren(...parts.map((part, i) => (i % 2 ? el('code', 'flag', part) : document.createTextNode(part))));
+}
+
 export function setTitle(node, text) {
   if (text) node.setAttribute('title', text);
   else node.removeAttribute('title');
