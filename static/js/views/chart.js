@@ -49,7 +49,9 @@ export function createChart() {
    * the legend and the header show the same figure at the same moment.
    */
   function recordRates(msg) {
-    const now = Date.now();
+    // The frame's own time (servers since issue 24): frames can arrive bunched, and a rate by
+    // arrival times would spike.
+    const now = typeof msg.time === 'number' && Number.isFinite(msg.time) ? msg.time : Date.now();
     const ev = typeof msg.events === 'number' ? msg.events : null;
     const ch = typeof msg.changes === 'number' ? msg.changes : null;
     if (ev === null && ch === null) return null;
