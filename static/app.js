@@ -8,6 +8,7 @@
 //   js/filter.js         the Riemann query filter (?query=), with a hint for unquoted values
 //   js/notifications.js  browser notifications and sound (opt-in, remembered)
 //   js/actions.js        ack / unack / clear / silences over the HTTP API
+//   js/silence-log.js    pure: the live log's sentences for a silence created, edited, deleted (node --test)
 //   js/settings.js       theme and clock toggles (remembered)
 //   js/views/*.js        problems, grid, details, log, chart, header, silences
 //
@@ -26,6 +27,7 @@
 // URL: /ws?query=Q filters from the start; /ws?since=SEQ&epoch=E resumes after a reconnect.
 
 import { $, setText, setSentence, coalesce, refreshTimes } from './js/dom.js';
+import { silenceNotes } from './js/silence-log.js';
 import { clock, relative, fmtRate } from './js/format.js';
 import { Model, keyOf, parseTime, splitKey } from './js/model.js';
 import { Connection } from './js/connection.js';
@@ -272,8 +274,11 @@ function handleMessage(msg) {
       break;
     }
     case 'silences': {
+      const before = model.silences;
       const flipped = model.applySilences(msg);
       if (flipped === null) break;
+      const now = Date.now();
+      for (const text of silenceNotes(before, model.silences, { now, by: msg.by })) log.note(text, now);
       silences.render();
       afterAction(null);
       break;
