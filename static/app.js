@@ -8,6 +8,7 @@
 //   js/filter.js         the Riemann query filter (?query=), with a hint for unquoted values
 //   js/notifications.js  browser notifications and sound (opt-in, remembered)
 //   js/actions.js        ack / unack / clear / silences over the HTTP API
+//   js/silence-log.js    pure: the live log's sentences for a silence created, edited, deleted (node --test)
 //   js/settings.js       theme and clock toggles (remembered)
 //   js/views/*.js        problems, grid, details, log, chart, header, silences
 //
@@ -26,8 +27,9 @@
 // Client → server: {"type":"subscribe","query":Q} (a fresh snapshot, or an error frame).
 // URL: /ws?query=Q filters from the start; /ws?since=SEQ&epoch=E resumes after a reconnect.
 
-import { $, setText, coalesce, refreshTimes } from './js/dom.js';
-import { clock, relative } from './js/format.js';
+import { $, setText, setSentence, coalesce, refreshTimes } from './js/dom.js';
+import { silenceNotes } from './js/silence-log.js';
+import { clock, relative, fmtRate } from './js/format.js';
 import { Model, keyOf, parseTime, splitKey } from './js/model.js';
 import { Connection } from './js/connection.js';
 import { createFilter } from './js/filter.js';
@@ -128,7 +130,7 @@ createSettings({
 // Banner (resets after a gap, refusals, server-side closes)
 
 function showBanner(text) {
-  setText($('banner-text'), text);
+  setSentence($('banner-text'), text);
   $('banner').hidden = false;
 }
 $('banner-close').addEventListener('click', () => { $('banner').hidden = true; });
@@ -146,7 +148,6 @@ function markFiltered() {
 /** Per socket: whether it sent a snapshot, or is resuming (replayed changes, no snapshot). */
 const sync = { snapshot: false, resumed: false, resuming: false };
 let resumeEpoch = null;
-let lastStats = null;
 let loadedRates = false;
 
 function wsUrl() {
@@ -200,6 +201,15 @@ function showConnState(state, detail) {
   } else if (state === 'refused') {
     text = detail.startsWith('401') ? 'refused: token' : 'refused: origin';
   }
+  // Before any snapshot the body says what the page waits for, or, refused, why it never will.
+  const waiting = $('waiting');
+  if (state === 'refused') {
+    setSentence(waiting, `Not connected: ${conn.refusal ?? `the server refused this dashboard (${detail}).`}`);
+    waiting.classList.add('refused');
+  } else if (waiting.classList.contains('refused')) {
+    setText(waiting, 'Waiting for the first snapshot…');
+    waiting.classList.remove('refused');
+  }
   if (state === 'syncing') {
     sync.snapshot = false;
     sync.resumed = false;
@@ -219,7 +229,6 @@ function showConnState(state, detail) {
   $('retry').hidden = !['waiting', 'offline', 'refused'].includes(state);
   if (state !== 'waiting' || live) {
     live = state === 'live';
-    if (live) lastStats = null;
     document.body.classList.toggle('stale', !live && model.haveSnapshot);
     setText($('as-of'), !live && lastLiveAt ? `showing data as of ${clock(lastLiveAt)}` : '');
     render();
@@ -267,8 +276,11 @@ function handleMessage(msg) {
     }
     case 'silence':
     case 'silences': {
+      const before = model.silences;
       const flipped = msg.type === 'silence' ? model.applySilence(msg) : model.applySilences(msg);
       if (flipped === null) break;
+      const now = Date.now();
+      for (const text of silenceNotes(before, model.silences, { now, by: msg.by, change: msg.change })) log.note(text, now);
       silences.render();
       afterAction(null);
       break;
@@ -348,15 +360,11 @@ function onChange(msg) {
 }
 
 function onStats(msg) {
-  const now = Date.now();
-  chart.record(msg);
+  // The chart and the header's events/s are one figure, from one computation.
+  const rate = chart.record(msg);
   filter.onStats();
   if (typeof msg.clients === 'number') setText($('clients'), String(msg.clients));
-  if (lastStats && typeof msg.events === 'number' && typeof lastStats.events === 'number' && now > lastStats.at) {
-    const rate = Math.max(0, (msg.events - lastStats.events) * 1000 / (now - lastStats.at));
-    setText($('rate'), rate >= 100 ? String(Math.round(rate)) : rate.toFixed(1));
-  }
-  lastStats = { at: now, events: msg.events };
+  if (rate !== null) setText($('rate'), fmtRate(Math.max(0, rate)));
 }
 
 /** The hour before this page connected, for the chart (absent on older servers: no chart gap). */

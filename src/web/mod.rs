@@ -256,7 +256,9 @@ fn tungstenite_error(error: &axum::Error) -> Option<&WsError> {
     error.source().and_then(|e| e.downcast_ref::<WsError>())
 }
 
-/// Publishes `{"type":"stats",…}` every `interval`, serialized once for every client.
+/// Publishes `{"type":"stats",…}` every `interval`, serialized once for every client. Each frame
+/// carries when it was built (`time`, unix ms) and `interval_ms`: a page rates the counters by
+/// those, not by when frames arrive (a new connection's first frames can arrive together).
 pub(crate) async fn stats_ticker(
     counters: Arc<Counters>,
     interval: Duration,
@@ -278,6 +280,8 @@ pub(crate) async fn stats_ticker(
         rates.record(events, changes);
         let frame = json!({
             "type": "stats",
+            "time": rates::unix_ms(std::time::SystemTime::now()),
+            "interval_ms": u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
             "clients": Counters::get(&counters.ws_clients),
             "events": events,
             "changes": changes,

@@ -17,6 +17,18 @@ export function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
+/** Command-line flags and the token parameter in a sentence ("--allowed-origin", "?token=…"). */
+const FLAG = /(--[a-z][a-z-]*[a-z]|\?token=(?:…)?)/;
+
+/**
+ * Sets a sentence that names flags as text, each flag in a <code> that never breaks across
+ * lines: "--allowed-origin" split after its hyphens reads as something else.
+ */
+export function setSentence(node, text) {
+  const parts = String(text).split(FLAG);
+  node.replaceChildren(...parts.map((part, i) => (i % 2 ? el('code', 'flag', part) : document.createTextNode(part))));
+}
+
 export function setTitle(node, text) {
   if (text) node.setAttribute('title', text);
   else node.removeAttribute('title');
@@ -44,11 +56,20 @@ export function refreshTimes(root = document) {
 }
 
 /** Highlights a row that just changed. Alternating between two identically animated classes
- *  restarts the animation without forcing a layout. */
+ *  restarts the animation without forcing a layout. The class goes when its animation ends (or
+ *  is cancelled): a class left on the row would flash it again each time a sort or regroup
+ *  moves it, since re-inserting a node restarts its CSS animations. */
 export function flash(row) {
   const next = row.classList.contains('flash-a') ? 'flash-b' : 'flash-a';
   row.classList.remove('flash-a', 'flash-b');
   row.classList.add(next);
+  // The same listener function each time: adding it again is a no-op.
+  row.addEventListener('animationend', endFlash);
+  row.addEventListener('animationcancel', endFlash);
+}
+
+function endFlash(e) {
+  if (e.animationName === 'flash-a' || e.animationName === 'flash-b') e.currentTarget.classList.remove(e.animationName);
 }
 
 /** Runs `fn` once per frame at most; a timer backs rAF up in background tabs. */

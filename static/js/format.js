@@ -11,7 +11,11 @@ function build() {
       weekday: 'short', year: 'numeric', month: 'short', day: 'numeric',
       hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short', ...zone,
     }),
-    clock: new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit', ...zone }),
+    // UTC reads as Zulu time, 24-hour with a "Z" ("14:48:14Z"): a day period would land
+    // between the seconds and the Z ("02:48:14 PMZ") in a 12-hour locale.
+    clock: new Intl.DateTimeFormat(undefined, {
+      hour: '2-digit', minute: '2-digit', second: '2-digit', ...(utc ? { hourCycle: 'h23' } : {}), ...zone,
+    }),
     short: new Intl.DateTimeFormat(undefined, {
       month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', ...zone,
     }),
@@ -27,7 +31,7 @@ export function setClock(mode) {
 export const clockMode = () => (utc ? 'utc' : 'local');
 
 export const absolute = (ms) => formats.absolute.format(new Date(ms));
-/** Time of day; in UTC mode with a "Z" so a reader knows which clock it is. */
+/** Time of day; in UTC mode 24-hour with a "Z" so a reader knows which clock it is. */
 export const clock = (ms) => formats.clock.format(new Date(ms)) + (utc ? 'Z' : '');
 export const shortTime = (ms) => formats.short.format(new Date(ms)) + (utc ? ' UTC' : '');
 export const formatTime = (kind, ms) => (kind === 'clock' ? clock(ms) : kind === 'short' ? shortTime(ms) : absolute(ms));

@@ -44,25 +44,32 @@ function metricOf(e) {
   return typeof m === 'number' && Number.isFinite(m) ? m : null;
 }
 
-/** A comparator for a sort ({column, desc}); ties fall back to the default order. */
+/** Entries without a value in a column: they go last whatever the direction (`missingLast`). */
+const missingText = (field) => (e) => text(e.event[field]) === '';
+const missingLast = (isMissing) => (a, b) => isMissing(a) - isMissing(b);
+
+/** A comparator for a sort ({column, desc}); ties fall back to the default order. Entries
+ *  without the column's value come last in both directions: the direction orders values, and
+ *  "no metric" is not a value smaller than every other. */
 export function comparator({ column, desc }) {
   const sign = desc ? -1 : 1;
   let primary;
+  let missing = () => 0;
   switch (column) {
-    case 'host': primary = (a, b) => cmpText(text(a.event.host), text(b.event.host)); break;
-    case 'service': primary = (a, b) => cmpText(text(a.event.service), text(b.event.service)); break;
-    case 'description': primary = (a, b) => cmpText(text(a.event.description), text(b.event.description)); break;
+    case 'host':
+    case 'service':
+    case 'description':
+      primary = (a, b) => collator.compare(text(a.event[column]), text(b.event[column]));
+      missing = missingLast(missingText(column));
+      break;
     case 'age': primary = (a, b) => a.since - b.since; break;
-    case 'metric': primary = (a, b) => {
-      const x = metricOf(a);
-      const y = metricOf(b);
-      if (x === null || y === null) return (x === null) - (y === null); // no metric last
-      return x - y;
-    };
+    case 'metric':
+      primary = (a, b) => metricOf(a) - metricOf(b);
+      missing = missingLast((e) => metricOf(e) === null);
       break;
     default: primary = (a, b) => RANK[a.cls] - RANK[b.cls] || a.since - b.since;
   }
-  return (a, b) => sign * primary(a, b) || compareDefault(a, b);
+  return (a, b) => missing(a, b) || sign * primary(a, b) || compareDefault(a, b);
 }
 
 /** "host", "service", "state", "tags" or "attr:NAME"; anything else is no grouping (''). */

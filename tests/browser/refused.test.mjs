@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { browserSuite, withServer, withDashboard, assertClean, WAIT_MS } from './helpers.mjs';
+import { browserSuite, withServer, withDashboard, assertClean, colour, WAIT_MS } from './helpers.mjs';
 
 const suite = browserSuite({ server: false });
 // Chromium logs each refused handshake as a console error, and the page's plain GET of the
@@ -47,6 +47,69 @@ test('a page whose origin --allowed-origin does not allow: "refused" with the or
       assert.ok(banner.includes(`http://${server.http}`), banner);
       assert.match(banner, /--allowed-origin/);
       assert.equal(await page.textContent('#problem-count'), '—');
+      assertClean(problems, { allow: REFUSED_NOISE });
+    });
+  });
+});
+
+/** What an on-call engineer sees on a refused page (issue 24 item 4), measured in the page. */
+function refusedLook(page, phrase) {
+  return page.evaluate((phrase) => {
+    const visible = (e) => e && !e.closest('[hidden]') && e.getClientRects().length > 0;
+    // The header's parts on one line: each starts above where the first one ends.
+    const parts = [...document.querySelector('.topbar').children].filter(visible).map((e) => e.getBoundingClientRect());
+    const oneLine = parts.every((r) => r.top < parts[0].bottom);
+    // The lines a phrase of the banner takes.
+    const text = document.getElementById('banner-text');
+    const at = text.textContent.indexOf(phrase);
+    let lines = 0;
+    if (at >= 0) {
+      const walker = document.createTreeWalker(text, NodeFilter.SHOW_TEXT);
+      const range = document.createRange();
+      let offset = 0;
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const len = node.textContent.length;
+        if (offset <= at && at < offset + len) range.setStart(node, at - offset);
+        if (offset < at + phrase.length && at + phrase.length <= offset + len) range.setEnd(node, at + phrase.length - offset);
+        offset += len;
+      }
+      lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+    }
+    const body = [...document.querySelectorAll('#problems-panel .empty')].filter(visible).map((e) => e.textContent).join(' ');
+    const dot = getComputedStyle(document.querySelector('#conn .conn-dot')).backgroundColor;
+    const handled = ['acked-count', 'silenced-count'].filter((id) => visible(document.getElementById(id)));
+    return { oneLine, lines, body, dot, handled };
+  }, phrase);
+}
+
+const rgb = (css) => css.match(/\d+/g).slice(0, 3).map(Number);
+
+test('a refused page says plainly what is wrong and what to do (issue 24 item 4)', async () => {
+  await withServer({ extraArgs: ['--allowed-origin', 'https://dash\\.example\\.com'] }, async (server) => {
+    // A banner long enough to wrap at this width, so a flag could break across lines.
+    for (const width of [1366, 1000, 760]) {
+      await withDashboard(suite.browser, server, { live: false, viewport: { width, height: 768 } }, async ({ page, problems }) => {
+        await refusedText(page);
+        const look = await refusedLook(page, '--allowed-origin');
+        if (width === 1366) assert.ok(look.oneLine, 'the header stays on one line at 1366 px');
+        assert.deepEqual(look.handled, [], 'no ACKED / SILENCED "—" before any snapshot');
+        assert.equal(look.lines, 1, `"--allowed-origin" on one line at ${width} px`);
+        assert.doesNotMatch(look.body, /Waiting for the first snapshot/);
+        assert.match(look.body, /refused/i, 'the body says the page was refused');
+        assert.match(look.body, /--allowed-origin/, 'and what to do');
+        assert.ok(colour.isRed(rgb(look.dot)), `the status dot is red, not ${look.dot}`);
+        assertClean(problems, { allow: REFUSED_NOISE });
+      });
+    }
+  });
+  await withServer({ extraArgs: ['--dashboard-token', 'view-secret'] }, async (server) => {
+    await withDashboard(suite.browser, server, { live: false }, async ({ page, problems }) => {
+      await refusedText(page);
+      const look = await refusedLook(page, '--dashboard-token');
+      assert.ok(look.oneLine, 'the header stays on one line at 1366 px');
+      assert.equal(look.lines, 1);
+      assert.match(look.body, /\?token=/);
+      assert.ok(colour.isRed(rgb(look.dot)), `the status dot is red, not ${look.dot}`);
       assertClean(problems, { allow: REFUSED_NOISE });
     });
   });

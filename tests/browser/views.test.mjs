@@ -19,7 +19,6 @@ const suite = browserSuite({
   },
 });
 
-const keys = (rows) => rows.map((r) => `${r.host}/${r.service}`);
 const param = (page, name) => new URL(page.url()).searchParams.get(name);
 
 test('clicking a column header sorts by it, again reverses; the order is kept in the URL', async () => {
@@ -32,7 +31,9 @@ test('clicking a column header sorts by it, again reverses; the order is kept in
     await page.click('#problems th[data-sort="host"] button');
     assert.equal(param(page, 'sort'), '-host');
     assert.equal(await page.getAttribute('#problems th[data-sort="host"]', 'aria-sort'), 'descending');
-    assert.deepEqual(keys(await readRows(page)).map((k) => k.split('/')[0]), ['web-10', 'web-2', 'web-2', 'db-primary-replica-europe-west-01']);
+    // The rows follow on the next frame: wait for them rather than read them at once.
+    await page.waitForFunction((want) => [...document.querySelectorAll('#problem-rows tr.row .c-host')].map((td) => td.textContent).join() === want,
+      ['web-10', 'web-2', 'web-2', 'db-primary-replica-europe-west-01'].join());
     await page.click('#problems th[data-sort="metric"] button');
     await waitForRows(page, ['web-2/disk', 'db-primary-replica-europe-west-01/lag', 'web-10/cpu', 'web-2/cpu']);
     // A link reproduces the order.
@@ -185,6 +186,30 @@ test('the rates chart shows the recent past right after a reload', async () => {
     await page.waitForFunction((t) => (window.statecast.rates.events[0]?.[0] ?? Infinity) < t - 1000, loadedAt, { timeout: WAIT_MS });
     const points = await page.evaluate(() => window.statecast.rates.events.length);
     assert.ok(points >= 3, `points from before the page loaded: ${points}`);
+    assertClean(problems);
+  });
+});
+
+test('a row flashes when it changes, not when a sort later moves it (issue 24 item 3)', async () => {
+  await withDashboard(suite.browser, suite.server, async ({ page, problems }) => {
+    // The flash animations running now, as the hosts of their rows.
+    const flashing = () => page.evaluate(() => document.getAnimations()
+      .filter((a) => /^flash/.test(a.animationName ?? ''))
+      .map((a) => a.effect.target.closest('tr').querySelector('.c-host').textContent));
+    await page.waitForFunction(() => document.querySelectorAll('#problem-rows tr.row').length >= 4);
+    // A real change (a new state) flashes its row…
+    await sendRiemann(suite.server, { host: 'web-10', service: 'cpu', state: 'critical', metric: 6, attributes: { team: 'frontend' } });
+    await page.waitForFunction(() => document.getAnimations().some((a) => /^flash/.test(a.animationName ?? '')));
+    assert.ok((await flashing()).includes('web-10'));
+    // …once: when it is over, re-sorting the table (which moves that row) flashes nothing.
+    await page.waitForFunction(() => !document.getAnimations().some((a) => /^flash/.test(a.animationName ?? '')));
+    for (const column of ['host', 'host', 'metric']) {
+      const before = (await readRows(page)).map((r) => `${r.host}/${r.service}`);
+      await page.click(`#problems th[data-sort="${column}"] button`);
+      await page.waitForFunction((b) => JSON.stringify([...document.querySelectorAll('#problem-rows tr.row')]
+        .map((tr) => `${tr.querySelector('.c-host').textContent}/${tr.querySelector('.c-service').textContent}`)) !== b, JSON.stringify(before));
+      assert.deepEqual(await flashing(), [], `sorting by ${column} flashed rows that did not change`);
+    }
     assertClean(problems);
   });
 });

@@ -228,6 +228,8 @@ impl Session {
             return End::Flush;
         };
         let mut stats = self.app.stats.clone();
+        // Not the frame built before this client connected (it would not count it): the next.
+        stats.mark_unchanged();
         let mut stats_open = true;
         // While lagging, changes are not queued; the receiver is renewed with a fresh snapshot
         // once the outbox has drained.

@@ -4,6 +4,7 @@
 // Drawn by hand on a canvas, at most once per second.
 
 import { $, setText } from '../dom.js';
+import { fmtRate } from '../format.js';
 
 export const RATE_WINDOW_MS = 3600_000;
 
@@ -42,15 +43,24 @@ export function createChart() {
     if (drop) series.splice(0, drop);
   }
 
+  /**
+   * Records a `stats` frame; returns the events/s it makes (null before there are two frames).
+   * The legend's figures are set here, not with the canvas (drawn at most once a second), so
+   * the legend and the header show the same figure at the same moment.
+   */
   function recordRates(msg) {
-    const now = Date.now();
+    // The frame's own time (servers since issue 24): frames can arrive bunched, and a rate by
+    // arrival times would spike.
+    const now = typeof msg.time === 'number' && Number.isFinite(msg.time) ? msg.time : Date.now();
     const ev = typeof msg.events === 'number' ? msg.events : null;
     const ch = typeof msg.changes === 'number' ? msg.changes : null;
-    if (ev === null && ch === null) return;
+    if (ev === null && ch === null) return null;
+    let eventsRate = null;
     if (rateBase && now > rateBase.at) {
       const dt = now - rateBase.at;
       if (ev !== null && rateBase.events !== null && ev >= rateBase.events) {
-        rates.events.push([now, (ev - rateBase.events) * 1000 / dt]);
+        eventsRate = (ev - rateBase.events) * 1000 / dt;
+        rates.events.push([now, eventsRate]);
       }
       if (ch !== null && rateBase.changes !== null && ch >= rateBase.changes) {
         rates.changes.push([now, (ch - rateBase.changes) * 60_000 / dt]);
@@ -60,7 +70,16 @@ export function createChart() {
     rateBase = { at: now, events: ev, changes: ch };
     trimSeries(rates.events, now);
     trimSeries(rates.changes, now);
+    setLegend();
     scheduleChart();
+    return eventsRate;
+  }
+
+  function setLegend() {
+    const lastE = rates.events.at(-1);
+    const lastC = rates.changes.at(-1);
+    setText($('rate-events-now'), lastE ? fmtRate(lastE[1]) : '–');
+    setText($('rate-changes-now'), lastC ? fmtRate(lastC[1]) : '–');
   }
 
   function scheduleChart() {
@@ -72,14 +91,9 @@ export function createChart() {
     }, wait);
   }
 
-  const fmtRate = (v) => (v >= 100 ? String(Math.round(v)) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
-
   function drawChart() {
     chartDrawnAt = Date.now();
-    const lastE = rates.events.at(-1);
-    const lastC = rates.changes.at(-1);
-    setText($('rate-events-now'), lastE ? fmtRate(lastE[1]) : '–');
-    setText($('rate-changes-now'), lastC ? fmtRate(lastC[1]) : '–');
+    setLegend();
     chartCanvas.dataset.points = String(rates.events.length);
     if (document.hidden) return;
     const dpr = window.devicePixelRatio || 1;

@@ -28,8 +28,10 @@ export function createHeader({ model, problemsView, isLive, filtered }) {
     setText($('problem-count'), have ? String(handled.active) : '—');
     setText($('acked-count'), have ? String(handled.acked) : '—');
     setText($('silenced-count'), have ? String(handled.silenced) : '—');
-    $('acked-count').parentElement.hidden = have && handled.acked === 0;
-    $('silenced-count').parentElement.hidden = have && handled.silenced === 0;
+    // Shown only when there are some: before a snapshot they would be two more "—" that
+    // crowd the header onto a second line.
+    $('acked-count').parentElement.hidden = !have || handled.acked === 0;
+    $('silenced-count').parentElement.hidden = !have || handled.silenced === 0;
     const title = titleFor(handled, have);
     if (document.title !== title) document.title = title;
 

@@ -64,3 +64,33 @@ test('the document title counts acked and silenced problems apart', async () => 
   assert.equal(titleFor({ active: 0, acked: 1, silenced: 0 }, true), '(0, 1 acked) statecast');
   assert.equal(titleFor({ active: 5, acked: 0, silenced: 0 }, false), 'statecast');
 });
+
+test('the UTC clock in a 12-hour locale reads 24-hour with Z, not "AMZ" (issue 24 item 2)', async () => {
+  // In a child so the locale is a 12-hour one whatever this machine's default is.
+  const { execFileSync } = await import('node:child_process');
+  const url = new URL('../../../static/js/format.js', import.meta.url).href;
+  const code = `const f = await import(${JSON.stringify(url)}); f.setClock('utc');
+    console.log(JSON.stringify([f.clock(Date.UTC(2026, 0, 1, 2, 48, 14)), f.clock(Date.UTC(2026, 0, 1, 14, 48, 14)), f.clock(Date.UTC(2026, 0, 1, 0, 0, 1))]));`;
+  const env = { ...process.env, LC_ALL: 'en_US.UTF-8', LANG: 'en_US.UTF-8' };
+  const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', code], { env, encoding: 'utf8' }));
+  assert.deepEqual(out, ['02:48:14Z', '14:48:14Z', '00:00:01Z']);
+});
+
+test('the live log\'s sentences for silences created, edited, started, deleted, ended (issue 24 item 6)', async () => {
+  const { silenceNotes } = await import('../../../static/js/silence-log.js');
+  const now = Date.parse('2026-12-07T12:00:00Z');
+  const s = (id, extra = {}) => ({
+    id, query: 'host =~ "db%"', comment: '', by: 'alice', created_at: '2026-12-07T11:00:00.000Z',
+    starts_at: '2026-12-07T11:00:00.000Z', ends_at: '2026-12-07T14:00:00.000Z', active: true, ...extra,
+  });
+  assert.deepEqual(silenceNotes([], [s('1', { comment: 'disk swap' })], { now }), ['Silence created by alice: host =~ "db%" — disk swap']);
+  assert.deepEqual(silenceNotes([s('1')], [s('1', { by: 'bob', ends_at: '2026-12-07T16:00:00.000Z' })], { now }), ['Silence edited by bob: host =~ "db%"']);
+  assert.deepEqual(silenceNotes([s('1', { active: false })], [s('1')], { now }), ['Silence started: host =~ "db%"']);
+  assert.deepEqual(silenceNotes([s('1')], [s('1')], { now }), [], 'an unchanged set says nothing');
+  assert.deepEqual(silenceNotes([s('1'), s('2', { query: 'service = "disk"' })], [s('2', { query: 'service = "disk"' })], { now }), ['Silence deleted: host =~ "db%"']);
+  assert.deepEqual(silenceNotes([s('1')], [], { now, by: 'carol' }), ['Silence deleted by carol: host =~ "db%"']);
+  assert.deepEqual(silenceNotes([s('1', { ends_at: '2026-12-07T11:59:59.000Z' })], [], { now }), ['Silence ended: host =~ "db%"']);
+  // A `silence` delta frame says itself whether the silence was deleted or ended.
+  assert.deepEqual(silenceNotes([s('1', { ends_at: '2026-12-07T11:59:59.000Z' })], [], { now, change: 'deleted' }), ['Silence deleted: host =~ "db%"']);
+  assert.deepEqual(silenceNotes([s('1')], [], { now, change: 'ended' }), ['Silence ended: host =~ "db%"']);
+});

@@ -58,3 +58,15 @@ test('the window limits rows, not the order', () => {
   assert.equal(r.hidden, 2);
   assert.equal(r.order.length, 4);
 });
+
+test('missing values sort last in both directions (issue 24 item 1)', () => {
+  const hostless = entry('', 'orphan', 'warning', 10, { metric: 3 });
+  const list = [...entries, hostless];
+  // Descending puts the largest first, and still the entries without a value last.
+  assert.deepEqual(names(layout(list, { sort: parseSort('-metric') }).items), ['lb/tls', 'web-10/cpu', '/orphan', 'web-2/disk', 'db-1/lag']);
+  assert.deepEqual(names(layout(list, { sort: parseSort('metric') }).items), ['web-2/disk', '/orphan', 'web-10/cpu', 'lb/tls', 'db-1/lag']);
+  assert.deepEqual(names(layout(list, { sort: parseSort('-host') }).items).at(-1), '/orphan');
+  assert.deepEqual(names(layout(list, { sort: parseSort('host') }).items).at(-1), '/orphan');
+  const described = [entry('a', 'x', 'ok', 1, { description: 'alpha' }), entry('b', 'y', 'ok', 1), entry('c', 'z', 'ok', 1, { description: 'beta' })];
+  assert.deepEqual(names(layout(described, { sort: parseSort('-description') }).items), ['c/z', 'a/x', 'b/y']);
+});
