@@ -104,6 +104,9 @@ impl Running {
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    // First: SIGHUP's default action ends the process, and an operator reloading certificates
+    // (or a terminal hanging up) must never stop the server.
+    let hangups = Hangups::listen();
     if let Some(pattern) = &config.allowed_origin {
         web::access::validate_origin_pattern(pattern).map_err(StartError::Config)?;
     }
@@ -214,12 +217,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let (Some(listener), Some(certificates)) = (tls_tcp_listener, &certificates) {
         tasks.spawn(tcp::serve(listener, Some(certificates.riemann()), riemann));
     }
-    if let Some(certificates) = &certificates {
-        tasks.spawn(tls::reload_on_sighup(
-            Arc::clone(certificates),
-            shutdown.clone(),
-        ));
-    }
+    tasks.spawn(hangups.serve(
+        certificates.clone(),
+        Arc::clone(&counters),
+        shutdown.clone(),
+    ));
     if let Some(socket) = udp_socket {
         tasks.spawn(udp::serve(
             socket,
@@ -291,6 +293,47 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         done,
     })
+}
+
+/// SIGHUP, handled from the start of [`start`] on: each one reloads what is reloadable (the TLS
+/// certificates when a listener uses TLS), says in one log line what it did, and is counted
+/// (`statecast_sighups_total`). Nothing else is read again: flags and the config file apply
+/// at start only.
+struct Hangups(Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    fn listen() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => Self(Some(hangups)),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP: a SIGHUP would stop the server");
+                Self(None)
+            }
+        }
+    }
+
+    async fn serve(
+        self,
+        certificates: Option<Arc<tls::Certificates>>,
+        counters: Arc<Counters>,
+        shutdown: CancellationToken,
+    ) {
+        let Some(mut hangups) = self.0 else { return };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = hangups.recv() => if received.is_none() { return },
+            }
+            Counters::add(&counters.sighups, 1);
+            match &certificates {
+                Some(certificates) => certificates.reload_logged(),
+                None => tracing::info!(
+                    "SIGHUP: nothing to reload (no TLS listener; flags and the config file apply at start only); still serving"
+                ),
+            }
+        }
+    }
 }
 
 /// The store and the epoch clients resume against; without a store the epoch is per process.

@@ -1,5 +1,6 @@
 //! TLS for the Riemann TCP listener (`--tls-tcp`) and for HTTP (`--https`): loading the PEM
-//! certificate, key and optional client CA, the handshake timeout, and reloading on SIGHUP.
+//! certificate, key and optional client CA, the handshake timeout, and reloading them (on SIGHUP,
+//! which `server` listens for).
 //!
 //! One set of files serves both listeners; each gets its own rustls configuration (HTTP
 //! advertises `http/1.1` by ALPN, Riemann nothing). A reload builds both anew from the files and
@@ -20,7 +21,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
 
 /// The files a TLS configuration is built from (read again on every reload).
 #[derive(Debug, Clone)]
@@ -138,33 +138,11 @@ impl Certificates {
         Ok(())
     }
 
-    pub fn riemann(&self) -> TlsAcceptor {
-        self.riemann.clone()
-    }
-
-    pub fn http(&self) -> TlsAcceptor {
-        self.http.clone()
-    }
-}
-
-/// Reloads the certificates on every SIGHUP until shutdown.
-pub(crate) async fn reload_on_sighup(certificates: Arc<Certificates>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP: TLS certificates will not be reloaded");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            received = hangups.recv() => if received.is_none() { return },
-        }
-        match certificates.reload() {
+    /// [`Self::reload`] for SIGHUP, with one log line saying what happened.
+    pub(crate) fn reload_logged(&self) {
+        match self.reload() {
             Ok(()) => tracing::info!(
-                cert = %certificates.files.cert.display(),
+                cert = %self.files.cert.display(),
                 "SIGHUP: TLS certificate reloaded; new handshakes use it"
             ),
             Err(error) => tracing::error!(
@@ -172,6 +150,14 @@ pub(crate) async fn reload_on_sighup(certificates: Arc<Certificates>, shutdown: 
                 "SIGHUP: TLS certificate not reloaded; still serving the previous one"
             ),
         }
+    }
+
+    pub fn riemann(&self) -> TlsAcceptor {
+        self.riemann.clone()
+    }
+
+    pub fn http(&self) -> TlsAcceptor {
+        self.http.clone()
     }
 }
 

@@ -303,3 +303,32 @@ fn a_mistyped_flag_gets_the_tip_on_its_one_line() {
     assert!(lines[0].contains("tip:"), "{lines:?}");
     assert!(lines[0].contains("'--max-frame-bytes'"), "{lines:?}");
 }
+
+/// `kill -HUP` on a server without TLS (nothing to reload) is handled, never fatal: the server
+/// counts it and keeps serving every port.
+#[tokio::test]
+async fn sighup_without_tls_keeps_the_server_serving() {
+    let mut server = start_server(&[]);
+    for expected in 1..=2 {
+        let status = Command::new("kill")
+            .args(["-HUP", &server.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+        let deadline = Instant::now() + TIMEOUT;
+        while server.metric("statecast_sighups_total").await < expected {
+            assert!(Instant::now() < deadline, "SIGHUP {expected} not handled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut tcp = RiemannTcp::connect(&server).await;
+        let reply = tcp
+            .request(&events_msg(vec![event(
+                "h",
+                &format!("after-hup-{expected}"),
+                "ok",
+            )]))
+            .await;
+        assert_eq!(reply.ok, Some(true), "{reply:?}");
+    }
+    assert_eq!(server.terminate().code(), Some(0), "{}", server.stderr());
+}
