@@ -149,8 +149,8 @@ pub struct Config {
     pub ws_pong_timeout: Duration,
 
     /// Regex (matched in full) of browser origins allowed to open websockets; `{{host}}` stands
-    /// for the request's Host. Default: same origin only.
-    #[arg(long, env = "STATECAST_ALLOWED_ORIGIN")]
+    /// for the request's Host. Default: same origin only. At most 4096 bytes.
+    #[arg(long, env = "STATECAST_ALLOWED_ORIGIN", value_parser = parse_origin_pattern)]
     pub allowed_origin: Option<String>,
 
     /// Shared secret required as `Authorization: Bearer` on POST /api/event.
@@ -340,6 +340,21 @@ pub struct Config {
     /// ingest is answered with an error (Riemann `ok:false`, HTTP 503).
     #[arg(long, env = "STATECAST_CLUSTER_TIMEOUT", default_value = "5s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
     pub cluster_timeout: Duration,
+}
+
+/// The longest `--allowed-origin` pattern: a list of a few dozen origins fits; a longer one is
+/// a mistake, and compiling it (on every websocket upgrade) would cost far more than its size.
+const MAX_ORIGIN_PATTERN_BYTES: usize = 4096;
+
+/// `--allowed-origin`: its length is checked before anything compiles it.
+fn parse_origin_pattern(s: &str) -> Result<String, String> {
+    if s.len() > MAX_ORIGIN_PATTERN_BYTES {
+        return Err(format!(
+            "the pattern is {} bytes; at most {MAX_ORIGIN_PATTERN_BYTES} are accepted",
+            s.len()
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// JetStream names may not hold spaces, `.`, `*`, `>`, path separators or control characters.

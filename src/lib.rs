@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod proto;
 pub mod query;
 pub mod server;
+pub mod startup_file;
 pub(crate) mod store;
 pub mod tls;
 pub mod units;

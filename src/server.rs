@@ -108,7 +108,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // (or a terminal hanging up) must never stop the server.
     let hangups = Hangups::listen();
     if let Some(pattern) = &config.allowed_origin {
-        web::access::validate_origin_pattern(pattern).map_err(StartError::Config)?;
+        web::access::validate_origin_pattern(pattern)
+            .map_err(|error| StartError::Config(crate::startup_file::shorten(&error, pattern)))?;
     }
     if let Some(cluster) = config.cluster() {
         cluster

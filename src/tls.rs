@@ -164,7 +164,9 @@ impl Certificates {
 /// The Riemann and the HTTP server configurations from the files.
 fn build(files: &TlsFiles) -> Result<(ServerConfig, ServerConfig), String> {
     let certs = read_certs(&files.cert, "--tls-cert")?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|error| {
+    let key = crate::startup_file::read(&files.key)
+        .map_err(|error| format!("--tls-key {}: {error}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|error| {
         format!(
             "--tls-key {}: no readable PEM private key ({error})",
             files.key.display()
@@ -202,10 +204,13 @@ fn build(files: &TlsFiles) -> Result<(ServerConfig, ServerConfig), String> {
     Ok((riemann, http))
 }
 
-/// Every certificate of a PEM file; an unreadable file or one without any is an error.
+/// Every certificate of a PEM file; an unreadable file, one without any, or one past
+/// [`crate::startup_file::MAX_STARTUP_FILE_BYTES`] is an error.
 fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let pem = crate::startup_file::read(path)
+        .map_err(|error| format!("{flag} {}: {error}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|error| format!("{flag} {}: {error}", path.display()))?;
     if certs.is_empty() {
         return Err(format!(

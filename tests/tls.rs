@@ -768,3 +768,69 @@ fn startup_without_a_valid_certificate_is_one_line_and_exit_1() {
         assert!(output.stdout.is_empty(), "{args:?}: no ready line");
     }
 }
+
+/// A certificate, key or client CA "file" that never ends (`/dev/zero`) is refused after a
+/// bounded read, in one short line naming the flag; the binary runs with its address space
+/// capped (`ulimit -v`) so a read that is not bounded fails the test instead of eating memory.
+#[test]
+fn endless_certificate_files_are_refused_after_a_bounded_read() {
+    let pki = Pki::new();
+    let cert = pki.server_cert.display().to_string();
+    let key = pki.server_key.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--tls-cert", "/dev/zero", "--tls-key", &key],
+            "--tls-cert",
+        ),
+        (
+            vec!["--tls-cert", &cert, "--tls-key", "/dev/zero"],
+            "--tls-key",
+        ),
+        (
+            vec![
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-client-ca",
+                "/dev/zero",
+            ],
+            "--tls-client-ca",
+        ),
+    ];
+    for (args, flag) in cases {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"ulimit -v 1048576 && exec "$@""#)
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_statecast"))
+            .args([
+                "--tcp",
+                "127.0.0.1:0",
+                "--udp",
+                "off",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args(["--data-dir", "off", "--https"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run statecast");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let shown: String = stderr.chars().take(2000).collect();
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {shown}");
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.starts_with("statecast: "))
+            .collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {shown}");
+        assert!(lines[0].len() < 400, "{args:?}: a short line: {shown}");
+        assert!(lines[0].contains(flag), "{args:?}: {shown}");
+        assert!(
+            lines[0].contains("MiB"),
+            "{args:?}: names the limit: {shown}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}: no ready line");
+    }
+}
