@@ -194,10 +194,22 @@ pub struct Config {
     #[arg(long, env = "STATECAST_MAX_EVENT_BYTES", default_value = "1MiB", value_parser = size_in(64, GIB))]
     pub max_event_bytes: usize,
 
-    /// How long a Riemann TCP connection may go without sending a whole frame before it is
+    /// How long an established Riemann TCP connection may wait between whole frames before it is
     /// closed (connections are limited by --max-tcp-connections: idle ones must not hold them).
     #[arg(long, env = "STATECAST_TCP_IDLE_TIMEOUT", default_value = "5m", value_parser = duration_in(Duration::from_millis(100), YEAR))]
     pub tcp_idle_timeout: Duration,
+
+    /// How long a new Riemann TCP connection (after its TLS handshake, on --tls-tcp) has to send
+    /// its first complete frame before it is closed: a socket that sends nothing holds a slot of
+    /// --max-tcp-connections for this long, not for --tcp-idle-timeout.
+    #[arg(long, env = "STATECAST_TCP_FIRST_FRAME_TIMEOUT", default_value = "30s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
+    pub tcp_first_frame_timeout: Duration,
+
+    /// How long a Riemann TCP frame, once its first byte has arrived, may take to arrive whole
+    /// before the connection is closed (a client dripping a frame a byte at a time). Waiting
+    /// between frames is bounded by --tcp-idle-timeout instead.
+    #[arg(long, env = "STATECAST_TCP_FRAME_TIMEOUT", default_value = "30s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
+    pub tcp_frame_timeout: Duration,
 
     /// How long a write of replies to a Riemann TCP client may make no progress before the
     /// client (which is not reading its replies) is dropped.
@@ -518,6 +530,8 @@ impl Config {
             max_in_flight: self.max_in_flight,
             limits: self.event_limits(),
             idle_timeout: self.tcp_idle_timeout,
+            first_frame_timeout: self.tcp_first_frame_timeout,
+            frame_timeout: self.tcp_frame_timeout,
             write_timeout: self.tcp_write_timeout,
             queries: self.tcp_queries,
         }

@@ -8,8 +8,9 @@
 //! waits for each slot in turn and writes replies in batches, flushing only when nothing more is
 //! ready. The reply queue is bounded: a client that never reads replies stops being read.
 //!
-//! Every connection is bounded in time and memory: one that sends no frame for
-//! `idle_timeout` is closed (connections are a limited resource), one whose replies make no
+//! Every connection is bounded in time and memory: one that sends no first frame within
+//! `first_frame_timeout`, leaves a started frame unfinished for `frame_timeout`, or sends no frame
+//! for `idle_timeout` is closed (connections are a limited resource), one whose replies make no
 //! progress for `write_timeout` is dropped, at most [`reader::QUERIES_IN_FLIGHT`] query replies (each
 //! a whole-index snapshot until encoded) wait per connection, and a Msg is checked against
 //! [`EventLimits`] on the wire before it is decoded.
@@ -50,8 +51,12 @@ pub(crate) struct TcpConfig {
     pub max_in_flight: usize,
     /// Bounds on each Msg, checked before it is decoded.
     pub limits: EventLimits,
-    /// A connection that sends no whole frame for this long is closed.
+    /// A connection that sends no whole frame for this long between frames is closed.
     pub idle_timeout: Duration,
+    /// A new connection must send its first whole frame within this.
+    pub first_frame_timeout: Duration,
+    /// A frame, once started, must arrive whole within this.
+    pub frame_timeout: Duration,
     /// A client whose replies make no progress for this long is dropped.
     pub write_timeout: Duration,
     /// Whether queries are answered (the port has no authentication).
