@@ -277,7 +277,7 @@ pub struct Config {
 
     /// Riemann protobuf over TLS (Riemann's own TLS listener, conventionally port 5554): an
     /// address to listen on, or `off`. Needs --tls-cert and --tls-key; shares the plain port's
-    /// limits, including --max-tcp-connections.
+    /// limits, including --max-tcp-connections (taken once a handshake is done).
     #[arg(long, env = "STATECAST_TLS_TCP", default_value = "off", value_parser = parse_listen)]
     pub tls_tcp: Listen,
 
@@ -300,10 +300,17 @@ pub struct Config {
     #[arg(long, env = "STATECAST_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// How long a TLS client has to complete its handshake; the connection holds a slot of the
-    /// connection limit meanwhile.
+    /// How long a TLS client has to complete its handshake; meanwhile the connection holds a slot
+    /// of --max-tls-handshakes (Riemann TLS) or of --max-http-connections (HTTPS).
     #[arg(long, env = "STATECAST_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
     pub tls_handshake_timeout: Duration,
+
+    /// Riemann TLS (--tls-tcp) handshakes in progress at once; past it a new TLS connection is
+    /// closed at once (counted, logged at most every 10 s). A connection takes a slot of
+    /// --max-tcp-connections only once its handshake is done, so sockets that never handshake
+    /// cannot keep plain Riemann clients out.
+    #[arg(long, env = "STATECAST_MAX_TLS_HANDSHAKES", default_value_t = 128, value_parser = count_in(1, 1_000_000))]
+    pub max_tls_handshakes: usize,
 
     /// A TOML file of settings: each key is a flag's long name (`max-frame-bytes = "16MiB"`),
     /// each value what the flag takes. A flag or environment variable overrides the file.
@@ -527,6 +534,7 @@ impl Config {
         TcpConfig {
             max_frame_bytes: self.max_frame_bytes,
             max_connections: self.max_tcp_connections,
+            max_tls_handshakes: self.max_tls_handshakes,
             max_in_flight: self.max_in_flight,
             limits: self.event_limits(),
             idle_timeout: self.tcp_idle_timeout,

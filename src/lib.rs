@@ -19,6 +19,7 @@ pub mod invariants;
 pub mod metrics;
 pub mod proto;
 pub mod query;
+pub(crate) mod rate_limited_log;
 pub mod server;
 pub mod startup_file;
 pub(crate) mod store;

@@ -362,11 +362,14 @@ fn check_fd_budget(config: &Config) {
     match crate::fd_limit::raise_to_hard_limit() {
         Ok(limit) => {
             tracing::info!(limit, "open-file limit");
-            let limits = [
+            let mut limits = vec![
                 ("--max-http-connections", config.max_http_connections),
                 ("--max-tcp-connections", config.max_tcp_connections),
                 ("--max-ws-connections", config.max_ws_connections),
             ];
+            if config.tls_tcp.is_some() {
+                limits.push(("--max-tls-handshakes", config.max_tls_handshakes));
+            }
             if let Some(warning) = crate::fd_limit::budget_warning(limit, &limits) {
                 tracing::warn!("{warning}");
             }
