@@ -241,6 +241,12 @@ pub struct Config {
     #[arg(long, env = "STATECAST_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = duration_in(Duration::from_millis(100), DAY))]
     pub http_body_timeout: Duration,
 
+    /// Whole-index reads (`GET /api/state`) served at once; past it a read gets 503 with
+    /// `Retry-After: 1`. Each serializes every indexed event, so a burst of them took the CPU
+    /// that acknowledgements need; a read holds its slot until its response is sent whole.
+    #[arg(long, env = "STATECAST_MAX_LARGE_READS", default_value_t = 4, value_parser = count_in(1, 10_000))]
+    pub max_large_reads: usize,
+
     /// Concurrent HTTP connections (websockets, once upgraded, count against
     /// `--max-ws-connections` instead); past it new connections get a 503 and are closed.
     #[arg(long, env = "STATECAST_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = count_in(1, 1_000_000))]

@@ -260,6 +260,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         json_limits: config.json_limits(),
         body_timeout: config.http_body_timeout,
         rates,
+        large_reads: web::large_reads::LargeReads::new(config.max_large_reads),
     };
     let router = web::router(app);
     let https = certificates

@@ -14,6 +14,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::large_reads::LargeRead;
 use super::{history, AppState, SubscribeParams};
 use crate::engine::EngineError;
 use crate::event::{now_micros, Event, EventLimits};
@@ -147,16 +148,24 @@ pub(crate) async fn decode(
 ///
 /// Streamed: the array is serialized a chunk at a time as the client reads, from the snapshot's
 /// shared events, so a large index costs one chunk of memory per reader, not a copy of itself.
+/// At most `--max-large-reads` stream at once; past it, 503 with `Retry-After`.
 pub(crate) async fn state(
     State(app): State<AppState>,
     axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let filter = dashboard_filter(&app, &headers, &params, "/api/state").await?;
+    // Taken before the snapshot, held by the body until it is sent whole (or dropped).
+    let read = match app.large_reads.begin(&app.counters, "/api/state") {
+        Ok(read) => read,
+        Err(busy) => return Ok(busy),
+    };
     let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
+    let mut chunks = JsonArrayChunks::new(snapshot.events, filter);
+    chunks.read = Some(read);
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        JsonArrayChunks::new(snapshot.events, filter).into_body(),
+        chunks.into_body(),
     )
         .into_response())
 }
@@ -174,6 +183,8 @@ struct JsonArrayChunks {
     wrote_one: bool,
     /// `]` is written: the next step ends the stream.
     closed: bool,
+    /// The `--max-large-reads` slot this read holds while it streams.
+    read: Option<LargeRead>,
 }
 
 enum Step {
@@ -190,6 +201,7 @@ impl JsonArrayChunks {
             opened: false,
             wrote_one: false,
             closed: false,
+            read: None,
         }
     }
 
@@ -300,6 +312,12 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         "statecast_engine_queue",
         "Batches and requests waiting for the engine (bounded by --engine-queue).",
         app.engine.queue_depth() as u64,
+    );
+    Counters::render_gauge(
+        &mut body,
+        "statecast_large_reads",
+        "Whole-index reads (/api/state) streaming now (bounded by --max-large-reads).",
+        app.large_reads.in_progress() as u64,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
