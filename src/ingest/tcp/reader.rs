@@ -398,6 +398,7 @@ mod tests {
         TcpConfig {
             max_frame_bytes: 1024,
             max_connections: 1,
+            max_tls_handshakes: 1,
             max_in_flight: 1,
             limits: EventLimits::DEFAULT,
             idle_timeout: Duration::from_secs(300),
