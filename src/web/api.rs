@@ -158,7 +158,7 @@ pub(crate) async fn state(
     // Taken before the snapshot, held by the body until it is sent whole (or dropped).
     let read = match app.large_reads.begin(&app.counters, "/api/state") {
         Ok(read) => read,
-        Err(busy) => return Ok(busy),
+        Err(busy) => return Ok(busy.into_response()),
     };
     let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
     let mut chunks = JsonArrayChunks::new(snapshot.events, filter);

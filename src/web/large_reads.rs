@@ -29,6 +29,25 @@ pub(crate) struct LargeReads {
     refusals: Arc<RateLimitedLog>,
 }
 
+/// Every slot is taken: answered 503 with `Retry-After`.
+#[derive(Debug)]
+pub(crate) struct Busy {
+    limit: usize,
+}
+
+impl IntoResponse for Busy {
+    fn into_response(self) -> Response {
+        let error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} whole-index reads are in progress (--max-large-reads); retry shortly",
+                self.limit
+            ),
+        );
+        ([(header::RETRY_AFTER, RETRY_AFTER_SECS)], error).into_response()
+    }
+}
+
 /// One large read in progress; dropping it frees the slot.
 pub(crate) struct LargeRead {
     _permit: OwnedSemaphorePermit,
@@ -43,8 +62,8 @@ impl LargeReads {
         }
     }
 
-    /// A slot for a large read of `path`, or the 503 to answer with.
-    pub(crate) fn begin(&self, counters: &Counters, path: &str) -> Result<LargeRead, Response> {
+    /// A slot for a large read of `path`, or [`Busy`] (the 503) when every slot is taken.
+    pub(crate) fn begin(&self, counters: &Counters, path: &str) -> Result<LargeRead, Busy> {
         if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
             return Ok(LargeRead { _permit: permit });
         }
@@ -57,14 +76,7 @@ impl LargeReads {
                 "whole-index read refused: --max-large-reads reads in progress (503, Retry-After)"
             );
         }
-        let error = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{} whole-index reads are in progress (--max-large-reads); retry shortly",
-                self.limit
-            ),
-        );
-        Err(([(header::RETRY_AFTER, RETRY_AFTER_SECS)], error).into_response())
+        Err(Busy { limit: self.limit })
     }
 
     /// Reads in progress, for `/metrics`.
@@ -84,7 +96,11 @@ mod tests {
         let first = reads.begin(&counters, "/api/state").ok().unwrap();
         let _second = reads.begin(&counters, "/api/state").ok().unwrap();
         assert_eq!(reads.in_progress(), 2);
-        let busy = reads.begin(&counters, "/api/state").err().unwrap();
+        let busy = reads
+            .begin(&counters, "/api/state")
+            .err()
+            .unwrap()
+            .into_response();
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(busy.headers()[header::RETRY_AFTER], RETRY_AFTER_SECS);
         assert_eq!(Counters::get(&counters.large_reads_refused), 1);
