@@ -208,18 +208,28 @@ impl JsonArrayChunks {
     /// A response body that asks for the next chunk only when the connection has sent the
     /// previous one (hyper polls a body when it can write).
     fn into_body(self) -> Body {
-        let chunks = futures_util::stream::unfold(self, |mut chunks| async move {
+        Body::from_stream(self.into_stream())
+    }
+
+    /// The chunks, each handed out after giving the worker back once.
+    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+        futures_util::stream::unfold(self, |mut chunks| async move {
             loop {
                 match chunks.step() {
-                    Step::Chunk(bytes) => return Some((Ok::<_, Infallible>(bytes), chunks)),
+                    Step::Chunk(bytes) => {
+                        // A client that reads as fast as we write never makes the socket wait,
+                        // so without this the whole response (8.5 MB at 50k keys, 0.1 s of CPU)
+                        // was written in one poll, holding a worker while acks queued behind it.
+                        tokio::task::yield_now().await;
+                        return Some((Ok::<_, Infallible>(bytes), chunks));
+                    }
                     // A filter matching little still scans a bounded slice per step: give the
                     // worker back between slices.
                     Step::Scanned => tokio::task::yield_now().await,
                     Step::Done => return None,
                 }
             }
-        });
-        Body::from_stream(chunks)
+        })
     }
 
     fn step(&mut self) -> Step {
@@ -350,6 +360,28 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    /// A reader as fast as the server never makes a write wait: the stream itself must give the
+    /// worker back between chunks, or one response runs whole in a single poll.
+    #[test]
+    fn the_stream_yields_to_the_scheduler_before_every_chunk() {
+        use futures_util::StreamExt;
+        let mut stream = std::pin::pin!(JsonArrayChunks::new(events(3000), None).into_stream());
+        let waker = futures_util::task::noop_waker();
+        let mut context = std::task::Context::from_waker(&waker);
+        let mut chunks = 0;
+        loop {
+            // Pending once (the yield), then the chunk.
+            if stream.poll_next_unpin(&mut context).is_ready() {
+                break;
+            }
+            match stream.poll_next_unpin(&mut context) {
+                std::task::Poll::Ready(Some(Ok(_))) => chunks += 1,
+                other => panic!("expected a chunk after the yield, got {other:?}"),
+            }
+        }
+        assert!(chunks > 4, "{chunks} chunks");
     }
 
     #[test]
