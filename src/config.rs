@@ -149,8 +149,8 @@ pub struct Config {
     pub ws_pong_timeout: Duration,
 
     /// Regex (matched in full) of browser origins allowed to open websockets; `{{host}}` stands
-    /// for the request's Host. Default: same origin only.
-    #[arg(long, env = "STATECAST_ALLOWED_ORIGIN")]
+    /// for the request's Host. Default: same origin only. At most 4096 bytes.
+    #[arg(long, env = "STATECAST_ALLOWED_ORIGIN", value_parser = parse_origin_pattern)]
     pub allowed_origin: Option<String>,
 
     /// Shared secret required as `Authorization: Bearer` on POST /api/event.
@@ -204,10 +204,22 @@ pub struct Config {
     #[arg(long, env = "STATECAST_MAX_EVENT_BYTES", default_value = "1MiB", value_parser = size_in(64, GIB))]
     pub max_event_bytes: usize,
 
-    /// How long a Riemann TCP connection may go without sending a whole frame before it is
+    /// How long an established Riemann TCP connection may wait between whole frames before it is
     /// closed (connections are limited by --max-tcp-connections: idle ones must not hold them).
     #[arg(long, env = "STATECAST_TCP_IDLE_TIMEOUT", default_value = "5m", value_parser = duration_in(Duration::from_millis(100), YEAR))]
     pub tcp_idle_timeout: Duration,
+
+    /// How long a new Riemann TCP connection (after its TLS handshake, on --tls-tcp) has to send
+    /// its first complete frame before it is closed: a socket that sends nothing holds a slot of
+    /// --max-tcp-connections for this long, not for --tcp-idle-timeout.
+    #[arg(long, env = "STATECAST_TCP_FIRST_FRAME_TIMEOUT", default_value = "30s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
+    pub tcp_first_frame_timeout: Duration,
+
+    /// How long a Riemann TCP frame, once its first byte has arrived, may take to arrive whole
+    /// before the connection is closed (a client dripping a frame a byte at a time). Waiting
+    /// between frames is bounded by --tcp-idle-timeout instead.
+    #[arg(long, env = "STATECAST_TCP_FRAME_TIMEOUT", default_value = "30s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
+    pub tcp_frame_timeout: Duration,
 
     /// How long a write of replies to a Riemann TCP client may make no progress before the
     /// client (which is not reading its replies) is dropped.
@@ -238,6 +250,12 @@ pub struct Config {
     /// may wait for the client to read before the connection is closed.
     #[arg(long, env = "STATECAST_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = duration_in(Duration::from_millis(100), DAY))]
     pub http_body_timeout: Duration,
+
+    /// Whole-index reads (`GET /api/state`) served at once; past it a read gets 503 with
+    /// `Retry-After: 1`. Each serializes every indexed event, so a burst of them took the CPU
+    /// that acknowledgements need; a read holds its slot until its response is sent whole.
+    #[arg(long, env = "STATECAST_MAX_LARGE_READS", default_value_t = 4, value_parser = count_in(1, 10_000))]
+    pub max_large_reads: usize,
 
     /// Concurrent HTTP connections (websockets, once upgraded, count against
     /// `--max-ws-connections` instead); past it new connections get a 503 and are closed.
@@ -275,7 +293,7 @@ pub struct Config {
 
     /// Riemann protobuf over TLS (Riemann's own TLS listener, conventionally port 5554): an
     /// address to listen on, or `off`. Needs --tls-cert and --tls-key; shares the plain port's
-    /// limits, including --max-tcp-connections.
+    /// limits, including --max-tcp-connections (taken once a handshake is done).
     #[arg(long, env = "STATECAST_TLS_TCP", default_value = "off", value_parser = parse_listen)]
     pub tls_tcp: Listen,
 
@@ -298,10 +316,17 @@ pub struct Config {
     #[arg(long, env = "STATECAST_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// How long a TLS client has to complete its handshake; the connection holds a slot of the
-    /// connection limit meanwhile.
+    /// How long a TLS client has to complete its handshake; meanwhile the connection holds a slot
+    /// of --max-tls-handshakes (Riemann TLS) or of --max-http-connections (HTTPS).
     #[arg(long, env = "STATECAST_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
     pub tls_handshake_timeout: Duration,
+
+    /// Riemann TLS (--tls-tcp) handshakes in progress at once; past it a new TLS connection is
+    /// closed at once (counted, logged at most every 10 s). A connection takes a slot of
+    /// --max-tcp-connections only once its handshake is done, so sockets that never handshake
+    /// cannot keep plain Riemann clients out.
+    #[arg(long, env = "STATECAST_MAX_TLS_HANDSHAKES", default_value_t = 128, value_parser = count_in(1, 1_000_000))]
+    pub max_tls_handshakes: usize,
 
     /// A TOML file of settings: each key is a flag's long name (`max-frame-bytes = "16MiB"`),
     /// each value what the flag takes. A flag or environment variable overrides the file.
@@ -354,6 +379,21 @@ pub struct Config {
     /// error saying what is known (Riemann `ok:false`, HTTP 503).
     #[arg(long, env = "STATECAST_CLUSTER_TIMEOUT", default_value = "5s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
     pub cluster_timeout: Duration,
+}
+
+/// The longest `--allowed-origin` pattern: a list of a few dozen origins fits; a longer one is
+/// a mistake, and compiling it (on every websocket upgrade) would cost far more than its size.
+const MAX_ORIGIN_PATTERN_BYTES: usize = 4096;
+
+/// `--allowed-origin`: its length is checked before anything compiles it.
+fn parse_origin_pattern(s: &str) -> Result<String, String> {
+    if s.len() > MAX_ORIGIN_PATTERN_BYTES {
+        return Err(format!(
+            "the pattern is {} bytes; at most {MAX_ORIGIN_PATTERN_BYTES} are accepted",
+            s.len()
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// JetStream names may not hold spaces, `.`, `*`, `>`, path separators or control characters.
@@ -514,9 +554,12 @@ impl Config {
         TcpConfig {
             max_frame_bytes: self.max_frame_bytes,
             max_connections: self.max_tcp_connections,
+            max_tls_handshakes: self.max_tls_handshakes,
             max_in_flight: self.max_in_flight,
             limits: self.event_limits(),
             idle_timeout: self.tcp_idle_timeout,
+            first_frame_timeout: self.tcp_first_frame_timeout,
+            frame_timeout: self.tcp_frame_timeout,
             write_timeout: self.tcp_write_timeout,
             queries: self.tcp_queries,
         }

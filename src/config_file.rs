@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches};
 
 use crate::config::Config;
+use crate::startup_file::{cut, shorten};
 
 /// The flag (and environment variable) naming the file.
 const FLAG: &str = "config";
@@ -39,6 +40,23 @@ impl std::fmt::Display for LoadError {
 }
 
 impl std::error::Error for LoadError {}
+
+/// clap's error in one line: its first line, and its "tip:" lines (the "did you mean" of a
+/// mistyped flag) appended; the usage and `--help` lines are left out, and a long invalid value
+/// is shown cut.
+pub fn one_line(error: &clap::Error) -> String {
+    let rendered = error.to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines.next().unwrap_or("invalid arguments").to_owned();
+    for tip in lines.filter(|l| l.starts_with("tip:")) {
+        line.push_str("; ");
+        line.push_str(tip);
+    }
+    match error.get(clap::error::ContextKind::InvalidValue) {
+        Some(clap::error::ContextValue::String(value)) => shorten(&line, value),
+        _ => line,
+    }
+}
 
 impl Config {
     /// The configuration from the process's arguments, environment and configuration file.
@@ -92,8 +110,10 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
 /// Reads the file and makes each of its keys the default value of the matching flag.
 fn apply_file(mut command: Command, path: &Path) -> Result<Command, LoadError> {
     let file = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| LoadError::File(format!("cannot read the config file {file}: {e}")))?;
+    let cannot =
+        |why: String| LoadError::File(format!("cannot read the config file {file}: {why}"));
+    let bytes = crate::startup_file::read(path).map_err(cannot)?;
+    let text = String::from_utf8(bytes).map_err(|e| cannot(format!("not UTF-8 text ({e})")))?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let line = e
             .span()
@@ -113,14 +133,16 @@ fn apply_file(mut command: Command, path: &Path) -> Result<Command, LoadError> {
                 hint(&command, &long)
             )));
         };
+        // A long value is shown cut: the message stays one short line.
+        let shown = cut(&value.to_string());
         let values = values_of(arg, value).map_err(|why| {
-            LoadError::File(format!("config file {file}: key `{key}` = {value}: {why}"))
+            LoadError::File(format!("config file {file}: key `{key}` = {shown}: {why}"))
         })?;
         for v in &values {
             if let Err(error) = check(arg, &long, v) {
-                let why = first_line(&error.to_string());
+                let why = shorten(&first_line(&error.to_string()), v);
                 return Err(LoadError::File(format!(
-                    "config file {file}: key `{key}` = {value}: {why}"
+                    "config file {file}: key `{key}` = {shown}: {why}"
                 )));
             }
         }

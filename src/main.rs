@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(LoadError::Args(error)) => {
-            eprintln!("statecast: {}", one_line(&error.to_string()));
+            eprintln!("statecast: {}", statecast::config_file::one_line(&error));
             return ExitCode::FAILURE;
         }
         Err(LoadError::File(message)) => {
@@ -83,18 +83,6 @@ fn init_logging(format: LogFormat) {
             .with_span_list(false)
             .init(),
     }
-}
-
-/// clap's error in one line: its first line, and its "tip:" lines (the "did you mean" of a
-/// mistyped flag) appended; the usage and `--help` lines are left out.
-fn one_line(rendered: &str) -> String {
-    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
-    let mut line = lines.next().unwrap_or("invalid arguments").to_owned();
-    for tip in lines.filter(|l| l.starts_with("tip:")) {
-        line.push_str("; ");
-        line.push_str(tip);
-    }
-    line
 }
 
 async fn wait_for_signal() {

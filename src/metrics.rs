@@ -56,6 +56,38 @@ pub struct Counters {
     pub log_replayed: AtomicU64,
     pub log_skipped: AtomicU64,
     pub log_damaged_tail: AtomicU64,
+    /// SIGHUPs handled (each reloads what is reloadable; none stops the server).
+    pub sighups: AtomicU64,
+    /// Riemann TCP connections closed by a read deadline, by [`TcpTimeout`].
+    pub tcp_timeouts: [AtomicU64; 3],
+    /// Riemann TLS connections refused because `--max-tls-handshakes` were in progress.
+    pub tls_handshakes_refused: AtomicU64,
+    /// Whole-index reads (`/api/state`) answered 503 past `--max-large-reads`.
+    pub large_reads_refused: AtomicU64,
+}
+
+/// Why a Riemann TCP connection was closed by a deadline: the `reason` label (the discriminant
+/// indexes `Counters::tcp_timeouts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpTimeout {
+    /// No complete frame within `--tcp-first-frame-timeout` of the connection (or handshake).
+    FirstFrame,
+    /// A started frame not completed within `--tcp-frame-timeout`.
+    Frame,
+    /// No frame at all within `--tcp-idle-timeout` between messages.
+    Idle,
+}
+
+impl TcpTimeout {
+    pub const ALL: [TcpTimeout; 3] = [TcpTimeout::FirstFrame, TcpTimeout::Frame, TcpTimeout::Idle];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TcpTimeout::FirstFrame => "first-frame",
+            TcpTimeout::Frame => "frame",
+            TcpTimeout::Idle => "idle",
+        }
+    }
 }
 
 /// Which dashboard endpoint a connection is counted under.
@@ -275,7 +307,53 @@ impl Counters {
             "Riemann TCP: from the read bringing Msgs to their answer (ok once applied, or once durable with a change).",
         );
         self.cluster.render(out);
+        self.render_limits(out);
         process::render(out);
+    }
+
+    /// Signals handled and connections or reads turned away by a time or concurrency bound.
+    fn render_limits(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP statecast_tcp_timeouts_total Riemann TCP connections closed by a deadline: no first frame (--tcp-first-frame-timeout), a frame left unfinished (--tcp-frame-timeout), idle (--tcp-idle-timeout).\n\
+             # TYPE statecast_tcp_timeouts_total counter"
+        );
+        for (reason, value) in TcpTimeout::ALL.iter().zip(&self.tcp_timeouts) {
+            let _ = writeln!(
+                out,
+                "statecast_tcp_timeouts_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                Self::get(value)
+            );
+        }
+        for (name, help, value) in [
+            (
+                "statecast_sighups_total",
+                "SIGHUPs handled (TLS certificates reloaded when TLS is on; the server keeps serving).",
+                &self.sighups,
+            ),
+            (
+                "statecast_tls_handshakes_refused_total",
+                "Riemann TLS connections refused because --max-tls-handshakes handshakes were in progress.",
+                &self.tls_handshakes_refused,
+            ),
+            (
+                "statecast_large_reads_refused_total",
+                "Whole-index reads (/api/state) answered 503 past --max-large-reads.",
+                &self.large_reads_refused,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                Self::get(value)
+            );
+        }
+    }
+
+    /// Counts a Riemann TCP connection closed by `timeout`.
+    pub fn tcp_timeout(&self, timeout: TcpTimeout) {
+        Self::add(&self.tcp_timeouts[timeout as usize], 1);
     }
 
     /// One gauge line (with its HELP and TYPE) for values kept outside the counters.

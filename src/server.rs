@@ -104,8 +104,12 @@ impl Running {
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    // First: SIGHUP's default action ends the process, and an operator reloading certificates
+    // (or a terminal hanging up) must never stop the server.
+    let hangups = Hangups::listen();
     if let Some(pattern) = &config.allowed_origin {
-        web::access::validate_origin_pattern(pattern).map_err(StartError::Config)?;
+        web::access::validate_origin_pattern(pattern)
+            .map_err(|error| StartError::Config(crate::startup_file::shorten(&error, pattern)))?;
     }
     if let Some(cluster) = config.cluster() {
         cluster
@@ -233,12 +237,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let (Some(listener), Some(certificates)) = (tls_tcp_listener, &certificates) {
         tasks.spawn(tcp::serve(listener, Some(certificates.riemann()), riemann));
     }
-    if let Some(certificates) = &certificates {
-        tasks.spawn(tls::reload_on_sighup(
-            Arc::clone(certificates),
-            shutdown.clone(),
-        ));
-    }
+    tasks.spawn(hangups.serve(
+        certificates.clone(),
+        Arc::clone(&counters),
+        shutdown.clone(),
+    ));
     if let Some(socket) = udp_socket {
         tasks.spawn(udp::serve(
             socket,
@@ -276,6 +279,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         json_limits: config.json_limits(),
         body_timeout: config.http_body_timeout,
         rates,
+        large_reads: web::large_reads::LargeReads::new(config.max_large_reads),
     };
     let router = web::router(app);
     let https = certificates
@@ -312,6 +316,47 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// SIGHUP, handled from the start of [`start`] on: each one reloads what is reloadable (the TLS
+/// certificates when a listener uses TLS), says in one log line what it did, and is counted
+/// (`statecast_sighups_total`). Nothing else is read again: flags and the config file apply
+/// at start only.
+struct Hangups(Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    fn listen() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => Self(Some(hangups)),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP: a SIGHUP would stop the server");
+                Self(None)
+            }
+        }
+    }
+
+    async fn serve(
+        self,
+        certificates: Option<Arc<tls::Certificates>>,
+        counters: Arc<Counters>,
+        shutdown: CancellationToken,
+    ) {
+        let Some(mut hangups) = self.0 else { return };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = hangups.recv() => if received.is_none() { return },
+            }
+            Counters::add(&counters.sighups, 1);
+            match &certificates {
+                Some(certificates) => certificates.reload_logged(),
+                None => tracing::info!(
+                    "SIGHUP: nothing to reload (no TLS listener; flags and the config file apply at start only); still serving"
+                ),
+            }
+        }
+    }
+}
+
 /// The store and the epoch clients resume against; without a store the epoch is per process.
 /// An opened store with what it recovered.
 type Opened = Option<(Arc<Store>, Recovered)>;
@@ -339,11 +384,14 @@ fn check_fd_budget(config: &Config) {
     match crate::fd_limit::raise_to_hard_limit() {
         Ok(limit) => {
             tracing::info!(limit, "open-file limit");
-            let limits = [
+            let mut limits = vec![
                 ("--max-http-connections", config.max_http_connections),
                 ("--max-tcp-connections", config.max_tcp_connections),
                 ("--max-ws-connections", config.max_ws_connections),
             ];
+            if config.tls_tcp.is_some() {
+                limits.push(("--max-tls-handshakes", config.max_tls_handshakes));
+            }
             if let Some(warning) = crate::fd_limit::budget_warning(limit, &limits) {
                 tracing::warn!("{warning}");
             }

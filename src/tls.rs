@@ -1,5 +1,6 @@
 //! TLS for the Riemann TCP listener (`--tls-tcp`) and for HTTP (`--https`): loading the PEM
-//! certificate, key and optional client CA, the handshake timeout, and reloading on SIGHUP.
+//! certificate, key and optional client CA, the handshake timeout, and reloading them (on SIGHUP,
+//! which `server` listens for).
 //!
 //! One set of files serves both listeners; each gets its own rustls configuration (HTTP
 //! advertises `http/1.1` by ALPN, Riemann nothing). A reload builds both anew from the files and
@@ -20,7 +21,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
 
 /// The files a TLS configuration is built from (read again on every reload).
 #[derive(Debug, Clone)]
@@ -138,6 +138,20 @@ impl Certificates {
         Ok(())
     }
 
+    /// [`Self::reload`] for SIGHUP, with one log line saying what happened.
+    pub(crate) fn reload_logged(&self) {
+        match self.reload() {
+            Ok(()) => tracing::info!(
+                cert = %self.files.cert.display(),
+                "SIGHUP: TLS certificate reloaded; new handshakes use it"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "SIGHUP: TLS certificate not reloaded; still serving the previous one"
+            ),
+        }
+    }
+
     pub fn riemann(&self) -> TlsAcceptor {
         self.riemann.clone()
     }
@@ -147,38 +161,12 @@ impl Certificates {
     }
 }
 
-/// Reloads the certificates on every SIGHUP until shutdown.
-pub(crate) async fn reload_on_sighup(certificates: Arc<Certificates>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP: TLS certificates will not be reloaded");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            received = hangups.recv() => if received.is_none() { return },
-        }
-        match certificates.reload() {
-            Ok(()) => tracing::info!(
-                cert = %certificates.files.cert.display(),
-                "SIGHUP: TLS certificate reloaded; new handshakes use it"
-            ),
-            Err(error) => tracing::error!(
-                %error,
-                "SIGHUP: TLS certificate not reloaded; still serving the previous one"
-            ),
-        }
-    }
-}
-
 /// The Riemann and the HTTP server configurations from the files.
 fn build(files: &TlsFiles) -> Result<(ServerConfig, ServerConfig), String> {
     let certs = read_certs(&files.cert, "--tls-cert")?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|error| {
+    let key = crate::startup_file::read(&files.key)
+        .map_err(|error| format!("--tls-key {}: {error}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|error| {
         format!(
             "--tls-key {}: no readable PEM private key ({error})",
             files.key.display()
@@ -216,10 +204,13 @@ fn build(files: &TlsFiles) -> Result<(ServerConfig, ServerConfig), String> {
     Ok((riemann, http))
 }
 
-/// Every certificate of a PEM file; an unreadable file or one without any is an error.
+/// Every certificate of a PEM file; an unreadable file, one without any, or one past
+/// [`crate::startup_file::MAX_STARTUP_FILE_BYTES`] is an error.
 fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let pem = crate::startup_file::read(path)
+        .map_err(|error| format!("{flag} {}: {error}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|error| format!("{flag} {}: {error}", path.display()))?;
     if certs.is_empty() {
         return Err(format!(

@@ -303,3 +303,118 @@ fn a_mistyped_flag_gets_the_tip_on_its_one_line() {
     assert!(lines[0].contains("tip:"), "{lines:?}");
     assert!(lines[0].contains("'--max-frame-bytes'"), "{lines:?}");
 }
+
+/// `kill -HUP` on a server without TLS (nothing to reload) is handled, never fatal: the server
+/// counts it and keeps serving every port.
+#[tokio::test]
+async fn sighup_without_tls_keeps_the_server_serving() {
+    let mut server = start_server(&[]);
+    for expected in 1..=2 {
+        let status = Command::new("kill")
+            .args(["-HUP", &server.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+        let deadline = Instant::now() + TIMEOUT;
+        while server.metric("statecast_sighups_total").await < expected {
+            assert!(Instant::now() < deadline, "SIGHUP {expected} not handled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut tcp = RiemannTcp::connect(&server).await;
+        let reply = tcp
+            .request(&events_msg(vec![event(
+                "h",
+                &format!("after-hup-{expected}"),
+                "ok",
+            )]))
+            .await;
+        assert_eq!(reply.ok, Some(true), "{reply:?}");
+    }
+    assert_eq!(server.terminate().code(), Some(0), "{}", server.stderr());
+}
+
+/// Runs the binary like [`run_statecast`], with `env` set and its address space capped at
+/// 1 GiB (`ulimit -v`): a read that is not bounded fails inside the cap instead of eating the
+/// machine.
+fn run_capped(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let data_dir = fresh_dir("cli");
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"ulimit -v 1048576 && exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_statecast"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args([
+            "--tcp",
+            "127.0.0.1:0",
+            "--udp",
+            "off",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn statecast");
+    // A start that is not refused keeps serving: stopped here, and the test fails on its status.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("collect output");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    output
+}
+
+/// One short line on stderr naming `needle`, exit 1, no ready line.
+fn assert_short_refusal(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let shown: String = stderr.chars().take(2000).collect();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{:?}: {shown}",
+        output.status
+    );
+    let lines = stderr_lines(output);
+    assert_eq!(lines.len(), 1, "one line: {shown}");
+    assert!(lines[0].len() < 400, "a short line: {shown}");
+    assert!(lines[0].contains(needle), "names {needle}: {shown}");
+    assert!(output.stdout.is_empty(), "no ready line");
+}
+
+/// A configuration file that never ends (`/dev/zero`), named by flag or environment, is refused
+/// after a bounded read, in one short line naming the file and the limit.
+#[test]
+fn an_endless_config_file_is_refused_after_a_bounded_read() {
+    let output = run_capped(&["--config", "/dev/zero"], &[]);
+    assert_short_refusal(&output, "/dev/zero");
+    assert!(stderr_lines(&output)[0].contains("MiB"), "{output:?}");
+    let output = run_capped(&[], &[("STATECAST_CONFIG", "/dev/zero")]);
+    assert_short_refusal(&output, "/dev/zero");
+    assert!(stderr_lines(&output)[0].contains("MiB"), "{output:?}");
+}
+
+/// A huge `--allowed-origin` pattern (flag, environment or config file) is refused by its length
+/// before it is compiled, and the error does not echo it.
+#[test]
+fn a_huge_allowed_origin_is_refused_in_a_short_line() {
+    // Just under Linux's limit on one argument (128 KiB).
+    let huge = "a".repeat(120_000);
+    let output = run_capped(&["--allowed-origin", &huge], &[]);
+    assert_short_refusal(&output, "--allowed-origin");
+    let output = run_capped(&[], &[("STATECAST_ALLOWED_ORIGIN", &huge)]);
+    assert_short_refusal(&output, "allowed-origin");
+    let dir = fresh_dir("origin");
+    let file = dir.join("statecast.toml");
+    let in_file = "b".repeat(900_000);
+    std::fs::write(&file, format!("allowed-origin = \"{in_file}\"\n")).expect("write");
+    let output = run_capped(&["--config", &file.display().to_string()], &[]);
+    assert_short_refusal(&output, "allowed-origin");
+    let _ = std::fs::remove_dir_all(&dir);
+}

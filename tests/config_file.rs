@@ -258,3 +258,35 @@ fn help_shows_the_files_values_but_not_its_tokens() {
     assert!(help.contains("[default: 4242]"), "{help}");
     assert!(!help.contains("s3cret-value"), "{help}");
 }
+
+/// The limits of issue 20 (items 12, 15, 16) are keys like every flag, with their defaults when
+/// the file does not name them, and their environment variables.
+#[test]
+fn the_connection_and_read_limits_are_keys_too() {
+    let path = config_file(
+        "tcp-first-frame-timeout = \"5s\"\ntcp-frame-timeout = \"7s\"\nmax-tls-handshakes = 9\nmax-large-reads = 3\n",
+    );
+    let config = load(&path, &[]).expect("the file loads");
+    assert_eq!(config.tcp_first_frame_timeout, Duration::from_secs(5));
+    assert_eq!(config.tcp_frame_timeout, Duration::from_secs(7));
+    assert_eq!(config.max_tls_handshakes, 9);
+    assert_eq!(config.max_large_reads, 3);
+    let defaults = load(&config_file(""), &[]).expect("an empty file loads");
+    assert_eq!(defaults.tcp_first_frame_timeout, Duration::from_secs(30));
+    assert_eq!(defaults.tcp_frame_timeout, Duration::from_secs(30));
+    assert_eq!(defaults.max_tls_handshakes, 128);
+    assert_eq!(defaults.max_large_reads, 4);
+    let help = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .arg("--help")
+        .output()
+        .expect("run statecast --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for env in [
+        "STATECAST_TCP_FIRST_FRAME_TIMEOUT",
+        "STATECAST_TCP_FRAME_TIMEOUT",
+        "STATECAST_MAX_TLS_HANDSHAKES",
+        "STATECAST_MAX_LARGE_READS",
+    ] {
+        assert!(help.contains(env), "{env} in --help");
+    }
+}

@@ -590,3 +590,81 @@ async fn the_page_sends_no_referrer_and_keeps_its_security_headers() {
     assert_eq!(header("x-content-type-options"), "nosniff");
     assert!(header("content-security-policy").contains("frame-ancestors 'none'"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 20, item 15: whole-index reads at once are bounded
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /api/state` on a socket with a small receive buffer: waits for the response to start
+/// (its status line: the handler has run and holds its slot), then never reads again.
+async fn stalled_state_read(server: &Addrs) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.http).await.unwrap();
+    let request = format!(
+        "GET /api/state HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.http
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut status = [0u8; 12];
+    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut status))
+        .await
+        .expect("the response started")
+        .expect("read the status line");
+    assert_eq!(&status, b"HTTP/1.1 200");
+    stream
+}
+
+/// Past `--max-large-reads` whole-index reads in progress, another gets 503 with `Retry-After`
+/// (counted) while the rest of the API answers; once a read ends its slot serves again.
+#[tokio::test]
+async fn whole_index_reads_past_the_limit_get_503_with_retry_after() {
+    let server = start_server(&["--max-large-reads", "2", "--max-body-bytes", "67108864"]);
+    let response = post_json(&server, &batch("h", 20_000, 10)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let first = stalled_state_read(&server).await;
+    let second = stalled_state_read(&server).await;
+
+    let busy = get(&server, "/api/state").await;
+    assert_eq!(
+        busy.status,
+        503,
+        "{}",
+        &busy.body[..busy.body.len().min(200)]
+    );
+    assert!(
+        busy.headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("retry-after") && v == "1"),
+        "{:?}",
+        busy.headers
+    );
+    assert!(busy.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("--max-large-reads"));
+    assert_eq!(
+        server.metric("statecast_large_reads_refused_total").await,
+        1
+    );
+    assert_eq!(server.metric("statecast_large_reads").await, 2);
+    // Small reads and ingest are not held up.
+    assert_eq!(get(&server, "/api/rates").await.status, 200);
+    let response = post_json(&server, &batch("more", 1, 0)).await;
+    assert_eq!(response.status, 200);
+
+    // A read that ends (here: its client goes away) frees its slot.
+    drop(first);
+    drop(second);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let response = get(&server, "/api/state?query=host%20%3D%20%22more-0%22").await;
+        if response.status == 200 {
+            assert_eq!(response.json().as_array().map(Vec::len), Some(1));
+            break;
+        }
+        assert_eq!(response.status, 503);
+        assert!(std::time::Instant::now() < deadline, "no slot was freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

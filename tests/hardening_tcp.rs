@@ -443,3 +443,102 @@ async fn tcp_queries_off_refuses_queries_from_riemann_client() {
         .await;
     assert_eq!(reply.ok, Some(true));
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. First-frame and frame deadlines (issue 20, item 16)
+// ---------------------------------------------------------------------------------------------
+
+/// One counter of `statecast_tcp_timeouts_total{reason}`.
+async fn tcp_timeouts(server: &Addrs, reason: &str) -> u64 {
+    server
+        .metric(&format!(
+            "statecast_tcp_timeouts_total{{reason=\"{reason}\"}}"
+        ))
+        .await
+}
+
+/// Writes `bytes` one at a time, one every 250 ms, until the server closes the connection
+/// (`true`) or [`TIMEOUT`] passes (`false`).
+async fn drip_until_closed(stream: &mut tokio::net::TcpStream, bytes: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut read, mut write) = stream.split();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut ticks = tokio::time::interval(Duration::from_millis(250));
+    let mut next = bytes.iter();
+    let mut sink = [0u8; 64];
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return false,
+            read = read.read(&mut sink) => match read {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            },
+            _ = ticks.tick() => {
+                let Some(byte) = next.next() else { return false };
+                if write.write_all(&[*byte]).await.is_err() {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Connections that send nothing are closed after `--tcp-first-frame-timeout` (not the 5-minute
+/// idle timeout) and free their slots; a client dripping a frame a byte at a time is closed after
+/// `--tcp-frame-timeout`; a client that sends whole frames and idles between them longer than
+/// both keeps its connection (the idle timeout is its bound). Each close is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_dripping_connections_are_closed_long_before_the_idle_timeout() {
+    let server = start_server(&[
+        "--max-tcp-connections",
+        "4",
+        "--tcp-first-frame-timeout",
+        "1s",
+        "--tcp-frame-timeout",
+        "1s",
+    ]);
+    // A client that idles between whole frames for longer than both deadlines.
+    let mut steady = RiemannTcp::connect(&server).await;
+    let reply = steady
+        .request(&events_msg(vec![event("h", "steady-1", "ok")]))
+        .await;
+    assert_eq!(reply.ok, Some(true));
+
+    // Three silent sockets fill the other slots, until the first-frame deadline closes them.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(RiemannTcp::connect(&server).await);
+    }
+    for connection in &mut silent {
+        connection.expect_closed().await;
+    }
+    assert!(tcp_timeouts(&server, "first-frame").await >= 3);
+
+    // An established client that starts a frame and drips it is closed by the frame deadline.
+    let mut dripping = RiemannTcp::connect(&server).await;
+    let reply = dripping
+        .request(&events_msg(vec![event("h", "drip-1", "ok")]))
+        .await;
+    assert_eq!(reply.ok, Some(true));
+    let mut long = event("h", "drip-2", "ok");
+    long.description = Some("d".repeat(200));
+    let bytes = frame(&events_msg(vec![long]));
+    assert!(
+        drip_until_closed(&mut dripping.stream, &bytes).await,
+        "a frame dripped at 4 bytes/s was not closed within {TIMEOUT:?}"
+    );
+    assert!(tcp_timeouts(&server, "frame").await >= 1);
+
+    // The steady client idled through all of that and is still served.
+    let reply = steady
+        .request(&events_msg(vec![event("h", "steady-2", "ok")]))
+        .await;
+    assert_eq!(reply.ok, Some(true), "{reply:?}");
+    // And the freed slots take new clients.
+    let mut fresh = RiemannTcp::connect(&server).await;
+    let reply = fresh
+        .request(&events_msg(vec![event("h", "fresh", "ok")]))
+        .await;
+    assert_eq!(reply.ok, Some(true));
+    assert_eq!(tcp_timeouts(&server, "idle").await, 0);
+}

@@ -430,49 +430,127 @@ async fn mutual_tls_accepts_a_good_client_certificate_and_refuses_others() {
     }
 }
 
-/// Plain TCP, TLS with no client certificate required, and the shared connection limit: a TLS
-/// connection holds a slot of --max-tcp-connections; one that never handshakes is closed after
-/// --tls-handshake-timeout, which frees its slot.
+/// Waits until the accept loops have taken `n` connections in all (accepted or refused).
+async fn wait_accepted(server: &Addrs, n: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let body = http_request(server.http, "GET", "/metrics", &[], b"")
+            .await
+            .body;
+        let seen: u64 = body
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .filter(|(key, _)| {
+                [
+                    "statecast_tcp_connections_total",
+                    "statecast_tcp_refused_total",
+                    "statecast_tls_handshakes_refused_total",
+                ]
+                .contains(key)
+            })
+            .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+            .sum();
+        if seen >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{seen} of {n} connections taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Silent TLS sockets do not lock plain Riemann clients out: a TLS connection in its handshake
+/// holds a handshake slot (`--max-tls-handshakes`), not a `--max-tcp-connections` slot, which it
+/// takes only once the handshake is done. Before, 12 silent sockets against a limit of 4 refused
+/// every plain client for the whole handshake timeout.
 #[tokio::test]
-async fn tls_shares_the_connection_limit_and_a_silent_handshake_times_out() {
+async fn silent_tls_handshakes_do_not_lock_plain_riemann_clients_out() {
+    let pki = Pki::new();
+    let (server, ready, _dir) = start_with_ready_file(&pki.server_args(&[
+        "--tls-tcp",
+        "127.0.0.1:0",
+        "--max-tcp-connections",
+        "4",
+    ]));
+    let addr = tls_addr(&ready);
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        silent.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    wait_accepted(&server, 12).await;
+    // Plain clients get in (and so does a TLS client that completes its handshake).
+    for i in 0..3 {
+        let mut plain = RiemannTcp::connect(&server).await;
+        let reply = plain
+            .request(&events_msg(vec![event("h", &format!("plain-{i}"), "ok")]))
+            .await;
+        assert_eq!(reply.ok, Some(true), "{reply:?}");
+    }
+    let config = client_config(&pki.ca.cert, None, false);
+    let mut stream = tls_connect(addr, config).await.expect("handshake");
+    let reply = riemann_request(&mut stream, &events_msg(vec![event("h", "tls", "ok")])).await;
+    assert_eq!(reply.expect("a reply").ok, Some(true));
+    assert_eq!(server.metric("statecast_tcp_refused_total").await, 0);
+    drop(silent);
+}
+
+/// Handshakes have their own budget: past `--max-tls-handshakes` in progress a new TLS
+/// connection is closed at once and counted; a silent handshake is closed after
+/// `--tls-handshake-timeout`, which frees its slot for a TLS client; a TLS connection that
+/// completes its handshake then holds a slot of the shared `--max-tcp-connections`.
+#[tokio::test]
+async fn tls_handshakes_have_their_own_budget_and_a_silent_one_times_out() {
     let pki = Pki::new();
     let (server, ready, _dir) = start_with_ready_file(&pki.server_args(&[
         "--tls-tcp",
         "127.0.0.1:0",
         "--max-tcp-connections",
         "1",
+        "--max-tls-handshakes",
+        "2",
         "--tls-handshake-timeout",
-        // Long enough for the plain connection below to be refused while it holds the slot.
-        "3s",
+        "2s",
     ]));
     let addr = tls_addr(&ready);
     let config = client_config(&pki.ca.cert, None, false);
-
-    // A silent socket holds the only slot once accepted: the plain port refuses meanwhile.
-    let mut silent = TcpStream::connect(addr).await.expect("connect");
-    let deadline = Instant::now() + TIMEOUT;
-    while server.metric("statecast_tcp_connections_total").await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the silent connection was not accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(addr).await.expect("connect"));
     }
-    let mut plain = RiemannTcp::connect(&server).await;
-    plain.expect_closed().await;
-    // After the handshake timeout the server closes the silent socket…
+    wait_accepted(&server, 2).await;
+    // The third is past the handshake budget: closed at once, counted.
+    let mut third = TcpStream::connect(addr).await.expect("connect");
     let mut buf = [0u8; 16];
-    let closed = tokio::time::timeout(TIMEOUT, silent.read(&mut buf))
+    let closed = tokio::time::timeout(TIMEOUT, third.read(&mut buf))
         .await
-        .expect("the silent handshake was not closed");
+        .expect("the connection past the handshake budget was not closed");
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
-    // …and its slot serves a TLS client (the slot is released just after the close: retry).
+    assert_eq!(
+        server
+            .metric("statecast_tls_handshakes_refused_total")
+            .await,
+        1
+    );
+    // The plain port is unaffected.
+    let mut plain = RiemannTcp::connect(&server).await;
+    let reply = plain
+        .request(&events_msg(vec![event("h", "plain", "ok")]))
+        .await;
+    assert_eq!(reply.ok, Some(true));
+    drop(plain);
+    // After the handshake timeout the silent sockets are closed…
+    for socket in &mut silent {
+        let closed = tokio::time::timeout(TIMEOUT, socket.read(&mut buf))
+            .await
+            .expect("the silent handshake was not closed");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
+    // …and a TLS client gets in (the slots are released just after the close: retry).
     let deadline = Instant::now() + TIMEOUT;
     loop {
         if let Ok(mut stream) = tls_connect(addr, Arc::clone(&config)).await {
             if let Some(reply) = riemann_request(
                 &mut stream,
-                &events_msg(vec![event("h", "tls-plain", "ok")]),
+                &events_msg(vec![event("h", "tls-after", "ok")]),
             )
             .await
             {
@@ -480,13 +558,9 @@ async fn tls_shares_the_connection_limit_and_a_silent_handshake_times_out() {
                 break;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "no TLS connection got the freed slot"
-        );
+        assert!(Instant::now() < deadline, "no TLS connection got in");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(server.metric("statecast_tcp_refused_total").await >= 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -765,6 +839,72 @@ fn startup_without_a_valid_certificate_is_one_line_and_exit_1() {
             .collect();
         assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
         assert!(lines[0].contains(expected), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}: no ready line");
+    }
+}
+
+/// A certificate, key or client CA "file" that never ends (`/dev/zero`) is refused after a
+/// bounded read, in one short line naming the flag; the binary runs with its address space
+/// capped (`ulimit -v`) so a read that is not bounded fails the test instead of eating memory.
+#[test]
+fn endless_certificate_files_are_refused_after_a_bounded_read() {
+    let pki = Pki::new();
+    let cert = pki.server_cert.display().to_string();
+    let key = pki.server_key.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--tls-cert", "/dev/zero", "--tls-key", &key],
+            "--tls-cert",
+        ),
+        (
+            vec!["--tls-cert", &cert, "--tls-key", "/dev/zero"],
+            "--tls-key",
+        ),
+        (
+            vec![
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-client-ca",
+                "/dev/zero",
+            ],
+            "--tls-client-ca",
+        ),
+    ];
+    for (args, flag) in cases {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"ulimit -v 1048576 && exec "$@""#)
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_statecast"))
+            .args([
+                "--tcp",
+                "127.0.0.1:0",
+                "--udp",
+                "off",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args(["--data-dir", "off", "--https"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run statecast");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let shown: String = stderr.chars().take(2000).collect();
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {shown}");
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.starts_with("statecast: "))
+            .collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {shown}");
+        assert!(lines[0].len() < 400, "{args:?}: a short line: {shown}");
+        assert!(lines[0].contains(flag), "{args:?}: {shown}");
+        assert!(
+            lines[0].contains("MiB"),
+            "{args:?}: names the limit: {shown}"
+        );
         assert!(output.stdout.is_empty(), "{args:?}: no ready line");
     }
 }

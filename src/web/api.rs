@@ -14,6 +14,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::large_reads::LargeRead;
 use super::{history, AppState, SubscribeParams};
 use crate::engine::EngineError;
 use crate::event::{now_micros, Event, EventLimits};
@@ -147,16 +148,24 @@ pub(crate) async fn decode(
 ///
 /// Streamed: the array is serialized a chunk at a time as the client reads, from the snapshot's
 /// shared events, so a large index costs one chunk of memory per reader, not a copy of itself.
+/// At most `--max-large-reads` stream at once; past it, 503 with `Retry-After`.
 pub(crate) async fn state(
     State(app): State<AppState>,
     axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let filter = dashboard_filter(&app, &headers, &params, "/api/state").await?;
+    // Taken before the snapshot, held by the body until it is sent whole (or dropped).
+    let read = match app.large_reads.begin(&app.counters, "/api/state") {
+        Ok(read) => read,
+        Err(busy) => return Ok(busy.into_response()),
+    };
     let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
+    let mut chunks = JsonArrayChunks::new(snapshot.events, filter);
+    chunks.read = Some(read);
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        JsonArrayChunks::new(snapshot.events, filter).into_body(),
+        chunks.into_body(),
     )
         .into_response())
 }
@@ -174,6 +183,8 @@ struct JsonArrayChunks {
     wrote_one: bool,
     /// `]` is written: the next step ends the stream.
     closed: bool,
+    /// The `--max-large-reads` slot this read holds while it streams.
+    read: Option<LargeRead>,
 }
 
 enum Step {
@@ -190,24 +201,35 @@ impl JsonArrayChunks {
             opened: false,
             wrote_one: false,
             closed: false,
+            read: None,
         }
     }
 
     /// A response body that asks for the next chunk only when the connection has sent the
     /// previous one (hyper polls a body when it can write).
     fn into_body(self) -> Body {
-        let chunks = futures_util::stream::unfold(self, |mut chunks| async move {
+        Body::from_stream(self.into_stream())
+    }
+
+    /// The chunks, each handed out after giving the worker back once.
+    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+        futures_util::stream::unfold(self, |mut chunks| async move {
             loop {
                 match chunks.step() {
-                    Step::Chunk(bytes) => return Some((Ok::<_, Infallible>(bytes), chunks)),
+                    Step::Chunk(bytes) => {
+                        // A client that reads as fast as we write never makes the socket wait,
+                        // so without this the whole response (8.5 MB at 50k keys, 0.1 s of CPU)
+                        // was written in one poll, holding a worker while acks queued behind it.
+                        tokio::task::yield_now().await;
+                        return Some((Ok::<_, Infallible>(bytes), chunks));
+                    }
                     // A filter matching little still scans a bounded slice per step: give the
                     // worker back between slices.
                     Step::Scanned => tokio::task::yield_now().await,
                     Step::Done => return None,
                 }
             }
-        });
-        Body::from_stream(chunks)
+        })
     }
 
     fn step(&mut self) -> Step {
@@ -314,6 +336,12 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         "Batches and requests waiting for the engine (bounded by --engine-queue).",
         app.engine.queue_depth() as u64,
     );
+    Counters::render_gauge(
+        &mut body,
+        "statecast_large_reads",
+        "Whole-index reads (/api/state) streaming now (bounded by --max-large-reads).",
+        app.large_reads.in_progress() as u64,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -345,6 +373,28 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    /// A reader as fast as the server never makes a write wait: the stream itself must give the
+    /// worker back between chunks, or one response runs whole in a single poll.
+    #[test]
+    fn the_stream_yields_to_the_scheduler_before_every_chunk() {
+        use futures_util::StreamExt;
+        let mut stream = std::pin::pin!(JsonArrayChunks::new(events(3000), None).into_stream());
+        let waker = futures_util::task::noop_waker();
+        let mut context = std::task::Context::from_waker(&waker);
+        let mut chunks = 0;
+        loop {
+            // Pending once (the yield), then the chunk.
+            if stream.poll_next_unpin(&mut context).is_ready() {
+                break;
+            }
+            match stream.poll_next_unpin(&mut context) {
+                std::task::Poll::Ready(Some(Ok(_))) => chunks += 1,
+                other => panic!("expected a chunk after the yield, got {other:?}"),
+            }
+        }
+        assert!(chunks > 4, "{chunks} chunks");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - `--http-body-timeout`: bounds the body read (in the handler) and any response write that
 //!   makes no progress ([`StallTimeout`]): a client that stops reading is closed;
 //! - `--max-http-connections`: past it a new connection gets a short 503 and is closed, with a
-//!   log line at most every [`REFUSAL_LOG_INTERVAL`]. An upgraded websocket leaves this count
+//!   log line at most every [`crate::rate_limited_log::INTERVAL`]. An upgraded websocket leaves this count
 //!   for the websocket limit.
 //!
 //! With `--https` every connection first completes a TLS handshake (see [`crate::tls`]) and is
@@ -20,7 +20,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -34,10 +34,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Counters;
+use crate::rate_limited_log::RateLimitedLog;
 use crate::tls::TlsAcceptor;
 
-/// Refusals (connection limit, accept errors) are logged at most this often.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// After an accept error (EMFILE: out of descriptors) the loop waits this long before the next
 /// accept instead of spinning on the same error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -66,7 +65,7 @@ pub(crate) async fn serve(
     tasks: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut refusals = RateLimitedLog::default();
+    let refusals = RateLimitedLog::default();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -195,29 +194,6 @@ fn refuse(stream: TcpStream) {
     let _ = stream.try_write(response.as_bytes());
 }
 
-/// "Log now?" at most once per [`REFUSAL_LOG_INTERVAL`], counting what it swallowed.
-#[derive(Default)]
-struct RateLimitedLog {
-    last: Option<Instant>,
-    skipped: u64,
-}
-
-impl RateLimitedLog {
-    /// `Some(events not logged since the last line)` when a line is due.
-    fn due(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_INTERVAL)
-        {
-            self.skipped += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.skipped))
-    }
-}
-
 /// A socket whose writes fail with `TimedOut` once they have made no progress for `limit`: a
 /// client that sends a request and never reads the answer does not hold its connection (and its
 /// response, e.g. a snapshot) forever.
@@ -306,16 +282,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallTimeout<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refusal_lines_are_rate_limited_and_count_what_they_skipped() {
-        let mut log = RateLimitedLog::default();
-        assert_eq!(log.due(), Some(0));
-        assert_eq!(log.due(), None);
-        assert_eq!(log.due(), None);
-        log.last = Some(Instant::now() - REFUSAL_LOG_INTERVAL);
-        assert_eq!(log.due(), Some(2));
-    }
 
     #[tokio::test]
     async fn a_write_the_peer_never_reads_times_out() {

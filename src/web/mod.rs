@@ -17,6 +17,7 @@
 //! - `events`: Riemann's `/events` websocket ingest (acks per batch); `POST /events` (NDJSON)
 //!   is `api`'s, whose body decoding both share.
 //! - `health`: `/healthz` and `/readyz`, outside the access rules.
+//! - `large_reads`: the bound on whole-index reads at once (`--max-large-reads`).
 //! - `rates`: `GET /api/rates`, the last hour of the stats counters for the page's chart.
 //! - `assets`: the embedded dashboard page.
 
@@ -30,6 +31,7 @@ mod health;
 mod history;
 pub mod http_server;
 mod index;
+pub(crate) mod large_reads;
 pub mod proxy;
 pub(crate) mod rates;
 pub mod ws;
@@ -84,6 +86,8 @@ pub(crate) struct AppState {
     pub(crate) body_timeout: Duration,
     /// The last hour of stats samples, filled by [`stats_ticker`], read by `GET /api/rates`.
     pub(crate) rates: Arc<rates::RateRing>,
+    /// Whole-index reads served at once (`/api/state`).
+    pub(crate) large_reads: large_reads::LargeReads,
 }
 
 pub(crate) fn router(app: AppState) -> Router {

@@ -8,14 +8,20 @@
 //! waits for each slot in turn and writes replies in batches, flushing only when nothing more is
 //! ready. The reply queue is bounded: a client that never reads replies stops being read.
 //!
-//! Every connection is bounded in time and memory: one that sends no frame for
-//! `idle_timeout` is closed (connections are a limited resource), one whose replies make no
+//! Every connection is bounded in time and memory: one that sends no first frame within
+//! `first_frame_timeout`, leaves a started frame unfinished for `frame_timeout`, or sends no frame
+//! for `idle_timeout` is closed (connections are a limited resource), one whose replies make no
 //! progress for `write_timeout` is dropped, at most [`reader::QUERIES_IN_FLIGHT`] query replies (each
 //! a whole-index snapshot until encoded) wait per connection, and a Msg is checked against
 //! [`EventLimits`] on the wire before it is decoded.
 //!
 //! The TLS listener (`--tls-tcp`) runs the same connections over a TLS session (see
-//! [`crate::tls`]), with the same limits, and counts against the same connection limit.
+//! [`crate::tls`]), with the same limits. During its handshake a TLS connection holds only a
+//! slot of its own budget (`max_tls_handshakes`); it takes a slot of the shared connection limit
+//! once the handshake is done. Sockets that open and never handshake (1,100 of them once kept
+//! every plain client out for the handshake timeout) are refused past that budget and never
+//! touch the plain port's slots. Refusals are logged at most once per
+//! [`crate::rate_limited_log::INTERVAL`], with the count.
 //!
 //! This module owns the listener (accept, back-off, the connection limit, shutdown) and starts
 //! each connection's halves: [`reader`] (framing, batching what one read brings, limits) and
@@ -31,8 +37,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,17 +47,24 @@ use self::writer::{write_replies, Link};
 use crate::engine::EngineHandle;
 use crate::event::EventLimits;
 use crate::metrics::Counters;
+use crate::rate_limited_log::RateLimitedLog;
 use crate::tls::TlsAcceptor;
 
 #[derive(Debug, Clone)]
 pub(crate) struct TcpConfig {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
+    /// TLS handshakes in progress at once (`--max-tls-handshakes`), apart from `max_connections`.
+    pub max_tls_handshakes: usize,
     pub max_in_flight: usize,
     /// Bounds on each Msg, checked before it is decoded.
     pub limits: EventLimits,
-    /// A connection that sends no whole frame for this long is closed.
+    /// A connection that sends no whole frame for this long between frames is closed.
     pub idle_timeout: Duration,
+    /// A new connection must send its first whole frame within this.
+    pub first_frame_timeout: Duration,
+    /// A frame, once started, must arrive whole within this.
+    pub frame_timeout: Duration,
     /// A client whose replies make no progress for this long is dropped.
     pub write_timeout: Duration,
     /// Whether queries are answered (the port has no authentication).
@@ -65,14 +78,17 @@ const QUERIES_DISABLED: &str = "queries are disabled on this port (--tcp-queries
 const LINGER: Duration = Duration::from_secs(1);
 
 /// What every Riemann TCP listener, plain and TLS, shares: the settings, the engine, one
-/// connection limit (a TLS connection holds a slot of `--max-tcp-connections` from accept on,
-/// through its handshake) and shutdown.
+/// connection limit (a TLS connection takes its slot once its handshake is done), the TLS
+/// handshake budget, the refusal log's rate limit, and shutdown.
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub config: TcpConfig,
     pub engine: EngineHandle,
     pub counters: Arc<Counters>,
     pub permits: Arc<Semaphore>,
+    /// TLS handshakes in progress.
+    pub handshakes: Arc<Semaphore>,
+    pub refusals: Arc<RateLimitedLog>,
     pub shutdown: CancellationToken,
     /// Heard by connections still running when the shutdown grace ends.
     pub force: CancellationToken,
@@ -90,6 +106,8 @@ impl Shared {
     ) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(config.max_connections)),
+            handshakes: Arc::new(Semaphore::new(config.max_tls_handshakes)),
+            refusals: Arc::default(),
             config,
             engine,
             counters,
@@ -109,56 +127,104 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
     } else {
         "riemann tcp"
     };
-    let Shared {
-        config,
-        engine,
-        counters,
-        permits,
-        shutdown,
-        force,
-        tasks,
-    } = shared;
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shared.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (socket, peer) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
                 // Usually EMFILE: back off instead of spinning on a hot error.
-                tracing::warn!(%error, "{what} accept failed");
+                if let Some(skipped) = shared.refusals.due() {
+                    tracing::warn!(%error, not_logged_since_last_line = skipped, "{what} accept failed");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            Counters::add(&counters.tcp_refused, 1);
-            tracing::warn!(%peer, limit = config.max_connections, "{what} connection limit reached (--max-tcp-connections); closing new connection");
-            drop(socket);
-            continue;
-        };
-        Counters::add(&counters.tcp_connections, 1);
         let _ = socket.set_nodelay(true);
+        match &tls {
+            None => {
+                let Some(permit) = shared.admit(peer, what) else {
+                    continue;
+                };
+                Counters::add(&shared.counters.tcp_connections, 1);
+                let shared = shared.clone();
+                shared.tasks.clone().spawn(async move {
+                    let (read, write) = socket.into_split();
+                    shared.run_connection(peer, what, read, write).await;
+                    drop(permit);
+                });
+            }
+            Some(tls) => {
+                let Ok(handshake) = Arc::clone(&shared.handshakes).try_acquire_owned() else {
+                    Counters::add(&shared.counters.tls_handshakes_refused, 1);
+                    if let Some(skipped) = shared.refusals.due() {
+                        tracing::warn!(%peer, limit = shared.config.max_tls_handshakes, not_logged_since_last_line = skipped, "{what}: too many TLS handshakes in progress (--max-tls-handshakes); closing new connections");
+                    }
+                    continue;
+                };
+                Counters::add(&shared.counters.tcp_connections, 1);
+                let (shared, tls) = (shared.clone(), tls.clone());
+                shared.tasks.clone().spawn(async move {
+                    let stream = tokio::select! {
+                        _ = shared.shutdown.cancelled() => return,
+                        stream = tls.accept(socket, peer, "riemann") => stream,
+                    };
+                    drop(handshake);
+                    let Some(stream) = stream else { return };
+                    let Some(permit) = shared.admit(peer, what) else {
+                        return;
+                    };
+                    // The halves of `tokio::io::split` share one TLS session.
+                    let (read, write) = tokio::io::split(stream);
+                    shared.run_connection(peer, what, read, write).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// A slot of the connection limit, or `None` (counted, logged at most every 10 s) when
+    /// every slot is taken; the caller then drops the connection.
+    fn admit(&self, peer: SocketAddr, what: &str) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(permit);
+        }
+        Counters::add(&self.counters.tcp_refused, 1);
+        if let Some(skipped) = self.refusals.due() {
+            tracing::warn!(
+                %peer,
+                limit = self.config.max_connections,
+                not_logged_since_last_line = skipped,
+                "{what} connection limit reached (--max-tcp-connections); closing new connections"
+            );
+        }
+        None
+    }
+
+    /// Runs one admitted connection until it ends, or until `force` (the shutdown grace ran out).
+    async fn run_connection<R, W>(&self, peer: SocketAddr, what: &str, read: R, write: W)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let connection = Connection {
-            config: config.clone(),
+            config: self.config.clone(),
             // Its own handle: its inputs take effect in the order it sent them (cluster mode).
-            engine: engine.for_connection(),
-            counters: Arc::clone(&counters),
+            engine: self.engine.for_connection(),
+            counters: Arc::clone(&self.counters),
             peer,
         };
-        let shutdown = shutdown.clone();
-        let force = force.clone();
-        let tls = tls.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = connection.start(socket, tls, shutdown) => {}
-                _ = force.cancelled() => {
-                    tracing::warn!(%peer, "{what} connection still busy at the end of the shutdown grace period; closing it");
-                }
+        tokio::select! {
+            _ = connection.run(read, write, self.shutdown.clone()) => {}
+            _ = self.force.cancelled() => {
+                tracing::warn!(%peer, "{what} connection still busy at the end of the shutdown grace period; closing it");
             }
-            drop(permit);
-        });
+        }
     }
 }
 
@@ -171,24 +237,6 @@ struct Connection {
 }
 
 impl Connection {
-    /// Runs the connection, after the TLS handshake when `tls` is given. The halves are the
-    /// socket's own for plain TCP (no lock between them) and `tokio::io::split`'s for TLS, whose
-    /// reads and writes share one session.
-    async fn start(self, socket: TcpStream, tls: Option<TlsAcceptor>, shutdown: CancellationToken) {
-        let Some(tls) = tls else {
-            let (read, write) = socket.into_split();
-            return self.run(read, write, shutdown).await;
-        };
-        let handshake = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            handshake = tls.accept(socket, self.peer, "riemann") => handshake,
-        };
-        if let Some(stream) = handshake {
-            let (read, write) = tokio::io::split(stream);
-            self.run(read, write, shutdown).await;
-        }
-    }
-
     async fn run<R, W>(self, mut read: R, write: W, shutdown: CancellationToken)
     where
         R: AsyncRead + Unpin,

@@ -5,12 +5,13 @@
 //! on the wire before it is decoded. The event-only Msgs of one read go to the engine as one
 //! batch with one acknowledgement; anything else (a query, an empty Msg, bad input) first sends
 //! what is batched, so request order is kept. For each request a [`Reply`] slot is queued for the
-//! writer; the queue is bounded, so a client that never reads its replies stops being read. An
-//! idle connection (no whole frame for the idle timeout) is closed. This half never writes the
-//! socket.
+//! writer; the queue is bounded, so a client that never reads its replies stops being read. A
+//! connection is closed when it sends no first frame in time, leaves a started frame unfinished
+//! too long, or idles between frames past the idle timeout ([`Deadlines`]). This half never
+//! writes the socket.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -19,11 +20,11 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::writer::{error_msg, ok_msg, MsgSizes, Reply};
-use super::{Connection, QUERIES_DISABLED};
+use super::{Connection, TcpConfig, QUERIES_DISABLED};
 use crate::event::convert;
 use crate::event::{now_micros, Event};
 use crate::ingest::frame::{FrameDecoder, FrameError};
-use crate::metrics::Counters;
+use crate::metrics::{Counters, TcpTimeout};
 use crate::proto::Msg;
 use crate::query::Query;
 
@@ -81,9 +82,9 @@ impl Connection {
     ) -> ReadEnd {
         let decoder = FrameDecoder::new(self.config.max_frame_bytes);
         let queries = Arc::new(Semaphore::new(QUERIES_IN_FLIGHT));
-        // The idle clock restarts when the reader goes back to reading after handling frames,
-        // so time spent waiting on the client's own backpressure does not count as idle.
-        let mut idle_deadline = tokio::time::Instant::now() + self.config.idle_timeout;
+        // The clocks restart when the reader goes back to reading after handling frames, so
+        // time spent waiting on the client's own backpressure counts against none of them.
+        let mut deadlines = Deadlines::new(tokio::time::Instant::now(), &self.config);
         let mut framed = false;
         let mut buf = BytesMut::new();
         // Event-only Msgs decoded from one read go to the engine together: one command and one
@@ -159,9 +160,12 @@ impl Connection {
                     return ReadEnd::Fatal;
                 }
             }
-            if std::mem::take(&mut framed) {
-                idle_deadline = tokio::time::Instant::now() + self.config.idle_timeout;
-            }
+            deadlines.before_read(
+                tokio::time::Instant::now(),
+                std::mem::take(&mut framed),
+                !buf.is_empty(),
+            );
+            let (deadline, timeout) = deadlines.next();
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
@@ -170,12 +174,8 @@ impl Connection {
                 _ = shutdown.cancelled() => return ReadEnd::Closed,
                 // The writer gave up on the client (write timeout, reset): so does the reader.
                 _ = replies.closed() => return ReadEnd::Closed,
-                _ = tokio::time::sleep_until(idle_deadline) => {
-                    tracing::info!(
-                        peer = %self.peer,
-                        idle_secs = self.config.idle_timeout.as_secs(),
-                        "closing idle riemann tcp connection (no frame within --tcp-idle-timeout)"
-                    );
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.timed_out(timeout);
                     return ReadEnd::Closed;
                 }
                 r = read.read_buf(&mut buf) => r,
@@ -196,6 +196,29 @@ impl Connection {
                     return ReadEnd::Closed;
                 }
             }
+        }
+    }
+
+    /// Counts and logs a connection closed by `timeout`.
+    fn timed_out(&self, timeout: TcpTimeout) {
+        self.counters.tcp_timeout(timeout);
+        let peer = self.peer;
+        match timeout {
+            TcpTimeout::Idle => tracing::info!(
+                %peer,
+                idle_secs = self.config.idle_timeout.as_secs(),
+                "closing idle riemann tcp connection (no frame within --tcp-idle-timeout)"
+            ),
+            // Scanners and port checks do this all day: debug, counted in /metrics.
+            TcpTimeout::FirstFrame => tracing::debug!(
+                %peer,
+                "closing riemann tcp connection: no complete frame within --tcp-first-frame-timeout"
+            ),
+            TcpTimeout::Frame => tracing::info!(
+                %peer,
+                frame_secs = self.config.frame_timeout.as_secs_f64(),
+                "closing riemann tcp connection: a frame did not arrive whole within --tcp-frame-timeout"
+            ),
         }
     }
 
@@ -304,5 +327,118 @@ impl Connection {
     }
 }
 
+/// The read deadlines of one connection; whichever is nearest closes it.
+///
+/// - first frame: a new connection must send a whole frame within `first_frame_timeout` (a
+///   socket that never sends must not hold its slot for the idle timeout);
+/// - frame: bytes of a frame are buffered (a frame has started) — it must be whole within
+///   `frame_timeout` of its start (a client dripping a byte a second must not either);
+/// - idle: between frames, an established client may wait up to `idle_timeout`.
+///
+/// Pure: the reader tells it what happened and when, so its rules are tested without a clock.
+#[derive(Debug)]
+struct Deadlines {
+    first_frame: Option<tokio::time::Instant>,
+    frame: Option<tokio::time::Instant>,
+    idle: tokio::time::Instant,
+    idle_timeout: Duration,
+    frame_timeout: Duration,
+}
+
+impl Deadlines {
+    fn new(now: tokio::time::Instant, config: &TcpConfig) -> Self {
+        Self {
+            first_frame: Some(now + config.first_frame_timeout),
+            frame: None,
+            idle: now + config.idle_timeout,
+            idle_timeout: config.idle_timeout,
+            frame_timeout: config.frame_timeout,
+        }
+    }
+
+    /// Before each read, at `now`: whether frames were handled since the last read, and whether
+    /// bytes of an unfinished frame are buffered.
+    fn before_read(&mut self, now: tokio::time::Instant, framed: bool, partial: bool) {
+        if framed {
+            self.first_frame = None;
+            self.idle = now + self.idle_timeout;
+        }
+        self.frame = match (partial, self.frame) {
+            (false, _) => None,
+            // What is buffered after whole frames began in the read that brought them.
+            (true, Some(started)) if !framed => Some(started),
+            (true, _) => Some(now + self.frame_timeout),
+        };
+    }
+
+    /// The nearest deadline and what it stands for.
+    fn next(&self) -> (tokio::time::Instant, TcpTimeout) {
+        let mut next = (self.idle, TcpTimeout::Idle);
+        for (deadline, timeout) in [
+            (self.frame, TcpTimeout::Frame),
+            (self.first_frame, TcpTimeout::FirstFrame),
+        ] {
+            if let Some(deadline) = deadline.filter(|d| *d <= next.0) {
+                next = (deadline, timeout);
+            }
+        }
+        next
+    }
+}
+
 /// What a plain HTTP client on the Riemann port is told before the connection closes.
 const HTTP_REPLY: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 85\r\n\r\nThis is statecast's Riemann TCP port (protobuf); the dashboard is on the HTTP port.\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventLimits;
+
+    fn config() -> TcpConfig {
+        TcpConfig {
+            max_frame_bytes: 1024,
+            max_connections: 1,
+            max_tls_handshakes: 1,
+            max_in_flight: 1,
+            limits: EventLimits::DEFAULT,
+            idle_timeout: Duration::from_secs(300),
+            first_frame_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            queries: true,
+        }
+    }
+
+    #[test]
+    fn a_new_connection_has_the_first_frame_deadline_then_the_idle_one() {
+        let t0 = tokio::time::Instant::now();
+        let s = Duration::from_secs;
+        let mut deadlines = Deadlines::new(t0, &config());
+        deadlines.before_read(t0, false, false);
+        assert_eq!(deadlines.next(), (t0 + s(10), TcpTimeout::FirstFrame));
+        // Half a first frame: the first-frame deadline is still the nearest.
+        deadlines.before_read(t0 + s(1), false, true);
+        assert_eq!(deadlines.next(), (t0 + s(10), TcpTimeout::FirstFrame));
+        // A whole frame: only the idle deadline, from then on.
+        deadlines.before_read(t0 + s(5), true, false);
+        assert_eq!(deadlines.next(), (t0 + s(305), TcpTimeout::Idle));
+    }
+
+    #[test]
+    fn a_started_frame_must_finish_within_the_frame_timeout_of_its_start() {
+        let t0 = tokio::time::Instant::now();
+        let s = Duration::from_secs;
+        let mut deadlines = Deadlines::new(t0, &config());
+        deadlines.before_read(t0 + s(1), true, false);
+        // A frame starts at 100 s; more bytes of it keep arriving, one at a time.
+        deadlines.before_read(t0 + s(100), false, true);
+        deadlines.before_read(t0 + s(120), false, true);
+        assert_eq!(deadlines.next(), (t0 + s(130), TcpTimeout::Frame));
+        // It completes, with the start of the next one behind it: that one's clock starts now.
+        deadlines.before_read(t0 + s(125), true, true);
+        assert_eq!(deadlines.next(), (t0 + s(155), TcpTimeout::Frame));
+        // Nothing buffered: idle again.
+        deadlines.before_read(t0 + s(126), true, false);
+        assert_eq!(deadlines.next(), (t0 + s(426), TcpTimeout::Idle));
+    }
+}
