@@ -444,7 +444,7 @@ impl Session {
             if let Some(frames) = self.replay(resume, sub.snapshot.seq).await {
                 self.out.drop_queued_view();
                 for frame in frames {
-                    self.out.push(Outgoing::View(frame));
+                    self.out.push(Outgoing::Start(frame));
                 }
                 return Some(sub.changes);
             }
@@ -455,7 +455,7 @@ impl Session {
             e.state.is_some() && filter.is_none_or(|q| q.matches(e))
         });
         self.out.drop_queued_view();
-        self.out.push(Outgoing::View(frame));
+        self.out.push(Outgoing::Start(frame));
         Some(sub.changes)
     }
 
