@@ -21,6 +21,7 @@
 //! - `assets`: the embedded dashboard page.
 
 pub mod access;
+mod acks;
 mod actions;
 mod api;
 mod assets;

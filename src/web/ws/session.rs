@@ -450,10 +450,11 @@ impl Session {
             }
             reset = true;
         }
-        let filter = self.filter.as_ref();
-        let frame = broadcast::snapshot_frame(&sub.snapshot, &self.app.epoch, reset, |e| {
-            e.state.is_some() && filter.is_none_or(|q| q.matches(e))
-        });
+        let filter = self
+            .filter
+            .as_ref()
+            .map(|q| |e: &crate::event::Event| q.matches(e));
+        let frame = broadcast::snapshot_frame(&sub.snapshot, &self.app.epoch, reset, filter);
         self.out.drop_queued_view();
         self.out.push(Outgoing::Start(frame));
         Some(sub.changes)
