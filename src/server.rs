@@ -257,6 +257,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         json_limits: config.json_limits(),
         body_timeout: config.http_body_timeout,
         rates,
+        unfinished: web::unfinished_budget(config.max_body_bytes),
     };
     let router = web::router(app);
     let https = certificates

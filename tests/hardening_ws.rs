@@ -82,6 +82,13 @@ async fn a_ping_flood_on_the_riemann_index_websocket_is_bounded_too() {
     ping_flood("/index?subscribe=true").await;
 }
 
+/// Issue 20 item 7: websocket ingest bounded its pongs as little as `/ws` once did (4 clients
+/// flooding pings without reading: 1.87 GiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_on_websocket_ingest_is_bounded_too() {
+    ping_flood("/events").await;
+}
+
 async fn ping_flood(path: &str) {
     // A write timeout long enough for an unbounded pong queue to show (before the fix, the
     // client was dropped only once the socket took no data for this long).

@@ -85,6 +85,13 @@ pub(crate) struct AppState {
     pub(crate) body_timeout: Duration,
     /// The last hour of stats samples, filled by [`stats_ticker`], read by `GET /api/rates`.
     pub(crate) rates: Arc<rates::RateRing>,
+    /// Bytes of unfinished `/events` messages, all connections together, and their bound.
+    pub(crate) unfinished: Arc<events::UnfinishedBudget>,
+}
+
+/// The budget of unfinished `/events` messages for this `--max-body-bytes` (see `events`).
+pub(crate) fn unfinished_budget(max_body_bytes: usize) -> Arc<events::UnfinishedBudget> {
+    events::UnfinishedBudget::for_max_message(max_body_bytes)
 }
 
 pub(crate) fn router(app: AppState) -> Router {
