@@ -322,13 +322,17 @@ impl Session {
                     let mut taken = 0;
                     while let Some(received) = next.take() {
                         match received {
-                            Ok(published) => {
-                                if self.wants(&published.change)
-                                    && !self.out.offer(Outgoing::View(published.frame()))
-                                {
-                                    lagging = true;
+                            // Evicted from the ring for bytes: missed, as when lagging.
+                            Ok(published) => match published.payload() {
+                                Some(p) => {
+                                    if self.wants(&p.change)
+                                        && !self.out.offer(Outgoing::View(p.frame()))
+                                    {
+                                        lagging = true;
+                                    }
                                 }
-                            }
+                                None => lagging = true,
+                            },
                             Err(RecvError::Lagged(_)) => lagging = true,
                             Err(RecvError::Closed) => {
                                 self.close(GOING_AWAY, "server shutting down");
