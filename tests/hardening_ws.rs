@@ -571,7 +571,7 @@ async fn a_dashboard_reading_a_snapshot_far_over_the_queue_limit_is_not_resynced
         tokio::spawn(async move {
             let mut i = 0u64;
             while streaming.load(std::sync::atomic::Ordering::Relaxed) {
-                let state = if i % 2 == 0 { "ok" } else { "warning" };
+                let state = if i.is_multiple_of(2) { "ok" } else { "warning" };
                 let body = json!({"host": "stream", "service": "flip", "state": state});
                 let response = post_json(&server, &body.to_string()).await;
                 assert_eq!(response.status, 200, "{}", response.body);
