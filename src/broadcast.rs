@@ -4,41 +4,189 @@
 //! waits on a receiver. Each change carries its websocket frame, built lazily by whichever client
 //! needs it first and then shared by reference count: 1,000 clients cost one `serde_json` call.
 //! A receiver that falls behind the ring gets `Lagged` and is resynchronised by its client task —
-//! handled on purpose, never a silent gap.
+//! handled on purpose, never a silent gap. The ring is bounded in bytes as well as in count
+//! ([`RING_MAX_BYTES`]): past it the oldest changes' payloads are evicted, and a receiver that
+//! reaches one resynchronises as if it had lagged.
 //!
 //! Depends on [`crate::change`] and [`crate::event`] only: the engine publishes into it, it never
 //! reaches back into the engine.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
 
-use crate::action::{keys_json, AckInfo, Silence};
+use crate::action::{AckInfo, Silence};
 use crate::change::{Change, Snapshot};
 use crate::event::Event;
 
-/// A change as published to clients.
+/// Bytes the ring may hold, besides its count (`--broadcast-capacity`): past it the oldest
+/// changes are evicted (their payload dropped; a receiver that reaches one resynchronises, as
+/// when it lags by count). Without it 16k large frames — a silence set of 5 MB, events of
+/// 1 MiB — pinned gigabytes for one slow dashboard.
+pub const RING_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the ring holds of one change: the change and its frame, until evicted.
 #[derive(Debug)]
-pub struct Published {
+pub struct Payload {
     pub change: Change,
     frame: OnceLock<Utf8Bytes>,
 }
 
-impl Published {
-    pub fn new(change: Change) -> Arc<Self> {
-        Arc::new(Self {
-            change,
-            frame: OnceLock::new(),
-        })
-    }
-
+impl Payload {
     /// `{"type":"change","seq":N,"previous_state":"ok","event":E}`, serialized once.
     pub fn frame(&self) -> Utf8Bytes {
         self.frame
-            .get_or_init(|| change_json(&self.change).to_string().into())
+            .get_or_init(|| change_frame(&self.change))
             .clone()
     }
+}
+
+/// A change as published to clients: its `seq`, and its payload unless the ring evicted it.
+#[derive(Debug)]
+pub struct Published {
+    seq: u64,
+    /// What the payload is counted as against [`RING_MAX_BYTES`].
+    bytes: usize,
+    payload: RwLock<Option<Arc<Payload>>>,
+}
+
+impl Published {
+    fn new(change: Change) -> Arc<Self> {
+        let payload = Payload {
+            frame: OnceLock::new(),
+            change,
+        };
+        let bytes = approx_bytes(&payload);
+        Arc::new(Self {
+            seq: payload.change.seq,
+            bytes,
+            payload: RwLock::new(Some(Arc::new(payload))),
+        })
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The change and its frame; `None` once evicted for bytes: the receiver missed it.
+    pub fn payload(&self) -> Option<Arc<Payload>> {
+        self.payload
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn evict(&self) {
+        *self.payload.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+/// What a change costs the ring, estimated without serializing it: its event and the event it
+/// replaced (the ring may be all that keeps them), and the frame built from them. An
+/// operator-action record is serialized now (its frame is needed anyway, and records are rare).
+fn approx_bytes(payload: &Payload) -> usize {
+    let change = &payload.change;
+    if change.action.is_some() {
+        return 2 * payload.frame().len();
+    }
+    2 * event_bytes(&change.event) + change.previous.as_deref().map_or(0, event_bytes)
+}
+
+fn event_bytes(event: &Event) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let tags: usize = event.tags.iter().map(|t| t.len() + 4).sum();
+    let attributes: usize = event
+        .attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum();
+    128 + text(&event.host)
+        + text(&event.service)
+        + text(&event.state)
+        + text(&event.description)
+        + tags
+        + attributes
+}
+
+/// The changes the ring may hold, in order, with their bytes. Weak: a change every receiver has
+/// read is dropped by tokio's ring, and then pins nothing (it leaves this list as it ages).
+#[derive(Debug)]
+struct Ring {
+    entries: VecDeque<(Weak<Published>, usize)>,
+    bytes: usize,
+    capacity: usize,
+    max_bytes: usize,
+}
+
+impl Ring {
+    /// Adds `published`; evicts what falls out by count (tokio's ring drops it) or by bytes
+    /// (the oldest, never the newest).
+    fn push(&mut self, published: &Arc<Published>) {
+        self.bytes += published.bytes;
+        self.entries
+            .push_back((Arc::downgrade(published), published.bytes));
+        while self.entries.len() > self.capacity {
+            if let Some((_, bytes)) = self.entries.pop_front() {
+                self.bytes -= bytes;
+            }
+        }
+        while self.bytes > self.max_bytes && self.entries.len() > 1 {
+            if let Some((old, bytes)) = self.entries.pop_front() {
+                self.bytes -= bytes;
+                if let Some(old) = old.upgrade() {
+                    old.evict();
+                }
+            }
+        }
+    }
+}
+
+/// The publishing end: a `tokio::sync::broadcast` ring of `capacity` changes, bounded in bytes
+/// too ([`RING_MAX_BYTES`]).
+#[derive(Debug, Clone)]
+pub struct Sender {
+    tx: tokio::sync::broadcast::Sender<Arc<Published>>,
+    ring: Arc<Mutex<Ring>>,
+}
+
+impl Sender {
+    pub fn new(capacity: usize) -> Self {
+        Self::with_max_bytes(capacity, RING_MAX_BYTES)
+    }
+
+    pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
+        let capacity = capacity.max(1);
+        let (tx, _) = tokio::sync::broadcast::channel(capacity);
+        Self {
+            tx,
+            ring: Arc::new(Mutex::new(Ring {
+                entries: VecDeque::new(),
+                bytes: 0,
+                capacity,
+                max_bytes,
+            })),
+        }
+    }
+
+    /// Publishes a change; nobody listening is fine. Never waits on a receiver.
+    pub fn send(&self, change: Change) {
+        let published = Published::new(change);
+        // Under the lock, so the ring and tokio's ring see changes in the same order.
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.push(&published);
+        let _ = self.tx.send(published);
+    }
+
+    pub fn subscribe(&self) -> Receiver {
+        self.tx.subscribe()
+    }
+}
+
+/// The frame of a change, serialized (what `Payload::frame` caches; history uses it directly).
+pub fn change_frame(change: &Change) -> Utf8Bytes {
+    change_json(change).to_string().into()
 }
 
 /// `{"type":"change","seq":N,"previous_state":"ok","event":E}`: the one definition of a change on
@@ -69,35 +217,163 @@ pub fn change_json(change: &Change) -> Value {
 }
 
 pub type Receiver = tokio::sync::broadcast::Receiver<Arc<Published>>;
-pub type Sender = tokio::sync::broadcast::Sender<Arc<Published>>;
+
+/// The (host, service) of an event or an ack, borrowed.
+type KeyRef<'a> = (Option<&'a str>, Option<&'a str>);
+
+/// The keys of the events `keep` accepts: what a subscriber with a filter can see, to pick
+/// the acks and silenced keys that belong in its view.
+pub fn visible_keys<'a>(
+    events: &'a [Arc<Event>],
+    keep: impl Fn(&Event) -> bool,
+) -> HashSet<KeyRef<'a>> {
+    events
+        .iter()
+        .filter(|e| keep(e))
+        .map(|e| (e.host.as_deref(), e.service.as_deref()))
+        .collect()
+}
+
+/// Whether an ack (or a silenced key) is of a key in `visible`; `None` sees everything.
+pub fn is_visible(
+    visible: Option<&HashSet<KeyRef<'_>>>,
+    host: &Option<String>,
+    service: &Option<String>,
+) -> bool {
+    visible.is_none_or(|keys| keys.contains(&(host.as_deref(), service.as_deref())))
+}
 
 /// `{"type":"snapshot","seq":S,"epoch":E,"reset":R,"events":[…],"acks":[…],"silences":[…],
-/// "silenced":[[H,S]…]}` for the events `keep` accepts (acks and silences are all sent: the
-/// page decides what to show). `reset` tells a client that asked to resume (or fell behind)
-/// that it missed changes and must replace its view.
+/// "silenced":[[H,S]…]}`: the events with a state that `filter` accepts (`None`: all of them),
+/// and the acks and silenced keys of those events only — a subscriber sees what its filter
+/// sees, and a filter that matches nothing gets no acks. Silences are all sent: there are at
+/// most 1,000, and the page manages them from any view. `reset` tells a client that asked to
+/// resume (or fell behind) that it missed changes and must replace its view.
+///
+/// Written straight into one string, an item at a time: the frame is as large as the index,
+/// and a JSON tree of it first cost several times that.
 pub fn snapshot_frame(
     snapshot: &Snapshot,
     epoch: &str,
     reset: bool,
-    keep: impl Fn(&Event) -> bool,
+    filter: Option<impl Fn(&Event) -> bool>,
 ) -> Utf8Bytes {
-    let events: Vec<Value> = snapshot
-        .events
-        .iter()
-        .filter(|e| keep(e))
-        .map(|e| e.to_json_value())
-        .collect();
+    let with_state = |e: &Event| e.state.is_some() && filter.as_ref().is_none_or(|f| f(e));
     let actions = &snapshot.actions;
-    json!({
-        "type": "snapshot",
-        "seq": snapshot.seq,
-        "epoch": epoch,
-        "reset": reset,
-        "events": events,
-        "acks": actions.acks.iter().map(AckInfo::to_json).collect::<Vec<_>>(),
-        "silences": actions.silences.iter().map(Silence::to_json).collect::<Vec<_>>(),
-        "silenced": keys_json(&actions.silenced),
-    })
-    .to_string()
-    .into()
+    let narrowed = filter.is_some() && !(actions.acks.is_empty() && actions.silenced.is_empty());
+    let visible = narrowed.then(|| visible_keys(&snapshot.events, with_state));
+    let visible = visible.as_ref();
+
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail, and every value written here is valid JSON.
+    let head = json!({"type": "snapshot", "seq": snapshot.seq, "epoch": epoch, "reset": reset});
+    let _ = serde_json::to_writer(&mut out, &head);
+    out.pop(); // the head's closing brace: the arrays follow
+    out.extend_from_slice(b",\"events\":");
+    write_array(
+        &mut out,
+        snapshot.events.iter().filter(|e| with_state(e)),
+        |e| e.to_json_value(),
+    );
+    out.extend_from_slice(b",\"acks\":");
+    let acks = actions
+        .acks
+        .iter()
+        .filter(|a| is_visible(visible, &a.host, &a.service));
+    write_array(&mut out, acks, AckInfo::to_json);
+    out.extend_from_slice(b",\"silences\":");
+    write_array(&mut out, actions.silences.iter(), Silence::to_json);
+    out.extend_from_slice(b",\"silenced\":");
+    let silenced = actions
+        .silenced
+        .iter()
+        .filter(|(h, s)| is_visible(visible, h, s));
+    write_array(&mut out, silenced, |(h, s)| json!([h, s]));
+    out.push(b'}');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_default().into()
+}
+
+/// Appends `[item, …]`, each item made a JSON value and written on its own.
+fn write_array<T>(out: &mut Vec<u8>, items: impl Iterator<Item = T>, to_json: impl Fn(T) -> Value) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, &to_json(item));
+    }
+    out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(seq: u64, description_bytes: usize) -> Change {
+        let event = Event {
+            host: Some("h".into()),
+            service: Some("s".into()),
+            state: Some("critical".into()),
+            description: Some("d".repeat(description_bytes)),
+            ..Default::default()
+        };
+        Change {
+            seq,
+            previous_state: "ok".into(),
+            event: Arc::new(event),
+            previous: None,
+            removed: false,
+            silenced: false,
+            cleared_by: None,
+            action: None,
+        }
+    }
+
+    /// Issue 20 item 5: a receiver that does not read keeps the ring's changes only up to the
+    /// byte bound; past it the oldest are evicted (it sees them as missed), the newest kept.
+    #[test]
+    fn the_ring_is_bounded_in_bytes_and_evicts_the_oldest() {
+        let tx = Sender::with_max_bytes(1000, 100_000);
+        let mut stalled = tx.subscribe();
+        for seq in 1..=100 {
+            tx.send(change(seq, 10_000));
+        }
+        let ring = tx.ring.lock().unwrap();
+        assert!(ring.bytes <= 100_000, "{} bytes held", ring.bytes);
+        drop(ring);
+        let mut kept = Vec::new();
+        let mut missed = 0;
+        while let Ok(published) = stalled.try_recv() {
+            match published.payload() {
+                Some(payload) => kept.push(payload.change.seq),
+                None => missed += 1,
+            }
+        }
+        assert_eq!(missed + kept.len(), 100, "every change is still announced");
+        assert!(kept.len() >= 3 && kept.len() < 10, "{kept:?}");
+        assert_eq!(kept.last(), Some(&100), "the newest is kept");
+        assert!(
+            kept.windows(2).all(|w| w[0] + 1 == w[1]),
+            "the newest, in a row"
+        );
+    }
+
+    /// Changes every receiver has read pin nothing, and never cause an eviction.
+    #[test]
+    fn changes_read_by_every_receiver_are_not_held() {
+        let tx = Sender::with_max_bytes(1000, 100_000);
+        let mut reader = tx.subscribe();
+        for seq in 1..=100 {
+            tx.send(change(seq, 10_000));
+            let published = reader.try_recv().expect("published");
+            assert!(published.payload().is_some(), "read before any eviction");
+        }
+        // Only a weak trace remains: no payload is alive for the ring to evict.
+        let ring = tx.ring.lock().unwrap();
+        assert!(ring
+            .entries
+            .iter()
+            .all(|(weak, _)| weak.upgrade().is_none()));
+    }
 }

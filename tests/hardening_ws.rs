@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -80,6 +80,13 @@ async fn a_ping_flood_from_a_client_that_never_reads_is_closed_and_memory_stays_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_on_the_riemann_index_websocket_is_bounded_too() {
     ping_flood("/index?subscribe=true").await;
+}
+
+/// Issue 20 item 7: websocket ingest bounded its pongs as little as `/ws` once did (4 clients
+/// flooding pings without reading: 1.87 GiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_on_websocket_ingest_is_bounded_too() {
+    ping_flood("/events").await;
 }
 
 async fn ping_flood(path: &str) {
@@ -481,4 +488,116 @@ async fn sse_echoes_an_allowed_origin_and_refuses_a_foreign_one() {
     let (status, headers, _) = open_stream(server.http, "/index", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "access-control-allow-origin"), None);
+}
+
+/// What a dashboard frame is, read without building the (possibly huge) JSON tree.
+#[derive(serde::Deserialize)]
+struct FrameHead {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    reset: bool,
+}
+
+/// What a dashboard that reads as fast as it can saw until it had `changes` changes.
+#[derive(Debug, Default)]
+struct ReaderSaw {
+    snapshots: usize,
+    resets: usize,
+    changes: usize,
+    close: Option<String>,
+}
+
+/// Reads `/ws` frames as they come until `changes` changes arrived (or the connection ended).
+async fn read_until_changes(server: Addrs, changes: usize) -> ReaderSaw {
+    let mut client = WsClient::connect(&server).await;
+    let mut saw = ReaderSaw::default();
+    while saw.changes < changes {
+        let next = tokio::time::timeout(Duration::from_secs(60), client.ws.next()).await;
+        match next.expect("no frame within 60 s") {
+            Some(Ok(WsMessage::Text(text))) => {
+                let head: FrameHead = serde_json::from_str(text.as_str()).expect("a JSON frame");
+                match head.kind.as_str() {
+                    "snapshot" => {
+                        saw.snapshots += 1;
+                        saw.resets += usize::from(head.reset);
+                    }
+                    "change" => saw.changes += 1,
+                    _ => {}
+                }
+            }
+            Some(Ok(WsMessage::Close(frame))) => {
+                saw.close = Some(format!("{frame:?}"));
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                saw.close = Some(format!("error: {error}"));
+                break;
+            }
+            None => {
+                saw.close = Some("end of stream".into());
+                break;
+            }
+        }
+    }
+    saw
+}
+
+/// Issue 20 item 1: a snapshot many times `--ws-queue-bytes` is still being written when changes
+/// arrive. Before the fix the unflushed snapshot counted against the queue limit, so any change
+/// offered meanwhile marked the client lagging: reset snapshot after reset snapshot, then 1008
+/// "slow consumer", for clients that read as fast as they could.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_reading_a_snapshot_far_over_the_queue_limit_is_not_resynced() {
+    let server = start_server(&["--ws-queue-bytes", "64KiB"]);
+    // 20,000 keys with 400-byte descriptions: a snapshot of about 11 MB, 170 × the queue limit.
+    let description = "d".repeat(400);
+    for start in (0..20_000).step_by(2000) {
+        let batch: Vec<Value> = (start..start + 2000)
+            .map(|i| {
+                json!({"host": format!("h{}", i % 1000), "service": format!("service-{i}"),
+                            "state": "critical", "description": description})
+            })
+            .collect();
+        let response = post_json(&server, &Value::Array(batch).to_string()).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    // A steady stream of changes (one key flipping state) while three dashboards connect and read.
+    let streaming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let stream = {
+        let streaming = std::sync::Arc::clone(&streaming);
+        let server = *server;
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while streaming.load(std::sync::atomic::Ordering::Relaxed) {
+                let state = if i.is_multiple_of(2) { "ok" } else { "warning" };
+                let body = json!({"host": "stream", "service": "flip", "state": state});
+                let response = post_json(&server, &body.to_string()).await;
+                assert_eq!(response.status, 200, "{}", response.body);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            i
+        })
+    };
+    let readers: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(read_until_changes(*server, 200)))
+        .collect();
+    let mut saws = Vec::new();
+    for reader in readers {
+        saws.push(reader.await.expect("reader task"));
+    }
+    streaming.store(false, std::sync::atomic::Ordering::Relaxed);
+    let posted = stream.await.expect("stream task");
+    let resyncs = server.metric("statecast_ws_resyncs_total").await;
+    let slow_closed = server.metric("statecast_ws_slow_closed_total").await;
+    eprintln!("big snapshot, steady changes ({posted} posted): {saws:?}; resyncs {resyncs}, slow-closed {slow_closed}");
+    for saw in &saws {
+        assert_eq!(saw.close, None, "a reading dashboard was closed: {saws:?}");
+        assert_eq!(saw.resets, 0, "a reading dashboard was resynced: {saws:?}");
+        assert_eq!(saw.snapshots, 1, "{saws:?}");
+    }
+    assert_eq!(resyncs, 0);
+    assert_eq!(slow_closed, 0);
 }

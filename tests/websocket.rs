@@ -206,3 +206,95 @@ async fn sigterm_closes_websockets_with_1001_and_exits_0() {
     );
     assert_eq!(status.code(), Some(0));
 }
+
+/// An operator action over HTTP that must be answered 200.
+async fn act(server: &Addrs, method: &str, path: &str, body: Value) {
+    let response = http_request(
+        server.http,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{method} {path}: {}", response.body);
+}
+
+/// Issue 20 item 2: a filtered snapshot and `GET /api/acks?query=` carry the acks and silenced
+/// keys of the keys the filter sees, nothing else (before: every ack, whatever the filter); the
+/// silences themselves are all sent. `/api/acks` is streamed (chunked), not one JSON value.
+#[tokio::test]
+async fn snapshots_and_api_acks_carry_only_what_the_filter_sees() {
+    let server = InProcess::start(&[]);
+    let events = json!([
+        {"host": "web1", "service": "cpu", "state": "critical"},
+        {"host": "db1", "service": "disk", "state": "critical"},
+        {"host": "web2", "service": "cpu", "state": "ok"}
+    ]);
+    let response = post_json(&server, &events.to_string()).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    for host in ["web1", "db1"] {
+        let service = if host == "web1" { "cpu" } else { "disk" };
+        let ack = json!({"host": host, "service": service, "note": "n", "by": "ann"});
+        act(&server, "POST", "/api/ack", ack).await;
+    }
+    let silence = json!({"query": "host = \"db1\"", "comment": "c", "by": "bob", "duration": "1h"});
+    act(&server, "POST", "/api/silence", silence).await;
+
+    let acked_hosts = |acks: &Value| -> Vec<String> {
+        let mut hosts: Vec<String> = acks
+            .as_array()
+            .unwrap_or_else(|| panic!("not an array: {acks}"))
+            .iter()
+            .map(|a| a["host"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        hosts.sort();
+        hosts
+    };
+    let (_all, snapshot) = WsClient::connect_with_snapshot(&server).await;
+    assert_eq!(acked_hosts(&snapshot["acks"]), ["db1", "web1"]);
+    assert_eq!(snapshot["silenced"], json!([["db1", "disk"]]));
+
+    let mut web = WsClient::connect_path(&server, "/ws?query=host%20%3D%20%22web1%22").await;
+    let snapshot = web.next_json().await;
+    assert_eq!(snapshot_services(&snapshot), ["cpu"]);
+    assert_eq!(acked_hosts(&snapshot["acks"]), ["web1"], "{snapshot}");
+    assert_eq!(snapshot["silenced"], json!([]), "{snapshot}");
+    assert_eq!(snapshot["silences"].as_array().map(Vec::len), Some(1));
+
+    let mut nobody = WsClient::connect_path(&server, "/ws?query=host%20%3D%20%22nobody%22").await;
+    let snapshot = nobody.next_json().await;
+    assert_eq!(snapshot["acks"], json!([]), "{snapshot}");
+    assert_eq!(snapshot["silenced"], json!([]), "{snapshot}");
+
+    let get = |path: &'static str| {
+        let server = *server;
+        async move { http_request(server.http, "GET", path, &[], b"").await }
+    };
+    let all = get("/api/acks").await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    assert_eq!(acked_hosts(&all.json()["acks"]), ["db1", "web1"]);
+    let db = get("/api/acks?query=host%20%3D%20%22db1%22").await;
+    assert_eq!(acked_hosts(&db.json()["acks"]), ["db1"], "{}", db.body);
+    assert_eq!(get("/api/acks?query=host%20%3D").await.status, 400);
+
+    // Enough acks for many chunks: the answer is streamed, not one value with a length.
+    let mut batch = Vec::new();
+    for i in 0..200 {
+        batch.push(json!({"host": format!("many{i}"), "service": "s", "state": "critical"}));
+    }
+    let response = post_json(&server, &Value::Array(batch).to_string()).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    for i in 0..200 {
+        let note = "x".repeat(1000);
+        let ack = json!({"host": format!("many{i}"), "service": "s", "note": note, "by": "ann"});
+        act(&server, "POST", "/api/ack", ack).await;
+    }
+    let many = get("/api/acks").await;
+    assert_eq!(many.json()["acks"].as_array().map(Vec::len), Some(202));
+    let chunked = many
+        .headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    assert!(chunked, "not streamed: {:?}", many.headers);
+}

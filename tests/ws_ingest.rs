@@ -175,7 +175,8 @@ async fn ingest_token_and_origin_rules_apply() {
 /// the client reads.
 #[tokio::test]
 async fn unread_acks_stall_the_reader_and_all_arrive_in_order() {
-    const BATCHES: usize = 1000;
+    // Acks of about 1 KiB (the longest id): 10,000 of them outgrow any socket buffer (4 MiB).
+    const BATCHES: usize = 10_000;
     let server = InProcess::start(&["--ws-write-timeout", "60s"]);
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
@@ -189,7 +190,8 @@ async fn unread_acks_stall_the_reader_and_all_arrive_in_order() {
     .expect("handshake timed out")
     .expect("handshake");
     let (mut sink, mut stream) = ws.split();
-    let padding = "x".repeat(64 * 1024);
+    // Ids as long as allowed (1 KiB of JSON), so the acks fill the socket buffers quickly.
+    let padding = "x".repeat(1000);
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sent_by_task = std::sync::Arc::clone(&sent);
     let sender = tokio::spawn(async move {
@@ -307,5 +309,125 @@ async fn an_oversized_message_closes_with_1009() {
     match close {
         Some(Ok(WsMessage::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1009),
         other => panic!("expected close 1009, got {other:?}"),
+    }
+}
+
+/// Issue 20 item 8: a batch id past the cap is not echoed (8 connections × 64 pending 4 MiB ids
+/// held 1.6 GiB): the batch is refused with an error naming the cap, the id answered as `null`,
+/// and the connection keeps working.
+#[tokio::test]
+async fn a_batch_id_over_the_cap_is_refused_and_not_echoed() {
+    let server = InProcess::start(&[]);
+    let mut ws = connect_events(&server, "", &[]).await.expect("upgrade");
+    let long_id = "i".repeat(64 * 1024);
+    let batch =
+        json!({"id": long_id, "events": [{"host": "h", "service": "long-id", "state": "ok"}]});
+    send_text(&mut ws, batch.to_string()).await;
+    let ack = next_ack(&mut ws).await;
+    assert!(ack["id"].is_null(), "the id is echoed");
+    assert_eq!(ack["ok"], false, "{}", ack["error"]);
+    let error = ack["error"].as_str().unwrap_or_default();
+    assert!(error.contains("1024"), "{error}");
+    let state = http_request(server.http, "GET", "/api/state", &[], b"").await;
+    assert!(
+        !state.body.contains("long-id"),
+        "nothing applied: {}",
+        state.body
+    );
+
+    // An id of 1,024 bytes of JSON (quotes included) is within the cap.
+    let batch = json!({"id": "i".repeat(1022), "events": []});
+    send_text(&mut ws, batch.to_string()).await;
+    assert_eq!(
+        next_ack(&mut ws).await,
+        json!({"id": "i".repeat(1022), "ok": true, "accepted": 0})
+    );
+}
+
+/// Sends the first fragment of a text message (no FIN): a message left unfinished.
+async fn send_unfinished(ws: &mut WsStream, bytes: usize) {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let fragment = Frame::message(vec![b' '; bytes], OpCode::Data(Data::Text), false);
+    tokio::time::timeout(TIMEOUT, ws.send(WsMessage::Frame(fragment)))
+        .await
+        .expect("send timed out")
+        .expect("send fragment");
+}
+
+/// Sends a ping and waits for what comes back: `None` for its pong, or the close code.
+async fn ping_round_trip(ws: &mut WsStream) -> Option<u16> {
+    if ws.send(WsMessage::Ping("p".into())).await.is_err() {
+        return Some(0);
+    }
+    loop {
+        let next = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("no pong or close within the timeout");
+        match next {
+            Some(Ok(WsMessage::Pong(_))) => return None,
+            Some(Ok(WsMessage::Close(frame))) => return Some(frame.map_or(0, |f| f.code.into())),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Some(0),
+        }
+    }
+}
+
+/// Issue 20 item 9, first half: pings do not keep an unfinished message alive (200 connections
+/// holding 4 MiB each: 1.15 GiB for as long as they pinged). It must complete within
+/// `--http-body-timeout`; past it the connection is closed with 1008.
+#[tokio::test]
+async fn an_unfinished_message_is_closed_after_the_body_timeout_whatever_pings_come() {
+    let server = InProcess::start(&["--http-body-timeout", "2"]);
+    let mut ws = connect_events(&server, "", &[]).await.expect("upgrade");
+    send_unfinished(&mut ws, 1000).await;
+    let started = std::time::Instant::now();
+    let code = loop {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "still open 30 s after an unfinished message, pinging every 200 ms"
+        );
+        if let Some(code) = ping_round_trip(&mut ws).await {
+            break code;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(code, 1008);
+}
+
+/// Issue 20 item 9, second half: the bytes of unfinished messages, all connections together,
+/// count against one budget (16 × `--max-body-bytes`); a message that would pass it closes its
+/// connection with 1013 (try again later), and the budget is returned when connections go.
+#[tokio::test]
+async fn unfinished_messages_of_all_connections_share_one_budget() {
+    // 64 KiB messages: a budget of 1 MiB, 16 fragments of 60 KiB fit, 24 do not.
+    let server = InProcess::start(&["--max-body-bytes", "64KiB"]);
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..24 {
+        let mut ws = connect_events(&server, "", &[]).await.expect("upgrade");
+        send_unfinished(&mut ws, 60 * 1024).await;
+        match ping_round_trip(&mut ws).await {
+            None => open.push(ws),
+            Some(code) => {
+                assert_eq!(code, 1013, "closed with another code");
+                refused += 1;
+            }
+        }
+    }
+    assert!(open.len() >= 16, "{} held, {refused} refused", open.len());
+    assert!(refused >= 1, "{} held, none refused", open.len());
+    drop(open);
+    // The budget came back: a new connection's whole batch goes through.
+    let mut ws = connect_events(&server, "", &[]).await.expect("upgrade");
+    let big = json!({"id": 1, "events": [{"host": "h", "service": "s", "description": "x".repeat(50_000)}]});
+    for _ in 0..3 {
+        send_text(&mut ws, big.to_string()).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            next_ack(&mut ws).await,
+            json!({"id": 1, "ok": true, "accepted": 1})
+        );
     }
 }

@@ -445,7 +445,7 @@ pub fn spawn(
     image: Option<Image>,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-    let (changes_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
+    let changes_tx = crate::broadcast::Sender::new(config.broadcast_capacity);
     let (updates_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
     let mut engine = state::Engine::new(config.init_state, config.default_ttl_secs);
     engine.set_expired_keep(config.expired_keep);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::{Ack, Subscription};
-use crate::broadcast::{Published, Sender};
+use crate::broadcast::Sender;
 use crate::change::{Change, Snapshot};
 use crate::event::Event;
 use crate::metrics::Counters;
@@ -58,7 +58,7 @@ impl Publisher {
                 Counters::add(&self.counters.changes, count as u64);
                 for change in changes {
                     // No receivers is fine: nobody is watching.
-                    let _ = self.changes_tx.send(Published::new(change));
+                    self.changes_tx.send(change);
                 }
                 for ack in acks {
                     // The sender may have gone (client disconnected): nothing to tell.

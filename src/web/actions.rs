@@ -23,8 +23,7 @@ use tokio::sync::oneshot;
 use super::error::ApiError;
 use super::{AppState, SubscribeParams};
 use crate::action::{
-    AckInfo, Action, ActionKind, Refusal as ActionRefusal, Silence, MAX_BY, MAX_NOTE,
-    MAX_SILENCE_QUERY,
+    Action, ActionKind, Refusal as ActionRefusal, Silence, MAX_BY, MAX_NOTE, MAX_SILENCE_QUERY,
 };
 use crate::engine::{Applied, EngineError, Input};
 use crate::event::now_micros;
@@ -231,16 +230,19 @@ pub(crate) async fn clear(State(app): State<AppState>, request: Request) -> Resp
     .await
 }
 
-/// `GET /api/acks`: `{"acks":[ACK…]}`.
+/// `GET /api/acks?query=Q`: `{"acks":[ACK…]}`, the acks of the keys Q matches (default: all),
+/// streamed (see `web::acks`).
 pub(crate) async fn acks(
     State(app): State<AppState>,
     UrlQuery(params): UrlQuery<SubscribeParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_read(&app, "/api/acks", &headers, &params)?;
+    let filter = Query::parse_filter(params.query.as_deref())
+        .await
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error))?;
     let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
-    let acks: Vec<Value> = snapshot.actions.acks.iter().map(AckInfo::to_json).collect();
-    Ok(Json(json!({ "acks": acks })).into_response())
+    Ok(super::acks::response(snapshot, filter))
 }
 
 /// `GET /api/silences`: `{"silences":[SILENCE…],"silenced":[[H,S]…]}`.

@@ -13,23 +13,36 @@
 //! it is full the reader stops reading the socket (TCP flow control then stops the client), so a
 //! client that never reads its acks holds at most that many batches' answers, never a growing
 //! list.
+//!
+//! What a client can make the server hold without reading is bounded too: the pongs answering
+//! its pings ([`MAX_UNSENT_PONG_BYTES`], like `/ws`), the id echoed with each ack
+//! ([`MAX_ID_BYTES`]), and a message it leaves unfinished (`inbound`: a deadline and a budget
+//! shared by every connection). That last rule needs the bytes below the websocket library, so
+//! this endpoint upgrades the connection itself and runs tungstenite on a watched socket.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod inbound;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query as UrlQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::{Query as UrlQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use futures_util::SinkExt;
+use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 
 use super::api::decode;
+use super::error::ApiError;
 use super::AppState;
 use crate::engine::{Applied, EngineError};
 use crate::event::{convert, now_micros, Event};
@@ -40,6 +53,20 @@ use crate::proto::Msg;
 /// Batches read and submitted whose acknowledgement is not yet sent, per connection. Past it the
 /// reader stops reading the socket until the writer catches up.
 pub(crate) const MAX_IN_FLIGHT: usize = 64;
+
+/// Longest batch id, as JSON text (quotes included): it is kept until the batch is acknowledged
+/// and echoed then, so 64 pending ids of 4 MiB held 256 MiB per connection. A request id fits
+/// many times over; a longer one refuses its batch (nothing applied) and is answered as `null`.
+pub(crate) const MAX_ID_BYTES: usize = 1024;
+
+/// Pong bytes the library may hold for a client that pings without reading, as on `/ws`: past
+/// it the connection is closed with 1008 "too many pings" (4 such clients held 1.87 GiB).
+const MAX_UNSENT_PONG_BYTES: usize = 64 * 1024;
+
+pub(crate) use inbound::UnfinishedBudget;
+
+/// The socket a session runs on: the upgraded connection, watched for unfinished messages.
+type Socket = WebSocketStream<inbound::Inbound<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// `?token=` for clients that cannot set headers on a websocket (browsers).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -53,7 +80,7 @@ pub(crate) async fn upgrade(
     State(app): State<AppState>,
     UrlQuery(params): UrlQuery<EventsParams>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
     let admitted = app
         .access
@@ -70,13 +97,114 @@ pub(crate) async fn upgrade(
     let Some(permit) = super::ws_permit(&app) else {
         return super::too_many_websockets(&app, "/events");
     };
+    let (accept, on_upgrade) = match handshake(&headers, &mut request) {
+        Ok(found) => found,
+        Err(refused) => return refused.into_response(),
+    };
     let tasks = app.tasks.clone();
-    // A batch may be as large as a POST body.
-    let max = app.max_body_bytes;
-    super::configure(upgrade)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| tasks.track_future(run(socket, app, permit)))
+    tasks.spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let io = inbound::Inbound::new(
+            TokioIo::new(upgraded),
+            Arc::clone(&app.unfinished),
+            app.body_timeout,
+        );
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config(&app))).await;
+        run(socket, app, permit).await;
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// Checks the request is a websocket upgrade (RFC 6455 §4.2.1) and takes what answers it:
+/// the accept key and the connection once upgraded.
+fn handshake(
+    headers: &HeaderMap,
+    request: &mut Request,
+) -> Result<(HeaderValue, hyper::upgrade::OnUpgrade), ApiError> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .unwrap_or_default()
+                .split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "GET /events is a websocket: send Connection: upgrade, Upgrade: websocket",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Version must be 13",
+        ));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key is missing",
+        ));
+    };
+    let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key"))?;
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded",
+        ));
+    };
+    Ok((accept, on_upgrade))
+}
+
+/// The dashboards' buffer sizes (`web::configure`); a batch may be as large as a POST body.
+fn config(app: &AppState) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(super::WS_READ_BUFFER)
+        .write_buffer_size(super::WS_WRITE_BUFFER)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(app.max_body_bytes))
+        .max_frame_size(Some(app.max_body_bytes))
+}
+
+/// Pong bytes tungstenite may hold unsent for this client, counted by the reader (each ping it
+/// reads queues a pong) and paid by the writer (each completed flush sends them).
+#[derive(Default)]
+struct PongDebt {
+    bytes: AtomicUsize,
+    /// Tells the writer to flush: a pong is waiting.
+    flush: Notify,
+}
+
+impl PongDebt {
+    /// A ping of `payload` bytes was read; false when past [`MAX_UNSENT_PONG_BYTES`].
+    fn owe(&self, payload: usize) -> bool {
+        // A server's control frame has a 2-byte header.
+        let owed = self.bytes.fetch_add(2 + payload, Ordering::Relaxed) + 2 + payload;
+        self.flush.notify_one();
+        owed <= MAX_UNSENT_PONG_BYTES
+    }
+
+    /// A flush that began when `owed` bytes were owed has completed.
+    fn paid(&self, owed: usize) {
+        self.bytes.fetch_sub(owed, Ordering::Relaxed);
+    }
 }
 
 /// What the reader hands the writer, in the order of the client's messages.
@@ -102,62 +230,96 @@ enum Outcome {
     },
 }
 
-async fn run(socket: WebSocket, mut app: AppState, _permit: OwnedSemaphorePermit) {
+/// How long a connection closed for what it sent keeps reading (and discarding) its input.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves one connection until it closes.
+async fn run(socket: Socket, mut app: AppState, _permit: OwnedSemaphorePermit) {
     // Its own handle: its batches take effect in the order it sent them (cluster mode).
     app.engine = app.engine.for_connection();
-    let (sink, stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     // Milliseconds since `start` at which the client last sent anything (pongs included).
     let start = Instant::now();
     let heard = Arc::new(AtomicU64::new(0));
-    let reader = read(stream, app.clone(), tx, Arc::clone(&heard), start);
-    let writer = write(sink, app, rx, heard, start);
+    let pongs = Arc::new(PongDebt::default());
+    let reader = read(
+        &mut stream,
+        app.clone(),
+        tx,
+        Arc::clone(&heard),
+        Arc::clone(&pongs),
+        start,
+    );
+    let writer = write(sink, app, rx, heard, pongs, start);
     // The writer ends when the reader has ended and every ack is sent, or on a write failure
     // (then the reader is dropped with it).
-    tokio::select! {
-        () = writer => {}
-        () = async { reader.await; std::future::pending::<()>().await } => {}
+    let mut linger = false;
+    let sink = tokio::select! {
+        sink = writer => sink,
+        () = async { linger = reader.await; std::future::pending::<()>().await } => None,
+    };
+    // Closing a socket with unread input sends RST, which can destroy the close frame before
+    // the client reads it: read on for a moment, discarding below the websocket library (so
+    // nothing more is buffered, and no pong queued).
+    if let (true, Some(sink)) = (linger, sink) {
+        if let Ok(mut socket) = stream.reunite(sink) {
+            let _ = tokio::time::timeout(LINGER, socket.get_mut().discard_input()).await;
+        }
     }
 }
 
+/// Reads batches until the client closes or sends what ends the connection; true when it
+/// queued a close frame for the writer (the connection then lingers).
 async fn read(
-    mut stream: SplitStream<WebSocket>,
+    stream: &mut SplitStream<Socket>,
     app: AppState,
     tx: mpsc::Sender<Item>,
     heard: Arc<AtomicU64>,
+    pongs: Arc<PongDebt>,
     start: Instant,
-) {
+) -> bool {
     loop {
         // Waits for queue space first: with MAX_IN_FLIGHT answers pending, the socket is not read.
-        let Ok(slot) = tx.reserve().await else { return };
+        let Ok(slot) = tx.reserve().await else {
+            return false;
+        };
         let message = tokio::select! {
-            _ = app.shutdown.cancelled() => return,
+            _ = app.shutdown.cancelled() => return false,
             message = stream.next() => message,
         };
         heard.store(elapsed_ms(start), Ordering::Relaxed);
         let pending = match message {
             Some(Ok(Message::Text(text))) => text_batch(&app, Bytes::from(text)).await,
             Some(Ok(Message::Binary(body))) => binary_batch(&app, body).await,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Err(error)) if super::is_too_big(&error) => {
+            Some(Ok(Message::Ping(payload))) => {
+                if pongs.owe(payload.len()) {
+                    continue;
+                }
+                // No more reading: each ping read queues another pong.
+                slot.send(close(1008, "too many pings".into()));
+                return true;
+            }
+            Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Err(WsError::Io(error))) if inbound::Refused::of(&error).is_some() => {
+                if let Some(why) = inbound::Refused::of(&error) {
+                    slot.send(close(why.close_code(), why.to_string()));
+                }
+                return true;
+            }
+            Some(Err(WsError::Capacity(_))) => {
                 let reason = format!(
                     "message exceeds {} bytes (--max-body-bytes)",
                     app.max_body_bytes
                 );
-                slot.send(Item::Close(CloseFrame {
-                    code: 1009,
-                    reason: reason.into(),
-                }));
-                return;
+                slot.send(close(1009, reason));
+                return true;
             }
-            Some(Err(error)) if super::is_invalid_utf8(&error) => {
-                slot.send(Item::Close(CloseFrame {
-                    code: 1007,
-                    reason: "text message is not valid UTF-8".into(),
-                }));
-                return;
+            Some(Err(WsError::Utf8(_))) => {
+                slot.send(close(1007, "text message is not valid UTF-8".into()));
+                return true;
             }
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return false,
         };
         let closed = matches!(
             &pending.outcome,
@@ -165,16 +327,25 @@ async fn read(
         );
         slot.send(Item::Batch(pending));
         if closed {
-            return;
+            return false;
         }
     }
+}
+
+/// The close frame that ends the connection once earlier batches are acknowledged.
+fn close(code: u16, reason: String) -> Item {
+    Item::Close(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    })
 }
 
 /// A JSON batch: the envelope `{"id":…,"events":[…]}`, or events as `POST /api/event` takes them.
 async fn text_batch(app: &AppState, body: Bytes) -> Pending {
     #[derive(serde::Deserialize)]
     struct Envelope<'a> {
-        id: Option<Box<RawValue>>,
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
         #[serde(borrow)]
         events: Option<&'a RawValue>,
     }
@@ -182,9 +353,22 @@ async fn text_batch(app: &AppState, body: Bytes) -> Pending {
     let (id, events) = match first {
         Some(b'{') => match serde_json::from_slice::<Envelope>(&body) {
             Ok(Envelope {
+                id: Some(id),
+                events: Some(_),
+            }) if id.get().len() > MAX_ID_BYTES => {
+                let error = format!(
+                    "batch id of {} bytes exceeds the {MAX_ID_BYTES}-byte limit; nothing applied",
+                    id.get().len()
+                );
+                return refused(None, error);
+            }
+            Ok(Envelope {
                 id,
                 events: Some(events),
-            }) => (id, body.slice_ref(events.get().as_bytes())),
+            }) => (
+                id.map(RawValue::to_owned),
+                body.slice_ref(events.get().as_bytes()),
+            ),
             // No `events` key: a single event object (decoding says what is wrong with it).
             _ => (None, body.clone()),
         },
@@ -237,12 +421,13 @@ fn refused(id: Option<Box<RawValue>>, error: String) -> Pending {
 }
 
 async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: SplitSink<Socket, Message>,
     app: AppState,
     mut rx: mpsc::Receiver<Item>,
     heard: Arc<AtomicU64>,
+    pongs: Arc<PongDebt>,
     start: Instant,
-) {
+) -> Option<SplitSink<Socket, Message>> {
     let ping_every = app.ws.ping_interval;
     let silence_limit = ping_every + app.ws.pong_timeout;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -266,13 +451,24 @@ async fn write(
                 }
                 Message::Ping(Bytes::new())
             }
+            // Pongs tungstenite queued for pings read: send them now.
+            () = pongs.flush.notified() => {
+                let owed = pongs.bytes.load(Ordering::Relaxed);
+                match tokio::time::timeout(app.ws.write_timeout, sink.flush()).await {
+                    Ok(Ok(())) => pongs.paid(owed),
+                    Ok(Err(_)) | Err(_) => return None,
+                }
+                continue;
+            }
         };
+        let owed = pongs.bytes.load(Ordering::Relaxed);
         match tokio::time::timeout(app.ws.write_timeout, sink.send(frame)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(())) => pongs.paid(owed),
+            Ok(Err(_)) | Err(_) => return None,
         }
     }
-    let _ = tokio::time::timeout(app.ws.write_timeout, sink.send(Message::Close(close))).await;
+    let sent = tokio::time::timeout(app.ws.write_timeout, sink.send(Message::Close(close))).await;
+    matches!(sent, Ok(Ok(()))).then_some(sink)
 }
 
 /// Waits for the batch's acknowledgement and renders the ack frame.

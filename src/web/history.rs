@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::broadcast::{change_json, Published};
+use crate::broadcast::{change_frame, change_json};
 use crate::engine::Change;
 use crate::query::Query;
 use crate::store::{Store, StoreError, StoredChange};
@@ -74,7 +74,7 @@ pub(crate) async fn replay(
     filter: Option<Query>,
 ) -> Result<Option<Vec<Utf8Bytes>>, HistoryError> {
     let read = read(store, since, Span::Next(count), filter, |change| {
-        Published::new(change).frame()
+        change_frame(&change)
     })
     .await?;
     // Whole: history reaches back to `since + 1` with no hole after it, and the rows read are

@@ -22,6 +22,7 @@
 //! - `assets`: the embedded dashboard page.
 
 pub mod access;
+mod acks;
 mod actions;
 mod api;
 mod assets;
@@ -88,6 +89,13 @@ pub(crate) struct AppState {
     pub(crate) rates: Arc<rates::RateRing>,
     /// Whole-index reads served at once (`/api/state`).
     pub(crate) large_reads: large_reads::LargeReads,
+    /// Bytes of unfinished `/events` messages, all connections together, and their bound.
+    pub(crate) unfinished: Arc<events::UnfinishedBudget>,
+}
+
+/// The budget of unfinished `/events` messages for this `--max-body-bytes` (see `events`).
+pub(crate) fn unfinished_budget(max_body_bytes: usize) -> Arc<events::UnfinishedBudget> {
+    events::UnfinishedBudget::for_max_message(max_body_bytes)
 }
 
 pub(crate) fn router(app: AppState) -> Router {

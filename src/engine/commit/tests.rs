@@ -27,7 +27,7 @@ fn a_change_after_a_flush_in_one_commit_wins_in_the_index() {
     ));
     {
         let (store, _) = Store::open(&dir).unwrap();
-        let (changes_tx, _) = tokio::sync::broadcast::channel(16);
+        let changes_tx = crate::broadcast::Sender::new(16);
         let publisher = Publisher {
             changes_tx,
             counters: Arc::new(Counters::default()),
@@ -103,7 +103,8 @@ fn a_failed_log_write_is_held_and_retried_and_nothing_is_published_before() {
         now_micros()
     ));
     let (store, _) = Store::open(&dir).unwrap();
-    let (changes_tx, mut published) = tokio::sync::broadcast::channel(16);
+    let changes_tx = crate::broadcast::Sender::new(16);
+    let mut published = changes_tx.subscribe();
     let publisher = Publisher {
         changes_tx,
         counters: Arc::new(Counters::default()),
@@ -133,7 +134,7 @@ fn a_failed_log_write_is_held_and_retried_and_nothing_is_published_before() {
     committing.retry(&rx);
     assert!(health.failure().is_none(), "recovered");
     let seqs: Vec<u64> = std::iter::from_fn(|| published.try_recv().ok())
-        .map(|p| p.change.seq)
+        .map(|p| p.seq())
         .collect();
     assert_eq!(seqs, vec![1, 2], "published in order once durable");
     let stored: Vec<u64> = store

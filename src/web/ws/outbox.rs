@@ -4,6 +4,12 @@
 //!
 //! Falling behind is judged here: a change that does not fit in the byte budget is refused
 //! ([`Outbox::offer`]) and the session resynchronises the client with a fresh snapshot instead.
+//! The snapshot itself (or a resume's replay) is counted apart: it is the client's starting
+//! point, as large as the index, and changes queue behind it up to the budget while it is being
+//! written. Counting it against the budget made every change that arrived during a snapshot
+//! larger than `--ws-queue-bytes` mark the client lagging — a new snapshot, and so on until
+//! 1008 — however fast the client read. At most one snapshot waits (a new one replaces it), so
+//! what a client holds stays one snapshot plus the budget.
 //! A snapshot replaces the view still queued ([`Outbox::drop_queued_view`]), so however often a
 //! client subscribes, at most one snapshot waits for it. The outbox writes through any
 //! `Sink<Message>` ([`Outbox::poll_write`]), and knows nothing of the broadcast, the engine or
@@ -35,8 +41,11 @@ const RESYNC_WINDOW: Duration = Duration::from_secs(60);
 pub(super) enum Outgoing {
     /// A frame that stands on its own: stats, an error reply.
     Frame(Utf8Bytes),
-    /// A snapshot or a change: part of the client's view, superseded by a new snapshot.
+    /// A change: part of the client's view, superseded by a new snapshot.
     View(Utf8Bytes),
+    /// A snapshot, or a frame of a resume's replay: the start of the client's view, superseded
+    /// by a new snapshot, and not counted against the byte budget (see the module doc).
+    Start(Utf8Bytes),
     Ping,
     Close(u16, &'static str),
 }
@@ -45,8 +54,16 @@ impl Outgoing {
     /// What the item counts against the byte budget: its text.
     fn bytes(&self) -> usize {
         match self {
-            Outgoing::Frame(frame) | Outgoing::View(frame) => frame.len(),
+            Outgoing::Frame(frame) | Outgoing::View(frame) | Outgoing::Start(frame) => frame.len(),
             Outgoing::Ping | Outgoing::Close(..) => 0,
+        }
+    }
+
+    /// Of [`Outgoing::bytes`], what does not count against the byte budget.
+    fn start_bytes(&self) -> usize {
+        match self {
+            Outgoing::Start(frame) => frame.len(),
+            _ => 0,
         }
     }
 }
@@ -56,11 +73,15 @@ pub(super) struct Outbox {
     items: VecDeque<Outgoing>,
     /// What `bytes` may reach before changes are refused (`--ws-queue-bytes`).
     limit: usize,
-    /// Bytes of frames queued here or handed to the socket since its last flush: what
-    /// `--ws-queue-bytes` bounds.
+    /// Bytes of frames queued here or handed to the socket since its last flush.
     bytes: usize,
+    /// Of `bytes`, those of snapshot and replay frames ([`Outgoing::Start`]); the rest is
+    /// what `--ws-queue-bytes` bounds.
+    start_bytes: usize,
     /// Of `bytes`, those already handed to the socket.
     unflushed: usize,
+    /// Of `unflushed`, those of snapshot and replay frames.
+    unflushed_start: usize,
     /// The socket holds frames that still need a flush.
     needs_flush: bool,
     /// Wire bytes of the pongs tungstenite queued for pings read since the last complete flush:
@@ -75,7 +96,9 @@ impl Outbox {
             items: VecDeque::new(),
             limit,
             bytes: 0,
+            start_bytes: 0,
             unflushed: 0,
+            unflushed_start: 0,
             needs_flush: false,
             unsent_pong_bytes: 0,
         }
@@ -92,9 +115,11 @@ impl Outbox {
     }
 
     /// Queues an item unless the outbox is over its byte limit; false means "fell behind". An
-    /// empty outbox takes a frame of any size, so a change larger than the limit still leaves.
+    /// outbox holding no counted bytes takes a frame of any size, so a change larger than the
+    /// limit still leaves. A snapshot being written does not count (see the module doc).
     pub(super) fn offer(&mut self, item: Outgoing) -> bool {
-        if self.bytes + item.bytes() > self.limit && self.bytes > 0 {
+        let counted = self.bytes - self.start_bytes;
+        if counted + item.bytes() > self.limit && counted > 0 {
             return false;
         }
         self.push(item);
@@ -104,21 +129,24 @@ impl Outbox {
     /// Queues an item whatever its size: replies, snapshots, pings, the close frame.
     pub(super) fn push(&mut self, item: Outgoing) {
         self.bytes += item.bytes();
+        self.start_bytes += item.start_bytes();
         self.items.push_back(item);
     }
 
     /// Drops the snapshot and changes still queued: a new snapshot replaces the client's view.
     /// Frames already handed to the socket stay (they are part of the stream the client reads).
     pub(super) fn drop_queued_view(&mut self) {
-        let mut dropped = 0;
+        let (mut dropped, mut dropped_start) = (0, 0);
         self.items.retain(|item| match item {
-            Outgoing::View(frame) => {
-                dropped += frame.len();
+            Outgoing::View(_) | Outgoing::Start(_) => {
+                dropped += item.bytes();
+                dropped_start += item.start_bytes();
                 false
             }
             _ => true,
         });
         self.bytes -= dropped;
+        self.start_bytes -= dropped_start;
     }
 
     /// Records a ping read: tungstenite has queued (or will queue) its pong. False when the
@@ -164,11 +192,18 @@ impl Outbox {
                     self.unflushed += frame.len();
                     Message::Text(frame)
                 }
+                Some(Outgoing::Start(frame)) => {
+                    self.unflushed += frame.len();
+                    self.unflushed_start += frame.len();
+                    Message::Text(frame)
+                }
                 Some(Outgoing::Ping) => Message::Ping(Default::default()),
                 Some(Outgoing::Close(code, reason)) => {
                     // Nothing may follow a close frame.
-                    let dropped: usize = self.items.drain(..).map(|item| item.bytes()).sum();
-                    self.bytes -= dropped;
+                    for item in self.items.drain(..) {
+                        self.bytes -= item.bytes();
+                        self.start_bytes -= item.start_bytes();
+                    }
                     Message::Close(Some(CloseFrame {
                         code,
                         reason: reason.into(),
@@ -190,7 +225,9 @@ impl Outbox {
                 Poll::Pending => return Poll::Pending,
             }
             self.bytes -= self.unflushed;
+            self.start_bytes -= self.unflushed_start;
             self.unflushed = 0;
+            self.unflushed_start = 0;
             self.needs_flush = false;
             // The flush wrote tungstenite's pending pongs too.
             self.unsent_pong_bytes = 0;

@@ -324,13 +324,17 @@ impl Session {
                     let mut taken = 0;
                     while let Some(received) = next.take() {
                         match received {
-                            Ok(published) => {
-                                if self.wants(&published.change)
-                                    && !self.out.offer(Outgoing::View(published.frame()))
-                                {
-                                    lagging = true;
+                            // Evicted from the ring for bytes: missed, as when lagging.
+                            Ok(published) => match published.payload() {
+                                Some(p) => {
+                                    if self.wants(&p.change)
+                                        && !self.out.offer(Outgoing::View(p.frame()))
+                                    {
+                                        lagging = true;
+                                    }
                                 }
-                            }
+                                None => lagging = true,
+                            },
                             Err(RecvError::Lagged(_)) => lagging = true,
                             Err(RecvError::Closed) => {
                                 self.close(GOING_AWAY, "server shutting down");
@@ -446,18 +450,19 @@ impl Session {
             if let Some(frames) = self.replay(resume, sub.snapshot.seq).await {
                 self.out.drop_queued_view();
                 for frame in frames {
-                    self.out.push(Outgoing::View(frame));
+                    self.out.push(Outgoing::Start(frame));
                 }
                 return Some(sub.changes);
             }
             reset = true;
         }
-        let filter = self.filter.as_ref();
-        let frame = broadcast::snapshot_frame(&sub.snapshot, &self.app.epoch, reset, |e| {
-            e.state.is_some() && filter.is_none_or(|q| q.matches(e))
-        });
+        let filter = self
+            .filter
+            .as_ref()
+            .map(|q| |e: &crate::event::Event| q.matches(e));
+        let frame = broadcast::snapshot_frame(&sub.snapshot, &self.app.epoch, reset, filter);
         self.out.drop_queued_view();
-        self.out.push(Outgoing::View(frame));
+        self.out.push(Outgoing::Start(frame));
         Some(sub.changes)
     }
 

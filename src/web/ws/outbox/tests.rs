@@ -309,3 +309,37 @@ fn resyncs_are_limited_per_window() {
     assert!(!resyncs.allow(later));
     assert!(!Resyncs::new(0).allow(start), "0: the first lag closes");
 }
+
+fn start(text: &'static str) -> Outgoing {
+    Outgoing::Start(Utf8Bytes::from_static(text))
+}
+
+/// Issue 20 item 1: a snapshot larger than the budget, queued or being written, does not make
+/// the changes behind it "fall behind"; the changes behind it are still bounded by the budget.
+#[test]
+fn a_snapshot_being_written_does_not_count_against_the_budget() {
+    let mut out = Outbox::new(10);
+    out.push(start("a snapshot far larger than the budget"));
+    assert!(out.offer(view("change-1")), "queued behind the snapshot");
+    assert!(!out.offer(view("change-2")), "past the budget behind it");
+    // Handed to the socket but not flushed: still apart from the budget.
+    let mut sink = MockSink {
+        flush_blocked: true,
+        ..Default::default()
+    };
+    assert_eq!(write(&mut out, &mut sink), Poll::Ready(Ok(false)));
+    assert!(
+        !out.offer(view("change-2")),
+        "change-1 is unflushed: still counted"
+    );
+    sink.flush_blocked = false;
+    assert_eq!(write(&mut out, &mut sink), Poll::Ready(Ok(true)));
+    assert_eq!(out.bytes(), 0);
+    assert!(out.offer(view("change-2")));
+    // A new snapshot replaces the queued view, and its bytes leave the count with it.
+    out.push(start("another snapshot"));
+    out.drop_queued_view();
+    assert_eq!(out.bytes(), 0);
+    assert!(out.offer(view("change-3")));
+    assert!(!out.offer(view("change-4")));
+}
