@@ -41,11 +41,16 @@ impl From<HistoryError> for ApiError {
     }
 }
 
-/// Stored bytes one read returns at most (plus the record that crosses it, so a read always
-/// makes progress): a page of `/api/history` stops there with `"more":true`, and a resume whose
-/// replay would be larger gets a snapshot instead. Without it one page of 100 whole-set silence
-/// records (an older version's) was 345 MB.
+/// Stored bytes one page of `/api/history` returns at most (plus the record that crosses it, so
+/// a page always makes progress): it stops there with `"more":true`. Without it one page of 100
+/// whole-set silence records (an older version's) was 345 MB.
 pub(crate) const MAX_READ_BYTES: usize = 4 << 20;
+
+/// Stored bytes a resuming websocket's replay reads at most; a larger replay gets a snapshot
+/// instead. Larger than a page: a replay is not continued by the client, and its count bound
+/// (100,000 changes, ~15 MB of ordinary ones) must still fit — only oversized records (an
+/// older version's whole-set silences) reach it.
+pub(crate) const MAX_REPLAY_BYTES: usize = 64 << 20;
 
 /// `/api/history`'s page: the first `limit` transitions after `since` that match `filter`, at
 /// most [`MAX_READ_BYTES`] of them, as change JSON, with the oldest `seq` retained (a client
@@ -96,6 +101,16 @@ enum Span {
     Next(usize),
 }
 
+impl Span {
+    /// Stored bytes the read returns at most (plus the record that crosses it).
+    fn max_bytes(self) -> usize {
+        match self {
+            Span::FirstMatching(_) => MAX_READ_BYTES,
+            Span::Next(_) => MAX_REPLAY_BYTES,
+        }
+    }
+}
+
 /// What one read found.
 pub(crate) struct Read<T> {
     /// The oldest `seq` retained, read after the rows: a prune between the two then shows as a
@@ -138,12 +153,12 @@ async fn read<T: Send + 'static>(
                             .as_ref()
                             .is_none_or(|q| q.matches_transition(&c.event(), c.previous().as_ref()))
                 };
-                store.history_within(since, limit, MAX_READ_BYTES, keep)?
+                store.history_within(since, limit, span.max_bytes(), keep)?
             }
-            Span::Next(count) => store.history_within(since, count, MAX_READ_BYTES, |_| true)?,
+            Span::Next(count) => store.history_within(since, count, span.max_bytes(), |_| true)?,
         };
         let bytes: usize = stored.iter().map(prost::Message::encoded_len).sum();
-        let cut_by_bytes = bytes >= MAX_READ_BYTES;
+        let cut_by_bytes = bytes >= span.max_bytes();
         // The read reached the hole when it went past it, or ran out of rows before its limit
         // (a read cut short by bytes stopped before the hole, not at it).
         let gap = hole.filter(|(from, _)| {
