@@ -107,6 +107,23 @@ impl Consumer {
         Ok(())
     }
 
+    /// A message at `sequence` came while `self.next` was expected: `Err` (the consumer is
+    /// re-created from `self.next`) unless the stream says it no longer holds `self.next`, or
+    /// cannot say so within [`STALL_CHECK`].
+    async fn check_trimmed(&self, sequence: u64) -> Result<(), String> {
+        let info = tokio::time::timeout(STALL_CHECK, self.stream.get_info())
+            .await
+            .map_err(|_| format!("message {sequence} came before {} and the stream's state did not come within {STALL_CHECK:?}", self.next))?
+            .map_err(|e| format!("message {sequence} came before {} and the stream's state cannot be read: {e}", self.next))?;
+        if info.state.first_sequence <= self.next {
+            return Err(format!(
+                "message {sequence} came before {}, which the stream still holds (it starts at {}): reading again",
+                self.next, info.state.first_sequence
+            ));
+        }
+        Ok(())
+    }
+
     /// Follows the stream from `self.next`; `Ok` once it is time to stop.
     async fn follow(
         &mut self,
@@ -172,6 +189,10 @@ impl Consumer {
                 continue;
             }
             if sequence > self.next {
+                // A message skipped: gone from the stream (trimmed by age or size), or only not
+                // delivered (a consumer re-created during a failover). Only the stream's own
+                // first sequence tells them apart; while it still holds `next`, read again.
+                self.check_trimmed(sequence).await?;
                 // Messages this node never applied are gone from the stream (trimmed by age or
                 // size): applying what follows would compute a different index than the others.
                 let lost = format!(
