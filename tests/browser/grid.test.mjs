@@ -161,6 +161,10 @@ test('rate chart: a canvas and a non-empty rate series from stats frames, kept a
   await withServer(async (server) => {
     await withDashboard(suite.browser, server, async ({ page, problems }) => {
       assert.equal(await page.isVisible('#rate-chart'), true);
+      // A rate is the difference between two stats frames: post only once the first frame (the
+      // base) is in, or both events may already be counted in it. A new connection's first
+      // frame is the next one built after it connected (it shows in DASHBOARDS).
+      await page.waitForFunction(() => /^\d+$/.test(document.getElementById('clients').textContent));
       await postEvents(server, [{ host: 'a', service: 'b', state: 'ok' }, { host: 'a', service: 'c', state: 'critical' }]);
       await page.waitForFunction(() => window.statecast.rates.events.length >= 3 && window.statecast.rates.changes.length >= 3);
       const rates = await page.evaluate(() => window.statecast.rates);
