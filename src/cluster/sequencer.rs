@@ -235,7 +235,7 @@ impl PublishJob {
     /// still be away.
     async fn mark_deadline_passed(&self) {
         let publish = PublishMessage::build()
-            .payload(wire::encode_input(&Input::Events(Vec::new())).into())
+            .payload(wire::encode_input(&Input::Events(Vec::new())))
             .message_id(format!("{}-late", self.id));
         let attempt = async {
             self.jetstream
