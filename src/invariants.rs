@@ -295,3 +295,79 @@ pub fn cluster_message(data: &[u8]) {
     }
     let _ = crate::cluster::decode_image(data);
 }
+
+/// Events from every ingest path — a Riemann `Msg` (TCP, UDP, TLS) and a JSON body (POST
+/// `/api/event`, `/events`, websocket ingest), read from the same bytes — are already in their
+/// stream form: [`crate::cluster::settle`] leaves them as they are, and the stream gives them
+/// back exactly. That is what lets a publishing node apply its own inputs without decoding
+/// them while every other node decodes the bytes: both compute the same state.
+pub fn published_events(data: &[u8]) {
+    let limits = Default::default();
+    let mut paths: Vec<Vec<Event>> = Vec::new();
+    if let Ok(msg) = Msg::decode(data) {
+        paths.push(convert::events_from_proto(msg.events, 1_700_000_000_000_000).collect());
+    }
+    paths.extend(json::parse_events(data, 1_700_000_000_000_000, &limits).ok());
+    paths.extend(json::parse_ndjson(data, 1_700_000_000_000_000, &limits).ok());
+    for events in paths {
+        let input = crate::cluster::Input::Events(events);
+        let mut settled = input.clone();
+        crate::cluster::settle(&mut settled);
+        assert_same(
+            &settled,
+            &input,
+            "an ingest path made an event settle changes",
+        );
+        published_round_trip(input);
+    }
+}
+
+/// Any event at all, once settled ([`crate::cluster::settle`]), comes back from the stream
+/// exactly as it is: the publisher's own copy and everyone else's decoded one are the same.
+pub fn settled_event(event: Event) {
+    let mut input = crate::cluster::Input::Events(vec![event]);
+    crate::cluster::settle(&mut input);
+    published_round_trip(input);
+}
+
+/// `input` decodes from its stream form as itself (with its header).
+fn published_round_trip(input: crate::cluster::Input) {
+    let header = crate::cluster::Header {
+        origin: Some(("n-1-2".into(), 3)),
+        deadline_micros: Some(4),
+    };
+    let bytes = crate::cluster::encode_published(&input, &header);
+    let (back, back_header) =
+        crate::cluster::decode_published(&bytes).expect("our own encoding decodes");
+    assert_eq!(back_header, header);
+    assert_same(
+        &back,
+        &input,
+        "an event changed on its way through the stream",
+    );
+}
+
+/// `a == b`, with floats compared by their bits (a NaN metric is not equal to itself, yet
+/// every node holds the same one).
+fn assert_same(a: &crate::cluster::Input, b: &crate::cluster::Input, what: &str) {
+    use crate::cluster::Input;
+    fn bits(e: &Event) -> impl PartialEq + std::fmt::Debug + '_ {
+        let metric = e.metric.map(|m| match m {
+            crate::event::Metric::Int(i) => (0, i as u64),
+            crate::event::Metric::Float(f) => (1, f.to_bits()),
+        });
+        (
+            (&e.host, &e.service, &e.state, &e.description),
+            (metric, &e.tags, e.time_micros, e.ttl.map(f32::to_bits)),
+            &e.attributes,
+        )
+    }
+    match (a, b) {
+        (Input::Events(a), Input::Events(b)) => {
+            let a: Vec<_> = a.iter().map(bits).collect();
+            let b: Vec<_> = b.iter().map(bits).collect();
+            assert_eq!(a, b, "{what}");
+        }
+        _ => assert_eq!(a, b, "{what}"),
+    }
+}

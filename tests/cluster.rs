@@ -1062,7 +1062,6 @@ fn stream_input(
         ..Default::default()
     };
     statecast::cluster::encode_published(&statecast::cluster::Input::Events(vec![event]), header)
-        .into()
 }
 
 /// Publishes `payload` to the stream `stream` and returns its stream sequence.

@@ -32,6 +32,115 @@ fn json_like() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Short strings, empty ones and standard field names included: what `settle` looks at.
+fn word() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z]{0,4}",
+        Just(String::new()),
+        prop::sample::select(vec![
+            "host",
+            "service",
+            "state",
+            "description",
+            "metric",
+            "time",
+            "ttl",
+            "tags"
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+/// Any event the server's type can hold: NaN and infinite floats, empty states, attributes
+/// named like standard fields.
+fn any_event() -> impl Strategy<Value = statecast::event::Event> {
+    use statecast::event::{Event, Metric};
+    let metric = prop_oneof![
+        any::<i64>().prop_map(Metric::Int),
+        any::<f64>().prop_map(Metric::Float),
+        prop::sample::select(vec![f64::NAN, f64::INFINITY, -0.0]).prop_map(Metric::Float),
+    ];
+    (
+        (
+            prop::option::of(word()),
+            prop::option::of(word()),
+            prop::option::of(word()),
+            prop::option::of(word()),
+        ),
+        (
+            prop::option::of(metric),
+            prop::collection::vec(word(), 0..3),
+            any::<i64>(),
+            prop::option::of(any::<f32>()),
+            prop::collection::vec((word(), word()), 0..4),
+        ),
+    )
+        .prop_map(
+            |(
+                (host, service, state, description),
+                (metric, tags, time_micros, ttl, attributes),
+            )| {
+                Event {
+                    host,
+                    service,
+                    state,
+                    description,
+                    metric,
+                    tags,
+                    time_micros,
+                    ttl,
+                    attributes,
+                }
+            },
+        )
+}
+
+/// An encoded Riemann `Msg` of events with the fields `settle` looks at (empty states,
+/// attributes named like standard fields, every metric field, times in both forms).
+fn riemann_msg() -> impl Strategy<Value = Vec<u8>> {
+    use prost::Message as _;
+    use statecast::proto::{Attribute, Event, Msg};
+    let event = (
+        (
+            prop::option::of(word()),
+            prop::option::of(word()),
+            prop::option::of(word()),
+        ),
+        (
+            prop::option::of(any::<i64>()),
+            prop::option::of(any::<f64>()),
+            prop::option::of(any::<f32>()),
+            prop::option::of(any::<i64>()),
+            prop::option::of(any::<i64>()),
+        ),
+        prop::collection::vec((word(), prop::option::of(word())), 0..4),
+    )
+        .prop_map(
+            |((host, state, description), (sint, d, f, time, time_micros), attributes)| Event {
+                host,
+                state,
+                description,
+                metric_sint64: sint,
+                metric_d: d,
+                metric_f: f,
+                time,
+                time_micros,
+                attributes: attributes
+                    .into_iter()
+                    .map(|(key, value)| Attribute { key, value })
+                    .collect(),
+                ..Default::default()
+            },
+        );
+    prop::collection::vec(event, 0..4).prop_map(|events| {
+        Msg {
+            events,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    })
+}
+
 /// Found by `fuzz/run.sh` (target `frame`): a Msg whose event has a NaN `metric_f`; the check
 /// compared decoded Msgs with `==`, and NaN is not equal to itself.
 #[test]
@@ -80,5 +189,20 @@ proptest! {
     #[test]
     fn cluster_message(data in prop::collection::vec(any::<u8>(), 0..1024)) {
         invariants::cluster_message(&data);
+    }
+
+    #[test]
+    fn published_events_from_riemann_bytes(data in riemann_msg()) {
+        invariants::published_events(&data);
+    }
+
+    #[test]
+    fn published_events_from_json(data in json_like()) {
+        invariants::published_events(&data);
+    }
+
+    #[test]
+    fn any_settled_event_survives_the_stream(event in any_event()) {
+        invariants::settled_event(event);
     }
 }

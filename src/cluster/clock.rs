@@ -36,7 +36,7 @@ pub(super) async fn publish_ticks(
             now_micros: number.saturating_mul(interval_micros),
         };
         let publish = PublishMessage::build()
-            .payload(wire::encode_input(&input).into())
+            .payload(wire::encode_input(&input))
             .message_id(format!("tick-{number}"));
         let attempt = async {
             jetstream

@@ -204,19 +204,24 @@ impl Consumer {
                 self.health.diverged(lost);
                 return Ok(());
             }
-            let ack = message
+            let (ack, kept) = message
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .and_then(|id| self.pending.take(id.as_str()));
-            let (input, header) = match wire::decode_published(&message.payload) {
-                Ok(decoded) => decoded,
-                Err(error) => {
-                    // Every node reads the same bytes, so every node skips it alike.
-                    tracing::warn!(sequence, %error, "skipping an unreadable stream message");
-                    (Input::Events(Vec::new()), wire::Header::default())
-                }
-            };
+                .and_then(|id| self.pending.take(id.as_str()))
+                .map_or((None, None), |(ack, kept)| (Some(ack), kept));
+            // This node's own input comes back as the bytes it published: applied from the form
+            // it already has (what decoding them gives, see `Kept`).
+            let own = kept.and_then(|kept| kept.matching(&message.payload));
+            let (input, header) =
+                match own.map_or_else(|| wire::decode_published(&message.payload), Ok) {
+                    Ok(decoded) => decoded,
+                    Err(error) => {
+                        // Every node reads the same bytes, so every node skips it alike.
+                        tracing::warn!(sequence, %error, "skipping an unreadable stream message");
+                        (Input::Events(Vec::new()), wire::Header::default())
+                    }
+                };
             let stamp = Stamp {
                 stored_micros,
                 deadline_micros: header.deadline_micros,

@@ -27,7 +27,7 @@ mod wire;
 /// What stream messages carry, for tools and tests that write or read the stream themselves.
 pub use crate::engine::Input;
 pub use wire::{
-    decode_image, decode_input, decode_published, encode_input, encode_published, Header,
+    decode_image, decode_input, decode_published, encode_input, encode_published, settle, Header,
 };
 
 use std::path::{Path, PathBuf};

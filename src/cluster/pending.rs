@@ -16,12 +16,33 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Applied, EngineError};
+use super::wire;
+use crate::engine::{Applied, EngineError, Input};
 use crate::metrics::Counters;
+
+/// What a publishing node keeps of its own input: when the stream hands back exactly these
+/// bytes, the input is applied from this form instead of being decoded again (decoding was
+/// most of what a cluster node spent beyond a single one). Sound because the input was
+/// [`wire::settle`]d before encoding, so decoding the bytes gives this very input on every node.
+pub(super) struct Kept {
+    /// The payload as published (shared with the publish, not copied).
+    pub(super) payload: bytes::Bytes,
+    pub(super) input: Input,
+    pub(super) header: wire::Header,
+}
+
+impl Kept {
+    /// The input and header, if `payload` (what the stream delivered) is what was published.
+    pub(super) fn matching(self, payload: &[u8]) -> Option<(Input, wire::Header)> {
+        (self.payload.as_ref() == payload).then_some((self.input, self.header))
+    }
+}
 
 /// One input waiting for its answer.
 struct Waiting {
     ack: oneshot::Sender<Applied>,
+    /// The input itself, when the publisher kept it (see [`Kept`]).
+    kept: Option<Kept>,
     /// A place of the sequencer's in-flight limit, held until the answer.
     _permit: OwnedSemaphorePermit,
     /// Stored after this (µs since the epoch), no node applies it.
@@ -69,12 +90,14 @@ impl Pending {
         &self,
         id: String,
         ack: oneshot::Sender<Applied>,
+        kept: Option<Kept>,
         permit: OwnedSemaphorePermit,
         deadline_micros: i64,
         publish_until: Instant,
     ) {
         let waiting = Waiting {
             ack,
+            kept,
             _permit: permit,
             deadline_micros,
             answer_by: publish_until + self.timeout,
@@ -115,10 +138,13 @@ impl Pending {
         }
     }
 
-    /// The acknowledgement of the input published as `id`, if this node is waiting for it.
-    pub(super) fn take(&self, id: &str) -> Option<oneshot::Sender<Applied>> {
+    /// The acknowledgement of the input published as `id`, if this node is waiting for it,
+    /// with the input if it was kept.
+    pub(super) fn take(&self, id: &str) -> Option<(oneshot::Sender<Applied>, Option<Kept>)> {
         let mut waiting = self.waiting.lock().ok()?;
-        waiting.remove(id).map(|waiting| waiting.ack)
+        waiting
+            .remove(id)
+            .map(|waiting| (waiting.ack, waiting.kept))
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -258,7 +284,7 @@ mod tests {
         for (id, deadline) in [("a", 100), ("b", 200)] {
             let (tx, rx) = oneshot::channel();
             let permit = Arc::clone(&permits).acquire_owned().await.unwrap();
-            pending.insert(id.into(), tx, permit, deadline, start);
+            pending.insert(id.into(), tx, None, permit, deadline, start);
             waiting.push(rx);
         }
         let [a, b] = &mut waiting[..] else {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, message::PublishMessage};
 use tokio::sync::{oneshot, Semaphore};
 
-use super::pending::Pending;
+use super::pending::{Kept, Pending};
 use super::wire;
 use super::Health;
 use crate::engine::{Applied, Connection, EngineError, Input, Sequencer, SubmitFuture};
@@ -67,7 +67,7 @@ impl Publisher {
 
     async fn publish(
         &self,
-        input: Input,
+        mut input: Input,
         ack: Option<oneshot::Sender<Applied>>,
         connection: Option<&Arc<Connection>>,
     ) -> Result<(), EngineError> {
@@ -91,8 +91,10 @@ impl Publisher {
         );
         let publish_until = Instant::now() + self.timeout;
         let (header, deadline_micros) = self.header(connection);
-        let payload = bytes::Bytes::from(wire::encode_published(&input, &header));
-        let max_payload = self.jetstream.client().server_info().max_payload;
+        wire::settle(&mut input);
+        let payload = wire::encode_published(&input, &header);
+        // The size the client negotiated (`server_info()` would clone the whole INFO per input).
+        let max_payload = self.jetstream.client().max_payload();
         if max_payload > 0 && payload.len() > max_payload {
             // NATS would refuse it (and drop the connection): refused here, nothing published.
             Counters::add(&self.counters.cluster.publish_failures, 1);
@@ -108,8 +110,24 @@ impl Publisher {
         // publish's own acknowledgement does.
         let permit = match ack {
             Some(ack) => {
-                self.pending
-                    .insert(id.clone(), ack, permit, deadline_micros, publish_until);
+                // Events are kept to be applied from when they come back (ticks and actions
+                // are rare: decoded like everyone else's).
+                let kept = match input {
+                    Input::Events(_) => Some(Kept {
+                        payload: payload.clone(),
+                        input,
+                        header,
+                    }),
+                    _ => None,
+                };
+                self.pending.insert(
+                    id.clone(),
+                    ack,
+                    kept,
+                    permit,
+                    deadline_micros,
+                    publish_until,
+                );
                 None
             }
             None => Some(permit),
@@ -217,7 +235,7 @@ impl PublishJob {
     /// still be away.
     async fn mark_deadline_passed(&self) {
         let publish = PublishMessage::build()
-            .payload(wire::encode_input(&Input::Events(Vec::new())).into())
+            .payload(wire::encode_input(&Input::Events(Vec::new())))
             .message_id(format!("{}-late", self.id));
         let attempt = async {
             self.jetstream
