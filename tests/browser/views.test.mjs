@@ -30,7 +30,8 @@ test('clicking a column header sorts by it, again reverses; the order is kept in
     assert.equal(param(page, 'sort'), 'host');
     await page.click('#problems th[data-sort="host"] button');
     assert.equal(param(page, 'sort'), '-host');
-    assert.equal(await page.getAttribute('#problems th[data-sort="host"]', 'aria-sort'), 'descending');
+    // The URL changes at the click, the header with the next drawn frame: wait for it.
+    await page.waitForFunction(() => document.querySelector('#problems th[data-sort="host"]').getAttribute('aria-sort') === 'descending');
     // The rows follow on the next frame: wait for them rather than read them at once.
     await page.waitForFunction((want) => [...document.querySelectorAll('#problem-rows tr.row .c-host')].map((td) => td.textContent).join() === want,
       ['web-10', 'web-2', 'web-2', 'db-primary-replica-europe-west-01'].join());
