@@ -298,3 +298,17 @@ async fn snapshots_and_api_acks_carry_only_what_the_filter_sees() {
         .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     assert!(chunked, "not streamed: {:?}", many.headers);
 }
+
+/// Issue 24, defect 8: every websocket answers a client's Close with its own (RFC 6455
+/// §5.5.1); `/events` and `/index` used to drop the connection (the client saw 1006).
+#[tokio::test]
+async fn every_websocket_answers_a_clients_close() {
+    let server = start_server(&[]);
+    for path in ["/ws", "/index?subscribe=true&query=true", "/events"] {
+        let client = WsClient::connect_path(&server, path).await;
+        match client.close_handshake().await {
+            WsEvent::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal, "{path}"),
+            other => panic!("{path}: the close was not answered: {other:?}"),
+        }
+    }
+}

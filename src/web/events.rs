@@ -468,6 +468,12 @@ async fn write(
         }
     }
     let sent = tokio::time::timeout(app.ws.write_timeout, sink.send(Message::Close(close))).await;
+    if matches!(sent, Ok(Err(_))) {
+        // The client closed first: tungstenite refuses a Close of ours and has queued its reply
+        // to the client's (RFC 6455 §5.5.1), which leaves with a flush.
+        let _ = tokio::time::timeout(app.ws.write_timeout, sink.flush()).await;
+        return None;
+    }
     matches!(sent, Ok(Ok(()))).then_some(sink)
 }
 

@@ -118,7 +118,13 @@ async fn stream_websocket(
                         let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(close)))).await;
                         return;
                     }
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    // tungstenite queued the reply to the client's Close: it leaves with a
+                    // flush (RFC 6455 §5.5.1), not when the socket is dropped.
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = tokio::time::timeout(timeout, socket.flush()).await;
+                        return;
+                    }
+                    Some(Err(_)) | None => return,
                     // tungstenite queued a pong: it leaves before the next read, so a client
                     // that pings without reading holds one pong, not one per ping, until the
                     // write timeout drops it.

@@ -156,6 +156,25 @@ impl WsClient {
         }
     }
 
+    /// Starts the closing handshake (1000) and returns what the server answered: its Close
+    /// frame (RFC 6455 §5.5.1), or `Gone` when it dropped the connection without one.
+    pub async fn close_handshake(mut self) -> WsEvent {
+        use futures_util::SinkExt;
+        let close = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        };
+        if let Err(error) = self.ws.send(WsMessage::Close(Some(close))).await {
+            return WsEvent::Gone(error.to_string());
+        }
+        loop {
+            match self.next_event().await {
+                WsEvent::Json(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
         // Read until the server's close reply so the server sees a clean close.
