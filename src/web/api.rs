@@ -99,7 +99,7 @@ impl JsonArrayChunks {
                     Step::Chunk(bytes) => {
                         // A client that reads as fast as we write never makes the socket wait,
                         // so without this the whole response (8.5 MB at 50k keys, 0.1 s of CPU)
-                        // was written in one poll, holding a worker while acks queued behind it.
+                        // was written in one poll, holding a worker while replies queued behind it.
                         tokio::task::yield_now().await;
                         return Some((Ok::<_, Infallible>(bytes), chunks));
                     }
