@@ -280,9 +280,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         body_timeout: config.http_body_timeout,
         rates,
         large_reads: web::large_reads::LargeReads::new(config.max_large_reads),
-        unfinished: web::unfinished_budget(config.max_body_bytes),
     };
-    let router = web::router(app);
+    let ingest_routes = crate::ingest::http::routes(&app);
+    let router = web::router(app, ingest_routes);
     let https = certificates
         .as_ref()
         .filter(|_| config.https)
