@@ -37,7 +37,7 @@ export function createActions({ token }) {
       res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
       if ((res.headers.get('content-type') ?? '').includes('json')) answer = await res.json();
     } catch (err) {
-      return { ok: false, error: `the server could not be reached (${err.message})` };
+      return { ok: false, error: `the server could not be reached (${err instanceof Error ? err.message : String(err)})` };
     }
     if (res.ok && answer && answer.ok !== false) return { ok: true, ...answer };
     if (res.status === 404 && !answer) return { ok: false, status: 404, error: 'this server does not support operator actions' };
@@ -52,6 +52,7 @@ export function createActions({ token }) {
   return {
     ack(key, { note = '', by = '', expiresAt = null } = {}) {
       rememberBy(by);
+      /** @type {Record<string, unknown>} */
       const body = { ...pair(key), note, by };
       if (expiresAt) body.expires_at = expiresAt;
       return call('POST', 'api/ack', body);

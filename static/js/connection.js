@@ -61,9 +61,14 @@ export class Connection {
     this.onProbe = onProbe ?? (() => {});
     this.state = 'connecting';
     this.detail = '';
+    /** @type {WebSocket | null} */
     this.ws = null;
+    /** Why the server refuses this page (a sentence for the banner), once a probe said so. */
+    /** @type {string | null} */
+    this.refusal = null;
     this.attempt = 0;
-    this.retryTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.retryTimer = undefined;
     this.retryAt = 0;
     this.lastMessageAt = 0;
     this.statsIntervalMs = null;
@@ -90,7 +95,7 @@ export class Connection {
     this.detail = detail;
     if (to !== 'waiting') {
       clearTimeout(this.retryTimer);
-      this.retryTimer = null;
+      this.retryTimer = undefined;
     }
     if (to === 'connecting') this.dial(from);
     else if (to === 'waiting') this.scheduleRetry();
@@ -122,7 +127,7 @@ export class Connection {
   markLive() { this.fire('live'); }
 
   send(obj) {
-    if (!this.open) return false;
+    if (!this.open || !this.ws) return false;
     this.ws.send(JSON.stringify(obj));
     return true;
   }
@@ -184,7 +189,7 @@ export class Connection {
   async probe(wsUrl) {
     const url = new URL(wsUrl);
     url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
-    let status = 0;
+    let status;
     let body = null;
     try {
       const res = await fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' });

@@ -3,7 +3,13 @@
 
 import { formatTime } from './format.js';
 
-export const $ = (id) => document.getElementById(id);
+/**
+ * An element of index.html by id. The page's ids are fixed, so it is typed as present: a missing
+ * one is a bug in index.html that the browser tests catch.
+ * @param {string} id
+ * @returns {HTMLElement}
+ */
+export const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 /** Creates an element with a class and optional text (always set as text). */
 export function el(tag, className, text) {
@@ -48,7 +54,7 @@ export function timeEl(className, ms, kind = 'clock') {
 }
 
 export function refreshTimes(root = document) {
-  for (const t of root.querySelectorAll('time[data-fmt]')) {
+  for (const t of /** @type {NodeListOf<HTMLElement>} */ (root.querySelectorAll('time[data-fmt]'))) {
     const ms = Number(t.dataset.at);
     setText(t, formatTime(t.dataset.fmt, ms));
     t.setAttribute('title', formatTime('absolute', ms));

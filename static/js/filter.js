@@ -5,8 +5,15 @@
 import { $ } from './dom.js';
 import { queryHint } from './query-hint.js';
 
-export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
-  const input = $('filter');
+/**
+ * @param {object} deps
+ * @param {(frame: object) => boolean} deps.send  a frame on the current socket
+ * @param {() => boolean} deps.isOpen  whether the socket may carry a subscribe now
+ * @param {() => void} deps.reconnect
+ * @param {() => void} deps.onChange  what the server filters by changed
+ */
+export function createFilter({ send, isOpen, reconnect, onChange }) {
+  const input = /** @type {HTMLInputElement} */ ($('filter'));
   const message = $('filter-error');
   const f = {
     /** What the user asked for (and what the URL says). */
@@ -15,14 +22,16 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
     server: '',
     /** 'unknown' | 'yes' | 'no': whether this server understands queries. */
     support: 'unknown',
-    /** A subscribe we sent and have no answer for yet: { query, at, stats }. */
+    /** A subscribe we sent and have no answer for yet. */
+    /** @type {{ query: string, at: number, stats: number } | null} */
     pending: null,
     /** Failed connections while the query was in the URL (the server answers a bad one with 400). */
     urlFailures: 0,
     /** Whether the current socket's URL carried the filter. */
     inUrl: false,
   };
-  let pendingTimer = null;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let pendingTimer;
   input.value = f.desired;
 
   function show(kind, text) {
@@ -83,7 +92,7 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
     if (msg.type === 'error') {
       show('error', String(msg.error ?? 'the server rejected this query'));
     } else {
-      f.server = typeof msg.query === 'string' ? msg.query : was.query;
+      f.server = typeof msg.query === 'string' ? msg.query : (was?.query ?? '');
       f.urlFailures = 0; // the server accepts this query: it may go in the URL again
       showHintOr(null, '');
     }
@@ -180,5 +189,5 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
   });
 
   const filtered = () => f.support === 'yes' && f.server !== '';
-  return Object.assign(f, { forUrl, onSnapshot, onError, onStats, onSocket, onUrlRejected, filtered, show, onApplied, input });
+  return Object.assign(f, { forUrl, onSnapshot, onError, onStats, onSocket, onUrlRejected, filtered, show, input });
 }

@@ -17,13 +17,14 @@ function save(key, on) {
 }
 
 export function createNotifications({ describe }) {
-  const notifyButton = $('notify-toggle');
+  const notifyButton = /** @type {HTMLButtonElement} */ ($('notify-toggle'));
   const soundButton = $('sound-toggle');
   const flaps = new FlapTracker();
   const n = {
     enabled: load(PREF_NOTIFY),
     sound: load(PREF_SOUND),
     /** Every notification shown (for the tests and the curious): { kind, title, body, at }. */
+    /** @type {{ kind: string, title: string, body: string, at: number }[]} */
     sent: [],
     flaps,
   };

@@ -11,7 +11,7 @@ const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'bas
 const text = (v) => (v === undefined || v === null ? '' : String(v));
 const cmpText = (a, b) => {
   // Missing names last, whatever the direction of the rest.
-  if (a === '' || b === '') return (a === '') - (b === '');
+  if (a === '' || b === '') return Number(a === '') - Number(b === '');
   return collator.compare(a, b);
 };
 const cmpKey = (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
@@ -54,6 +54,7 @@ const missingLast = (isMissing) => (a, b) => isMissing(a) - isMissing(b);
 export function comparator({ column, desc }) {
   const sign = desc ? -1 : 1;
   let primary;
+  /** @type {(a: any, b: any) => number} */
   let missing = () => 0;
   switch (column) {
     case 'host':
@@ -64,7 +65,7 @@ export function comparator({ column, desc }) {
       break;
     case 'age': primary = (a, b) => a.since - b.since; break;
     case 'metric':
-      primary = (a, b) => metricOf(a) - metricOf(b);
+      primary = (a, b) => Number(metricOf(a)) - Number(metricOf(b)); // both numbers: `missing` sorted the rest
       missing = missingLast((e) => metricOf(e) === null);
       break;
     default: primary = (a, b) => RANK[a.cls] - RANK[b.cls] || a.since - b.since;
@@ -103,9 +104,13 @@ export function groupLabel(entry, group) {
  * holds every problem in display order, `hidden` how many entries the limit left out.
  * Active problems come first (grouped when asked); acked, then silenced ones follow, each under a
  * section row, in the same sort.
+ * @param {Iterable<any>} entries  the Model's entries
+ * @param {{ sort?: { column: string, desc: boolean }, group?: string, collapsed?: Set<string>, limit?: number,
+ *   status?: (key: string) => string }} [options]
  */
 export function layout(entries, { sort = { column: 'state', desc: false }, group = '', collapsed = new Set(), limit = Infinity, status = () => 'active' } = {}) {
   const cmp = comparator(sort);
+  /** @type {Record<string, any[]>} */
   const buckets = { active: [], acked: [], silenced: [] };
   for (const e of entries) buckets[status(e.key)].push(e);
   for (const list of Object.values(buckets)) list.sort(cmp);

@@ -31,11 +31,13 @@ export function ratesFromSamples(samples) {
 }
 
 export function createChart() {
+  /** @type {{ events: number[][], changes: number[][] }} */
   const rates = { events: [], changes: [] }; // [t ms, value]
-  let rateBase = null; // { at, events, changes }
+  /** @type {{ at: number, events: number | null, changes: number | null } | null} */
+  let rateBase = null;
   let chartDrawnAt = 0;
   let chartTimer = null;
-  const chartCanvas = $('rate-chart');
+  const chartCanvas = /** @type {HTMLCanvasElement} */ ($('rate-chart'));
 
   function trimSeries(series, now) {
     let drop = 0;
@@ -105,6 +107,7 @@ export function createChart() {
       chartCanvas.height = Math.round(h * dpr);
     }
     const ctx = chartCanvas.getContext('2d');
+    if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     const css = getComputedStyle(document.documentElement);

@@ -43,7 +43,7 @@ export function createHistory({ token }) {
           res = await fetch(url, { headers: { Accept: 'application/json' } });
           if ((res.headers.get('content-type') ?? '').includes('json')) body = await res.json();
         } catch (err) {
-          return { changes, complete: false, note: `Could not load history: ${err.message}` };
+          return { changes, complete: false, note: `Could not load history: ${err instanceof Error ? err.message : String(err)}` };
         }
         if (!res.ok || !body || !Array.isArray(body.changes)) {
           if (res.status === 404) h.available = false; // no endpoint, or --data-dir off
@@ -65,11 +65,19 @@ const EXPIRY_CHOICES = [['', 'until it recovers'], ['1h', '1 hour'], ['4h', '4 h
 
 export function createDetails({ model, history, actions, onClose, onOpened, onPinned }) {
   const panel = $('details');
+  /**
+   * A control of the panel (rebuilt by each render, so looked up each time), or null.
+   * @param {string} id
+   */
+  const control = (id) => /** @type {HTMLInputElement | null} */ (panel.querySelector(`#${id}`));
   const body = $('details-body');
   const d = {
+    /** @type {string | null} */
     key: null,
-    history: null, // change messages newest first, or null
+    /** @type {Record<string, any>[] | null} change messages newest first, or null */
+    history: null,
     note: '',
+    /** @type {Element | null} */
     sinceNode: null,
     actionMessage: '',
   };
@@ -82,7 +90,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     panel.hidden = false;
     document.body.classList.add('details-open');
     render();
-    if (focusAck) panel.querySelector('#ack-note')?.focus();
+    if (focusAck) control('ack-note')?.focus();
     else panel.focus();
     onOpened(key);
     load(key);
@@ -212,7 +220,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
   }
 
   function byValue() {
-    return panel.querySelector('#details-by')?.value.trim() ?? '';
+    return control('details-by')?.value.trim() ?? '';
   }
 
   async function run(fn) {
@@ -221,7 +229,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
       // The server wants to know who acted: ask once, the page remembers it.
       d.actionMessage = 'Type your name first (it is remembered).';
       showMessage();
-      panel.querySelector('#details-by')?.focus();
+      control('details-by')?.focus();
       return;
     }
     d.actionMessage = 'Sending…';
@@ -233,7 +241,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
   }
 
   function showMessage() {
-    const msg = panel.querySelector('#action-message');
+    const msg = /** @type {HTMLElement | null} */ (panel.querySelector('#action-message'));
     if (!msg) return;
     setText(msg, d.actionMessage);
     msg.hidden = d.actionMessage === '';
@@ -244,9 +252,9 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     d.sinceNode = null;
     if (!d.key) return;
     // A half-typed note survives re-renders (a live change must not eat it).
-    const typed = panel.querySelector('#ack-note')?.value ?? '';
-    const typedExpiry = panel.querySelector('#ack-expiry')?.value ?? '';
-    const typedBy = panel.querySelector('#details-by')?.value;
+    const typed = control('ack-note')?.value ?? '';
+    const typedExpiry = control('ack-expiry')?.value ?? '';
+    const typedBy = control('details-by')?.value;
     const focused = document.activeElement?.id;
     const [host, service] = splitKey(d.key);
     setText($('details-title'), `${host ?? '(no host)'} · ${service ?? '(no service)'}`);
@@ -303,12 +311,13 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     }
     if (d.note) parts.push(el('p', 'details-note', d.note));
     body.replaceChildren(...parts);
-    const note = panel.querySelector('#ack-note');
+    const note = control('ack-note');
     if (note) note.value = typed;
-    const expiry = panel.querySelector('#ack-expiry');
+    const expiry = control('ack-expiry');
     if (expiry && typedExpiry) expiry.value = typedExpiry;
-    if (typedBy !== undefined) panel.querySelector('#details-by').value = typedBy;
-    if (focused && ['ack-note', 'ack-expiry', 'details-by'].includes(focused)) panel.querySelector(`#${focused}`)?.focus();
+    const byInput = control('details-by');
+    if (typedBy !== undefined && byInput) byInput.value = typedBy;
+    if (focused && ['ack-note', 'ack-expiry', 'details-by'].includes(focused)) control(focused)?.focus();
   }
 
   function tick(now) {

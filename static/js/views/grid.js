@@ -17,8 +17,10 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
   const nameKey = (v) => JSON.stringify(v ?? null);
   const grid = {
     built: false,      // the DOM exists (or is being built) and is kept current
+    /** @type {any[]} */
     hosts: [],         // [{ value, tr, cells }] in row order; tr null until its chunk is built
     hostIndex: new Map(), // nameKey(host) → row index
+    /** @type {any[]} */
     services: [],      // service values in column order
     serviceIndex: new Map(), // nameKey(service) → column index
     builtRows: 0,      // rows [0, builtRows) have DOM
@@ -111,7 +113,7 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     grid.serviceIndex = new Map(grid.services.map((s, i) => [nameKey(s), i]));
     grid.builtRows = 0;
     gridBody.replaceChildren();
-    gridHead.replaceChildren(gridHead.firstElementChild, ...grid.services.map(gridHeaderCell));
+    gridHead.replaceChildren(/** @type {Element} */ (gridHead.firstElementChild), ...grid.services.map(gridHeaderCell));
     gridSchedule();
     gridStatus();
   }
@@ -234,7 +236,7 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
   /** The (host, service) key of a grid cell, or null. */
   function gridKeyOf(td) {
     if (!(td instanceof HTMLTableCellElement) || td.tagName !== 'TD') return null;
-    const row = gridRowOf.get(td.parentElement);
+    const row = gridRowOf.get(/** @type {HTMLElement} */ (td.parentElement));
     const col = td.cellIndex - 1;
     if (!row || col < 0 || col >= grid.services.length) return null;
     return JSON.stringify([row.value ?? null, grid.services[col] ?? null]);
@@ -253,7 +255,7 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
   gridBody.addEventListener('mouseover', gridHover);
   gridBody.addEventListener('focusin', gridHover);
   gridBody.addEventListener('click', (e) => {
-    const td = e.target.closest('td');
+    const td = /** @type {Element} */ (e.target).closest('td');
     const key = td && gridKeyOf(td);
     if (key && index.has(key)) onOpen(key);
   });

@@ -30,8 +30,8 @@ export function createHeader({ model, problemsView, isLive, filtered }) {
     setText($('silenced-count'), have ? String(handled.silenced) : '—');
     // Shown only when there are some: before a snapshot they would be two more "—" that
     // crowd the header onto a second line.
-    $('acked-count').parentElement.hidden = !have || handled.acked === 0;
-    $('silenced-count').parentElement.hidden = !have || handled.silenced === 0;
+    /** @type {HTMLElement} */ ($('acked-count').parentElement).hidden = !have || handled.acked === 0;
+    /** @type {HTMLElement} */ ($('silenced-count').parentElement).hidden = !have || handled.silenced === 0;
     const title = titleFor(handled, have);
     if (document.title !== title) document.title = title;
 

@@ -50,7 +50,7 @@ export function createLog() {
       return;
     }
     list.prepend(li);
-    while (list.childElementCount > LOG_CAP) list.lastElementChild.remove();
+    while (list.childElementCount > LOG_CAP) list.lastElementChild?.remove();
     $('log-empty').hidden = true;
   }
 

@@ -20,6 +20,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     group: parseGroup(urlParam('group')),
     collapsed: new Set(),
     limit: RENDER_STEP,
+    /** @type {any[]} the Model's entries in display order */
     order: [],
     hidden: 0,
     total: 0,
@@ -183,6 +184,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     view.order = result.order;
     view.hidden = result.hidden;
     view.total = result.total;
+    /** @type {HTMLElement[]} */
     const wanted = [];
     const liveKeys = new Set();
     const liveGroups = new Set();
@@ -226,7 +228,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   }
 
   function renderSortHeads() {
-    for (const th of document.querySelectorAll('#problems thead th[data-sort]')) {
+    for (const th of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('#problems thead th[data-sort]'))) {
       const on = th.dataset.sort === view.sort.column;
       th.setAttribute('aria-sort', on ? (view.sort.desc ? 'descending' : 'ascending') : 'none');
     }
@@ -256,13 +258,14 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   }
 
   tbody.addEventListener('click', (e) => {
-    const button = e.target.closest('button');
+    const target = /** @type {Element} */ (e.target);
+    const button = /** @type {HTMLElement | null} */ (target.closest('button'));
     if (button && button.classList.contains('group-toggle')) {
-      toggleGroup(button.closest('tr').dataset.group);
+      toggleGroup(/** @type {HTMLElement} */ (button.closest('tr')).dataset.group);
       view.onChange?.();
       return;
     }
-    const tr = e.target.closest('tr.row');
+    const tr = /** @type {HTMLElement | null} */ (target.closest('tr.row'));
     if (!tr) return;
     if (button && button.classList.contains('row-action')) {
       onAck(tr.dataset.key, button.dataset.action);

@@ -7,14 +7,15 @@ import { rememberedBy } from '../actions.js';
 
 export function createSilences({ model, actions }) {
   const list = $('silence-rows');
-  const form = $('silence-form');
-  const query = $('silence-query');
-  const comment = $('silence-comment');
-  const duration = $('silence-duration');
-  const by = $('silence-by');
+  const form = /** @type {HTMLFormElement} */ ($('silence-form'));
+  const query = /** @type {HTMLInputElement} */ ($('silence-query'));
+  const comment = /** @type {HTMLInputElement} */ ($('silence-comment'));
+  const duration = /** @type {HTMLInputElement} */ ($('silence-duration'));
+  const by = /** @type {HTMLInputElement} */ ($('silence-by'));
   const message = $('silence-message');
   const submit = $('silence-submit');
   const cancel = $('silence-cancel');
+  /** @type {string | null} */
   let editing = null; // id being edited
 
   by.value = rememberedBy();
@@ -57,8 +58,9 @@ export function createSilences({ model, actions }) {
   cancel.addEventListener('click', () => { reset(); say(''); });
 
   list.addEventListener('click', async (e) => {
-    const button = e.target.closest('button');
-    const tr = e.target.closest('tr');
+    const target = /** @type {Element} */ (e.target);
+    const button = target.closest('button');
+    const tr = target.closest('tr');
     if (!button || !tr) return;
     const silence = model.silences.find((s) => String(s.id) === tr.dataset.id);
     if (!silence) return;
