@@ -148,7 +148,8 @@ export function dispatch(state, frame, { model, now }) {
     default:
       step = { state: next, effects: [] }; // unknown types are ignored: newer servers may send more
   }
-  return { state: step.state, effects: [...effects, ...step.effects] };
+  // Most frames have no resume prelude: their step is the answer as it is (no copy per frame).
+  return effects.length === 0 ? step : { state: step.state, effects: [...effects, ...step.effects] };
 }
 
 /**

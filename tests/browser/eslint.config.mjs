@@ -1,5 +1,6 @@
 // ESLint (flat config) for the page's code (static/, plain ES modules for the browser) and for its
-// unit tests (tests/browser/model/, Node). Run from the repository's root, as scripts/test does:
+// unit tests (tests/browser/model/) and benchmark (bench/*.mjs), Node. Run from the repository's
+// root, as `npm run check` in tests/browser (and so scripts/test) does:
 //   tests/browser/node_modules/.bin/eslint -c tests/browser/eslint.config.mjs static tests/browser/model
 // It lives here, beside the dev dependencies it imports, not in static/ (which the binary serves).
 
@@ -43,7 +44,7 @@ export default [
     languageOptions: { ecmaVersion: 2023, sourceType: 'module', globals: { ...globals.browser } },
   },
   {
-    files: ['tests/browser/**/*.mjs'],
+    files: ['tests/browser/**/*.mjs', 'bench/**/*.mjs'],
     languageOptions: {
       ecmaVersion: 2023,
       sourceType: 'module',
