@@ -34,6 +34,10 @@ export function createFilter({ send, isOpen, reconnect, onChange }) {
   let pendingTimer;
   input.value = f.desired;
 
+  /**
+   * @param {string | null} kind  'error' | 'hint' | 'info' | 'unsupported', or null
+   * @param {string} [text]  none: hide the message
+   */
   function show(kind, text) {
     if (!text) {
       message.hidden = true;
@@ -42,20 +46,25 @@ export function createFilter({ send, isOpen, reconnect, onChange }) {
       input.removeAttribute('aria-invalid');
       return;
     }
-    message.dataset.kind = kind;
+    message.dataset.kind = String(kind);
     message.textContent = text;
     message.hidden = false;
     if (kind === 'error') input.setAttribute('aria-invalid', 'true');
     else input.removeAttribute('aria-invalid');
   }
 
-  /** After a confirmed (or local) filter: a hint if the query is valid but likely a mistake. */
+  /**
+   * After a confirmed (or local) filter: a hint if the query is valid but likely a mistake.
+   * @param {string | null} kind
+   * @param {string} text
+   */
   function showHintOr(kind, text) {
     const hint = queryHint(f.desired);
     if (hint) show('hint', hint);
     else show(kind, text);
   }
 
+  /** @param {string} q */
   function setUrl(q) {
     const url = new URL(location.href);
     if (q) url.searchParams.set('query', q);
@@ -63,6 +72,7 @@ export function createFilter({ send, isOpen, reconnect, onChange }) {
     if (url.href !== location.href) history.replaceState(null, '', url);
   }
 
+  /** @param {string} query */
   function subscribe(query) {
     if (!isOpen()) return;
     send({ type: 'subscribe', query });
@@ -84,6 +94,7 @@ export function createFilter({ send, isOpen, reconnect, onChange }) {
     if (f.desired) show('unsupported', 'This server does not support queries yet: showing all events.');
   }
 
+  /** @param {Record<string, any>} msg  the snapshot or error frame that answers the subscribe */
   function answered(msg) {
     const was = f.pending;
     f.pending = null;
@@ -127,7 +138,11 @@ export function createFilter({ send, isOpen, reconnect, onChange }) {
     return f.inUrl ? f.desired : '';
   }
 
-  /** A snapshot arrived on the socket: bookkeeping of what it is filtered by. */
+  /**
+   * A snapshot arrived on the socket: bookkeeping of what it is filtered by.
+   * @param {Record<string, any>} msg
+   * @param {boolean} first  the socket's first snapshot
+   */
   function onSnapshot(msg, first) {
     const wasPending = f.pending !== null;
     if (typeof msg.query === 'string') {
@@ -149,6 +164,7 @@ export function createFilter({ send, isOpen, reconnect, onChange }) {
     return wasPending;
   }
 
+  /** @param {Record<string, any>} msg */
   function onError(msg) {
     if (!f.pending) return false;
     answered(msg);
@@ -167,7 +183,10 @@ export function createFilter({ send, isOpen, reconnect, onChange }) {
     clearTimeout(pendingTimer);
   }
 
-  /** The server answered a plain GET of the socket URL with 400: the query in the URL is bad. */
+  /**
+   * The server answered a plain GET of the socket URL with 400: the query in the URL is bad.
+   * @param {string} error
+   */
   function onUrlRejected(error) {
     f.urlFailures = 2;
     show('error', error);

@@ -6,6 +6,11 @@
 //   since      ms when the current state began (change time), or a lower bound from a snapshot
 //   sinceExact false when only a snapshot told us about it (the state began at or before `since`)
 
+/**
+ * One (host, service) the server told us about (see above).
+ * @typedef {{ key: string, event: Record<string, any>, cls: string, since: number, sinceExact: boolean }} Entry
+ */
+
 /** Riemann's states collapse into five display classes, in order of severity. */
 export function stateClass(state) {
   const s = String(state ?? '').trim().toLowerCase();
@@ -51,6 +56,7 @@ export class Model {
   constructor() {
     /** key → entry */
     this.entries = new Map();
+    /** @type {Record<string, number>} */
     this.counts = { critical: 0, warning: 0, expired: 0, other: 0, ok: 0 };
     /** The last seq applied (snapshot or change), or null. */
     this.seq = null;

@@ -8,6 +8,7 @@ const FIELDS = ['query', 'comment', 'starts_at', 'ends_at', 'by'];
  *  server ends silences on its reaper's tick, and its clock and this page's may differ. */
 export const ENDED_SLACK_MS = 60_000;
 
+/** @param {Record<string, any>} s */
 const quoted = (s) => (s.comment ? ` — ${s.comment}` : '');
 
 /**

@@ -5,6 +5,11 @@ import { $, el, setText, timeEl } from '../dom.js';
 import { parseTime } from '../model.js';
 import { rememberedBy } from '../actions.js';
 
+/**
+ * @param {object} deps
+ * @param {import('../model.js').Model} deps.model
+ * @param {ReturnType<typeof import('../actions.js').createActions>} deps.actions
+ */
 export function createSilences({ model, actions }) {
   const list = $('silence-rows');
   const form = /** @type {HTMLFormElement} */ ($('silence-form'));
@@ -20,6 +25,10 @@ export function createSilences({ model, actions }) {
 
   by.value = rememberedBy();
 
+  /**
+   * @param {string} text
+   * @param {string} [kind]
+   */
   function say(text, kind = 'info') {
     setText(message, text);
     message.hidden = text === '';
@@ -62,7 +71,7 @@ export function createSilences({ model, actions }) {
     const button = target.closest('button');
     const tr = target.closest('tr');
     if (!button || !tr) return;
-    const silence = model.silences.find((s) => String(s.id) === tr.dataset.id);
+    const silence = model.silences.find((/** @type {Record<string, any>} */ s) => String(s.id) === tr.dataset.id);
     if (!silence) return;
     if (button.dataset.action === 'edit') {
       editing = String(silence.id);
@@ -91,7 +100,7 @@ export function createSilences({ model, actions }) {
   });
 
   function render() {
-    const rows = model.silences.map((s) => {
+    const rows = model.silences.map((/** @type {Record<string, any>} */ s) => {
       const tr = el('tr', s.active ? 'silence active' : 'silence');
       tr.dataset.id = String(s.id);
       const q = el('td', 'c-query');
