@@ -43,7 +43,7 @@ export function createControls({ model, problems, render, showMore, view, onView
   for (const button of document.querySelectorAll('#problems thead th[data-sort] button')) {
     button.addEventListener('click', () => {
       const th = /** @type {HTMLElement} */ (button.closest('th'));
-      problems.setSort(th.dataset.sort);
+      problems.setSort(/** @type {string} */ (th.dataset.sort));
       render();
     });
   }

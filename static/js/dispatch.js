@@ -14,6 +14,7 @@ import { silenceNotes } from './silence-log.js';
 /** @typedef {import('./model.js').Model} Model */
 /** @typedef {Record<string, any>} Frame  a parsed JSON text frame from /ws (shape checked by the Model) */
 /** @typedef {NonNullable<ReturnType<Model['applyChange']>>} ChangeResult */
+/** @typedef {ChangeResult & { entry: import('./model.js').Entry }} LiveChange  a change that did not remove its service */
 
 /**
  * The page's state, in one record (app.js holds the only copy).
@@ -48,7 +49,7 @@ import { silenceNotes } from './silence-log.js';
  *   | { kind: 'render', now: boolean }
  *   | { kind: 'details' }
  *   | { kind: 'details-change', frame: Frame }
- *   | { kind: 'notify', result: ChangeResult, status: string, at: number }
+ *   | { kind: 'notify', result: LiveChange, status: string, at: number }
  *   | { kind: 'stats', frame: Frame }
  *   | { kind: 'load-rates' }
  *   | { kind: 'resolve-since', generation: number }
@@ -241,9 +242,10 @@ function onChange(state, frame, model, now) {
     effects.push({ kind: 'render', now: false });
     return { state: next, effects };
   }
-  effects.push({ kind: 'changed', key: result.key });
-  if (result.entry) effects.push({ kind: 'grid-update', entry: result.entry });
-  effects.push({ kind: 'notify', result, status: model.status(result.key), at: now });
+  if (!result.entry) return { state: next, effects }; // only a removal has no entry
+  const live = /** @type {LiveChange} */ (result);
+  effects.push({ kind: 'changed', key: live.key }, { kind: 'grid-update', entry: live.entry });
+  effects.push({ kind: 'notify', result: live, status: model.status(live.key), at: now });
   effects.push({ kind: 'render', now: false });
   if (result.key === next.selectedKey) effects.push({ kind: 'details-change', frame });
   return { state: next, effects };

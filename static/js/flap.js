@@ -111,5 +111,5 @@ export function decideNotification({ previousClass, cls, status, flap }) {
   if (flap?.flapping) return null;
   if (cls === 'ok') return null;
   if (previousClass === null || previousClass === undefined || previousClass === 'ok') return 'problem';
-  return RANK[/** @type {keyof RANK} */ (cls)] < RANK[/** @type {keyof RANK} */ (previousClass)] ? 'problem' : null;
+  return RANK[cls] < RANK[previousClass] ? 'problem' : null;
 }

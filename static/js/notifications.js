@@ -93,7 +93,7 @@ export function createNotifications({ describe }) {
   /**
    * A live change: `result` from Model.applyChange, `status` its handling. Returns the kind of
    * notification sent ('problem' | 'flapping') or null, and whether the key is flapping.
-   * @param {import('./dispatch.js').ChangeResult} result
+   * @param {import('./dispatch.js').LiveChange} result
    * @param {string} status
    * @param {number} now
    */

@@ -182,11 +182,11 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
       : ` for at least ${relative(now - entry.since)}, since ${absolute(entry.since)} or earlier`;
   }
 
-  /** @param {import('../model.js').Entry} entry */
+  /** @param {import('../model.js').Entry | undefined} entry */
   function actionsBlock(entry) {
     const wrap = el('div', 'details-actions');
-    const ack = model.acks.get(d.key);
-    const status = model.status(d.key);
+    const ack = model.acks.get(/** @type {string} */ (d.key));
+    const status = model.status(/** @type {string} */ (d.key));
     if (status === 'silenced') wrap.append(el('p', 'handled-info', 'Silenced: a silence matches this service, so it does not notify.'));
     if (ack) {
       const info = el('p', 'handled-info');
