@@ -27,19 +27,35 @@ export function setUrlParam(name, value) {
 }
 
 /**
- * @param {object} deps
- * @param {import('./model.js').Model} deps.model
- * @param {ReturnType<typeof import('./views/problems.js').createProblemsView>} deps.problems
- * @param {(() => void) & { now: () => void }} deps.render
- * @param {() => void} deps.showMore  after more rows are shown (history may say when they began)
- * @param {() => string} deps.view  the current view
- * @param {(view: string) => void} deps.onView  a view was chosen
- * @param {() => boolean} deps.hasDetails  whether a service's details are open
- * @param {() => void} deps.closeDetails
- * @param {() => void} deps.focusFilter
- * @param {() => void} deps.togglePause  the live log's pause
+ * @typedef {object} ControlDeps
+ * @property {import('./model.js').Model} model
+ * @property {ReturnType<typeof import('./views/problems.js').createProblemsView>} problems
+ * @property {(() => void) & { now: () => void }} render
+ * @property {() => void} showMore  after more rows are shown (history may say when they began)
+ * @property {() => string} view  the current view
+ * @property {(view: string) => void} onView  a view was chosen
+ * @property {() => boolean} hasDetails  whether a service's details are open
+ * @property {() => void} closeDetails
+ * @property {() => void} focusFilter
+ * @property {() => void} togglePause  the live log's pause
  */
-export function createControls({ model, problems, render, showMore, view, onView, hasDetails, closeDetails, focusFilter, togglePause }) {
+
+/**
+ * Wires the controls; returns `setView` for the page's first view.
+ * @param {ControlDeps} deps
+ */
+export function createControls(deps) {
+  problemsControls(deps);
+  const setView = tabs(deps);
+  keyboard(deps, setView);
+  return { setView };
+}
+
+/**
+ * The problems table's sort buttons, group-by select and "show more".
+ * @param {ControlDeps} deps
+ */
+function problemsControls({ model, problems, render, showMore }) {
   for (const button of document.querySelectorAll('#problems thead th[data-sort] button')) {
     button.addEventListener('click', () => {
       const th = /** @type {HTMLElement} */ (button.closest('th'));
@@ -78,9 +94,16 @@ export function createControls({ model, problems, render, showMore, view, onView
     render.now();
     showMore();
   });
+}
 
+/**
+ * The Problems / Grid / Silences tabs (arrow keys move between them, as ARIA tabs do).
+ * @param {ControlDeps} deps
+ * @returns {(next: string | undefined, options?: { focus?: boolean }) => void} setView
+ */
+function tabs({ onView }) {
   /** @type {HTMLElement[]} */
-  const tabs = [...document.querySelectorAll('.tabs [role="tab"]')].map((t) => /** @type {HTMLElement} */ (t));
+  const all = [...document.querySelectorAll('.tabs [role="tab"]')].map((t) => /** @type {HTMLElement} */ (t));
 
   /**
    * @param {string | undefined} next
@@ -88,7 +111,7 @@ export function createControls({ model, problems, render, showMore, view, onView
    */
   function setView(next, { focus = false } = {}) {
     const current = next !== undefined && VIEWS.includes(next) ? next : 'problems';
-    for (const tab of tabs) {
+    for (const tab of all) {
       const on = tab.dataset.view === current;
       tab.setAttribute('aria-selected', String(on));
       tab.tabIndex = on ? 0 : -1;
@@ -102,21 +125,30 @@ export function createControls({ model, problems, render, showMore, view, onView
     setUrlParam('view', current === 'problems' ? '' : current);
   }
 
-  for (const tab of tabs) {
+  for (const tab of all) {
     tab.addEventListener('click', () => setView(tab.dataset.view));
     tab.addEventListener('keydown', (e) => {
-      const i = tabs.indexOf(tab);
+      const i = all.indexOf(tab);
       let j = null;
-      if (e.key === 'ArrowRight') j = (i + 1) % tabs.length;
-      else if (e.key === 'ArrowLeft') j = (i - 1 + tabs.length) % tabs.length;
+      if (e.key === 'ArrowRight') j = (i + 1) % all.length;
+      else if (e.key === 'ArrowLeft') j = (i - 1 + all.length) % all.length;
       else if (e.key === 'Home') j = 0;
-      else if (e.key === 'End') j = tabs.length - 1;
+      else if (e.key === 'End') j = all.length - 1;
       if (j === null) return;
       e.preventDefault();
-      setView(tabs[j].dataset.view, { focus: true });
+      setView(all[j].dataset.view, { focus: true });
     });
   }
+  return setView;
+}
 
+/**
+ * The page's keys: Escape closes the details, / focuses the filter, p pauses the log, g toggles
+ * the grid — except while typing in a field.
+ * @param {ControlDeps} deps
+ * @param {(next: string) => void} setView
+ */
+function keyboard({ view, hasDetails, closeDetails, focusFilter, togglePause }, setView) {
   document.addEventListener('keydown', (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
@@ -137,6 +169,4 @@ export function createControls({ model, problems, render, showMore, view, onView
       setView(view() === 'grid' ? 'problems' : 'grid');
     }
   });
-
-  return { setView };
 }
