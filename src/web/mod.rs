@@ -2,24 +2,9 @@
 //!
 //! This module routes, and holds what the endpoints share: [`AppState`], the subscription URL
 //! parameters, and the settings and limits of every websocket accepted (`/ws` and `/index`).
-//! Each endpoint's behaviour lives in its own file, and endpoints do not import each other:
-//!
-//! - `http_server`: connections (timeouts, the connection cap), serving the router.
-//! - `access`: who may call what (Host, Origin, cross-site, tokens), as extractors a handler
-//!   takes; refusals are counted there and answered as `ApiError`s.
-//! - `body`: the one way a handler reads a request body (bounded in bytes and time).
-//! - `proxy`: the reverse proxy in front (`--trusted-proxy` blocks, `--external-url`).
-//! - `error`: `ApiError`, the one shape of an error answer.
-//! - `api`: `GET /api/state`, `GET /api/history`, `GET /metrics`.
-//! - `actions`: operator actions (`/api/ack`, `/api/unack`, `/api/acks`, `/api/silence`,
-//!   `/api/silences`, `/api/clear`).
-//! - `history`: reads history on a blocking thread, for `/api/history` and `/ws` resumes.
-//! - `ws`: the dashboard websocket `/ws` (`session`, `outbox`).
-//! - `index`: Riemann's `/index` (websocket or server-sent events).
-//! - `health`: `/healthz` and `/readyz`, outside the access rules.
-//! - `large_reads`: the bound on whole-index reads at once (`--max-large-reads`).
-//! - `rates`: `GET /api/rates`, the last hour of the stats counters for the page's chart.
-//! - `assets`: the embedded dashboard page.
+//! Each endpoint's behaviour lives in its own file (the README's Layout says which), and
+//! endpoints do not import each other: what they share is here, so a new endpoint needs this
+//! module and its access extractor, nothing of its neighbours.
 //!
 //! HTTP ingest (`POST /api/event`, `/events`) is a transport: it lives in `ingest::http`, which
 //! uses this module's plumbing; the server hands its routes to [`router`], and `web` never names
