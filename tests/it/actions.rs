@@ -3,9 +3,7 @@
 //! rules of `POST /api/event`; acks and silences kept across `kill -9` and a restart; a resume
 //! with `since` and `/api/history` replaying them; ack expiry and silence windows by the clock.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 async fn call(server: &Addrs, method: &str, path: &str, body: Value) -> HttpResponse {

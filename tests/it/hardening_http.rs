@@ -9,11 +9,9 @@
 //! Tests that measure the server's memory, read its log or signal it run the real binary; the
 //! others run it in process.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -2,14 +2,12 @@
 //! change log, an empty database beside a log, and a full disk (on a small tmpfs: these tests
 //! mount one, so they run as root, as CI does).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 

@@ -4,11 +4,9 @@
 //! Tests that measure the server's memory, read its log or signal it run the real binary; the
 //! others run it in process.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use statecast::proto::Msg;
 
 /// The worst ack latency of `count` single-event Msgs sent one at a time by a fresh connection.

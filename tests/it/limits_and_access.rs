@@ -1,9 +1,7 @@
 //! Keepalive, slow consumers, connection limits, origin checks and tokens. The server runs in
 //! process, except where a test reads its log (the binary).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends a websocket upgrade request and returns the status code and headers of the answer

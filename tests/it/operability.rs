@@ -2,12 +2,10 @@
 //! on a full tmpfs: this test mounts one, so it runs as root, as CI does), every metric added
 //! for operators present and moving, `--log-format json`, and refusal log lines rate-limited.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -2,15 +2,13 @@
 //! and WSS (`--https`), mutual TLS (`--tls-client-ca`), the handshake timeout, certificate reload
 //! on SIGHUP, and startup errors. Every certificate is generated here (rcgen), never checked in.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
