@@ -463,6 +463,10 @@ pub fn spawn(
             position = image.position,
             "starting from a snapshot"
         );
+        counters
+            .cluster
+            .start_position
+            .store(image.position, std::sync::atomic::Ordering::Relaxed);
         let events = image
             .snapshot
             .events
