@@ -741,9 +741,24 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     // A broken certificate file: an error line, and the renewed certificate keeps serving.
     std::fs::write(&pki.server_cert, "not a certificate").expect("break the certificate");
     hup(&server);
-    server
-        .wait_for_metric("statecast_tls_reload_failures_total", 1)
-        .await;
+    // Counted once the SIGHUP is handled (`/metrics` is on the HTTPS port here).
+    let https = client_config(&pki.ca.cert, None, true);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (status, metrics) = https_request(server.http, Arc::clone(&https), "/metrics").await;
+        assert_eq!(status, 200, "{metrics}");
+        if metrics
+            .lines()
+            .any(|line| line.trim() == "statecast_tls_reload_failures_total 1")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload was never counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let stream = tls_connect(addr, config)
         .await
         .expect("handshake after a failed reload");
