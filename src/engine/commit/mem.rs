@@ -4,9 +4,13 @@
 //! ([`MemStore::set_failing`]).
 
 use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::Durable;
 use crate::store::{Encoded, Retention, StoreError, WriteStep};
+
+/// The longest a held log write waits for [`MemStore::release_logs`].
+const MAX_HOLD: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 pub(crate) struct MemStore {
@@ -78,11 +82,19 @@ impl Durable for MemStore {
     fn log(&self, parts: &[&Encoded]) -> Result<(), StoreError> {
         let mut state = self.state();
         state.waiting += 1;
+        // Bounded: a test that fails while holding must not leave the committer thread (and
+        // with it the test's runtime, which waits for it) blocked for good.
+        let deadline = Instant::now() + MAX_HOLD;
         while state.held {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
             state = self
                 .released
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         state.waiting -= 1;
         if state.failing {
