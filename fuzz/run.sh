@@ -7,7 +7,7 @@
 # Needs the nightly toolchain (rustup) and cargo-fuzz (installed here when missing). Corpora
 # grow under fuzz/corpus/<target> and crashes land in fuzz/artifacts/<target> (both ignored by
 # git); a crash makes this script fail and prints the reproducer's path. The same invariants run
-# in the normal suite as proptests (tests/inputs.rs).
+# in the normal suite as proptests (tests/it/inputs.rs).
 set -euo pipefail
 cd "$(dirname "$0")"
 SECS=${1:-60}

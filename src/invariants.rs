@@ -1,7 +1,7 @@
 //! Invariants of everything that reads untrusted input, as functions of arbitrary bytes.
 //!
 //! Each function panics when an invariant is broken and returns quietly otherwise. The fuzz
-//! targets under `fuzz/` (cargo-fuzz, coverage-guided) and the proptests in `tests/inputs.rs`
+//! targets under `fuzz/` (cargo-fuzz, coverage-guided) and the proptests in `tests/it/inputs.rs`
 //! (the normal suite) call the same functions, so what the fuzzer checks is also checked on
 //! every `cargo test`, only with fewer and blinder inputs.
 

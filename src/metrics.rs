@@ -64,6 +64,35 @@ pub struct Counters {
     pub tls_handshakes_refused: AtomicU64,
     /// Whole-index reads (`/api/state`) answered 503 past `--max-large-reads`.
     pub large_reads_refused: AtomicU64,
+    /// Riemann TCP clients dropped for not reading their replies (`--tcp-write-timeout`).
+    pub tcp_write_timeouts: AtomicU64,
+    /// Riemann TCP connections closed for speaking another protocol, by [`ForeignProtocol`].
+    pub tcp_foreign: [AtomicU64; 2],
+    /// Riemann TLS handshakes that failed (a refused client certificate, a timeout, not TLS).
+    pub tls_handshakes_failed: AtomicU64,
+    /// SIGHUPs whose TLS certificate reload failed (the previous certificate keeps serving).
+    pub tls_reload_failures: AtomicU64,
+    /// 1 when the connection limits do not fit in the open-file limit (the start warned).
+    pub fd_budget_exceeded: AtomicU64,
+}
+
+/// The protocol a client spoke on the Riemann TCP port instead of protobuf: the `protocol`
+/// label (the discriminant indexes `Counters::tcp_foreign`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignProtocol {
+    Tls,
+    Http,
+}
+
+impl ForeignProtocol {
+    pub const ALL: [ForeignProtocol; 2] = [ForeignProtocol::Tls, ForeignProtocol::Http];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ForeignProtocol::Tls => "tls",
+            ForeignProtocol::Http => "http",
+        }
+    }
 }
 
 /// Why a Riemann TCP connection was closed by a deadline: the `reason` label (the discriminant
@@ -326,7 +355,41 @@ impl Counters {
                 Self::get(value)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP statecast_tcp_foreign_protocol_total Riemann TCP connections closed for speaking another protocol (TLS, HTTP) on the plain protobuf port.\n\
+             # TYPE statecast_tcp_foreign_protocol_total counter"
+        );
+        for (protocol, value) in ForeignProtocol::ALL.iter().zip(&self.tcp_foreign) {
+            let _ = writeln!(
+                out,
+                "statecast_tcp_foreign_protocol_total{{protocol=\"{}\"}} {}",
+                protocol.label(),
+                Self::get(value)
+            );
+        }
+        Self::render_gauge(
+            out,
+            "statecast_fd_budget_exceeded",
+            "1 if the connection limits plus 64 reserved descriptors exceed the open-file limit (process_max_fds): the start warned once.",
+            Self::get(&self.fd_budget_exceeded),
+        );
         for (name, help, value) in [
+            (
+                "statecast_tcp_write_timeouts_total",
+                "Riemann TCP clients dropped for not reading their replies within --tcp-write-timeout.",
+                &self.tcp_write_timeouts,
+            ),
+            (
+                "statecast_tls_handshakes_failed_total",
+                "Riemann TLS handshakes that failed (a client certificate refused, a timeout, not TLS).",
+                &self.tls_handshakes_failed,
+            ),
+            (
+                "statecast_tls_reload_failures_total",
+                "SIGHUPs whose TLS certificate reload failed (the previous certificate keeps serving).",
+                &self.tls_reload_failures,
+            ),
             (
                 "statecast_sighups_total",
                 "SIGHUPs handled (TLS certificates reloaded when TLS is on; the server keeps serving).",
@@ -349,6 +412,11 @@ impl Counters {
                 Self::get(value)
             );
         }
+    }
+
+    /// Counts a Riemann TCP connection closed for speaking `protocol`.
+    pub fn tcp_foreign(&self, protocol: ForeignProtocol) {
+        Self::add(&self.tcp_foreign[protocol as usize], 1);
     }
 
     /// Counts a Riemann TCP connection closed by `timeout`.

@@ -151,7 +151,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tls_tcp_addr = tls_tcp_listener.as_ref().and_then(|l| l.local_addr().ok());
     let http_addr = http_listener.local_addr().unwrap_or(config.http);
     // After binding (a port in use stays a one-line error), before the "listening" lines.
-    check_fd_budget(&config);
+    let fd_budget_exceeded = check_fd_budget(&config);
     if let Some(addr) = tcp_addr {
         tracing::info!(%addr, "riemann tcp listening");
     }
@@ -165,6 +165,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(addr = %http_addr, "{scheme} listening (dashboard /, websocket /ws, POST /api/event)");
 
     let counters = Arc::new(Counters::default());
+    Counters::add(&counters.fd_budget_exceeded, u64::from(fd_budget_exceeded));
     let shutdown = CancellationToken::new();
     // Heard by connections still busy when the shutdown grace period ends: they stop at once.
     let force_stop = CancellationToken::new();
@@ -347,13 +348,18 @@ impl Hangups {
                 _ = shutdown.cancelled() => return,
                 received = hangups.recv() => if received.is_none() { return },
             }
-            Counters::add(&counters.sighups, 1);
             match &certificates {
-                Some(certificates) => certificates.reload_logged(),
+                Some(certificates) => {
+                    if !certificates.reload_logged() {
+                        Counters::add(&counters.tls_reload_failures, 1);
+                    }
+                }
                 None => tracing::info!(
                     "SIGHUP: nothing to reload (no TLS listener; flags and the config file apply at start only); still serving"
                 ),
             }
+            // Counted once handled, so a test that sees the count sees the reload's outcome.
+            Counters::add(&counters.sighups, 1);
         }
     }
 }
@@ -380,8 +386,9 @@ fn open_store(config: &Config) -> Result<(Opened, String), StartError> {
     Ok((Some((Arc::new(store), recovered)), epoch))
 }
 
-/// Raises the open-file limit and warns (one line) when the connection limits do not fit in it.
-fn check_fd_budget(config: &Config) {
+/// Raises the open-file limit and warns (one line) when the connection limits do not fit in it;
+/// whether they do not (`statecast_fd_budget_exceeded`).
+fn check_fd_budget(config: &Config) -> bool {
     match crate::fd_limit::raise_to_hard_limit() {
         Ok(limit) => {
             tracing::info!(limit, "open-file limit");
@@ -393,11 +400,16 @@ fn check_fd_budget(config: &Config) {
             if config.tls_tcp.is_some() {
                 limits.push(("--max-tls-handshakes", config.max_tls_handshakes));
             }
-            if let Some(warning) = crate::fd_limit::budget_warning(limit, &limits) {
+            let warning = crate::fd_limit::budget_warning(limit, &limits);
+            if let Some(warning) = &warning {
                 tracing::warn!("{warning}");
             }
+            warning.is_some()
         }
-        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit");
+            false
+        }
     }
 }
 

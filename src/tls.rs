@@ -138,17 +138,23 @@ impl Certificates {
         Ok(())
     }
 
-    /// [`Self::reload`] for SIGHUP, with one log line saying what happened.
-    pub(crate) fn reload_logged(&self) {
+    /// [`Self::reload`] for SIGHUP, with one log line saying what happened; whether it worked.
+    pub(crate) fn reload_logged(&self) -> bool {
         match self.reload() {
-            Ok(()) => tracing::info!(
-                cert = %self.files.cert.display(),
-                "SIGHUP: TLS certificate reloaded; new handshakes use it"
-            ),
-            Err(error) => tracing::error!(
-                %error,
-                "SIGHUP: TLS certificate not reloaded; still serving the previous one"
-            ),
+            Ok(()) => {
+                tracing::info!(
+                    cert = %self.files.cert.display(),
+                    "SIGHUP: TLS certificate reloaded; new handshakes use it"
+                );
+                true
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "SIGHUP: TLS certificate not reloaded; still serving the previous one"
+                );
+                false
+            }
         }
     }
 

@@ -272,7 +272,7 @@ fn encode_body(input: &Input) -> (Vec<u8>, usize) {
 /// Puts `input`'s events in the form they have after a trip through the stream: an empty
 /// state is no state, and attributes named like a standard field are merged into it (what
 /// [`convert::from_proto`] does on the way back). Every ingest path already produces events in
-/// this form (the proptests in `tests/inputs.rs` hold them to it); settling them once more is
+/// this form (the proptests in `tests/it/inputs.rs` hold them to it); settling them once more is
 /// what lets a publishing node apply its own inputs without decoding them back — identical to
 /// what every other node decodes, whatever path a future event takes in.
 pub fn settle(input: &mut Input) {

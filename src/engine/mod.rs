@@ -444,6 +444,18 @@ pub fn spawn(
     store: Option<(Arc<Store>, Recovered)>,
     image: Option<Image>,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+    let store = store.map(|(store, recovered)| (store as Arc<dyn commit::Durable>, recovered));
+    spawn_on(config, counters, store, image)
+}
+
+/// [`spawn`] committing to any [`commit::Durable`] storage: the server's [`Store`], or in unit
+/// tests an in-memory one, so the two-stage acknowledgements can be checked without a disk.
+pub(crate) fn spawn_on(
+    config: EngineConfig,
+    counters: Arc<Counters>,
+    store: Option<(Arc<dyn commit::Durable>, Recovered)>,
+    image: Option<Image>,
+) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let changes_tx = crate::broadcast::Sender::new(config.broadcast_capacity);
     let (updates_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
@@ -463,6 +475,10 @@ pub fn spawn(
             position = image.position,
             "starting from a snapshot"
         );
+        counters
+            .cluster
+            .start_position
+            .store(image.position, std::sync::atomic::Ordering::Relaxed);
         let events = image
             .snapshot
             .events
@@ -883,3 +899,6 @@ impl Owner {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,6 +19,9 @@ pub struct ClusterMetrics {
     pub applied_seq: AtomicU64,
     /// Snapshots this node wrote to the cluster's snapshot bucket.
     pub snapshots_written: AtomicU64,
+    /// The stream position of the snapshot this node's engine started from (0: none, the
+    /// stream from its beginning).
+    pub start_position: AtomicU64,
     /// Publishes that failed (NATS away, timeout): each one answered with an error.
     pub publish_failures: AtomicU64,
     /// From publishing an input to the stream's acknowledgement of it.
@@ -73,6 +76,11 @@ impl ClusterMetrics {
                 "statecast_cluster_applied_seq",
                 "The last stream sequence applied by this node's engine.",
                 self.applied_seq.load(Ordering::Relaxed),
+            ),
+            (
+                "statecast_cluster_start_position",
+                "The stream position of the snapshot this node started from (0: it replayed the stream from its beginning).",
+                self.start_position.load(Ordering::Relaxed),
             ),
             (
                 "statecast_cluster_lag",

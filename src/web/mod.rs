@@ -250,3 +250,6 @@ pub(crate) async fn stats_ticker(
         tx.send_replace(frame.into());
     }
 }
+
+#[cfg(test)]
+mod tests;

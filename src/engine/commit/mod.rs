@@ -24,10 +24,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+mod durable;
+#[cfg(test)]
+pub(crate) mod mem;
+
+pub(crate) use durable::Durable;
+
 use super::output::{Output, Publisher};
 use super::EngineError;
 use crate::event::now_micros;
-use crate::store::{Encoded, Retention, Store, StoreError, WriteStep};
+use crate::store::{Encoded, Retention, StoreError, WriteStep};
 
 /// Outputs the committer takes into one log write at most: bounds a write's size and the time
 /// the first of them waits for the last.
@@ -83,7 +89,7 @@ impl Committer {
     /// Starts the committer thread. `capacity` bounds the outputs waiting for it: when the disk
     /// falls that far behind, the engine waits, and so (through the engine's queue) do senders.
     pub(super) fn spawn(
-        store: Arc<Store>,
+        store: Arc<dyn Durable>,
         retention: Retention,
         publisher: Publisher,
         capacity: usize,
@@ -93,7 +99,7 @@ impl Committer {
         let shared = Arc::clone(&health);
         // A blocking thread: the log write waits for the disk (O_DSYNC), and redb is synchronous.
         let thread = tokio::task::spawn_blocking(move || {
-            let mut committing = Committing::new(&store, retention, &publisher, shared);
+            let mut committing = Committing::new(&*store, retention, &publisher, shared);
             committing.run(rx, capacity.max(1) * HELD_PER_QUEUED);
         });
         Committer { tx, thread, health }
@@ -138,7 +144,7 @@ const HELD_PER_QUEUED: usize = 4;
 
 /// The committer thread's state.
 struct Committing<'a> {
-    store: &'a Store,
+    store: &'a dyn Durable,
     retention: Retention,
     publisher: &'a Publisher,
     health: Arc<StorageHealth>,
@@ -165,7 +171,7 @@ struct Committing<'a> {
 
 impl<'a> Committing<'a> {
     fn new(
-        store: &'a Store,
+        store: &'a dyn Durable,
         retention: Retention,
         publisher: &'a Publisher,
         health: Arc<StorageHealth>,
@@ -288,12 +294,13 @@ impl<'a> Committing<'a> {
     /// Appends the changes among `steps` to the log (one synchronous write), timed for
     /// `statecast_commit_seconds`.
     fn log(&self, steps: &[WriteStep]) -> Result<(), StoreError> {
-        if changes_in(steps).all(|encoded| encoded.is_empty()) {
+        let parts: Vec<&Encoded> = changes_in(steps).collect();
+        if parts.iter().all(|encoded| encoded.is_empty()) {
             // Nothing to write (only reads or flushes): not a commit, not timed.
-            return self.store.log(changes_in(steps));
+            return self.store.log(&parts);
         }
         let started = Instant::now();
-        let logged = self.store.log(changes_in(steps));
+        let logged = self.store.log(&parts);
         self.publisher
             .counters
             .commit_seconds
@@ -505,7 +512,7 @@ impl<'a> Committing<'a> {
         self.checkpoint_marking(false);
     }
 
-    /// A checkpoint; with `clean`, the last one of a clean stop ([`Store::close`]).
+    /// A checkpoint; with `clean`, the last one of a clean stop ([`Durable::close`]).
     fn checkpoint_marking(&mut self, clean: bool) {
         if self.db_failed {
             return;

@@ -5,6 +5,7 @@ use crate::change::Change;
 use crate::engine::Ack;
 use crate::event::Event;
 use crate::metrics::Counters;
+use crate::store::Store;
 
 fn event(state: &str, metric: f64) -> Arc<Event> {
     Arc::new(Event {

@@ -173,7 +173,10 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
                         stream = tls.accept(socket, peer, "riemann") => stream,
                     };
                     drop(handshake);
-                    let Some(stream) = stream else { return };
+                    let Some(stream) = stream else {
+                        Counters::add(&shared.counters.tls_handshakes_failed, 1);
+                        return;
+                    };
                     let Some(permit) = shared.admit(peer, what) else {
                         return;
                     };
@@ -247,6 +250,7 @@ impl Connection {
         let link = Link {
             peer,
             write_timeout: self.config.write_timeout,
+            counters: Arc::clone(&self.counters),
         };
         // Aborted if this connection is dropped (forced to end at shutdown) before it finishes.
         let mut writer = AbortOnDrop(tokio::spawn(write_replies(

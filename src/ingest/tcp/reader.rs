@@ -24,7 +24,7 @@ use super::{Connection, TcpConfig, QUERIES_DISABLED};
 use crate::event::convert;
 use crate::event::{now_micros, Event};
 use crate::ingest::frame::{FrameDecoder, FrameError};
-use crate::metrics::{Counters, TcpTimeout};
+use crate::metrics::{Counters, ForeignProtocol, TcpTimeout};
 use crate::proto::Msg;
 use crate::query::Query;
 
@@ -120,8 +120,14 @@ impl Connection {
                         tracing::warn!(peer = %self.peer, %error, "closing riemann tcp connection");
                         Next::Reply(match error {
                             // A client of another protocol cannot read a protobuf reply.
-                            FrameError::LooksLikeTls => Reply::Foreign(b""),
-                            FrameError::LooksLikeHttp => Reply::Foreign(HTTP_REPLY),
+                            FrameError::LooksLikeTls => {
+                                self.counters.tcp_foreign(ForeignProtocol::Tls);
+                                Reply::Foreign(b"")
+                            }
+                            FrameError::LooksLikeHttp => {
+                                self.counters.tcp_foreign(ForeignProtocol::Http);
+                                Reply::Foreign(HTTP_REPLY)
+                            }
                             FrameError::TooLarge { .. } => {
                                 Reply::Fatal(error_msg(error.to_string()))
                             }

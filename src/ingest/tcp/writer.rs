@@ -67,10 +67,12 @@ impl MsgSizes {
 }
 
 /// Where replies go and how long a write may stall.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Link {
     pub(super) peer: SocketAddr,
     pub(super) write_timeout: Duration,
+    /// Where a client dropped for not reading is counted.
+    pub(super) counters: Arc<Counters>,
 }
 
 /// One reply slot, in request order.
@@ -134,12 +136,12 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
                 Reply::Fatal(msg) => (msg, true),
                 Reply::Foreign(bytes) => {
                     out.extend_from_slice(bytes);
-                    flush(&mut write, &mut out, link).await;
+                    flush(&mut write, &mut out, &link).await;
                     let _ = write.shutdown().await;
                     return;
                 }
                 Reply::Pending(applied, msgs, read_at) => {
-                    let (ack, unanswered) = match wait(applied, &mut write, &mut out, link).await {
+                    let (ack, unanswered) = match wait(applied, &mut write, &mut out, &link).await {
                         None => return,
                         Some(Err(_)) => (Err(EngineError::Closed), msgs.count),
                         Some(Ok(Applied::Done(ack))) => (ack, msgs.count),
@@ -155,7 +157,7 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
                             for _ in 0..answered {
                                 out.extend_from_slice(&ok_frame);
                             }
-                            match wait(durable, &mut write, &mut out, link).await {
+                            match wait(durable, &mut write, &mut out, &link).await {
                                 None => return,
                                 Some(ack) => (
                                     ack.unwrap_or(Err(EngineError::Closed)),
@@ -194,7 +196,7 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
                 }
                 Reply::Query(snapshot, query, permit) => {
                     query_permit = Some(permit);
-                    match wait(snapshot, &mut write, &mut out, link).await {
+                    match wait(snapshot, &mut write, &mut out, &link).await {
                         Some(Ok(snapshot)) => {
                             // Encoded straight into the output; the snapshot goes right after.
                             if let Err(too_large) =
@@ -216,11 +218,11 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
                 frame::encode(&msg, &mut out);
             }
             if fatal {
-                flush(&mut write, &mut out, link).await;
+                flush(&mut write, &mut out, &link).await;
                 let _ = write.shutdown().await;
                 return;
             }
-            if out.len() >= WRITE_BATCH_BYTES && !flush(&mut write, &mut out, link).await {
+            if out.len() >= WRITE_BATCH_BYTES && !flush(&mut write, &mut out, &link).await {
                 return;
             }
             // A large query reply was just written; a small one waits in `out`, which is small.
@@ -230,7 +232,7 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        if !flush(&mut write, &mut out, link).await {
+        if !flush(&mut write, &mut out, &link).await {
             return;
         }
     }
@@ -243,7 +245,7 @@ async fn wait<T, W: AsyncWrite + Unpin>(
     mut rx: oneshot::Receiver<T>,
     write: &mut W,
     out: &mut BytesMut,
-    link: Link,
+    link: &Link,
 ) -> Option<Result<T, oneshot::error::RecvError>> {
     match rx.try_recv() {
         Ok(value) => return Some(Ok(value)),
@@ -303,7 +305,7 @@ fn encode_query_reply(
 
 /// Writes out everything buffered; false when the peer is gone or made no progress reading it
 /// for the write timeout (it is then dropped).
-async fn flush<W: AsyncWrite + Unpin>(write: &mut W, out: &mut BytesMut, link: Link) -> bool {
+async fn flush<W: AsyncWrite + Unpin>(write: &mut W, out: &mut BytesMut, link: &Link) -> bool {
     let mut written = 0;
     let result = loop {
         if written == out.len() {
@@ -326,6 +328,7 @@ async fn flush<W: AsyncWrite + Unpin>(write: &mut W, out: &mut BytesMut, link: L
             }
         }
         // The write (or the flush) made no progress for the write timeout.
+        Counters::add(&link.counters.tcp_write_timeouts, 1);
         tracing::info!(
             peer = %link.peer,
             timeout_secs = link.write_timeout.as_secs(),

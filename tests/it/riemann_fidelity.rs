@@ -4,9 +4,7 @@
 //! the attribute `description`), while `metric`, `tags`, `time` and `ttl` are dropped. The server
 //! runs in process.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn a_description_attribute_is_the_description_as_in_riemann() {

@@ -2,12 +2,10 @@
 //! reconnect with `since`/`epoch`, including a `since` older than retention and a wrong epoch.
 //! Tests that kill or restart the server run the binary; the others run it in process.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 

@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: a server on ephemeral loopback ports (in process,
 //! or the real `statecast` binary), and real clients for each of its protocols, one module each.
-//! Everything is re-exported here, so a test file says `use common::*`.
+//! Everything is re-exported here, so a test module says `use crate::common::*`.
 //!
 //! Every wait has a timeout and every missing tool is a failure, never a skip: `scripts/test`
 //! installs `riemann-client` (riemann-c-client) and `ruby-riemann-client`.

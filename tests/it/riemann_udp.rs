@@ -1,9 +1,7 @@
 //! Riemann protobuf over UDP: one Msg per datagram, no reply; bad datagrams are dropped and
 //! counted, never fatal. The server runs in process.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio::net::UdpSocket;
 
 async fn udp_socket() -> UdpSocket {

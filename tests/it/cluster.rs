@@ -5,15 +5,13 @@
 //! The tests take one lock each: every test starts a NATS deployment and several statecast
 //! processes, and on a small machine running them side by side only makes them slow.
 
-mod common;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

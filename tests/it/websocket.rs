@@ -1,9 +1,7 @@
 //! The dashboard websocket: snapshot then changes in seq order, stats, slow clients, shutdown.
 //! The server runs in process, except for the SIGTERM test (the binary).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use statecast::proto::Msg;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

@@ -2,9 +2,7 @@
 //! framed client for pipelining and bad input; changes are observed over the dashboard websocket.
 //! The server runs in process.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const XSS: &str = "<img src=x onerror=alert(1)>";

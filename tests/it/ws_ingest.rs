@@ -1,9 +1,7 @@
 //! Websocket ingest (`GET /events`, Riemann's shape: batches in, one ack per batch out) and
 //! newline-delimited JSON on `POST /events`, with a real websocket client.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use serde_json::{json, Value};

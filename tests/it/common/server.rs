@@ -43,6 +43,24 @@ impl Addrs {
             .unwrap_or_else(|| panic!("no {name} in /metrics:\n{}", response.body))
     }
 
+    /// Waits (up to [`TIMEOUT`]) until the sample `name` of `/metrics` (with its labels, as
+    /// written: `statecast_tcp_timeouts_total{reason="idle"}`) is at least `at_least`; returns
+    /// it. What a test waits for is state the server exposes, never a log line's wording.
+    pub async fn wait_for_metric(&self, name: &str, at_least: u64) -> u64 {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let value = self.metric(name).await;
+            if value >= at_least {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {value}, never reached {at_least}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The addresses of the binary's ready line
     /// (`{"ready":true,"tcp":"…","udp":"…","http":"…"}`).
     fn from_ready_line(line: &str) -> Option<Self> {
@@ -265,6 +283,19 @@ impl Server {
     /// Everything the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// The log's records so far, for a server started with `--log-format json` (lines that are
+    /// not JSON are left out). For tests of the log itself — its format, its rate limits — which
+    /// look at a record's fields, never at its wording; every other test waits on what the
+    /// server exposes (`/metrics`, `/readyz`, a reply).
+    pub fn log_records(&self) -> Vec<Value> {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// Sends SIGTERM (with the `kill` command, so no libc binding is needed).

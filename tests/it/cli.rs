@@ -1,13 +1,11 @@
 //! The command line: bad flags and busy ports are one clear line and exit code 1; `--help`
 //! describes the flags; `--init-state` changes what the first event is compared with.
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Runs the binary to completion (it must exit within 10 s) with its own data directory.
 fn run_statecast(args: &[&str]) -> Output {

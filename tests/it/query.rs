@@ -3,9 +3,7 @@
 //! `/index` websocket and server-sent events, and TTL expiry seen from a dashboard. The server runs
 //! in process, except where a test restarts it on the same data (the binary, SIGTERM).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 

@@ -3,13 +3,11 @@
 //! `--external-url`. The dashboard page, its websocket, a POST and websocket ingest work through
 //! it; a cross-site Origin is still refused.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;

@@ -3,9 +3,7 @@
 //! rules of `POST /api/event`; acks and silences kept across `kill -9` and a restart; a resume
 //! with `since` and `/api/history` replaying them; ack expiry and silence windows by the clock.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 async fn call(server: &Addrs, method: &str, path: &str, body: Value) -> HttpResponse {
@@ -639,15 +637,8 @@ async fn in_a_cluster_every_node_applies_an_action_with_the_same_seq() {
         assert!(std::time::Instant::now() < deadline, "C never caught up");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let started = c.stderr();
-    let image_line = started
-        .lines()
-        .find(|l| l.contains("starting from a snapshot"))
-        .unwrap_or_default();
-    assert!(
-        !image_line.is_empty() && !image_line.contains("position=0"),
-        "C did not start from a written snapshot:\n{started}"
-    );
+    let position = c.metric("statecast_cluster_start_position").await;
+    assert!(position > 0, "C did not start from a written snapshot");
     let (_, snapshot) = WsClient::connect_with_snapshot(&c).await;
     assert_eq!(snapshot["acks"][0]["note"], "on it", "{snapshot}");
     assert_eq!(snapshot["silences"][0]["id"], silenced["id"]);

@@ -1,9 +1,7 @@
 //! JSON POST /api/event: Riemann event maps as Riemann's HTTP forwarders post them; a request is
 //! applied whole or not at all. The server runs in process.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// Now, to the second, plus 500 ms, as ISO-8601 UTC with milliseconds.

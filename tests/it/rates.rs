@@ -1,11 +1,9 @@
 //! `GET /api/rates`: the recent stats samples the dashboard's chart starts from after a reload,
 //! and the plain `GET /ws` the page uses to learn why its websocket is refused.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Polls `/api/rates` until it holds at least `n` samples (bounded by TIMEOUT).
 async fn rates_with(server: &Addrs, n: usize, path: &str) -> serde_json::Value {

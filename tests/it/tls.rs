@@ -2,15 +2,13 @@
 //! and WSS (`--https`), mutual TLS (`--tls-client-ca`), the handshake timeout, certificate reload
 //! on SIGHUP, and startup errors. Every certificate is generated here (rcgen), never checked in.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -418,16 +416,11 @@ async fn mutual_tls_accepts_a_good_client_certificate_and_refuses_others() {
     }
     assert!(state_has(&server, "mtls-good").await);
     assert!(!state_has(&server, "mtls-bad").await);
-    // The first refusal is logged at info with its reason (later ones within 10 s at debug).
-    let deadline = Instant::now() + TIMEOUT;
-    while !server.stderr().contains("riemann TLS handshake failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no log line:\n{}",
-            server.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Each refusal is counted (the first is logged at info with its reason, later ones within
+    // 10 s at debug).
+    server
+        .wait_for_metric("statecast_tls_handshakes_failed_total", 2)
+        .await;
 }
 
 /// Waits until the accept loops have taken `n` connections in all (accepted or refused).
@@ -748,12 +741,21 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     // A broken certificate file: an error line, and the renewed certificate keeps serving.
     std::fs::write(&pki.server_cert, "not a certificate").expect("break the certificate");
     hup(&server);
+    // Counted once the SIGHUP is handled (`/metrics` is on the HTTPS port here).
+    let https = client_config(&pki.ca.cert, None, true);
     let deadline = Instant::now() + TIMEOUT;
-    while !server.stderr().contains("not reloaded") {
+    loop {
+        let (status, metrics) = https_request(server.http, Arc::clone(&https), "/metrics").await;
+        assert_eq!(status, 200, "{metrics}");
+        if metrics
+            .lines()
+            .any(|line| line.trim() == "statecast_tls_reload_failures_total 1")
+        {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "no error logged:\n{}",
-            server.stderr()
+            "the failed reload was never counted:\n{metrics}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -2,11 +2,9 @@
 //! JavaScript as JavaScript (browsers refuse a module script of another MIME type), under the
 //! Content-Security-Policy that allows same-origin scripts only.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("static/ is readable") {

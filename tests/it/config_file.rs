@@ -3,8 +3,6 @@
 //! one line naming the file and the key. Also the short listening addresses (`:8080`,
 //! `localhost:8080`).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use statecast::config::Config;
 use statecast::config_file::LoadError;
