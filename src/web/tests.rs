@@ -97,9 +97,10 @@ fn router_with(
         body_timeout: config.http_body_timeout,
         rates: Arc::new(rates::RateRing::new(config.stats_interval)),
         large_reads: large_reads::LargeReads::new(config.max_large_reads),
-        unfinished: unfinished_budget(config.max_body_bytes),
     };
-    (router(app), engine, counters)
+    // The ingest routes are the transport's; the server hands them to the router the same way.
+    let ingest = crate::ingest::http::routes(&app);
+    (router(app, ingest), engine, counters)
 }
 
 /// One request through the router: its status and its body as JSON.
