@@ -11,7 +11,6 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use super::error::ApiError;
 use super::large_reads::LargeRead;
@@ -20,6 +19,7 @@ use crate::engine::EngineError;
 use crate::event::{now_micros, Event, EventLimits};
 use crate::ingest::json::{parse_events, parse_ndjson, JsonError};
 use crate::metrics::{Counters, Refusal};
+use crate::protocol::answers::{Accepted, Gap, HistoryPage};
 use crate::query::Query;
 
 /// Bodies up to this size are decoded on the request's own task; larger ones on a blocking
@@ -54,7 +54,7 @@ async fn ingest(app: AppState, request: Request, parse: Parser) -> Response {
     };
     let accepted = events.len();
     match app.engine.apply(events).await {
-        Ok(()) => Json(json!({"ok": true, "accepted": accepted})).into_response(),
+        Ok(()) => Json(Accepted::new(accepted)).into_response(),
         // Refused whole, by design: a client error to fix or a limit to raise, not an outage.
         Err(error @ EngineError::IndexFull { .. }) => {
             Counters::add(&app.counters.http_rejected, 1);
@@ -314,16 +314,14 @@ pub(crate) async fn history(
         return Err(ApiError::unavailable("server is shutting down"));
     }
     let page = history::page(store, since, limit, filter).await?;
-    let mut body = json!({
-        "epoch": app.epoch,
-        "oldest_seq": page.oldest_seq,
-        "changes": page.changes,
-        "more": page.more,
-    });
-    if let Some((from, to)) = page.gap {
+    let body = HistoryPage {
+        epoch: &app.epoch,
+        oldest_seq: page.oldest_seq,
+        changes: page.changes.into_iter().flatten().collect(),
+        more: page.more,
         // This node never had changes `from..=to`: the page stops before them; go on after `to`.
-        body["gap"] = json!({"from": from, "to": to});
-    }
+        gap: page.gap.map(|(from, to)| Gap { from, to }),
+    };
     Ok(Json(body).into_response())
 }
 
@@ -405,7 +403,7 @@ mod tests {
         let (text, steps) = drain(JsonArrayChunks::new(all.clone(), None));
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&text).unwrap(),
-            json!(expected)
+            serde_json::json!(expected)
         );
         assert!(steps > 4, "{steps} steps: chunked");
 

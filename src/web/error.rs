@@ -5,10 +5,10 @@
 //! and is rendered once, at the edge. This module depends on nothing else in `web`, so every
 //! endpoint and check (`access`, `api`, `index`, `ws`) can use it without importing each other.
 
+use crate::protocol::answers::Failed;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 /// A refused or failed request: what the client is told, and with which status.
 #[derive(Debug)]
@@ -34,6 +34,6 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"ok": false, "error": self.error}))).into_response()
+        (self.status, Json(Failed::new(&self.error))).into_response()
     }
 }

@@ -49,6 +49,7 @@ use crate::event::{convert, now_micros, Event};
 use crate::ingest::json::parse_events;
 use crate::metrics::Refusal;
 use crate::proto::Msg;
+use crate::protocol::answers::BatchAnswer;
 
 /// Batches read and submitted whose acknowledgement is not yet sent, per connection. Past it the
 /// reader stops reading the socket until the writer catches up.
@@ -491,14 +492,11 @@ async fn answer(pending: Pending) -> String {
             Err(_) => Err(EngineError::Closed.to_string()),
         },
     };
-    let id = pending.id.as_deref().map_or("null", RawValue::get);
-    match result {
-        Ok(n) => format!(r#"{{"id":{id},"ok":true,"accepted":{n}}}"#),
-        Err(error) => format!(
-            r#"{{"id":{id},"ok":false,"error":{}}}"#,
-            serde_json::Value::String(error)
-        ),
-    }
+    BatchAnswer::new(
+        pending.id.as_deref(),
+        result.as_ref().copied().map_err(String::as_str),
+    )
+    .to_text()
 }
 
 fn elapsed_ms(start: Instant) -> u64 {

@@ -12,11 +12,11 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::protocol::answers::Rates;
 use axum::extract::{Query as UrlQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use super::{AppState, SubscribeParams};
 use crate::metrics::Refusal;
@@ -100,8 +100,12 @@ pub(crate) async fn rates(
     }
     let interval_ms = u64::try_from(app.rates.interval.as_millis()).unwrap_or(u64::MAX);
     let samples = app.rates.snapshot();
-    Json(json!({ "interval_ms": interval_ms, "stride": app.rates.stride, "samples": samples }))
-        .into_response()
+    Json(Rates {
+        interval_ms,
+        stride: app.rates.stride,
+        samples,
+    })
+    .into_response()
 }
 
 #[cfg(test)]
