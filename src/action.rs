@@ -8,7 +8,7 @@
 //! engine, the store, the broadcaster and the API all name these types without depending on one
 //! another. Times are µs since the epoch, set by whoever made the action (the API handler's
 //! clock): the engine never reads a clock. The serde forms here are the stored and cluster ones
-//! (µs, numeric ids); what dashboards and the API see is [`crate::protocol`]'s.
+//! (µs, numeric ids); what dashboards and the API see is the `protocol` module's.
 
 use serde::{Deserialize, Serialize};
 

@@ -659,3 +659,42 @@ fn silence_deltas_apply_on_top_of_an_old_whole_set() {
     assert_eq!(ids(&rec), vec![3, 5, 6], "from redb alone");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Records written before `Change` became an enum carried an empty event beside an action
+/// record; they read as the record still. The new encoding leaves that event out and reads the
+/// same. A record that does not decode is skipped — before, it came back as an empty state
+/// change and was framed as one.
+#[test]
+fn action_records_read_by_kind_old_and_new_and_undecodable_ones_are_skipped() {
+    let record = ack_record(5, "a", "old").as_action().cloned().unwrap();
+    let old = StoredChange {
+        seq: 5,
+        event: Some(crate::proto::Event::default()),
+        recorded_at: 1,
+        action: serde_json::to_vec(&record).unwrap(),
+        ..StoredChange::default()
+    };
+    let read = StoredChange::decode(old.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(read.into_change(), Some(Change::action(5, record.clone())));
+    let new = encode_change(&Change::action(5, record.clone()), 1, &mut Vec::new());
+    assert!(
+        new.len() < old.encode_to_vec().len(),
+        "no empty event any more"
+    );
+    let read = StoredChange::decode(new.as_slice()).unwrap();
+    assert!(matches!(read.kind(), StoredKind::Action(_)));
+    assert_eq!(read.into_change(), Some(Change::action(5, record)));
+
+    let damaged = StoredChange {
+        seq: 6,
+        action: b"{not json".to_vec(),
+        ..StoredChange::default()
+    };
+    assert!(matches!(damaged.kind(), StoredKind::Undecodable));
+    assert_eq!(damaged.into_change(), None);
+    let plain = StoredChange {
+        seq: 7,
+        ..StoredChange::default()
+    };
+    assert!(matches!(plain.kind(), StoredKind::State));
+}

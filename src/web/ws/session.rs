@@ -329,7 +329,7 @@ impl Session {
                             Ok(published) => match published.payload() {
                                 Some(p) => {
                                     if self.wants(&p.change)
-                                        && !self.out.offer(Outgoing::View(text_frame(p.frame())))
+                                        && !self.out.offer(Outgoing::View(p.frame_as(text_frame)))
                                     {
                                         lagging = true;
                                     }
