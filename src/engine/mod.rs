@@ -102,6 +102,14 @@ impl Applied {
     }
 }
 
+/// An operator action's answer once applied: the `seq` of its first record, and when its records
+/// are out (on disk, with a store). The answer type of [`EngineHandle::act`].
+#[derive(Debug)]
+pub struct ActionApplied {
+    pub seq: u64,
+    pub durable: oneshot::Receiver<Ack>,
+}
+
 /// A snapshot and the live stream of changes that continues it.
 pub struct Subscription {
     pub snapshot: Snapshot,
@@ -366,6 +374,22 @@ impl EngineHandle {
         match self.submit(events).await?.await {
             Ok(applied) => applied.finished().await,
             Err(_) => Err(EngineError::Closed),
+        }
+    }
+
+    /// Orders an operator action and waits until it is applied (or refused), with an answer of
+    /// its own kind: a caller has no batch answers to rule out. The reply channel is shared by
+    /// every input (a [`Sequencer`] carries one type), so it is read here, beside
+    /// `Owner::apply_action`, which answers an action only with `Applied::Action` or an error.
+    pub async fn act(&self, action: crate::action::Action) -> Result<ActionApplied, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit_input(Input::Action(Box::new(action)), Some(tx))
+            .await?;
+        match rx.await.map_err(|_| EngineError::Closed)? {
+            Applied::Action { seq, durable } => Ok(ActionApplied { seq, durable }),
+            Applied::Done(Err(error)) => Err(error),
+            // Not an action's answer: told as an outage rather than a false success.
+            Applied::Done(Ok(())) | Applied::Changed { .. } => Err(EngineError::Closed),
         }
     }
 

@@ -17,12 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use tokio::sync::oneshot;
 
 use super::error::ApiError;
 use super::{AppState, SubscribeParams};
 use crate::action::{Action, ActionKind, ActionRefusal, MAX_BY, MAX_NOTE, MAX_SILENCE_QUERY};
-use crate::engine::{Applied, EngineError, Input};
+use crate::engine::{ActionApplied, EngineError};
 use crate::event::now_micros;
 use crate::metrics::{Counters, Refusal};
 use crate::protocol::answers::{ActionDone, SilenceDone, SilenceList};
@@ -458,24 +457,12 @@ async fn silence_action(body: SilenceBody, id: Option<u64>) -> Result<Action, Ap
 /// Orders the action and waits for the engine's answer: `{"ok":true,"seq":N}` once its records
 /// are out, or the refusal.
 async fn submit(app: &AppState, action: Action) -> Result<ActionDone, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    app.engine
-        .submit_input(Input::Action(Box::new(action)), Some(tx))
+    let ActionApplied { seq, durable } = app.engine.act(action).await.map_err(engine_error)?;
+    durable
         .await
+        .unwrap_or(Err(EngineError::Closed))
         .map_err(engine_error)?;
-    let applied = rx.await.map_err(|_| engine_error(EngineError::Closed))?;
-    match applied {
-        Applied::Action { seq, durable } => {
-            durable
-                .await
-                .unwrap_or(Err(EngineError::Closed))
-                .map_err(engine_error)?;
-            Ok(ActionDone::new(seq))
-        }
-        Applied::Done(Err(error)) => Err(engine_error(error)),
-        // Never for an action; answered as an outage rather than a false success.
-        Applied::Done(Ok(())) | Applied::Changed { .. } => Err(engine_error(EngineError::Closed)),
-    }
+    Ok(ActionDone::new(seq))
 }
 
 fn engine_error(error: EngineError) -> ApiError {

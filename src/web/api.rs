@@ -20,6 +20,7 @@ use crate::event::{now_micros, Event, EventLimits};
 use crate::ingest::json::{parse_events, parse_ndjson, JsonError};
 use crate::metrics::{Counters, Refusal};
 use crate::protocol::answers::{Accepted, Gap, HistoryPage};
+use crate::protocol::EventItem;
 use crate::query::Query;
 
 /// Bodies up to this size are decoded on the request's own task; larger ones on a blocking
@@ -256,8 +257,8 @@ impl JsonArrayChunks {
                 out.push(b',');
             }
             self.wrote_one = true;
-            // Writing a `Value` into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, &event.to_json_value());
+            // Writing an event into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &EventItem(&event));
         }
         if out.is_empty() {
             Step::Scanned
