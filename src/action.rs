@@ -1,18 +1,17 @@
 //! Operator actions — acknowledge, silence, clear — as data: what an API call asks the engine
 //! to do ([`Action`]), the state it keeps for them ([`AckInfo`], [`Silence`], [`Actions`]), the
 //! records it hands out for them ([`ActionRecord`]: each gets a `seq` like a change, is
-//! published, stored in history and framed for dashboards) and why one is refused ([`Refusal`]).
+//! published, stored in history and framed for dashboards) and why one is refused ([`ActionRefusal`]).
 //!
 //! Why a leaf of plain, serde-derived data: an action is an input of the deterministic engine,
 //! so in cluster mode it travels through the shared stream and every node applies it; the
 //! engine, the store, the broadcaster and the API all name these types without depending on one
 //! another. Times are µs since the epoch, set by whoever made the action (the API handler's
-//! clock): the engine never reads a clock.
+//! clock): the engine never reads a clock. The serde forms here are the stored and cluster ones
+//! (µs, numeric ids); what dashboards and the API see is the `protocol` module's.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-use crate::event::format_time;
 use crate::query::Query;
 
 /// (host, service) of an index key, as events carry them (either may be absent).
@@ -110,18 +109,6 @@ impl AckInfo {
     pub fn key(&self) -> KeyName {
         (self.host.clone(), self.service.clone())
     }
-
-    /// `{"host","service","note","by","at","expires_at"}` (the wire contract's ACK).
-    pub fn to_json(&self) -> Value {
-        json!({
-            "host": self.host,
-            "service": self.service,
-            "note": self.note,
-            "by": self.by,
-            "at": format_time(self.at),
-            "expires_at": self.expires_at.map(format_time),
-        })
-    }
 }
 
 /// A silence: keys whose event its query matches are "silenced" between `starts_at` and
@@ -140,22 +127,6 @@ pub struct Silence {
     pub active: bool,
 }
 
-impl Silence {
-    /// The wire contract's SILENCE (`id` as a string).
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id.to_string(),
-            "query": self.query,
-            "comment": self.comment,
-            "by": self.by,
-            "created_at": format_time(self.created_at),
-            "starts_at": format_time(self.starts_at),
-            "ends_at": format_time(self.ends_at),
-            "active": self.active,
-        })
-    }
-}
-
 /// Why an ack ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -168,17 +139,6 @@ pub enum UnackReason {
     Removed,
     /// An operator ended it.
     Deleted,
-}
-
-impl UnackReason {
-    fn label(self) -> &'static str {
-        match self {
-            UnackReason::Resolved => "resolved",
-            UnackReason::Expired => "expired",
-            UnackReason::Removed => "removed",
-            UnackReason::Deleted => "deleted",
-        }
-    }
 }
 
 /// What an action (or the clock, for expiries and silence windows) changed: one record with
@@ -232,66 +192,6 @@ pub enum SilenceChange {
     Ended,
 }
 
-impl SilenceChange {
-    fn label(self) -> &'static str {
-        match self {
-            SilenceChange::Created => "created",
-            SilenceChange::Edited => "edited",
-            SilenceChange::Started => "started",
-            SilenceChange::Deleted => "deleted",
-            SilenceChange::Ended => "ended",
-        }
-    }
-}
-
-impl ActionRecord {
-    /// The websocket frame (and `/api/history` item) of this record at `seq`.
-    pub fn to_json(&self, seq: u64) -> Value {
-        match self {
-            ActionRecord::Ack(ack) => json!({"type": "ack", "seq": seq, "ack": ack.to_json()}),
-            ActionRecord::Unack {
-                host,
-                service,
-                reason,
-                by,
-            } => {
-                let mut value = json!({
-                    "type": "unack",
-                    "seq": seq,
-                    "host": host,
-                    "service": service,
-                    "reason": reason.label(),
-                });
-                if let Some(by) = by {
-                    value["by"] = Value::String(by.clone());
-                }
-                value
-            }
-            ActionRecord::Silence {
-                id,
-                change,
-                silence,
-                silenced,
-                unsilenced,
-            } => json!({
-                "type": "silence",
-                "seq": seq,
-                "change": change.label(),
-                "id": id.to_string(),
-                "silence": silence.as_ref().map(Silence::to_json),
-                "silenced": keys_json(silenced),
-                "unsilenced": keys_json(unsilenced),
-            }),
-            ActionRecord::Silences { silences, silenced } => json!({
-                "type": "silences",
-                "seq": seq,
-                "silences": silences.iter().map(Silence::to_json).collect::<Vec<_>>(),
-                "silenced": keys_json(silenced),
-            }),
-        }
-    }
-}
-
 impl ActionRecord {
     /// What this record does to a silence set kept by id (a store replaying its log): a delta
     /// puts or removes its silence, a whole set replaces the set; acks leave it alone.
@@ -313,15 +213,6 @@ impl ActionRecord {
     }
 }
 
-/// `[[H,S]…]`.
-pub fn keys_json(keys: &[KeyName]) -> Value {
-    Value::Array(
-        keys.iter()
-            .map(|(host, service)| json!([host, service]))
-            .collect(),
-    )
-}
-
 /// The operator state a snapshot carries: every ack, every silence (started or not) and the
 /// indexed keys an active silence matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,7 +229,7 @@ pub struct Actions {
 /// Why the engine refused an action (nothing of it applied). Decided from the engine's state,
 /// in input order: every node refuses the same actions.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub enum ActionRefusal {
     /// The key or silence does not exist (404).
     #[error("{0}")]
     NotFound(String),

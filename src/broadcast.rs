@@ -8,18 +8,19 @@
 //! ([`RING_MAX_BYTES`]): past it the oldest changes' payloads are evicted, and a receiver that
 //! reaches one resynchronises as if it had lagged.
 //!
-//! Depends on [`crate::change`] and [`crate::event`] only: the engine publishes into it, it never
-//! reaches back into the engine.
+//! Frames are `Bytes` (UTF-8 JSON, written by [`crate::protocol`]): what a websocket library
+//! wants of them is `web`'s business. Depends on [`crate::change`], [`crate::event`] and
+//! [`crate::protocol`] only: the engine publishes into it, it never reaches back into the engine.
 
+use std::any::Any;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 
-use axum::extract::ws::Utf8Bytes;
-use serde_json::{json, Value};
+use bytes::Bytes;
 
-use crate::action::{AckInfo, Silence};
-use crate::change::{Change, Snapshot};
+use crate::change::{Change, ChangeKind, Snapshot};
 use crate::event::Event;
+use crate::protocol::{self, Ack, EventItem, Frame, Items, SilenceItem, SnapshotFrame};
 
 /// Bytes the ring may hold, besides its count (`--broadcast-capacity`): past it the oldest
 /// changes are evicted (their payload dropped; a receiver that reaches one resynchronises, as
@@ -31,15 +32,33 @@ pub const RING_MAX_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct Payload {
     pub change: Change,
-    frame: OnceLock<Utf8Bytes>,
+    frame: OnceLock<Bytes>,
+    /// The frame in the form a transport sends it, made from `frame` once by the first client
+    /// that needs it (see [`Payload::frame_as`]).
+    sent_as: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl Payload {
-    /// `{"type":"change","seq":N,"previous_state":"ok","event":E}`, serialized once.
-    pub fn frame(&self) -> Utf8Bytes {
+    /// The change's frame (see [`protocol::change_frame`]), serialized once and shared.
+    pub fn frame(&self) -> Bytes {
         self.frame
             .get_or_init(|| change_frame(&self.change))
             .clone()
+    }
+
+    /// The frame as `make` turns it into what a transport sends, made once and shared like the
+    /// frame. Why: the websocket library wants its own text type, whose constructor checks the
+    /// bytes are UTF-8 — once per change here rather than once per client and change (as much
+    /// as copying the frame into each client's buffer again: ~100 ns for a 400-byte change).
+    /// Type-erased so that this module names no transport's type; a second, different `T`
+    /// (none today) is made afresh each time.
+    pub fn frame_as<T: Clone + Send + Sync + 'static>(&self, make: impl Fn(Bytes) -> T) -> T {
+        let made = self
+            .sent_as
+            .get_or_init(|| Box::new(make(self.frame())))
+            .downcast_ref::<T>()
+            .cloned();
+        made.unwrap_or_else(|| make(self.frame()))
     }
 }
 
@@ -56,6 +75,7 @@ impl Published {
     fn new(change: Change) -> Arc<Self> {
         let payload = Payload {
             frame: OnceLock::new(),
+            sent_as: OnceLock::new(),
             change,
         };
         let bytes = approx_bytes(&payload);
@@ -87,11 +107,12 @@ impl Published {
 /// replaced (the ring may be all that keeps them), and the frame built from them. An
 /// operator-action record is serialized now (its frame is needed anyway, and records are rare).
 fn approx_bytes(payload: &Payload) -> usize {
-    let change = &payload.change;
-    if change.action.is_some() {
-        return 2 * payload.frame().len();
+    match &payload.change.kind {
+        ChangeKind::State(change) => {
+            2 * event_bytes(&change.event) + change.previous.as_deref().map_or(0, event_bytes)
+        }
+        ChangeKind::Action(_) => 2 * payload.frame().len(),
     }
-    2 * event_bytes(&change.event) + change.previous.as_deref().map_or(0, event_bytes)
 }
 
 fn event_bytes(event: &Event) -> usize {
@@ -185,35 +206,8 @@ impl Sender {
 }
 
 /// The frame of a change, serialized (what `Payload::frame` caches; history uses it directly).
-pub fn change_frame(change: &Change) -> Utf8Bytes {
-    change_json(change).to_string().into()
-}
-
-/// `{"type":"change","seq":N,"previous_state":"ok","event":E}`: the one definition of a change on
-/// the wire, shared by the websocket and `/api/history`. A key that left the index (expired for
-/// longer than `--expired-keep`, or cleared: then with `"cleared_by"`) is a change with
-/// `"removed":true`, `event` its last event. A change an active silence matched has
-/// `"silenced":true`. An operator-action record is its own frame (`ack`, `unack`, `silences`).
-pub fn change_json(change: &Change) -> Value {
-    if let Some(record) = &change.action {
-        return record.to_json(change.seq);
-    }
-    let mut value = json!({
-        "type": "change",
-        "seq": change.seq,
-        "previous_state": change.previous_state,
-        "event": change.event.to_json_value(),
-    });
-    if change.removed {
-        value["removed"] = Value::Bool(true);
-    }
-    if change.silenced {
-        value["silenced"] = Value::Bool(true);
-    }
-    if let Some(by) = &change.cleared_by {
-        value["cleared_by"] = Value::String(by.clone());
-    }
-    value
+pub fn change_frame(change: &Change) -> Bytes {
+    Bytes::from(protocol::change_frame(change).to_text())
 }
 
 pub type Receiver = tokio::sync::broadcast::Receiver<Arc<Published>>;
@@ -243,67 +237,52 @@ pub fn is_visible(
     visible.is_none_or(|keys| keys.contains(&(host.as_deref(), service.as_deref())))
 }
 
-/// `{"type":"snapshot","seq":S,"epoch":E,"reset":R,"events":[…],"acks":[…],"silences":[…],
-/// "silenced":[[H,S]…]}`: the events with a state that `filter` accepts (`None`: all of them),
-/// and the acks and silenced keys of those events only — a subscriber sees what its filter
-/// sees, and a filter that matches nothing gets no acks. Silences are all sent: there are at
-/// most 1,000, and the page manages them from any view. `reset` tells a client that asked to
-/// resume (or fell behind) that it missed changes and must replace its view.
-///
-/// Written straight into one string, an item at a time: the frame is as large as the index,
-/// and a JSON tree of it first cost several times that.
+/// The snapshot frame (see [`SnapshotFrame`]): the events with a state that `filter` accepts
+/// (`None`: all of them), and the acks and silenced keys of those events only — a subscriber
+/// sees what its filter sees, and a filter that matches nothing gets no acks. Silences are all
+/// sent: there are at most 1,000, and the page manages them from any view. `reset` tells a
+/// client that asked to resume (or fell behind) that it missed changes and must replace its
+/// view.
 pub fn snapshot_frame(
     snapshot: &Snapshot,
     epoch: &str,
     reset: bool,
     filter: Option<impl Fn(&Event) -> bool>,
-) -> Utf8Bytes {
+) -> Bytes {
     let with_state = |e: &Event| e.state.is_some() && filter.as_ref().is_none_or(|f| f(e));
     let actions = &snapshot.actions;
     let narrowed = filter.is_some() && !(actions.acks.is_empty() && actions.silenced.is_empty());
     let visible = narrowed.then(|| visible_keys(&snapshot.events, with_state));
     let visible = visible.as_ref();
-
+    let frame = Frame::Snapshot(SnapshotFrame {
+        seq: snapshot.seq,
+        epoch,
+        reset,
+        events: Items::new(
+            snapshot
+                .events
+                .iter()
+                .filter(|e| with_state(e))
+                .map(|e| EventItem(e)),
+        ),
+        acks: Items::new(
+            actions
+                .acks
+                .iter()
+                .filter(move |a| is_visible(visible, &a.host, &a.service))
+                .map(Ack),
+        ),
+        silences: Items::new(actions.silences.iter().map(SilenceItem)),
+        silenced: Items::new(
+            actions
+                .silenced
+                .iter()
+                .filter(move |(h, s)| is_visible(visible, h, s)),
+        ),
+    });
     let mut out = Vec::new();
-    // Writing into a Vec cannot fail, and every value written here is valid JSON.
-    let head = json!({"type": "snapshot", "seq": snapshot.seq, "epoch": epoch, "reset": reset});
-    let _ = serde_json::to_writer(&mut out, &head);
-    out.pop(); // the head's closing brace: the arrays follow
-    out.extend_from_slice(b",\"events\":");
-    write_array(
-        &mut out,
-        snapshot.events.iter().filter(|e| with_state(e)),
-        |e| e.to_json_value(),
-    );
-    out.extend_from_slice(b",\"acks\":");
-    let acks = actions
-        .acks
-        .iter()
-        .filter(|a| is_visible(visible, &a.host, &a.service));
-    write_array(&mut out, acks, AckInfo::to_json);
-    out.extend_from_slice(b",\"silences\":");
-    write_array(&mut out, actions.silences.iter(), Silence::to_json);
-    out.extend_from_slice(b",\"silenced\":");
-    let silenced = actions
-        .silenced
-        .iter()
-        .filter(|(h, s)| is_visible(visible, h, s));
-    write_array(&mut out, silenced, |(h, s)| json!([h, s]));
-    out.push(b'}');
-    // serde_json writes UTF-8 only.
-    String::from_utf8(out).unwrap_or_default().into()
-}
-
-/// Appends `[item, …]`, each item made a JSON value and written on its own.
-fn write_array<T>(out: &mut Vec<u8>, items: impl Iterator<Item = T>, to_json: impl Fn(T) -> Value) {
-    out.push(b'[');
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let _ = serde_json::to_writer(&mut *out, &to_json(item));
-    }
-    out.push(b']');
+    frame.write(&mut out);
+    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -318,16 +297,17 @@ mod tests {
             description: Some("d".repeat(description_bytes)),
             ..Default::default()
         };
-        Change {
+        Change::state(
             seq,
-            previous_state: "ok".into(),
-            event: Arc::new(event),
-            previous: None,
-            removed: false,
-            silenced: false,
-            cleared_by: None,
-            action: None,
-        }
+            crate::change::StateChange {
+                previous_state: "ok".into(),
+                event: Arc::new(event),
+                previous: None,
+                removed: false,
+                silenced: false,
+                cleared_by: None,
+            },
+        )
     }
 
     /// Issue 20 item 5: a receiver that does not read keeps the ring's changes only up to the
@@ -357,6 +337,30 @@ mod tests {
             kept.windows(2).all(|w| w[0] + 1 == w[1]),
             "the newest, in a row"
         );
+    }
+
+    /// A transport's form of the frame is made once per change, however many clients take it,
+    /// and holds the very bytes serialized once.
+    #[test]
+    fn a_transports_form_of_the_frame_is_made_once() {
+        let tx = Sender::new(16);
+        let mut rx = tx.subscribe();
+        tx.send(change(1, 10));
+        let payload = rx.try_recv().unwrap().payload().unwrap();
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let make = |bytes: Bytes| {
+            made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        let first = payload.frame_as(make);
+        for _ in 0..1000 {
+            assert_eq!(payload.frame_as(make), first);
+        }
+        assert_eq!(made.into_inner(), 1);
+        assert_eq!(first.as_bytes(), &payload.frame()[..]);
+        let value: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(value["type"], "change");
+        assert_eq!(value["seq"], 1);
     }
 
     /// Changes every receiver has read pin nothing, and never cause an eviction.

@@ -9,14 +9,30 @@ use std::sync::Arc;
 use crate::action::{ActionRecord, Actions};
 use crate::event::Event;
 
-/// A state transition: the only thing dashboards are pushed — or, with [`Change::action`] set,
-/// an operator-action record (an ack, an unack, the silence set), which takes a `seq` from the
-/// same counter and travels the same way (published, logged, kept in history) so that its order
-/// against changes is the engine's order everywhere.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// One numbered output of the engine: a state transition or an operator-action record. Both
+/// take their `seq` from the same counter and travel the same way (published, logged, kept in
+/// history), so that their order is the engine's order everywhere.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// Strictly increasing, never reused while the process runs.
     pub seq: u64,
+    pub kind: ChangeKind,
+}
+
+/// What a [`Change`] is. An enum rather than a struct with an optional record, so that every
+/// consumer (framing, storing, filtering, counting) says by a `match` what it does with each
+/// kind; a record has no key, no event and no previous state to misread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeKind {
+    /// A (host, service) changed state or left the index: what dashboards watch.
+    State(StateChange),
+    /// An operator-action record (an ack, an unack, a silence change).
+    Action(Arc<ActionRecord>),
+}
+
+/// A state transition of one key.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StateChange {
     pub previous_state: String,
     /// The event that caused the change, as now indexed.
     pub event: Arc<Event>,
@@ -30,24 +46,48 @@ pub struct Change {
     pub silenced: bool,
     /// The removal was an operator's clear, by this name.
     pub cleared_by: Option<String>,
-    /// Set for an operator-action record: then `event`, `previous`, `previous_state` and
-    /// `removed` mean nothing (an empty event, no key) and consumers must look here first.
-    pub action: Option<Arc<ActionRecord>>,
 }
 
 impl Change {
+    /// A state transition at `seq`.
+    pub fn state(seq: u64, change: StateChange) -> Self {
+        Change {
+            seq,
+            kind: ChangeKind::State(change),
+        }
+    }
+
     /// An operator-action record at `seq`.
     pub fn action(seq: u64, record: ActionRecord) -> Self {
         Change {
             seq,
-            action: Some(Arc::new(record)),
-            ..Change::default()
+            kind: ChangeKind::Action(Arc::new(record)),
         }
     }
 
-    /// Whether this is an operator-action record rather than a state change.
-    pub fn is_action(&self) -> bool {
-        self.action.is_some()
+    /// The state transition, if this is one (for tests and one-kind readers).
+    pub fn as_state(&self) -> Option<&StateChange> {
+        match &self.kind {
+            ChangeKind::State(change) => Some(change),
+            ChangeKind::Action(_) => None,
+        }
+    }
+
+    /// The operator-action record, if this is one.
+    pub fn as_action(&self) -> Option<&ActionRecord> {
+        match &self.kind {
+            ChangeKind::State(_) => None,
+            ChangeKind::Action(record) => Some(record),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Change {
+    /// The state transition this must be (tests only: panics on a record).
+    pub fn st(&self) -> &StateChange {
+        self.as_state()
+            .expect("a state change, not an action record")
     }
 }
 

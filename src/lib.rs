@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod invariants;
 pub mod metrics;
 pub mod proto;
+pub(crate) mod protocol;
 pub mod query;
 pub(crate) mod rate_limited_log;
 pub mod server;

@@ -254,9 +254,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ));
     }
 
-    let (stats_tx, stats_rx) = watch::channel(axum::extract::ws::Utf8Bytes::from_static(
-        r#"{"type":"stats","clients":0}"#,
-    ));
+    // A placeholder until the ticker's first frame: a connection never sends the value it finds
+    // (it waits for the next one built), but it is a whole frame all the same.
+    let first_stats = web::first_stats_frame(config.stats_interval);
+    let (stats_tx, stats_rx) = watch::channel(first_stats);
     let rates = Arc::new(web::rates::RateRing::new(config.stats_interval));
     tasks.spawn(web::stats_ticker(
         Arc::clone(&counters),

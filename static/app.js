@@ -18,7 +18,8 @@
 // textContent / setAttribute('title' | 'datetime' | 'data-*') only — never innerHTML, never a URL
 // attribute. The page's Content-Security-Policy forbids inline scripts and styles as a second line.
 //
-// Protocol (GET /ws, JSON text frames):
+// Protocol (GET /ws, JSON text frames; defined by the server's src/protocol/, listed in the README's
+// "Websocket /ws", one example each in tests/fixtures/frames/, which tests/browser/model reads):
 //   {"type":"snapshot","seq":S,"epoch":E,"reset":R,"events":[E…],"acks":[…],"silences":[…],"silenced":[[H,S]…]}
 //   {"type":"change","seq":N,"previous_state":P,"event":E,"silenced":true?}  one change
 //   {"type":"change",…,"removed":true,"cleared_by":"name"?}  E left the server's index

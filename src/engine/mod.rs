@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use crate::change::{Change, Snapshot};
+pub use crate::change::{Change, ChangeKind, Snapshot};
 pub use state::IndexFull;
 
 use crate::broadcast::Receiver;
@@ -36,7 +36,7 @@ use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 use crate::store::{Recovered, Retention, Store};
 use commit::Committer;
-use output::{Output, Publisher};
+use output::{Deliverer, Output};
 
 /// How many commands the engine takes per wake-up: amortises the channel cost under load
 /// without letting one burst starve subscriptions for long.
@@ -52,7 +52,7 @@ pub enum EngineError {
     IndexFull { max_keys: usize },
     /// An operator action the engine's state does not allow (nothing of it applied).
     #[error(transparent)]
-    Refused(#[from] crate::action::Refusal),
+    Refused(#[from] crate::action::ActionRefusal),
     /// Input an ordered log holds but no node applies (stored after its deadline, or overtaken
     /// by a later input of its connection): a promise, on every node, for good.
     #[error("not applied: {0}")]
@@ -100,6 +100,14 @@ impl Applied {
             }
         }
     }
+}
+
+/// An operator action's answer once applied: the `seq` of its first record, and when its records
+/// are out (on disk, with a store). The answer type of [`EngineHandle::act`].
+#[derive(Debug)]
+pub struct ActionApplied {
+    pub seq: u64,
+    pub durable: oneshot::Receiver<Ack>,
 }
 
 /// A snapshot and the live stream of changes that continues it.
@@ -369,6 +377,22 @@ impl EngineHandle {
         }
     }
 
+    /// Orders an operator action and waits until it is applied (or refused), with an answer of
+    /// its own kind: a caller has no batch answers to rule out. The reply channel is shared by
+    /// every input (a [`Sequencer`] carries one type), so it is read here, beside
+    /// `Owner::apply_action`, which answers an action only with `Applied::Action` or an error.
+    pub async fn act(&self, action: crate::action::Action) -> Result<ActionApplied, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit_input(Input::Action(Box::new(action)), Some(tx))
+            .await?;
+        match rx.await.map_err(|_| EngineError::Closed)? {
+            Applied::Action { seq, durable } => Ok(ActionApplied { seq, durable }),
+            Applied::Done(Err(error)) => Err(error),
+            // Not an action's answer: told as an outage rather than a false success.
+            Applied::Done(Ok(())) | Applied::Changed { .. } => Err(EngineError::Closed),
+        }
+    }
+
     /// A snapshot and the changes after it.
     pub async fn subscribe(&self) -> Result<Subscription, EngineError> {
         self.request(|reply| Command::Subscribe { reply }).await
@@ -462,7 +486,7 @@ pub(crate) fn spawn_on(
     let mut engine = state::Engine::new(config.init_state, config.default_ttl_secs);
     engine.set_expired_keep(config.expired_keep);
     engine.set_max_keys(config.max_keys);
-    let publisher = Publisher {
+    let deliverer = Deliverer {
         changes_tx,
         counters: Arc::clone(&counters),
     };
@@ -502,11 +526,11 @@ pub(crate) fn spawn_on(
             engine.restore_actions(recovered.actions, false);
         }
         engine.track_unsaved();
-        let publisher = Publisher {
-            changes_tx: publisher.changes_tx.clone(),
+        let deliverer = Deliverer {
+            changes_tx: deliverer.changes_tx.clone(),
             counters: Arc::clone(&counters),
         };
-        Committer::spawn(store, config.retention, publisher, COMMIT_QUEUE)
+        Committer::spawn(store, config.retention, deliverer, COMMIT_QUEUE)
     });
     let storage = committer
         .as_ref()
@@ -515,7 +539,7 @@ pub(crate) fn spawn_on(
         engine,
         updates_tx,
         counters,
-        publisher,
+        deliverer,
         committer,
         changes: Vec::new(),
         indexed: Vec::new(),
@@ -551,7 +575,7 @@ struct Owner {
     counters: Arc<Counters>,
     /// Lets outputs out directly when there is no committer (no store), and answers for a
     /// committer that died.
-    publisher: Publisher,
+    deliverer: Deliverer,
     committer: Option<Committer>,
     /// Applied but not yet handed on: the current group.
     changes: Vec<Change>,
@@ -622,8 +646,11 @@ impl Owner {
                 // Expiry tombstones are index updates too (a removal is not: the key's last
                 // update was its tombstone).
                 for change in &self.changes[first..] {
-                    if !change.removed && !change.is_action() {
-                        let _ = self.updates_tx.send(Arc::clone(&change.event));
+                    match &change.kind {
+                        ChangeKind::State(state) if !state.removed => {
+                            let _ = self.updates_tx.send(Arc::clone(&state.event));
+                        }
+                        ChangeKind::State(_) | ChangeKind::Action(_) => {}
                     }
                 }
             }
@@ -876,8 +903,8 @@ impl Owner {
 
     async fn output(&self, output: Output) {
         match &self.committer {
-            Some(committer) => committer.send(output, &self.publisher).await,
-            None => self.publisher.deliver(output, &Ok(())),
+            Some(committer) => committer.send(output, &self.deliverer).await,
+            None => self.deliverer.deliver(output, &Ok(())),
         }
     }
 

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use super::{Ack, Subscription};
 use crate::broadcast::Sender;
-use crate::change::{Change, Snapshot};
+use crate::change::{Change, ChangeKind, Snapshot};
 use crate::event::Event;
 use crate::metrics::Counters;
 
@@ -41,20 +41,27 @@ pub(crate) enum Output {
     Sync { reply: oneshot::Sender<()> },
 }
 
-/// Publishes changes, releases acknowledgements and answers reads: the last step of every output,
-/// after the commit (or inline, without a store).
-pub(crate) struct Publisher {
+/// Delivers each output: publishes changes, releases acknowledgements and answers reads — the
+/// last step of every output, after the commit (or inline, without a store). Not the cluster's
+/// publisher (which puts inputs into the stream): this one lets the engine's outputs out.
+pub(crate) struct Deliverer {
     pub changes_tx: Sender,
     pub counters: Arc<Counters>,
 }
 
-impl Publisher {
+impl Deliverer {
     /// `result` is the outcome of the commit that covered this output.
     pub(crate) fn deliver(&self, output: Output, result: &Ack) {
         match output {
             Output::Group { changes, acks, .. } => {
                 // Operator-action records are not state changes.
-                let count = changes.iter().filter(|c| !c.is_action()).count();
+                let count = changes
+                    .iter()
+                    .filter(|c| match c.kind {
+                        ChangeKind::State(_) => true,
+                        ChangeKind::Action(_) => false,
+                    })
+                    .count();
                 Counters::add(&self.counters.changes, count as u64);
                 for change in changes {
                     // No receivers is fine: nobody is watching.

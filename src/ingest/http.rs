@@ -10,13 +10,13 @@
 
 mod socket;
 
+use crate::protocol::answers::Accepted;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use serde_json::json;
 
 use super::json::{parse_events, parse_ndjson, JsonError};
 use crate::engine::EngineError;
@@ -86,7 +86,7 @@ async fn ingest(app: AppState, body: Bytes, parse: Parser) -> Response {
     };
     let accepted = events.len();
     match app.engine.apply(events).await {
-        Ok(()) => Json(json!({"ok": true, "accepted": accepted})).into_response(),
+        Ok(()) => Json(Accepted::new(accepted)).into_response(),
         // Refused whole, by design: a client error to fix or a limit to raise, not an outage.
         Err(error @ EngineError::IndexFull { .. }) => {
             Counters::add(&app.counters.http_rejected, 1);

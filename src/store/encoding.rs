@@ -2,7 +2,7 @@
 //! change log, the index's key and value, and the write steps the committer hands the store.
 
 use crate::action::{AckInfo, ActionRecord, Silence};
-use crate::change::Change;
+use crate::change::{Change, ChangeKind, StateChange};
 use crate::event::convert;
 use crate::event::Event;
 use crate::proto;
@@ -47,47 +47,55 @@ impl StoredChange {
         self.previous.clone().map(|p| convert::from_proto(p, 0))
     }
 
-    /// The operator-action record this is, if it is one (`None` too for one that does not
-    /// decode: it is then skipped, with a warning).
-    pub fn action(&self) -> Option<ActionRecord> {
+    /// What this record is. The one place that reads the layout's rule — non-empty `action`
+    /// bytes make an operator-action record, whose other fields mean nothing — so that every
+    /// reader matches on a [`StoredKind`] instead. The layout itself is unchanged since records
+    /// had no `action` (they still read as state changes), so no version is needed.
+    pub fn kind(&self) -> StoredKind {
         if self.action.is_empty() {
-            return None;
+            return StoredKind::State;
         }
         match serde_json::from_slice(&self.action) {
-            Ok(record) => Some(record),
+            Ok(record) => StoredKind::Action(record),
             Err(error) => {
                 tracing::warn!(seq = self.seq, %error, "skipping an undecodable action record");
-                None
+                StoredKind::Undecodable
             }
         }
     }
 
-    /// Whether this is an operator-action record.
-    pub fn is_action(&self) -> bool {
-        !self.action.is_empty()
-    }
-
-    /// Back to the engine's form, to be filtered and framed like a live change.
-    pub fn into_change(self) -> Change {
-        if self.is_action() {
-            // An undecodable record becomes an empty one rather than a fake state change.
-            return Change {
-                seq: self.seq,
-                action: self.action().map(std::sync::Arc::new),
-                ..Change::default()
-            };
-        }
-        Change {
+    /// Back to the engine's form, to be filtered and framed like a live change; `None` for an
+    /// action record that does not decode (skipped, with a warning: not a fake state change).
+    pub fn into_change(self) -> Option<Change> {
+        let kind = match self.kind() {
+            StoredKind::Action(record) => ChangeKind::Action(std::sync::Arc::new(record)),
+            StoredKind::Undecodable => return None,
+            StoredKind::State => ChangeKind::State(StateChange {
+                event: std::sync::Arc::new(self.event()),
+                previous: self.previous().map(std::sync::Arc::new),
+                previous_state: self.previous_state,
+                removed: self.removed,
+                silenced: self.silenced,
+                cleared_by: self.cleared_by,
+            }),
+        };
+        Some(Change {
             seq: self.seq,
-            event: std::sync::Arc::new(self.event()),
-            previous: self.previous().map(std::sync::Arc::new),
-            previous_state: self.previous_state,
-            removed: self.removed,
-            silenced: self.silenced,
-            cleared_by: self.cleared_by,
-            action: None,
-        }
+            kind,
+        })
     }
+}
+
+/// What a [`StoredChange`] holds, decided from its bytes once.
+#[derive(Debug)]
+pub enum StoredKind {
+    /// A state change: its fields are the record's own.
+    State,
+    /// An operator-action record.
+    Action(ActionRecord),
+    /// An operator-action record that does not decode (a damaged or newer record): readers
+    /// skip it.
+    Undecodable,
 }
 
 /// Changes encoded once, for the change log and for history.
@@ -99,13 +107,19 @@ pub struct Encoded {
 /// One encoded change.
 pub(super) struct Record {
     pub(super) seq: u64,
-    /// What the index gets for the key: this event, or (when `removed`) no row.
-    pub(super) event: std::sync::Arc<Event>,
-    pub(super) removed: bool,
-    /// An operator-action record: it touches the stored acks and silences, not the index.
-    pub(super) action: Option<std::sync::Arc<ActionRecord>>,
+    pub(super) effect: Effect,
     /// The encoded [`StoredChange`].
     pub(super) bytes: Vec<u8>,
+}
+
+/// What a change does to the stored state besides history.
+pub(super) enum Effect {
+    /// The index gets this event for its key.
+    Put(std::sync::Arc<Event>),
+    /// The key's row goes (this is its last event).
+    Delete(std::sync::Arc<Event>),
+    /// An operator-action record: it touches the stored acks and silences, not the index.
+    Action(std::sync::Arc<ActionRecord>),
 }
 
 impl Encoded {
@@ -116,9 +130,13 @@ impl Encoded {
             .into_iter()
             .map(|change| Record {
                 seq: change.seq,
-                event: std::sync::Arc::clone(&change.event),
-                removed: change.removed,
-                action: change.action.clone(),
+                effect: match &change.kind {
+                    ChangeKind::State(state) if state.removed => {
+                        Effect::Delete(std::sync::Arc::clone(&state.event))
+                    }
+                    ChangeKind::State(state) => Effect::Put(std::sync::Arc::clone(&state.event)),
+                    ChangeKind::Action(record) => Effect::Action(std::sync::Arc::clone(record)),
+                },
                 bytes: encode_change(change, now_micros, &mut scratch),
             })
             .collect();
@@ -180,10 +198,22 @@ pub(super) fn encode_change(change: &Change, recorded_at: i64, scratch: &mut Vec
     if change.seq != 0 {
         uint64::encode(1, &change.seq, &mut buf);
     }
-    if !change.previous_state.is_empty() {
-        string::encode(2, &change.previous_state, &mut buf);
+    let state = match &change.kind {
+        ChangeKind::State(state) => state,
+        ChangeKind::Action(record) => {
+            if recorded_at != 0 {
+                int64::encode(5, &recorded_at, &mut buf);
+            }
+            // Serializing plain data into a Vec cannot fail.
+            let json = serde_json::to_vec(&**record).unwrap_or_default();
+            prost::encoding::bytes::encode(7, &json, &mut buf);
+            return buf;
+        }
+    };
+    if !state.previous_state.is_empty() {
+        string::encode(2, &state.previous_state, &mut buf);
     }
-    for (tag, event) in [(3, Some(&*change.event)), (4, change.previous.as_deref())] {
+    for (tag, event) in [(3, Some(&*state.event)), (4, state.previous.as_deref())] {
         if let Some(event) = event {
             // A nested message is its length, then its bytes.
             scratch.clear();
@@ -196,18 +226,13 @@ pub(super) fn encode_change(change: &Change, recorded_at: i64, scratch: &mut Vec
     if recorded_at != 0 {
         int64::encode(5, &recorded_at, &mut buf);
     }
-    if change.removed {
-        prost::encoding::bool::encode(6, &change.removed, &mut buf);
+    if state.removed {
+        prost::encoding::bool::encode(6, &state.removed, &mut buf);
     }
-    if let Some(action) = &change.action {
-        // Serializing plain data into a Vec cannot fail.
-        let json = serde_json::to_vec(&**action).unwrap_or_default();
-        prost::encoding::bytes::encode(7, &json, &mut buf);
+    if state.silenced {
+        prost::encoding::bool::encode(8, &state.silenced, &mut buf);
     }
-    if change.silenced {
-        prost::encoding::bool::encode(8, &change.silenced, &mut buf);
-    }
-    if let Some(by) = &change.cleared_by {
+    if let Some(by) = &state.cleared_by {
         string::encode(9, by, &mut buf);
     }
     buf

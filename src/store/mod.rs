@@ -28,7 +28,7 @@ mod log_check;
 mod recovery;
 mod wal;
 
-pub use encoding::{Encoded, StoredChange, WriteStep};
+pub use encoding::{Encoded, StoredChange, StoredKind, WriteStep};
 pub use error::StoreError;
 
 /// The change log's record format, for the fuzz target and the tests of its reader.
@@ -45,7 +45,7 @@ use redb::{
 #[cfg(test)]
 use crate::change::Change;
 use crate::event::Event;
-use encoding::{apply_action, delete_event, put_event};
+use encoding::{apply_action, delete_event, put_event, Effect};
 use recovery::{recover, recover_read_only, replay};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -362,12 +362,12 @@ impl Store {
                     WriteStep::Changes(encoded) => {
                         for record in &encoded.records {
                             history.insert(record.seq, record.bytes.as_slice())?;
-                            if let Some(action) = &record.action {
-                                apply_action(action, &mut acks, &mut silences, &mut meta)?;
-                            } else if record.removed {
-                                delete_event(&mut index, &record.event)?;
-                            } else {
-                                put_event(&mut index, &record.event)?;
+                            match &record.effect {
+                                Effect::Put(event) => put_event(&mut index, event)?,
+                                Effect::Delete(event) => delete_event(&mut index, event)?,
+                                Effect::Action(action) => {
+                                    apply_action(action, &mut acks, &mut silences, &mut meta)?
+                                }
                             }
                         }
                     }

@@ -8,7 +8,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::encoding::{
     apply_action, decode_ack, delete_event, encode_key, encode_key_parts, put_event, read_silences,
-    StoredChange,
+    StoredChange, StoredKind,
 };
 use super::{
     new_epoch, wal, Recovered, Replay, StoreError, ACKS, HISTORY, INDEX, META, META_CLEAN_STOP,
@@ -126,25 +126,26 @@ pub(super) fn recover_read_only(
         }
     }
     for change in &logged {
-        if change.is_action() {
-            match change.action() {
-                Some(ActionRecord::Ack(ack)) => {
-                    let key = encode_key_parts(ack.host.as_deref(), ack.service.as_deref());
-                    acks.insert(key, ack);
+        match change.kind() {
+            StoredKind::State => {
+                let event = change.event();
+                if change.removed {
+                    index.remove(&encode_key(&event));
+                } else {
+                    index.insert(encode_key(&event), event);
                 }
-                Some(ActionRecord::Unack { host, service, .. }) => {
-                    acks.remove(&encode_key_parts(host.as_deref(), service.as_deref()));
-                }
-                Some(record) => record.apply_to_silences(&mut silences),
-                None => {}
             }
-            continue;
-        }
-        let event = change.event();
-        if change.removed {
-            index.remove(&encode_key(&event));
-        } else {
-            index.insert(encode_key(&event), event);
+            StoredKind::Action(ActionRecord::Ack(ack)) => {
+                let key = encode_key_parts(ack.host.as_deref(), ack.service.as_deref());
+                acks.insert(key, ack);
+            }
+            StoredKind::Action(ActionRecord::Unack { host, service, .. }) => {
+                acks.remove(&encode_key_parts(host.as_deref(), service.as_deref()));
+            }
+            StoredKind::Action(
+                record @ (ActionRecord::Silence { .. } | ActionRecord::Silences { .. }),
+            ) => record.apply_to_silences(&mut silences),
+            StoredKind::Undecodable => {}
         }
     }
     let seq = logged.last().map_or(checkpointed, |change| change.seq);
@@ -203,14 +204,11 @@ pub(super) fn replay(
     let mut seq = None;
     for change in logged {
         history.insert(change.seq, change.encode_to_vec().as_slice())?;
-        if change.is_action() {
-            if let Some(record) = change.action() {
-                apply_action(&record, acks, silences, meta)?;
-            }
-        } else if change.removed {
-            delete_event(index, &change.event())?;
-        } else {
-            put_event(index, &change.event())?;
+        match change.kind() {
+            StoredKind::State if change.removed => delete_event(index, &change.event())?,
+            StoredKind::State => put_event(index, &change.event())?,
+            StoredKind::Action(record) => apply_action(&record, acks, silences, meta)?,
+            StoredKind::Undecodable => {}
         }
         seq = Some(change.seq);
     }

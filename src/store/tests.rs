@@ -1,5 +1,6 @@
 use super::encoding::{encode_change, encode_key};
 use super::*;
+use crate::change::StateChange;
 use crate::event::convert;
 use prost::Message;
 use std::sync::Arc;
@@ -10,9 +11,8 @@ fn tmp() -> std::path::PathBuf {
     dir
 }
 
-fn change(seq: u64, host: &str, state: &str) -> Change {
-    Change {
-        seq,
+fn state(host: &str, state: &str) -> StateChange {
+    StateChange {
         previous_state: "ok".into(),
         event: Arc::new(Event {
             host: Some(host.into()),
@@ -21,21 +21,29 @@ fn change(seq: u64, host: &str, state: &str) -> Change {
             ..Default::default()
         }),
         previous: None,
-        ..Change::default()
+        ..StateChange::default()
+    }
+}
+
+fn change(seq: u64, host: &str, state_: &str) -> Change {
+    Change::state(seq, state(host, state_))
+}
+
+fn removed_state(host: &str) -> StateChange {
+    StateChange {
+        previous_state: "expired".into(),
+        removed: true,
+        ..state(host, "expired")
     }
 }
 
 fn removal(seq: u64, host: &str) -> Change {
-    Change {
-        previous_state: "expired".into(),
-        removed: true,
-        ..change(seq, host, "expired")
-    }
+    Change::state(seq, removed_state(host))
 }
 
 #[test]
 fn a_change_is_encoded_as_prost_encodes_its_stored_change() {
-    let mut with_previous = change(7, "db", "critical");
+    let mut with_previous = state("db", "critical");
     with_previous.previous = Some(Arc::new(Event {
         host: Some("db".into()),
         service: Some("disk".into()),
@@ -47,24 +55,28 @@ fn a_change_is_encoded_as_prost_encodes_its_stored_change() {
         ttl: Some(30.0),
         time_micros: -1_500_000,
     }));
-    let mut defaults = change(0, "x", "warning");
+    let mut defaults = state("x", "warning");
     defaults.previous_state = String::new();
     let cases = [
-        (with_previous, 1_700_000_000_000_000),
-        (defaults, 0),
+        (Change::state(7, with_previous), 1_700_000_000_000_000),
+        (Change::state(0, defaults), 0),
         (removal(9, "gone"), 5),
         (
-            Change {
-                silenced: true,
-                cleared_by: Some("ann".into()),
-                ..removal(10, "cleared")
-            },
+            Change::state(
+                10,
+                StateChange {
+                    silenced: true,
+                    cleared_by: Some("ann".into()),
+                    ..removed_state("cleared")
+                },
+            ),
             6,
         ),
     ];
-    for (c, recorded_at) in cases {
+    for (change, recorded_at) in cases {
+        let c = change.st();
         let expected = StoredChange {
-            seq: c.seq,
+            seq: change.seq,
             previous_state: c.previous_state.clone(),
             event: Some(convert::to_proto(&c.event)),
             previous: c.previous.as_deref().map(convert::to_proto),
@@ -75,7 +87,7 @@ fn a_change_is_encoded_as_prost_encodes_its_stored_change() {
             cleared_by: c.cleared_by.clone(),
         };
         let mut scratch = b"left over".to_vec();
-        let encoded = encode_change(&c, recorded_at, &mut scratch);
+        let encoded = encode_change(&change, recorded_at, &mut scratch);
         assert_eq!(encoded, expected.encode_to_vec());
     }
 }
@@ -125,7 +137,7 @@ fn removed_and_forgotten_keys_leave_the_stored_index() {
     let history = store.history(0, 10, |_| true).unwrap();
     let removed: Vec<(u64, bool)> = history.iter().map(|c| (c.seq, c.removed)).collect();
     assert_eq!(removed, vec![(1, false), (2, false), (3, true), (4, true)]);
-    assert!(history[3].clone().into_change().removed);
+    assert!(history[3].clone().into_change().unwrap().st().removed);
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -374,12 +386,12 @@ fn action_records_are_stored_recovered_and_kept_in_history() {
         .history(0, 10, |_| true)
         .unwrap()
         .into_iter()
-        .map(StoredChange::into_change)
+        .filter_map(StoredChange::into_change)
         .collect();
     assert_eq!(history.len(), 7);
     assert_eq!(history[4], unack);
     assert_eq!(history[1], ack_record(2, "a", "first"));
-    assert!(!history[0].is_action());
+    assert!(history[0].as_action().is_none());
     drop(store);
     // Opened again (nothing left in the log): the same from redb alone.
     let (_, rec) = Store::open(&dir).unwrap();
@@ -638,9 +650,51 @@ fn silence_deltas_apply_on_top_of_an_old_whole_set() {
     let (store, rec) = Store::open(&dir).unwrap();
     assert_eq!(ids(&rec), vec![3, 5, 6], "replayed into redb");
     let created = store.history(3, 1, |_| true).unwrap();
-    assert_eq!(created[0].clone().into_change(), silence_delta(4, 3, true));
+    assert_eq!(
+        created[0].clone().into_change(),
+        Some(silence_delta(4, 3, true))
+    );
     drop(store);
     let (_, rec) = Store::open(&dir).unwrap();
     assert_eq!(ids(&rec), vec![3, 5, 6], "from redb alone");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Records written before `Change` became an enum carried an empty event beside an action
+/// record; they read as the record still. The new encoding leaves that event out and reads the
+/// same. A record that does not decode is skipped — before, it came back as an empty state
+/// change and was framed as one.
+#[test]
+fn action_records_read_by_kind_old_and_new_and_undecodable_ones_are_skipped() {
+    let record = ack_record(5, "a", "old").as_action().cloned().unwrap();
+    let old = StoredChange {
+        seq: 5,
+        event: Some(crate::proto::Event::default()),
+        recorded_at: 1,
+        action: serde_json::to_vec(&record).unwrap(),
+        ..StoredChange::default()
+    };
+    let read = StoredChange::decode(old.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(read.into_change(), Some(Change::action(5, record.clone())));
+    let new = encode_change(&Change::action(5, record.clone()), 1, &mut Vec::new());
+    assert!(
+        new.len() < old.encode_to_vec().len(),
+        "no empty event any more"
+    );
+    let read = StoredChange::decode(new.as_slice()).unwrap();
+    assert!(matches!(read.kind(), StoredKind::Action(_)));
+    assert_eq!(read.into_change(), Some(Change::action(5, record)));
+
+    let damaged = StoredChange {
+        seq: 6,
+        action: b"{not json".to_vec(),
+        ..StoredChange::default()
+    };
+    assert!(matches!(damaged.kind(), StoredKind::Undecodable));
+    assert_eq!(damaged.into_change(), None);
+    let plain = StoredChange {
+        seq: 7,
+        ..StoredChange::default()
+    };
+    assert!(matches!(plain.kind(), StoredKind::State));
 }

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use crate::action::AckInfo;
 use crate::broadcast::{is_visible, visible_keys};
 use crate::change::Snapshot;
+use crate::protocol::Ack;
 use crate::query::Query;
 
 /// Bytes serialized before a chunk is handed to the connection.
@@ -76,7 +77,7 @@ impl Chunks {
             }
             self.wrote_one = true;
             // Writing a `Value` into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, &ack.to_json());
+            let _ = serde_json::to_writer(&mut out, &Ack(&ack));
         }
         (Bytes::from(out), false)
     }
@@ -119,7 +120,10 @@ mod tests {
             serde_json::json!({"acks": []})
         );
         let all = acks(2000);
-        let expected: Vec<_> = all.iter().map(AckInfo::to_json).collect();
+        let expected: Vec<_> = all
+            .iter()
+            .map(|a| serde_json::to_value(Ack(a)).unwrap())
+            .collect();
         let (value, chunks) = drain(Chunks::new(all));
         assert_eq!(value, serde_json::json!({ "acks": expected }));
         assert!(chunks > 4, "{chunks} chunks");

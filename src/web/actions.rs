@@ -16,19 +16,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use super::access::{DashboardRead, OperatorAct};
 use super::body::{BodyLimit, BodyRules, BoundedBody};
 use super::error::ApiError;
 use super::{AppState, SubscribeParams};
-use crate::action::{
-    Action, ActionKind, Refusal as ActionRefusal, Silence, MAX_BY, MAX_NOTE, MAX_SILENCE_QUERY,
-};
-use crate::engine::{Applied, EngineError, Input};
+use crate::action::{Action, ActionKind, ActionRefusal, MAX_BY, MAX_NOTE, MAX_SILENCE_QUERY};
+use crate::engine::{ActionApplied, EngineError};
 use crate::event::now_micros;
 use crate::metrics::Counters;
+use crate::protocol::answers::{ActionDone, SilenceDone, SilenceList};
+use crate::protocol::{Items, SilenceItem};
 use crate::query::Query;
 
 /// Largest action body: a query, a note and names fit with room to spare.
@@ -167,7 +165,7 @@ async fn unack(
     host: Option<String>,
     service: Option<String>,
     by: Option<String>,
-) -> Result<Value, ApiError> {
+) -> Result<ActionDone, ApiError> {
     let by = by.map(check_by).transpose()?.unwrap_or_default();
     let kind = ActionKind::Unack { host, service };
     let action = Action {
@@ -188,9 +186,9 @@ pub(crate) async fn create_silence(
     respond(&app, &route, async {
         let body: SilenceBody = json(&body)?;
         let action = silence_action(body, None).await?;
-        let answer = submit(&app, action).await?;
-        let id = answer["seq"].as_u64().unwrap_or_default().to_string();
-        Ok(json!({"ok": true, "seq": answer["seq"], "id": id}))
+        let ActionDone { seq, .. } = submit(&app, action).await?;
+        // A new silence's id is its action's seq.
+        Ok(SilenceDone::new(seq, seq))
     })
     .await
 }
@@ -207,8 +205,8 @@ pub(crate) async fn edit_silence(
         let body: SilenceBody = json(&body)?;
         let id = silence_id(&id)?;
         let action = silence_action(body, Some(id)).await?;
-        let answer = submit(&app, action).await?;
-        Ok(json!({"ok": true, "seq": answer["seq"], "id": id.to_string()}))
+        let ActionDone { seq, .. } = submit(&app, action).await?;
+        Ok(SilenceDone::new(seq, id))
     })
     .await
 }
@@ -278,20 +276,20 @@ pub(crate) async fn silences(
 ) -> Result<Response, ApiError> {
     let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
     let actions = &snapshot.actions;
-    let silences: Vec<Value> = actions.silences.iter().map(Silence::to_json).collect();
-    Ok(Json(json!({
-        "silences": silences,
-        "silenced": crate::action::keys_json(&actions.silenced),
-    }))
+    Ok(Json(SilenceList {
+        silences: Items::new(actions.silences.iter().map(SilenceItem)),
+        silenced: &actions.silenced,
+    })
     .into_response())
 }
 
-/// Runs a write handler's work and renders its answer; a refusal is counted (those of the
-/// access and body extractors are, by them).
-async fn respond(
+/// Runs a write handler's work and renders its answer (an [`ActionDone`], or a [`SilenceDone`]
+/// for a silence made); a refusal is counted (those of the access and body extractors are, by
+/// them).
+async fn respond<T: serde::Serialize>(
     app: &AppState,
     route: &MatchedPath,
-    work: impl std::future::Future<Output = Result<Value, ApiError>>,
+    work: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Response {
     let path = route.as_str();
     match work.await {
@@ -412,25 +410,13 @@ async fn silence_action(body: SilenceBody, id: Option<u64>) -> Result<Action, Ap
 
 /// Orders the action and waits for the engine's answer: `{"ok":true,"seq":N}` once its records
 /// are out, or the refusal.
-async fn submit(app: &AppState, action: Action) -> Result<Value, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    app.engine
-        .submit_input(Input::Action(Box::new(action)), Some(tx))
+async fn submit(app: &AppState, action: Action) -> Result<ActionDone, ApiError> {
+    let ActionApplied { seq, durable } = app.engine.act(action).await.map_err(engine_error)?;
+    durable
         .await
+        .unwrap_or(Err(EngineError::Closed))
         .map_err(engine_error)?;
-    let applied = rx.await.map_err(|_| engine_error(EngineError::Closed))?;
-    match applied {
-        Applied::Action { seq, durable } => {
-            durable
-                .await
-                .unwrap_or(Err(EngineError::Closed))
-                .map_err(engine_error)?;
-            Ok(json!({"ok": true, "seq": seq}))
-        }
-        Applied::Done(Err(error)) => Err(engine_error(error)),
-        // Never for an action; answered as an outage rather than a false success.
-        Applied::Done(Ok(())) | Applied::Changed { .. } => Err(engine_error(EngineError::Closed)),
-    }
+    Ok(ActionDone::new(seq))
 }
 
 fn engine_error(error: EngineError) -> ApiError {

@@ -13,7 +13,6 @@ use axum::extract::{MatchedPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use super::access::DashboardRead;
 use super::error::ApiError;
@@ -21,6 +20,8 @@ use super::large_reads::LargeRead;
 use super::{history, AppState, SubscribeParams};
 use crate::event::Event;
 use crate::metrics::Counters;
+use crate::protocol::answers::{Gap, HistoryPage};
+use crate::protocol::EventItem;
 use crate::query::Query;
 
 /// `GET /api/state?query=Q`: the matching indexed events as a JSON array (default: all).
@@ -136,8 +137,8 @@ impl JsonArrayChunks {
                 out.push(b',');
             }
             self.wrote_one = true;
-            // Writing a `Value` into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, &event.to_json_value());
+            // Writing an event into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &EventItem(&event));
         }
         if out.is_empty() {
             Step::Scanned
@@ -186,16 +187,14 @@ pub(crate) async fn history(
         return Err(ApiError::unavailable("server is shutting down"));
     }
     let page = history::page(store, since, limit, filter).await?;
-    let mut body = json!({
-        "epoch": app.epoch,
-        "oldest_seq": page.oldest_seq,
-        "changes": page.changes,
-        "more": page.more,
-    });
-    if let Some((from, to)) = page.gap {
+    let body = HistoryPage {
+        epoch: &app.epoch,
+        oldest_seq: page.oldest_seq,
+        changes: page.changes.into_iter().flatten().collect(),
+        more: page.more,
         // This node never had changes `from..=to`: the page stops before them; go on after `to`.
-        body["gap"] = json!({"from": from, "to": to});
-    }
+        gap: page.gap.map(|(from, to)| Gap { from, to }),
+    };
     Ok(Json(body).into_response())
 }
 
@@ -277,7 +276,7 @@ mod tests {
         let (text, steps) = drain(JsonArrayChunks::new(all.clone(), None));
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&text).unwrap(),
-            json!(expected)
+            serde_json::json!(expected)
         );
         assert!(steps > 4, "{steps} steps: chunked");
 

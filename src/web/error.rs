@@ -6,10 +6,10 @@
 //! endpoint and check (`access`, `body`, `api`, `index`, `ws`, `ingest::http`) can use it without
 //! importing each other.
 
+use crate::protocol::answers::Failed;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 /// A refused or failed request: what the client is told, and with which status.
 #[derive(Debug)]
@@ -45,8 +45,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, Json(json!({"ok": false, "error": self.error}))).into_response();
+        let mut response = (self.status, Json(Failed::new(&self.error))).into_response();
         if self.close {
             response
                 .headers_mut()

@@ -7,18 +7,18 @@
 //! backend's), which `--allowed-host` would refuse, and what these two answer is of no use to a
 //! DNS-rebinding page (no monitoring data: a yes/no and, when not ready, why).
 
+use crate::protocol::answers::{Alive, Readiness};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use super::AppState;
 
 /// `GET /healthz`: 200 `{"ok":true}` whenever the process answers HTTP at all. A supervisor
 /// restarts on this one failing; nothing that could recover by itself (a full disk) fails it.
 pub(crate) async fn healthz() -> Response {
-    Json(json!({"ok": true})).into_response()
+    Json(Alive { ok: true }).into_response()
 }
 
 /// `GET /readyz`: 200 `{"ready":true}` when the server takes events; otherwise 503
@@ -26,11 +26,18 @@ pub(crate) async fn healthz() -> Response {
 pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     let reasons = not_ready(&app);
     if reasons.is_empty() {
-        Json(json!({"ready": true})).into_response()
+        Json(Readiness {
+            ready: true,
+            reasons: Vec::new(),
+        })
+        .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reasons": reasons})),
+            Json(Readiness {
+                ready: false,
+                reasons,
+            }),
         )
             .into_response()
     }

@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use axum::http::StatusCode;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::error::ApiError;
-use crate::broadcast::{change_frame, change_json};
-use crate::engine::Change;
+use crate::broadcast::change_frame;
+use crate::engine::{Change, ChangeKind};
+use crate::protocol;
 use crate::query::Query;
-use crate::store::{Store, StoreError, StoredChange};
+use crate::store::{Store, StoreError, StoredChange, StoredKind};
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +62,9 @@ pub(crate) async fn page(
     since: u64,
     limit: usize,
     filter: Option<Query>,
-) -> Result<Read<Value>, HistoryError> {
+) -> Result<Read<Option<Box<RawValue>>>, HistoryError> {
     read(store, since, Span::FirstMatching(limit), filter, |change| {
-        change_json(&change)
+        protocol::answers::raw_frame(&protocol::change_frame(&change))
     })
     .await
 }
@@ -79,7 +80,7 @@ pub(crate) async fn replay(
     filter: Option<Query>,
 ) -> Result<Option<Vec<Utf8Bytes>>, HistoryError> {
     let read = read(store, since, Span::Next(count), filter, |change| {
-        change_frame(&change)
+        super::text_frame(change_frame(&change))
     })
     .await?;
     // Whole: history reaches back to `since + 1` with no hole after it, and the rows read are
@@ -146,12 +147,13 @@ async fn read<T: Send + 'static>(
         };
         let mut stored = match span {
             Span::FirstMatching(limit) => {
-                let keep = |c: &StoredChange| {
+                let keep = |c: &StoredChange| match c.kind() {
+                    StoredKind::State => filter
+                        .as_ref()
+                        .is_none_or(|q| q.matches_transition(&c.event(), c.previous().as_ref())),
                     // Operator-action records concern every watcher.
-                    c.is_action()
-                        || filter
-                            .as_ref()
-                            .is_none_or(|q| q.matches_transition(&c.event(), c.previous().as_ref()))
+                    StoredKind::Action(_) => true,
+                    StoredKind::Undecodable => false,
                 };
                 store.history_within(since, limit, span.max_bytes(), keep)?
             }
@@ -173,16 +175,11 @@ async fn read<T: Send + 'static>(
         let more = gap.is_some() || rows >= wanted || cut_by_bytes;
         let changes = stored
             .into_iter()
-            .map(StoredChange::into_change)
+            .filter_map(StoredChange::into_change)
             .filter(|change| match span {
                 // Filtered while reading.
                 Span::FirstMatching(_) => true,
-                Span::Next(_) => {
-                    change.is_action()
-                        || filter.as_ref().is_none_or(|q| {
-                            q.matches_transition(&change.event, change.previous.as_deref())
-                        })
-                }
+                Span::Next(_) => shown_to(filter.as_ref(), change),
             })
             .map(render)
             .collect();
@@ -197,4 +194,16 @@ async fn read<T: Send + 'static>(
     })
     .await?;
     Ok(read?)
+}
+
+/// Whether a watcher of `filter` (`None`: everything) is shown `change`, live or from history: a
+/// state change when the event before *or* after it matches, so a watcher also sees a service
+/// leave its slice; an operator-action record always (the page decides what to show).
+pub(crate) fn shown_to(filter: Option<&Query>, change: &Change) -> bool {
+    match &change.kind {
+        ChangeKind::State(state) => {
+            filter.is_none_or(|q| q.matches_transition(&state.event, state.previous.as_deref()))
+        }
+        ChangeKind::Action(_) => true,
+    }
 }

@@ -28,6 +28,7 @@ use super::error::ApiError;
 use super::{AppState, SubscribeParams};
 use crate::event::Event;
 use crate::metrics::{Connected, Dashboard};
+use crate::protocol::EventItem;
 use crate::query::Query;
 
 pub(crate) async fn index(
@@ -85,7 +86,7 @@ async fn stream_websocket(
     let timeout = app.ws.write_timeout;
     loop {
         for event in sub.snapshot.events.iter().filter(|e| keep(&filter, e)) {
-            let frame = Message::Text(event.to_json_value().to_string().into());
+            let frame = Message::Text(EventItem(event).to_text().into());
             if !matches!(
                 tokio::time::timeout(timeout, socket.feed(frame)).await,
                 Ok(Ok(()))
@@ -138,7 +139,7 @@ async fn stream_websocket(
                 update = sub.updates.recv() => match update {
                     Ok(event) => {
                         if keep(&filter, &event) {
-                            let frame = Message::Text(event.to_json_value().to_string().into());
+                            let frame = Message::Text(EventItem(&event).to_text().into());
                             if !matches!(tokio::time::timeout(timeout, socket.send(frame)).await, Ok(Ok(()))) {
                                 return;
                             }
@@ -224,6 +225,6 @@ fn sse_stream(
         },
     );
     futures_util::StreamExt::map(futures_util::StreamExt::chain(snapshot, live), |event| {
-        Ok(SseEvent::default().data(event.to_json_value().to_string()))
+        Ok(SseEvent::default().data(EventItem(&event).to_text()))
     })
 }

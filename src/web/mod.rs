@@ -35,7 +35,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +43,7 @@ use tokio_util::task::TaskTracker;
 use self::error::ApiError;
 use crate::engine::EngineHandle;
 use crate::metrics::{Counters, Refusal};
+use crate::protocol::{Frame, Stats};
 
 /// tungstenite reads into a 128 KiB buffer by default; dashboards send almost nothing, so a small
 /// one keeps thousands of idle screens cheap.
@@ -205,6 +205,14 @@ fn is_invalid_utf8(error: &axum::Error) -> bool {
     matches!(tungstenite_error(error), Some(WsError::Utf8(_)))
 }
 
+/// A frame from [`crate::protocol`] (through `broadcast` or `history`) as a websocket text
+/// message. Frames are UTF-8 by construction (serde_json writes nothing else); axum checks it
+/// again, one pass over the bytes, and an impossible failure sends an empty text rather than
+/// panic.
+pub(crate) fn text_frame(frame: bytes::Bytes) -> Utf8Bytes {
+    Utf8Bytes::try_from(frame).unwrap_or_default()
+}
+
 /// Whether a read failed because the client's message exceeded the size limit (close code 1009).
 fn is_too_big(error: &axum::Error) -> bool {
     matches!(tungstenite_error(error), Some(WsError::Capacity(_)))
@@ -214,6 +222,18 @@ fn is_too_big(error: &axum::Error) -> bool {
 fn tungstenite_error(error: &axum::Error) -> Option<&WsError> {
     use std::error::Error as _;
     error.source().and_then(|e| e.downcast_ref::<WsError>())
+}
+
+/// The stats channel's value before the ticker's first frame: the counters at start (zeros).
+pub(crate) fn first_stats_frame(interval: Duration) -> Utf8Bytes {
+    let frame = Frame::Stats(Stats {
+        time: rates::unix_ms(std::time::SystemTime::now()),
+        interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+        clients: 0,
+        events: 0,
+        changes: 0,
+    });
+    frame.to_text().into()
 }
 
 /// Publishes `{"type":"stats",…}` every `interval`, serialized once for every client. Each frame
@@ -238,16 +258,14 @@ pub(crate) async fn stats_ticker(
             Counters::get(&counters.changes),
         );
         rates.record(events, changes);
-        let frame = json!({
-            "type": "stats",
-            "time": rates::unix_ms(std::time::SystemTime::now()),
-            "interval_ms": u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-            "clients": Counters::get(&counters.ws_clients),
-            "events": events,
-            "changes": changes,
-        })
-        .to_string();
-        tx.send_replace(frame.into());
+        let frame = Frame::Stats(Stats {
+            time: rates::unix_ms(std::time::SystemTime::now()),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            clients: Counters::get(&counters.ws_clients),
+            events,
+            changes,
+        });
+        tx.send_replace(frame.to_text().into());
     }
 }
 

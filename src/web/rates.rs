@@ -12,10 +12,10 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::protocol::answers::Rates;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use super::access::DashboardRead;
 use super::AppState;
@@ -87,8 +87,12 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
 pub(crate) async fn rates(State(app): State<AppState>, _: DashboardRead) -> Response {
     let interval_ms = u64::try_from(app.rates.interval.as_millis()).unwrap_or(u64::MAX);
     let samples = app.rates.snapshot();
-    Json(json!({ "interval_ms": interval_ms, "stride": app.rates.stride, "samples": samples }))
-        .into_response()
+    Json(Rates {
+        interval_ms,
+        stride: app.rates.stride,
+        samples,
+    })
+    .into_response()
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-// Operator actions (ack, unack, clear, silences) over the HTTP API of ACTIONS-CONTRACT.md. The
+// Operator actions (ack, unack, clear, silences) over the HTTP API (README, Operator actions;
+// the answers' types are the server's src/protocol/answers.rs). The
 // answers come back as websocket frames to every open page, this one included, so nothing here
 // changes the model: it only asks, and reports the server's error sentence when refused.
 //

@@ -95,26 +95,23 @@ export class Model {
    */
   applySnapshot(msg, now) {
     const events = Array.isArray(msg.events) ? msg.events : [];
-    const since = Array.isArray(msg.since) ? msg.since : null; // optional: when each state began
     const seen = new Set();
     const changed = new Set();
     for (const k of CLASS_ORDER) this.counts[k] = 0;
-    events.forEach((/** @type {any} */ ev, /** @type {number} */ i) => {
+    // A snapshot says when each service last reported, not when its state began (the server
+    // does not track that): a start already known for the same state is kept, otherwise the
+    // event's time is a lower bound until history (app.js resolveSince) pins it.
+    events.forEach((/** @type {any} */ ev) => {
       if (!validEvent(ev)) return;
       const key = keyOf(ev);
       seen.add(key);
       const prev = this.entries.get(key);
       const evTime = parseTime(ev.time) ?? now;
-      let began = since ? parseTime(since[i]) : null;
-      let exact = began !== null;
-      if (began === null) {
-        if (prev && prev.event.state === ev.state && prev.since <= evTime) {
-          began = prev.since;
-          exact = prev.sinceExact;
-        } else {
-          began = evTime;
-          exact = false;
-        }
+      let began = evTime;
+      let exact = false;
+      if (prev && prev.event.state === ev.state && prev.since <= evTime) {
+        began = prev.since;
+        exact = prev.sinceExact;
       }
       if (prev && prev.event.state !== ev.state) changed.add(key);
       const entry = prev ?? /** @type {Entry} */ ({ key });

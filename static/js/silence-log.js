@@ -13,8 +13,8 @@ const quoted = (s) => (s.comment ? ` — ${s.comment}` : '');
 
 /**
  * The live log's sentences for the change from silence list `before` to `after` (SILENCE
- * objects of the wire contract), oldest first by id. `by` names who deleted, when the frame
- * says (today's frames do not: a deletion then has no name). `change` is a `silence` delta
+ * objects: README "Operator actions", src/protocol/), oldest first by id. `by` names who
+ * deleted, when the frame says (today's frames do not: a deletion then has no name). `change` is a `silence` delta
  * frame's own kind ('deleted', 'ended', …): when given, it says whether a silence that is gone
  * was deleted or ended by itself, instead of guessing from its end time.
  * @param {Record<string, any>[]} before

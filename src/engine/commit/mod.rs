@@ -30,7 +30,7 @@ pub(crate) mod mem;
 
 pub(crate) use durable::Durable;
 
-use super::output::{Output, Publisher};
+use super::output::{Deliverer, Output};
 use super::EngineError;
 use crate::event::now_micros;
 use crate::store::{Encoded, Retention, StoreError, WriteStep};
@@ -91,7 +91,7 @@ impl Committer {
     pub(super) fn spawn(
         store: Arc<dyn Durable>,
         retention: Retention,
-        publisher: Publisher,
+        deliverer: Deliverer,
         capacity: usize,
     ) -> Committer {
         let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -99,19 +99,19 @@ impl Committer {
         let shared = Arc::clone(&health);
         // A blocking thread: the log write waits for the disk (O_DSYNC), and redb is synchronous.
         let thread = tokio::task::spawn_blocking(move || {
-            let mut committing = Committing::new(&*store, retention, &publisher, shared);
+            let mut committing = Committing::new(&*store, retention, &deliverer, shared);
             committing.run(rx, capacity.max(1) * HELD_PER_QUEUED);
         });
         Committer { tx, thread, health }
     }
 
     /// Queues an output; waits while the committer is `capacity` outputs behind.
-    pub(super) async fn send(&self, output: Output, publisher_fallback: &Publisher) {
+    pub(super) async fn send(&self, output: Output, deliverer_fallback: &Deliverer) {
         if let Err(mpsc::error::SendError(output)) = self.tx.send(output).await {
             // The thread is gone (it panicked): nothing can be stored any more. Say so to
             // everyone waiting rather than leaving them hanging.
             let error = Err(EngineError::Storage("the committer stopped".into()));
-            publisher_fallback.deliver(output, &error);
+            deliverer_fallback.deliver(output, &error);
         }
     }
 
@@ -146,7 +146,7 @@ const HELD_PER_QUEUED: usize = 4;
 struct Committing<'a> {
     store: &'a dyn Durable,
     retention: Retention,
-    publisher: &'a Publisher,
+    deliverer: &'a Deliverer,
     health: Arc<StorageHealth>,
     /// Logged and published (or flushed), not yet in redb: in the engine's order.
     unwritten: Vec<WriteStep>,
@@ -173,7 +173,7 @@ impl<'a> Committing<'a> {
     fn new(
         store: &'a dyn Durable,
         retention: Retention,
-        publisher: &'a Publisher,
+        deliverer: &'a Deliverer,
         health: Arc<StorageHealth>,
     ) -> Self {
         // A store opened on a disk it could not write is reopened first, like a failed one.
@@ -187,7 +187,7 @@ impl<'a> Committing<'a> {
         Committing {
             store,
             retention,
-            publisher,
+            deliverer,
             health,
             unwritten: Vec::new(),
             unwritten_changes: 0,
@@ -301,7 +301,7 @@ impl<'a> Committing<'a> {
         }
         let started = Instant::now();
         let logged = self.store.log(&parts);
-        self.publisher
+        self.deliverer
             .counters
             .commit_seconds
             .observe(started.elapsed());
@@ -324,7 +324,7 @@ impl<'a> Committing<'a> {
                 // for the outage to end.
                 Output::Sync { .. } => {
                     self.write();
-                    self.publisher.deliver(output, &Ok(()));
+                    self.deliverer.deliver(output, &Ok(()));
                     continue;
                 }
                 _ => {}
@@ -344,7 +344,7 @@ impl<'a> Committing<'a> {
         for output in outputs.drain(..) {
             match output {
                 Output::Subscribe { snapshot, reply } => {
-                    let subscription = self.publisher.subscribe(snapshot);
+                    let subscription = self.deliverer.subscribe(snapshot);
                     waiting_for_write.push(Box::new(move || {
                         let _ = reply.send(subscription);
                     }) as Box<dyn FnOnce()>);
@@ -352,7 +352,7 @@ impl<'a> Committing<'a> {
                 Output::Sync { reply } => waiting_for_write.push(Box::new(move || {
                     let _ = reply.send(());
                 })),
-                other => self.publisher.deliver(other, &Ok(())),
+                other => self.deliverer.deliver(other, &Ok(())),
             }
         }
         for step in steps {

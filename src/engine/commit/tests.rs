@@ -1,7 +1,7 @@
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::change::Change;
+use crate::change::{Change, StateChange};
 use crate::engine::Ack;
 use crate::event::Event;
 use crate::metrics::Counters;
@@ -29,7 +29,7 @@ fn a_change_after_a_flush_in_one_commit_wins_in_the_index() {
     {
         let (store, _) = Store::open(&dir).unwrap();
         let changes_tx = crate::broadcast::Sender::new(16);
-        let publisher = Publisher {
+        let deliverer = Deliverer {
             changes_tx,
             counters: Arc::new(Counters::default()),
         };
@@ -40,7 +40,7 @@ fn a_change_after_a_flush_in_one_commit_wins_in_the_index() {
         let mut committing = Committing::new(
             &store,
             retention,
-            &publisher,
+            &deliverer,
             Arc::new(StorageHealth::default()),
         );
         let (_tx, rx) = mpsc::channel(1);
@@ -53,13 +53,15 @@ fn a_change_after_a_flush_in_one_commit_wins_in_the_index() {
             },
             // ...then web1/cpu turns critical.
             Output::Group {
-                changes: vec![Change {
-                    seq: 1,
-                    previous_state: "ok".into(),
-                    event: event("critical", 0.9),
-                    previous: Some(event("ok", 0.1)),
-                    ..Change::default()
-                }],
+                changes: vec![Change::state(
+                    1,
+                    StateChange {
+                        previous_state: "ok".into(),
+                        event: event("critical", 0.9),
+                        previous: Some(event("ok", 0.1)),
+                        ..StateChange::default()
+                    },
+                )],
                 acks: Vec::new(),
                 seq: 1,
             },
@@ -80,13 +82,15 @@ fn a_change_after_a_flush_in_one_commit_wins_in_the_index() {
 fn group(seq: u64, state: &str) -> (Output, oneshot::Receiver<Ack>) {
     let (ack, answered) = oneshot::channel();
     let output = Output::Group {
-        changes: vec![Change {
+        changes: vec![Change::state(
             seq,
-            previous_state: "ok".into(),
-            event: event(state, seq as f64),
-            previous: None,
-            ..Change::default()
-        }],
+            StateChange {
+                previous_state: "ok".into(),
+                event: event(state, seq as f64),
+                previous: None,
+                ..StateChange::default()
+            },
+        )],
         acks: vec![ack],
         seq,
     };
@@ -106,7 +110,7 @@ fn a_failed_log_write_is_held_and_retried_and_nothing_is_published_before() {
     let (store, _) = Store::open(&dir).unwrap();
     let changes_tx = crate::broadcast::Sender::new(16);
     let mut published = changes_tx.subscribe();
-    let publisher = Publisher {
+    let deliverer = Deliverer {
         changes_tx,
         counters: Arc::new(Counters::default()),
     };
@@ -115,7 +119,7 @@ fn a_failed_log_write_is_held_and_retried_and_nothing_is_published_before() {
         max_age_micros: i64::MAX,
     };
     let health = Arc::new(StorageHealth::default());
-    let mut committing = Committing::new(&store, retention, &publisher, Arc::clone(&health));
+    let mut committing = Committing::new(&store, retention, &deliverer, Arc::clone(&health));
     let (_tx, rx) = mpsc::channel(1);
     store.fail_next_logs(2);
 

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use super::key::KeyRef;
 use super::Engine;
 use crate::action::{
-    AckInfo, Action, ActionKind, ActionRecord, Actions, KeyName, Refusal, Silence, SilenceChange,
-    UnackReason, MAX_SILENCES, SILENCES_MEMORY,
+    AckInfo, Action, ActionKind, ActionRecord, ActionRefusal, Actions, KeyName, Silence,
+    SilenceChange, UnackReason, MAX_SILENCES, SILENCES_MEMORY,
 };
-use crate::change::Change;
+use crate::change::{Change, ChangeKind, StateChange};
 use crate::event::Event;
 use crate::query::Query;
 
@@ -94,7 +94,7 @@ impl Engine {
         &mut self,
         action: Action,
         changes: &mut Vec<Change>,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<u64, ActionRefusal> {
         let clock = self.operator.clock;
         self.operator.clock = clock.max(action.at_micros);
         let applied = self.apply_action_checked(action, changes);
@@ -110,7 +110,7 @@ impl Engine {
         &mut self,
         action: Action,
         changes: &mut Vec<Change>,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<u64, ActionRefusal> {
         let Action {
             at_micros,
             by,
@@ -130,14 +130,14 @@ impl Engine {
                     .ok_or_else(|| not_indexed(&host, &service))?;
                 let state = entry.event.state.as_deref();
                 if !is_problem(&entry.event) {
-                    return Err(Refusal::Conflict(format!(
+                    return Err(ActionRefusal::Conflict(format!(
                         "{} is {}: there is no problem to acknowledge",
                         show_key(&host, &service),
                         state.unwrap_or("without a state")
                     )));
                 }
                 if expires_at.is_some_and(|at| at <= at_micros) {
-                    return Err(Refusal::Invalid("expires_at is in the past".into()));
+                    return Err(ActionRefusal::Invalid("expires_at is in the past".into()));
                 }
                 let ack = AckInfo {
                     host,
@@ -153,7 +153,7 @@ impl Engine {
             ActionKind::Unack { host, service } => {
                 let key = (host, service);
                 if !self.operator.acks.contains_key(&key) {
-                    return Err(Refusal::NotFound(format!(
+                    return Err(ActionRefusal::NotFound(format!(
                         "{} is not acknowledged",
                         show_key(&key.0, &key.1)
                     )));
@@ -170,7 +170,7 @@ impl Engine {
                 compiled,
             } => {
                 if ends_at <= at_micros || ends_at <= starts_at {
-                    return Err(Refusal::Invalid(
+                    return Err(ActionRefusal::Invalid(
                         "ends_at must be later than now and than starts_at".into(),
                     ));
                 }
@@ -180,7 +180,7 @@ impl Engine {
                         None => return Err(no_silence(id)),
                     },
                     None if self.operator.silences.len() >= MAX_SILENCES => {
-                        return Err(Refusal::Conflict(format!(
+                        return Err(ActionRefusal::Conflict(format!(
                             "there are {MAX_SILENCES} silences, the limit: end one first"
                         )))
                     }
@@ -189,7 +189,7 @@ impl Engine {
                 let compiled = match compiled {
                     Some(compiled) => compiled,
                     None => Query::parse_silence(&query)
-                        .map_err(|error| Refusal::Invalid(format!("bad query: {error}")))?,
+                        .map_err(|error| ActionRefusal::Invalid(format!("bad query: {error}")))?,
                 };
                 self.check_silence_memory(id, &compiled)?;
                 let silence = Silence {
@@ -228,11 +228,12 @@ impl Engine {
                     .remove(&key_ref(&host, &service))
                     .ok_or_else(|| not_indexed(&host, &service))?;
                 let event = entry.event;
-                let mut change =
-                    self.next_change(event.state.clone(), Arc::clone(&event), Some(event));
-                change.removed = true;
-                change.cleared_by = Some(by);
-                changes.push(change);
+                let change = StateChange {
+                    removed: true,
+                    cleared_by: Some(by),
+                    ..self.state_change(event.state.clone(), Arc::clone(&event), Some(event))
+                };
+                changes.push(self.next_change(change));
                 self.after_change(changes);
             }
         }
@@ -293,7 +294,11 @@ impl Engine {
         if self.operator.is_idle() {
             return;
         }
-        let Some(change) = changes.last_mut() else {
+        let Some(Change {
+            kind: ChangeKind::State(change),
+            ..
+        }) = changes.last_mut()
+        else {
             return;
         };
         let key = key_name(&change.event);
@@ -317,7 +322,7 @@ impl Engine {
 
     /// Refuses a silence (new, or replacing `id`) whose patterns would take the silences past
     /// [`SILENCES_MEMORY`]. The cost is the query's, the same on every node.
-    fn check_silence_memory(&self, id: Option<u64>, query: &Query) -> Result<(), Refusal> {
+    fn check_silence_memory(&self, id: Option<u64>, query: &Query) -> Result<(), ActionRefusal> {
         let others: usize = self
             .operator
             .silences
@@ -326,7 +331,7 @@ impl Engine {
             .map(|live| live.query.memory())
             .sum();
         if others.saturating_add(query.memory()) > SILENCES_MEMORY {
-            return Err(Refusal::Conflict(format!(
+            return Err(ActionRefusal::Conflict(format!(
                 "the patterns of this silence need up to {} KiB and the silences already hold up \
                  to {} KiB of the {} MiB they may: end a silence, or use fewer or simpler patterns",
                 query.memory() / 1024,
@@ -535,12 +540,12 @@ impl Engine {
     }
 }
 
-fn not_indexed(host: &Option<String>, service: &Option<String>) -> Refusal {
-    Refusal::NotFound(format!("{} is not in the index", show_key(host, service)))
+fn not_indexed(host: &Option<String>, service: &Option<String>) -> ActionRefusal {
+    ActionRefusal::NotFound(format!("{} is not in the index", show_key(host, service)))
 }
 
-fn no_silence(id: u64) -> Refusal {
-    Refusal::NotFound(format!("there is no silence {id}"))
+fn no_silence(id: u64) -> ActionRefusal {
+    ActionRefusal::NotFound(format!("there is no silence {id}"))
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use crate::change::{Change, Snapshot};
+use crate::change::{Change, Snapshot, StateChange};
 use crate::event::Event;
 use expiry::{Due, ExpiryHeap};
 use key::{Key, KeyRef};
@@ -309,7 +309,10 @@ impl Engine {
             if let Some(indexed) = indexed {
                 indexed.push(Arc::clone(&event));
             }
-            return changed.then(|| self.next_change(None, event, None));
+            return changed.then(|| {
+                let change = self.state_change(None, event, None);
+                self.next_change(change)
+            });
         };
         let changed = match (&event.state, &entry.event.state) {
             (Some(state), current) => current.as_deref().unwrap_or(&self.init_state) != state,
@@ -373,23 +376,29 @@ impl Engine {
         let previous = previous?;
         let event = Arc::clone(event);
         let current = previous.state.clone();
-        Some(self.next_change(current, event, Some(previous)))
+        let change = self.state_change(current, event, Some(previous));
+        Some(self.next_change(change))
     }
 
-    fn next_change(
-        &mut self,
+    /// The transition of a key from `current` (none yet: `--init-state`) to `event`.
+    fn state_change(
+        &self,
         current: Option<String>,
         event: Arc<Event>,
         previous: Option<Arc<Event>>,
-    ) -> Change {
-        self.seq += 1;
-        Change {
-            seq: self.seq,
+    ) -> StateChange {
+        StateChange {
             previous_state: current.unwrap_or_else(|| self.init_state.clone()),
             event,
             previous,
-            ..Change::default()
+            ..StateChange::default()
         }
+    }
+
+    /// `change`, numbered with the next `seq`.
+    fn next_change(&mut self, change: StateChange) -> Change {
+        self.seq += 1;
+        Change::state(self.seq, change)
     }
 
     /// Pops stale items off the top of the heap and moves an early item that is due by `now` to
@@ -454,9 +463,11 @@ impl Engine {
                 // Expired for the keep time: gone, and every screen is told.
                 let event = Arc::clone(&entry.event);
                 self.index.remove(&key.parts());
-                let mut change = self.next_change(Some(state), Arc::clone(&event), Some(event));
-                change.removed = true;
-                changes.push(change);
+                let change = StateChange {
+                    removed: true,
+                    ..self.state_change(Some(state), Arc::clone(&event), Some(event))
+                };
+                changes.push(self.next_change(change));
                 self.after_change(changes);
                 continue;
             }
@@ -473,7 +484,8 @@ impl Engine {
                 self.expiry.push(at, key);
             }
             if state != EXPIRED {
-                let change = self.next_change(Some(state), tombstone, Some(previous));
+                let change = self.state_change(Some(state), tombstone, Some(previous));
+                let change = self.next_change(change);
                 changes.push(change);
                 self.after_change(changes);
             }

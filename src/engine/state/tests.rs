@@ -33,8 +33,8 @@ fn summary(changes: &[Change]) -> Vec<(u64, String, String)> {
         .map(|c| {
             (
                 c.seq,
-                c.previous_state.clone(),
-                c.event.state.clone().unwrap_or_default(),
+                c.st().previous_state.clone(),
+                c.st().event.state.clone().unwrap_or_default(),
             )
         })
         .collect()
@@ -192,8 +192,11 @@ fn updates_in_place_or_not_index_the_same_and_never_touch_a_held_event() {
     // Then a change, on both: previous and new are told apart.
     let c = apply(&mut alone, vec![update(Some("critical"), 5, "down")]);
     assert_eq!(summary(&c), vec![(1, "ok".into(), "critical".into())]);
-    assert_eq!(c[0].previous.as_ref().unwrap().metric, Some(Metric::Int(4)));
-    assert_eq!(c[0].event.metric, Some(Metric::Int(5)));
+    assert_eq!(
+        c[0].st().previous.as_ref().unwrap().metric,
+        Some(Metric::Int(4))
+    );
+    assert_eq!(c[0].st().event.metric, Some(Metric::Int(5)));
 }
 
 #[test]
@@ -287,10 +290,10 @@ fn expiry_at_time_plus_ttl_is_a_change_to_expired() {
         vec![(2, "critical".into(), "expired".into())]
     );
     assert_eq!(
-        changes[0].previous.as_ref().unwrap().state.as_deref(),
+        changes[0].st().previous.as_ref().unwrap().state.as_deref(),
         Some("critical")
     );
-    assert_eq!(changes[0].event.time_micros, 110_000_000);
+    assert_eq!(changes[0].st().event.time_micros, 110_000_000);
     // b uses the default TTL of 60 s.
     changes.clear();
     assert_eq!(e.expire(159_000_000, &mut changes), 0);
@@ -390,7 +393,7 @@ fn an_expired_key_is_removed_after_the_keep_time_with_a_removal_change() {
         summary(&changes),
         vec![(2, "critical".into(), "expired".into())]
     );
-    assert!(!changes[0].removed);
+    assert!(!changes[0].st().removed);
     assert_eq!(
         e.next_expiry(),
         Some(140_000_000),
@@ -402,11 +405,11 @@ fn an_expired_key_is_removed_after_the_keep_time_with_a_removal_change() {
     assert_eq!(e.expire(140_000_000, &mut changes), 1);
     assert_eq!(changes.len(), 1);
     let removal = &changes[0];
-    assert!(removal.removed);
+    assert!(removal.st().removed);
     assert_eq!(removal.seq, 3);
-    assert_eq!(removal.previous_state, "expired");
-    assert_eq!(removal.event.state.as_deref(), Some("expired"));
-    assert_eq!(removal.event.host.as_deref(), Some("a"));
+    assert_eq!(removal.st().previous_state, "expired");
+    assert_eq!(removal.st().event.state.as_deref(), Some("expired"));
+    assert_eq!(removal.st().event.host.as_deref(), Some("a"));
     assert_eq!(e.len(), 0);
     assert!(e.snapshot().events.is_empty());
     assert_eq!(e.next_expiry(), None);
@@ -431,7 +434,7 @@ fn a_key_that_reports_while_kept_is_not_removed() {
     assert_eq!(summary(&changes), vec![(4, "ok".into(), "expired".into())]);
     changes.clear();
     assert_eq!(e.expire(250_000_000, &mut changes), 1);
-    assert!(changes[0].removed);
+    assert!(changes[0].st().removed);
     assert_eq!(e.len(), 0);
 }
 
@@ -443,7 +446,13 @@ fn keep_zero_removes_in_the_sweep_that_expires() {
     assert_eq!(e.expire(101_000_000, &mut changes), 2);
     let kinds: Vec<_> = changes
         .iter()
-        .map(|c| (c.seq, c.event.state.clone().unwrap_or_default(), c.removed))
+        .map(|c| {
+            (
+                c.seq,
+                c.st().event.state.clone().unwrap_or_default(),
+                c.st().removed,
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -485,7 +494,7 @@ fn a_restored_expired_key_is_removed_keep_after_its_expiry() {
     assert_eq!(forgotten[0].host.as_deref(), Some("b"));
     assert_eq!(e.expire(140_000_000, &mut changes), 1);
     assert_eq!(changes.len(), 1);
-    assert!(changes[0].removed);
+    assert!(changes[0].st().removed);
     assert_eq!(changes[0].seq, 8, "seq continues after the restored one");
     assert_eq!(e.len(), 0);
 }

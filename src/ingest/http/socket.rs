@@ -48,6 +48,7 @@ use crate::engine::{Applied, EngineError};
 use crate::event::{convert, now_micros, Event};
 use crate::ingest::json::parse_events;
 use crate::proto::Msg;
+use crate::protocol::answers::BatchAnswer;
 use crate::web::access::IngestSocket;
 use crate::web::error::ApiError;
 use crate::web::{self, AppState};
@@ -473,14 +474,11 @@ async fn answer(in_flight: InFlight) -> String {
             Err(_) => Err(EngineError::Closed.to_string()),
         },
     };
-    let id = in_flight.id.as_deref().map_or("null", RawValue::get);
-    match result {
-        Ok(n) => format!(r#"{{"id":{id},"ok":true,"accepted":{n}}}"#),
-        Err(error) => format!(
-            r#"{{"id":{id},"ok":false,"error":{}}}"#,
-            serde_json::Value::String(error)
-        ),
-    }
+    BatchAnswer::new(
+        in_flight.id.as_deref(),
+        result.as_ref().copied().map_err(String::as_str),
+    )
+    .to_text()
 }
 
 fn elapsed_ms(start: Instant) -> u64 {

@@ -40,8 +40,9 @@ use super::outbox::{Outbox, Outgoing, Resyncs};
 use super::{Resume, DRAIN_BATCH};
 use crate::broadcast::{self, Receiver};
 use crate::metrics::Counters;
+use crate::protocol::{ClientMessage, Frame};
 use crate::query::Query;
-use crate::web::{history, is_invalid_utf8, is_too_big, AppState};
+use crate::web::{history, is_invalid_utf8, is_too_big, text_frame, AppState};
 
 /// Close codes (RFC 6455).
 const GOING_AWAY: u16 = 1001;
@@ -328,7 +329,7 @@ impl Session {
                             Ok(published) => match published.payload() {
                                 Some(p) => {
                                     if self.wants(&p.change)
-                                        && !self.out.offer(Outgoing::View(p.frame()))
+                                        && !self.out.offer(Outgoing::View(p.frame_as(text_frame)))
                                     {
                                         lagging = true;
                                     }
@@ -462,7 +463,7 @@ impl Session {
             .map(|q| |e: &crate::event::Event| q.matches(e));
         let frame = broadcast::snapshot_frame(&sub.snapshot, &self.app.epoch, reset, filter);
         self.out.drop_queued_view();
-        self.out.push(Outgoing::Start(frame));
+        self.out.push(Outgoing::Start(text_frame(frame)));
         Some(sub.changes)
     }
 
@@ -497,7 +498,7 @@ impl Session {
     /// Handles a client message. Returns the new filter when the client (re)subscribed;
     /// anything unusable is answered with an error frame and changes nothing.
     async fn client_request(&mut self, text: &str) -> Option<Option<Query>> {
-        let request: ClientRequest = match serde_json::from_str(text) {
+        let request: ClientMessage = match serde_json::from_str(text) {
             Ok(request) => request,
             Err(error) => {
                 self.send_error(format!("cannot read message: {error}"));
@@ -505,7 +506,7 @@ impl Session {
             }
         };
         match request {
-            ClientRequest::Subscribe { query } => match Query::parse_filter(query.as_deref()).await
+            ClientMessage::Subscribe { query } => match Query::parse_filter(query.as_deref()).await
             {
                 Ok(filter) => Some(filter),
                 Err(error) => {
@@ -517,7 +518,7 @@ impl Session {
     }
 
     fn send_error(&mut self, error: String) {
-        let frame = serde_json::json!({"type": "error", "error": error}).to_string();
+        let frame = Frame::Error { error: &error }.to_text();
         self.out.push(Outgoing::Frame(frame.into()));
     }
 
@@ -530,12 +531,9 @@ impl Session {
 /// How long a session closed for bad input keeps reading (and discarding) the client's input.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// A change is delivered when the event before or after it matches the filter, so a watcher
-/// also sees a service leave its slice.
-/// Operator-action records go to every watcher (the page decides what to show).
+/// See [`history::shown_to`]: live changes and replayed ones pass the same rule.
 fn wants(filter: Option<&Query>, change: &crate::engine::Change) -> bool {
-    change.is_action()
-        || filter.is_none_or(|q| q.matches_transition(&change.event, change.previous.as_deref()))
+    history::shown_to(filter, change)
 }
 
 /// Pending forever when there is no deadline.
@@ -544,14 +542,6 @@ async fn sleep_until_some(deadline: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Messages a dashboard may send.
-#[derive(serde::Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientRequest {
-    /// `{"type":"subscribe","query":"state != \"ok\""}`; no query means everything.
-    Subscribe { query: Option<String> },
 }
 
 #[cfg(test)]

@@ -27,7 +27,11 @@ fn apply(engine: &mut Engine, events: Vec<Event>) -> Vec<Change> {
     changes
 }
 
-fn act(engine: &mut Engine, at: i64, kind: ActionKind) -> Result<(u64, Vec<Change>), Refusal> {
+fn act(
+    engine: &mut Engine,
+    at: i64,
+    kind: ActionKind,
+) -> Result<(u64, Vec<Change>), ActionRefusal> {
     let mut changes = Vec::new();
     let seq = engine.apply_action(
         Action {
@@ -74,7 +78,7 @@ fn silence(query: &str, starts_at: i64, ends_at: i64) -> ActionKind {
 fn records(changes: &[Change]) -> Vec<(u64, Option<ActionRecord>)> {
     changes
         .iter()
-        .map(|c| (c.seq, c.action.as_deref().cloned()))
+        .map(|c| (c.seq, c.as_action().cloned()))
         .collect()
 }
 
@@ -88,7 +92,7 @@ fn delta(change: &Change) -> Delta {
         silenced,
         unsilenced,
         ..
-    }) = change.action.as_deref()
+    }) = change.as_action()
     else {
         panic!("not a silence record: {change:?}")
     };
@@ -118,11 +122,11 @@ fn an_ack_takes_the_next_seq_and_refusals_take_none() {
     );
     assert_eq!(e.seq(), 1);
     let refused = act(&mut e, T0, ack("web9", "cpu", None)).unwrap_err();
-    assert!(matches!(refused, Refusal::NotFound(_)), "{refused}");
+    assert!(matches!(refused, ActionRefusal::NotFound(_)), "{refused}");
     let refused = act(&mut e, T0, ack("web2", "cpu", None)).unwrap_err();
-    assert!(matches!(refused, Refusal::Conflict(_)), "{refused}");
+    assert!(matches!(refused, ActionRefusal::Conflict(_)), "{refused}");
     let refused = act(&mut e, T0, ack("web1", "cpu", Some(T0 - 1))).unwrap_err();
-    assert!(matches!(refused, Refusal::Invalid(_)), "{refused}");
+    assert!(matches!(refused, ActionRefusal::Invalid(_)), "{refused}");
     assert_eq!(e.seq(), 1, "nothing refused took a seq");
     let before = e.snapshot().actions;
     act(&mut e, T0 + 999 * SEC, ack("web9", "cpu", None)).unwrap_err();
@@ -195,7 +199,7 @@ fn unack_by_an_operator_and_of_a_key_not_acked() {
     };
     assert!(matches!(
         act(&mut e, T0, unack_kind()),
-        Err(Refusal::NotFound(_))
+        Err(ActionRefusal::NotFound(_))
     ));
     act(&mut e, T0, ack("web1", "cpu", Some(T0 + SEC))).unwrap();
     let (seq, changes) = act(&mut e, T0, unack_kind()).unwrap();
@@ -235,7 +239,7 @@ fn a_silence_window_starts_and_ends_by_ticks_and_marks_changes() {
     assert!(silenced.is_empty());
     // Not started: a change is not silenced.
     let changes = apply(&mut e, vec![ev("db1", "disk", "warning")]);
-    assert!(!changes[0].silenced);
+    assert!(!changes[0].st().silenced);
 
     assert!(tick(&mut e, T0 + 9 * SEC).is_empty());
     let changes = tick(&mut e, T0 + 10 * SEC);
@@ -250,7 +254,10 @@ fn a_silence_window_starts_and_ends_by_ticks_and_marks_changes() {
         vec![ev("db1", "disk", "critical"), ev("web1", "disk", "ok")],
     );
     assert_eq!(
-        changes.iter().map(|c| c.silenced).collect::<Vec<_>>(),
+        changes
+            .iter()
+            .map(|c| c.as_state().is_some_and(|s| s.silenced))
+            .collect::<Vec<_>>(),
         vec![true, false]
     );
     // A new key that an active silence matches joins the silenced set with its change.
@@ -268,7 +275,11 @@ fn a_silence_window_starts_and_ends_by_ticks_and_marks_changes() {
     assert_eq!(unsilenced, vec![key("db1", "disk"), key("db2", "disk")]);
     assert!(e.snapshot().actions.silences.is_empty());
     assert!(e.snapshot().actions.silenced.is_empty());
-    assert!(!apply(&mut e, vec![ev("db1", "disk", "warning")])[0].silenced);
+    assert!(
+        !apply(&mut e, vec![ev("db1", "disk", "warning")])[0]
+            .st()
+            .silenced
+    );
 }
 
 #[test]
@@ -277,11 +288,11 @@ fn silences_are_edited_deleted_bounded_and_bad_queries_refused() {
     apply(&mut e, vec![ev("db1", "disk", "critical")]);
     assert!(matches!(
         act(&mut e, T0, silence("host =~", T0, T0 + SEC)),
-        Err(Refusal::Invalid(_))
+        Err(ActionRefusal::Invalid(_))
     ));
     assert!(matches!(
         act(&mut e, T0, silence("true", T0, T0)),
-        Err(Refusal::Invalid(_))
+        Err(ActionRefusal::Invalid(_))
     ));
     let (id, _) = act(&mut e, T0, silence("host = \"db1\"", T0, T0 + 60 * SEC)).unwrap();
     assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
@@ -303,7 +314,7 @@ fn silences_are_edited_deleted_bounded_and_bad_queries_refused() {
     assert!(snapshot.actions.silenced.is_empty());
     assert!(matches!(
         act(&mut e, T0, ActionKind::Unsilence { id: 999 }),
-        Err(Refusal::NotFound(_))
+        Err(ActionRefusal::NotFound(_))
     ));
     act(&mut e, T0, ActionKind::Unsilence { id }).unwrap();
     assert!(e.snapshot().actions.silences.is_empty());
@@ -312,7 +323,7 @@ fn silences_are_edited_deleted_bounded_and_bad_queries_refused() {
         act(&mut e, T0, silence(&format!("metric > {n}"), T0, T0 + SEC)).unwrap();
     }
     let refused = act(&mut e, T0, silence("true", T0, T0 + SEC)).unwrap_err();
-    assert!(matches!(refused, Refusal::Conflict(_)), "{refused}");
+    assert!(matches!(refused, ActionRefusal::Conflict(_)), "{refused}");
     assert!(refused.to_string().contains("1000"), "{refused}");
 }
 
@@ -327,13 +338,13 @@ fn clear_removes_the_key_with_who_and_ends_its_ack() {
     };
     assert!(matches!(
         act(&mut e, T0, clear("web9")),
-        Err(Refusal::NotFound(_))
+        Err(ActionRefusal::NotFound(_))
     ));
     let (seq, changes) = act(&mut e, T0, clear("web1")).unwrap();
     assert_eq!(seq, 3);
-    assert!(changes[0].removed);
-    assert_eq!(changes[0].cleared_by.as_deref(), Some("ann"));
-    assert_eq!(changes[0].previous_state, "critical");
+    assert!(changes[0].st().removed);
+    assert_eq!(changes[0].st().cleared_by.as_deref(), Some("ann"));
+    assert_eq!(changes[0].st().previous_state, "critical");
     assert_eq!(
         records(&changes[1..]),
         vec![(4, Some(unack("web1", "cpu", UnackReason::Removed, None)))]
@@ -353,10 +364,10 @@ fn an_ack_ends_when_its_key_is_removed_after_the_keep_time() {
     apply(&mut e, vec![short]);
     act(&mut e, T0, ack("web1", "cpu", None)).unwrap();
     let expired = tick(&mut e, T0 + 5 * SEC);
-    assert_eq!(expired[0].event.state.as_deref(), Some("expired"));
+    assert_eq!(expired[0].st().event.state.as_deref(), Some("expired"));
     assert_eq!(expired.len(), 1, "expired is still a problem: still acked");
     let removed = tick(&mut e, T0 + 15 * SEC);
-    assert!(removed[0].removed);
+    assert!(removed[0].st().removed);
     assert_eq!(
         records(&removed[1..]),
         vec![(5, Some(unack("web1", "cpu", UnackReason::Removed, None)))]
@@ -394,7 +405,9 @@ fn same_input_same_output_and_a_restored_image_continues_the_same() {
     let (mut a, mut b) = (engine(), engine());
     let (out_a, out_b) = (run(&mut a), run(&mut b));
     assert_eq!(out_a, out_b);
-    assert!(out_a.last().is_some_and(|c| c.silenced));
+    assert!(out_a
+        .last()
+        .is_some_and(|c| c.as_state().is_some_and(|s| s.silenced)));
     assert_eq!(a.snapshot().actions, b.snapshot().actions);
 
     // A node that starts from `a`'s image goes on exactly like `a`.
@@ -415,7 +428,7 @@ fn same_input_same_output_and_a_restored_image_continues_the_same() {
     let (out_a, out_c) = (later(&mut a), later(&mut c));
     assert_eq!(out_a, out_c);
     assert_eq!(
-        out_a.iter().filter(|c| c.is_action()).count(),
+        out_a.iter().filter(|c| c.as_action().is_some()).count(),
         2,
         "the ack expired and the silence ended: {out_a:?}"
     );
@@ -464,13 +477,13 @@ fn the_silenced_set_holds_problems_only() {
     act(&mut e, T0, silence("service = \"disk\"", T0, T0 + 60 * SEC)).unwrap();
     assert_eq!(e.snapshot().actions.silenced, vec![key("db1", "disk")]);
     let changes = apply(&mut e, vec![ev("db2", "disk", "critical")]);
-    assert!(changes[0].silenced);
+    assert!(changes[0].st().silenced);
     assert_eq!(
         e.snapshot().actions.silenced,
         vec![key("db1", "disk"), key("db2", "disk")]
     );
     let changes = apply(&mut e, vec![ev("db1", "disk", "ok")]);
-    assert!(changes[0].silenced, "still matched, now ok");
+    assert!(changes[0].st().silenced, "still matched, now ok");
     assert_eq!(e.snapshot().actions.silenced, vec![key("db2", "disk")]);
 }
 
@@ -495,7 +508,7 @@ fn compile_fills_in_the_query_of_a_silence_that_came_over_the_wire() {
     let mut e = engine();
     assert!(matches!(
         e.apply_action(bad, &mut Vec::new()),
-        Err(Refusal::Invalid(_))
+        Err(ActionRefusal::Invalid(_))
     ));
 }
 
@@ -567,7 +580,7 @@ fn a_silence_record_carries_one_silence_and_the_keys_that_changed() {
         .unwrap();
     }
     let (id, changes) = act(&mut e, T0, silence("host = \"db1\"", T0, T0 + 60 * SEC)).unwrap();
-    let record = changes[0].action.as_deref().cloned();
+    let record = changes[0].as_action().cloned();
     let expected_silence = e.snapshot().actions.silences.last().cloned();
     assert_eq!(
         record,
@@ -597,7 +610,7 @@ fn a_silence_record_carries_one_silence_and_the_keys_that_changed() {
     );
     let (_, changes) = act(&mut e, T0, ActionKind::Unsilence { id }).unwrap();
     assert_eq!(
-        changes[0].action.as_deref().cloned(),
+        changes[0].as_action().cloned(),
         Some(ActionRecord::Silence {
             id,
             change: SilenceChange::Deleted,
@@ -627,7 +640,7 @@ fn silences_past_the_pattern_memory_budget_are_refused() {
     }
     let seq = e.seq();
     let refused = act(&mut e, T0, silence(&heavy, T0, T0 + SEC)).unwrap_err();
-    assert!(matches!(refused, Refusal::Conflict(_)), "{refused}");
+    assert!(matches!(refused, ActionRefusal::Conflict(_)), "{refused}");
     assert!(refused.to_string().contains("128 MiB"), "{refused}");
     assert_eq!(e.seq(), seq, "nothing applied");
     // A silence without patterns costs nothing.
