@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use self::state::Action;
+use self::state::{Action, ReadState};
 use super::writer::{error_msg, ok_msg, MsgSizes, Reply};
 use super::{Connection, QUERIES_DISABLED};
 use crate::event::convert;
@@ -44,7 +44,7 @@ pub(super) enum ReadEnd {
 }
 
 impl Connection {
-    /// Reads requests until the connection ends: performs what [`state::ReadState`] decides (engine
+    /// Reads requests until the connection ends: performs what [`ReadState`] decides (engine
     /// commands, reply slots, reads) and tells it what each read brought.
     pub(super) async fn read_requests<R: AsyncRead + Unpin>(
         &self,
@@ -53,7 +53,14 @@ impl Connection {
         shutdown: CancellationToken,
     ) -> ReadEnd {
         let queries = Arc::new(Semaphore::new(QUERIES_IN_FLIGHT));
-        let mut state = state::accepted(&self.config, Arc::clone(&self.counters), self.peer);
+        let mut state = ReadState::new(
+            &self.config,
+            Arc::clone(&self.counters),
+            self.peer,
+            tokio::time::Instant::now(),
+            now_micros(),
+            Instant::now(),
+        );
         loop {
             let reply = match state.next(tokio::time::Instant::now()) {
                 Action::Submit {

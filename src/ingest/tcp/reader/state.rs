@@ -25,7 +25,7 @@ use prost::Message;
 use super::super::writer::{error_msg, MsgSizes, Reply};
 use super::super::TcpConfig;
 use crate::event::convert;
-use crate::event::{now_micros, Event, EventLimits};
+use crate::event::{Event, EventLimits};
 use crate::ingest::frame::{FrameDecoder, FrameError};
 use crate::metrics::{Counters, TcpTimeout};
 use crate::proto::Msg;
@@ -250,18 +250,6 @@ impl ReadState {
             .extend(convert::events_from_proto(msg.events, self.arrived));
         Ok(Frame::Batched(events))
     }
-}
-
-/// What a connection accepted now starts with.
-pub(super) fn accepted(config: &TcpConfig, counters: Arc<Counters>, peer: SocketAddr) -> ReadState {
-    ReadState::new(
-        config,
-        counters,
-        peer,
-        tokio::time::Instant::now(),
-        now_micros(),
-        Instant::now(),
-    )
 }
 
 /// The read deadlines of one connection; whichever is nearest closes it.
