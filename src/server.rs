@@ -392,9 +392,9 @@ fn serve_http(
         body_timeout: config.http_body_timeout,
         rates,
         large_reads: web::large_reads::LargeReads::new(config.max_large_reads),
-        unfinished: web::unfinished_budget(config.max_body_bytes),
     };
-    let router = web::router(app);
+    let ingest_routes = crate::ingest::http::routes(&app);
+    let router = web::router(app, ingest_routes);
     life.spawn(web::http_server::serve(
         listener,
         https,

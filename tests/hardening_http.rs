@@ -574,6 +574,30 @@ async fn foreign_host_names_are_refused_on_a_loopback_listener() {
     assert_eq!(still.map(|a| a.0), Some(403));
 }
 
+/// HTTP ingest's routes come from `ingest::http` and are handed to the web router: they must sit
+/// behind the same Host rule as the router's own (a rebinding page could otherwise POST events).
+#[tokio::test]
+async fn the_ingest_routes_are_behind_the_host_rule_too() {
+    let server = InProcess::start(&[]);
+    let port = server.http.port();
+    let event = br#"{"host":"web1","service":"cpu","state":"ok"}"#;
+    for head in ["POST /api/event HTTP/1.1", "POST /events HTTP/1.1"] {
+        let (status, _, body) = raw_request(&server, "evil.example", head, event)
+            .await
+            .expect("an answer");
+        assert_eq!(status, 403, "{head}: {body}");
+        assert!(body.contains("--allowed-host"), "{body}");
+        let allowed = raw_request(&server, &format!("127.0.0.1:{port}"), head, event).await;
+        assert_eq!(allowed.map(|a| a.0), Some(200), "{head}");
+    }
+    let upgrade = "GET /events HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
+    let (status, _, _) = raw_request(&server, &format!("evil.example:{port}"), upgrade, b"")
+        .await
+        .expect("an answer");
+    assert_eq!(status, 403);
+}
+
 #[tokio::test]
 async fn the_page_sends_no_referrer_and_keeps_its_security_headers() {
     let server = InProcess::start(&[]);

@@ -81,6 +81,23 @@ impl Refusals {
         Some(slot.suppressed.swap(0, Ordering::Relaxed))
     }
 
+    /// Counts a refusal for `/metrics` and logs it at info, at most one line per reason every
+    /// [`LOG_INTERVAL`] (with how many refusals the line stands for): the counter and the log
+    /// line of a refusal are one event, emitted in one place, so they cannot disagree. `path` is
+    /// the route as the router matched it (`/api/silence/{id}`), never a literal kept beside it.
+    pub fn refuse(&self, reason: Refusal, path: &str, status: u16, error: &str) {
+        if let Some(suppressed) = self.record(reason) {
+            tracing::info!(
+                reason = reason.label(),
+                path,
+                status,
+                error = %error,
+                not_logged_since_last_line = suppressed,
+                "request refused"
+            );
+        }
+    }
+
     pub fn count(&self, reason: Refusal) -> u64 {
         self.slots[reason as usize].count.load(Ordering::Relaxed)
     }

@@ -11,6 +11,15 @@
 //! DNS rebinding: a page on `evil.example` whose name later resolves to 127.0.0.1 reads the
 //! dashboard as same-origin; its requests still say `Host: evil.example`, so only allowed Host
 //! names are served ([`HostRule`]).
+//!
+//! Which of these rules an endpoint needs is in its handler's signature: `extract` turns them
+//! into extractors ([`IngestWrite`], [`DashboardRead`], …) that count and answer a refusal.
+
+mod extract;
+
+pub(crate) use extract::{
+    route, DashboardRead, DashboardWatch, IngestSocket, IngestWrite, OperatorAct,
+};
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use regex::Regex;

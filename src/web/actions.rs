@@ -2,17 +2,16 @@
 //! `POST /api/unack`, `GET /api/acks`, `POST /api/silence`, `PUT`/`DELETE /api/silence/{id}`,
 //! `GET /api/silences`, `POST /api/clear`).
 //!
-//! A handler checks what it can alone — who may call (the rules of `POST /api/event` for
-//! writes, of `GET /api/state` for reads), the body's size and shape, the lengths, the times,
-//! the query's syntax (compiled off the async workers) — then hands the engine an
+//! A handler checks what it can alone — who may call (in its signature: [`OperatorAct`] for
+//! writes, [`DashboardRead`] for reads), the body's size ([`ActionBody`]) and shape, the lengths,
+//! the times, the query's syntax (compiled off the async workers) — then hands the engine an
 //! [`Action`] stamped with this server's clock and waits for its answer. Whether the key exists,
 //! is a problem, or the silence exists is the engine's to decide, in input order (in a cluster
 //! every node decides the same); a refusal means nothing was applied. The 200 comes once the
 //! action's records are out (durable, with a store), with the `seq` of its first record.
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query as UrlQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{MatchedPath, Path, Query as UrlQuery, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -20,6 +19,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+use super::access::{DashboardRead, OperatorAct};
+use super::body::{BodyLimit, BodyRules, BoundedBody};
 use super::error::ApiError;
 use super::{AppState, SubscribeParams};
 use crate::action::{
@@ -27,11 +28,24 @@ use crate::action::{
 };
 use crate::engine::{Applied, EngineError, Input};
 use crate::event::now_micros;
-use crate::metrics::{Counters, Refusal};
+use crate::metrics::Counters;
 use crate::query::Query;
 
 /// Largest action body: a query, a note and names fit with room to spare.
 pub(crate) const MAX_ACTION_BODY: usize = 16 * 1024;
+
+/// The body of an action: at most [`MAX_ACTION_BODY`].
+pub(crate) struct ActionBody;
+
+impl BodyLimit for ActionBody {
+    fn max_bytes(_: &BodyRules) -> usize {
+        MAX_ACTION_BODY
+    }
+    const OF: &'static str = " of an action";
+}
+
+/// An action's body, read within its bounds by [`BoundedBody`].
+type Body = BoundedBody<ActionBody>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,8 +64,10 @@ pub(crate) struct KeyParams {
     host: Option<String>,
     service: Option<String>,
     by: Option<String>,
-    /// A token (ingest or dashboard), as browsers pass it elsewhere.
-    token: Option<String>,
+    /// A token (ingest or dashboard), as browsers pass it elsewhere: allowed here, read by
+    /// [`OperatorAct`].
+    #[serde(rename = "token")]
+    _token: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -83,10 +99,14 @@ struct ClearBody {
 }
 
 /// `POST /api/ack`.
-pub(crate) async fn ack(State(app): State<AppState>, request: Request) -> Response {
-    let path = "/api/ack";
-    respond(&app, path, async {
-        let body: AckBody = receive(&app, path, request).await?;
+pub(crate) async fn ack(
+    State(app): State<AppState>,
+    _: OperatorAct,
+    route: MatchedPath,
+    BoundedBody(body, _): Body,
+) -> Response {
+    respond(&app, &route, async {
+        let body: AckBody = json(&body)?;
         let at = now_micros();
         let by = check_by(body.by)?;
         check_len("note", &body.note, MAX_NOTE)?;
@@ -117,13 +137,11 @@ pub(crate) async fn ack(State(app): State<AppState>, request: Request) -> Respon
 /// `DELETE /api/ack?host=H&service=S&by=B`.
 pub(crate) async fn delete_ack(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: OperatorAct,
+    route: MatchedPath,
     params: Result<UrlQuery<KeyParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let path = "/api/ack";
-    respond(&app, path, async {
-        let token = params.as_ref().ok().and_then(|p| p.token.clone());
-        check_write(&app, path, &headers, token.as_deref())?;
+    respond(&app, &route, async {
         let UrlQuery(params) = params.map_err(|e| bad(e.body_text()))?;
         unack(&app, params.host, params.service, params.by).await
     })
@@ -131,10 +149,14 @@ pub(crate) async fn delete_ack(
 }
 
 /// `POST /api/unack`.
-pub(crate) async fn post_unack(State(app): State<AppState>, request: Request) -> Response {
-    let path = "/api/unack";
-    respond(&app, path, async {
-        let body: UnackBody = receive(&app, path, request).await?;
+pub(crate) async fn post_unack(
+    State(app): State<AppState>,
+    _: OperatorAct,
+    route: MatchedPath,
+    BoundedBody(body, _): Body,
+) -> Response {
+    respond(&app, &route, async {
+        let body: UnackBody = json(&body)?;
         unack(&app, body.host, body.service, body.by).await
     })
     .await
@@ -157,10 +179,14 @@ async fn unack(
 }
 
 /// `POST /api/silence`: a new silence; its id is the `seq` of the action.
-pub(crate) async fn create_silence(State(app): State<AppState>, request: Request) -> Response {
-    let path = "/api/silence";
-    respond(&app, path, async {
-        let body: SilenceBody = receive(&app, path, request).await?;
+pub(crate) async fn create_silence(
+    State(app): State<AppState>,
+    _: OperatorAct,
+    route: MatchedPath,
+    BoundedBody(body, _): Body,
+) -> Response {
+    respond(&app, &route, async {
+        let body: SilenceBody = json(&body)?;
         let action = silence_action(body, None).await?;
         let answer = submit(&app, action).await?;
         let id = answer["seq"].as_u64().unwrap_or_default().to_string();
@@ -172,12 +198,13 @@ pub(crate) async fn create_silence(State(app): State<AppState>, request: Request
 /// `PUT /api/silence/{id}`: replaces silence `id` (same id, same creation time).
 pub(crate) async fn edit_silence(
     State(app): State<AppState>,
+    _: OperatorAct,
+    route: MatchedPath,
     Path(id): Path<String>,
-    request: Request,
+    BoundedBody(body, _): Body,
 ) -> Response {
-    let path = "/api/silence";
-    respond(&app, path, async {
-        let body: SilenceBody = receive(&app, path, request).await?;
+    respond(&app, &route, async {
+        let body: SilenceBody = json(&body)?;
         let id = silence_id(&id)?;
         let action = silence_action(body, Some(id)).await?;
         let answer = submit(&app, action).await?;
@@ -189,14 +216,12 @@ pub(crate) async fn edit_silence(
 /// `DELETE /api/silence/{id}?by=B`: ends it now.
 pub(crate) async fn delete_silence(
     State(app): State<AppState>,
+    _: OperatorAct,
+    route: MatchedPath,
     Path(id): Path<String>,
-    headers: HeaderMap,
     params: Result<UrlQuery<KeyParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let path = "/api/silence";
-    respond(&app, path, async {
-        let token = params.as_ref().ok().and_then(|p| p.token.clone());
-        check_write(&app, path, &headers, token.as_deref())?;
+    respond(&app, &route, async {
         let UrlQuery(params) = params.map_err(|e| bad(e.body_text()))?;
         let id = silence_id(&id)?;
         let by = params.by.map(check_by).transpose()?.unwrap_or_default();
@@ -211,10 +236,14 @@ pub(crate) async fn delete_silence(
 }
 
 /// `POST /api/clear`: removes the key from the index now.
-pub(crate) async fn clear(State(app): State<AppState>, request: Request) -> Response {
-    let path = "/api/clear";
-    respond(&app, path, async {
-        let body: ClearBody = receive(&app, path, request).await?;
+pub(crate) async fn clear(
+    State(app): State<AppState>,
+    _: OperatorAct,
+    route: MatchedPath,
+    BoundedBody(body, _): Body,
+) -> Response {
+    respond(&app, &route, async {
+        let body: ClearBody = json(&body)?;
         let by = check_by(body.by)?;
         let kind = ActionKind::Clear {
             host: body.host,
@@ -234,13 +263,10 @@ pub(crate) async fn clear(State(app): State<AppState>, request: Request) -> Resp
 /// streamed (see `web::acks`).
 pub(crate) async fn acks(
     State(app): State<AppState>,
+    _: DashboardRead,
     UrlQuery(params): UrlQuery<SubscribeParams>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_read(&app, "/api/acks", &headers, &params)?;
-    let filter = Query::parse_filter(params.query.as_deref())
-        .await
-        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error))?;
+    let filter = super::api::filter(&params).await?;
     let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
     Ok(super::acks::response(snapshot, filter))
 }
@@ -248,10 +274,8 @@ pub(crate) async fn acks(
 /// `GET /api/silences`: `{"silences":[SILENCE…],"silenced":[[H,S]…]}`.
 pub(crate) async fn silences(
     State(app): State<AppState>,
-    UrlQuery(params): UrlQuery<SubscribeParams>,
-    headers: HeaderMap,
+    _: DashboardRead,
 ) -> Result<Response, ApiError> {
-    check_read(&app, "/api/silences", &headers, &params)?;
     let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
     let actions = &snapshot.actions;
     let silences: Vec<Value> = actions.silences.iter().map(Silence::to_json).collect();
@@ -262,12 +286,14 @@ pub(crate) async fn silences(
     .into_response())
 }
 
-/// Runs a write handler's work and renders its answer; a refusal is counted.
+/// Runs a write handler's work and renders its answer; a refusal is counted (those of the
+/// access and body extractors are, by them).
 async fn respond(
     app: &AppState,
-    path: &str,
+    route: &MatchedPath,
     work: impl std::future::Future<Output = Result<Value, ApiError>>,
 ) -> Response {
+    let path = route.as_str();
     match work.await {
         Ok(answer) => Json(answer).into_response(),
         Err(error) => {
@@ -280,81 +306,9 @@ async fn respond(
     }
 }
 
-/// The write rules: no browser cross-site request (as for `POST /api/event`), and every token
-/// that is set — the ingest token (an action writes) and the dashboard token (acting on the
-/// dashboard needs at least what reading it needs); see [`AccessConfig::check_action`].
-///
-/// [`AccessConfig::check_action`]: super::access::AccessConfig::check_action
-fn check_write(
-    app: &AppState,
-    path: &str,
-    headers: &HeaderMap,
-    url_token: Option<&str>,
-) -> Result<(), ApiError> {
-    app.access
-        .check_cross_site(headers)
-        .map_err(|denied| app.refused(Refusal::Origin, path, denied))?;
-    app.access
-        .check_action(headers, url_token)
-        .map_err(|denied| app.refused(Refusal::Token, path, denied))
-}
-
-/// `?token=` of a request whose other URL parameters are not read (a body carries them).
-#[derive(Deserialize)]
-struct UrlToken {
-    token: Option<String>,
-}
-
-/// The `?token=` of `uri`, if any (a query string that does not decode has none).
-fn url_token(uri: &axum::http::Uri) -> Option<String> {
-    UrlQuery::<UrlToken>::try_from_uri(uri)
-        .ok()
-        .and_then(|UrlQuery(params)| params.token)
-}
-
-/// The read rules of `GET /api/state`: the dashboard token.
-fn check_read(
-    app: &AppState,
-    path: &str,
-    headers: &HeaderMap,
-    params: &SubscribeParams,
-) -> Result<(), ApiError> {
-    app.access
-        .check_dashboard(headers, params.token.as_deref())
-        .map_err(|denied| app.refused(Refusal::Token, path, denied))
-}
-
-/// The write checks, then the body (at most [`MAX_ACTION_BODY`], within
-/// `--http-body-timeout`), decoded as `T` (unknown fields refused).
-async fn receive<T: DeserializeOwned>(
-    app: &AppState,
-    path: &str,
-    request: Request,
-) -> Result<T, ApiError> {
-    check_write(
-        app,
-        path,
-        request.headers(),
-        url_token(request.uri()).as_deref(),
-    )?;
-    let body = match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, app)).await
-    {
-        Ok(Ok(body)) => body,
-        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body exceeds the {MAX_ACTION_BODY} byte limit of an action"),
-            ))
-        }
-        Ok(Err(rejection)) => return Err(ApiError::new(rejection.status(), rejection.body_text())),
-        Err(_elapsed) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "the body did not arrive in time (--http-body-timeout)",
-            ))
-        }
-    };
-    serde_json::from_slice(&body).map_err(|error| bad(format!("cannot read the body: {error}")))
+/// An action's body decoded as `T` (unknown fields refused): 400 when it is not.
+fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| bad(format!("cannot read the body: {error}")))
 }
 
 fn bad(error: impl Into<String>) -> ApiError {

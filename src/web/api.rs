@@ -1,148 +1,27 @@
-//! The HTTP API: `POST /api/event` (JSON ingest), `GET /api/state` (the indexed events),
-//! `GET /api/history` (past transitions) and `GET /metrics` (the Prometheus counters).
+//! The HTTP API's reads: `GET /api/state` (the indexed events), `GET /api/history` (past
+//! transitions) and `GET /metrics` (the Prometheus counters). `POST /api/event` is a transport:
+//! `ingest::http`.
 //!
-//! Errors are answered through [`ApiError`]; who may call what is decided in `access`.
+//! Errors are answered through [`ApiError`]; who may call what is in each handler's signature
+//! (`access`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{MatchedPath, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::access::DashboardRead;
 use super::error::ApiError;
 use super::large_reads::LargeRead;
 use super::{history, AppState, SubscribeParams};
-use crate::engine::EngineError;
-use crate::event::{now_micros, Event, EventLimits};
-use crate::ingest::json::{parse_events, parse_ndjson, JsonError};
-use crate::metrics::{Counters, Refusal};
+use crate::event::Event;
+use crate::metrics::Counters;
 use crate::query::Query;
-
-/// Bodies up to this size are decoded on the request's own task; larger ones on a blocking
-/// thread, so a 4 MiB batch does not stall the other connections on the same worker.
-const DECODE_INLINE_BYTES: usize = 64 * 1024;
-
-/// `POST /api/event`: one event object or an array; all applied, or none.
-///
-/// Accepted whatever the Content-Type: scripts and Riemann's forwarders are not consistent about
-/// it, and the body's shape is what matters. The 200 is sent once the engine has applied the batch.
-/// A browser's cross-site POST is refused before anything is read (CSRF; see `access`).
-pub(crate) async fn post_event(State(app): State<AppState>, request: Request) -> Response {
-    ingest(app, request, parse_events).await
-}
-
-/// `POST /events`: newline-delimited JSON, one event per line, as Riemann's HTTP server takes it;
-/// the same checks, limits, all-or-nothing rule and answer as `POST /api/event`.
-pub(crate) async fn post_ndjson(State(app): State<AppState>, request: Request) -> Response {
-    ingest(app, request, parse_ndjson).await
-}
-
-/// How a body becomes events.
-type Parser = fn(&[u8], i64, &EventLimits) -> Result<Vec<Event>, JsonError>;
-
-async fn ingest(app: AppState, request: Request, parse: Parser) -> Response {
-    let events = match receive(&app, request, parse).await {
-        Ok(events) => events,
-        Err(refused) => {
-            Counters::add(&app.counters.http_rejected, 1);
-            return refused;
-        }
-    };
-    let accepted = events.len();
-    match app.engine.apply(events).await {
-        Ok(()) => Json(json!({"ok": true, "accepted": accepted})).into_response(),
-        // Refused whole, by design: a client error to fix or a limit to raise, not an outage.
-        Err(error @ EngineError::IndexFull { .. }) => {
-            Counters::add(&app.counters.http_rejected, 1);
-            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, error.to_string()).into_response()
-        }
-        Err(error) => ApiError::unavailable(error).into_response(),
-    }
-}
-
-/// Everything that can refuse a POST before the engine sees it: the cross-site and token checks,
-/// the body's arrival, its decoding.
-async fn receive(app: &AppState, request: Request, parse: Parser) -> Result<Vec<Event>, Response> {
-    let headers = request.headers();
-    let path = "/api/event";
-    app.access
-        .check_cross_site(headers)
-        .map_err(|denied| app.refused(Refusal::Origin, path, denied))
-        .and_then(|()| {
-            app.access
-                .check_ingest(headers)
-                .map_err(|denied| app.refused(Refusal::Token, path, denied))
-        })
-        .map_err(IntoResponse::into_response)?;
-    let body = read_body(app, request).await?;
-    decode(body, app.json_limits, parse)
-        .await
-        .map_err(IntoResponse::into_response)
-}
-
-/// The whole body, within `--max-body-bytes` (413) and `--http-body-timeout` (408): a client
-/// trickling it holds its connection and buffer only that long.
-async fn read_body(app: &AppState, request: Request) -> Result<Bytes, Response> {
-    match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, app)).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(rejection)) => {
-            let status = rejection.status();
-            let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("body exceeds the {} byte limit", app.max_body_bytes)
-            } else {
-                rejection.body_text()
-            };
-            Err(ApiError::new(status, error).into_response())
-        }
-        Err(_elapsed) => {
-            let error = format!(
-                "the body did not arrive within {:?} (--http-body-timeout)",
-                app.body_timeout
-            );
-            let mut response = ApiError::new(StatusCode::REQUEST_TIMEOUT, error).into_response();
-            // The rest of the body may still come: the connection cannot carry another request.
-            response.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-            Err(response)
-        }
-    }
-}
-
-/// Decodes a body within the JSON limits (off the async workers when it is large): 413 past the
-/// event count, 400 for anything else wrong.
-pub(crate) async fn decode(
-    body: Bytes,
-    limits: EventLimits,
-    parse: Parser,
-) -> Result<Vec<Event>, ApiError> {
-    let now = now_micros();
-    let decoded = if body.len() <= DECODE_INLINE_BYTES {
-        parse(&body, now, &limits)
-    } else {
-        match tokio::task::spawn_blocking(move || parse(&body, now, &limits)).await {
-            Ok(decoded) => decoded,
-            Err(join_error) => {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("decoding failed: {join_error}"),
-                ))
-            }
-        }
-    };
-    decoded.map_err(|error| {
-        let status = match error {
-            JsonError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError::new(status, error.to_string())
-    })
-}
 
 /// `GET /api/state?query=Q`: the matching indexed events as a JSON array (default: all).
 ///
@@ -151,12 +30,13 @@ pub(crate) async fn decode(
 /// At most `--max-large-reads` stream at once; past it, 503 with `Retry-After`.
 pub(crate) async fn state(
     State(app): State<AppState>,
+    _: DashboardRead,
+    route: MatchedPath,
     axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let filter = dashboard_filter(&app, &headers, &params, "/api/state").await?;
+    let filter = filter(&params).await?;
     // Taken before the snapshot, held by the body until it is sent whole (or dropped).
-    let read = match app.large_reads.begin(&app.counters, "/api/state") {
+    let read = match app.large_reads.begin(&app.counters, route.as_str()) {
         Ok(read) => read,
         Err(busy) => return Ok(busy.into_response()),
     };
@@ -219,7 +99,7 @@ impl JsonArrayChunks {
                     Step::Chunk(bytes) => {
                         // A client that reads as fast as we write never makes the socket wait,
                         // so without this the whole response (8.5 MB at 50k keys, 0.1 s of CPU)
-                        // was written in one poll, holding a worker while acks queued behind it.
+                        // was written in one poll, holding a worker while replies queued behind it.
                         tokio::task::yield_now().await;
                         return Some((Ok::<_, Infallible>(bytes), chunks));
                     }
@@ -267,17 +147,9 @@ impl JsonArrayChunks {
     }
 }
 
-/// The checks every dashboard read starts with: the token, then the `query` parameter (compiled
-/// on a blocking thread: a hostile query's regexes take long to compile).
-async fn dashboard_filter(
-    app: &AppState,
-    headers: &HeaderMap,
-    params: &SubscribeParams,
-    path: &str,
-) -> Result<Option<Query>, ApiError> {
-    app.access
-        .check_dashboard(headers, params.token.as_deref())
-        .map_err(|denied| app.refused(Refusal::Token, path, denied))?;
+/// A dashboard read's `query` parameter, compiled on a blocking thread (a hostile query's regexes
+/// take long to compile); 400 when it is not a query.
+pub(crate) async fn filter(params: &SubscribeParams) -> Result<Option<Query>, ApiError> {
     Query::parse_filter(params.query.as_deref())
         .await
         .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error))
@@ -296,10 +168,10 @@ const MAX_HISTORY_LIMIT: usize = 10_000;
 /// the hole's `to`).
 pub(crate) async fn history(
     State(app): State<AppState>,
+    _: DashboardRead,
     axum::extract::Query(params): axum::extract::Query<SubscribeParams>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let filter = dashboard_filter(&app, &headers, &params, "/api/history").await?;
+    let filter = filter(&params).await?;
     let Some(store) = app.store.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

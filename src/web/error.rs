@@ -1,11 +1,12 @@
 //! The one shape of every HTTP error answer: a status and `{"ok":false,"error":"…"}`.
 //!
-//! Handlers and checks return [`ApiError`] and let axum turn it into the response
+//! Handlers, checks and extractors return [`ApiError`] and let axum turn it into the response
 //! ([`IntoResponse`]), as in axum's error-handling example: the refusal travels as a small value
 //! and is rendered once, at the edge. This module depends on nothing else in `web`, so every
-//! endpoint and check (`access`, `api`, `index`, `ws`) can use it without importing each other.
+//! endpoint and check (`access`, `body`, `api`, `index`, `ws`, `ingest::http`) can use it without
+//! importing each other.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -15,6 +16,9 @@ use serde_json::json;
 pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) error: String,
+    /// The answer ends the connection (`Connection: close`): the request's body may still be
+    /// arriving, so the connection cannot carry another request.
+    close: bool,
 }
 
 impl ApiError {
@@ -22,6 +26,7 @@ impl ApiError {
         Self {
             status,
             error: error.into(),
+            close: false,
         }
     }
 
@@ -30,10 +35,23 @@ impl ApiError {
     pub(crate) fn unavailable(error: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
     }
+
+    /// This answer, and then the connection closes (see the `close` field).
+    pub(crate) fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"ok": false, "error": self.error}))).into_response()
+        let mut response =
+            (self.status, Json(json!({"ok": false, "error": self.error}))).into_response();
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }

@@ -15,14 +15,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Query as UrlQuery, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, MatchedPath, Query as UrlQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, Stream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::access::DashboardWatch;
 use super::error::ApiError;
 use super::{AppState, SubscribeParams};
 use crate::event::Event;
@@ -31,24 +32,23 @@ use crate::query::Query;
 
 pub(crate) async fn index(
     State(app): State<AppState>,
+    _: DashboardWatch,
+    route: MatchedPath,
     UrlQuery(params): UrlQuery<SubscribeParams>,
     request: Request,
 ) -> Response {
     let subscribe = params.subscribe.as_deref() == Some("true");
     let (mut parts, _body) = request.into_parts();
-    if let Err(denied) = app.admit_dashboard(&parts.headers, &params, "/index") {
-        return denied.into_response();
-    }
-    let filter = match Query::parse_filter(params.query.as_deref()).await {
+    let filter = match super::api::filter(&params).await {
         Ok(filter) => filter,
-        Err(error) => return ApiError::new(StatusCode::BAD_REQUEST, error).into_response(),
+        Err(error) => return error.into_response(),
     };
     let is_upgrade = parts
         .headers
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if !is_upgrade {
-        let mut response = sse(app, filter).await;
+        let mut response = sse(app, filter, &route).await;
         allow_origin(&parts.headers, response.headers_mut());
         return response;
     }
@@ -57,7 +57,7 @@ pub(crate) async fn index(
         Err(rejection) => return rejection.into_response(),
     };
     let Some(permit) = super::ws_permit(&app) else {
-        return super::too_many_websockets(&app, "/index");
+        return super::too_many_websockets(&app, route.as_str());
     };
     let tasks = app.tasks.clone();
     super::configure(upgrade).on_upgrade(move |socket| {
@@ -171,9 +171,9 @@ fn allow_origin(request: &HeaderMap, response: &mut HeaderMap) {
 }
 
 /// The event stream, holding a connection slot as long as it lives.
-async fn sse(app: AppState, filter: Option<Query>) -> Response {
+async fn sse(app: AppState, filter: Option<Query>, route: &MatchedPath) -> Response {
     let Some(permit) = super::ws_permit(&app) else {
-        return super::too_many_websockets(&app, "/index");
+        return super::too_many_websockets(&app, route.as_str());
     };
     let sub = match app.engine.subscribe_updates().await {
         Ok(sub) => sub,

@@ -2,7 +2,7 @@
 //! and any other endpoint that walks every key (`/api/acks` can take a permit the same way).
 //!
 //! Each such read serializes the whole index (7.4 MB of JSON at 50k keys), a CPU cost a client
-//! causes with one cheap request: 16 at once pushed a Riemann client's ack p99 from milliseconds
+//! causes with one cheap request: 16 at once pushed a Riemann client's reply p99 from milliseconds
 //! to 0.5–0.9 s on two cores. Past the limit a read is answered 503 with `Retry-After` at once
 //! (counted, logged at most every 10 s) rather than queued: a queue would only move the wait
 //! into more open connections. A permit is held until the response body is dropped — sent

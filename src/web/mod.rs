@@ -2,32 +2,21 @@
 //!
 //! This module routes, and holds what the endpoints share: [`AppState`], the subscription URL
 //! parameters, and the settings and limits of every websocket accepted (`/ws` and `/index`).
-//! Each endpoint's behaviour lives in its own file, and endpoints do not import each other:
+//! Each endpoint's behaviour lives in its own file (the README's Layout says which), and
+//! endpoints do not import each other: what they share is here, so a new endpoint needs this
+//! module and its access extractor, nothing of its neighbours.
 //!
-//! - `http_server`: connections (timeouts, the connection cap), serving the router.
-//! - `access`: who may call what (Host, Origin, cross-site, tokens); refusals are `ApiError`s.
-//! - `proxy`: the reverse proxy in front (`--trusted-proxy` blocks, `--external-url`).
-//! - `error`: `ApiError`, the one shape of an error answer.
-//! - `api`: `POST /api/event`, `GET /api/state`, `GET /api/history`, `GET /metrics`.
-//! - `actions`: operator actions (`/api/ack`, `/api/unack`, `/api/acks`, `/api/silence`,
-//!   `/api/silences`, `/api/clear`).
-//! - `history`: reads history on a blocking thread, for `/api/history` and `/ws` resumes.
-//! - `ws`: the dashboard websocket `/ws` (`session`, `outbox`).
-//! - `index`: Riemann's `/index` (websocket or server-sent events).
-//! - `events`: Riemann's `/events` websocket ingest (acks per batch); `POST /events` (NDJSON)
-//!   is `api`'s, whose body decoding both share.
-//! - `health`: `/healthz` and `/readyz`, outside the access rules.
-//! - `large_reads`: the bound on whole-index reads at once (`--max-large-reads`).
-//! - `rates`: `GET /api/rates`, the last hour of the stats counters for the page's chart.
-//! - `assets`: the embedded dashboard page.
+//! HTTP ingest (`POST /api/event`, `/events`) is a transport: it lives in `ingest::http`, which
+//! uses this module's plumbing; the server hands its routes to [`router`], and `web` never names
+//! ingest.
 
 pub mod access;
 mod acks;
 mod actions;
 mod api;
 mod assets;
-mod error;
-mod events;
+pub(crate) mod body;
+pub(crate) mod error;
 mod health;
 mod history;
 pub mod http_server;
@@ -41,8 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -58,9 +47,9 @@ use crate::metrics::{Counters, Refusal};
 
 /// tungstenite reads into a 128 KiB buffer by default; dashboards send almost nothing, so a small
 /// one keeps thousands of idle screens cheap.
-const WS_READ_BUFFER: usize = 4 * 1024;
+pub(crate) const WS_READ_BUFFER: usize = 4 * 1024;
 /// Frames collected before tungstenite writes without waiting for the session's flush.
-const WS_WRITE_BUFFER: usize = 16 * 1024;
+pub(crate) const WS_WRITE_BUFFER: usize = 16 * 1024;
 /// Largest message a dashboard may send (subscriptions are short); larger closes with 1009.
 const WS_MAX_MESSAGE: usize = 64 * 1024;
 
@@ -89,29 +78,15 @@ pub(crate) struct AppState {
     pub(crate) rates: Arc<rates::RateRing>,
     /// Whole-index reads served at once (`/api/state`).
     pub(crate) large_reads: large_reads::LargeReads,
-    /// Bytes of unfinished `/events` messages, all connections together, and their bound.
-    pub(crate) unfinished: Arc<events::UnfinishedBudget>,
 }
 
-/// The budget of unfinished `/events` messages for this `--max-body-bytes` (see `events`).
-pub(crate) fn unfinished_budget(max_body_bytes: usize) -> Arc<events::UnfinishedBudget> {
-    events::UnfinishedBudget::for_max_message(max_body_bytes)
-}
-
-pub(crate) fn router(app: AppState) -> Router {
+/// Every route: this module's, and `ingest` (the HTTP ingest routes, from `ingest::http`), all
+/// behind the Host rule.
+pub(crate) fn router(app: AppState, ingest: Router<AppState>) -> Router {
     let host_check = axum::middleware::from_fn_with_state(app.clone(), check_host);
     Router::new()
         .route("/ws", get(ws::upgrade))
-        .route(
-            "/api/event",
-            post(api::post_event).layer(DefaultBodyLimit::max(app.max_body_bytes)),
-        )
-        .route(
-            "/events",
-            get(events::upgrade)
-                .post(api::post_ndjson)
-                .layer(DefaultBodyLimit::max(app.max_body_bytes)),
-        )
+        .merge(ingest)
         .route("/api/state", get(api::state))
         .merge(action_routes())
         .route("/api/history", get(api::history))
@@ -127,27 +102,19 @@ pub(crate) fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-/// The operator-action endpoints, each body bounded by [`actions::MAX_ACTION_BODY`].
+/// The operator-action endpoints (each body bounded by its extractor, `actions::ActionBody`).
 fn action_routes() -> Router<AppState> {
-    let limit = || DefaultBodyLimit::max(actions::MAX_ACTION_BODY);
     Router::new()
-        .route(
-            "/api/ack",
-            post(actions::ack)
-                .delete(actions::delete_ack)
-                .layer(limit()),
-        )
-        .route("/api/unack", post(actions::post_unack).layer(limit()))
+        .route("/api/ack", post(actions::ack).delete(actions::delete_ack))
+        .route("/api/unack", post(actions::post_unack))
         .route("/api/acks", get(actions::acks))
-        .route("/api/silence", post(actions::create_silence).layer(limit()))
+        .route("/api/silence", post(actions::create_silence))
         .route(
             "/api/silence/{id}",
-            axum::routing::put(actions::edit_silence)
-                .delete(actions::delete_silence)
-                .layer(limit()),
+            axum::routing::put(actions::edit_silence).delete(actions::delete_silence),
         )
         .route("/api/silences", get(actions::silences))
-        .route("/api/clear", post(actions::clear).layer(limit()))
+        .route("/api/clear", post(actions::clear))
 }
 
 /// Refuses requests addressed to a Host name that is not allowed (DNS rebinding, see `access`).
@@ -167,18 +134,18 @@ async fn check_host(
     }
     match app.access.check_host(request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(denied) => app
-            .refused(Refusal::Host, request.uri().path(), denied)
-            .into_response(),
+        Err(denied) => {
+            let route = access::route(request.extensions(), request.uri());
+            app.refused(Refusal::Host, route, denied).into_response()
+        }
     }
 }
 
-/// URL parameters shared by the subscription endpoints.
+/// URL parameters shared by the subscription endpoints (`?token=` is the access extractors').
 #[derive(Debug, Default, serde::Deserialize)]
 pub(crate) struct SubscribeParams {
     pub(crate) query: Option<String>,
     pub(crate) subscribe: Option<String>,
-    pub(crate) token: Option<String>,
     /// Resume after this `seq` (with `epoch`) instead of starting from a snapshot.
     pub(crate) since: Option<u64>,
     pub(crate) epoch: Option<String>,
@@ -186,51 +153,32 @@ pub(crate) struct SubscribeParams {
 }
 
 impl AppState {
-    /// Token and origin checks for a dashboard websocket upgrade (or stream) on `path`.
-    fn admit_dashboard(
-        &self,
-        headers: &HeaderMap,
-        params: &SubscribeParams,
-        path: &str,
-    ) -> Result<(), ApiError> {
-        self.access
-            .check_dashboard(headers, params.token.as_deref())
-            .map_err(|denied| self.refused(Refusal::Token, path, denied))?;
-        self.access
-            .check_origin(headers)
-            .map_err(|denied| self.refused(Refusal::Origin, path, denied))
-    }
-
-    /// Counts a refusal for `/metrics` and logs it at info, at most one line per reason every
-    /// 10 s (with how many refusals the line stands for): the operator learns that and why
-    /// dashboards are turned away, without a scanner flooding the log.
-    pub(crate) fn refused(&self, reason: Refusal, path: &str, denied: ApiError) -> ApiError {
-        if let Some(suppressed) = self.counters.refusals.record(reason) {
-            tracing::info!(
-                reason = reason.label(),
-                path,
-                status = denied.status.as_u16(),
-                error = %denied.error,
-                not_logged_since_last_line = suppressed,
-                "request refused"
-            );
-        }
+    /// Counts a refusal for `/metrics` and logs it (see `metrics::refusals`): the operator learns
+    /// that and why requests are turned away, without a scanner flooding the log. `route` is the
+    /// route as the router matched it ([`access::route`]). The access extractors do the same
+    /// through their `Gate`; this is for the refusals outside them (Host, the connection
+    /// limit).
+    pub(crate) fn refused(&self, reason: Refusal, route: &str, denied: ApiError) -> ApiError {
+        let status = denied.status.as_u16();
+        self.counters
+            .refusals
+            .refuse(reason, route, status, &denied.error);
         denied
     }
 }
 
 /// A websocket slot, or the 503 that tells the client to come back later.
-fn ws_permit(app: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+pub(crate) fn ws_permit(app: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
     Arc::clone(&app.ws_permits).try_acquire_owned().ok()
 }
 
-/// The answer to an upgrade (or stream) on `path` past the dashboard connection limit.
-fn too_many_websockets(app: &AppState, path: &str) -> Response {
+/// The answer to an upgrade (or stream) on `route` past the dashboard connection limit.
+pub(crate) fn too_many_websockets(app: &AppState, route: &str) -> Response {
     let error = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "too many dashboard connections",
     );
-    let error = app.refused(Refusal::Limit, path, error);
+    let error = app.refused(Refusal::Limit, route, error);
     ([(header::RETRY_AFTER, "5")], error).into_response()
 }
 

@@ -12,14 +12,13 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Query as UrlQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{AppState, SubscribeParams};
-use crate::metrics::Refusal;
+use super::access::DashboardRead;
+use super::AppState;
 
 /// How far back the ring reaches.
 const WINDOW: Duration = Duration::from_secs(3600);
@@ -85,19 +84,7 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
 
 /// `GET /api/rates` → `{"interval_ms":I,"samples":[[unix_ms,events,changes]…]}`, oldest first.
 /// Same access rule as the page's other reads (`--dashboard-token`).
-pub(crate) async fn rates(
-    State(app): State<AppState>,
-    UrlQuery(params): UrlQuery<SubscribeParams>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = app
-        .access
-        .check_dashboard(&headers, params.token.as_deref())
-    {
-        return app
-            .refused(Refusal::Token, "/api/rates", denied)
-            .into_response();
-    }
+pub(crate) async fn rates(State(app): State<AppState>, _: DashboardRead) -> Response {
     let interval_ms = u64::try_from(app.rates.interval.as_millis()).unwrap_or(u64::MAX);
     let samples = app.rates.snapshot();
     Json(json!({ "interval_ms": interval_ms, "stride": app.rates.stride, "samples": samples }))

@@ -15,6 +15,7 @@
 
 export const STATES = ['connecting', 'syncing', 'live', 'waiting', 'offline', 'refused'];
 
+/** @type {Record<string, Record<string, string>>} */
 const TRANSITIONS = {
   connecting: { open: 'syncing', close: 'waiting', offline: 'offline', refused: 'refused', retry: 'connecting' },
   syncing: { live: 'live', close: 'waiting', offline: 'offline', retry: 'connecting' },
@@ -24,7 +25,12 @@ const TRANSITIONS = {
   refused: { retry: 'connecting', offline: 'offline' },
 };
 
-/** The state after `event` in `state`, or null when the event does not apply there. Pure. */
+/**
+ * The state after `event` in `state`, or null when the event does not apply there. Pure.
+ * @param {string} state
+ * @param {string} event
+ * @returns {string | null}
+ */
 export function nextState(state, event) {
   return TRANSITIONS[state]?.[event] ?? null;
 }
@@ -32,13 +38,21 @@ export function nextState(state, event) {
 export const BACKOFF_MIN_MS = 500;
 export const BACKOFF_MAX_MS = 10_000;
 
-/** Delay before reconnect attempt `n`: exponential, capped, with "equal jitter". */
+/**
+ * Delay before reconnect attempt `n`: exponential, capped, with "equal jitter".
+ * @param {number} n
+ * @param {() => number} [random]
+ */
 export function backoffDelay(n, random = Math.random) {
   const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** n);
   return base / 2 + random() * base / 2;
 }
 
-/** What a plain GET of the websocket URL says about a refused upgrade. Pure. */
+/**
+ * What a plain GET of the websocket URL says about a refused upgrade. Pure.
+ * @param {number} status  of a plain GET of the socket's URL (0: no answer)
+ * @param {any} body  its JSON, or null
+ */
 export function classifyProbe(status, body) {
   const error = body && typeof body.error === 'string' ? body.error : '';
   if (status === 401) return { kind: 'token', error: error || 'a token is required' };
@@ -53,6 +67,14 @@ export function classifyProbe(status, body) {
  * `url()` is asked for every attempt (the filter and the resume position go in it).
  */
 export class Connection {
+  /**
+   * @param {object} deps
+   * @param {() => string} deps.url
+   * @param {(frame: Record<string, any>) => void} deps.onMessage
+   * @param {(state: string, detail: string) => void} deps.onState
+   * @param {(verdict: { kind: string, error: string }) => void} [deps.onProbe]
+   * @param {() => void} [deps.onFailedOpen]
+   */
   constructor({ url, onMessage, onState, onProbe, onFailedOpen }) {
     this.url = url;
     this.onFailedOpen = onFailedOpen ?? (() => {});
@@ -61,9 +83,14 @@ export class Connection {
     this.onProbe = onProbe ?? (() => {});
     this.state = 'connecting';
     this.detail = '';
+    /** @type {WebSocket | null} */
     this.ws = null;
+    /** Why the server refuses this page (a sentence for the banner), once a probe said so. */
+    /** @type {string | null} */
+    this.refusal = null;
     this.attempt = 0;
-    this.retryTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.retryTimer = undefined;
     this.retryAt = 0;
     this.lastMessageAt = 0;
     this.statsIntervalMs = null;
@@ -79,7 +106,11 @@ export class Connection {
 
   get open() { return this.ws !== null && this.ws.readyState === WebSocket.OPEN; }
 
-  /** Applies a transition and runs what entering the new state means. */
+  /**
+   * Applies a transition and runs what entering the new state means.
+   * @param {string} event
+   * @param {string} [detail]
+   */
   fire(event, detail = '') {
     let to = nextState(this.state, event);
     if (to === null) return false;
@@ -90,7 +121,7 @@ export class Connection {
     this.detail = detail;
     if (to !== 'waiting') {
       clearTimeout(this.retryTimer);
-      this.retryTimer = null;
+      this.retryTimer = undefined;
     }
     if (to === 'connecting') this.dial(from);
     else if (to === 'waiting') this.scheduleRetry();
@@ -121,8 +152,9 @@ export class Connection {
 
   markLive() { this.fire('live'); }
 
+  /** @param {object} obj */
   send(obj) {
-    if (!this.open) return false;
+    if (!this.open || !this.ws) return false;
     this.ws.send(JSON.stringify(obj));
     return true;
   }
@@ -133,6 +165,7 @@ export class Connection {
     if (sock) sock.close(1000, 'reconnecting');
   }
 
+  /** @param {string} from */
   dial(from) {
     this.drop();
     this.reconnecting = from !== 'start' || this.attempt > 0;
@@ -180,11 +213,14 @@ export class Connection {
     });
   }
 
-  /** Asks the websocket URL with a plain GET why the upgrade fails. */
+  /**
+   * Asks the websocket URL with a plain GET why the upgrade fails.
+   * @param {string} wsUrl
+   */
   async probe(wsUrl) {
     const url = new URL(wsUrl);
     url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
-    let status = 0;
+    let status;
     let body = null;
     try {
       const res = await fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' });

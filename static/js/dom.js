@@ -3,9 +3,22 @@
 
 import { formatTime } from './format.js';
 
-export const $ = (id) => document.getElementById(id);
+/**
+ * An element of index.html by id. The page's ids are fixed, so it is typed as present: a missing
+ * one is a bug in index.html that the browser tests catch.
+ * @param {string} id
+ * @returns {HTMLElement}
+ */
+export const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
-/** Creates an element with a class and optional text (always set as text). */
+/**
+ * Creates an element with a class and optional text (always set as text).
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {string | null} [className]
+ * @param {unknown} [text]
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 export function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -13,6 +26,10 @@ export function el(tag, className, text) {
   return node;
 }
 
+/**
+ * @param {Node} node
+ * @param {string} text
+ */
 export function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
@@ -23,12 +40,18 @@ const FLAG = /(--[a-z][a-z-]*[a-z]|\?token=(?:…)?)/;
 /**
  * Sets a sentence that names flags as text, each flag in a <code> that never breaks across
  * lines: "--allowed-origin" split after its hyphens reads as something else.
+ * @param {Element} node
+ * @param {unknown} text
  */
 export function setSentence(node, text) {
   const parts = String(text).split(FLAG);
   node.replaceChildren(...parts.map((part, i) => (i % 2 ? el('code', 'flag', part) : document.createTextNode(part))));
 }
 
+/**
+ * @param {Element} node
+ * @param {string} text
+ */
 export function setTitle(node, text) {
   if (text) node.setAttribute('title', text);
   else node.removeAttribute('title');
@@ -37,6 +60,9 @@ export function setTitle(node, text) {
 /**
  * A <time> on the page's clock: `kind` is 'clock' | 'short' | 'absolute'. The clock toggle
  * rewrites every such element (refreshTimes), so the log and the details always agree.
+ * @param {string} className
+ * @param {number} ms
+ * @param {string} [kind]
  */
 export function timeEl(className, ms, kind = 'clock') {
   const t = el('time', className, formatTime(kind, ms));
@@ -48,7 +74,7 @@ export function timeEl(className, ms, kind = 'clock') {
 }
 
 export function refreshTimes(root = document) {
-  for (const t of root.querySelectorAll('time[data-fmt]')) {
+  for (const t of /** @type {NodeListOf<HTMLElement>} */ (root.querySelectorAll('time[data-fmt]'))) {
     const ms = Number(t.dataset.at);
     setText(t, formatTime(t.dataset.fmt, ms));
     t.setAttribute('title', formatTime('absolute', ms));
@@ -58,7 +84,9 @@ export function refreshTimes(root = document) {
 /** Highlights a row that just changed. Alternating between two identically animated classes
  *  restarts the animation without forcing a layout. The class goes when its animation ends (or
  *  is cancelled): a class left on the row would flash it again each time a sort or regroup
- *  moves it, since re-inserting a node restarts its CSS animations. */
+ *  moves it, since re-inserting a node restarts its CSS animations.
+ * @param {HTMLElement} row
+ */
 export function flash(row) {
   const next = row.classList.contains('flash-a') ? 'flash-b' : 'flash-a';
   row.classList.remove('flash-a', 'flash-b');
@@ -68,11 +96,17 @@ export function flash(row) {
   row.addEventListener('animationcancel', endFlash);
 }
 
+/** @param {AnimationEvent} e */
 function endFlash(e) {
-  if (e.animationName === 'flash-a' || e.animationName === 'flash-b') e.currentTarget.classList.remove(e.animationName);
+  if (e.animationName === 'flash-a' || e.animationName === 'flash-b') /** @type {Element} */ (e.currentTarget).classList.remove(e.animationName);
 }
 
-/** Runs `fn` once per frame at most; a timer backs rAF up in background tabs. */
+/**
+ * Runs `fn` once per frame at most; a timer backs rAF up in background tabs.
+ * @param {() => void} fn
+ * @param {number} [fallbackMs]
+ * @returns {(() => void) & { now: () => void }}
+ */
 export function coalesce(fn, fallbackMs = 250) {
   let scheduled = false;
   const run = () => {

@@ -5,8 +5,15 @@
 import { $ } from './dom.js';
 import { queryHint } from './query-hint.js';
 
-export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
-  const input = $('filter');
+/**
+ * @param {object} deps
+ * @param {(frame: object) => boolean} deps.send  a frame on the current socket
+ * @param {() => boolean} deps.isOpen  whether the socket may carry a subscribe now
+ * @param {() => void} deps.reconnect
+ * @param {() => void} deps.onChange  what the server filters by changed
+ */
+export function createFilter({ send, isOpen, reconnect, onChange }) {
+  const input = /** @type {HTMLInputElement} */ ($('filter'));
   const message = $('filter-error');
   const f = {
     /** What the user asked for (and what the URL says). */
@@ -15,16 +22,22 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
     server: '',
     /** 'unknown' | 'yes' | 'no': whether this server understands queries. */
     support: 'unknown',
-    /** A subscribe we sent and have no answer for yet: { query, at, stats }. */
+    /** A subscribe we sent and have no answer for yet. */
+    /** @type {{ query: string, at: number, stats: number } | null} */
     pending: null,
     /** Failed connections while the query was in the URL (the server answers a bad one with 400). */
     urlFailures: 0,
     /** Whether the current socket's URL carried the filter. */
     inUrl: false,
   };
-  let pendingTimer = null;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let pendingTimer;
   input.value = f.desired;
 
+  /**
+   * @param {string | null} kind  'error' | 'hint' | 'info' | 'unsupported', or null
+   * @param {string} [text]  none: hide the message
+   */
   function show(kind, text) {
     if (!text) {
       message.hidden = true;
@@ -33,20 +46,25 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
       input.removeAttribute('aria-invalid');
       return;
     }
-    message.dataset.kind = kind;
+    message.dataset.kind = String(kind);
     message.textContent = text;
     message.hidden = false;
     if (kind === 'error') input.setAttribute('aria-invalid', 'true');
     else input.removeAttribute('aria-invalid');
   }
 
-  /** After a confirmed (or local) filter: a hint if the query is valid but likely a mistake. */
+  /**
+   * After a confirmed (or local) filter: a hint if the query is valid but likely a mistake.
+   * @param {string | null} kind
+   * @param {string} text
+   */
   function showHintOr(kind, text) {
     const hint = queryHint(f.desired);
     if (hint) show('hint', hint);
     else show(kind, text);
   }
 
+  /** @param {string} q */
   function setUrl(q) {
     const url = new URL(location.href);
     if (q) url.searchParams.set('query', q);
@@ -54,6 +72,7 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
     if (url.href !== location.href) history.replaceState(null, '', url);
   }
 
+  /** @param {string} query */
   function subscribe(query) {
     if (!isOpen()) return;
     send({ type: 'subscribe', query });
@@ -75,6 +94,7 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
     if (f.desired) show('unsupported', 'This server does not support queries yet: showing all events.');
   }
 
+  /** @param {Record<string, any>} msg  the snapshot or error frame that answers the subscribe */
   function answered(msg) {
     const was = f.pending;
     f.pending = null;
@@ -83,7 +103,7 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
     if (msg.type === 'error') {
       show('error', String(msg.error ?? 'the server rejected this query'));
     } else {
-      f.server = typeof msg.query === 'string' ? msg.query : was.query;
+      f.server = typeof msg.query === 'string' ? msg.query : (was?.query ?? '');
       f.urlFailures = 0; // the server accepts this query: it may go in the URL again
       showHintOr(null, '');
     }
@@ -118,7 +138,11 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
     return f.inUrl ? f.desired : '';
   }
 
-  /** A snapshot arrived on the socket: bookkeeping of what it is filtered by. */
+  /**
+   * A snapshot arrived on the socket: bookkeeping of what it is filtered by.
+   * @param {Record<string, any>} msg
+   * @param {boolean} first  the socket's first snapshot
+   */
   function onSnapshot(msg, first) {
     const wasPending = f.pending !== null;
     if (typeof msg.query === 'string') {
@@ -140,6 +164,7 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
     return wasPending;
   }
 
+  /** @param {Record<string, any>} msg */
   function onError(msg) {
     if (!f.pending) return false;
     answered(msg);
@@ -158,7 +183,10 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
     clearTimeout(pendingTimer);
   }
 
-  /** The server answered a plain GET of the socket URL with 400: the query in the URL is bad. */
+  /**
+   * The server answered a plain GET of the socket URL with 400: the query in the URL is bad.
+   * @param {string} error
+   */
   function onUrlRejected(error) {
     f.urlFailures = 2;
     show('error', error);
@@ -180,5 +208,5 @@ export function createFilter({ send, isOpen, reconnect, onChange, onApplied }) {
   });
 
   const filtered = () => f.support === 'yes' && f.server !== '';
-  return Object.assign(f, { forUrl, onSnapshot, onError, onStats, onSocket, onUrlRejected, filtered, show, onApplied, input });
+  return Object.assign(f, { forUrl, onSnapshot, onError, onStats, onSocket, onUrlRejected, filtered, show, input });
 }

@@ -20,17 +20,26 @@ export const FLAP_STOP = 2;
 /** Keys tracked at most; past it the least recently changed key is forgotten. */
 export const FLAP_MAX_KEYS = 10_000;
 
+/** @typedef {{ changes: number[], flapping: boolean }} FlapState */
+
 export class FlapTracker {
   constructor({ start = FLAP_START, stop = FLAP_STOP, windowMs = FLAP_WINDOW_MS, maxKeys = FLAP_MAX_KEYS } = {}) {
     this.start = start;
     this.stop = stop;
     this.windowMs = windowMs;
     this.maxKeys = maxKeys;
-    /** key → { changes: [ms…], flapping: bool }; Map order = least recently changed first. */
+    /**
+     * key → { changes: [ms…], flapping: bool }; Map order = least recently changed first.
+     * @type {Map<string, FlapState>}
+     */
     this.keys = new Map();
   }
 
-  /** A state change of `key` at `now`. Returns { flapping, started } (started: just began). */
+  /**
+   * A state change of `key` at `now`. Returns { flapping, started } (started: just began).
+   * @param {string} key
+   * @param {number} now
+   */
   record(key, now) {
     let k = this.keys.get(key);
     if (k) this.keys.delete(key);
@@ -45,10 +54,14 @@ export class FlapTracker {
     } else if (k.flapping && k.changes.length <= this.stop) {
       k.flapping = false;
     }
-    while (this.keys.size > this.maxKeys) this.keys.delete(this.keys.keys().next().value);
+    while (this.keys.size > this.maxKeys) this.keys.delete(/** @type {string} */ (this.keys.keys().next().value));
     return { flapping: k.flapping, started };
   }
 
+  /**
+   * @param {FlapState} k
+   * @param {number} now
+   */
   trim(k, now) {
     const from = now - this.windowMs;
     let drop = 0;
@@ -56,11 +69,15 @@ export class FlapTracker {
     if (drop) k.changes.splice(0, drop);
   }
 
+  /** @param {string} key */
   isFlapping(key) {
     return this.keys.get(key)?.flapping === true;
   }
 
-  /** Settles keys that stopped changing. Returns the keys that stopped flapping. */
+  /**
+   * Settles keys that stopped changing. Returns the keys that stopped flapping.
+   * @param {number} now
+   */
   tick(now) {
     const stopped = [];
     for (const [key, k] of this.keys) {
@@ -74,6 +91,7 @@ export class FlapTracker {
     return stopped;
   }
 
+  /** @param {string} key */
   forget(key) {
     this.keys.delete(key);
   }
@@ -84,6 +102,8 @@ export class FlapTracker {
  *   'flapping' when the key just started flapping (once), 'problem' when it newly became a
  *   problem or got worse, null otherwise — and always null for an acked or silenced key, and
  *   while it flaps.
+ * @param {{ previousClass: string | null | undefined, cls: string, status: string,
+ * flap?: { flapping: boolean, started: boolean } | null }} change
  */
 export function decideNotification({ previousClass, cls, status, flap }) {
   if (status !== 'active') return null;

@@ -6,7 +6,15 @@
 //   since      ms when the current state began (change time), or a lower bound from a snapshot
 //   sinceExact false when only a snapshot told us about it (the state began at or before `since`)
 
-/** Riemann's states collapse into five display classes, in order of severity. */
+/**
+ * One (host, service) the server told us about (see above).
+ * @typedef {{ key: string, event: Record<string, any>, cls: string, since: number, sinceExact: boolean }} Entry
+ */
+
+/**
+ * Riemann's states collapse into five display classes, in order of severity.
+ * @param {unknown} state
+ */
 export function stateClass(state) {
   const s = String(state ?? '').trim().toLowerCase();
   if (s === 'ok') return 'ok';
@@ -15,17 +23,21 @@ export function stateClass(state) {
   if (s === 'expired') return 'expired';
   return 'other';
 }
+/** @type {Record<string, number>} */
 export const RANK = { critical: 0, warning: 1, expired: 2, other: 3, ok: 4 };
 export const CLASS_ORDER = ['critical', 'warning', 'expired', 'other', 'ok'];
 
 /** Fields of Riemann's JSON event form; every other top-level key is a custom attribute. */
 export const STANDARD = new Set(['host', 'service', 'state', 'description', 'metric', 'tags', 'time', 'ttl']);
 
-export const keyOfPair = (host, service) => JSON.stringify([host ?? null, service ?? null]);
-export const keyOf = (ev) => keyOfPair(ev.host, ev.service);
-export const splitKey = (key) => JSON.parse(key);
+export const keyOfPair = (/** @type {unknown} */ host, /** @type {unknown} */ service) => JSON.stringify([host ?? null, service ?? null]);
+export const keyOf = (/** @type {Record<string, any>} */ ev) => keyOfPair(ev.host, ev.service);
+export const splitKey = (/** @type {string} */ key) => JSON.parse(key);
 
-/** Event time in ms since the epoch, or null. Accepts ISO strings and unix seconds. */
+/**
+ * Event time in ms since the epoch, or null. Accepts ISO strings and unix seconds.
+ * @param {unknown} t
+ */
 export function parseTime(t) {
   if (typeof t === 'number' && Number.isFinite(t)) return t * 1000;
   if (typeof t === 'string') {
@@ -35,8 +47,13 @@ export function parseTime(t) {
   return null;
 }
 
-/** Custom attributes of an event: [name, value] for scalar non-standard fields. */
+/**
+ * Custom attributes of an event: [name, value] for scalar non-standard fields.
+ * @param {Record<string, unknown>} ev
+ * @returns {[string, unknown][]}
+ */
 export function attributesOf(ev) {
+  /** @type {[string, unknown][]} */
   const out = [];
   for (const [k, v] of Object.entries(ev)) {
     if (STANDARD.has(k) || v === null || v === undefined || typeof v === 'object') continue;
@@ -45,34 +62,44 @@ export function attributesOf(ev) {
   return out;
 }
 
-const validEvent = (ev) => ev && typeof ev === 'object' && ev.state !== undefined && ev.state !== null && ev.state !== '';
+const validEvent = (/** @type {any} */ ev) => ev && typeof ev === 'object' && ev.state !== undefined && ev.state !== null && ev.state !== '';
 
 export class Model {
   constructor() {
     /** key → entry */
+    /** @type {Map<string, Entry>} */
     this.entries = new Map();
+    /** @type {Record<string, number>} */
     this.counts = { critical: 0, warning: 0, expired: 0, other: 0, ok: 0 };
     /** The last seq applied (snapshot or change), or null. */
+    /** @type {number | null} */
     this.seq = null;
     this.haveSnapshot = false;
     /** key → ACK ({host, service, note, by, at, expires_at}) */
+    /** @type {Map<string, Record<string, any>>} */
     this.acks = new Map();
     /** SILENCE list, as the server last sent it. */
+    /** @type {Record<string, any>[]} */
     this.silences = [];
     /** Keys an active silence matches now. */
+    /** @type {Set<string>} */
     this.silenced = new Set();
     /** Bumped on every mutation, so views can tell whether to re-render. */
     this.version = 0;
   }
 
-  /** Replaces everything. Returns { changed: keys whose state differs, removed: keys gone, problems }. */
+  /**
+   * Replaces everything. Returns { changed: keys whose state differs, removed: keys gone, problems }.
+   * @param {Record<string, any>} msg
+   * @param {number} now
+   */
   applySnapshot(msg, now) {
     const events = Array.isArray(msg.events) ? msg.events : [];
     const since = Array.isArray(msg.since) ? msg.since : null; // optional: when each state began
     const seen = new Set();
     const changed = new Set();
     for (const k of CLASS_ORDER) this.counts[k] = 0;
-    events.forEach((ev, i) => {
+    events.forEach((/** @type {any} */ ev, /** @type {number} */ i) => {
       if (!validEvent(ev)) return;
       const key = keyOf(ev);
       seen.add(key);
@@ -90,7 +117,7 @@ export class Model {
         }
       }
       if (prev && prev.event.state !== ev.state) changed.add(key);
-      const entry = prev ?? { key };
+      const entry = prev ?? /** @type {Entry} */ ({ key });
       entry.event = ev;
       entry.cls = stateClass(ev.state);
       entry.since = began;
@@ -107,7 +134,7 @@ export class Model {
       this.acks.clear();
       for (const ack of msg.acks) this.setAck(ack);
     }
-    if (Array.isArray(msg.silences)) this.silences = msg.silences.filter((s) => s && typeof s === 'object');
+    if (Array.isArray(msg.silences)) this.silences = msg.silences.filter((/** @type {unknown} */ s) => s && typeof s === 'object');
     if (Array.isArray(msg.silenced)) this.silenced = keySet(msg.silenced);
     if (typeof msg.seq === 'number') this.seq = msg.seq;
     this.haveSnapshot = true;
@@ -115,7 +142,10 @@ export class Model {
     return { changed, removed, problems: this.problemCount() };
   }
 
-  /** Whether a frame with this seq is new (and records it); frames without a seq always are. */
+  /**
+   * Whether a frame with this seq is new (and records it); frames without a seq always are.
+   * @param {Record<string, any>} msg
+   */
   acceptSeq(msg) {
     if (typeof msg.seq !== 'number') return true;
     if (this.seq !== null && msg.seq <= this.seq) return false; // resume overlap
@@ -126,6 +156,8 @@ export class Model {
   /**
    * One change frame. Returns null when it is a duplicate or malformed, else
    * { key, entry, previousState, previousClass, removed, clearedBy }.
+   * @param {Record<string, any>} msg
+   * @param {number} now
    */
   applyChange(msg, now) {
     const ev = msg.event;
@@ -150,7 +182,7 @@ export class Model {
     }
     if (entry) this.counts[entry.cls] -= 1;
     else {
-      entry = { key };
+      entry = /** @type {Entry} */ ({ key });
       this.entries.set(key, entry);
     }
     entry.event = ev;
@@ -163,6 +195,7 @@ export class Model {
     return { key, entry, previousState, previousClass, removed: false, clearedBy: null };
   }
 
+  /** @param {any} ack */
   setAck(ack) {
     if (!ack || typeof ack !== 'object') return null;
     const key = keyOfPair(ack.host, ack.service);
@@ -170,14 +203,20 @@ export class Model {
     return key;
   }
 
-  /** {"type":"ack",…}: returns the key, or null for a duplicate. */
+  /**
+   * {"type":"ack",…}: returns the key, or null for a duplicate.
+   * @param {Record<string, any>} msg
+   */
   applyAck(msg) {
     if (!this.acceptSeq(msg)) return null;
     this.version += 1;
     return this.setAck(msg.ack);
   }
 
-  /** {"type":"unack",…}: returns the key, or null for a duplicate. */
+  /**
+   * {"type":"unack",…}: returns the key, or null for a duplicate.
+   * @param {Record<string, any>} msg
+   */
   applyUnack(msg) {
     if (!this.acceptSeq(msg)) return null;
     this.version += 1;
@@ -188,11 +227,13 @@ export class Model {
 
   /** {"type":"silences",…}: the whole silence set and silenced-key set (what servers before
    *  silence deltas sent, and history they wrote). Returns the keys whose silenced flag
-   *  changed, or null for a duplicate. */
+   *  changed, or null for a duplicate.
+   * @param {Record<string, any>} msg
+   */
   applySilences(msg) {
     if (!this.acceptSeq(msg)) return null;
     this.version += 1;
-    if (Array.isArray(msg.silences)) this.silences = msg.silences.filter((s) => s && typeof s === 'object');
+    if (Array.isArray(msg.silences)) this.silences = msg.silences.filter((/** @type {unknown} */ s) => s && typeof s === 'object');
     if (!Array.isArray(msg.silenced)) return new Set();
     const next = keySet(msg.silenced);
     const flipped = new Set();
@@ -205,7 +246,9 @@ export class Model {
   /** {"type":"silence","change","id","silence","silenced","unsilenced"}: one silence changed
    *  (created, edited, started: `silence` is it; deleted, ended: `silence` is null) and the keys
    *  it silenced or released. Returns the keys whose silenced flag changed, or null for a
-   *  duplicate. */
+   *  duplicate.
+   * @param {Record<string, any>} msg
+   */
   applySilence(msg) {
     if (!this.acceptSeq(msg)) return null;
     this.version += 1;
@@ -235,13 +278,17 @@ export class Model {
     return flipped;
   }
 
-  /** 'silenced' | 'acked' | 'active': how a problem is handled. A silence wins over an ack. */
+  /**
+   * 'silenced' | 'acked' | 'active': how a problem is handled. A silence wins over an ack.
+   * @param {string} key
+   */
   status(key) {
     if (this.silenced.has(key)) return 'silenced';
     if (this.acks.has(key)) return 'acked';
     return 'active';
   }
 
+  /** @param {Entry} entry */
   isProblem(entry) {
     return entry.cls !== 'ok';
   }
@@ -271,7 +318,11 @@ export class Model {
     return c;
   }
 
-  /** History says when an entry's current state began. Returns true when that moved it. */
+  /**
+   * History says when an entry's current state began. Returns true when that moved it.
+   * @param {string} key
+   * @param {number | null} began
+   */
   pinSince(key, began) {
     const entry = this.entries.get(key);
     if (!entry || entry.sinceExact || began === null) return false;
@@ -295,6 +346,7 @@ export class Model {
   }
 }
 
+/** @param {unknown[]} pairs */
 function keySet(pairs) {
   const out = new Set();
   for (const p of pairs) if (Array.isArray(p)) out.add(keyOfPair(p[0], p[1]));

@@ -9,21 +9,28 @@ import { FlapTracker, decideNotification } from './flap.js';
 const PREF_NOTIFY = 'statecast.notify';
 const PREF_SOUND = 'statecast.sound';
 
+/** @param {string} key */
 function load(key) {
   try { return localStorage.getItem(key) === 'on'; } catch { return false; }
 }
+/**
+ * @param {string} key
+ * @param {boolean} on
+ */
 function save(key, on) {
   try { localStorage.setItem(key, on ? 'on' : 'off'); } catch { /* not remembered */ }
 }
 
+/** @param {{ describe: (ev: Record<string, any>) => string }} deps */
 export function createNotifications({ describe }) {
-  const notifyButton = $('notify-toggle');
+  const notifyButton = /** @type {HTMLButtonElement} */ ($('notify-toggle'));
   const soundButton = $('sound-toggle');
   const flaps = new FlapTracker();
   const n = {
     enabled: load(PREF_NOTIFY),
     sound: load(PREF_SOUND),
     /** Every notification shown (for the tests and the curious): { kind, title, body, at }. */
+    /** @type {{ kind: string, title: string, body: string, at: number }[]} */
     sent: [],
     flaps,
   };
@@ -86,6 +93,9 @@ export function createNotifications({ describe }) {
   /**
    * A live change: `result` from Model.applyChange, `status` its handling. Returns the kind of
    * notification sent ('problem' | 'flapping') or null, and whether the key is flapping.
+   * @param {import('./dispatch.js').LiveChange} result
+   * @param {string} status
+   * @param {number} now
    */
   function onChange(result, status, now) {
     const { key, entry, previousClass } = result;
@@ -95,6 +105,11 @@ export function createNotifications({ describe }) {
     return { kind, flapping: flap.flapping };
   }
 
+  /**
+   * @param {string} kind
+   * @param {{ key: string, event: Record<string, any> }} entry
+   * @param {number} now
+   */
   function fire(kind, entry, now) {
     const ev = entry.event;
     const who = describe(ev);
@@ -118,5 +133,5 @@ export function createNotifications({ describe }) {
 
   setInterval(() => flaps.tick(Date.now()), 30_000);
   render();
-  return Object.assign(n, { onChange, render, isFlapping: (key) => flaps.isFlapping(key) });
+  return Object.assign(n, { onChange, render, isFlapping: (/** @type {string} */ key) => flaps.isFlapping(key) });
 }

@@ -4,19 +4,26 @@
 
 import { RANK, CLASS_ORDER } from './model.js';
 
+/** @typedef {import('./model.js').Entry} Entry */
+/** @typedef {(a: Entry, b: Entry) => number} Cmp */
+
 export const SORT_COLUMNS = ['state', 'host', 'service', 'metric', 'description', 'age'];
 export const GROUP_FIELDS = ['host', 'service', 'state', 'tags'];
 
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
-const text = (v) => (v === undefined || v === null ? '' : String(v));
-const cmpText = (a, b) => {
+const text = (/** @type {unknown} */ v) => (v === undefined || v === null ? '' : String(v));
+const cmpText = (/** @type {string} */ a, /** @type {string} */ b) => {
   // Missing names last, whatever the direction of the rest.
-  if (a === '' || b === '') return (a === '') - (b === '');
+  if (a === '' || b === '') return Number(a === '') - Number(b === '');
   return collator.compare(a, b);
 };
-const cmpKey = (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+const cmpKey = (/** @type {Entry} */ a, /** @type {Entry} */ b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
-/** The default order: worst state first, then longest-standing, then by name. */
+/**
+ * The default order: worst state first, then longest-standing, then by name.
+ * @param {Entry} a
+ * @param {Entry} b
+ */
 export function compareDefault(a, b) {
   return (RANK[a.cls] - RANK[b.cls])
     || (a.since - b.since)
@@ -29,6 +36,7 @@ export function compareDefault(a, b) {
  * "state", "-host", …: a column and a direction. Unknown columns fall back to the default.
  * Ascending means the natural reading: worst state first, A→Z, smallest metric first, longest
  * in state first.
+ * @param {unknown} s
  */
 export function parseSort(s) {
   const raw = String(s ?? '');
@@ -37,23 +45,28 @@ export function parseSort(s) {
   return SORT_COLUMNS.includes(column) ? { column, desc } : { column: 'state', desc: false };
 }
 
-export const formatSort = ({ column, desc }) => (column === 'state' && !desc ? '' : `${desc ? '-' : ''}${column}`);
+export const formatSort = (/** @type {{ column: string, desc: boolean }} */ { column, desc }) => (column === 'state' && !desc ? '' : `${desc ? '-' : ''}${column}`);
 
+/** @param {Entry} e */
 function metricOf(e) {
   const m = e.event.metric;
   return typeof m === 'number' && Number.isFinite(m) ? m : null;
 }
 
 /** Entries without a value in a column: they go last whatever the direction (`missingLast`). */
-const missingText = (field) => (e) => text(e.event[field]) === '';
-const missingLast = (isMissing) => (a, b) => isMissing(a) - isMissing(b);
+const missingText = (/** @type {string} */ field) => (/** @type {Entry} */ e) => text(e.event[field]) === '';
+const missingLast = (/** @type {(e: Entry) => boolean} */ isMissing) => /** @type {Cmp} */ ((a, b) => Number(isMissing(a)) - Number(isMissing(b)));
 
 /** A comparator for a sort ({column, desc}); ties fall back to the default order. Entries
  *  without the column's value come last in both directions: the direction orders values, and
+ * @param {{ column: string, desc: boolean }} sort
+ * @returns {Cmp}
  *  "no metric" is not a value smaller than every other. */
 export function comparator({ column, desc }) {
   const sign = desc ? -1 : 1;
+  /** @type {Cmp} */
   let primary;
+  /** @type {Cmp} */
   let missing = () => 0;
   switch (column) {
     case 'host':
@@ -64,7 +77,7 @@ export function comparator({ column, desc }) {
       break;
     case 'age': primary = (a, b) => a.since - b.since; break;
     case 'metric':
-      primary = (a, b) => metricOf(a) - metricOf(b);
+      primary = (a, b) => Number(metricOf(a)) - Number(metricOf(b)); // both numbers: `missing` sorted the rest
       missing = missingLast((e) => metricOf(e) === null);
       break;
     default: primary = (a, b) => RANK[a.cls] - RANK[b.cls] || a.since - b.since;
@@ -72,7 +85,10 @@ export function comparator({ column, desc }) {
   return (a, b) => missing(a, b) || sign * primary(a, b) || compareDefault(a, b);
 }
 
-/** "host", "service", "state", "tags" or "attr:NAME"; anything else is no grouping (''). */
+/**
+ * "host", "service", "state", "tags" or "attr:NAME"; anything else is no grouping ('').
+ * @param {unknown} g
+ */
 export function parseGroup(g) {
   const s = String(g ?? '');
   if (GROUP_FIELDS.includes(s)) return s;
@@ -80,7 +96,11 @@ export function parseGroup(g) {
   return '';
 }
 
-/** The group an entry belongs to, as a label ('' stands for "none"). */
+/**
+ * The group an entry belongs to, as a label ('' stands for "none").
+ * @param {Entry} entry
+ * @param {string} group
+ */
 export function groupLabel(entry, group) {
   const ev = entry.event;
   if (group === 'host') return text(ev.host);
@@ -103,9 +123,13 @@ export function groupLabel(entry, group) {
  * holds every problem in display order, `hidden` how many entries the limit left out.
  * Active problems come first (grouped when asked); acked, then silenced ones follow, each under a
  * section row, in the same sort.
+ * @param {Iterable<any>} entries  the Model's entries
+ * @param {{ sort?: { column: string, desc: boolean }, group?: string, collapsed?: Set<string>, limit?: number,
+ *   status?: (key: string) => string }} [options]
  */
 export function layout(entries, { sort = { column: 'state', desc: false }, group = '', collapsed = new Set(), limit = Infinity, status = () => 'active' } = {}) {
   const cmp = comparator(sort);
+  /** @type {Record<string, any[]>} */
   const buckets = { active: [], acked: [], silenced: [] };
   for (const e of entries) buckets[status(e.key)].push(e);
   for (const list of Object.values(buckets)) list.sort(cmp);
@@ -114,7 +138,7 @@ export function layout(entries, { sort = { column: 'state', desc: false }, group
   const order = [];
   let shown = 0;
   let hidden = 0;
-  const pushEntry = (entry, st) => {
+  const pushEntry = (/** @type {Entry} */ entry, /** @type {string} */ st) => {
     order.push(entry);
     if (shown < limit) {
       items.push({ kind: 'entry', entry, status: st });
@@ -160,7 +184,10 @@ export function layout(entries, { sort = { column: 'state', desc: false }, group
   return { items, order, shown, hidden, total: order.length };
 }
 
-/** Counts by state class of a list of entries (for a group's summary). */
+/**
+ * Counts by state class of a list of entries (for a group's summary).
+ * @param {Iterable<Entry>} entries
+ */
 export function countByClass(entries) {
   const c = Object.fromEntries(CLASS_ORDER.map((k) => [k, 0]));
   for (const e of entries) c[e.cls] += 1;

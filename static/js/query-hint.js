@@ -5,7 +5,10 @@
 const FIELDS = ['host', 'service', 'state', 'description', 'metric', 'metric_f', 'ttl', 'time'];
 const KEYWORDS = new Set(['nil', 'null', 'true', 'false', 'and', 'or', 'not', 'tagged']);
 
-/** The hint for query `q`, or '' when nothing looks off. */
+/**
+ * The hint for query `q`, or '' when nothing looks off.
+ * @param {string} q
+ */
 export function queryHint(q) {
   const s = String(q ?? '');
   // Skip quoted strings so `description = "state = ok"` is not flagged.

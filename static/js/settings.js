@@ -8,18 +8,32 @@ const THEME_KEY = 'statecast.theme';
 const CLOCK_KEY = 'statecast.clock';
 const THEMES = ['auto', 'light', 'dark'];
 
+/**
+ * @param {string} key
+ * @param {string[]} allowed
+ * @param {string} fallback
+ */
 function load(key, allowed, fallback) {
   try {
     const v = localStorage.getItem(key);
-    return allowed.includes(v) ? v : fallback;
+    return v !== null && allowed.includes(v) ? v : fallback;
   } catch {
     return fallback;
   }
 }
+/**
+ * @param {string} key
+ * @param {string} v
+ */
 function save(key, v) {
   try { localStorage.setItem(key, v); } catch { /* not remembered */ }
 }
 
+/**
+ * @param {object} deps
+ * @param {() => void} deps.onClock  the clock (local / UTC) changed
+ * @param {() => void} deps.onTheme
+ */
 export function createSettings({ onClock, onTheme }) {
   const themeButton = $('theme-toggle');
   const clockButton = $('clock-toggle');

@@ -8,6 +8,7 @@ const FIELDS = ['query', 'comment', 'starts_at', 'ends_at', 'by'];
  *  server ends silences on its reaper's tick, and its clock and this page's may differ. */
 export const ENDED_SLACK_MS = 60_000;
 
+/** @param {Record<string, any>} s */
 const quoted = (s) => (s.comment ? ` — ${s.comment}` : '');
 
 /**
@@ -16,6 +17,9 @@ const quoted = (s) => (s.comment ? ` — ${s.comment}` : '');
  * says (today's frames do not: a deletion then has no name). `change` is a `silence` delta
  * frame's own kind ('deleted', 'ended', …): when given, it says whether a silence that is gone
  * was deleted or ended by itself, instead of guessing from its end time.
+ * @param {Record<string, any>[]} before
+ * @param {Record<string, any>[]} after
+ * @param {{ now?: number, by?: unknown, change?: unknown }} [context]
  */
 export function silenceNotes(before, after, { now, by, change } = {}) {
   const old = new Map(before.map((s) => [String(s.id), s]));
@@ -31,7 +35,7 @@ export function silenceNotes(before, after, { now, by, change } = {}) {
     const end = Date.parse(s.ends_at);
     const ended =
       change === 'ended' ||
-      (change !== 'deleted' && Number.isFinite(end) && end <= now + ENDED_SLACK_MS && !(typeof by === 'string' && by));
+      (change !== 'deleted' && Number.isFinite(end) && end <= /** @type {number} */ (now) + ENDED_SLACK_MS && !(typeof by === 'string' && by));
     notes.push(ended ? `Silence ended: ${s.query}` : `Silence deleted${typeof by === 'string' && by ? ` by ${by}` : ''}: ${s.query}`);
   }
   return notes;

@@ -32,13 +32,11 @@ use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query as UrlQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{MatchedPath, Query as UrlQuery, State};
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::access::DashboardWatch;
 use super::{AppState, SubscribeParams};
-use crate::query::Query;
 
 /// Changes taken from the broadcast receiver per wake-up before the socket gets a turn, so a
 /// client that is behind writes in batches instead of first pulling its whole byte budget. With
@@ -71,19 +69,17 @@ struct Resume {
 /// them all gets the upgrade's own refusal (426), and never a session.
 pub(crate) async fn upgrade(
     State(app): State<AppState>,
+    _: DashboardWatch,
+    route: MatchedPath,
     UrlQuery(params): UrlQuery<SubscribeParams>,
-    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(denied) = app.admit_dashboard(&headers, &params, "/ws") {
-        return denied.into_response();
-    }
-    let filter = match Query::parse_filter(params.query.as_deref()).await {
+    let filter = match super::api::filter(&params).await {
         Ok(filter) => filter,
-        Err(error) => return ApiError::new(StatusCode::BAD_REQUEST, error).into_response(),
+        Err(error) => return error.into_response(),
     };
     let Some(permit) = super::ws_permit(&app) else {
-        return super::too_many_websockets(&app, "/ws");
+        return super::too_many_websockets(&app, route.as_str());
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,

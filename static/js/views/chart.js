@@ -12,6 +12,7 @@ export const RATE_WINDOW_MS = 3600_000;
  * Rates from cumulative samples [[t ms, events, changes]…] (oldest first): events/s and
  * changes/min between consecutive samples; a counter going backwards starts a new baseline.
  * Pure.
+ * @param {unknown[]} samples  [ms, events, changes] counters from /api/rates
  */
 export function ratesFromSamples(samples) {
   const events = [];
@@ -31,12 +32,19 @@ export function ratesFromSamples(samples) {
 }
 
 export function createChart() {
+  /** @type {{ events: number[][], changes: number[][] }} */
   const rates = { events: [], changes: [] }; // [t ms, value]
-  let rateBase = null; // { at, events, changes }
+  /** @type {{ at: number, events: number | null, changes: number | null } | null} */
+  let rateBase = null;
   let chartDrawnAt = 0;
+  /** @type {number | null} */
   let chartTimer = null;
-  const chartCanvas = $('rate-chart');
+  const chartCanvas = /** @type {HTMLCanvasElement} */ ($('rate-chart'));
 
+  /**
+   * @param {number[][]} series
+   * @param {number} now
+   */
   function trimSeries(series, now) {
     let drop = 0;
     while (drop < series.length && series[drop][0] < now - RATE_WINDOW_MS) drop += 1;
@@ -47,6 +55,7 @@ export function createChart() {
    * Records a `stats` frame; returns the events/s it makes (null before there are two frames).
    * The legend's figures are set here, not with the canvas (drawn at most once a second), so
    * the legend and the header show the same figure at the same moment.
+   * @param {Record<string, any>} msg  a stats frame
    */
   function recordRates(msg) {
     // The frame's own time (servers since issue 24): frames can arrive bunched, and a rate by
@@ -105,6 +114,7 @@ export function createChart() {
       chartCanvas.height = Math.round(h * dpr);
     }
     const ctx = chartCanvas.getContext('2d');
+    if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     const css = getComputedStyle(document.documentElement);
@@ -113,7 +123,7 @@ export function createChart() {
     const now = Date.now();
     const x0 = 44;
     const x1 = w - 8;
-    const xOf = (t) => x0 + (x1 - x0) * (1 - (now - t) / RATE_WINDOW_MS);
+    const xOf = (/** @type {number} */ t) => x0 + (x1 - x0) * (1 - (now - t) / RATE_WINDOW_MS);
     const bands = [
       { series: rates.events, colour: css.getPropertyValue('--other').trim() || '#1c7ed6', label: 'events/s', top: 6, bottom: h / 2 - 8 },
       { series: rates.changes, colour: css.getPropertyValue('--warning').trim() || '#f59f00', label: 'changes/min', top: h / 2 + 4, bottom: h - 16 },
@@ -124,7 +134,7 @@ export function createChart() {
       let max = 0;
       for (const [, v] of band.series) if (v > max) max = v;
       const top = max > 0 ? niceCeil(max) : 1;
-      const yOf = (v) => band.bottom - (band.bottom - band.top) * (v / top);
+      const yOf = (/** @type {number} */ v) => band.bottom - (band.bottom - band.top) * (v / top);
       ctx.strokeStyle = line;
       ctx.beginPath();
       ctx.moveTo(x0, band.bottom + 0.5);
@@ -162,7 +172,10 @@ export function createChart() {
     ctx.fillText('now', x1, h);
   }
 
-  /** 1, 2, 5 × 10^n at or above v. */
+  /**
+   * 1, 2, 5 × 10^n at or above v.
+   * @param {number} v
+   */
   function niceCeil(v) {
     const p = 10 ** Math.floor(Math.log10(v));
     for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
@@ -177,6 +190,7 @@ export function createChart() {
    * The hour before this page connected, from GET /api/rates. Server time stamps are used as
    * they are (the page and the server are assumed to agree on the time within seconds); points
    * already recorded live are kept, older ones are put in front.
+   * @param {unknown[]} samples
    */
   function loadHistory(samples) {
     const past = ratesFromSamples(samples);

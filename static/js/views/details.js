@@ -12,13 +12,15 @@ export const HISTORY_SHOWN = 50;
 export const HISTORY_WINDOW = 100_000;
 
 /** A Riemann query literal: JSON string escapes are the query language's; absent is nil. */
-export const queryLiteral = (v) => (v === null || v === undefined ? 'nil' : JSON.stringify(String(v)));
+export const queryLiteral = (/** @type {unknown} */ v) => (v === null || v === undefined ? 'nil' : JSON.stringify(String(v)));
 
+/** @param {string} key */
 export function keyQuery(key) {
   const [host, service] = splitKey(key);
   return `host = ${queryLiteral(host)} and service = ${queryLiteral(service)}`;
 }
 
+/** @param {{ token: string }} deps */
 export function createHistory({ token }) {
   const h = {
     /** Whether /api/history answered (it is absent on old servers and with --data-dir off). */
@@ -26,9 +28,15 @@ export function createHistory({ token }) {
     /**
      * Reads `/api/history` for `query` from seq `since` onwards, page by page (oldest first),
      * keeping at most `keepLast` changes. Resolves to { changes, complete, note }.
+     * @param {string} query
+     * @param {number} since
+     * @param {number} keepLast
+     * @param {number} [maxPages]
+     * @returns {Promise<{ changes: Record<string, any>[], complete: boolean, note: string }>}
      */
     async fetch(query, since, keepLast, maxPages = 5) {
       const PAGE = 10_000;
+      /** @type {Record<string, any>[]} */
       let changes = [];
       let from = since;
       for (let page = 0; page < maxPages; page += 1) {
@@ -43,14 +51,14 @@ export function createHistory({ token }) {
           res = await fetch(url, { headers: { Accept: 'application/json' } });
           if ((res.headers.get('content-type') ?? '').includes('json')) body = await res.json();
         } catch (err) {
-          return { changes, complete: false, note: `Could not load history: ${err.message}` };
+          return { changes, complete: false, note: `Could not load history: ${err instanceof Error ? err.message : String(err)}` };
         }
         if (!res.ok || !body || !Array.isArray(body.changes)) {
           if (res.status === 404) h.available = false; // no endpoint, or --data-dir off
           const note = body?.error ? `No history: ${body.error}` : 'This server does not keep transition history.';
           return { changes, complete: false, note };
         }
-        changes = changes.concat(body.changes.filter((c) => c && c.event && typeof c.seq === 'number'));
+        changes = changes.concat(body.changes.filter((/** @type {any} */ c) => c && c.event && typeof c.seq === 'number'));
         if (changes.length > keepLast) changes = changes.slice(-keepLast);
         if (body.changes.length < PAGE) return { changes, complete: true, note: '' };
         from = body.changes.at(-1).seq;
@@ -63,17 +71,38 @@ export function createHistory({ token }) {
 
 const EXPIRY_CHOICES = [['', 'until it recovers'], ['1h', '1 hour'], ['4h', '4 hours'], ['1d', '1 day'], ['7d', '7 days']];
 
+/**
+ * @param {object} deps
+ * @param {import('../model.js').Model} deps.model
+ * @param {ReturnType<typeof createHistory>} deps.history
+ * @param {ReturnType<typeof import('../actions.js').createActions>} deps.actions
+ * @param {(key: string) => void} deps.onClose
+ * @param {(key: string) => void} deps.onOpened
+ * @param {() => void} deps.onPinned  history moved when a state began
+ */
 export function createDetails({ model, history, actions, onClose, onOpened, onPinned }) {
   const panel = $('details');
+  /**
+   * A control of the panel (rebuilt by each render, so looked up each time), or null.
+   * @param {string} id
+   */
+  const control = (id) => /** @type {HTMLInputElement | null} */ (panel.querySelector(`#${id}`));
   const body = $('details-body');
   const d = {
+    /** @type {string | null} */
     key: null,
-    history: null, // change messages newest first, or null
+    /** @type {Record<string, any>[] | null} change messages newest first, or null */
+    history: null,
     note: '',
+    /** @type {Element | null} */
     sinceNode: null,
     actionMessage: '',
   };
 
+  /**
+   * @param {string} key
+   * @param {{ focusAck?: boolean }} [options]
+   */
   function open(key, { focusAck = false } = {}) {
     d.key = key;
     d.history = null;
@@ -82,7 +111,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     panel.hidden = false;
     document.body.classList.add('details-open');
     render();
-    if (focusAck) panel.querySelector('#ack-note')?.focus();
+    if (focusAck) control('ack-note')?.focus();
     else panel.focus();
     onOpened(key);
     load(key);
@@ -97,6 +126,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     onClose(key);
   }
 
+  /** @param {string} key */
   async function load(key) {
     const since = Math.max(0, (model.seq ?? 0) - HISTORY_WINDOW);
     const { changes, complete, note } = await history.fetch(keyQuery(key), since, HISTORY_SHOWN);
@@ -116,7 +146,10 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     render();
   }
 
-  /** A live change of the open key. */
+  /**
+   * A live change of the open key.
+   * @param {Record<string, any>} msg
+   */
   function addChange(msg) {
     if (Array.isArray(d.history)) {
       d.history.unshift(msg);
@@ -125,6 +158,11 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     render();
   }
 
+  /**
+   * @param {HTMLElement} dl
+   * @param {string} label
+   * @param {unknown} value
+   */
   function field(dl, label, value) {
     if (value === undefined || value === null || value === '') return;
     const dt = el('dt', null, label);
@@ -134,16 +172,21 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     dl.append(dt, dd);
   }
 
+  /**
+   * @param {import('../model.js').Entry} entry
+   * @param {number} now
+   */
   function sinceText(entry, now) {
     return entry.sinceExact
       ? ` for ${relative(now - entry.since)}, since ${absolute(entry.since)}`
       : ` for at least ${relative(now - entry.since)}, since ${absolute(entry.since)} or earlier`;
   }
 
+  /** @param {import('../model.js').Entry | undefined} entry */
   function actionsBlock(entry) {
     const wrap = el('div', 'details-actions');
-    const ack = model.acks.get(d.key);
-    const status = model.status(d.key);
+    const ack = model.acks.get(/** @type {string} */ (d.key));
+    const status = model.status(/** @type {string} */ (d.key));
     if (status === 'silenced') wrap.append(el('p', 'handled-info', 'Silenced: a silence matches this service, so it does not notify.'));
     if (ack) {
       const info = el('p', 'handled-info');
@@ -158,7 +201,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
       const unack = el('button', 'action-button', 'Remove acknowledgement');
       unack.type = 'button';
       unack.id = 'unack';
-      unack.addEventListener('click', () => run(() => actions.unack(d.key, byValue())));
+      unack.addEventListener('click', () => run(() => actions.unack(/** @type {string} */ (d.key), byValue())));
       wrap.append(info, unack);
     } else if (entry && entry.cls !== 'ok') {
       const form = el('form', 'ack-form');
@@ -179,11 +222,11 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
       const submit = el('button', 'action-button primary', 'Acknowledge');
       submit.type = 'submit';
       form.append(note, expiry, submit);
-      form.addEventListener('submit', (e) => {
+      form.addEventListener('submit', (/** @type {Event} */ e) => {
         e.preventDefault();
         const ms = parseDuration(expiry.value);
         const expiresAt = ms === null ? null : new Date(Date.now() + ms).toISOString();
-        run(() => actions.ack(d.key, { note: note.value.trim(), by: byValue(), expiresAt }));
+        run(() => actions.ack(/** @type {string} */ (d.key), { note: note.value.trim(), by: byValue(), expiresAt }));
       });
       wrap.append(form);
     }
@@ -200,7 +243,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     clear.type = 'button';
     clear.id = 'clear-key';
     clear.title = 'Remove this service from the index now (it comes back with its next event)';
-    clear.addEventListener('click', () => run(() => actions.clear(d.key, byValue())));
+    clear.addEventListener('click', () => run(() => actions.clear(/** @type {string} */ (d.key), byValue())));
     row.append(byLabel, clear);
     wrap.append(row);
     const msg = el('p', 'action-message', d.actionMessage);
@@ -212,16 +255,17 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
   }
 
   function byValue() {
-    return panel.querySelector('#details-by')?.value.trim() ?? '';
+    return control('details-by')?.value.trim() ?? '';
   }
 
+  /** @param {() => Promise<Record<string, any>>} fn  the action */
   async function run(fn) {
     const key = d.key;
     if (!byValue()) {
       // The server wants to know who acted: ask once, the page remembers it.
       d.actionMessage = 'Type your name first (it is remembered).';
       showMessage();
-      panel.querySelector('#details-by')?.focus();
+      control('details-by')?.focus();
       return;
     }
     d.actionMessage = 'Sending…';
@@ -233,7 +277,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
   }
 
   function showMessage() {
-    const msg = panel.querySelector('#action-message');
+    const msg = /** @type {HTMLElement | null} */ (panel.querySelector('#action-message'));
     if (!msg) return;
     setText(msg, d.actionMessage);
     msg.hidden = d.actionMessage === '';
@@ -244,9 +288,9 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     d.sinceNode = null;
     if (!d.key) return;
     // A half-typed note survives re-renders (a live change must not eat it).
-    const typed = panel.querySelector('#ack-note')?.value ?? '';
-    const typedExpiry = panel.querySelector('#ack-expiry')?.value ?? '';
-    const typedBy = panel.querySelector('#details-by')?.value;
+    const typed = control('ack-note')?.value ?? '';
+    const typedExpiry = control('ack-expiry')?.value ?? '';
+    const typedBy = control('details-by')?.value;
     const focused = document.activeElement?.id;
     const [host, service] = splitKey(d.key);
     setText($('details-title'), `${host ?? '(no host)'} · ${service ?? '(no service)'}`);
@@ -303,14 +347,16 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     }
     if (d.note) parts.push(el('p', 'details-note', d.note));
     body.replaceChildren(...parts);
-    const note = panel.querySelector('#ack-note');
+    const note = control('ack-note');
     if (note) note.value = typed;
-    const expiry = panel.querySelector('#ack-expiry');
+    const expiry = control('ack-expiry');
     if (expiry && typedExpiry) expiry.value = typedExpiry;
-    if (typedBy !== undefined) panel.querySelector('#details-by').value = typedBy;
-    if (focused && ['ack-note', 'ack-expiry', 'details-by'].includes(focused)) panel.querySelector(`#${focused}`)?.focus();
+    const byInput = control('details-by');
+    if (typedBy !== undefined && byInput) byInput.value = typedBy;
+    if (focused && ['ack-note', 'ack-expiry', 'details-by'].includes(focused)) control(focused)?.focus();
   }
 
+  /** @param {number} now */
   function tick(now) {
     const entry = d.key && model.entries.get(d.key);
     if (entry && d.sinceNode) setText(d.sinceNode, sinceText(entry, now));

@@ -6,6 +6,12 @@ import { $, el, setText } from '../dom.js';
 import { absolute } from '../format.js';
 import { parseTime } from '../model.js';
 
+/**
+ * @param {object} deps
+ * @param {import('../model.js').Model} deps.model
+ * @param {(key: string) => void} deps.onOpen
+ * @param {() => boolean} deps.haveSnapshot
+ */
 export function createGrid({ model, onOpen, haveSnapshot }) {
   const index = model.entries;
   const gridHead = $('grid-head');
@@ -14,11 +20,13 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
   const GRID_ROWS_PER_CHUNK = 60;
   const gridRowOf = new WeakMap(); // <tr> → its row record
   const gridCollator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
-  const nameKey = (v) => JSON.stringify(v ?? null);
+  const nameKey = (/** @type {unknown} */ v) => JSON.stringify(v ?? null);
   const grid = {
     built: false,      // the DOM exists (or is being built) and is kept current
+    /** @type {any[]} */
     hosts: [],         // [{ value, tr, cells }] in row order; tr null until its chunk is built
     hostIndex: new Map(), // nameKey(host) → row index
+    /** @type {any[]} */
     services: [],      // service values in column order
     serviceIndex: new Map(), // nameKey(service) → column index
     builtRows: 0,      // rows [0, builtRows) have DOM
@@ -26,17 +34,26 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     generation: 0,
   };
 
+  /**
+   * @param {unknown} host
+   * @param {unknown} service
+   */
   function gridCellClass(host, service) {
     const entry = index.get(JSON.stringify([host ?? null, service ?? null]));
     return entry ? `cell s-${entry.cls}` : 'cell empty-cell';
   }
 
+  /**
+   * @param {unknown} host
+   * @param {unknown} service
+   */
   function gridCreateCell(host, service) {
     const td = document.createElement('td');
     td.className = gridCellClass(host, service);
     return td;
   }
 
+  /** @param {any} service */
   function gridHeaderCell(service) {
     const th = el('th', 'grid-service');
     th.scope = 'col';
@@ -47,6 +64,7 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     return th;
   }
 
+  /** @param {{ value: any, tr: HTMLElement | null, cells: HTMLElement[] | null }} row */
   function gridCreateRow(row) {
     const tr = document.createElement('tr');
     const th = el('th', row.value == null ? 'grid-host none' : 'grid-host', row.value ?? '(no host)');
@@ -65,7 +83,10 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     return tr;
   }
 
-  /** Builds pending rows, a chunk per frame, so a 500 × 50 grid never blocks the page for long. */
+  /**
+   * Builds pending rows, a chunk per frame, so a 500 × 50 grid never blocks the page for long.
+   * @param {number} generation
+   */
   function gridBuildChunk(generation) {
     if (generation !== grid.generation) return;
     const frag = document.createDocumentFragment();
@@ -104,14 +125,14 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
       hosts.set(nameKey(h), h);
       services.set(nameKey(s), s);
     }
-    const order = (a, b) => (a === null ? -1 : b === null ? 1 : gridCollator.compare(String(a), String(b)));
+    const order = (/** @type {unknown} */ a, /** @type {unknown} */ b) => (a === null ? -1 : b === null ? 1 : gridCollator.compare(String(a), String(b)));
     grid.hosts = [...hosts.values()].sort(order).map((value) => ({ value, tr: null, cells: null }));
     grid.services = [...services.values()].sort(order);
     grid.hostIndex = new Map(grid.hosts.map((r, i) => [nameKey(r.value), i]));
     grid.serviceIndex = new Map(grid.services.map((s, i) => [nameKey(s), i]));
     grid.builtRows = 0;
     gridBody.replaceChildren();
-    gridHead.replaceChildren(gridHead.firstElementChild, ...grid.services.map(gridHeaderCell));
+    gridHead.replaceChildren(/** @type {Element} */ (gridHead.firstElementChild), ...grid.services.map(gridHeaderCell));
     gridSchedule();
     gridStatus();
   }
@@ -150,7 +171,10 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     gridStatus();
   }
 
-  /** One (host, service) changed: touch its cell only (or append a row / a column). */
+  /**
+   * One (host, service) changed: touch its cell only (or append a row / a column).
+   * @param {import('../model.js').Entry} entry
+   */
   function gridUpdate(entry) {
     if (!grid.built) return;
     const host = entry.event.host ?? null;
@@ -190,8 +214,12 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     if (td.hasAttribute('title')) td.setAttribute('title', gridTitle(entry));
   }
 
-  /** A key left the index: its cell empties now; a host or service with no cell left goes soon. */
+  /**
+   * A key left the index: its cell empties now; a host or service with no cell left goes soon.
+   * @type {ReturnType<typeof setTimeout> | null}
+   */
   let gridTidyTimer = null;
+  /** @param {Record<string, any>} ev */
   function gridForget(ev) {
     if (!grid.built) return;
     const r = grid.hostIndex.get(nameKey(ev.host));
@@ -217,6 +245,7 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     $('grid-empty').hidden = grid.hosts.length > 0 || !haveSnapshot();
   }
 
+  /** @param {import('../model.js').Entry} entry */
   function gridTitle(entry) {
     const ev = entry.event;
     const lines = [
@@ -231,10 +260,13 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     return lines.join('\n');
   }
 
-  /** The (host, service) key of a grid cell, or null. */
+  /**
+   * The (host, service) key of a grid cell, or null.
+   * @param {Element} td
+   */
   function gridKeyOf(td) {
     if (!(td instanceof HTMLTableCellElement) || td.tagName !== 'TD') return null;
-    const row = gridRowOf.get(td.parentElement);
+    const row = gridRowOf.get(/** @type {HTMLElement} */ (td.parentElement));
     const col = td.cellIndex - 1;
     if (!row || col < 0 || col >= grid.services.length) return null;
     return JSON.stringify([row.value ?? null, grid.services[col] ?? null]);
@@ -242,18 +274,19 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
 
   // Tooltips are written when the pointer (or focus) reaches a cell, not for 25,000 cells up front;
   // a cell that has one keeps it current on changes.
+  /** @param {Event} e */
   function gridHover(e) {
-    const td = e.target.closest?.('td');
+    const td = /** @type {Element} */ (e.target).closest?.('td');
     const key = td && gridKeyOf(td);
     if (!key) return;
     const entry = index.get(key);
     if (entry) td.setAttribute('title', gridTitle(entry));
-    else td.setAttribute('title', `${JSON.parse(key).map((v) => v ?? '(none)').join(' · ')}: no event`);
+    else td.setAttribute('title', `${JSON.parse(key).map((/** @type {unknown} */ v) => v ?? '(none)').join(' · ')}: no event`);
   }
   gridBody.addEventListener('mouseover', gridHover);
   gridBody.addEventListener('focusin', gridHover);
   gridBody.addEventListener('click', (e) => {
-    const td = e.target.closest('td');
+    const td = /** @type {Element} */ (e.target).closest('td');
     const key = td && gridKeyOf(td);
     if (key && index.has(key)) onOpen(key);
   });

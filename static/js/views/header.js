@@ -4,11 +4,16 @@
 import { $, el, setText } from '../dom.js';
 import { CLASS_ORDER } from '../model.js';
 
+/** @type {Record<string, string>} */
 const PALETTE = {
   critical: '#e03131', warning: '#f59f00', expired: '#6c757d', other: '#1c7ed6', ok: '#2b8a3e',
 };
 
-/** "(3) statecast", "(3, 1 acked, 2 silenced) statecast", "statecast". Pure. */
+/**
+ * "(3) statecast", "(3, 1 acked, 2 silenced) statecast", "statecast". Pure.
+ * @param {{ active: number, acked: number, silenced: number }} counts
+ * @param {boolean} haveSnapshot
+ */
 export function titleFor({ active, acked, silenced }, haveSnapshot) {
   if (!haveSnapshot) return 'statecast';
   const extra = [];
@@ -18,6 +23,13 @@ export function titleFor({ active, acked, silenced }, haveSnapshot) {
   return `(${[String(active), ...extra].join(', ')}) statecast`;
 }
 
+/**
+ * @param {object} deps
+ * @param {import('../model.js').Model} deps.model
+ * @param {{ hidden: number, total: number, limit: number }} deps.problemsView
+ * @param {() => boolean} deps.isLive
+ * @param {() => boolean} deps.filtered
+ */
 export function createHeader({ model, problemsView, isLive, filtered }) {
   let lastFavicon = '';
 
@@ -30,8 +42,8 @@ export function createHeader({ model, problemsView, isLive, filtered }) {
     setText($('silenced-count'), have ? String(handled.silenced) : '—');
     // Shown only when there are some: before a snapshot they would be two more "—" that
     // crowd the header onto a second line.
-    $('acked-count').parentElement.hidden = !have || handled.acked === 0;
-    $('silenced-count').parentElement.hidden = !have || handled.silenced === 0;
+    /** @type {HTMLElement} */ ($('acked-count').parentElement).hidden = !have || handled.acked === 0;
+    /** @type {HTMLElement} */ ($('silenced-count').parentElement).hidden = !have || handled.silenced === 0;
     const title = titleFor(handled, have);
     if (document.title !== title) document.title = title;
 

@@ -10,8 +10,15 @@ export function createLog() {
   const list = $('log');
   const pauseButton = $('pause');
   let paused = false;
+  /** @type {HTMLElement[]} */
   let buffer = [];
 
+  /**
+   * @param {Record<string, any>} ev
+   * @param {unknown} previousState
+   * @param {number} at
+   * @param {string} [extra]
+   */
   function item(ev, previousState, at, extra = '') {
     const li = el('li', 'log-item');
     li.dataset.state = stateClass(ev.state);
@@ -36,12 +43,17 @@ export function createLog() {
     return li;
   }
 
+  /**
+   * @param {string} text
+   * @param {number} at
+   */
   function note(text, at) {
     const li = el('li', 'log-item note');
     li.append(timeEl('log-time', at, 'clock'), el('span', 'log-note', text));
     return li;
   }
 
+  /** @param {HTMLElement} li */
   function push(li) {
     if (paused) {
       buffer.push(li);
@@ -50,7 +62,7 @@ export function createLog() {
       return;
     }
     list.prepend(li);
-    while (list.childElementCount > LOG_CAP) list.lastElementChild.remove();
+    while (list.childElementCount > LOG_CAP) list.lastElementChild?.remove();
     $('log-empty').hidden = true;
   }
 
@@ -73,8 +85,8 @@ export function createLog() {
   updateButton();
 
   return {
-    transition: (ev, previousState, at, extra) => push(item(ev, previousState, at, extra)),
-    note: (text, at) => push(note(text, at)),
+    transition: (/** @type {Record<string, any>} */ ev, /** @type {unknown} */ previousState, /** @type {number} */ at, /** @type {string} */ extra) => push(item(ev, previousState, at, extra)),
+    note: (/** @type {string} */ text, /** @type {number} */ at) => push(note(text, at)),
     togglePause,
   };
 }

@@ -9,12 +9,23 @@ import { layout, parseSort, formatSort, parseGroup } from '../order.js';
 
 export const RENDER_STEP = 200;
 
+/**
+ * @param {object} deps
+ * @param {import('../model.js').Model} deps.model
+ * @param {(key: string) => void} deps.onOpen
+ * @param {(key: string, action: string) => void} deps.onAck  a row's ack / unack button
+ * @param {(key: string) => boolean} deps.isSelected
+ * @param {(name: string) => string} deps.urlParam
+ * @param {(name: string, value: string) => void} deps.setUrlParam
+ */
 export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam, setUrlParam }) {
   const tbody = $('problem-rows');
   const rows = new Map(); // key → { tr, cells, stamp }
   const groupRows = new Map(); // id → { tr, ... }
   const sectionRows = new Map();
   const changed = new Set();
+  /** @type {{ sort: { column: string, desc: boolean }, group: string, collapsed: Set<string>, limit: number,
+   *   order: import('../model.js').Entry[], hidden: number, total: number, onChange?: () => void }} */
   const view = {
     sort: parseSort(urlParam('sort')),
     group: parseGroup(urlParam('group')),
@@ -25,10 +36,12 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     total: 0,
   };
 
+  /** @param {string} key */
   function createRow(key) {
     const tr = el('tr', 'row');
     tr.dataset.key = key;
     tr.tabIndex = 0; // Enter opens the details
+    /** @type {Record<string, any>} */
     const cells = {
       host: el('td', 'c-host'),
       service: el('td', 'c-service'),
@@ -55,6 +68,11 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     return row;
   }
 
+  /**
+   * @param {HTMLElement} td
+   * @param {unknown} value
+   * @param {string} label
+   */
   function fillName(td, value, label) {
     if (value === undefined || value === null || value === '') {
       td.classList.add('none');
@@ -67,6 +85,11 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     td.dataset.label = label;
   }
 
+  /**
+   * @param {{ tr: HTMLElement, cells: Record<string, any>, stamp: any[] | null }} row
+   * @param {import('../model.js').Entry} entry
+   * @param {string} status
+   */
   function fillRow(row, entry, status) {
     const ev = entry.event;
     const c = row.cells;
@@ -106,6 +129,12 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     }
   }
 
+  /**
+   * @param {{ tr: HTMLElement, cells: Record<string, any>, stamp: any[] | null }} row
+   * @param {import('../model.js').Entry} entry
+   * @param {number} now
+   * @param {boolean} [force]
+   */
   function fillAge(row, entry, now, force = false) {
     const t = row.cells.time;
     setText(t, (entry.sinceExact ? '' : '≥ ') + relative(now - entry.since));
@@ -122,6 +151,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     }
   }
 
+  /** @param {Record<string, any>} item  a 'group' item of order.js' layout */
   function groupRow(item) {
     let g = groupRows.get(item.id);
     if (!g) {
@@ -157,6 +187,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     return g.tr;
   }
 
+  /** @param {Record<string, any>} item  a 'section' item of order.js' layout */
   function sectionRow(item) {
     let s = sectionRows.get(item.id);
     if (!s) {
@@ -183,6 +214,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     view.order = result.order;
     view.hidden = result.hidden;
     view.total = result.total;
+    /** @type {HTMLElement[]} */
     const wanted = [];
     const liveKeys = new Set();
     const liveGroups = new Set();
@@ -226,28 +258,32 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   }
 
   function renderSortHeads() {
-    for (const th of document.querySelectorAll('#problems thead th[data-sort]')) {
+    for (const th of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('#problems thead th[data-sort]'))) {
       const on = th.dataset.sort === view.sort.column;
       th.setAttribute('aria-sort', on ? (view.sort.desc ? 'descending' : 'ascending') : 'none');
     }
   }
 
+  /** @param {string} column */
   function setSort(column) {
     view.sort = view.sort.column === column ? { column, desc: !view.sort.desc } : { column, desc: false };
     setUrlParam('sort', formatSort(view.sort));
   }
 
+  /** @param {string} group */
   function setGroup(group) {
     view.group = parseGroup(group);
     view.collapsed.clear();
     setUrlParam('group', view.group);
   }
 
+  /** @param {string} id */
   function toggleGroup(id) {
     if (view.collapsed.has(id)) view.collapsed.delete(id);
     else view.collapsed.add(id);
   }
 
+  /** @param {number} now */
   function tickAges(now) {
     for (const [key, row] of rows) {
       const entry = model.entries.get(key);
@@ -256,32 +292,33 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   }
 
   tbody.addEventListener('click', (e) => {
-    const button = e.target.closest('button');
+    const target = /** @type {Element} */ (e.target);
+    const button = /** @type {HTMLElement | null} */ (target.closest('button'));
     if (button && button.classList.contains('group-toggle')) {
-      toggleGroup(button.closest('tr').dataset.group);
+      toggleGroup(/** @type {string} */ (/** @type {HTMLElement} */ (button.closest('tr')).dataset.group));
       view.onChange?.();
       return;
     }
-    const tr = e.target.closest('tr.row');
+    const tr = /** @type {HTMLElement | null} */ (target.closest('tr.row'));
     if (!tr) return;
     if (button && button.classList.contains('row-action')) {
-      onAck(tr.dataset.key, button.dataset.action);
+      onAck(/** @type {string} */ (tr.dataset.key), /** @type {string} */ (button.dataset.action));
       return;
     }
     if (String(window.getSelection() ?? '') !== '') return; // selecting text is not a click
-    onOpen(tr.dataset.key);
+    onOpen(/** @type {string} */ (tr.dataset.key));
   });
   tbody.addEventListener('keydown', (e) => {
     if ((e.key === 'Enter' || e.key === ' ') && e.target instanceof HTMLElement && e.target.matches('tr.row')) {
       e.preventDefault();
-      onOpen(e.target.dataset.key);
+      onOpen(/** @type {string} */ (e.target.dataset.key));
     }
   });
 
   return Object.assign(view, {
     render,
-    markChanged: (key) => changed.add(key),
-    rowOf: (key) => rows.get(key)?.tr ?? null,
+    markChanged: (/** @type {string} */ key) => changed.add(key),
+    rowOf: (/** @type {string} */ key) => rows.get(key)?.tr ?? null,
     setSort,
     setGroup,
     toggleGroup,

@@ -5,20 +5,30 @@ import { $, el, setText, timeEl } from '../dom.js';
 import { parseTime } from '../model.js';
 import { rememberedBy } from '../actions.js';
 
+/**
+ * @param {object} deps
+ * @param {import('../model.js').Model} deps.model
+ * @param {ReturnType<typeof import('../actions.js').createActions>} deps.actions
+ */
 export function createSilences({ model, actions }) {
   const list = $('silence-rows');
-  const form = $('silence-form');
-  const query = $('silence-query');
-  const comment = $('silence-comment');
-  const duration = $('silence-duration');
-  const by = $('silence-by');
+  const form = /** @type {HTMLFormElement} */ ($('silence-form'));
+  const query = /** @type {HTMLInputElement} */ ($('silence-query'));
+  const comment = /** @type {HTMLInputElement} */ ($('silence-comment'));
+  const duration = /** @type {HTMLInputElement} */ ($('silence-duration'));
+  const by = /** @type {HTMLInputElement} */ ($('silence-by'));
   const message = $('silence-message');
   const submit = $('silence-submit');
   const cancel = $('silence-cancel');
+  /** @type {string | null} */
   let editing = null; // id being edited
 
   by.value = rememberedBy();
 
+  /**
+   * @param {string} text
+   * @param {string} [kind]
+   */
   function say(text, kind = 'info') {
     setText(message, text);
     message.hidden = text === '';
@@ -57,10 +67,11 @@ export function createSilences({ model, actions }) {
   cancel.addEventListener('click', () => { reset(); say(''); });
 
   list.addEventListener('click', async (e) => {
-    const button = e.target.closest('button');
-    const tr = e.target.closest('tr');
+    const target = /** @type {Element} */ (e.target);
+    const button = target.closest('button');
+    const tr = target.closest('tr');
     if (!button || !tr) return;
-    const silence = model.silences.find((s) => String(s.id) === tr.dataset.id);
+    const silence = model.silences.find((/** @type {Record<string, any>} */ s) => String(s.id) === tr.dataset.id);
     if (!silence) return;
     if (button.dataset.action === 'edit') {
       editing = String(silence.id);
@@ -89,7 +100,7 @@ export function createSilences({ model, actions }) {
   });
 
   function render() {
-    const rows = model.silences.map((s) => {
+    const rows = model.silences.map((/** @type {Record<string, any>} */ s) => {
       const tr = el('tr', s.active ? 'silence active' : 'silence');
       tr.dataset.id = String(s.id);
       const q = el('td', 'c-query');

@@ -1,5 +1,6 @@
 //! Websocket ingest, in the shape of Riemann's `/events`: `GET /events` upgrades, the client
-//! sends batches and gets one acknowledgement per batch, in order, once the engine applied it.
+//! sends batches and gets one reply per batch, in order, once the engine applied it. (A reply is
+//! the transport's receipt for a batch; "ack" is reserved for an operator's acknowledgement.)
 //!
 //! A batch is a text frame (a JSON array of events, one event object, or
 //! `{"id":…,"events":[…]}` to carry a request id) or a binary frame (a Riemann protobuf `Msg`).
@@ -9,13 +10,13 @@
 //! connection.
 //!
 //! Two tasks per connection: the reader decodes and submits, the writer waits for each
-//! acknowledgement in turn and sends it. Between them a queue of [`MAX_IN_FLIGHT`] batches: when
+//! reply in turn and sends it. Between them a queue of [`MAX_IN_FLIGHT`] batches: when
 //! it is full the reader stops reading the socket (TCP flow control then stops the client), so a
-//! client that never reads its acks holds at most that many batches' answers, never a growing
+//! client that never reads its replies holds at most that many batches' answers, never a growing
 //! list.
 //!
 //! What a client can make the server hold without reading is bounded too: the pongs answering
-//! its pings ([`MAX_UNSENT_PONG_BYTES`], like `/ws`), the id echoed with each ack
+//! its pings ([`MAX_UNSENT_PONG_BYTES`], like `/ws`), the id echoed with each reply
 //! ([`MAX_ID_BYTES`]), and a message it leaves unfinished (`inbound`: a deadline and a budget
 //! shared by every connection). That last rule needs the bytes below the websocket library, so
 //! this endpoint upgrades the connection itself and runs tungstenite on a watched socket.
@@ -26,9 +27,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query as UrlQuery, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use futures_util::SinkExt;
@@ -41,21 +43,21 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::api::decode;
-use super::error::ApiError;
-use super::AppState;
+use super::decode;
 use crate::engine::{Applied, EngineError};
 use crate::event::{convert, now_micros, Event};
 use crate::ingest::json::parse_events;
-use crate::metrics::Refusal;
 use crate::proto::Msg;
+use crate::web::access::IngestSocket;
+use crate::web::error::ApiError;
+use crate::web::{self, AppState};
 
-/// Batches read and submitted whose acknowledgement is not yet sent, per connection. Past it the
+/// Batches read and submitted whose reply is not yet sent, per connection. Past it the
 /// reader stops reading the socket until the writer catches up.
 pub(crate) const MAX_IN_FLIGHT: usize = 64;
 
-/// Longest batch id, as JSON text (quotes included): it is kept until the batch is acknowledged
-/// and echoed then, so 64 pending ids of 4 MiB held 256 MiB per connection. A request id fits
+/// Longest batch id, as JSON text (quotes included): it is kept until the batch is answered
+/// and echoed then, so 64 waiting ids of 4 MiB held 256 MiB per connection. A request id fits
 /// many times over; a longer one refuses its batch (nothing applied) and is answered as `null`.
 pub(crate) const MAX_ID_BYTES: usize = 1024;
 
@@ -68,34 +70,18 @@ pub(crate) use inbound::UnfinishedBudget;
 /// The socket a session runs on: the upgraded connection, watched for unfinished messages.
 type Socket = WebSocketStream<inbound::Inbound<TokioIo<hyper::upgrade::Upgraded>>>;
 
-/// `?token=` for clients that cannot set headers on a websocket (browsers).
-#[derive(Debug, Default, serde::Deserialize)]
-pub(crate) struct EventsParams {
-    token: Option<String>,
-}
-
-/// `GET /events`: the ingest token and Origin rules of `POST /api/event`, then the websocket
-/// connection limit shared with dashboards.
-pub(crate) async fn upgrade(
+/// `GET /events`: the ingest token (header or `?token=`) and Origin rules ([`IngestSocket`]),
+/// then the websocket connection limit shared with dashboards.
+pub(super) async fn upgrade(
     State(app): State<AppState>,
-    UrlQuery(params): UrlQuery<EventsParams>,
+    _: IngestSocket,
+    route: MatchedPath,
+    Extension(unfinished): Extension<Arc<UnfinishedBudget>>,
     headers: HeaderMap,
     mut request: Request,
 ) -> Response {
-    let admitted = app
-        .access
-        .check_ingest_ws(&headers, params.token.as_deref())
-        .map_err(|denied| app.refused(Refusal::Token, "/events", denied))
-        .and_then(|()| {
-            app.access
-                .check_origin(&headers)
-                .map_err(|denied| app.refused(Refusal::Origin, "/events", denied))
-        });
-    if let Err(denied) = admitted {
-        return denied.into_response();
-    }
-    let Some(permit) = super::ws_permit(&app) else {
-        return super::too_many_websockets(&app, "/events");
+    let Some(permit) = web::ws_permit(&app) else {
+        return web::too_many_websockets(&app, route.as_str());
     };
     let (accept, on_upgrade) = match handshake(&headers, &mut request) {
         Ok(found) => found,
@@ -106,11 +92,7 @@ pub(crate) async fn upgrade(
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let io = inbound::Inbound::new(
-            TokioIo::new(upgraded),
-            Arc::clone(&app.unfinished),
-            app.body_timeout,
-        );
+        let io = inbound::Inbound::new(TokioIo::new(upgraded), unfinished, app.body_timeout);
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config(&app))).await;
         run(socket, app, permit).await;
     });
@@ -176,8 +158,8 @@ fn handshake(
 /// The dashboards' buffer sizes (`web::configure`); a batch may be as large as a POST body.
 fn config(app: &AppState) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(super::WS_READ_BUFFER)
-        .write_buffer_size(super::WS_WRITE_BUFFER)
+        .read_buffer_size(web::WS_READ_BUFFER)
+        .write_buffer_size(web::WS_WRITE_BUFFER)
         .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(app.max_body_bytes))
         .max_frame_size(Some(app.max_body_bytes))
@@ -209,14 +191,14 @@ impl PongDebt {
 
 /// What the reader hands the writer, in the order of the client's messages.
 enum Item {
-    Batch(Pending),
+    Batch(InFlight),
     /// The reader stopped on a message it cannot take: close with this code once every earlier
-    /// batch is acknowledged.
+    /// batch is answered.
     Close(CloseFrame),
 }
 
 /// One batch on its way: its id, and its answer or the engine's receipt for it.
-struct Pending {
+struct InFlight {
     id: Option<Box<RawValue>>,
     outcome: Outcome,
 }
@@ -252,7 +234,7 @@ async fn run(socket: Socket, mut app: AppState, _permit: OwnedSemaphorePermit) {
         start,
     );
     let writer = write(sink, app, rx, heard, pongs, start);
-    // The writer ends when the reader has ended and every ack is sent, or on a write failure
+    // The writer ends when the reader has ended and every reply is sent, or on a write failure
     // (then the reader is dropped with it).
     let mut linger = false;
     let sink = tokio::select! {
@@ -280,7 +262,7 @@ async fn read(
     start: Instant,
 ) -> bool {
     loop {
-        // Waits for queue space first: with MAX_IN_FLIGHT answers pending, the socket is not read.
+        // Waits for queue space first: with MAX_IN_FLIGHT replies waiting, the socket is not read.
         let Ok(slot) = tx.reserve().await else {
             return false;
         };
@@ -289,7 +271,7 @@ async fn read(
             message = stream.next() => message,
         };
         heard.store(elapsed_ms(start), Ordering::Relaxed);
-        let pending = match message {
+        let in_flight = match message {
             Some(Ok(Message::Text(text))) => text_batch(&app, Bytes::from(text)).await,
             Some(Ok(Message::Binary(body))) => binary_batch(&app, body).await,
             Some(Ok(Message::Ping(payload))) => {
@@ -322,17 +304,17 @@ async fn read(
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return false,
         };
         let closed = matches!(
-            &pending.outcome,
+            &in_flight.outcome,
             Outcome::Refused(error) if error == &EngineError::Closed.to_string()
         );
-        slot.send(Item::Batch(pending));
+        slot.send(Item::Batch(in_flight));
         if closed {
             return false;
         }
     }
 }
 
-/// The close frame that ends the connection once earlier batches are acknowledged.
+/// The close frame that ends the connection once earlier batches are answered.
 fn close(code: u16, reason: String) -> Item {
     Item::Close(CloseFrame {
         code: code.into(),
@@ -341,7 +323,7 @@ fn close(code: u16, reason: String) -> Item {
 }
 
 /// A JSON batch: the envelope `{"id":…,"events":[…]}`, or events as `POST /api/event` takes them.
-async fn text_batch(app: &AppState, body: Bytes) -> Pending {
+async fn text_batch(app: &AppState, body: Bytes) -> InFlight {
     #[derive(serde::Deserialize)]
     struct Envelope<'a> {
         #[serde(borrow)]
@@ -381,7 +363,7 @@ async fn text_batch(app: &AppState, body: Bytes) -> Pending {
 }
 
 /// A Riemann protobuf `Msg` holding events, checked against the limits before it is decoded.
-async fn binary_batch(app: &AppState, body: Bytes) -> Pending {
+async fn binary_batch(app: &AppState, body: Bytes) -> InFlight {
     if let Err(error) = convert::check_limits(&body, &app.json_limits) {
         return refused(None, error.to_string());
     }
@@ -398,10 +380,10 @@ async fn binary_batch(app: &AppState, body: Bytes) -> Pending {
 }
 
 /// Hands the batch to the engine (waiting for queue space: backpressure).
-async fn submit(app: &AppState, id: Option<Box<RawValue>>, events: Vec<Event>) -> Pending {
+async fn submit(app: &AppState, id: Option<Box<RawValue>>, events: Vec<Event>) -> InFlight {
     let accepted = events.len();
     if accepted == 0 {
-        return Pending {
+        return InFlight {
             id,
             outcome: Outcome::Accepted(0),
         };
@@ -410,11 +392,11 @@ async fn submit(app: &AppState, id: Option<Box<RawValue>>, events: Vec<Event>) -
         Ok(applied) => Outcome::Submitted { accepted, applied },
         Err(error) => Outcome::Refused(error.to_string()),
     };
-    Pending { id, outcome }
+    InFlight { id, outcome }
 }
 
-fn refused(id: Option<Box<RawValue>>, error: String) -> Pending {
-    Pending {
+fn refused(id: Option<Box<RawValue>>, error: String) -> InFlight {
+    InFlight {
         id,
         outcome: Outcome::Refused(error),
     }
@@ -436,7 +418,7 @@ async fn write(
     loop {
         let frame = tokio::select! {
             item = rx.recv() => match item {
-                Some(Item::Batch(pending)) => Message::Text(answer(pending).await.into()),
+                Some(Item::Batch(in_flight)) => Message::Text(answer(in_flight).await.into()),
                 Some(Item::Close(frame)) => {
                     close = Some(frame);
                     break;
@@ -477,9 +459,9 @@ async fn write(
     matches!(sent, Ok(Ok(()))).then_some(sink)
 }
 
-/// Waits for the batch's acknowledgement and renders the ack frame.
-async fn answer(pending: Pending) -> String {
-    let result = match pending.outcome {
+/// Waits for the engine's receipt for the batch and renders the reply frame.
+async fn answer(in_flight: InFlight) -> String {
+    let result = match in_flight.outcome {
         Outcome::Accepted(n) => Ok(n),
         Outcome::Refused(error) => Err(error),
         Outcome::Submitted { accepted, applied } => match applied.await {
@@ -491,7 +473,7 @@ async fn answer(pending: Pending) -> String {
             Err(_) => Err(EngineError::Closed.to_string()),
         },
     };
-    let id = pending.id.as_deref().map_or("null", RawValue::get);
+    let id = in_flight.id.as_deref().map_or("null", RawValue::get);
     match result {
         Ok(n) => format!(r#"{{"id":{id},"ok":true,"accepted":{n}}}"#),
         Err(error) => format!(
