@@ -16,6 +16,7 @@ pub mod event;
 pub mod fd_limit;
 pub mod ingest;
 pub mod invariants;
+pub(crate) mod lifecycle;
 pub mod metrics;
 pub mod proto;
 pub(crate) mod protocol;

@@ -1,10 +1,12 @@
 //! Wiring: binds every listener, starts the engine and the transports, and shuts them down in
 //! order on one signal.
 //!
-//! Binding happens before anything is spawned so that a port in use is a clean startup error.
-//! Shutdown is one [`CancellationToken`] every task hears: listeners stop accepting, connections
-//! answer what they already read, websockets close with 1001, and the engine stops last, once the
-//! final handle to it is gone.
+//! [`start`] is three steps: bind every listener (before anything is spawned, so that a port in
+//! use is a clean startup error), start the engine (joining the cluster in cluster mode), then
+//! the transports. Each transport is given the one [`Lifecycle`] (shutdown signal, task
+//! tracking, counters): on its signal listeners stop accepting, connections answer what they
+//! already read, websockets close with 1001, and the engine stops last, once the final handle to
+//! it is gone.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,12 +16,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::cluster;
 use crate::config::Config;
-use crate::engine;
+use crate::engine::{self, EngineHandle};
 use crate::ingest::{tcp, udp};
+use crate::lifecycle::{Lifecycle, Stopped};
 use crate::metrics::Counters;
 use crate::store::{Recovered, Store, StoreError};
 use crate::{tls, web};
@@ -103,10 +105,61 @@ impl Running {
     }
 }
 
+/// Starts the server: bind every listener, then the engine (and the cluster), then the
+/// transports, each given the one [`Lifecycle`].
 pub async fn start(config: Config) -> Result<Running, StartError> {
     // First: SIGHUP's default action ends the process, and an operator reloading certificates
     // (or a terminal hanging up) must never stop the server.
     let hangups = Hangups::listen();
+    check_settings(&config)?;
+    // Before binding: a bad certificate is a startup error like a bad flag.
+    let certificates = match config.tls_files().map_err(StartError::Config)? {
+        Some(files) => Some(Arc::new(
+            tls::Certificates::load(files, config.tls_handshake_timeout)
+                .map_err(StartError::Config)?,
+        )),
+        None => None,
+    };
+    let listeners = Listeners::bind(&config).await?;
+    // After binding (a port in use stays a one-line error), before the "listening" lines.
+    let fd_budget_exceeded = check_fd_budget(&config);
+    listeners.log(config.https);
+
+    let life = Lifecycle::new();
+    Counters::add(
+        &life.counters().fd_budget_exceeded,
+        u64::from(fd_budget_exceeded),
+    );
+    let engine = start_engine(&config, &life).await?;
+
+    let (tcp_addr, udp_addr, tls_tcp_addr, http_addr) = (
+        listeners.tcp_addr,
+        listeners.udp_addr,
+        listeners.tls_tcp_addr,
+        listeners.http_addr,
+    );
+    start_transports(
+        &config,
+        &life,
+        listeners,
+        engine.parts,
+        certificates,
+        hangups,
+    );
+    Ok(Running {
+        tcp_addr,
+        udp_addr,
+        http_addr,
+        tls_tcp_addr,
+        https: config.https,
+        counters: Arc::clone(life.counters()),
+        shutdown: life.shutdown().clone(),
+        done: tokio::spawn(stop_in_order(life, config.shutdown_grace, engine.task)),
+    })
+}
+
+/// What is checked of the settings before anything is opened.
+fn check_settings(config: &Config) -> Result<(), StartError> {
     if let Some(pattern) = &config.allowed_origin {
         web::access::validate_origin_pattern(pattern)
             .map_err(|error| StartError::Config(crate::startup_file::shorten(&error, pattern)))?;
@@ -116,62 +169,95 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
     }
-    // Before binding: a bad certificate is a startup error like a bad flag.
-    let certificates = match config.tls_files().map_err(StartError::Config)? {
-        Some(files) => Some(Arc::new(
-            tls::Certificates::load(files, config.tls_handshake_timeout)
-                .map_err(StartError::Config)?,
-        )),
-        None => None,
-    };
-    let tcp_listener = match config.tcp {
-        Some(addr) => Some(bind_tcp("riemann tcp", addr).await?),
-        None => None,
-    };
-    let udp_socket = match config.udp {
-        Some(addr) => Some(
-            UdpSocket::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen {
-                    what: "riemann udp",
-                    addr,
-                    source,
-                })?,
-        ),
-        None => None,
-    };
-    let tls_tcp_listener = match config.tls_tcp {
-        Some(addr) => Some(bind_tcp("riemann tls", addr).await?),
-        None => None,
-    };
-    let http_listener = bind_tcp("http", config.http).await?;
+    Ok(())
+}
 
-    let tcp_addr = tcp_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let udp_addr = udp_socket.as_ref().and_then(|s| s.local_addr().ok());
-    let tls_tcp_addr = tls_tcp_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let http_addr = http_listener.local_addr().unwrap_or(config.http);
-    // After binding (a port in use stays a one-line error), before the "listening" lines.
-    let fd_budget_exceeded = check_fd_budget(&config);
-    if let Some(addr) = tcp_addr {
-        tracing::info!(%addr, "riemann tcp listening");
-    }
-    if let Some(addr) = udp_addr {
-        tracing::info!(%addr, "riemann udp listening");
-    }
-    if let Some(addr) = tls_tcp_addr {
-        tracing::info!(%addr, "riemann tls listening");
-    }
-    let scheme = if config.https { "https" } else { "http" };
-    tracing::info!(addr = %http_addr, "{scheme} listening (dashboard /, websocket /ws, POST /api/event)");
+/// Every listener, bound before anything is spawned so that a port in use is a clean startup
+/// error, and the addresses they got.
+struct Listeners {
+    tcp: Option<TcpListener>,
+    udp: Option<UdpSocket>,
+    tls_tcp: Option<TcpListener>,
+    http: TcpListener,
+    tcp_addr: Option<SocketAddr>,
+    udp_addr: Option<SocketAddr>,
+    tls_tcp_addr: Option<SocketAddr>,
+    http_addr: SocketAddr,
+}
 
-    let counters = Arc::new(Counters::default());
-    Counters::add(&counters.fd_budget_exceeded, u64::from(fd_budget_exceeded));
-    let shutdown = CancellationToken::new();
-    // Heard by connections still busy when the shutdown grace period ends: they stop at once.
-    let force_stop = CancellationToken::new();
-    let tasks = TaskTracker::new();
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Self, StartError> {
+        let tcp = match config.tcp {
+            Some(addr) => Some(bind_tcp("riemann tcp", addr).await?),
+            None => None,
+        };
+        let udp = match config.udp {
+            Some(addr) => {
+                Some(
+                    UdpSocket::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            what: "riemann udp",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let tls_tcp = match config.tls_tcp {
+            Some(addr) => Some(bind_tcp("riemann tls", addr).await?),
+            None => None,
+        };
+        let http = bind_tcp("http", config.http).await?;
+        Ok(Self {
+            tcp_addr: tcp.as_ref().and_then(|l| l.local_addr().ok()),
+            udp_addr: udp.as_ref().and_then(|s| s.local_addr().ok()),
+            tls_tcp_addr: tls_tcp.as_ref().and_then(|l| l.local_addr().ok()),
+            http_addr: http.local_addr().unwrap_or(config.http),
+            tcp,
+            udp,
+            tls_tcp,
+            http,
+        })
+    }
+
+    /// One "listening" line per listener.
+    fn log(&self, https: bool) {
+        if let Some(addr) = self.tcp_addr {
+            tracing::info!(%addr, "riemann tcp listening");
+        }
+        if let Some(addr) = self.udp_addr {
+            tracing::info!(%addr, "riemann udp listening");
+        }
+        if let Some(addr) = self.tls_tcp_addr {
+            tracing::info!(%addr, "riemann tls listening");
+        }
+        let scheme = if https { "https" } else { "http" };
+        tracing::info!(addr = %self.http_addr, "{scheme} listening (dashboard /, websocket /ws, POST /api/event)");
+    }
+}
+
+/// The started engine: its task (awaited last at shutdown) and what the transports need of it.
+struct Engine {
+    task: tokio::task::JoinHandle<()>,
+    parts: EngineParts,
+}
+
+/// What the transports need of the engine.
+struct EngineParts {
+    handle: EngineHandle,
+    /// What dashboards resume against: the cluster's, the store's, or this process's.
+    epoch: String,
+    /// The store, for history reads.
+    history: Option<Arc<Store>>,
+}
+
+/// Joins the cluster (cluster mode), opens the store and starts the engine; in cluster mode the
+/// engine follows the stream and its handle publishes to it.
+async fn start_engine(config: &Config, life: &Lifecycle) -> Result<Engine, StartError> {
     let mut engine_config = config.engine();
-    let joined = match config.cluster() {
+    let mut joined = match config.cluster() {
         Some(cluster) => {
             engine_config.local_clock = false;
             let joined = cluster::join(cluster, &engine_config)
@@ -185,14 +271,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let (store, local_epoch) = open_store(&config)?;
+    let (store, local_epoch) = open_store(config)?;
+    let counters = life.counters();
     if let Some((_, recovered)) = &store {
         Counters::add(&counters.log_replayed, recovered.replay.replayed as u64);
         Counters::add(&counters.log_skipped, recovered.replay.skipped as u64);
         let damaged_tail = u64::from(recovered.replay.damaged_tail);
         Counters::add(&counters.log_damaged_tail, damaged_tail);
     }
-    let mut joined = joined;
     if let (Some(joined), Some(dir), Some((store, recovered))) =
         (joined.as_mut(), config.data_dir.as_deref(), store.as_ref())
     {
@@ -207,77 +293,105 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
     let image = joined.as_ref().map(|joined| joined.image.clone());
-    let (engine, engine_task) = engine::spawn(engine_config, Arc::clone(&counters), store, image);
-    let (engine, epoch) = match joined {
+    let (handle, task) = engine::spawn(engine_config, Arc::clone(counters), store, image);
+    let (handle, epoch) = match joined {
         Some(joined) => {
             let epoch = joined.epoch.clone();
-            let engine = joined.run(
-                engine,
+            let handle = joined.run(
+                handle,
                 config.reap_interval,
-                &counters,
-                &shutdown,
-                &force_stop,
-                &tasks,
+                counters,
+                life.shutdown(),
+                life.force_stop(),
+                life.tasks(),
             );
-            (engine, epoch)
+            (handle, epoch)
         }
-        None => (engine, local_epoch),
+        None => (handle, local_epoch),
     };
+    Ok(Engine {
+        task,
+        parts: EngineParts {
+            handle,
+            epoch,
+            history,
+        },
+    })
+}
 
-    let riemann = tcp::Shared::new(
-        config.tcp(),
-        engine.clone(),
-        Arc::clone(&counters),
-        shutdown.clone(),
-        force_stop.clone(),
-        tasks.clone(),
-    );
-    if let Some(listener) = tcp_listener {
-        tasks.spawn(tcp::serve(listener, None, riemann.clone()));
+/// Spawns every transport on its listener, and the tasks beside them (SIGHUP, stats).
+fn start_transports(
+    config: &Config,
+    life: &Lifecycle,
+    listeners: Listeners,
+    engine: EngineParts,
+    certificates: Option<Arc<tls::Certificates>>,
+    hangups: Hangups,
+) {
+    let riemann = tcp::Shared::new(config.tcp(), engine.handle.clone(), life);
+    if let Some(listener) = listeners.tcp {
+        life.spawn(tcp::serve(listener, None, riemann.clone()));
     }
-    if let (Some(listener), Some(certificates)) = (tls_tcp_listener, &certificates) {
-        tasks.spawn(tcp::serve(listener, Some(certificates.riemann()), riemann));
+    if let (Some(listener), Some(certificates)) = (listeners.tls_tcp, &certificates) {
+        life.spawn(tcp::serve(listener, Some(certificates.riemann()), riemann));
     }
-    tasks.spawn(hangups.serve(
-        certificates.clone(),
-        Arc::clone(&counters),
-        shutdown.clone(),
-    ));
-    if let Some(socket) = udp_socket {
-        tasks.spawn(udp::serve(
+    life.spawn(hangups.serve(certificates.clone(), life.clone()));
+    if let Some(socket) = listeners.udp {
+        life.spawn(udp::serve(
             socket,
             config.max_datagram_bytes,
             config.event_limits(),
-            engine.clone(),
-            Arc::clone(&counters),
-            shutdown.clone(),
+            engine.handle.clone(),
+            life.clone(),
         ));
     }
+    let https = certificates
+        .as_ref()
+        .filter(|_| config.https)
+        .map(|c| c.http());
+    serve_http(
+        config,
+        life,
+        listeners.http,
+        listeners.http_addr,
+        https,
+        engine,
+    );
+}
 
+/// The HTTP server (dashboard, API, websockets) and the stats frames it sends.
+fn serve_http(
+    config: &Config,
+    life: &Lifecycle,
+    listener: TcpListener,
+    http_addr: SocketAddr,
+    https: Option<tls::TlsAcceptor>,
+    engine: EngineParts,
+) {
+    let counters = life.counters();
     // A placeholder until the ticker's first frame: a connection never sends the value it finds
     // (it waits for the next one built), but it is a whole frame all the same.
-    let first_stats = web::first_stats_frame(config.stats_interval);
-    let (stats_tx, stats_rx) = watch::channel(first_stats);
+    let (stats_tx, stats_rx) = watch::channel(web::first_stats_frame(config.stats_interval));
     let rates = Arc::new(web::rates::RateRing::new(config.stats_interval));
-    tasks.spawn(web::stats_ticker(
-        Arc::clone(&counters),
+    life.spawn(web::stats_ticker(
+        Arc::clone(counters),
         config.stats_interval,
         stats_tx,
         Arc::clone(&rates),
-        shutdown.clone(),
+        life.shutdown().clone(),
     ));
     let app = web::AppState {
-        engine,
-        counters: Arc::clone(&counters),
-        shutdown: shutdown.clone(),
-        tasks: tasks.clone(),
+        engine: engine.handle,
+        counters: Arc::clone(counters),
+        shutdown: life.shutdown().clone(),
+        tasks: life.tasks().clone(),
         stats: stats_rx,
         ws_permits: Arc::new(Semaphore::new(config.max_ws_connections)),
         ws: config.ws(),
         access: Arc::new(config.access(http_addr)),
         max_body_bytes: config.max_body_bytes,
-        store: history,
-        epoch,
+        store: engine.history,
+        epoch: engine.epoch,
         json_limits: config.json_limits(),
         body_timeout: config.http_body_timeout,
         rates,
@@ -285,38 +399,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let ingest_routes = crate::ingest::http::routes(&app);
     let router = web::router(app, ingest_routes);
-    let https = certificates
-        .as_ref()
-        .filter(|_| config.https)
-        .map(|c| c.http());
-    tasks.spawn(web::http_server::serve(
-        http_listener,
+    life.spawn(web::http_server::serve(
+        listener,
         https,
         router,
         config.http_limits(),
-        Arc::clone(&counters),
-        shutdown.clone(),
-        force_stop.clone(),
-        tasks.clone(),
+        Arc::clone(counters),
+        life.shutdown().clone(),
+        life.force_stop().clone(),
+        life.tasks().clone(),
     ));
-
-    let done = tokio::spawn(stop_in_order(
-        shutdown.clone(),
-        force_stop,
-        config.shutdown_grace,
-        tasks,
-        engine_task,
-    ));
-    Ok(Running {
-        tcp_addr,
-        udp_addr,
-        http_addr,
-        tls_tcp_addr,
-        https: config.https,
-        counters,
-        shutdown,
-        done,
-    })
 }
 
 /// SIGHUP, handled from the start of [`start`] on: each one reloads what is reloadable (the TLS
@@ -337,18 +429,14 @@ impl Hangups {
         }
     }
 
-    async fn serve(
-        self,
-        certificates: Option<Arc<tls::Certificates>>,
-        counters: Arc<Counters>,
-        shutdown: CancellationToken,
-    ) {
+    async fn serve(self, certificates: Option<Arc<tls::Certificates>>, life: Lifecycle) {
         let Some(mut hangups) = self.0 else { return };
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = life.shutdown().cancelled() => return,
                 received = hangups.recv() => if received.is_none() { return },
             }
+            let counters = life.counters();
             match &certificates {
                 Some(certificates) => {
                     if !certificates.reload_logged() {
@@ -423,29 +511,11 @@ async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, S
 /// Stops in order: listeners and connections first (answering what they have read, for up to
 /// `grace`, then ending stuck ones), the engine last, so its final write always happens: a
 /// client that stopped reading must not cost index updates already acknowledged.
-async fn stop_in_order(
-    shutdown: CancellationToken,
-    force_stop: CancellationToken,
-    grace: Duration,
-    tasks: TaskTracker,
-    engine_task: tokio::task::JoinHandle<()>,
-) {
-    shutdown.cancelled().await;
-    tracing::info!("shutting down: no new connections, answering what is in flight");
-    tasks.close();
-    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-        tracing::warn!(
-            remaining = tasks.len(),
-            grace_secs = grace.as_secs(),
-            "connections still open after the grace period (--shutdown-grace); ending them"
-        );
-        force_stop.cancel();
-        if tokio::time::timeout(FORCED_STOP_WAIT, tasks.wait())
-            .await
-            .is_err()
-        {
+async fn stop_in_order(life: Lifecycle, grace: Duration, engine_task: tokio::task::JoinHandle<()>) {
+    if let Stopped::Forced { remaining } = life.stopped(grace, FORCED_STOP_WAIT).await {
+        if remaining > 0 {
             tracing::warn!(
-                remaining = tasks.len(),
+                remaining,
                 "tasks still running after being ended; waiting for the engine anyway"
             );
         }

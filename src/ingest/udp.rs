@@ -5,32 +5,31 @@
 //! fatal. When the engine queue is full this task waits, and the kernel's socket buffer absorbs
 //! (or drops) what arrives meanwhile — that is UDP's contract, and it is what Riemann does too.
 
-use std::sync::Arc;
-
 use prost::Message;
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
 
 use crate::engine::EngineHandle;
 use crate::event::convert;
 use crate::event::{now_micros, EventLimits};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Counters;
 use crate::proto::Msg;
 
-pub async fn serve(
+/// Receives datagrams until shutdown.
+pub(crate) async fn serve(
     socket: UdpSocket,
     max_datagram_bytes: usize,
     limits: EventLimits,
     engine: EngineHandle,
-    counters: Arc<Counters>,
-    shutdown: CancellationToken,
+    life: Lifecycle,
 ) {
+    let counters = life.counters();
     // One byte more than the limit, so an oversize datagram is seen as such instead of being
     // silently truncated into something that might decode.
     let mut buf = vec![0u8; max_datagram_bytes + 1];
     loop {
         let received = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = life.shutdown().cancelled() => return,
             r = socket.recv_from(&mut buf) => r,
         };
         let (len, peer) = match received {

@@ -40,12 +40,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use self::reader::ReadEnd;
 use self::writer::{write_replies, Link};
 use crate::engine::EngineHandle;
 use crate::event::EventLimits;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Counters;
 use crate::rate_limited_log::RateLimitedLog;
 use crate::tls::TlsAcceptor;
@@ -79,48 +79,35 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// What every Riemann TCP listener, plain and TLS, shares: the settings, the engine, one
 /// connection limit (a TLS connection takes its slot once its handshake is done), the TLS
-/// handshake budget, the refusal log's rate limit, and shutdown.
+/// handshake budget, the refusal log's rate limit, and the server's lifecycle (shutdown, the
+/// forced stop at the end of the grace period, task tracking, counters).
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub config: TcpConfig,
     pub engine: EngineHandle,
-    pub counters: Arc<Counters>,
     pub permits: Arc<Semaphore>,
     /// TLS handshakes in progress.
     pub handshakes: Arc<Semaphore>,
     pub refusals: Arc<RateLimitedLog>,
-    pub shutdown: CancellationToken,
-    /// Heard by connections still running when the shutdown grace ends.
-    pub force: CancellationToken,
-    pub tasks: TaskTracker,
+    pub life: Lifecycle,
 }
 
 impl Shared {
-    pub(crate) fn new(
-        config: TcpConfig,
-        engine: EngineHandle,
-        counters: Arc<Counters>,
-        shutdown: CancellationToken,
-        force: CancellationToken,
-        tasks: TaskTracker,
-    ) -> Self {
+    pub(crate) fn new(config: TcpConfig, engine: EngineHandle, life: &Lifecycle) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(config.max_connections)),
             handshakes: Arc::new(Semaphore::new(config.max_tls_handshakes)),
             refusals: Arc::default(),
             config,
             engine,
-            counters,
-            shutdown,
-            force,
-            tasks,
+            life: life.clone(),
         }
     }
 }
 
 /// Accepts connections until shutdown (over TLS when `tls` is given); each runs in its own task
-/// tracked by `shared.tasks`. After shutdown, connections answer what they have read; `force`
-/// ends those still running.
+/// tracked by the lifecycle. After shutdown, connections answer what they have read; the forced
+/// stop ends those still running.
 pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Shared) {
     let what = if tls.is_some() {
         "riemann tls"
@@ -129,7 +116,7 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
     };
     loop {
         let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shared.life.shutdown().cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (socket, peer) = match accepted {
@@ -149,9 +136,10 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
                 let Some(permit) = shared.admit(peer, what) else {
                     continue;
                 };
-                Counters::add(&shared.counters.tcp_connections, 1);
+                Counters::add(&shared.life.counters().tcp_connections, 1);
                 let shared = shared.clone();
-                shared.tasks.clone().spawn(async move {
+                let tasks = shared.life.tasks().clone();
+                tasks.spawn(async move {
                     let (read, write) = socket.into_split();
                     shared.run_connection(peer, what, read, write).await;
                     drop(permit);
@@ -159,22 +147,23 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, share
             }
             Some(tls) => {
                 let Ok(handshake) = Arc::clone(&shared.handshakes).try_acquire_owned() else {
-                    Counters::add(&shared.counters.tls_handshakes_refused, 1);
+                    Counters::add(&shared.life.counters().tls_handshakes_refused, 1);
                     if let Some(skipped) = shared.refusals.due() {
                         tracing::warn!(%peer, limit = shared.config.max_tls_handshakes, not_logged_since_last_line = skipped, "{what}: too many TLS handshakes in progress (--max-tls-handshakes); closing new connections");
                     }
                     continue;
                 };
-                Counters::add(&shared.counters.tcp_connections, 1);
+                Counters::add(&shared.life.counters().tcp_connections, 1);
                 let (shared, tls) = (shared.clone(), tls.clone());
-                shared.tasks.clone().spawn(async move {
+                let tasks = shared.life.tasks().clone();
+                tasks.spawn(async move {
                     let stream = tokio::select! {
-                        _ = shared.shutdown.cancelled() => return,
+                        _ = shared.life.shutdown().cancelled() => return,
                         stream = tls.accept(socket, peer, "riemann") => stream,
                     };
                     drop(handshake);
                     let Some(stream) = stream else {
-                        Counters::add(&shared.counters.tls_handshakes_failed, 1);
+                        Counters::add(&shared.life.counters().tls_handshakes_failed, 1);
                         return;
                     };
                     let Some(permit) = shared.admit(peer, what) else {
@@ -197,7 +186,7 @@ impl Shared {
         if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
             return Some(permit);
         }
-        Counters::add(&self.counters.tcp_refused, 1);
+        Counters::add(&self.life.counters().tcp_refused, 1);
         if let Some(skipped) = self.refusals.due() {
             tracing::warn!(
                 %peer,
@@ -209,7 +198,8 @@ impl Shared {
         None
     }
 
-    /// Runs one admitted connection until it ends, or until `force` (the shutdown grace ran out).
+    /// Runs one admitted connection until it ends, or until the forced stop (the shutdown grace
+    /// ran out).
     async fn run_connection<R, W>(&self, peer: SocketAddr, what: &str, read: R, write: W)
     where
         R: AsyncRead + Unpin,
@@ -219,12 +209,12 @@ impl Shared {
             config: self.config.clone(),
             // Its own handle: its inputs take effect in the order it sent them (cluster mode).
             engine: self.engine.for_connection(),
-            counters: Arc::clone(&self.counters),
+            counters: Arc::clone(self.life.counters()),
             peer,
         };
         tokio::select! {
-            _ = connection.run(read, write, self.shutdown.clone()) => {}
-            _ = self.force.cancelled() => {
+            _ = connection.run(read, write, self.life.shutdown().clone()) => {}
+            _ = self.life.force_stop().cancelled() => {
                 tracing::warn!(%peer, "{what} connection still busy at the end of the shutdown grace period; closing it");
             }
         }

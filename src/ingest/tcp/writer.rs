@@ -7,24 +7,25 @@
 //! durable ([`MsgSizes`] tells which). A query reply is encoded from its snapshot only when the
 //! writer reaches it, straight into the output. A client that makes no progress reading its
 //! replies for the write timeout is dropped. This half never reads the socket.
+//!
+//! What each reply becomes (and whether the connection closes after it) is decided by
+//! [`state::ReplyState`] without a socket; this file waits, writes and closes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
-use crate::engine::{Applied, EngineError, Snapshot};
-use crate::event::convert;
-use crate::ingest::frame;
+use self::state::{Came, ReplyState, Step, Wait};
+use crate::engine::{Applied, Snapshot};
 use crate::metrics::Counters;
 use crate::proto::Msg;
 use crate::query::Query;
 
-/// Replies are written to the socket once this much is buffered, even if more are ready.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
+mod state;
 
 /// Where each of a batch's Msgs ends in its events: tells which Msgs lie wholly before the
 /// batch's first change, and can be answered before that change is durable. Kept as one number
@@ -117,6 +118,7 @@ pub(super) fn error_msg(error: String) -> Msg {
 
 /// Writes replies in request order, batching writes: a flush happens only when the next reply is
 /// not ready yet (or the batch is large), so a pipelining client gets many replies per syscall.
+/// What each reply becomes is [`ReplyState`]'s decision; this performs the waits and writes.
 pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
     mut write: W,
     mut replies: mpsc::Receiver<Reply>,
@@ -124,105 +126,33 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
     max_frame_bytes: usize,
     counters: Arc<Counters>,
 ) {
-    let mut out = BytesMut::with_capacity(4096);
-    let mut ok_frame = BytesMut::new();
-    frame::encode(&ok_msg(), &mut ok_frame);
+    let mut state = ReplyState::new(max_frame_bytes);
     while let Some(mut reply) = replies.recv().await {
         loop {
             // A query's permit, returned once its reply is written or handed to the socket.
-            let mut query_permit = None;
-            let (msg, fatal) = match reply {
-                Reply::Ready(msg) => (msg, false),
-                Reply::Fatal(msg) => (msg, true),
-                Reply::Foreign(bytes) => {
-                    out.extend_from_slice(bytes);
-                    flush(&mut write, &mut out, &link).await;
-                    let _ = write.shutdown().await;
-                    return;
-                }
-                Reply::Pending(applied, msgs, read_at) => {
-                    let (ack, unanswered) = match wait(applied, &mut write, &mut out, &link).await {
-                        None => return,
-                        Some(Err(_)) => (Err(EngineError::Closed), msgs.count),
-                        Some(Ok(Applied::Done(ack))) => (ack, msgs.count),
-                        // Only operator actions are answered so; never a batch of events.
-                        Some(Ok(Applied::Action { .. })) => (Err(EngineError::Closed), msgs.count),
-                        Some(Ok(Applied::Changed {
-                            first_change,
-                            durable,
-                        })) => {
-                            // The Msgs before the first change are answered now: `wait` sends
-                            // them while the change is made durable.
-                            let answered = msgs.before(first_change);
-                            for _ in 0..answered {
-                                out.extend_from_slice(&ok_frame);
-                            }
-                            match wait(durable, &mut write, &mut out, &link).await {
-                                None => return,
-                                Some(ack) => (
-                                    ack.unwrap_or(Err(EngineError::Closed)),
-                                    msgs.count - answered,
-                                ),
-                            }
-                        }
-                    };
-                    counters.tcp_ack_seconds.observe(read_at.elapsed());
-                    match ack {
-                        Ok(()) => {
-                            // One `ok` per Msg of the batch, in order.
-                            for _ in 1..unanswered {
-                                out.extend_from_slice(&ok_frame);
-                            }
-                            (ok_msg(), false)
-                        }
-                        // Nothing of the batch was applied (index full), or it is not stored
-                        // yet (storage failing): each of its Msgs is told so, and the
-                        // connection goes on — closing it would only make clients reconnect in
-                        // a loop while the disk is full.
-                        Err(
-                            error @ (EngineError::IndexFull { .. }
-                            | EngineError::Storage(_)
-                            | EngineError::NotApplied(_)
-                            | EngineError::Unconfirmed(_)),
-                        ) => {
-                            let refused = error_msg(error.to_string());
-                            for _ in 1..unanswered {
-                                frame::encode(&refused, &mut out);
-                            }
-                            (refused, false)
-                        }
-                        Err(error) => (error_msg(error.to_string()), true),
+            let (mut step, query_permit) = state.begin(reply);
+            let (acked, close) = loop {
+                step = match step {
+                    Step::Wait(what) => {
+                        let Some(came) = wait_for(what, &mut write, state.out(), &link).await
+                        else {
+                            return;
+                        };
+                        state.came(came)
                     }
-                }
-                Reply::Query(snapshot, query, permit) => {
-                    query_permit = Some(permit);
-                    match wait(snapshot, &mut write, &mut out, &link).await {
-                        Some(Ok(snapshot)) => {
-                            // Encoded straight into the output; the snapshot goes right after.
-                            if let Err(too_large) =
-                                encode_query_reply(&snapshot, &query, max_frame_bytes, &mut out)
-                            {
-                                (error_msg(too_large), false)
-                            } else {
-                                (Msg::default(), false)
-                            }
-                        }
-                        Some(Err(_)) => (error_msg(EngineError::Closed.to_string()), true),
-                        None => return,
-                    }
-                }
+                    Step::Done { acked } => break (acked, false),
+                    Step::Close { acked } => break (acked, true),
+                };
             };
-            // An empty Msg stands for "already encoded" (a query reply): every real reply
-            // carries `ok`.
-            if msg.ok.is_some() {
-                frame::encode(&msg, &mut out);
+            if let Some(read_at) = acked {
+                counters.tcp_ack_seconds.observe(read_at.elapsed());
             }
-            if fatal {
-                flush(&mut write, &mut out, &link).await;
+            if close {
+                flush(&mut write, state.out(), &link).await;
                 let _ = write.shutdown().await;
                 return;
             }
-            if out.len() >= WRITE_BATCH_BYTES && !flush(&mut write, &mut out, &link).await {
+            if state.full() && !flush(&mut write, state.out(), &link).await {
                 return;
             }
             // A large query reply was just written; a small one waits in `out`, which is small.
@@ -232,11 +162,29 @@ pub(super) async fn write_replies<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        if !flush(&mut write, &mut out, &link).await {
+        if !flush(&mut write, state.out(), &link).await {
             return;
         }
     }
     let _ = write.shutdown().await;
+}
+
+/// Waits for what a reply slot waits for; `None` when the peer is gone meanwhile.
+async fn wait_for<W: AsyncWrite + Unpin>(
+    what: Wait,
+    write: &mut W,
+    out: &mut BytesMut,
+    link: &Link,
+) -> Option<Came> {
+    Some(match what {
+        Wait::Applied(rx, msgs, read_at) => {
+            Came::Applied(wait(rx, write, out, link).await?, msgs, read_at)
+        }
+        Wait::Durable(rx, owed, read_at) => {
+            Came::Durable(wait(rx, write, out, link).await?, owed, read_at)
+        }
+        Wait::Snapshot(rx, query) => Came::Snapshot(wait(rx, write, out, link).await?, query),
+    })
 }
 
 /// Waits for a reply slot's result. If it is not ready yet, whatever is buffered is sent first
@@ -258,49 +206,6 @@ async fn wait<T, W: AsyncWrite + Unpin>(
         return None;
     }
     Some(rx.await)
-}
-
-/// Appends Riemann's answer to a query as one frame: `ok` and every matching indexed event,
-/// encoded straight from the snapshot (no intermediate `Msg` holding a copy of each event).
-/// A result larger than the frame limit is not sent: the error says how large it was.
-fn encode_query_reply(
-    snapshot: &Snapshot,
-    query: &Query,
-    max_frame_bytes: usize,
-    out: &mut BytesMut,
-) -> Result<(), String> {
-    use prost::encoding::{bool as pbool, encode_key, encode_varint, encoded_len_varint, WireType};
-    let start = out.len();
-    out.put_u32(0); // the length, filled in below
-    pbool::encode(2, &true, out);
-    let mut body_len = out.len() - start - 4;
-    let mut event = Vec::new();
-    let match_all = query.is_match_all();
-    for e in snapshot.events.iter() {
-        if !match_all && !query.matches(e) {
-            continue;
-        }
-        event.clear();
-        convert::encode_event(e, &mut event);
-        body_len += 1 + encoded_len_varint(event.len() as u64) + event.len();
-        // Past the limit, keep counting (to say how large) but stop buffering.
-        if body_len <= max_frame_bytes {
-            encode_key(6, WireType::LengthDelimited, out);
-            encode_varint(event.len() as u64, out);
-            out.extend_from_slice(&event);
-        }
-    }
-    if body_len > max_frame_bytes {
-        out.truncate(start);
-        return Err(format!(
-            "query result of {body_len} bytes exceeds the {max_frame_bytes}-byte frame limit (--max-frame-bytes); narrow the query"
-        ));
-    }
-    // At most the frame limit, which fits the 4-byte length (the flag is a usize, but the
-    // decoder's own frames are never larger than u32::MAX either).
-    let len = u32::try_from(body_len).unwrap_or(u32::MAX);
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
 }
 
 /// Writes out everything buffered; false when the peer is gone or made no progress reading it
