@@ -49,7 +49,8 @@ const STREAMING_GAP: Duration = Duration::from_millis(8);
 /// snapshot (a megabyte at 10,000 keys), so a client must not make the server build them at will.
 pub(super) const MESSAGE_BURST: f64 = 10.0;
 pub(super) const MESSAGES_PER_SECOND: f64 = 2.0;
-/// Messages refused in a row (over the budget) after which the client is closed with 1008.
+/// Messages refused (over the budget) in one episode after which the client is closed with 1008;
+/// see [`MessageBudget`].
 const MAX_REFUSED_MESSAGES: u32 = 100;
 
 /// Close codes (RFC 6455).
@@ -379,22 +380,28 @@ impl SessionState {
 }
 
 /// A token bucket over client messages: [`MESSAGE_BURST`] at once, [`MESSAGES_PER_SECOND`] after.
+///
+/// Refusals are counted per episode: from the first refusal until the bucket is full again (the
+/// client has kept within the rate for `MESSAGE_BURST / MESSAGES_PER_SECOND` seconds). Why not
+/// "in a row": a flood that the server reads slowly (a loaded machine, a starved task) sees the
+/// bucket refill between its messages, and an accepted one would restart the count every half
+/// second, so the flooder would never be closed and would get a snapshot built every time.
 struct MessageBudget {
     tokens: f64,
     updated: Instant,
-    /// Messages refused since the last one accepted.
-    refused_in_a_row: u32,
+    /// Messages refused in this episode (0 when none is under way).
+    refused: u32,
 }
 
 /// What to do with a client message, by the budget.
 #[derive(Debug, PartialEq, Eq)]
 enum Admission {
     Accept,
-    /// Ignore it; `true` for the first refusal in a row (the one that gets an error frame).
+    /// Ignore it; `true` for the first refusal of an episode (the one that gets an error frame).
     Refuse {
         tell: bool,
     },
-    /// Too many refused in a row: close the client.
+    /// Too many refused in one episode: close the client.
     Close,
 }
 
@@ -403,7 +410,7 @@ impl MessageBudget {
         Self {
             tokens: MESSAGE_BURST,
             updated: now,
-            refused_in_a_row: 0,
+            refused: 0,
         }
     }
 
@@ -411,17 +418,20 @@ impl MessageBudget {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * MESSAGES_PER_SECOND).min(MESSAGE_BURST);
         self.updated = now;
+        if self.tokens >= MESSAGE_BURST {
+            // Quiet for long enough: whatever was refused before is forgiven.
+            self.refused = 0;
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.refused_in_a_row = 0;
             return Admission::Accept;
         }
-        self.refused_in_a_row += 1;
-        if self.refused_in_a_row > MAX_REFUSED_MESSAGES {
+        self.refused += 1;
+        if self.refused > MAX_REFUSED_MESSAGES {
             Admission::Close
         } else {
             Admission::Refuse {
-                tell: self.refused_in_a_row == 1,
+                tell: self.refused == 1,
             }
         }
     }

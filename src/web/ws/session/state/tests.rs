@@ -400,9 +400,59 @@ fn the_message_budget_allows_a_burst_then_a_rate_then_closes_on_abuse() {
     // Half a second refills one message at 2 a second.
     let later = start + Duration::from_millis(500);
     assert_eq!(budget.admit(later), Admission::Accept);
-    // A new episode of refusals is told again; past the limit in a row, close.
-    for _ in 0..MAX_REFUSED_MESSAGES {
-        assert!(matches!(budget.admit(later), Admission::Refuse { .. }));
+    // The episode goes on (the bucket was not full again): not told again, and past the limit
+    // of refusals in the episode, close.
+    for _ in 2..MAX_REFUSED_MESSAGES {
+        assert_eq!(budget.admit(later), Admission::Refuse { tell: false });
     }
     assert_eq!(budget.admit(later), Admission::Close);
+}
+
+/// A flood read slowly (10 messages a second, five times the rate) sees the bucket refill between
+/// its messages. It must still be closed after the episode's refusals, not accepted every half
+/// second for as long as it floods (the old "in a row" count restarted at each accepted one).
+#[test]
+fn a_flood_read_slowly_is_still_closed() {
+    let start = Instant::now();
+    let mut budget = MessageBudget::new(start);
+    let (mut accepted, mut errors) = (0, 0);
+    let mut closed_at = None;
+    for i in 0..10_000u64 {
+        let now = start + Duration::from_millis(100 * i);
+        match budget.admit(now) {
+            Admission::Accept => accepted += 1,
+            Admission::Refuse { tell } => errors += u32::from(tell),
+            Admission::Close => {
+                closed_at = Some(i);
+                break;
+            }
+        }
+    }
+    let closed_at = closed_at.expect("a slow flood is closed");
+    // One error frame for the episode; what was accepted is the burst plus the rate meanwhile.
+    assert_eq!(errors, 1);
+    let seconds = closed_at as f64 / 10.0;
+    assert!(
+        f64::from(accepted) <= MESSAGE_BURST + MESSAGES_PER_SECOND * seconds + 1.0,
+        "{accepted} accepted in {seconds} s"
+    );
+}
+
+/// A client that keeps within the rate long enough to refill its burst starts a new episode:
+/// told again, and its old refusals forgotten.
+#[test]
+fn a_full_bucket_ends_the_episode() {
+    let start = Instant::now();
+    let mut budget = MessageBudget::new(start);
+    for _ in 0..MESSAGE_BURST as usize {
+        budget.admit(start);
+    }
+    for _ in 0..MAX_REFUSED_MESSAGES {
+        assert!(matches!(budget.admit(start), Admission::Refuse { .. }));
+    }
+    let refilled = start + Duration::from_secs_f64(MESSAGE_BURST / MESSAGES_PER_SECOND);
+    for _ in 0..MESSAGE_BURST as usize {
+        assert_eq!(budget.admit(refilled), Admission::Accept);
+    }
+    assert_eq!(budget.admit(refilled), Admission::Refuse { tell: true });
 }
