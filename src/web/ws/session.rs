@@ -22,7 +22,7 @@
 //! subscribe costs a snapshot: it drops the view still queued, and its own snapshot is built only
 //! once the outbox has drained, so a client that subscribes without reading holds at most one.
 //! Client messages are rate-limited too (each may compile a query): past the budget a message is
-//! ignored with one `error` frame "too many subscribes", and 100 refusals in a row close the
+//! ignored with one `error` frame "too many subscribes", and 100 refusals in one episode close the
 //! client with 1008. A message larger than the limit closes with 1009, invalid UTF-8 in a text
 //! message with 1007.
 

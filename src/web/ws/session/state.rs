@@ -90,7 +90,7 @@ pub(super) enum Why {
     SlowConsumer,
     /// Its unflushed pongs passed their bound.
     TooManyPings,
-    /// Past its message budget too many times in a row.
+    /// Past its message budget too many times in one episode.
     TooManySubscribes,
     /// No sign of life within `--ws-pong-timeout` of a ping.
     PingTimeout,
