@@ -2,9 +2,11 @@
 //! local engine with its stream sequence as position.
 //!
 //! The ordered consumer is recreated from the next position whenever it fails (NATS away, a
-//! server of a NATS cluster gone), so a node resumes exactly where it stopped. Inputs this node
-//! published are handed over with their waiting acknowledgement ([`super::pending::Pending`]);
-//! everyone else's without one.
+//! server of a NATS cluster gone), so a node resumes exactly where it stopped. A message may hold
+//! several inputs ([`wire::encode_message`]): all of them are handed to the engine at once, at
+//! the message's sequence, so the position an image records is always that of a whole message.
+//! Inputs this node published are handed over with their waiting acknowledgements
+//! ([`super::pending::Unanswered`]); everyone else's without one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +16,11 @@ use async_nats::jetstream::stream::Stream;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::pending::Pending;
+use super::pending::{Ack, Returned, Unanswered};
 use super::wire;
 use super::Health;
 use crate::engine::order::Stamp;
-use crate::engine::{EngineHandle, Input};
+use crate::engine::{EngineHandle, Input, Logged};
 use crate::metrics::{ClusterMetrics, Counters};
 
 /// Pause before recreating a consumer that failed.
@@ -40,7 +42,7 @@ pub(super) const STALL_CHECK: Duration = Duration::from_secs(2);
 pub(super) struct Consumer {
     pub(super) stream: Stream,
     pub(super) engine: EngineHandle,
-    pub(super) pending: Arc<Pending>,
+    pub(super) pending: Arc<Unanswered>,
     pub(super) counters: Arc<Counters>,
     pub(super) health: Arc<Health>,
     /// The first stream sequence not yet applied.
@@ -204,49 +206,35 @@ impl Consumer {
                 self.health.diverged(lost);
                 return Ok(());
             }
-            let (ack, kept) = message
+            let own = message
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .and_then(|id| self.pending.take(id.as_str()))
-                .map_or((None, None), |(ack, kept)| (Some(ack), kept));
-            // This node's own input comes back as the bytes it published: applied from the form
-            // it already has (what decoding them gives, see `Kept`).
-            let own = kept.and_then(|kept| kept.matching(&message.payload));
-            let (input, header) =
-                match own.map_or_else(|| wire::decode_published(&message.payload), Ok) {
-                    Ok(decoded) => decoded,
-                    Err(error) => {
-                        // Every node reads the same bytes, so every node skips it alike.
-                        tracing::warn!(sequence, %error, "skipping an unreadable stream message");
-                        (Input::Events(Vec::new()), wire::Header::default())
-                    }
+                .and_then(|id| self.pending.take(id.as_str()));
+            let mut inputs = Vec::new();
+            for (input, header, ack) in read_message(&message.payload, own, sequence) {
+                let stamp = Stamp {
+                    stored_micros,
+                    deadline_micros: header.deadline_micros,
+                    origin: header.origin,
                 };
-            let stamp = Stamp {
-                stored_micros,
-                deadline_micros: header.deadline_micros,
-                origin: header.origin,
-            };
-            let input = match input {
-                // A silence's query is compiled off the async workers (`Action::compile`).
-                Input::Action(action) => {
-                    let fallback = action.clone();
-                    let compiled = tokio::task::spawn_blocking(move || {
-                        let mut action = action;
-                        action.compile();
-                        action
-                    })
-                    .await;
-                    Input::Action(compiled.unwrap_or(fallback))
-                }
-                other => other,
-            };
-            if self
-                .engine
-                .apply_logged(input, ack, sequence, stamp)
-                .await
-                .is_err()
-            {
+                let input = match input {
+                    // A silence's query is compiled off the async workers (`Action::compile`).
+                    Input::Action(action) => {
+                        let fallback = action.clone();
+                        let compiled = tokio::task::spawn_blocking(move || {
+                            let mut action = action;
+                            action.compile();
+                            action
+                        })
+                        .await;
+                        Input::Action(compiled.unwrap_or(fallback))
+                    }
+                    other => other,
+                };
+                inputs.push(Logged { input, ack, stamp });
+            }
+            if self.engine.apply_logged(inputs, sequence).await.is_err() {
                 return Ok(());
             }
             self.pending.stream_time(stored_micros);
@@ -255,4 +243,54 @@ impl Consumer {
             self.health.applied(sequence);
         }
     }
+}
+
+/// The inputs of the stream message `payload` (at `sequence`), in order, each with its header
+/// and, when this node published it (`own`), its waiting acknowledgement. This node's own inputs
+/// come back as the bytes it published: applied from the form it already has (what decoding
+/// them gives, see [`super::pending::Waiter::kept`]). What cannot be read is an empty input in
+/// its place: every node reads the same bytes, so every node skips it alike.
+fn read_message(
+    payload: &[u8],
+    own: Option<Returned>,
+    sequence: u64,
+) -> Vec<(Input, wire::Header, Option<Ack>)> {
+    let unreadable = |error: &wire::WireError| {
+        tracing::warn!(sequence, %error, "skipping an unreadable stream input");
+        (Input::Events(Vec::new()), wire::Header::default())
+    };
+    let (acks, kept) = match own {
+        Some(own) => own.split(payload),
+        None => (Vec::new(), None),
+    };
+    let inputs: Vec<(Input, wire::Header)> = match kept {
+        Some(kept) => kept,
+        None => match wire::decode_message(payload) {
+            Ok(decoded) => decoded
+                .into_iter()
+                .map(|input| input.unwrap_or_else(|error| unreadable(&error)))
+                .collect(),
+            Err(error) => vec![unreadable(&error)],
+        },
+    };
+    if !acks.is_empty() && acks.len() != inputs.len() {
+        // Not what this node published under that id (cannot happen short of another writer
+        // reusing its ids): its acknowledgements are dropped, so its senders get an error
+        // rather than another input's outcome.
+        tracing::warn!(
+            sequence,
+            published = acks.len(),
+            read = inputs.len(),
+            "a stream message under this node's id holds other inputs than it published"
+        );
+    }
+    let mut acks = acks.into_iter();
+    let matched = acks.len() == inputs.len();
+    inputs
+        .into_iter()
+        .map(|(input, header)| {
+            let ack = if matched { acks.next().flatten() } else { None };
+            (input, header, ack)
+        })
+        .collect()
 }
