@@ -45,8 +45,8 @@ pub(super) struct Consumer {
     pub(super) pending: Arc<Unanswered>,
     pub(super) counters: Arc<Counters>,
     pub(super) health: Arc<Health>,
-    /// The first stream sequence not yet applied.
-    pub(super) next: u64,
+    /// Where this node stands in the stream.
+    pub(super) position: Position,
 }
 
 impl Consumer {
@@ -59,19 +59,19 @@ impl Consumer {
             if force_stop.is_cancelled() || (shutdown.is_cancelled() && self.pending.is_empty()) {
                 break;
             }
-            let before = self.next;
+            let before = self.position.next();
             match self.follow(&shutdown, &force_stop).await {
                 Ok(()) => break,
                 Err(error) => {
                     self.health.not_following(error.clone());
-                    if self.next > before {
+                    if self.position.next() > before {
                         failures = 0;
                     }
                     failures += 1;
                     if failures == 1 {
-                        tracing::warn!(%error, next = self.next, "cluster stream consumer failed; recreating it until NATS answers");
+                        tracing::warn!(%error, next = self.position.next(), "cluster stream consumer failed; recreating it until NATS answers");
                     } else {
-                        tracing::debug!(%error, next = self.next, failures, "cluster stream consumer still failing");
+                        tracing::debug!(%error, next = self.position.next(), failures, "cluster stream consumer still failing");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_PAUSE) => {}
@@ -85,7 +85,10 @@ impl Consumer {
             .diverged("this node stopped following the cluster stream".into());
         self.pending
             .fail_all("this node stopped following the cluster stream");
-        tracing::debug!(next = self.next, "cluster stream consumer stopped");
+        tracing::debug!(
+            next = self.position.next(),
+            "cluster stream consumer stopped"
+        );
     }
 
     /// No message came for [`STALL_CHECK`]: asks the stream where it stands (the server's view,
@@ -100,33 +103,22 @@ impl Consumer {
             .map_err(|e| format!("no message for {STALL_CHECK:?} and the stream's state cannot be read: {e}"))?;
         let last = info.state.last_sequence;
         ClusterMetrics::raise(&self.counters.cluster.stream_seq, last);
-        if last >= self.next {
-            return Err(format!(
-                "no message for {STALL_CHECK:?} while the stream is at {last} and this node at {}",
-                self.next.saturating_sub(1)
-            ));
-        }
-        Ok(())
+        self.position.after_silence(last)
     }
 
-    /// A message at `sequence` came while `self.next` was expected: `Err` (the consumer is
-    /// re-created from `self.next`) unless the stream says it no longer holds `self.next`, or
-    /// cannot say so within [`STALL_CHECK`].
-    async fn check_trimmed(&self, sequence: u64) -> Result<(), String> {
+    /// A message at `sequence` came while an earlier one was expected: `Err` (the consumer is
+    /// re-created from where this node stands) unless the stream says it no longer holds the
+    /// expected one — then what was lost — or cannot say so within [`STALL_CHECK`].
+    async fn check_trimmed(&self, sequence: u64) -> Result<String, String> {
+        let next = self.position.next();
         let info = tokio::time::timeout(STALL_CHECK, self.stream.get_info())
             .await
-            .map_err(|_| format!("message {sequence} came before {} and the stream's state did not come within {STALL_CHECK:?}", self.next))?
-            .map_err(|e| format!("message {sequence} came before {} and the stream's state cannot be read: {e}", self.next))?;
-        if info.state.first_sequence <= self.next {
-            return Err(format!(
-                "message {sequence} came before {}, which the stream still holds (it starts at {}): reading again",
-                self.next, info.state.first_sequence
-            ));
-        }
-        Ok(())
+            .map_err(|_| format!("message {sequence} came before {next} and the stream's state did not come within {STALL_CHECK:?}"))?
+            .map_err(|e| format!("message {sequence} came before {next} and the stream's state cannot be read: {e}"))?;
+        self.position.gap(sequence, info.state.first_sequence)
     }
 
-    /// Follows the stream from `self.next`; `Ok` once it is time to stop.
+    /// Follows the stream from where this node stands; `Ok` once it is time to stop.
     async fn follow(
         &mut self,
         shutdown: &CancellationToken,
@@ -136,7 +128,7 @@ impl Consumer {
             .stream
             .create_consumer(pull::OrderedConfig {
                 deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: self.next,
+                    start_sequence: self.position.next(),
                 },
                 ..Default::default()
             })
@@ -186,25 +178,17 @@ impl Consumer {
                 &self.counters.cluster.stream_seq,
                 sequence.saturating_add(pending),
             );
-            if sequence < self.next {
-                // Already applied (a consumer recreated at an older point): never twice.
-                continue;
-            }
-            if sequence > self.next {
-                // A message skipped: gone from the stream (trimmed by age or size), or only not
-                // delivered (a consumer re-created during a failover). Only the stream's own
-                // first sequence tells them apart; while it still holds `next`, read again.
-                self.check_trimmed(sequence).await?;
-                // Messages this node never applied are gone from the stream (trimmed by age or
-                // size): applying what follows would compute a different index than the others.
-                let lost = format!(
-                    "stream messages {}..{} were removed before this node applied them (stream trimmed); restart the node to start from the newest snapshot",
-                    self.next,
-                    sequence - 1
-                );
-                tracing::error!("{lost}");
-                self.health.diverged(lost);
-                return Ok(());
+            match self.position.delivered(sequence) {
+                Delivered::Again => continue,
+                Delivered::Next => {}
+                Delivered::Gap => {
+                    // Messages this node never applied are gone from the stream: applying what
+                    // follows would compute a different index than the others.
+                    let lost = self.check_trimmed(sequence).await?;
+                    tracing::error!("{lost}");
+                    self.health.diverged(lost);
+                    return Ok(());
+                }
             }
             let own = message
                 .headers
@@ -238,10 +222,86 @@ impl Consumer {
                 return Ok(());
             }
             self.pending.stream_time(stored_micros);
-            self.next = sequence + 1;
+            self.position.applied(sequence);
             ClusterMetrics::raise(&self.counters.cluster.applied_seq, sequence);
             self.health.applied(sequence);
         }
+    }
+}
+
+/// Where this node stands in the stream, and the decisions of following it that need no I/O:
+/// what a delivered message is to this node, whether a silence is a stall, whether a gap is a
+/// loss. [`Consumer::follow`] is the I/O around it (the NATS consumer, the stream's state, the
+/// engine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Position {
+    /// The first stream sequence not yet applied.
+    next: u64,
+}
+
+/// What a delivered message is to this node ([`Position::delivered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivered {
+    /// Applied already (a consumer re-created at an older point): never applied twice.
+    Again,
+    /// The one expected: to be applied.
+    Next,
+    /// Past the one expected: messages were skipped — gone from the stream (trimmed by age or
+    /// size), or only not delivered (a consumer re-created during a failover). Only the stream's
+    /// own first sequence tells them apart ([`Position::gap`]).
+    Gap,
+}
+
+impl Position {
+    /// A node whose engine covers the stream up to `applied` (0: nothing).
+    pub(super) fn after(applied: u64) -> Self {
+        Self { next: applied + 1 }
+    }
+
+    /// The first stream sequence not yet applied: where a consumer starts.
+    pub(super) fn next(&self) -> u64 {
+        self.next
+    }
+
+    pub(super) fn delivered(&self, sequence: u64) -> Delivered {
+        match sequence.cmp(&self.next) {
+            std::cmp::Ordering::Less => Delivered::Again,
+            std::cmp::Ordering::Equal => Delivered::Next,
+            std::cmp::Ordering::Greater => Delivered::Gap,
+        }
+    }
+
+    /// The message at `sequence` was handed to the engine.
+    pub(super) fn applied(&mut self, sequence: u64) {
+        self.next = sequence + 1;
+    }
+
+    /// No message came for a while and the stream's last sequence is `last`: `Err` (a stall:
+    /// the consumer is re-created) when this node is behind it.
+    pub(super) fn after_silence(&self, last: u64) -> Result<(), String> {
+        if last >= self.next {
+            return Err(format!(
+                "no message for {STALL_CHECK:?} while the stream is at {last} and this node at {}",
+                self.next.saturating_sub(1)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A message at `sequence` came past the expected one, and the stream starts at `first`:
+    /// `Err` (read again) while it still holds the expected one, else `Ok` with what was lost.
+    pub(super) fn gap(&self, sequence: u64, first: u64) -> Result<String, String> {
+        if first <= self.next {
+            return Err(format!(
+                "message {sequence} came before {}, which the stream still holds (it starts at {first}): reading again",
+                self.next
+            ));
+        }
+        Ok(format!(
+            "stream messages {}..{} were removed before this node applied them (stream trimmed); restart the node to start from the newest snapshot",
+            self.next,
+            sequence - 1
+        ))
     }
 }
 
@@ -293,4 +353,53 @@ fn read_message(
             (input, header, ack)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_applies_each_message_once_in_stream_order() {
+        let mut position = Position::after(0);
+        assert_eq!(position.next(), 1);
+        assert_eq!(position.delivered(1), Delivered::Next);
+        position.applied(1);
+        assert_eq!(position.next(), 2);
+        // A consumer re-created at an older point delivers what was applied again.
+        assert_eq!(position.delivered(1), Delivered::Again);
+        assert_eq!(position.delivered(2), Delivered::Next);
+        assert_eq!(position.delivered(4), Delivered::Gap);
+        // Started from an image: the message after it.
+        assert_eq!(Position::after(41).delivered(42), Delivered::Next);
+    }
+
+    #[test]
+    fn silence_is_a_stall_only_while_the_stream_is_ahead() {
+        let mut position = Position::after(0);
+        position.applied(7);
+        assert!(position.after_silence(7).is_ok(), "caught up: idle");
+        let stall = position.after_silence(8).unwrap_err();
+        assert!(
+            stall.contains("stream is at 8 and this node at 7"),
+            "{stall}"
+        );
+    }
+
+    #[test]
+    fn a_gap_is_a_loss_only_once_the_stream_no_longer_holds_it() {
+        let position = Position::after(9);
+        // Message 12 came while 10 was expected, and the stream still starts at or before 10:
+        // only not delivered (a failover): read again.
+        for first in [1, 10] {
+            let again = position.gap(12, first).unwrap_err();
+            assert!(again.contains("reading again"), "{again}");
+        }
+        // The stream starts past 10: 10 and 11 are gone.
+        let lost = position.gap(12, 11).unwrap();
+        assert!(
+            lost.contains("stream messages 10..11 were removed"),
+            "{lost}"
+        );
+    }
 }

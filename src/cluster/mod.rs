@@ -551,7 +551,7 @@ impl Joined {
             pending,
             counters: Arc::clone(counters),
             health,
-            next: self.image.position + 1,
+            position: consumer::Position::after(self.image.position),
         };
         tasks.spawn(consumer.run(shutdown.clone(), force_stop.clone()));
         tasks.spawn(clock::publish_ticks(
