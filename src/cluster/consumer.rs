@@ -16,7 +16,7 @@ use async_nats::jetstream::stream::Stream;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::pending::{Ack, Returned, Unanswered};
+use super::pending::{Returned, Unanswered, WaitingAck};
 use super::wire;
 use super::Health;
 use crate::engine::order::Stamp;
@@ -314,7 +314,7 @@ fn read_message(
     payload: &[u8],
     own: Option<Returned>,
     sequence: u64,
-) -> Vec<(Input, wire::Header, Option<Ack>)> {
+) -> Vec<(Input, wire::Header, Option<WaitingAck>)> {
     let unreadable = |error: &wire::WireError| {
         tracing::warn!(sequence, %error, "skipping an unreadable stream input");
         (Input::Events(Vec::new()), wire::Header::default())

@@ -21,7 +21,7 @@ use crate::engine::{Applied, EngineError, Input};
 use crate::metrics::Counters;
 
 /// Where an input's sender waits for its answer.
-pub(super) type Ack = oneshot::Sender<Applied>;
+pub(super) type WaitingAck = oneshot::Sender<Applied>;
 
 /// An input as its publisher had it, with its header (see [`Waiter::kept`]).
 pub(super) type Kept = (Input, wire::Header);
@@ -75,7 +75,7 @@ pub(super) struct Returned {
 impl Returned {
     /// Each input's acknowledgement (in message order), and the inputs with their headers if
     /// `payload` (what the stream delivered) is what was published and every one was kept.
-    pub(super) fn split(self, payload: &[u8]) -> (Vec<Option<Ack>>, Option<Vec<Kept>>) {
+    pub(super) fn split(self, payload: &[u8]) -> (Vec<Option<WaitingAck>>, Option<Vec<Kept>>) {
         let matching = self.payload.as_ref() == payload;
         let mut acks = Vec::with_capacity(self.inputs.len());
         let mut kept = Vec::with_capacity(self.inputs.len());
