@@ -15,11 +15,10 @@
 //! Inputs are encoded by the task that submits them and queued, in submit order, to one
 //! publisher task per node ([`Coalescer`]), which puts whatever inputs are waiting — from every
 //! connection — into one stream message (at most [`MAX_MESSAGE_INPUTS`] and the NATS server's
-//! `max_payload`): at one event per Riemann message, a publish round trip and a stored message
-//! per input were most of what a cluster node and its NATS server spent. Nothing waits on a
-//! timer to gather inputs: while a message is out ([`MAX_MESSAGES_IN_FLIGHT`]), what arrives
-//! waits for the next one, so an idle node publishes an input at once and a busy one publishes
-//! one message per round trip.
+//! `max_payload`): every message costs a publish round trip, a stored message and a delivery to
+//! every node whatever it holds. Nothing waits on a timer to gather inputs: while a message is
+//! out ([`MAX_MESSAGES_IN_FLIGHT`]), what arrives waits for the next one, so an idle node
+//! publishes an input at once and a busy one about one message per round trip.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,10 +41,10 @@ use crate::metrics::{ClusterMetrics, Counters};
 pub const MAX_MESSAGE_INPUTS: usize = 1024;
 
 /// Stream messages published and not yet acknowledged by the stream (first attempts; retries
-/// run outside it). While one is out, inputs wait and the next message takes them all: a NATS
-/// server spends about as much per message as a thousand events in it (62 µs of CPU per message
-/// of ~60 events measured at batch 1), so a message per publish round trip is what makes one
-/// event per Riemann message cheap. An input arriving at an idle node is published at once.
+/// run outside it). While one is out, inputs wait and the next message takes them all: without
+/// it the publisher outran its inputs and a message held 1.3 of them at batch 1 (3 with it, 13
+/// at batch 100; figures in BENCHMARKS.md). An input arriving at an idle node is published at
+/// once; a retried message does not hold the next one back.
 pub const MAX_MESSAGES_IN_FLIGHT: usize = 1;
 
 /// Bytes one stream message holds at most when the NATS server allows more (`max_payload` is

@@ -330,19 +330,17 @@ pub(super) fn decode_entry(
 /// First byte of a stream message holding several inputs: a protobuf whose field 1 repeats
 /// them, each as [`encode_published`] made it (its own first byte, compressed or not).
 ///
-/// Why several inputs in one message: at one event per Riemann message, each input costs the
-/// NATS server a stored message and the publisher a publish round trip, whatever its size (at
-/// batch 1 that was most of what a cluster node spent beyond a single one). A node's publisher
-/// puts whatever inputs are waiting into one message ([`super::sequencer`]); each keeps its own
-/// origin, number and deadline, so the order filter decides each alone, as before.
-/// Inputs are framed (compressed) one by one, by the connection that sent them, so the work
-/// stays spread over the connections' tasks; the message is only their concatenation.
+/// Why several inputs in one message: every stream message costs the NATS server and both ends
+/// a round of work (store, acknowledge, deliver, the wake-ups between them) whatever it holds, so
+/// a node's publisher (the cluster's sequencer module) puts whatever inputs are waiting into one.
+/// Each keeps its own origin, number and deadline, so the order filter decides each alone, as
+/// before. Inputs are framed (compressed) one by one, by the connection that sent them, so that
+/// work stays spread over the connections' tasks; the message is only their concatenation.
 const BUNDLE: u8 = 2;
 
-/// Inputs one stream message may hold, read (a publisher puts at most
-/// `sequencer::MAX_MESSAGE_INPUTS` in one): past it the message is unreadable, skipped by every
-/// node alike, and what reading it may allocate stays bounded whatever the NATS server's
-/// `max_payload`.
+/// Inputs one stream message may hold, read (a publisher puts at most its sequencer's
+/// `MAX_MESSAGE_INPUTS` in one): past it the message is unreadable, skipped by every node alike,
+/// and what reading it may allocate stays bounded whatever the NATS server's `max_payload`.
 pub const MAX_READ_INPUTS: usize = 65_536;
 
 /// Bytes an input of `len` encoded bytes takes in a message of several ([`encode_message`]).
