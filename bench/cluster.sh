@@ -98,6 +98,16 @@ readyz() {
   ) 2>/dev/null
 }
 
+# metric HTTP_ADDR NAME: the value of one line of the node's /metrics (0 when it has none).
+metric() {
+  local host=${1%:*} port=${1##*:}
+  (
+    exec 3<>"/dev/tcp/$host/$port" || exit 1
+    printf 'GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$host" >&3
+    cat <&3
+  ) 2>/dev/null | awk -v n="$2" '$1 == n { v = $2 } END { print v + 0 }'
+}
+
 # start_cluster_node ID: a statecast node of stream $STREAM on $NATS_URL (persistence on, like the
 # single node it is compared with); waits for its /readyz. Sets SERVER_PID, TCP_ADDR, HTTP_ADDR.
 start_cluster_node() {
@@ -159,7 +169,7 @@ for r in $(seq 1 "$ROUNDS"); do
     start_cluster 1
     c0=$(cpu "${PIDS[0]}"); n0=$(cpu "$NATS_PID")
     load "$WORK/ingest-cluster-b$b-r$r.txt" cluster-1 "${TCPS[0]}" "$b"
-    echo "{\"statecast\":$(awk -v a="$(cpu "${PIDS[0]}")" -v b="$c0" 'BEGIN{print a-b}'),\"nats\":$(awk -v a="$(cpu "$NATS_PID")" -v b="$n0" 'BEGIN{print a-b}')}" >"$WORK/cpu-cluster-b$b-r$r.json"
+    echo "{\"statecast\":$(awk -v a="$(cpu "${PIDS[0]}")" -v b="$c0" 'BEGIN{print a-b}'),\"nats\":$(awk -v a="$(cpu "$NATS_PID")" -v b="$n0" 'BEGIN{print a-b}'),\"inputs\":$(metric "${HTTPS[0]}" statecast_cluster_inputs_published_total),\"messages\":$(metric "${HTTPS[0]}" statecast_cluster_messages_published_total)}" >"$WORK/cpu-cluster-b$b-r$r.json"
     stop_cluster
   done
 done
@@ -239,7 +249,12 @@ section() {
     [ -n "$r" ] || continue
     s=$WORK/ingest-single-b$b-r$r.txt; c=$WORK/ingest-cluster-b$b-r$r.txt
     echo "CPU per event at $b events/Msg (same round): single node statecast $(per "$(jq .statecast "$WORK/cpu-single-b$b-r$r.json")" "$(ev "$s")") µs;"
-    echo "cluster node statecast $(per "$(jq .statecast "$WORK/cpu-cluster-b$b-r$r.json")" "$(ev "$c")") µs + nats-server $(per "$(jq .nats "$WORK/cpu-cluster-b$b-r$r.json")" "$(ev "$c")") µs."
+    echo "cluster node statecast $(per "$(jq .statecast "$WORK/cpu-cluster-b$b-r$r.json")" "$(ev "$c")") µs + nats-server $(per "$(jq .nats "$WORK/cpu-cluster-b$b-r$r.json")" "$(ev "$c")") µs;"
+    # Inputs (one per socket read) and the stream messages they took, warm-up included.
+    local inputs messages
+    inputs=$(jq -r '.inputs // 0' "$WORK/cpu-cluster-b$b-r$r.json"); messages=$(jq -r '.messages // 0' "$WORK/cpu-cluster-b$b-r$r.json")
+    echo "The node published $messages stream messages for $inputs inputs (one per socket read): $(ratio "$inputs" "$messages") inputs,"
+    echo "about $(awk -v e="$(ev "$c")" -v t="$(awk -v d="$DUR" -v w="$WARM" 'BEGIN{print d+w}')" -v m="$messages" 'BEGIN { if (m > 0) printf "%.0f", e * t / m; else print "n/a" }') events per message."
   done
   echo "(Every core is busy in these runs, the load generator included, so throughput follows CPU per event.)"
   echo

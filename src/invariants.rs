@@ -296,6 +296,22 @@ pub fn cluster_message(data: &[u8]) {
         assert_eq!(back_header, header);
         assert_eq!(crate::cluster::encode_published(&back, &back_header), again);
     }
+    // As a message of several inputs: each one read re-encodes to one that reads the same, in
+    // the same place.
+    if let Ok(inputs) = crate::cluster::decode_message(data) {
+        let again: Vec<_> = inputs
+            .iter()
+            .flatten()
+            .map(|(input, header)| crate::cluster::encode_published(input, header))
+            .collect();
+        let message = crate::cluster::encode_message(&again);
+        let back = crate::cluster::decode_message(&message).expect("our own encoding splits");
+        assert_eq!(back.len(), again.len());
+        for (read, encoded) in back.iter().zip(&again) {
+            let (input, header) = read.as_ref().expect("our own encoding decodes");
+            assert_eq!(&crate::cluster::encode_published(input, header), encoded);
+        }
+    }
     let _ = crate::cluster::decode_image(data);
 }
 

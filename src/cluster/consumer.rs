@@ -2,9 +2,11 @@
 //! local engine with its stream sequence as position.
 //!
 //! The ordered consumer is recreated from the next position whenever it fails (NATS away, a
-//! server of a NATS cluster gone), so a node resumes exactly where it stopped. Inputs this node
-//! published are handed over with their waiting acknowledgement ([`super::pending::Pending`]);
-//! everyone else's without one.
+//! server of a NATS cluster gone), so a node resumes exactly where it stopped. A message may hold
+//! several inputs ([`wire::encode_message`]): all of them are handed to the engine at once, at
+//! the message's sequence, so the position an image records is always that of a whole message.
+//! Inputs this node published are handed over with their waiting acknowledgements
+//! ([`super::pending::Unanswered`]); everyone else's without one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +16,11 @@ use async_nats::jetstream::stream::Stream;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::pending::Pending;
+use super::pending::{Returned, Unanswered, WaitingAck};
 use super::wire;
 use super::Health;
 use crate::engine::order::Stamp;
-use crate::engine::{EngineHandle, Input};
+use crate::engine::{EngineHandle, Input, Logged};
 use crate::metrics::{ClusterMetrics, Counters};
 
 /// Pause before recreating a consumer that failed.
@@ -40,11 +42,11 @@ pub(super) const STALL_CHECK: Duration = Duration::from_secs(2);
 pub(super) struct Consumer {
     pub(super) stream: Stream,
     pub(super) engine: EngineHandle,
-    pub(super) pending: Arc<Pending>,
+    pub(super) pending: Arc<Unanswered>,
     pub(super) counters: Arc<Counters>,
     pub(super) health: Arc<Health>,
-    /// The first stream sequence not yet applied.
-    pub(super) next: u64,
+    /// Where this node stands in the stream.
+    pub(super) position: Position,
 }
 
 impl Consumer {
@@ -57,19 +59,19 @@ impl Consumer {
             if force_stop.is_cancelled() || (shutdown.is_cancelled() && self.pending.is_empty()) {
                 break;
             }
-            let before = self.next;
+            let before = self.position.next();
             match self.follow(&shutdown, &force_stop).await {
                 Ok(()) => break,
                 Err(error) => {
                     self.health.not_following(error.clone());
-                    if self.next > before {
+                    if self.position.next() > before {
                         failures = 0;
                     }
                     failures += 1;
                     if failures == 1 {
-                        tracing::warn!(%error, next = self.next, "cluster stream consumer failed; recreating it until NATS answers");
+                        tracing::warn!(%error, next = self.position.next(), "cluster stream consumer failed; recreating it until NATS answers");
                     } else {
-                        tracing::debug!(%error, next = self.next, failures, "cluster stream consumer still failing");
+                        tracing::debug!(%error, next = self.position.next(), failures, "cluster stream consumer still failing");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_PAUSE) => {}
@@ -83,7 +85,10 @@ impl Consumer {
             .diverged("this node stopped following the cluster stream".into());
         self.pending
             .fail_all("this node stopped following the cluster stream");
-        tracing::debug!(next = self.next, "cluster stream consumer stopped");
+        tracing::debug!(
+            next = self.position.next(),
+            "cluster stream consumer stopped"
+        );
     }
 
     /// No message came for [`STALL_CHECK`]: asks the stream where it stands (the server's view,
@@ -98,33 +103,22 @@ impl Consumer {
             .map_err(|e| format!("no message for {STALL_CHECK:?} and the stream's state cannot be read: {e}"))?;
         let last = info.state.last_sequence;
         ClusterMetrics::raise(&self.counters.cluster.stream_seq, last);
-        if last >= self.next {
-            return Err(format!(
-                "no message for {STALL_CHECK:?} while the stream is at {last} and this node at {}",
-                self.next.saturating_sub(1)
-            ));
-        }
-        Ok(())
+        self.position.after_silence(last)
     }
 
-    /// A message at `sequence` came while `self.next` was expected: `Err` (the consumer is
-    /// re-created from `self.next`) unless the stream says it no longer holds `self.next`, or
-    /// cannot say so within [`STALL_CHECK`].
-    async fn check_trimmed(&self, sequence: u64) -> Result<(), String> {
+    /// A message at `sequence` came while an earlier one was expected: `Err` (the consumer is
+    /// re-created from where this node stands) unless the stream says it no longer holds the
+    /// expected one — then what was lost — or cannot say so within [`STALL_CHECK`].
+    async fn check_trimmed(&self, sequence: u64) -> Result<String, String> {
+        let next = self.position.next();
         let info = tokio::time::timeout(STALL_CHECK, self.stream.get_info())
             .await
-            .map_err(|_| format!("message {sequence} came before {} and the stream's state did not come within {STALL_CHECK:?}", self.next))?
-            .map_err(|e| format!("message {sequence} came before {} and the stream's state cannot be read: {e}", self.next))?;
-        if info.state.first_sequence <= self.next {
-            return Err(format!(
-                "message {sequence} came before {}, which the stream still holds (it starts at {}): reading again",
-                self.next, info.state.first_sequence
-            ));
-        }
-        Ok(())
+            .map_err(|_| format!("message {sequence} came before {next} and the stream's state did not come within {STALL_CHECK:?}"))?
+            .map_err(|e| format!("message {sequence} came before {next} and the stream's state cannot be read: {e}"))?;
+        self.position.gap(sequence, info.state.first_sequence)
     }
 
-    /// Follows the stream from `self.next`; `Ok` once it is time to stop.
+    /// Follows the stream from where this node stands; `Ok` once it is time to stop.
     async fn follow(
         &mut self,
         shutdown: &CancellationToken,
@@ -134,7 +128,7 @@ impl Consumer {
             .stream
             .create_consumer(pull::OrderedConfig {
                 deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: self.next,
+                    start_sequence: self.position.next(),
                 },
                 ..Default::default()
             })
@@ -184,75 +178,228 @@ impl Consumer {
                 &self.counters.cluster.stream_seq,
                 sequence.saturating_add(pending),
             );
-            if sequence < self.next {
-                // Already applied (a consumer recreated at an older point): never twice.
-                continue;
+            match self.position.delivered(sequence) {
+                Delivered::Again => continue,
+                Delivered::Next => {}
+                Delivered::Gap => {
+                    // Messages this node never applied are gone from the stream: applying what
+                    // follows would compute a different index than the others.
+                    let lost = self.check_trimmed(sequence).await?;
+                    tracing::error!("{lost}");
+                    self.health.diverged(lost);
+                    return Ok(());
+                }
             }
-            if sequence > self.next {
-                // A message skipped: gone from the stream (trimmed by age or size), or only not
-                // delivered (a consumer re-created during a failover). Only the stream's own
-                // first sequence tells them apart; while it still holds `next`, read again.
-                self.check_trimmed(sequence).await?;
-                // Messages this node never applied are gone from the stream (trimmed by age or
-                // size): applying what follows would compute a different index than the others.
-                let lost = format!(
-                    "stream messages {}..{} were removed before this node applied them (stream trimmed); restart the node to start from the newest snapshot",
-                    self.next,
-                    sequence - 1
-                );
-                tracing::error!("{lost}");
-                self.health.diverged(lost);
-                return Ok(());
-            }
-            let (ack, kept) = message
+            let own = message
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .and_then(|id| self.pending.take(id.as_str()))
-                .map_or((None, None), |(ack, kept)| (Some(ack), kept));
-            // This node's own input comes back as the bytes it published: applied from the form
-            // it already has (what decoding them gives, see `Kept`).
-            let own = kept.and_then(|kept| kept.matching(&message.payload));
-            let (input, header) =
-                match own.map_or_else(|| wire::decode_published(&message.payload), Ok) {
-                    Ok(decoded) => decoded,
-                    Err(error) => {
-                        // Every node reads the same bytes, so every node skips it alike.
-                        tracing::warn!(sequence, %error, "skipping an unreadable stream message");
-                        (Input::Events(Vec::new()), wire::Header::default())
-                    }
+                .and_then(|id| self.pending.take(id.as_str()));
+            let mut inputs = Vec::new();
+            for (input, header, ack) in read_message(&message.payload, own, sequence) {
+                let stamp = Stamp {
+                    stored_micros,
+                    deadline_micros: header.deadline_micros,
+                    origin: header.origin,
                 };
-            let stamp = Stamp {
-                stored_micros,
-                deadline_micros: header.deadline_micros,
-                origin: header.origin,
-            };
-            let input = match input {
-                // A silence's query is compiled off the async workers (`Action::compile`).
-                Input::Action(action) => {
-                    let fallback = action.clone();
-                    let compiled = tokio::task::spawn_blocking(move || {
-                        let mut action = action;
-                        action.compile();
-                        action
-                    })
-                    .await;
-                    Input::Action(compiled.unwrap_or(fallback))
-                }
-                other => other,
-            };
-            if self
-                .engine
-                .apply_logged(input, ack, sequence, stamp)
-                .await
-                .is_err()
-            {
+                let input = match input {
+                    // A silence's query is compiled off the async workers (`Action::compile`).
+                    Input::Action(action) => {
+                        let fallback = action.clone();
+                        let compiled = tokio::task::spawn_blocking(move || {
+                            let mut action = action;
+                            action.compile();
+                            action
+                        })
+                        .await;
+                        Input::Action(compiled.unwrap_or(fallback))
+                    }
+                    other => other,
+                };
+                inputs.push(Logged { input, ack, stamp });
+            }
+            if self.engine.apply_logged(inputs, sequence).await.is_err() {
                 return Ok(());
             }
             self.pending.stream_time(stored_micros);
-            self.next = sequence + 1;
+            self.position.applied(sequence);
             ClusterMetrics::raise(&self.counters.cluster.applied_seq, sequence);
             self.health.applied(sequence);
         }
+    }
+}
+
+/// Where this node stands in the stream, and the decisions of following it that need no I/O:
+/// what a delivered message is to this node, whether a silence is a stall, whether a gap is a
+/// loss. [`Consumer::follow`] is the I/O around it (the NATS consumer, the stream's state, the
+/// engine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Position {
+    /// The first stream sequence not yet applied.
+    next: u64,
+}
+
+/// What a delivered message is to this node ([`Position::delivered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivered {
+    /// Applied already (a consumer re-created at an older point): never applied twice.
+    Again,
+    /// The one expected: to be applied.
+    Next,
+    /// Past the one expected: messages were skipped — gone from the stream (trimmed by age or
+    /// size), or only not delivered (a consumer re-created during a failover). Only the stream's
+    /// own first sequence tells them apart ([`Position::gap`]).
+    Gap,
+}
+
+impl Position {
+    /// A node whose engine covers the stream up to `applied` (0: nothing).
+    pub(super) fn after(applied: u64) -> Self {
+        Self { next: applied + 1 }
+    }
+
+    /// The first stream sequence not yet applied: where a consumer starts.
+    pub(super) fn next(&self) -> u64 {
+        self.next
+    }
+
+    pub(super) fn delivered(&self, sequence: u64) -> Delivered {
+        match sequence.cmp(&self.next) {
+            std::cmp::Ordering::Less => Delivered::Again,
+            std::cmp::Ordering::Equal => Delivered::Next,
+            std::cmp::Ordering::Greater => Delivered::Gap,
+        }
+    }
+
+    /// The message at `sequence` was handed to the engine.
+    pub(super) fn applied(&mut self, sequence: u64) {
+        self.next = sequence + 1;
+    }
+
+    /// No message came for a while and the stream's last sequence is `last`: `Err` (a stall:
+    /// the consumer is re-created) when this node is behind it.
+    pub(super) fn after_silence(&self, last: u64) -> Result<(), String> {
+        if last >= self.next {
+            return Err(format!(
+                "no message for {STALL_CHECK:?} while the stream is at {last} and this node at {}",
+                self.next.saturating_sub(1)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A message at `sequence` came past the expected one, and the stream starts at `first`:
+    /// `Err` (read again) while it still holds the expected one, else `Ok` with what was lost.
+    pub(super) fn gap(&self, sequence: u64, first: u64) -> Result<String, String> {
+        if first <= self.next {
+            return Err(format!(
+                "message {sequence} came before {}, which the stream still holds (it starts at {first}): reading again",
+                self.next
+            ));
+        }
+        Ok(format!(
+            "stream messages {}..{} were removed before this node applied them (stream trimmed); restart the node to start from the newest snapshot",
+            self.next,
+            sequence - 1
+        ))
+    }
+}
+
+/// The inputs of the stream message `payload` (at `sequence`), in order, each with its header
+/// and, when this node published it (`own`), its waiting acknowledgement. This node's own inputs
+/// come back as the bytes it published: applied from the form it already has (what decoding
+/// them gives, see [`super::pending::Waiter::kept`]). What cannot be read is an empty input in
+/// its place: every node reads the same bytes, so every node skips it alike.
+fn read_message(
+    payload: &[u8],
+    own: Option<Returned>,
+    sequence: u64,
+) -> Vec<(Input, wire::Header, Option<WaitingAck>)> {
+    let unreadable = |error: &wire::WireError| {
+        tracing::warn!(sequence, %error, "skipping an unreadable stream input");
+        (Input::Events(Vec::new()), wire::Header::default())
+    };
+    let (acks, kept) = match own {
+        Some(own) => own.split(payload),
+        None => (Vec::new(), None),
+    };
+    let inputs: Vec<(Input, wire::Header)> = match kept {
+        Some(kept) => kept,
+        None => match wire::decode_message(payload) {
+            Ok(decoded) => decoded
+                .into_iter()
+                .map(|input| input.unwrap_or_else(|error| unreadable(&error)))
+                .collect(),
+            Err(error) => vec![unreadable(&error)],
+        },
+    };
+    if !acks.is_empty() && acks.len() != inputs.len() {
+        // Not what this node published under that id (cannot happen short of another writer
+        // reusing its ids): its acknowledgements are dropped, so its senders get an error
+        // rather than another input's outcome.
+        tracing::warn!(
+            sequence,
+            published = acks.len(),
+            read = inputs.len(),
+            "a stream message under this node's id holds other inputs than it published"
+        );
+    }
+    let mut acks = acks.into_iter();
+    let matched = acks.len() == inputs.len();
+    inputs
+        .into_iter()
+        .map(|(input, header)| {
+            let ack = if matched { acks.next().flatten() } else { None };
+            (input, header, ack)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_applies_each_message_once_in_stream_order() {
+        let mut position = Position::after(0);
+        assert_eq!(position.next(), 1);
+        assert_eq!(position.delivered(1), Delivered::Next);
+        position.applied(1);
+        assert_eq!(position.next(), 2);
+        // A consumer re-created at an older point delivers what was applied again.
+        assert_eq!(position.delivered(1), Delivered::Again);
+        assert_eq!(position.delivered(2), Delivered::Next);
+        assert_eq!(position.delivered(4), Delivered::Gap);
+        // Started from an image: the message after it.
+        assert_eq!(Position::after(41).delivered(42), Delivered::Next);
+    }
+
+    #[test]
+    fn silence_is_a_stall_only_while_the_stream_is_ahead() {
+        let mut position = Position::after(0);
+        position.applied(7);
+        assert!(position.after_silence(7).is_ok(), "caught up: idle");
+        let stall = position.after_silence(8).unwrap_err();
+        assert!(
+            stall.contains("stream is at 8 and this node at 7"),
+            "{stall}"
+        );
+    }
+
+    #[test]
+    fn a_gap_is_a_loss_only_once_the_stream_no_longer_holds_it() {
+        let position = Position::after(9);
+        // Message 12 came while 10 was expected, and the stream still starts at or before 10:
+        // only not delivered (a failover): read again.
+        for first in [1, 10] {
+            let again = position.gap(12, first).unwrap_err();
+            assert!(again.contains("reading again"), "{again}");
+        }
+        // The stream starts past 10: 10 and 11 are gone.
+        let lost = position.gap(12, 11).unwrap();
+        assert!(
+            lost.contains("stream messages 10..11 were removed"),
+            "{lost}"
+        );
     }
 }

@@ -4,8 +4,9 @@
 //! here that order comes from a stream every node consumes, so every node holds the same index
 //! and hands out the same changes with the same `seq`s — a dashboard can resume on any node.
 //!
-//! - Ingest publishes each input ([`sequencer`]); the client's `ok` waits until the input is in
-//!   the stream and applied by this node's engine.
+//! - Ingest publishes each input ([`sequencer`]), with whatever other inputs wait at the same
+//!   moment in one stream message; the client's `ok` waits until the input is in the stream and
+//!   applied by this node's engine.
 //! - Every node applies the stream in order ([`consumer`]) from where its state stands.
 //! - Time is data: ticks go through the stream ([`clock`]).
 //! - A node starts from the newest snapshot in the bucket and replays the stream after it
@@ -27,7 +28,8 @@ mod wire;
 /// What stream messages carry, for tools and tests that write or read the stream themselves.
 pub use crate::engine::Input;
 pub use wire::{
-    decode_image, decode_input, decode_published, encode_input, encode_published, settle, Header,
+    decode_image, decode_input, decode_message, decode_published, encode_input, encode_message,
+    encode_published, settle, split_message, Header,
 };
 
 use std::path::{Path, PathBuf};
@@ -36,7 +38,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, object_store, stream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -205,8 +206,9 @@ fn subject(stream: &str) -> String {
 /// The version of what every node must read alike: the stream's input format and the rules that
 /// decide whether an input applies (its deadline, its connection's order). Raised when either
 /// changes, so that a node of another version refuses to join instead of applying inputs the
-/// others drop. 2: inputs carry a deadline and their connection's origin and number.
-const STREAM_FORMAT: u32 = 2;
+/// others drop. 2: inputs carry a deadline and their connection's origin and number. 3: a
+/// message may hold several inputs (`wire::encode_message`).
+const STREAM_FORMAT: u32 = 3;
 
 /// The engine settings every node of one stream must share, or their changes would differ.
 /// Kept in the stream's description by the node that creates it, checked by every other.
@@ -517,7 +519,7 @@ impl Joined {
             diverged: Mutex::new(None),
             last_failure: Mutex::new(None),
         });
-        let pending = Arc::new(pending::Pending::new(
+        let pending = Arc::new(pending::Unanswered::new(
             self.config.timeout,
             Arc::clone(counters),
         ));
@@ -529,24 +531,27 @@ impl Joined {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let publisher = sequencer::Publisher {
-            jetstream: self.jetstream.clone(),
-            subject: subject.clone(),
-            id_prefix: format!("{}-{started:x}", self.config.node_id),
-            next_id: AtomicU64::new(0),
-            pending: Arc::clone(&pending),
-            in_flight: Arc::new(Semaphore::new(self.config.max_in_flight.max(1))),
-            timeout: self.config.timeout,
-            counters: Arc::clone(counters),
-            health: Arc::clone(&health),
-        };
+        let (sequencer, publisher) = sequencer::StreamSequencer::start(
+            sequencer::Settings {
+                jetstream: self.jetstream.clone(),
+                subject: subject.clone(),
+                id_prefix: format!("{}-{started:x}", self.config.node_id),
+                pending: Arc::clone(&pending),
+                max_in_flight: self.config.max_in_flight,
+                timeout: self.config.timeout,
+                counters: Arc::clone(counters),
+                health: Arc::clone(&health),
+            },
+            force_stop.clone(),
+        );
+        tasks.spawn(publisher);
         let consumer = consumer::Consumer {
             stream: self.stream,
             engine: engine.clone(),
             pending,
             counters: Arc::clone(counters),
             health,
-            next: self.image.position + 1,
+            position: consumer::Position::after(self.image.position),
         };
         tasks.spawn(consumer.run(shutdown.clone(), force_stop.clone()));
         tasks.spawn(clock::publish_ticks(
@@ -565,7 +570,7 @@ impl Joined {
             (!self.image_is_local).then_some(self.image),
             shutdown.clone(),
         ));
-        engine.with_sequencer(Arc::new(publisher))
+        engine.with_sequencer(Arc::new(sequencer))
     }
 }
 

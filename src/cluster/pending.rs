@@ -1,7 +1,7 @@
 //! This node's inputs that were published and wait for their answer: the meeting point of the
-//! sequencer (which registers each one before publishing), the consumer (which hands the
-//! waiting acknowledgement to the engine with the input when it comes back from the stream) and
-//! a clock that answers whatever waited too long.
+//! sequencer (which registers each message before publishing), the consumer (which hands the
+//! waiting acknowledgements to the engine with the inputs when their message comes back from the
+//! stream) and a clock that answers whatever waited too long.
 //!
 //! Every answer is bounded: an input is answered by the engine when it comes back; "not applied"
 //! once the stream's time passes its deadline without it (any later copy is dropped by every
@@ -20,34 +20,34 @@ use super::wire;
 use crate::engine::{Applied, EngineError, Input};
 use crate::metrics::Counters;
 
-/// What a publishing node keeps of its own input: when the stream hands back exactly these
-/// bytes, the input is applied from this form instead of being decoded again (decoding was
-/// most of what a cluster node spent beyond a single one). Sound because the input was
-/// [`wire::settle`]d before encoding, so decoding the bytes gives this very input on every node.
-pub(super) struct Kept {
-    /// The payload as published (shared with the publish, not copied).
-    pub(super) payload: bytes::Bytes,
-    pub(super) input: Input,
-    pub(super) header: wire::Header,
-}
+/// Where an input's sender waits for its answer.
+pub(super) type WaitingAck = oneshot::Sender<Applied>;
 
-impl Kept {
-    /// The input and header, if `payload` (what the stream delivered) is what was published.
-    pub(super) fn matching(self, payload: &[u8]) -> Option<(Input, wire::Header)> {
-        (self.payload.as_ref() == payload).then_some((self.input, self.header))
-    }
-}
+/// An input as its publisher had it, with its header (see [`Waiter::kept`]).
+pub(super) type Kept = (Input, wire::Header);
 
-/// One input waiting for its answer.
-struct Waiting {
-    ack: oneshot::Sender<Applied>,
-    /// The input itself, when the publisher kept it (see [`Kept`]).
-    kept: Option<Kept>,
-    /// A place of the sequencer's in-flight limit, held until the answer.
-    _permit: OwnedSemaphorePermit,
+/// One input of a published message, as this node keeps it until it is answered.
+pub(super) struct Waiter {
+    /// Its acknowledgement and its place of the sequencer's in-flight limit, until the answer
+    /// (`None`: nobody waits for it, or it was answered already).
+    pub(super) answer: Option<(oneshot::Sender<Applied>, OwnedSemaphorePermit)>,
+    /// The input itself, when the publisher kept it: when the stream hands back exactly the
+    /// bytes published, it is applied from this form instead of being decoded again (decoding
+    /// was most of what a cluster node spent beyond a single one). Sound because the input was
+    /// [`wire::settle`]d before encoding, so decoding the bytes gives this very input on every
+    /// node.
+    pub(super) kept: Option<Kept>,
     /// Stored after this (µs since the epoch), no node applies it.
-    deadline_micros: i64,
-    /// When its sender is answered at the latest.
+    pub(super) deadline_micros: i64,
+}
+
+/// One published message waiting for its inputs' answers.
+struct Waiting {
+    /// The payload as published (shared with the publish, not copied).
+    payload: bytes::Bytes,
+    /// Its inputs, in message order.
+    inputs: Vec<Waiter>,
+    /// When its senders are answered at the latest.
     answer_by: Instant,
     /// The stream sequence it was stored at, once the stream acknowledged it.
     stored: Option<u64>,
@@ -55,9 +55,47 @@ struct Waiting {
     failed: Option<String>,
 }
 
-/// Inputs published by this node and not yet answered. Each holds a permit of
-/// the sequencer's in-flight limit until it is answered, so the map is bounded.
-pub(crate) struct Pending {
+impl Waiting {
+    /// The earliest deadline of an input still waiting for its answer.
+    fn earliest_deadline(&self) -> Option<i64> {
+        self.inputs
+            .iter()
+            .filter(|w| w.answer.is_some())
+            .map(|w| w.deadline_micros)
+            .min()
+    }
+}
+
+/// A message of this node's that came back from the stream (see [`Unanswered::take`]).
+pub(super) struct Returned {
+    pub(super) payload: bytes::Bytes,
+    pub(super) inputs: Vec<Waiter>,
+}
+
+impl Returned {
+    /// Each input's acknowledgement (in message order), and the inputs with their headers if
+    /// `payload` (what the stream delivered) is what was published and every one was kept.
+    pub(super) fn split(self, payload: &[u8]) -> (Vec<Option<WaitingAck>>, Option<Vec<Kept>>) {
+        let matching = self.payload.as_ref() == payload;
+        let mut acks = Vec::with_capacity(self.inputs.len());
+        let mut kept = Vec::with_capacity(self.inputs.len());
+        for waiter in self.inputs {
+            acks.push(waiter.answer.map(|(ack, _permit)| ack));
+            kept.push(waiter.kept);
+        }
+        let kept = if matching {
+            kept.into_iter().collect::<Option<Vec<_>>>()
+        } else {
+            None
+        };
+        (acks, kept)
+    }
+}
+
+/// Inputs published by this node and not yet answered, by the message that carries them. Each
+/// holds a permit of the sequencer's in-flight limit until it is answered, so the map is
+/// bounded.
+pub(crate) struct Unanswered {
     waiting: Mutex<HashMap<String, Waiting>>,
     /// The stream's time as far as the consumer has read it (µs, never goes back).
     stream_micros: AtomicI64,
@@ -69,7 +107,7 @@ pub(crate) struct Pending {
     counters: Arc<Counters>,
 }
 
-impl Pending {
+impl Unanswered {
     pub(super) fn new(timeout: Duration, counters: Arc<Counters>) -> Self {
         Self {
             waiting: Mutex::new(HashMap::new()),
@@ -85,33 +123,33 @@ impl Pending {
         self.timeout
     }
 
-    /// Registers the input published as `id`, whose publish is given up at `publish_until`.
+    /// Registers the message published as `id` (`payload`, carrying `inputs` in order), whose
+    /// publish is given up at `publish_until`.
     pub(super) fn insert(
         &self,
         id: String,
-        ack: oneshot::Sender<Applied>,
-        kept: Option<Kept>,
-        permit: OwnedSemaphorePermit,
-        deadline_micros: i64,
+        payload: bytes::Bytes,
+        inputs: Vec<Waiter>,
         publish_until: Instant,
     ) {
         let waiting = Waiting {
-            ack,
-            kept,
-            _permit: permit,
-            deadline_micros,
+            payload,
+            inputs,
             answer_by: publish_until + self.timeout,
             stored: None,
             failed: None,
         };
+        let earliest = waiting.earliest_deadline();
         if let Ok(mut map) = self.waiting.lock() {
             map.insert(id, waiting);
-            self.earliest_deadline
-                .fetch_min(deadline_micros, Ordering::Relaxed);
+            if let Some(earliest) = earliest {
+                self.earliest_deadline
+                    .fetch_min(earliest, Ordering::Relaxed);
+            }
         }
     }
 
-    /// The stream acknowledged `id` at `sequence`: its answer waits at most one timeout more.
+    /// The stream acknowledged `id` at `sequence`: its answers wait at most one timeout more.
     pub(super) fn stored(&self, id: &str, sequence: u64) {
         if let Some(waiting) = self
             .waiting
@@ -138,13 +176,14 @@ impl Pending {
         }
     }
 
-    /// The acknowledgement of the input published as `id`, if this node is waiting for it,
-    /// with the input if it was kept.
-    pub(super) fn take(&self, id: &str) -> Option<(oneshot::Sender<Applied>, Option<Kept>)> {
+    /// The message published as `id`, if this node is waiting for it: its inputs' waiting
+    /// acknowledgements, and the inputs it kept.
+    pub(super) fn take(&self, id: &str) -> Option<Returned> {
         let mut waiting = self.waiting.lock().ok()?;
-        waiting
-            .remove(id)
-            .map(|waiting| (waiting.ack, waiting.kept))
+        waiting.remove(id).map(|waiting| Returned {
+            payload: waiting.payload,
+            inputs: waiting.inputs,
+        })
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -162,30 +201,40 @@ impl Pending {
         if now <= self.earliest_deadline.load(Ordering::Relaxed) {
             return;
         }
-        let gone = match self.waiting.lock() {
-            Ok(mut map) => {
-                let gone = take_where(&mut map, |w| w.stored.is_none() && w.deadline_micros < now);
-                // Stored inputs are answered by the engine or the bound, not by the stream's
-                // time: only the unstored ones count.
-                let earliest = map
-                    .values()
-                    .filter(|w| w.stored.is_none())
-                    .map(|w| w.deadline_micros)
-                    .min();
-                self.earliest_deadline
-                    .store(earliest.unwrap_or(i64::MAX), Ordering::Relaxed);
-                gone
-            }
-            Err(_) => Vec::new(),
-        };
-        for waiting in gone {
-            let why = match &waiting.failed {
+        let mut gone = Vec::new();
+        if let Ok(mut map) = self.waiting.lock() {
+            // Stored messages are answered by the engine or the bound, not by the stream's
+            // time: only the unstored ones count.
+            let mut earliest = i64::MAX;
+            map.retain(|_, waiting| {
+                if waiting.stored.is_some() {
+                    return true;
+                }
+                for input in &mut waiting.inputs {
+                    if input.deadline_micros < now {
+                        if let Some((ack, _permit)) = input.answer.take() {
+                            gone.push((ack, waiting.failed.clone()));
+                        }
+                    }
+                }
+                match waiting.earliest_deadline() {
+                    Some(deadline) => {
+                        earliest = earliest.min(deadline);
+                        true
+                    }
+                    // Nobody waits for it any more: if it lands later, it is decoded and
+                    // dropped as late like everyone else's.
+                    None => false,
+                }
+            });
+            self.earliest_deadline.store(earliest, Ordering::Relaxed);
+        }
+        for (ack, failed) in gone {
+            let why = match failed {
                 Some(error) => format!("not in the cluster stream by its deadline ({error}); if it lands later no node applies it; send again"),
                 None => "not in the cluster stream by its deadline; if it lands later no node applies it; send again".to_owned(),
             };
-            let _ = waiting
-                .ack
-                .send(Applied::Done(Err(EngineError::NotApplied(why))));
+            let _ = ack.send(Applied::Done(Err(EngineError::NotApplied(why))));
         }
     }
 
@@ -193,26 +242,33 @@ impl Pending {
     /// the last stream sequence this node applied.
     fn answer_overdue(&self, now: Instant, applied: u64) {
         for waiting in self.remove(|w| w.answer_by <= now) {
-            let why = match (waiting.stored, &waiting.failed) {
-                (Some(sequence), _) => {
-                    Counters::add(&self.counters.cluster.unconfirmed_stored, 1);
-                    format!("stored in the cluster stream (sequence {sequence}), not yet applied on this node (applied up to {applied}) within --cluster-timeout; every node applies it when it gets there (this one once it catches up), unless a later message of the same connection was stored before it")
-                }
-                (None, failed) => {
-                    Counters::add(&self.counters.cluster.unconfirmed_unacknowledged, 1);
-                    format!("the cluster stream did not acknowledge it within --cluster-timeout ({}) and this node has not seen it; no node applies it unless the stream stored it before its deadline", failed.as_deref().unwrap_or("no answer"))
-                }
-            };
-            let _ = waiting
-                .ack
-                .send(Applied::Done(Err(EngineError::Unconfirmed(why))));
+            for (ack, _permit) in waiting.inputs.into_iter().filter_map(|w| w.answer) {
+                let why = match (waiting.stored, &waiting.failed) {
+                    (Some(sequence), _) => {
+                        Counters::add(&self.counters.cluster.unconfirmed_stored, 1);
+                        format!("stored in the cluster stream (sequence {sequence}), not yet applied on this node (applied up to {applied}) within --cluster-timeout; every node applies it when it gets there (this one once it catches up), unless a later message of the same connection was stored before it")
+                    }
+                    (None, failed) => {
+                        Counters::add(&self.counters.cluster.unconfirmed_unacknowledged, 1);
+                        format!("the cluster stream did not acknowledge it within --cluster-timeout ({}) and this node has not seen it; no node applies it unless the stream stored it before its deadline", failed.as_deref().unwrap_or("no answer"))
+                    }
+                };
+                let _ = ack.send(Applied::Done(Err(EngineError::Unconfirmed(why))));
+            }
         }
     }
 
-    /// Takes out every waiting input `which` selects.
+    /// Takes out every waiting message `which` selects.
     fn remove(&self, which: impl Fn(&Waiting) -> bool) -> Vec<Waiting> {
         match self.waiting.lock() {
-            Ok(mut map) => take_where(&mut map, which),
+            Ok(mut map) => {
+                let ids: Vec<String> = map
+                    .iter()
+                    .filter(|(_, w)| which(w))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.iter().filter_map(|id| map.remove(id)).collect()
+            }
             Err(_) => Vec::new(),
         }
     }
@@ -225,28 +281,17 @@ impl Pending {
             Err(_) => return,
         };
         for waiting in waiting.into_values() {
-            let _ = waiting.ack.send(Applied::Done(Err(EngineError::Unconfirmed(format!(
-                "not applied by this node: {reason}; it may be in the stream (another node applies it); send again"
-            )))));
+            for (ack, _permit) in waiting.inputs.into_iter().filter_map(|w| w.answer) {
+                let _ = ack.send(Applied::Done(Err(EngineError::Unconfirmed(format!(
+                    "not applied by this node: {reason}; it may be in the stream (another node applies it); send again"
+                )))));
+            }
         }
     }
 }
 
-/// Takes out of `map` every waiting input `which` selects.
-fn take_where(
-    map: &mut HashMap<String, Waiting>,
-    which: impl Fn(&Waiting) -> bool,
-) -> Vec<Waiting> {
-    let ids: Vec<String> = map
-        .iter()
-        .filter(|(_, w)| which(w))
-        .map(|(id, _)| id.clone())
-        .collect();
-    ids.iter().filter_map(|id| map.remove(id)).collect()
-}
-
 /// Answers overdue inputs until `stop`: the bound of every answer (see the module doc).
-pub(super) async fn answer_overdue(pending: Arc<Pending>, stop: CancellationToken) {
+pub(super) async fn answer_overdue(pending: Arc<Unanswered>, stop: CancellationToken) {
     let every = (pending.timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -274,17 +319,99 @@ mod tests {
         }
     }
 
+    async fn waiter(
+        permits: &Arc<Semaphore>,
+        deadline_micros: i64,
+    ) -> (Waiter, oneshot::Receiver<Applied>) {
+        let (tx, rx) = oneshot::channel();
+        let permit = Arc::clone(permits).acquire_owned().await.unwrap();
+        let waiter = Waiter {
+            answer: Some((tx, permit)),
+            kept: None,
+            deadline_micros,
+        };
+        (waiter, rx)
+    }
+
+    #[tokio::test]
+    async fn the_inputs_of_one_message_are_answered_each_by_its_own_deadline() {
+        let counters = Arc::new(Counters::default());
+        let pending = Unanswered::new(Duration::from_secs(1), Arc::clone(&counters));
+        let permits = Arc::new(Semaphore::new(3));
+        let (first, mut first_rx) = waiter(&permits, 100).await;
+        let (second, mut second_rx) = waiter(&permits, 200).await;
+        let unwaited = Waiter {
+            answer: None,
+            kept: None,
+            deadline_micros: 50,
+        };
+        pending.insert(
+            "m".into(),
+            bytes::Bytes::from_static(b"published"),
+            vec![first, unwaited, second],
+            Instant::now(),
+        );
+        // Past the first input's deadline only: the second still waits for the stream.
+        pending.stream_time(150);
+        assert!(matches!(
+            answer(&mut first_rx),
+            Some(Err(EngineError::NotApplied(_)))
+        ));
+        assert!(answer(&mut second_rx).is_none());
+        assert_eq!(permits.available_permits(), 2, "the first's place is free");
+        assert!(!pending.is_empty());
+        // The message comes back: the second's acknowledgement is handed over, in its place
+        // (the first was answered, the middle one had none).
+        let returned = pending.take("m").expect("still waiting");
+        let (acks, kept) = returned.split(b"published");
+        assert_eq!(
+            acks.iter().map(Option::is_some).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        assert!(kept.is_none(), "nothing was kept: decoded like any message");
+        assert!(pending.is_empty());
+        // Past every deadline, nothing is left waiting either.
+        let (third, mut third_rx) = waiter(&permits, 300).await;
+        pending.insert("n".into(), bytes::Bytes::new(), vec![third], Instant::now());
+        pending.stream_time(301);
+        assert!(matches!(
+            answer(&mut third_rx),
+            Some(Err(EngineError::NotApplied(_)))
+        ));
+        assert!(
+            pending.is_empty(),
+            "a message nobody waits for is forgotten"
+        );
+    }
+
+    #[test]
+    fn kept_inputs_are_used_only_for_the_bytes_published() {
+        let kept = |n: usize| Waiter {
+            answer: None,
+            kept: Some((Input::Events(Vec::new()), wire::Header::default())),
+            deadline_micros: n as i64,
+        };
+        let returned = || Returned {
+            payload: bytes::Bytes::from_static(b"published"),
+            inputs: vec![kept(1), kept(2)],
+        };
+        assert_eq!(returned().split(b"published").1.map(|k| k.len()), Some(2));
+        assert!(returned().split(b"something else").1.is_none());
+        let mut partly = returned();
+        partly.inputs[1].kept = None;
+        assert!(partly.split(b"published").1.is_none(), "all or none");
+    }
+
     #[tokio::test]
     async fn every_waiting_input_is_answered_by_the_streams_time_or_the_bound() {
         let counters = Arc::new(Counters::default());
-        let pending = Pending::new(Duration::from_secs(1), Arc::clone(&counters));
+        let pending = Unanswered::new(Duration::from_secs(1), Arc::clone(&counters));
         let permits = Arc::new(Semaphore::new(2));
         let start = Instant::now();
         let mut waiting = Vec::new();
         for (id, deadline) in [("a", 100), ("b", 200)] {
-            let (tx, rx) = oneshot::channel();
-            let permit = Arc::clone(&permits).acquire_owned().await.unwrap();
-            pending.insert(id.into(), tx, None, permit, deadline, start);
+            let (waiter, rx) = waiter(&permits, deadline).await;
+            pending.insert(id.into(), bytes::Bytes::new(), vec![waiter], start);
             waiting.push(rx);
         }
         let [a, b] = &mut waiting[..] else {

@@ -104,6 +104,12 @@ pub enum WireError {
     Format(u8),
     #[error("compressed payload announces {0} bytes, more than the {1} read")]
     TooLarge(usize, usize),
+    #[error("stream message of more than {0} inputs")]
+    TooManyInputs(usize),
+    #[error("stream message with an unknown field {0} among its inputs")]
+    Field(u32),
+    #[error("stream message's input announces {0} bytes, {1} left")]
+    Truncated(u64, usize),
     #[error("undecompressable payload: {0}")]
     Decompress(#[from] lz4_flex::block::DecompressError),
 }
@@ -293,7 +299,18 @@ pub fn decode_input(payload: &[u8]) -> Result<Input, WireError> {
 
 /// Decodes one stream message back into the input and header it was published with.
 pub fn decode_published(payload: &[u8]) -> Result<(Input, Header), WireError> {
-    let bytes = unframe(payload, MAX_INPUT_BYTES)?;
+    let mut budget = MAX_INPUT_BYTES;
+    decode_entry(payload, &mut budget)
+}
+
+/// Decodes one input (as [`encode_published`] made it) whose decompressed form may take at most
+/// `budget` bytes, and takes what it took from `budget`: the inputs of one message share one.
+pub(super) fn decode_entry(
+    payload: &[u8],
+    budget: &mut usize,
+) -> Result<(Input, Header), WireError> {
+    let bytes = unframe(payload, *budget)?;
+    *budget = budget.saturating_sub(bytes.len());
     let message = StreamInput::decode(&*bytes)?;
     let header = Header {
         origin: (!message.origin.is_empty()).then_some((message.origin, message.origin_seq)),
@@ -308,6 +325,85 @@ pub fn decode_published(payload: &[u8]) -> Result<(Input, Header), WireError> {
         Body::Action(json) => Input::Action(Box::new(serde_json::from_slice(&json)?)),
     };
     Ok((input, header))
+}
+
+/// First byte of a stream message holding several inputs: a protobuf whose field 1 repeats
+/// them, each as [`encode_published`] made it (its own first byte, compressed or not).
+///
+/// Why several inputs in one message: every stream message costs the NATS server and both ends
+/// a round of work (store, acknowledge, deliver, the wake-ups between them) whatever it holds, so
+/// a node's publisher (the cluster's sequencer module) puts whatever inputs are waiting into one.
+/// Each keeps its own origin, number and deadline, so the order filter decides each alone, as
+/// before. Inputs are framed (compressed) one by one, by the connection that sent them, so that
+/// work stays spread over the connections' tasks; the message is only their concatenation.
+const BUNDLE: u8 = 2;
+
+/// Inputs one stream message may hold, read (a publisher puts at most its sequencer's
+/// `MAX_MESSAGE_INPUTS` in one): past it the message is unreadable, skipped by every node alike,
+/// and what reading it may allocate stays bounded whatever the NATS server's `max_payload`.
+pub const MAX_READ_INPUTS: usize = 65_536;
+
+/// Bytes an input of `len` encoded bytes takes in a message of several ([`encode_message`]).
+pub fn message_cost(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// One stream message holding `inputs` (each as [`encode_published`] made it), in order. One
+/// input is a message by itself (no copy, no extra byte): what ticks and tools publish too.
+pub fn encode_message(inputs: &[bytes::Bytes]) -> bytes::Bytes {
+    if let [one] = inputs {
+        return one.clone();
+    }
+    let size = 1 + inputs.iter().map(|i| message_cost(i.len())).sum::<usize>();
+    let mut buf = Vec::with_capacity(size);
+    buf.push(BUNDLE);
+    for input in inputs {
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut buf);
+        prost::encoding::encode_varint(input.len() as u64, &mut buf);
+        buf.extend_from_slice(input);
+    }
+    buf.into()
+}
+
+/// The inputs of one stream message, each still encoded, in order: a message that is a single
+/// input (ticks, markers, tools) is that one.
+pub fn split_message(payload: &[u8]) -> Result<Vec<&[u8]>, WireError> {
+    let Some((&BUNDLE, mut rest)) = payload.split_first() else {
+        return Ok(vec![payload]);
+    };
+    let mut inputs = Vec::new();
+    while !rest.is_empty() {
+        if inputs.len() == MAX_READ_INPUTS {
+            return Err(WireError::TooManyInputs(MAX_READ_INPUTS));
+        }
+        let (tag, wire_type) = prost::encoding::decode_key(&mut rest)?;
+        if tag != 1 || wire_type != prost::encoding::WireType::LengthDelimited {
+            return Err(WireError::Field(tag));
+        }
+        let len = prost::encoding::decode_varint(&mut rest)?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|len| *len <= rest.len())
+            .ok_or(WireError::Truncated(len, rest.len()))?;
+        let (input, after) = rest.split_at(len);
+        inputs.push(input);
+        rest = after;
+    }
+    Ok(inputs)
+}
+
+/// One input of a stream message as read: the input and its header, or why it cannot be read.
+pub type ReadInput = Result<(Input, Header), WireError>;
+
+/// Decodes every input of one stream message, in order: an input that cannot be read is an
+/// error in its place (the others still count), a message that cannot be split one as a whole.
+/// Together its inputs may take [`MAX_INPUT_BYTES`] decompressed.
+pub fn decode_message(payload: &[u8]) -> Result<Vec<ReadInput>, WireError> {
+    let mut budget = MAX_INPUT_BYTES;
+    Ok(split_message(payload)?
+        .into_iter()
+        .map(|input| decode_entry(input, &mut budget))
+        .collect())
 }
 
 pub fn encode_image(image: &Image) -> Vec<u8> {
@@ -498,6 +594,108 @@ mod tests {
         assert!(matches!(
             decode_image(&payload),
             Err(WireError::TooLarge(4_112_842_843, allowed)) if allowed == 8 * 255 + 16
+        ));
+    }
+
+    fn numbered(n: u64) -> Header {
+        Header {
+            origin: Some((format!("b-18eedfb66c48fa65-{}", n % 3), n)),
+            deadline_micros: Some(1_764_590_005_000_000 + n as i64),
+        }
+    }
+
+    #[test]
+    fn a_message_of_several_inputs_gives_back_each_with_its_header_in_order() {
+        let published: Vec<(Input, Header)> = (0..5)
+            .map(|n| {
+                let input = match n {
+                    // Large enough to be compressed on its own.
+                    2 => Input::Events((0..100).map(|_| event("web-1", Some("ok"))).collect()),
+                    3 => Input::Tick { now_micros: 7 },
+                    _ => Input::Events(vec![event(&format!("h{n}"), Some("critical"))]),
+                };
+                (input, numbered(n))
+            })
+            .collect();
+        let encoded: Vec<bytes::Bytes> = published
+            .iter()
+            .map(|(input, header)| encode_published(input, header))
+            .collect();
+        assert_eq!(encoded[2][0], LZ4, "each input framed on its own");
+        let message = encode_message(&encoded);
+        assert_eq!(message[0], BUNDLE);
+        assert_eq!(
+            message.len(),
+            1 + encoded.iter().map(|e| message_cost(e.len())).sum::<usize>()
+        );
+        let split = split_message(&message).unwrap();
+        assert_eq!(split, encoded.iter().map(|e| &e[..]).collect::<Vec<_>>());
+        let back: Vec<(Input, Header)> = decode_message(&message)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(back, published);
+        // A single input is its own message: what ticks and tools publish, read the same way.
+        let one = encode_message(&encoded[..1]);
+        assert_eq!(one, encoded[0]);
+        assert_eq!(decode_message(&one).unwrap().len(), 1);
+        assert_eq!(decode_published(&one).unwrap(), published[0]);
+        // No inputs: a message that applies nothing.
+        assert!(decode_message(&encode_message(&[])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_bad_input_is_an_error_in_its_place_a_bad_message_as_a_whole() {
+        let good = encode_published(&Input::Events(vec![event("a", Some("ok"))]), &numbered(1));
+        let message = encode_message(&[good.clone(), bytes::Bytes::from_static(&[0xff, 1]), good]);
+        let read = decode_message(&message).unwrap();
+        assert_eq!(read.len(), 3);
+        assert!(read[0].is_ok() && read[2].is_ok());
+        assert!(matches!(read[1], Err(WireError::Format(0xff))));
+        // An input announcing more bytes than the message has left.
+        let mut truncated = message.to_vec();
+        truncated.truncate(message.len() - 1);
+        assert!(matches!(
+            decode_message(&truncated),
+            Err(WireError::Truncated(_, _))
+        ));
+        // A field other than the inputs'.
+        assert!(matches!(
+            decode_message(&[BUNDLE, 0x12, 0x01, 0x00]),
+            Err(WireError::Field(2))
+        ));
+        // More inputs than a message may hold, however small: refused before they are listed.
+        let mut many = vec![BUNDLE];
+        for _ in 0..=MAX_READ_INPUTS {
+            many.extend_from_slice(&[0x0a, 0x00]);
+        }
+        assert!(matches!(
+            split_message(&many),
+            Err(WireError::TooManyInputs(MAX_READ_INPUTS))
+        ));
+        many.truncate(many.len() - 2);
+        assert_eq!(split_message(&many).unwrap().len(), MAX_READ_INPUTS);
+    }
+
+    #[test]
+    fn the_inputs_of_a_message_share_one_decompression_budget() {
+        let batch = Input::Events((0..100).map(|_| event("web-1", Some("ok"))).collect());
+        let framed = encode_published(&batch, &numbered(1));
+        assert_eq!(framed[0], LZ4);
+        let size = {
+            let (buf, start) = encode_body(&batch);
+            buf.len() - start
+        };
+        // Each input takes what it decompresses to from the budget …
+        let mut budget = 2 * size + size / 2;
+        decode_entry(&framed, &mut budget).unwrap();
+        assert!(budget < 2 * size && budget >= size, "{budget} of {size}");
+        decode_entry(&framed, &mut budget).unwrap();
+        // … and one past what is left is refused before anything is allocated for it.
+        assert!(matches!(
+            decode_entry(&framed, &mut budget),
+            Err(WireError::TooLarge(_, _))
         ));
     }
 

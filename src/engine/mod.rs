@@ -209,7 +209,20 @@ pub struct Image {
     pub order: order::OrderTable,
 }
 
+/// One input of a message of an ordered log (see [`EngineHandle::apply_logged`]).
+pub struct Logged {
+    pub input: Input,
+    pub ack: Option<oneshot::Sender<Applied>>,
+    /// What the log says about it: whether it takes effect is decided by [`order`].
+    pub stamp: order::Stamp,
+}
+
 enum Command {
+    /// The inputs of one message of an ordered log, at `position` there.
+    ApplyLogged {
+        inputs: Vec<Logged>,
+        position: u64,
+    },
     Apply {
         input: Input,
         ack: Option<oneshot::Sender<Applied>>,
@@ -333,22 +346,17 @@ impl EngineHandle {
             .map_err(|_| EngineError::Closed)
     }
 
-    /// [`EngineHandle::apply_ordered`] for input of an ordered log at `position`, with what the
-    /// log says of it (`stamp`): input late or overtaken is not applied (see [`order`]).
+    /// [`EngineHandle::apply_ordered`] for the inputs of one message of an ordered log at
+    /// `position`, each with what the log says of it: input late or overtaken is not applied
+    /// (see [`order`]). They are applied together: an image never falls between them, since its
+    /// position could not say which of them it covers.
     pub async fn apply_logged(
         &self,
-        input: Input,
-        ack: Option<oneshot::Sender<Applied>>,
+        inputs: Vec<Logged>,
         position: u64,
-        stamp: order::Stamp,
     ) -> Result<(), EngineError> {
         self.tx
-            .send(Command::Apply {
-                input,
-                ack,
-                position: Some(position),
-                stamp: Some(stamp),
-            })
+            .send(Command::ApplyLogged { inputs, position })
             .await
             .map_err(|_| EngineError::Closed)
     }
@@ -661,35 +669,19 @@ impl Owner {
 
     async fn handle(&mut self, command: Command) {
         match command {
+            Command::ApplyLogged { inputs, position } => {
+                for logged in inputs {
+                    self.apply_input(logged.input, logged.ack, Some(position), Some(logged.stamp))
+                        .await;
+                }
+                self.position = position;
+            }
             Command::Apply {
                 input,
-                mut ack,
+                ack,
                 position,
                 stamp,
-            } => {
-                if let Some(position) = position {
-                    self.position = position;
-                }
-                if let Some(stamp) = stamp {
-                    if !self.admitted(&stamp, &mut ack) {
-                        return;
-                    }
-                }
-                match input {
-                    Input::Events(events) => self.apply(events, ack, position.is_some()).await,
-                    Input::Tick { now_micros } => {
-                        if position.is_some() || self.storage_failure().is_none() {
-                            self.tick(now_micros).await;
-                        }
-                        if let Some(ack) = ack {
-                            let _ = ack.send(Applied::Done(Ok(())));
-                        }
-                    }
-                    Input::Action(action) => {
-                        self.apply_action(*action, ack, position.is_some()).await
-                    }
-                }
-            }
+            } => self.apply_input(input, ack, position, stamp).await,
             Command::Image { reply } => {
                 self.end_group().await;
                 let image = Image {
@@ -723,6 +715,37 @@ impl Owner {
                 self.end_group().await;
                 self.output(Output::Sync { reply }).await;
             }
+        }
+    }
+
+    /// Applies one input, at `position` of an ordered log if it came from one, unless `stamp`
+    /// says it does not take effect.
+    async fn apply_input(
+        &mut self,
+        input: Input,
+        mut ack: Option<oneshot::Sender<Applied>>,
+        position: Option<u64>,
+        stamp: Option<order::Stamp>,
+    ) {
+        if let Some(position) = position {
+            self.position = position;
+        }
+        if let Some(stamp) = stamp {
+            if !self.admitted(&stamp, &mut ack) {
+                return;
+            }
+        }
+        match input {
+            Input::Events(events) => self.apply(events, ack, position.is_some()).await,
+            Input::Tick { now_micros } => {
+                if position.is_some() || self.storage_failure().is_none() {
+                    self.tick(now_micros).await;
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(Applied::Done(Ok(())));
+                }
+            }
+            Input::Action(action) => self.apply_action(*action, ack, position.is_some()).await,
         }
     }
 

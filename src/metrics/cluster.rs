@@ -24,6 +24,10 @@ pub struct ClusterMetrics {
     pub start_position: AtomicU64,
     /// Publishes that failed (NATS away, timeout): each one answered with an error.
     pub publish_failures: AtomicU64,
+    /// Stream messages this node published, and the inputs they carried (several inputs
+    /// waiting at once share one message): their ratio is the coalescing achieved.
+    pub messages_published: AtomicU64,
+    pub inputs_published: AtomicU64,
     /// From publishing an input to the stream's acknowledgement of it.
     pub publish_seconds: Histogram,
     /// Stream inputs no node applies: stored after their deadline (`late`) …
@@ -99,6 +103,16 @@ impl ClusterMetrics {
                 "statecast_cluster_snapshots_written_total",
                 "Snapshots this node wrote to the cluster's snapshot bucket.",
                 &self.snapshots_written,
+            ),
+            (
+                "statecast_cluster_messages_published_total",
+                "Stream messages this node published (each holds the inputs waiting at that moment).",
+                &self.messages_published,
+            ),
+            (
+                "statecast_cluster_inputs_published_total",
+                "Inputs this node published to the stream, in statecast_cluster_messages_published_total messages.",
+                &self.inputs_published,
             ),
             (
                 "statecast_cluster_publish_failures_total",

@@ -850,6 +850,11 @@ enum Pipe {
 
 impl Pipe {
     async fn send(&mut self, number: u64) {
+        self.send_for("order", number).await;
+    }
+
+    /// Message `number` for `host`'s key (`host`/`flip`).
+    async fn send_for(&mut self, host: &str, number: u64) {
         let state = if number.is_multiple_of(2) {
             "ok"
         } else {
@@ -857,14 +862,14 @@ impl Pipe {
         };
         match self {
             Pipe::Tcp(tcp) => {
-                let mut event = event("order", "flip", state);
+                let mut event = event(host, "flip", state);
                 event.description = Some(number.to_string());
                 event.ttl = Some(3600.0);
                 tcp.send(&events_msg(vec![event])).await;
             }
             Pipe::Ws(ws) => {
                 use futures_util::SinkExt;
-                let batch = serde_json::json!([{"host": "order", "service": "flip", "state": state,
+                let batch = serde_json::json!([{"host": host, "service": "flip", "state": state,
                     "description": number.to_string(), "ttl": 3600}]);
                 ws.send(tokio_tungstenite::tungstenite::Message::Text(
                     batch.to_string().into(),
@@ -1041,6 +1046,103 @@ async fn one_connection_keeps_its_send_order_when_the_stream_leader_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_events_websocket_keeps_its_send_order_when_the_stream_leader_dies() {
     pipelined_order_survives_a_leader_kill("ws").await;
+}
+
+/// Issue 21 (speed at batch 1): a node's publisher puts the inputs waiting at the same moment,
+/// from every connection, into one stream message. Many connections pipelining into two nodes
+/// at once: every input takes effect, on every node, in its connection's send order, and both
+/// nodes hold the same history seq by seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_inputs_all_take_effect_in_each_ones_order_on_every_node() {
+    const CONNECTIONS: usize = 12;
+    const WINDOW: u64 = 16;
+    const EACH: u64 = 150;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "coalesce");
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec, "b").await;
+    let mut senders = Vec::new();
+    for i in 0..CONNECTIONS {
+        // A third of the connections into B: two publishers interleave in the stream.
+        let node: Addrs = if i % 3 == 2 { *b } else { *a };
+        let mut pipe = Pipe::Tcp(RiemannTcp::connect(&node).await);
+        senders.push(tokio::spawn(async move {
+            let host = format!("conn{i}");
+            let mut sent = 0u64;
+            let mut errors = Vec::new();
+            for answered in 0..EACH {
+                while sent < EACH && sent - answered < WINDOW {
+                    // From 1: `critical` first, so every input is a change (a new key `ok`
+                    // is not one).
+                    pipe.send_for(&host, sent + 1).await;
+                    sent += 1;
+                }
+                if let Err(error) = pipe.answer().await {
+                    errors.push(format!("{host} answer {answered}: {error}"));
+                }
+            }
+            errors
+        }));
+    }
+    for sender in senders {
+        let errors = sender.await.expect("a sender");
+        assert!(errors.is_empty(), "every input acknowledged: {errors:?}");
+    }
+    let expected: Vec<u64> = (1..=EACH).collect();
+    for node in [&a, &b] {
+        eventually(
+            CATCH_UP_TIMEOUT,
+            "every connection's inputs applied in send order",
+            || async {
+                for i in 0..CONNECTIONS {
+                    let numbers = numbered_changes(node, &format!("conn{i}")).await;
+                    if numbers != expected {
+                        return Err(format!(
+                            "{}: conn{i} has {} changes, e.g. {:?}",
+                            node.id,
+                            numbers.len(),
+                            &numbers[..numbers.len().min(8)]
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await;
+    }
+    let seen = |changes: Vec<Value>| -> Vec<(u64, Value, Value)> {
+        changes
+            .iter()
+            .map(|c| {
+                (
+                    seq(c),
+                    c["event"]["host"].clone(),
+                    c["event"]["description"].clone(),
+                )
+            })
+            .collect()
+    };
+    let on_a = seen(history(&a).await);
+    assert_eq!(on_a.len(), CONNECTIONS * EACH as usize);
+    assert_eq!(
+        on_a,
+        seen(history(&b).await),
+        "the same history on both nodes"
+    );
+    for node in [&a, &b] {
+        let messages = node
+            .metric("statecast_cluster_messages_published_total")
+            .await;
+        let inputs = node
+            .metric("statecast_cluster_inputs_published_total")
+            .await;
+        eprintln!("{}: {inputs} inputs in {messages} stream messages", node.id);
+        assert!(
+            messages >= 1 && inputs >= messages,
+            "{inputs} in {messages}"
+        );
+    }
 }
 
 /// A stream input of one event for `host`/`flip`, in statecast's own encoding, with `header`.
