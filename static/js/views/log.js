@@ -1,10 +1,14 @@
 // Live log: transitions and notes, newest first, capped; pausable (new items wait in a buffer).
 // Times are on the page's clock (the UTC / local toggle), like the details.
 
-import { $, el, timeEl } from '../dom.js';
+import { $, el, timeEl, coalesce } from '../dom.js';
 import { stateClass } from '../model.js';
 
 export const LOG_CAP = 200;
+/** Least time between two draws of the log: at a change every few seconds each is drawn at the
+ *  next frame; in a storm the log is redrawn four times a second, not every frame (nobody reads
+ *  1,000 lines a second, and redrawing the log each frame cost more than the rest of the page). */
+export const LOG_DRAW_INTERVAL_MS = 250;
 
 export function createLog() {
   const list = $('log');
@@ -42,16 +46,41 @@ export function createLog() {
     return li;
   }
 
-  function push(li) {
+  // Items are drawn in an animation frame, at most every LOG_DRAW_INTERVAL_MS, and only the
+  // newest LOG_CAP of those that came in meanwhile: at 1,000 changes/s building (and at once
+  // dropping) an item per change, each its own DOM write, cost more than the rest of the page.
+  // `pending` holds builders, oldest first, bounded by 2 × LOG_CAP.
+  let pending = [];
+  let lastDraw = -Infinity;
+  let timer = null;
+  const frame = coalesce(() => {
+    lastDraw = performance.now();
+    if (!pending.length) return;
+    const builders = pending;
+    pending = [];
+    const frag = document.createDocumentFragment();
+    for (let i = builders.length - 1; i >= 0; i -= 1) frag.append(builders[i]());
+    list.prepend(frag);
+    while (list.childElementCount > LOG_CAP) list.lastElementChild.remove();
+    $('log-empty').hidden = true;
+  });
+  function draw() {
+    if (timer !== null) return;
+    const wait = lastDraw + LOG_DRAW_INTERVAL_MS - performance.now();
+    if (wait <= 0) frame();
+    else timer = setTimeout(() => { timer = null; frame(); }, wait);
+  }
+
+  function push(make) {
     if (paused) {
-      buffer.push(li);
+      buffer.push(make());
       if (buffer.length > LOG_CAP) buffer.shift();
       updateButton();
       return;
     }
-    list.prepend(li);
-    while (list.childElementCount > LOG_CAP) list.lastElementChild.remove();
-    $('log-empty').hidden = true;
+    pending.push(make);
+    if (pending.length > 2 * LOG_CAP) pending = pending.slice(-LOG_CAP);
+    draw();
   }
 
   function updateButton() {
@@ -65,7 +94,7 @@ export function createLog() {
     if (!paused) {
       const buffered = buffer;
       buffer = [];
-      for (const li of buffered) push(li);
+      for (const li of buffered) push(() => li);
     }
     updateButton();
   }
@@ -73,8 +102,8 @@ export function createLog() {
   updateButton();
 
   return {
-    transition: (ev, previousState, at, extra) => push(item(ev, previousState, at, extra)),
-    note: (text, at) => push(note(text, at)),
+    transition: (ev, previousState, at, extra) => push(() => item(ev, previousState, at, extra)),
+    note: (text, at) => push(() => note(text, at)),
     togglePause,
   };
 }
