@@ -14,7 +14,7 @@
 # (each websocket is one descriptor in the server and one in the swarm); statecast gets
 # --max-ws-connections and --max-http-connections above the count.
 # Knobs: STORM_RATE (changes/s, default 10), STORM_SECONDS (measured, default 20), STORM_SOURCES
-# (default 8). Prints a markdown table on stdout; raw JSON lines go to stderr.
+# (default 8), STORM_DRIVERS (POST connections, default 10). Prints a markdown table on stdout; raw JSON lines go to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -22,6 +22,9 @@ CLIENTS=${STORM_CLIENTS:-"1000 10000 19000"}
 RATE=${STORM_RATE:-10}
 SECS=${STORM_SECONDS:-20}
 SOURCES=${STORM_SOURCES:-8}
+# Changes are posted over this many connections, each at RATE/DRIVERS: one connection waiting
+# for each answer would post fewer than RATE while a server is busy fanning out.
+DRIVERS=${STORM_DRIVERS:-10}
 
 [ "${STORM_NO_BUILD:-0}" = 1 ] || cargo build --release --workspace --bins --quiet
 T=$ROOT/target/release
@@ -70,7 +73,7 @@ for c in $CLIENTS; do
     log=$WORK/swarm-$server-$c.err
     out=$WORK/swarm-$server-$c.txt
     "$T/statecast-swarm" --ws "ws://$HTTP_ADDR/ws" --post "http://$HTTP_ADDR/api/event" \
-      -c "$c" --rate "$RATE" --batch 1 --duration "$SECS" --warmup 3 --source "$src_list" \
+      -c "$c" --rate "$RATE" --batch 1 --drivers "$DRIVERS" --duration "$SECS" --warmup 3 --source "$src_list" \
       --connect-concurrency 512 --connect-timeout 300 --label "$server" >"$out" 2>"$log" &
     S=$!
     # RSS while every client is connected and receiving: the largest of samples over the run.
