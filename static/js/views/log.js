@@ -5,10 +5,6 @@ import { $, el, timeEl, coalesce } from '../dom.js';
 import { stateClass } from '../model.js';
 
 export const LOG_CAP = 200;
-/** Least time between two draws of the log: at a change every few seconds each is drawn at the
- *  next frame; in a storm the log is redrawn four times a second, not every frame (nobody reads
- *  1,000 lines a second, and redrawing the log each frame cost more than the rest of the page). */
-export const LOG_DRAW_INTERVAL_MS = 250;
 
 export function createLog() {
   const list = $('log');
@@ -46,15 +42,14 @@ export function createLog() {
     return li;
   }
 
-  // Items are drawn in an animation frame, at most every LOG_DRAW_INTERVAL_MS, and only the
-  // newest LOG_CAP of those that came in meanwhile: at 1,000 changes/s building (and at once
-  // dropping) an item per change, each its own DOM write, cost more than the rest of the page.
-  // `pending` holds builders, oldest first, bounded by 2 × LOG_CAP.
+  // Items are drawn once per animation frame, and only the newest LOG_CAP of those that came in
+  // meanwhile: at 1,000 changes/s building (and at once dropping) an item per change, each its
+  // own DOM write, cost more than the rest of the page. A transition is logged before the page
+  // asks to render it, so the log draws in the same frame as the rows and the header; a note
+  // (rare) draws at once, with what is pending. `pending` holds builders, oldest first, bounded
+  // by 2 × LOG_CAP.
   let pending = [];
-  let lastDraw = -Infinity;
-  let timer = null;
-  const frame = coalesce(() => {
-    lastDraw = performance.now();
+  const draw = coalesce(() => {
     if (!pending.length) return;
     const builders = pending;
     pending = [];
@@ -64,14 +59,8 @@ export function createLog() {
     while (list.childElementCount > LOG_CAP) list.lastElementChild.remove();
     $('log-empty').hidden = true;
   });
-  function draw() {
-    if (timer !== null) return;
-    const wait = lastDraw + LOG_DRAW_INTERVAL_MS - performance.now();
-    if (wait <= 0) frame();
-    else timer = setTimeout(() => { timer = null; frame(); }, wait);
-  }
 
-  function push(make) {
+  function push(make, now = false) {
     if (paused) {
       buffer.push(make());
       if (buffer.length > LOG_CAP) buffer.shift();
@@ -80,7 +69,8 @@ export function createLog() {
     }
     pending.push(make);
     if (pending.length > 2 * LOG_CAP) pending = pending.slice(-LOG_CAP);
-    draw();
+    if (now) draw.now();
+    else draw();
   }
 
   function updateButton() {
@@ -103,7 +93,8 @@ export function createLog() {
 
   return {
     transition: (ev, previousState, at, extra) => push(() => item(ev, previousState, at, extra)),
-    note: (text, at) => push(() => note(text, at)),
+    // Notes (connection, operator actions) are rare and drawn at once, as they always were.
+    note: (text, at) => push(() => note(text, at), true),
     togglePause,
   };
 }
