@@ -89,10 +89,12 @@ export class Model {
     /** Keys whose entry, ack or silenced flag changed since the last takeTouched(), so a view
      *  can keep its order incrementally; `touchedAll` when everything may have (a snapshot, or
      *  more keys than entries: the set stays bounded). */
+    /** @type {Set<string>} */
     this.touched = new Set();
     this.touchedAll = true;
   }
 
+  /** @param {string} key */
   touch(key) {
     if (this.touchedAll) return;
     this.touched.add(key);
@@ -104,6 +106,7 @@ export class Model {
 
   /** What changed since the last call: { all, keys } (then forgotten). One reader: the
    *  problems view. */
+  /** @returns {{ all: boolean, keys: Set<string> }} */
   takeTouched() {
     const out = { all: this.touchedAll, keys: this.touched };
     this.touchedAll = false;

@@ -6,6 +6,14 @@ import { RANK, CLASS_ORDER } from './model.js';
 
 /** @typedef {import('./model.js').Entry} Entry */
 /** @typedef {(a: Entry, b: Entry) => number} Cmp */
+/**
+ * One entry as a sort placed it (see sortRecord).
+ * @typedef {{ entry: Entry, key: string, rank: number, since: number, host: string, service: string,
+ *   value: string | number | null, missing: boolean }} SortRecord
+ */
+/** @typedef {(a: SortRecord, b: SortRecord) => number} RecCmp */
+/** @typedef {{ column: string, desc: boolean }} Sort */
+/** @typedef {'active' | 'acked' | 'silenced'} Status */
 
 export const SORT_COLUMNS = ['state', 'host', 'service', 'metric', 'description', 'age'];
 export const GROUP_FIELDS = ['host', 'service', 'state', 'tags'];
@@ -17,7 +25,7 @@ const cmpText = (/** @type {string} */ a, /** @type {string} */ b) => {
   if (a === '' || b === '') return Number(a === '') - Number(b === '');
   return collator.compare(a, b);
 };
-const cmpKey = (/** @type {Entry} */ a, /** @type {Entry} */ b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+const cmpKey = (/** @type {{ key: string }} */ a, /** @type {{ key: string }} */ b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
 /**
  * The default order: worst state first, then longest-standing, then by name.
@@ -58,9 +66,13 @@ function metricOf(e) {
  * of a binary search then touch plain fields, and the record keeps the values the entry was
  * placed by, so it can be found again after the model has changed the entry in place.
  * `value` is the sort column's value ('' / null when missing), `missing` whether it is missing.
+ * @param {Entry} entry
+ * @param {string} column
+ * @returns {SortRecord}
  */
 function sortRecord(entry, column) {
   const ev = entry.event;
+  /** @type {SortRecord} */
   const rec = {
     entry,
     key: entry.key,
@@ -81,7 +93,11 @@ function sortRecord(entry, column) {
   return rec;
 }
 
-/** The default order on records: worst state first, then longest-standing, then by name. */
+/**
+ * The default order on records: worst state first, then longest-standing, then by name.
+ * @param {SortRecord} a
+ * @param {SortRecord} b
+ */
 function compareDefaultRec(a, b) {
   return (a.rank - b.rank)
     || (a.since - b.since)
@@ -90,36 +106,54 @@ function compareDefaultRec(a, b) {
     || cmpKey(a, b);
 }
 
-/** The record comparator of a sort: a total order (the key breaks every tie). */
+/**
+ * The record comparator of a sort: a total order (the key breaks every tie).
+ * @param {Sort} sort
+ * @returns {RecCmp}
+ */
 function recordComparator({ column, desc }) {
   const sign = desc ? -1 : 1;
-  /** @type {Cmp} */
+  /** @type {RecCmp} */
   let primary;
   switch (column) {
     case 'host':
     case 'service':
     case 'description':
-      primary = (a, b) => collator.compare(a.value, b.value);
+      // Text columns: sortRecord put a string there.
+      primary = (a, b) => collator.compare(/** @type {string} */ (a.value), /** @type {string} */ (b.value));
       break;
     case 'age': primary = (a, b) => a.since - b.since; break;
-    case 'metric': primary = (a, b) => a.value - b.value; break;
+    // Numbers, or null on both sides (one missing is decided before `primary`; null - null is 0).
+    case 'metric': primary = (a, b) => /** @type {number} */ (a.value) - /** @type {number} */ (b.value); break;
     default: primary = (a, b) => a.rank - b.rank || a.since - b.since;
   }
   // Entries without the column's value come last in both directions: the direction orders
   // values, and "no metric" is not a value smaller than every other.
-  return (a, b) => (a.missing - b.missing) || sign * primary(a, b) || compareDefaultRec(a, b);
+  return (a, b) => (Number(a.missing) - Number(b.missing)) || sign * primary(a, b) || compareDefaultRec(a, b);
 }
 
-/** A comparator of entries for a sort ({column, desc}); ties fall back to the default order. Entries
- *  without the column's value come last in both directions. */
+/**
+ * A comparator of entries for a sort ({column, desc}); ties fall back to the default order. Entries
+ * without the column's value come last in both directions.
+ * @param {Sort} sort
+ * @returns {Cmp}
+ */
 export function comparator(sort) {
   const cmp = recordComparator(sort);
   return (a, b) => cmp(sortRecord(a, sort.column), sortRecord(b, sort.column));
 }
 
+/** @type {readonly Status[]} */
 const STATUSES = ['active', 'acked', 'silenced'];
+/** A known status, or 'active' for anything else (as the model's status() may answer). */
+const statusOf = (/** @type {string} */ s) => /** @type {Status} */ (STATUSES.includes(/** @type {Status} */ (s)) ? s : 'active');
 
-/** First index in a sorted `list` whose record is not before `rec`. */
+/**
+ * First index in a sorted `list` whose record is not before `rec`.
+ * @param {SortRecord[]} list
+ * @param {SortRecord} rec
+ * @param {RecCmp} cmp
+ */
 function lowerBound(list, rec, cmp) {
   let lo = 0;
   let hi = list.length;
@@ -139,18 +173,24 @@ function lowerBound(list, rec, cmp) {
  * equal a full sort of the same entries with `comparator(sort)` (tests/browser/model/).
  */
 export class LiveOrder {
+  /** @param {Sort} [sort] */
   constructor(sort = { column: 'state', desc: false }) {
     this.sort = sort;
     this.cmp = recordComparator(sort);
     /** status → sorted records */
+    /** @type {Record<Status, SortRecord[]>} */
     this.buckets = { active: [], acked: [], silenced: [] };
     /** key → { rec, status } where it stands now */
+    /** @type {Map<string, { rec: SortRecord, status: Status }>} */
     this.placed = new Map();
   }
 
   get size() { return this.placed.size; }
 
-  /** Takes the entry out of the order (no-op when it is not in it). */
+  /**
+   * Takes the entry out of the order (no-op when it is not in it).
+   * @param {string} key
+   */
   delete(key) {
     const at = this.placed.get(key);
     if (!at) return;
@@ -163,30 +203,42 @@ export class LiveOrder {
     this.placed.delete(key);
   }
 
-  /** Puts a problem entry at its place for its current values and `status`. */
+  /**
+   * Puts a problem entry at its place for its current values and `status`.
+   * @param {Entry} entry
+   * @param {string} [status]
+   */
   set(entry, status = 'active') {
     this.delete(entry.key);
     const rec = sortRecord(entry, this.sort.column);
-    const list = this.buckets[STATUSES.includes(status) ? status : 'active'];
+    const s = statusOf(status);
+    const list = this.buckets[s];
     list.splice(lowerBound(list, rec, this.cmp), 0, rec);
-    this.placed.set(entry.key, { rec, status: STATUSES.includes(status) ? status : 'active' });
+    this.placed.set(entry.key, { rec, status: s });
   }
 
-  /** Replaces everything with `entries` (one full sort). */
+  /**
+   * Replaces everything with `entries` (one full sort).
+   * @param {Iterable<Entry>} entries
+   * @param {(key: string) => string} [status]
+   */
   reset(entries, status = () => 'active') {
     this.placed.clear();
     for (const st of STATUSES) this.buckets[st] = [];
     for (const entry of entries) {
-      const st = status(entry.key);
       const rec = sortRecord(entry, this.sort.column);
-      const s = STATUSES.includes(st) ? st : 'active';
+      const s = statusOf(status(entry.key));
       this.buckets[s].push(rec);
       this.placed.set(entry.key, { rec, status: s });
     }
     for (const st of STATUSES) this.buckets[st].sort(this.cmp);
   }
 
-  /** Entries of one status, in order. */
+  /**
+   * Entries of one status, in order.
+   * @param {Status} status
+   * @returns {Entry[]}
+   */
   entries(status) { return this.buckets[status].map((r) => r.entry); }
 }
 
@@ -238,8 +290,13 @@ export function layout(entries, { sort = { column: 'state', desc: false }, group
   return arrange(live, { group, collapsed, limit });
 }
 
-/** layout's rows from an order kept by LiveOrder (sorted already): the grouping and the window. */
+/**
+ * layout's rows from an order kept by LiveOrder (sorted already): the grouping and the window.
+ * @param {LiveOrder} live
+ * @param {{ group?: string, collapsed?: Set<string>, limit?: number }} [options]
+ */
 export function arrange(live, { group = '', collapsed = new Set(), limit = Infinity } = {}) {
+  /** @type {Record<string, Entry[]>} */
   const buckets = { active: live.entries('active'), acked: live.entries('acked'), silenced: live.entries('silenced') };
 
   const items = [];

@@ -59,6 +59,7 @@ export function createLog() {
   // asks to render it, so the log draws in the same frame as the rows and the header; a note
   // (rare) draws at once, with what is pending. `pending` holds builders, oldest first, bounded
   // by 2 × LOG_CAP.
+  /** @type {(() => HTMLElement)[]} */
   let pending = [];
   const draw = coalesce(() => {
     if (!pending.length) return;
@@ -67,10 +68,14 @@ export function createLog() {
     const frag = document.createDocumentFragment();
     for (let i = builders.length - 1; i >= 0; i -= 1) frag.append(builders[i]());
     list.prepend(frag);
-    while (list.childElementCount > LOG_CAP) list.lastElementChild.remove();
+    while (list.childElementCount > LOG_CAP) list.lastElementChild?.remove();
     $('log-empty').hidden = true;
   });
 
+  /**
+   * @param {() => HTMLElement} make  builds the item (only if it is drawn or buffered)
+   * @param {boolean} [now]  draw at once instead of in the next frame
+   */
   function push(make, now = false) {
     if (paused) {
       buffer.push(make());
@@ -103,9 +108,9 @@ export function createLog() {
   updateButton();
 
   return {
-    transition: (ev, previousState, at, extra) => push(() => item(ev, previousState, at, extra)),
+    transition: (/** @type {Record<string, any>} */ ev, /** @type {unknown} */ previousState, /** @type {number} */ at, /** @type {string} */ extra) => push(() => item(ev, previousState, at, extra)),
     // Notes (connection, operator actions) are rare and drawn at once, as they always were.
-    note: (text, at) => push(() => note(text, at), true),
+    note: (/** @type {string} */ text, /** @type {number} */ at) => push(() => note(text, at), true),
     togglePause,
   };
 }

@@ -25,6 +25,21 @@ const OVERSCAN = 30;
 /** How far outside the viewport a row counts as "near" (IntersectionObserver rootMargin). */
 const NEAR = '100% 0px';
 
+/** @typedef {import('../model.js').Entry} Entry */
+/**
+ * A problem row's cells, made when the row is first drawn (a shell has none).
+ * @typedef {{ host: HTMLTableCellElement, service: HTMLTableCellElement, state: HTMLTableCellElement,
+ *   metric: HTMLTableCellElement, desc: HTMLTableCellElement, age: HTMLTableCellElement, tags: HTMLTableCellElement,
+ *   act: HTMLTableCellElement, badge: HTMLSpanElement, time: HTMLTimeElement, descText: HTMLSpanElement,
+ *   note: HTMLSpanElement, ackButton: HTMLButtonElement }} Cells
+ */
+/**
+ * What a row was last filled from (event, status, ack): compared by identity, so a row whose
+ * problem did not change is not rewritten.
+ * @typedef {[Record<string, any>, string, Record<string, any> | null]} Stamp
+ */
+/** @typedef {{ tr: HTMLTableRowElement, cells: Cells | null, stamp: Stamp | null }} Row */
+
 /**
  * @param {object} deps
  * @param {import('../model.js').Model} deps.model
@@ -37,6 +52,7 @@ const NEAR = '100% 0px';
 export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam, setUrlParam }) {
   const tbody = $('problem-rows');
   const panel = $('problems-panel');
+  /** @type {Map<string, Row>} */
   const rows = new Map(); // key → { tr, cells (null while a shell), stamp }
   const groupRows = new Map(); // id → { tr, ... }
   const sectionRows = new Map();
@@ -49,20 +65,20 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     collapsed: new Set(),
     limit: RENDER_STEP,
     order: [],
-    /** Rows with their cells drawn (for the benchmark and tests: the window at work). */
-    filled: 0,
     hidden: 0,
     total: 0,
   };
 
   let live = new LiveOrder(view.sort);
   /** Keys of rows within NEAR of the viewport, as the observer last reported. */
+  /** @type {Set<string>} */
   const near = new Set();
   const observer = typeof IntersectionObserver === 'function'
     ? new IntersectionObserver((seen) => {
       let wake = false;
       for (const e of seen) {
-        const key = e.target.dataset.key;
+        // Only problem rows are observed, and createRow gives each its key.
+        const key = /** @type {string} */ (/** @type {HTMLElement} */ (e.target).dataset.key);
         if (e.isIntersecting) {
           near.add(key);
           if (needsFill(key)) wake = true;
@@ -72,7 +88,10 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     }, { rootMargin: NEAR })
     : null;
 
-  /** Whether the row of `key` shows something other than its entry now. */
+  /**
+   * Whether the row of `key` shows something other than its entry now.
+   * @param {string} key
+   */
   function needsFill(key) {
     const row = rows.get(key);
     if (!row) return false;
@@ -82,7 +101,11 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
       || row.stamp[2] !== (model.acks.get(key) ?? null);
   }
 
-  /** A row as a shell: its key (for focus, selection, Enter) and one empty cell of a line's height. */
+  /**
+   * A row as a shell: its key (for focus, selection, Enter) and one empty cell of a line's height.
+   * @param {string} key
+   * @returns {Row}
+   */
   function createRow(key) {
     const tr = el('tr', 'row shell');
     tr.dataset.key = key;
@@ -90,15 +113,21 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     const blank = el('td', 'shell-cell', '\u00a0');
     blank.colSpan = 8;
     tr.append(blank);
+    /** @type {Row} */
     const row = { tr, cells: null, stamp: null };
     rows.set(key, row);
     observer?.observe(tr);
     return row;
   }
 
-  /** The cells of a row, made the first time it is drawn. */
+  /**
+   * The cells of a row, made the first time it is drawn.
+   * @param {Row} row
+   * @returns {Cells}
+   */
   function buildCells(row) {
     const { tr } = row;
+    /** @type {Cells} */
     const cells = {
       host: el('td', 'c-host'),
       service: el('td', 'c-service'),
@@ -108,20 +137,21 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
       age: el('td', 'c-age'),
       tags: el('td', 'c-tags'),
       act: el('td', 'c-act'),
+      badge: el('span', 'badge'),
+      time: el('time'),
+      descText: el('span', 'desc-text'),
+      note: el('span', 'handled-note'),
+      ackButton: el('button', 'row-action ack-button', 'ack'),
     };
-    cells.badge = el('span', 'badge');
     cells.state.append(cells.badge);
-    cells.time = el('time');
     cells.age.append(cells.time);
-    cells.descText = el('span', 'desc-text');
-    cells.note = el('span', 'handled-note');
     cells.desc.append(cells.descText, cells.note);
-    cells.ackButton = el('button', 'row-action ack-button', 'ack');
     cells.ackButton.type = 'button';
     cells.act.append(cells.ackButton);
     tr.replaceChildren(cells.host, cells.service, cells.state, cells.metric, cells.desc, cells.age, cells.tags, cells.act);
     tr.classList.remove('shell');
     row.cells = cells;
+    return cells;
   }
 
   /**
@@ -142,17 +172,17 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   }
 
   /**
-   * @param {{ tr: HTMLElement, cells: Record<string, any>, stamp: any[] | null }} row
-   * @param {import('../model.js').Entry} entry
+   * @param {Row} row
+   * @param {Entry} entry
    * @param {string} status
    */
   function fillRow(row, entry, status) {
     const ev = entry.event;
     const ack = model.acks.get(entry.key) ?? null;
+    /** @type {Stamp} */
     const stamp = [ev, status, ack];
     if (row.stamp && row.stamp[0] === stamp[0] && row.stamp[1] === stamp[1] && row.stamp[2] === stamp[2]) return false;
-    if (!row.cells) buildCells(row);
-    const c = row.cells;
+    const c = row.cells ?? buildCells(row);
     row.stamp = stamp;
     row.tr.dataset.state = entry.cls;
     row.tr.dataset.status = status;
@@ -175,7 +205,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     setText(c.ackButton, ack ? 'unack' : 'ack');
     c.ackButton.dataset.action = ack ? 'unack' : 'ack';
     c.ackButton.setAttribute('aria-label', `${ack ? 'Remove the acknowledgement of' : 'Acknowledge'} ${ev.host ?? '(no host)'} · ${ev.service ?? '(no service)'}`);
-    fillAge(row, entry, Date.now(), true);
+    fillAge(c, entry, Date.now(), true);
     // Tags, then custom attributes as key=value.
     c.tags.replaceChildren();
     if (Array.isArray(ev.tags)) for (const tag of ev.tags) c.tags.append(el('span', 'tag', tag));
@@ -188,13 +218,13 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   }
 
   /**
-   * @param {{ tr: HTMLElement, cells: Record<string, any>, stamp: any[] | null }} row
-   * @param {import('../model.js').Entry} entry
+   * @param {Cells} cells  of a row drawn (a shell has no age to tick)
+   * @param {Entry} entry
    * @param {number} now
    * @param {boolean} [force]
    */
-  function fillAge(row, entry, now, force = false) {
-    const t = row.cells.time;
+  function fillAge(cells, entry, now, force = false) {
+    const t = cells.time;
     setText(t, (entry.sinceExact ? '' : '≥ ') + relative(now - entry.since));
     const stamp = `${entry.since}|${entry.sinceExact}|${entry.event.state}|${entry.event.time}`;
     if (force || t.dataset.stamp !== stamp) {
@@ -282,7 +312,10 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   /** Item indexes to draw: around the rows the observer last saw near the viewport (at their
    *  places in the new order, widened by OVERSCAN rows for what moved meanwhile), or the top of
    *  the list before it has seen any. No layout is read here: the observer's answers come with
-   *  the frame's own layout, so a frame's writes are never followed by a forced layout. */
+   *  the frame's own layout, so a frame's writes are never followed by a forced layout.
+   * @param {ReturnType<typeof arrange>['items']} items
+   * @returns {[number, number]}
+   */
   function drawRange(items) {
     if (panel.hidden) return [0, -1]; // nothing is in view; the observer wakes us when shown
     let first = Infinity;
@@ -307,10 +340,12 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     view.hidden = result.hidden;
     view.total = result.total;
     const windowed = result.items.length > WINDOW_ROWS;
+    /** @type {HTMLElement[]} */
     const wanted = [];
     const liveKeys = new Set();
     const liveGroups = new Set();
     const liveSections = new Set();
+    /** @type {string[]} */
     const drawn = [];
     result.items.forEach((item, i) => {
       if (item.kind === 'entry') {
@@ -359,9 +394,6 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
       if (row && row.cells && drawnNow.has(key)) flash(row.tr);
     }
     changed.clear();
-    let filled = 0;
-    for (const row of rows.values()) if (row.cells) filled += 1;
-    view.filled = filled;
     renderSortHeads();
   }
 
@@ -395,7 +427,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   function tickAges(now) {
     for (const [key, row] of rows) {
       const entry = model.entries.get(key);
-      if (entry && row.cells && row.stamp) fillAge(row, entry, now);
+      if (entry && row.cells && row.stamp) fillAge(row.cells, entry, now);
     }
   }
 
