@@ -86,6 +86,32 @@ export class Model {
     this.silenced = new Set();
     /** Bumped on every mutation, so views can tell whether to re-render. */
     this.version = 0;
+    /** Keys whose entry, ack or silenced flag changed since the last takeTouched(), so a view
+     *  can keep its order incrementally; `touchedAll` when everything may have (a snapshot, or
+     *  more keys than entries: the set stays bounded). */
+    /** @type {Set<string>} */
+    this.touched = new Set();
+    this.touchedAll = true;
+  }
+
+  /** @param {string} key */
+  touch(key) {
+    if (this.touchedAll) return;
+    this.touched.add(key);
+    if (this.touched.size > Math.max(1024, this.entries.size)) {
+      this.touchedAll = true;
+      this.touched.clear();
+    }
+  }
+
+  /** What changed since the last call: { all, keys } (then forgotten). One reader: the
+   *  problems view. */
+  /** @returns {{ all: boolean, keys: Set<string> }} */
+  takeTouched() {
+    const out = { all: this.touchedAll, keys: this.touched };
+    this.touchedAll = false;
+    this.touched = new Set();
+    return out;
   }
 
   /**
@@ -136,6 +162,8 @@ export class Model {
     if (typeof msg.seq === 'number') this.seq = msg.seq;
     this.haveSnapshot = true;
     this.version += 1;
+    this.touchedAll = true;
+    this.touched.clear();
     return { changed, removed, problems: this.problemCount() };
   }
 
@@ -165,6 +193,7 @@ export class Model {
     const previousState = msg.previous_state ?? entry?.event.state ?? null;
     const previousClass = entry ? entry.cls : null;
     this.version += 1;
+    this.touch(key);
     if (msg.removed === true) {
       if (entry) {
         this.counts[entry.cls] -= 1;
@@ -197,6 +226,7 @@ export class Model {
     if (!ack || typeof ack !== 'object') return null;
     const key = keyOfPair(ack.host, ack.service);
     this.acks.set(key, ack);
+    this.touch(key);
     return key;
   }
 
@@ -219,6 +249,7 @@ export class Model {
     this.version += 1;
     const key = keyOfPair(msg.host, msg.service);
     this.acks.delete(key);
+    this.touch(key);
     return key;
   }
 
@@ -237,6 +268,7 @@ export class Model {
     for (const k of next) if (!this.silenced.has(k)) flipped.add(k);
     for (const k of this.silenced) if (!next.has(k)) flipped.add(k);
     this.silenced = next;
+    for (const k of flipped) this.touch(k);
     return flipped;
   }
 
@@ -272,6 +304,7 @@ export class Model {
         flipped.add(k);
       }
     }
+    for (const k of flipped) this.touch(k);
     return flipped;
   }
 
@@ -326,6 +359,7 @@ export class Model {
     entry.sinceExact = true;
     entry.since = began;
     this.version += 1;
+    this.touch(key);
     return true;
   }
 

@@ -1,7 +1,7 @@
 // Live log: transitions and notes, newest first, capped; pausable (new items wait in a buffer).
 // Times are on the page's clock (the UTC / local toggle), like the details.
 
-import { $, el, timeEl } from '../dom.js';
+import { $, el, timeEl, coalesce } from '../dom.js';
 import { stateClass } from '../model.js';
 
 export const LOG_CAP = 200;
@@ -53,17 +53,40 @@ export function createLog() {
     return li;
   }
 
-  /** @param {HTMLElement} li */
-  function push(li) {
+  // Items are drawn once per animation frame, and only the newest LOG_CAP of those that came in
+  // meanwhile: at 1,000 changes/s building (and at once dropping) an item per change, each its
+  // own DOM write, cost more than the rest of the page. A transition is logged before the page
+  // asks to render it, so the log draws in the same frame as the rows and the header; a note
+  // (rare) draws at once, with what is pending. `pending` holds builders, oldest first, bounded
+  // by 2 × LOG_CAP.
+  /** @type {(() => HTMLElement)[]} */
+  let pending = [];
+  const draw = coalesce(() => {
+    if (!pending.length) return;
+    const builders = pending;
+    pending = [];
+    const frag = document.createDocumentFragment();
+    for (let i = builders.length - 1; i >= 0; i -= 1) frag.append(builders[i]());
+    list.prepend(frag);
+    while (list.childElementCount > LOG_CAP) list.lastElementChild?.remove();
+    $('log-empty').hidden = true;
+  });
+
+  /**
+   * @param {() => HTMLElement} make  builds the item (only if it is drawn or buffered)
+   * @param {boolean} [now]  draw at once instead of in the next frame
+   */
+  function push(make, now = false) {
     if (paused) {
-      buffer.push(li);
+      buffer.push(make());
       if (buffer.length > LOG_CAP) buffer.shift();
       updateButton();
       return;
     }
-    list.prepend(li);
-    while (list.childElementCount > LOG_CAP) list.lastElementChild?.remove();
-    $('log-empty').hidden = true;
+    pending.push(make);
+    if (pending.length > 2 * LOG_CAP) pending = pending.slice(-LOG_CAP);
+    if (now) draw.now();
+    else draw();
   }
 
   function updateButton() {
@@ -77,7 +100,7 @@ export function createLog() {
     if (!paused) {
       const buffered = buffer;
       buffer = [];
-      for (const li of buffered) push(li);
+      for (const li of buffered) push(() => li);
     }
     updateButton();
   }
@@ -85,8 +108,9 @@ export function createLog() {
   updateButton();
 
   return {
-    transition: (/** @type {Record<string, any>} */ ev, /** @type {unknown} */ previousState, /** @type {number} */ at, /** @type {string} */ extra) => push(item(ev, previousState, at, extra)),
-    note: (/** @type {string} */ text, /** @type {number} */ at) => push(note(text, at)),
+    transition: (/** @type {Record<string, any>} */ ev, /** @type {unknown} */ previousState, /** @type {number} */ at, /** @type {string} */ extra) => push(() => item(ev, previousState, at, extra)),
+    // Notes (connection, operator actions) are rare and drawn at once, as they always were.
+    note: (/** @type {string} */ text, /** @type {number} */ at) => push(() => note(text, at), true),
     togglePause,
   };
 }

@@ -1,13 +1,44 @@
 // The problems table: one row per problem, created once and then only its changed cells touched;
 // group rows (collapsible) and the acked / silenced sections come from order.js's layout.
 // Rendering is coalesced to once per frame, and only the first `limit` problems get rows.
+//
+// At incident scale (10,000 problems, 1,000 changes/s) three things keep a frame cheap:
+// - the order is kept incrementally (order.js LiveOrder): a change moves one entry by binary
+//   search, the model says which keys changed (takeTouched), nothing is re-sorted per frame;
+// - a long list is windowed: every listed problem has a <tr> (so keys, focus, selection and the
+//   page's scroll height stay), but a row far from the viewport is a one-cell shell until it comes
+//   near it, and a filled row out of view is not rewritten when its problem changes; it is
+//   brought up to date (fillRow compares what it shows with the entry) when it comes into view;
+// - DOM writes happen once per animation frame (app.js coalesces render) and nothing here reads
+//   layout: where the viewport is comes from an IntersectionObserver, so no forced layout.
 
 import { $, el, setText, setTitle, flash } from '../dom.js';
 import { absolute, relative, formatMetric } from '../format.js';
 import { attributesOf, parseTime } from '../model.js';
-import { layout, parseSort, formatSort, parseGroup } from '../order.js';
+import { LiveOrder, arrange, parseSort, formatSort, parseGroup } from '../order.js';
 
 export const RENDER_STEP = 200;
+/** Lists up to this many rows are drawn whole; longer ones are windowed. */
+export const WINDOW_ROWS = 80;
+/** Rows drawn beyond each edge of the viewport's estimated range. */
+const OVERSCAN = 30;
+/** How far outside the viewport a row counts as "near" (IntersectionObserver rootMargin). */
+const NEAR = '100% 0px';
+
+/** @typedef {import('../model.js').Entry} Entry */
+/**
+ * A problem row's cells, made when the row is first drawn (a shell has none).
+ * @typedef {{ host: HTMLTableCellElement, service: HTMLTableCellElement, state: HTMLTableCellElement,
+ *   metric: HTMLTableCellElement, desc: HTMLTableCellElement, age: HTMLTableCellElement, tags: HTMLTableCellElement,
+ *   act: HTMLTableCellElement, badge: HTMLSpanElement, time: HTMLTimeElement, descText: HTMLSpanElement,
+ *   note: HTMLSpanElement, ackButton: HTMLButtonElement }} Cells
+ */
+/**
+ * What a row was last filled from (event, status, ack): compared by identity, so a row whose
+ * problem did not change is not rewritten.
+ * @typedef {[Record<string, any>, string, Record<string, any> | null]} Stamp
+ */
+/** @typedef {{ tr: HTMLTableRowElement, cells: Cells | null, stamp: Stamp | null }} Row */
 
 /**
  * @param {object} deps
@@ -20,7 +51,9 @@ export const RENDER_STEP = 200;
  */
 export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam, setUrlParam }) {
   const tbody = $('problem-rows');
-  const rows = new Map(); // key → { tr, cells, stamp }
+  const panel = $('problems-panel');
+  /** @type {Map<string, Row>} */
+  const rows = new Map(); // key → { tr, cells (null while a shell), stamp }
   const groupRows = new Map(); // id → { tr, ... }
   const sectionRows = new Map();
   const changed = new Set();
@@ -36,12 +69,65 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     total: 0,
   };
 
-  /** @param {string} key */
+  let live = new LiveOrder(view.sort);
+  /** Keys of rows within NEAR of the viewport, as the observer last reported. */
+  /** @type {Set<string>} */
+  const near = new Set();
+  const observer = typeof IntersectionObserver === 'function'
+    ? new IntersectionObserver((seen) => {
+      let wake = false;
+      for (const e of seen) {
+        // Only problem rows are observed, and createRow gives each its key.
+        const key = /** @type {string} */ (/** @type {HTMLElement} */ (e.target).dataset.key);
+        if (e.isIntersecting) {
+          near.add(key);
+          if (needsFill(key)) wake = true;
+        } else near.delete(key);
+      }
+      if (wake) view.onChange?.();
+    }, { rootMargin: NEAR })
+    : null;
+
+  /**
+   * Whether the row of `key` shows something other than its entry now.
+   * @param {string} key
+   */
+  function needsFill(key) {
+    const row = rows.get(key);
+    if (!row) return false;
+    if (!row.cells) return true;
+    const entry = model.entries.get(key);
+    return !entry || !row.stamp || row.stamp[0] !== entry.event || row.stamp[1] !== model.status(key)
+      || row.stamp[2] !== (model.acks.get(key) ?? null);
+  }
+
+  /**
+   * A row as a shell: its key (for focus, selection, Enter) and one empty cell of a line's height.
+   * @param {string} key
+   * @returns {Row}
+   */
   function createRow(key) {
-    const tr = el('tr', 'row');
+    const tr = el('tr', 'row shell');
     tr.dataset.key = key;
     tr.tabIndex = 0; // Enter opens the details
-    /** @type {Record<string, any>} */
+    const blank = el('td', 'shell-cell', '\u00a0');
+    blank.colSpan = 8;
+    tr.append(blank);
+    /** @type {Row} */
+    const row = { tr, cells: null, stamp: null };
+    rows.set(key, row);
+    observer?.observe(tr);
+    return row;
+  }
+
+  /**
+   * The cells of a row, made the first time it is drawn.
+   * @param {Row} row
+   * @returns {Cells}
+   */
+  function buildCells(row) {
+    const { tr } = row;
+    /** @type {Cells} */
     const cells = {
       host: el('td', 'c-host'),
       service: el('td', 'c-service'),
@@ -51,21 +137,21 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
       age: el('td', 'c-age'),
       tags: el('td', 'c-tags'),
       act: el('td', 'c-act'),
+      badge: el('span', 'badge'),
+      time: el('time'),
+      descText: el('span', 'desc-text'),
+      note: el('span', 'handled-note'),
+      ackButton: el('button', 'row-action ack-button', 'ack'),
     };
-    cells.badge = el('span', 'badge');
     cells.state.append(cells.badge);
-    cells.time = el('time');
     cells.age.append(cells.time);
-    cells.descText = el('span', 'desc-text');
-    cells.note = el('span', 'handled-note');
     cells.desc.append(cells.descText, cells.note);
-    cells.ackButton = el('button', 'row-action ack-button', 'ack');
     cells.ackButton.type = 'button';
     cells.act.append(cells.ackButton);
-    tr.append(cells.host, cells.service, cells.state, cells.metric, cells.desc, cells.age, cells.tags, cells.act);
-    const row = { tr, cells, stamp: null };
-    rows.set(key, row);
-    return row;
+    tr.replaceChildren(cells.host, cells.service, cells.state, cells.metric, cells.desc, cells.age, cells.tags, cells.act);
+    tr.classList.remove('shell');
+    row.cells = cells;
+    return cells;
   }
 
   /**
@@ -86,16 +172,17 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   }
 
   /**
-   * @param {{ tr: HTMLElement, cells: Record<string, any>, stamp: any[] | null }} row
-   * @param {import('../model.js').Entry} entry
+   * @param {Row} row
+   * @param {Entry} entry
    * @param {string} status
    */
   function fillRow(row, entry, status) {
     const ev = entry.event;
-    const c = row.cells;
     const ack = model.acks.get(entry.key) ?? null;
+    /** @type {Stamp} */
     const stamp = [ev, status, ack];
-    if (row.stamp && row.stamp[0] === stamp[0] && row.stamp[1] === stamp[1] && row.stamp[2] === stamp[2]) return;
+    if (row.stamp && row.stamp[0] === stamp[0] && row.stamp[1] === stamp[1] && row.stamp[2] === stamp[2]) return false;
+    const c = row.cells ?? buildCells(row);
     row.stamp = stamp;
     row.tr.dataset.state = entry.cls;
     row.tr.dataset.status = status;
@@ -118,7 +205,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     setText(c.ackButton, ack ? 'unack' : 'ack');
     c.ackButton.dataset.action = ack ? 'unack' : 'ack';
     c.ackButton.setAttribute('aria-label', `${ack ? 'Remove the acknowledgement of' : 'Acknowledge'} ${ev.host ?? '(no host)'} · ${ev.service ?? '(no service)'}`);
-    fillAge(row, entry, Date.now(), true);
+    fillAge(c, entry, Date.now(), true);
     // Tags, then custom attributes as key=value.
     c.tags.replaceChildren();
     if (Array.isArray(ev.tags)) for (const tag of ev.tags) c.tags.append(el('span', 'tag', tag));
@@ -127,16 +214,17 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
       attr.setAttribute('title', `${k}=${v}`);
       c.tags.append(attr);
     }
+    return true;
   }
 
   /**
-   * @param {{ tr: HTMLElement, cells: Record<string, any>, stamp: any[] | null }} row
-   * @param {import('../model.js').Entry} entry
+   * @param {Cells} cells  of a row drawn (a shell has no age to tick)
+   * @param {Entry} entry
    * @param {number} now
    * @param {boolean} [force]
    */
-  function fillAge(row, entry, now, force = false) {
-    const t = row.cells.time;
+  function fillAge(cells, entry, now, force = false) {
+    const t = cells.time;
     setText(t, (entry.sinceExact ? '' : '≥ ') + relative(now - entry.since));
     const stamp = `${entry.since}|${entry.sinceExact}|${entry.event.state}|${entry.event.time}`;
     if (force || t.dataset.stamp !== stamp) {
@@ -206,24 +294,67 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     return s.tr;
   }
 
+  /** Brings the incremental order up to date with what the model says changed. */
+  function syncOrder() {
+    const touched = model.takeTouched();
+    if (touched.all || live.sort !== view.sort) {
+      if (live.sort !== view.sort) live = new LiveOrder(view.sort);
+      live.reset(model.problems(), (key) => model.status(key));
+      return;
+    }
+    for (const key of touched.keys) {
+      const entry = model.entries.get(key);
+      if (entry && model.isProblem(entry)) live.set(entry, model.status(key));
+      else live.delete(key);
+    }
+  }
+
+  /** Item indexes to draw: around the rows the observer last saw near the viewport (at their
+   *  places in the new order, widened by OVERSCAN rows for what moved meanwhile), or the top of
+   *  the list before it has seen any. No layout is read here: the observer's answers come with
+   *  the frame's own layout, so a frame's writes are never followed by a forced layout.
+   * @param {ReturnType<typeof arrange>['items']} items
+   * @returns {[number, number]}
+   */
+  function drawRange(items) {
+    if (panel.hidden) return [0, -1]; // nothing is in view; the observer wakes us when shown
+    let first = Infinity;
+    let last = -Infinity;
+    if (near.size) {
+      items.forEach((item, i) => {
+        if (item.kind === 'entry' && near.has(item.entry.key)) {
+          if (i < first) first = i;
+          last = i;
+        }
+      });
+    }
+    if (first === Infinity) return [0, Math.ceil(window.innerHeight / 32) + OVERSCAN];
+    return [Math.max(0, first - OVERSCAN), last + OVERSCAN];
+  }
+
   function render() {
-    const result = layout(model.problems(), {
-      sort: view.sort, group: view.group, collapsed: view.collapsed, limit: view.limit,
-      status: (key) => model.status(key),
-    });
+    syncOrder();
+    const result = arrange(live, { group: view.group, collapsed: view.collapsed, limit: view.limit });
+    const [lo, hi] = drawRange(result.items);
     view.order = result.order;
     view.hidden = result.hidden;
     view.total = result.total;
+    const windowed = result.items.length > WINDOW_ROWS;
     /** @type {HTMLElement[]} */
     const wanted = [];
     const liveKeys = new Set();
     const liveGroups = new Set();
     const liveSections = new Set();
-    for (const item of result.items) {
+    /** @type {string[]} */
+    const drawn = [];
+    result.items.forEach((item, i) => {
       if (item.kind === 'entry') {
         const key = item.entry.key;
         const row = rows.get(key) ?? createRow(key);
-        fillRow(row, item.entry, item.status);
+        if (!windowed || (i >= lo && i <= hi) || near.has(key)) {
+          fillRow(row, item.entry, item.status);
+          drawn.push(key);
+        }
         row.tr.classList.toggle('selected', isSelected(key));
         liveKeys.add(key);
         wanted.push(row.tr);
@@ -234,8 +365,15 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
         liveSections.add(item.id);
         wanted.push(sectionRow(item));
       }
+    });
+    for (const [key, row] of rows) {
+      if (!liveKeys.has(key)) {
+        observer?.unobserve(row.tr);
+        near.delete(key);
+        row.tr.remove();
+        rows.delete(key);
+      }
     }
-    for (const [key, row] of rows) if (!liveKeys.has(key)) { row.tr.remove(); rows.delete(key); }
     for (const [id, g] of groupRows) if (!liveGroups.has(id)) { g.tr.remove(); groupRows.delete(id); }
     for (const [id, s] of sectionRows) if (!liveSections.has(id)) { s.tr.remove(); sectionRows.delete(id); }
     // Reconcile with as few moves as possible: rows already in order stay where they are.
@@ -249,9 +387,11 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
       cursor.remove();
       cursor = next;
     }
+    // Only rows drawn now flash: one out of view shows its change when it is scrolled to.
+    const drawnNow = new Set(drawn);
     for (const key of changed) {
       const row = rows.get(key);
-      if (row) flash(row.tr);
+      if (row && row.cells && drawnNow.has(key)) flash(row.tr);
     }
     changed.clear();
     renderSortHeads();
@@ -287,7 +427,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   function tickAges(now) {
     for (const [key, row] of rows) {
       const entry = model.entries.get(key);
-      if (entry) fillAge(row, entry, now);
+      if (entry && row.cells && row.stamp) fillAge(row.cells, entry, now);
     }
   }
 

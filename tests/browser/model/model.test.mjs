@@ -127,3 +127,21 @@ test('a silence frame changes one silence and the keys it names; a whole-set fra
   assert.deepEqual(m.silences, []);
   assert.equal(m.status(keyOfPair('c', 'x')), 'active');
 });
+
+test('takeTouched names the keys a change, ack or silence touched; a snapshot touches all (issue 24)', () => {
+  const m = new Model();
+  assert.equal(m.takeTouched().all, true, 'nothing seen yet: everything is new');
+  m.applySnapshot({ seq: 1, events: [{ host: 'a', service: 's', state: 'critical' }] }, 0);
+  assert.equal(m.takeTouched().all, true);
+  assert.deepEqual(m.takeTouched(), { all: false, keys: new Set() });
+  m.applyChange({ seq: 2, event: { host: 'b', service: 's', state: 'warning' } }, 0);
+  m.applyAck({ seq: 3, ack: { host: 'a', service: 's', by: 'x' } });
+  m.applyChange({ seq: 4, event: { host: 'c', service: 's', state: 'ok' }, removed: true }, 0);
+  m.applySilence({ seq: 5, id: 1, silence: { id: 1 }, silenced: [['d', 's']] });
+  const t = m.takeTouched();
+  assert.equal(t.all, false);
+  assert.deepEqual([...t.keys].sort(), [keyOfPair('a', 's'), keyOfPair('b', 's'), keyOfPair('c', 's'), keyOfPair('d', 's')].sort());
+  // Bounded: past max(1024, entries) keys it gives up naming them and says "all".
+  for (let i = 0; i < 1100; i += 1) m.applyChange({ seq: 10 + i, event: { host: `h${i}`, service: 's', state: 'ok' }, removed: true }, 0);
+  assert.equal(m.takeTouched().all, true);
+});

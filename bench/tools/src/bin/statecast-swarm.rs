@@ -70,6 +70,14 @@ struct Args {
     /// Websocket handshakes in progress at once while connecting.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
+    /// Local addresses the clients connect from, comma-separated (client i binds source i mod
+    /// n), e.g. 127.0.0.1,127.0.0.2: one source address has about 28,000 ephemeral ports towards
+    /// one server port, so large swarms spread over several loopback addresses.
+    #[arg(long, value_delimiter = ',')]
+    source: Vec<std::net::IpAddr>,
+    /// Seconds to wait for every client to connect before giving up.
+    #[arg(long, default_value_t = 120.0)]
+    connect_timeout: f64,
     /// A label copied into the JSON line.
     #[arg(long, default_value = "")]
     label: String,
@@ -168,15 +176,38 @@ fn sent_us(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-async fn client(addr: SocketAddr, url: String, shared: Arc<Shared>, connecting: Arc<Semaphore>) {
+async fn client(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    url: String,
+    shared: Arc<Shared>,
+    connecting: Arc<Semaphore>,
+) {
     let permit = connecting.acquire().await;
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
     let connected = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let tcp = match source {
+            Some(ip) => {
+                let socket = if ip.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(|e| format!("socket: {e}"))?;
+                socket
+                    .bind(SocketAddr::new(ip, 0))
+                    .map_err(|e| format!("bind {ip}: {e}"))?;
+                socket
+                    .connect(addr)
+                    .await
+                    .map_err(|e| format!("connect {addr} from {ip}: {e}"))?
+            }
+            None => TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect {addr}: {e}"))?,
+        };
         let _ = tcp.set_nodelay(true);
         tokio_tungstenite::client_async_with_config(url.as_str(), tcp, Some(config))
             .await
@@ -433,8 +464,10 @@ async fn main() -> std::process::ExitCode {
     let connect_start = Instant::now();
     for i in 0..args.clients {
         let (addr, url) = &ws_addrs[i % ws_addrs.len()];
+        let source = (!args.source.is_empty()).then(|| args.source[i % args.source.len()]);
         tokio::spawn(client(
             *addr,
+            source,
             url.clone(),
             Arc::clone(&shared),
             Arc::clone(&connecting),
@@ -448,8 +481,11 @@ async fn main() -> std::process::ExitCode {
         if done >= total {
             break;
         }
-        if connect_start.elapsed() > Duration::from_secs(120) {
-            eprintln!("statecast-swarm: only {done} of {total} clients connected after 120 s");
+        if connect_start.elapsed().as_secs_f64() > args.connect_timeout {
+            eprintln!(
+                "statecast-swarm: only {done} of {total} clients connected after {} s",
+                args.connect_timeout
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
