@@ -491,47 +491,18 @@ pub(crate) fn spawn_on(
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let changes_tx = crate::broadcast::Sender::new(config.broadcast_capacity);
     let (updates_tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
-    let mut engine = state::Engine::new(config.init_state, config.default_ttl_secs);
-    engine.set_expired_keep(config.expired_keep);
-    engine.set_max_keys(config.max_keys);
+    let mut engine = new_engine(&config);
     let deliverer = Deliverer {
         changes_tx,
         counters: Arc::clone(&counters),
     };
-    let mut position = 0;
-    let mut order = order::OrderTable::default();
-    if let Some(image) = &image {
-        tracing::info!(
-            keys = image.snapshot.events.len(),
-            seq = image.snapshot.seq,
-            position = image.position,
-            "starting from a snapshot"
-        );
-        counters
-            .cluster
-            .start_position
-            .store(image.position, std::sync::atomic::Ordering::Relaxed);
-        let events = image
-            .snapshot
-            .events
-            .iter()
-            .map(|e| (**e).clone())
-            .collect();
-        engine.restore(image.snapshot.seq, events);
-        engine.restore_actions(image.snapshot.actions.clone(), true);
-        position = image.position;
-        order = image.order.clone();
-    }
+    let (position, order) = match &image {
+        Some(image) => restore_image(&mut engine, image, &counters),
+        None => (0, order::OrderTable::default()),
+    };
     let committer = store.map(|(store, recovered)| {
         if image.is_none() {
-            tracing::info!(
-                keys = recovered.events.len(),
-                seq = recovered.seq,
-                epoch = %recovered.epoch,
-                "restored index from the store"
-            );
-            engine.restore(recovered.seq, recovered.events);
-            engine.restore_actions(recovered.actions, false);
+            restore_recovered(&mut engine, recovered);
         }
         engine.track_unsaved();
         let deliverer = Deliverer {
@@ -568,6 +539,54 @@ pub(crate) fn spawn_on(
         },
         task,
     )
+}
+
+/// The state machine as configured, still empty.
+fn new_engine(config: &EngineConfig) -> state::Engine {
+    let mut engine = state::Engine::new(config.init_state.clone(), config.default_ttl_secs);
+    engine.set_expired_keep(config.expired_keep);
+    engine.set_max_keys(config.max_keys);
+    engine
+}
+
+/// Starts `engine` from the cluster's snapshot; returns the position in the ordered log it
+/// stands for and which inputs of that log take effect.
+fn restore_image(
+    engine: &mut state::Engine,
+    image: &Image,
+    counters: &Counters,
+) -> (u64, order::OrderTable) {
+    tracing::info!(
+        keys = image.snapshot.events.len(),
+        seq = image.snapshot.seq,
+        position = image.position,
+        "starting from a snapshot"
+    );
+    counters
+        .cluster
+        .start_position
+        .store(image.position, std::sync::atomic::Ordering::Relaxed);
+    let events = image
+        .snapshot
+        .events
+        .iter()
+        .map(|e| (**e).clone())
+        .collect();
+    engine.restore(image.snapshot.seq, events);
+    engine.restore_actions(image.snapshot.actions.clone(), true);
+    (image.position, image.order.clone())
+}
+
+/// Starts `engine` from what its own store recovered (when there is no cluster snapshot).
+fn restore_recovered(engine: &mut state::Engine, recovered: Recovered) {
+    tracing::info!(
+        keys = recovered.events.len(),
+        seq = recovered.seq,
+        epoch = %recovered.epoch,
+        "restored index from the store"
+    );
+    engine.restore(recovered.seq, recovered.events);
+    engine.restore_actions(recovered.actions, false);
 }
 
 /// Refused batches are logged at most this often (each is counted).

@@ -47,6 +47,12 @@ impl Histogram {
     /// `+Inf` is written as the bucket total so the buckets stay monotonic.
     pub fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_samples(out, name);
+    }
+
+    /// The samples of [`Histogram::render`] without its `# HELP` and `# TYPE` lines (for a
+    /// family whose header is written by the `/metrics` table).
+    pub fn render_samples(&self, out: &mut String, name: &str) {
         let mut cumulative = 0u64;
         for (bound, bucket) in BOUNDS_MICROS.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);

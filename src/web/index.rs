@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, MatchedPath, Query as UrlQuery, Request, State};
@@ -73,6 +74,8 @@ fn keep(filter: &Option<Query>, event: &Event) -> bool {
     filter.as_ref().is_none_or(|q| q.matches(event))
 }
 
+/// The `/index` websocket: the matching index, then (when subscribed) its updates — the index
+/// again after falling behind — until either side ends it.
 async fn stream_websocket(
     mut socket: WebSocket,
     app: AppState,
@@ -85,80 +88,149 @@ async fn stream_websocket(
     };
     let timeout = app.ws.write_timeout;
     loop {
-        for event in sub.snapshot.events.iter().filter(|e| keep(&filter, e)) {
-            let frame = Message::Text(EventItem(event).to_text().into());
-            if !matches!(
-                tokio::time::timeout(timeout, socket.feed(frame)).await,
-                Ok(Ok(()))
-            ) {
-                return;
-            }
-        }
-        if !matches!(
-            tokio::time::timeout(timeout, socket.flush()).await,
-            Ok(Ok(()))
-        ) {
+        if !send_snapshot(&mut socket, &sub.snapshot.events, &filter, timeout).await {
             return;
         }
         if !subscribe {
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
-        // Live updates until the client goes, the server stops, or the client falls behind
-        // (then it is resent the index, which Riemann clients treat as updates).
-        loop {
-            tokio::select! {
-                _ = app.shutdown.cancelled() => {
-                    let close = CloseFrame { code: 1001, reason: "server shutting down".into() };
-                    let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(close)))).await;
-                    return;
-                }
-                incoming = socket.recv() => match incoming {
-                    Some(Err(error)) if super::is_invalid_utf8(&error) => {
-                        let close = CloseFrame { code: 1007, reason: "text message is not valid UTF-8".into() };
-                        let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(close)))).await;
-                        return;
-                    }
-                    // tungstenite queued the reply to the client's Close: it leaves with a
-                    // flush (RFC 6455 §5.5.1), not when the socket is dropped.
-                    Some(Ok(Message::Close(_))) => {
-                        let _ = tokio::time::timeout(timeout, socket.flush()).await;
-                        return;
-                    }
-                    Some(Err(_)) | None => return,
-                    // tungstenite queued a pong: it leaves before the next read, so a client
-                    // that pings without reading holds one pong, not one per ping, until the
-                    // write timeout drops it.
-                    Some(Ok(Message::Ping(_))) => {
-                        if !matches!(tokio::time::timeout(timeout, socket.flush()).await, Ok(Ok(()))) {
-                            return;
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                },
-                update = sub.updates.recv() => match update {
-                    Ok(event) => {
-                        if keep(&filter, &event) {
-                            let frame = Message::Text(EventItem(&event).to_text().into());
-                            if !matches!(tokio::time::timeout(timeout, socket.send(frame)).await, Ok(Ok(()))) {
-                                return;
-                            }
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        // Resent the index, like a `/ws` dashboard's resync.
-                        crate::metrics::Counters::add(&app.counters.ws_resyncs, 1);
-                        break;
-                    }
-                    Err(RecvError::Closed) => return,
-                },
-            }
+        if stream_live(&mut socket, &mut sub.updates, &filter, &app).await == Live::Ended {
+            return;
         }
         match app.engine.subscribe_updates().await {
             Ok(fresh) => sub = fresh,
             Err(_) => return,
         }
     }
+}
+
+/// Sends the matching events of a snapshot, one text frame each, and flushes them; false when
+/// the client did not take them within `timeout` (or went away).
+async fn send_snapshot(
+    socket: &mut WebSocket,
+    events: &[Arc<Event>],
+    filter: &Option<Query>,
+    timeout: Duration,
+) -> bool {
+    for event in events.iter().filter(|e| keep(filter, e)) {
+        let frame = Message::Text(EventItem(event).to_text().into());
+        if !matches!(
+            tokio::time::timeout(timeout, socket.feed(frame)).await,
+            Ok(Ok(()))
+        ) {
+            return false;
+        }
+    }
+    flushed(socket, timeout).await
+}
+
+/// How a live stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Live {
+    /// The client fell behind the updates: it is resent the index, which Riemann clients treat
+    /// as updates (like a `/ws` dashboard's resync).
+    Resync,
+    /// The client went, the server stops, or a write timed out: the connection is over.
+    Ended,
+}
+
+/// Live updates until the client goes, the server stops, or the client falls behind.
+async fn stream_live(
+    socket: &mut WebSocket,
+    updates: &mut tokio::sync::broadcast::Receiver<Arc<Event>>,
+    filter: &Option<Query>,
+    app: &AppState,
+) -> Live {
+    let timeout = app.ws.write_timeout;
+    loop {
+        tokio::select! {
+            _ = app.shutdown.cancelled() => {
+                close(socket, 1001, "server shutting down", timeout).await;
+                return Live::Ended;
+            }
+            incoming = socket.recv() => match answer(&incoming) {
+                Incoming::Ignore => {}
+                Incoming::FlushPong => {
+                    if !flushed(socket, timeout).await {
+                        return Live::Ended;
+                    }
+                }
+                Incoming::FlushClose => {
+                    let _ = tokio::time::timeout(timeout, socket.flush()).await;
+                    return Live::Ended;
+                }
+                Incoming::CloseInvalidUtf8 => {
+                    close(socket, 1007, "text message is not valid UTF-8", timeout).await;
+                    return Live::Ended;
+                }
+                Incoming::Gone => return Live::Ended,
+            },
+            update = updates.recv() => match update {
+                Ok(event) => {
+                    if keep(filter, &event) {
+                        let frame = Message::Text(EventItem(&event).to_text().into());
+                        if !matches!(tokio::time::timeout(timeout, socket.send(frame)).await, Ok(Ok(()))) {
+                            return Live::Ended;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    crate::metrics::Counters::add(&app.counters.ws_resyncs, 1);
+                    return Live::Resync;
+                }
+                Err(RecvError::Closed) => return Live::Ended,
+            },
+        }
+    }
+}
+
+/// What the `/index` websocket does with what the client sent (it reads only to answer
+/// control frames and notice the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Incoming {
+    /// A data frame: nothing to do.
+    Ignore,
+    /// A ping: tungstenite queued a pong, which leaves with a flush before the next read — so
+    /// a client that pings without reading holds one pong, not one per ping, until the write
+    /// timeout drops it.
+    FlushPong,
+    /// The client's Close: tungstenite queued the reply, which leaves with a flush (RFC 6455
+    /// §5.5.1), not when the socket is dropped; then the connection is over.
+    FlushClose,
+    /// A text message that is not UTF-8: closed with 1007.
+    CloseInvalidUtf8,
+    /// A read error or the end of the stream.
+    Gone,
+}
+
+/// The decision for one read of the client's side (see [`Incoming`]).
+fn answer(incoming: &Option<Result<Message, axum::Error>>) -> Incoming {
+    match incoming {
+        Some(Err(error)) if super::is_invalid_utf8(error) => Incoming::CloseInvalidUtf8,
+        Some(Ok(Message::Close(_))) => Incoming::FlushClose,
+        Some(Err(_)) | None => Incoming::Gone,
+        Some(Ok(Message::Ping(_))) => Incoming::FlushPong,
+        Some(Ok(_)) => Incoming::Ignore,
+    }
+}
+
+/// Whether what is queued on `socket` left within `timeout`.
+async fn flushed(socket: &mut WebSocket, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, socket.flush()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Sends a Close frame with `code` and `reason`, waiting at most `timeout` (the connection ends
+/// either way).
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str, timeout: Duration) {
+    let close = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(close)))).await;
 }
 
 /// CORS for the event stream: echoes an `Origin` the dashboard check already accepted (a
@@ -227,4 +299,34 @@ fn sse_stream(
     futures_util::StreamExt::map(futures_util::StreamExt::chain(snapshot, live), |event| {
         Ok(SseEvent::default().data(EventItem(&event).to_text()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `/index` websocket's answers to what a client sends (the invalid UTF-8 case needs a
+    /// real connection: `tests/it`'s hardening_ws covers it).
+    #[test]
+    fn pings_are_flushed_a_close_is_answered_and_data_is_ignored() {
+        assert_eq!(
+            answer(&Some(Ok(Message::Ping(Default::default())))),
+            Incoming::FlushPong
+        );
+        assert_eq!(
+            answer(&Some(Ok(Message::Close(None)))),
+            Incoming::FlushClose
+        );
+        assert_eq!(
+            answer(&Some(Ok(Message::Text("x".into())))),
+            Incoming::Ignore
+        );
+        assert_eq!(
+            answer(&Some(Ok(Message::Pong(Default::default())))),
+            Incoming::Ignore
+        );
+        assert_eq!(answer(&None), Incoming::Gone);
+        let error = axum::Error::new(std::io::Error::other("reset"));
+        assert_eq!(answer(&Some(Err(error))), Incoming::Gone);
+    }
 }

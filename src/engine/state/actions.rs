@@ -124,21 +124,6 @@ impl Engine {
                 note,
                 expires_at,
             } => {
-                let entry = self
-                    .index
-                    .get(&key_ref(&host, &service))
-                    .ok_or_else(|| not_indexed(&host, &service))?;
-                let state = entry.event.state.as_deref();
-                if !is_problem(&entry.event) {
-                    return Err(ActionRefusal::Conflict(format!(
-                        "{} is {}: there is no problem to acknowledge",
-                        show_key(&host, &service),
-                        state.unwrap_or("without a state")
-                    )));
-                }
-                if expires_at.is_some_and(|at| at <= at_micros) {
-                    return Err(ActionRefusal::Invalid("expires_at is in the past".into()));
-                }
                 let ack = AckInfo {
                     host,
                     service,
@@ -147,20 +132,9 @@ impl Engine {
                     at: at_micros,
                     expires_at,
                 };
-                self.set_ack(ack.clone());
-                self.push_record(ActionRecord::Ack(ack), changes);
+                self.ack(ack, changes)?;
             }
-            ActionKind::Unack { host, service } => {
-                let key = (host, service);
-                if !self.operator.acks.contains_key(&key) {
-                    return Err(ActionRefusal::NotFound(format!(
-                        "{} is not acknowledged",
-                        show_key(&key.0, &key.1)
-                    )));
-                }
-                let by = Some(by).filter(|by| !by.is_empty());
-                self.end_ack(key, UnackReason::Deleted, by, changes);
-            }
+            ActionKind::Unack { host, service } => self.unack((host, service), by, changes)?,
             ActionKind::Silence {
                 id,
                 query,
@@ -169,52 +143,15 @@ impl Engine {
                 ends_at,
                 compiled,
             } => {
-                if ends_at <= at_micros || ends_at <= starts_at {
-                    return Err(ActionRefusal::Invalid(
-                        "ends_at must be later than now and than starts_at".into(),
-                    ));
-                }
-                let created_at = match id {
-                    Some(id) => match self.operator.silences.get(&id) {
-                        Some(live) => live.silence.created_at,
-                        None => return Err(no_silence(id)),
-                    },
-                    None if self.operator.silences.len() >= MAX_SILENCES => {
-                        return Err(ActionRefusal::Conflict(format!(
-                            "there are {MAX_SILENCES} silences, the limit: end one first"
-                        )))
-                    }
-                    None => at_micros,
-                };
-                let compiled = match compiled {
-                    Some(compiled) => compiled,
-                    None => Query::parse_silence(&query)
-                        .map_err(|error| ActionRefusal::Invalid(format!("bad query: {error}")))?,
-                };
-                self.check_silence_memory(id, &compiled)?;
-                let silence = Silence {
-                    id: id.unwrap_or(first),
+                let request = SilenceRequest {
+                    id,
                     query,
                     comment,
-                    by,
-                    created_at,
                     starts_at,
                     ends_at,
-                    active: starts_at <= self.operator.clock,
+                    compiled,
                 };
-                let change = if id.is_some() {
-                    SilenceChange::Edited
-                } else {
-                    SilenceChange::Created
-                };
-                self.put_silence(
-                    Live {
-                        silence,
-                        query: compiled,
-                    },
-                    change,
-                    changes,
-                );
+                self.silence(request, at_micros, by, first, changes)?;
             }
             ActionKind::Unsilence { id } => {
                 if !self.operator.silences.contains_key(&id) {
@@ -222,22 +159,161 @@ impl Engine {
                 }
                 self.drop_silence(id, SilenceChange::Deleted, changes);
             }
-            ActionKind::Clear { host, service } => {
-                let entry = self
-                    .index
-                    .remove(&key_ref(&host, &service))
-                    .ok_or_else(|| not_indexed(&host, &service))?;
-                let event = entry.event;
-                let change = StateChange {
-                    removed: true,
-                    cleared_by: Some(by),
-                    ..self.state_change(event.state.clone(), Arc::clone(&event), Some(event))
-                };
-                changes.push(self.next_change(change));
-                self.after_change(changes);
-            }
+            ActionKind::Clear { host, service } => self.clear(&host, &service, by, changes)?,
         }
         Ok(first)
+    }
+
+    /// Acknowledges a problem: refused for a key not indexed, not in a problem state, or an
+    /// expiry already past.
+    fn ack(&mut self, ack: AckInfo, changes: &mut Vec<Change>) -> Result<(), ActionRefusal> {
+        let entry = self
+            .index
+            .get(&key_ref(&ack.host, &ack.service))
+            .ok_or_else(|| not_indexed(&ack.host, &ack.service))?;
+        if !is_problem(&entry.event) {
+            return Err(ActionRefusal::Conflict(format!(
+                "{} is {}: there is no problem to acknowledge",
+                show_key(&ack.host, &ack.service),
+                entry.event.state.as_deref().unwrap_or("without a state")
+            )));
+        }
+        if ack.expires_at.is_some_and(|at| at <= ack.at) {
+            return Err(ActionRefusal::Invalid("expires_at is in the past".into()));
+        }
+        self.set_ack(ack.clone());
+        self.push_record(ActionRecord::Ack(ack), changes);
+        Ok(())
+    }
+
+    /// Ends an ack by hand: refused when the key is not acknowledged.
+    fn unack(
+        &mut self,
+        key: KeyName,
+        by: String,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ActionRefusal> {
+        if !self.operator.acks.contains_key(&key) {
+            return Err(ActionRefusal::NotFound(format!(
+                "{} is not acknowledged",
+                show_key(&key.0, &key.1)
+            )));
+        }
+        let by = Some(by).filter(|by| !by.is_empty());
+        self.end_ack(key, UnackReason::Deleted, by, changes);
+        Ok(())
+    }
+
+    /// Creates (no id) or edits a silence; `first` is the seq of its record, a new silence's id.
+    fn silence(
+        &mut self,
+        request: SilenceRequest,
+        at_micros: i64,
+        by: String,
+        first: u64,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ActionRefusal> {
+        let SilenceRequest {
+            id,
+            query,
+            comment,
+            starts_at,
+            ends_at,
+            compiled,
+        } = request;
+        check_silence_window(at_micros, starts_at, ends_at)?;
+        let created_at = self.silence_created_at(id, at_micros)?;
+        let compiled = compile_silence(&query, compiled)?;
+        self.check_silence_memory(id, &compiled)?;
+        let silence = Silence {
+            id: id.unwrap_or(first),
+            query,
+            comment,
+            by,
+            created_at,
+            starts_at,
+            ends_at,
+            active: starts_at <= self.operator.clock,
+        };
+        let change = if id.is_some() {
+            SilenceChange::Edited
+        } else {
+            SilenceChange::Created
+        };
+        let live = Live {
+            silence,
+            query: compiled,
+        };
+        self.put_silence(live, change, changes);
+        Ok(())
+    }
+
+    /// When the silence `id` was created: an edit keeps the original's time (refused when
+    /// there is none), a new one is created now — refused at [`MAX_SILENCES`].
+    fn silence_created_at(&self, id: Option<u64>, at_micros: i64) -> Result<i64, ActionRefusal> {
+        match id {
+            Some(id) => match self.operator.silences.get(&id) {
+                Some(live) => Ok(live.silence.created_at),
+                None => Err(no_silence(id)),
+            },
+            None if self.operator.silences.len() >= MAX_SILENCES => Err(ActionRefusal::Conflict(
+                format!("there are {MAX_SILENCES} silences, the limit: end one first"),
+            )),
+            None => Ok(at_micros),
+        }
+    }
+
+    /// Removes a key from the index by hand (a change that removes it from every dashboard).
+    fn clear(
+        &mut self,
+        host: &Option<String>,
+        service: &Option<String>,
+        by: String,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ActionRefusal> {
+        let entry = self
+            .index
+            .remove(&key_ref(host, service))
+            .ok_or_else(|| not_indexed(host, service))?;
+        let event = entry.event;
+        let change = StateChange {
+            removed: true,
+            cleared_by: Some(by),
+            ..self.state_change(event.state.clone(), Arc::clone(&event), Some(event))
+        };
+        changes.push(self.next_change(change));
+        self.after_change(changes);
+        Ok(())
+    }
+}
+
+/// A silence action's own fields (those of [`ActionKind::Silence`]).
+struct SilenceRequest {
+    id: Option<u64>,
+    query: String,
+    comment: String,
+    starts_at: i64,
+    ends_at: i64,
+    compiled: Option<Query>,
+}
+
+/// A silence must end in the future and after it starts.
+fn check_silence_window(at_micros: i64, starts_at: i64, ends_at: i64) -> Result<(), ActionRefusal> {
+    if ends_at <= at_micros || ends_at <= starts_at {
+        return Err(ActionRefusal::Invalid(
+            "ends_at must be later than now and than starts_at".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The silence's query: compiled already by whoever checked it first (the HTTP handler), or
+/// parsed here (an action replayed from the log or the cluster stream).
+fn compile_silence(query: &str, compiled: Option<Query>) -> Result<Query, ActionRefusal> {
+    match compiled {
+        Some(compiled) => Ok(compiled),
+        None => Query::parse_silence(query)
+            .map_err(|error| ActionRefusal::Invalid(format!("bad query: {error}"))),
     }
 }
 

@@ -274,100 +274,32 @@ impl Engine {
     ) -> Option<Change> {
         let expires_at = self.expires_at(event);
         let Some((key, entry)) = self.index.get_key_value_mut(&KeyRef::of_event(event)) else {
-            // A new key: the only time the key is copied.
-            let changed = event
-                .state
-                .as_deref()
-                .is_some_and(|state| state != self.init_state);
-            let key = Key::new(KeyRef::of_event(event));
-            let event = Arc::new(std::mem::take(event));
-            // A client may send the state `expired` itself: such an entry is expired, as
-            // `restore` would take it (see below).
-            let expired = event.state.as_deref() == Some(EXPIRED);
-            let expires_at = if expired {
-                self.expired_keep_micros
-                    .map(|keep| event.time_micros.saturating_add(keep))
-            } else {
-                Some(expires_at)
-            };
-            self.index.insert(
-                key.clone(),
-                Entry {
-                    event: Arc::clone(&event),
-                    expires_at,
-                    expired,
-                    scheduled: expires_at,
-                    unsaved: self.track_unsaved,
-                },
-            );
-            if self.track_unsaved {
-                self.unsaved.push(key.clone());
-            }
-            if let Some(at) = expires_at {
-                self.expiry.push(at, key);
-            }
-            if let Some(indexed) = indexed {
-                indexed.push(Arc::clone(&event));
-            }
-            return changed.then(|| {
-                let change = self.state_change(None, event, None);
-                self.next_change(change)
-            });
+            return self.index_new(event, expires_at, indexed);
         };
-        let changed = match (&event.state, &entry.event.state) {
-            (Some(state), current) => current.as_deref().unwrap_or(&self.init_state) != state,
-            (None, _) => false,
-        };
-        let previous = if changed {
-            // A change keeps the previous event whole: its watchers need both.
-            Some(std::mem::replace(
-                &mut entry.event,
-                Arc::new(std::mem::take(event)),
-            ))
-        } else {
-            // When nothing else holds the entry's event (no snapshot, no change in flight:
-            // nearly always) it is updated in place — no allocation — and the strings that must
-            // be equal (host and service, by the key; the state, by the comparison above) stay
-            // where they are, while the new copies, still hot in the cache, are freed.
-            match Arc::get_mut(&mut entry.event) {
-                Some(current) => update_in_place(current, event),
-                None => {
-                    if event.state.is_none() {
-                        // Keep the key's last real state (if any) so the index never "forgets"
-                        // a critical just because a metric-only update arrived.
-                        event.state.clone_from(&entry.event.state);
-                    }
-                    entry.event = Arc::new(std::mem::take(event));
-                }
-            }
-            None
-        };
+        let previous = replace_event(entry, event, &self.init_state);
         // An entry is expired exactly when its state is `expired` — what [`Engine::restore`]
         // infers from a stored event, so an engine restored from a snapshot schedules every
         // entry as this one does (cluster nodes starting from a snapshot must agree with the
         // others). A metric-only update of an expired key keeps it expired, its removal counted
         // from the update; a real state brings it back.
         entry.expired = entry.event.state.as_deref() == Some(EXPIRED);
-        entry.expires_at = if entry.expired {
-            self.expired_keep_micros
-                .map(|keep| entry.event.time_micros.saturating_add(keep))
-        } else {
-            Some(expires_at)
-        };
+        entry.expires_at = due_at(
+            entry.expired,
+            entry.event.time_micros,
+            self.expired_keep_micros,
+            expires_at,
+        );
         if self.track_unsaved && !entry.unsaved {
             entry.unsaved = true;
             self.unsaved.push(key.clone());
         }
-        match entry.expires_at {
-            Some(at) if entry.scheduled.is_none_or(|s| s > at) => {
-                // Due earlier than its heap item (or it has none): schedule it anew; the old
-                // item, if any, becomes stale.
+        match reschedule(entry.scheduled, entry.expires_at) {
+            Reschedule::Push(at) => {
                 entry.scheduled = Some(at);
                 self.expiry.push(at, key.clone());
             }
-            Some(_) => {}
-            // Nothing due: its heap item, if any, becomes stale.
-            None => entry.scheduled = None,
+            Reschedule::Keep => {}
+            Reschedule::Forget => entry.scheduled = None,
         }
         let event = &entry.event;
         if let Some(indexed) = indexed {
@@ -378,6 +310,50 @@ impl Engine {
         let current = previous.state.clone();
         let change = self.state_change(current, event, Some(previous));
         Some(self.next_change(change))
+    }
+
+    /// [`Engine::apply_one`] for a key not in the index yet: the only time the key is copied.
+    fn index_new(
+        &mut self,
+        event: &mut Event,
+        expires_at: i64,
+        indexed: Option<&mut Vec<Arc<Event>>>,
+    ) -> Option<Change> {
+        let changed = changes_state(event.state.as_deref(), None, &self.init_state);
+        let key = Key::new(KeyRef::of_event(event));
+        let event = Arc::new(std::mem::take(event));
+        // A client may send the state `expired` itself: such an entry is expired, as
+        // `restore` would take it (see [`Engine::apply_one`]).
+        let expired = event.state.as_deref() == Some(EXPIRED);
+        let expires_at = due_at(
+            expired,
+            event.time_micros,
+            self.expired_keep_micros,
+            expires_at,
+        );
+        self.index.insert(
+            key.clone(),
+            Entry {
+                event: Arc::clone(&event),
+                expires_at,
+                expired,
+                scheduled: expires_at,
+                unsaved: self.track_unsaved,
+            },
+        );
+        if self.track_unsaved {
+            self.unsaved.push(key.clone());
+        }
+        if let Some(at) = expires_at {
+            self.expiry.push(at, key);
+        }
+        if let Some(indexed) = indexed {
+            indexed.push(Arc::clone(&event));
+        }
+        changed.then(|| {
+            let change = self.state_change(None, event, None);
+            self.next_change(change)
+        })
     }
 
     /// The transition of a key from `current` (none yet: `--init-state`) to `event`.
@@ -523,6 +499,80 @@ fn secs_to_micros(secs: f64) -> i64 {
     } else {
         0
     }
+}
+
+/// Whether an event in `new` state moves a key out of `current` (`None`: never indexed, or
+/// never given a state: `init_state`). An event without a state changes nothing.
+fn changes_state(new: Option<&str>, current: Option<&str>, init_state: &str) -> bool {
+    new.is_some_and(|new| current.unwrap_or(init_state) != new)
+}
+
+/// When an entry is next due: an expired one is removed `expired_keep` after its event
+/// (never, with no keep time), a live one expires at `expires_at` (from its TTL).
+fn due_at(
+    expired: bool,
+    time_micros: i64,
+    expired_keep: Option<i64>,
+    expires_at: i64,
+) -> Option<i64> {
+    if expired {
+        expired_keep.map(|keep| time_micros.saturating_add(keep))
+    } else {
+        Some(expires_at)
+    }
+}
+
+/// What an update does to a key's item in the expiry heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reschedule {
+    /// Due earlier than its heap item (or it has none): schedule it anew at this time; the old
+    /// item, if any, becomes stale.
+    Push(i64),
+    /// Its heap item comes first: it is looked at then (and rescheduled from there).
+    Keep,
+    /// Nothing due: its heap item, if any, becomes stale.
+    Forget,
+}
+
+/// The heap decision for an entry scheduled at `scheduled` that is now `due` (see [`Reschedule`]):
+/// items are only ever pushed earlier, so an update that postpones the deadline costs no push.
+fn reschedule(scheduled: Option<i64>, due: Option<i64>) -> Reschedule {
+    match due {
+        Some(at) if scheduled.is_none_or(|s| s > at) => Reschedule::Push(at),
+        Some(_) => Reschedule::Keep,
+        None => Reschedule::Forget,
+    }
+}
+
+/// Puts `event` into `entry`, taking what it holds; returns the previous event when the state
+/// changed (its watchers need both whole), `None` for an update within the same state.
+fn replace_event(entry: &mut Entry, event: &mut Event, init_state: &str) -> Option<Arc<Event>> {
+    if changes_state(
+        event.state.as_deref(),
+        entry.event.state.as_deref(),
+        init_state,
+    ) {
+        return Some(std::mem::replace(
+            &mut entry.event,
+            Arc::new(std::mem::take(event)),
+        ));
+    }
+    // When nothing else holds the entry's event (no snapshot, no change in flight: nearly
+    // always) it is updated in place — no allocation — and the strings that must be equal
+    // (host and service, by the key; the state, by the comparison above) stay where they are,
+    // while the new copies, still hot in the cache, are freed.
+    match Arc::get_mut(&mut entry.event) {
+        Some(current) => update_in_place(current, event),
+        None => {
+            if event.state.is_none() {
+                // Keep the key's last real state (if any) so the index never "forgets" a
+                // critical just because a metric-only update arrived.
+                event.state.clone_from(&entry.event.state);
+            }
+            entry.event = Arc::new(std::mem::take(event));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

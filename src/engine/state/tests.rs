@@ -627,3 +627,32 @@ mod restore_then_replay {
         }
     }
 }
+
+/// The pure decisions of `apply_one`, one by one.
+#[test]
+fn an_event_without_a_state_changes_nothing_and_a_new_key_starts_in_init_state() {
+    assert!(!changes_state(None, Some("critical"), "ok"));
+    assert!(!changes_state(None, None, "ok"));
+    assert!(!changes_state(Some("ok"), None, "ok"));
+    assert!(changes_state(Some("critical"), None, "ok"));
+    assert!(changes_state(Some("ok"), Some("critical"), "ok"));
+    assert!(!changes_state(Some("critical"), Some("critical"), "ok"));
+}
+
+#[test]
+fn a_live_entry_is_due_at_its_ttl_and_an_expired_one_after_the_keep_time() {
+    assert_eq!(due_at(false, 10, Some(5), 99), Some(99));
+    assert_eq!(due_at(true, 10, Some(5), 99), Some(15));
+    assert_eq!(due_at(true, 10, None, 99), None);
+    assert_eq!(due_at(true, i64::MAX, Some(5), 99), Some(i64::MAX));
+}
+
+#[test]
+fn the_expiry_heap_only_gets_an_item_for_an_earlier_deadline() {
+    assert_eq!(reschedule(None, Some(7)), Reschedule::Push(7));
+    assert_eq!(reschedule(Some(9), Some(7)), Reschedule::Push(7));
+    assert_eq!(reschedule(Some(7), Some(7)), Reschedule::Keep);
+    assert_eq!(reschedule(Some(5), Some(7)), Reschedule::Keep);
+    assert_eq!(reschedule(Some(5), None), Reschedule::Forget);
+    assert_eq!(reschedule(None, None), Reschedule::Forget);
+}

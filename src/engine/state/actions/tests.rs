@@ -666,3 +666,33 @@ fn a_silence_record_lists_its_keys_in_key_order() {
     assert_eq!(forward, expected);
     assert_eq!(backward, expected);
 }
+
+#[test]
+fn a_silence_window_must_end_after_now_and_after_its_start() {
+    assert!(check_silence_window(10, 10, 11).is_ok());
+    assert!(check_silence_window(10, 0, 11).is_ok());
+    assert!(matches!(
+        check_silence_window(10, 0, 10),
+        Err(ActionRefusal::Invalid(_))
+    ));
+    assert!(matches!(
+        check_silence_window(10, 20, 20),
+        Err(ActionRefusal::Invalid(_))
+    ));
+    assert!(matches!(
+        check_silence_window(10, 30, 20),
+        Err(ActionRefusal::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_silence_query_compiled_already_is_kept_and_a_bad_one_is_refused() {
+    let compiled = Query::parse_silence("host = \"a\"").expect("a valid query");
+    // Given compiled, the text is not parsed again (this one would not parse).
+    assert!(compile_silence("((", Some(compiled)).is_ok());
+    assert!(compile_silence("host = \"a\"", None).is_ok());
+    assert!(matches!(
+        compile_silence("((", None),
+        Err(ActionRefusal::Invalid(message)) if message.starts_with("bad query")
+    ));
+}
