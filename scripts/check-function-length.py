@@ -17,16 +17,7 @@ LIMIT = 80
 ROOTS = sys.argv[1:2] if len(sys.argv) > 1 and sys.argv[1] != "--all" else ["src"]
 
 # Functions allowed past the limit, as "path::name": true tables only, each with why.
-ALLOWLIST = {
-    # cluster: see issue 21/22 note
-    "src/cluster/consumer.rs::follow",
-    # cluster: see issue 21/22 note
-    "src/cluster/mod.rs::join",
-    # cluster: see issue 21/22 note
-    "src/cluster/sequencer.rs::publish",
-    # cluster: see issue 21/22 note
-    "src/metrics/cluster.rs::render",
-}
+ALLOWLIST: set[str] = set()
 
 FN = re.compile(r"\bfn\s+([A-Za-z_][A-Za-z0-9_]*)")
 CFG_TEST = re.compile(r"#\[cfg\((?:all\()?test\b")

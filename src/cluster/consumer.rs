@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
 use futures_util::StreamExt;
@@ -166,67 +167,93 @@ impl Consumer {
                 Some(Err(error)) => return Err(error.to_string()),
                 None => return Err("the stream of messages ended".into()),
             };
-            let (sequence, pending, stored_micros) = match message.info() {
-                Ok(info) => (
-                    info.stream_sequence,
-                    info.pending,
-                    i64::try_from(info.published.unix_timestamp_nanos() / 1000).unwrap_or(0),
-                ),
-                Err(error) => return Err(format!("message without stream info: {error}")),
-            };
-            ClusterMetrics::raise(
-                &self.counters.cluster.stream_seq,
-                sequence.saturating_add(pending),
-            );
-            match self.position.delivered(sequence) {
-                Delivered::Again => continue,
-                Delivered::Next => {}
-                Delivered::Gap => {
-                    // Messages this node never applied are gone from the stream: applying what
-                    // follows would compute a different index than the others.
-                    let lost = self.check_trimmed(sequence).await?;
-                    tracing::error!("{lost}");
-                    self.health.diverged(lost);
-                    return Ok(());
-                }
-            }
-            let own = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .and_then(|id| self.pending.take(id.as_str()));
-            let mut inputs = Vec::new();
-            for (input, header, ack) in read_message(&message.payload, own, sequence) {
-                let stamp = Stamp {
-                    stored_micros,
-                    deadline_micros: header.deadline_micros,
-                    origin: header.origin,
-                };
-                let input = match input {
-                    // A silence's query is compiled off the async workers (`Action::compile`).
-                    Input::Action(action) => {
-                        let fallback = action.clone();
-                        let compiled = tokio::task::spawn_blocking(move || {
-                            let mut action = action;
-                            action.compile();
-                            action
-                        })
-                        .await;
-                        Input::Action(compiled.unwrap_or(fallback))
-                    }
-                    other => other,
-                };
-                inputs.push(Logged { input, ack, stamp });
-            }
-            if self.engine.apply_logged(inputs, sequence).await.is_err() {
+            if let Flow::Stop = self.take(&message).await? {
                 return Ok(());
             }
-            self.pending.stream_time(stored_micros);
-            self.position.applied(sequence);
-            ClusterMetrics::raise(&self.counters.cluster.applied_seq, sequence);
-            self.health.applied(sequence);
         }
     }
+
+    /// One delivered message: applied when it is the next one, skipped when seen already; a gap
+    /// (messages this node never applied are gone) or a stopped engine ends the following.
+    async fn take(&mut self, message: &jetstream::Message) -> Result<Flow, String> {
+        let (sequence, pending, stored_micros) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                info.pending,
+                i64::try_from(info.published.unix_timestamp_nanos() / 1000).unwrap_or(0),
+            ),
+            Err(error) => return Err(format!("message without stream info: {error}")),
+        };
+        ClusterMetrics::raise(
+            &self.counters.cluster.stream_seq,
+            sequence.saturating_add(pending),
+        );
+        match self.position.delivered(sequence) {
+            Delivered::Again => return Ok(Flow::Continue),
+            Delivered::Next => {}
+            Delivered::Gap => {
+                // Applying what follows would compute a different index than the others.
+                let lost = self.check_trimmed(sequence).await?;
+                tracing::error!("{lost}");
+                self.health.diverged(lost);
+                return Ok(Flow::Stop);
+            }
+        }
+        let inputs = self.logged_inputs(message, sequence, stored_micros).await;
+        if self.engine.apply_logged(inputs, sequence).await.is_err() {
+            return Ok(Flow::Stop);
+        }
+        self.pending.stream_time(stored_micros);
+        self.position.applied(sequence);
+        ClusterMetrics::raise(&self.counters.cluster.applied_seq, sequence);
+        self.health.applied(sequence);
+        Ok(Flow::Continue)
+    }
+
+    /// A message's inputs as the engine takes them: each with its stamp (stored time, deadline,
+    /// origin) and, for this node's own, the sender waiting for its answer.
+    async fn logged_inputs(
+        &mut self,
+        message: &jetstream::Message,
+        sequence: u64,
+        stored_micros: i64,
+    ) -> Vec<Logged> {
+        let own = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .and_then(|id| self.pending.take(id.as_str()));
+        let mut inputs = Vec::new();
+        for (input, header, ack) in read_message(&message.payload, own, sequence) {
+            let stamp = Stamp {
+                stored_micros,
+                deadline_micros: header.deadline_micros,
+                origin: header.origin,
+            };
+            let input = match input {
+                // A silence's query is compiled off the async workers (`Action::compile`).
+                Input::Action(action) => {
+                    let fallback = action.clone();
+                    let compiled = tokio::task::spawn_blocking(move || {
+                        let mut action = action;
+                        action.compile();
+                        action
+                    })
+                    .await;
+                    Input::Action(compiled.unwrap_or(fallback))
+                }
+                other => other,
+            };
+            inputs.push(Logged { input, ack, stamp });
+        }
+        inputs
+    }
+}
+
+/// After one message: go on following, or stop (shutdown, a lost stretch, the engine gone).
+enum Flow {
+    Continue,
+    Stop,
 }
 
 /// Where this node stands in the stream, and the decisions of following it that need no I/O:

@@ -229,60 +229,11 @@ fn engine_fingerprint(engine: &EngineConfig) -> String {
 /// start from. Every refusal is one clear line.
 pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined, ClusterError> {
     config.validate()?;
-    let addrs = config
-        .urls
-        .iter()
-        .map(|url| {
-            url.trim()
-                .parse::<async_nats::ServerAddr>()
-                .map_err(|e| ClusterError(format!("{url:?} is not a NATS address: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let options = async_nats::ConnectOptions::new()
-        .name(format!("statecast {}", config.node_id))
-        .connection_timeout(config.timeout)
-        .ping_interval(PING_INTERVAL)
-        .reconnect_delay_callback(|attempts| {
-            Duration::from_millis((100 * attempts as u64).min(2_000))
-        });
-    let client = tokio::time::timeout(
-        config.timeout,
-        async_nats::connect_with_options(addrs, options),
-    )
-    .await
-    .map_err(|_| {
-        ClusterError(format!(
-            "no NATS server answered at {} within {:?} (--cluster-timeout)",
-            config.urls.join(","),
-            config.timeout
-        ))
-    })?
-    .map_err(|e| {
-        ClusterError(format!(
-            "cannot connect to NATS at {}: {e}",
-            config.urls.join(",")
-        ))
-    })?;
+    let client = connect(&config).await?;
     let jetstream = jetstream::new(client.clone());
     let fingerprint = engine_fingerprint(engine);
     let (mut stream, created) = find_or_create_stream(&config, &jetstream, &fingerprint).await?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| ClusterError(format!("cannot read the stream's state: {e}")))?
-        .clone();
-    let theirs = info.config.description.clone().unwrap_or_default();
-    if theirs != fingerprint {
-        return Err(ClusterError(format!(
-            "this node's engine settings differ from the stream's: every node must compute the same changes. Stream {:?} says: {theirs:?}; this node: {fingerprint:?}",
-            config.stream
-        )));
-    }
-    let epoch = format!(
-        "{}-{:x}",
-        config.stream,
-        info.created.unix_timestamp_nanos()
-    );
+    let (info, epoch) = check_stream(&config, &mut stream, &fingerprint).await?;
     let bucket = match find_or_create_bucket(&config, &jetstream).await {
         Ok(bucket) => bucket,
         Err(error) => {
@@ -293,29 +244,8 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
             return Err(error);
         }
     };
-    let image = snapshot::load(&bucket)
-        .await
-        .map_err(ClusterError)?
-        .unwrap_or(Image {
-            snapshot: Snapshot {
-                seq: 0,
-                events: Vec::new(),
-                actions: Default::default(),
-            },
-            position: 0,
-            order: Default::default(),
-        });
     let state = &info.state;
-    if state.last_sequence > image.position && state.first_sequence > image.position + 1 {
-        return Err(ClusterError(format!(
-            "the stream starts at {} but the newest snapshot covers only up to {}: inputs {}..{} are gone (raise --cluster-max-age/--cluster-max-bytes or lower --cluster-snapshot-interval; to start over, delete the stream {:?} and its bucket)",
-            state.first_sequence,
-            image.position,
-            image.position + 1,
-            state.first_sequence - 1,
-            config.stream
-        )));
-    }
+    let image = start_image(&config, &bucket, state).await?;
     tracing::info!(
         node = %config.node_id,
         stream = %config.stream,
@@ -337,6 +267,103 @@ pub async fn join(config: ClusterConfig, engine: &EngineConfig) -> Result<Joined
         local_dir: None,
         image_is_local: false,
     })
+}
+
+/// Connects to the NATS servers of `--cluster`, within `--cluster-timeout`.
+async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterError> {
+    let addrs = config
+        .urls
+        .iter()
+        .map(|url| {
+            url.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| ClusterError(format!("{url:?} is not a NATS address: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = async_nats::ConnectOptions::new()
+        .name(format!("statecast {}", config.node_id))
+        .connection_timeout(config.timeout)
+        .ping_interval(PING_INTERVAL)
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((100 * attempts as u64).min(2_000))
+        });
+    tokio::time::timeout(
+        config.timeout,
+        async_nats::connect_with_options(addrs, options),
+    )
+    .await
+    .map_err(|_| {
+        ClusterError(format!(
+            "no NATS server answered at {} within {:?} (--cluster-timeout)",
+            config.urls.join(","),
+            config.timeout
+        ))
+    })?
+    .map_err(|e| {
+        ClusterError(format!(
+            "cannot connect to NATS at {}: {e}",
+            config.urls.join(",")
+        ))
+    })
+}
+
+/// The stream's state, refused when its engine settings differ from this node's; and the epoch
+/// dashboards resume against (the stream's name and creation time: the same on every node).
+async fn check_stream(
+    config: &ClusterConfig,
+    stream: &mut jetstream::stream::Stream,
+    fingerprint: &str,
+) -> Result<(jetstream::stream::Info, String), ClusterError> {
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| ClusterError(format!("cannot read the stream's state: {e}")))?
+        .clone();
+    let theirs = info.config.description.clone().unwrap_or_default();
+    if theirs != fingerprint {
+        return Err(ClusterError(format!(
+            "this node's engine settings differ from the stream's: every node must compute the same changes. Stream {:?} says: {theirs:?}; this node: {fingerprint:?}",
+            config.stream
+        )));
+    }
+    let epoch = format!(
+        "{}-{:x}",
+        config.stream,
+        info.created.unix_timestamp_nanos()
+    );
+    Ok((info, epoch))
+}
+
+/// The snapshot to start from (an empty one at position 0 when the bucket has none), refused
+/// when the stream no longer holds every input after it.
+async fn start_image(
+    config: &ClusterConfig,
+    bucket: &object_store::ObjectStore,
+    state: &jetstream::stream::State,
+) -> Result<Image, ClusterError> {
+    let image = snapshot::load(bucket)
+        .await
+        .map_err(ClusterError)?
+        .unwrap_or(Image {
+            snapshot: Snapshot {
+                seq: 0,
+                events: Vec::new(),
+                actions: Default::default(),
+            },
+            position: 0,
+            order: Default::default(),
+        });
+    if state.last_sequence > image.position && state.first_sequence > image.position + 1 {
+        return Err(ClusterError(format!(
+            "the stream starts at {} but the newest snapshot covers only up to {}: inputs {}..{} are gone (raise --cluster-max-age/--cluster-max-bytes or lower --cluster-snapshot-interval; to start over, delete the stream {:?} and its bucket)",
+            state.first_sequence,
+            image.position,
+            image.position + 1,
+            state.first_sequence - 1,
+            config.stream
+        )));
+    }
+    Ok(image)
 }
 
 /// The stream, and whether this node created it. A stream whose reservation the NATS server

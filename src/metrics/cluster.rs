@@ -8,6 +8,14 @@ use std::sync::OnceLock;
 
 use super::Histogram;
 
+/// A counter family with one label: name, help, label name, (label value, counter) pairs.
+type Labelled<'a> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    [(&'static str, &'a AtomicU64); 2],
+);
+
 #[derive(Debug, Default)]
 pub struct ClusterMetrics {
     /// `(node id, stream name)` once cluster mode starts; nothing is rendered before.
@@ -58,6 +66,8 @@ impl ClusterMetrics {
             .saturating_sub(self.applied_seq.load(Ordering::Relaxed))
     }
 
+    /// Appends this node's cluster figures (nothing before cluster mode starts). The families
+    /// are tables ([`Self::gauges`], [`Self::counters`], [`Self::labelled`]): adding one is a row.
     pub fn render(&self, out: &mut String) {
         let Some((node, stream)) = self.identity.get() else {
             return;
@@ -70,7 +80,39 @@ impl ClusterMetrics {
              # TYPE statecast_cluster_info gauge\n\
              statecast_cluster_info{{node=\"{node}\",stream=\"{stream}\"}} 1"
         );
-        let gauges = [
+        for (name, help, value) in self.gauges() {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        for (name, help, value) in self.counters() {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, label, values) in self.labelled() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (value, counter) in values {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{label}=\"{value}\"}} {}",
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
+        self.publish_seconds.render(
+            out,
+            "statecast_cluster_publish_seconds",
+            "From publishing an input to the stream's acknowledgement (stored with its replicas).",
+        );
+    }
+
+    /// Gauges: name, help, value now.
+    fn gauges(&self) -> [(&'static str, &'static str, u64); 4] {
+        [
             (
                 "statecast_cluster_stream_seq",
                 "The last stream sequence this node knows to exist.",
@@ -91,14 +133,12 @@ impl ClusterMetrics {
                 "Stream messages this node has not applied yet (stream_seq - applied_seq).",
                 self.lag(),
             ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        for (name, help, value) in [
+        ]
+    }
+
+    /// Counters: name, help, the counter.
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 4] {
+        [
             (
                 "statecast_cluster_snapshots_written_total",
                 "Snapshots this node wrote to the cluster's snapshot bucket.",
@@ -119,14 +159,12 @@ impl ClusterMetrics {
                 "Inputs that could not be published to the stream (answered with an error).",
                 &self.publish_failures,
             ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        let labelled = [
+        ]
+    }
+
+    /// Counters with one label: name, help, label, (label value, counter) pairs.
+    fn labelled(&self) -> [Labelled<'_>; 2] {
+        [
             (
                 "statecast_cluster_inputs_dropped_total",
                 "Stream inputs this node did not apply (as no node does): stored after their deadline (late), or after a later input of their connection (overtaken).",
@@ -142,21 +180,6 @@ impl ClusterMetrics {
                     ("unacknowledged", &self.unconfirmed_unacknowledged),
                 ],
             ),
-        ];
-        for (name, help, label, values) in labelled {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (value, counter) in values {
-                let _ = writeln!(
-                    out,
-                    "{name}{{{label}=\"{value}\"}} {}",
-                    counter.load(Ordering::Relaxed)
-                );
-            }
-        }
-        self.publish_seconds.render(
-            out,
-            "statecast_cluster_publish_seconds",
-            "From publishing an input to the stream's acknowledgement (stored with its replicas).",
-        );
+        ]
     }
 }
