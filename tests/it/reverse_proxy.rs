@@ -127,15 +127,6 @@ impl Drop for Nginx {
     }
 }
 
-/// A free loopback port: bound, read, released (nginx binds it right after). The server's
-/// `--external-url` needs the proxy's port before nginx can be pointed at the server.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// A websocket through the proxy with an `Origin`; the HTTP status if the upgrade is refused.
 async fn connect(nginx: &Nginx, path: &str, origin: &str) -> Result<WsStream, u16> {
     let url = format!("ws://{}{path}", nginx.addr());
@@ -157,7 +148,7 @@ async fn next_json(ws: &mut WsStream) -> Value {
 
 #[tokio::test]
 async fn through_nginx_with_external_url() {
-    let port = free_port();
+    let port = reserved_port();
     let external = format!("http://127.0.0.1:{port}/statecast/");
     let server = start_server(&["--external-url", &external]);
     let nginx = Nginx::start(port, server.http);
@@ -169,7 +160,7 @@ async fn through_nginx_with_external_url() {
 #[tokio::test]
 async fn through_nginx_with_trusted_proxy() {
     let server = start_server(&["--trusted-proxy", "127.0.0.0/8,::1"]);
-    let nginx = Nginx::start(free_port(), server.http);
+    let nginx = Nginx::start(reserved_port(), server.http);
     dashboard_websocket_post_and_ingest(&nginx).await;
 }
 
@@ -244,7 +235,7 @@ async fn dashboard_websocket_post_and_ingest(nginx: &Nginx) {
 #[tokio::test]
 async fn untrusted_forwarded_host_is_ignored_and_the_proxied_origin_refused() {
     let server = start_server(&[]);
-    let nginx = Nginx::start(free_port(), server.http);
+    let nginx = Nginx::start(reserved_port(), server.http);
     assert_eq!(
         connect(&nginx, "/statecast/ws", &nginx.origin())
             .await

@@ -7,27 +7,17 @@
 //!
 //! `scripts/test` installs `nats-server` (apt); a missing one is a failure, never a skip.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{fresh_dir, http_request, start_server_in, Addrs, Server, TIMEOUT};
+use super::{fresh_dir, http_request, reserved_port, start_server_in, Addrs, Server, TIMEOUT};
 
 const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
 /// How long a NATS server (or a NATS cluster electing its JetStream leader) may take to be ready.
 pub const NATS_READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A loopback port that was free a moment ago. The kernel hands out ephemeral ports in turn, so
-/// one is not handed out again soon; the servers get fixed ports because a restart must come
-/// back on the same one and the cluster's routes must be known before any server starts.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-        .port()
-}
 
 /// One `nats-server` process of a [`Nats`] deployment.
 pub struct NatsServer {
@@ -154,12 +144,12 @@ impl Nats {
 
     fn start_with(n: usize, max_file_store: &str, extra: impl Fn(usize) -> String) -> Self {
         let dir = fresh_dir("nats");
-        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let cluster_ports: Vec<u16> = (0..n).map(|_| reserved_port()).collect();
         let mut servers = Vec::with_capacity(n);
         for (i, cluster_port) in cluster_ports.iter().enumerate() {
             let name = format!("n{i}");
-            let port = free_port();
-            let monitor_port = free_port();
+            let port = reserved_port();
+            let monitor_port = reserved_port();
             let store = dir.join(format!("store-{name}"));
             let log = dir.join(format!("{name}.log"));
             let mut config = format!(
