@@ -39,6 +39,10 @@ fn main() -> ExitCode {
     };
     let ready_file = config.ready_file.clone();
     runtime.block_on(async {
+        // Signal handlers exist before anything is announced: whoever reads the ready line (a
+        // supervisor, a test) may send SIGTERM at once, and a signal that arrives before its
+        // handler is registered takes the default action — death with no drain and no exit 0.
+        let shutdown_signal = ShutdownSignal::register();
         let running = match statecast::server::start(config).await {
             Ok(running) => running,
             Err(error) => {
@@ -59,7 +63,7 @@ fn main() -> ExitCode {
         // The one line statecast prints on stdout (logs go to stderr); a closed stdout is no
         // reason to stop serving.
         let _ = writeln!(std::io::stdout(), "{}", running.ready_line());
-        wait_for_signal().await;
+        shutdown_signal.recv().await;
         running.shutdown().await;
         ExitCode::SUCCESS
     })
@@ -85,25 +89,49 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM, whichever comes first. Registered up front (see `main`) so that no signal
+/// sent after the ready line can find the process without a handler; a handler that cannot be
+/// registered leaves that signal's default action (termination) in place.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn register() -> ShutdownSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignal {
+                term: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        ShutdownSignal {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(self.term.as_mut()) => {}
+                _ = next(self.interrupt.as_mut()) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
