@@ -400,7 +400,12 @@ pub struct Config {
     pub alert_query: Option<String>,
 
     /// The states that fire an alert (comma-separated).
-    #[arg(long, env = "STATECAST_ALERT_STATES", value_delimiter = ',', default_value = "critical,warning,expired")]
+    #[arg(
+        long,
+        env = "STATECAST_ALERT_STATES",
+        value_delimiter = ',',
+        default_value = "critical,warning,expired"
+    )]
     pub alert_states: Vec<String>,
 
     /// Attribute or tag names (comma-separated) copied onto each alert as labels: an attribute's

@@ -294,7 +294,11 @@ impl Firing {
         if let Some(metric) = event.metric {
             annotations.insert("metric".to_owned(), metric.as_f64().to_string());
         }
-        let link = self.rules.external_url.as_deref().map(|url| link(url, event));
+        let link = self
+            .rules
+            .external_url
+            .as_deref()
+            .map(|url| link(url, event));
         if let Some(link) = &link {
             annotations.insert("link".to_owned(), link.clone());
         }
@@ -311,7 +315,10 @@ impl Firing {
 /// The dashboard filtered to the key: `URL?query=host = "H" and service = "S"`, encoded.
 fn link(base: &str, event: &Event) -> String {
     let part = |name: &str, value: &Option<String>| match value {
-        Some(value) => format!("{name} = \"{}\"", value.replace('\\', "\\\\").replace('"', "\\\"")),
+        Some(value) => format!(
+            "{name} = \"{}\"",
+            value.replace('\\', "\\\\").replace('"', "\\\"")
+        ),
         None => format!("{name} = nil"),
     };
     let query = format!(

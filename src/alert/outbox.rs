@@ -169,7 +169,10 @@ mod tests {
     fn a_failed_batch_goes_back_in_front_unless_a_newer_word_came() {
         let stats = AlertmanagerStats::default();
         let outbox = Outbox::new(10);
-        outbox.push(&[alert("a", None), alert("b", None), alert("c", None)], &stats);
+        outbox.push(
+            &[alert("a", None), alert("b", None), alert("c", None)],
+            &stats,
+        );
         let batch = outbox.take(2, &stats);
         outbox.push(&[alert("b", Some(9))], &stats);
         outbox.put_back(batch, &stats);

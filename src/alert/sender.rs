@@ -51,13 +51,13 @@ pub struct Target {
 impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
         let url = url.trim();
-        let bad = |why: &str| {
-            format!("--alertmanager {url:?}: {why} (e.g. http://127.0.0.1:9093)")
-        };
+        let bad = |why: &str| format!("--alertmanager {url:?}: {why} (e.g. http://127.0.0.1:9093)");
         let rest = match url.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
             Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-                return Err(bad("https is not supported yet (a local proxy can add TLS)"))
+                return Err(bad(
+                    "https is not supported yet (a local proxy can add TLS)",
+                ))
             }
             _ => return Err(bad("the URL must start with http://")),
         };
@@ -272,8 +272,17 @@ mod tests {
             (target.authority.as_str(), target.path.as_str()),
             ("am:80", "/alertmanager/api/v2/alerts")
         );
-        assert_eq!(Target::parse("http://[::1]:9").unwrap().authority, "[::1]:9");
-        for bad in ["https://am:9093", "am:9093", "http://", "http://u@am", "http://am/?x"] {
+        assert_eq!(
+            Target::parse("http://[::1]:9").unwrap().authority,
+            "[::1]:9"
+        );
+        for bad in [
+            "https://am:9093",
+            "am:9093",
+            "http://",
+            "http://u@am",
+            "http://am/?x",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

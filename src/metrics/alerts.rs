@@ -66,7 +66,12 @@ pub struct AlertMetrics {
 }
 
 /// A family per Alertmanager: name, type, help, the value read from its figures.
-type Family = (&'static str, &'static str, &'static str, fn(&AlertmanagerStats) -> String);
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&AlertmanagerStats) -> String,
+);
 
 #[rustfmt::skip]
 const FAMILIES: [Family; 5] = [
@@ -97,7 +102,11 @@ impl AlertMetrics {
         for (name, kind, help, read) in FAMILIES {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for stats in alertmanagers {
-                let url = stats.url.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let url = stats
+                    .url
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
                 let _ = writeln!(out, "{name}{{alertmanager=\"{url}\"}} {}", read(stats));
             }
         }

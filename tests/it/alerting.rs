@@ -1,0 +1,190 @@
+//! `--alertmanager`: statecast as an Alertmanager client, against Debian's real
+//! `prometheus-alertmanager`, which notifies a webhook the test serves. A critical reaches the
+//! webhook firing with its labels and link; ok, or an ack, resolves it; an unack fires it again;
+//! an Alertmanager that was away gets the alerts once it is back.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Alertmanager's own waits (group_wait, group_interval) plus a resend or two, with margin.
+const NOTIFIED: Duration = Duration::from_secs(30);
+
+async fn post(server: &Addrs, path: &str, body: Value) -> HttpResponse {
+    let json = [("Content-Type", "application/json")];
+    http_request(
+        server.http,
+        "POST",
+        path,
+        &json,
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+async fn send(server: &Addrs, host: &str, state: &str) {
+    let event = serde_json::json!([{
+        "host": host, "service": "cpu", "state": state, "metric": 0.97,
+        "description": "load 12", "team": "db"
+    }]);
+    let res = post(server, "/api/event", event).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+}
+
+/// Waits until the webhook has received at least `n` alerts of `host` with `status`; returns
+/// the last.
+async fn notified(
+    webhook: &Webhook,
+    am: &Alertmanager,
+    host: &str,
+    status: &str,
+    n: usize,
+) -> Value {
+    eventually(
+        NOTIFIED,
+        &format!("{n} {status} notification(s) of {host}"),
+        || async {
+            let got = webhook.matching(status, &[("host", host)]);
+            if got.len() >= n {
+                Ok(got.last().cloned().unwrap_or_default())
+            } else {
+                Err(format!("webhook got {:?}\n{}", webhook.alerts(), am.log()))
+            }
+        },
+    )
+    .await
+}
+
+fn alerting_flags(am: &Alertmanager) -> Vec<String> {
+    [
+        "--alertmanager",
+        &am.url(),
+        "--alert-resend",
+        "1s",
+        "--alert-labels",
+        "team",
+        "--external-url",
+        "http://dash.example.com/statecast/",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn start(am: &Alertmanager) -> InProcess {
+    let flags = alerting_flags(am);
+    InProcess::start(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[tokio::test]
+async fn a_critical_fires_with_its_labels_and_link_and_ok_resolves_it() {
+    let webhook = Webhook::start().await;
+    let am = Alertmanager::start(&webhook);
+    let server = start(&am);
+    send(&server, "web1", "critical").await;
+
+    let firing = notified(&webhook, &am, "web1", "firing", 1).await;
+    let labels = &firing["labels"];
+    assert_eq!(labels["alertname"], "statecast");
+    assert_eq!(labels["service"], "cpu");
+    assert_eq!(labels["state"], "critical");
+    assert_eq!(labels["team"], "db", "--alert-labels copies the attribute");
+    let link = "http://dash.example.com/statecast/?query=host%20%3D%20%22web1%22%20and%20service%20%3D%20%22cpu%22";
+    assert_eq!(firing["annotations"]["link"], link);
+    assert_eq!(firing["annotations"]["description"], "load 12");
+    assert_eq!(firing["annotations"]["metric"], "0.97");
+    assert_eq!(firing["generatorURL"], link);
+
+    send(&server, "web1", "ok").await;
+    let resolved = notified(&webhook, &am, "web1", "resolved", 1).await;
+    assert_eq!(resolved["labels"]["state"], "critical");
+    let url = am.url();
+    let sent = format!("statecast_alerts_sent_total{{alertmanager=\"{url}\"}}");
+    assert!(server.metric(&sent).await >= 2, "firing and resolved sent");
+    assert_eq!(server.metric("statecast_alerts_firing").await, 0);
+}
+
+#[tokio::test]
+async fn an_ack_resolves_the_alert_and_an_unack_fires_it_again() {
+    let webhook = Webhook::start().await;
+    let am = Alertmanager::start(&webhook);
+    let server = start(&am);
+    send(&server, "web2", "critical").await;
+    notified(&webhook, &am, "web2", "firing", 1).await;
+
+    let key = serde_json::json!({"host": "web2", "service": "cpu", "note": "on it", "by": "ann"});
+    let res = post(&server, "/api/ack", key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    notified(&webhook, &am, "web2", "resolved", 1).await;
+    assert_eq!(server.metric("statecast_alerts_firing").await, 0);
+
+    let key = serde_json::json!({"host": "web2", "service": "cpu", "by": "ann"});
+    let res = post(&server, "/api/unack", key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    notified(&webhook, &am, "web2", "firing", 2).await;
+    assert_eq!(server.metric("statecast_alerts_firing").await, 1);
+}
+
+#[tokio::test]
+async fn an_alertmanager_away_gets_the_alerts_once_it_is_back() {
+    let webhook = Webhook::start().await;
+    let mut am = Alertmanager::configured(&webhook);
+    let server = start(&am);
+    let url = am.url();
+    let failed = format!("statecast_alerts_failed_total{{alertmanager=\"{url}\"}}");
+    let sent = format!("statecast_alerts_sent_total{{alertmanager=\"{url}\"}}");
+
+    // Not started yet: the alert waits and is retried.
+    send(&server, "web3", "critical").await;
+    server.wait_for_metric(&failed, 1).await;
+    assert_eq!(server.metric(&sent).await, 0);
+    am.spawn();
+    notified(&webhook, &am, "web3", "firing", 1).await;
+    server.wait_for_metric(&sent, 1).await;
+
+    // Killed, and back empty: the next resends give it the alert again.
+    am.kill();
+    let failed_before = server.metric(&failed).await;
+    server.wait_for_metric(&failed, failed_before + 1).await;
+    am.spawn();
+    let held = eventually(
+        NOTIFIED,
+        "the restarted Alertmanager holds the alert",
+        || async {
+            let alerts = am.alerts().await?;
+            alerts
+                .into_iter()
+                .find(|a| a["labels"]["host"] == "web3" && a["status"]["state"] == "active")
+                .ok_or_else(|| "not yet".to_owned())
+        },
+    )
+    .await;
+    assert_eq!(held["labels"]["state"], "critical");
+
+    // Away again while the key recovers: the resolved alert (never resent) is retried until the
+    // Alertmanager takes it.
+    am.kill();
+    let sent_before = server.metric(&sent).await;
+    let failed_before = server.metric(&failed).await;
+    send(&server, "web3", "ok").await;
+    server.wait_for_metric(&failed, failed_before + 1).await;
+    am.spawn();
+    metric_reaches(&server, &sent, sent_before + 1).await;
+    let queue = format!("statecast_alerts_queue{{alertmanager=\"{url}\"}}");
+    assert_eq!(server.metric(&queue).await, 0);
+}
+
+/// Waits (longer than `wait_for_metric`: a retry may be up to its 10 s backoff away) until the
+/// sample `name` is at least `at_least`.
+async fn metric_reaches(server: &Addrs, name: &str, at_least: u64) {
+    eventually(NOTIFIED, &format!("{name} >= {at_least}"), || async {
+        let value = server.metric(name).await;
+        if value >= at_least {
+            Ok(())
+        } else {
+            Err(value.to_string())
+        }
+    })
+    .await;
+}
