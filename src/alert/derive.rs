@@ -12,6 +12,11 @@
 //! its first `startsAt`. A state change between two alert states (critical → warning) resolves the
 //! alert of the old state and fires one for the new: `state` is a label, so they are two alerts to
 //! Alertmanager.
+//!
+//! A key that flaps (more than 5 changes into or out of an alert state within 10 minutes, the
+//! dashboard's rule: `flap.rs`) fires one alert with `flapping="true"` and no `state` label in
+//! place of its state alerts, until it settles (at most 2 changes within the last 10 minutes,
+//! judged at each resend); then its problem's alert fires again if the problem lasts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,6 +25,8 @@ use crate::action::{ActionRecord, KeyName};
 use crate::change::{Change, ChangeKind, Snapshot, StateChange};
 use crate::event::Event;
 use crate::query::Query;
+
+use super::flap::Flaps;
 
 /// The `alertname` label of every alert statecast sends.
 pub const ALERT_NAME: &str = "statecast";
@@ -68,8 +75,8 @@ struct Problem {
 }
 
 impl Problem {
-    fn firing(&self) -> bool {
-        !self.acked && !self.silenced
+    fn muted(&self) -> bool {
+        self.acked || self.silenced
     }
 }
 
@@ -78,6 +85,11 @@ impl Problem {
 pub struct Firing {
     rules: Rules,
     problems: HashMap<KeyName, Problem>,
+    /// Recent changes of every key, for flap detection.
+    flaps: Flaps,
+    /// Each flapping key: its latest event (its alert's labels, the query's judgement) and since
+    /// when it flaps. Kept here, not read from `flaps`, so a transition sees what fired before.
+    flapping: HashMap<KeyName, (Arc<Event>, i64)>,
     /// The last `seq` applied: changes at or before it are already in.
     seq: u64,
     /// Alerts firing now (kept as changes fire and resolve them, not counted each time).
@@ -93,6 +105,8 @@ impl Firing {
         Self {
             rules,
             problems: HashMap::new(),
+            flaps: Flaps::default(),
+            flapping: HashMap::new(),
             seq: 0,
             count: 0,
         }
@@ -102,9 +116,13 @@ impl Firing {
     pub fn firing(&self) -> Vec<Alert> {
         let mut alerts: Vec<Alert> = self
             .problems
-            .values()
-            .filter(|p| p.firing())
-            .map(|p| self.alert(p, None))
+            .keys()
+            .chain(
+                self.flapping
+                    .keys()
+                    .filter(|k| !self.problems.contains_key(*k)),
+            )
+            .filter_map(|key| self.current(key))
             .collect();
         // The same order on every node and every resend.
         alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -116,15 +134,67 @@ impl Firing {
         self.count
     }
 
+    /// The alert `key` fires now, if any: its flapping alert while it flaps (and the query
+    /// matched its latest change), else its problem's; none while acked or silenced.
+    fn current(&self, key: &KeyName) -> Option<Alert> {
+        let problem = self.problems.get(key);
+        if problem.is_some_and(Problem::muted) {
+            return None;
+        }
+        if let Some((event, since)) = self.flapping.get(key) {
+            let since = *since;
+            return self
+                .rules
+                .query
+                .as_ref()
+                .is_none_or(|q| q.matches(event))
+                .then(|| {
+                    let changes = self.flaps.recent_changes(key);
+                    self.flapping_alert(event, since, changes)
+                });
+        }
+        problem.map(|p| self.alert(p, None))
+    }
+
+    /// Runs `change` on the state of `key`, and returns what it does to the key's alert: the
+    /// alert it fired before resolved at `now` (unless it is the same alert), the one it fires
+    /// after (unless it fired already).
+    fn transition(
+        &mut self,
+        key: &KeyName,
+        now: i64,
+        change: impl FnOnce(&mut Self),
+    ) -> Vec<Alert> {
+        let before = self.current(key);
+        change(self);
+        let after = self.current(key);
+        let mut out = Vec::new();
+        match (before, after) {
+            (Some(before), Some(after)) if before.labels == after.labels => {}
+            (before, after) => {
+                out.extend(before.map(|mut alert| {
+                    alert.resolved_at = Some(now);
+                    alert
+                }));
+                out.extend(after);
+            }
+        }
+        let fired = out.iter().filter(|a| a.resolved_at.is_none()).count();
+        self.count = (self.count + fired).saturating_sub(out.len() - fired);
+        out
+    }
+
     /// Starts over from `snapshot` (at the start, or after missing changes): what fired before
     /// and no longer does is resolved at `now`; everything firing is sent again. After a
     /// restart a key's `startsAt` is its latest event's time (the snapshot holds no older one);
-    /// Alertmanager keeps the earlier start of an alert it still holds.
+    /// Alertmanager keeps the earlier start of an alert it still holds. Flap detection keeps
+    /// what it knew.
     pub fn resync(&mut self, snapshot: &Snapshot, now: i64) -> Vec<Alert> {
         let acks = &snapshot.actions.acks;
         let acked: std::collections::HashSet<KeyName> = acks.iter().map(|a| a.key()).collect();
         let silenced: std::collections::HashSet<&KeyName> =
             snapshot.actions.silenced.iter().collect();
+        let fired = self.firing();
         let before = std::mem::take(&mut self.problems);
         for event in &snapshot.events {
             let key = key_of(event);
@@ -142,18 +212,17 @@ impl Firing {
             }
         }
         self.seq = snapshot.seq;
-        let mut out: Vec<Alert> = before
-            .values()
-            .filter(|p| p.firing())
-            .map(|p| self.alert(p, Some(now)))
-            .filter(|old| {
-                !self
-                    .problems
-                    .values()
-                    .any(|p| p.firing() && self.labels(&p.event) == old.labels)
+        let firing = self.firing();
+        let labels: std::collections::HashSet<&BTreeMap<String, String>> =
+            firing.iter().map(|a| &a.labels).collect();
+        let mut out: Vec<Alert> = fired
+            .into_iter()
+            .filter(|old| !labels.contains(&old.labels))
+            .map(|mut old| {
+                old.resolved_at = Some(now);
+                old
             })
             .collect();
-        let firing = self.firing();
         self.count = firing.len();
         out.extend(firing);
         out
@@ -165,35 +234,71 @@ impl Firing {
             return Vec::new();
         }
         self.seq = change.seq;
-        let out = match &change.kind {
+        match &change.kind {
             ChangeKind::State(state) => self.apply_state(state, now),
             ChangeKind::Action(record) => self.apply_record(record, now),
-        };
-        // Each alert out is one that starts or stops firing.
-        let fired = out.iter().filter(|a| a.resolved_at.is_none()).count();
-        self.count = (self.count + fired).saturating_sub(out.len() - fired);
+        }
+    }
+
+    /// The keys that stopped flapping by `now` (too few changes left in the window): their
+    /// flapping alert resolves, and their problem's fires if it lasts.
+    pub fn settle(&mut self, now: i64) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for key in self.flaps.settle(now) {
+            out.extend(self.transition(&key, now, |this| {
+                this.flapping.remove(&key);
+            }));
+        }
         out
     }
 
     fn apply_state(&mut self, change: &StateChange, now: i64) -> Vec<Alert> {
         let key = key_of(&change.event);
-        let old = self.problems.remove(&key);
-        let mut out = Vec::new();
-        if let Some(old) = old.as_ref().filter(|p| p.firing()) {
-            out.push(self.alert(old, Some(now)));
-        }
-        if !change.removed && self.alerts_on(&change.event) {
-            let problem = Problem {
-                event: Arc::clone(&change.event),
-                since: change.event.time_micros,
-                // An ack lasts until the key is ok again (or it ends otherwise: an unack record).
-                acked: old.as_ref().is_some_and(|p| p.acked),
-                silenced: change.silenced,
-            };
-            if problem.firing() {
-                out.push(self.alert(&problem, None));
+        let mut forgotten = None;
+        let mut out = self.transition(&key, now, |this| {
+            let old = this.problems.remove(&key);
+            if change.removed {
+                this.flaps.forget(&key);
+                this.flapping.remove(&key);
+                return;
             }
-            self.problems.insert(key, problem);
+            // Only changes into or out of an alert state count: a key flapping between two
+            // states nobody alerts on is nothing to say.
+            let states = &this.rules.states;
+            let counts = states.contains(&change.previous_state)
+                || change
+                    .event
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| states.contains(s));
+            if counts {
+                forgotten = this.flaps.record(&key, change.event.time_micros);
+            }
+            match this.flaps.flapping_since(&key) {
+                Some(since) => {
+                    this.flapping
+                        .insert(key.clone(), (Arc::clone(&change.event), since));
+                }
+                None => {
+                    this.flapping.remove(&key);
+                }
+            }
+            if this.alerts_on(&change.event) {
+                let problem = Problem {
+                    event: Arc::clone(&change.event),
+                    since: change.event.time_micros,
+                    // An ack lasts until the key is ok again (or it ends otherwise: an unack).
+                    acked: old.as_ref().is_some_and(|p| p.acked),
+                    silenced: change.silenced,
+                };
+                this.problems.insert(key.clone(), problem);
+            }
+        });
+        // A key flap detection forgot to make room stops flapping.
+        if let Some(forgotten) = forgotten {
+            out.extend(self.transition(&forgotten, now, |this| {
+                this.flapping.remove(&forgotten);
+            }));
         }
         out
     }
@@ -230,18 +335,14 @@ impl Firing {
     fn mute(&mut self, keys: &[KeyName], now: i64, set: impl Fn(&mut Problem)) -> Vec<Alert> {
         let mut out = Vec::new();
         for key in keys {
-            let Some(problem) = self.problems.get_mut(key) else {
+            if !self.problems.contains_key(key) {
                 continue;
-            };
-            let was = problem.firing();
-            set(problem);
-            let is = problem.firing();
-            let problem = problem.clone();
-            match (was, is) {
-                (true, false) => out.push(self.alert(&problem, Some(now))),
-                (false, true) => out.push(self.alert(&problem, None)),
-                _ => {}
             }
+            out.extend(self.transition(key, now, |this| {
+                if let Some(problem) = this.problems.get_mut(key) {
+                    set(problem);
+                }
+            }));
         }
         out
     }
@@ -280,6 +381,39 @@ impl Firing {
         labels
     }
 
+    /// The one alert of a flapping key: no `state` label (it keeps changing), `flapping="true"`.
+    fn flapping_alert(&self, event: &Event, since: i64, changes: usize) -> Alert {
+        let mut labels = self.labels(event);
+        labels.remove("state");
+        labels.insert("flapping".to_owned(), "true".to_owned());
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "description".to_owned(),
+            format!(
+                "flapping: {changes} changes of state within {} minutes",
+                super::flap::FLAP_WINDOW / 60_000_000
+            ),
+        );
+        let link = self.link(event);
+        if let Some(link) = &link {
+            annotations.insert("link".to_owned(), link.clone());
+        }
+        Alert {
+            labels,
+            annotations,
+            starts_at: since,
+            resolved_at: None,
+            generator_url: link,
+        }
+    }
+
+    fn link(&self, event: &Event) -> Option<String> {
+        self.rules
+            .external_url
+            .as_deref()
+            .map(|url| link(url, event))
+    }
+
     fn alert(&self, problem: &Problem, resolved_at: Option<i64>) -> Alert {
         let event = &problem.event;
         let mut annotations = BTreeMap::new();
@@ -294,11 +428,7 @@ impl Firing {
         if let Some(metric) = event.metric {
             annotations.insert("metric".to_owned(), metric.as_f64().to_string());
         }
-        let link = self
-            .rules
-            .external_url
-            .as_deref()
-            .map(|url| link(url, event));
+        let link = self.link(event);
         if let Some(link) = &link {
             annotations.insert("link".to_owned(), link.clone());
         }

@@ -13,6 +13,7 @@
 //! nothing here is known by the engine, the transports or the web.
 
 pub mod derive;
+mod flap;
 mod outbox;
 mod sender;
 
@@ -43,7 +44,7 @@ pub struct AlertConfig {
 }
 
 /// The labels an `--alert-labels` name may not take (statecast sets them).
-pub const RESERVED_LABELS: [&str; 4] = ["alertname", "host", "service", "state"];
+pub const RESERVED_LABELS: [&str; 5] = ["alertname", "host", "service", "state", "flapping"];
 
 /// Checks one `--alert-labels` name: a Prometheus label name that statecast does not set itself.
 pub fn check_label_name(name: &str) -> Result<String, String> {
@@ -123,7 +124,9 @@ impl Deriving {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = resend.tick() => {
-                        let alerts = self.firing.firing();
+                        // Keys that stopped flapping first, then every alert firing, again.
+                        let mut alerts = self.firing.settle(now_micros());
+                        alerts.extend(self.firing.firing());
                         self.push(&alerts);
                     }
                     received = subscription.changes.recv() => match received {

@@ -188,3 +188,39 @@ async fn metric_reaches(server: &Addrs, name: &str, at_least: u64) {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_flapping_key_fires_one_flapping_alert() {
+    let webhook = Webhook::start().await;
+    let am = Alertmanager::start(&webhook);
+    let server = start(&am);
+    for state in [
+        "critical", "ok", "critical", "ok", "critical", "ok", "critical",
+    ] {
+        send(&server, "web4", state).await;
+    }
+    let flapping = eventually(NOTIFIED, "a flapping alert of web4", || async {
+        let got = webhook.matching("firing", &[("host", "web4"), ("flapping", "true")]);
+        got.last()
+            .cloned()
+            .ok_or_else(|| format!("{:?}\n{}", webhook.alerts(), am.log()))
+    })
+    .await;
+    assert_eq!(flapping["labels"]["state"], Value::Null, "no state label");
+    let url = am.url();
+    let sent = format!("statecast_alerts_sent_total{{alertmanager=\"{url}\"}}");
+    server.wait_for_metric(&sent, 1).await;
+    assert_eq!(
+        server.metric("statecast_alerts_firing").await,
+        1,
+        "only the flapping alert"
+    );
+    // The state alerts went to Alertmanager too before it flapped; none of them is firing there.
+    let held = am.alerts().await.unwrap_or_default();
+    let active: Vec<&Value> = held
+        .iter()
+        .filter(|a| a["labels"]["host"] == "web4" && a["status"]["state"] == "active")
+        .collect();
+    assert_eq!(active.len(), 1, "{held:?}");
+    assert_eq!(active[0]["labels"]["flapping"], "true");
+}

@@ -221,3 +221,45 @@ fn a_resync_resolves_what_stopped_firing_and_sends_what_fires() {
         .apply(&state(9, event("web5", "critical", 10), "ok"), 0)
         .is_empty());
 }
+
+#[test]
+fn a_flapping_key_fires_one_flapping_alert_until_it_settles() {
+    let minute = 60 * 1_000_000;
+    let mut firing = Firing::new(rules());
+    let mut all = Vec::new();
+    let states = ["critical", "ok", "critical", "ok", "critical", "ok"];
+    for (i, to) in states.iter().enumerate() {
+        let previous = if i % 2 == 0 { "ok" } else { "critical" };
+        let at = i as i64 * minute;
+        all = firing.apply(&state(i as u64 + 1, event("web1", to, at), previous), at);
+    }
+    // The sixth change (to ok) resolves the critical alert and starts flapping: one alert,
+    // without a state.
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(summary(&all[..1]), [s("web1", "critical", false)]);
+    let flapping = &all[1];
+    assert_eq!(flapping.labels["flapping"], "true");
+    assert!(!flapping.labels.contains_key("state"));
+    assert_eq!(flapping.starts_at, 5 * minute);
+    assert_eq!(flapping.resolved_at, None);
+    assert_eq!(
+        flapping.annotations["description"],
+        "flapping: 6 changes of state within 10 minutes"
+    );
+    // More changes: it goes on flapping, nothing new to say.
+    let out = firing.apply(&state(7, event("web1", "critical", 6 * minute), "ok"), 0);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(firing.firing().len(), 1);
+    assert!(
+        firing.settle(12 * minute).is_empty(),
+        "still 3 changes in the window"
+    );
+    // Settled (the changes at 5 and 6 minutes left): the flapping alert resolves and the
+    // problem, still there, fires.
+    let out = firing.settle(14 * minute + 1);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].labels["flapping"], "true");
+    assert_eq!(out[0].resolved_at, Some(14 * minute + 1));
+    assert_eq!(summary(&out[1..]), [s("web1", "critical", true)]);
+    assert_eq!(firing.firing_count(), 1);
+}
