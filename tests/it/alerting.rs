@@ -224,3 +224,71 @@ async fn a_flapping_key_fires_one_flapping_alert() {
     assert_eq!(active.len(), 1, "{held:?}");
     assert_eq!(active[0]["labels"]["flapping"], "true");
 }
+
+/// Two cluster nodes (one nats-server) derive the same alerts from the same changes: both send
+/// the alert of an event ingested on one of them, with the same labels and `startsAt`, and
+/// Alertmanager holds it once; an ack on the other node resolves it from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cluster_nodes_send_the_same_alert_and_alertmanager_holds_it_once() {
+    let webhook = Webhook::start().await;
+    let am = Alertmanager::start(&webhook);
+    let nats = Nats::single();
+    let flags = alerting_flags(&am);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let spec = ClusterSpec::new(&nats, "alerting").with(&flags);
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec, "b").await;
+    let url = am.url();
+    let sent = format!("statecast_alerts_sent_total{{alertmanager=\"{url}\"}}");
+    let firing = "statecast_alerts_firing";
+
+    send(&a, "web5", "critical").await;
+    notified(&webhook, &am, "web5", "firing", 1).await;
+    for node in [&a, &b] {
+        metric_reaches(node, &sent, 1).await;
+        metric_reaches(node, firing, 1).await;
+    }
+    let held = am.alerts().await.unwrap_or_default();
+    let web5: Vec<&Value> = held
+        .iter()
+        .filter(|alert| alert["labels"]["host"] == "web5")
+        .collect();
+    assert_eq!(web5.len(), 1, "one alert from both nodes: {held:?}");
+    let state = http_request(b.http, "GET", "/api/state", &[], b"")
+        .await
+        .json();
+    // Compared as times: Alertmanager writes them with Go's trimmed fractions.
+    let time = |value: &Value| {
+        chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap_or_default()).ok()
+    };
+    assert!(time(&state[0]["time"]).is_some(), "{state}");
+    assert_eq!(
+        time(&web5[0]["startsAt"]),
+        time(&state[0]["time"]),
+        "the change's time, on both nodes: {} {}",
+        web5[0]["startsAt"],
+        state[0]["time"]
+    );
+
+    let key = serde_json::json!({"host": "web5", "service": "cpu", "note": "mine", "by": "bo"});
+    let res = post(&b, "/api/ack", key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    notified(&webhook, &am, "web5", "resolved", 1).await;
+    for node in [&a, &b] {
+        eventually(NOTIFIED, "no alert firing", || async {
+            let value = node.metric(firing).await;
+            if value == 0 {
+                Ok(())
+            } else {
+                Err(value.to_string())
+            }
+        })
+        .await;
+    }
+    assert_eq!(
+        webhook.matching("firing", &[("host", "web5")]).len(),
+        1,
+        "notified once while it fired: {:?}",
+        webhook.alerts()
+    );
+}
