@@ -103,10 +103,24 @@ async fn a_critical_fires_with_its_labels_and_link_and_ok_resolves_it() {
     let sent = format!("statecast_alerts_sent_total{{alertmanager=\"{url}\"}}");
     assert!(server.metric(&sent).await >= 2, "firing and resolved sent");
     assert_eq!(server.metric("statecast_alerts_firing").await, 0);
+
+    // The alerting families read clean, and say when a POST last went through.
+    let metrics = http_request(server.http, "GET", "/metrics", &[], b"")
+        .await
+        .body;
+    let (clean, said) = promtool_check_metrics(&metrics);
+    assert!(clean && said.trim().is_empty(), "promtool: {said}");
+    let last =
+        format!("statecast_alerts_last_success_timestamp_seconds{{alertmanager=\"{url}\"}} ");
+    let seconds: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&last)?.parse().ok())
+        .unwrap_or_default();
+    assert!(seconds > 1.7e9, "{metrics}");
 }
 
 #[tokio::test]
-async fn an_ack_resolves_the_alert_and_an_unack_fires_it_again() {
+async fn an_ack_or_a_silence_resolves_the_alert_and_its_end_fires_it_again() {
     let webhook = Webhook::start().await;
     let am = Alertmanager::start(&webhook);
     let server = start(&am);
@@ -124,6 +138,19 @@ async fn an_ack_resolves_the_alert_and_an_unack_fires_it_again() {
     assert_eq!(res.status, 200, "{}", res.body);
     notified(&webhook, &am, "web2", "firing", 2).await;
     assert_eq!(server.metric("statecast_alerts_firing").await, 1);
+
+    // A silence does the same: resolved while it lasts, firing again once it is deleted.
+    let silence = serde_json::json!({
+        "query": "host = \"web2\"", "comment": "maintenance", "by": "ann", "duration": "1h"
+    });
+    let res = post(&server, "/api/silence", silence).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    notified(&webhook, &am, "web2", "resolved", 2).await;
+    let id = res.json()["id"].as_str().unwrap_or_default().to_owned();
+    let path = format!("/api/silence/{id}?by=ann");
+    let res = http_request(server.http, "DELETE", &path, &[], b"").await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    notified(&webhook, &am, "web2", "firing", 3).await;
 }
 
 #[tokio::test]
