@@ -319,3 +319,41 @@ async fn two_cluster_nodes_send_the_same_alert_and_alertmanager_holds_it_once() 
         webhook.alerts()
     );
 }
+
+/// An "Alertmanager" that takes connections and never answers: ingest goes on, one POST of at
+/// most 64 alerts is in flight, the rest wait in the queue.
+#[tokio::test]
+async fn an_alertmanager_that_never_answers_holds_one_batch_and_the_rest_wait() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket); // kept open, never read
+        }
+    });
+    let server = InProcess::start(&["--alertmanager", &url]);
+    let events: Vec<Value> = (0..100)
+        .map(
+            |i| serde_json::json!({"host": format!("h{i}"), "service": "cpu", "state": "critical"}),
+        )
+        .collect();
+    let res = post(&server, "/api/event", Value::Array(events)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let queue = format!("statecast_alerts_queue{{alertmanager=\"{url}\"}}");
+    server.wait_for_metric("statecast_alerts_firing", 100).await;
+    // 100 alerts, 64 in flight (the first POST, unanswered for its 10 s), 36 waiting.
+    eventually(NOTIFIED, "36 alerts waiting", || async {
+        let waiting = server.metric(&queue).await;
+        if waiting == 36 {
+            Ok(())
+        } else {
+            Err(waiting.to_string())
+        }
+    })
+    .await;
+    // Ingest is not held up by it.
+    send(&server, "web6", "critical").await;
+    server.wait_for_metric("statecast_alerts_firing", 101).await;
+    held.abort();
+}
