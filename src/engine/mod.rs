@@ -646,7 +646,8 @@ impl Owner {
         reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut flush = tokio::time::interval(FLUSH_INTERVAL);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut live = tokio::time::interval(metrics.unwrap_or(std::time::Duration::from_secs(3600)));
+        let mut live =
+            tokio::time::interval(metrics.unwrap_or(std::time::Duration::from_secs(3600)));
         live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -225,6 +225,32 @@ fn ws_examples() -> Vec<(&'static str, String)> {
         })
         .to_text(),
     ));
+    let live = [
+        Event {
+            host: Some("web1".into()),
+            service: Some("disk".into()),
+            state: Some("critical".into()),
+            metric: Some(Metric::Float(99.1)),
+            description: Some("99.1% used".into()),
+            time_micros: 1_796_126_400_000_000,
+            ..Event::default()
+        },
+        Event {
+            host: Some("web2".into()),
+            service: Some("ping".into()),
+            state: Some("ok".into()),
+            time_micros: 1_796_126_399_500_000,
+            ..Event::default()
+        },
+    ];
+    out.push((
+        "ws-metrics",
+        Frame::Metrics(MetricsFrame {
+            time: 1_796_126_400_250,
+            values: Items::new(live.iter().map(MetricValue)),
+        })
+        .to_text(),
+    ));
     out.push((
         "ws-error",
         Frame::Error {
@@ -389,7 +415,7 @@ fn the_readme_lists_exactly_the_frame_types() {
         .map(|(_, text)| frame_type(text))
         .collect();
     let all = [
-        "snapshot", "change", "ack", "unack", "silence", "silences", "stats", "error",
+        "snapshot", "change", "ack", "unack", "silence", "silences", "stats", "metrics", "error",
     ];
     // A new variant of `Frame` must get a name here, an example above and a README line.
     let named = |frame: &Frame<'_>| match frame {
@@ -400,6 +426,7 @@ fn the_readme_lists_exactly_the_frame_types() {
         Frame::Silence { .. } => "silence",
         Frame::Silences { .. } => "silences",
         Frame::Stats(_) => "stats",
+        Frame::Metrics(_) => "metrics",
         Frame::Error { .. } => "error",
     };
     assert_eq!(named(&Frame::Error { error: "" }), "error");

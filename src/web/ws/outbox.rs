@@ -41,6 +41,9 @@ const RESYNC_WINDOW: Duration = Duration::from_secs(60);
 pub(super) enum Outgoing {
     /// A frame that stands on its own: stats, an error reply.
     Frame(Utf8Bytes),
+    /// The client's one `metrics` frame: at most one waits, replaced (by the session, through
+    /// [`Outbox::take_queued_metrics`]) while unsent.
+    Metrics(Utf8Bytes),
     /// A change: part of the client's view, superseded by a new snapshot.
     View(Utf8Bytes),
     /// A snapshot, or a frame of a resume's replay: the start of the client's view, superseded
@@ -54,7 +57,10 @@ impl Outgoing {
     /// What the item counts against the byte budget: its text.
     fn bytes(&self) -> usize {
         match self {
-            Outgoing::Frame(frame) | Outgoing::View(frame) | Outgoing::Start(frame) => frame.len(),
+            Outgoing::Frame(frame)
+            | Outgoing::Metrics(frame)
+            | Outgoing::View(frame)
+            | Outgoing::Start(frame) => frame.len(),
             Outgoing::Ping | Outgoing::Close(..) => 0,
         }
     }
@@ -149,6 +155,22 @@ impl Outbox {
         self.start_bytes -= dropped_start;
     }
 
+    /// Takes the queued `metrics` frame out, if one is still waiting (not yet handed to the
+    /// socket): the session replaces it with one carrying its values and newer ones.
+    pub(super) fn take_queued_metrics(&mut self) -> bool {
+        let Some(at) = self
+            .items
+            .iter()
+            .position(|item| matches!(item, Outgoing::Metrics(_)))
+        else {
+            return false;
+        };
+        if let Some(item) = self.items.remove(at) {
+            self.bytes -= item.bytes();
+        }
+        true
+    }
+
     /// Records a ping read: tungstenite has queued (or will queue) its pong. False when the
     /// client's unflushed pongs are past [`MAX_UNSENT_PONG_BYTES`].
     pub(super) fn pong_queued(&mut self, payload_len: usize) -> bool {
@@ -188,7 +210,7 @@ impl Outbox {
                 Poll::Pending => return Poll::Pending,
             }
             let message = match self.items.pop_front() {
-                Some(Outgoing::Frame(frame) | Outgoing::View(frame)) => {
+                Some(Outgoing::Frame(frame) | Outgoing::Metrics(frame) | Outgoing::View(frame)) => {
                     self.unflushed += frame.len();
                     Message::Text(frame)
                 }

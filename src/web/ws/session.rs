@@ -41,9 +41,11 @@ use tokio::time::Instant;
 
 use self::state::{End, FromClient, Need, SessionState, Step, Why};
 use self::state::{MESSAGES_PER_SECOND, MESSAGE_BURST};
+use super::live_values::{LiveValues, MAX_VALUES_PER_FRAME};
 use super::outbox::Outgoing;
 use super::{Resume, DRAIN_BATCH};
-use crate::broadcast::{self, Published, Receiver};
+use crate::broadcast::{self, MetricsReceiver, Published, Receiver};
+use crate::change::MetricBatch;
 use crate::metrics::Counters;
 use crate::protocol::{ClientMessage, Frame};
 use crate::query::Query;
@@ -78,6 +80,7 @@ pub(super) async fn run(
         app,
         filter,
         resume,
+        live: LiveValues::default(),
     };
     session.run(sink, stream).await;
 }
@@ -90,6 +93,15 @@ struct Session {
     filter: Option<Query>,
     /// Where a reconnecting client left off; used by the first subscription only.
     resume: Option<Resume>,
+    /// Live values taken and not yet handed to the socket (see `live_values`).
+    live: LiveValues,
+}
+
+/// What a subscription streams to the session: the changes after its snapshot, and the live
+/// values taken after it.
+struct Streams {
+    changes: Receiver,
+    metrics: MetricsReceiver,
 }
 
 /// Beyond this many missed changes a resuming client gets a snapshot instead: cheaper for both.
@@ -137,9 +149,14 @@ impl Session {
     /// with each thing that happens is [`SessionState`]'s decision; this loop only waits for
     /// the next one and performs what it is told.
     async fn serve(&mut self, sink: &mut Sink, stream: &mut SplitStream<WebSocket>) -> End {
-        let Some(mut changes) = self.subscribe().await else {
+        let Some(Streams {
+            mut changes,
+            mut metrics,
+        }) = self.subscribe().await
+        else {
             return End::Flush;
         };
+        let mut metrics_open = true;
         let mut stats = self.app.stats.clone();
         // Not the frame built before this client connected (it would not count it): the next.
         stats.mark_unchanged();
@@ -158,7 +175,10 @@ impl Session {
                     Counters::add(&self.app.counters.ws_resyncs, 1);
                 }
                 match self.subscribe_with(need == Need::Resync).await {
-                    Some(fresh) => changes = fresh,
+                    Some(fresh) => {
+                        (changes, metrics) = (fresh.changes, fresh.metrics);
+                        metrics_open = true;
+                    }
                     None => return End::Flush,
                 }
             }
@@ -175,6 +195,16 @@ impl Session {
                     if self.state.may_write() => self.state.written(wrote, Instant::now()),
                 received = changes.recv(), if self.state.takes_changes() => {
                     self.take_changes(received, &mut changes)
+                }
+                // After changes: values let out behind a change are taken after it.
+                received = metrics.recv(), if metrics_open && self.state.takes_changes() => {
+                    match received {
+                        Err(RecvError::Closed) => {
+                            metrics_open = false;
+                            Step::Continue
+                        }
+                        received => self.take_metrics(received, &mut metrics),
+                    }
                 }
                 incoming = stream.next() => self.client_sent(incoming).await,
                 // The rest is over: the loop comes round, takes what waited and writes it.
@@ -256,6 +286,47 @@ impl Session {
         Step::Continue
     }
 
+    /// Takes `received` and the other metric batches the receiver holds into the live values,
+    /// then queues the one `metrics` frame: it replaces the frame still unsent, if any, with
+    /// the latest value of every key of both. A session that missed batches (it did not run
+    /// for [`broadcast::METRIC_BATCHES_KEPT`] intervals) is resynchronised: the snapshot
+    /// carries every current value.
+    fn take_metrics(
+        &mut self,
+        received: Result<Arc<MetricBatch>, RecvError>,
+        metrics: &mut MetricsReceiver,
+    ) -> Step {
+        let now = Instant::now();
+        let mut next = Some(received);
+        while let Some(received) = next.take() {
+            match received {
+                Ok(batch) => {
+                    let filter = self.filter.as_ref();
+                    self.live
+                        .merge(&batch, |e| filter.is_none_or(|q| q.matches(e)));
+                }
+                Err(RecvError::Lagged(_)) => return self.state.missed(now),
+                Err(RecvError::Closed) => break,
+            }
+            next = match metrics.try_recv() {
+                Ok(batch) => Some(Ok(batch)),
+                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => None,
+            };
+        }
+        if self.state.outbox().take_queued_metrics() {
+            self.live.unsent();
+        } else {
+            self.live.sent();
+        }
+        let Some((frame, values)) = self.live.next_frame(MAX_VALUES_PER_FRAME) else {
+            return Step::Continue;
+        };
+        Counters::add(&self.app.counters.ws_metrics_frames, 1);
+        Counters::add(&self.app.counters.ws_metrics_values, values as u64);
+        self.state.metrics(text_frame(frame), now)
+    }
+
     /// Something the client sent (or the end of its stream): the state decides; a request
     /// within the budget is read here, and a refusal is told once.
     async fn client_sent(&mut self, incoming: Option<Result<Message, axum::Error>>) -> Step {
@@ -296,13 +367,19 @@ impl Session {
     ///
     /// Whatever of an earlier snapshot (and the changes after it) is still queued is dropped:
     /// this one replaces it, so subscribing again and again costs at most one queued snapshot.
-    async fn subscribe_with(&mut self, reset: bool) -> Option<Receiver> {
+    async fn subscribe_with(&mut self, reset: bool) -> Option<Streams> {
         let sub = self.app.engine.subscribe().await.ok()?;
+        // Values taken before this subscription are no newer than what it starts from.
+        self.live.clear();
+        let streams = Streams {
+            changes: sub.changes,
+            metrics: sub.metrics,
+        };
         let mut reset = reset;
         if let Some(resume) = self.resume.take() {
             if let Some(frames) = self.replay(resume, sub.snapshot.seq).await {
                 self.state.start_view(frames);
-                return Some(sub.changes);
+                return Some(streams);
             }
             reset = true;
         }
@@ -312,10 +389,10 @@ impl Session {
             .map(|q| |e: &crate::event::Event| q.matches(e));
         let frame = broadcast::snapshot_frame(&sub.snapshot, &self.app.epoch, reset, filter);
         self.state.start_view([text_frame(frame)]);
-        Some(sub.changes)
+        Some(streams)
     }
 
-    async fn subscribe(&mut self) -> Option<Receiver> {
+    async fn subscribe(&mut self) -> Option<Streams> {
         self.subscribe_with(false).await
     }
 
