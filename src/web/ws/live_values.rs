@@ -92,8 +92,7 @@ impl LiveValues {
     }
 
     /// Values waiting for a frame.
-    #[cfg(test)]
-    fn pending(&self) -> usize {
+    pub(super) fn pending(&self) -> usize {
         self.pending.len()
     }
 

@@ -90,6 +90,9 @@ pub(super) struct Outbox {
     unflushed_start: usize,
     /// The socket holds frames that still need a flush.
     needs_flush: bool,
+    /// A `metrics` frame was handed to the socket and is not yet flushed: the next one waits
+    /// (see [`Outbox::metrics_in_flight`]).
+    metrics_unflushed: bool,
     /// Wire bytes of the pongs tungstenite queued for pings read since the last complete flush:
     /// an upper bound of what it holds for them (see [`MAX_UNSENT_PONG_BYTES`]).
     unsent_pong_bytes: usize,
@@ -106,6 +109,7 @@ impl Outbox {
             unflushed: 0,
             unflushed_start: 0,
             needs_flush: false,
+            metrics_unflushed: false,
             unsent_pong_bytes: 0,
         }
     }
@@ -171,6 +175,13 @@ impl Outbox {
         true
     }
 
+    /// Whether a `metrics` frame handed to the socket is still unflushed (the client is not
+    /// reading it). The session then queues no other: values keep merging until it has left,
+    /// so a client that does not read holds one frame, not one per interval.
+    pub(super) fn metrics_in_flight(&self) -> bool {
+        self.metrics_unflushed
+    }
+
     /// Records a ping read: tungstenite has queued (or will queue) its pong. False when the
     /// client's unflushed pongs are past [`MAX_UNSENT_PONG_BYTES`].
     pub(super) fn pong_queued(&mut self, payload_len: usize) -> bool {
@@ -210,8 +221,13 @@ impl Outbox {
                 Poll::Pending => return Poll::Pending,
             }
             let message = match self.items.pop_front() {
-                Some(Outgoing::Frame(frame) | Outgoing::Metrics(frame) | Outgoing::View(frame)) => {
+                Some(Outgoing::Frame(frame) | Outgoing::View(frame)) => {
                     self.unflushed += frame.len();
+                    Message::Text(frame)
+                }
+                Some(Outgoing::Metrics(frame)) => {
+                    self.unflushed += frame.len();
+                    self.metrics_unflushed = true;
                     Message::Text(frame)
                 }
                 Some(Outgoing::Start(frame)) => {
@@ -251,6 +267,7 @@ impl Outbox {
             self.unflushed = 0;
             self.unflushed_start = 0;
             self.needs_flush = false;
+            self.metrics_unflushed = false;
             // The flush wrote tungstenite's pending pongs too.
             self.unsent_pong_bytes = 0;
         }

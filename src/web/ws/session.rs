@@ -170,6 +170,15 @@ impl Session {
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Values held while the last frame was unread go once it has left.
+            if self.live.pending() > 0
+                && self.state.takes_changes()
+                && !self.state.outbox().metrics_in_flight()
+            {
+                if let Step::Close(why) = self.queue_metrics(Instant::now()) {
+                    return why.end();
+                }
+            }
             while let Some(need) = self.state.prepare(Instant::now()) {
                 if need == Need::Resync {
                     Counters::add(&self.app.counters.ws_resyncs, 1);
@@ -314,8 +323,18 @@ impl Session {
                 Err(TryRecvError::Empty | TryRecvError::Closed) => None,
             };
         }
-        if self.state.outbox().take_queued_metrics() {
+        self.queue_metrics(now)
+    }
+
+    /// Queues the one `metrics` frame of what is pending: it replaces the frame still queued,
+    /// if any, with the latest value of every key of both; while one is handed to the socket
+    /// and not yet flushed (the client is not reading), it waits, and values keep merging.
+    fn queue_metrics(&mut self, now: Instant) -> Step {
+        let out = self.state.outbox();
+        if out.take_queued_metrics() {
             self.live.unsent();
+        } else if out.metrics_in_flight() {
+            return Step::Continue;
         } else {
             self.live.sent();
         }
