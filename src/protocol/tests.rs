@@ -225,28 +225,28 @@ fn ws_examples() -> Vec<(&'static str, String)> {
         })
         .to_text(),
     ));
+    // Two keys of the snapshot example (one without metric and description) and one it lacks.
+    let value =
+        |host: &str, service: &str, metric: Option<f64>, description: Option<&str>, ms: i64| {
+            Event {
+                host: Some(host.into()),
+                service: Some(service.into()),
+                state: Some("critical".into()),
+                metric: metric.map(Metric::Float),
+                description: description.map(Into::into),
+                time_micros: 1_796_126_400_000_000 + ms * 1000,
+                ..Event::default()
+            }
+        };
     let live = [
-        Event {
-            host: Some("web1".into()),
-            service: Some("disk".into()),
-            state: Some("critical".into()),
-            metric: Some(Metric::Float(99.1)),
-            description: Some("99.1% used".into()),
-            time_micros: 1_796_126_400_000_000,
-            ..Event::default()
-        },
-        Event {
-            host: Some("web2".into()),
-            service: Some("ping".into()),
-            state: Some("ok".into()),
-            time_micros: 1_796_126_399_500_000,
-            ..Event::default()
-        },
+        value("web1", "cpu", Some(0.99), Some("load 14"), 1000),
+        value("db1", "disk", None, None, 2000),
+        value("web2", "ping", Some(12.5), Some("12.5 ms"), 2000),
     ];
     out.push((
         "ws-metrics",
         Frame::Metrics(MetricsFrame {
-            time: 1_796_126_400_250,
+            time: 1_796_126_402_250,
             values: Items::new(live.iter().map(MetricValue)),
         })
         .to_text(),
