@@ -102,6 +102,8 @@ struct Session {
 struct Streams {
     changes: Receiver,
     metrics: MetricsReceiver,
+    /// False once the metrics channel closed (the engine stopped).
+    metrics_open: bool,
 }
 
 /// Beyond this many missed changes a resuming client gets a snapshot instead: cheaper for both.
@@ -149,14 +151,9 @@ impl Session {
     /// with each thing that happens is [`SessionState`]'s decision; this loop only waits for
     /// the next one and performs what it is told.
     async fn serve(&mut self, sink: &mut Sink, stream: &mut SplitStream<WebSocket>) -> End {
-        let Some(Streams {
-            mut changes,
-            mut metrics,
-        }) = self.subscribe().await
-        else {
+        let Some(mut streams) = self.subscribe().await else {
             return End::Flush;
         };
-        let mut metrics_open = true;
         let mut stats = self.app.stats.clone();
         // Not the frame built before this client connected (it would not count it): the next.
         stats.mark_unchanged();
@@ -170,26 +167,8 @@ impl Session {
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Values held while the last frame was unread go once it has left.
-            if self.live.pending() > 0
-                && self.state.takes_changes()
-                && !self.state.outbox().metrics_in_flight()
-            {
-                if let Step::Close(why) = self.queue_metrics(Instant::now()) {
-                    return why.end();
-                }
-            }
-            while let Some(need) = self.state.prepare(Instant::now()) {
-                if need == Need::Resync {
-                    Counters::add(&self.app.counters.ws_resyncs, 1);
-                }
-                match self.subscribe_with(need == Need::Resync).await {
-                    Some(fresh) => {
-                        (changes, metrics) = (fresh.changes, fresh.metrics);
-                        metrics_open = true;
-                    }
-                    None => return End::Flush,
-                }
+            if let Some(end) = self.before_wait(&mut streams).await {
+                return end;
             }
             let (resting_until, write_deadline, pong_deadline) = (
                 self.state.resting_until(),
@@ -202,18 +181,13 @@ impl Session {
                 biased;
                 wrote = poll_fn(|cx| self.state.outbox().poll_write(sink, cx)),
                     if self.state.may_write() => self.state.written(wrote, Instant::now()),
-                received = changes.recv(), if self.state.takes_changes() => {
-                    self.take_changes(received, &mut changes)
+                received = streams.changes.recv(), if self.state.takes_changes() => {
+                    self.take_changes(received, &mut streams.changes)
                 }
                 // After changes: values let out behind a change are taken after it.
-                received = metrics.recv(), if metrics_open && self.state.takes_changes() => {
-                    match received {
-                        Err(RecvError::Closed) => {
-                            metrics_open = false;
-                            Step::Continue
-                        }
-                        received => self.take_metrics(received, &mut metrics),
-                    }
+                received = streams.metrics.recv(),
+                    if streams.metrics_open && self.state.takes_changes() => {
+                    self.take_metrics(received, &mut streams)
                 }
                 incoming = stream.next() => self.client_sent(incoming).await,
                 // The rest is over: the loop comes round, takes what waited and writes it.
@@ -242,16 +216,47 @@ impl Session {
                 },
                 _ = &mut cancelled => self.state.shutting_down(),
             };
-            match step {
-                Step::Continue | Step::Read | Step::Refused => {}
-                Step::Close(why) => {
-                    if why == Why::SlowConsumer {
-                        Counters::add(&self.app.counters.ws_slow_closed, 1);
-                    }
-                    return why.end();
-                }
-                Step::End(end) => return end,
+            if let Some(end) = self.ended(step) {
+                return end;
             }
+        }
+    }
+
+    /// Before each wait: the live values held while the last `metrics` frame was unread go
+    /// once it has left, and a snapshot that is due is taken (with fresh streams).
+    async fn before_wait(&mut self, streams: &mut Streams) -> Option<End> {
+        if self.live.pending() > 0
+            && self.state.takes_changes()
+            && !self.state.outbox().metrics_in_flight()
+        {
+            let step = self.queue_metrics(Instant::now());
+            if let Some(end) = self.ended(step) {
+                return Some(end);
+            }
+        }
+        while let Some(need) = self.state.prepare(Instant::now()) {
+            if need == Need::Resync {
+                Counters::add(&self.app.counters.ws_resyncs, 1);
+            }
+            match self.subscribe_with(need == Need::Resync).await {
+                Some(fresh) => *streams = fresh,
+                None => return Some(End::Flush),
+            }
+        }
+        None
+    }
+
+    /// How the session ends after `step`, if it does.
+    fn ended(&self, step: Step) -> Option<End> {
+        match step {
+            Step::Continue | Step::Read | Step::Refused => None,
+            Step::Close(why) => {
+                if why == Why::SlowConsumer {
+                    Counters::add(&self.app.counters.ws_slow_closed, 1);
+                }
+                Some(why.end())
+            }
+            Step::End(end) => Some(end),
         }
     }
 
@@ -303,7 +308,7 @@ impl Session {
     fn take_metrics(
         &mut self,
         received: Result<Arc<MetricBatch>, RecvError>,
-        metrics: &mut MetricsReceiver,
+        streams: &mut Streams,
     ) -> Step {
         let now = Instant::now();
         let mut next = Some(received);
@@ -315,9 +320,9 @@ impl Session {
                         .merge(&batch, |e| filter.is_none_or(|q| q.matches(e)));
                 }
                 Err(RecvError::Lagged(_)) => return self.state.missed(now),
-                Err(RecvError::Closed) => break,
+                Err(RecvError::Closed) => streams.metrics_open = false,
             }
-            next = match metrics.try_recv() {
+            next = match streams.metrics.try_recv() {
                 Ok(batch) => Some(Ok(batch)),
                 Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
                 Err(TryRecvError::Empty | TryRecvError::Closed) => None,
@@ -393,6 +398,7 @@ impl Session {
         let streams = Streams {
             changes: sub.changes,
             metrics: sub.metrics,
+            metrics_open: true,
         };
         let mut reset = reset;
         if let Some(resume) = self.resume.take() {
