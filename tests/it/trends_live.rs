@@ -180,7 +180,7 @@ async fn metrics_off_sends_none() {
 #[tokio::test]
 async fn a_client_that_does_not_read_gets_the_latest_values_when_it_reads_again() {
     const KEYS: usize = 50;
-    const ROUNDS: usize = 40;
+    const ROUNDS: usize = 80;
     let server = InProcess::start(&["--metrics-interval", "0.05", "--stats-interval", "1h"]);
     let text = "x".repeat(8 * 1024);
     let round = |metric: usize| {
@@ -200,7 +200,7 @@ async fn a_client_that_does_not_read_gets_the_latest_values_when_it_reads_again(
     // its snapshot, not in a frame). From here on it reads nothing until the rounds are done.
     let snapshot = stuck.next_json().await;
     assert_eq!(snapshot["type"], "snapshot");
-    // Each round moves every key (≈ 400 KiB a frame: 40 rounds are 16 MiB queued unmerged, far
+    // Each round moves every key (≈ 400 KiB of values: 80 rounds are 32 MiB queued unmerged, far
     // past --ws-queue-bytes) and is published before the next.
     for metric in 1..=ROUNDS {
         post(&server, round(metric)).await;

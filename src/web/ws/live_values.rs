@@ -21,10 +21,18 @@ use crate::broadcast;
 use crate::change::MetricBatch;
 use crate::event::Event;
 
-/// Values one `metrics` frame carries at most (≈150 bytes each: a frame stays near 1.5 MiB,
-/// the size of `--ws-queue-bytes`). Past it the rest wait, latest value kept, for the next
-/// interval's frame.
+/// Values one `metrics` frame carries at most, and the bytes it is built up to (estimated; the
+/// value that crosses it is the last): well within `--ws-queue-bytes` (1 MiB), so that a frame
+/// never makes a client that reads fall behind. Past either the rest wait, latest value kept,
+/// for the next frame.
 pub(super) const MAX_VALUES_PER_FRAME: usize = 10_000;
+pub(super) const MAX_FRAME_BYTES: usize = 256 * 1024;
+
+/// What a value costs a frame, estimated: its names and description and the rest of its JSON.
+fn value_bytes(event: &Event) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    96 + text(&event.host) + text(&event.service) + text(&event.description)
+}
 
 /// An event that hashes and compares by its key (host, service): a set of these holds one value
 /// per key, and inserting replaces.
@@ -103,13 +111,26 @@ impl LiveValues {
             return None;
         }
         self.sent();
-        if self.pending.len() <= max {
+        let mut bytes = 0;
+        let fits_all = self.pending.len() <= max
+            && self
+                .pending
+                .iter()
+                .map(|v| value_bytes(&v.0))
+                .sum::<usize>()
+                <= MAX_FRAME_BYTES;
+        if fits_all {
             self.queued
                 .extend(self.pending.drain().map(|ByKey(event)| event));
         } else {
             let taken: Vec<Arc<Event>> = self
                 .pending
                 .iter()
+                .take_while(|value| {
+                    let more = bytes < MAX_FRAME_BYTES;
+                    bytes += value_bytes(&value.0);
+                    more
+                })
                 .take(max)
                 .map(|value| Arc::clone(&value.0))
                 .collect();
@@ -273,6 +294,30 @@ mod tests {
         let (_, third) = live.next_frame(10).unwrap();
         assert_eq!((first, second, third), (10, 10, 5));
         assert!(live.next_frame(10).is_none());
+    }
+
+    #[test]
+    fn a_frame_is_bounded_in_bytes_too() {
+        let mut live = LiveValues::default();
+        let long = "d".repeat(100 * 1024);
+        let many: Vec<_> = (0..5)
+            .map(|i| {
+                Arc::new(Event {
+                    description: Some(long.clone()),
+                    ..(*value(&format!("h{i}"), "s", 1.0)).clone()
+                })
+            })
+            .collect();
+        live.merge(&batch(1, &many), all);
+        let (frame, count) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        assert_eq!(count, 3, "the value that crosses the bound is the last");
+        assert!(
+            frame.len() < MAX_FRAME_BYTES + 110 * 1024,
+            "{}",
+            frame.len()
+        );
+        live.sent();
+        assert_eq!(live.next_frame(MAX_VALUES_PER_FRAME).unwrap().1, 2);
     }
 
     #[test]

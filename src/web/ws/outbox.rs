@@ -93,6 +93,8 @@ pub(super) struct Outbox {
     /// A `metrics` frame was handed to the socket and is not yet flushed: the next one waits
     /// (see [`Outbox::metrics_in_flight`]).
     metrics_unflushed: bool,
+    /// A `metrics` frame waits in `items` (at most one does: see [`Outbox::holds_metrics`]).
+    metrics_queued: bool,
     /// Wire bytes of the pongs tungstenite queued for pings read since the last complete flush:
     /// an upper bound of what it holds for them (see [`MAX_UNSENT_PONG_BYTES`]).
     unsent_pong_bytes: usize,
@@ -110,6 +112,7 @@ impl Outbox {
             unflushed_start: 0,
             needs_flush: false,
             metrics_unflushed: false,
+            metrics_queued: false,
             unsent_pong_bytes: 0,
         }
     }
@@ -138,6 +141,7 @@ impl Outbox {
 
     /// Queues an item whatever its size: replies, snapshots, pings, the close frame.
     pub(super) fn push(&mut self, item: Outgoing) {
+        self.metrics_queued |= matches!(item, Outgoing::Metrics(_));
         self.bytes += item.bytes();
         self.start_bytes += item.start_bytes();
         self.items.push_back(item);
@@ -162,6 +166,9 @@ impl Outbox {
     /// Takes the queued `metrics` frame out, if one is still waiting (not yet handed to the
     /// socket): the session replaces it with one carrying its values and newer ones.
     pub(super) fn take_queued_metrics(&mut self) -> bool {
+        if !std::mem::take(&mut self.metrics_queued) {
+            return false;
+        }
         let Some(at) = self
             .items
             .iter()
@@ -173,6 +180,12 @@ impl Outbox {
             self.bytes -= item.bytes();
         }
         true
+    }
+
+    /// Whether a `metrics` frame is queued or handed to the socket and not yet flushed: the
+    /// session then has one out, and queues the next only with the next interval's values.
+    pub(super) fn holds_metrics(&self) -> bool {
+        self.metrics_queued || self.metrics_unflushed
     }
 
     /// Whether a `metrics` frame handed to the socket is still unflushed (the client is not
@@ -227,6 +240,7 @@ impl Outbox {
                 }
                 Some(Outgoing::Metrics(frame)) => {
                     self.unflushed += frame.len();
+                    self.metrics_queued = false;
                     self.metrics_unflushed = true;
                     Message::Text(frame)
                 }
@@ -238,6 +252,7 @@ impl Outbox {
                 Some(Outgoing::Ping) => Message::Ping(Default::default()),
                 Some(Outgoing::Close(code, reason)) => {
                     // Nothing may follow a close frame.
+                    self.metrics_queued = false;
                     for item in self.items.drain(..) {
                         self.bytes -= item.bytes();
                         self.start_bytes -= item.start_bytes();

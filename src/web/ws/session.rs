@@ -222,12 +222,13 @@ impl Session {
         }
     }
 
-    /// Before each wait: the live values held while the last `metrics` frame was unread go
-    /// once it has left, and a snapshot that is due is taken (with fresh streams).
+    /// Before each wait: the live values held while the last `metrics` frame was unread (or
+    /// past the values one frame carries) go once it has left, and a snapshot that is due is
+    /// taken (with fresh streams).
     async fn before_wait(&mut self, streams: &mut Streams) -> Option<End> {
         if self.live.pending() > 0
             && self.state.takes_changes()
-            && !self.state.outbox().metrics_in_flight()
+            && !self.state.outbox().holds_metrics()
         {
             let step = self.queue_metrics(Instant::now());
             if let Some(end) = self.ended(step) {

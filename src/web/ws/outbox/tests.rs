@@ -354,8 +354,10 @@ fn metrics(text: &'static str) -> Outgoing {
 fn a_queued_metrics_frame_is_taken_back_and_one_in_flight_is_known_until_flushed() {
     let mut out = Outbox::new(1000);
     assert!(!out.take_queued_metrics(), "none queued");
+    assert!(!out.holds_metrics());
     out.push(view("change"));
     assert!(out.offer(metrics("m1")));
+    assert!(out.holds_metrics());
     assert!(out.offer(frame("stats")));
     assert_eq!(out.bytes(), 13);
     assert!(out.take_queued_metrics());
@@ -377,8 +379,9 @@ fn a_queued_metrics_frame_is_taken_back_and_one_in_flight_is_known_until_flushed
         "handed to the socket: no longer queued"
     );
     assert!(out.metrics_in_flight(), "the client has not taken it yet");
+    assert!(out.holds_metrics());
     sink.flush_blocked = false;
     assert_eq!(write(&mut out, &mut sink), Poll::Ready(Ok(true)));
-    assert!(!out.metrics_in_flight());
+    assert!(!out.metrics_in_flight() && !out.holds_metrics());
     assert!(out.is_idle());
 }
