@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use alerts::{AlertMetrics, AlertmanagerStats};
+pub use alerts::{AlertMetrics, AlertmanagerFigures, AlertmanagerStats};
 pub use cluster::ClusterMetrics;
 pub use histogram::Histogram;
 pub use refusals::{Refusal, Refusals, LOG_INTERVAL as REFUSAL_LOG_INTERVAL};

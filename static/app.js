@@ -50,6 +50,7 @@ import { createLog } from './js/views/log.js';
 import { createChart } from './js/views/chart.js';
 import { createHeader } from './js/views/header.js';
 import { createSilences } from './js/views/silences.js';
+import { createAlertingIndicator } from './js/alerting.js';
 
 /** `--dashboard-token`: taken from the page's own URL (`?token=`) and passed on to /ws and the API. */
 const token = urlParam('token');
@@ -98,6 +99,7 @@ const details = createDetails({
   onPinned: () => render(),
 });
 const silences = createSilences({ model, actions });
+const alerting = createAlertingIndicator({ token });
 
 const filter = createFilter({
   send: (obj) => conn.send(obj),
@@ -272,6 +274,7 @@ function onStats(frame) {
   filter.onStats();
   if (typeof frame.clients === 'number') setText($('clients'), String(frame.clients));
   if (rate !== null) setText($('rate'), fmtRate(Math.max(0, rate)));
+  alerting.refresh();
 }
 
 /** The hour before this page connected, for the chart (absent on older servers: no chart gap). */
@@ -366,6 +369,8 @@ Object.assign(window, {
     isFlapping(host, service) { return notifications.isFlapping(JSON.stringify([host ?? null, service ?? null])); },
     get acks() { return [...model.acks.values()]; },
     get silences() { return model.silences.map((s) => ({ ...s })); },
+    /** The last `GET /api/alerting` answer (null before the first). */
+    get alerting() { return alerting.answer; },
     splitKey,
   },
 });
@@ -373,3 +378,4 @@ Object.assign(window, {
 controls.setView(page.state.view);
 render.now();
 conn.start();
+alerting.refresh();

@@ -17,11 +17,15 @@
 //! dashboard's rule: `flap.rs`) fires one alert with `flapping="true"` and no `state` label in
 //! place of its state alerts, until it settles (at most 2 changes within the last 10 minutes,
 //! judged at each resend); then its problem's alert fires again if the problem lasts.
+//!
+//! An alert resolved by an ack or a silence says who: annotations `acked_by` and `ack_note`, or
+//! `silenced_by`, `silence_id` and `silence_comment` (the receiver's resolved notification can
+//! show "taken by ann: on it" instead of a bare "resolved").
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::action::{ActionRecord, KeyName};
+use crate::action::{AckInfo, ActionRecord, KeyName, Silence};
 use crate::change::{Change, ChangeKind, Snapshot, StateChange};
 use crate::event::Event;
 use crate::query::Query;
@@ -64,20 +68,54 @@ impl Alert {
     }
 }
 
+/// Annotations saying who muted a problem (see [`Problem`]).
+type Who = Vec<(&'static str, String)>;
+
 /// A key in an alert state that the query matches (firing, or muted by an ack or a silence).
 #[derive(Debug, Clone)]
 struct Problem {
     /// The event of the change that made it this problem.
     event: Arc<Event>,
     since: i64,
-    acked: bool,
-    silenced: bool,
+    /// Acknowledged: the annotations naming who and why ([`ack_who`]).
+    acked: Option<Who>,
+    /// Silenced: the annotations naming the silence ([`silence_who`]; empty when the silence
+    /// is not known here).
+    silenced: Option<Who>,
 }
 
 impl Problem {
     fn muted(&self) -> bool {
-        self.acked || self.silenced
+        self.acked.is_some() || self.silenced.is_some()
     }
+
+    /// Adds who muted it to the annotations of the alert it resolves.
+    fn annotate(&self, annotations: &mut BTreeMap<String, String>) {
+        for (name, value) in self.acked.iter().chain(&self.silenced).flatten() {
+            annotations.insert((*name).to_owned(), value.clone());
+        }
+    }
+}
+
+/// `acked_by`, and `ack_note` unless empty.
+fn ack_who(ack: &AckInfo) -> Who {
+    let mut who = vec![("acked_by", ack.by.clone())];
+    if !ack.note.is_empty() {
+        who.push(("ack_note", ack.note.clone()));
+    }
+    who
+}
+
+/// `silenced_by`, `silence_id`, and `silence_comment` unless empty.
+fn silence_who(silence: &Silence) -> Who {
+    let mut who = vec![
+        ("silenced_by", silence.by.clone()),
+        ("silence_id", silence.id.to_string()),
+    ];
+    if !silence.comment.is_empty() {
+        who.push(("silence_comment", silence.comment.clone()));
+    }
+    who
 }
 
 /// The alert state of every key: see the module's documentation.
@@ -90,6 +128,9 @@ pub struct Firing {
     /// Each flapping key: its latest event (its alert's labels, the query's judgement) and since
     /// when it flaps. Kept here, not read from `flaps`, so a transition sees what fired before.
     flapping: HashMap<KeyName, (Arc<Event>, i64)>,
+    /// The active silences by id, with their compiled query: which silence muted a key that
+    /// became a problem while silenced (the change only says that one did).
+    silences: BTreeMap<u64, (Silence, Option<Query>)>,
     /// The last `seq` applied: changes at or before it are already in.
     seq: u64,
     /// Alerts firing now (kept as changes fire and resolve them, not counted each time).
@@ -107,6 +148,7 @@ impl Firing {
             problems: HashMap::new(),
             flaps: Flaps::default(),
             flapping: HashMap::new(),
+            silences: BTreeMap::new(),
             seq: 0,
             count: 0,
         }
@@ -172,8 +214,12 @@ impl Firing {
         match (before, after) {
             (Some(before), Some(after)) if before.labels == after.labels => {}
             (before, after) => {
+                let muted_by = self.problems.get(key).filter(|p| p.muted());
                 out.extend(before.map(|mut alert| {
                     alert.resolved_at = Some(now);
+                    if let Some(problem) = muted_by {
+                        problem.annotate(&mut alert.annotations);
+                    }
                     alert
                 }));
                 out.extend(after);
@@ -191,9 +237,13 @@ impl Firing {
     /// what it knew.
     pub fn resync(&mut self, snapshot: &Snapshot, now: i64) -> Vec<Alert> {
         let acks = &snapshot.actions.acks;
-        let acked: std::collections::HashSet<KeyName> = acks.iter().map(|a| a.key()).collect();
+        let acked: HashMap<KeyName, &AckInfo> = acks.iter().map(|a| (a.key(), a)).collect();
         let silenced: std::collections::HashSet<&KeyName> =
             snapshot.actions.silenced.iter().collect();
+        self.silences.clear();
+        for silence in &snapshot.actions.silences {
+            self.track_silence(silence.id, Some(silence));
+        }
         let fired = self.firing();
         let before = std::mem::take(&mut self.problems);
         for event in &snapshot.events {
@@ -205,8 +255,8 @@ impl Firing {
                         .get(&key)
                         .filter(|p| p.event.state == event.state)
                         .map_or(event.time_micros, |p| p.since),
-                    acked: acked.contains(&key),
-                    silenced: silenced.contains(&key),
+                    acked: acked.get(&key).map(|ack| ack_who(ack)),
+                    silenced: silenced.contains(&key).then(|| self.silence_of(event)),
                 };
                 self.problems.insert(key, problem);
             }
@@ -288,8 +338,8 @@ impl Firing {
                     event: Arc::clone(&change.event),
                     since: change.event.time_micros,
                     // An ack lasts until the key is ok again (or it ends otherwise: an unack).
-                    acked: old.as_ref().is_some_and(|p| p.acked),
-                    silenced: change.silenced,
+                    acked: old.and_then(|p| p.acked),
+                    silenced: change.silenced.then(|| this.silence_of(&change.event)),
                 };
                 this.problems.insert(key.clone(), problem);
             }
@@ -305,29 +355,68 @@ impl Firing {
 
     fn apply_record(&mut self, record: &ActionRecord, now: i64) -> Vec<Alert> {
         match record {
-            ActionRecord::Ack(ack) => self.mute(&[ack.key()], now, |p| p.acked = true),
+            ActionRecord::Ack(ack) => {
+                let who = ack_who(ack);
+                self.mute(&[ack.key()], now, |p| p.acked = Some(who.clone()))
+            }
             ActionRecord::Unack { host, service, .. } => {
-                self.mute(&[(host.clone(), service.clone())], now, |p| p.acked = false)
+                self.mute(&[(host.clone(), service.clone())], now, |p| p.acked = None)
             }
             ActionRecord::Silence {
+                id,
+                silence,
                 silenced,
                 unsilenced,
                 ..
             } => {
-                let mut out = self.mute(silenced, now, |p| p.silenced = true);
-                out.extend(self.mute(unsilenced, now, |p| p.silenced = false));
+                self.track_silence(*id, silence.as_ref());
+                let who = silence.as_ref().map(silence_who).unwrap_or_default();
+                let mut out = self.mute(silenced, now, |p| p.silenced = Some(who.clone()));
+                out.extend(self.mute(unsilenced, now, |p| p.silenced = None));
                 out
             }
-            ActionRecord::Silences { silenced, .. } => {
+            ActionRecord::Silences { silences, silenced } => {
+                self.silences.clear();
+                for silence in silences {
+                    self.track_silence(silence.id, Some(silence));
+                }
                 let set: std::collections::HashSet<&KeyName> = silenced.iter().collect();
                 let keys: Vec<KeyName> = self.problems.keys().cloned().collect();
                 let (now_silenced, not): (Vec<KeyName>, Vec<KeyName>) =
                     keys.into_iter().partition(|k| set.contains(k));
-                let mut out = self.mute(&now_silenced, now, |p| p.silenced = true);
-                out.extend(self.mute(&not, now, |p| p.silenced = false));
+                let mut out = Vec::new();
+                for key in now_silenced {
+                    let who = self.problems.get(&key).map(|p| self.silence_of(&p.event));
+                    let who = who.unwrap_or_default();
+                    out.extend(self.mute(&[key], now, |p| p.silenced = Some(who.clone())));
+                }
+                out.extend(self.mute(&not, now, |p| p.silenced = None));
                 out
             }
         }
+    }
+
+    /// Keeps silence `id` as it is now (`None`: gone; not active yet: not kept).
+    fn track_silence(&mut self, id: u64, silence: Option<&Silence>) {
+        match silence.filter(|s| s.active) {
+            Some(silence) => {
+                let query = Query::parse_silence(&silence.query).ok();
+                self.silences.insert(id, (silence.clone(), query));
+            }
+            None => {
+                self.silences.remove(&id);
+            }
+        }
+    }
+
+    /// Who silenced `event`'s key: the first active silence whose query matches it (none known:
+    /// no names).
+    fn silence_of(&self, event: &Event) -> Who {
+        self.silences
+            .values()
+            .find(|(_, query)| query.as_ref().is_some_and(|q| q.matches(event)))
+            .map(|(silence, _)| silence_who(silence))
+            .unwrap_or_default()
     }
 
     /// Sets what `set` says on each of `keys` that is a problem; an alert whose firing changes

@@ -131,11 +131,11 @@ pub async fn run(
                 backoff = MIN_BACKOFF;
             }
             Err(failure) => {
-                stats.failed(batch.len());
                 let (error, retry) = match failure {
                     Failure::Retry(error) => (error, true),
                     Failure::Refused(error) => (error, false),
                 };
+                stats.failed(batch.len(), unix_ms(SystemTime::now()), &error);
                 if let Some(skipped) = log.due() {
                     tracing::warn!(
                         alertmanager = %client.target.url,

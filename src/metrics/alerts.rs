@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// One Alertmanager's figures.
 #[derive(Debug, Default)]
@@ -18,6 +18,33 @@ pub struct AlertmanagerStats {
     queue: AtomicU64,
     /// Unix milliseconds of the last accepted POST (0: none yet).
     last_success_ms: AtomicU64,
+    /// Unix milliseconds of the last failed POST (0: none yet).
+    last_failure_ms: AtomicU64,
+    /// POSTs failed in a row since the last accepted one (0: the last one went through).
+    failing: AtomicU64,
+    /// Why the last failed POST failed (bounded: see [`MAX_ERROR_CHARS`]).
+    last_error: Mutex<String>,
+}
+
+/// How much of a failure's sentence is kept for the page.
+pub const MAX_ERROR_CHARS: usize = 300;
+
+/// One Alertmanager's figures as read at one moment (for `GET /api/alerting`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertmanagerFigures {
+    pub url: String,
+    pub sent: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub queue: u64,
+    /// Unix milliseconds, 0: never.
+    pub last_success_ms: u64,
+    /// Unix milliseconds, 0: never.
+    pub last_failure_ms: u64,
+    /// POSTs failed in a row since the last accepted one.
+    pub failing: u64,
+    /// Why the last failed POST failed ("" if none did).
+    pub last_error: String,
 }
 
 impl AlertmanagerStats {
@@ -32,11 +59,41 @@ impl AlertmanagerStats {
     pub fn sent(&self, n: usize, unix_ms: u64) {
         self.sent.fetch_add(n as u64, Ordering::Relaxed);
         self.last_success_ms.fetch_max(unix_ms, Ordering::Relaxed);
+        self.failing.store(0, Ordering::Relaxed);
     }
 
-    /// `n` alerts in a POST that failed (retried, or refused by the Alertmanager).
-    pub fn failed(&self, n: usize) {
+    /// `n` alerts in a POST that failed at `unix_ms` (retried, or refused by the Alertmanager),
+    /// and why.
+    pub fn failed(&self, n: usize, unix_ms: u64, error: &str) {
         self.failed.fetch_add(n as u64, Ordering::Relaxed);
+        self.last_failure_ms.fetch_max(unix_ms, Ordering::Relaxed);
+        self.failing.fetch_add(1, Ordering::Relaxed);
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last.clear();
+        last.extend(error.chars().take(MAX_ERROR_CHARS));
+    }
+
+    /// Every figure, now.
+    pub fn figures(&self) -> AlertmanagerFigures {
+        let load = |figure: &AtomicU64| figure.load(Ordering::Relaxed);
+        AlertmanagerFigures {
+            url: self.url.clone(),
+            sent: load(&self.sent),
+            failed: load(&self.failed),
+            dropped: load(&self.dropped),
+            queue: load(&self.queue),
+            last_success_ms: load(&self.last_success_ms),
+            last_failure_ms: load(&self.last_failure_ms),
+            failing: load(&self.failing),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
     }
 
     /// `n` waiting alerts dropped past the queue's bound.
@@ -88,6 +145,12 @@ impl AlertMetrics {
     /// Starts showing the figures of these Alertmanagers.
     pub fn enable(&self, alertmanagers: Vec<Arc<AlertmanagerStats>>) {
         let _ = self.alertmanagers.set(alertmanagers);
+    }
+
+    /// Each Alertmanager's figures, or `None` while alerting is off.
+    pub fn figures(&self) -> Option<Vec<AlertmanagerFigures>> {
+        let alertmanagers = self.alertmanagers.get()?;
+        Some(alertmanagers.iter().map(|s| s.figures()).collect())
     }
 
     pub fn render(&self, out: &mut String) {

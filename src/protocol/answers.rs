@@ -146,3 +146,35 @@ pub struct Readiness {
 pub fn raw_frame(frame: &super::Frame<'_>) -> Option<Box<RawValue>> {
     serde_json::value::to_raw_value(frame).ok()
 }
+
+/// `GET /api/alerting`: whether notifications reach Alertmanager, for the page's indicator.
+/// `{"enabled":false}` while `--alertmanager` is not set; else the alerts firing and each
+/// Alertmanager's figures.
+#[derive(Debug, Serialize)]
+pub struct Alerting {
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firing: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alertmanagers: Vec<AlertmanagerHealth>,
+}
+
+/// One Alertmanager in [`Alerting`]: its `/metrics` figures, plus why the last POST failed.
+#[derive(Debug, Serialize)]
+pub struct AlertmanagerHealth {
+    pub url: String,
+    /// Alerts it accepted, alerts in POSTs that failed, alerts dropped past the queue's bound.
+    pub sent: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    /// Alerts waiting to be sent.
+    pub queue: u64,
+    /// When a POST last went through / last failed (RFC 3339), `null`: never.
+    pub last_success: Option<String>,
+    pub last_failure: Option<String>,
+    /// POSTs failed in a row since the last one that went through: 0 means notifications flow.
+    pub failing: u64,
+    /// Why the last failed POST failed (absent if none did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}

@@ -13,6 +13,7 @@
 pub mod access;
 mod acks;
 mod actions;
+mod alerting;
 mod api;
 mod assets;
 pub(crate) mod body;
@@ -95,6 +96,7 @@ pub(crate) fn router(app: AppState, ingest: Router<AppState>) -> Router {
         .route("/api/history", get(api::history))
         .route("/api/rates", get(rates::rates))
         .route("/api/prometheus", get(prometheus::prometheus))
+        .route("/api/alerting", get(alerting::alerting))
         .route("/index", get(index::index))
         .route("/metrics", get(api::metrics))
         .fallback(get(assets::serve))

@@ -130,7 +130,9 @@ async fn an_ack_or_a_silence_resolves_the_alert_and_its_end_fires_it_again() {
     let key = serde_json::json!({"host": "web2", "service": "cpu", "note": "on it", "by": "ann"});
     let res = post(&server, "/api/ack", key).await;
     assert_eq!(res.status, 200, "{}", res.body);
-    notified(&webhook, &am, "web2", "resolved", 1).await;
+    let resolved = notified(&webhook, &am, "web2", "resolved", 1).await;
+    assert_eq!(resolved["annotations"]["acked_by"], "ann", "{resolved}");
+    assert_eq!(resolved["annotations"]["ack_note"], "on it");
     assert_eq!(server.metric("statecast_alerts_firing").await, 0);
 
     let key = serde_json::json!({"host": "web2", "service": "cpu", "by": "ann"});
@@ -145,8 +147,13 @@ async fn an_ack_or_a_silence_resolves_the_alert_and_its_end_fires_it_again() {
     });
     let res = post(&server, "/api/silence", silence).await;
     assert_eq!(res.status, 200, "{}", res.body);
-    notified(&webhook, &am, "web2", "resolved", 2).await;
+    let resolved = notified(&webhook, &am, "web2", "resolved", 2).await;
     let id = res.json()["id"].as_str().unwrap_or_default().to_owned();
+    let annotations = &resolved["annotations"];
+    assert_eq!(annotations["silenced_by"], "ann", "{resolved}");
+    assert_eq!(annotations["silence_id"], id.as_str());
+    assert_eq!(annotations["silence_comment"], "maintenance");
+    assert_eq!(annotations["acked_by"], Value::Null, "the ack ended");
     let path = format!("/api/silence/{id}?by=ann");
     let res = http_request(server.http, "DELETE", &path, &[], b"").await;
     assert_eq!(res.status, 200, "{}", res.body);

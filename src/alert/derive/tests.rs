@@ -114,6 +114,8 @@ fn ack_resolves_unack_fires_again_with_the_first_start() {
     });
     let out = firing.apply(&Change::action(2, ack), 16);
     assert_eq!(summary(&out), [s("web1", "critical", false)]);
+    assert_eq!(out[0].annotations["acked_by"], "ann", "who took it");
+    assert_eq!(out[0].annotations["ack_note"], "on it");
     assert!(firing.firing().is_empty(), "acked: not resent");
     // Still acked through a change between problem states: nothing fires.
     let out = firing.apply(&state(3, event("web1", "warning", 20), "critical"), 21);
@@ -262,4 +264,90 @@ fn a_flapping_key_fires_one_flapping_alert_until_it_settles() {
     assert_eq!(out[0].resolved_at, Some(14 * minute + 1));
     assert_eq!(summary(&out[1..]), [s("web1", "critical", true)]);
     assert_eq!(firing.firing_count(), 1);
+}
+
+#[test]
+fn a_silence_names_itself_on_the_alerts_it_resolves_and_on_keys_that_turn_bad_under_it() {
+    let mut firing = Firing::new(rules());
+    firing.apply(&state(1, event("web1", "critical", 10), "ok"), 0);
+    let silence = crate::action::Silence {
+        id: 2,
+        query: r#"host =~ "web%""#.into(),
+        comment: "maintenance".into(),
+        by: "bo".into(),
+        created_at: 20,
+        starts_at: 20,
+        ends_at: 1_000,
+        active: true,
+    };
+    let record = ActionRecord::Silence {
+        id: 2,
+        change: crate::action::SilenceChange::Created,
+        silence: Some(silence),
+        silenced: vec![key("web1")],
+        unsilenced: vec![],
+    };
+    let out = firing.apply(&Change::action(2, record), 21);
+    assert_eq!(summary(&out), [s("web1", "critical", false)]);
+    let who = |alert: &Alert, name: &str| alert.annotations.get(name).cloned();
+    assert_eq!(who(&out[0], "silenced_by").as_deref(), Some("bo"));
+    assert_eq!(who(&out[0], "silence_id").as_deref(), Some("2"));
+    assert_eq!(
+        who(&out[0], "silence_comment").as_deref(),
+        Some("maintenance")
+    );
+    assert_eq!(who(&out[0], "acked_by"), None);
+
+    // web1 was firing when a change made it silenced (the silence matches its new event): its
+    // alert resolves naming the silence, found by its query.
+    let record = ActionRecord::Silence {
+        id: 2,
+        change: crate::action::SilenceChange::Deleted,
+        silence: None,
+        silenced: vec![],
+        unsilenced: vec![key("web1")],
+    };
+    let out = firing.apply(&Change::action(3, record), 40);
+    assert_eq!(summary(&out), [s("web1", "critical", true)]);
+    assert_eq!(
+        who(&out[0], "silenced_by"),
+        None,
+        "a firing alert names nobody"
+    );
+    let silence = crate::action::Silence {
+        id: 4,
+        query: r#"state = "warning""#.into(),
+        comment: String::new(),
+        by: "cy".into(),
+        created_at: 50,
+        starts_at: 50,
+        ends_at: 1_000,
+        active: true,
+    };
+    let record = ActionRecord::Silence {
+        id: 4,
+        change: crate::action::SilenceChange::Created,
+        silence: Some(silence),
+        silenced: vec![],
+        unsilenced: vec![],
+    };
+    assert!(firing.apply(&Change::action(4, record), 50).is_empty());
+    let under = Change::state(
+        5,
+        StateChange {
+            previous_state: "critical".into(),
+            event: event("web1", "warning", 60),
+            silenced: true,
+            ..Default::default()
+        },
+    );
+    let out = firing.apply(&under, 61);
+    assert_eq!(summary(&out), [s("web1", "critical", false)]);
+    assert_eq!(who(&out[0], "silenced_by").as_deref(), Some("cy"));
+    assert_eq!(who(&out[0], "silence_id").as_deref(), Some("4"));
+    assert_eq!(
+        who(&out[0], "silence_comment"),
+        None,
+        "no comment, no annotation"
+    );
 }
