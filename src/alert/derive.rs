@@ -34,6 +34,28 @@ use super::flap::Flaps;
 
 /// The `alertname` label of every alert statecast sends.
 pub const ALERT_NAME: &str = "statecast";
+/// Longest label value sent (bytes): an event's strings may be up to 1 MiB, and Alertmanager
+/// keeps, groups and shows every label; longer values are cut (at a character) and end in "…".
+pub const MAX_LABEL_VALUE: usize = 1024;
+/// Longest annotation value sent (bytes), cut the same way: 64 alerts per POST stay small.
+pub const MAX_ANNOTATION_VALUE: usize = 4096;
+
+/// Longest `link` annotation (and `generatorURL`) sent; a longer one is left out.
+pub const MAX_LINK: usize = 8192;
+
+/// `value` if it is at most `max` bytes, else its longest prefix (ending at a character) that
+/// fits with "…" after it. The same input gives the same output on every node.
+pub fn bounded(value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return value.to_owned();
+    }
+    let ellipsis = "…";
+    let mut end = max.saturating_sub(ellipsis.len());
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &value[..end])
+}
 
 /// Which keys alert, and what their alerts carry.
 #[derive(Debug, Clone)]
@@ -92,7 +114,7 @@ impl Problem {
     /// Adds who muted it to the annotations of the alert it resolves.
     fn annotate(&self, annotations: &mut BTreeMap<String, String>) {
         for (name, value) in self.acked.iter().chain(&self.silenced).flatten() {
-            annotations.insert((*name).to_owned(), value.clone());
+            annotations.insert((*name).to_owned(), bounded(value, MAX_ANNOTATION_VALUE));
         }
     }
 }
@@ -451,7 +473,7 @@ impl Firing {
         for name in &self.rules.labels {
             let attribute = event.attributes.iter().find(|(k, _)| k == name);
             if let Some((_, value)) = attribute {
-                labels.insert(name.clone(), value.clone());
+                labels.insert(name.clone(), bounded(value, MAX_LABEL_VALUE));
             } else if event.tags.iter().any(|t| t == name) {
                 labels.insert(name.clone(), "true".to_owned());
             }
@@ -464,7 +486,7 @@ impl Firing {
             ("state", &event.state),
         ] {
             if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
-                labels.insert(name.to_owned(), value.clone());
+                labels.insert(name.to_owned(), bounded(value, MAX_LABEL_VALUE));
             }
         }
         labels
@@ -501,6 +523,8 @@ impl Firing {
             .external_url
             .as_deref()
             .map(|url| link(url, event))
+            // A link cut short would lead elsewhere: one that long (a huge host) is left out.
+            .filter(|link| link.len() <= MAX_LINK)
     }
 
     fn alert(&self, problem: &Problem, resolved_at: Option<i64>) -> Alert {
@@ -512,6 +536,7 @@ impl Firing {
             (_, None) => String::new(),
         };
         if !description.is_empty() {
+            let description = bounded(&description, MAX_ANNOTATION_VALUE);
             annotations.insert("description".to_owned(), description);
         }
         if let Some(metric) = event.metric {

@@ -90,6 +90,7 @@ pub(crate) fn start(config: AlertConfig, engine: EngineHandle, life: &Lifecycle)
         outboxes,
         resend: config.resend,
         counters: Arc::clone(life.counters()),
+        resends: 0,
     };
     life.spawn(deriving.run(life.shutdown().clone()));
 }
@@ -101,9 +102,21 @@ struct Deriving {
     outboxes: Vec<(Arc<Outbox>, Arc<AlertmanagerStats>)>,
     resend: Duration,
     counters: Arc<crate::metrics::Counters>,
+    /// Resends so far: where the next one starts (see [`Deriving::next_resend`]).
+    resends: usize,
 }
 
 impl Deriving {
+    /// Every alert firing, for a resend. When more fire than an outbox holds, only the last
+    /// [`outbox::MAX_PENDING`] pushed stay in it (the oldest are dropped first), so each resend
+    /// starts that many further along: over a few resends every firing alert reaches
+    /// Alertmanager, not the same last ones each time.
+    fn next_resend(&mut self) -> Vec<Alert> {
+        let alerts = resend_order(self.firing.firing(), self.resends, outbox::MAX_PENDING);
+        self.resends = self.resends.wrapping_add(1);
+        alerts
+    }
+
     /// Follows the engine until shutdown: from a snapshot, then change by change; a missed change
     /// (the task fell behind the broadcast ring) starts over from a fresh snapshot.
     async fn run(mut self, shutdown: CancellationToken) {
@@ -126,7 +139,7 @@ impl Deriving {
                     _ = resend.tick() => {
                         // Keys that stopped flapping first, then every alert firing, again.
                         let mut alerts = self.firing.settle(now_micros());
-                        alerts.extend(self.firing.firing());
+                        alerts.extend(self.next_resend());
                         self.push(&alerts);
                     }
                     received = subscription.changes.recv() => match received {
@@ -158,8 +171,41 @@ impl Deriving {
     }
 }
 
+/// `alerts` for resend number `resend`, into outboxes that keep the last `capacity` pushed:
+/// rotated so that those are a different `capacity` of them each time (unchanged if all fit).
+fn resend_order<T>(mut alerts: Vec<T>, resend: usize, capacity: usize) -> Vec<T> {
+    if alerts.len() > capacity {
+        let start = resend.wrapping_mul(capacity) % alerts.len();
+        alerts.rotate_left(start);
+    }
+    alerts
+}
+
 fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resend_order;
+
+    #[test]
+    fn resends_past_the_outbox_bound_reach_every_alert_in_turn() {
+        let kept = |resend| {
+            let order = resend_order((0..10).collect::<Vec<u32>>(), resend, 4);
+            let mut last: Vec<u32> = order[order.len() - 4..].to_vec();
+            last.sort_unstable();
+            last
+        };
+        assert_eq!(kept(0), [6, 7, 8, 9]);
+        assert_eq!(kept(1), [0, 1, 2, 3]);
+        assert_eq!(kept(2), [4, 5, 6, 7]);
+        assert_eq!(
+            resend_order(vec![1, 2, 3], 5, 4),
+            [1, 2, 3],
+            "all fit: as they are"
+        );
+    }
 }

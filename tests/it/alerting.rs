@@ -364,3 +364,200 @@ async fn an_alertmanager_that_never_answers_holds_one_batch_and_the_rest_wait() 
     server.wait_for_metric("statecast_alerts_firing", 101).await;
     held.abort();
 }
+
+/// A key whose events stop (a short `ttl`) expires and fires a "went silent" alert.
+#[tokio::test]
+async fn an_expired_key_fires_a_went_silent_alert() {
+    let webhook = Webhook::start().await;
+    let am = Alertmanager::start(&webhook);
+    let mut flags = alerting_flags(&am);
+    flags.extend(["--reap-interval", "0.1"].map(str::to_owned));
+    let server = InProcess::start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let event = serde_json::json!([{"host": "web7", "service": "backup", "state": "ok", "ttl": 1}]);
+    let res = post(&server, "/api/event", event).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+
+    let silent = notified(&webhook, &am, "web7", "firing", 1).await;
+    assert_eq!(silent["labels"]["state"], "expired", "{silent}");
+    assert_eq!(silent["labels"]["service"], "backup");
+    assert_eq!(
+        silent["annotations"]["description"],
+        "went silent: no event within its TTL"
+    );
+}
+
+/// An Alertmanager that answers 400 refuses the alerts: the batch is dropped (counted failed,
+/// never retried); one that answers 500 is retried, with backoff, until it answers 200. Riemann
+/// ingest answers meanwhile.
+#[tokio::test]
+async fn a_400_drops_the_batch_and_a_500_is_retried_until_it_is_taken() {
+    let fake = FakeAlertmanager::answering(400).await;
+    // A resend an hour away: whatever reaches the endpoint again is a retry.
+    let server = InProcess::start(&["--alertmanager", &fake.url, "--alert-resend", "1h"]);
+    let url = &fake.url;
+    let failed = format!("statecast_alerts_failed_total{{alertmanager=\"{url}\"}}");
+    let sent = format!("statecast_alerts_sent_total{{alertmanager=\"{url}\"}}");
+    let queue = format!("statecast_alerts_queue{{alertmanager=\"{url}\"}}");
+
+    send(&server, "refused", "critical").await;
+    server.wait_for_metric(&failed, 1).await;
+    assert_eq!(server.metric(&queue).await, 0, "dropped, not put back");
+
+    fake.answer(500);
+    send(&server, "retried", "critical").await;
+    metric_reaches(&server, &failed, 4).await; // refused once, then failed three times
+    let status = riemann_client_send(&server, &["-h", "web8", "-S", "cpu", "-s", "ok"]).await;
+    assert!(status.success(), "riemann-client send: {status:?}");
+    assert_eq!(server.metric(&sent).await, 0);
+
+    fake.answer(200);
+    metric_reaches(&server, &sent, 1).await;
+    assert_eq!(server.metric(&queue).await, 0);
+    let posts = fake.posts();
+    let summary: Vec<(u16, Vec<String>)> =
+        posts.iter().map(|p| (p.status, p.hosts.clone())).collect();
+    assert_eq!(summary[0], (400, vec!["refused".to_owned()]), "{summary:?}");
+    assert!(
+        summary[1..].iter().all(|(_, hosts)| hosts == &["retried"]),
+        "the refused alert is never sent again: {summary:?}"
+    );
+    let statuses: Vec<u16> = summary[1..].iter().map(|(status, _)| *status).collect();
+    assert!(statuses.len() >= 4, "{statuses:?}");
+    assert!(
+        statuses[..statuses.len() - 1].iter().all(|s| *s == 500) && statuses.last() == Some(&200),
+        "retried until taken, then not again: {statuses:?}"
+    );
+}
+
+/// Label values come from events, which may hold anything up to 1 MiB: a long value with quotes,
+/// a newline and non-ASCII text is cut to at most 1,024 bytes (at a character, marked "…"), and
+/// Alertmanager takes the alert.
+#[tokio::test]
+async fn long_and_odd_label_values_are_cut_and_alertmanager_takes_them() {
+    let webhook = Webhook::start().await;
+    let am = Alertmanager::start(&webhook);
+    let server = start(&am);
+    let team = format!("db \"core\"\nrésumé {}", "é".repeat(5000));
+    let event = serde_json::json!([{
+        "host": "web9", "service": "cpu", "state": "critical", "team": team,
+        "description": "x".repeat(100_000)
+    }]);
+    let res = post(&server, "/api/event", event).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+
+    let firing = notified(&webhook, &am, "web9", "firing", 1).await;
+    let label = firing["labels"]["team"].as_str().unwrap_or_default();
+    assert!(label.len() <= 1024, "{} bytes", label.len());
+    assert!(
+        label.starts_with("db \"core\"\nrésumé éé") && label.ends_with('…'),
+        "{label}"
+    );
+    let description = firing["annotations"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        description.len() <= 4096 && description.ends_with('…'),
+        "{} bytes",
+        description.len()
+    );
+    let url = am.url();
+    let failed = format!("statecast_alerts_failed_total{{alertmanager=\"{url}\"}}");
+    assert_eq!(
+        server.metric(&failed).await,
+        0,
+        "Alertmanager refused nothing"
+    );
+}
+
+/// 100,000 keys go critical in one POST: statecast sends them in POSTs of at most 64, its queue
+/// never holds more than 10,000 (the rest are dropped, oldest first, and counted), ingest keeps
+/// answering, and Alertmanager ends up holding every alert it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_keys_critical_at_once_are_batched_bounded_and_counted() {
+    const KEYS: u64 = 100_000;
+    let webhook = Webhook::start().await;
+    let am = Alertmanager::start_grouped_by(&webhook, "['alertname']");
+    let fake = FakeAlertmanager::forwarding_to(&am).await;
+    let server = InProcess::start(&[
+        "--alertmanager",
+        &fake.url,
+        "--alert-resend",
+        "1h",
+        "--max-body-bytes",
+        "16MiB",
+    ]);
+    let url = &fake.url;
+    let name = |family: &str| format!("statecast_alerts_{family}{{alertmanager=\"{url}\"}}");
+    let (sent, dropped, queue, failed) = (
+        name("sent_total"),
+        name("dropped_total"),
+        name("queue"),
+        name("failed_total"),
+    );
+    let events: Vec<Value> = (0..KEYS)
+        .map(
+            |i| serde_json::json!({"host": format!("h{i}"), "service": "cpu", "state": "critical"}),
+        )
+        .collect();
+    let body = Value::Array(events).to_string();
+    let json = [("Content-Type", "application/json")];
+    let res = http_request(server.http, "POST", "/api/event", &json, body.as_bytes()).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+
+    // Ingest answers while the alerts go out.
+    let status = riemann_client_send(&server, &["-h", "web10", "-S", "cpu", "-s", "ok"]).await;
+    assert!(status.success(), "riemann-client send: {status:?}");
+
+    // Until every alert is sent or dropped: the queue stays within its bound.
+    let most_waiting = std::sync::atomic::AtomicU64::new(0);
+    let drained = eventually(
+        Duration::from_secs(50),
+        "every alert sent or dropped",
+        || {
+            let (server, sent, dropped, queue) = (&server, &sent, &dropped, &queue);
+            let most_waiting = &most_waiting;
+            async move {
+                let waiting = server.metric(queue).await;
+                most_waiting.fetch_max(waiting, std::sync::atomic::Ordering::Relaxed);
+                let (sent, dropped) = (server.metric(sent).await, server.metric(dropped).await);
+                if waiting == 0 && sent + dropped >= KEYS {
+                    Ok((sent, dropped))
+                } else {
+                    Err(format!("sent {sent}, dropped {dropped}, waiting {waiting}"))
+                }
+            }
+        },
+    )
+    .await;
+    let (sent_alerts, dropped_alerts) = drained;
+    let most_waiting = most_waiting.into_inner();
+    assert!(most_waiting <= 10_000, "queue reached {most_waiting}");
+    assert_eq!(server.metric("statecast_alerts_firing").await, KEYS);
+    assert_eq!(server.metric(&failed).await, 0);
+
+    let posts = fake.posts();
+    let largest = posts.iter().map(|p| p.hosts.len()).max().unwrap_or(0);
+    assert!(largest <= 64, "a POST of {largest} alerts");
+    assert!(posts.iter().all(|p| p.status == 200));
+    // Counted per alert in each POST taken (an alert sent twice, after a resync, counts twice).
+    let posted: usize = posts.iter().map(|p| p.hosts.len()).sum();
+    assert_eq!(posted as u64, sent_alerts, "dropped {dropped_alerts}");
+    let forwarded: std::collections::HashSet<&str> = posts
+        .iter()
+        .flat_map(|p| p.hosts.iter().map(String::as_str))
+        .collect();
+    let forwarded = forwarded.len() as u64;
+    eventually(
+        NOTIFIED,
+        "Alertmanager holds every alert it was sent",
+        || async {
+            let held = am.active_alerts().await?;
+            if held == forwarded {
+                Ok(())
+            } else {
+                Err(format!("holds {held} of {forwarded}"))
+            }
+        },
+    )
+    .await;
+}

@@ -445,3 +445,25 @@ fn a_huge_allowed_origin_is_refused_in_a_short_line() {
     assert_short_refusal(&output, "allowed-origin");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--alert-labels` names become Prometheus label names: one that Alertmanager would refuse (or
+/// that statecast sets itself) stops the start with one line naming the flag and the name.
+#[test]
+fn a_label_name_alertmanager_would_refuse_exits_1_with_one_line() {
+    for bad in ["9lives", "team-name", "__meta", "host", "é"] {
+        let list = format!("team,{bad}");
+        let output = run_statecast(&[
+            "--alertmanager",
+            "http://127.0.0.1:9",
+            "--alert-labels",
+            &list,
+        ]);
+        assert_eq!(output.status.code(), Some(1), "{bad}: {output:?}");
+        let lines = stderr_lines(&output);
+        assert_eq!(lines.len(), 1, "{bad}: exactly one line: {lines:#?}");
+        assert!(
+            lines[0].contains("--alert-labels") && lines[0].contains(bad),
+            "{bad}: names the flag and the name: {lines:?}"
+        );
+    }
+}

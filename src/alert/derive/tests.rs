@@ -351,3 +351,12 @@ fn a_silence_names_itself_on_the_alerts_it_resolves_and_on_keys_that_turn_bad_un
         "no comment, no annotation"
     );
 }
+
+#[test]
+fn long_values_are_cut_at_a_character_and_marked() {
+    assert_eq!(bounded("short", 10), "short");
+    let cut = bounded(&"é".repeat(600), MAX_LABEL_VALUE);
+    assert!(cut.len() <= MAX_LABEL_VALUE, "{}", cut.len());
+    assert!(cut.ends_with("é…"), "{cut}");
+    assert_eq!(bounded("abcdef", 4), "a…");
+}

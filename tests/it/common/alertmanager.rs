@@ -6,10 +6,15 @@
 //!
 //! `scripts/test` installs `prometheus-alertmanager` (apt); a missing binary is a failure, never
 //! a skip. The package's own service is not used.
+//!
+//! [`FakeAlertmanager`] stands where an Alertmanager would, for what a real one does not do on
+//! demand: answer 400 or 500, or show how statecast batched its POSTs (passing them on to a real
+//! one).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::routing::post;
@@ -92,18 +97,31 @@ impl Alertmanager {
     /// An Alertmanager on a reserved port, not started yet: the port is known (to give statecast)
     /// before anything listens on it.
     pub fn configured(webhook: &Webhook) -> Self {
+        Self::configured_grouped_by(webhook, "['...']")
+    }
+
+    /// Configured, with the route's `group_by` (YAML, e.g. `['alertname']`: one group, one
+    /// notification for many alerts).
+    pub fn configured_grouped_by(webhook: &Webhook, group_by: &str) -> Self {
         assert!(
             Path::new(ALERTMANAGER).exists(),
             "{ALERTMANAGER} is missing: install prometheus-alertmanager (scripts/test does)"
         );
         let dir = fresh_dir("alertmanager");
-        std::fs::write(dir.join("alertmanager.yml"), config(&webhook.url))
+        std::fs::write(dir.join("alertmanager.yml"), config(&webhook.url, group_by))
             .expect("write alertmanager.yml");
         Self {
             addr: ([127, 0, 0, 1], reserved_port()).into(),
             dir,
             child: None,
         }
+    }
+
+    /// Configured with `group_by` (see [`Alertmanager::configured_grouped_by`]) and started.
+    pub fn start_grouped_by(webhook: &Webhook, group_by: &str) -> Self {
+        let mut alertmanager = Self::configured_grouped_by(webhook, group_by);
+        alertmanager.spawn();
+        alertmanager
     }
 
     /// Configured and started.
@@ -166,6 +184,22 @@ impl Alertmanager {
             .cloned()
             .ok_or_else(|| response.body.clone())
     }
+
+    /// The active alerts it holds, from its own `/metrics` (`alertmanager_alerts`): cheaper than
+    /// listing 100,000 of them.
+    pub async fn active_alerts(&self) -> Result<u64, String> {
+        if tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            return Err("alertmanager is not listening".into());
+        }
+        let response = http_request(self.addr, "GET", "/metrics", &[], b"").await;
+        response
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix("alertmanager_alerts{state=\"active\"} "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+            .ok_or_else(|| format!("no alertmanager_alerts in {}", response.status))
+    }
 }
 
 impl Drop for Alertmanager {
@@ -175,10 +209,98 @@ impl Drop for Alertmanager {
     }
 }
 
-/// Each alert its own group, notified at once and on every change (firing or resolved).
-fn config(webhook: &str) -> String {
+/// Each alert its own group (`group_by: ['...']`) unless told otherwise, notified at once and on
+/// every change (firing or resolved).
+fn config(webhook: &str, group_by: &str) -> String {
     format!(
-        "route:\n  receiver: hook\n  group_by: ['...']\n  group_wait: 100ms\n  group_interval: 1s\n  repeat_interval: 1h\n\
+        "route:\n  receiver: hook\n  group_by: {group_by}\n  group_wait: 100ms\n  group_interval: 1s\n  repeat_interval: 1h\n\
          receivers:\n  - name: hook\n    webhook_configs:\n      - url: '{webhook}'\n        send_resolved: true\n"
     )
+}
+
+/// One POST a [`FakeAlertmanager`] got: what it answered, and the `host` label of each alert.
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub status: u16,
+    pub hosts: Vec<String>,
+}
+
+/// An HTTP endpoint in place of an Alertmanager: answers every `POST /api/v2/alerts` with the
+/// status it is told (or passes it on to a real Alertmanager and answers what that one did), and
+/// records each POST.
+pub struct FakeAlertmanager {
+    pub url: String,
+    answer: Arc<AtomicU16>,
+    posts: Arc<Mutex<Vec<Post>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeAlertmanager {
+    /// Answers `status` until told otherwise.
+    pub async fn answering(status: u16) -> Self {
+        Self::serve(status, None).await
+    }
+
+    /// Passes every POST on to `real` (answering 502 if it cannot).
+    pub async fn forwarding_to(real: &Alertmanager) -> Self {
+        Self::serve(0, Some(real.addr)).await
+    }
+
+    async fn serve(status: u16, forward: Option<SocketAddr>) -> Self {
+        let answer = Arc::new(AtomicU16::new(status));
+        let posts: Arc<Mutex<Vec<Post>>> = Arc::default();
+        let (told, record) = (Arc::clone(&answer), Arc::clone(&posts));
+        let app = axum::Router::new().route(
+            "/api/v2/alerts",
+            post(move |body: axum::body::Bytes| async move {
+                let alerts: Vec<Value> = serde_json::from_slice(&body).unwrap_or_default();
+                let hosts = alerts
+                    .iter()
+                    .map(|a| a["labels"]["host"].as_str().unwrap_or_default().to_owned())
+                    .collect();
+                let status = match forward {
+                    Some(real) => {
+                        let json = [("Content-Type", "application/json")];
+                        http_request(real, "POST", "/api/v2/alerts", &json, &body)
+                            .await
+                            .status
+                    }
+                    None => told.load(Ordering::Relaxed),
+                };
+                record.lock().unwrap().push(Post { status, hosts });
+                let status = axum::http::StatusCode::from_u16(status)
+                    .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+                (status, "told so")
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake alertmanager");
+        let addr = listener.local_addr().expect("fake alertmanager address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://{addr}"),
+            answer,
+            posts,
+            task,
+        }
+    }
+
+    /// Answers `status` from now on.
+    pub fn answer(&self, status: u16) {
+        self.answer.store(status, Ordering::Relaxed);
+    }
+
+    /// Every POST so far, in arrival order.
+    pub fn posts(&self) -> Vec<Post> {
+        self.posts.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeAlertmanager {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
