@@ -561,3 +561,42 @@ async fn a_hundred_thousand_keys_critical_at_once_are_batched_bounded_and_counte
     )
     .await;
 }
+
+/// The Alertmanager configurations in the README's "Notifications through Alertmanager" section
+/// pass Debian's `amtool check-config`.
+#[test]
+fn the_readme_alertmanager_configurations_pass_amtool() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let section = readme
+        .split("## Notifications through Alertmanager")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README has the section");
+    let configs: Vec<&str> = section
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .collect();
+    assert!(
+        configs.len() >= 2,
+        "webhook, and mail and Slack: {configs:?}"
+    );
+    let dir = fresh_dir("amtool");
+    for (i, config) in configs.iter().enumerate() {
+        let file = dir.join(format!("alertmanager-{i}.yml"));
+        std::fs::write(&file, config).expect("write the configuration");
+        let output = std::process::Command::new("/usr/bin/amtool")
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .expect("run amtool (installed with prometheus-alertmanager)");
+        assert!(
+            output.status.success(),
+            "README configuration {i} does not pass amtool:\n{config}\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
