@@ -400,6 +400,11 @@ pub struct Config {
     #[arg(long, env = "STATECAST_ALERTMANAGER", value_delimiter = ',', value_parser = Target::parse)]
     pub alertmanager: Vec<Target>,
 
+    /// PEM file of the certificate authorities trusted for `https://` Alertmanagers; default
+    /// the system's store (/etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, env = "STATECAST_ALERTMANAGER_CA")]
+    pub alertmanager_ca: Option<PathBuf>,
+
     /// Only keys whose event this query matches alert (judged at each change of state); default
     /// every key.
     #[arg(long, env = "STATECAST_ALERT_QUERY")]
@@ -642,6 +647,13 @@ impl Config {
                 external_url: self.external_url.as_ref().map(|url| url.url.clone()),
             },
             resend: self.alert_resend,
+            tls: if self.alertmanager.iter().any(|target| target.tls) {
+                Some(crate::alert::tls::client_config(
+                    self.alertmanager_ca.as_deref(),
+                )?)
+            } else {
+                None
+            },
         }))
     }
 

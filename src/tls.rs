@@ -212,7 +212,7 @@ fn build(files: &TlsFiles) -> Result<(ServerConfig, ServerConfig), String> {
 
 /// Every certificate of a PEM file; an unreadable file, one without any, or one past
 /// [`crate::startup_file::MAX_STARTUP_FILE_BYTES`] is an error.
-fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = crate::startup_file::read(path)
         .map_err(|error| format!("{flag} {}: {error}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)

@@ -16,6 +16,7 @@ pub mod derive;
 mod flap;
 mod outbox;
 mod sender;
+pub mod tls;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct AlertConfig {
     pub rules: Rules,
     /// How often every firing alert is sent again (`--alert-resend`).
     pub resend: Duration,
+    /// The client side of TLS, when an Alertmanager's URL is `https://` ([`tls::client_config`]).
+    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 /// The labels an `--alert-labels` name may not take (statecast sets them).
@@ -74,8 +77,10 @@ pub(crate) fn start(config: AlertConfig, engine: EngineHandle, life: &Lifecycle)
     for target in config.alertmanagers {
         let stats = Arc::new(AlertmanagerStats::new(&target.url));
         let outbox = Arc::new(Outbox::new(outbox::MAX_PENDING));
+        let tls = config.tls.clone().filter(|_| target.tls);
         life.spawn(sender::run(
             target,
+            tls,
             Arc::clone(&outbox),
             Arc::clone(&stats),
             config.resend,

@@ -1,5 +1,6 @@
 //! One Alertmanager's sender task: takes batches from its [`Outbox`] and POSTs them to
-//! `/api/v2/alerts`, over one kept-alive HTTP/1.1 connection (re-opened when it closes).
+//! `/api/v2/alerts`, over one kept-alive HTTP/1.1 connection (re-opened when it closes), in TLS
+//! for an `https://` URL (trusting what `alert::tls` says).
 //!
 //! Bounded: at most [`MAX_BATCH`] alerts per POST, [`POST_TIMEOUT`] per attempt (connect
 //! included); a failed attempt (unreachable, timed out, a 5xx) puts its batch back in front and
@@ -17,6 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
+use tokio_rustls::rustls::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::derive::Alert;
@@ -37,13 +39,17 @@ const MAX_ERROR_BODY: usize = 4096;
 /// statecast that stopped lets its alerts end by themselves.
 const ENDS_AFTER_RESENDS: u32 = 4;
 
-/// Where one Alertmanager is: an `http://host[:port][/prefix]` URL.
+/// Where one Alertmanager is: an `http[s]://host[:port][/prefix]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The URL as given (the `alertmanager` label of the figures).
     pub url: String,
+    /// `https://`: the connection is TLS, its certificate checked for `host`.
+    pub tls: bool,
     /// `host:port`, connected to and sent as Host.
     authority: String,
+    /// `host` alone (no brackets): the name the certificate must carry.
+    host: String,
     /// `/prefix/api/v2/alerts`.
     path: String,
 }
@@ -52,27 +58,30 @@ impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
         let url = url.trim();
         let bad = |why: &str| format!("--alertmanager {url:?}: {why} (e.g. http://127.0.0.1:9093)");
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-                return Err(bad(
-                    "https is not supported yet (a local proxy can add TLS)",
-                ))
-            }
-            _ => return Err(bad("the URL must start with http://")),
+        let (rest, tls) = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, false),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (rest, true),
+            _ => return Err(bad("the URL must start with http:// or https://")),
         };
         let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.is_empty() || authority.contains('@') || rest.contains(['?', '#']) {
             return Err(bad("no host, or a user, query or fragment"));
         }
-        let has_port = match authority.rfind(']') {
-            Some(end) => authority[end..].contains(':'),
-            None => authority.contains(':'),
+        let (host, has_port) = match authority.rfind(']') {
+            Some(end) => (
+                authority[..end].trim_start_matches('['),
+                authority[end..].contains(':'),
+            ),
+            None => (
+                authority.split(':').next().unwrap_or_default(),
+                authority.contains(':'),
+            ),
         };
+        let host = host.to_owned();
         let authority = if has_port {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         };
         let prefix = prefix.trim_end_matches('/');
         let path = if prefix.is_empty() {
@@ -82,7 +91,9 @@ impl Target {
         };
         Ok(Target {
             url: url.to_owned(),
+            tls,
             authority,
+            host,
             path,
         })
     }
@@ -97,9 +108,11 @@ enum Failure {
     Refused(String),
 }
 
-/// The sender task of one Alertmanager; returns at shutdown.
+/// The sender task of one Alertmanager (`tls`: the client side of its connections, for an
+/// `https://` one); returns at shutdown.
 pub async fn run(
     target: Target,
+    tls: Option<Arc<ClientConfig>>,
     outbox: Arc<Outbox>,
     stats: Arc<AlertmanagerStats>,
     resend: Duration,
@@ -107,6 +120,7 @@ pub async fn run(
 ) {
     let mut client = Client {
         target,
+        tls,
         connection: None,
     };
     let log = RateLimitedLog::default();
@@ -164,6 +178,7 @@ pub async fn run(
 /// One connection to one Alertmanager, opened when needed.
 struct Client {
     target: Target,
+    tls: Option<Arc<ClientConfig>>,
     connection: Option<SendRequest<Full<Bytes>>>,
 }
 
@@ -171,7 +186,7 @@ impl Client {
     async fn post(&mut self, body: Bytes) -> Result<(), Failure> {
         let connection = match self.connection.take() {
             Some(open) if !open.is_closed() => open,
-            _ => connect(&self.target.authority).await?,
+            _ => connect(&self.target, self.tls.as_ref()).await?,
         };
         let connection = self.connection.insert(connection);
         connection
@@ -209,11 +224,39 @@ impl Client {
     }
 }
 
-async fn connect(authority: &str) -> Result<SendRequest<Full<Bytes>>, Failure> {
+async fn connect(
+    target: &Target,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<SendRequest<Full<Bytes>>, Failure> {
+    let authority = &target.authority;
     let stream = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| Failure::Retry(format!("cannot connect to {authority}: {e}")))?;
     let _ = stream.set_nodelay(true);
+    match (target.tls, tls) {
+        (false, _) => handshake(stream, authority).await,
+        (true, Some(config)) => {
+            let name =
+                rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+                    Failure::Refused(format!("{:?} is no TLS server name: {e}", target.host))
+                })?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                .connect(name, stream)
+                .await
+                .map_err(|e| {
+                    Failure::Retry(format!("TLS handshake with {authority} failed: {e}"))
+                })?;
+            handshake(stream, authority).await
+        }
+        (true, None) => Err(Failure::Refused("https without a TLS configuration".into())),
+    }
+}
+
+/// HTTP/1.1 over `stream` (plain or TLS).
+async fn handshake<IO>(stream: IO, authority: &str) -> Result<SendRequest<Full<Bytes>>, Failure>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Failure::Retry(format!("HTTP handshake with {authority} failed: {e}")))?;
@@ -276,8 +319,15 @@ mod tests {
             Target::parse("http://[::1]:9").unwrap().authority,
             "[::1]:9"
         );
+        let target = Target::parse("https://am.example/").unwrap();
+        assert!(target.tls);
+        assert_eq!(
+            (target.authority.as_str(), target.host.as_str()),
+            ("am.example:443", "am.example")
+        );
+        assert_eq!(Target::parse("https://[::1]:9").unwrap().host, "::1");
         for bad in [
-            "https://am:9093",
+            "ftp://am:9093",
             "am:9093",
             "http://",
             "http://u@am",

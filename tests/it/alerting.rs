@@ -600,3 +600,51 @@ fn the_readme_alertmanager_configurations_pass_amtool() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An `https://` Alertmanager (Alertmanager itself serving TLS, with a certificate from a private
+/// CA): with `--alertmanager-ca` naming that CA the alert gets through; trusting the system's
+/// store only, the certificate is refused and nothing is sent.
+#[tokio::test]
+async fn an_https_alertmanager_is_trusted_through_its_ca_and_only_then() {
+    let dir = fresh_dir("alertmanager-tls");
+    let ca = crate::tls::Ca::new(&dir, "alerting");
+    let (cert, key) = ca.leaf("alertmanager", true);
+    let webhook = Webhook::start().await;
+    let am = Alertmanager::start_tls(&webhook, &cert, &key);
+    let url = am.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let ca_path = ca.cert.display().to_string();
+    let trusting = InProcess::start(&[
+        "--alertmanager",
+        &url,
+        "--alertmanager-ca",
+        &ca_path,
+        "--alert-resend",
+        "1s",
+    ]);
+    let untrusting = InProcess::start(&["--alertmanager", &url, "--alert-resend", "1s"]);
+    let failed = format!("statecast_alerts_failed_total{{alertmanager=\"{url}\"}}");
+    let sent = format!("statecast_alerts_sent_total{{alertmanager=\"{url}\"}}");
+
+    send(&untrusting, "web11", "critical").await;
+    untrusting.wait_for_metric(&failed, 1).await;
+    send(&trusting, "web12", "critical").await;
+    let firing = notified(&webhook, &am, "web12", "firing", 1).await;
+    assert_eq!(firing["labels"]["state"], "critical");
+    assert!(trusting.metric(&sent).await >= 1);
+
+    assert_eq!(
+        untrusting.metric(&sent).await,
+        0,
+        "an unknown CA is refused"
+    );
+    let status = http_request(untrusting.http, "GET", "/api/alerting", &[], b"")
+        .await
+        .json();
+    let error = status["alertmanagers"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("TLS handshake"), "{status}");
+    assert!(webhook.matching("firing", &[("host", "web11")]).is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -467,3 +467,21 @@ fn a_label_name_alertmanager_would_refuse_exits_1_with_one_line() {
         );
     }
 }
+
+/// `--alertmanager-ca` that cannot be read stops the start with one line naming the flag.
+#[test]
+fn an_unreadable_alertmanager_ca_exits_1_with_one_line() {
+    let output = run_statecast(&[
+        "--alertmanager",
+        "https://127.0.0.1:9",
+        "--alertmanager-ca",
+        "/nonexistent/ca.pem",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "exactly one line: {lines:#?}");
+    assert!(
+        lines[0].contains("--alertmanager-ca") && lines[0].contains("/nonexistent/ca.pem"),
+        "{lines:?}"
+    );
+}

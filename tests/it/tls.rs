@@ -28,16 +28,16 @@ use tokio_rustls::TlsConnector;
 // Certificates
 // ---------------------------------------------------------------------------------------------
 
-/// A CA, and the PEM files it signed under `dir`.
-struct Ca {
+/// A CA, and the PEM files it signed under `dir` (also used by `alerting`).
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
     /// The CA certificate's PEM file.
-    cert: PathBuf,
+    pub(crate) cert: PathBuf,
     dir: PathBuf,
 }
 
 impl Ca {
-    fn new(dir: &Path, name: &str) -> Self {
+    pub(crate) fn new(dir: &Path, name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -61,7 +61,7 @@ impl Ca {
 
     /// A leaf certificate and key, written as `NAME.pem` and `NAME.key`: a server certificate
     /// for localhost and 127.0.0.1, or a client certificate.
-    fn leaf(&self, name: &str, server: bool) -> (PathBuf, PathBuf) {
+    pub(crate) fn leaf(&self, name: &str, server: bool) -> (PathBuf, PathBuf) {
         let names = if server {
             vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
         } else {

@@ -91,6 +91,8 @@ pub struct Alertmanager {
     pub addr: SocketAddr,
     dir: PathBuf,
     child: Option<Child>,
+    /// Serving TLS with this certificate and key (`--web.config.file`): its URL is https.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Alertmanager {
@@ -114,6 +116,7 @@ impl Alertmanager {
             addr: ([127, 0, 0, 1], reserved_port()).into(),
             dir,
             child: None,
+            tls: None,
         }
     }
 
@@ -131,8 +134,18 @@ impl Alertmanager {
         alertmanager
     }
 
+    /// Configured to serve TLS with `cert` and `key` (PEM files; the certificate must name
+    /// 127.0.0.1), and started.
+    pub fn start_tls(webhook: &Webhook, cert: &Path, key: &Path) -> Self {
+        let mut alertmanager = Self::configured(webhook);
+        alertmanager.tls = Some((cert.to_path_buf(), key.to_path_buf()));
+        alertmanager.spawn();
+        alertmanager
+    }
+
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Starts the process (again), with empty storage: what it held died with it.
@@ -140,7 +153,18 @@ impl Alertmanager {
         let storage = self.dir.join("data");
         let _ = std::fs::remove_dir_all(&storage);
         let log = std::fs::File::create(self.dir.join("alertmanager.log")).expect("log file");
-        let child = Command::new(ALERTMANAGER)
+        let mut command = Command::new(ALERTMANAGER);
+        if let Some((cert, key)) = &self.tls {
+            let web = self.dir.join("web.yml");
+            let config = format!(
+                "tls_server_config:\n  cert_file: '{}'\n  key_file: '{}'\n",
+                cert.display(),
+                key.display()
+            );
+            std::fs::write(&web, config).expect("write web.yml");
+            command.arg(format!("--web.config.file={}", web.display()));
+        }
+        let child = command
             .arg(format!(
                 "--config.file={}",
                 self.dir.join("alertmanager.yml").display()
