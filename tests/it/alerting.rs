@@ -648,3 +648,16 @@ async fn an_https_alertmanager_is_trusted_through_its_ca_and_only_then() {
     assert!(webhook.matching("firing", &[("host", "web11")]).is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `GET /api/alerting` takes the dashboard token, like `/api/state`, and says "off" without
+/// `--alertmanager`.
+#[tokio::test]
+async fn the_alerting_status_follows_the_dashboard_token() {
+    let server = InProcess::start(&["--dashboard-token", "view-secret"]);
+    let none = http_request(server.http, "GET", "/api/alerting", &[], b"").await;
+    assert_eq!(none.status, 401, "{}", none.body);
+    let path = "/api/alerting?token=view-secret";
+    let off = http_request(server.http, "GET", path, &[], b"").await;
+    assert_eq!(off.status, 200, "{}", off.body);
+    assert_eq!(off.json(), serde_json::json!({"enabled": false}));
+}
