@@ -44,11 +44,9 @@ export function describe(answer, now) {
     const first = failing[0];
     const which = ams.length > 1 ? `${failing.length} of ${ams.length} Alertmanagers` : 'Alertmanager';
     const why = first.last_error ? `: ${first.last_error}` : '';
-    return {
-      state: 'failing',
-      text: `alerts not delivered to ${which} (last success ${ago(first.last_success)})${why}`,
-      title,
-    };
+    const text = `alerts not delivered to ${which} (last success ${ago(first.last_success)})${why}`;
+    // The header may cut the sentence short: the tooltip has it whole.
+    return { state: 'failing', text, title: `${text}\n${title}` };
   }
   if (ams.every((am) => !am.last_success)) return { state: 'waiting', text: 'alerts: nothing sent yet', title };
   const latest = Math.max(...ams.map((am) => (am.last_success ? Date.parse(am.last_success) : 0)));
