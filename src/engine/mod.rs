@@ -978,10 +978,7 @@ impl Owner {
             return;
         }
         self.end_group().await;
-        let batch = crate::change::MetricBatch {
-            time_ms: now_micros() / 1000,
-            events,
-        };
+        let batch = crate::change::MetricBatch::new(now_micros() / 1000, events);
         self.output(Output::Metrics(Arc::new(batch))).await;
     }
 
