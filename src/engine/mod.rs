@@ -271,6 +271,8 @@ pub struct EngineConfig {
     /// Whether the engine's own clock makes the expiry ticks (single node). A cluster turns it
     /// off: its ticks come through the stream, so every node expires at the same point.
     pub local_clock: bool,
+    /// Where the metrics of applied events go (`--series on`): handed over without waiting.
+    pub series: Option<crate::series::SeriesFeed>,
 }
 
 /// Outputs waiting for the committer before the engine waits for it: at most this many groups
@@ -526,6 +528,7 @@ pub(crate) fn spawn_on(
         index_full_logged: None,
         position,
         order,
+        series: config.series.clone(),
     };
     owner.count_keys();
     let clock = config.local_clock.then_some(config.reap_interval);
@@ -616,6 +619,8 @@ struct Owner {
     position: u64,
     /// Which inputs of the ordered log take effect.
     order: order::OrderTable,
+    /// The metrics of applied events go there (see [`EngineConfig::series`]).
+    series: Option<crate::series::SeriesFeed>,
 }
 
 impl Owner {
@@ -803,6 +808,8 @@ impl Owner {
         }
         let count = events.len() as u64;
         let watched = self.updates_tx.receiver_count() > 0;
+        // Taken before applying, which moves what the index keeps; handed over once applied.
+        let points = self.series.as_ref().map(|feed| feed.points(&events));
         let applied = self.engine.apply(
             events,
             &mut self.changes,
@@ -832,6 +839,9 @@ impl Owner {
             }
         };
         Counters::add(&self.counters.events, count);
+        if let (Some(feed), Some(points)) = (&self.series, points) {
+            feed.send(points);
+        }
         // Before any acknowledgement: a sender that got its `ok` sees its keys counted.
         self.count_keys();
         for event in self.indexed.drain(..) {

@@ -24,6 +24,7 @@ mod index;
 pub(crate) mod large_reads;
 pub mod proxy;
 pub(crate) mod rates;
+mod series;
 pub mod ws;
 
 use std::sync::Arc;
@@ -78,6 +79,8 @@ pub(crate) struct AppState {
     pub(crate) rates: Arc<rates::RateRing>,
     /// Whole-index reads served at once (`/api/state`).
     pub(crate) large_reads: large_reads::LargeReads,
+    /// Metric series (`--series on`), for `GET /api/series`.
+    pub(crate) series: Option<crate::series::SeriesReader>,
 }
 
 /// Every route: this module's, and `ingest` (the HTTP ingest routes, from `ingest::http`), all
@@ -91,6 +94,7 @@ pub(crate) fn router(app: AppState, ingest: Router<AppState>) -> Router {
         .merge(action_routes())
         .route("/api/history", get(api::history))
         .route("/api/rates", get(rates::rates))
+        .route("/api/series", get(series::series))
         .route("/index", get(index::index))
         .route("/metrics", get(api::metrics))
         .fallback(get(assets::serve))

@@ -1,0 +1,212 @@
+//! The series thread: takes the points the engine hands over, keeps them in the [`Collector`],
+//! and once a second closes buckets whose time has passed, writes the closed ones in one
+//! transaction, forgets keys past the retention and prunes a slice of old buckets.
+//!
+//! A blocking thread of its own: redb is synchronous and its durable commit waits for the disk,
+//! which must never hold up the engine (the engine only ever `try_send`s to it, `feed`).
+//!
+//! A failing store (disk full, I/O errors) is retried each second — the file reopened first,
+//! since redb refuses every transaction after an I/O error — while closed buckets wait in memory
+//! up to [`super::collector::MAX_PENDING`]; past that they are lost and counted. Ingest never
+//! notices.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::closed::ClosedBuckets;
+use super::collector::{Collector, Point, Refused};
+use super::{DropReason, SeriesCounters, SeriesSettings};
+use crate::event::now_micros;
+use crate::rate_limited_log::RateLimitedLog;
+
+/// How often buckets are closed by the clock, written and pruned.
+const TICK: Duration = Duration::from_secs(1);
+/// Closed buckets written per transaction at most.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Keys whose old buckets are pruned per tick.
+const PRUNE_KEYS_PER_TICK: usize = 10_000;
+/// Points stamped further than this ahead of this node's clock are dropped (counted): a client
+/// with a wrong clock must not fill the disk with buckets that no retention reaches for years.
+const FUTURE_MICROS: i64 = 10 * 60 * 1_000_000;
+
+pub(super) struct Worker {
+    pub(super) collector: Arc<Mutex<Collector>>,
+    pub(super) store: Arc<dyn ClosedBuckets>,
+    pub(super) counters: Arc<SeriesCounters>,
+    pub(super) settings: SeriesSettings,
+    /// Reopens the store after a failure (the disk store; nothing for memory).
+    pub(super) reopen: Option<Box<dyn Fn() -> Result<(), super::closed::StoreFailed> + Send>>,
+    /// Keys forgotten whose deletion is not yet written.
+    pub(super) forget: Vec<u64>,
+    /// Ids still to prune in this pass.
+    pub(super) prune_queue: Vec<u64>,
+    pub(super) failures: RateLimitedLog,
+}
+
+impl Worker {
+    pub(super) fn run(mut self, rx: Receiver<Vec<Point>>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(points) => {
+                    let mut batches = vec![points];
+                    // Whatever else waits, under one lock.
+                    while batches.len() < 64 {
+                        match rx.try_recv() {
+                            Ok(points) => batches.push(points),
+                            Err(_) => break,
+                        }
+                    }
+                    self.take(batches);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_tick {
+                self.tick(now_micros() / 1000);
+                next_tick = Instant::now() + TICK;
+            }
+        }
+        self.stop();
+    }
+
+    /// Adds points to their open buckets.
+    fn take(&mut self, batches: Vec<Vec<Point>>) {
+        let now = now_micros();
+        let oldest = now.saturating_sub(self.settings.retention_ms.saturating_mul(1000));
+        let newest = now.saturating_add(FUTURE_MICROS);
+        let store = Arc::clone(&self.store);
+        let mut stored = |slot| store.get(slot);
+        let Ok(mut collector) = self.collector.lock() else {
+            return;
+        };
+        for points in batches {
+            let n = points.len();
+            for point in points {
+                let outcome = if point.time_micros < oldest {
+                    Err(DropReason::TooOld)
+                } else if point.time_micros > newest {
+                    Err(DropReason::Future)
+                } else {
+                    collector
+                        .add(point, &mut stored)
+                        .map_err(|refused| match refused {
+                            Refused::MaxKeys => DropReason::MaxKeys,
+                            Refused::Store => DropReason::StoreFailing,
+                        })
+                };
+                match outcome {
+                    Ok(()) => SeriesCounters::add(&self.counters.points, 1),
+                    Err(why) => self.counters.dropped(why, 1),
+                }
+            }
+            self.counters.queued.fetch_sub(n, Ordering::Relaxed);
+        }
+        self.counters
+            .keys
+            .store(collector.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Closes buckets by the clock, writes what is closed, forgets and prunes (see the module
+    /// doc).
+    fn tick(&mut self, now_ms: i64) {
+        let written = {
+            let Ok(mut collector) = self.collector.lock() else {
+                return;
+            };
+            collector.close_due(now_ms);
+            let cutoff = now_ms.saturating_sub(self.settings.retention_ms);
+            let forgotten = collector.forget_before(cutoff.saturating_mul(1000));
+            self.forget.extend(forgotten);
+            self.counters
+                .keys
+                .store(collector.len() as u64, Ordering::Relaxed);
+            collector.to_write(WRITE_BATCH)
+        };
+        self.write(written);
+        self.prune(now_ms);
+    }
+
+    /// Writes keys and closed buckets in one durable transaction; on failure they stay held and
+    /// the next tick tries again.
+    fn write(&mut self, (keys, buckets): super::collector::ToWrite) {
+        if keys.is_empty() && buckets.is_empty() && self.forget.is_empty() {
+            return;
+        }
+        if self.counters.store_failing.load(Ordering::Relaxed) != 0 {
+            if let Some(reopen) = &self.reopen {
+                if let Err(error) = reopen() {
+                    self.failed(&error);
+                    return;
+                }
+            }
+        }
+        match self.store.write(&keys, &buckets, &self.forget) {
+            Ok(()) => {
+                self.forget.clear();
+                self.counters.store_failing.store(0, Ordering::Relaxed);
+                SeriesCounters::add(&self.counters.buckets_written, buckets.len() as u64);
+                if let Ok(mut collector) = self.collector.lock() {
+                    collector.written(keys.len(), &buckets);
+                    self.counters.lost.store(collector.lost, Ordering::Relaxed);
+                }
+            }
+            Err(error) => self.failed(&error),
+        }
+    }
+
+    fn failed(&mut self, error: &super::closed::StoreFailed) {
+        self.counters.store_failing.store(1, Ordering::Relaxed);
+        SeriesCounters::add(&self.counters.store_errors, 1);
+        if let Ok(collector) = self.collector.lock() {
+            self.counters.lost.store(collector.lost, Ordering::Relaxed);
+        }
+        if let Some(skipped) = self.failures.due() {
+            tracing::warn!(
+                %error,
+                not_logged_since_last_line = skipped,
+                "series store failing: closed buckets are held in memory and written when it works again (ingest is not affected)"
+            );
+        }
+    }
+
+    /// Deletes the buckets past each tier's retention of a slice of keys.
+    fn prune(&mut self, now_ms: i64) {
+        if self.prune_queue.is_empty() {
+            if let Ok(collector) = self.collector.lock() {
+                self.prune_queue = collector.keys().iter().map(|k| k.id).collect();
+            }
+        }
+        let at = self.prune_queue.len().saturating_sub(PRUNE_KEYS_PER_TICK);
+        let slice: Vec<u64> = self.prune_queue.drain(at..).collect();
+        for (tier_index, tier) in self.settings.tiers.iter().enumerate() {
+            let before = now_ms.saturating_sub(tier.keep_ms);
+            if let Err(error) = self.store.prune(&slice, tier_index as u8, before) {
+                self.failed(&error);
+                return;
+            }
+        }
+    }
+
+    /// A clean stop: every open bucket closes and everything held is written.
+    fn stop(mut self) {
+        let Ok(mut collector) = self.collector.lock() else {
+            return;
+        };
+        collector.close_due(i64::MAX);
+        let mut written = collector.to_write(usize::MAX);
+        drop(collector);
+        let mut attempts = 0;
+        while !(written.0.is_empty() && written.1.is_empty()) && attempts < 3 {
+            attempts += 1;
+            self.write(written);
+            written = match self.collector.lock() {
+                Ok(collector) => collector.to_write(usize::MAX),
+                Err(_) => return,
+            };
+        }
+    }
+}
