@@ -32,5 +32,6 @@ mod riemann_fidelity;
 mod riemann_tcp;
 mod riemann_udp;
 mod tls;
+mod trends_series;
 mod websocket;
 mod ws_ingest;
