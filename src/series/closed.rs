@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::bucket::{Bucket, Tiers};
-use super::collector::{SeriesKey, Slot};
+use super::key::{SeriesKey, Slot};
 
 /// A series store that failed; series are derived data, so this never stops ingest.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,8 +54,11 @@ pub const MEMORY_MAX_BUCKETS: usize = 2 * 1024 * 1024;
 /// [`MemoryBuckets::window`] of them.
 pub struct MemoryBuckets {
     window: usize,
-    rings: Mutex<HashMap<(u64, u8), VecDeque<(i64, Bucket)>>>,
+    rings: Mutex<Rings>,
 }
+
+/// Each (key id, tier)'s newest buckets, sorted by start.
+type Rings = HashMap<(u64, u8), VecDeque<(i64, Bucket)>>;
 
 impl MemoryBuckets {
     /// Buckets kept per key and tier: the tier's whole retention when
@@ -78,10 +81,7 @@ impl MemoryBuckets {
         }
     }
 
-    fn rings(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<(u64, u8), VecDeque<(i64, Bucket)>>>, StoreFailed>
-    {
+    fn rings(&self) -> Result<std::sync::MutexGuard<'_, Rings>, StoreFailed> {
         self.rings
             .lock()
             .map_err(|_| StoreFailed("memory series poisoned".into()))

@@ -14,7 +14,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use super::bucket::{Bucket, ENCODED_BYTES};
 use super::closed::{ClosedBuckets, StoreFailed};
-use super::collector::{KeyName, SeriesKey, Slot};
+use super::key::{KeyName, SeriesKey, Slot};
 
 const KEYS: TableDefinition<u64, &str> = TableDefinition::new("series_keys");
 const BUCKETS: TableDefinition<(u64, u8, i64), [u8; ENCODED_BYTES]> =

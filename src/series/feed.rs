@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
-use super::collector::{KeyName, Point};
+use super::key::{KeyName, Point};
 use super::{DropReason, SeriesCounters};
 use crate::event::Event;
 

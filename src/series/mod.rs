@@ -18,6 +18,7 @@ pub mod closed;
 pub mod collector;
 mod disk;
 mod feed;
+pub mod key;
 pub mod read;
 mod worker;
 
@@ -25,8 +26,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use collector::{KeyName, SeriesKey};
 pub use feed::SeriesFeed;
+pub use key::{KeyName, SeriesKey};
 
 use bucket::{Bucket, Tiers};
 use closed::{ClosedBuckets, MemoryBuckets, StoreFailed};

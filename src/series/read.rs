@@ -68,7 +68,7 @@ impl Window {
             ));
         }
         if let Some(step) = step_ms {
-            if step < 1 || step > MAX_RANGE_MS {
+            if !(1..=MAX_RANGE_MS).contains(&step) {
                 return Err(format!(
                     "`step` of {step} ms is out of range (1 ms to {MAX_RANGE_MS} ms)"
                 ));

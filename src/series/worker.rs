@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::closed::ClosedBuckets;
-use super::collector::{Collector, Point, Refused};
+use super::collector::{Collector, Refused};
+use super::key::Point;
 use super::{DropReason, SeriesCounters, SeriesSettings};
 use crate::event::now_micros;
 use crate::rate_limited_log::RateLimitedLog;
