@@ -67,8 +67,10 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if Instant::now() >= next_tick {
-                self.tick(now_micros() / 1000);
-                next_tick = Instant::now() + TICK;
+                let more = self.tick(now_micros() / 1000);
+                // A backlog (a backfill of old points closes many buckets at once) is written
+                // batch after batch rather than one batch a second.
+                next_tick = Instant::now() + if more { Duration::ZERO } else { TICK };
             }
         }
         self.stop();
@@ -109,14 +111,17 @@ impl Worker {
         self.counters
             .keys
             .store(collector.len() as u64, Ordering::Relaxed);
+        self.counters
+            .pending
+            .store(collector.pending_len() as u64, Ordering::Relaxed);
     }
 
     /// Closes buckets by the clock, writes what is closed, forgets and prunes (see the module
-    /// doc).
-    fn tick(&mut self, now_ms: i64) {
+    /// doc). Whether a full batch was written and more wait.
+    fn tick(&mut self, now_ms: i64) -> bool {
         let written = {
             let Ok(mut collector) = self.collector.lock() else {
-                return;
+                return false;
             };
             collector.close_due(now_ms);
             let cutoff = now_ms.saturating_sub(self.settings.retention_ms);
@@ -127,21 +132,23 @@ impl Worker {
                 .store(collector.len() as u64, Ordering::Relaxed);
             collector.to_write(WRITE_BATCH)
         };
-        self.write(written);
+        let full = written.1.len() == WRITE_BATCH;
+        let wrote = self.write(written);
         self.prune(now_ms);
+        full && wrote
     }
 
     /// Writes keys and closed buckets in one durable transaction; on failure they stay held and
     /// the next tick tries again.
-    fn write(&mut self, (keys, buckets): super::collector::ToWrite) {
+    fn write(&mut self, (keys, buckets): super::collector::ToWrite) -> bool {
         if keys.is_empty() && buckets.is_empty() && self.forget.is_empty() {
-            return;
+            return true;
         }
         if self.counters.store_failing.load(Ordering::Relaxed) != 0 {
             if let Some(reopen) = &self.reopen {
                 if let Err(error) = reopen() {
                     self.failed(&error);
-                    return;
+                    return false;
                 }
             }
         }
@@ -153,9 +160,16 @@ impl Worker {
                 if let Ok(mut collector) = self.collector.lock() {
                     collector.written(keys.len(), &buckets);
                     self.counters.lost.store(collector.lost, Ordering::Relaxed);
+                    self.counters
+                        .pending
+                        .store(collector.pending_len() as u64, Ordering::Relaxed);
                 }
+                true
             }
-            Err(error) => self.failed(&error),
+            Err(error) => {
+                self.failed(&error);
+                false
+            }
         }
     }
 
@@ -203,7 +217,7 @@ impl Worker {
         let mut attempts = 0;
         while !(written.0.is_empty() && written.1.is_empty()) && attempts < 3 {
             attempts += 1;
-            self.write(written);
+            let _ = self.write(written);
             written = match self.collector.lock() {
                 Ok(collector) => collector.to_write(usize::MAX),
                 Err(_) => return,
