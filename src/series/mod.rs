@@ -108,6 +108,8 @@ pub struct SeriesCounters {
     /// 1 while the last write failed.
     pub store_failing: AtomicU64,
     pub keys: AtomicU64,
+    /// Closed buckets waiting to be written.
+    pub pending: AtomicU64,
     /// Points handed over and not yet taken by the series thread.
     pub queued: AtomicUsize,
 }
@@ -142,6 +144,12 @@ impl SeriesCounters {
             "gauge",
             "Points handed to the series thread and not yet taken.",
             self.queued.load(Ordering::Relaxed) as u64,
+        );
+        family(
+            "statecast_series_pending_buckets",
+            "gauge",
+            "Closed series buckets waiting to be written (bounded: 1048576).",
+            get(&self.pending),
         );
         family(
             "statecast_series_points_total",
