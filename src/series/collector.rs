@@ -41,6 +41,23 @@ struct Entry {
     open: [Option<(i64, Bucket)>; TIER_COUNT],
     /// Event time of the key's newest point: the key is forgotten a retention after it.
     newest_micros: i64,
+    /// Per tier, the latest bucket start that may have been closed (and so be held or stored):
+    /// a point for a later bucket starts it afresh without asking the store — which a failing
+    /// store could not answer. `None`: nothing of the tier closed yet (a key new in this run).
+    closed_through: [Option<i64>; TIER_COUNT],
+}
+
+impl Entry {
+    /// Whether the bucket at `start` of tier `tier_index` may have a closed copy.
+    fn may_be_closed(&self, tier_index: usize, start: i64) -> bool {
+        self.closed_through[tier_index].is_some_and(|through| start <= through)
+    }
+
+    /// Closes the bucket at `start` of tier `tier_index`: held for the store.
+    fn closed(&mut self, tier_index: usize, start: i64) {
+        let through = &mut self.closed_through[tier_index];
+        *through = Some(through.map_or(start, |t| t.max(start)));
+    }
 }
 
 /// See the module doc.
@@ -81,6 +98,8 @@ impl Collector {
                 key: Arc::new(key),
                 open: [None; TIER_COUNT],
                 newest_micros: now_micros,
+                // Whatever the last run closed is at most as new as now.
+                closed_through: self.tiers.map(|tier| Some(tier.start_of(now_micros))),
             };
             self.entries.insert(entry.key.id, entry);
         }
@@ -114,29 +133,28 @@ impl Collector {
         for (tier_index, tier) in self.tiers.iter().enumerate() {
             let start = tier.start_of(time_micros);
             let slot = (id, tier_index as u8, start);
-            let open = &mut entry.open[tier_index];
-            match open {
-                Some((open_start, bucket)) if *open_start == start => {
+            match entry.open[tier_index] {
+                Some((open_start, ref mut bucket)) if open_start == start => {
                     bucket.add(time_micros, value);
                 }
-                Some((open_start, _)) if *open_start > start => {
+                Some((open_start, _)) if open_start > start => {
                     // A late point: into the closed bucket, whole.
-                    let bucket = closed_plus(&mut self.pending, slot, stored, &point)?;
+                    let may = entry.may_be_closed(tier_index, start);
+                    let bucket = closed_plus(&mut self.pending, slot, may, stored, &point)?;
                     hold(&mut self.pending, &mut self.lost, slot, bucket);
+                    entry.closed(tier_index, start);
                 }
                 _ => {
                     // A newer bucket: the open one closes; the new one starts from what a
-                    // closed copy of it holds, if any.
-                    if let Some((open_start, bucket)) = open.take() {
-                        hold(
-                            &mut self.pending,
-                            &mut self.lost,
-                            (id, tier_index as u8, open_start),
-                            bucket,
-                        );
+                    // closed copy of it holds, if it may have one.
+                    if let Some((open_start, bucket)) = entry.open[tier_index].take() {
+                        let closing = (id, tier_index as u8, open_start);
+                        hold(&mut self.pending, &mut self.lost, closing, bucket);
+                        entry.closed(tier_index, open_start);
                     }
-                    let bucket = closed_plus(&mut self.pending, slot, stored, &point)?;
-                    *open = Some((start, bucket));
+                    let may = entry.may_be_closed(tier_index, start);
+                    let bucket = closed_plus(&mut self.pending, slot, may, stored, &point)?;
+                    entry.open[tier_index] = Some((start, bucket));
                 }
             }
         }
@@ -161,6 +179,7 @@ impl Collector {
                 key,
                 open: [None; TIER_COUNT],
                 newest_micros: i64::MIN,
+                closed_through: [None; TIER_COUNT],
             },
         );
         Ok(id)
@@ -178,6 +197,7 @@ impl Collector {
                     if let Some((start, bucket)) = entry.open[tier_index].take() {
                         let slot = (entry.key.id, tier_index as u8, start);
                         hold(&mut self.pending, &mut self.lost, slot, bucket);
+                        entry.closed(tier_index, start);
                     }
                 }
             }
@@ -257,17 +277,19 @@ impl Collector {
     }
 }
 
-/// The closed bucket at `slot` — taken out of `pending`, or read from the store — with `point`
-/// added; a bucket of `point` alone when there is none.
+/// The closed bucket at `slot` — taken out of `pending`, or read from the store when it
+/// `may_be_stored` — with `point` added; a bucket of `point` alone when there is none.
 fn closed_plus(
     pending: &mut BTreeMap<Slot, Bucket>,
     slot: Slot,
+    may_be_stored: bool,
     stored: Stored<'_>,
     (time_micros, value): &(i64, f64),
 ) -> Result<Bucket, Refused> {
     let closed = match pending.remove(&slot) {
         Some(bucket) => Some(bucket),
-        None => stored(slot).map_err(|_| Refused::Store)?,
+        None if may_be_stored => stored(slot).map_err(|_| Refused::Store)?,
+        None => None,
     };
     Ok(match closed {
         Some(mut bucket) => {

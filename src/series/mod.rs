@@ -119,6 +119,10 @@ impl SeriesCounters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
     fn dropped(&self, why: DropReason, n: u64) {
         Self::add(&self.dropped[why as usize], n);
     }

@@ -225,3 +225,113 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::super::bucket::{tiers, Bucket};
+    use super::super::closed::{MemoryBuckets, StoreFailed};
+    use super::super::key::{KeyName, SeriesKey, Slot};
+    use super::*;
+
+    /// Memory that fails every call while `failing` is set (a full disk).
+    struct Flaky {
+        inner: MemoryBuckets,
+        failing: AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), StoreFailed> {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(StoreFailed("No space left on device".into()));
+            }
+            Ok(())
+        }
+    }
+
+    impl ClosedBuckets for Flaky {
+        fn keys(&self) -> Result<Vec<SeriesKey>, StoreFailed> {
+            Ok(Vec::new())
+        }
+        fn get(&self, slot: Slot) -> Result<Option<Bucket>, StoreFailed> {
+            self.check()?;
+            self.inner.get(slot)
+        }
+        fn write(
+            &self,
+            keys: &[Arc<SeriesKey>],
+            buckets: &[(Slot, Bucket)],
+            forget: &[u64],
+        ) -> Result<(), StoreFailed> {
+            self.check()?;
+            self.inner.write(keys, buckets, forget)
+        }
+        fn read(
+            &self,
+            id: u64,
+            tier: u8,
+            from: i64,
+            to: i64,
+        ) -> Result<Vec<(i64, Bucket)>, StoreFailed> {
+            self.inner.read(id, tier, from, to)
+        }
+        fn prune(&self, ids: &[u64], tier: u8, before_ms: i64) -> Result<(), StoreFailed> {
+            self.check()?;
+            self.inner.prune(ids, tier, before_ms)
+        }
+    }
+
+    fn point(secs_ago: i64, value: f64) -> Point {
+        Point {
+            name: KeyName {
+                host: Some("db1".into()),
+                service: Some("disk".into()),
+            },
+            time_micros: now_micros() - secs_ago * 1_000_000,
+            value,
+        }
+    }
+
+    #[test]
+    fn a_failing_store_holds_closed_buckets_and_writes_them_once_it_works() {
+        let settings = SeriesSettings::new(30 * 24 * 3_600_000, 10);
+        let store = Arc::new(Flaky {
+            inner: MemoryBuckets::new(10_000),
+            failing: AtomicBool::new(true),
+        });
+        let counters = Arc::new(SeriesCounters::default());
+        let mut worker = Worker {
+            collector: Arc::new(Mutex::new(Collector::new(tiers(settings.retention_ms), 10))),
+            store: Arc::clone(&store) as Arc<dyn ClosedBuckets>,
+            counters: Arc::clone(&counters),
+            settings,
+            reopen: None,
+            forget: Vec::new(),
+            prune_queue: Vec::new(),
+            failures: RateLimitedLog::default(),
+        };
+        counters.queued.fetch_add(2, Ordering::Relaxed);
+        worker.take(vec![vec![point(7300, 1.0), point(7200, 2.0)]]);
+        assert_eq!(SeriesCounters::get(&counters.points), 2);
+        // Every bucket of two hours ago is due; the store fails: they wait, and say so.
+        worker.tick(now_micros() / 1000);
+        assert_eq!(SeriesCounters::get(&counters.store_failing), 1);
+        let held = worker.collector.lock().unwrap().pending_len();
+        assert!(held >= 4, "{held} buckets held");
+        assert!(store.inner.read(1, 0, 0, i64::MAX).unwrap().is_empty());
+        // A late point for a held bucket joins it in memory (no store read needed).
+        counters.queued.fetch_add(1, Ordering::Relaxed);
+        worker.take(vec![vec![point(7299, 5.0)]]);
+        assert_eq!(SeriesCounters::get(&counters.points), 3);
+
+        store.failing.store(false, Ordering::Relaxed);
+        worker.tick(now_micros() / 1000);
+        assert_eq!(SeriesCounters::get(&counters.store_failing), 0);
+        assert_eq!(worker.collector.lock().unwrap().pending_len(), 0);
+        let minutes = store.inner.read(1, 1, 0, i64::MAX).unwrap();
+        let total: u64 = minutes.iter().map(|(_, b)| b.count).sum();
+        assert_eq!(total, 3, "nothing lost: {minutes:?}");
+        assert_eq!(SeriesCounters::get(&counters.lost), 0);
+    }
+}
