@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Metric series on ÷ off: the same release binary, same run, alternating rounds (off, on, off,
 # on, …) of Riemann TCP ingest at 100 events per Msg where every event carries a metric, over
-# 10,000 keys (8 connections × 1,250 keys), each round on a fresh data directory. Prints each
+# 10,000 keys (8 connections × 1,250 keys; 1 change in 10,000 events, so that the load's cycle of
+# frames reaches every key), each round on a fresh data directory. Prints each
 # round's statecast-load JSON line, then the on ÷ off ratio of the summed event rates (goal ≥ 0.9);
 # the last round also prints each mode's RSS (10,000 keys indexed, each with its open buckets
 # when on) and the series counters. Disk per key-day: bench/series-size.py.
@@ -22,7 +23,7 @@ for round in $(seq "$ROUNDS"); do
     pid=$!
     for _ in $(seq 100); do [ -s "$ready" ] && break; sleep 0.1; done
     tcp=$(jq -r .tcp "$ready"); http=$(jq -r .http "$ready")
-    line=$("$T/statecast-load" --addr "$tcp" -c 8 -b 100 -k 64 --keys 1250 --change-ratio 0.01 \
+    line=$("$T/statecast-load" --addr "$tcp" -c 8 -b 100 -k 64 --keys 1250 --change-ratio 0.0001 \
       -d "$DUR" --warmup 1 --label "series-$series-$round" 2>&1 | tail -1)
     echo "$line"
     rate=$(echo "$line" | jq -r '.events_per_s // 0')

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
-use super::key::{KeyName, Point};
+use super::key::{PackedKey, Point};
 use super::{DropReason, SeriesCounters};
 use crate::event::Event;
 
@@ -48,10 +48,7 @@ impl SeriesFeed {
                 continue;
             }
             points.push(Point {
-                name: KeyName {
-                    host: event.host.clone(),
-                    service: event.service.clone(),
-                },
+                key: PackedKey::new(event.host.as_deref(), event.service.as_deref()),
                 time_micros: event.time_micros,
                 value,
             });

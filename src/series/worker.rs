@@ -86,6 +86,7 @@ impl Worker {
         let Ok(mut collector) = self.collector.lock() else {
             return;
         };
+        let mut added = 0;
         for points in batches {
             let n = points.len();
             for point in points {
@@ -102,12 +103,13 @@ impl Worker {
                         })
                 };
                 match outcome {
-                    Ok(()) => SeriesCounters::add(&self.counters.points, 1),
+                    Ok(()) => added += 1,
                     Err(why) => self.counters.dropped(why, 1),
                 }
             }
             self.counters.queued.fetch_sub(n, Ordering::Relaxed);
         }
+        SeriesCounters::add(&self.counters.points, added);
         self.counters
             .keys
             .store(collector.len() as u64, Ordering::Relaxed);
@@ -232,7 +234,7 @@ mod tests {
 
     use super::super::bucket::{tiers, Bucket};
     use super::super::closed::{MemoryBuckets, StoreFailed};
-    use super::super::key::{KeyName, SeriesKey, Slot};
+    use super::super::key::{PackedKey, SeriesKey, Slot};
     use super::*;
 
     /// Memory that fails every call while `failing` is set (a full disk).
@@ -284,10 +286,7 @@ mod tests {
 
     fn point(secs_ago: i64, value: f64) -> Point {
         Point {
-            name: KeyName {
-                host: Some("db1".into()),
-                service: Some("disk".into()),
-            },
+            key: PackedKey::new(Some("db1"), Some("disk")),
             time_micros: now_micros() - secs_ago * 1_000_000,
             value,
         }
