@@ -69,6 +69,9 @@ impl KeyName {
     }
 }
 
+/// Where a closed bucket lives: key id, tier (its index in the tiers), bucket start (ms).
+pub type Slot = (u64, u8, i64);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +99,3 @@ mod tests {
         );
     }
 }
-
-/// Where a closed bucket lives: key id, tier (its index in the tiers), bucket start (ms).
-pub type Slot = (u64, u8, i64);
