@@ -234,7 +234,7 @@ mod tests {
 
     use super::super::bucket::{tiers, Bucket};
     use super::super::closed::{MemoryBuckets, StoreFailed};
-    use super::super::key::{PackedKey, SeriesKey, Slot};
+    use super::super::key::{KeyName, SeriesKey, Slot};
     use super::*;
 
     /// Memory that fails every call while `failing` is set (a full disk).
@@ -286,7 +286,10 @@ mod tests {
 
     fn point(secs_ago: i64, value: f64) -> Point {
         Point {
-            key: PackedKey::new(Some("db1"), Some("disk")),
+            name: KeyName {
+                host: Some("db1".into()),
+                service: Some("disk".into()),
+            },
             time_micros: now_micros() - secs_ago * 1_000_000,
             value,
         }
