@@ -808,12 +808,12 @@ impl Owner {
         }
         let count = events.len() as u64;
         let watched = self.updates_tx.receiver_count() > 0;
-        let mut events = events;
-        // Series read what the index left in the batch and the index's events (`indexed`).
-        let applied = self.engine.apply_in_place(
-            &mut events,
+        // Taken before applying, which moves what the index keeps; handed over once applied.
+        let points = self.series.as_ref().map(|feed| feed.points(&events));
+        let applied = self.engine.apply(
+            events,
             &mut self.changes,
-            (watched || self.series.is_some()).then_some(&mut self.indexed),
+            watched.then_some(&mut self.indexed),
         );
         let first_change = match applied {
             Ok(first_change) => first_change,
@@ -839,13 +839,8 @@ impl Owner {
             }
         };
         Counters::add(&self.counters.events, count);
-        if let Some(feed) = &self.series {
-            feed.send(feed.points(&mut events, &self.indexed));
-            drop(events);
-            if !watched {
-                // Dropped now: a held event would make its key's next update copy it.
-                self.indexed.clear();
-            }
+        if let (Some(feed), Some(points)) = (&self.series, points) {
+            feed.send(points);
         }
         // Before any acknowledgement: a sender that got its `ok` sees its keys counted.
         self.count_keys();

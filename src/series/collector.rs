@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::bucket::{Bucket, Tiers, TIER_COUNT};
 use super::closed::StoreFailed;
-pub use super::key::{KeyName, Point, SeriesKey, Slot};
+pub use super::key::{KeyName, PackedKey, Point, SeriesKey, Slot};
 
 /// Closed buckets held for the store at most (≈ 100 MiB): reached only while the store fails.
 pub const MAX_PENDING: usize = 1 << 20;
@@ -67,7 +67,7 @@ pub struct Collector {
     tiers: Tiers,
     max_keys: usize,
     /// Hashed with hashbrown's fast hasher: looked up once per point.
-    ids: HashMap<KeyName, u64>,
+    ids: HashMap<PackedKey, u64>,
     entries: HashMap<u64, Entry>,
     next_id: u64,
     /// Closed buckets not yet written (full values).
@@ -96,7 +96,7 @@ impl Collector {
     pub fn restore(&mut self, keys: Vec<SeriesKey>, now_micros: i64) {
         for key in keys {
             self.next_id = self.next_id.max(key.id + 1);
-            self.ids.insert(key.name.clone(), key.id);
+            self.ids.insert(key.name.packed(), key.id);
             let entry = Entry {
                 key: Arc::new(key),
                 open: [None; TIER_COUNT],
@@ -120,13 +120,13 @@ impl Collector {
     /// the store (see the module doc).
     pub fn add(&mut self, point: Point, stored: Stored<'_>) -> Result<(), Refused> {
         let Point {
-            name,
+            key,
             time_micros,
             value,
         } = point;
-        let id = match self.ids.get(&name) {
+        let id = match self.ids.get(&key) {
             Some(id) => *id,
-            None => self.new_key(name)?,
+            None => self.new_key(key)?,
         };
         let point = (time_micros, value);
         let Some(entry) = self.entries.get_mut(&id) else {
@@ -164,7 +164,7 @@ impl Collector {
         Ok(())
     }
 
-    fn new_key(&mut self, name: KeyName) -> Result<u64, Refused> {
+    fn new_key(&mut self, packed: PackedKey) -> Result<u64, Refused> {
         if self.entries.len() >= self.max_keys {
             return Err(Refused::MaxKeys);
         }
@@ -172,9 +172,9 @@ impl Collector {
         self.next_id += 1;
         let key = Arc::new(SeriesKey {
             id,
-            name: name.clone(),
+            name: packed.name(),
         });
-        self.ids.insert(name, id);
+        self.ids.insert(packed, id);
         self.new_keys.push(Arc::clone(&key));
         self.entries.insert(
             id,
@@ -218,7 +218,7 @@ impl Collector {
             .collect();
         for id in &gone {
             if let Some(entry) = self.entries.remove(id) {
-                self.ids.remove(&entry.key.name);
+                self.ids.remove(&entry.key.name.packed());
             }
         }
         self.new_keys.retain(|k| !gone.contains(&k.id));
@@ -319,10 +319,7 @@ mod tests {
 
     fn point(host: &str, secs: f64, value: f64) -> Point {
         Point {
-            name: KeyName {
-                host: Some(host.into()),
-                service: Some("cpu".into()),
-            },
+            key: PackedKey::new(Some(host), Some("cpu")),
             time_micros: (secs * 1e6) as i64,
             value,
         }

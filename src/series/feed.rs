@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
-use super::key::{KeyName, Point};
+use super::key::{PackedKey, Point};
 use super::{DropReason, SeriesCounters};
 use crate::event::Event;
 
@@ -35,47 +35,21 @@ impl std::fmt::Debug for SeriesFeed {
 }
 
 impl SeriesFeed {
-    /// The points of an applied batch: each event with a finite metric (NaN and infinities are
-    /// not stored: counted). `events` is the batch as the engine left it, `indexed` the index's
-    /// event for each of them, in order (see `engine::state::Engine::apply_in_place`).
-    ///
-    /// Why this way: an event that updated its key in place still holds its host and service in
-    /// the batch, which would be dropped now — they are moved into the point, so the common case
-    /// costs no allocation and the engine thread no longer frees them. Only an event the index
-    /// took whole (a new key, a change of state) has its names copied from the index's event.
-    pub fn points(&self, events: &mut [Event], indexed: &[Arc<Event>]) -> Vec<Point> {
-        let mut points = Vec::new();
+    /// The points of `events`: each event with a finite metric (NaN and infinities are not
+    /// stored: counted). Taken before the engine applies the batch, which moves what it keeps.
+    pub fn points(&self, events: &[Event]) -> Vec<Point> {
+        let mut points = Vec::with_capacity(events.len());
         let mut not_finite = 0;
-        for (event, kept) in events.iter_mut().zip(indexed) {
-            let (metric, time_micros, host, service) = match event.metric {
-                // Updated in place: the batch's event is whole.
-                Some(metric) => (
-                    metric,
-                    event.time_micros,
-                    event.host.take(),
-                    event.service.take(),
-                ),
-                // Taken by the index whole (the batch's event is empty), or updated in place
-                // without a metric (the index's event then has none either): either way the
-                // index's event says.
-                None => match kept.metric {
-                    Some(metric) => (
-                        metric,
-                        kept.time_micros,
-                        kept.host.clone(),
-                        kept.service.clone(),
-                    ),
-                    _ => continue,
-                },
-            };
+        for event in events {
+            let Some(metric) = event.metric else { continue };
             let value = metric.as_f64();
             if !value.is_finite() {
                 not_finite += 1;
                 continue;
             }
             points.push(Point {
-                name: KeyName { host, service },
-                time_micros,
+                key: PackedKey::new(event.host.as_deref(), event.service.as_deref()),
+                time_micros: event.time_micros,
                 value,
             });
         }

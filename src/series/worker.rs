@@ -234,7 +234,7 @@ mod tests {
 
     use super::super::bucket::{tiers, Bucket};
     use super::super::closed::{MemoryBuckets, StoreFailed};
-    use super::super::key::{KeyName, SeriesKey, Slot};
+    use super::super::key::{PackedKey, SeriesKey, Slot};
     use super::*;
 
     /// Memory that fails every call while `failing` is set (a full disk).
@@ -286,10 +286,7 @@ mod tests {
 
     fn point(secs_ago: i64, value: f64) -> Point {
         Point {
-            name: KeyName {
-                host: Some("db1".into()),
-                service: Some("disk".into()),
-            },
+            key: PackedKey::new(Some("db1"), Some("disk")),
             time_micros: now_micros() - secs_ago * 1_000_000,
             value,
         }

@@ -245,22 +245,9 @@ impl Engine {
         &mut self,
         mut events: Vec<Event>,
         changes: &mut Vec<Change>,
-        indexed: Option<&mut Vec<Arc<Event>>>,
-    ) -> Result<Option<usize>, IndexFull> {
-        self.apply_in_place(&mut events, changes, indexed)
-    }
-
-    /// [`Engine::apply`], leaving in `events` what the index did not keep: an event that
-    /// updated its entry in place keeps its host and service there (the entry has equal ones);
-    /// one the index took whole is left empty (`Event::default()`). `indexed`, when asked, gets
-    /// one event per event of the batch, in order.
-    pub fn apply_in_place(
-        &mut self,
-        events: &mut [Event],
-        changes: &mut Vec<Change>,
         mut indexed: Option<&mut Vec<Arc<Event>>>,
     ) -> Result<Option<usize>, IndexFull> {
-        if self.would_overflow(events) {
+        if self.would_overflow(&events) {
             return Err(IndexFull {
                 max_keys: self.max_keys,
             });
