@@ -15,10 +15,12 @@ use crate::web::http_server::HttpLimits;
 use crate::web::proxy::{Cidr, ExternalUrl};
 use crate::web::ws::WsConfig;
 
+use crate::alert::{AlertConfig, Rules, Target};
 use crate::cluster::ClusterConfig;
 use crate::engine::EngineConfig;
 use crate::event::EventLimits;
 use crate::ingest::tcp::TcpConfig;
+use crate::query::Query;
 use crate::store::Retention;
 use crate::tls::TlsFiles;
 use crate::units::{duration_in, keep_in, size_in, DAY, GIB, HOUR, KIB, YEAR};
@@ -183,6 +185,12 @@ pub struct Config {
     #[arg(long, env = "STATECAST_STATS_INTERVAL", default_value = "2s", value_parser = duration_in(Duration::from_millis(50), HOUR))]
     pub stats_interval: Duration,
 
+    /// Time between `metrics` frames to dashboards: each gets at most one per interval, with the
+    /// latest metric and description of the keys its query matches whose values moved (within
+    /// their state) since its last one; `off` sends none.
+    #[arg(long, env = "STATECAST_METRICS_INTERVAL", default_value = "1s", value_parser = every_in(Duration::from_millis(50), HOUR))]
+    pub metrics_interval: Every,
+
     /// Start even though `statecast.redb` is missing or empty while `changes.log` beside it holds
     /// changes of an earlier run. Without it such a start is refused (exit 1): the database was
     /// lost or damaged (a bad copy or restore), and starting would silently begin an empty
@@ -273,6 +281,12 @@ pub struct Config {
     /// that acknowledgements need; a read holds its slot until its response is sent whole.
     #[arg(long, env = "STATECAST_MAX_LARGE_READS", default_value_t = 4, value_parser = count_in(1, 10_000))]
     pub max_large_reads: usize,
+
+    /// Samples (keys) one `GET /api/prometheus` answer holds at most: the first in (host,
+    /// service) order; the answer's `statecast_prometheus_keys_omitted` counts the others. Scrape
+    /// a larger index in slices (one scrape job per `?query=`).
+    #[arg(long, env = "STATECAST_PROMETHEUS_MAX_KEYS", default_value_t = 100_000, value_parser = count_in(1, 10_000_000))]
+    pub prometheus_max_keys: usize,
 
     /// Concurrent HTTP connections (websockets, once upgraded, count against
     /// `--max-ws-connections` instead); past it new connections get a 503 and are closed.
@@ -396,6 +410,36 @@ pub struct Config {
     /// error saying what is known (Riemann `ok:false`, HTTP 503).
     #[arg(long, env = "STATECAST_CLUSTER_TIMEOUT", default_value = "5s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
     pub cluster_timeout: Duration,
+
+    /// Send alerts to these Alertmanagers (`http://host:port`, repeatable or comma-separated;
+    /// each gets every alert), as Prometheus does: a key fires in an `--alert-states` state,
+    /// until it is ok again, removed, acknowledged or silenced. Off by default.
+    #[arg(long, env = "STATECAST_ALERTMANAGER", value_delimiter = ',', value_parser = Target::parse)]
+    pub alertmanager: Vec<Target>,
+
+    /// Only keys whose event this query matches alert (judged at each change of state); default
+    /// every key.
+    #[arg(long, env = "STATECAST_ALERT_QUERY")]
+    pub alert_query: Option<String>,
+
+    /// The states that fire an alert (comma-separated).
+    #[arg(
+        long,
+        env = "STATECAST_ALERT_STATES",
+        value_delimiter = ',',
+        default_value = "critical,warning,expired"
+    )]
+    pub alert_states: Vec<String>,
+
+    /// Attribute or tag names (comma-separated) copied onto each alert as labels: an attribute's
+    /// value, or "true" for a tag the event carries.
+    #[arg(long, env = "STATECAST_ALERT_LABELS", value_delimiter = ',', value_parser = crate::alert::check_label_name)]
+    pub alert_labels: Vec<String>,
+
+    /// How often every firing alert is sent again; each is sent valid for four of these, so
+    /// the alerts of a statecast that stopped end by themselves.
+    #[arg(long, env = "STATECAST_ALERT_RESEND", default_value = "1m", value_parser = duration_in(Duration::from_secs(1), DAY))]
+    pub alert_resend: Duration,
 }
 
 /// The longest `--allowed-origin` pattern: a list of a few dozen origins fits; a longer one is
@@ -445,6 +489,23 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 
 /// How long something is kept, or `None` for forever.
 pub type Keep = Option<Duration>;
+
+/// How often something is done, or `None` for `off` (never).
+pub type Every = Option<Duration>;
+
+/// A clap value parser for [`Every`]: a duration within `min..=max`, or `off`.
+fn every_in(
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Every, String> + Clone + Send + Sync + 'static {
+    let within = duration_in(min, max);
+    move |s| {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        within(s).map(Some).map_err(|e| format!("{e} (or `off`)"))
+    }
+}
 
 /// A whole number within `min..=max`, for counts whose zero (or huge values) would make no
 /// sense: a queue of zero cannot hold anything, and some of them size allocations at startup.
@@ -541,6 +602,7 @@ impl Config {
             broadcast_capacity: self.broadcast_capacity,
             local_clock: true,
             series: None,
+            metrics_interval: self.metrics_interval,
         }
     }
 
@@ -574,6 +636,39 @@ impl Config {
             timeout: self.cluster_timeout,
             max_in_flight: self.engine_queue.saturating_mul(16).max(1024),
         })
+    }
+
+    /// Alerting's settings, when `--alertmanager` names one; an error sentence for a bad
+    /// `--alert-query`.
+    pub(crate) fn alerts(&self) -> Result<Option<AlertConfig>, String> {
+        if self.alertmanager.is_empty() {
+            return Ok(None);
+        }
+        let query = match self.alert_query.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(
+                Query::parse(text).map_err(|error| format!("--alert-query {text:?}: {error}"))?,
+            ),
+        };
+        let states: Vec<String> = self
+            .alert_states
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if states.is_empty() {
+            return Err("--alert-states names no state".into());
+        }
+        Ok(Some(AlertConfig {
+            alertmanagers: self.alertmanager.clone(),
+            rules: Rules {
+                query,
+                states,
+                labels: self.alert_labels.clone(),
+                external_url: self.external_url.as_ref().map(|url| url.url.clone()),
+            },
+            resend: self.alert_resend,
+        }))
     }
 
     pub(crate) fn tcp(&self) -> TcpConfig {

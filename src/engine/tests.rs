@@ -31,6 +31,7 @@ fn config() -> EngineConfig {
         // Time enters only as the tests' own ticks: nothing expires behind their back.
         local_clock: false,
         series: None,
+        metrics_interval: None,
     }
 }
 

@@ -129,6 +129,8 @@ pub(super) static FAMILIES: &[Row] = &[
     one("statecast_http_rejected_total", Counter, "JSON event posts rejected.", |c| &c.http_rejected),
     one("statecast_ws_clients", Gauge, "Connected dashboard websockets.", |c| &c.ws_clients),
     one("statecast_ws_resyncs_total", Counter, "Dashboards resynchronised with a fresh snapshot after falling behind.", |c| &c.ws_resyncs),
+    one("statecast_ws_metrics_frames_total", Counter, "Live-value (metrics) frames queued for dashboards, at most one per dashboard and --metrics-interval.", |c| &c.ws_metrics_frames),
+    one("statecast_ws_metrics_values_total", Counter, "Values carried by those metrics frames.", |c| &c.ws_metrics_values),
     one("statecast_ws_slow_closed_total", Counter, "Dashboards closed as slow consumers.", |c| &c.ws_slow_closed),
     one("statecast_http_refused_total", Counter, "HTTP connections refused at the connection limit.", |c| &c.http_refused),
     one("statecast_store_log_replayed", Gauge, "Changes the start replayed from the change log (acknowledged after the last checkpoint).", |c| &c.log_replayed),
@@ -154,6 +156,7 @@ pub(super) static FAMILIES: &[Row] = &[
     histogram("statecast_commit_seconds", "Change-log writes of the committer (one synchronous write per group commit).", |c| &c.commit_seconds),
     histogram("statecast_tcp_ack_seconds", "Riemann TCP: from the read bringing Msgs to their answer (ok once applied, or once durable with a change).", |c| &c.tcp_ack_seconds),
     Row::Section(|c, out| c.cluster.render(out)),
+    Row::Section(|c, out| c.alerts.render(out)),
     labelled("statecast_tcp_timeouts_total", Counter, "Riemann TCP connections closed by a deadline: no first frame (--tcp-first-frame-timeout), a frame left unfinished (--tcp-frame-timeout), idle (--tcp-idle-timeout).", "reason", |c| {
         TcpTimeout::ALL.iter().zip(&c.tcp_timeouts).map(|(reason, value)| (reason.label(), Counters::get(value))).collect()
     }),

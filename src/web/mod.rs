@@ -22,6 +22,7 @@ mod history;
 pub mod http_server;
 mod index;
 pub(crate) mod large_reads;
+mod prometheus;
 pub mod proxy;
 pub(crate) mod rates;
 mod series;
@@ -81,6 +82,8 @@ pub(crate) struct AppState {
     pub(crate) large_reads: large_reads::LargeReads,
     /// Metric series (`--series on`), for `GET /api/series`.
     pub(crate) series: Option<crate::series::SeriesReader>,
+    /// Samples one `GET /api/prometheus` answer holds at most (`--prometheus-max-keys`).
+    pub(crate) prometheus_max_keys: usize,
 }
 
 /// Every route: this module's, and `ingest` (the HTTP ingest routes, from `ingest::http`), all
@@ -95,6 +98,7 @@ pub(crate) fn router(app: AppState, ingest: Router<AppState>) -> Router {
         .route("/api/history", get(api::history))
         .route("/api/rates", get(rates::rates))
         .route("/api/series", get(series::series))
+        .route("/api/prometheus", get(prometheus::prometheus))
         .route("/index", get(index::index))
         .route("/metrics", get(api::metrics))
         .fallback(get(assets::serve))
@@ -154,6 +158,8 @@ pub(crate) struct SubscribeParams {
     pub(crate) since: Option<u64>,
     pub(crate) epoch: Option<String>,
     pub(crate) limit: Option<usize>,
+    /// `/ws` only: view frames queued together leave as one `batch` message.
+    pub(crate) batch: Option<bool>,
 }
 
 impl AppState {

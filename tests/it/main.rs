@@ -11,6 +11,7 @@
 mod common;
 
 mod actions;
+mod alerting;
 mod cli;
 mod cluster;
 mod config_file;
@@ -25,6 +26,7 @@ mod inputs;
 mod limits_and_access;
 mod operability;
 mod packaging;
+mod prometheus_bridge;
 mod query;
 mod rates;
 mod reverse_proxy;
@@ -32,6 +34,7 @@ mod riemann_fidelity;
 mod riemann_tcp;
 mod riemann_udp;
 mod tls;
+mod trends_live;
 mod trends_series;
 mod websocket;
 mod ws_ingest;

@@ -25,6 +25,7 @@
 //! resynchronised, never silently deaf. A client that needs that too often is closed with 1008
 //! "slow consumer"; one whose socket takes no data for `--ws-write-timeout` is dropped.
 
+mod live_values;
 mod outbox;
 mod session;
 
@@ -90,7 +91,8 @@ pub(crate) async fn upgrade(
         since,
         epoch: params.epoch.clone().unwrap_or_default(),
     });
+    let batch = params.batch.unwrap_or(false);
     super::configure(upgrade).on_upgrade(move |socket| {
-        tasks.track_future(session::run(socket, app, filter, resume, permit))
+        tasks.track_future(session::run(socket, app, filter, resume, batch, permit))
     })
 }

@@ -7,15 +7,19 @@
 
 #![allow(dead_code, unused_imports)]
 
+mod alertmanager;
 mod http;
 mod nats;
+mod prometheus;
 mod riemann;
 mod server;
 mod tmpfs;
 mod ws;
 
+pub use alertmanager::*;
 pub use http::*;
 pub use nats::*;
+pub use prometheus::*;
 pub use riemann::*;
 pub use server::*;
 pub use tmpfs::*;
