@@ -5,7 +5,7 @@
 #
 #   bench/trends.sh                    full run (~1 min after the build); writes its section into
 #                                      BENCHMARKS.md
-#   bench/trends.sh --smoke [FILE]     tiny configuration (~15 s) proving it works; writes its
+#   bench/trends.sh --smoke [FILE]     tiny configuration (~20 s) proving it works; writes its
 #                                      section into FILE (default target/bench-smoke.md)
 #
 # Each round runs the same Riemann TCP load (statecast-load, 100 events per Msg, every event a
@@ -17,7 +17,8 @@
 # there, otherwise put before "## Raw results" (or at the end).
 #
 # Knobs (environment): BENCH_DURATION (s per point, default 5), BENCH_TRENDS_CLIENTS (default
-# 1000), BENCH_TRENDS_ROUNDS (default 3), BENCH_NO_BUILD=1 (the release binaries are built).
+# 1000), BENCH_TRENDS_ROUNDS (default 3), BENCH_TRENDS_KEYS (moving keys per connection, 10
+# connections; default 1000), BENCH_NO_BUILD=1 (the release binaries are built).
 # Needs: cargo, jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,10 +36,10 @@ for tool in cargo jq; do
 done
 
 if [ $SMOKE = 1 ]; then
-  DUR=1; CLIENTS=20; ROUNDS=1; CONNS=2; KEYS=500
+  DUR=3; CLIENTS=20; ROUNDS=1; CONNS=2; KEYS=500
 else
   DUR=${BENCH_DURATION:-5}; CLIENTS=${BENCH_TRENDS_CLIENTS:-1000}; ROUNDS=${BENCH_TRENDS_ROUNDS:-3}
-  CONNS=10; KEYS=1000 # 10 connections × 1,000 keys each: 10k keys
+  CONNS=10; KEYS=${BENCH_TRENDS_KEYS:-1000} # per connection: 10 × 1,000 = 10k keys by default
 fi
 BATCH=100
 IN_FLIGHT=64
