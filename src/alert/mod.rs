@@ -168,11 +168,12 @@ impl Deriving {
 
     /// Hands `alerts` to every Alertmanager's outbox (never waits).
     fn push(&self, alerts: &[Alert]) {
+        // Counted first: whoever sees an alert sent (`/api/alerting`) sees it firing too.
+        let firing = self.firing.firing_count() as u64;
+        self.counters.alerts.firing.store(firing, Ordering::Relaxed);
         for (outbox, stats) in &self.outboxes {
             outbox.push(alerts, stats);
         }
-        let firing = self.firing.firing_count() as u64;
-        self.counters.alerts.firing.store(firing, Ordering::Relaxed);
     }
 }
 
