@@ -615,6 +615,14 @@ async fn an_https_alertmanager_is_trusted_through_its_ca_and_only_then() {
     let (cert, key) = ca.leaf("alertmanager", true);
     let webhook = Webhook::start().await;
     let am = Alertmanager::start_tls(&webhook, &cert, &key);
+    // Listening before statecast starts, so every failure counted below is the TLS refusal.
+    eventually(NOTIFIED, "Alertmanager listens", || async {
+        tokio::net::TcpStream::connect(am.addr)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await;
     let url = am.url();
     assert!(url.starts_with("https://"), "{url}");
     let ca_path = ca.cert.display().to_string();
