@@ -378,9 +378,9 @@ Object.assign(window, {
     isFlapping(host, service) { return notifications.isFlapping(JSON.stringify([host ?? null, service ?? null])); },
     get acks() { return [...model.acks.values()]; },
     get silences() { return model.silences.map((s) => ({ ...s })); },
-    /** What the graphs draw: { details, tab } each { labels, points, x, last } (copies). */
+    /** What the graphs draw: { details, tab } each { labels, points, x, last, newest } (copies). */
     get graphs() {
-      const copy = (/** @type {typeof graphs.chart.shown} */ s) => ({ labels: [...s.labels], points: s.points, x: [...s.x], last: [...s.last] });
+      const copy = (/** @type {typeof graphs.chart.shown} */ s) => ({ labels: [...s.labels], points: s.points, x: [...s.x], last: [...s.last], newest: [...s.newest] });
       return { details: copy(details.graph.chart.shown), tab: copy(graphs.chart.shown), query: graphs.drawn, range: graphs.range };
     },
     splitKey,

@@ -43,8 +43,17 @@ export function createTimeChart(node, { kind }) {
   let bands = [];
   /** @type {Mark[]} */
   let marks = [];
-  /** What is drawn, for tests and the console: { keys, labels, points, last } */
-  const shown = { labels: /** @type {string[]} */ ([]), points: 0, x: /** @type {number[]} */ ([]), last: /** @type {(number | null)[]} */ ([]) };
+  /**
+   * What is drawn, for tests, benchmarks and the console: the series' labels, the points drawn,
+   * the bucket times, each series' latest average (`last`) and latest raw value (`newest`).
+   */
+  const shown = {
+    labels: /** @type {string[]} */ ([]),
+    points: 0,
+    x: /** @type {number[]} */ ([]),
+    last: /** @type {(number | null)[]} */ ([]),
+    newest: /** @type {(number | null)[]} */ ([]),
+  };
 
   const axis = () => ({
     stroke: () => themeColour('--muted'),
@@ -135,6 +144,7 @@ export function createTimeChart(node, { kind }) {
     for (const c of columns) for (const v of c) if (v !== null) points += 1;
     shown.points = points;
     shown.labels = keys.map((k) => set?.series.get(k)?.label ?? k);
+    shown.newest = keys.map((k) => set?.series.get(k)?.points.at(-1)?.[4] ?? null);
     shown.last = columns.filter((_, i) => kind !== 'key' || i === 2).map((c) => {
       for (let i = c.length - 1; i >= 0; i -= 1) if (c[i] !== null) return c[i];
       return null;
@@ -173,6 +183,7 @@ export function createTimeChart(node, { kind }) {
         shown.points = 0;
         shown.x = [];
         shown.last = [];
+        shown.newest = [];
         delete node.dataset.points;
         node.dataset.series = '0';
         return;
