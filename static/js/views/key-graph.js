@@ -5,9 +5,12 @@
 // so the chart survives those renders.
 
 import { el, setText, timeEl } from '../dom.js';
-import { DEFAULT_RANGE, RANGES, SeriesSet, parseSeriesAnswer, stateBands, actionMarks } from '../series.js';
-import { keyOf } from '../model.js';
+import { DEFAULT_RANGE, RANGES, SeriesSet, parseSeriesAnswer, stateBands, actionMarks, seriesLabel } from '../series.js';
+import { keyOf, splitKey } from '../model.js';
 import { createTimeChart } from './timechart.js';
+
+/** The window moves on at least this often while a graph is open, frames or not. */
+const SLIDE_MS = 5_000;
 
 /**
  * Reads `GET /api/series` for `query` over [from, to] (ms). Resolves to a SeriesSet for a graph
@@ -58,6 +61,7 @@ export function createKeyGraph({ token, keyQuery, currentState }) {
   head.append(title, ranges);
   const box = el('div', 'chart-box');
   box.id = 'key-graph-chart';
+  box.setAttribute('role', 'figure');
   const note = el('p', 'details-note');
   note.hidden = true;
   const markList = el('ol', 'graph-marks');
@@ -110,6 +114,8 @@ export function createKeyGraph({ token, keyQuery, currentState }) {
       return;
     }
     const empty = answer.set.series.size === 0;
+    const [host, service] = splitKey(key);
+    box.setAttribute('aria-label', `Metric of ${seriesLabel(host, service)} over the last ${g.range}: minimum, maximum and average per bucket`);
     chart.show(empty ? null : answer.set);
     showNote(empty ? `No metric recorded in the last ${g.range}.` : '');
     decorate();
@@ -128,6 +134,13 @@ export function createKeyGraph({ token, keyQuery, currentState }) {
       return li;
     }));
   }
+
+  setInterval(() => {
+    if (g.key !== null && !document.hidden) {
+      chart.refresh();
+      decorate();
+    }
+  }, SLIDE_MS);
 
   return Object.assign(g, {
     node,

@@ -127,7 +127,7 @@ export function createTimeChart(node, { kind }) {
       bands: kind === 'key' ? [{ series: [2, 1], fill: () => `${themeColour('--other')}33` }] : [],
       scales: { x: { time: true, range: () => [set?.from ?? 0, set?.to ?? 1] } },
       axes: [axis(), axis()],
-      legend: { show: true, live: kind === 'key' },
+      legend: { show: true, live: true },
       cursor: { drag: { x: false, y: false } },
       hooks: { drawClear: [drawBands], draw: [drawMarks] },
     };
