@@ -1,5 +1,5 @@
 // Metric series for the graphs (the details panel's and the Graphs tab's): a `GET /api/series`
-// answer, extended by the live `metrics` frames, turned into the columns a chart draws; and the
+// answer, extended by the live `metrics` frames (and changes' events), turned into the columns a chart draws; and the
 // details graph's state bands and action marks, from history. Pure: no DOM, no fetch, no clock
 // (tests/browser/model/series.test.mjs runs it under node).
 //
@@ -111,12 +111,17 @@ export class SeriesSet {
   }
 
   /**
-   * Folds the values of a `metrics` frame into the series it names; other keys are ignored.
-   * Returns whether anything changed.
-   * @param {Record<string, any>} frame  {"type":"metrics","time":ms,"values":[{host,service,metric,time},…]}
+   * Folds a live frame into the series it names (other keys are ignored): the values of a
+   * `metrics` frame, or the event of a `change` (a value that came with a change of state is
+   * in the change frame, not in a metrics frame). Returns whether anything changed.
+   * @param {Record<string, any>} frame  {"type":"metrics","time":ms,"values":[{host,service,metric,time},…]} or a change
    */
   foldFrame(frame) {
-    if (!frame || !Array.isArray(frame.values)) return false;
+    if (frame?.type === 'change') {
+      const t = frame.event && frame.removed !== true ? parseTime(frame.event.time) : null;
+      return t !== null && this.fold(keyOf(frame.event), frame.event.metric, t);
+    }
+    if (!frame || frame.type !== 'metrics' || !Array.isArray(frame.values)) return false;
     const frameTime = typeof frame.time === 'number' && Number.isFinite(frame.time) ? frame.time : null;
     let changed = false;
     for (const v of frame.values) {
@@ -248,6 +253,21 @@ export function stateBands(records, key, from, to, current = null) {
 
 /** @param {unknown} pairs  [[host, service]…] @param {string} key */
 const listsKey = (pairs, key) => Array.isArray(pairs) && pairs.some((p) => Array.isArray(p) && keyOfPair(p[0], p[1]) === key);
+
+/**
+ * Whether a history record or live frame is about `key`: its change, an ack or unack of it, a
+ * silence that started or stopped silencing it.
+ * @param {Record<string, any>} r
+ * @param {string} key
+ */
+export function concernsKey(r, key) {
+  if (!r) return false;
+  if (r.type === 'change') return Boolean(r.event) && keyOf(r.event) === key;
+  if (r.type === 'ack') return Boolean(r.ack) && keyOf(r.ack) === key;
+  if (r.type === 'unack') return keyOf(r) === key;
+  if (r.type === 'silence') return listsKey(r.silenced, key) || listsKey(r.unsilenced, key);
+  return false;
+}
 
 /**
  * The operator actions on `key` in its history, as marks on its graph: acks and their ends,

@@ -97,7 +97,7 @@ export function createGraphs({ token, urlParam, setUrlParam, visible }) {
     },
     /** @param {Record<string, any>} frame */
     onFrame(frame) {
-      if (frame?.type === 'metrics') chart.onMetrics(frame);
+      if (frame?.type === 'metrics' || frame?.type === 'change') chart.onFrame(frame);
     },
   });
 }

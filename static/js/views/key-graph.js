@@ -5,12 +5,16 @@
 // so the chart survives those renders.
 
 import { el, setText, timeEl } from '../dom.js';
-import { DEFAULT_RANGE, RANGES, SeriesSet, parseSeriesAnswer, stateBands, actionMarks, seriesLabel } from '../series.js';
-import { keyOf, splitKey } from '../model.js';
+import {
+  DEFAULT_RANGE, RANGES, SeriesSet, parseSeriesAnswer, stateBands, actionMarks, seriesLabel, concernsKey,
+} from '../series.js';
+import { splitKey } from '../model.js';
 import { createTimeChart } from './timechart.js';
 
 /** The window moves on at least this often while a graph is open, frames or not. */
 const SLIDE_MS = 5_000;
+/** Records kept for bands and marks: history's, then live ones (the oldest go first). */
+const MAX_RECORDS = 4_000;
 
 /**
  * Reads `GET /api/series` for `query` over [from, to] (ms). Resolves to a SeriesSet for a graph
@@ -160,7 +164,7 @@ export function createKeyGraph({ token, keyQuery, currentState }) {
     },
     /** @param {Record<string, any>[]} records  the key's history (changes and action records, any order) */
     setHistory(records) {
-      g.records = records;
+      g.records = records.filter((r) => concernsKey(r, /** @type {string} */ (g.key))).slice(-MAX_RECORDS);
       decorate();
     },
     /**
@@ -170,11 +174,17 @@ export function createKeyGraph({ token, keyQuery, currentState }) {
      */
     onFrame(frame) {
       if (g.key === null || !frame) return;
-      if (frame.type === 'metrics') chart.onMetrics(frame);
-      else if (frame.type === 'change' && frame.event && keyOf(frame.event) === g.key) g.records.push(frame);
-      else if (['ack', 'unack', 'silence'].includes(frame.type)) g.records.push({ ...frame, received: Date.now() });
-      else return;
-      if (frame.type !== 'metrics') decorate();
+      if (frame.type === 'metrics') {
+        chart.onFrame(frame);
+        return;
+      }
+      if (!concernsKey(frame, g.key)) return;
+      if (frame.type === 'change') {
+        chart.onFrame(frame);
+        g.records.push(frame);
+      } else g.records.push({ ...frame, received: Date.now() });
+      if (g.records.length > MAX_RECORDS) g.records.splice(0, g.records.length - MAX_RECORDS);
+      decorate();
     },
     /** The window slides to now; theme and clock are read again. */
     refresh() {

@@ -203,8 +203,8 @@ export function createTimeChart(node, { kind }) {
       node.dataset.marks = String(marks.length);
       plot?.redraw(false);
     },
-    /** Folds a `metrics` frame in; redraws (once a frame) when it touched this chart. @param {Record<string, any>} frame */
-    onMetrics(frame) {
+    /** Folds a live frame in (metrics, change); redraws (once a frame) when it touched this chart. @param {Record<string, any>} frame */
+    onFrame(frame) {
       if (set?.foldFrame(frame)) redraw();
     },
     /** Moves the window to "now" (and the theme or clock, which the axes read on drawing). */

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  parseSeriesAnswer, SeriesSet, stateBands, actionMarks, seriesLabel, MAX_POINTS,
+  parseSeriesAnswer, SeriesSet, stateBands, actionMarks, seriesLabel, concernsKey, MAX_POINTS,
 } from '../../../static/js/series.js';
 import { keyOfPair } from '../../../static/js/model.js';
 
@@ -158,4 +158,31 @@ test('an action received live without a time of its own is marked when it arrive
     { type: 'unack', seq: 2, host: 'web1', service: 'cpu', reason: 'deleted', by: 'ann', received: 30 * MIN },
   ];
   assert.deepEqual(actionMarks(records, WEB_CPU).map((m) => [m.kind, m.at / MIN, m.approx]), [['unack', 30, false]]);
+});
+
+test('a value that came with a change of state is folded from the change frame', () => {
+  const set = new SeriesSet(/** @type {any} */ (parseSeriesAnswer(answer()).answer), 60 * MIN);
+  const t = 12 * MIN;
+  const changeFrame = { type: 'change', seq: 9, previous_state: 'ok', event: { host: 'web1', service: 'cpu', state: 'critical', metric: 42, time: iso(t) } };
+  assert.equal(set.foldFrame(changeFrame), true);
+  assert.deepEqual(/** @type {any} */ (set.series.get(WEB_CPU)).points.at(-1), [t, 42, 42, 42, 42, 1]);
+  assert.equal(set.foldFrame({ ...changeFrame, removed: true }), false);
+  assert.equal(set.foldFrame({ type: 'stats', values: [] }), false);
+});
+
+test('which records and frames concern a key', () => {
+  const yes = [
+    change(1, 'web1', 'ok', 'critical', 0),
+    { type: 'ack', seq: 2, ack: { host: 'web1', service: 'cpu' } },
+    { type: 'unack', seq: 3, host: 'web1', service: 'cpu', reason: 'resolved' },
+    { type: 'silence', seq: 4, silenced: [], unsilenced: [['web1', 'cpu']] },
+  ];
+  const no = [
+    change(5, 'web2', 'ok', 'critical', 0),
+    { type: 'ack', seq: 6, ack: { host: 'web1', service: 'disk' } },
+    { type: 'silence', seq: 7, silenced: [['web1', null]], unsilenced: [] },
+    { type: 'stats' },
+  ];
+  assert.deepEqual(yes.map((r) => concernsKey(r, WEB_CPU)), [true, true, true, true]);
+  assert.deepEqual(no.map((r) => concernsKey(r, WEB_CPU)), [false, false, false, false]);
 });
