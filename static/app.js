@@ -28,6 +28,7 @@
 //   {"type":"silences",…}                                          the whole silence set (older servers, history)
 //   {"type":"stats","clients":C,"events":T,"changes":K}            periodic heartbeat
 //   {"type":"error","error":"…"}                                   answer to a bad subscribe
+//   {"type":"batch","frames":[F,…]}                                 frames queued together (?batch=true)
 // Client → server: {"type":"subscribe","query":Q} (a fresh snapshot, or an error frame).
 // URL: /ws?query=Q filters from the start; /ws?since=SEQ&epoch=E resumes after a reconnect.
 
@@ -156,6 +157,9 @@ function wsUrl() {
   const url = new URL('ws', location.href);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   url.search = '';
+  // Frames queued together arrive as one `batch` message: one task for the browser instead of
+  // one per change (the connection unwraps it, so nothing else sees the difference).
+  url.searchParams.set('batch', 'true');
   const q = filter.forUrl();
   if (q) url.searchParams.set('query', q);
   const resume = resumeFrom(page.state, model.seq);

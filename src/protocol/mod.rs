@@ -83,6 +83,13 @@ impl Frame<'_> {
     }
 }
 
+/// `{"type":"batch","frames":[F, …]}`: several view frames (snapshot, changes, operator
+/// actions) in one websocket message, in order, for a client that asked with `/ws?batch=true`.
+/// Written by joining the frames' own text between these two pieces (each frame is serialized
+/// once for every client; a batch never re-serializes it), so it has no `Frame` variant.
+pub const BATCH_OPEN: &str = r#"{"type":"batch","frames":["#;
+pub const BATCH_CLOSE: &str = "]}";
+
 /// `{"type":"snapshot","seq":S,"epoch":E,"reset":R,"events":[E…],"acks":[ACK…],
 /// "silences":[SILENCE…],"silenced":[[H,S]…]}`. Its arrays are written an item at a time from
 /// iterators: the frame is as large as the index, and a JSON tree of it first cost several

@@ -225,6 +225,23 @@ fn ws_examples() -> Vec<(&'static str, String)> {
         })
         .to_text(),
     ));
+    let batch = |frames: &[&str]| {
+        format!(
+            "{}{}{}",
+            super::BATCH_OPEN,
+            frames.join(","),
+            super::BATCH_CLOSE
+        )
+    };
+    let batched: Vec<String> = out
+        .iter()
+        .filter(|(name, _)| *name == "ws-change" || *name == "ws-ack")
+        .map(|(_, text)| text.clone())
+        .collect();
+    out.push((
+        "ws-batch",
+        batch(&batched.iter().map(String::as_str).collect::<Vec<_>>()),
+    ));
     out.push((
         "ws-error",
         Frame::Error {
@@ -389,7 +406,7 @@ fn the_readme_lists_exactly_the_frame_types() {
         .map(|(_, text)| frame_type(text))
         .collect();
     let all = [
-        "snapshot", "change", "ack", "unack", "silence", "silences", "stats", "error",
+        "snapshot", "change", "ack", "unack", "silence", "silences", "stats", "error", "batch",
     ];
     // A new variant of `Frame` must get a name here, an example above and a README line.
     let named = |frame: &Frame<'_>| match frame {

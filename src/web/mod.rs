@@ -150,6 +150,8 @@ pub(crate) struct SubscribeParams {
     pub(crate) since: Option<u64>,
     pub(crate) epoch: Option<String>,
     pub(crate) limit: Option<usize>,
+    /// `/ws` only: view frames queued together leave as one `batch` message.
+    pub(crate) batch: Option<bool>,
 }
 
 impl AppState {

@@ -35,6 +35,20 @@ export function nextState(state, event) {
   return TRANSITIONS[state]?.[event] ?? null;
 }
 
+/**
+ * The frames one websocket message carries: a `batch` (`/ws?batch=true`: frames queued together,
+ * in order) is unwrapped, anything else is one frame. Pure.
+ * @param {unknown} message  the parsed JSON of a text message
+ * @returns {Record<string, any>[]}
+ */
+export function framesOf(message) {
+  if (!message || typeof message !== 'object') return [];
+  const record = /** @type {Record<string, any>} */ (message);
+  if (record.type !== 'batch') return [record];
+  if (!Array.isArray(record.frames)) return [];
+  return record.frames.filter((frame) => frame && typeof frame === 'object' && frame.type !== 'batch');
+}
+
 export const BACKOFF_MIN_MS = 500;
 export const BACKOFF_MAX_MS = 10_000;
 
@@ -197,9 +211,12 @@ export class Connection {
       } catch {
         return;
       }
-      if (!msg || typeof msg !== 'object') return;
-      if (msg.type === 'stats') this.noteStats(msg.interval_ms);
-      this.onMessage(msg);
+      for (const frame of framesOf(msg)) {
+        // A frame may end this socket (a new filter reconnects): what follows belongs to none.
+        if (sock !== this.ws) return;
+        if (frame.type === 'stats') this.noteStats(frame.interval_ms);
+        this.onMessage(frame);
+      }
     });
     sock.addEventListener('close', (e) => {
       if (sock !== this.ws) return;

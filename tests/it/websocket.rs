@@ -310,3 +310,65 @@ async fn every_websocket_answers_a_clients_close() {
         }
     }
 }
+
+/// `/ws?batch=true`: view frames queued together leave as one `{"type":"batch","frames":[…]}`
+/// message — a resume's replay is queued at once, so it comes as one — and a client that did
+/// not ask never sees a batch. Either way every change arrives once, in `seq` order.
+#[tokio::test]
+async fn a_batching_client_gets_frames_queued_together_as_one_message() {
+    let server = InProcess::start(&[]);
+    let (_watcher, snapshot) = WsClient::connect_with_snapshot(&server).await;
+    let epoch = snapshot["epoch"].as_str().unwrap().to_owned();
+    let events: Vec<Value> = (0..10)
+        .map(|i| json!({"host":"h","service":format!("s{i}"),"state":"critical"}))
+        .collect();
+    let response = post_json(&server, &Value::Array(events).to_string()).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+
+    let mut batching =
+        WsClient::connect_path(&server, &format!("/ws?since=2&epoch={epoch}&batch=true")).await;
+    let replay = batching.next_json().await;
+    assert_eq!(replay["type"], "batch", "{replay}");
+    let seqs: Vec<u64> = replay["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|frame| {
+            assert_eq!(frame["type"], "change", "{frame}");
+            frame["seq"].as_u64().expect("seq")
+        })
+        .collect();
+    assert_eq!(seqs, (3..=10).collect::<Vec<_>>());
+
+    let mut plain = WsClient::connect_path(&server, &format!("/ws?since=2&epoch={epoch}")).await;
+    for expected in 3..=10u64 {
+        let change = plain.next_json().await;
+        assert_eq!(
+            (change["type"].as_str(), change["seq"].as_u64()),
+            (Some("change"), Some(expected))
+        );
+    }
+    // Live changes after the replay: however they are grouped, each once and in order.
+    let events: Vec<Value> = (0..10)
+        .map(|i| json!({"host":"h","service":format!("s{i}"),"state":"ok"}))
+        .collect();
+    let response = post_json(&server, &Value::Array(events).to_string()).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let message = batching.next_json().await;
+        let frames = match message["type"].as_str() {
+            Some("batch") => message["frames"].as_array().cloned().expect("frames"),
+            _ => vec![message],
+        };
+        seen.extend(
+            frames
+                .iter()
+                .map(|frame| frame["seq"].as_u64().expect("seq")),
+        );
+    }
+    assert_eq!(seen, (11..=20).collect::<Vec<_>>());
+    for expected in 11..=20u64 {
+        assert_eq!(plain.next_json().await["seq"], expected);
+    }
+}

@@ -90,7 +90,8 @@ pub(crate) async fn upgrade(
         since,
         epoch: params.epoch.clone().unwrap_or_default(),
     });
+    let batch = params.batch.unwrap_or(false);
     super::configure(upgrade).on_upgrade(move |socket| {
-        tasks.track_future(session::run(socket, app, filter, resume, permit))
+        tasks.track_future(session::run(socket, app, filter, resume, batch, permit))
     })
 }

@@ -68,13 +68,16 @@ pub(super) async fn run(
     app: AppState,
     filter: Option<Query>,
     resume: Option<Resume>,
+    batch: bool,
     _permit: OwnedSemaphorePermit,
 ) {
     Counters::add(&app.counters.ws_clients, 1);
     let _guard = ClientGuard(Arc::clone(&app.counters));
     let (sink, stream) = socket.split();
+    let mut state = SessionState::new(&app.ws, Instant::now());
+    state.outbox().batch_views(batch);
     let session = Session {
-        state: SessionState::new(&app.ws, Instant::now()),
+        state,
         app,
         filter,
         resume,

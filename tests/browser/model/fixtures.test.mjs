@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Model, keyOfPair, parseTime, stateClass } from '../../../static/js/model.js';
 import { ratesFromSamples } from '../../../static/js/views/chart.js';
 import { silenceNotes } from '../../../static/js/silence-log.js';
+import { framesOf } from '../../../static/js/connection.js';
 
 const dir = fileURLToPath(new URL('../../fixtures/frames/', import.meta.url));
 const fixtures = new Map(
@@ -121,9 +122,21 @@ test('stats and error frames carry what the page reads', () => {
   assert.deepEqual(Object.keys(subscribe).sort(), ['query', 'type']);
 });
 
+test('a batch unwraps into its frames, in order, each one the page applies', () => {
+  const m = started();
+  const frames = framesOf(fixture('ws-batch'));
+  assert.deepEqual(frames.map((f) => f.type), ['change', 'ack']);
+  assert.notEqual(m.applyChange(frames[0], 0), null);
+  assert.equal(m.applyAck(frames[1]), web1);
+  assert.equal(m.seq, 46);
+  assert.deepEqual(framesOf({ type: 'batch', frames: 'no' }), []);
+  assert.deepEqual(framesOf({ type: 'batch', frames: [null, 3, { type: 'batch', frames: [] }] }), []);
+  assert.deepEqual(framesOf(fixture('ws-stats')).map((f) => f.type), ['stats']);
+});
+
 test('every /ws frame type has a page handler, and the fixtures cover them', () => {
   // The types app.js dispatches on (its switch), which must be what the server sends.
-  const handled = ['snapshot', 'change', 'ack', 'unack', 'silence', 'silences', 'stats', 'error'];
+  const handled = ['snapshot', 'change', 'ack', 'unack', 'silence', 'silences', 'stats', 'error', 'batch'];
   const sent = new Set(
     [...fixtures.entries()].filter(([name]) => name.startsWith('ws-') && name !== 'ws-client-subscribe').map(([, f]) => f.type),
   );

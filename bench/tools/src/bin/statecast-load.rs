@@ -57,6 +57,11 @@ struct Args {
     /// Distinct steady (never changing) keys per connection.
     #[arg(long, default_value_t = 1000)]
     keys: usize,
+    /// Make the cycle of pre-encoded messages long enough that every steady key is sent twice
+    /// per cycle with two different metrics: each use of a key then moves its metric (without it
+    /// a cycle can be one message, so a run touches only `batch` keys and repeats their values).
+    #[arg(long)]
+    cover_keys: bool,
     /// Measured seconds.
     #[arg(long, short = 'd', default_value_t = 5.0)]
     duration: f64,
@@ -98,6 +103,11 @@ fn build_cycle(args: &Args, conn: usize) -> (Vec<Bytes>, u64) {
             }
             len = l;
         }
+    }
+    if args.cover_keys {
+        // A whole number of the cycles above keeps the flips' count even.
+        let wanted = (2 * args.keys.max(1)).div_ceil(m);
+        len *= wanted.div_ceil(len).max(1);
     }
     let host = format!("load-{conn}");
     let mut frames = Vec::with_capacity(len);

@@ -102,6 +102,10 @@ struct Shared {
     deliveries_total: AtomicU64,
     untimed: AtomicU64,
     snapshots: AtomicU64,
+    /// `metrics` frames, their bytes and the key values they carried, while measuring.
+    metrics_frames: AtomicU64,
+    metrics_bytes: AtomicU64,
+    metrics_values: AtomicU64,
     resynced_clients: AtomicU64,
     closed_clients: AtomicU64,
     errored_clients: AtomicU64,
@@ -142,6 +146,8 @@ async fn resolve(hostport: &str) -> Result<SocketAddr, String> {
 enum Kind {
     Change,
     Snapshot,
+    /// The conflated live values (`{"type":"metrics",…}`, at most one per interval).
+    Metrics,
     Other,
 }
 
@@ -152,6 +158,9 @@ fn kind(text: &str) -> Kind {
     }
     if text.starts_with(r#"{"type":"snapshot""#) || text.ends_with(r#""type":"snapshot"}"#) {
         return Kind::Snapshot;
+    }
+    if text.contains(r#""type":"metrics""#) {
+        return Kind::Metrics;
     }
     match serde_json::from_str::<serde_json::Value>(text)
         .ok()
@@ -250,6 +259,18 @@ async fn client(
                     shared.snapshots.fetch_add(1, Ordering::Relaxed);
                     if snapshots == 2 {
                         shared.resynced_clients.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Kind::Metrics => {
+                    if shared.measuring.load(Ordering::Relaxed) {
+                        shared.metrics_frames.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .metrics_bytes
+                            .fetch_add(text.len() as u64, Ordering::Relaxed);
+                        let values = text.as_str().matches(r#""service":"#).count();
+                        shared
+                            .metrics_values
+                            .fetch_add(values as u64, Ordering::Relaxed);
                     }
                 }
                 Kind::Other => {}
@@ -569,6 +590,9 @@ async fn main() -> std::process::ExitCode {
         "untimed_deliveries": get(&shared.untimed),
         "latency_us": {"p50": p50, "p99": p99, "max": max},
         "snapshots": get(&shared.snapshots),
+        "metrics_frames_per_s": get(&shared.metrics_frames) as f64 / elapsed,
+        "metrics_bytes_per_s": get(&shared.metrics_bytes) as f64 / elapsed,
+        "metrics_values_per_s": get(&shared.metrics_values) as f64 / elapsed,
         "resynced_clients": get(&shared.resynced_clients),
         "closed_clients": get(&shared.closed_clients),
         "errored_clients": get(&shared.errored_clients),

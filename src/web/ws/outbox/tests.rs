@@ -343,3 +343,86 @@ fn a_snapshot_being_written_does_not_count_against_the_budget() {
     assert!(out.offer(view("change-3")));
     assert!(!out.offer(view("change-4")));
 }
+
+fn start_owned(text: String) -> Outgoing {
+    Outgoing::Start(Utf8Bytes::from(text))
+}
+
+#[test]
+fn a_batching_client_gets_views_queued_together_as_one_batch() {
+    let mut out = Outbox::new(1000);
+    out.batch_views(true);
+    out.push(start(r#"{"type":"snapshot"}"#));
+    assert!(out.offer(view(r#"{"type":"change","seq":1}"#)));
+    assert!(out.offer(view(r#"{"type":"ack","seq":2}"#)));
+    assert!(out.offer(frame(r#"{"type":"stats"}"#)));
+    assert!(out.offer(view(r#"{"type":"change","seq":3}"#)));
+    let mut sink = MockSink::default();
+    assert_eq!(write(&mut out, &mut sink), Poll::Ready(Ok(true)));
+    assert_eq!(
+        sink.log(),
+        [
+            r#"{"type":"batch","frames":[{"type":"snapshot"},{"type":"change","seq":1},{"type":"ack","seq":2}]}"#,
+            r#"{"type":"stats"}"#,
+            // One view alone is sent as it is.
+            r#"{"type":"change","seq":3}"#,
+        ]
+    );
+    // Every frame's bytes, snapshot ones included, leave the count once flushed.
+    assert_eq!(out.bytes(), 0);
+    assert!(out.is_idle());
+}
+
+#[test]
+fn a_client_that_did_not_ask_gets_one_message_per_frame() {
+    let mut out = Outbox::new(1000);
+    assert!(out.offer(view("a")));
+    assert!(out.offer(view("b")));
+    let mut sink = MockSink::default();
+    assert_eq!(write(&mut out, &mut sink), Poll::Ready(Ok(true)));
+    assert_eq!(sink.log(), ["a", "b"]);
+}
+
+#[test]
+fn a_batch_stops_at_its_byte_bound_and_a_large_frame_leaves_alone() {
+    let mut out = Outbox::new(usize::MAX);
+    out.batch_views(true);
+    let large = "x".repeat(MAX_BATCH_BYTES + 1);
+    out.push(start_owned(large.clone()));
+    let piece = "y".repeat(MAX_BATCH_BYTES / 3);
+    for _ in 0..4 {
+        out.push(Outgoing::View(Utf8Bytes::from(piece.clone())));
+    }
+    let mut sink = MockSink::default();
+    assert_eq!(write(&mut out, &mut sink), Poll::Ready(Ok(true)));
+    let log = sink.log();
+    assert_eq!(log.len(), 3, "the large one, then two batches");
+    assert_eq!(log[0], large);
+    // Two of the pieces fit under the bound with their separators, the third does not.
+    let two = format!(r#"{{"type":"batch","frames":[{piece},{piece}]}}"#);
+    assert_eq!(log[1], two);
+    assert_eq!(log[2], two);
+    assert_eq!(out.bytes(), 0);
+}
+
+#[test]
+fn a_batch_on_a_slow_socket_is_one_message_and_its_bytes_count_until_flushed() {
+    let mut out = Outbox::new(1000);
+    out.batch_views(true);
+    assert!(out.offer(view("a")));
+    assert!(out.offer(view("b")));
+    assert!(out.offer(frame("c")));
+    let mut sink = MockSink {
+        room: Some(1),
+        flush_blocked: true,
+        ..Default::default()
+    };
+    assert_eq!(write(&mut out, &mut sink), Poll::Ready(Ok(false)));
+    assert_eq!(sink.log(), [r#"{"type":"batch","frames":[a,b]}"#]);
+    assert_eq!(out.bytes(), 3, "handed over, not flushed: still counted");
+    sink.room = None;
+    sink.flush_blocked = false;
+    assert_eq!(write(&mut out, &mut sink), Poll::Ready(Ok(true)));
+    assert_eq!(sink.log().len(), 2);
+    assert_eq!(out.bytes(), 0);
+}
