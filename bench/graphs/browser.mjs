@@ -91,8 +91,9 @@ const INIT = () => {
     constructor(...a) {
       super(...a);
       this.addEventListener('message', (m) => {
-        if (typeof m.data === 'string' && m.data.startsWith('{"type":"metrics"')) {
-          s.metricsFrames += 1;
+        // A metrics frame may come alone or inside a batch message (/ws?batch=true).
+        if (typeof m.data === 'string' && m.data.includes('"type":"metrics"')) {
+          s.metricsFrames += (m.data.match(/"type":"metrics"/g) ?? []).length;
           s.metricsValues += (m.data.match(/"host":/g) ?? []).length;
         }
       });
