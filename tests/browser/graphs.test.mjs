@@ -26,8 +26,8 @@ const suite = browserSuite({
     // Three hosts' load (one with markup in its name) and one key the Graphs query leaves out.
     const load = [];
     for (let i = 30; i >= 1; i -= 1) {
-      for (const host of ['app-1', 'app-2', EVIL]) load.push({ host, service: 'load', metric: i / 10, time: at(NOW - i * MIN) });
-      load.push({ host: 'db-1', service: 'disk', metric: 50, time: at(NOW - i * MIN) });
+      for (const host of ['app-1', 'app-2', EVIL]) load.push({ host, service: 'load', state: 'ok', metric: i / 10, time: at(NOW - i * MIN) });
+      load.push({ host: 'db-1', service: 'disk', state: 'ok', metric: 50, time: at(NOW - i * MIN) });
     }
     await postEvents(server, load);
     const res = await fetch(`http://${server.http}/api/ack`, {
@@ -95,7 +95,7 @@ test('the Graphs tab: a query\'s series with a legend, live, kept in the URL ove
     await screenshot(page, 'graphs-tab.png');
 
     // Live: app-2's next value is on the chart without asking the server again.
-    await postEvents(suite.server, [{ host: 'app-2', service: 'load', metric: 7777 }]);
+    await postEvents(suite.server, [{ host: 'app-2', service: 'load', state: 'ok', metric: 7777 }]);
     await page.waitForFunction(() => window.statecast.graphs.tab.last.includes(7777), null, { timeout: WAIT_MS });
 
     // A reload draws the same graph from the URL.
