@@ -4,7 +4,7 @@
 // protocol, against the same page on its Problems tab with the same live stream, in the same
 // run (the ratio is what the graph costs).
 //
-//   node --experimental-websocket bench/graphs/browser.mjs --bin target/release/statecast --seconds 30
+//   node bench/graphs/browser.mjs --bin target/release/statecast --seconds 30 [--page static]
 //
 // Phases, one server and one page: seed a day of 1-minute values for 50 keys (explicit event
 // times), start the live stream (one value per key per second, its metric the poster's clock,
@@ -21,7 +21,8 @@ import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadavg, tmpdir } from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { extname } from 'node:path';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..', '..');
@@ -29,11 +30,12 @@ const require = createRequire(join(root, 'tests', 'browser', 'package.json'));
 const { chromium } = require('playwright-core');
 
 function parseArgs(argv) {
-  const o = { bin: join(root, 'target', 'release', 'statecast'), seconds: 30, warmup: 5, series: 50, hours: 24, chromium: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium' };
+  const o = { bin: join(root, 'target', 'release', 'statecast'), page: join(root, 'static'), seconds: 30, warmup: 5, series: 50, hours: 24, chromium: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium' };
   for (let i = 0; i < argv.length; i += 1) {
     const a = argv[i];
     const v = () => argv[++i];
     if (a === '--bin') o.bin = v();
+    else if (a === '--page') o.page = resolve(v());
     else if (a === '--seconds') o.seconds = Number(v());
     else if (a === '--warmup') o.warmup = Number(v());
     else if (a === '--series') o.series = Number(v());
@@ -101,6 +103,8 @@ const INIT = () => {
   };
 };
 
+const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml' };
+
 const metricsOf = async (cdp) => Object.fromEntries((await cdp.send('Performance.getMetrics')).metrics.map((m) => [m.name, m.value]));
 
 /** Busy %, script %, long tasks, frames/s over `seconds`; `sample` runs every 0.5 s. */
@@ -163,11 +167,24 @@ const driver = (async () => {
 const browser = await chromium.launch({
   executablePath: args.chromium,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    // A document answered through request routing has no address, so chromium counts it as
+    // public and blocks its websocket to loopback (Local Network Access), as bench/storm says.
+    '--disable-features=LocalNetworkAccessChecks'],
 });
 try {
   const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, locale: 'en-GB', timezoneId: 'UTC' });
   await context.addInitScript(INIT);
+  // The page from its directory (--page, default static/), with the server's own headers (CSP,
+  // no-cache), as bench/storm does: the binary need not be rebuilt for a page change.
+  await context.route(`http://${http}/**`, async (route) => {
+    const url = new URL(route.request().url());
+    const rel = url.pathname === '/' ? 'index.html' : url.pathname.slice(1);
+    const file = join(args.page, rel);
+    if (route.request().method() !== 'GET' || rel.startsWith('api/') || rel === 'metrics' || !existsSync(file)) return route.continue();
+    const response = await route.fetch();
+    return route.fulfill({ response, body: readFileSync(file), headers: { ...response.headers(), 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' } });
+  });
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
