@@ -8,7 +8,7 @@
 //
 // Phases, one server and one page: seed a day of 1-minute values for 50 keys (explicit event
 // times), start the live stream (one value per key per second, its metric the poster's clock,
-// ms since the start), open the page on the Problems tab with the graph in the URL (not drawn),
+// ms since the start; every key has a state, as live values need), open the page on the Problems tab with the graph in the URL (not drawn),
 // measure; then show the Graphs tab, time its first draw (click → a frame with 50 series drawn),
 // measure again. Figures per phase: main-thread busy % (CDP Performance.getMetrics TaskDuration:
 // thread CPU time over wall time), script %, long tasks, frames/s, JS heap, metrics frames/s;
@@ -145,7 +145,7 @@ let seed = [];
 const seedStart = performance.now();
 for (let m = minutes; m >= 1; m -= 1) {
   const time = new Date(T0 - m * MIN).toISOString();
-  for (const [i, host] of keys.entries()) seed.push({ host, service: 'bench', metric: 50 + 40 * Math.sin((m + i * 7) / 60), time, ttl: 86400 * 3 });
+  for (const [i, host] of keys.entries()) seed.push({ host, service: 'bench', state: 'ok', metric: 50 + 40 * Math.sin((m + i * 7) / 60), time, ttl: 86400 * 3 });
   if (seed.length >= 10_000) { await post(http, seed); seed = []; }
 }
 if (seed.length) await post(http, seed);
@@ -157,7 +157,7 @@ const driver = (async () => {
   let next = performance.now();
   while (!stop.signal.aborted) {
     const now = Date.now();
-    await post(http, keys.map((host) => ({ host, service: 'bench', metric: now - T0, ttl: 86400 * 3 })));
+    await post(http, keys.map((host) => ({ host, service: 'bench', state: 'ok', metric: now - T0, ttl: 86400 * 3 })));
     next += 1000;
     const wait = next - performance.now();
     if (wait > 0) await sleep(wait);

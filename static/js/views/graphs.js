@@ -1,8 +1,10 @@
 // The Graphs tab (like riemann-dash's graph view): a Riemann query and a range give up to
 // MAX_GRAPH_SERIES keys' metrics on one chart with a legend, from `GET /api/series`, extended
 // live by the `metrics` frames. The query and range live in the URL (`?view=graphs&graph=Q&range=6h`),
-// so a link or a reload shows the same graph. A key that starts matching after the graph was drawn
-// appears when it is drawn again (Graph, or a reload): the page cannot evaluate queries itself.
+// so a link or a reload shows the same graph. The graph is read again every minute while the tab
+// shows: keys that started to match appear (the page cannot evaluate queries itself), and keys
+// that get no live values (the server sends them for keys with a state, in the page's
+// subscription) move on. (The details graph needs no such refresh: a key it opens for has a state.)
 
 import { $, setText } from '../dom.js';
 import { DEFAULT_RANGE, MAX_GRAPH_SERIES, RANGES } from '../series.js';
@@ -11,6 +13,8 @@ import { fetchSeries } from './key-graph.js';
 
 /** The window moves on at least this often while the tab shows, frames or not. */
 const SLIDE_MS = 5_000;
+/** The graph is read again this often while the tab shows. */
+const REFETCH_MS = 60_000;
 
 /**
  * @param {object} deps
@@ -33,6 +37,8 @@ export function createGraphs({ token, urlParam, setUrlParam, visible }) {
     /** The query drawn (or being drawn); '' before the first. */
     drawn: '',
     generation: 0,
+    /** When the drawn graph was last asked for (ms). */
+    fetchedAt: 0,
     chart,
   };
   input.value = g.query;
@@ -45,7 +51,8 @@ export function createGraphs({ token, urlParam, setUrlParam, visible }) {
     message.dataset.kind = kind;
   }
 
-  async function draw() {
+  /** @param {{ refresh?: boolean }} [options]  a refresh keeps the chart and says nothing while it loads */
+  async function draw({ refresh = false } = {}) {
     g.generation += 1;
     const generation = g.generation;
     g.drawn = g.query;
@@ -57,8 +64,9 @@ export function createGraphs({ token, urlParam, setUrlParam, visible }) {
       say('Type a Riemann query, e.g. service = "cpu", to graph the metrics of the services it matches.');
       return;
     }
-    say('Loading…');
+    if (!refresh) say('Loading…');
     const to = Date.now();
+    g.fetchedAt = to;
     const answer = await fetchSeries({ token }, g.query, to - RANGES[g.range], to);
     if (generation !== g.generation) return;
     if (answer.error !== null) {
@@ -86,7 +94,9 @@ export function createGraphs({ token, urlParam, setUrlParam, visible }) {
     if (g.drawn) draw();
   });
   setInterval(() => {
-    if (visible() && !document.hidden) chart.refresh();
+    if (!visible() || document.hidden) return;
+    if (g.drawn && Date.now() - g.fetchedAt >= REFETCH_MS) draw({ refresh: true });
+    else chart.refresh();
   }, SLIDE_MS);
 
   return Object.assign(g, {

@@ -174,6 +174,7 @@ export function createTimeChart(node, { kind }) {
      * @param {string[]} [only]  which of its series, in order (default: all)
      */
     show(next, only) {
+      const before = keys;
       set = next;
       keys = next ? (only ?? next.keys()) : [];
       if (!next) {
@@ -189,7 +190,11 @@ export function createTimeChart(node, { kind }) {
         return;
       }
       next.trim(Date.now());
-      if (node.clientWidth > 0) build();
+      // The same series again (a refresh): new data on the same chart, so what the reader
+      // hid in the legend stays hidden.
+      const same = plot !== null && before.length === keys.length && before.every((k, i) => k === keys[i]);
+      if (same && plot && node.clientWidth > 0) plot.setData(data(), true);
+      else if (node.clientWidth > 0) build();
     },
     /**
      * State bands and action marks (the details graph).
