@@ -257,6 +257,12 @@ pub struct Config {
     #[arg(long, env = "STATECAST_MAX_LARGE_READS", default_value_t = 4, value_parser = count_in(1, 10_000))]
     pub max_large_reads: usize,
 
+    /// Samples (keys) one `GET /api/prometheus` answer holds at most: the first in (host,
+    /// service) order; the answer's `statecast_prometheus_keys_omitted` counts the others. Scrape
+    /// a larger index in slices (one scrape job per `?query=`).
+    #[arg(long, env = "STATECAST_PROMETHEUS_MAX_KEYS", default_value_t = 100_000, value_parser = count_in(1, 10_000_000))]
+    pub prometheus_max_keys: usize,
+
     /// Concurrent HTTP connections (websockets, once upgraded, count against
     /// `--max-ws-connections` instead); past it new connections get a 503 and are closed.
     #[arg(long, env = "STATECAST_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = count_in(1, 1_000_000))]

@@ -396,6 +396,7 @@ fn serve_http(
         body_timeout: config.http_body_timeout,
         rates,
         large_reads: web::large_reads::LargeReads::new(config.max_large_reads),
+        prometheus_max_keys: config.prometheus_max_keys,
     };
     let ingest_routes = crate::ingest::http::routes(&app);
     let router = web::router(app, ingest_routes);

@@ -22,6 +22,7 @@ mod history;
 pub mod http_server;
 mod index;
 pub(crate) mod large_reads;
+mod prometheus;
 pub mod proxy;
 pub(crate) mod rates;
 pub mod ws;
@@ -78,6 +79,8 @@ pub(crate) struct AppState {
     pub(crate) rates: Arc<rates::RateRing>,
     /// Whole-index reads served at once (`/api/state`).
     pub(crate) large_reads: large_reads::LargeReads,
+    /// Samples one `GET /api/prometheus` answer holds at most (`--prometheus-max-keys`).
+    pub(crate) prometheus_max_keys: usize,
 }
 
 /// Every route: this module's, and `ingest` (the HTTP ingest routes, from `ingest::http`), all
@@ -91,6 +94,7 @@ pub(crate) fn router(app: AppState, ingest: Router<AppState>) -> Router {
         .merge(action_routes())
         .route("/api/history", get(api::history))
         .route("/api/rates", get(rates::rates))
+        .route("/api/prometheus", get(prometheus::prometheus))
         .route("/index", get(index::index))
         .route("/metrics", get(api::metrics))
         .fallback(get(assets::serve))

@@ -25,6 +25,7 @@ mod inputs;
 mod limits_and_access;
 mod operability;
 mod packaging;
+mod prometheus_bridge;
 mod query;
 mod rates;
 mod reverse_proxy;

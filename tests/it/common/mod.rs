@@ -9,6 +9,7 @@
 
 mod http;
 mod nats;
+mod prometheus;
 mod riemann;
 mod server;
 mod tmpfs;
@@ -16,6 +17,7 @@ mod ws;
 
 pub use http::*;
 pub use nats::*;
+pub use prometheus::*;
 pub use riemann::*;
 pub use server::*;
 pub use tmpfs::*;
