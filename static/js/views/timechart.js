@@ -76,7 +76,7 @@ export function createTimeChart(node, { kind }) {
     ctx.restore();
   }
 
-  /** Actions as dashed vertical lines with a letter on top (A ack, S silence; hollow for an end). @param {uPlot} u */
+  /** Actions as dashed vertical lines with a letter on top (A ack, S silence, × an end of either). @param {uPlot} u */
   function drawMarks(u) {
     if (!marks.length) return;
     const { ctx, bbox } = u;
