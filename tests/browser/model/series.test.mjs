@@ -186,3 +186,12 @@ test('which records and frames concern a key', () => {
   assert.deepEqual(yes.map((r) => concernsKey(r, WEB_CPU)), [true, true, true, true]);
   assert.deepEqual(no.map((r) => concernsKey(r, WEB_CPU)), [false, false, false, false]);
 });
+
+test('columns: the union of times of series that share some buckets and not others', () => {
+  /** @param {string} host @param {number[]} ts */
+  const s = (host, ts) => ({ host, service: 'cpu', points: ts.map((t) => [t, t, t, t, t, 1]) });
+  const a = /** @type {any} */ (parseSeriesAnswer({ from: 0, to: 9, step: 1, series: [s('a', [2, 4, 6]), s('b', [2, 4, 6]), s('c', [1, 4, 7, 8])] }).answer);
+  const { x, columns } = new SeriesSet(a, Infinity).columns([3]);
+  assert.deepEqual(x, [1, 2, 4, 6, 7, 8]);
+  assert.deepEqual(columns, [[null, 2, 4, 6, null, null], [null, 2, 4, 6, null, null], [1, null, 4, null, 7, 8]]);
+});
