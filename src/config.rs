@@ -15,10 +15,12 @@ use crate::web::http_server::HttpLimits;
 use crate::web::proxy::{Cidr, ExternalUrl};
 use crate::web::ws::WsConfig;
 
+use crate::alert::{AlertConfig, Rules, Target};
 use crate::cluster::ClusterConfig;
 use crate::engine::EngineConfig;
 use crate::event::EventLimits;
 use crate::ingest::tcp::TcpConfig;
+use crate::query::Query;
 use crate::store::Retention;
 use crate::tls::TlsFiles;
 use crate::units::{duration_in, keep_in, size_in, DAY, GIB, HOUR, KIB, YEAR};
@@ -385,6 +387,36 @@ pub struct Config {
     /// error saying what is known (Riemann `ok:false`, HTTP 503).
     #[arg(long, env = "STATECAST_CLUSTER_TIMEOUT", default_value = "5s", value_parser = duration_in(Duration::from_millis(100), HOUR))]
     pub cluster_timeout: Duration,
+
+    /// Send alerts to these Alertmanagers (`http://host:port`, repeatable or comma-separated;
+    /// each gets every alert), as Prometheus does: a key fires in an `--alert-states` state,
+    /// until it is ok again, removed, acknowledged or silenced. Off by default.
+    #[arg(long, env = "STATECAST_ALERTMANAGER", value_delimiter = ',', value_parser = Target::parse)]
+    pub alertmanager: Vec<Target>,
+
+    /// Only keys whose event this query matches alert (judged at each change of state); default
+    /// every key.
+    #[arg(long, env = "STATECAST_ALERT_QUERY")]
+    pub alert_query: Option<String>,
+
+    /// The states that fire an alert (comma-separated).
+    #[arg(
+        long,
+        env = "STATECAST_ALERT_STATES",
+        value_delimiter = ',',
+        default_value = "critical,warning,expired"
+    )]
+    pub alert_states: Vec<String>,
+
+    /// Attribute or tag names (comma-separated) copied onto each alert as labels: an attribute's
+    /// value, or "true" for a tag the event carries.
+    #[arg(long, env = "STATECAST_ALERT_LABELS", value_delimiter = ',', value_parser = crate::alert::check_label_name)]
+    pub alert_labels: Vec<String>,
+
+    /// How often every firing alert is sent again; each is sent valid for four of these, so
+    /// the alerts of a statecast that stopped end by themselves.
+    #[arg(long, env = "STATECAST_ALERT_RESEND", default_value = "1m", value_parser = duration_in(Duration::from_secs(1), DAY))]
+    pub alert_resend: Duration,
 }
 
 /// The longest `--allowed-origin` pattern: a list of a few dozen origins fits; a longer one is
@@ -554,6 +586,39 @@ impl Config {
             timeout: self.cluster_timeout,
             max_in_flight: self.engine_queue.saturating_mul(16).max(1024),
         })
+    }
+
+    /// Alerting's settings, when `--alertmanager` names one; an error sentence for a bad
+    /// `--alert-query`.
+    pub(crate) fn alerts(&self) -> Result<Option<AlertConfig>, String> {
+        if self.alertmanager.is_empty() {
+            return Ok(None);
+        }
+        let query = match self.alert_query.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(
+                Query::parse(text).map_err(|error| format!("--alert-query {text:?}: {error}"))?,
+            ),
+        };
+        let states: Vec<String> = self
+            .alert_states
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if states.is_empty() {
+            return Err("--alert-states names no state".into());
+        }
+        Ok(Some(AlertConfig {
+            alertmanagers: self.alertmanager.clone(),
+            rules: Rules {
+                query,
+                states,
+                labels: self.alert_labels.clone(),
+                external_url: self.external_url.as_ref().map(|url| url.url.clone()),
+            },
+            resend: self.alert_resend,
+        }))
     }
 
     pub(crate) fn tcp(&self) -> TcpConfig {

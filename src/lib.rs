@@ -6,6 +6,7 @@
 //! serialized changes) → [`web`] (websocket sessions, pages). [`server`] wires them together.
 
 pub(crate) mod action;
+pub mod alert;
 pub(crate) mod broadcast;
 pub(crate) mod change;
 pub mod cluster;

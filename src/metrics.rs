@@ -3,6 +3,7 @@
 //! Plain atomics, written by whichever task sees the event and read by the stats ticker and
 //! `/metrics`. Relaxed ordering is enough: these are tallies, never used to synchronise.
 
+mod alerts;
 mod cluster;
 mod exposition;
 mod histogram;
@@ -13,6 +14,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use alerts::{AlertMetrics, AlertmanagerStats};
 pub use cluster::ClusterMetrics;
 pub use histogram::Histogram;
 pub use refusals::{Refusal, Refusals, LOG_INTERVAL as REFUSAL_LOG_INTERVAL};
@@ -52,6 +54,8 @@ pub struct Counters {
     pub refusals: Refusals,
     /// Cluster mode's figures (rendered only in cluster mode).
     pub cluster: ClusterMetrics,
+    /// Alerting's figures (rendered only with `--alertmanager`).
+    pub alerts: AlertMetrics,
     /// Changes the start replayed from the change log, damaged stretches it skipped there, and
     /// 1 if the log ended with a damaged record.
     pub log_replayed: AtomicU64,

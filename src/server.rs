@@ -112,6 +112,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // (or a terminal hanging up) must never stop the server.
     let hangups = Hangups::listen();
     check_settings(&config)?;
+    let alerts = config.alerts().map_err(StartError::Config)?;
     // Before binding: a bad certificate is a startup error like a bad flag.
     let certificates = match config.tls_files().map_err(StartError::Config)? {
         Some(files) => Some(Arc::new(
@@ -131,6 +132,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         u64::from(fd_budget_exceeded),
     );
     let engine = start_engine(&config, &life).await?;
+    if let Some(alerts) = alerts {
+        crate::alert::start(alerts, engine.parts.handle.clone(), &life);
+    }
 
     let (tcp_addr, udp_addr, tls_tcp_addr, http_addr) = (
         listeners.tcp_addr,

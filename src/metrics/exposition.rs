@@ -154,6 +154,7 @@ pub(super) static FAMILIES: &[Row] = &[
     histogram("statecast_commit_seconds", "Change-log writes of the committer (one synchronous write per group commit).", |c| &c.commit_seconds),
     histogram("statecast_tcp_ack_seconds", "Riemann TCP: from the read bringing Msgs to their answer (ok once applied, or once durable with a change).", |c| &c.tcp_ack_seconds),
     Row::Section(|c, out| c.cluster.render(out)),
+    Row::Section(|c, out| c.alerts.render(out)),
     labelled("statecast_tcp_timeouts_total", Counter, "Riemann TCP connections closed by a deadline: no first frame (--tcp-first-frame-timeout), a frame left unfinished (--tcp-frame-timeout), idle (--tcp-idle-timeout).", "reason", |c| {
         TcpTimeout::ALL.iter().zip(&c.tcp_timeouts).map(|(reason, value)| (reason.label(), Counters::get(value))).collect()
     }),

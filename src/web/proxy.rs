@@ -54,6 +54,8 @@ impl Cidr {
 /// `--external-url`, reduced to what the access checks compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalUrl {
+    /// The URL as given: where the dashboard is (alert links point there).
+    pub url: String,
     /// `scheme://host[:port]`, lowercase, without a default port: what a browser sends as Origin.
     pub origin: String,
     /// The host name alone (no port, no brackets), for the Host rule.
@@ -85,6 +87,7 @@ impl ExternalUrl {
             return Err(bad("no host"));
         }
         Ok(ExternalUrl {
+            url: s.trim().to_owned(),
             origin: format!("{scheme}://{authority}"),
             host: host.trim_end_matches('.').to_owned(),
         })

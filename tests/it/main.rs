@@ -11,6 +11,7 @@
 mod common;
 
 mod actions;
+mod alerting;
 mod cli;
 mod cluster;
 mod config_file;

@@ -7,6 +7,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+mod alertmanager;
 mod http;
 mod nats;
 mod prometheus;
@@ -15,6 +16,7 @@ mod server;
 mod tmpfs;
 mod ws;
 
+pub use alertmanager::*;
 pub use http::*;
 pub use nats::*;
 pub use prometheus::*;
