@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 
 use bytes::Bytes;
 
-use crate::change::{Change, ChangeKind, Snapshot};
+use crate::change::{Change, ChangeKind, MetricBatch, Snapshot};
 use crate::event::Event;
 use crate::protocol::{self, Ack, EventItem, Frame, Items, SilenceItem, SnapshotFrame};
 
@@ -203,6 +203,32 @@ impl Sender {
     pub fn subscribe(&self) -> Receiver {
         self.tx.subscribe()
     }
+}
+
+/// Metric batches ([`MetricBatch`], one per `--metrics-interval`) kept for a dashboard that has
+/// yet to read them. A session takes each as it comes, whether or not its client reads (it merges
+/// them into the one frame it holds), so only a session that falls behind for this many
+/// intervals misses one; it is then resynchronised like one that missed changes.
+pub const METRIC_BATCHES_KEPT: usize = 8;
+
+/// The publishing end of the metric batches: shared (`Arc`), never waits on a receiver.
+pub type MetricsSender = tokio::sync::broadcast::Sender<Arc<MetricBatch>>;
+pub type MetricsReceiver = tokio::sync::broadcast::Receiver<Arc<MetricBatch>>;
+
+/// A new metrics channel keeping [`METRIC_BATCHES_KEPT`] batches.
+pub fn metrics_channel() -> MetricsSender {
+    tokio::sync::broadcast::channel(METRIC_BATCHES_KEPT).0
+}
+
+/// The `metrics` frame of `values` (see [`protocol::MetricsFrame`]), built at `time_ms`.
+pub fn metrics_frame<'a>(time_ms: i64, values: impl Iterator<Item = &'a Event> + 'a) -> Bytes {
+    let frame = Frame::Metrics(protocol::MetricsFrame {
+        time: time_ms,
+        values: Items::new(values.map(protocol::MetricValue)),
+    });
+    let mut out = Vec::new();
+    frame.write(&mut out);
+    Bytes::from(out)
 }
 
 /// The frame of a change, serialized (what `Payload::frame` caches; history uses it directly).

@@ -99,3 +99,17 @@ pub struct Snapshot {
     /// Acks and silences, valid at the same `seq`.
     pub actions: Actions,
 }
+
+/// The latest event of every key whose metric or description moved within one
+/// `--metrics-interval` without a change of state: what dashboards show live between changes.
+///
+/// Not a change: no `seq`, not in history. One batch per interval, shared by every dashboard
+/// (each filters it by its own query), so its cost is the keys that moved, not the events that
+/// moved them nor the dashboards that watch.
+#[derive(Debug, Clone, Default)]
+pub struct MetricBatch {
+    /// When the engine took the batch (unix ms).
+    pub time_ms: i64,
+    /// Each moved key once, with a state (the keys a dashboard shows), as now indexed.
+    pub events: Vec<Arc<Event>>,
+}

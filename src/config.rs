@@ -168,6 +168,12 @@ pub struct Config {
     #[arg(long, env = "STATECAST_STATS_INTERVAL", default_value = "2s", value_parser = duration_in(Duration::from_millis(50), HOUR))]
     pub stats_interval: Duration,
 
+    /// Time between `metrics` frames to dashboards: each gets at most one per interval, with the
+    /// latest metric and description of the keys its query matches whose values moved (within
+    /// their state) since its last one; `off` sends none.
+    #[arg(long, env = "STATECAST_METRICS_INTERVAL", default_value = "1s", value_parser = every_in(Duration::from_millis(50), HOUR))]
+    pub metrics_interval: Every,
+
     /// Start even though `statecast.redb` is missing or empty while `changes.log` beside it holds
     /// changes of an earlier run. Without it such a start is refused (exit 1): the database was
     /// lost or damaged (a bad copy or restore), and starting would silently begin an empty
@@ -467,6 +473,23 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 /// How long something is kept, or `None` for forever.
 pub type Keep = Option<Duration>;
 
+/// How often something is done, or `None` for `off` (never).
+pub type Every = Option<Duration>;
+
+/// A clap value parser for [`Every`]: a duration within `min..=max`, or `off`.
+fn every_in(
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Every, String> + Clone + Send + Sync + 'static {
+    let within = duration_in(min, max);
+    move |s| {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        within(s).map(Some).map_err(|e| format!("{e} (or `off`)"))
+    }
+}
+
 /// A whole number within `min..=max`, for counts whose zero (or huge values) would make no
 /// sense: a queue of zero cannot hold anything, and some of them size allocations at startup.
 fn count_in(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
@@ -561,6 +584,7 @@ impl Config {
             queue_capacity: self.engine_queue,
             broadcast_capacity: self.broadcast_capacity,
             local_clock: true,
+            metrics_interval: self.metrics_interval,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct Counters {
     pub ws_clients: AtomicU64,
     pub ws_resyncs: AtomicU64,
     pub ws_slow_closed: AtomicU64,
+    /// `metrics` frames queued for dashboards, and the values they carried.
+    pub ws_metrics_frames: AtomicU64,
+    pub ws_metrics_values: AtomicU64,
     /// HTTP connections refused at `--max-http-connections`.
     pub http_refused: AtomicU64,
     /// Riemann-style `/index` websocket streams open (dashboards of the `/ws` kind are

@@ -31,7 +31,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use crate::change::{Change, ChangeKind, Snapshot};
 pub use state::IndexFull;
 
-use crate::broadcast::Receiver;
+use crate::broadcast::{MetricsReceiver, Receiver};
 use crate::event::{now_micros, Event};
 use crate::metrics::Counters;
 use crate::store::{Recovered, Retention, Store};
@@ -110,10 +110,12 @@ pub struct ActionApplied {
     pub durable: oneshot::Receiver<Ack>,
 }
 
-/// A snapshot and the live stream of changes that continues it.
+/// A snapshot and the live stream of changes that continues it, with the live values
+/// (`--metrics-interval`) taken after it.
 pub struct Subscription {
     pub snapshot: Snapshot,
     pub changes: Receiver,
+    pub metrics: MetricsReceiver,
 }
 
 /// A snapshot and the live stream of every index update (not just changes) that continues it:
@@ -271,6 +273,9 @@ pub struct EngineConfig {
     /// Whether the engine's own clock makes the expiry ticks (single node). A cluster turns it
     /// off: its ticks come through the stream, so every node expires at the same point.
     pub local_clock: bool,
+    /// How often the keys whose metric or description moved are handed to dashboards (`None`:
+    /// never). Local to each node in a cluster: live values are not state.
+    pub metrics_interval: Option<std::time::Duration>,
 }
 
 /// Outputs waiting for the committer before the engine waits for it: at most this many groups
@@ -494,6 +499,7 @@ pub(crate) fn spawn_on(
     let mut engine = new_engine(&config);
     let deliverer = Deliverer {
         changes_tx,
+        metrics_tx: crate::broadcast::metrics_channel(),
         counters: Arc::clone(&counters),
     };
     let (position, order) = match &image {
@@ -507,6 +513,7 @@ pub(crate) fn spawn_on(
         engine.track_unsaved();
         let deliverer = Deliverer {
             changes_tx: deliverer.changes_tx.clone(),
+            metrics_tx: deliverer.metrics_tx.clone(),
             counters: Arc::clone(&counters),
         };
         Committer::spawn(store, config.retention, deliverer, COMMIT_QUEUE)
@@ -514,7 +521,7 @@ pub(crate) fn spawn_on(
     let storage = committer
         .as_ref()
         .map(|committer| Arc::clone(&committer.health));
-    let owner = Owner {
+    let mut owner = Owner {
         engine,
         updates_tx,
         counters,
@@ -529,7 +536,10 @@ pub(crate) fn spawn_on(
     };
     owner.count_keys();
     let clock = config.local_clock.then_some(config.reap_interval);
-    let task = tokio::spawn(owner.run(rx, clock));
+    if config.metrics_interval.is_some() {
+        owner.engine.track_moved();
+    }
+    let task = tokio::spawn(owner.run(rx, clock, config.metrics_interval));
     (
         EngineHandle {
             tx,
@@ -620,8 +630,13 @@ struct Owner {
 
 impl Owner {
     /// `clock`: the reap interval when the engine makes its own ticks (see
-    /// [`EngineConfig::local_clock`]).
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, clock: Option<std::time::Duration>) {
+    /// [`EngineConfig::local_clock`]); `metrics`: [`EngineConfig::metrics_interval`].
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        clock: Option<std::time::Duration>,
+        metrics: Option<std::time::Duration>,
+    ) {
         let mut commands = Vec::with_capacity(COMMANDS_PER_WAKE);
         let mut reap = tokio::time::interval(
             clock
@@ -631,6 +646,9 @@ impl Owner {
         reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut flush = tokio::time::interval(FLUSH_INTERVAL);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut live =
+            tokio::time::interval(metrics.unwrap_or(std::time::Duration::from_secs(3600)));
+        live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 received = rx.recv_many(&mut commands, COMMANDS_PER_WAKE) => {
@@ -651,6 +669,7 @@ impl Owner {
                         self.flush().await;
                     }
                 }
+                _ = live.tick(), if metrics.is_some() => self.publish_moved().await,
             }
         }
         self.end_group().await;
@@ -948,6 +967,22 @@ impl Owner {
             Some(committer) => committer.send(output, &self.deliverer).await,
             None => self.deliverer.deliver(output, &Ok(())),
         }
+    }
+
+    /// Hands the latest values of the keys that moved since the last interval on to dashboards,
+    /// as one batch every session shares (the engine does nothing per dashboard), behind the
+    /// changes applied before them. Nobody watching: the marks are cleared, nothing is built.
+    async fn publish_moved(&mut self) {
+        let events = self.engine.take_moved();
+        if events.is_empty() || self.deliverer.metrics_tx.receiver_count() == 0 {
+            return;
+        }
+        self.end_group().await;
+        let batch = crate::change::MetricBatch {
+            time_ms: now_micros() / 1000,
+            events,
+        };
+        self.output(Output::Metrics(Arc::new(batch))).await;
     }
 
     /// Hands index updates that were not changes to the committer (the latest event of each

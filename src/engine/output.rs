@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::{Ack, Subscription};
-use crate::broadcast::Sender;
-use crate::change::{Change, ChangeKind, Snapshot};
+use crate::broadcast::{MetricsSender, Sender};
+use crate::change::{Change, ChangeKind, MetricBatch, Snapshot};
 use crate::event::Event;
 use crate::metrics::Counters;
 
@@ -39,6 +39,9 @@ pub(crate) enum Output {
     },
     /// Answered once history holds every change before it.
     Sync { reply: oneshot::Sender<()> },
+    /// One interval's live values: let out behind the changes applied before them, so that a
+    /// dashboard never gets a change older than values it already has.
+    Metrics(Arc<MetricBatch>),
 }
 
 /// Delivers each output: publishes changes, releases acknowledgements and answers reads — the
@@ -46,6 +49,8 @@ pub(crate) enum Output {
 /// publisher (which puts inputs into the stream): this one lets the engine's outputs out.
 pub(crate) struct Deliverer {
     pub changes_tx: Sender,
+    /// Live values, one batch per `--metrics-interval` (see [`MetricBatch`]).
+    pub metrics_tx: MetricsSender,
     pub counters: Arc<Counters>,
 }
 
@@ -81,6 +86,10 @@ impl Deliverer {
             Output::Sync { reply } => {
                 let _ = reply.send(());
             }
+            Output::Metrics(batch) => {
+                // No receivers is fine: nobody is watching.
+                let _ = self.metrics_tx.send(batch);
+            }
             Output::Flush { .. } => {}
         }
     }
@@ -90,6 +99,7 @@ impl Deliverer {
     pub(crate) fn subscribe(&self, snapshot: Snapshot) -> Subscription {
         Subscription {
             changes: self.changes_tx.subscribe(),
+            metrics: self.metrics_tx.subscribe(),
             snapshot,
         }
     }

@@ -31,7 +31,7 @@ impl Metric {
         }
     }
 
-    fn to_json(self) -> Value {
+    pub(crate) fn to_json(self) -> Value {
         match self {
             Metric::Int(i) => Value::from(i),
             // NaN and infinities have no JSON form; `null` is what serde_json would emit anyway.

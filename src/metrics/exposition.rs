@@ -129,6 +129,8 @@ pub(super) static FAMILIES: &[Row] = &[
     one("statecast_http_rejected_total", Counter, "JSON event posts rejected.", |c| &c.http_rejected),
     one("statecast_ws_clients", Gauge, "Connected dashboard websockets.", |c| &c.ws_clients),
     one("statecast_ws_resyncs_total", Counter, "Dashboards resynchronised with a fresh snapshot after falling behind.", |c| &c.ws_resyncs),
+    one("statecast_ws_metrics_frames_total", Counter, "Live-value (metrics) frames queued for dashboards, at most one per dashboard and --metrics-interval.", |c| &c.ws_metrics_frames),
+    one("statecast_ws_metrics_values_total", Counter, "Values carried by those metrics frames.", |c| &c.ws_metrics_values),
     one("statecast_ws_slow_closed_total", Counter, "Dashboards closed as slow consumers.", |c| &c.ws_slow_closed),
     one("statecast_http_refused_total", Counter, "HTTP connections refused at the connection limit.", |c| &c.http_refused),
     one("statecast_store_log_replayed", Gauge, "Changes the start replayed from the change log (acknowledged after the last checkpoint).", |c| &c.log_replayed),

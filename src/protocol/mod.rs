@@ -64,6 +64,8 @@ pub enum Frame<'a> {
     },
     /// The heartbeat with the cumulative counters.
     Stats(Stats),
+    /// Live values: the latest metric and description of keys that moved within their state.
+    Metrics(MetricsFrame<'a>),
     /// A client message that could not be used (a bad query, over the budget).
     Error { error: &'a str },
 }
@@ -133,6 +135,45 @@ pub struct Stats {
     pub clients: u64,
     pub events: u64,
     pub changes: u64,
+}
+
+/// `{"type":"metrics","time":T,"values":[{"host","service","metric","description","time"}…]}`:
+/// the latest metric and description of keys whose values moved without a change of state.
+/// Not a change: no `seq`, never in history. `time` (unix ms) is when the server took the
+/// values; each value's `time` is its event's, as in `E`; `metric` and `description` are `null`
+/// when the event has none.
+#[derive(Serialize)]
+pub struct MetricsFrame<'a> {
+    pub time: i64,
+    pub values: Items<'a, MetricValue<'a>>,
+}
+
+/// One key's live value in a [`MetricsFrame`].
+#[derive(Clone, Copy)]
+pub struct MetricValue<'a>(pub &'a Event);
+
+impl Serialize for MetricValue<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            host: &'a Option<String>,
+            service: &'a Option<String>,
+            metric: serde_json::Value,
+            description: &'a Option<String>,
+            time: String,
+        }
+        let event = self.0;
+        Wire {
+            host: &event.host,
+            service: &event.service,
+            metric: event
+                .metric
+                .map_or(serde_json::Value::Null, |metric| metric.to_json()),
+            description: &event.description,
+            time: format_time(event.time_micros),
+        }
+        .serialize(serializer)
+    }
 }
 
 /// The frame of a [`Change`] of either kind.

@@ -242,6 +242,32 @@ fn ws_examples() -> Vec<(&'static str, String)> {
         "ws-batch",
         batch(&batched.iter().map(String::as_str).collect::<Vec<_>>()),
     ));
+    // Two keys of the snapshot example (one without metric and description) and one it lacks.
+    let value =
+        |host: &str, service: &str, metric: Option<f64>, description: Option<&str>, ms: i64| {
+            Event {
+                host: Some(host.into()),
+                service: Some(service.into()),
+                state: Some("critical".into()),
+                metric: metric.map(Metric::Float),
+                description: description.map(Into::into),
+                time_micros: 1_796_126_400_000_000 + ms * 1000,
+                ..Event::default()
+            }
+        };
+    let live = [
+        value("web1", "cpu", Some(0.99), Some("load 14"), 1000),
+        value("db1", "disk", None, None, 2000),
+        value("web2", "ping", Some(12.5), Some("12.5 ms"), 2000),
+    ];
+    out.push((
+        "ws-metrics",
+        Frame::Metrics(MetricsFrame {
+            time: 1_796_126_402_250,
+            values: Items::new(live.iter().map(MetricValue)),
+        })
+        .to_text(),
+    ));
     out.push((
         "ws-error",
         Frame::Error {
@@ -406,7 +432,8 @@ fn the_readme_lists_exactly_the_frame_types() {
         .map(|(_, text)| frame_type(text))
         .collect();
     let all = [
-        "snapshot", "change", "ack", "unack", "silence", "silences", "stats", "error", "batch",
+        "snapshot", "change", "ack", "unack", "silence", "silences", "stats", "metrics", "error",
+        "batch",
     ];
     // A new variant of `Frame` must get a name here, an example above and a README line.
     let named = |frame: &Frame<'_>| match frame {
@@ -417,6 +444,7 @@ fn the_readme_lists_exactly_the_frame_types() {
         Frame::Silence { .. } => "silence",
         Frame::Silences { .. } => "silences",
         Frame::Stats(_) => "stats",
+        Frame::Metrics(_) => "metrics",
         Frame::Error { .. } => "error",
     };
     assert_eq!(named(&Frame::Error { error: "" }), "error");

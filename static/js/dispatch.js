@@ -143,6 +143,7 @@ export function dispatch(state, frame, { model, now }) {
     case 'silence':
     case 'silences': step = onSilence(next, frame, model, now); break;
     case 'stats': step = { state: next, effects: [{ kind: 'stats', frame }] }; break;
+    case 'metrics': step = onMetrics(next, frame, model); break;
     case 'error':
       step = { state: next, effects: [{ kind: 'error', frame, text: `Server error: ${String(frame.error ?? 'unknown')}` }] };
       break;
@@ -249,6 +250,27 @@ function onChange(state, frame, model, now) {
   effects.push({ kind: 'render', now: false });
   if (result.key === next.selectedKey) effects.push({ kind: 'details-change', frame });
   return { state: next, effects };
+}
+
+/**
+ * Live values (`metrics`): the touched services' cells and the open details follow; no seq, no
+ * live log, no notification, no flash — a value that moves is not an event for the operator.
+ * @param {PageState} state
+ * @param {Frame} frame
+ * @param {Model} model
+ * @returns {Step}
+ */
+function onMetrics(state, frame, model) {
+  const updated = model.applyMetrics(frame);
+  if (updated.length === 0) return { state, effects: [] };
+  /** @type {Effect[]} */
+  const effects = [];
+  for (const entry of updated) effects.push({ kind: 'grid-update', entry });
+  effects.push({ kind: 'render', now: false });
+  if (state.selectedKey !== null && updated.some((entry) => entry.key === state.selectedKey)) {
+    effects.push({ kind: 'details' });
+  }
+  return { state, effects };
 }
 
 /**

@@ -92,6 +92,10 @@ export class Model {
     /** @type {Set<string>} */
     this.touched = new Set();
     this.touchedAll = true;
+    /** Keys whose metric or description a `metrics` frame moved since the last takeMoved(): a
+     *  view sorted by neither has nothing to re-sort for them (bounded by the entries). */
+    /** @type {Set<string>} */
+    this.moved = new Set();
   }
 
   /** @param {string} key */
@@ -164,6 +168,7 @@ export class Model {
     this.version += 1;
     this.touchedAll = true;
     this.touched.clear();
+    this.moved.clear();
     return { changed, removed, problems: this.problemCount() };
   }
 
@@ -219,6 +224,51 @@ export class Model {
     if (msg.silenced === true) this.silenced.add(key);
     else this.silenced.delete(key);
     return { key, entry, previousState, previousClass, removed: false, clearedBy: null };
+  }
+
+  /**
+   * {"type":"metrics","time","values":[{host, service, metric, description, time}…]}: the live
+   * values of services whose metric or description moved without a change of state. Not a
+   * change: `seq` stays as it is, the state and its start too. A value of a service the model
+   * does not hold (outside the view) is skipped, as is one older than the event it holds.
+   * Each updated entry gets a new event object, so a view comparing events by identity redraws
+   * that entry only. Returns the updated entries.
+   * @param {Record<string, any>} msg
+   * @returns {Entry[]}
+   */
+  applyMetrics(msg) {
+    /** @type {Entry[]} */
+    const updated = [];
+    if (!Array.isArray(msg.values)) return updated;
+    for (const value of msg.values) {
+      if (!value || typeof value !== 'object') continue;
+      const key = keyOfPair(value.host, value.service);
+      const entry = this.entries.get(key);
+      if (!entry) continue;
+      const at = parseTime(value.time);
+      const held = parseTime(entry.event.time);
+      if (at !== null && held !== null && at < held) continue;
+      const ev = { ...entry.event };
+      // `null` is absent, as in an event.
+      if (value.metric === null || value.metric === undefined) delete ev.metric;
+      else ev.metric = value.metric;
+      if (value.description === null || value.description === undefined) delete ev.description;
+      else ev.description = value.description;
+      if (at !== null) ev.time = value.time;
+      entry.event = ev;
+      this.moved.add(key);
+      updated.push(entry);
+    }
+    if (updated.length) this.version += 1;
+    return updated;
+  }
+
+  /** Keys a `metrics` frame moved since the last call (then forgotten). One reader: the
+   *  problems view. */
+  takeMoved() {
+    const keys = this.moved;
+    this.moved = new Set();
+    return keys;
   }
 
   /** @param {any} ack */

@@ -1703,3 +1703,31 @@ async fn an_unavoidable_hole_in_history_is_explicit() {
         "{frame}"
     );
 }
+
+/// Issue 23: live values need nothing of the cluster — every node's engine marks what moved in
+/// the inputs it applies from the stream, so a dashboard on one node sees a metric-only update
+/// sent to another.
+#[tokio::test]
+async fn a_dashboard_on_one_node_gets_live_values_ingested_on_another() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let nats = Nats::single();
+    let spec = ClusterSpec::new(&nats, "live").with(&["--metrics-interval", "100ms"]);
+    let a = Node::start(&spec, "a").await;
+    let b = Node::start(&spec, "b").await;
+    let critical = r#"{"host":"db1","service":"disk","state":"critical","metric":91}"#;
+    let response = post_json(&a, critical).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let (mut dash, _) = WsClient::connect_with_snapshot(&b).await;
+    let response = post_json(&a, r#"{"host":"db1","service":"disk","metric":99.5}"#).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    // The change comes first if b applied it after the snapshot; then the live value.
+    let frame = loop {
+        let frame = dash.next_json().await;
+        if frame["type"] == "metrics" {
+            break frame;
+        }
+        assert_eq!(frame["type"], "change", "{frame}");
+    };
+    assert_eq!(frame["values"][0]["host"], "db1", "{frame}");
+    assert_eq!(frame["values"][0]["metric"], 99.5, "{frame}");
+}

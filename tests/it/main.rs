@@ -34,5 +34,6 @@ mod riemann_fidelity;
 mod riemann_tcp;
 mod riemann_udp;
 mod tls;
+mod trends_live;
 mod websocket;
 mod ws_ingest;

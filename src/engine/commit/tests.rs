@@ -31,6 +31,7 @@ fn a_change_after_a_flush_in_one_commit_wins_in_the_index() {
         let changes_tx = crate::broadcast::Sender::new(16);
         let deliverer = Deliverer {
             changes_tx,
+            metrics_tx: crate::broadcast::metrics_channel(),
             counters: Arc::new(Counters::default()),
         };
         let retention = Retention {
@@ -112,6 +113,7 @@ fn a_failed_log_write_is_held_and_retried_and_nothing_is_published_before() {
     let mut published = changes_tx.subscribe();
     let deliverer = Deliverer {
         changes_tx,
+        metrics_tx: crate::broadcast::metrics_channel(),
         counters: Arc::new(Counters::default()),
     };
     let retention = Retention {

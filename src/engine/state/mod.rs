@@ -48,6 +48,9 @@ struct Entry {
     scheduled: Option<i64>,
     /// Updated since [`Engine::take_unsaved`] last returned it (only when tracking).
     unsaved: bool,
+    /// Its metric or description moved, within its state, since [`Engine::take_moved`] last
+    /// returned it (only when tracking).
+    moved: bool,
 }
 
 /// Makes `current` (the indexed event of the same key, not a change) equal to what indexing
@@ -105,6 +108,11 @@ pub struct Engine {
     track_unsaved: bool,
     /// Keys whose entries are `unsaved`, each once.
     unsaved: Vec<Key>,
+    /// Whether to note which keys' metric or description moved without a change, for live
+    /// values on dashboards: like `unsaved`, a flag on the entry plus the key once.
+    track_moved: bool,
+    /// Keys whose entries are `moved`, each once.
+    moved: Vec<Key>,
     /// How long an expired entry stays before it is removed; `None`: until it reports again.
     expired_keep_micros: Option<i64>,
     /// Keys the index may hold: a batch that would add more is refused whole.
@@ -127,6 +135,8 @@ impl Engine {
             seq: 0,
             track_unsaved: false,
             unsaved: Vec::new(),
+            track_moved: false,
+            moved: Vec::new(),
             expired_keep_micros: None,
             max_keys: usize::MAX,
             forgotten: Vec::new(),
@@ -167,6 +177,28 @@ impl Engine {
     /// From now on, note updated keys for [`Engine::take_unsaved`] (a store wants them).
     pub fn track_unsaved(&mut self) {
         self.track_unsaved = true;
+    }
+
+    /// From now on, note keys whose metric or description moved within their state, for
+    /// [`Engine::take_moved`] (dashboards want live values).
+    pub fn track_moved(&mut self) {
+        self.track_moved = true;
+    }
+
+    /// The latest event of every key whose metric or description moved within its state since
+    /// the last call, each once: a cost of the keys that moved, not of the events that did.
+    /// Keys that changed state meanwhile are left out (their change carries the values), as are
+    /// keys that left the index.
+    pub fn take_moved(&mut self) -> Vec<Arc<Event>> {
+        let mut events = Vec::with_capacity(self.moved.len());
+        for key in self.moved.drain(..) {
+            if let Some(entry) = self.index.get_mut(&key) {
+                if std::mem::take(&mut entry.moved) {
+                    events.push(Arc::clone(&entry.event));
+                }
+            }
+        }
+        events
     }
 
     /// The last events of keys that left the index without a change since the last call (only
@@ -211,6 +243,7 @@ impl Engine {
                     expired,
                     scheduled: expires_at,
                     unsaved: false,
+                    moved: false,
                 },
             );
             debug_assert!(old.is_none(), "a store holds each key once");
@@ -276,6 +309,8 @@ impl Engine {
         let Some((key, entry)) = self.index.get_key_value_mut(&KeyRef::of_event(event)) else {
             return self.index_new(event, expires_at, indexed);
         };
+        let moved = self.track_moved
+            && (entry.event.metric != event.metric || entry.event.description != event.description);
         let previous = replace_event(entry, event, &self.init_state);
         // An entry is expired exactly when its state is `expired` — what [`Engine::restore`]
         // infers from a stored event, so an engine restored from a snapshot schedules every
@@ -292,6 +327,13 @@ impl Engine {
         if self.track_unsaved && !entry.unsaved {
             entry.unsaved = true;
             self.unsaved.push(key.clone());
+        }
+        if previous.is_some() {
+            // A change of state: its frame carries the values.
+            entry.moved = false;
+        } else if moved && !entry.moved && entry.event.state.is_some() {
+            entry.moved = true;
+            self.moved.push(key.clone());
         }
         match reschedule(entry.scheduled, entry.expires_at) {
             Reschedule::Push(at) => {
@@ -339,6 +381,7 @@ impl Engine {
                 expired,
                 scheduled: expires_at,
                 unsaved: self.track_unsaved,
+                moved: false,
             },
         );
         if self.track_unsaved {

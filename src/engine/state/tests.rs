@@ -656,3 +656,83 @@ fn the_expiry_heap_only_gets_an_item_for_an_earlier_deadline() {
     assert_eq!(reschedule(Some(5), None), Reschedule::Forget);
     assert_eq!(reschedule(None, None), Reschedule::Forget);
 }
+
+fn with_metric(host: &str, service: &str, state: Option<&str>, metric: f64) -> Event {
+    Event {
+        metric: Some(crate::event::Metric::Float(metric)),
+        ..ev(host, service, state)
+    }
+}
+
+fn moved(engine: &mut Engine) -> Vec<(String, Option<f64>)> {
+    let mut out: Vec<_> = engine
+        .take_moved()
+        .iter()
+        .map(|e| {
+            (
+                format!(
+                    "{}/{}",
+                    e.host.as_deref().unwrap_or(""),
+                    e.service.as_deref().unwrap_or("")
+                ),
+                e.metric.map(|m| m.as_f64()),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Issue 23: keys whose metric (or description) moved within their state are handed out once
+/// per take, at their latest value; a change of state, a new key, an unmoved value or a key
+/// without a state is not.
+#[test]
+fn moved_values_are_taken_once_per_key_at_their_latest() {
+    let mut e = Engine::new("ok", 60.0);
+    e.track_moved();
+    apply(
+        &mut e,
+        vec![
+            with_metric("web1", "disk", Some("critical"), 91.0),
+            with_metric("web2", "disk", Some("ok"), 10.0),
+            with_metric("web3", "load", None, 1.0),
+        ],
+    );
+    assert_eq!(moved(&mut e), [], "new keys are not moves");
+    apply(
+        &mut e,
+        vec![
+            with_metric("web1", "disk", Some("critical"), 95.0),
+            with_metric("web1", "disk", None, 99.0),
+            with_metric("web2", "disk", Some("ok"), 10.0),
+            with_metric("web3", "load", None, 2.0),
+        ],
+    );
+    assert_eq!(moved(&mut e), [("web1/disk".to_owned(), Some(99.0))]);
+    assert_eq!(moved(&mut e), [], "taken once");
+    // Moved, then a change of state: the change carries the values.
+    apply(&mut e, vec![with_metric("web2", "disk", Some("ok"), 20.0)]);
+    apply(
+        &mut e,
+        vec![with_metric("web2", "disk", Some("critical"), 30.0)],
+    );
+    assert_eq!(moved(&mut e), []);
+    let described = Event {
+        description: Some("now 99".into()),
+        ..with_metric("web1", "disk", Some("critical"), 99.0)
+    };
+    apply(&mut e, vec![described]);
+    assert_eq!(
+        moved(&mut e),
+        [("web1/disk".to_owned(), Some(99.0))],
+        "a description moves too"
+    );
+}
+
+#[test]
+fn nothing_is_marked_moved_unless_tracked() {
+    let mut e = Engine::new("ok", 60.0);
+    apply(&mut e, vec![with_metric("a", "s", Some("ok"), 1.0)]);
+    apply(&mut e, vec![with_metric("a", "s", Some("ok"), 2.0)]);
+    assert!(e.take_moved().is_empty() && e.moved.is_empty());
+}

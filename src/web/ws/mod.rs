@@ -25,6 +25,7 @@
 //! resynchronised, never silently deaf. A client that needs that too often is closed with 1008
 //! "slow consumer"; one whose socket takes no data for `--ws-write-timeout` is dropped.
 
+mod live_values;
 mod outbox;
 mod session;
 

@@ -46,6 +46,9 @@ const RESYNC_WINDOW: Duration = Duration::from_secs(60);
 pub(super) enum Outgoing {
     /// A frame that stands on its own: stats, an error reply.
     Frame(Utf8Bytes),
+    /// The client's one `metrics` frame: at most one waits, replaced (by the session, through
+    /// [`Outbox::take_queued_metrics`]) while unsent.
+    Metrics(Utf8Bytes),
     /// A change: part of the client's view, superseded by a new snapshot.
     View(Utf8Bytes),
     /// A snapshot, or a frame of a resume's replay: the start of the client's view, superseded
@@ -59,7 +62,10 @@ impl Outgoing {
     /// What the item counts against the byte budget: its text.
     fn bytes(&self) -> usize {
         match self {
-            Outgoing::Frame(frame) | Outgoing::View(frame) | Outgoing::Start(frame) => frame.len(),
+            Outgoing::Frame(frame)
+            | Outgoing::Metrics(frame)
+            | Outgoing::View(frame)
+            | Outgoing::Start(frame) => frame.len(),
             Outgoing::Ping | Outgoing::Close(..) => 0,
         }
     }
@@ -89,6 +95,11 @@ pub(super) struct Outbox {
     unflushed_start: usize,
     /// The socket holds frames that still need a flush.
     needs_flush: bool,
+    /// A `metrics` frame was handed to the socket and is not yet flushed: the next one waits
+    /// (see [`Outbox::metrics_in_flight`]).
+    metrics_unflushed: bool,
+    /// A `metrics` frame waits in `items` (at most one does: see [`Outbox::holds_metrics`]).
+    metrics_queued: bool,
     /// Wire bytes of the pongs tungstenite queued for pings read since the last complete flush:
     /// an upper bound of what it holds for them (see [`MAX_UNSENT_PONG_BYTES`]).
     unsent_pong_bytes: usize,
@@ -110,6 +121,8 @@ impl Outbox {
             unflushed: 0,
             unflushed_start: 0,
             needs_flush: false,
+            metrics_unflushed: false,
+            metrics_queued: false,
             unsent_pong_bytes: 0,
             batching: false,
         }
@@ -144,6 +157,7 @@ impl Outbox {
 
     /// Queues an item whatever its size: replies, snapshots, pings, the close frame.
     pub(super) fn push(&mut self, item: Outgoing) {
+        self.metrics_queued |= matches!(item, Outgoing::Metrics(_));
         self.bytes += item.bytes();
         self.start_bytes += item.start_bytes();
         self.items.push_back(item);
@@ -163,6 +177,38 @@ impl Outbox {
         });
         self.bytes -= dropped;
         self.start_bytes -= dropped_start;
+    }
+
+    /// Takes the queued `metrics` frame out, if one is still waiting (not yet handed to the
+    /// socket): the session replaces it with one carrying its values and newer ones.
+    pub(super) fn take_queued_metrics(&mut self) -> bool {
+        if !std::mem::take(&mut self.metrics_queued) {
+            return false;
+        }
+        let Some(at) = self
+            .items
+            .iter()
+            .position(|item| matches!(item, Outgoing::Metrics(_)))
+        else {
+            return false;
+        };
+        if let Some(item) = self.items.remove(at) {
+            self.bytes -= item.bytes();
+        }
+        true
+    }
+
+    /// Whether a `metrics` frame is queued or handed to the socket and not yet flushed: the
+    /// session then has one out, and queues the next only with the next interval's values.
+    pub(super) fn holds_metrics(&self) -> bool {
+        self.metrics_queued || self.metrics_unflushed
+    }
+
+    /// Whether a `metrics` frame handed to the socket is still unflushed (the client is not
+    /// reading it). The session then queues no other: values keep merging until it has left,
+    /// so a client that does not read holds one frame, not one per interval.
+    pub(super) fn metrics_in_flight(&self) -> bool {
+        self.metrics_unflushed
     }
 
     /// Records a ping read: tungstenite has queued (or will queue) its pong. False when the
@@ -203,38 +249,8 @@ impl Outbox {
                 Poll::Pending if progressed => return Poll::Ready(Ok(false)),
                 Poll::Pending => return Poll::Pending,
             }
-            if self.batching && self.view_frames_ahead() > 1 {
-                let batch = self.take_batch();
-                if sink.start_send_unpin(Message::Text(batch)).is_err() {
-                    return Poll::Ready(Err(()));
-                }
-                self.needs_flush = true;
-                progressed = true;
-                continue;
-            }
-            let message = match self.items.pop_front() {
-                Some(Outgoing::Frame(frame) | Outgoing::View(frame)) => {
-                    self.unflushed += frame.len();
-                    Message::Text(frame)
-                }
-                Some(Outgoing::Start(frame)) => {
-                    self.unflushed += frame.len();
-                    self.unflushed_start += frame.len();
-                    Message::Text(frame)
-                }
-                Some(Outgoing::Ping) => Message::Ping(Default::default()),
-                Some(Outgoing::Close(code, reason)) => {
-                    // Nothing may follow a close frame.
-                    for item in self.items.drain(..) {
-                        self.bytes -= item.bytes();
-                        self.start_bytes -= item.start_bytes();
-                    }
-                    Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    }))
-                }
-                None => break,
+            let Some(message) = self.next_message() else {
+                break;
             };
             if sink.start_send_unpin(message).is_err() {
                 return Poll::Ready(Err(()));
@@ -254,6 +270,7 @@ impl Outbox {
             self.unflushed = 0;
             self.unflushed_start = 0;
             self.needs_flush = false;
+            self.metrics_unflushed = false;
             // The flush wrote tungstenite's pending pongs too.
             self.unsent_pong_bytes = 0;
         }
@@ -267,6 +284,47 @@ impl Outbox {
 }
 
 impl Outbox {
+    /// The next websocket message: a `batch` of the view frames leading the queue when the
+    /// client asked for batches and more than one leads, otherwise the first item as it is. The
+    /// byte counts follow what leaves the queue.
+    fn next_message(&mut self) -> Option<Message> {
+        if self.batching && self.view_frames_ahead() > 1 {
+            return Some(Message::Text(self.take_batch()));
+        }
+        let message = match self.items.pop_front() {
+            Some(Outgoing::Frame(frame) | Outgoing::View(frame)) => {
+                self.unflushed += frame.len();
+                Message::Text(frame)
+            }
+            Some(Outgoing::Metrics(frame)) => {
+                self.unflushed += frame.len();
+                self.metrics_queued = false;
+                self.metrics_unflushed = true;
+                Message::Text(frame)
+            }
+            Some(Outgoing::Start(frame)) => {
+                self.unflushed += frame.len();
+                self.unflushed_start += frame.len();
+                Message::Text(frame)
+            }
+            Some(Outgoing::Ping) => Message::Ping(Default::default()),
+            Some(Outgoing::Close(code, reason)) => {
+                // Nothing may follow a close frame.
+                self.metrics_queued = false;
+                for item in self.items.drain(..) {
+                    self.bytes -= item.bytes();
+                    self.start_bytes -= item.start_bytes();
+                }
+                Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }))
+            }
+            None => return None,
+        };
+        Some(message)
+    }
+
     /// How many view frames (changes, actions, a snapshot, a replay) lead the queue, up to the
     /// batch limits.
     fn view_frames_ahead(&self) -> usize {

@@ -41,9 +41,11 @@ use tokio::time::Instant;
 
 use self::state::{End, FromClient, Need, SessionState, Step, Why};
 use self::state::{MESSAGES_PER_SECOND, MESSAGE_BURST};
+use super::live_values::{LiveValues, MAX_VALUES_PER_FRAME};
 use super::outbox::Outgoing;
 use super::{Resume, DRAIN_BATCH};
-use crate::broadcast::{self, Published, Receiver};
+use crate::broadcast::{self, MetricsReceiver, Published, Receiver};
+use crate::change::MetricBatch;
 use crate::metrics::Counters;
 use crate::protocol::{ClientMessage, Frame};
 use crate::query::Query;
@@ -81,6 +83,7 @@ pub(super) async fn run(
         app,
         filter,
         resume,
+        live: LiveValues::default(),
     };
     session.run(sink, stream).await;
 }
@@ -93,6 +96,17 @@ struct Session {
     filter: Option<Query>,
     /// Where a reconnecting client left off; used by the first subscription only.
     resume: Option<Resume>,
+    /// Live values taken and not yet handed to the socket (see `live_values`).
+    live: LiveValues,
+}
+
+/// What a subscription streams to the session: the changes after its snapshot, and the live
+/// values taken after it.
+struct Streams {
+    changes: Receiver,
+    metrics: MetricsReceiver,
+    /// False once the metrics channel closed (the engine stopped).
+    metrics_open: bool,
 }
 
 /// Beyond this many missed changes a resuming client gets a snapshot instead: cheaper for both.
@@ -140,7 +154,7 @@ impl Session {
     /// with each thing that happens is [`SessionState`]'s decision; this loop only waits for
     /// the next one and performs what it is told.
     async fn serve(&mut self, sink: &mut Sink, stream: &mut SplitStream<WebSocket>) -> End {
-        let Some(mut changes) = self.subscribe().await else {
+        let Some(mut streams) = self.subscribe().await else {
             return End::Flush;
         };
         let mut stats = self.app.stats.clone();
@@ -156,14 +170,8 @@ impl Session {
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            while let Some(need) = self.state.prepare(Instant::now()) {
-                if need == Need::Resync {
-                    Counters::add(&self.app.counters.ws_resyncs, 1);
-                }
-                match self.subscribe_with(need == Need::Resync).await {
-                    Some(fresh) => changes = fresh,
-                    None => return End::Flush,
-                }
+            if let Some(end) = self.before_wait(&mut streams).await {
+                return end;
             }
             let (resting_until, write_deadline, pong_deadline) = (
                 self.state.resting_until(),
@@ -176,8 +184,13 @@ impl Session {
                 biased;
                 wrote = poll_fn(|cx| self.state.outbox().poll_write(sink, cx)),
                     if self.state.may_write() => self.state.written(wrote, Instant::now()),
-                received = changes.recv(), if self.state.takes_changes() => {
-                    self.take_changes(received, &mut changes)
+                received = streams.changes.recv(), if self.state.takes_changes() => {
+                    self.take_changes(received, &mut streams.changes)
+                }
+                // After changes: values let out behind a change are taken after it.
+                received = streams.metrics.recv(),
+                    if streams.metrics_open && self.state.takes_changes() => {
+                    self.take_metrics(received, &mut streams)
                 }
                 incoming = stream.next() => self.client_sent(incoming).await,
                 // The rest is over: the loop comes round, takes what waited and writes it.
@@ -206,16 +219,48 @@ impl Session {
                 },
                 _ = &mut cancelled => self.state.shutting_down(),
             };
-            match step {
-                Step::Continue | Step::Read | Step::Refused => {}
-                Step::Close(why) => {
-                    if why == Why::SlowConsumer {
-                        Counters::add(&self.app.counters.ws_slow_closed, 1);
-                    }
-                    return why.end();
-                }
-                Step::End(end) => return end,
+            if let Some(end) = self.ended(step) {
+                return end;
             }
+        }
+    }
+
+    /// Before each wait: the live values held while the last `metrics` frame was unread (or
+    /// past the values one frame carries) go once it has left, and a snapshot that is due is
+    /// taken (with fresh streams).
+    async fn before_wait(&mut self, streams: &mut Streams) -> Option<End> {
+        if self.live.pending() > 0
+            && self.state.takes_changes()
+            && !self.state.outbox().holds_metrics()
+        {
+            let step = self.queue_metrics(Instant::now());
+            if let Some(end) = self.ended(step) {
+                return Some(end);
+            }
+        }
+        while let Some(need) = self.state.prepare(Instant::now()) {
+            if need == Need::Resync {
+                Counters::add(&self.app.counters.ws_resyncs, 1);
+            }
+            match self.subscribe_with(need == Need::Resync).await {
+                Some(fresh) => *streams = fresh,
+                None => return Some(End::Flush),
+            }
+        }
+        None
+    }
+
+    /// How the session ends after `step`, if it does.
+    fn ended(&self, step: Step) -> Option<End> {
+        match step {
+            Step::Continue | Step::Read | Step::Refused => None,
+            Step::Close(why) => {
+                if why == Why::SlowConsumer {
+                    Counters::add(&self.app.counters.ws_slow_closed, 1);
+                }
+                Some(why.end())
+            }
+            Step::End(end) => Some(end),
         }
     }
 
@@ -259,6 +304,57 @@ impl Session {
         Step::Continue
     }
 
+    /// Takes `received` and the other metric batches the receiver holds into the live values,
+    /// then queues the one `metrics` frame: it replaces the frame still unsent, if any, with
+    /// the latest value of every key of both. A session that missed batches (it did not run
+    /// for [`broadcast::METRIC_BATCHES_KEPT`] intervals) is resynchronised: the snapshot
+    /// carries every current value.
+    fn take_metrics(
+        &mut self,
+        received: Result<Arc<MetricBatch>, RecvError>,
+        streams: &mut Streams,
+    ) -> Step {
+        let now = Instant::now();
+        let mut next = Some(received);
+        while let Some(received) = next.take() {
+            match received {
+                Ok(batch) => {
+                    let filter = self.filter.as_ref();
+                    self.live
+                        .merge(&batch, |e| filter.is_none_or(|q| q.matches(e)));
+                }
+                Err(RecvError::Lagged(_)) => return self.state.missed(now),
+                Err(RecvError::Closed) => streams.metrics_open = false,
+            }
+            next = match streams.metrics.try_recv() {
+                Ok(batch) => Some(Ok(batch)),
+                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => None,
+            };
+        }
+        self.queue_metrics(now)
+    }
+
+    /// Queues the one `metrics` frame of what is pending: it replaces the frame still queued,
+    /// if any, with the latest value of every key of both; while one is handed to the socket
+    /// and not yet flushed (the client is not reading), it waits, and values keep merging.
+    fn queue_metrics(&mut self, now: Instant) -> Step {
+        let out = self.state.outbox();
+        if out.take_queued_metrics() {
+            self.live.unsent();
+        } else if out.metrics_in_flight() {
+            return Step::Continue;
+        } else {
+            self.live.sent();
+        }
+        let Some((frame, values)) = self.live.next_frame(MAX_VALUES_PER_FRAME) else {
+            return Step::Continue;
+        };
+        Counters::add(&self.app.counters.ws_metrics_frames, 1);
+        Counters::add(&self.app.counters.ws_metrics_values, values as u64);
+        self.state.metrics(text_frame(frame), now)
+    }
+
     /// Something the client sent (or the end of its stream): the state decides; a request
     /// within the budget is read here, and a refusal is told once.
     async fn client_sent(&mut self, incoming: Option<Result<Message, axum::Error>>) -> Step {
@@ -299,13 +395,20 @@ impl Session {
     ///
     /// Whatever of an earlier snapshot (and the changes after it) is still queued is dropped:
     /// this one replaces it, so subscribing again and again costs at most one queued snapshot.
-    async fn subscribe_with(&mut self, reset: bool) -> Option<Receiver> {
+    async fn subscribe_with(&mut self, reset: bool) -> Option<Streams> {
         let sub = self.app.engine.subscribe().await.ok()?;
+        // Values taken before this subscription are no newer than what it starts from.
+        self.live.clear();
+        let streams = Streams {
+            changes: sub.changes,
+            metrics: sub.metrics,
+            metrics_open: true,
+        };
         let mut reset = reset;
         if let Some(resume) = self.resume.take() {
             if let Some(frames) = self.replay(resume, sub.snapshot.seq).await {
                 self.state.start_view(frames);
-                return Some(sub.changes);
+                return Some(streams);
             }
             reset = true;
         }
@@ -315,10 +418,10 @@ impl Session {
             .map(|q| |e: &crate::event::Event| q.matches(e));
         let frame = broadcast::snapshot_frame(&sub.snapshot, &self.app.epoch, reset, filter);
         self.state.start_view([text_frame(frame)]);
-        Some(sub.changes)
+        Some(streams)
     }
 
-    async fn subscribe(&mut self) -> Option<Receiver> {
+    async fn subscribe(&mut self) -> Option<Streams> {
         self.subscribe_with(false).await
     }
 

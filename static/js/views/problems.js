@@ -20,6 +20,8 @@ import { LiveOrder, arrange, parseSort, formatSort, parseGroup } from '../order.
 export const RENDER_STEP = 200;
 /** Lists up to this many rows are drawn whole; longer ones are windowed. */
 export const WINDOW_ROWS = 80;
+/** Sort columns a `metrics` frame can reorder (the values it carries). */
+const MOVED_SORTS = ['metric', 'description'];
 /** Rows drawn beyond each edge of the viewport's estimated range. */
 const OVERSCAN = 30;
 /** How far outside the viewport a row counts as "near" (IntersectionObserver rootMargin). */
@@ -297,6 +299,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
   /** Brings the incremental order up to date with what the model says changed. */
   function syncOrder() {
     const touched = model.takeTouched();
+    const moved = model.takeMoved();
     if (touched.all || live.sort !== view.sort) {
       if (live.sort !== view.sort) live = new LiveOrder(view.sort);
       live.reset(model.problems(), (key) => model.status(key));
@@ -306,6 +309,13 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
       const entry = model.entries.get(key);
       if (entry && model.isProblem(entry)) live.set(entry, model.status(key));
       else live.delete(key);
+    }
+    // Live values move an entry only when the order is by what moved; otherwise its row is
+    // redrawn where it stands (fillRow sees a new event) and nothing is re-sorted.
+    if (!MOVED_SORTS.includes(view.sort.column)) return;
+    for (const key of moved) {
+      const entry = model.entries.get(key);
+      if (!touched.keys.has(key) && entry && model.isProblem(entry)) live.set(entry, model.status(key));
     }
   }
 

@@ -237,3 +237,31 @@ test('services are described by host and service, with placeholders', () => {
   assert.equal(describe({ host: 'a', service: 'x' }), 'a · x');
   assert.equal(describe({}), '(no host) · (no service)');
 });
+
+test('a metrics frame: live values of held services, grid cells and open details follow, no seq, log or flash', () => {
+  const model = new Model();
+  const snap = { type: 'snapshot', seq: 4, epoch: 'e1', events: [ev('a', 'disk', 'critical', { metric: 91 }), ev('b', 'disk', 'warning')] };
+  const { state } = run(initialState(''), model, snap);
+  const frame = {
+    type: 'metrics',
+    time: NOW,
+    values: [
+      { host: 'a', service: 'disk', metric: 99.1, description: '99.1% used', time: '2026-12-01T12:00:00.000Z' },
+      { host: 'zz', service: 'disk', metric: 1, description: null, time: '2026-12-01T12:00:00.000Z' },
+    ],
+  };
+  const step = dispatch(frozen(state), frame, { model, now: NOW });
+  assert.equal(model.seq, 4, 'not a change');
+  assert.equal(model.entries.get(keyOfPair('a', 'disk')).event.metric, 99.1);
+  assert.deepEqual(kinds(step.effects), ['grid-update', 'render']);
+  assert.equal(step.effects[0].entry.key, keyOfPair('a', 'disk'));
+  assert.deepEqual(step.effects[1], { kind: 'render', now: false });
+
+  const open = { ...state, selectedKey: keyOfPair('a', 'disk') };
+  assert.ok(kinds(dispatch(frozen(open), frame, { model, now: NOW }).effects).includes('details'));
+  const other = { ...state, selectedKey: keyOfPair('b', 'disk') };
+  assert.ok(!kinds(dispatch(frozen(other), frame, { model, now: NOW }).effects).includes('details'));
+  // Values of services outside the view change nothing.
+  const outside = dispatch(frozen(state), { type: 'metrics', time: NOW, values: [frame.values[1]] }, { model, now: NOW });
+  assert.deepEqual(outside.effects, []);
+});

@@ -134,9 +134,36 @@ test('a batch unwraps into its frames, in order, each one the page applies', () 
   assert.deepEqual(framesOf(fixture('ws-stats')).map((f) => f.type), ['stats']);
 });
 
+test('metrics frames update the live values of the services the model holds, seq untouched', () => {
+  const m = started();
+  const frame = fixture('ws-metrics');
+  assert.equal(typeof frame.time, 'number');
+  const before = m.entries.get(web1);
+  const { since } = before;
+  const updated = m.applyMetrics(frame);
+  assert.deepEqual(updated.map((e) => e.key), [web1, db1], 'web2 · ping is not in the view: skipped');
+  assert.equal(m.seq, 41, 'not a change');
+  const cpu = m.entries.get(web1).event;
+  assert.equal(cpu.metric, 0.99);
+  assert.equal(cpu.description, 'load 14');
+  assert.equal(cpu.time, '2026-12-01T12:00:01.000Z');
+  assert.equal(cpu.state, 'critical', 'the state stays');
+  assert.equal(cpu.team, 'db', 'attributes stay');
+  assert.equal(m.entries.get(web1).since, since, 'the state did not begin again');
+  const disk = m.entries.get(db1).event;
+  assert.ok(!('metric' in disk) && !('description' in disk), 'null is absent');
+  assert.deepEqual([...m.takeMoved()].sort(), [db1, web1].sort());
+  // An older value than the one held is not applied.
+  const stale = fixture('ws-metrics');
+  stale.values[0].metric = 0.1;
+  stale.values[0].time = '2026-12-01T11:00:00.000Z';
+  assert.deepEqual(m.applyMetrics(stale).map((e) => e.key), [db1]);
+  assert.equal(m.entries.get(web1).event.metric, 0.99);
+});
+
 test('every /ws frame type has a page handler, and the fixtures cover them', () => {
   // The types app.js dispatches on (its switch), which must be what the server sends.
-  const handled = ['snapshot', 'change', 'ack', 'unack', 'silence', 'silences', 'stats', 'error', 'batch'];
+  const handled = ['snapshot', 'change', 'ack', 'unack', 'silence', 'silences', 'stats', 'metrics', 'error', 'batch'];
   const sent = new Set(
     [...fixtures.entries()].filter(([name]) => name.startsWith('ws-') && name !== 'ws-client-subscribe').map(([, f]) => f.type),
   );

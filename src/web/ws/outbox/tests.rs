@@ -426,3 +426,45 @@ fn a_batch_on_a_slow_socket_is_one_message_and_its_bytes_count_until_flushed() {
     assert_eq!(sink.log().len(), 2);
     assert_eq!(out.bytes(), 0);
 }
+
+fn metrics(text: &'static str) -> Outgoing {
+    Outgoing::Metrics(Utf8Bytes::from_static(text))
+}
+
+/// Issue 23: the one `metrics` frame can be taken back while it is queued (the session replaces
+/// it), and is "in flight" from the moment the socket has it until a flush wrote it out.
+#[test]
+fn a_queued_metrics_frame_is_taken_back_and_one_in_flight_is_known_until_flushed() {
+    let mut out = Outbox::new(1000);
+    assert!(!out.take_queued_metrics(), "none queued");
+    assert!(!out.holds_metrics());
+    out.push(view("change"));
+    assert!(out.offer(metrics("m1")));
+    assert!(out.holds_metrics());
+    assert!(out.offer(frame("stats")));
+    assert_eq!(out.bytes(), 13);
+    assert!(out.take_queued_metrics());
+    assert_eq!(out.bytes(), 11, "its bytes go with it");
+    assert!(out.offer(metrics("m2")));
+    let mut sink = MockSink {
+        flush_blocked: true,
+        ..Default::default()
+    };
+    assert!(!out.metrics_in_flight());
+    assert_eq!(write(&mut out, &mut sink), Poll::Ready(Ok(false)));
+    assert_eq!(
+        sink.log(),
+        ["change", "stats", "m2"],
+        "the replacement goes at the back"
+    );
+    assert!(
+        !out.take_queued_metrics(),
+        "handed to the socket: no longer queued"
+    );
+    assert!(out.metrics_in_flight(), "the client has not taken it yet");
+    assert!(out.holds_metrics());
+    sink.flush_blocked = false;
+    assert_eq!(write(&mut out, &mut sink), Poll::Ready(Ok(true)));
+    assert!(!out.metrics_in_flight() && !out.holds_metrics());
+    assert!(out.is_idle());
+}

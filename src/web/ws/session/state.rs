@@ -304,6 +304,17 @@ impl SessionState {
         }
     }
 
+    /// A `metrics` frame (live values; at most one waits, see `live_values`). Like stats, it
+    /// counts against the byte budget, and is skipped for a client that is behind (its
+    /// snapshot will carry every current value).
+    pub(super) fn metrics(&mut self, frame: Utf8Bytes, now: Instant) -> Step {
+        if self.view == View::Behind || self.out.offer(Outgoing::Metrics(frame)) {
+            Step::Continue
+        } else {
+            self.fall_behind(now)
+        }
+    }
+
     /// Falling behind is judged when it happens, not when the outbox drains: a client that
     /// stopped reading altogether never drains, and must not linger until the ping timeout. The
     /// close frame queues behind what the client has yet to read; the write timeout drops the

@@ -32,6 +32,8 @@ enum Ev {
     Change(usize),
     Missed,
     Stats(usize),
+    /// A `metrics` frame of this many bytes.
+    Metrics(usize),
     Client(FromClient),
     /// The client's request was a valid subscribe.
     Subscribed,
@@ -98,6 +100,7 @@ impl Run {
             Change(len) => Got::Step(state.change(frame("change", len), now)),
             Missed => Got::Step(state.missed(now)),
             Stats(len) => Got::Step(state.stats(frame("stats", len), now)),
+            Metrics(len) => Got::Step(state.metrics(frame("metrics", len), now)),
             Client(message) => Got::Step(state.heard(message, now)),
             Subscribed => {
                 state.resubscribe();
@@ -200,6 +203,21 @@ fn session_scenarios() {
                 (0, Change(90), S(Step::Continue)),
                 (0, Stats(20), S(Step::Continue)),
                 (0, Seen, Got::View(View::Behind)),
+            ],
+        ),
+        (
+            "a metrics frame queues like stats; over the limit the client falls behind",
+            vec![
+                (0, Change(50), S(Step::Continue)),
+                (0, Metrics(30), S(Step::Continue)),
+                (0, Drain, sent(&["change", "metrics"])),
+                (1, Change(90), S(Step::Continue)),
+                (1, Metrics(20), S(Step::Continue)),
+                (1, Seen, Got::View(View::Behind)),
+                // Behind: skipped (the snapshot will carry every current value).
+                (2, Metrics(20), S(Step::Continue)),
+                (2, Drain, sent(&["change"])),
+                (3, Prepare, Got::Need(Some(Need::Resync))),
             ],
         ),
         (

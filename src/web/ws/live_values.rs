@@ -1,0 +1,346 @@
+//! One dashboard's live values: the metric batches it has taken and not yet handed to its socket,
+//! merged per key (the latest wins), so that however long the client takes to read, it holds at
+//! most one `metrics` frame and the values still to go — never a queue of frames.
+//!
+//! The session merges every batch it takes ([`LiveValues::merge`], through its query), then
+//! asks for the one frame to queue ([`LiveValues::next_frame`]). A frame still queued in the
+//! outbox when the next interval comes was not read: the session takes it back out, and its
+//! values go back under the ones merged since ([`LiveValues::unsent`]), so the frame that
+//! replaces it carries the latest value of every key of both. What this holds is bounded by the
+//! keys the client's query matches (at most `--max-keys`), however many intervals pass.
+//!
+//! Pure: no socket, no clock, no engine; the batches and the query come in as data.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hashbrown::HashSet;
+
+use crate::broadcast;
+use crate::change::MetricBatch;
+use crate::event::Event;
+
+/// Values one `metrics` frame carries at most, and the bytes it is built up to (estimated; the
+/// value that crosses it is the last): well within `--ws-queue-bytes` (1 MiB), so that a frame
+/// never makes a client that reads fall behind. Past either the rest wait, latest value kept,
+/// for the next frame.
+pub(super) const MAX_VALUES_PER_FRAME: usize = 10_000;
+pub(super) const MAX_FRAME_BYTES: usize = 256 * 1024;
+
+/// What a value costs a frame, estimated: its names and description and the rest of its JSON.
+fn value_bytes(event: &Event) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    96 + text(&event.host) + text(&event.service) + text(&event.description)
+}
+
+/// An event that hashes and compares by its key (host, service): a set of these holds one value
+/// per key, and inserting replaces.
+struct ByKey(Arc<Event>);
+
+impl ByKey {
+    fn key(&self) -> (Option<&str>, Option<&str>) {
+        (self.0.host.as_deref(), self.0.service.as_deref())
+    }
+}
+
+impl Hash for ByKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ByKey {}
+
+/// See the module doc.
+#[derive(Default)]
+pub(super) struct LiveValues {
+    /// Values taken and not in any frame yet, one per key.
+    pending: HashSet<ByKey>,
+    /// The values of the frame last queued, until the session says it was handed to the socket
+    /// ([`LiveValues::sent`]) or taken back ([`LiveValues::unsent`]).
+    queued: Vec<Arc<Event>>,
+    /// When the newest batch merged was taken (unix ms): the frame's `time`.
+    time_ms: i64,
+}
+
+impl LiveValues {
+    /// Takes a batch: each value `wants` accepts (the client's query) replaces that key's
+    /// pending one.
+    pub(super) fn merge(&mut self, batch: &MetricBatch, wants: impl Fn(&Event) -> bool) {
+        for event in batch.events.iter().filter(|e| wants(e)) {
+            self.pending.replace(ByKey(Arc::clone(event)));
+        }
+        self.time_ms = self.time_ms.max(batch.time_ms);
+    }
+
+    /// The frame last queued was handed to the socket: its values are the client's.
+    pub(super) fn sent(&mut self) {
+        self.queued.clear();
+    }
+
+    /// The frame last queued was taken back unsent: its values go back to pending, under any
+    /// newer value of the same key merged since.
+    pub(super) fn unsent(&mut self) {
+        for event in self.queued.drain(..) {
+            self.pending.get_or_insert(ByKey(event));
+        }
+    }
+
+    /// Forgets everything: a snapshot (a new view) carries every current value.
+    pub(super) fn clear(&mut self) {
+        self.pending = HashSet::new();
+        self.queued = Vec::new();
+    }
+
+    /// Values waiting for a frame.
+    pub(super) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The frame of up to `max` pending values (their latest), which become the queued ones;
+    /// `None` when nothing is pending (a frame with no values is never sent).
+    pub(super) fn next_frame(&mut self, max: usize) -> Option<(Bytes, usize)> {
+        if self.pending.is_empty() || max == 0 {
+            return None;
+        }
+        self.sent();
+        let mut bytes = 0;
+        let fits_all = self.pending.len() <= max
+            && self
+                .pending
+                .iter()
+                .map(|v| value_bytes(&v.0))
+                .sum::<usize>()
+                <= MAX_FRAME_BYTES;
+        if fits_all {
+            self.queued
+                .extend(self.pending.drain().map(|ByKey(event)| event));
+        } else {
+            let taken: Vec<Arc<Event>> = self
+                .pending
+                .iter()
+                .take_while(|value| {
+                    let more = bytes < MAX_FRAME_BYTES;
+                    bytes += value_bytes(&value.0);
+                    more
+                })
+                .take(max)
+                .map(|value| Arc::clone(&value.0))
+                .collect();
+            for event in &taken {
+                self.pending.remove(&ByKey(Arc::clone(event)));
+            }
+            self.queued = taken;
+        }
+        // A burst must not leave its room behind on every connection.
+        if self.pending.is_empty() && self.pending.capacity() > 1024 {
+            self.pending = HashSet::new();
+        }
+        let frame = broadcast::metrics_frame(self.time_ms, self.queued.iter().map(|e| &**e));
+        Some((frame, self.queued.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Metric;
+
+    fn value(host: &str, service: &str, metric: f64) -> Arc<Event> {
+        Arc::new(Event {
+            host: Some(host.into()),
+            service: Some(service.into()),
+            state: Some("critical".into()),
+            metric: Some(Metric::Float(metric)),
+            description: Some(format!("at {metric}")),
+            time_micros: 1_796_126_400_000_000,
+            ..Event::default()
+        })
+    }
+
+    fn batch(time_ms: i64, values: &[Arc<Event>]) -> MetricBatch {
+        MetricBatch {
+            time_ms,
+            events: values.to_vec(),
+        }
+    }
+
+    /// The frame's values as (host, service, metric), sorted.
+    fn values(frame: &Bytes) -> Vec<(String, String, f64)> {
+        let frame: serde_json::Value = serde_json::from_slice(frame).unwrap();
+        assert_eq!(frame["type"], "metrics");
+        let mut out: Vec<_> = frame["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["host"].as_str().unwrap().to_owned(),
+                    v["service"].as_str().unwrap().to_owned(),
+                    v["metric"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        out
+    }
+
+    fn all(_: &Event) -> bool {
+        true
+    }
+
+    #[test]
+    fn batches_merge_into_one_frame_with_the_latest_value_per_key() {
+        let mut live = LiveValues::default();
+        live.merge(
+            &batch(
+                1,
+                &[value("web1", "disk", 91.0), value("web2", "disk", 50.0)],
+            ),
+            all,
+        );
+        live.merge(&batch(2, &[value("web1", "disk", 99.0)]), all);
+        let (frame, count) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(
+            values(&frame),
+            [
+                ("web1".into(), "disk".into(), 99.0),
+                ("web2".into(), "disk".into(), 50.0)
+            ]
+        );
+        let json: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(json["time"], 2, "the newest batch's time");
+        assert!(
+            live.next_frame(MAX_VALUES_PER_FRAME).is_none(),
+            "nothing left: no empty frame"
+        );
+    }
+
+    #[test]
+    fn the_query_picks_the_keys() {
+        let mut live = LiveValues::default();
+        let disk_only = |e: &Event| e.service.as_deref() == Some("disk");
+        live.merge(
+            &batch(1, &[value("web1", "disk", 1.0), value("web1", "cpu", 2.0)]),
+            disk_only,
+        );
+        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        assert_eq!(values(&frame), [("web1".into(), "disk".into(), 1.0)]);
+        live.merge(&batch(2, &[value("web1", "cpu", 3.0)]), disk_only);
+        assert!(live.next_frame(MAX_VALUES_PER_FRAME).is_none());
+    }
+
+    /// A client that does not read: each interval's frame replaces the unsent one, which
+    /// carries every key of both, each at its latest value.
+    #[test]
+    fn an_unsent_frame_is_replaced_by_one_with_every_latest_value() {
+        let mut live = LiveValues::default();
+        live.merge(
+            &batch(1, &[value("a", "s", 1.0), value("b", "s", 1.0)]),
+            all,
+        );
+        live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        for interval in 2..1000 {
+            live.merge(&batch(interval, &[value("a", "s", interval as f64)]), all);
+            live.unsent();
+            live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+            assert!(
+                live.pending() == 0 && live.queued.len() == 2,
+                "bounded by the keys"
+            );
+        }
+        live.merge(&batch(1000, &[value("c", "s", 7.0)]), all);
+        live.unsent();
+        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        assert_eq!(
+            values(&frame),
+            [
+                ("a".into(), "s".into(), 999.0),
+                ("b".into(), "s".into(), 1.0),
+                ("c".into(), "s".into(), 7.0)
+            ]
+        );
+    }
+
+    /// An unsent frame's value never overwrites a newer one merged since.
+    #[test]
+    fn taking_back_an_unsent_frame_keeps_the_newer_values() {
+        let mut live = LiveValues::default();
+        live.merge(&batch(1, &[value("a", "s", 1.0)]), all);
+        live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        live.merge(&batch(2, &[value("a", "s", 2.0)]), all);
+        live.unsent();
+        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        assert_eq!(values(&frame), [("a".into(), "s".into(), 2.0)]);
+    }
+
+    #[test]
+    fn a_frame_holds_at_most_max_values_and_the_rest_wait() {
+        let mut live = LiveValues::default();
+        let many: Vec<_> = (0..25).map(|i| value(&format!("h{i}"), "s", 1.0)).collect();
+        live.merge(&batch(1, &many), all);
+        let (_, first) = live.next_frame(10).unwrap();
+        live.sent();
+        let (_, second) = live.next_frame(10).unwrap();
+        live.sent();
+        let (_, third) = live.next_frame(10).unwrap();
+        assert_eq!((first, second, third), (10, 10, 5));
+        assert!(live.next_frame(10).is_none());
+    }
+
+    #[test]
+    fn a_frame_is_bounded_in_bytes_too() {
+        let mut live = LiveValues::default();
+        let long = "d".repeat(100 * 1024);
+        let many: Vec<_> = (0..5)
+            .map(|i| {
+                Arc::new(Event {
+                    description: Some(long.clone()),
+                    ..(*value(&format!("h{i}"), "s", 1.0)).clone()
+                })
+            })
+            .collect();
+        live.merge(&batch(1, &many), all);
+        let (frame, count) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        assert_eq!(count, 3, "the value that crosses the bound is the last");
+        assert!(
+            frame.len() < MAX_FRAME_BYTES + 110 * 1024,
+            "{}",
+            frame.len()
+        );
+        live.sent();
+        assert_eq!(live.next_frame(MAX_VALUES_PER_FRAME).unwrap().1, 2);
+    }
+
+    #[test]
+    fn a_new_view_forgets_what_waited() {
+        let mut live = LiveValues::default();
+        live.merge(&batch(1, &[value("a", "s", 1.0)]), all);
+        live.clear();
+        assert!(live.next_frame(MAX_VALUES_PER_FRAME).is_none());
+    }
+
+    #[test]
+    fn metric_and_description_are_null_when_absent() {
+        let mut live = LiveValues::default();
+        let bare = Arc::new(Event {
+            host: Some("a".into()),
+            state: Some("ok".into()),
+            ..Event::default()
+        });
+        live.merge(&batch(1, &[bare]), all);
+        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        let v = &json["values"][0];
+        assert!(v["metric"].is_null() && v["description"].is_null() && v["service"].is_null());
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
+    }
+}
