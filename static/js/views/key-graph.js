@@ -17,6 +17,13 @@ const SLIDE_MS = 5_000;
 const MAX_RECORDS = 4_000;
 
 /**
+ * Set by a 404 (a server before series, or `--series off`; its sentence): later graphs say so
+ * at once instead of asking again.
+ * @type {string | null}
+ */
+let noSeries = null;
+
+/**
  * Reads `GET /api/series` for `query` over [from, to] (ms). Resolves to a SeriesSet for a graph
  * `rangeMs` wide, or to the sentence that says why not (the server's own for a 400).
  * @param {{ token: string }} auth
@@ -26,6 +33,7 @@ const MAX_RECORDS = 4_000;
  * @returns {Promise<{ set: SeriesSet, error: null } | { set: null, error: string }>}
  */
 export async function fetchSeries({ token }, query, from, to) {
+  if (noSeries !== null) return { set: null, error: noSeries };
   const url = new URL('api/series', location.href);
   url.searchParams.set('query', query);
   url.searchParams.set('from', String(Math.floor(from)));
@@ -40,8 +48,10 @@ export async function fetchSeries({ token }, query, from, to) {
     return { set: null, error: `Could not load the series: ${err instanceof Error ? err.message : String(err)}` };
   }
   if (!res.ok) {
-    if (typeof body?.error === 'string') return { set: null, error: body.error };
-    return { set: null, error: res.status === 404 ? 'This server keeps no metric series.' : `The server answered ${res.status} for the series.` };
+    const error = typeof body?.error === 'string' ? body.error
+      : res.status === 404 ? 'This server keeps no metric series.' : `The server answered ${res.status} for the series.`;
+    if (res.status === 404) noSeries = error;
+    return { set: null, error };
   }
   const parsed = parseSeriesAnswer(body);
   if (parsed.error !== null) return { set: null, error: parsed.error };
