@@ -5,7 +5,7 @@
 #
 #   bench/trends.sh                    full run (~1 min after the build); writes its section into
 #                                      BENCHMARKS.md
-#   bench/trends.sh --smoke [FILE]     tiny configuration (~15 s) proving it works; writes its
+#   bench/trends.sh --smoke [FILE]     tiny configuration (~20 s) proving it works; writes its
 #                                      section into FILE (default target/bench-smoke.md)
 #
 # Each round runs the same Riemann TCP load (statecast-load, 100 events per Msg, every event a
@@ -35,7 +35,7 @@ for tool in cargo jq; do
 done
 
 if [ $SMOKE = 1 ]; then
-  DUR=1; CLIENTS=20; ROUNDS=1; CONNS=2; KEYS=500
+  DUR=3; CLIENTS=20; ROUNDS=1; CONNS=2; KEYS=500
 else
   DUR=${BENCH_DURATION:-5}; CLIENTS=${BENCH_TRENDS_CLIENTS:-1000}; ROUNDS=${BENCH_TRENDS_ROUNDS:-3}
   CONNS=10; KEYS=1000 # 10 connections × 1,000 keys each: 10k keys
