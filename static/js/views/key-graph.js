@@ -76,7 +76,7 @@ export function createKeyGraph({ token, keyQuery, currentState }) {
   const box = el('div', 'chart-box');
   box.id = 'key-graph-chart';
   box.setAttribute('role', 'figure');
-  const note = el('p', 'details-note');
+  const note = el('p', 'graph-note');
   note.hidden = true;
   const markList = el('ol', 'graph-marks');
   markList.setAttribute('aria-label', 'Actions on the graph');
