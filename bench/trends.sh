@@ -17,7 +17,8 @@
 # there, otherwise put before "## Raw results" (or at the end).
 #
 # Knobs (environment): BENCH_DURATION (s per point, default 5), BENCH_TRENDS_CLIENTS (default
-# 1000), BENCH_TRENDS_ROUNDS (default 3), BENCH_NO_BUILD=1 (the release binaries are built).
+# 1000), BENCH_TRENDS_ROUNDS (default 3), BENCH_TRENDS_KEYS (moving keys per connection, 10
+# connections; default 1000), BENCH_NO_BUILD=1 (the release binaries are built).
 # Needs: cargo, jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ if [ $SMOKE = 1 ]; then
   DUR=3; CLIENTS=20; ROUNDS=1; CONNS=2; KEYS=500
 else
   DUR=${BENCH_DURATION:-5}; CLIENTS=${BENCH_TRENDS_CLIENTS:-1000}; ROUNDS=${BENCH_TRENDS_ROUNDS:-3}
-  CONNS=10; KEYS=1000 # 10 connections × 1,000 keys each: 10k keys
+  CONNS=10; KEYS=${BENCH_TRENDS_KEYS:-1000} # per connection: 10 × 1,000 = 10k keys by default
 fi
 BATCH=100
 IN_FLIGHT=64

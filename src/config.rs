@@ -81,6 +81,23 @@ pub struct Config {
     #[arg(long, env = "STATECAST_DATA_DIR", default_value = "./statecast-data", value_parser = parse_data_dir)]
     pub data_dir: DataDir,
 
+    /// Metric series: every event with a metric adds to its key's 10 s buckets (kept 6 h), 1 min
+    /// buckets (7 d) and 1 h buckets (`--series-retention`), answered by `GET /api/series`; closed buckets
+    /// go to `series.redb` in the data directory (with `--data-dir off`, to a bounded window in
+    /// memory). `off`: no series, no cost.
+    #[arg(long, env = "STATECAST_SERIES", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub series: bool,
+
+    /// How long the 1 h series buckets are kept (the 10 s ones 6 hours and the 1 min ones 7
+    /// days, or this if shorter), and how long a key that stopped reporting keeps its series.
+    #[arg(long, env = "STATECAST_SERIES_RETENTION", default_value = "30d", value_parser = duration_in(HOUR, 400 * DAY))]
+    pub series_retention: Duration,
+
+    /// Keys with a metric series at most; points of further keys are dropped (counted in
+    /// `statecast_series_points_dropped_total{reason="max-keys"}`) until old keys are forgotten.
+    #[arg(long, env = "STATECAST_SERIES_MAX_KEYS", default_value_t = 100_000, value_parser = count_in(1, 10_000_000))]
+    pub series_max_keys: usize,
+
     /// Transitions kept in history at most (oldest pruned first).
     #[arg(
         long,
@@ -584,8 +601,17 @@ impl Config {
             queue_capacity: self.engine_queue,
             broadcast_capacity: self.broadcast_capacity,
             local_clock: true,
+            series: None,
             metrics_interval: self.metrics_interval,
         }
+    }
+
+    /// The series' settings, when `--series on`.
+    pub(crate) fn series(&self) -> Option<crate::series::SeriesSettings> {
+        self.series.then(|| {
+            let retention_ms = i64::try_from(self.series_retention.as_millis()).unwrap_or(i64::MAX);
+            crate::series::SeriesSettings::new(retention_ms, self.series_max_keys)
+        })
     }
 
     /// Cluster mode's settings, when `--cluster` names NATS servers.

@@ -23,6 +23,7 @@ pub mod proto;
 pub(crate) mod protocol;
 pub mod query;
 pub(crate) mod rate_limited_log;
+pub mod series;
 pub mod server;
 pub mod startup_file;
 pub(crate) mod store;

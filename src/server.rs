@@ -255,6 +255,8 @@ struct EngineParts {
     epoch: String,
     /// The store, for history reads.
     history: Option<Arc<Store>>,
+    /// Metric series, for `GET /api/series` (`--series on`).
+    series: Option<crate::series::SeriesReader>,
 }
 
 /// Joins the cluster (cluster mode), opens the store and starts the engine; in cluster mode the
@@ -297,7 +299,21 @@ async fn start_engine(config: &Config, life: &Lifecycle) -> Result<Engine, Start
     }
     let history = store.as_ref().map(|(store, _)| Arc::clone(store));
     let image = joined.as_ref().map(|joined| joined.image.clone());
+    let series = start_series(config);
+    engine_config.series = series.as_ref().map(|series| series.feed.clone());
     let (handle, task) = engine::spawn(engine_config, Arc::clone(counters), store, image);
+    // The series thread ends once the engine (holding its feed) has stopped, after writing what
+    // it holds: awaited with the engine.
+    let (task, series) = match series {
+        Some(crate::series::Series { thread, reader, .. }) => {
+            let both = tokio::spawn(async move {
+                let _ = task.await;
+                let _ = thread.await;
+            });
+            (both, Some(reader))
+        }
+        None => (task, None),
+    };
     let (handle, epoch) = match joined {
         Some(joined) => {
             let epoch = joined.epoch.clone();
@@ -319,8 +335,24 @@ async fn start_engine(config: &Config, life: &Lifecycle) -> Result<Engine, Start
             handle,
             epoch,
             history,
+            series,
         },
     })
+}
+
+/// Starts the series thread (`--series on`) over `series.redb` in the data directory. A series
+/// file that cannot be opened does not stop the server (series are derived data): one ERROR
+/// line, and series are kept in memory instead.
+fn start_series(config: &Config) -> Option<crate::series::Series> {
+    let settings = config.series()?;
+    let dir = config.data_dir.as_deref();
+    match crate::series::start(settings, dir) {
+        Ok(series) => Some(series),
+        Err(error) => {
+            tracing::error!(%error, "cannot open the series store; series are kept in memory only until a restart");
+            crate::series::start(settings, None).ok()
+        }
+    }
 }
 
 /// Spawns every transport on its listener, and the tasks beside them (SIGHUP, stats).
@@ -395,6 +427,7 @@ fn serve_http(
         access: Arc::new(config.access(http_addr)),
         max_body_bytes: config.max_body_bytes,
         store: engine.history,
+        series: engine.series,
         epoch: engine.epoch,
         json_limits: config.json_limits(),
         body_timeout: config.http_body_timeout,

@@ -273,6 +273,8 @@ pub struct EngineConfig {
     /// Whether the engine's own clock makes the expiry ticks (single node). A cluster turns it
     /// off: its ticks come through the stream, so every node expires at the same point.
     pub local_clock: bool,
+    /// Where the metrics of applied events go (`--series on`): handed over without waiting.
+    pub series: Option<crate::series::SeriesFeed>,
     /// How often the keys whose metric or description moved are handed to dashboards (`None`:
     /// never). Local to each node in a cluster: live values are not state.
     pub metrics_interval: Option<std::time::Duration>,
@@ -533,6 +535,7 @@ pub(crate) fn spawn_on(
         index_full_logged: None,
         position,
         order,
+        series: config.series.clone(),
     };
     owner.count_keys();
     let clock = config.local_clock.then_some(config.reap_interval);
@@ -626,6 +629,8 @@ struct Owner {
     position: u64,
     /// Which inputs of the ordered log take effect.
     order: order::OrderTable,
+    /// The metrics of applied events go there (see [`EngineConfig::series`]).
+    series: Option<crate::series::SeriesFeed>,
 }
 
 impl Owner {
@@ -822,6 +827,8 @@ impl Owner {
         }
         let count = events.len() as u64;
         let watched = self.updates_tx.receiver_count() > 0;
+        // Taken before applying, which moves what the index keeps; handed over once applied.
+        let points = self.series.as_ref().map(|feed| feed.points(&events));
         let applied = self.engine.apply(
             events,
             &mut self.changes,
@@ -851,6 +858,9 @@ impl Owner {
             }
         };
         Counters::add(&self.counters.events, count);
+        if let (Some(feed), Some(points)) = (&self.series, points) {
+            feed.send(points);
+        }
         // Before any acknowledgement: a sender that got its `ok` sees its keys counted.
         self.count_keys();
         for event in self.indexed.drain(..) {
@@ -978,10 +988,7 @@ impl Owner {
             return;
         }
         self.end_group().await;
-        let batch = crate::change::MetricBatch {
-            time_ms: now_micros() / 1000,
-            events,
-        };
+        let batch = crate::change::MetricBatch::new(now_micros() / 1000, events);
         self.output(Output::Metrics(Arc::new(batch))).await;
     }
 

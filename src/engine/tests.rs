@@ -30,6 +30,7 @@ fn config() -> EngineConfig {
         broadcast_capacity: 16,
         // Time enters only as the tests' own ticks: nothing expires behind their back.
         local_clock: false,
+        series: None,
         metrics_interval: None,
     }
 }

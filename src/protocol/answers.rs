@@ -146,3 +146,45 @@ pub struct Readiness {
 pub fn raw_frame(frame: &super::Frame<'_>) -> Option<Box<RawValue>> {
     serde_json::value::to_raw_value(frame).ok()
 }
+
+/// One series of `GET /api/series`: `{"host":H,"service":S,"points":[[t_ms,min,max,avg,last,count],…]}`,
+/// points sorted by their bucket's start (unix ms), only buckets that hold points.
+#[derive(Debug, Serialize)]
+pub struct SeriesItem<'a> {
+    pub host: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub points: Vec<SeriesPoint>,
+}
+
+/// `[t_ms, min, max, avg, last, count]`: one bucket of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SeriesPoint(pub i64, pub f64, pub f64, pub f64, pub f64, pub u64);
+
+/// `GET /api/series`: `{"from":F,"to":T,"step":S,"series":[SERIES…]}` (unix ms; `step` the one
+/// used). Streamed: [`SeriesAnswer::opening`], then each series, then `]}`.
+#[derive(Debug, Serialize)]
+pub struct SeriesAnswer<'a> {
+    pub from: i64,
+    pub to: i64,
+    pub step: i64,
+    pub series: &'a [SeriesItem<'a>],
+}
+
+impl SeriesAnswer<'_> {
+    /// The answer's first bytes, up to and with the `[` that opens `series`.
+    pub fn opening(from: i64, to: i64, step: i64) -> Vec<u8> {
+        let mut out = serde_json::to_vec(&SeriesAnswer {
+            from,
+            to,
+            step,
+            series: &[],
+        })
+        .unwrap_or_default();
+        // `…"series":[]}` without its `]}`.
+        out.truncate(out.len().saturating_sub(2));
+        out
+    }
+
+    /// The answer's last bytes.
+    pub const CLOSING: &'static [u8] = b"]}";
+}

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::answers::{
     Accepted, ActionDone, Alive, BatchAnswer, Failed, Gap, HistoryPage, Rates, Readiness,
-    SilenceDone, SilenceList,
+    SeriesAnswer, SeriesItem, SeriesPoint, SilenceDone, SilenceList,
 };
 use super::*;
 use crate::action::{Actions, Silence};
@@ -347,6 +347,22 @@ fn other_examples() -> Vec<(&'static str, String)> {
                 samples: vec![(1_796_126_400_000, 100, 1), (1_796_126_402_000, 300, 3)],
             }),
         ),
+        (
+            "http-series",
+            json(&SeriesAnswer {
+                from: 1_796_126_400_000,
+                to: 1_796_130_000_000,
+                step: 10_000,
+                series: &[SeriesItem {
+                    host: Some("web1"),
+                    service: Some("disk"),
+                    points: vec![
+                        SeriesPoint(1_796_126_400_000, 0.5, 0.9, 0.7, 0.6, 12),
+                        SeriesPoint(1_796_126_410_000, 0.25, 0.25, 0.25, 0.25, 1),
+                    ],
+                }],
+            }),
+        ),
         ("http-healthz", json(&Alive { ok: true })),
         (
             "http-readyz",
@@ -493,4 +509,38 @@ fn client_messages_decode() {
     let without: ClientMessage = serde_json::from_str(r#"{"type":"subscribe"}"#).unwrap();
     assert_eq!(without, ClientMessage::Subscribe { query: None });
     assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"nope"}"#).is_err());
+}
+
+/// `GET /api/series` is streamed: its opening, the series joined by commas and its closing must
+/// be the answer serialized whole.
+#[test]
+fn the_streamed_series_answer_is_the_answer_serialized_whole() {
+    let item = |host| SeriesItem {
+        host: Some(host),
+        service: None,
+        points: vec![SeriesPoint(10_000, 1.0, 2.0, 1.5, 2.0, 2)],
+    };
+    let items = [item("a"), item("b")];
+    let whole = serde_json::to_string(&SeriesAnswer {
+        from: 1,
+        to: 2,
+        step: 10_000,
+        series: &items,
+    })
+    .unwrap();
+    let mut streamed = SeriesAnswer::opening(1, 2, 10_000);
+    streamed.extend(serde_json::to_vec(&items[0]).unwrap());
+    streamed.push(b',');
+    streamed.extend(serde_json::to_vec(&items[1]).unwrap());
+    streamed.extend_from_slice(SeriesAnswer::CLOSING);
+    assert_eq!(String::from_utf8(streamed).unwrap(), whole);
+    let empty = [
+        SeriesAnswer::opening(1, 2, 3),
+        SeriesAnswer::CLOSING.to_vec(),
+    ]
+    .concat();
+    assert_eq!(
+        String::from_utf8(empty).unwrap(),
+        r#"{"from":1,"to":2,"step":3,"series":[]}"#
+    );
 }

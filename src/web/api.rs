@@ -213,6 +213,9 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         "Whole-index reads (/api/state) streaming now (bounded by --max-large-reads).",
         app.large_reads.in_progress() as u64,
     );
+    if let Some(series) = &app.series {
+        series.counters.render(&mut body);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -25,6 +25,7 @@ pub(crate) mod large_reads;
 mod prometheus;
 pub mod proxy;
 pub(crate) mod rates;
+mod series;
 pub mod ws;
 
 use std::sync::Arc;
@@ -79,6 +80,8 @@ pub(crate) struct AppState {
     pub(crate) rates: Arc<rates::RateRing>,
     /// Whole-index reads served at once (`/api/state`).
     pub(crate) large_reads: large_reads::LargeReads,
+    /// Metric series (`--series on`), for `GET /api/series`.
+    pub(crate) series: Option<crate::series::SeriesReader>,
     /// Samples one `GET /api/prometheus` answer holds at most (`--prometheus-max-keys`).
     pub(crate) prometheus_max_keys: usize,
 }
@@ -94,6 +97,7 @@ pub(crate) fn router(app: AppState, ingest: Router<AppState>) -> Router {
         .merge(action_routes())
         .route("/api/history", get(api::history))
         .route("/api/rates", get(rates::rates))
+        .route("/api/series", get(series::series))
         .route("/api/prometheus", get(prometheus::prometheus))
         .route("/index", get(index::index))
         .route("/metrics", get(api::metrics))

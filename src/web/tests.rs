@@ -97,6 +97,7 @@ fn router_with(
         body_timeout: config.http_body_timeout,
         rates: Arc::new(rates::RateRing::new(config.stats_interval)),
         large_reads: large_reads::LargeReads::new(config.max_large_reads),
+        series: None,
         prometheus_max_keys: config.prometheus_max_keys,
     };
     // The ingest routes are the transport's; the server hands them to the router the same way.

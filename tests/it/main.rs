@@ -35,5 +35,6 @@ mod riemann_tcp;
 mod riemann_udp;
 mod tls;
 mod trends_live;
+mod trends_series;
 mod websocket;
 mod ws_ingest;

@@ -10,7 +10,7 @@
 //! | ----------------- | -------------------------------------------------------- | --------- |
 //! | [`IngestWrite`]   | not cross-site; ingest token (header)                    | `POST /api/event`, `POST /events` |
 //! | [`IngestSocket`]  | ingest token (header or `?token=`); Origin               | websocket `GET /events` |
-//! | [`DashboardRead`] | dashboard token (header or `?token=`)                    | `GET /api/state`, `/api/history`, `/api/rates`, `/api/acks`, `/api/silences` |
+//! | [`DashboardRead`] | dashboard token (header or `?token=`)                    | `GET /api/state`, `/api/history`, `/api/rates`, `/api/series`, `/api/acks`, `/api/silences` |
 //! | [`DashboardWatch`]| dashboard token (header or `?token=`); Origin            | `/ws`, `/index` |
 //! | [`OperatorAct`]   | not cross-site; every token that is set (header or `?token=`) | the operator actions |
 //!

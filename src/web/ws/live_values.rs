@@ -58,14 +58,39 @@ impl PartialEq for ByKey {
 
 impl Eq for ByKey {}
 
+/// The values of the frame last queued: picked from pending, or a batch sent whole.
+enum Queued {
+    Values(Vec<Arc<Event>>),
+    Whole(Arc<MetricBatch>),
+}
+
+#[cfg(test)]
+impl Queued {
+    fn len(&self) -> usize {
+        match self {
+            Queued::Values(values) => values.len(),
+            Queued::Whole(batch) => batch.events.len(),
+        }
+    }
+}
+
+impl Default for Queued {
+    fn default() -> Self {
+        Queued::Values(Vec::new())
+    }
+}
+
 /// See the module doc.
 #[derive(Default)]
 pub(super) struct LiveValues {
     /// Values taken and not in any frame yet, one per key.
     pending: HashSet<ByKey>,
+    /// A batch taken whole (see [`LiveValues::take_whole`]), not yet in a frame; while it is
+    /// here `pending` is empty.
+    whole: Option<Arc<MetricBatch>>,
     /// The values of the frame last queued, until the session says it was handed to the socket
     /// ([`LiveValues::sent`]) or taken back ([`LiveValues::unsent`]).
-    queued: Vec<Arc<Event>>,
+    queued: Queued,
     /// When the newest batch merged was taken (unix ms): the frame's `time`.
     time_ms: i64,
 }
@@ -74,40 +99,87 @@ impl LiveValues {
     /// Takes a batch: each value `wants` accepts (the client's query) replaces that key's
     /// pending one.
     pub(super) fn merge(&mut self, batch: &MetricBatch, wants: impl Fn(&Event) -> bool) {
+        self.expand_whole();
         for event in batch.events.iter().filter(|e| wants(e)) {
             self.pending.replace(ByKey(Arc::clone(event)));
         }
         self.time_ms = self.time_ms.max(batch.time_ms);
     }
 
+    /// Takes a batch as it is, for a client without a query, when nothing else waits and the
+    /// batch fits one frame: its frame is then the one shared by every such client, serialized
+    /// once. False: merge it instead.
+    pub(super) fn take_whole(&mut self, batch: &Arc<MetricBatch>) -> bool {
+        if !self.pending.is_empty() || self.whole.is_some() || whole_frame(batch).is_none() {
+            return false;
+        }
+        self.time_ms = self.time_ms.max(batch.time_ms);
+        self.whole = Some(Arc::clone(batch));
+        true
+    }
+
+    /// A batch taken whole goes into `pending` after all (something is merged with it).
+    fn expand_whole(&mut self) {
+        if let Some(batch) = self.whole.take() {
+            for event in &batch.events {
+                self.pending.replace(ByKey(Arc::clone(event)));
+            }
+        }
+    }
+
     /// The frame last queued was handed to the socket: its values are the client's.
     pub(super) fn sent(&mut self) {
-        self.queued.clear();
+        self.queued = Queued::default();
     }
 
     /// The frame last queued was taken back unsent: its values go back to pending, under any
     /// newer value of the same key merged since.
     pub(super) fn unsent(&mut self) {
-        for event in self.queued.drain(..) {
-            self.pending.get_or_insert(ByKey(event));
+        self.expand_whole();
+        match std::mem::take(&mut self.queued) {
+            Queued::Values(values) => {
+                for event in values {
+                    self.pending.get_or_insert(ByKey(event));
+                }
+            }
+            Queued::Whole(batch) => {
+                for event in &batch.events {
+                    self.pending.get_or_insert(ByKey(Arc::clone(event)));
+                }
+            }
         }
     }
 
     /// Forgets everything: a snapshot (a new view) carries every current value.
     pub(super) fn clear(&mut self) {
         self.pending = HashSet::new();
-        self.queued = Vec::new();
+        self.whole = None;
+        self.queued = Queued::default();
     }
 
     /// Values waiting for a frame.
     pub(super) fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.whole.as_ref().map_or(0, |b| b.events.len())
     }
 
     /// The frame of up to `max` pending values (their latest), which become the queued ones;
     /// `None` when nothing is pending (a frame with no values is never sent).
     pub(super) fn next_frame(&mut self, max: usize) -> Option<(Bytes, usize)> {
-        if self.pending.is_empty() || max == 0 {
+        if max == 0 {
+            return None;
+        }
+        if let Some(batch) = self.whole.take() {
+            if batch.events.len() <= max {
+                if let Some(frame) = whole_frame(&batch) {
+                    let values = batch.events.len();
+                    self.queued = Queued::Whole(batch);
+                    return Some((frame, values));
+                }
+            }
+            self.whole = Some(batch);
+            self.expand_whole();
+        }
+        if self.pending.is_empty() {
             return None;
         }
         self.sent();
@@ -119,9 +191,8 @@ impl LiveValues {
                 .map(|v| value_bytes(&v.0))
                 .sum::<usize>()
                 <= MAX_FRAME_BYTES;
-        if fits_all {
-            self.queued
-                .extend(self.pending.drain().map(|ByKey(event)| event));
+        let taken: Vec<Arc<Event>> = if fits_all {
+            self.pending.drain().map(|ByKey(event)| event).collect()
         } else {
             let taken: Vec<Arc<Event>> = self
                 .pending
@@ -137,15 +208,30 @@ impl LiveValues {
             for event in &taken {
                 self.pending.remove(&ByKey(Arc::clone(event)));
             }
-            self.queued = taken;
-        }
+            taken
+        };
         // A burst must not leave its room behind on every connection.
         if self.pending.is_empty() && self.pending.capacity() > 1024 {
             self.pending = HashSet::new();
         }
-        let frame = broadcast::metrics_frame(self.time_ms, self.queued.iter().map(|e| &**e));
-        Some((frame, self.queued.len()))
+        let frame = broadcast::metrics_frame(self.time_ms, taken.iter().map(|e| &**e));
+        let values = taken.len();
+        self.queued = Queued::Values(taken);
+        Some((frame, values))
     }
+}
+
+/// The frame of every value of `batch` when they fit one frame, serialized by the first caller
+/// and shared after (see [`MetricBatch::whole_frame`]).
+fn whole_frame(batch: &MetricBatch) -> Option<Bytes> {
+    batch
+        .whole_frame
+        .get_or_init(|| {
+            let fits = batch.events.len() <= MAX_VALUES_PER_FRAME
+                && batch.events.iter().map(|e| value_bytes(e)).sum::<usize>() <= MAX_FRAME_BYTES;
+            fits.then(|| broadcast::metrics_frame(batch.time_ms, batch.events.iter().map(|e| &**e)))
+        })
+        .clone()
 }
 
 #[cfg(test)]
@@ -165,11 +251,8 @@ mod tests {
         })
     }
 
-    fn batch(time_ms: i64, values: &[Arc<Event>]) -> MetricBatch {
-        MetricBatch {
-            time_ms,
-            events: values.to_vec(),
-        }
+    fn batch(time_ms: i64, values: &[Arc<Event>]) -> Arc<MetricBatch> {
+        Arc::new(MetricBatch::new(time_ms, values.to_vec()))
     }
 
     /// The frame's values as (host, service, metric), sorted.
@@ -342,5 +425,53 @@ mod tests {
         let v = &json["values"][0];
         assert!(v["metric"].is_null() && v["description"].is_null() && v["service"].is_null());
         assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
+    }
+    #[test]
+    fn clients_without_a_query_share_one_serialized_frame() {
+        let shared = batch(5, &[value("a", "s", 1.0), value("b", "s", 2.0)]);
+        let (mut one, mut two) = (LiveValues::default(), LiveValues::default());
+        assert!(one.take_whole(&shared) && two.take_whole(&shared));
+        let (first, n) = one.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (second, _) = two.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "the same bytes, serialized once"
+        );
+        assert_eq!(
+            values(&first),
+            [("a".into(), "s".into(), 1.0), ("b".into(), "s".into(), 2.0)]
+        );
+        assert_eq!(one.pending(), 0);
+    }
+
+    #[test]
+    fn a_whole_frame_taken_back_merges_under_newer_values() {
+        let mut live = LiveValues::default();
+        assert!(live.take_whole(&batch(1, &[value("a", "s", 1.0), value("b", "s", 1.0)])));
+        live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        // The next batch arrives while that frame is still queued: taken whole too, then the
+        // old frame comes back unsent.
+        assert!(live.take_whole(&batch(2, &[value("a", "s", 2.0)])));
+        live.unsent();
+        assert_eq!(live.pending(), 2);
+        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        assert_eq!(
+            values(&frame),
+            [("a".into(), "s".into(), 2.0), ("b".into(), "s".into(), 1.0)]
+        );
+        // Something waiting means a batch is merged, not taken whole.
+        live.merge(&batch(3, &[value("c", "s", 3.0)]), all);
+        assert!(!live.take_whole(&batch(4, &[value("c", "s", 4.0)])));
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_frame_is_not_taken_whole() {
+        let many: Vec<_> = (0..MAX_VALUES_PER_FRAME + 1)
+            .map(|i| value("h", &format!("s{i}"), 1.0))
+            .collect();
+        let mut live = LiveValues::default();
+        assert!(!live.take_whole(&batch(1, &many)));
     }
 }

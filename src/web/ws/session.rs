@@ -320,8 +320,10 @@ impl Session {
             match received {
                 Ok(batch) => {
                     let filter = self.filter.as_ref();
-                    self.live
-                        .merge(&batch, |e| filter.is_none_or(|q| q.matches(e)));
+                    if filter.is_some() || !self.live.take_whole(&batch) {
+                        self.live
+                            .merge(&batch, |e| filter.is_none_or(|q| q.matches(e)));
+                    }
                 }
                 Err(RecvError::Lagged(_)) => return self.state.missed(now),
                 Err(RecvError::Closed) => streams.metrics_open = false,

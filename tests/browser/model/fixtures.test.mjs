@@ -184,6 +184,11 @@ test('HTTP answers: history replays into the model, rates chart, actions and ref
   assert.deepEqual(events, [[1_796_126_402_000, 100]]);
   assert.deepEqual(changes, [[1_796_126_402_000, 60]]);
 
+  // GET /api/series: the shape the page's charts read (points are [t_ms, min, max, avg, last, count]).
+  const series = fixture('http-series');
+  assert.deepEqual(Object.keys(series), ['from', 'to', 'step', 'series']);
+  assert.deepEqual(Object.keys(series.series[0]), ['host', 'service', 'points']);
+  assert.equal(series.series[0].points[0].length, 6);
   assert.deepEqual(fixture('http-action-done'), { ok: true, seq: 46 });
   const silence = fixture('http-silence-done');
   assert.equal(silence.id, String(silence.seq), 'a new silence id is its seq, as a string');
