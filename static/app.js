@@ -12,7 +12,8 @@
 //   js/silence-log.js    pure: the live log's sentences for a silence created, edited, deleted (node --test)
 //   js/settings.js       theme and clock toggles (remembered)
 //   js/controls.js       the view tabs, the group-by select, the keyboard shortcuts
-//   js/views/*.js        problems, grid, details, log, chart, header, silences
+//   js/series.js         pure: /api/series answers + live metrics frames → chart columns; state bands, action marks
+//   js/views/*.js        problems, grid, details (+ key-graph), graphs, timechart (uPlot), log, chart, header, silences
 //
 // Event text is attacker-controlled. Everything that comes from the server is put on the page with
 // textContent / setAttribute('title' | 'datetime' | 'data-*') only — never innerHTML, never a URL
@@ -50,6 +51,7 @@ import { createLog } from './js/views/log.js';
 import { createChart } from './js/views/chart.js';
 import { createHeader } from './js/views/header.js';
 import { createSilences } from './js/views/silences.js';
+import { createGraphs } from './js/views/graphs.js';
 import { createAlertingIndicator } from './js/alerting.js';
 
 /** `--dashboard-token`: taken from the page's own URL (`?token=`) and passed on to /ws and the API. */
@@ -86,6 +88,7 @@ const grid = createGrid({ model, onOpen: (key) => details.open(key), haveSnapsho
 const details = createDetails({
   model,
   history: historyApi,
+  token,
   actions,
   onOpened: (key) => {
     page.state = { ...page.state, selectedKey: key };
@@ -99,6 +102,7 @@ const details = createDetails({
   onPinned: () => render(),
 });
 const silences = createSilences({ model, actions });
+const graphs = createGraphs({ token, urlParam, setUrlParam, visible: () => page.state.view === 'graphs' });
 const alerting = createAlertingIndicator({ token });
 
 const filter = createFilter({
@@ -121,8 +125,14 @@ createSettings({
     problems.refill();
     render();
     details.render();
+    details.graph.refresh();
+    graphs.chart.refresh();
   },
-  onTheme: () => chart.schedule(),
+  onTheme: () => {
+    chart.schedule();
+    details.graph.refresh();
+    graphs.chart.refresh();
+  },
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -176,7 +186,12 @@ const REFUSALS = {
 
 const conn = new Connection({
   url: wsUrl,
-  onMessage: (frame) => step(dispatch(page.state, frame, { model, now: Date.now() })),
+  onMessage: (frame) => {
+    step(dispatch(page.state, frame, { model, now: Date.now() }));
+    // The graphs read the frames they draw (metrics; changes and actions for the details' bands).
+    details.graph.onFrame(frame);
+    graphs.onFrame(frame);
+  },
   onState: showConnState,
   onFailedOpen: () => { if (filter.inUrl) filter.urlFailures += 1; },
   onProbe: (verdict) => {
@@ -332,6 +347,7 @@ const controls = createControls({
   onView: (view) => {
     page.state = { ...page.state, view };
     if (view === 'grid' && !grid.grid.built && model.haveSnapshot) grid.rebuild();
+    if (view === 'graphs') graphs.shown();
   },
   hasDetails: () => Boolean(page.state.selectedKey),
   closeDetails: () => details.close(),
@@ -369,6 +385,11 @@ Object.assign(window, {
     isFlapping(host, service) { return notifications.isFlapping(JSON.stringify([host ?? null, service ?? null])); },
     get acks() { return [...model.acks.values()]; },
     get silences() { return model.silences.map((s) => ({ ...s })); },
+    /** What the graphs draw: { details, tab } each { labels, points, x, last, newest } (copies). */
+    get graphs() {
+      const copy = (/** @type {typeof graphs.chart.shown} */ s) => ({ labels: [...s.labels], points: s.points, x: [...s.x], last: [...s.last], newest: [...s.newest] });
+      return { details: copy(details.graph.chart.shown), tab: copy(graphs.chart.shown), query: graphs.drawn, range: graphs.range };
+    },
     /** The last `GET /api/alerting` answer (null before the first). */
     get alerting() { return alerting.answer; },
     splitKey,

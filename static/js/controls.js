@@ -1,4 +1,4 @@
-// The page's controls that are not a view of their own: the Problems / Grid / Silences tabs (kept
+// The page's controls that are not a view of their own: the Problems / Grid / Silences / Graphs tabs (kept
 // in the URL as ?view=), the problems table's sort buttons and group-by select, "show more", and
 // the keyboard shortcuts. Split from app.js so the wiring there stays about the protocol.
 
@@ -97,7 +97,7 @@ function problemsControls({ model, problems, render, showMore }) {
 }
 
 /**
- * The Problems / Grid / Silences tabs (arrow keys move between them, as ARIA tabs do).
+ * The Problems / Grid / Silences / Graphs tabs (arrow keys move between them, as ARIA tabs do).
  * @param {ControlDeps} deps
  * @returns {(next: string | undefined, options?: { focus?: boolean }) => void} setView
  */
@@ -120,6 +120,7 @@ function tabs({ onView }) {
     $('problems-panel').hidden = current !== 'problems';
     $('grid-panel').hidden = current !== 'grid';
     $('silences-panel').hidden = current !== 'silences';
+    $('graphs-panel').hidden = current !== 'graphs';
     document.body.dataset.view = current;
     onView(current);
     setUrlParam('view', current === 'problems' ? '' : current);

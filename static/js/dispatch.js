@@ -28,7 +28,7 @@ import { silenceNotes } from './silence-log.js';
  * @property {boolean} loadedRates  the chart's hour before this page (asked once)
  * @property {string} shown  the connection state as shown (`#conn`'s data-state)
  * @property {string | null} selectedKey  the service whose details are open
- * @property {string} view  'problems' | 'grid' | 'silences'
+ * @property {string} view  'problems' | 'grid' | 'silences' | 'graphs'
  * @property {number} resolveGeneration  serial of the latest pass asking history when states began
  */
 
@@ -58,7 +58,7 @@ import { silenceNotes } from './silence-log.js';
 
 /** @typedef {{ state: PageState, effects: Effect[] }} Step */
 
-export const VIEWS = ['problems', 'grid', 'silences'];
+export const VIEWS = ['problems', 'grid', 'silences', 'graphs'];
 
 /**
  * The state of a page that has not connected yet.

@@ -1,6 +1,6 @@
 // A realistic page with several problems, at laptop and phone size: checks the layout holds
-// (no horizontal scrolling, nothing cut off) and saves dashboard.png and dashboard-phone.png
-// (into docs/ with STATECAST_SCREENSHOTS=1, else target/screenshots/).
+// (no horizontal scrolling, nothing cut off) and saves dashboard.png, dashboard-phone.png and the
+// others (into docs/ with STATECAST_SCREENSHOTS=1, else target/screenshots/).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,8 +9,20 @@ import {
   screenshot, ago,
 } from './helpers.mjs';
 
+/** Metric-only samples (no state: they change no state) every `everyMin` minutes over `hours`. */
+function samples(host, service, hours, everyMin, value) {
+  const out = [];
+  for (let m = hours * 60; m > 0; m -= everyMin) out.push({ host, service, metric: value(m), time: ago(m * 60) });
+  return out;
+}
+
 const suite = browserSuite({
   seed: async (server) => {
+    // Metric history for the graphs: the 5xx rate over the last hour, cpu of five hosts over two.
+    const rate = samples('web-eu-3', 'http 5xx rate', 1, 3, (m) => Number((0.004 + (m < 10 ? 0.18 : 0.01 * Math.abs(Math.sin(m / 7)))).toFixed(4)));
+    const cpus = ['web-eu-2', 'web-us-1', 'web-us-2', 'cache-1', 'db-replica-2']
+      .flatMap((host, i) => samples(host, 'cpu', 2, 2, (m) => Number((0.2 + 0.1 * i + 0.08 * Math.sin((m + 9 * i) / 11)).toFixed(3))));
+    await postEvents(server, [...cpus, ...rate.filter((e) => e.time < ago(3600))]);
     // A flapping service, so its history has something to show …
     for (const [state, secondsAgo, description] of [
       ['critical', 5 * 3600, '9.1% of requests failing (threshold 5%)'],
@@ -20,6 +32,7 @@ const suite = browserSuite({
     ]) {
       await postEvents(server, [{ host: 'web-eu-3', service: 'http 5xx rate', state, description, time: ago(secondsAgo) }]);
     }
+    await postEvents(server, rate.filter((e) => e.time >= ago(3600) && e.time < ago(7 * 60 + 12)));
     // State that has been around for a while (times in the past) …
     await postEvents(server, [
       { host: 'db-primary-1', service: 'postgres replication lag', state: 'critical', metric: 412.7, description: 'replica db-replica-2 is 412 s behind the primary', tags: ['prod', 'postgres'], time: ago(2 * 3600 + 14 * 60), team: 'data' },
@@ -94,6 +107,16 @@ test('phone 390×844: cards, no horizontal scrolling; saved as docs/dashboard-ph
     assert.deepEqual(clipped, []);
     await page.waitForFunction(() => document.getAnimations().every((a) => a.playState !== 'running' || a.effect?.getTiming().iterations === Infinity));
     await screenshot(page, 'dashboard-phone.png');
+    assertClean(problems);
+  });
+});
+
+test('the Graphs tab at 1366×768: cpu of five hosts; saved as docs/dashboard-graphs.png', async () => {
+  const path = `/?view=graphs&graph=${encodeURIComponent('service = "cpu"')}&range=6h`;
+  await withDashboard(suite.browser, suite.server, { viewport: { width: 1366, height: 768 }, path }, async ({ page, problems }) => {
+    await page.waitForFunction(() => window.statecast.graphs.tab.labels.length === 5);
+    await assertFits(page, 1366);
+    await screenshot(page, 'dashboard-graphs.png');
     assertClean(problems);
   });
 });

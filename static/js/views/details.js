@@ -1,15 +1,18 @@
-// Details: one (host, service) with its recent transitions (from /api/history when the server
-// keeps history) and its operator actions (ack with a note, unack, clear). Opened by clicking a
-// row or pressing Enter on it.
+// Details: one (host, service) with its metric graph (views/key-graph.js), its recent transitions
+// (from /api/history when the server keeps history) and its operator actions (ack with a note,
+// unack, clear). Opened by clicking a row or pressing Enter on it.
 
 import { $, el, setText, timeEl } from '../dom.js';
 import { absolute, relative, parseDuration } from '../format.js';
 import { keyOf, parseTime, splitKey, stateClass, attributesOf } from '../model.js';
 import { rememberedBy } from '../actions.js';
+import { createKeyGraph } from './key-graph.js';
 
 export const HISTORY_SHOWN = 50;
 /** How far back (in seq) to look for a service's transitions. */
 export const HISTORY_WINDOW = 100_000;
+/** History records kept for the graph's state bands and action marks (the list shows the last HISTORY_SHOWN). */
+export const GRAPH_RECORDS = 2_000;
 
 /** A Riemann query literal: JSON string escapes are the query language's; absent is nil. */
 export const queryLiteral = (/** @type {unknown} */ v) => (v === null || v === undefined ? 'nil' : JSON.stringify(String(v)));
@@ -32,9 +35,10 @@ export function createHistory({ token }) {
      * @param {number} since
      * @param {number} keepLast
      * @param {number} [maxPages]
+     * @param {boolean} [actionsToo]  keep operator-action records (any key's: the page picks) too
      * @returns {Promise<{ changes: Record<string, any>[], complete: boolean, note: string }>}
      */
-    async fetch(query, since, keepLast, maxPages = 5) {
+    async fetch(query, since, keepLast, maxPages = 5, actionsToo = false) {
       const PAGE = 10_000;
       /** @type {Record<string, any>[]} */
       let changes = [];
@@ -58,7 +62,7 @@ export function createHistory({ token }) {
           const note = body?.error ? `No history: ${body.error}` : 'This server does not keep transition history.';
           return { changes, complete: false, note };
         }
-        changes = changes.concat(body.changes.filter((/** @type {any} */ c) => c && c.event && typeof c.seq === 'number'));
+        changes = changes.concat(body.changes.filter((/** @type {any} */ c) => c && (c.event || actionsToo) && typeof c.seq === 'number'));
         if (changes.length > keepLast) changes = changes.slice(-keepLast);
         if (body.changes.length < PAGE) return { changes, complete: true, note: '' };
         from = body.changes.at(-1).seq;
@@ -75,12 +79,13 @@ const EXPIRY_CHOICES = [['', 'until it recovers'], ['1h', '1 hour'], ['4h', '4 h
  * @param {object} deps
  * @param {import('../model.js').Model} deps.model
  * @param {ReturnType<typeof createHistory>} deps.history
+ * @param {string} deps.token  the page's `?token=`, for /api/series
  * @param {ReturnType<typeof import('../actions.js').createActions>} deps.actions
  * @param {(key: string) => void} deps.onClose
  * @param {(key: string) => void} deps.onOpened
  * @param {() => void} deps.onPinned  history moved when a state began
  */
-export function createDetails({ model, history, actions, onClose, onOpened, onPinned }) {
+export function createDetails({ model, history, token, actions, onClose, onOpened, onPinned }) {
   const panel = $('details');
   /**
    * A control of the panel (rebuilt by each render, so looked up each time), or null.
@@ -97,6 +102,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     /** @type {Element | null} */
     sinceNode: null,
     actionMessage: '',
+    graph: createKeyGraph({ token, keyQuery, currentState: (key) => model.entries.get(key)?.event.state ?? null }),
   };
 
   /**
@@ -114,6 +120,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     if (focusAck) control('ack-note')?.focus();
     else panel.focus();
     onOpened(key);
+    d.graph.open(key);
     load(key);
   }
 
@@ -121,6 +128,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
     if (!d.key) return;
     const key = d.key;
     d.key = null;
+    d.graph.close();
     panel.hidden = true;
     document.body.classList.remove('details-open');
     onClose(key);
@@ -129,9 +137,10 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
   /** @param {string} key */
   async function load(key) {
     const since = Math.max(0, (model.seq ?? 0) - HISTORY_WINDOW);
-    const { changes, complete, note } = await history.fetch(keyQuery(key), since, HISTORY_SHOWN);
+    const { changes, complete, note } = await history.fetch(keyQuery(key), since, GRAPH_RECORDS, 5, true);
     if (key !== d.key) return; // the user moved on
-    const mine = changes.filter((c) => keyOf(c.event) === key);
+    d.graph.setHistory(changes);
+    const mine = changes.filter((c) => c.event && keyOf(c.event) === key).slice(-HISTORY_SHOWN);
     const failed = note !== '';
     d.history = failed && mine.length === 0 ? null : mine.reverse();
     d.note = failed ? note
@@ -320,6 +329,7 @@ export function createDetails({ model, history, actions, onClose, onOpened, onPi
       if (typeof ev.ttl === 'number') field(dl, 'TTL', `${ev.ttl} s`);
       parts.push(dl);
     }
+    parts.push(d.graph.node);
     parts.push(actionsBlock(entry));
     parts.push(el('h3', null, 'Transitions'));
     if (Array.isArray(d.history) && d.history.length) {
