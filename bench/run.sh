@@ -328,6 +328,10 @@ echo "==> wrote $OUT" >&2
 # Cluster mode (issue 14): its own script, which writes its section into the same file.
 CLUSTER_ARGS=(); [ $SMOKE = 1 ] && CLUSTER_ARGS=(--smoke "$OUT")
 BENCH_NO_BUILD=1 BENCH_COMMIT="$COMMIT" bash bench/cluster.sh "${CLUSTER_ARGS[@]}" || FAILED=1
+# Trends (issue 23): live metrics frames to many dashboards (its own section), and series on ÷ off
+# (printed; the figures in BENCHMARKS.md come from its full run).
+BENCH_NO_BUILD=1 BENCH_COMMIT="$COMMIT" bash bench/trends.sh "${CLUSTER_ARGS[@]}" || FAILED=1
+if [ $SMOKE = 1 ]; then bash bench/series.sh 1 1 >/dev/null || FAILED=1; fi
 rm -rf "$WORK"
 if [ $FAILED = 1 ]; then
   echo "bench/run.sh: some measurements failed (see above)" >&2
