@@ -141,9 +141,13 @@ async fn an_ack_or_a_silence_resolves_the_alert_and_its_end_fires_it_again() {
     notified(&webhook, &am, "web2", "firing", 2).await;
     assert_eq!(server.metric("statecast_alerts_firing").await, 1);
 
-    // A silence does the same: resolved while it lasts, firing again once it is deleted.
+    // A silence does the same, for every key its query matches: resolved while it lasts,
+    // firing again once it is deleted.
+    send(&server, "web3", "critical").await;
+    notified(&webhook, &am, "web3", "firing", 1).await;
     let silence = serde_json::json!({
-        "query": "host = \"web2\"", "comment": "maintenance", "by": "ann", "duration": "1h"
+        "query": "host = \"web2\" or host = \"web3\"", "comment": "maintenance", "by": "ann",
+        "duration": "1h"
     });
     let res = post(&server, "/api/silence", silence).await;
     assert_eq!(res.status, 200, "{}", res.body);
@@ -154,10 +158,13 @@ async fn an_ack_or_a_silence_resolves_the_alert_and_its_end_fires_it_again() {
     assert_eq!(annotations["silence_id"], id.as_str());
     assert_eq!(annotations["silence_comment"], "maintenance");
     assert_eq!(annotations["acked_by"], Value::Null, "the ack ended");
+    let other = notified(&webhook, &am, "web3", "resolved", 1).await;
+    assert_eq!(other["annotations"]["silence_id"], id.as_str(), "{other}");
     let path = format!("/api/silence/{id}?by=ann");
     let res = http_request(server.http, "DELETE", &path, &[], b"").await;
     assert_eq!(res.status, 200, "{}", res.body);
     notified(&webhook, &am, "web2", "firing", 3).await;
+    notified(&webhook, &am, "web3", "firing", 2).await;
 }
 
 #[tokio::test]
