@@ -284,12 +284,19 @@ mod tests {
         }
     }
 
-    fn point(secs_ago: i64, value: f64) -> Point {
+    /// A point `secs` after `base_micros` (a minute boundary two hours ago, so which bucket of
+    /// each tier a point falls in does not depend on when the test runs).
+    fn point(base_micros: i64, secs: i64, value: f64) -> Point {
         Point {
             key: PackedKey::new(Some("db1"), Some("disk")),
-            time_micros: now_micros() - secs_ago * 1_000_000,
+            time_micros: base_micros + secs * 1_000_000,
             value,
         }
+    }
+
+    fn two_hours_ago_on_a_minute() -> i64 {
+        let minute = 60_000_000;
+        (now_micros() - 7_300 * 1_000_000) / minute * minute
     }
 
     #[test]
@@ -311,7 +318,8 @@ mod tests {
             failures: RateLimitedLog::default(),
         };
         counters.queued.fetch_add(2, Ordering::Relaxed);
-        worker.take(vec![vec![point(7300, 1.0), point(7200, 2.0)]]);
+        let base = two_hours_ago_on_a_minute();
+        worker.take(vec![vec![point(base, 5, 1.0), point(base, 105, 2.0)]]);
         assert_eq!(SeriesCounters::get(&counters.points), 2);
         // Every bucket of two hours ago is due; the store fails: they wait, and say so.
         worker.tick(now_micros() / 1000);
@@ -321,7 +329,7 @@ mod tests {
         assert!(store.inner.read(1, 0, 0, i64::MAX).unwrap().is_empty());
         // A late point for a held bucket joins it in memory (no store read needed).
         counters.queued.fetch_add(1, Ordering::Relaxed);
-        worker.take(vec![vec![point(7299, 5.0)]]);
+        worker.take(vec![vec![point(base, 6, 5.0)]]);
         assert_eq!(SeriesCounters::get(&counters.points), 3);
 
         store.failing.store(false, Ordering::Relaxed);
