@@ -306,22 +306,7 @@ section() {
 
 echo "==> writing the cluster section of $OUT" >&2
 section "${1:-}" >"$WORK/section.md"
-mkdir -p "$(dirname "$OUT")"
-touch "$OUT"
-if grep -q '^<!-- cluster:begin' "$OUT"; then
-  # Replace the old section in place.
-  awk -v file="$WORK/section.md" '
-    /^<!-- cluster:begin/ { while ((getline line < file) > 0) print line; skip = 1; next }
-    /^<!-- cluster:end/ { skip = 0; next }
-    !skip { print }' "$OUT" >"$OUT.tmp"
-elif grep -q '^## Raw results' "$OUT"; then
-  awk -v file="$WORK/section.md" '
-    /^## Raw results/ { while ((getline line < file) > 0) print line; print "" }
-    { print }' "$OUT" >"$OUT.tmp"
-else
-  { cat "$OUT"; echo; cat "$WORK/section.md"; } >"$OUT.tmp"
-fi
-mv "$OUT.tmp" "$OUT"
+put_section cluster "$WORK/section.md" "$OUT"
 echo "==> wrote the cluster section of $OUT" >&2
 if [ $FAILED = 1 ]; then
   echo "bench/cluster.sh: some measurements failed (see above)" >&2

@@ -68,3 +68,25 @@ check() { # check FILE WHAT [JQ]: the tool printed its JSON line (and JQ holds o
 }
 LOAD_OK='(.errors | length) == 0 and .acked_events > 0'
 SWARM_OK='.deliveries > 0 and .post_errors == 0 and .errored_clients == 0' 
+
+# put_section NAME SECTION_FILE OUT: puts a generated section (between "<!-- NAME:begin" and
+# "<!-- NAME:end" lines) into OUT: in place of the old one, else before "## Raw results", else at
+# the end. bench/cluster.sh and bench/trends.sh write their sections of BENCHMARKS.md with it.
+put_section() {
+  local name=$1 section=$2 out=$3
+  mkdir -p "$(dirname "$out")"
+  touch "$out"
+  if grep -q "^<!-- $name:begin" "$out"; then
+    awk -v file="$section" -v name="$name" '
+      $0 ~ "^<!-- " name ":begin" { while ((getline line < file) > 0) print line; skip = 1; next }
+      $0 ~ "^<!-- " name ":end" { skip = 0; next }
+      !skip { print }' "$out" >"$out.tmp"
+  elif grep -q '^## Raw results' "$out"; then
+    awk -v file="$section" '
+      /^## Raw results/ && !done { while ((getline line < file) > 0) print line; print ""; done = 1 }
+      { print }' "$out" >"$out.tmp"
+  else
+    { cat "$out"; echo; cat "$section"; } >"$out.tmp"
+  fi
+  mv "$out.tmp" "$out"
+}

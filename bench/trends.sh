@@ -119,19 +119,6 @@ section=$WORK/section.md
   echo "<!-- trends:end -->"
 } >"$section"
 
-mkdir -p "$(dirname "$OUT")"; touch "$OUT"
-if grep -q '^<!-- trends:begin' "$OUT"; then
-  awk -v file="$section" '
-    /^<!-- trends:begin/ { while ((getline line < file) > 0) print line; skip = 1; next }
-    /^<!-- trends:end/ { skip = 0; next }
-    !skip { print }' "$OUT" >"$OUT.tmp"
-elif grep -q '^## Raw results' "$OUT"; then
-  awk -v file="$section" '
-    /^## Raw results/ && !done { while ((getline line < file) > 0) print line; print ""; done = 1 }
-    { print }' "$OUT" >"$OUT.tmp"
-else
-  { cat "$OUT"; echo; cat "$section"; } >"$OUT.tmp"
-fi
-mv "$OUT.tmp" "$OUT"
+put_section trends "$section" "$OUT"
 echo "==> wrote the trends section of $OUT" >&2
 [ "$FAILED" = 0 ] || { echo "bench/trends.sh: some measurements failed (see above)" >&2; exit 1; }
