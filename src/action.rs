@@ -40,6 +40,15 @@ pub struct Action {
 }
 
 impl Action {
+    /// An action taken now (the API's clock is the engine's "now" for it).
+    pub fn now(by: String, kind: ActionKind) -> Self {
+        Action {
+            at_micros: crate::event::now_micros(),
+            by,
+            kind,
+        }
+    }
+
     /// Compiles a silence's query if it is not compiled yet (an action that arrived over the
     /// wire). Regex compilation is bounded (see [`crate::query`]) but can take milliseconds:
     /// whoever hands such actions to the engine should call this first, on a blocking thread,

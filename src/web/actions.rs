@@ -167,13 +167,7 @@ async fn unack(
     by: Option<String>,
 ) -> Result<ActionDone, ApiError> {
     let by = by.map(check_by).transpose()?.unwrap_or_default();
-    let kind = ActionKind::Unack { host, service };
-    let action = Action {
-        at_micros: now_micros(),
-        by,
-        kind,
-    };
-    submit(app, action).await
+    submit(app, Action::now(by, ActionKind::Unack { host, service })).await
 }
 
 /// `POST /api/silence`: a new silence; its id is the `seq` of the action.
@@ -223,12 +217,7 @@ pub(crate) async fn delete_silence(
         let UrlQuery(params) = params.map_err(|e| bad(e.body_text()))?;
         let id = silence_id(&id)?;
         let by = params.by.map(check_by).transpose()?.unwrap_or_default();
-        let action = Action {
-            at_micros: now_micros(),
-            by,
-            kind: ActionKind::Unsilence { id },
-        };
-        submit(&app, action).await
+        submit(&app, Action::now(by, ActionKind::Unsilence { id })).await
     })
     .await
 }
@@ -247,12 +236,7 @@ pub(crate) async fn clear(
             host: body.host,
             service: body.service,
         };
-        let action = Action {
-            at_micros: now_micros(),
-            by,
-            kind,
-        };
-        submit(&app, action).await
+        submit(&app, Action::now(by, kind)).await
     })
     .await
 }
