@@ -64,6 +64,20 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     return th;
   }
 
+  /** Longest host label seen (in characters), for the host column's width. */
+  let hostChars = 0;
+  /**
+   * Widens the host column to fit `host`'s label (rows are flex boxes, not table rows, so they
+   * share a width only through this; at most 180 px, longer names end in an ellipsis).
+   * @param {unknown} host
+   */
+  function fitHost(host) {
+    const chars = Math.max(String(host ?? '(no host)').length, 'host \\ service'.length);
+    if (chars <= hostChars) return;
+    hostChars = chars;
+    $('grid').style.setProperty('--grid-host-w', `min(180px, calc(${chars}ch + 16px))`);
+  }
+
   /** @param {{ value: any, tr: HTMLElement | null, cells: HTMLElement[] | null }} row */
   function gridCreateRow(row) {
     const tr = document.createElement('tr');
@@ -127,6 +141,8 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     }
     const order = (/** @type {unknown} */ a, /** @type {unknown} */ b) => (a === null ? -1 : b === null ? 1 : gridCollator.compare(String(a), String(b)));
     grid.hosts = [...hosts.values()].sort(order).map((value) => ({ value, tr: null, cells: null }));
+    hostChars = 0;
+    for (const row of grid.hosts) fitHost(row.value);
     grid.services = [...services.values()].sort(order);
     grid.hostIndex = new Map(grid.hosts.map((r, i) => [nameKey(r.value), i]));
     grid.serviceIndex = new Map(grid.services.map((s, i) => [nameKey(s), i]));
@@ -196,6 +212,7 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     if (r === undefined) {
       r = grid.hosts.length;
       grid.hosts.push({ value: host, tr: null, cells: null });
+      fitHost(host);
       grid.hostIndex.set(nameKey(host), r);
       if (!grid.building && grid.builtRows === r) {
         gridBody.append(gridCreateRow(grid.hosts[r]));
