@@ -157,6 +157,43 @@ test('grid: 500 hosts × 50 services, and a change still lands in its cell', asy
   });
 });
 
+test('grid: columns line up with their headers; host names stay in view when it scrolls sideways', async () => {
+  await withServer(async (server) => {
+    const hosts = ['a', 'web-2', 'db-10']; // short names: the host column is not at its cap
+    const events = hosts.flatMap((host) => Array.from({ length: 80 }, (_, s) => ({ host, service: `svc-${s}`, state: 'ok' })));
+    await postEvents(server, events);
+    await withDashboard(suite.browser, server, { path: '/?view=grid' }, async ({ page, problems }) => {
+      await page.waitForFunction(() => document.getElementById('grid-panel').dataset.ready === 'true'
+        && document.querySelectorAll('#grid-rows td').length === 240);
+      // Rows are flex boxes, not table rows: every row's cells must still sit under their header.
+      const misaligned = await page.evaluate(() => {
+        const heads = [...document.querySelectorAll('#grid-head th')].map((th) => Math.round(th.getBoundingClientRect().left));
+        const off = [];
+        for (const tr of document.querySelectorAll('#grid-rows tr')) {
+          [...tr.children].forEach((cell, i) => {
+            const left = Math.round(cell.getBoundingClientRect().left);
+            if (left !== heads[i]) off.push(`${tr.dataset.host} column ${i}: ${left} vs ${heads[i]}`);
+          });
+        }
+        return off.slice(0, 5);
+      });
+      assert.deepEqual(misaligned, []);
+      // 80 columns do not fit: the grid is wide, and scrolled sideways its host names stay put.
+      await page.waitForFunction(() => document.getElementById('grid').classList.contains('wide'));
+      const lefts = await page.evaluate(async () => {
+        const wrap = /** @type {HTMLElement} */ (document.querySelector('.grid-wrap'));
+        const host = /** @type {HTMLElement} */ (document.querySelector('#grid-rows th'));
+        wrap.scrollLeft = 400;
+        await new Promise((r) => { requestAnimationFrame(() => requestAnimationFrame(r)); });
+        return { wrap: Math.round(wrap.getBoundingClientRect().left), host: Math.round(host.getBoundingClientRect().left), scrolled: wrap.scrollLeft };
+      });
+      assert.ok(lefts.scrolled > 0, JSON.stringify(lefts));
+      assert.ok(Math.abs(lefts.host - lefts.wrap) <= 1, `host name stays at the grid's left edge: ${JSON.stringify(lefts)}`);
+      assertClean(problems);
+    });
+  });
+});
+
 test('rate chart: a canvas and a non-empty rate series from stats frames, kept across reconnects', async () => {
   await withServer(async (server) => {
     await withDashboard(suite.browser, server, async ({ page, problems }) => {

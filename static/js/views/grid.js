@@ -64,6 +64,18 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     return th;
   }
 
+  // Sticky host names only when the grid is wider than its box (see style.css `.wide`). A
+  // ResizeObserver hears both sizes change without the page reading layout.
+  const gridTable = $('grid');
+  const gridWrap = /** @type {HTMLElement} */ (gridTable.parentElement);
+  if (typeof ResizeObserver === 'function') {
+    const wideness = new ResizeObserver(() => {
+      gridTable.classList.toggle('wide', gridTable.offsetWidth > gridWrap.clientWidth);
+    });
+    wideness.observe(gridTable);
+    wideness.observe(gridWrap);
+  }
+
   /** Longest host label seen (in characters), for the host column's width. */
   let hostChars = 0;
   /**
@@ -75,7 +87,8 @@ export function createGrid({ model, onOpen, haveSnapshot }) {
     const chars = Math.max(String(host ?? '(no host)').length, 'host \\ service'.length);
     if (chars <= hostChars) return;
     hostChars = chars;
-    $('grid').style.setProperty('--grid-host-w', `min(180px, calc(${chars}ch + 16px))`);
+    // In pixels, not `ch`: the corner and the host cells have different fonts, and must match.
+    gridTable.style.setProperty('--grid-host-w', `${Math.min(180, Math.ceil(chars * 7.5) + 16)}px`);
   }
 
   /** @param {{ value: any, tr: HTMLElement | null, cells: HTMLElement[] | null }} row */
