@@ -49,6 +49,17 @@ export function setSentence(node, text) {
 }
 
 /**
+ * Shows or hides an element, writing only a change: assigning `hidden` the value it already has
+ * still makes the browser recalculate the element's style, and the header does it every frame
+ * in a storm.
+ * @param {HTMLElement} node
+ * @param {boolean} hidden
+ */
+export function setHidden(node, hidden) {
+  if (node.hidden !== hidden) node.hidden = hidden;
+}
+
+/**
  * @param {Element} node
  * @param {string} text
  */

@@ -12,7 +12,7 @@
 // - DOM writes happen once per animation frame (app.js coalesces render) and nothing here reads
 //   layout: where the viewport is comes from an IntersectionObserver, so no forced layout.
 
-import { $, el, setText, setTitle, flash } from '../dom.js';
+import { $, el, setText, setTitle, setHidden, flash } from '../dom.js';
 import { absolute, relative, formatMetric } from '../format.js';
 import { attributesOf, parseTime } from '../model.js';
 import { LiveOrder, arrange, parseSort, formatSort, parseGroup } from '../order.js';
@@ -203,7 +203,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     if (status === 'silenced') note = 'silenced';
     if (ack) note = `acked by ${ack.by || 'someone'}${ack.note ? `: ${ack.note}` : ''}`;
     setText(c.note, note);
-    c.note.hidden = note === '';
+    setHidden(c.note, note === '');
     setText(c.ackButton, ack ? 'unack' : 'ack');
     c.ackButton.dataset.action = ack ? 'unack' : 'ack';
     c.ackButton.setAttribute('aria-label', `${ack ? 'Remove the acknowledgement of' : 'Acknowledge'} ${ev.host ?? '(no host)'} · ${ev.service ?? '(no service)'}`);
