@@ -8,6 +8,8 @@ export const LOG_CAP = 200;
 /** Transitions drawn per second at most, over bursts of up to LOG_BURST at once. */
 export const LOG_RATE = 30;
 export const LOG_BURST = 60;
+/** The log draws at most once in this many ms (notes at once): each draw moves every item. */
+export const LOG_INTERVAL = 250;
 
 export function createLog() {
   const list = $('log');
@@ -57,13 +59,15 @@ export function createLog() {
     return li;
   }
 
-  // Items are drawn once per animation frame, at most LOG_RATE transitions a second (bursts of
-  // up to LOG_BURST): at 1,000 changes/s building an item per change (and at once dropping as
-  // many off the end) was most of the page's work in the storm, for a list that scrolled faster
-  // than anyone reads. The newest transitions are the ones drawn; those left out are counted, and
-  // at most once a second one line says how many (`skippedNote`). Notes (rare: connection,
-  // operator actions) and a resumed pause are always drawn. A transition is logged before the
-  // page asks to render it, so the log draws in the same frame as the rows and the header.
+  // Items are drawn in an animation frame, at most once per LOG_INTERVAL and at most LOG_RATE
+  // transitions a second (bursts of up to LOG_BURST): at 1,000 changes/s building an item per
+  // change (and at once dropping as many off the end) was most of the page's work in the storm,
+  // for a list that scrolled faster than anyone reads; and each draw moves every item below the
+  // new ones, which the browser then visits again. The newest transitions are the ones drawn;
+  // those left out are counted, and at most once a second one line says how many (`skippedNote`).
+  // Notes (rare: connection, operator actions) and a resumed pause are drawn at once. At a calm
+  // rate a transition is logged before the page asks to render it, so the log draws in the same
+  // frame as the rows and the header.
   // `pending` holds builders, oldest first, bounded by 2 × LOG_CAP.
   /** @type {{ make: () => HTMLElement, counted: boolean }[]} */
   let pending = [];
@@ -74,9 +78,13 @@ export function createLog() {
   /** @type {ReturnType<typeof setTimeout> | null} */
   let skippedTimer = null;
   let skippedDue = false; // the timer fired: say it now
+  let drawnAt = -Infinity;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  let intervalTimer = null;
 
   const draw = coalesce(() => {
     const now = performance.now();
+    drawnAt = now;
     tokens = Math.min(LOG_BURST, tokens + ((now - refilledAt) * LOG_RATE) / 1000);
     refilledAt = now;
     // Newest first: each counted one takes a token while there are any.
@@ -105,7 +113,7 @@ export function createLog() {
       skippedTimer = setTimeout(() => {
         skippedTimer = null;
         skippedDue = true;
-        draw();
+        scheduleDraw();
       }, 1000 - (now - skippedSince));
     }
     if (!frag.childElementCount) return;
@@ -141,7 +149,17 @@ export function createLog() {
       pending = pending.slice(-LOG_CAP);
     }
     if (now) draw.now();
-    else draw();
+    else scheduleDraw();
+  }
+
+  /** The next frame, or, within LOG_INTERVAL of the last draw, the first frame after it. */
+  function scheduleDraw() {
+    const wait = LOG_INTERVAL - (performance.now() - drawnAt);
+    if (wait <= 0) draw();
+    else intervalTimer ??= setTimeout(() => {
+      intervalTimer = null;
+      draw();
+    }, wait);
   }
 
   function updateButton() {
