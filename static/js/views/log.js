@@ -8,7 +8,8 @@ export const LOG_CAP = 200;
 /** Transitions drawn per second at most, over bursts of up to LOG_BURST at once. */
 export const LOG_RATE = 30;
 export const LOG_BURST = 60;
-/** The log draws at most once in this many ms (notes at once): each draw moves every item. */
+/** In a storm the log draws at most once in this many ms (notes at once): each draw moves every
+ *  item. */
 export const LOG_INTERVAL = 250;
 
 export function createLog() {
@@ -59,8 +60,8 @@ export function createLog() {
     return li;
   }
 
-  // Items are drawn in an animation frame, at most once per LOG_INTERVAL and at most LOG_RATE
-  // transitions a second (bursts of up to LOG_BURST): at 1,000 changes/s building an item per
+  // Items are drawn in an animation frame, in a storm at most once per LOG_INTERVAL, and at most
+  // LOG_RATE transitions a second (bursts of up to LOG_BURST): at 1,000 changes/s building an item per
   // change (and at once dropping as many off the end) was most of the page's work in the storm,
   // for a list that scrolled faster than anyone reads; and each draw moves every item below the
   // new ones, which the browser then visits again. The newest transitions are the ones drawn;
@@ -152,10 +153,13 @@ export function createLog() {
     else scheduleDraw();
   }
 
-  /** The next frame, or, within LOG_INTERVAL of the last draw, the first frame after it. */
+  /** The next frame; in a storm (less than half the burst left), the first frame at least
+   *  LOG_INTERVAL after the last draw. */
   function scheduleDraw() {
-    const wait = LOG_INTERVAL - (performance.now() - drawnAt);
-    if (wait <= 0) draw();
+    const now = performance.now();
+    const wait = LOG_INTERVAL - (now - drawnAt);
+    const left = tokens + ((now - refilledAt) * LOG_RATE) / 1000;
+    if (wait <= 0 || left >= LOG_BURST / 2) draw();
     else intervalTimer ??= setTimeout(() => {
       intervalTimer = null;
       draw();
