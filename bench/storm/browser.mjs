@@ -21,6 +21,9 @@
 // server had passed the page's seq, sampled every 0.5 s), resyncs (the server's
 // statecast_ws_resyncs_total), JS heap, DOM nodes, and the first render of the snapshot
 // (snapshot frame received → the first frame painted with rows in it).
+// `--profile N` profiles N more seconds after the measured window (trace events by kind, JS self
+// time); `--trace FILE` also writes that window's whole trace, with DevTools' invalidation
+// tracking (which nodes' style, layout and paint each frame invalidated), to FILE.<page>.json.
 // Prints one JSON line per page and a summary on stderr. Not a test: no assertions on timing.
 
 import { spawn } from 'node:child_process';

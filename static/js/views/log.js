@@ -60,15 +60,15 @@ export function createLog() {
     return li;
   }
 
-  // Items are drawn in an animation frame, in a storm at most once per LOG_INTERVAL, and at most
-  // LOG_RATE transitions a second (bursts of up to LOG_BURST): at 1,000 changes/s building an item per
-  // change (and at once dropping as many off the end) was most of the page's work in the storm,
-  // for a list that scrolled faster than anyone reads; and each draw moves every item below the
-  // new ones, which the browser then visits again. The newest transitions are the ones drawn;
-  // those left out are counted, and at most once a second one line says how many (`skippedNote`).
-  // Notes (rare: connection, operator actions) and a resumed pause are drawn at once. At a calm
-  // rate a transition is logged before the page asks to render it, so the log draws in the same
-  // frame as the rows and the header.
+  // Items are drawn in an animation frame, in a storm at most once per LOG_INTERVAL, and at
+  // most LOG_RATE transitions a second (bursts of up to LOG_BURST): at 1,000 changes/s building
+  // an item per change (and at once dropping as many off the end) was most of the page's work in
+  // the storm, for a list that scrolled faster than anyone reads; and each draw moves every item
+  // below the new ones, which the browser then visits again. The newest transitions are the ones
+  // drawn; those left out are counted, and at most once a second one line says how many
+  // (`skippedNote`). Notes (rare: connection, operator actions) and a resumed pause are drawn at
+  // once. At a calm rate a transition is logged before the page asks to render it, so the log
+  // draws in the same frame as the rows and the header.
   // `pending` holds builders, oldest first, bounded by 2 × LOG_CAP.
   /** @type {{ make: () => HTMLElement, counted: boolean }[]} */
   let pending = [];

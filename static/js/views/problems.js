@@ -9,8 +9,10 @@
 //   page's scroll height stay), but a row far from the viewport is a one-cell shell until it comes
 //   near it, and a filled row out of view is not rewritten when its problem changes; it is
 //   brought up to date (fillRow compares what it shows with the entry) when it comes into view;
-// - DOM writes happen once per animation frame (app.js coalesces render) and nothing here reads
-//   layout: where the viewport is comes from an IntersectionObserver, so no forced layout.
+// - DOM writes happen at most once per animation frame, 30 a second (app.js coalesces render),
+//   and nothing here reads layout: where the viewport is comes from an IntersectionObserver, so
+//   no forced layout; each row is its own paint-offset space (style.css), so a row inserted
+//   above others does not make the browser record the whole table's paint again.
 
 import { $, el, setText, setTitle, setHidden, flash } from '../dom.js';
 import { absolute, relative, formatMetric } from '../format.js';
