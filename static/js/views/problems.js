@@ -435,9 +435,15 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     else view.collapsed.add(id);
   }
 
-  /** @param {number} now */
+  /**
+   * Rewrites the drawn rows' ages. Only rows near the viewport (as the observer last reported):
+   * a row further away gets its age at the first tick after it comes near, and writing up to
+   * 1,200 rows' ages each second made the browser lay out and paint the whole table each time.
+   * @param {number} now
+   */
   function tickAges(now) {
     for (const [key, row] of rows) {
+      if (observer && !near.has(key)) continue;
       const entry = model.entries.get(key);
       if (entry && row.cells && row.stamp) fillAge(row.cells, entry, now);
     }
