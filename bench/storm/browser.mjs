@@ -21,11 +21,14 @@
 // server had passed the page's seq, sampled every 0.5 s), resyncs (the server's
 // statecast_ws_resyncs_total), JS heap, DOM nodes, and the first render of the snapshot
 // (snapshot frame received → the first frame painted with rows in it).
+// `--profile N` profiles N more seconds after the measured window (trace events by kind, JS self
+// time); `--trace FILE` also writes that window's whole trace, with DevTools' invalidation
+// tracking (which nodes' style, layout and paint each frame invalidated), to FILE.<page>.json.
 // Prints one JSON line per page and a summary on stderr. Not a test: no assertions on timing.
 
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
@@ -48,6 +51,7 @@ function parseArgs(argv) {
     else if (a === '--warmup') o.warmup = Number(v());
     else if (a === '--chromium') o.chromium = v();
     else if (a === '--profile') o.profile = Number(v());
+    else if (a === '--trace') o.trace = v();
     else throw new Error(`unknown argument ${a}`);
   }
   if (!o.pages.length) o.pages.push({ name: 'page', dir: join(root, 'static') });
@@ -136,14 +140,19 @@ function lagAt(seen, pageSeq, now) {
  * kind (self time: a parent's time minus its children's), and the JS CPU profile's functions by
  * self time.
  */
-async function profileWindow(browser, page, cdp, seconds) {
+async function profileWindow(browser, page, cdp, seconds, page0name) {
   await cdp.send('Profiler.enable');
   await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
-  await browser.startTracing(page, { categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline'] });
+  // --trace: what each frame invalidates (the style, layout and paint invalidation tracking of
+  // DevTools' "Enable advanced paint instrumentation"), written whole to a file per page.
+  const tracking = args.trace ? ['disabled-by-default-devtools.timeline.invalidationTracking', 'disabled-by-default-devtools.timeline.frame', 'disabled-by-default-blink.invalidation'] : [];
+  await browser.startTracing(page, { categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', ...tracking] });
   await cdp.send('Profiler.start');
   await sleep(seconds * 1000);
   const { profile } = await cdp.send('Profiler.stop');
-  const trace = JSON.parse((await browser.stopTracing()).toString('utf8'));
+  const raw = (await browser.stopTracing()).toString('utf8');
+  if (args.trace) writeFileSync(`${args.trace}.${page0name}.json`, raw);
+  const trace = JSON.parse(raw);
   const all = trace.traceEvents ?? trace;
   // The renderer main thread (CrRendererMain) with the most events; B/E pairs made complete.
   const renderers = new Set(all.filter((e) => e.ph === 'M' && e.name === 'thread_name' && e.args?.name === 'CrRendererMain').map((e) => `${e.pid}:${e.tid}`));
@@ -330,7 +339,7 @@ async function runPage(browser, page0) {
   const delays = (await page.evaluate(([from, to]) => window.__storm.delays.slice(from, to), [s0.delays, s1.delays])).sort((a, b) => a - b);
   const dq = (p) => delays[Math.min(delays.length - 1, Math.floor(p * delays.length))] ?? 0;
   const postedIn = posted - posted0;
-  const profile = args.profile ? await profileWindow(browser, page, cdp, args.profile) : null;
+  const profile = args.profile ? await profileWindow(browser, page, cdp, args.profile, page0.name) : null;
   stop.abort();
   await driver;
   const resyncs = (await metric(http, 'statecast_ws_resyncs_total')) - resyncs0;

@@ -49,6 +49,17 @@ export function setSentence(node, text) {
 }
 
 /**
+ * Shows or hides an element, writing only a change: assigning `hidden` the value it already has
+ * still makes the browser recalculate the element's style, and the header does it every frame
+ * in a storm.
+ * @param {HTMLElement} node
+ * @param {boolean} hidden
+ */
+export function setHidden(node, hidden) {
+  if (node.hidden !== hidden) node.hidden = hidden;
+}
+
+/**
  * @param {Element} node
  * @param {string} text
  */
@@ -102,23 +113,32 @@ function endFlash(e) {
 }
 
 /**
- * Runs `fn` once per frame at most; a timer backs rAF up in background tabs.
+ * Runs `fn` once per frame at most, and at most once per `minGapMs` (a call sooner waits for the
+ * first frame after the gap); a timer backs rAF up in background tabs.
  * @param {() => void} fn
  * @param {number} [fallbackMs]
+ * @param {number} [minGapMs]
  * @returns {(() => void) & { now: () => void }}
  */
-export function coalesce(fn, fallbackMs = 250) {
+export function coalesce(fn, fallbackMs = 250, minGapMs = 0) {
   let scheduled = false;
+  let ranAt = -Infinity;
   const run = () => {
     if (!scheduled) return;
     scheduled = false;
+    ranAt = performance.now();
     fn();
+  };
+  const request = () => {
+    requestAnimationFrame(run);
+    setTimeout(run, fallbackMs);
   };
   const schedule = () => {
     if (scheduled) return;
     scheduled = true;
-    requestAnimationFrame(run);
-    setTimeout(run, fallbackMs);
+    const wait = minGapMs - (performance.now() - ranAt);
+    if (wait > 0) setTimeout(request, wait);
+    else request();
   };
   schedule.now = () => {
     scheduled = true;

@@ -1,6 +1,7 @@
 // The windowed problems list (issue 24): a long list keeps a row per listed problem but draws only
 // the rows near the viewport; scrolling shows the right rows, a change to a row out of view is
-// there when it is scrolled to, and keyboard and selection work on rows not drawn yet.
+// there when it is scrolled to, and keyboard and selection work on rows not drawn yet; ages tick
+// only in the rows near the viewport.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -90,6 +91,28 @@ test('a change to a row out of view is shown when it is scrolled to; keyboard an
     assert.equal(await page.textContent('#details-title'), `${host(195)} · svc`);
     await page.waitForFunction((k) => document.querySelector(`#problem-rows tr[data-key='${k}']`)?.classList.contains('selected'), keyOf(195));
     await page.waitForFunction(([k, h]) => document.querySelector(`#problem-rows tr[data-key='${k}'] .c-host`)?.textContent === h, [keyOf(195), host(195)]);
+    assertClean(problems);
+  });
+});
+
+test('ages tick in the rows near the viewport only; a row far away gets its age when it comes near', async () => {
+  await withDashboard(suite.browser, suite.server, { path: '/?sort=host' }, async ({ page, problems }) => {
+    await waitViewDrawn(page); // the first rows are drawn…
+    await page.$eval(`#problem-rows tr[data-key='${keyOf(150)}']`, (tr) => tr.scrollIntoView({ block: 'center' }));
+    await waitViewDrawn(page); // …and now far above the viewport
+    // Count the writes to the age of row 0 (drawn, far away) and of row 150 (in view).
+    await page.evaluate(([far, near]) => {
+      window.ageWrites = { far: 0, near: 0 };
+      for (const [key, name] of [[far, 'far'], [near, 'near']]) {
+        const time = document.querySelector(`#problem-rows tr[data-key='${key}'] .c-age time`);
+        new MutationObserver((records) => { window.ageWrites[name] += records.length; })
+          .observe(time, { childList: true, characterData: true, subtree: true });
+      }
+    }, [keyOf(0), keyOf(150)]);
+    await page.waitForFunction(() => window.ageWrites.near >= 2, null, { timeout: WAIT_MS }); // two ticks
+    assert.equal(await page.evaluate(() => window.ageWrites.far), 0, 'a drawn row far from the viewport keeps its age text meanwhile');
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.waitForFunction(() => window.ageWrites.far >= 1, null, { timeout: WAIT_MS });
     assertClean(problems);
   });
 });

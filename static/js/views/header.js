@@ -1,7 +1,7 @@
 // Header: counts (problems that need someone, acked and silenced apart), the per-state summary,
 // the document title and the favicon. "—" until the first snapshot: 0 would claim "all clear".
 
-import { $, el, setText } from '../dom.js';
+import { $, el, setText, setHidden } from '../dom.js';
 import { CLASS_ORDER } from '../model.js';
 
 /** @type {Record<string, string>} */
@@ -32,6 +32,39 @@ export function titleFor({ active, acked, silenced }, haveSnapshot) {
  */
 export function createHeader({ model, problemsView, isLive, filtered }) {
   let lastFavicon = '';
+  /** The summary's items by state class, made when a state has problems and removed at 0: the
+   *  header renders every frame in a storm, and rebuilding the list each time made the browser
+   *  lay out and paint the header every frame even when no count had changed.
+   *  @type {Map<string, { li: HTMLElement, n: HTMLElement }>} */
+  const counts = new Map();
+
+  /** Per-state counts; only the figures that changed are written. */
+  function renderSummary() {
+    const summary = $('summary');
+    // Only non-ok counts: an event that arrives ok and stays ok is not a change, so the server
+    // never pushes it and an "ok" count here would drift.
+    for (const cls of CLASS_ORDER) {
+      if (cls === 'ok') continue;
+      const n = model.counts[cls];
+      let item = counts.get(cls);
+      if (n === 0) {
+        item?.li.remove();
+        counts.delete(cls);
+        continue;
+      }
+      if (!item) {
+        const li = el('li', `count s-${cls}`);
+        li.dataset.state = cls;
+        item = { li, n: el('span', 'count-n') };
+        li.append(item.n, el('span', 'count-label', ` ${cls}`));
+        // In CLASS_ORDER: before the first item of a later class.
+        const later = CLASS_ORDER.slice(CLASS_ORDER.indexOf(cls) + 1).map((c) => counts.get(c)?.li).find(Boolean) ?? null;
+        summary.insertBefore(li, later);
+        counts.set(cls, item);
+      }
+      setText(item.n, String(n));
+    }
+  }
 
   function render() {
     const have = model.haveSnapshot;
@@ -42,34 +75,23 @@ export function createHeader({ model, problemsView, isLive, filtered }) {
     setText($('silenced-count'), have ? String(handled.silenced) : '—');
     // Shown only when there are some: before a snapshot they would be two more "—" that
     // crowd the header onto a second line.
-    /** @type {HTMLElement} */ ($('acked-count').parentElement).hidden = !have || handled.acked === 0;
-    /** @type {HTMLElement} */ ($('silenced-count').parentElement).hidden = !have || handled.silenced === 0;
+    setHidden(/** @type {HTMLElement} */ ($('acked-count').parentElement), !have || handled.acked === 0);
+    setHidden(/** @type {HTMLElement} */ ($('silenced-count').parentElement), !have || handled.silenced === 0);
     const title = titleFor(handled, have);
     if (document.title !== title) document.title = title;
 
-    const summary = $('summary');
-    summary.replaceChildren();
-    // Only non-ok counts: an event that arrives ok and stays ok is not a change, so the server
-    // never pushes it and an "ok" count here would drift.
-    for (const cls of CLASS_ORDER) {
-      if (model.counts[cls] === 0 || cls === 'ok') continue;
-      const li = el('li', `count s-${cls}`);
-      li.dataset.state = cls;
-      li.append(el('span', 'count-n', model.counts[cls]), el('span', 'count-label', ` ${cls}`));
-      summary.append(li);
-    }
+    renderSummary();
 
-    const more = $('more');
     const hidden = problemsView.hidden;
-    more.hidden = hidden <= 0;
+    setHidden($('more'), hidden <= 0);
     if (hidden > 0) {
       setText($('more-text'), `Showing the worst ${problemsView.limit.toLocaleString()} of ${problemsView.total.toLocaleString()} problems.`);
     }
-    $('waiting').hidden = have;
-    $('empty').hidden = !have || n > 0;
-    $('empty').textContent = filtered()
+    setHidden($('waiting'), have);
+    setHidden($('empty'), !have || n > 0);
+    setText($('empty'), filtered()
       ? 'Nothing matching this filter is in a non-ok state.'
-      : 'All clear: nothing is in a non-ok state.';
+      : 'All clear: nothing is in a non-ok state.');
     if (model.seq !== null) setText($('seq'), String(model.seq));
 
     // The favicon: the worst problem nobody has acked or silenced.

@@ -9,10 +9,12 @@
 //   page's scroll height stay), but a row far from the viewport is a one-cell shell until it comes
 //   near it, and a filled row out of view is not rewritten when its problem changes; it is
 //   brought up to date (fillRow compares what it shows with the entry) when it comes into view;
-// - DOM writes happen once per animation frame (app.js coalesces render) and nothing here reads
-//   layout: where the viewport is comes from an IntersectionObserver, so no forced layout.
+// - DOM writes happen at most once per animation frame, 30 a second (app.js coalesces render),
+//   and nothing here reads layout: where the viewport is comes from an IntersectionObserver, so
+//   no forced layout; each row is its own paint-offset space (style.css), so a row inserted
+//   above others does not make the browser record the whole table's paint again.
 
-import { $, el, setText, setTitle, flash } from '../dom.js';
+import { $, el, setText, setTitle, setHidden, flash } from '../dom.js';
 import { absolute, relative, formatMetric } from '../format.js';
 import { attributesOf, parseTime } from '../model.js';
 import { LiveOrder, arrange, parseSort, formatSort, parseGroup } from '../order.js';
@@ -203,7 +205,7 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     if (status === 'silenced') note = 'silenced';
     if (ack) note = `acked by ${ack.by || 'someone'}${ack.note ? `: ${ack.note}` : ''}`;
     setText(c.note, note);
-    c.note.hidden = note === '';
+    setHidden(c.note, note === '');
     setText(c.ackButton, ack ? 'unack' : 'ack');
     c.ackButton.dataset.action = ack ? 'unack' : 'ack';
     c.ackButton.setAttribute('aria-label', `${ack ? 'Remove the acknowledgement of' : 'Acknowledge'} ${ev.host ?? '(no host)'} · ${ev.service ?? '(no service)'}`);
@@ -433,9 +435,15 @@ export function createProblemsView({ model, onOpen, onAck, isSelected, urlParam,
     else view.collapsed.add(id);
   }
 
-  /** @param {number} now */
+  /**
+   * Rewrites the drawn rows' ages. Only rows near the viewport (as the observer last reported):
+   * a row further away gets its age at the first tick after it comes near, and writing up to
+   * 1,200 rows' ages each second made the browser lay out and paint the whole table each time.
+   * @param {number} now
+   */
   function tickAges(now) {
     for (const [key, row] of rows) {
+      if (observer && !near.has(key)) continue;
       const entry = model.entries.get(key);
       if (entry && row.cells && row.stamp) fillAge(row.cells, entry, now);
     }
