@@ -8,7 +8,7 @@ use crate::common::*;
 
 /// A minute-aligned unix time (seconds) ten minutes ago: inside every tier's retention, and its
 /// buckets long closed by the clock.
-fn base_secs() -> i64 {
+pub(crate) fn base_secs() -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -17,7 +17,7 @@ fn base_secs() -> i64 {
 }
 
 /// Percent-encodes a query parameter's value.
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
@@ -27,7 +27,7 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-async fn series(server: &Addrs, params: &str) -> (u16, Value) {
+pub(crate) async fn series(server: &Addrs, params: &str) -> (u16, Value) {
     let response = http_request(
         server.http,
         "GET",
@@ -42,7 +42,7 @@ async fn series(server: &Addrs, params: &str) -> (u16, Value) {
 }
 
 /// POSTs `(host, service, seconds, metric)` events and waits until the series thread took them.
-async fn post_points(server: &Addrs, points: &[(&str, &str, i64, f64)]) {
+pub(crate) async fn post_points(server: &Addrs, points: &[(&str, &str, i64, f64)]) {
     let before = server.metric("statecast_series_points_total").await;
     let events: Vec<Value> = points
         .iter()
@@ -61,12 +61,18 @@ async fn post_points(server: &Addrs, points: &[(&str, &str, i64, f64)]) {
 }
 
 fn points(answer: &Value, host: &str) -> Vec<Vec<f64>> {
-    answer["series"]
+    let item = answer["series"]
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["host"] == host)
-        .unwrap_or_else(|| panic!("no series of {host} in {answer}"))["points"]
+        .unwrap_or_else(|| panic!("no series of {host} in {answer}"));
+    item_points(item)
+}
+
+/// One series' `points`, as numbers.
+pub(crate) fn item_points(item: &Value) -> Vec<Vec<f64>> {
+    item["points"]
         .as_array()
         .unwrap()
         .iter()
