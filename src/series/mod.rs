@@ -286,6 +286,7 @@ pub fn start(settings: SeriesSettings, dir: Option<&Path>) -> Result<Series, Sto
         forget: Vec::new(),
         prune_queue: Vec::new(),
         failures: crate::rate_limited_log::RateLimitedLog::default(),
+        failure_logged: false,
     };
     let thread = tokio::task::spawn_blocking(move || worker.run(rx));
     Ok(Series {

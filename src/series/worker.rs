@@ -44,6 +44,8 @@ pub(super) struct Worker {
     /// Ids still to prune in this pass.
     pub(super) prune_queue: Vec<u64>,
     pub(super) failures: RateLimitedLog,
+    /// Whether the current failure of the store was logged (its end is then logged too).
+    pub(super) failure_logged: bool,
 }
 
 impl Worker {
@@ -157,7 +159,9 @@ impl Worker {
         match self.store.write(&keys, &buckets, &self.forget) {
             Ok(()) => {
                 self.forget.clear();
-                self.counters.store_failing.store(0, Ordering::Relaxed);
+                if self.counters.store_failing.swap(0, Ordering::Relaxed) != 0 {
+                    self.recovered(buckets.len());
+                }
                 SeriesCounters::add(&self.counters.buckets_written, buckets.len() as u64);
                 if let Ok(mut collector) = self.collector.lock() {
                     collector.written(keys.len(), &buckets);
@@ -175,23 +179,47 @@ impl Worker {
         }
     }
 
+    /// Counts a failed write (or prune) and says so in the log once, when the store starts
+    /// failing — not at each retry, which `/metrics` counts. A store that flaps (a disk almost
+    /// full) starts failing again and again: at most one line per 10 s then.
     fn failed(&mut self, error: &super::closed::StoreFailed) {
-        self.counters.store_failing.store(1, Ordering::Relaxed);
+        let was_failing = self.counters.store_failing.swap(1, Ordering::Relaxed) != 0;
         SeriesCounters::add(&self.counters.store_errors, 1);
         if let Ok(collector) = self.collector.lock() {
             self.counters.lost.store(collector.lost, Ordering::Relaxed);
         }
+        if was_failing {
+            return;
+        }
+        self.failure_logged = false;
         if let Some(skipped) = self.failures.due() {
+            self.failure_logged = true;
             tracing::warn!(
                 %error,
                 not_logged_since_last_line = skipped,
-                "series store failing: closed buckets are held in memory and written when it works again (ingest is not affected)"
+                "series store failing: closed buckets are held in memory (up to 1048576) and written when it works again, retried each second (ingest is not affected)"
+            );
+        }
+    }
+
+    /// The first write after a failure succeeded: the line that said it failed gets its end.
+    fn recovered(&mut self, buckets: usize) {
+        if std::mem::take(&mut self.failure_logged) {
+            let lost = self.counters.lost.load(Ordering::Relaxed);
+            tracing::info!(
+                buckets_written = buckets,
+                buckets_lost_total = lost,
+                "series store works again: the closed buckets held meanwhile are being written"
             );
         }
     }
 
     /// Deletes the buckets past each tier's retention of a slice of keys.
     fn prune(&mut self, now_ms: i64) {
+        // A failing store is reopened by the next write first; pruning waits for it.
+        if self.counters.store_failing.load(Ordering::Relaxed) != 0 {
+            return;
+        }
         if self.prune_queue.is_empty() {
             if let Ok(collector) = self.collector.lock() {
                 self.prune_queue = collector.keys().iter().map(|k| k.id).collect();
@@ -316,6 +344,7 @@ mod tests {
             forget: Vec::new(),
             prune_queue: Vec::new(),
             failures: RateLimitedLog::default(),
+            failure_logged: false,
         };
         counters.queued.fetch_add(2, Ordering::Relaxed);
         let base = two_hours_ago_on_a_minute();
