@@ -43,21 +43,39 @@ pub(crate) async fn series(server: &Addrs, params: &str) -> (u16, Value) {
 
 /// POSTs `(host, service, seconds, metric)` events and waits until the series thread took them.
 pub(crate) async fn post_points(server: &Addrs, points: &[(&str, &str, i64, f64)]) {
-    let before = server.metric("statecast_series_points_total").await;
     let events: Vec<Value> = points
         .iter()
         .map(|(host, service, time, metric)| {
             json!({"host": host, "service": service, "time": time, "metric": metric, "ttl": 3600})
         })
         .collect();
+    post_events_with_points(server, events).await;
+}
+
+/// POSTs events, each with a metric, and waits until the series thread took their points.
+async fn post_events_with_points(server: &Addrs, events: Vec<Value>) {
+    let before = server.metric("statecast_series_points_total").await;
+    let n = events.len() as u64;
     let response = post_json(server, &Value::Array(events).to_string()).await;
     assert_eq!(response.status, 200, "{}", response.body);
     server
-        .wait_for_metric(
-            "statecast_series_points_total",
-            before + points.len() as u64,
-        )
+        .wait_for_metric("statecast_series_points_total", before + n)
         .await;
+}
+
+/// The (host, service) of each series of an answer to `query`, in order.
+async fn series_matching(server: &Addrs, query: &str) -> Vec<(String, String)> {
+    let (status, answer) = series(server, &format!("query={}", encode(query))).await;
+    assert_eq!(status, 200, "{query}: {answer}");
+    answer["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let field = |name: &str| s[name].as_str().unwrap_or_default().to_owned();
+            (field("host"), field("service"))
+        })
+        .collect()
 }
 
 fn points(answer: &Value, host: &str) -> Vec<Vec<f64>> {
@@ -272,6 +290,69 @@ async fn more_series_than_an_answer_holds_get_400_and_a_query_narrows_them() {
     let (status, answer) = series(&server, &format!("query={thousand}")).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["step"], 60_000);
+}
+
+#[tokio::test]
+async fn a_query_on_state_tags_or_metric_matches_each_keys_current_event() {
+    let server = InProcess::start(&[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ev = |host: &str, service: &str, state: &str, metric: f64, tags: &[&str]| {
+        json!({"host": host, "service": service, "state": state, "metric": metric,
+               "tags": tags, "time": now, "ttl": 3600})
+    };
+    post_events_with_points(
+        &server,
+        vec![
+            ev("web1", "disk-root", "critical", 95.0, &["prod"]),
+            ev("web2", "disk-root", "ok", 10.0, &[]),
+            ev("web1", "cpu", "critical", 99.0, &["prod"]),
+            ev("web3", "disk-home", "critical", 97.0, &[]),
+        ],
+    )
+    .await;
+    let pair = |host: &str, service: &str| (host.to_owned(), service.to_owned());
+    let critical_disks = r#"service =~ "disk%" and state = "critical""#;
+    assert_eq!(
+        series_matching(&server, critical_disks).await,
+        vec![pair("web1", "disk-root"), pair("web3", "disk-home")]
+    );
+    assert_eq!(
+        series_matching(&server, r#"tagged "prod" and metric > 96"#).await,
+        vec![pair("web1", "cpu")]
+    );
+    // The key's current event answers: web1's disk recovers.
+    post_events_with_points(&server, vec![ev("web1", "disk-root", "ok", 40.0, &[])]).await;
+    assert_eq!(
+        series_matching(&server, critical_disks).await,
+        vec![pair("web3", "disk-home")]
+    );
+    // A key no longer in the index keeps its series, matched by its host and service alone.
+    let clear = json!({"host": "web3", "service": "disk-home", "by": "eve"}).to_string();
+    let response = http_request(
+        server.http,
+        "POST",
+        "/api/clear",
+        &[("Content-Type", "application/json")],
+        clear.as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(series_matching(&server, critical_disks).await, vec![]);
+    assert_eq!(
+        series_matching(&server, r#"service =~ "disk%""#).await,
+        vec![
+            pair("web1", "disk-root"),
+            pair("web2", "disk-root"),
+            pair("web3", "disk-home")
+        ]
+    );
+    assert_eq!(
+        series_matching(&server, r#"service = "disk-home" and state = nil"#).await,
+        vec![pair("web3", "disk-home")]
+    );
 }
 
 #[tokio::test]
