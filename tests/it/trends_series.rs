@@ -179,7 +179,7 @@ async fn buckets_hold_the_exact_min_max_avg_last_and_count_of_their_points() {
 }
 
 #[tokio::test]
-async fn the_open_bucket_is_in_the_answer_and_nan_metrics_are_counted_not_stored() {
+async fn the_open_bucket_is_in_the_answer_and_nan_and_infinite_metrics_are_counted_not_stored() {
     let server = InProcess::start(&[]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -192,21 +192,44 @@ async fn the_open_bucket_is_in_the_answer_and_nan_metrics_are_counted_not_stored
     assert_eq!(newest.len(), 1);
     assert_eq!(newest[0][4], 0.25, "the current bucket's last value");
 
-    // NaN has no JSON form: sent as Riemann protobuf.
+    // NaN and infinities have no JSON form: sent as Riemann protobuf, as doubles and floats.
     let mut tcp = RiemannTcp::connect(&server).await;
     let mut nan = event("live", "nan", "ok");
     nan.metric_d = Some(f64::NAN);
-    nan.time = Some(now);
-    let reply = tcp.request(&events_msg(vec![nan])).await;
-    assert_eq!(reply.ok, Some(true), "the event itself is accepted");
+    let mut inf = event("live", "inf", "ok");
+    inf.metric_d = Some(f64::INFINITY);
+    let mut minus_inf = event("live", "minus-inf", "ok");
+    minus_inf.metric_f = Some(f32::NEG_INFINITY);
+    let mut events = vec![nan, inf, minus_inf];
+    for e in &mut events {
+        e.time = Some(now);
+    }
+    let reply = tcp.request(&events_msg(events)).await;
+    assert_eq!(reply.ok, Some(true), "the events themselves are accepted");
     server
         .wait_for_metric(
             r#"statecast_series_points_dropped_total{reason="not-finite"}"#,
-            1,
+            3,
         )
         .await;
-    let (_, answer) = series(&server, &format!("query={}", encode(r#"service = "nan""#))).await;
+    let query = r#"service = "nan" or service = "inf" or service = "minus-inf""#;
+    let (_, answer) = series(&server, &format!("query={}", encode(query))).await;
     assert_eq!(answer["series"], json!([]), "{answer}");
+    // The events themselves are in the index.
+    let state = http_request(
+        server.http,
+        "GET",
+        &format!("/api/state?query={}", encode(query)),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        state.json().as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        state.body
+    );
 }
 
 #[tokio::test]
@@ -353,6 +376,83 @@ async fn a_query_on_state_tags_or_metric_matches_each_keys_current_event() {
         series_matching(&server, r#"service = "disk-home" and state = nil"#).await,
         vec![pair("web3", "disk-home")]
     );
+}
+
+/// One key's flood: points at a million a minute of event time — 250,000 within 15 s.
+const FLOOD_POINTS: usize = 250_000;
+const FLOOD_SECONDS: i64 = 15;
+/// Events per Riemann message of the flood.
+const FLOOD_BATCH: usize = 10_000;
+
+#[tokio::test]
+async fn a_key_with_a_million_points_a_minute_costs_one_bucket_per_tier_not_per_point() {
+    let server = InProcess::start(&[]);
+    let base = base_secs();
+    let mut tcp = RiemannTcp::connect(&server).await;
+    let started = std::time::Instant::now();
+    let spacing = FLOOD_SECONDS * 1_000_000 / FLOOD_POINTS as i64;
+    for batch in 0..FLOOD_POINTS / FLOOD_BATCH {
+        let events = (0..FLOOD_BATCH)
+            .map(|i| {
+                let n = batch * FLOOD_BATCH + i;
+                let mut e = event("hot", "requests", "ok");
+                e.time_micros = Some(base * 1_000_000 + n as i64 * spacing);
+                e.metric_sint64 = Some((n % 1000) as i64);
+                e
+            })
+            .collect();
+        let reply = tcp.request(&events_msg(events)).await;
+        assert_eq!(reply.ok, Some(true), "batch {batch}: {reply:?}");
+    }
+    let sent = started.elapsed();
+    // Every point is in the series or counted as dropped for a full queue (the series thread
+    // behind): never lost without a count.
+    let taken = loop {
+        let taken = server.metric("statecast_series_points_total").await;
+        let dropped = server
+            .metric(r#"statecast_series_points_dropped_total{reason="queue-full"}"#)
+            .await;
+        if taken + dropped == FLOOD_POINTS as u64 {
+            break taken;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{taken} taken + {dropped} dropped of {FLOOD_POINTS}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "MEASURE one key's flood: {FLOOD_POINTS} points sent in {sent:?}, {taken} in the series"
+    );
+    assert!(taken > 0);
+    assert_eq!(server.metric("statecast_series_keys").await, 1);
+    let from = base * 1000;
+    let to = from + 59_999;
+    // The minute: one bucket holding every point taken.
+    let (status, answer) = series(&server, &format!("from={from}&to={to}&step=60000")).await;
+    assert_eq!(status, 200, "{answer}");
+    let minute = points(&answer, "hot");
+    assert_eq!(minute.len(), 1, "{answer}");
+    assert_eq!(minute[0][5], taken as f64, "count");
+    assert_eq!((minute[0][1], minute[0][2]), (0.0, 999.0), "min, max");
+    // Two 10 s buckets hold the same points between them.
+    let (_, answer) = series(&server, &format!("from={from}&to={to}")).await;
+    let fine = points(&answer, "hot");
+    assert_eq!(fine.len(), 2, "{answer}");
+    assert_eq!(fine.iter().map(|p| p[5]).sum::<f64>(), taken as f64);
+    // The disk sees buckets, not points: a closed bucket that keeps getting points is written
+    // again at most once a second (each write whole), whatever their number.
+    server
+        .wait_for_metric("statecast_series_buckets_written_total", 3)
+        .await;
+    let written = server
+        .metric("statecast_series_buckets_written_total")
+        .await;
+    assert!(
+        written <= 1_000,
+        "{written} bucket writes for {taken} points"
+    );
+    eprintln!("MEASURE one key's flood: {written} bucket writes");
 }
 
 #[tokio::test]

@@ -47,7 +47,12 @@ async fn change_reaches_the_dashboard(server: &Addrs, dash: &mut WsClient, servi
     )
     .await;
     assert_eq!(state.status, 200, "{}", state.body);
-    assert_eq!(state.json().as_array().map(Vec::len), Some(1), "{}", state.body);
+    assert_eq!(
+        state.json().as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        state.body
+    );
 }
 
 async fn readyz(server: &Addrs) -> (u16, String) {
@@ -96,7 +101,12 @@ async fn a_full_series_disk_leaves_ingest_alone_and_series_resume_when_space_ret
     let during: Vec<String> = (0..KEYS_DURING).map(|i| format!("during{i:04}")).collect();
     let points_during: Vec<(&str, &str, i64, f64)> = during
         .iter()
-        .flat_map(|s| [("db", s.as_str(), base + 1, 2.0), ("db", s.as_str(), base + 31, 4.0)])
+        .flat_map(|s| {
+            [
+                ("db", s.as_str(), base + 1, 2.0),
+                ("db", s.as_str(), base + 31, 4.0),
+            ]
+        })
         .collect();
     for chunk in points_during.chunks(600) {
         post_points(&server, chunk).await;
@@ -104,7 +114,9 @@ async fn a_full_series_disk_leaves_ingest_alone_and_series_resume_when_space_ret
     wait_for(&server, "statecast_series_store_failing", "1", |v| v == 1).await;
     let errors = server.metric("statecast_series_store_errors_total").await;
     assert!(errors >= 1, "a failed write is counted");
-    let written = server.metric("statecast_series_buckets_written_total").await;
+    let written = server
+        .metric("statecast_series_buckets_written_total")
+        .await;
 
     // Ingest keeps acknowledging and applying, dashboards see changes, /readyz stays ready —
     // through more than ten retries (one a second) and longer than the 10 s a rate-limited
@@ -115,11 +127,17 @@ async fn a_full_series_disk_leaves_ingest_alone_and_series_resume_when_space_ret
     while server.metric("statecast_series_store_errors_total").await < errors + 10
         || failing.elapsed() < Duration::from_secs(11)
     {
-        assert!(Instant::now() < deadline, "the failing store is not retried each second");
+        assert!(
+            Instant::now() < deadline,
+            "the failing store is not retried each second"
+        );
         change_reaches_the_dashboard(&server, &mut dash, &format!("probe{probe}")).await;
         probe += 1;
         let (status, body) = readyz(&server).await;
-        assert_eq!(status, 200, "series failing is no reason to be unready: {body}");
+        assert_eq!(
+            status, 200,
+            "series failing is no reason to be unready: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
@@ -128,7 +146,9 @@ async fn a_full_series_disk_leaves_ingest_alone_and_series_resume_when_space_ret
         "the disk is still full"
     );
     assert_eq!(
-        server.metric("statecast_series_buckets_written_total").await,
+        server
+            .metric("statecast_series_buckets_written_total")
+            .await,
         written,
         "nothing is written while the disk is full"
     );
@@ -161,13 +181,21 @@ async fn a_full_series_disk_leaves_ingest_alone_and_series_resume_when_space_ret
     std::fs::remove_file(fs.dir.join("filler")).expect("remove the filler");
     let freed = Instant::now();
     wait_for(&server, "statecast_series_store_failing", "0", |v| v == 0).await;
-    eprintln!("MEASURE series disk full: writing again {:?} after space came back", freed.elapsed());
+    eprintln!(
+        "MEASURE series disk full: writing again {:?} after space came back",
+        freed.elapsed()
+    );
     wait_for(&server, "statecast_series_pending_buckets", "0", |v| v == 0).await;
     assert!(
-        server.metric("statecast_series_buckets_written_total").await
+        server
+            .metric("statecast_series_buckets_written_total")
+            .await
             >= written + 3 * KEYS_DURING as u64
     );
-    assert_eq!(server.metric("statecast_series_buckets_lost_total").await, 0);
+    assert_eq!(
+        server.metric("statecast_series_buckets_lost_total").await,
+        0
+    );
     let from = base * 1000;
     let (status, answer) = series(
         &server,
