@@ -287,6 +287,7 @@ pub fn start(settings: SeriesSettings, dir: Option<&Path>) -> Result<Series, Sto
         prune_queue: Vec::new(),
         failures: crate::rate_limited_log::RateLimitedLog::default(),
         failure_logged: false,
+        retry_at: None,
     };
     let thread = tokio::task::spawn_blocking(move || worker.run(rx));
     Ok(Series {

@@ -26,6 +26,8 @@ use crate::rate_limited_log::RateLimitedLog;
 const TICK: Duration = Duration::from_secs(1);
 /// Closed buckets written per transaction at most.
 const WRITE_BATCH: usize = 64 * 1024;
+/// The longest a failing store rests between two attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 /// Keys whose old buckets are pruned per tick.
 const PRUNE_KEYS_PER_TICK: usize = 10_000;
 /// Points stamped further than this ahead of this node's clock are dropped (counted): a client
@@ -46,6 +48,17 @@ pub(super) struct Worker {
     pub(super) failures: RateLimitedLog,
     /// Whether the current failure of the store was logged (its end is then logged too).
     pub(super) failure_logged: bool,
+    /// While the store fails, when the next attempt (reopen and write) may start.
+    pub(super) retry_at: Option<Instant>,
+}
+
+/// How long a failing store rests after an attempt that took `took`: a second, or nine times the
+/// attempt when that is longer (at most [`MAX_RETRY_DELAY`]). Reopening a redb file after a
+/// failure repairs it, which reads the whole file (8 s for a 69 MiB `series.redb` in a debug
+/// build, and again at every attempt while the disk stays full): retrying every second would
+/// keep the series thread, and the disk, busy with repairs for as long as the outage lasts.
+fn retry_delay(took: Duration) -> Duration {
+    (took * 9).clamp(TICK, MAX_RETRY_DELAY)
 }
 
 impl Worker {
@@ -148,10 +161,15 @@ impl Worker {
         if keys.is_empty() && buckets.is_empty() && self.forget.is_empty() {
             return true;
         }
+        let began = Instant::now();
         if self.counters.store_failing.load(Ordering::Relaxed) != 0 {
+            if self.retry_at.is_some_and(|at| began < at) {
+                return false;
+            }
             if let Some(reopen) = &self.reopen {
                 if let Err(error) = reopen() {
                     self.failed(&error);
+                    self.retry_at = Some(Instant::now() + retry_delay(began.elapsed()));
                     return false;
                 }
             }
@@ -174,6 +192,7 @@ impl Worker {
             }
             Err(error) => {
                 self.failed(&error);
+                self.retry_at = Some(Instant::now() + retry_delay(began.elapsed()));
                 false
             }
         }
@@ -247,6 +266,8 @@ impl Worker {
         let mut attempts = 0;
         while !(written.0.is_empty() && written.1.is_empty()) && attempts < 3 {
             attempts += 1;
+            // A clean stop tries now, whatever rest a failing store was given.
+            self.retry_at = None;
             let _ = self.write(written);
             written = match self.collector.lock() {
                 Ok(collector) => collector.to_write(usize::MAX),
@@ -345,6 +366,7 @@ mod tests {
             prune_queue: Vec::new(),
             failures: RateLimitedLog::default(),
             failure_logged: false,
+            retry_at: None,
         };
         counters.queued.fetch_add(2, Ordering::Relaxed);
         let base = two_hours_ago_on_a_minute();
@@ -362,6 +384,10 @@ mod tests {
         assert_eq!(SeriesCounters::get(&counters.points), 3);
 
         store.failing.store(false, Ordering::Relaxed);
+        // Not before the rest a failure earns (a second here): then it is written.
+        worker.tick(now_micros() / 1000);
+        assert_eq!(SeriesCounters::get(&counters.store_failing), 1);
+        worker.retry_at = Some(Instant::now());
         worker.tick(now_micros() / 1000);
         assert_eq!(SeriesCounters::get(&counters.store_failing), 0);
         assert_eq!(worker.collector.lock().unwrap().pending_len(), 0);
