@@ -10,7 +10,8 @@
 //! and step chosen (`series::read`) from counts known before reading — keys matched × buckets in
 //! the range — so a request past the caps gets a 400 sentence before any work; then the answer is
 //! streamed, a few series per chunk read on a blocking thread, holding a `--max-large-reads` slot
-//! (it walks every key with a series) until it is sent.
+//! (it walks every key with a series) until it is sent. The first chunk is read before the
+//! status is sent, so a series store that fails (a full disk) gets a 503 with a sentence.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -105,10 +106,24 @@ pub(crate) async fn series(
         wrote_one: false,
         _read: read,
     };
-    let opening = SeriesAnswer::opening(window.from_ms, window.to_ms, plan.step_ms);
+    // The first chunk is read before the status is sent: a failing store (a full disk) gets a
+    // 503 with a sentence, not a 200 whose JSON stops short.
+    let (first, answer) = tokio::task::spawn_blocking(move || {
+        let mut answer = answer;
+        (answer.next_chunk(), answer)
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("the series read stopped"))?;
+    let first = first.map_err(|error| {
+        ApiError::unavailable(format!(
+            "{error}: series cannot be read until the series store works again (ingest is not affected)"
+        ))
+    })?;
+    let mut head = SeriesAnswer::opening(window.from_ms, window.to_ms, plan.step_ms);
+    head.extend_from_slice(&first);
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        answer.into_body(opening),
+        answer.into_body(head),
     )
         .into_response())
 }
@@ -169,9 +184,14 @@ struct Streamed {
 }
 
 impl Streamed {
-    fn into_body(self, opening: Vec<u8>) -> Body {
+    /// The answer: `head` (the opening and the first chunk), then the rest as it is read.
+    fn into_body(self, mut head: Vec<u8>) -> Body {
+        if self.at >= self.keys.len() {
+            head.extend_from_slice(SeriesAnswer::CLOSING);
+            return Body::from(head);
+        }
         let first =
-            futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(opening)) });
+            futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) });
         let rest = futures_util::stream::unfold(Some(self), |state| async move {
             let mut streamed = state?;
             let (chunk, more) = tokio::task::spawn_blocking(move || {

@@ -1,7 +1,8 @@
 //! Issue 23, bad input: the series store on a full disk. `series.redb` lives on a small tmpfs of
 //! its own (a symlink from the data directory; the history store stays where it is, so only the
 //! series' disk fills up). Series are derived data: ingest must not notice, `/metrics` and one
-//! log line must say it, and once space comes back what waited in memory is written.
+//! log line must say it, `GET /api/series` answers 503 with a sentence, and once space comes
+//! back what waited in memory is written.
 //!
 //! These tests mount a tmpfs, so they run as root, as CI does.
 
@@ -172,6 +173,36 @@ async fn a_full_series_disk_leaves_ingest_alone_and_series_resume_when_space_ret
         warnings[0]
     );
 
+    // Reading series: whole answers (what waits in memory included), or, while the store
+    // cannot be read either, a 503 that says so — never an answer cut short.
+    let query = encode(r#"service =~ "during%""#);
+    let response = http_request(
+        server.http,
+        "GET",
+        &format!("/api/series?query={query}&from={}", base * 1000),
+        &[],
+        b"",
+    )
+    .await;
+    let short: String = response.body.chars().take(300).collect();
+    eprintln!(
+        "MEASURE series disk full: GET /api/series answered {}",
+        response.status
+    );
+    match response.status {
+        200 => {
+            let answer: Value = serde_json::from_str(&response.body)
+                .unwrap_or_else(|e| panic!("a 200 that is not whole JSON ({e}): {short}"));
+            assert_eq!(answer["series"].as_array().map(Vec::len), Some(KEYS_DURING));
+        }
+        503 => assert!(
+            response.json()["error"].as_str().is_some_and(
+                |e| e.contains("series cannot be read until the series store works again")
+            ),
+            "{short}"
+        ),
+        status => panic!("{status}: {short}"),
+    }
     eprintln!(
         "MEASURE series disk full: {} failed writes in {:?}, {pending} buckets held, {probe} changes acknowledged and seen meanwhile",
         server.metric("statecast_series_store_errors_total").await - errors + 1,
