@@ -176,7 +176,7 @@ impl SeriesCounters {
         family(
             "statecast_series_store_errors_total",
             "counter",
-            "Failed writes (and reads) of the series store.",
+            "Failed attempts to write the series store (one per retry) and failed reads of it.",
             get(&self.store_errors),
         );
         family(
