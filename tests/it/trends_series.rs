@@ -257,7 +257,7 @@ async fn bad_parameters_and_answers_past_the_caps_get_400_with_a_sentence() {
     // The query module's regex budget holds here too: patterns per query, and their compiled
     // size together (each of these is under the per-pattern limit; ten are past the budget).
     let patterns: Vec<String> = (0..65).map(|i| format!("host =~ \"a{i}%\"")).collect();
-    let heavy = vec![r#"service ~= "\\w{20}""#; 10];
+    let heavy = [r#"service ~= "\\w{20}""#; 10];
     for (query, says) in [
         (patterns.join(" or "), "more than 64"),
         (heavy.join(" or "), "compile budget"),
