@@ -5,10 +5,12 @@
 //! A blocking thread of its own: redb is synchronous and its durable commit waits for the disk,
 //! which must never hold up the engine (the engine only ever `try_send`s to it, `feed`).
 //!
-//! A failing store (disk full, I/O errors) is retried each second — the file reopened first,
-//! since redb refuses every transaction after an I/O error — while closed buckets wait in memory
-//! up to [`super::collector::MAX_PENDING`]; past that they are lost and counted. Ingest never
-//! notices.
+//! A failing store (disk full, I/O errors) is retried — the file reopened first, since redb
+//! refuses every transaction after an I/O error; a second after a failed attempt, or longer when
+//! attempts are long (`retry_delay`) — while closed buckets wait in memory up to
+//! [`super::collector::MAX_PENDING`]; past that they are lost and counted. The log says so once
+//! when it starts failing and once when it works again; `/metrics` counts each failed attempt.
+//! Ingest never notices.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -158,11 +160,14 @@ impl Worker {
     /// Writes keys and closed buckets in one durable transaction; on failure they stay held and
     /// the next tick tries again.
     fn write(&mut self, (keys, buckets): super::collector::ToWrite) -> bool {
-        if keys.is_empty() && buckets.is_empty() && self.forget.is_empty() {
+        let failing = self.counters.store_failing.load(Ordering::Relaxed) != 0;
+        // A failing store is tried even with nothing to write (a failed prune), so that it is
+        // seen working again.
+        if keys.is_empty() && buckets.is_empty() && self.forget.is_empty() && !failing {
             return true;
         }
         let began = Instant::now();
-        if self.counters.store_failing.load(Ordering::Relaxed) != 0 {
+        if failing {
             if self.retry_at.is_some_and(|at| began < at) {
                 return false;
             }
@@ -216,7 +221,7 @@ impl Worker {
             tracing::warn!(
                 %error,
                 not_logged_since_last_line = skipped,
-                "series store failing: closed buckets are held in memory (up to 1048576) and written when it works again, retried each second (ingest is not affected)"
+                "series store failing: closed buckets are held in memory (up to 1048576) and written when it works again; retried (ingest is not affected)"
             );
         }
     }
