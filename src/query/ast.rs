@@ -185,6 +185,30 @@ impl Expr {
             Expr::Tagged(_) | Expr::Equal { .. } | Expr::Compare { .. } | Expr::Truthy(_) => 0,
         }
     }
+
+    /// Whether it reads nothing of an event but its host and service.
+    pub fn reads_key_only(&self) -> bool {
+        match self {
+            Expr::And(operands) | Expr::Or(operands) => operands.iter().all(Expr::reads_key_only),
+            Expr::Not(inner) => inner.reads_key_only(),
+            Expr::Tagged(_) => false,
+            Expr::Equal { lhs, rhs, .. } => lhs.is_key_only() && rhs.is_key_only(),
+            Expr::Compare { lhs, .. }
+            | Expr::Like { lhs, .. }
+            | Expr::Regex { lhs, .. }
+            | Expr::Truthy(lhs) => lhs.is_key_only(),
+        }
+    }
+}
+
+impl Value {
+    /// A literal, or the host or the service.
+    fn is_key_only(&self) -> bool {
+        match self {
+            Value::Field(field) => matches!(field, Field::Host | Field::Service),
+            Value::Bool(_) | Value::Nil | Value::Number(_) | Value::Str(_) => true,
+        }
+    }
 }
 
 impl Pattern {

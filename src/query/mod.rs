@@ -167,6 +167,13 @@ impl Query {
         self.matches(event) || previous.is_some_and(|p| self.matches(p))
     }
 
+    /// Whether the query reads nothing of an event but its host and service, so a key alone
+    /// (a metric series' key) answers it; `state = "critical"`, `tagged "x"` or `metric > 1`
+    /// need the key's event.
+    pub fn reads_key_only(&self) -> bool {
+        self.expr.reads_key_only()
+    }
+
     /// True for the query `true` (also written `(true)`), which matches every event; callers
     /// can skip evaluation for it.
     pub fn is_match_all(&self) -> bool {

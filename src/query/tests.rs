@@ -432,6 +432,30 @@ fn from_str_and_match_all() {
     assert!("host =".parse::<Query>().is_err());
 }
 
+#[test]
+fn a_query_reads_the_key_only_when_it_names_no_field_but_host_and_service() {
+    for q in [
+        "true",
+        r#"host = "a""#,
+        r#"service =~ "disk%" and not host ~= "^db" or service = nil"#,
+        r#"host = service"#,
+        "service",
+    ] {
+        assert!(q.parse::<Query>().unwrap().reads_key_only(), "{q}");
+    }
+    for q in [
+        r#"service =~ "disk%" and state = "critical""#,
+        r#"host = "a" or tagged "x""#,
+        "metric > 1",
+        r#"not (host = "a" and description =~ "%full%")"#,
+        r#"team = "ops""#,
+        "ttl",
+        r#""a" = state"#,
+    ] {
+        assert!(!q.parse::<Query>().unwrap().reads_key_only(), "{q}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Evaluation
 

@@ -61,14 +61,18 @@ impl DiskBuckets {
 
     /// Opens the file again after a failed write (redb refuses every transaction after an I/O
     /// error). redb opens a file once per process, so the failed handle is dropped first; a
-    /// reader still holding it makes this fail, and the next retry tries again.
+    /// reader still holding it makes this fail, and the next retry tries again. The open repairs
+    /// the file, reading all of it: no lock is held meanwhile, so a reader gets "reopening" at
+    /// once instead of waiting for the repair.
     pub fn reopen(&self) -> Result<(), StoreFailed> {
-        let mut slot = self
-            .db
-            .write()
-            .map_err(|_| StoreFailed("series database lock poisoned".into()))?;
-        *slot = None;
-        *slot = Some(Arc::new(open(&self.path)?));
+        let slot = || {
+            self.db
+                .write()
+                .map_err(|_| StoreFailed("series database lock poisoned".into()))
+        };
+        *slot()? = None;
+        let db = open(&self.path)?;
+        *slot()? = Some(Arc::new(db));
         Ok(())
     }
 }

@@ -176,7 +176,7 @@ impl SeriesCounters {
         family(
             "statecast_series_store_errors_total",
             "counter",
-            "Failed writes (and reads) of the series store.",
+            "Failed attempts to write the series store (one per retry) and failed reads of it.",
             get(&self.store_errors),
         );
         family(
@@ -244,6 +244,61 @@ impl SeriesReader {
     }
 }
 
+#[cfg(test)]
+impl SeriesReader {
+    /// A reader over one key with a point (`db1`/`disk`, now) whose store fails every call, as
+    /// on a full disk: for the web's tests.
+    pub fn failing_for_tests() -> Self {
+        use key::{PackedKey, Point, Slot};
+        struct Failing;
+        fn full<T>() -> Result<T, StoreFailed> {
+            Err(StoreFailed("No space left on device (os error 28)".into()))
+        }
+        impl ClosedBuckets for Failing {
+            fn keys(&self) -> Result<Vec<SeriesKey>, StoreFailed> {
+                full()
+            }
+            fn get(&self, _: Slot) -> Result<Option<Bucket>, StoreFailed> {
+                full()
+            }
+            fn write(
+                &self,
+                _: &[Arc<SeriesKey>],
+                _: &[(Slot, Bucket)],
+                _: &[u64],
+            ) -> Result<(), StoreFailed> {
+                full()
+            }
+            fn read(
+                &self,
+                _: u64,
+                _: u8,
+                _: i64,
+                _: i64,
+            ) -> Result<Vec<(i64, Bucket)>, StoreFailed> {
+                full()
+            }
+            fn prune(&self, _: &[u64], _: u8, _: i64) -> Result<(), StoreFailed> {
+                full()
+            }
+        }
+        let settings = SeriesSettings::new(30 * 24 * 3_600_000, 10);
+        let mut collector = Collector::new(settings.tiers, settings.max_keys);
+        let point = Point {
+            key: PackedKey::new(Some("db1"), Some("disk")),
+            time_micros: crate::event::now_micros(),
+            value: 1.0,
+        };
+        let _ = collector.add(point, &mut |_| Ok(None));
+        Self {
+            collector: Arc::new(Mutex::new(collector)),
+            store: Arc::new(Failing),
+            settings,
+            counters: Arc::default(),
+        }
+    }
+}
+
 /// The running series: the engine's feed, the readers' handle, and the thread (done once every
 /// feed is dropped — the engine stopped — and what it held is written).
 pub struct Series {
@@ -286,6 +341,8 @@ pub fn start(settings: SeriesSettings, dir: Option<&Path>) -> Result<Series, Sto
         forget: Vec::new(),
         prune_queue: Vec::new(),
         failures: crate::rate_limited_log::RateLimitedLog::default(),
+        failure_logged: false,
+        retry_at: None,
     };
     let thread = tokio::task::spawn_blocking(move || worker.run(rx));
     Ok(Series {

@@ -5,10 +5,12 @@
 //! A blocking thread of its own: redb is synchronous and its durable commit waits for the disk,
 //! which must never hold up the engine (the engine only ever `try_send`s to it, `feed`).
 //!
-//! A failing store (disk full, I/O errors) is retried each second — the file reopened first,
-//! since redb refuses every transaction after an I/O error — while closed buckets wait in memory
-//! up to [`super::collector::MAX_PENDING`]; past that they are lost and counted. Ingest never
-//! notices.
+//! A failing store (disk full, I/O errors) is retried — the file reopened first, since redb
+//! refuses every transaction after an I/O error; a second after a failed attempt, or longer when
+//! attempts are long (`retry_delay`) — while closed buckets wait in memory up to
+//! [`super::collector::MAX_PENDING`]; past that they are lost and counted. The log says so once
+//! when it starts failing and once when it works again; `/metrics` counts each failed attempt.
+//! Ingest never notices.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -26,6 +28,8 @@ use crate::rate_limited_log::RateLimitedLog;
 const TICK: Duration = Duration::from_secs(1);
 /// Closed buckets written per transaction at most.
 const WRITE_BATCH: usize = 64 * 1024;
+/// The longest a failing store rests between two attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 /// Keys whose old buckets are pruned per tick.
 const PRUNE_KEYS_PER_TICK: usize = 10_000;
 /// Points stamped further than this ahead of this node's clock are dropped (counted): a client
@@ -44,6 +48,20 @@ pub(super) struct Worker {
     /// Ids still to prune in this pass.
     pub(super) prune_queue: Vec<u64>,
     pub(super) failures: RateLimitedLog,
+    /// Whether the current failure of the store was logged (its end is then logged too).
+    pub(super) failure_logged: bool,
+    /// While the store fails, when the next attempt (reopen and write) may start.
+    pub(super) retry_at: Option<Instant>,
+}
+
+/// How long a failing store rests after an attempt that took `took`: a second, or nine times the
+/// attempt when that is longer (at most [`MAX_RETRY_DELAY`]). Reopening a redb file after a
+/// failure repairs it, which reads the whole file, again at every attempt while the disk stays
+/// full: retrying every second kept the series thread, and the disk, busy with repairs for as
+/// long as the outage lasted (a 69 MiB `series.redb` on a full tmpfs, debug build: 40 % of a
+/// core; 16 % with this rest, the points it took included).
+fn retry_delay(took: Duration) -> Duration {
+    (took * 9).clamp(TICK, MAX_RETRY_DELAY)
 }
 
 impl Worker {
@@ -143,13 +161,21 @@ impl Worker {
     /// Writes keys and closed buckets in one durable transaction; on failure they stay held and
     /// the next tick tries again.
     fn write(&mut self, (keys, buckets): super::collector::ToWrite) -> bool {
-        if keys.is_empty() && buckets.is_empty() && self.forget.is_empty() {
+        let failing = self.counters.store_failing.load(Ordering::Relaxed) != 0;
+        // A failing store is tried even with nothing to write (a failed prune), so that it is
+        // seen working again.
+        if keys.is_empty() && buckets.is_empty() && self.forget.is_empty() && !failing {
             return true;
         }
-        if self.counters.store_failing.load(Ordering::Relaxed) != 0 {
+        let began = Instant::now();
+        if failing {
+            if self.retry_at.is_some_and(|at| began < at) {
+                return false;
+            }
             if let Some(reopen) = &self.reopen {
                 if let Err(error) = reopen() {
                     self.failed(&error);
+                    self.retry_at = Some(Instant::now() + retry_delay(began.elapsed()));
                     return false;
                 }
             }
@@ -157,7 +183,9 @@ impl Worker {
         match self.store.write(&keys, &buckets, &self.forget) {
             Ok(()) => {
                 self.forget.clear();
-                self.counters.store_failing.store(0, Ordering::Relaxed);
+                if self.counters.store_failing.swap(0, Ordering::Relaxed) != 0 {
+                    self.recovered(buckets.len());
+                }
                 SeriesCounters::add(&self.counters.buckets_written, buckets.len() as u64);
                 if let Ok(mut collector) = self.collector.lock() {
                     collector.written(keys.len(), &buckets);
@@ -170,28 +198,53 @@ impl Worker {
             }
             Err(error) => {
                 self.failed(&error);
+                self.retry_at = Some(Instant::now() + retry_delay(began.elapsed()));
                 false
             }
         }
     }
 
+    /// Counts a failed write (or prune) and says so in the log once, when the store starts
+    /// failing — not at each retry, which `/metrics` counts. A store that flaps (a disk almost
+    /// full) starts failing again and again: at most one line per 10 s then.
     fn failed(&mut self, error: &super::closed::StoreFailed) {
-        self.counters.store_failing.store(1, Ordering::Relaxed);
+        let was_failing = self.counters.store_failing.swap(1, Ordering::Relaxed) != 0;
         SeriesCounters::add(&self.counters.store_errors, 1);
         if let Ok(collector) = self.collector.lock() {
             self.counters.lost.store(collector.lost, Ordering::Relaxed);
         }
+        if was_failing {
+            return;
+        }
+        self.failure_logged = false;
         if let Some(skipped) = self.failures.due() {
+            self.failure_logged = true;
             tracing::warn!(
                 %error,
                 not_logged_since_last_line = skipped,
-                "series store failing: closed buckets are held in memory and written when it works again (ingest is not affected)"
+                "series store failing: closed buckets are held in memory (up to 1048576) and written when it works again; retried (ingest is not affected)"
+            );
+        }
+    }
+
+    /// The first write after a failure succeeded: the line that said it failed gets its end.
+    fn recovered(&mut self, buckets: usize) {
+        if std::mem::take(&mut self.failure_logged) {
+            let lost = self.counters.lost.load(Ordering::Relaxed);
+            tracing::info!(
+                buckets_written = buckets,
+                buckets_lost_total = lost,
+                "series store works again: the closed buckets held meanwhile are being written"
             );
         }
     }
 
     /// Deletes the buckets past each tier's retention of a slice of keys.
     fn prune(&mut self, now_ms: i64) {
+        // A failing store is reopened by the next write first; pruning waits for it.
+        if self.counters.store_failing.load(Ordering::Relaxed) != 0 {
+            return;
+        }
         if self.prune_queue.is_empty() {
             if let Ok(collector) = self.collector.lock() {
                 self.prune_queue = collector.keys().iter().map(|k| k.id).collect();
@@ -219,6 +272,8 @@ impl Worker {
         let mut attempts = 0;
         while !(written.0.is_empty() && written.1.is_empty()) && attempts < 3 {
             attempts += 1;
+            // A clean stop tries now, whatever rest a failing store was given.
+            self.retry_at = None;
             let _ = self.write(written);
             written = match self.collector.lock() {
                 Ok(collector) => collector.to_write(usize::MAX),
@@ -316,6 +371,8 @@ mod tests {
             forget: Vec::new(),
             prune_queue: Vec::new(),
             failures: RateLimitedLog::default(),
+            failure_logged: false,
+            retry_at: None,
         };
         counters.queued.fetch_add(2, Ordering::Relaxed);
         let base = two_hours_ago_on_a_minute();
@@ -333,6 +390,10 @@ mod tests {
         assert_eq!(SeriesCounters::get(&counters.points), 3);
 
         store.failing.store(false, Ordering::Relaxed);
+        // Not before the rest a failure earns (a second here): then it is written.
+        worker.tick(now_micros() / 1000);
+        assert_eq!(SeriesCounters::get(&counters.store_failing), 1);
+        worker.retry_at = Some(Instant::now());
         worker.tick(now_micros() / 1000);
         assert_eq!(SeriesCounters::get(&counters.store_failing), 0);
         assert_eq!(worker.collector.lock().unwrap().pending_len(), 0);

@@ -1,12 +1,19 @@
 //! `GET /api/series?query=Q&from=F&to=T&step=S`: the metric series of the keys Q matches, as
 //! `{"from":F,"to":T,"step":S,"series":[{"host","service","points":[[t_ms,min,max,avg,last,count],…]},…]}`.
 //!
+//! A query naming only `host` and `service` is answered by the series' keys; one that reads more
+//! of an event (`state = "critical"`, `tagged`, `metric > 90`, attributes) by each key's current
+//! event, from a snapshot of the index taken for the answer (a key no longer in the index is
+//! matched by its host and service alone).
+//!
 //! The access rule is `/api/history`'s (dashboard token). The window is checked and the tier
 //! and step chosen (`series::read`) from counts known before reading — keys matched × buckets in
 //! the range — so a request past the caps gets a 400 sentence before any work; then the answer is
 //! streamed, a few series per chunk read on a blocking thread, holding a `--max-large-reads` slot
-//! (it walks every key with a series) until it is sent.
+//! (it walks every key with a series) until it is sent. The first chunk is read before the
+//! status is sent, so a series store that fails (a full disk) gets a 503 with a sentence.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -69,9 +76,18 @@ pub(crate) async fn series(
         Ok(read) => read,
         Err(busy) => return Ok(busy.into_response()),
     };
+    // A query that reads more than a key (state, metric, tags, attributes…) is answered by
+    // each key's current event in the index.
+    let index = match &filter {
+        Some(query) if !query.reads_key_only() => {
+            let snapshot = app.engine.snapshot().await.map_err(ApiError::unavailable)?;
+            Some(snapshot.events)
+        }
+        _ => None,
+    };
     let matcher = reader.clone();
     let (keys, plan) = tokio::task::spawn_blocking(move || {
-        let keys = matching(&matcher, filter.as_ref())?;
+        let keys = matching(&matcher, filter.as_ref(), index.as_deref())?;
         let plan = plan(&window, keys.len(), &matcher.settings.tiers, now_ms)?;
         Ok::<_, String>((keys, plan))
     })
@@ -90,27 +106,56 @@ pub(crate) async fn series(
         wrote_one: false,
         _read: read,
     };
-    let opening = SeriesAnswer::opening(window.from_ms, window.to_ms, plan.step_ms);
+    // The first chunk is read before the status is sent: a failing store (a full disk) gets a
+    // 503 with a sentence, not a 200 whose JSON stops short.
+    let (first, answer) = tokio::task::spawn_blocking(move || {
+        let mut answer = answer;
+        (answer.next_chunk(), answer)
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("the series read stopped"))?;
+    let first = first.map_err(|error| {
+        ApiError::unavailable(format!(
+            "{error}: series cannot be read until the series store works again (ingest is not affected)"
+        ))
+    })?;
+    let mut head = SeriesAnswer::opening(window.from_ms, window.to_ms, plan.step_ms);
+    head.extend_from_slice(&first);
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        answer.into_body(opening),
+        answer.into_body(head),
     )
         .into_response())
 }
 
-/// The keys `filter` matches (each matched as an event of its host and service), sorted by
-/// (host, service) so every node answers alike; a sentence past [`MAX_SERIES`].
-fn matching(reader: &SeriesReader, filter: Option<&Query>) -> Result<Vec<Arc<SeriesKey>>, String> {
+/// The keys `filter` matches, sorted by (host, service) so every node answers alike; a
+/// sentence past [`MAX_SERIES`]. A key is matched as its current event in `index` when it is
+/// given and holds the key, else as an event of its host and service alone (a key no longer in
+/// the index has no state, tags or metric to match).
+fn matching(
+    reader: &SeriesReader,
+    filter: Option<&Query>,
+    index: Option<&[Arc<Event>]>,
+) -> Result<Vec<Arc<SeriesKey>>, String> {
+    let current: HashMap<(Option<&str>, Option<&str>), &Event> = index
+        .unwrap_or_default()
+        .iter()
+        .map(|event| ((event.host.as_deref(), event.service.as_deref()), &**event))
+        .collect();
     let mut keys: Vec<Arc<SeriesKey>> = reader
         .keys()
         .into_iter()
         .filter(|key| {
             filter.is_none_or(|q| {
-                q.matches(&Event {
-                    host: key.name.host.clone(),
-                    service: key.name.service.clone(),
-                    ..Event::default()
-                })
+                let name = (key.name.host.as_deref(), key.name.service.as_deref());
+                match current.get(&name) {
+                    Some(event) => q.matches(event),
+                    None => q.matches(&Event {
+                        host: key.name.host.clone(),
+                        service: key.name.service.clone(),
+                        ..Event::default()
+                    }),
+                }
             })
         })
         .collect();
@@ -139,9 +184,14 @@ struct Streamed {
 }
 
 impl Streamed {
-    fn into_body(self, opening: Vec<u8>) -> Body {
+    /// The answer: `head` (the opening and the first chunk), then the rest as it is read.
+    fn into_body(self, mut head: Vec<u8>) -> Body {
+        if self.at >= self.keys.len() {
+            head.extend_from_slice(SeriesAnswer::CLOSING);
+            return Body::from(head);
+        }
         let first =
-            futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(opening)) });
+            futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) });
         let rest = futures_util::stream::unfold(Some(self), |state| async move {
             let mut streamed = state?;
             let (chunk, more) = tokio::task::spawn_blocking(move || {

@@ -73,6 +73,17 @@ fn router_with(
     flags: &[&str],
     sequencer: Arc<Recording>,
 ) -> (Router, crate::engine::EngineHandle, Arc<Counters>) {
+    let (app, engine, counters) = app_with(flags, sequencer);
+    // The ingest routes are the transport's; the server hands them to the router the same way.
+    let ingest = crate::ingest::http::routes(&app);
+    (router(app, ingest), engine, counters)
+}
+
+/// The router's state for `flags` (see [`router_with`]), for a test that changes a part of it.
+fn app_with(
+    flags: &[&str],
+    sequencer: Arc<Recording>,
+) -> (AppState, crate::engine::EngineHandle, Arc<Counters>) {
     let args = ["statecast", "--data-dir", "/nonexistent"]
         .into_iter()
         .chain(flags.iter().copied());
@@ -100,9 +111,7 @@ fn router_with(
         series: None,
         prometheus_max_keys: config.prometheus_max_keys,
     };
-    // The ingest routes are the transport's; the server hands them to the router the same way.
-    let ingest = crate::ingest::http::routes(&app);
-    (router(app, ingest), engine, counters)
+    (app, engine, counters)
 }
 
 /// One request through the router: its status and its body as JSON.
@@ -235,4 +244,20 @@ async fn api_state_query_errors_are_400_with_where_and_matches_are_filtered() {
         .filter_map(|e| e["host"].as_str())
         .collect();
     assert_eq!(hosts, ["web1"]);
+}
+
+#[tokio::test]
+async fn a_series_store_that_cannot_be_read_answers_503_with_a_sentence_not_a_cut_answer() {
+    let (mut app, _, _) = app_with(&[], Recording::answering(Ok(())));
+    app.series = Some(crate::series::SeriesReader::failing_for_tests());
+    let ingest = crate::ingest::http::routes(&app);
+    let router = router(app, ingest);
+    let (status, answer) = call(&router, "GET", "/api/series", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    let error = error_of(&answer);
+    assert!(
+        error.contains("No space left on device")
+            && error.contains("series cannot be read until the series store works again"),
+        "{error}"
+    );
 }

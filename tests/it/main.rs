@@ -36,5 +36,6 @@ mod riemann_udp;
 mod tls;
 mod trends_live;
 mod trends_series;
+mod trends_series_full_disk;
 mod websocket;
 mod ws_ingest;

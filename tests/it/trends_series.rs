@@ -8,7 +8,7 @@ use crate::common::*;
 
 /// A minute-aligned unix time (seconds) ten minutes ago: inside every tier's retention, and its
 /// buckets long closed by the clock.
-fn base_secs() -> i64 {
+pub(crate) fn base_secs() -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -17,7 +17,7 @@ fn base_secs() -> i64 {
 }
 
 /// Percent-encodes a query parameter's value.
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
@@ -27,7 +27,7 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-async fn series(server: &Addrs, params: &str) -> (u16, Value) {
+pub(crate) async fn series(server: &Addrs, params: &str) -> (u16, Value) {
     let response = http_request(
         server.http,
         "GET",
@@ -42,31 +42,55 @@ async fn series(server: &Addrs, params: &str) -> (u16, Value) {
 }
 
 /// POSTs `(host, service, seconds, metric)` events and waits until the series thread took them.
-async fn post_points(server: &Addrs, points: &[(&str, &str, i64, f64)]) {
-    let before = server.metric("statecast_series_points_total").await;
+pub(crate) async fn post_points(server: &Addrs, points: &[(&str, &str, i64, f64)]) {
     let events: Vec<Value> = points
         .iter()
         .map(|(host, service, time, metric)| {
             json!({"host": host, "service": service, "time": time, "metric": metric, "ttl": 3600})
         })
         .collect();
+    post_events_with_points(server, events).await;
+}
+
+/// POSTs events, each with a metric, and waits until the series thread took their points.
+async fn post_events_with_points(server: &Addrs, events: Vec<Value>) {
+    let before = server.metric("statecast_series_points_total").await;
+    let n = events.len() as u64;
     let response = post_json(server, &Value::Array(events).to_string()).await;
     assert_eq!(response.status, 200, "{}", response.body);
     server
-        .wait_for_metric(
-            "statecast_series_points_total",
-            before + points.len() as u64,
-        )
+        .wait_for_metric("statecast_series_points_total", before + n)
         .await;
 }
 
-fn points(answer: &Value, host: &str) -> Vec<Vec<f64>> {
+/// The (host, service) of each series of an answer to `query`, in order.
+async fn series_matching(server: &Addrs, query: &str) -> Vec<(String, String)> {
+    let (status, answer) = series(server, &format!("query={}", encode(query))).await;
+    assert_eq!(status, 200, "{query}: {answer}");
     answer["series"]
         .as_array()
         .unwrap()
         .iter()
+        .map(|s| {
+            let field = |name: &str| s[name].as_str().unwrap_or_default().to_owned();
+            (field("host"), field("service"))
+        })
+        .collect()
+}
+
+fn points(answer: &Value, host: &str) -> Vec<Vec<f64>> {
+    let item = answer["series"]
+        .as_array()
+        .unwrap()
+        .iter()
         .find(|s| s["host"] == host)
-        .unwrap_or_else(|| panic!("no series of {host} in {answer}"))["points"]
+        .unwrap_or_else(|| panic!("no series of {host} in {answer}"));
+    item_points(item)
+}
+
+/// One series' `points`, as numbers.
+pub(crate) fn item_points(item: &Value) -> Vec<Vec<f64>> {
+    item["points"]
         .as_array()
         .unwrap()
         .iter()
@@ -155,7 +179,7 @@ async fn buckets_hold_the_exact_min_max_avg_last_and_count_of_their_points() {
 }
 
 #[tokio::test]
-async fn the_open_bucket_is_in_the_answer_and_nan_metrics_are_counted_not_stored() {
+async fn the_open_bucket_is_in_the_answer_and_nan_and_infinite_metrics_are_counted_not_stored() {
     let server = InProcess::start(&[]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -168,21 +192,44 @@ async fn the_open_bucket_is_in_the_answer_and_nan_metrics_are_counted_not_stored
     assert_eq!(newest.len(), 1);
     assert_eq!(newest[0][4], 0.25, "the current bucket's last value");
 
-    // NaN has no JSON form: sent as Riemann protobuf.
+    // NaN and infinities have no JSON form: sent as Riemann protobuf, as doubles and floats.
     let mut tcp = RiemannTcp::connect(&server).await;
     let mut nan = event("live", "nan", "ok");
     nan.metric_d = Some(f64::NAN);
-    nan.time = Some(now);
-    let reply = tcp.request(&events_msg(vec![nan])).await;
-    assert_eq!(reply.ok, Some(true), "the event itself is accepted");
+    let mut inf = event("live", "inf", "ok");
+    inf.metric_d = Some(f64::INFINITY);
+    let mut minus_inf = event("live", "minus-inf", "ok");
+    minus_inf.metric_f = Some(f32::NEG_INFINITY);
+    let mut events = vec![nan, inf, minus_inf];
+    for e in &mut events {
+        e.time = Some(now);
+    }
+    let reply = tcp.request(&events_msg(events)).await;
+    assert_eq!(reply.ok, Some(true), "the events themselves are accepted");
     server
         .wait_for_metric(
             r#"statecast_series_points_dropped_total{reason="not-finite"}"#,
-            1,
+            3,
         )
         .await;
-    let (_, answer) = series(&server, &format!("query={}", encode(r#"service = "nan""#))).await;
+    let query = r#"service = "nan" or service = "inf" or service = "minus-inf""#;
+    let (_, answer) = series(&server, &format!("query={}", encode(query))).await;
     assert_eq!(answer["series"], json!([]), "{answer}");
+    // The events themselves are in the index.
+    let state = http_request(
+        server.http,
+        "GET",
+        &format!("/api/state?query={}", encode(query)),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        state.json().as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        state.body
+    );
 }
 
 #[tokio::test]
@@ -207,18 +254,18 @@ async fn bad_parameters_and_answers_past_the_caps_get_400_with_a_sentence() {
         let error = answer["error"].as_str().unwrap();
         assert!(error.contains(says), "{params}: {error}");
     }
-    // The query module's regex budget holds here too.
+    // The query module's regex budget holds here too: patterns per query, and their compiled
+    // size together (each of these is under the per-pattern limit; ten are past the budget).
     let patterns: Vec<String> = (0..65).map(|i| format!("host =~ \"a{i}%\"")).collect();
-    let (status, answer) = series(
-        &server,
-        &format!("query={}", encode(&patterns.join(" or "))),
-    )
-    .await;
-    assert_eq!(status, 400, "{answer}");
-    assert!(
-        answer["error"].as_str().unwrap().contains("more than 64"),
-        "{answer}"
-    );
+    let heavy = [r#"service ~= "\\w{20}""#; 10];
+    for (query, says) in [
+        (patterns.join(" or "), "more than 64"),
+        (heavy.join(" or "), "compile budget"),
+    ] {
+        let (status, answer) = series(&server, &format!("query={}", encode(&query))).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer["error"].as_str().unwrap().contains(says), "{answer}");
+    }
 }
 
 #[tokio::test]
@@ -266,6 +313,146 @@ async fn more_series_than_an_answer_holds_get_400_and_a_query_narrows_them() {
     let (status, answer) = series(&server, &format!("query={thousand}")).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["step"], 60_000);
+}
+
+#[tokio::test]
+async fn a_query_on_state_tags_or_metric_matches_each_keys_current_event() {
+    let server = InProcess::start(&[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ev = |host: &str, service: &str, state: &str, metric: f64, tags: &[&str]| {
+        json!({"host": host, "service": service, "state": state, "metric": metric,
+               "tags": tags, "time": now, "ttl": 3600})
+    };
+    post_events_with_points(
+        &server,
+        vec![
+            ev("web1", "disk-root", "critical", 95.0, &["prod"]),
+            ev("web2", "disk-root", "ok", 10.0, &[]),
+            ev("web1", "cpu", "critical", 99.0, &["prod"]),
+            ev("web3", "disk-home", "critical", 97.0, &[]),
+        ],
+    )
+    .await;
+    let pair = |host: &str, service: &str| (host.to_owned(), service.to_owned());
+    let critical_disks = r#"service =~ "disk%" and state = "critical""#;
+    assert_eq!(
+        series_matching(&server, critical_disks).await,
+        vec![pair("web1", "disk-root"), pair("web3", "disk-home")]
+    );
+    assert_eq!(
+        series_matching(&server, r#"tagged "prod" and metric > 96"#).await,
+        vec![pair("web1", "cpu")]
+    );
+    // The key's current event answers: web1's disk recovers.
+    post_events_with_points(&server, vec![ev("web1", "disk-root", "ok", 40.0, &[])]).await;
+    assert_eq!(
+        series_matching(&server, critical_disks).await,
+        vec![pair("web3", "disk-home")]
+    );
+    // A key no longer in the index keeps its series, matched by its host and service alone.
+    let clear = json!({"host": "web3", "service": "disk-home", "by": "eve"}).to_string();
+    let response = http_request(
+        server.http,
+        "POST",
+        "/api/clear",
+        &[("Content-Type", "application/json")],
+        clear.as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(series_matching(&server, critical_disks).await, vec![]);
+    assert_eq!(
+        series_matching(&server, r#"service =~ "disk%""#).await,
+        vec![
+            pair("web1", "disk-root"),
+            pair("web2", "disk-root"),
+            pair("web3", "disk-home")
+        ]
+    );
+    assert_eq!(
+        series_matching(&server, r#"service = "disk-home" and state = nil"#).await,
+        vec![pair("web3", "disk-home")]
+    );
+}
+
+/// One key's flood: points at a million a minute of event time — 250,000 within 15 s.
+const FLOOD_POINTS: usize = 250_000;
+const FLOOD_SECONDS: i64 = 15;
+/// Events per Riemann message of the flood.
+const FLOOD_BATCH: usize = 10_000;
+
+#[tokio::test]
+async fn a_key_with_a_million_points_a_minute_costs_one_bucket_per_tier_not_per_point() {
+    let server = InProcess::start(&[]);
+    let base = base_secs();
+    let mut tcp = RiemannTcp::connect(&server).await;
+    let started = std::time::Instant::now();
+    let spacing = FLOOD_SECONDS * 1_000_000 / FLOOD_POINTS as i64;
+    for batch in 0..FLOOD_POINTS / FLOOD_BATCH {
+        let events = (0..FLOOD_BATCH)
+            .map(|i| {
+                let n = batch * FLOOD_BATCH + i;
+                let mut e = event("hot", "requests", "ok");
+                e.time_micros = Some(base * 1_000_000 + n as i64 * spacing);
+                e.metric_sint64 = Some((n % 1000) as i64);
+                e
+            })
+            .collect();
+        let reply = tcp.request(&events_msg(events)).await;
+        assert_eq!(reply.ok, Some(true), "batch {batch}: {reply:?}");
+    }
+    let sent = started.elapsed();
+    // Every point is in the series or counted as dropped for a full queue (the series thread
+    // behind): never lost without a count.
+    let taken = loop {
+        let taken = server.metric("statecast_series_points_total").await;
+        let dropped = server
+            .metric(r#"statecast_series_points_dropped_total{reason="queue-full"}"#)
+            .await;
+        if taken + dropped == FLOOD_POINTS as u64 {
+            break taken;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{taken} taken + {dropped} dropped of {FLOOD_POINTS}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "MEASURE one key's flood: {FLOOD_POINTS} points sent in {sent:?}, {taken} in the series"
+    );
+    assert!(taken > 0);
+    assert_eq!(server.metric("statecast_series_keys").await, 1);
+    let from = base * 1000;
+    let to = from + 59_999;
+    // The minute: one bucket holding every point taken.
+    let (status, answer) = series(&server, &format!("from={from}&to={to}&step=60000")).await;
+    assert_eq!(status, 200, "{answer}");
+    let minute = points(&answer, "hot");
+    assert_eq!(minute.len(), 1, "{answer}");
+    assert_eq!(minute[0][5], taken as f64, "count");
+    assert_eq!((minute[0][1], minute[0][2]), (0.0, 999.0), "min, max");
+    // Two 10 s buckets hold the same points between them.
+    let (_, answer) = series(&server, &format!("from={from}&to={to}")).await;
+    let fine = points(&answer, "hot");
+    assert_eq!(fine.len(), 2, "{answer}");
+    assert_eq!(fine.iter().map(|p| p[5]).sum::<f64>(), taken as f64);
+    // The disk sees buckets, not points: a closed bucket that keeps getting points is written
+    // again at most once a second (each write whole), whatever their number.
+    server
+        .wait_for_metric("statecast_series_buckets_written_total", 3)
+        .await;
+    let written = server
+        .metric("statecast_series_buckets_written_total")
+        .await;
+    assert!(
+        written <= 1_000,
+        "{written} bucket writes for {taken} points"
+    );
+    eprintln!("MEASURE one key's flood: {written} bucket writes");
 }
 
 #[tokio::test]

@@ -14,12 +14,19 @@ pub struct Tmpfs {
 impl Tmpfs {
     pub fn mount(what: &str, size: &str) -> Tmpfs {
         let dir = fresh_dir(what);
-        let status = Command::new("mount")
+        let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&dir)
-            .status()
-            .expect("run mount (these tests run as root)");
-        assert!(status.success(), "mount a tmpfs on {}", dir.display());
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount ({e}): this test needs a tmpfs of its own, mounted as root, as CI runs it"));
+        assert!(
+            output.status.success(),
+            "mount -t tmpfs on {} was refused ({}: {}): this test needs a tmpfs of its own, so it \
+             runs as root (as on CI), never skipped",
+            dir.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
         Tmpfs { dir }
     }
 
