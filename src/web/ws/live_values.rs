@@ -9,16 +9,22 @@
 //! replaces it carries the latest value of every key of both. What this holds is bounded by the
 //! keys the client's query matches (at most `--max-keys`), however many intervals pass.
 //!
+//! A client without a query that holds nothing else takes a batch whole: its frames are the
+//! batch's shared ones ([`MetricBatch::shared_frames`], serialized once for every such client),
+//! queued one after the other as each leaves — a batch larger than one frame reaches the client
+//! whole, across frames. Anything merged meanwhile turns what is left of it into pending values.
+//!
 //! Pure: no socket, no clock, no engine; the batches and the query come in as data.
 
 use std::hash::{Hash, Hasher};
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::HashSet;
 
 use crate::broadcast;
-use crate::change::MetricBatch;
+use crate::change::{BatchFrame, MetricBatch};
 use crate::event::Event;
 
 /// Values one `metrics` frame carries at most, and the bytes it is built up to (estimated; the
@@ -28,10 +34,11 @@ use crate::event::Event;
 pub(super) const MAX_VALUES_PER_FRAME: usize = 10_000;
 pub(super) const MAX_FRAME_BYTES: usize = 256 * 1024;
 
-/// What a value costs a frame, estimated: its names and description and the rest of its JSON.
+/// What a value costs a frame, estimated: its names and description and the rest of its JSON
+/// (`[h,"service",metric,"description",age],`; the host, when new to the frame's table).
 fn value_bytes(event: &Event) -> usize {
     let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-    96 + text(&event.host) + text(&event.service) + text(&event.description)
+    48 + text(&event.host) + text(&event.service) + text(&event.description)
 }
 
 /// An event that hashes and compares by its key (host, service): a set of these holds one value
@@ -58,10 +65,10 @@ impl PartialEq for ByKey {
 
 impl Eq for ByKey {}
 
-/// The values of the frame last queued: picked from pending, or a batch sent whole.
+/// The values of the frame last queued: picked from pending, or one of a batch's shared frames.
 enum Queued {
     Values(Vec<Arc<Event>>),
-    Whole(Arc<MetricBatch>),
+    Shared(Arc<MetricBatch>, usize),
 }
 
 #[cfg(test)]
@@ -69,7 +76,7 @@ impl Queued {
     fn len(&self) -> usize {
         match self {
             Queued::Values(values) => values.len(),
-            Queued::Whole(batch) => batch.events.len(),
+            Queued::Shared(batch, at) => shared_frames(batch)[*at].values.len(),
         }
     }
 }
@@ -80,14 +87,31 @@ impl Default for Queued {
     }
 }
 
+/// A batch taken whole, and the first of its shared frames not yet queued.
+struct Whole {
+    batch: Arc<MetricBatch>,
+    next: usize,
+}
+
+impl Whole {
+    /// The values of the frames not yet queued.
+    fn rest(&self) -> &[Arc<Event>] {
+        let events = &self.batch.events;
+        let from = shared_frames(&self.batch)
+            .get(self.next)
+            .map_or(events.len(), |frame| frame.values.start);
+        &events[from..]
+    }
+}
+
 /// See the module doc.
 #[derive(Default)]
 pub(super) struct LiveValues {
     /// Values taken and not in any frame yet, one per key.
     pending: HashSet<ByKey>,
-    /// A batch taken whole (see [`LiveValues::take_whole`]), not yet in a frame; while it is
-    /// here `pending` is empty.
-    whole: Option<Arc<MetricBatch>>,
+    /// A batch taken whole (see [`LiveValues::take_whole`]) with frames not yet queued; while
+    /// it is here `pending` is empty.
+    whole: Option<Whole>,
     /// The values of the frame last queued, until the session says it was handed to the socket
     /// ([`LiveValues::sent`]) or taken back ([`LiveValues::unsent`]).
     queued: Queued,
@@ -106,22 +130,26 @@ impl LiveValues {
         self.time_ms = self.time_ms.max(batch.time_ms);
     }
 
-    /// Takes a batch as it is, for a client without a query, when nothing else waits and the
-    /// batch fits one frame: its frame is then the one shared by every such client, serialized
-    /// once. False: merge it instead.
+    /// Takes a batch as it is, for a client without a query, when nothing else waits: its
+    /// frames are then the ones shared by every such client, serialized once. False: merge it
+    /// instead.
     pub(super) fn take_whole(&mut self, batch: &Arc<MetricBatch>) -> bool {
-        if !self.pending.is_empty() || self.whole.is_some() || whole_frame(batch).is_none() {
+        if !self.pending.is_empty() || self.whole.is_some() {
             return false;
         }
         self.time_ms = self.time_ms.max(batch.time_ms);
-        self.whole = Some(Arc::clone(batch));
+        self.whole = Some(Whole {
+            batch: Arc::clone(batch),
+            next: 0,
+        });
         true
     }
 
-    /// A batch taken whole goes into `pending` after all (something is merged with it).
+    /// What is left of a batch taken whole goes into `pending` after all (something is merged
+    /// with it).
     fn expand_whole(&mut self) {
-        if let Some(batch) = self.whole.take() {
-            for event in &batch.events {
+        if let Some(whole) = self.whole.take() {
+            for event in whole.rest() {
                 self.pending.replace(ByKey(Arc::clone(event)));
             }
         }
@@ -142,8 +170,9 @@ impl LiveValues {
                     self.pending.get_or_insert(ByKey(event));
                 }
             }
-            Queued::Whole(batch) => {
-                for event in &batch.events {
+            Queued::Shared(batch, at) => {
+                let values = shared_frames(&batch)[at].values.clone();
+                for event in &batch.events[values] {
                     self.pending.get_or_insert(ByKey(Arc::clone(event)));
                 }
             }
@@ -159,7 +188,7 @@ impl LiveValues {
 
     /// Values waiting for a frame.
     pub(super) fn pending(&self) -> usize {
-        self.pending.len() + self.whole.as_ref().map_or(0, |b| b.events.len())
+        self.pending.len() + self.whole.as_ref().map_or(0, |whole| whole.rest().len())
     }
 
     /// The frame of up to `max` pending values (their latest), which become the queued ones;
@@ -168,21 +197,46 @@ impl LiveValues {
         if max == 0 {
             return None;
         }
-        if let Some(batch) = self.whole.take() {
-            if batch.events.len() <= max {
-                if let Some(frame) = whole_frame(&batch) {
-                    let values = batch.events.len();
-                    self.queued = Queued::Whole(batch);
-                    return Some((frame, values));
-                }
-            }
-            self.whole = Some(batch);
-            self.expand_whole();
+        if let Some(frame) = self.next_shared_frame(max) {
+            return Some(frame);
         }
         if self.pending.is_empty() {
             return None;
         }
         self.sent();
+        let taken = self.take_pending(max);
+        let frame = broadcast::metrics_frame(self.time_ms, &taken);
+        let values = taken.len();
+        self.queued = Queued::Values(taken);
+        Some((frame, values))
+    }
+
+    /// The next shared frame of the batch taken whole, if it holds at most `max` values
+    /// (otherwise what is left of the batch becomes pending values).
+    fn next_shared_frame(&mut self, max: usize) -> Option<(Bytes, usize)> {
+        let Whole { batch, next } = self.whole.take()?;
+        let frames = shared_frames(&batch);
+        let count = frames.len();
+        let shared = frames
+            .get(next)
+            .map(|BatchFrame { frame, values }| (frame.clone(), values.len()))?;
+        if shared.1 > max {
+            self.whole = Some(Whole { batch, next });
+            self.expand_whole();
+            return None;
+        }
+        if next + 1 < count {
+            self.whole = Some(Whole {
+                batch: Arc::clone(&batch),
+                next: next + 1,
+            });
+        }
+        self.queued = Queued::Shared(batch, next);
+        Some(shared)
+    }
+
+    /// Up to `max` pending values, and about [`MAX_FRAME_BYTES`] of them, out of pending.
+    fn take_pending(&mut self, max: usize) -> Vec<Arc<Event>> {
         let mut bytes = 0;
         let fits_all = self.pending.len() <= max
             && self
@@ -214,24 +268,41 @@ impl LiveValues {
         if self.pending.is_empty() && self.pending.capacity() > 1024 {
             self.pending = HashSet::new();
         }
-        let frame = broadcast::metrics_frame(self.time_ms, taken.iter().map(|e| &**e));
-        let values = taken.len();
-        self.queued = Queued::Values(taken);
-        Some((frame, values))
+        taken
     }
 }
 
-/// The frame of every value of `batch` when they fit one frame, serialized by the first caller
-/// and shared after (see [`MetricBatch::whole_frame`]).
-fn whole_frame(batch: &MetricBatch) -> Option<Bytes> {
-    batch
-        .whole_frame
-        .get_or_init(|| {
-            let fits = batch.events.len() <= MAX_VALUES_PER_FRAME
-                && batch.events.iter().map(|e| value_bytes(e)).sum::<usize>() <= MAX_FRAME_BYTES;
-            fits.then(|| broadcast::metrics_frame(batch.time_ms, batch.events.iter().map(|e| &**e)))
-        })
-        .clone()
+/// The frames of every value of `batch`, in order, each within the bounds of one frame:
+/// serialized by the first caller and shared after (see [`MetricBatch::shared_frames`]).
+fn shared_frames(batch: &MetricBatch) -> &[BatchFrame] {
+    batch.shared_frames.get_or_init(|| {
+        frame_ranges(&batch.events)
+            .into_iter()
+            .map(|values| BatchFrame {
+                frame: broadcast::metrics_frame(batch.time_ms, &batch.events[values.clone()]),
+                values,
+            })
+            .collect()
+    })
+}
+
+/// `events` cut into the runs that make one frame each, in order: up to
+/// [`MAX_VALUES_PER_FRAME`] values and about [`MAX_FRAME_BYTES`] (the value that crosses it is
+/// the last of its frame).
+fn frame_ranges(events: &[Arc<Event>]) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (at, event) in events.iter().enumerate() {
+        if at > start && (at - start == MAX_VALUES_PER_FRAME || bytes >= MAX_FRAME_BYTES) {
+            ranges.push(start..at);
+            (start, bytes) = (at, 0);
+        }
+        bytes += value_bytes(event);
+    }
+    if start < events.len() {
+        ranges.push(start..events.len());
+    }
+    ranges
 }
 
 #[cfg(test)]
@@ -255,13 +326,28 @@ mod tests {
         Arc::new(MetricBatch::new(time_ms, values.to_vec()))
     }
 
-    /// The frame's values as (host, service, metric), sorted.
-    fn values(frame: &Bytes) -> Vec<(String, String, f64)> {
+    /// The frame's values as objects `{host, service, metric, description, time}`: its
+    /// compact rows decoded (see `protocol::MetricsFrame`), `time` as an event's.
+    fn rows(frame: &Bytes) -> Vec<serde_json::Value> {
         let frame: serde_json::Value = serde_json::from_slice(frame).unwrap();
         assert_eq!(frame["type"], "metrics");
-        let mut out: Vec<_> = frame["values"]
-            .as_array()
-            .unwrap()
+        let time = frame["time"].as_i64().unwrap();
+        let hosts = &frame["hosts"];
+        (frame["values"].as_array().unwrap().iter())
+            .map(|row| {
+                let host = row[0]
+                    .as_u64()
+                    .map_or(serde_json::Value::Null, |h| hosts[h as usize].clone());
+                let at = time - row[4].as_i64().unwrap();
+                serde_json::json!({"host": host, "service": row[1], "metric": row[2],
+                    "description": row[3], "time": crate::event::format_time(at * 1000)})
+            })
+            .collect()
+    }
+
+    /// The frame's values as (host, service, metric), sorted.
+    fn values(frame: &Bytes) -> Vec<(String, String, f64)> {
+        let mut out: Vec<_> = rows(frame)
             .iter()
             .map(|v| {
                 (
@@ -421,8 +507,7 @@ mod tests {
         });
         live.merge(&batch(1, &[bare]), all);
         let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&frame).unwrap();
-        let v = &json["values"][0];
+        let v = &rows(&frame)[0];
         assert!(v["metric"].is_null() && v["description"].is_null() && v["service"].is_null());
         assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
     }
@@ -466,12 +551,98 @@ mod tests {
         assert!(!live.take_whole(&batch(4, &[value("c", "s", 4.0)])));
     }
 
+    /// A batch larger than one frame, taken whole: its shared frames go one after the other,
+    /// the same bytes for every client, and together carry every value once.
     #[test]
-    fn a_batch_larger_than_a_frame_is_not_taken_whole() {
+    fn a_batch_larger_than_a_frame_reaches_a_client_whole_across_shared_frames() {
+        let many: Vec<_> = (0..2 * MAX_VALUES_PER_FRAME + 1)
+            .map(|i| value("h", &format!("s{i}"), i as f64))
+            .collect();
+        let shared = batch(1, &many);
+        let (mut one, mut two) = (LiveValues::default(), LiveValues::default());
+        assert!(one.take_whole(&shared) && two.take_whole(&shared));
+        let mut seen = Vec::new();
+        while let Some((frame, count)) = one.next_frame(MAX_VALUES_PER_FRAME) {
+            let (theirs, _) = two.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+            assert_eq!(frame.as_ptr(), theirs.as_ptr(), "shared, serialized once");
+            assert!(count <= MAX_VALUES_PER_FRAME && frame.len() < 2 * MAX_FRAME_BYTES);
+            assert_eq!(values(&frame).len(), count);
+            seen.extend(values(&frame));
+            one.sent();
+            two.sent();
+        }
+        assert!(two.next_frame(MAX_VALUES_PER_FRAME).is_none());
+        seen.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let mut all: Vec<_> = (0..many.len())
+            .map(|i| ("h".to_owned(), format!("s{i}"), i as f64))
+            .collect();
+        all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        assert_eq!(seen, all, "every value once");
+        assert!(shared_frames(&shared).len() >= 3);
+    }
+
+    /// Something merged while a batch's shared frames are still going: what is left of the
+    /// batch, and a frame taken back unsent, go on as pending values under the newer ones.
+    #[test]
+    fn a_merge_midway_through_shared_frames_keeps_every_latest_value() {
         let many: Vec<_> = (0..MAX_VALUES_PER_FRAME + 1)
             .map(|i| value("h", &format!("s{i}"), 1.0))
             .collect();
         let mut live = LiveValues::default();
-        assert!(!live.take_whole(&batch(1, &many)));
+        assert!(live.take_whole(&batch(1, &many)));
+        let (_, first) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        live.sent();
+        live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        live.merge(
+            &batch(2, &[value("h", "s0", 2.0), value("h", "new", 2.0)]),
+            all,
+        );
+        live.unsent();
+        assert_eq!(live.pending(), many.len() - first + 1 + 1);
+        let mut seen = std::collections::BTreeMap::new();
+        while let Some((frame, _)) = live.next_frame(MAX_VALUES_PER_FRAME) {
+            seen.extend(values(&frame).into_iter().map(|(_, s, m)| (s, m)));
+            live.sent();
+        }
+        assert_eq!(seen.len(), many.len() - first + 2);
+        assert_eq!(seen["s0"], 2.0);
+        assert_eq!(seen["new"], 2.0);
+        assert!(seen.values().filter(|m| **m == 1.0).count() == many.len() - first);
+    }
+
+    /// The compact shape: hosts once, a whole metric without a fraction, the age in ms.
+    #[test]
+    fn values_are_compact_rows() {
+        let mut live = LiveValues::default();
+        let at = |ms: i64, e: Arc<Event>| {
+            Arc::new(Event {
+                time_micros: ms * 1000 + 999,
+                ..(*e).clone()
+            })
+        };
+        live.merge(
+            &batch(
+                10_000,
+                &[
+                    at(9_750, value("web1", "cpu", 12.0)),
+                    at(10_000, value("web1", "disk", 0.5)),
+                ],
+            ),
+            all,
+        );
+        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(json["hosts"], serde_json::json!(["web1"]));
+        let mut rows: Vec<String> = (json["values"].as_array().unwrap().iter())
+            .map(|row| row.to_string())
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            [
+                r#"[0,"cpu",12,"at 12",250]"#,
+                r#"[0,"disk",0.5,"at 0.5",0]"#
+            ]
+        );
     }
 }
