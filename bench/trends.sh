@@ -18,7 +18,9 @@
 #
 # Knobs (environment): BENCH_DURATION (s per point, default 5), BENCH_TRENDS_CLIENTS (default
 # 1000), BENCH_TRENDS_ROUNDS (default 3), BENCH_TRENDS_KEYS (moving keys per connection, 10
-# connections; default 1000), BENCH_NO_BUILD=1 (the release binaries are built).
+# connections; default 1000), BENCH_NO_BUILD=1 (the release binaries are built), BENCH_BIN_DIR
+# (where statecast, statecast-load and statecast-swarm are; default target/release: point it at a
+# copy holding another statecast to compare builds).
 # Needs: cargo, jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +50,7 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   echo "==> building release binaries" >&2
   cargo build --release --workspace --bins --quiet
 fi
-T=$ROOT/target/release
+T=${BENCH_BIN_DIR:-$ROOT/target/release}
 COMMIT=${BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/statecast-trends-bench.XXXXXX")
 # shellcheck source=bench/lib.sh

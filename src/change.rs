@@ -108,6 +108,8 @@ pub struct Snapshot {
 /// moved them nor the dashboards that watch.
 #[derive(Debug, Clone, Default)]
 pub struct MetricBatch {
+    /// The batch's number: one more than the batch before it (the engine's count).
+    pub seq: u64,
     /// When the engine took the batch (unix ms).
     pub time_ms: i64,
     /// Each moved key once, with a state (the keys a dashboard shows), as now indexed.
@@ -118,6 +120,9 @@ pub struct MetricBatch {
     /// dashboard: at 1,000 dashboards and 10,000 moving keys, per-dashboard frames took ingest
     /// down to 1 %.
     pub shared_frames: std::sync::OnceLock<Vec<BatchFrame>>,
+    /// Whether the batch holds every key of the one before it (see [`MetricBatch::follows`]):
+    /// worked out by the first dashboard that asks, once.
+    holds_previous: std::sync::OnceLock<bool>,
 }
 
 /// One of a batch's shared `metrics` frames: the frame of `events[values]`.
@@ -128,11 +133,26 @@ pub struct BatchFrame {
 }
 
 impl MetricBatch {
-    pub fn new(time_ms: i64, events: Vec<Arc<Event>>) -> MetricBatch {
+    pub fn new(seq: u64, time_ms: i64, events: Vec<Arc<Event>>) -> MetricBatch {
         MetricBatch {
+            seq,
             time_ms,
             events,
             shared_frames: std::sync::OnceLock::new(),
+            holds_previous: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether this batch comes right after `previous` and holds a newer value of every key of
+    /// it: then what a dashboard has yet to send of `previous` can go as this batch's values.
+    pub fn follows(&self, previous: &MetricBatch) -> bool {
+        previous.seq.checked_add(1) == Some(self.seq)
+            && *self.holds_previous.get_or_init(|| {
+                fn key(e: &Arc<Event>) -> (Option<&str>, Option<&str>) {
+                    (e.host.as_deref(), e.service.as_deref())
+                }
+                let keys: std::collections::HashSet<_> = self.events.iter().map(key).collect();
+                previous.events.iter().all(|e| keys.contains(&key(e)))
+            })
     }
 }

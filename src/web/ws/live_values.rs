@@ -12,7 +12,12 @@
 //! A client without a query that holds nothing else takes a batch whole: its frames are the
 //! batch's shared ones ([`MetricBatch::shared_frames`], serialized once for every such client),
 //! queued one after the other as each leaves — a batch larger than one frame reaches the client
-//! whole, across frames. Anything merged meanwhile turns what is left of it into pending values.
+//! whole, across frames. A client slower than the batches stays on them: a batch that follows
+//! the one it is sending ([`MetricBatch::follows`]: every key of it, newer) replaces what is left
+//! of that one, and picks up at the frame where it left off (batches are in key order, so the
+//! same keys make the same frames), so every key's latest value comes in turn, with no work per
+//! client but the writing. Anything merged meanwhile (another batch) turns what is left of a
+//! batch into pending values.
 //!
 //! Pure: no socket, no clock, no engine; the batches and the query come in as data.
 
@@ -87,20 +92,29 @@ impl Default for Queued {
     }
 }
 
-/// A batch taken whole, and the first of its shared frames not yet queued.
+/// A batch taken whole, and which of its shared frames are still to be queued: `left` of them
+/// from `next` on, wrapping round to the first.
 struct Whole {
     batch: Arc<MetricBatch>,
     next: usize,
+    left: usize,
 }
 
 impl Whole {
     /// The values of the frames not yet queued.
-    fn rest(&self) -> &[Arc<Event>] {
-        let events = &self.batch.events;
-        let from = shared_frames(&self.batch)
-            .get(self.next)
-            .map_or(events.len(), |frame| frame.values.start);
-        &events[from..]
+    fn rest(&self) -> impl Iterator<Item = &Arc<Event>> {
+        let frames = shared_frames(&self.batch);
+        (0..self.left)
+            .map(move |i| &frames[(self.next + i) % frames.len()])
+            .flat_map(|frame| &self.batch.events[frame.values.clone()])
+    }
+
+    /// How many values [`Whole::rest`] holds.
+    fn rest_len(&self) -> usize {
+        let frames = shared_frames(&self.batch);
+        (0..self.left)
+            .map(|i| frames[(self.next + i) % frames.len()].values.len())
+            .sum()
     }
 }
 
@@ -112,6 +126,12 @@ pub(super) struct LiveValues {
     /// A batch taken whole (see [`LiveValues::take_whole`]) with frames not yet queued; while
     /// it is here `pending` is empty.
     whole: Option<Whole>,
+    /// The batches taken whole one after the other, each following the last
+    /// ([`MetricBatch::follows`]): the newest, and the `seq` of the first. Unsent values of any
+    /// of them but the newest are older than the newest's; merging ends the run.
+    run: Option<(Arc<MetricBatch>, u64)>,
+    /// The shared frame after the last one queued: where the next batch taken whole starts.
+    resume_at: usize,
     /// The values of the frame last queued, until the session says it was handed to the socket
     /// ([`LiveValues::sent`]) or taken back ([`LiveValues::unsent`]).
     queued: Queued,
@@ -124,24 +144,30 @@ impl LiveValues {
     /// pending one.
     pub(super) fn merge(&mut self, batch: &MetricBatch, wants: impl Fn(&Event) -> bool) {
         self.expand_whole();
+        self.run = None;
         for event in batch.events.iter().filter(|e| wants(e)) {
             self.pending.replace(ByKey(Arc::clone(event)));
         }
         self.time_ms = self.time_ms.max(batch.time_ms);
     }
 
-    /// Takes a batch as it is, for a client without a query, when nothing else waits: its
-    /// frames are then the ones shared by every such client, serialized once. False: merge it
-    /// instead.
+    /// Takes a batch as it is, for a client without a query, when nothing else waits (or what
+    /// waits is the rest of a batch this one follows): its frames are then the ones shared by
+    /// every such client, serialized once. False: merge it instead.
     pub(super) fn take_whole(&mut self, batch: &Arc<MetricBatch>) -> bool {
-        if !self.pending.is_empty() || self.whole.is_some() {
+        let follows = self.run.as_ref().filter(|(last, _)| batch.follows(last));
+        if !self.pending.is_empty() || (self.whole.is_some() && follows.is_none()) {
             return false;
         }
-        self.time_ms = self.time_ms.max(batch.time_ms);
+        let first = follows.map_or(batch.seq, |(_, first)| *first);
+        let frames = shared_frames(batch).len();
         self.whole = Some(Whole {
             batch: Arc::clone(batch),
-            next: 0,
+            next: self.resume_at % frames.max(1),
+            left: frames,
         });
+        self.run = Some((Arc::clone(batch), first));
+        self.time_ms = self.time_ms.max(batch.time_ms);
         true
     }
 
@@ -161,16 +187,40 @@ impl LiveValues {
     }
 
     /// The frame last queued was taken back unsent: its values go back to pending, under any
-    /// newer value of the same key merged since.
+    /// newer value of the same key merged since — or, a shared frame, back among the frames
+    /// still to go (of its batch, or none at all when a batch that follows it is taken whole).
     pub(super) fn unsent(&mut self) {
-        self.expand_whole();
         match std::mem::take(&mut self.queued) {
             Queued::Values(values) => {
+                self.expand_whole();
                 for event in values {
                     self.pending.get_or_insert(ByKey(event));
                 }
             }
-            Queued::Shared(batch, at) => {
+            Queued::Shared(batch, at) => self.unsent_shared(batch, at),
+        }
+    }
+
+    fn unsent_shared(&mut self, batch: Arc<MetricBatch>, at: usize) {
+        let newest = self
+            .run
+            .as_ref()
+            .map(|(last, first)| (Arc::clone(last), *first));
+        match newest {
+            // Frames go in order, so the one taken back is the one before those left.
+            Some((last, _)) if Arc::ptr_eq(&last, &batch) && self.pending.is_empty() => {
+                let whole = self.whole.get_or_insert_with(|| Whole {
+                    batch,
+                    next: at,
+                    left: 0,
+                });
+                (whole.next, whole.left) = (at, whole.left + 1);
+                self.resume_at = at;
+            }
+            Some((last, first)) if first <= batch.seq && batch.seq < last.seq => {}
+            _ => {
+                self.expand_whole();
+                self.run = None;
                 let values = shared_frames(&batch)[at].values.clone();
                 for event in &batch.events[values] {
                     self.pending.get_or_insert(ByKey(Arc::clone(event)));
@@ -183,12 +233,13 @@ impl LiveValues {
     pub(super) fn clear(&mut self) {
         self.pending = HashSet::new();
         self.whole = None;
+        self.run = None;
         self.queued = Queued::default();
     }
 
     /// Values waiting for a frame.
     pub(super) fn pending(&self) -> usize {
-        self.pending.len() + self.whole.as_ref().map_or(0, |whole| whole.rest().len())
+        self.pending.len() + self.whole.as_ref().map_or(0, Whole::rest_len)
     }
 
     /// The frame of up to `max` pending values (their latest), which become the queued ones;
@@ -214,24 +265,28 @@ impl LiveValues {
     /// The next shared frame of the batch taken whole, if it holds at most `max` values
     /// (otherwise what is left of the batch becomes pending values).
     fn next_shared_frame(&mut self, max: usize) -> Option<(Bytes, usize)> {
-        let Whole { batch, next } = self.whole.take()?;
-        let frames = shared_frames(&batch);
-        let count = frames.len();
+        let whole = self.whole.take()?;
+        let frames = shared_frames(&whole.batch);
+        let at = whole.next % frames.len().max(1);
         let shared = frames
-            .get(next)
+            .get(at)
+            .filter(|_| whole.left > 0)
             .map(|BatchFrame { frame, values }| (frame.clone(), values.len()))?;
         if shared.1 > max {
-            self.whole = Some(Whole { batch, next });
+            self.whole = Some(whole);
             self.expand_whole();
+            self.run = None;
             return None;
         }
-        if next + 1 < count {
+        self.resume_at = at + 1;
+        if whole.left > 1 {
             self.whole = Some(Whole {
-                batch: Arc::clone(&batch),
-                next: next + 1,
+                batch: Arc::clone(&whole.batch),
+                next: at + 1,
+                left: whole.left - 1,
             });
         }
-        self.queued = Queued::Shared(batch, next);
+        self.queued = Queued::Shared(whole.batch, at);
         Some(shared)
     }
 
@@ -323,7 +378,7 @@ mod tests {
     }
 
     fn batch(time_ms: i64, values: &[Arc<Event>]) -> Arc<MetricBatch> {
-        Arc::new(MetricBatch::new(time_ms, values.to_vec()))
+        Arc::new(MetricBatch::new(time_ms as u64, time_ms, values.to_vec()))
     }
 
     /// The frame's values as objects `{host, service, metric, description, time}`: its
@@ -608,6 +663,77 @@ mod tests {
         assert_eq!(seen["s0"], 2.0);
         assert_eq!(seen["new"], 2.0);
         assert!(seen.values().filter(|m| **m == 1.0).count() == many.len() - first);
+    }
+
+    /// Batches of the same `keys` keys (in key order, as the engine makes them), each value
+    /// `interval`.
+    fn same_keys(interval: i64, keys: usize) -> Arc<MetricBatch> {
+        let values: Vec<_> = (0..keys)
+            .map(|i| value("h", &format!("s{i:05}"), interval as f64))
+            .collect();
+        batch(interval, &values)
+    }
+
+    /// A client that reads one frame an interval, of batches several frames long that each
+    /// follow the last: it stays on the shared frames (no frame of its own, nothing pending
+    /// past one batch) and gets every key in turn, the frame after the one it had.
+    #[test]
+    fn a_client_slower_than_the_batches_gets_every_key_in_turn_from_shared_frames() {
+        let keys = 2 * MAX_VALUES_PER_FRAME + 1;
+        let mut live = LiveValues::default();
+        let mut latest = std::collections::BTreeMap::new();
+        let frames = shared_frames(&same_keys(0, keys)).len() as i64;
+        assert!(frames >= 3, "{frames}");
+        for interval in 1..=frames {
+            let batch = same_keys(interval, keys);
+            assert!(live.take_whole(&batch), "interval {interval}");
+            live.sent();
+            let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+            let shared = &shared_frames(&batch)[interval as usize - 1].frame;
+            assert_eq!(
+                frame.as_ptr(),
+                shared.as_ptr(),
+                "the batch's own frame, in turn"
+            );
+            latest.extend(values(&frame).into_iter().map(|(_, s, m)| (s, m)));
+            assert!(live.pending() < keys, "the rest of one batch only");
+        }
+        assert_eq!(latest.len(), keys, "every key once the frames went round");
+    }
+
+    /// A shared frame taken back unsent: when a batch that follows its own was taken, that
+    /// batch's frames carry newer values of its keys and it is dropped; when its own batch is
+    /// the newest, it goes back to its place among the frames still to go.
+    #[test]
+    fn an_unsent_shared_frame_is_dropped_for_a_newer_batch_or_goes_back_in_place() {
+        let keys = MAX_VALUES_PER_FRAME + 1;
+        let mut live = LiveValues::default();
+        let first = same_keys(1, keys);
+        assert!(live.take_whole(&first));
+        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        live.unsent();
+        assert_eq!(live.pending(), keys, "back in place");
+        let (again, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        assert_eq!(frame.as_ptr(), again.as_ptr());
+
+        let second = same_keys(2, keys);
+        assert!(
+            live.take_whole(&second),
+            "it follows the first: taken whole"
+        );
+        live.unsent();
+        assert_eq!(
+            live.pending(),
+            keys,
+            "the first's frame dropped: the second's are newer"
+        );
+        let mut seen = std::collections::BTreeMap::new();
+        while let Some((frame, _)) = live.next_frame(MAX_VALUES_PER_FRAME) {
+            seen.extend(values(&frame).into_iter().map(|(_, s, m)| (s, m)));
+            live.sent();
+        }
+        assert_eq!(seen.len(), keys);
+        assert!(seen.values().all(|m| *m == 2.0), "every value the second's");
     }
 
     /// The compact shape: hosts once, a whole metric without a fraction, the age in ms.
