@@ -123,7 +123,34 @@ pub struct MetricBatch {
     /// Whether the batch holds every key of the one before it (see [`MetricBatch::follows`]):
     /// worked out by the first dashboard that asks, once.
     holds_previous: std::sync::OnceLock<bool>,
+    /// The batch's keys, for [`MetricBatch::holds_key`]: built by the first dashboard that asks.
+    keys: std::sync::OnceLock<hashbrown::HashSet<ByKey>>,
 }
+
+/// An event that hashes and compares by its key (host, service): a set of these holds one value
+/// per key, and inserting replaces.
+#[derive(Debug, Clone)]
+pub struct ByKey(pub Arc<Event>);
+
+impl ByKey {
+    fn key(&self) -> (Option<&str>, Option<&str>) {
+        (self.0.host.as_deref(), self.0.service.as_deref())
+    }
+}
+
+impl std::hash::Hash for ByKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ByKey {}
 
 /// One of a batch's shared `metrics` frames: the frame of `events[values]`.
 #[derive(Debug, Clone)]
@@ -140,7 +167,15 @@ impl MetricBatch {
             events,
             shared_frames: std::sync::OnceLock::new(),
             holds_previous: std::sync::OnceLock::new(),
+            keys: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether the batch holds a value of `key`'s key.
+    pub fn holds_key(&self, key: &ByKey) -> bool {
+        self.keys
+            .get_or_init(|| self.events.iter().cloned().map(ByKey).collect())
+            .contains(key)
     }
 
     /// Whether this batch comes right after `previous` and holds a newer value of every key of
@@ -148,11 +183,7 @@ impl MetricBatch {
     pub fn follows(&self, previous: &MetricBatch) -> bool {
         previous.seq.checked_add(1) == Some(self.seq)
             && *self.holds_previous.get_or_init(|| {
-                fn key(e: &Arc<Event>) -> (Option<&str>, Option<&str>) {
-                    (e.host.as_deref(), e.service.as_deref())
-                }
-                let keys: std::collections::HashSet<_> = self.events.iter().map(key).collect();
-                previous.events.iter().all(|e| keys.contains(&key(e)))
+                (previous.events.iter()).all(|e| self.holds_key(&ByKey(Arc::clone(e))))
             })
     }
 }

@@ -21,7 +21,6 @@
 //!
 //! Pure: no socket, no clock, no engine; the batches and the query come in as data.
 
-use std::hash::{Hash, Hasher};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -29,7 +28,7 @@ use bytes::Bytes;
 use hashbrown::HashSet;
 
 use crate::broadcast;
-use crate::change::{BatchFrame, MetricBatch};
+use crate::change::{BatchFrame, ByKey, MetricBatch};
 use crate::event::Event;
 
 /// Values one `metrics` frame carries at most, and the bytes it is built up to (estimated; the
@@ -45,30 +44,6 @@ fn value_bytes(event: &Event) -> usize {
     let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
     48 + text(&event.host) + text(&event.service) + text(&event.description)
 }
-
-/// An event that hashes and compares by its key (host, service): a set of these holds one value
-/// per key, and inserting replaces.
-struct ByKey(Arc<Event>);
-
-impl ByKey {
-    fn key(&self) -> (Option<&str>, Option<&str>) {
-        (self.0.host.as_deref(), self.0.service.as_deref())
-    }
-}
-
-impl Hash for ByKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
-    }
-}
-
-impl PartialEq for ByKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for ByKey {}
 
 /// The values of the frame last queued: picked from pending, or one of a batch's shared frames.
 enum Queued {
@@ -155,11 +130,16 @@ impl LiveValues {
     /// waits is the rest of a batch this one follows): its frames are then the ones shared by
     /// every such client, serialized once. False: merge it instead.
     pub(super) fn take_whole(&mut self, batch: &Arc<MetricBatch>) -> bool {
-        let follows = self.run.as_ref().filter(|(last, _)| batch.follows(last));
-        if !self.pending.is_empty() || (self.whole.is_some() && follows.is_none()) {
+        let run_from = (self.run.as_ref())
+            .filter(|(last, _)| batch.follows(last))
+            .map(|(_, first)| *first);
+        if self.whole.is_some() && run_from.is_none() {
             return false;
         }
-        let first = follows.map_or(batch.seq, |(_, first)| *first);
+        if !self.pending.is_empty() && !self.supersede_pending(batch) {
+            return false;
+        }
+        let first = run_from.unwrap_or(batch.seq);
         let frames = shared_frames(batch).len();
         self.whole = Some(Whole {
             batch: Arc::clone(batch),
@@ -168,6 +148,27 @@ impl LiveValues {
         });
         self.run = Some((Arc::clone(batch), first));
         self.time_ms = self.time_ms.max(batch.time_ms);
+        true
+    }
+
+    /// When `batch` holds every key pending and the one of the frame queued, it has newer
+    /// values of them all: they are dropped (a frame taken back unsent then carries nothing),
+    /// and a client that had fallen back on frames of its own goes back to the shared ones.
+    fn supersede_pending(&mut self, batch: &MetricBatch) -> bool {
+        let queued_held = match &self.queued {
+            Queued::Values(values) => {
+                (values.iter()).all(|e| batch.holds_key(&ByKey(Arc::clone(e))))
+            }
+            Queued::Shared(..) => false,
+        };
+        if self.pending.len() > batch.events.len()
+            || !queued_held
+            || !self.pending.iter().all(|key| batch.holds_key(key))
+        {
+            return false;
+        }
+        self.pending = HashSet::new();
+        self.queued = Queued::default();
         true
     }
 
@@ -191,6 +192,7 @@ impl LiveValues {
     /// still to go (of its batch, or none at all when a batch that follows it is taken whole).
     pub(super) fn unsent(&mut self) {
         match std::mem::take(&mut self.queued) {
+            Queued::Values(values) if values.is_empty() => {}
             Queued::Values(values) => {
                 self.expand_whole();
                 for event in values {
@@ -734,6 +736,39 @@ mod tests {
         }
         assert_eq!(seen.len(), keys);
         assert!(seen.values().all(|m| *m == 2.0), "every value the second's");
+    }
+
+    /// A client that fell back on frames of its own (a batch merged) goes back to the shared
+    /// ones with a batch that holds every key it has waiting — newer values of them all — and
+    /// not with one that lacks any.
+    #[test]
+    fn a_batch_holding_every_key_waiting_brings_a_client_back_to_shared_frames() {
+        let mut live = LiveValues::default();
+        live.merge(
+            &batch(1, &[value("a", "s", 1.0), value("b", "s", 1.0)]),
+            all,
+        );
+        assert!(
+            !live.take_whole(&batch(2, &[value("a", "s", 2.0)])),
+            "b lacks"
+        );
+        live.merge(&batch(2, &[value("a", "s", 2.0)]), all);
+        let (_, queued) = live.next_frame(1).unwrap();
+        assert_eq!(queued, 1);
+        let all_keys = batch(
+            3,
+            &[
+                value("a", "s", 3.0),
+                value("b", "s", 3.0),
+                value("c", "s", 3.0),
+            ],
+        );
+        assert!(live.take_whole(&all_keys));
+        live.unsent();
+        assert_eq!(live.pending(), 3, "only the batch's values");
+        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        assert_eq!(frame.as_ptr(), shared_frames(&all_keys)[0].frame.as_ptr());
+        assert_eq!(values(&frame).len(), 3);
     }
 
     /// The compact shape: hosts once, a whole metric without a fraction, the age in ms.
