@@ -148,8 +148,8 @@ pub struct Stats {
 /// moving keys took 127–197 MB/s of websocket output as one object per value, and ingest down
 /// to 8 %): each host once in `hosts`, each value an array `[h, service, metric, description,
 /// age]` — `h` indexes `hosts` (`null`: the event has no host), `metric` and `description` are
-/// `null` when the event has none, a whole metric is written without a fraction, and the
-/// value's time (its event's, to the millisecond) is `time − age`.
+/// `null` when the event has none, and the value's time (its event's, to the millisecond) is
+/// `time − age`.
 pub struct MetricsFrame<'a> {
     pub time: i64,
     pub values: &'a [Arc<Event>],
@@ -199,28 +199,22 @@ impl Serialize for MetricRow<'_> {
         let mut row = serializer.serialize_tuple(5)?;
         row.serialize_element(&self.host)?;
         row.serialize_element(&event.service)?;
-        row.serialize_element(&event.metric.map(ShortMetric))?;
+        row.serialize_element(&event.metric.map(WireMetric))?;
         row.serialize_element(&event.description)?;
         row.serialize_element(&age)?;
         row.end()
     }
 }
 
-/// A metric as few characters as JSON allows: a whole float as an integer (`12`, not `12.0`;
-/// the same number to a page), NaN and infinities as `null` (they have no JSON form).
-struct ShortMetric(Metric);
+/// A metric as in `E`: an integer one as an integer, a float as JSON writes it (`12.0`), NaN and
+/// infinities as `null` (they have no JSON form).
+struct WireMetric(Metric);
 
-/// Floats up to this magnitude are exact integers in an `f64` (and in JavaScript).
-const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
-
-impl Serialize for ShortMetric {
+impl Serialize for WireMetric {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             Metric::Int(i) => serializer.serialize_i64(i),
             Metric::Float(f) if !f.is_finite() => serializer.serialize_none(),
-            Metric::Float(f) if f.fract() == 0.0 && f.abs() <= MAX_EXACT_INTEGER => {
-                serializer.serialize_i64(f as i64)
-            }
             Metric::Float(f) => serializer.serialize_f64(f),
         }
     }

@@ -771,7 +771,7 @@ mod tests {
         assert_eq!(values(&frame).len(), 3);
     }
 
-    /// The compact shape: hosts once, a whole metric without a fraction, the age in ms.
+    /// The compact shape: hosts once, values as arrays, the age in ms.
     #[test]
     fn values_are_compact_rows() {
         let mut live = LiveValues::default();
