@@ -109,7 +109,7 @@ section=$WORK/section.md
   echo
   echo "Ingest with live frames ÷ without: **$(ratio "$(get "$on" .events_per_s)" "$(get "$off" .events_per_s)")** (each round: $each)."
   echo "Per dashboard: $(awk -v f="$(get "$sw" .metrics_frames_per_s)" -v c="$CLIENTS" 'BEGIN { printf "%.2f", f / c }') frames/s"
-  echo "(at most one per interval by design), $(awk -v b="$(get "$sw" .metrics_bytes_per_s)" -v c="$CLIENTS" 'BEGIN { printf "%.0f", b / c }') bytes/s."
+  echo "(one per interval and frame of a batch: at most 10,000 values and about 256 KiB a frame), $(awk -v b="$(get "$sw" .metrics_bytes_per_s)" -v c="$CLIENTS" 'BEGIN { printf "%.0f", b / c }') bytes/s."
   echo
   echo "Raw results of this section:"
   echo
