@@ -18,7 +18,9 @@
 #
 # Knobs (environment): BENCH_DURATION (s per point, default 5), BENCH_TRENDS_CLIENTS (default
 # 1000), BENCH_TRENDS_ROUNDS (default 3), BENCH_TRENDS_KEYS (moving keys per connection, 10
-# connections; default 1000), BENCH_NO_BUILD=1 (the release binaries are built).
+# connections; default 1000), BENCH_NO_BUILD=1 (the release binaries are built), BENCH_BIN_DIR
+# (where statecast, statecast-load and statecast-swarm are; default target/release: point it at a
+# copy holding another statecast to compare builds).
 # Needs: cargo, jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +50,7 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   echo "==> building release binaries" >&2
   cargo build --release --workspace --bins --quiet
 fi
-T=$ROOT/target/release
+T=${BENCH_BIN_DIR:-$ROOT/target/release}
 COMMIT=${BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/statecast-trends-bench.XXXXXX")
 # shellcheck source=bench/lib.sh
@@ -107,7 +109,7 @@ section=$WORK/section.md
   echo
   echo "Ingest with live frames ÷ without: **$(ratio "$(get "$on" .events_per_s)" "$(get "$off" .events_per_s)")** (each round: $each)."
   echo "Per dashboard: $(awk -v f="$(get "$sw" .metrics_frames_per_s)" -v c="$CLIENTS" 'BEGIN { printf "%.2f", f / c }') frames/s"
-  echo "(at most one per interval by design), $(awk -v b="$(get "$sw" .metrics_bytes_per_s)" -v c="$CLIENTS" 'BEGIN { printf "%.0f", b / c }') bytes/s."
+  echo "(one per interval and frame of a batch: at most 10,000 values and about 256 KiB a frame), $(awk -v b="$(get "$sw" .metrics_bytes_per_s)" -v c="$CLIENTS" 'BEGIN { printf "%.0f", b / c }') bytes/s."
   echo
   echo "Raw results of this section:"
   echo

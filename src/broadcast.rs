@@ -221,12 +221,12 @@ pub fn metrics_channel() -> MetricsSender {
 }
 
 /// The `metrics` frame of `values` (see [`protocol::MetricsFrame`]), built at `time_ms`.
-pub fn metrics_frame<'a>(time_ms: i64, values: impl Iterator<Item = &'a Event> + 'a) -> Bytes {
+pub fn metrics_frame(time_ms: i64, values: &[Arc<Event>]) -> Bytes {
     let frame = Frame::Metrics(protocol::MetricsFrame {
         time: time_ms,
-        values: Items::new(values.map(protocol::MetricValue)),
+        values,
     });
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(64 + 48 * values.len());
     frame.write(&mut out);
     Bytes::from(out)
 }

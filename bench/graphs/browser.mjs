@@ -95,7 +95,8 @@ const INIT = () => {
         // A metrics frame may come alone or inside a batch message (/ws?batch=true).
         if (typeof m.data === 'string' && m.data.includes('"type":"metrics"')) {
           s.metricsFrames += (m.data.match(/"type":"metrics"/g) ?? []).length;
-          s.metricsValues += (m.data.match(/"host":/g) ?? []).length;
+          const f = JSON.parse(m.data);
+          for (const x of f.type === 'batch' ? f.frames : [f]) if (x.type === 'metrics') s.metricsValues += x.values.length;
         }
       });
     }

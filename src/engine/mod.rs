@@ -536,6 +536,7 @@ pub(crate) fn spawn_on(
         position,
         order,
         series: config.series.clone(),
+        metric_batches: 0,
     };
     owner.count_keys();
     let clock = config.local_clock.then_some(config.reap_interval);
@@ -631,6 +632,8 @@ struct Owner {
     order: order::OrderTable,
     /// The metrics of applied events go there (see [`EngineConfig::series`]).
     series: Option<crate::series::SeriesFeed>,
+    /// Metric batches built so far: the next one's [`MetricBatch::seq`](crate::change::MetricBatch).
+    metric_batches: u64,
 }
 
 impl Owner {
@@ -982,13 +985,21 @@ impl Owner {
     /// Hands the latest values of the keys that moved since the last interval on to dashboards,
     /// as one batch every session shares (the engine does nothing per dashboard), behind the
     /// changes applied before them. Nobody watching: the marks are cleared, nothing is built.
+    /// The values go in key order: consecutive batches of the same keys then cut into the same
+    /// shared frames, which lets a dashboard slower than the batches take them in turn.
     async fn publish_moved(&mut self) {
-        let events = self.engine.take_moved();
+        let mut events = self.engine.take_moved();
         if events.is_empty() || self.deliverer.metrics_tx.receiver_count() == 0 {
             return;
         }
         self.end_group().await;
-        let batch = crate::change::MetricBatch::new(now_micros() / 1000, events);
+        events.sort_unstable_by(|a, b| {
+            (a.host.as_deref(), a.service.as_deref())
+                .cmp(&(b.host.as_deref(), b.service.as_deref()))
+        });
+        self.metric_batches += 1;
+        let (seq, time_ms) = (self.metric_batches, now_micros() / 1000);
+        let batch = crate::change::MetricBatch::new(seq, time_ms, events);
         self.output(Output::Metrics(Arc::new(batch))).await;
     }
 

@@ -259,12 +259,13 @@ fn ws_examples() -> Vec<(&'static str, String)> {
         value("web1", "cpu", Some(0.99), Some("load 14"), 1000),
         value("db1", "disk", None, None, 2000),
         value("web2", "ping", Some(12.5), Some("12.5 ms"), 2000),
-    ];
+    ]
+    .map(Arc::new);
     out.push((
         "ws-metrics",
         Frame::Metrics(MetricsFrame {
             time: 1_796_126_402_250,
-            values: Items::new(live.iter().map(MetricValue)),
+            values: &live,
         })
         .to_text(),
     ));

@@ -48,6 +48,43 @@ export function parseTime(t) {
 }
 
 /**
+ * One key's live value, decoded from a `metrics` frame (see metricValues).
+ * @typedef {{ host: string | null, service: string | null, metric: unknown, description: unknown, time: string | null, ms: number | null }} LiveValue
+ */
+
+/**
+ * The values of a `metrics` frame, decoded from its compact shape
+ * {"time":T,"hosts":[H…],"values":[[host, service, metric, description, age]…]}: `host` indexes
+ * `hosts` (null: the event has none), the value's time is T − age ms. `time` comes back as an
+ * event's (ISO-8601) and `ms` as a number, both null when unknown; malformed values are skipped.
+ * @param {Record<string, any>} frame
+ * @returns {LiveValue[]}
+ */
+export function metricValues(frame) {
+  if (!frame || !Array.isArray(frame.values)) return [];
+  const hosts = Array.isArray(frame.hosts) ? frame.hosts : [];
+  const time = typeof frame.time === 'number' && Number.isFinite(frame.time) ? frame.time : null;
+  /** @type {LiveValue[]} */
+  const out = [];
+  for (const value of frame.values) {
+    if (!Array.isArray(value)) continue;
+    const [h, service, metric, description, age] = value;
+    const host = typeof h === 'number' && typeof hosts[h] === 'string' ? hosts[h] : null;
+    const date = time !== null && typeof age === 'number' ? new Date(time - age) : null;
+    const ms = date && !Number.isNaN(date.getTime()) ? date.getTime() : null;
+    out.push({
+      host,
+      service: typeof service === 'string' ? service : null,
+      metric: metric ?? null,
+      description: description ?? null,
+      time: ms === null || date === null ? null : date.toISOString(),
+      ms,
+    });
+  }
+  return out;
+}
+
+/**
  * Custom attributes of an event: [name, value] for scalar non-standard fields.
  * @param {Record<string, unknown>} ev
  * @returns {[string, unknown][]}
@@ -227,8 +264,9 @@ export class Model {
   }
 
   /**
-   * {"type":"metrics","time","values":[{host, service, metric, description, time}…]}: the live
-   * values of services whose metric or description moved without a change of state. Not a
+   * {"type":"metrics","time","hosts","values":[[host, service, metric, description, age]…]} (see
+   * metricValues): the live values of services whose metric or description moved without a
+   * change of state. Not a
    * change: `seq` stays as it is, the state and its start too. A value of a service the model
    * does not hold (outside the view) is skipped, as is one older than the event it holds.
    * Each updated entry gets a new event object, so a view comparing events by identity redraws
@@ -239,13 +277,11 @@ export class Model {
   applyMetrics(msg) {
     /** @type {Entry[]} */
     const updated = [];
-    if (!Array.isArray(msg.values)) return updated;
-    for (const value of msg.values) {
-      if (!value || typeof value !== 'object') continue;
+    for (const value of metricValues(msg)) {
       const key = keyOfPair(value.host, value.service);
       const entry = this.entries.get(key);
       if (!entry) continue;
-      const at = parseTime(value.time);
+      const at = value.ms;
       const held = parseTime(entry.event.time);
       if (at !== null && held !== null && at < held) continue;
       const ev = { ...entry.event };

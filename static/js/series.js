@@ -9,7 +9,7 @@
 // server's bucketing: min, max and last are exact, avg is the mean of the values this page saw
 // (the server's mean for the buckets it answered, the live values' mean for the ones after).
 
-import { keyOf, keyOfPair, parseTime, stateClass } from './model.js';
+import { keyOf, keyOfPair, metricValues, parseTime, stateClass } from './model.js';
 
 /** The time ranges a graph offers, in ms (the details panel's buttons and the Graphs tab's select). */
 export const RANGES = /** @type {Record<string, number>} */ ({ '1h': 3_600_000, '6h': 21_600_000, '24h': 86_400_000, '7d': 604_800_000 });
@@ -141,7 +141,7 @@ export class SeriesSet {
    * Folds a live frame into the series it names (other keys are ignored): the values of a
    * `metrics` frame, or the event of a `change` (a value that came with a change of state is
    * in the change frame, not in a metrics frame). Returns whether anything changed.
-   * @param {Record<string, any>} frame  {"type":"metrics","time":ms,"values":[{host,service,metric,time},…]} or a change
+   * @param {Record<string, any>} frame  {"type":"metrics",…} (see metricValues) or a change
    */
   foldFrame(frame) {
     if (frame?.type === 'change') {
@@ -151,11 +151,10 @@ export class SeriesSet {
     if (!frame || frame.type !== 'metrics' || !Array.isArray(frame.values)) return false;
     const frameTime = typeof frame.time === 'number' && Number.isFinite(frame.time) ? frame.time : null;
     let changed = false;
-    for (const v of frame.values) {
-      if (!v || typeof v !== 'object') continue;
-      const t = parseTime(v.time) ?? frameTime;
+    for (const v of metricValues(frame)) {
+      const t = v.ms ?? frameTime;
       if (t === null) continue;
-      changed = this.fold(keyOf(v), v.metric, t) || changed;
+      changed = this.fold(keyOfPair(v.host, v.service), v.metric, t) || changed;
     }
     return changed;
   }

@@ -1728,6 +1728,11 @@ async fn a_dashboard_on_one_node_gets_live_values_ingested_on_another() {
         }
         assert_eq!(frame["type"], "change", "{frame}");
     };
-    assert_eq!(frame["values"][0]["host"], "db1", "{frame}");
-    assert_eq!(frame["values"][0]["metric"], 99.5, "{frame}");
+    // The compact row: [host index into "hosts", service, metric, description, age].
+    assert_eq!(
+        frame["hosts"][frame["values"][0][0].as_u64().unwrap_or(u64::MAX) as usize],
+        "db1",
+        "{frame}"
+    );
+    assert_eq!(frame["values"][0][2], 99.5, "{frame}");
 }

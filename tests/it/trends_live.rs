@@ -20,11 +20,31 @@ async fn next_metrics(ws: &mut WsClient) -> Value {
     frame
 }
 
-/// A metrics frame's values as `host/service` → metric.
-fn values(frame: &Value) -> BTreeMap<String, Value> {
+/// A metrics frame's values as objects `{host, service, metric, description, time}`: its
+/// compact rows `[host index, service, metric, description, age]` decoded, `time` (the frame's
+/// less the age) written as an event's.
+fn decoded(frame: &Value) -> Vec<Value> {
+    let time = frame["time"].as_i64().expect("time");
+    let hosts = frame["hosts"].as_array().expect("hosts");
     frame["values"]
         .as_array()
         .expect("values")
+        .iter()
+        .map(|row| {
+            let host = row[0]
+                .as_u64()
+                .map_or(Value::Null, |h| hosts[h as usize].clone());
+            let at = time - row[4].as_i64().expect("age");
+            let at = chrono::DateTime::from_timestamp_millis(at).expect("a time");
+            json!({"host": host, "service": row[1], "metric": row[2], "description": row[3],
+                   "time": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)})
+        })
+        .collect()
+}
+
+/// A metrics frame's values as `host/service` → metric.
+fn values(frame: &Value) -> BTreeMap<String, Value> {
+    decoded(frame)
         .iter()
         .map(|v| {
             let key = format!(
@@ -80,7 +100,7 @@ async fn a_query_gets_the_latest_metric_of_its_keys_only() {
         BTreeMap::from([("web1/disk".into(), json!(99.1))]),
         "{frame}"
     );
-    let value = &frame["values"][0];
+    let value = &decoded(&frame)[0];
     assert_eq!(value["description"], "99.1% used");
     assert!(
         value["time"].as_str().is_some_and(|t| t.ends_with('Z')),

@@ -225,19 +225,11 @@ impl Session {
         }
     }
 
-    /// Before each wait: the live values held while the last `metrics` frame was unread (or
-    /// past the values one frame carries) go once it has left, and a snapshot that is due is
-    /// taken (with fresh streams).
+    /// Before each wait: a snapshot that is due is taken (with fresh streams), and the live
+    /// values held while the last `metrics` frame was unread (or past the values one frame
+    /// carries) go once it has left. In that order: `prepare` ends a rest that is over, and
+    /// values looked at before it would wait for the next batch to wake the session.
     async fn before_wait(&mut self, streams: &mut Streams) -> Option<End> {
-        if self.live.pending() > 0
-            && self.state.takes_changes()
-            && !self.state.outbox().holds_metrics()
-        {
-            let step = self.queue_metrics(Instant::now());
-            if let Some(end) = self.ended(step) {
-                return Some(end);
-            }
-        }
         while let Some(need) = self.state.prepare(Instant::now()) {
             if need == Need::Resync {
                 Counters::add(&self.app.counters.ws_resyncs, 1);
@@ -245,6 +237,15 @@ impl Session {
             match self.subscribe_with(need == Need::Resync).await {
                 Some(fresh) => *streams = fresh,
                 None => return Some(End::Flush),
+            }
+        }
+        if self.live.pending() > 0
+            && self.state.takes_changes()
+            && !self.state.outbox().holds_metrics()
+        {
+            let step = self.queue_metrics(Instant::now());
+            if let Some(end) = self.ended(step) {
+                return Some(end);
             }
         }
         None

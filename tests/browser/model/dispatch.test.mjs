@@ -238,18 +238,33 @@ test('services are described by host and service, with placeholders', () => {
   assert.equal(describe({}), '(no host) · (no service)');
 });
 
+/**
+ * A `metrics` frame in the server's compact shape (see metricValues in model.js), from values
+ * written as objects {host, service, metric, description, time}.
+ * @param {number} time
+ * @param {Record<string, any>[]} values
+ */
+function metricsFrame(time, values) {
+  /** @type {string[]} */
+  const hosts = [];
+  const row = (/** @type {Record<string, any>} */ v) => {
+    let h = v.host == null ? null : hosts.indexOf(v.host);
+    if (h === -1) h = hosts.push(v.host) - 1;
+    const age = typeof v.time === 'string' ? time - Date.parse(v.time) : null;
+    return [h, v.service ?? null, v.metric ?? null, v.description ?? null, age];
+  };
+  return { type: 'metrics', time, hosts, values: values.map(row) };
+}
+
 test('a metrics frame: live values of held services, grid cells and open details follow, no seq, log or flash', () => {
   const model = new Model();
   const snap = { type: 'snapshot', seq: 4, epoch: 'e1', events: [ev('a', 'disk', 'critical', { metric: 91 }), ev('b', 'disk', 'warning')] };
   const { state } = run(initialState(''), model, snap);
-  const frame = {
-    type: 'metrics',
-    time: NOW,
-    values: [
-      { host: 'a', service: 'disk', metric: 99.1, description: '99.1% used', time: '2026-12-01T12:00:00.000Z' },
-      { host: 'zz', service: 'disk', metric: 1, description: null, time: '2026-12-01T12:00:00.000Z' },
-    ],
-  };
+  const values = [
+    { host: 'a', service: 'disk', metric: 99.1, description: '99.1% used', time: '2026-12-01T12:00:00.000Z' },
+    { host: 'zz', service: 'disk', metric: 1, description: null, time: '2026-12-01T12:00:00.000Z' },
+  ];
+  const frame = metricsFrame(NOW, values);
   const step = dispatch(frozen(state), frame, { model, now: NOW });
   assert.equal(model.seq, 4, 'not a change');
   assert.equal(model.entries.get(keyOfPair('a', 'disk')).event.metric, 99.1);
@@ -262,6 +277,6 @@ test('a metrics frame: live values of held services, grid cells and open details
   const other = { ...state, selectedKey: keyOfPair('b', 'disk') };
   assert.ok(!kinds(dispatch(frozen(other), frame, { model, now: NOW }).effects).includes('details'));
   // Values of services outside the view change nothing.
-  const outside = dispatch(frozen(state), { type: 'metrics', time: NOW, values: [frame.values[1]] }, { model, now: NOW });
+  const outside = dispatch(frozen(state), metricsFrame(NOW, [values[1]]), { model, now: NOW });
   assert.deepEqual(outside.effects, []);
 });

@@ -155,8 +155,8 @@ test('metrics frames update the live values of the services the model holds, seq
   assert.deepEqual([...m.takeMoved()].sort(), [db1, web1].sort());
   // An older value than the one held is not applied.
   const stale = fixture('ws-metrics');
-  stale.values[0].metric = 0.1;
-  stale.values[0].time = '2026-12-01T11:00:00.000Z';
+  stale.values[0][2] = 0.1; // [host, service, metric, description, age]
+  stale.values[0][4] = stale.time - Date.parse('2026-12-01T11:00:00.000Z');
   assert.deepEqual(m.applyMetrics(stale).map((e) => e.key), [db1]);
   assert.equal(m.entries.get(web1).event.metric, 0.99);
 });

@@ -9,6 +9,25 @@ import {
 import { keyOfPair } from '../../../static/js/model.js';
 
 const MIN = 60_000;
+
+/**
+ * A `metrics` frame in the server's compact shape (see metricValues in model.js), from values
+ * written as objects {host, service, metric, description, time}.
+ * @param {number} time
+ * @param {Record<string, any>[]} values
+ */
+function metricsFrame(time, values) {
+  /** @type {string[]} */
+  const hosts = [];
+  const row = (/** @type {Record<string, any>} */ v) => {
+    let h = v.host == null ? null : hosts.indexOf(v.host);
+    if (h === -1) h = hosts.push(v.host) - 1;
+    const age = typeof v.time === 'string' ? time - Date.parse(v.time) : null;
+    return [h, v.service ?? null, v.metric ?? null, v.description ?? null, age];
+  };
+  return { type: 'metrics', time, hosts, values: values.map(row) };
+}
+
 const WEB_CPU = keyOfPair('web1', 'cpu');
 const iso = (/** @type {number} */ ms) => new Date(ms).toISOString();
 
@@ -50,17 +69,13 @@ test('columns align every series on the union of bucket times, gaps as null', ()
 test('live values fold into their bucket: min, max, last exact, avg over what was seen', () => {
   const set = new SeriesSet(/** @type {any} */ (parseSeriesAnswer(answer()).answer), 60 * MIN);
   // At or before the answer's `to`: already counted by the server.
-  assert.equal(set.foldFrame({ type: 'metrics', time: 0, values: [{ host: 'web1', service: 'cpu', metric: 100, time: iso(10 * MIN) }] }), false);
+  assert.equal(set.foldFrame(metricsFrame(0, [{ host: 'web1', service: 'cpu', metric: 100, time: iso(10 * MIN) }])), false);
   const t = 10 * MIN + 5_000;
-  const frame = {
-    type: 'metrics',
-    time: t,
-    values: [
-      { host: 'web1', service: 'cpu', metric: 4, time: iso(t) },
-      { host: 'web9', service: 'cpu', metric: 4, time: iso(t) }, // not on this graph
-      { host: 'web2', service: 'cpu', metric: null, time: iso(t) }, // no metric: nothing to draw
-    ],
-  };
+  const frame = metricsFrame(t, [
+    { host: 'web1', service: 'cpu', metric: 4, time: iso(t) },
+    { host: 'web9', service: 'cpu', metric: 4, time: iso(t) }, // not on this graph
+    { host: 'web2', service: 'cpu', metric: null, time: iso(t) }, // no metric: nothing to draw
+  ]);
   assert.equal(set.foldFrame(frame), true);
   set.fold(WEB_CPU, 10, t + 20_000);
   set.fold(WEB_CPU, 1, t + 70_000); // the next minute
@@ -70,7 +85,7 @@ test('live values fold into their bucket: min, max, last exact, avg over what wa
   assert.equal(/** @type {any} */ (set.series.get(keyOfPair('web2', 'cpu'))).points.length, 2);
   // The frame's own time stands in for a value without one.
   set.fold(WEB_CPU, 2, 11 * MIN + 1);
-  assert.equal(set.foldFrame({ type: 'metrics', time: 11 * MIN + 2, values: [{ host: 'web1', service: 'cpu', metric: 3 }] }), true);
+  assert.equal(set.foldFrame(metricsFrame(11 * MIN + 2, [{ host: 'web1', service: 'cpu', metric: 3 }])), true);
   assert.deepEqual(pts.at(-1), [11 * MIN, 1, 3, 2, 3, 3]);
 });
 

@@ -174,6 +174,42 @@ fn kind(text: &str) -> Kind {
     }
 }
 
+/// How many values a `metrics` frame carries: the items of its `values` array (arrays in the
+/// compact shape, objects before it), counted in one pass over the text without parsing it.
+fn metrics_values(text: &str) -> usize {
+    let key = r#""values":["#;
+    let Some(at) = text.find(key) else {
+        return 0;
+    };
+    let (mut depth, mut count, mut in_string, mut escaped) = (1usize, 0, false, false);
+    for byte in text[at + key.len()..].bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                count += usize::from(depth == 1);
+                depth += 1;
+            }
+            b']' | b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    count
+}
+
 /// The `sent_us` attribute of a change frame, as a string or a number.
 fn sent_us(text: &str) -> Option<u64> {
     let key = r#""sent_us":"#;
@@ -267,7 +303,7 @@ async fn client(
                         shared
                             .metrics_bytes
                             .fetch_add(text.len() as u64, Ordering::Relaxed);
-                        let values = text.as_str().matches(r#""service":"#).count();
+                        let values = metrics_values(text.as_str());
                         shared
                             .metrics_values
                             .fetch_add(values as u64, Ordering::Relaxed);
