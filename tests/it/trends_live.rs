@@ -201,7 +201,17 @@ async fn metrics_off_sends_none() {
 async fn a_client_that_does_not_read_gets_the_latest_values_when_it_reads_again() {
     const KEYS: usize = 50;
     const ROUNDS: usize = 80;
-    let server = InProcess::start(&["--metrics-interval", "0.05", "--stats-interval", "1h"]);
+    // The stuck client takes no data for as long as the rounds last: that must not be the
+    // write timeout's business (on a busy CI machine the rounds took more than its default 10 s,
+    // and the server rightly dropped the client — "connection reset" — failing this test).
+    let server = InProcess::start(&[
+        "--metrics-interval",
+        "0.05",
+        "--stats-interval",
+        "1h",
+        "--ws-write-timeout",
+        "1h",
+    ]);
     let text = "x".repeat(8 * 1024);
     let round = |metric: usize| {
         let events: Vec<Value> = (0..KEYS)
