@@ -542,9 +542,6 @@ pub(crate) fn spawn_on(
     if config.metrics_interval.is_some() {
         owner.engine.track_moved();
     }
-    if config.series.is_some() {
-        owner.engine.track_points();
-    }
     let task = tokio::spawn(owner.run(rx, clock, config.metrics_interval));
     (
         EngineHandle {
@@ -830,6 +827,8 @@ impl Owner {
         }
         let count = events.len() as u64;
         let watched = self.updates_tx.receiver_count() > 0;
+        // Taken before applying, which moves what the index keeps; handed over once applied.
+        let points = self.series.as_ref().map(|feed| feed.points(&events));
         let applied = self.engine.apply(
             events,
             &mut self.changes,
@@ -859,8 +858,8 @@ impl Owner {
             }
         };
         Counters::add(&self.counters.events, count);
-        if let Some(feed) = &self.series {
-            feed.send(self.engine.take_points());
+        if let (Some(feed), Some(points)) = (&self.series, points) {
+            feed.send(points);
         }
         // Before any acknowledgement: a sender that got its `ok` sees its keys counted.
         self.count_keys();

@@ -6,11 +6,9 @@
 //! any one transport.
 //!
 //! [`convert`] holds the conversion to and from Riemann's protobuf `Event`, which the transports
-//! and the store (its on-disk form) share; [`key`] the (host, service) key the engine's index
-//! makes once per key and shares (with its expiry heap, and with the series). A leaf: this module depends on [`crate::proto`] only.
+//! and the store (its on-disk form) share. A leaf: this module depends on [`crate::proto`] only.
 
 pub mod convert;
-pub mod key;
 
 use std::fmt::Write as _;
 

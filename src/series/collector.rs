@@ -18,8 +18,7 @@ use std::sync::Arc;
 
 use super::bucket::{Bucket, Tiers, TIER_COUNT};
 use super::closed::StoreFailed;
-pub use super::key::{KeyName, Point, SeriesKey, Slot};
-use crate::event::key::Key;
+pub use super::key::{KeyName, PackedKey, Point, SeriesKey, Slot};
 
 /// Closed buckets held for the store at most (≈ 100 MiB): reached only while the store fails.
 pub const MAX_PENDING: usize = 1 << 20;
@@ -67,9 +66,8 @@ impl Entry {
 pub struct Collector {
     tiers: Tiers,
     max_keys: usize,
-    /// Hashed with hashbrown's fast hasher: looked up once per point. Each key is the one the
-    /// engine's index made (shared), kept from the key's first point.
-    ids: HashMap<Key, u64>,
+    /// Hashed with hashbrown's fast hasher: looked up once per point.
+    ids: HashMap<PackedKey, u64>,
     entries: HashMap<u64, Entry>,
     next_id: u64,
     /// Closed buckets not yet written (full values).
@@ -98,7 +96,7 @@ impl Collector {
     pub fn restore(&mut self, keys: Vec<SeriesKey>, now_micros: i64) {
         for key in keys {
             self.next_id = self.next_id.max(key.id + 1);
-            self.ids.insert(key.name.key(), key.id);
+            self.ids.insert(key.name.packed(), key.id);
             let entry = Entry {
                 key: Arc::new(key),
                 open: [None; TIER_COUNT],
@@ -166,7 +164,7 @@ impl Collector {
         Ok(())
     }
 
-    fn new_key(&mut self, key_of_point: Key) -> Result<u64, Refused> {
+    fn new_key(&mut self, packed: PackedKey) -> Result<u64, Refused> {
         if self.entries.len() >= self.max_keys {
             return Err(Refused::MaxKeys);
         }
@@ -174,9 +172,9 @@ impl Collector {
         self.next_id += 1;
         let key = Arc::new(SeriesKey {
             id,
-            name: KeyName::of(&key_of_point),
+            name: packed.name(),
         });
-        self.ids.insert(key_of_point, id);
+        self.ids.insert(packed, id);
         self.new_keys.push(Arc::clone(&key));
         self.entries.insert(
             id,
@@ -220,7 +218,7 @@ impl Collector {
             .collect();
         for id in &gone {
             if let Some(entry) = self.entries.remove(id) {
-                self.ids.remove(&entry.key.name.key_ref());
+                self.ids.remove(&entry.key.name.packed());
             }
         }
         self.new_keys.retain(|k| !gone.contains(&k.id));
@@ -321,11 +319,7 @@ mod tests {
 
     fn point(host: &str, secs: f64, value: f64) -> Point {
         Point {
-            key: KeyName {
-                host: Some(host.to_owned()),
-                service: Some("cpu".to_owned()),
-            }
-            .key(),
+            key: PackedKey::new(Some(host), Some("cpu")),
             time_micros: (secs * 1e6) as i64,
             value,
         }

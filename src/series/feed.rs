@@ -1,5 +1,4 @@
-//! The engine's side of the series: the points of each applied batch (the engine's index notes
-//! them as it applies each event, each named by the index's own shared key), handed to the series
+//! The engine's side of the series: the points of each applied batch, handed to the series
 //! thread over a bounded channel without ever waiting.
 //!
 //! Why never wait: series are derived data, and the engine's promise is ingest (every
@@ -13,8 +12,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
-use super::key::Point;
+use super::key::{PackedKey, Point};
 use super::{DropReason, SeriesCounters};
+use crate::event::Event;
 
 /// Points waiting for the series thread at most (≈ 25 MiB with short names).
 pub const MAX_QUEUED_POINTS: usize = 256 * 1024;
@@ -35,16 +35,34 @@ impl std::fmt::Debug for SeriesFeed {
 }
 
 impl SeriesFeed {
-    /// Hands the points of an applied batch (the engine's `take_points`) to the series thread;
-    /// never waits (see the module doc). NaN and infinities are not stored: counted.
-    pub fn send(&self, mut points: Vec<Point>) {
-        let with_metric = points.len();
-        points.retain(|point| point.value.is_finite());
-        let n = points.len();
-        if n < with_metric {
-            self.counters
-                .dropped(DropReason::NotFinite, (with_metric - n) as u64);
+    /// The points of `events`: each event with a finite metric (NaN and infinities are not
+    /// stored: counted). Taken before the engine applies the batch, which moves what it keeps.
+    pub fn points(&self, events: &[Event]) -> Vec<Point> {
+        let mut points = Vec::with_capacity(events.len());
+        let mut not_finite = 0;
+        for event in events {
+            let Some(metric) = event.metric else { continue };
+            let value = metric.as_f64();
+            if !value.is_finite() {
+                not_finite += 1;
+                continue;
+            }
+            points.push(Point {
+                key: PackedKey::new(event.host.as_deref(), event.service.as_deref()),
+                time_micros: event.time_micros,
+                value,
+            });
         }
+        if not_finite > 0 {
+            self.counters.dropped(DropReason::NotFinite, not_finite);
+        }
+        points
+    }
+
+    /// Hands the points of an applied batch to the series thread; never waits (see the module
+    /// doc).
+    pub fn send(&self, points: Vec<Point>) {
+        let n = points.len();
         if n == 0 {
             return;
         }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use feed::SeriesFeed;
-pub use key::{KeyName, Point, SeriesKey};
+pub use key::{KeyName, SeriesKey};
 
 use bucket::{Bucket, Tiers};
 use closed::{ClosedBuckets, MemoryBuckets, StoreFailed};

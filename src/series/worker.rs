@@ -234,7 +234,7 @@ mod tests {
 
     use super::super::bucket::{tiers, Bucket};
     use super::super::closed::{MemoryBuckets, StoreFailed};
-    use super::super::key::{KeyName, SeriesKey, Slot};
+    use super::super::key::{PackedKey, SeriesKey, Slot};
     use super::*;
 
     /// Memory that fails every call while `failing` is set (a full disk).
@@ -288,11 +288,7 @@ mod tests {
     /// each tier a point falls in does not depend on when the test runs).
     fn point(base_micros: i64, secs: i64, value: f64) -> Point {
         Point {
-            key: KeyName {
-                host: Some("db1".to_owned()),
-                service: Some("disk".to_owned()),
-            }
-            .key(),
+            key: PackedKey::new(Some("db1"), Some("disk")),
             time_micros: base_micros + secs * 1_000_000,
             value,
         }

@@ -21,13 +21,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::key::KeyRef;
 use super::Engine;
 use crate::action::{
     AckInfo, Action, ActionKind, ActionRecord, ActionRefusal, Actions, KeyName, Silence,
     SilenceChange, UnackReason, MAX_SILENCES, SILENCES_MEMORY,
 };
 use crate::change::{Change, ChangeKind, StateChange};
-use crate::event::key::KeyRef;
 use crate::event::Event;
 use crate::query::Query;
 

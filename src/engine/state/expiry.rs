@@ -6,7 +6,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use crate::event::key::Key;
+use super::key::Key;
 
 /// An expiry heap item: due `at`, ordered by (time, key) like the ordered set it replaces, so
 /// keys due at the same time expire in the same order.

@@ -22,16 +22,16 @@
 
 mod actions;
 mod expiry;
+mod key;
 
 use std::sync::Arc;
 
 use hashbrown::HashMap;
 
 use crate::change::{Change, Snapshot, StateChange};
-use crate::event::key::{Key, KeyRef};
 use crate::event::Event;
-use crate::series::Point;
 use expiry::{Due, ExpiryHeap};
+use key::{Key, KeyRef};
 
 #[derive(Debug)]
 struct Entry {
@@ -113,9 +113,6 @@ pub struct Engine {
     track_moved: bool,
     /// Keys whose entries are `moved`, each once.
     moved: Vec<Key>,
-    /// The metric points of applied events, for the series, when tracking
-    /// ([`Engine::track_points`]): each names its key by a clone of the index's own.
-    points: Option<Vec<Point>>,
     /// How long an expired entry stays before it is removed; `None`: until it reports again.
     expired_keep_micros: Option<i64>,
     /// Keys the index may hold: a batch that would add more is refused whole.
@@ -140,7 +137,6 @@ impl Engine {
             unsaved: Vec::new(),
             track_moved: false,
             moved: Vec::new(),
-            points: None,
             expired_keep_micros: None,
             max_keys: usize::MAX,
             forgotten: Vec::new(),
@@ -187,17 +183,6 @@ impl Engine {
     /// [`Engine::take_moved`] (dashboards want live values).
     pub fn track_moved(&mut self) {
         self.track_moved = true;
-    }
-
-    /// From now on, note the metric of every applied event, for [`Engine::take_points`] (the
-    /// series).
-    pub fn track_points(&mut self) {
-        self.points.get_or_insert_with(Vec::new);
-    }
-
-    /// The metric points noted since the last call, in the order their events were applied.
-    pub fn take_points(&mut self) -> Vec<Point> {
-        self.points.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The latest event of every key whose metric or description moved within its state since
@@ -300,9 +285,6 @@ impl Engine {
                 max_keys: self.max_keys,
             });
         }
-        if let Some(points) = &mut self.points {
-            points.reserve(events.len());
-        }
         let mut first_change = None;
         // Events are worked on where they lie (no move of a whole event per step); what is
         // left in the batch afterwards (the replaced fields) is dropped with it.
@@ -327,7 +309,6 @@ impl Engine {
         let Some((key, entry)) = self.index.get_key_value_mut(&KeyRef::of_event(event)) else {
             return self.index_new(event, expires_at, indexed);
         };
-        note_point(&mut self.points, key, event);
         let moved = self.track_moved
             && (entry.event.metric != event.metric || entry.event.description != event.description);
         let previous = replace_event(entry, event, &self.init_state);
@@ -382,7 +363,6 @@ impl Engine {
     ) -> Option<Change> {
         let changed = changes_state(event.state.as_deref(), None, &self.init_state);
         let key = Key::new(KeyRef::of_event(event));
-        note_point(&mut self.points, &key, event);
         let event = Arc::new(std::mem::take(event));
         // A client may send the state `expired` itself: such an entry is expired, as
         // `restore` would take it (see [`Engine::apply_one`]).
@@ -604,18 +584,6 @@ fn reschedule(scheduled: Option<i64>, due: Option<i64>) -> Reschedule {
         Some(at) if scheduled.is_none_or(|s| s > at) => Reschedule::Push(at),
         Some(_) => Reschedule::Keep,
         None => Reschedule::Forget,
-    }
-}
-
-/// Notes the point of `event`'s metric, if it has one and points are tracked: named by `key`,
-/// the index's own (a reference count, no copy of host and service).
-fn note_point(points: &mut Option<Vec<Point>>, key: &Key, event: &Event) {
-    if let (Some(points), Some(metric)) = (points, event.metric) {
-        points.push(Point {
-            key: key.clone(),
-            time_micros: event.time_micros,
-            value: metric.as_f64(),
-        });
     }
 }
 
