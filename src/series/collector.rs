@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::bucket::{Bucket, Tiers, TIER_COUNT};
 use super::closed::StoreFailed;
-pub use super::key::{KeyName, PackedKey, Point, SeriesKey, Slot};
+pub use super::key::{name_of, KeyName, PackedKey, Point, Points, SeriesKey, Slot};
 
 /// Closed buckets held for the store at most (≈ 100 MiB): reached only while the store fails.
 pub const MAX_PENDING: usize = 1 << 20;
@@ -54,14 +54,14 @@ struct Entry {
 
 impl Entry {
     /// The entry of a key new in this run, numbered `id`.
-    fn new(id: u64, packed: &PackedKey) -> Self {
+    fn new(id: u64, packed: &[u8]) -> Self {
         Entry {
             newest_micros: i64::MIN,
             open: [None; TIER_COUNT],
             closed_through: [None; TIER_COUNT],
             key: Arc::new(SeriesKey {
                 id,
-                name: packed.name(),
+                name: name_of(packed),
             }),
         }
     }
@@ -138,21 +138,21 @@ impl Collector {
 
     /// Adds one point to its key's open bucket in every tier. `stored` finds a closed bucket in
     /// the store (see the module doc).
-    pub fn add(&mut self, point: Point, stored: Stored<'_>) -> Result<(), Refused> {
+    pub fn add(&mut self, point: Point<'_>, stored: Stored<'_>) -> Result<(), Refused> {
         let Point {
             key,
             time_micros,
             value,
         } = point;
         let full = self.entries.len() >= self.max_keys;
-        let entry = match self.entries.entry(key) {
-            hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            hash_map::Entry::Vacant(_) if full => return Err(Refused::MaxKeys),
-            hash_map::Entry::Vacant(vacant) => {
+        let entry = match self.entries.entry_ref(key) {
+            hash_map::EntryRef::Occupied(entry) => entry.into_mut(),
+            hash_map::EntryRef::Vacant(_) if full => return Err(Refused::MaxKeys),
+            hash_map::EntryRef::Vacant(vacant) => {
                 let id = self.next_id;
                 self.next_id += 1;
-                self.ids.insert(id, vacant.key().clone());
-                let new = Entry::new(id, vacant.key());
+                self.ids.insert(id, PackedKey::from(key));
+                let new = Entry::new(id, key);
                 self.new_keys.push(Arc::clone(&new.key));
                 vacant.insert(new)
             }
@@ -321,12 +321,11 @@ mod tests {
     use super::super::bucket::tiers;
     use super::*;
 
-    fn point(host: &str, secs: f64, value: f64) -> Point {
-        Point {
-            key: PackedKey::new(Some(host), Some("cpu")),
-            time_micros: (secs * 1e6) as i64,
-            value,
-        }
+    /// A batch of one point (see [`Points::first`]).
+    fn point(host: &str, secs: f64, value: f64) -> Points {
+        let mut batch = Points::default();
+        batch.push(Some(host), Some("cpu"), (secs * 1e6) as i64, value);
+        batch
     }
 
     fn nothing_stored(_: Slot) -> Result<Option<Bucket>, StoreFailed> {
@@ -338,7 +337,7 @@ mod tests {
         let mut c = Collector::new(tiers(7 * 24 * 3_600_000), 10);
         for i in 0..100_000 {
             c.add(
-                point("a", 1000.0 + (i % 10) as f64 * 0.5, 1.0),
+                point("a", 1000.0 + (i % 10) as f64 * 0.5, 1.0).first(),
                 &mut nothing_stored,
             )
             .unwrap();
@@ -352,14 +351,17 @@ mod tests {
     #[test]
     fn a_newer_bucket_closes_the_open_one_and_a_late_point_joins_its_closed_bucket() {
         let mut c = Collector::new(tiers(7 * 24 * 3_600_000), 10);
-        c.add(point("a", 1000.0, 1.0), &mut nothing_stored).unwrap();
-        c.add(point("a", 1011.0, 2.0), &mut nothing_stored).unwrap();
+        c.add(point("a", 1000.0, 1.0).first(), &mut nothing_stored)
+            .unwrap();
+        c.add(point("a", 1011.0, 2.0).first(), &mut nothing_stored)
+            .unwrap();
         // 1000 s: fine bucket 1000, closed; 1011 s: fine bucket 1010, open.
         let (_, closed) = c.to_write(10);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].0, (1, 0, 1_000_000));
         // Late: joins the closed fine bucket, and the open coarse one (960..1020).
-        c.add(point("a", 1005.0, 7.0), &mut nothing_stored).unwrap();
+        c.add(point("a", 1005.0, 7.0).first(), &mut nothing_stored)
+            .unwrap();
         let fine = c.held(1, 0, 0, i64::MAX);
         assert_eq!(fine[0].1.count, 2);
         assert_eq!((fine[0].1.max, fine[0].1.last), (7.0, 7.0));
@@ -372,13 +374,14 @@ mod tests {
     #[test]
     fn a_bucket_reopened_after_a_write_continues_from_what_is_stored() {
         let mut c = Collector::new(tiers(7 * 24 * 3_600_000), 10);
-        c.add(point("a", 1000.0, 4.0), &mut nothing_stored).unwrap();
+        c.add(point("a", 1000.0, 4.0).first(), &mut nothing_stored)
+            .unwrap();
         c.close_due(i64::MAX);
         let (keys, written) = c.to_write(10);
         c.written(keys.len(), &written);
         assert_eq!(c.pending_len(), 0);
         let stored: HashMap<Slot, Bucket> = written.into_iter().collect();
-        c.add(point("a", 1001.0, 6.0), &mut |slot| {
+        c.add(point("a", 1001.0, 6.0).first(), &mut |slot| {
             Ok(stored.get(&slot).copied())
         })
         .unwrap();
@@ -389,23 +392,27 @@ mod tests {
     #[test]
     fn keys_past_the_limit_are_refused_and_old_keys_forgotten() {
         let mut c = Collector::new(tiers(3_600_000), 2);
-        c.add(point("a", 10.0, 1.0), &mut nothing_stored).unwrap();
-        c.add(point("b", 5000.0, 1.0), &mut nothing_stored).unwrap();
+        c.add(point("a", 10.0, 1.0).first(), &mut nothing_stored)
+            .unwrap();
+        c.add(point("b", 5000.0, 1.0).first(), &mut nothing_stored)
+            .unwrap();
         assert_eq!(
-            c.add(point("c", 10.0, 1.0), &mut nothing_stored),
+            c.add(point("c", 10.0, 1.0).first(), &mut nothing_stored),
             Err(Refused::MaxKeys)
         );
         c.close_due(i64::MAX);
         assert_eq!(c.forget_before(1_000_000_000), vec![1]);
         assert_eq!(c.len(), 1);
         assert!(c.held(1, 0, 0, i64::MAX).is_empty());
-        c.add(point("c", 10.0, 1.0), &mut nothing_stored).unwrap();
+        c.add(point("c", 10.0, 1.0).first(), &mut nothing_stored)
+            .unwrap();
     }
 
     #[test]
     fn closing_by_the_clock_waits_one_step_past_the_bucket() {
         let mut c = Collector::new(tiers(7 * 24 * 3_600_000), 10);
-        c.add(point("a", 1000.0, 1.0), &mut nothing_stored).unwrap();
+        c.add(point("a", 1000.0, 1.0).first(), &mut nothing_stored)
+            .unwrap();
         c.close_due(1_019_999);
         assert_eq!(c.pending_len(), 0);
         c.close_due(1_020_000);
