@@ -38,10 +38,13 @@ impl SeriesFeed {
     /// The points of `events`: each event with a finite metric (NaN and infinities are not
     /// stored: counted). Taken before the engine applies the batch, which moves what it keeps.
     pub fn points(&self, events: &[Event]) -> Points {
-        let key_bytes = events.first().map_or(0, |event| {
-            let length = |text: &Option<String>| text.as_ref().map_or(0, String::len);
-            events.len() * (length(&event.host) + length(&event.service))
-        });
+        // Exactly what the keys take (no more than the batch already holds): one allocation.
+        let length = |text: &Option<String>| text.as_ref().map_or(0, String::len);
+        let key_bytes = events
+            .iter()
+            .filter(|event| event.metric.is_some())
+            .map(|event| length(&event.host) + length(&event.service))
+            .sum();
         let mut points = Points::with_capacity(events.len(), key_bytes);
         let mut not_finite = 0;
         for event in events {

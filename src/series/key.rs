@@ -25,9 +25,9 @@ pub struct Point<'a> {
 }
 
 /// The points of one applied batch, their keys packed one after the other in one buffer: the
-/// engine thread makes one allocation per batch (not one per point) and the series thread frees
-/// one — the per-point allocation, made on one thread and freed on the other, was most of what
-/// series cost the engine (BENCHMARKS.md, "Metric series"). Bounded by its batch.
+/// engine thread makes one allocation per batch, not one per point, and the series thread frees
+/// one (a free on another thread than the allocating one is the allocator's slow path) and looks
+/// each key up as a borrowed slice (BENCHMARKS.md, "Metric series"). Bounded by its batch.
 #[derive(Debug, Default)]
 pub struct Points {
     keys: Vec<u8>,
