@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
-use super::key::{PackedKey, Point};
+use super::key::Points;
 use super::{DropReason, SeriesCounters};
 use crate::event::Event;
 
@@ -24,7 +24,7 @@ pub const QUEUE_BATCHES: usize = 4096;
 /// See the module doc; cheap to clone.
 #[derive(Clone)]
 pub struct SeriesFeed {
-    pub(super) tx: SyncSender<Vec<Point>>,
+    pub(super) tx: SyncSender<Points>,
     pub(super) counters: Arc<SeriesCounters>,
 }
 
@@ -37,8 +37,15 @@ impl std::fmt::Debug for SeriesFeed {
 impl SeriesFeed {
     /// The points of `events`: each event with a finite metric (NaN and infinities are not
     /// stored: counted). Taken before the engine applies the batch, which moves what it keeps.
-    pub fn points(&self, events: &[Event]) -> Vec<Point> {
-        let mut points = Vec::with_capacity(events.len());
+    pub fn points(&self, events: &[Event]) -> Points {
+        // Exactly what the keys take (no more than the batch already holds): one allocation.
+        let length = |text: &Option<String>| text.as_ref().map_or(0, String::len);
+        let key_bytes = events
+            .iter()
+            .filter(|event| event.metric.is_some())
+            .map(|event| length(&event.host) + length(&event.service))
+            .sum();
+        let mut points = Points::with_capacity(events.len(), key_bytes);
         let mut not_finite = 0;
         for event in events {
             let Some(metric) = event.metric else { continue };
@@ -47,11 +54,8 @@ impl SeriesFeed {
                 not_finite += 1;
                 continue;
             }
-            points.push(Point {
-                key: PackedKey::new(event.host.as_deref(), event.service.as_deref()),
-                time_micros: event.time_micros,
-                value,
-            });
+            let (host, service) = (event.host.as_deref(), event.service.as_deref());
+            points.push(host, service, event.time_micros, value);
         }
         if not_finite > 0 {
             self.counters.dropped(DropReason::NotFinite, not_finite);
@@ -61,7 +65,7 @@ impl SeriesFeed {
 
     /// Hands the points of an applied batch to the series thread; never waits (see the module
     /// doc).
-    pub fn send(&self, points: Vec<Point>) {
+    pub fn send(&self, points: Points) {
         let n = points.len();
         if n == 0 {
             return;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::closed::ClosedBuckets;
 use super::collector::{Collector, Refused};
-use super::key::Point;
+use super::key::Points;
 use super::{DropReason, SeriesCounters, SeriesSettings};
 use crate::event::now_micros;
 use crate::rate_limited_log::RateLimitedLog;
@@ -65,7 +65,7 @@ fn retry_delay(took: Duration) -> Duration {
 }
 
 impl Worker {
-    pub(super) fn run(mut self, rx: Receiver<Vec<Point>>) {
+    pub(super) fn run(mut self, rx: Receiver<Points>) {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -95,7 +95,7 @@ impl Worker {
     }
 
     /// Adds points to their open buckets.
-    fn take(&mut self, batches: Vec<Vec<Point>>) {
+    fn take(&mut self, batches: Vec<Points>) {
         let now = now_micros();
         let oldest = now.saturating_sub(self.settings.retention_ms.saturating_mul(1000));
         let newest = now.saturating_add(FUTURE_MICROS);
@@ -107,7 +107,7 @@ impl Worker {
         let mut added = 0;
         for points in batches {
             let n = points.len();
-            for point in points {
+            for point in points.iter() {
                 let outcome = if point.time_micros < oldest {
                     Err(DropReason::TooOld)
                 } else if point.time_micros > newest {
@@ -289,7 +289,7 @@ mod tests {
 
     use super::super::bucket::{tiers, Bucket};
     use super::super::closed::{MemoryBuckets, StoreFailed};
-    use super::super::key::{PackedKey, SeriesKey, Slot};
+    use super::super::key::{SeriesKey, Slot};
     use super::*;
 
     /// Memory that fails every call while `failing` is set (a full disk).
@@ -341,12 +341,17 @@ mod tests {
 
     /// A point `secs` after `base_micros` (a minute boundary two hours ago, so which bucket of
     /// each tier a point falls in does not depend on when the test runs).
-    fn point(base_micros: i64, secs: i64, value: f64) -> Point {
-        Point {
-            key: PackedKey::new(Some("db1"), Some("disk")),
-            time_micros: base_micros + secs * 1_000_000,
-            value,
+    fn points(base_micros: i64, points: &[(i64, f64)]) -> Points {
+        let mut batch = Points::default();
+        for (secs, value) in points {
+            batch.push(
+                Some("db1"),
+                Some("disk"),
+                base_micros + secs * 1_000_000,
+                *value,
+            );
         }
+        batch
     }
 
     fn two_hours_ago_on_a_minute() -> i64 {
@@ -376,7 +381,7 @@ mod tests {
         };
         counters.queued.fetch_add(2, Ordering::Relaxed);
         let base = two_hours_ago_on_a_minute();
-        worker.take(vec![vec![point(base, 5, 1.0), point(base, 105, 2.0)]]);
+        worker.take(vec![points(base, &[(5, 1.0), (105, 2.0)])]);
         assert_eq!(SeriesCounters::get(&counters.points), 2);
         // Every bucket of two hours ago is due; the store fails: they wait, and say so.
         worker.tick(now_micros() / 1000);
@@ -386,7 +391,7 @@ mod tests {
         assert!(store.inner.read(1, 0, 0, i64::MAX).unwrap().is_empty());
         // A late point for a held bucket joins it in memory (no store read needed).
         counters.queued.fetch_add(1, Ordering::Relaxed);
-        worker.take(vec![vec![point(base, 6, 5.0)]]);
+        worker.take(vec![points(base, &[(6, 5.0)])]);
         assert_eq!(SeriesCounters::get(&counters.points), 3);
 
         store.failing.store(false, Ordering::Relaxed);
