@@ -284,8 +284,9 @@ impl SeriesReader {
         }
         let settings = SeriesSettings::new(30 * 24 * 3_600_000, 10);
         let mut collector = Collector::new(settings.tiers, settings.max_keys);
+        let key = PackedKey::new(Some("db1"), Some("disk"));
         let point = Point {
-            key: PackedKey::new(Some("db1"), Some("disk")),
+            key: std::borrow::Borrow::borrow(&key),
             time_micros: crate::event::now_micros(),
             value: 1.0,
         };
