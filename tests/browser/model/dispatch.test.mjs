@@ -8,6 +8,7 @@ import { Model, keyOfPair } from '../../../static/js/model.js';
 import {
   initialState, dispatch, connectionChanged, snapshotNotes, resumeFrom, resolveSince, describe,
 } from '../../../static/js/dispatch.js';
+import { metricsFrame } from './frames.mjs';
 
 const ev = (host, service, state, extra = {}) => ({ host, service, state, ...extra });
 const kinds = (effects) => effects.map((e) => e.kind);
@@ -237,24 +238,6 @@ test('services are described by host and service, with placeholders', () => {
   assert.equal(describe({ host: 'a', service: 'x' }), 'a · x');
   assert.equal(describe({}), '(no host) · (no service)');
 });
-
-/**
- * A `metrics` frame in the server's compact shape (see metricValues in model.js), from values
- * written as objects {host, service, metric, description, time}.
- * @param {number} time
- * @param {Record<string, any>[]} values
- */
-function metricsFrame(time, values) {
-  /** @type {string[]} */
-  const hosts = [];
-  const row = (/** @type {Record<string, any>} */ v) => {
-    let h = v.host == null ? null : hosts.indexOf(v.host);
-    if (h === -1) h = hosts.push(v.host) - 1;
-    const age = typeof v.time === 'string' ? time - Date.parse(v.time) : null;
-    return [h, v.service ?? null, v.metric ?? null, v.description ?? null, age];
-  };
-  return { type: 'metrics', time, hosts, values: values.map(row) };
-}
 
 test('a metrics frame: live values of held services, grid cells and open details follow, no seq, log or flash', () => {
   const model = new Model();

@@ -7,26 +7,9 @@ import {
   parseSeriesAnswer, SeriesSet, stateBands, actionMarks, seriesLabel, concernsKey, MAX_POINTS,
 } from '../../../static/js/series.js';
 import { keyOfPair } from '../../../static/js/model.js';
+import { metricsFrame } from './frames.mjs';
 
 const MIN = 60_000;
-
-/**
- * A `metrics` frame in the server's compact shape (see metricValues in model.js), from values
- * written as objects {host, service, metric, description, time}.
- * @param {number} time
- * @param {Record<string, any>[]} values
- */
-function metricsFrame(time, values) {
-  /** @type {string[]} */
-  const hosts = [];
-  const row = (/** @type {Record<string, any>} */ v) => {
-    let h = v.host == null ? null : hosts.indexOf(v.host);
-    if (h === -1) h = hosts.push(v.host) - 1;
-    const age = typeof v.time === 'string' ? time - Date.parse(v.time) : null;
-    return [h, v.service ?? null, v.metric ?? null, v.description ?? null, age];
-  };
-  return { type: 'metrics', time, hosts, values: values.map(row) };
-}
 
 const WEB_CPU = keyOfPair('web1', 'cpu');
 const iso = (/** @type {number} */ ms) => new Date(ms).toISOString();
