@@ -830,12 +830,17 @@ impl Owner {
         }
         let count = events.len() as u64;
         let watched = self.updates_tx.receiver_count() > 0;
-        // Taken before applying, which moves what the index keeps; handed over once applied.
-        let points = self.series.as_ref().map(|feed| feed.points(&events));
-        let applied = self.engine.apply(
+        // Made as the batch is applied (each point names its key by its entry's slot); handed
+        // over once it is.
+        let mut points = self
+            .series
+            .as_ref()
+            .map(|_| crate::series::key::Points::with_capacity(events.len()));
+        let applied = self.engine.apply_with_points(
             events,
             &mut self.changes,
             watched.then_some(&mut self.indexed),
+            points.as_mut(),
         );
         let first_change = match applied {
             Ok(first_change) => first_change,
@@ -861,7 +866,7 @@ impl Owner {
             }
         };
         Counters::add(&self.counters.events, count);
-        if let (Some(feed), Some(points)) = (&self.series, points) {
+        if let (Some(feed), Some(points)) = (&mut self.series, points) {
             feed.send(points);
         }
         // Before any acknowledgement: a sender that got its `ok` sees its keys counted.

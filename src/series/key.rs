@@ -1,5 +1,6 @@
 //! What names a series and what feeds it: the key (host, service), its id in the store, one
-//! point (an applied event's metric and time) and where a closed bucket lives.
+//! point (an applied event's metric and time, its key named by the index's slot number) and
+//! where a closed bucket lives.
 
 /// A series' name: the index key it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -15,47 +16,62 @@ pub struct SeriesKey {
     pub name: KeyName,
 }
 
-/// One metric of one applied event: its key in [`PackedKey`]'s layout, borrowed from the batch's
-/// [`Points`].
+/// One metric of one applied event: the index's number for its key (see [`Points`]), its event
+/// time and its value.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point<'a> {
-    pub key: &'a [u8],
+pub struct Point {
+    pub slot: u32,
     pub time_micros: i64,
     pub value: f64,
 }
 
-/// The points of one applied batch, their keys packed one after the other in one buffer: the
-/// engine thread makes one allocation per batch, not one per point, and the series thread frees
-/// one (a free on another thread than the allocating one is the allocator's slow path) and looks
-/// each key up as a borrowed slice (BENCHMARKS.md, "Metric series"). Bounded by its batch.
+/// The points of one applied batch, each naming its key by the index's small stable number for
+/// it (its *slot*), and the names of the slots that carry a key new to the series thread: the
+/// engine sends a key's name once (when the key first gets a point in a slot), and every later
+/// point is a number the series thread looks up in a dense array — no key bytes to build,
+/// hash or compare per point (BENCHMARKS.md, "Metric series").
+///
+/// Why it stays right when slots are reused: a slot is numbered again only after its key left
+/// the index, and the new key's name travels in the first batch carrying its points, ahead of
+/// them, over the same ordered channel; the feed keeps the names of a dropped batch for the next
+/// one (`feed`), so no point ever reaches the series thread before its slot's current name.
+/// Bounded by its batch (names: at most one per point).
 #[derive(Debug, Default)]
 pub struct Points {
-    keys: Vec<u8>,
-    /// Per point: where its key ends in `keys` (it starts where the previous one ends), its
-    /// time and its value.
-    points: Vec<(usize, i64, f64)>,
+    /// The names, packed one after the other ([`PackedKey`]'s layout).
+    name_bytes: Vec<u8>,
+    /// Per name: its slot and where it ends in `name_bytes` (it starts where the previous ends).
+    names: Vec<(u32, usize)>,
+    points: Vec<Point>,
+    /// Metrics of the batch that were NaN or infinite (not stored: counted).
+    pub not_finite: u64,
 }
 
 impl Points {
-    /// Room for `points` points whose keys hold `key_bytes` bytes of host and service.
-    pub fn with_capacity(points: usize, key_bytes: usize) -> Self {
+    /// Room for `points` points.
+    pub fn with_capacity(points: usize) -> Self {
         Self {
-            keys: Vec::with_capacity(points * HEADER + key_bytes),
             points: Vec::with_capacity(points),
+            ..Self::default()
         }
     }
 
-    pub fn push(
-        &mut self,
-        host: Option<&str>,
-        service: Option<&str>,
-        time_micros: i64,
-        value: f64,
-    ) {
-        pack(&mut self.keys, host, service);
-        self.points.push((self.keys.len(), time_micros, value));
+    /// Says that from now on `slot` names the key packed in `name` ([`PackedKey`]'s layout).
+    pub fn name(&mut self, slot: u32, name: &[u8]) {
+        self.name_bytes.extend_from_slice(name);
+        self.names.push((slot, self.name_bytes.len()));
     }
 
+    /// A point of the key `slot` names (its name pushed before, in this batch or an earlier one).
+    pub fn push(&mut self, slot: u32, time_micros: i64, value: f64) {
+        self.points.push(Point {
+            slot,
+            time_micros,
+            value,
+        });
+    }
+
+    /// Points (not names).
     pub fn len(&self) -> usize {
         self.points.len()
     }
@@ -64,30 +80,55 @@ impl Points {
         self.points.is_empty()
     }
 
-    /// The points, in the order they were pushed.
-    pub fn iter(&self) -> impl Iterator<Item = Point<'_>> {
+    /// Whether the batch carries names.
+    pub fn has_names(&self) -> bool {
+        !self.names.is_empty()
+    }
+
+    /// The names, in the order they were pushed: each slot's latest one wins.
+    pub fn names(&self) -> impl Iterator<Item = (u32, &[u8])> {
         let mut start = 0;
-        self.points.iter().map(move |&(end, time_micros, value)| {
-            let key = self.keys.get(start..end).unwrap_or_default();
+        self.names.iter().map(move |&(slot, end)| {
+            let name = self.name_bytes.get(start..end).unwrap_or_default();
             start = end;
-            Point {
-                key,
-                time_micros,
-                value,
-            }
+            (slot, name)
         })
     }
 
-    /// The first point (tests add points one at a time).
+    /// The points, in the order they were pushed.
+    pub fn points(&self) -> &[Point] {
+        &self.points
+    }
+
+    /// Puts `earlier`'s names ahead of this batch's own (the feed's names of dropped batches).
+    pub fn prepend_names(&mut self, earlier: &[(u32, Box<[u8]>)]) {
+        let mut bytes = Vec::with_capacity(self.name_bytes.len() + earlier.len() * 16);
+        let mut names = Vec::with_capacity(self.names.len() + earlier.len());
+        for (slot, name) in earlier {
+            bytes.extend_from_slice(name);
+            names.push((*slot, bytes.len()));
+        }
+        for (slot, name) in self.names() {
+            bytes.extend_from_slice(name);
+            names.push((slot, bytes.len()));
+        }
+        self.name_bytes = bytes;
+        self.names = names;
+    }
+
+    /// A batch of one point of (`host`, `service`) in slot `slot`, its name with it (tests).
     #[cfg(test)]
-    pub fn first(&self) -> Point<'_> {
-        self.iter().next().expect("a point")
+    pub fn one(slot: u32, host: &str, service: &str, time_micros: i64, value: f64) -> Self {
+        let mut points = Points::default();
+        points.name(slot, &PackedKey::new(Some(host), Some(service)).0);
+        points.push(slot, time_micros, value);
+        points
     }
 }
 
 /// A key's host and service in one allocation — `[flags: 1][host length: 4, LE][host][service]`,
-/// flags bit 0 = host present, bit 1 = service present (the index's own layout) — so the series
-/// thread finds a point's series by hashing one slice, borrowed from the batch's [`Points`].
+/// flags bit 0 = host present, bit 1 = service present (the index's own layout, so the engine
+/// sends a slot's name as the index key's bytes) — hashed as one slice when a name is bound.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PackedKey(Box<[u8]>);
 
@@ -126,6 +167,11 @@ impl PackedKey {
         let mut bytes = Vec::new();
         pack(&mut bytes, host, service);
         PackedKey(bytes.into_boxed_slice())
+    }
+
+    /// The packed bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// The host and service again.
@@ -184,22 +230,24 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_of_points_gives_back_each_key_packed_in_order() {
-        let keys = [
-            (Some("web1"), Some("cpu")),
-            (None, Some("")),
-            (Some("ünï"), None),
-        ];
-        let mut points = Points::with_capacity(1, 0);
-        for (i, (host, service)) in keys.iter().enumerate() {
-            points.push(*host, *service, i as i64, i as f64 / 2.0);
-        }
+    fn a_batch_gives_back_its_names_in_order_after_the_names_put_ahead_of_it() {
+        let web = PackedKey::new(Some("web1"), Some("cpu"));
+        let db = PackedKey::new(None, Some("ünï"));
+        let mut points = Points::with_capacity(2);
+        assert!(!points.has_names());
+        points.name(3, &web.0);
+        points.push(3, 10, 0.5);
+        points.name(0, &db.0);
+        points.push(0, 11, 1.5);
+        points.push(3, 12, 2.5);
+        points.prepend_names(&[(3, db.0.clone()), (7, web.0.clone())]);
+        let names: Vec<(u32, KeyName)> = points.names().map(|(s, n)| (s, name_of(n))).collect();
+        assert_eq!(
+            names,
+            [(3, db.name()), (7, web.name()), (3, web.name()), (0, db.name())]
+        );
+        let slots: Vec<u32> = points.points().iter().map(|p| p.slot).collect();
+        assert_eq!(slots, [3, 0, 3]);
         assert_eq!(points.len(), 3);
-        for (i, (point, (host, service))) in points.iter().zip(keys).enumerate() {
-            let packed = PackedKey::new(host, service);
-            assert_eq!(point.key, std::borrow::Borrow::<[u8]>::borrow(&packed));
-            assert_eq!(name_of(point.key), packed.name());
-            assert_eq!((point.time_micros, point.value), (i as i64, i as f64 / 2.0));
-        }
     }
 }

@@ -284,9 +284,9 @@ impl SeriesReader {
         }
         let settings = SeriesSettings::new(30 * 24 * 3_600_000, 10);
         let mut collector = Collector::new(settings.tiers, settings.max_keys);
-        let key = PackedKey::new(Some("db1"), Some("disk"));
+        collector.name(0, PackedKey::new(Some("db1"), Some("disk")).bytes());
         let point = Point {
-            key: std::borrow::Borrow::borrow(&key),
+            slot: 0,
             time_micros: crate::event::now_micros(),
             value: 1.0,
         };
@@ -347,10 +347,7 @@ pub fn start(settings: SeriesSettings, dir: Option<&Path>) -> Result<Series, Sto
     };
     let thread = tokio::task::spawn_blocking(move || worker.run(rx));
     Ok(Series {
-        feed: SeriesFeed {
-            tx,
-            counters: Arc::clone(&counters),
-        },
+        feed: SeriesFeed::new(tx, Arc::clone(&counters)),
         reader: SeriesReader {
             collector,
             store,

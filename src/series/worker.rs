@@ -107,7 +107,10 @@ impl Worker {
         let mut added = 0;
         for points in batches {
             let n = points.len();
-            for point in points.iter() {
+            for (slot, name) in points.names() {
+                collector.name(slot, name);
+            }
+            for &point in points.points() {
                 let outcome = if point.time_micros < oldest {
                     Err(DropReason::TooOld)
                 } else if point.time_micros > newest {
@@ -118,6 +121,8 @@ impl Worker {
                         .map_err(|refused| match refused {
                             Refused::MaxKeys => DropReason::MaxKeys,
                             Refused::Store => DropReason::StoreFailing,
+                            // Its name was lost with a dropped batch (see `Refused`).
+                            Refused::Unnamed => DropReason::QueueFull,
                         })
                 };
                 match outcome {
@@ -289,7 +294,7 @@ mod tests {
 
     use super::super::bucket::{tiers, Bucket};
     use super::super::closed::{MemoryBuckets, StoreFailed};
-    use super::super::key::{SeriesKey, Slot};
+    use super::super::key::{PackedKey, SeriesKey, Slot};
     use super::*;
 
     /// Memory that fails every call while `failing` is set (a full disk).
@@ -343,13 +348,9 @@ mod tests {
     /// each tier a point falls in does not depend on when the test runs).
     fn points(base_micros: i64, points: &[(i64, f64)]) -> Points {
         let mut batch = Points::default();
+        batch.name(0, PackedKey::new(Some("db1"), Some("disk")).bytes());
         for (secs, value) in points {
-            batch.push(
-                Some("db1"),
-                Some("disk"),
-                base_micros + secs * 1_000_000,
-                *value,
-            );
+            batch.push(0, base_micros + secs * 1_000_000, *value);
         }
         batch
     }

@@ -31,6 +31,11 @@ impl Key {
         Key(Arc::from(bytes))
     }
 
+    /// The packed bytes: a series' name is sent as these (the series key's layout is this one).
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub(super) fn parts(&self) -> KeyRef<'_> {
         let bytes = &self.0[..];
         let flags = bytes[0];

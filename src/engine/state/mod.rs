@@ -29,7 +29,8 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use crate::change::{Change, Snapshot, StateChange};
-use crate::event::Event;
+use crate::event::{Event, Metric};
+use crate::series::key::Points;
 use expiry::{Due, ExpiryHeap};
 use key::{Key, KeyRef};
 
@@ -51,6 +52,57 @@ struct Entry {
     /// Its metric or description moved, within its state, since [`Engine::take_moved`] last
     /// returned it (only when tracking).
     moved: bool,
+    /// Its small stable number while it is indexed ([`Slots`]): what its series points carry.
+    slot: u32,
+    /// Whether its key's name went out with a series point (see [`Points`]): once per entry.
+    named: bool,
+}
+
+/// Small stable numbers for the index's entries, reused once an entry leaves: a series point
+/// names its key by one (no key bytes built, hashed or compared per point; see [`Points`]).
+/// Dense: never more numbers than the index held keys at once (bounded by `--max-keys`, far
+/// below 2³²). Numbered in the order entries come and go, so the same input gives the same
+/// numbers.
+#[derive(Debug, Default)]
+struct Slots {
+    next: u32,
+    free: Vec<u32>,
+}
+
+impl Slots {
+    fn take(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            let slot = self.next;
+            self.next += 1;
+            slot
+        })
+    }
+
+    fn give_back(&mut self, slot: u32) {
+        self.free.push(slot);
+    }
+}
+
+/// The point of an event's metric for its entry's series, the key's name first when the entry
+/// has not sent it yet. NaN and infinities are counted, not stored.
+fn series_point(
+    points: &mut Points,
+    key: &Key,
+    entry: &mut Entry,
+    metric: Option<Metric>,
+    time_micros: i64,
+) {
+    let Some(metric) = metric else { return };
+    let value = metric.as_f64();
+    if !value.is_finite() {
+        points.not_finite += 1;
+        return;
+    }
+    if !entry.named {
+        entry.named = true;
+        points.name(entry.slot, key.bytes());
+    }
+    points.push(entry.slot, time_micros, value);
 }
 
 /// Makes `current` (the indexed event of the same key, not a change) equal to what indexing
@@ -122,6 +174,8 @@ pub struct Engine {
     forgotten: Vec<Arc<Event>>,
     /// Acks and silences (see `actions`).
     operator: actions::Operator,
+    /// The entries' slot numbers.
+    slots: Slots,
 }
 
 impl Engine {
@@ -141,6 +195,7 @@ impl Engine {
             max_keys: usize::MAX,
             forgotten: Vec::new(),
             operator: actions::Operator::default(),
+            slots: Slots::default(),
         }
     }
 
@@ -244,9 +299,14 @@ impl Engine {
                     scheduled: expires_at,
                     unsaved: false,
                     moved: false,
+                    slot: self.slots.take(),
+                    named: false,
                 },
             );
             debug_assert!(old.is_none(), "a store holds each key once");
+            if let Some(old) = old {
+                self.slots.give_back(old.slot);
+            }
             if let Some(at) = expires_at {
                 self.expiry.push(at, key);
             }
@@ -276,9 +336,21 @@ impl Engine {
     /// would take the index past its key limit, refuses it whole.
     pub fn apply(
         &mut self,
+        events: Vec<Event>,
+        changes: &mut Vec<Change>,
+        indexed: Option<&mut Vec<Arc<Event>>>,
+    ) -> Result<Option<usize>, IndexFull> {
+        self.apply_with_points(events, changes, indexed, None)
+    }
+
+    /// [`Engine::apply`], appending the batch's series points (every metric's, by its entry's
+    /// slot) to `points` when given: made here, where each event's entry is at hand.
+    pub fn apply_with_points(
+        &mut self,
         mut events: Vec<Event>,
         changes: &mut Vec<Change>,
         mut indexed: Option<&mut Vec<Arc<Event>>>,
+        mut points: Option<&mut Points>,
     ) -> Result<Option<usize>, IndexFull> {
         if self.would_overflow(&events) {
             return Err(IndexFull {
@@ -289,7 +361,8 @@ impl Engine {
         // Events are worked on where they lie (no move of a whole event per step); what is
         // left in the batch afterwards (the replaced fields) is dropped with it.
         for (position, event) in events.iter_mut().enumerate() {
-            if let Some(change) = self.apply_one(event, indexed.as_deref_mut()) {
+            let outputs = (indexed.as_deref_mut(), points.as_deref_mut());
+            if let Some(change) = self.apply_one(event, outputs) {
                 first_change.get_or_insert(position);
                 changes.push(change);
                 self.after_change(changes);
@@ -299,16 +372,19 @@ impl Engine {
     }
 
     /// Applies one event, taking what it indexes out of `event`; pushes the indexed event to
-    /// `indexed` when asked.
+    /// `indexed` and the event's series point to `points` when asked.
     fn apply_one(
         &mut self,
         event: &mut Event,
-        indexed: Option<&mut Vec<Arc<Event>>>,
+        (indexed, points): (Option<&mut Vec<Arc<Event>>>, Option<&mut Points>),
     ) -> Option<Change> {
         let expires_at = self.expires_at(event);
         let Some((key, entry)) = self.index.get_key_value_mut(&KeyRef::of_event(event)) else {
-            return self.index_new(event, expires_at, indexed);
+            return self.index_new(event, expires_at, (indexed, points));
         };
+        if let Some(points) = points {
+            series_point(points, key, entry, event.metric, event.time_micros);
+        }
         let moved = self.track_moved
             && (entry.event.metric != event.metric || entry.event.description != event.description);
         let previous = replace_event(entry, event, &self.init_state);
@@ -359,10 +435,11 @@ impl Engine {
         &mut self,
         event: &mut Event,
         expires_at: i64,
-        indexed: Option<&mut Vec<Arc<Event>>>,
+        (indexed, points): (Option<&mut Vec<Arc<Event>>>, Option<&mut Points>),
     ) -> Option<Change> {
         let changed = changes_state(event.state.as_deref(), None, &self.init_state);
         let key = Key::new(KeyRef::of_event(event));
+        let (metric, time_micros) = (event.metric, event.time_micros);
         let event = Arc::new(std::mem::take(event));
         // A client may send the state `expired` itself: such an entry is expired, as
         // `restore` would take it (see [`Engine::apply_one`]).
@@ -373,17 +450,20 @@ impl Engine {
             self.expired_keep_micros,
             expires_at,
         );
-        self.index.insert(
-            key.clone(),
-            Entry {
-                event: Arc::clone(&event),
-                expires_at,
-                expired,
-                scheduled: expires_at,
-                unsaved: self.track_unsaved,
-                moved: false,
-            },
-        );
+        let mut entry = Entry {
+            event: Arc::clone(&event),
+            expires_at,
+            expired,
+            scheduled: expires_at,
+            unsaved: self.track_unsaved,
+            moved: false,
+            slot: self.slots.take(),
+            named: false,
+        };
+        if let Some(points) = points {
+            series_point(points, &key, &mut entry, metric, time_micros);
+        }
+        self.index.insert(key.clone(), entry);
         if self.track_unsaved {
             self.unsaved.push(key.clone());
         }
@@ -472,6 +552,7 @@ impl Engine {
             let Some(state) = entry.event.state.clone() else {
                 // Never had a state: nothing to tell anyone, just forget it.
                 if let Some(entry) = self.index.remove(&key.parts()) {
+                    self.slots.give_back(entry.slot);
                     if self.track_unsaved {
                         self.forgotten.push(entry.event);
                     }
@@ -481,7 +562,9 @@ impl Engine {
             if entry.expired {
                 // Expired for the keep time: gone, and every screen is told.
                 let event = Arc::clone(&entry.event);
+                let slot = entry.slot;
                 self.index.remove(&key.parts());
+                self.slots.give_back(slot);
                 let change = StateChange {
                     removed: true,
                     ..self.state_change(Some(state), Arc::clone(&event), Some(event))

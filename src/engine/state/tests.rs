@@ -736,3 +736,60 @@ fn nothing_is_marked_moved_unless_tracked() {
     apply(&mut e, vec![with_metric("a", "s", Some("ok"), 2.0)]);
     assert!(e.take_moved().is_empty() && e.moved.is_empty());
 }
+
+/// The series points `events` make: the names sent (slot, host), the points (slot, time s,
+/// value) and the metrics not stored.
+type Made = (Vec<(u32, String)>, Vec<(u32, i64, f64)>, u64);
+
+fn series_points(e: &mut Engine, events: Vec<Event>) -> Made {
+    let mut points = Points::default();
+    e.apply_with_points(events, &mut Vec::new(), None, Some(&mut points))
+        .expect("under the key limit");
+    let names = points
+        .names()
+        .map(|(slot, name)| {
+            let name = crate::series::key::name_of(name);
+            assert_eq!(name.service.as_deref(), Some("svc"));
+            (slot, name.host.unwrap_or_default())
+        })
+        .collect();
+    let made = points.points().iter();
+    let made = made.map(|p| (p.slot, p.time_micros / 1_000_000, p.value));
+    (names, made.collect(), points.not_finite)
+}
+
+#[test]
+fn series_points_name_each_key_once_by_a_slot_reused_once_the_key_left() {
+    let mut e = keeping(0);
+    let metric = |host: &str, state, time_s, value| Event {
+        metric: Some(Metric::Float(value)),
+        ..at(host, state, time_s, Some(10.0))
+    };
+    let (names, points, not_finite) = series_points(
+        &mut e,
+        vec![
+            metric("a", Some("ok"), 100, 1.0),
+            metric("b", Some("ok"), 100, 2.0),
+            metric("a", None, 101, 3.0),
+            at("c", Some("ok"), 100, None),
+            metric("b", None, 102, f64::NAN),
+        ],
+    );
+    assert_eq!(names, [(0, "a".into()), (1, "b".into())]);
+    assert_eq!(points, [(0, 100, 1.0), (1, 100, 2.0), (0, 101, 3.0)]);
+    assert_eq!(not_finite, 1);
+    let later = series_points(&mut e, vec![metric("b", None, 103, 4.0)]);
+    assert_eq!(later, (vec![], vec![(1, 103, 4.0)], 0));
+    // Every key expires and goes: new keys (and `a` again) take the freed slots, named anew.
+    e.expire(1_000_000_000, &mut Vec::new());
+    assert_eq!(e.len(), 0);
+    let (names, points, _) = series_points(
+        &mut e,
+        vec![metric("d", Some("ok"), 200, 5.0), metric("a", None, 200, 6.0)],
+    );
+    let hosts: Vec<&str> = names.iter().map(|(_, host)| host.as_str()).collect();
+    assert_eq!(hosts, ["d", "a"]);
+    let (d, a) = (names[0].0, names[1].0);
+    assert!(d != a && d <= 2 && a <= 2, "freed slots reused: {names:?}");
+    assert_eq!(points, [(d, 200, 5.0), (a, 200, 6.0)]);
+}
