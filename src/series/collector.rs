@@ -451,7 +451,12 @@ mod tests {
     fn a_key_holds_one_open_bucket_per_tier_whatever_its_rate() {
         let mut c = Collector::new(tiers(7 * 24 * 3_600_000), 10);
         for i in 0..100_000 {
-            add(&mut c, "a", 1000.0 + (i % 10) as f64 * 0.5, 1.0, &mut nothing_stored,
+            add(
+                &mut c,
+                "a",
+                1000.0 + (i % 10) as f64 * 0.5,
+                1.0,
+                &mut nothing_stored,
             )
             .unwrap();
         }
@@ -464,17 +469,14 @@ mod tests {
     #[test]
     fn a_newer_bucket_closes_the_open_one_and_a_late_point_joins_its_closed_bucket() {
         let mut c = Collector::new(tiers(7 * 24 * 3_600_000), 10);
-        add(&mut c, "a", 1000.0, 1.0, &mut nothing_stored)
-            .unwrap();
-        add(&mut c, "a", 1011.0, 2.0, &mut nothing_stored)
-            .unwrap();
+        add(&mut c, "a", 1000.0, 1.0, &mut nothing_stored).unwrap();
+        add(&mut c, "a", 1011.0, 2.0, &mut nothing_stored).unwrap();
         // 1000 s: fine bucket 1000, closed; 1011 s: fine bucket 1010, open.
         let (_, closed) = c.to_write(10);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].0, (1, 0, 1_000_000));
         // Late: joins the closed fine bucket, and the open coarse one (960..1020).
-        add(&mut c, "a", 1005.0, 7.0, &mut nothing_stored)
-            .unwrap();
+        add(&mut c, "a", 1005.0, 7.0, &mut nothing_stored).unwrap();
         let fine = c.held(1, 0, 0, i64::MAX);
         assert_eq!(fine[0].1.count, 2);
         assert_eq!((fine[0].1.max, fine[0].1.last), (7.0, 7.0));
@@ -487,8 +489,7 @@ mod tests {
     #[test]
     fn a_bucket_reopened_after_a_write_continues_from_what_is_stored() {
         let mut c = Collector::new(tiers(7 * 24 * 3_600_000), 10);
-        add(&mut c, "a", 1000.0, 4.0, &mut nothing_stored)
-            .unwrap();
+        add(&mut c, "a", 1000.0, 4.0, &mut nothing_stored).unwrap();
         c.close_due(i64::MAX);
         let (keys, written) = c.to_write(10);
         c.written(keys.len(), &written);
@@ -505,10 +506,8 @@ mod tests {
     #[test]
     fn keys_past_the_limit_are_refused_and_old_keys_forgotten() {
         let mut c = Collector::new(tiers(3_600_000), 2);
-        add(&mut c, "a", 10.0, 1.0, &mut nothing_stored)
-            .unwrap();
-        add(&mut c, "b", 5000.0, 1.0, &mut nothing_stored)
-            .unwrap();
+        add(&mut c, "a", 10.0, 1.0, &mut nothing_stored).unwrap();
+        add(&mut c, "b", 5000.0, 1.0, &mut nothing_stored).unwrap();
         assert_eq!(
             add(&mut c, "c", 10.0, 1.0, &mut nothing_stored),
             Err(Refused::MaxKeys)
@@ -517,15 +516,13 @@ mod tests {
         assert_eq!(c.forget_before(1_000_000_000), vec![1]);
         assert_eq!(c.len(), 1);
         assert!(c.held(1, 0, 0, i64::MAX).is_empty());
-        add(&mut c, "c", 10.0, 1.0, &mut nothing_stored)
-            .unwrap();
+        add(&mut c, "c", 10.0, 1.0, &mut nothing_stored).unwrap();
     }
 
     #[test]
     fn closing_by_the_clock_waits_one_step_past_the_bucket() {
         let mut c = Collector::new(tiers(7 * 24 * 3_600_000), 10);
-        add(&mut c, "a", 1000.0, 1.0, &mut nothing_stored)
-            .unwrap();
+        add(&mut c, "a", 1000.0, 1.0, &mut nothing_stored).unwrap();
         c.close_due(1_019_999);
         assert_eq!(c.pending_len(), 0);
         c.close_due(1_020_000);

@@ -244,7 +244,12 @@ mod tests {
         let names: Vec<(u32, KeyName)> = points.names().map(|(s, n)| (s, name_of(n))).collect();
         assert_eq!(
             names,
-            [(3, db.name()), (7, web.name()), (3, web.name()), (0, db.name())]
+            [
+                (3, db.name()),
+                (7, web.name()),
+                (3, web.name()),
+                (0, db.name())
+            ]
         );
         let slots: Vec<u32> = points.points().iter().map(|p| p.slot).collect();
         assert_eq!(slots, [3, 0, 3]);

@@ -785,7 +785,10 @@ fn series_points_name_each_key_once_by_a_slot_reused_once_the_key_left() {
     assert_eq!(e.len(), 0);
     let (names, points, _) = series_points(
         &mut e,
-        vec![metric("d", Some("ok"), 200, 5.0), metric("a", None, 200, 6.0)],
+        vec![
+            metric("d", Some("ok"), 200, 5.0),
+            metric("a", None, 200, 6.0),
+        ],
     );
     let hosts: Vec<&str> = names.iter().map(|(_, host)| host.as_str()).collect();
     assert_eq!(hosts, ["d", "a"]);
