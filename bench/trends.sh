@@ -20,14 +20,15 @@
 # 1000), BENCH_TRENDS_ROUNDS (default 3), BENCH_TRENDS_KEYS (moving keys per connection, 10
 # connections; default 1000), BENCH_NO_BUILD=1 (the release binaries are built), BENCH_BIN_DIR
 # (where statecast, statecast-load and statecast-swarm are; default target/release: point it at a
-# copy holding another statecast to compare builds).
+# copy holding another statecast to compare builds), BENCH_TRENDS_OUT (the file the section goes into,
+# default BENCHMARKS.md; bench/trends-ab.sh points it elsewhere).
 # Needs: cargo, jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 SMOKE=0
-OUT=BENCHMARKS.md
+OUT=${BENCH_TRENDS_OUT:-BENCHMARKS.md}
 case "${1:-}" in
   --smoke) SMOKE=1; OUT=${2:-target/bench-smoke.md} ;;
   "") ;;
@@ -71,10 +72,21 @@ point() {
     --cover-keys --change-ratio 0 -d "$DUR" --label "$name" >"$WORK/load-$name.txt" 2>&1 || true
   wait "$swarm_pid" || true
   echo "$(rss_kib "$SERVER_PID")" >"$WORK/rss-$name.txt"
+  cpu_seconds "$SERVER_PID" >"$WORK/cpu-$name.txt"
   stop "$SERVER_PID"
   check "$WORK/load-$name.txt" "load ($name)" "$LOAD_OK" || true
   check "$WORK/swarm-$name.txt" "swarm ($name)" '.errored_clients == 0 and .closed_clients == 0' || true
   echo "  $name: $(head -1 "$WORK/load-$name.txt")" >&2
+}
+
+# cpu_seconds PID: the process's user + system CPU time so far, in seconds.
+cpu_seconds() {
+  sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'
+}
+# us_per_event NAME: the server's CPU µs per event acknowledged in point NAME.
+us_per_event() {
+  awk -v c="$(cat "$WORK/cpu-$1.txt")" -v e="$(get "$WORK/load-$1.txt" .acked_events)" \
+    'BEGIN { if (e > 0) printf "%.2f", c * 1e6 / e; else print "n/a" }'
 }
 
 ratios=()
@@ -94,22 +106,22 @@ section=$WORK/section.md
   echo "<!-- trends:begin: written by bench/trends.sh; edits here are overwritten -->"
   echo "## Trends: live \`metrics\` frames"
   echo
-  echo "Produced by \`bench/trends.sh\` on $(date -u '+%Y-%m-%d %H:%M') UTC, statecast at commit \`$COMMIT\`."
+  echo "Produced by \`bench/trends.sh\` on $(date -u '+%Y-%m-%d %H:%M') UTC, statecast at commit \`$COMMIT\`, load average $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Riemann TCP ingest, $CONNS connections × $BATCH events per Msg ($IN_FLIGHT in flight), every event a"
   echo "metric that moved over $((CONNS * KEYS)) keys, no state changes, while $CLIENTS dashboards watch every key;"
   echo "a fresh server (persistence on) per point, ${DUR}s measured. Load generator, server and dashboards share"
   echo "this machine's $(nproc) cores."
   echo
-  echo "| --metrics-interval | ingest ev/s | reply p50 / p99 ms | server RSS after | metrics frames/s (all dashboards) | key values/s | bytes/s |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| --metrics-interval | ingest ev/s | server CPU µs/event | reply p50 / p99 ms | server RSS after | metrics frames/s (all dashboards) | key values/s | bytes/s |"
+  echo "|---|---|---|---|---|---|---|---|"
   for f in "$on" "$off"; do
     name=$(basename "$f" .txt); name=${name#load-}; s=$WORK/swarm-$name.txt
-    echo "| ${name%%-r*} | $(human "$(get "$f" .events_per_s)") | $(msf "$(get "$f" .latency_us.p50)") / $(msf "$(get "$f" .latency_us.p99)") | $(cat "$WORK/rss-$name.txt") KiB | $(human "$(get "$s" .metrics_frames_per_s)") | $(human "$(get "$s" .metrics_values_per_s)") | $(human "$(get "$s" .metrics_bytes_per_s)") |"
+    echo "| ${name%%-r*} | $(human "$(get "$f" .events_per_s)") | $(us_per_event "$name") | $(msf "$(get "$f" .latency_us.p50)") / $(msf "$(get "$f" .latency_us.p99)") | $(cat "$WORK/rss-$name.txt") KiB | $(human "$(get "$s" .metrics_frames_per_s)") | $(human "$(get "$s" .metrics_values_per_s)") | $(human "$(get "$s" .metrics_bytes_per_s)") |"
   done
   echo
   echo "Ingest with live frames ÷ without: **$(ratio "$(get "$on" .events_per_s)" "$(get "$off" .events_per_s)")** (each round: $each)."
   echo "Per dashboard: $(awk -v f="$(get "$sw" .metrics_frames_per_s)" -v c="$CLIENTS" 'BEGIN { printf "%.2f", f / c }') frames/s"
-  echo "(one per interval and frame of a batch: at most 10,000 values and about 256 KiB a frame), $(awk -v b="$(get "$sw" .metrics_bytes_per_s)" -v c="$CLIENTS" 'BEGIN { printf "%.0f", b / c }') bytes/s."
+  echo "(at most one per interval, of at most \`--metrics-max-bytes\`: 64 KiB by default), $(awk -v b="$(get "$sw" .metrics_bytes_per_s)" -v c="$CLIENTS" 'BEGIN { printf "%.0f", b / c }') bytes/s."
   echo
   echo "Raw results of this section:"
   echo

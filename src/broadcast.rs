@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 
 use bytes::Bytes;
 
-use crate::change::{Change, ChangeKind, MetricBatch, Snapshot};
+use crate::change::{ByKey, Change, ChangeKind, MetricBatch, SharedFrame, Snapshot};
 use crate::event::Event;
 use crate::protocol::{self, Ack, EventItem, Frame, Items, SilenceItem, SnapshotFrame};
 
@@ -220,15 +220,64 @@ pub fn metrics_channel() -> MetricsSender {
     tokio::sync::broadcast::channel(METRIC_BATCHES_KEPT).0
 }
 
-/// The `metrics` frame of `values` (see [`protocol::MetricsFrame`]), built at `time_ms`.
-pub fn metrics_frame(time_ms: i64, values: &[Arc<Event>]) -> Bytes {
-    let frame = Frame::Metrics(protocol::MetricsFrame {
-        time: time_ms,
-        values,
-    });
-    let mut out = Vec::with_capacity(64 + 48 * values.len());
-    frame.write(&mut out);
-    Bytes::from(out)
+/// `--metrics-max-bytes` unless set: 64 KiB, about 1,600 typical values a frame, so 1,000
+/// dashboards take at most 64 MB/s at the default 1 s interval however many keys move.
+pub const DEFAULT_METRICS_MAX_BYTES: usize = 64 * 1024;
+
+/// The `metrics` frame of as many of `values` as fit in `max_bytes`, in order (see
+/// [`protocol::MetricsFrameWriter`]: a first value larger than that goes alone), built at
+/// `time_ms`; and how many it took.
+pub fn metrics_frame<'a>(
+    time_ms: i64,
+    max_bytes: usize,
+    values: impl IntoIterator<Item = &'a Arc<Event>>,
+) -> (Bytes, usize) {
+    let mut writer = protocol::MetricsFrameWriter::new(time_ms, max_bytes);
+    for value in values {
+        if !writer.push(value) {
+            break;
+        }
+    }
+    let values = writer.values();
+    (Bytes::from(writer.finish()), values)
+}
+
+/// The frame every dashboard without a query takes of `batch`: the first values of its
+/// `queue` that fit in its `max_bytes`, serialized by the first caller and shared after (the
+/// engine asks too, to carry the rest into the next batch).
+pub fn shared_metrics_frame(batch: &MetricBatch) -> &SharedFrame {
+    batch.shared_frame.get_or_init(|| {
+        let (frame, values) = metrics_frame(batch.time_ms, batch.max_bytes, &batch.queue);
+        SharedFrame::new(frame, values)
+    })
+}
+
+/// What `last`'s shared frame could not carry, in the order it waited, each at the value
+/// `current` gives its key now (the engine's index: a key that left it, or lost its state, is
+/// dropped): the head of the next batch's queue.
+pub fn carried(
+    last: &MetricBatch,
+    current: impl Fn(&Event) -> Option<Arc<Event>>,
+) -> Vec<Arc<Event>> {
+    let sent = shared_metrics_frame(last).values;
+    let rest = last.queue.get(sent..).unwrap_or_default();
+    rest.iter().filter_map(|e| current(e)).collect()
+}
+
+/// A batch's queue: `carried` in its order, then the keys of `moved` not among them (whose
+/// latest values `carried` holds already).
+pub fn carried_then_moved(carried: Vec<Arc<Event>>, moved: &[Arc<Event>]) -> Vec<Arc<Event>> {
+    if carried.is_empty() {
+        return moved.to_vec();
+    }
+    let waiting: hashbrown::HashSet<ByKey> = carried.iter().cloned().map(ByKey).collect();
+    let mut queue = carried;
+    queue.extend(
+        (moved.iter())
+            .filter(|e| !waiting.contains(&ByKey(Arc::clone(e))))
+            .cloned(),
+    );
+    queue
 }
 
 /// The frame of a change, serialized (what `Payload::frame` caches; history uses it directly).

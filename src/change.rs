@@ -106,25 +106,76 @@ pub struct Snapshot {
 /// Not a change: no `seq`, not in history. One batch per interval, shared by every dashboard
 /// (each filters it by its own query), so its cost is the keys that moved, not the events that
 /// moved them nor the dashboards that watch.
-#[derive(Debug, Clone, Default)]
+///
+/// A dashboard gets at most one frame of at most `max_bytes` per interval. Dashboards without a
+/// query share one frame per batch, serialized once: the first values of `queue` that fit (see
+/// `broadcast::shared_metrics_frame`). The rest of `queue` is carried into the next batch's
+/// `queue`, ahead of the keys that moved since, each at its latest value: the keys that waited
+/// longest go first, so every moving key comes within ceil(moving keys ÷ values per frame)
+/// intervals, whatever the event rate.
+#[derive(Debug, Default)]
 pub struct MetricBatch {
     /// The batch's number: one more than the batch before it (the engine's count).
     pub seq: u64,
     /// When the engine took the batch (unix ms).
     pub time_ms: i64,
-    /// Each moved key once, with a state (the keys a dashboard shows), as now indexed.
+    /// Each key that moved since the last batch once, with a state (the keys a dashboard
+    /// shows), as now indexed, in key order: what a dashboard with a query merges.
     pub events: Vec<Arc<Event>>,
-    /// The `metrics` frames of every value, in order, each within one frame's bounds: made by
-    /// the first dashboard that needs them and shared by all that take the batch whole (no
-    /// query, nothing else waiting), one after the other. Serializing once instead of per
-    /// dashboard: at 1,000 dashboards and 10,000 moving keys, per-dashboard frames took ingest
-    /// down to 1 %.
-    pub shared_frames: std::sync::OnceLock<Vec<BatchFrame>>,
-    /// Whether the batch holds every key of the one before it (see [`MetricBatch::follows`]):
-    /// worked out by the first dashboard that asks, once.
-    holds_previous: std::sync::OnceLock<bool>,
-    /// The batch's keys, for [`MetricBatch::holds_key`]: built by the first dashboard that asks.
+    /// The shared order: the keys the last batch's shared frame could not carry (oldest
+    /// first), then the other keys of `events`, each at its latest value.
+    pub queue: Vec<Arc<Event>>,
+    /// The bound on a `metrics` frame's bytes (`--metrics-max-bytes`).
+    pub max_bytes: usize,
+    /// The shared frame (of `queue`'s first values): made by the first dashboard that needs it
+    /// (or by the engine, for the next batch's carry) and shared by all that take the batch
+    /// whole. Serializing once instead of per dashboard: at 1,000 dashboards and 10,000 moving
+    /// keys, per-dashboard frames took ingest down to 1 %.
+    pub shared_frame: std::sync::OnceLock<SharedFrame>,
+}
+
+/// A batch's shared `metrics` frame: the frame of `queue[..values]`, and the frame in the form a
+/// transport sends it, made once (see [`SharedFrame::frame_as`]).
+#[derive(Debug)]
+pub struct SharedFrame {
+    pub frame: bytes::Bytes,
+    pub values: usize,
+    sent_as: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+    /// The frame's keys, for [`SharedFrame::holds_key`]: built by the first dashboard that asks.
     keys: std::sync::OnceLock<hashbrown::HashSet<ByKey>>,
+}
+
+impl SharedFrame {
+    pub fn new(frame: bytes::Bytes, values: usize) -> Self {
+        Self {
+            frame,
+            values,
+            sent_as: std::sync::OnceLock::new(),
+            keys: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether the frame holds a value of `key`'s key; `queue` is its batch's.
+    pub fn holds_key(&self, queue: &[Arc<Event>], key: &ByKey) -> bool {
+        self.keys
+            .get_or_init(|| queue.iter().take(self.values).cloned().map(ByKey).collect())
+            .contains(key)
+    }
+
+    /// The frame as `make` turns it into what a transport sends, made once for every client:
+    /// the websocket library's text type checks the bytes are UTF-8, ~3 % of the server's time
+    /// at 1,000 dashboards when done per client. Type-erased, like `broadcast::Payload::frame_as`.
+    pub fn frame_as<T: Clone + Send + Sync + 'static>(
+        &self,
+        make: impl Fn(bytes::Bytes) -> T,
+    ) -> T {
+        let made = self
+            .sent_as
+            .get_or_init(|| Box::new(make(self.frame.clone())))
+            .downcast_ref::<T>()
+            .cloned();
+        made.unwrap_or_else(|| make(self.frame.clone()))
+    }
 }
 
 /// An event that hashes and compares by its key (host, service): a set of these holds one value
@@ -152,38 +203,27 @@ impl PartialEq for ByKey {
 
 impl Eq for ByKey {}
 
-/// One of a batch's shared `metrics` frames: the frame of `events[values]`.
-#[derive(Debug, Clone)]
-pub struct BatchFrame {
-    pub frame: bytes::Bytes,
-    pub values: std::ops::Range<usize>,
-}
-
 impl MetricBatch {
-    pub fn new(seq: u64, time_ms: i64, events: Vec<Arc<Event>>) -> MetricBatch {
+    /// A batch with nothing carried: its `queue` is its `events`.
+    pub fn new(seq: u64, time_ms: i64, events: Vec<Arc<Event>>, max_bytes: usize) -> MetricBatch {
+        let queue = events.clone();
+        MetricBatch::with_queue(seq, time_ms, events, queue, max_bytes)
+    }
+
+    pub fn with_queue(
+        seq: u64,
+        time_ms: i64,
+        events: Vec<Arc<Event>>,
+        queue: Vec<Arc<Event>>,
+        max_bytes: usize,
+    ) -> MetricBatch {
         MetricBatch {
             seq,
             time_ms,
             events,
-            shared_frames: std::sync::OnceLock::new(),
-            holds_previous: std::sync::OnceLock::new(),
-            keys: std::sync::OnceLock::new(),
+            queue,
+            max_bytes,
+            shared_frame: std::sync::OnceLock::new(),
         }
-    }
-
-    /// Whether the batch holds a value of `key`'s key.
-    pub fn holds_key(&self, key: &ByKey) -> bool {
-        self.keys
-            .get_or_init(|| self.events.iter().cloned().map(ByKey).collect())
-            .contains(key)
-    }
-
-    /// Whether this batch comes right after `previous` and holds a newer value of every key of
-    /// it: then what a dashboard has yet to send of `previous` can go as this batch's values.
-    pub fn follows(&self, previous: &MetricBatch) -> bool {
-        previous.seq.checked_add(1) == Some(self.seq)
-            && *self.holds_previous.get_or_init(|| {
-                (previous.events.iter()).all(|e| self.holds_key(&ByKey(Arc::clone(e))))
-            })
     }
 }

@@ -23,7 +23,7 @@ use crate::ingest::tcp::TcpConfig;
 use crate::query::Query;
 use crate::store::Retention;
 use crate::tls::TlsFiles;
-use crate::units::{duration_in, keep_in, size_in, DAY, GIB, HOUR, KIB, YEAR};
+use crate::units::{duration_in, keep_in, size_in, DAY, GIB, HOUR, KIB, MIB, YEAR};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -190,6 +190,12 @@ pub struct Config {
     /// their state) since its last one; `off` sends none.
     #[arg(long, env = "STATECAST_METRICS_INTERVAL", default_value = "1s", value_parser = every_in(Duration::from_millis(50), HOUR))]
     pub metrics_interval: Every,
+
+    /// Bytes one `metrics` frame may take: each dashboard gets at most one such frame per
+    /// `--metrics-interval`; values that do not fit follow in the next intervals, the keys that
+    /// waited longest first, each at its latest value.
+    #[arg(long, env = "STATECAST_METRICS_MAX_BYTES", default_value = "64KiB", value_parser = size_in(4 * KIB, MIB))]
+    pub metrics_max_bytes: usize,
 
     /// Start even though `statecast.redb` is missing or empty while `changes.log` beside it holds
     /// changes of an earlier run. Without it such a start is refused (exit 1): the database was
@@ -608,6 +614,7 @@ impl Config {
             local_clock: true,
             series: None,
             metrics_interval: self.metrics_interval,
+            metrics_max_bytes: self.metrics_max_bytes,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Counters {
     /// `metrics` frames queued for dashboards, and the values they carried.
     pub ws_metrics_frames: AtomicU64,
     pub ws_metrics_values: AtomicU64,
+    /// Values left for a later interval after each of those frames (`--metrics-max-bytes`).
+    pub ws_metrics_deferred: AtomicU64,
     /// HTTP connections refused at `--max-http-connections`.
     pub http_refused: AtomicU64,
     /// Riemann-style `/index` websocket streams open (dashboards of the `/ws` kind are

@@ -278,6 +278,9 @@ pub struct EngineConfig {
     /// How often the keys whose metric or description moved are handed to dashboards (`None`:
     /// never). Local to each node in a cluster: live values are not state.
     pub metrics_interval: Option<std::time::Duration>,
+    /// The bound on one `metrics` frame's bytes (`--metrics-max-bytes`): what a batch's shared
+    /// frame carries at most; the rest is carried into the next batch.
+    pub metrics_max_bytes: usize,
 }
 
 /// Outputs waiting for the committer before the engine waits for it: at most this many groups
@@ -537,6 +540,8 @@ pub(crate) fn spawn_on(
         order,
         series: config.series.clone(),
         metric_batches: 0,
+        last_batch: None,
+        metrics_max_bytes: config.metrics_max_bytes,
     };
     owner.count_keys();
     let clock = config.local_clock.then_some(config.reap_interval);
@@ -634,6 +639,10 @@ struct Owner {
     series: Option<crate::series::SeriesFeed>,
     /// Metric batches built so far: the next one's [`MetricBatch::seq`](crate::change::MetricBatch).
     metric_batches: u64,
+    /// The last metric batch: what its shared frame could not carry goes first in the next.
+    last_batch: Option<Arc<crate::change::MetricBatch>>,
+    /// [`EngineConfig::metrics_max_bytes`].
+    metrics_max_bytes: usize,
 }
 
 impl Owner {
@@ -989,23 +998,47 @@ impl Owner {
 
     /// Hands the latest values of the keys that moved since the last interval on to dashboards,
     /// as one batch every session shares (the engine does nothing per dashboard), behind the
-    /// changes applied before them. Nobody watching: the marks are cleared, nothing is built.
-    /// The values go in key order: consecutive batches of the same keys then cut into the same
-    /// shared frames, which lets a dashboard slower than the batches take them in turn.
+    /// changes applied before them; every interval, empty when nothing moved (each batch lets
+    /// a dashboard send one frame). Nobody watching: the marks are cleared, nothing is built.
+    /// The batch's `queue` (the order of the frames shared by dashboards without a query) starts
+    /// with the keys the last batch's shared frame could not carry, at their latest values, then
+    /// the other moved keys in key order: the keys that waited longest go first, and each
+    /// interval costs the keys that moved or wait, never the event rate.
     async fn publish_moved(&mut self) {
         let mut events = self.engine.take_moved();
-        if events.is_empty() || self.deliverer.metrics_tx.receiver_count() == 0 {
+        if self.deliverer.metrics_tx.receiver_count() == 0 {
+            self.last_batch = None;
             return;
         }
+        // Sent even when nothing moved: it paces the dashboards' frames of their own values.
+        let carried = self.carried();
         self.end_group().await;
         events.sort_unstable_by(|a, b| {
             (a.host.as_deref(), a.service.as_deref())
                 .cmp(&(b.host.as_deref(), b.service.as_deref()))
         });
+        let queue = crate::broadcast::carried_then_moved(carried, &events);
         self.metric_batches += 1;
         let (seq, time_ms) = (self.metric_batches, now_micros() / 1000);
-        let batch = crate::change::MetricBatch::new(seq, time_ms, events);
-        self.output(Output::Metrics(Arc::new(batch))).await;
+        let batch = crate::change::MetricBatch::with_queue(
+            seq,
+            time_ms,
+            events,
+            queue,
+            self.metrics_max_bytes,
+        );
+        let batch = Arc::new(batch);
+        self.last_batch = Some(Arc::clone(&batch));
+        self.output(Output::Metrics(batch)).await;
+    }
+
+    /// What the last batch's shared frame could not carry, each at its indexed value now (see
+    /// [`crate::broadcast::carried`]).
+    fn carried(&mut self) -> Vec<Arc<Event>> {
+        let Some(last) = self.last_batch.take() else {
+            return Vec::new();
+        };
+        crate::broadcast::carried(&last, |e| self.engine.current(e))
     }
 
     /// Hands index updates that were not changes to the committer (the latest event of each

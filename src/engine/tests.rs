@@ -32,6 +32,7 @@ fn config() -> EngineConfig {
         local_clock: false,
         series: None,
         metrics_interval: None,
+        metrics_max_bytes: crate::broadcast::DEFAULT_METRICS_MAX_BYTES,
     }
 }
 

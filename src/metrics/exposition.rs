@@ -131,6 +131,7 @@ pub(super) static FAMILIES: &[Row] = &[
     one("statecast_ws_resyncs_total", Counter, "Dashboards resynchronised with a fresh snapshot after falling behind.", |c| &c.ws_resyncs),
     one("statecast_ws_metrics_frames_total", Counter, "Live-value (metrics) frames queued for dashboards, at most one per dashboard and --metrics-interval.", |c| &c.ws_metrics_frames),
     one("statecast_ws_metrics_values_total", Counter, "Values carried by those metrics frames.", |c| &c.ws_metrics_values),
+    one("statecast_ws_metrics_deferred_total", Counter, "Live values left for a later interval after each metrics frame (past --metrics-max-bytes), summed over dashboards.", |c| &c.ws_metrics_deferred),
     one("statecast_ws_slow_closed_total", Counter, "Dashboards closed as slow consumers.", |c| &c.ws_slow_closed),
     one("statecast_http_refused_total", Counter, "HTTP connections refused at the connection limit.", |c| &c.http_refused),
     one("statecast_store_log_replayed", Gauge, "Changes the start replayed from the change log (acknowledged after the last checkpoint).", |c| &c.log_replayed),

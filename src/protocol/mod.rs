@@ -68,6 +68,9 @@ pub enum Frame<'a> {
     /// The heartbeat with the cumulative counters.
     Stats(Stats),
     /// Live values: the latest metric and description of keys that moved within their state.
+    /// Written by [`MetricsFrameWriter`] (a value at a time, within a bound); this variant is
+    /// the frame's definition, which the tests check the writer's bytes against.
+    #[cfg_attr(not(test), allow(dead_code))]
     Metrics(MetricsFrame<'a>),
     /// A client message that could not be used (a bad query, over the budget).
     Error { error: &'a str },
@@ -183,6 +186,113 @@ impl Serialize for MetricsFrame<'_> {
         frame.serialize_field("values", &Items::new(rows))?;
         frame.end()
     }
+}
+
+/// A [`MetricsFrame`] written a value at a time within a bound on its bytes: each value is
+/// serialized once, straight into the frame, and one that would take the frame past `max_bytes`
+/// is refused (nothing of it kept), so a frame's size is exact, not estimated. The first value
+/// is always taken: one larger than the bound goes alone in its frame rather than never.
+///
+/// The bytes are the same as [`Frame::Metrics`] writes (checked by `tests`): the hosts table
+/// comes first on the wire, so rows and hosts are written apart and joined by
+/// [`MetricsFrameWriter::finish`].
+pub struct MetricsFrameWriter {
+    time: i64,
+    max_bytes: usize,
+    /// Each host's index in `hosts`.
+    index: HashMap<String, usize>,
+    /// The hosts' JSON strings, comma-separated.
+    hosts: Vec<u8>,
+    /// The rows' JSON arrays, comma-separated.
+    rows: Vec<u8>,
+    values: usize,
+}
+
+/// `{"type":"metrics","time":` … `,"hosts":[` … `],"values":[` … `]}` less the time: what a
+/// frame costs besides its time, hosts and rows.
+const METRICS_FRAME_FRAMING: usize = r#"{"type":"metrics","time":,"hosts":[],"values":[]}"#.len();
+
+impl MetricsFrameWriter {
+    pub fn new(time: i64, max_bytes: usize) -> Self {
+        Self {
+            time,
+            max_bytes,
+            index: HashMap::new(),
+            hosts: Vec::new(),
+            rows: Vec::with_capacity(max_bytes.min(64 * 1024)),
+            values: 0,
+        }
+    }
+
+    /// Values taken so far.
+    pub fn values(&self) -> usize {
+        self.values
+    }
+
+    /// The frame's bytes so far.
+    fn len(&self) -> usize {
+        METRICS_FRAME_FRAMING + decimal_len(self.time) + self.hosts.len() + self.rows.len()
+    }
+
+    /// Adds `event`'s value, unless that would take the frame past its bound (and it is not
+    /// the first): false then, and the frame is as it was.
+    pub fn push(&mut self, event: &Event) -> bool {
+        let (hosts_len, rows_len) = (self.hosts.len(), self.rows.len());
+        let (host, new_host) = match event.host.as_deref() {
+            None => (None, false),
+            Some(name) => match self.index.get(name) {
+                Some(at) => (Some(*at), false),
+                None => {
+                    if !self.index.is_empty() {
+                        self.hosts.push(b',');
+                    }
+                    let _ = serde_json::to_writer(&mut self.hosts, name);
+                    (Some(self.index.len()), true)
+                }
+            },
+        };
+        if self.values > 0 {
+            self.rows.push(b',');
+        }
+        let row = MetricRow {
+            host,
+            event,
+            frame_ms: self.time,
+        };
+        let _ = serde_json::to_writer(&mut self.rows, &row);
+        if self.values > 0 && self.len() > self.max_bytes {
+            self.hosts.truncate(hosts_len);
+            self.rows.truncate(rows_len);
+            return false;
+        }
+        if let (true, Some(name)) = (new_host, event.host.as_ref()) {
+            self.index.insert(name.clone(), self.index.len());
+        }
+        self.values += 1;
+        true
+    }
+
+    /// The frame's JSON.
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        out.extend_from_slice(br#"{"type":"metrics","time":"#);
+        out.extend_from_slice(self.time.to_string().as_bytes());
+        out.extend_from_slice(br#","hosts":["#);
+        out.extend_from_slice(&self.hosts);
+        out.extend_from_slice(br#"],"values":["#);
+        out.extend_from_slice(&self.rows);
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+/// How many bytes `n` takes in decimal (with its sign).
+fn decimal_len(n: i64) -> usize {
+    let digits = n
+        .unsigned_abs()
+        .checked_ilog10()
+        .map_or(1, |d| d as usize + 1);
+    digits + usize::from(n < 0)
 }
 
 /// One key's live value in a [`MetricsFrame`]: `[h, service, metric, description, age]`.

@@ -545,3 +545,55 @@ fn the_streamed_series_answer_is_the_answer_serialized_whole() {
         r#"{"from":1,"to":2,"step":3,"series":[]}"#
     );
 }
+
+/// Issue 23: a `metrics` frame written a value at a time is the frame serialized whole, byte
+/// for byte, and never passes its bound (but for a first value larger than it, alone).
+#[test]
+fn a_metrics_frame_written_a_value_at_a_time_is_the_whole_frame_within_its_bound() {
+    let value = |host: Option<&str>, service: &str, description: &str| {
+        Arc::new(Event {
+            host: host.map(Into::into),
+            service: Some(service.into()),
+            metric: Some(Metric::Float(1.5)),
+            description: Some(description.into()),
+            time_micros: 1_796_126_400_000_000,
+            ..Event::default()
+        })
+    };
+    let values: Vec<_> = (0..200)
+        .map(|i| {
+            let host = format!("h\"{}", i % 7);
+            let host = (i % 11 != 0).then_some(host.as_str()).map(str::to_owned);
+            value(host.as_deref(), &format!("s{i}\n"), &"d".repeat(i))
+        })
+        .collect();
+    for max in [0, 100, 1000, 4096, 1 << 20] {
+        let mut writer = MetricsFrameWriter::new(-1_796_126_400_250, max);
+        let taken = values.iter().take_while(|v| writer.push(v)).count();
+        assert_eq!(writer.values(), taken);
+        let len = writer.len();
+        let written = writer.finish();
+        assert_eq!(written.len(), len);
+        let whole = Frame::Metrics(MetricsFrame {
+            time: -1_796_126_400_250,
+            values: &values[..taken],
+        })
+        .to_text();
+        assert_eq!(String::from_utf8(written).unwrap(), whole, "max {max}");
+        assert!(
+            taken == 1 || whole.len() <= max,
+            "max {max}: {}",
+            whole.len()
+        );
+        if taken < values.len() {
+            let one_more = Frame::Metrics(MetricsFrame {
+                time: -1_796_126_400_250,
+                values: &values[..=taken],
+            });
+            assert!(
+                one_more.to_text().len() > max,
+                "max {max}: room for one more"
+            );
+        }
+    }
+}

@@ -288,3 +288,23 @@ fn the_connection_and_read_limits_are_keys_too() {
         assert!(help.contains(env), "{env} in --help");
     }
 }
+
+/// Issue 23: `--metrics-max-bytes` (the bound on a `metrics` frame) is a key like every flag,
+/// 64 KiB unless set, refused outside 4 KiB–1 MiB, and named in `--help` with its variable.
+#[test]
+fn the_metrics_frame_bound_is_a_key_too() {
+    let config = load(&config_file("metrics-max-bytes = \"16KiB\"\n"), &[]).expect("loads");
+    assert_eq!(config.metrics_max_bytes, 16 * 1024);
+    let defaults = load(&config_file(""), &[]).expect("an empty file loads");
+    assert_eq!(defaults.metrics_max_bytes, 64 * 1024);
+    for bad in ["1KiB", "2MiB"] {
+        let text = format!("metrics-max-bytes = \"{bad}\"\n");
+        assert!(load(&config_file(&text), &[]).is_err(), "{bad} refused");
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .arg("--help")
+        .output()
+        .expect("run statecast --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--metrics-max-bytes") && help.contains("STATECAST_METRICS_MAX_BYTES"));
+}

@@ -211,6 +211,11 @@ async fn a_client_that_does_not_read_gets_the_latest_values_when_it_reads_again(
         "1h",
         "--ws-write-timeout",
         "1h",
+        // Frames as large as before `--metrics-max-bytes` (64 KiB by default) bounded them: the
+        // socket buffers (≈ 4 MB on loopback) hold what the server wrote before the client
+        // stopped reading, and as many frames of it as before.
+        "--metrics-max-bytes",
+        "256KiB",
     ]);
     let text = "x".repeat(8 * 1024);
     let round = |metric: usize| {
@@ -254,4 +259,83 @@ async fn a_client_that_does_not_read_gets_the_latest_values_when_it_reads_again(
     );
     assert_eq!(server.metric("statecast_ws_resyncs_total").await, 0);
     assert_eq!(server.metric("statecast_ws_slow_closed_total").await, 0);
+}
+
+/// A `metrics` frame as the server sent it: its JSON and its length on the wire (written
+/// again compactly: the same bytes' count, serde_json writing both).
+async fn next_metrics_sized(ws: &mut WsClient) -> (Value, usize) {
+    let frame = next_metrics(ws).await;
+    let len = frame.to_string().len();
+    (frame, len)
+}
+
+/// Issue 23: more keys move than one frame of `--metrics-max-bytes` (64 KiB by default)
+/// carries. Each dashboard — one without a query (the shared frames) and one with — gets one
+/// frame at a time within the bound, and every key's latest value within ceil(keys ÷ values
+/// per frame) + 1 frames, the keys that waited longest first; what waited is counted as
+/// deferred. Keys that move again while waiting go at their newest value, never an older one
+/// after it.
+#[tokio::test]
+async fn more_moving_keys_than_a_frame_holds_come_within_their_share_of_frames() {
+    const KEYS: usize = 50;
+    const MAX_BYTES: usize = 64 * 1024;
+    let server = InProcess::start(&["--metrics-interval", "0.1", "--stats-interval", "1h"]);
+    // ≈ 8 KiB a value: 7 to a frame, 50 keys take 8 frames.
+    let text = "x".repeat(8 * 1024);
+    let round = |metric: usize| {
+        let events: Vec<Value> = (0..KEYS)
+            .map(|k| {
+                json!({"host": format!("h{k:02}"), "service": "s", "state": "warning",
+                       "metric": metric, "description": format!("{metric} {text}")})
+            })
+            .collect();
+        Value::Array(events)
+    };
+    post(&server, round(0)).await;
+    let (mut shared, _) = WsClient::connect_with_snapshot(&server).await;
+    let mut query = WsClient::connect_path(&server, "/ws?query=service%20%3D%20%22s%22").await;
+    assert_eq!(query.next_json().await["type"], "snapshot");
+
+    post(&server, round(1)).await;
+    for ws in [&mut shared, &mut query] {
+        let mut latest = BTreeMap::new();
+        let mut frames = 0;
+        let mut per_frame = 0;
+        while latest.len() < KEYS || latest.values().any(|m| *m != json!(1)) {
+            let (frame, len) = next_metrics_sized(ws).await;
+            assert!(len <= MAX_BYTES, "a frame of {len} bytes");
+            let values = values(&frame);
+            per_frame = per_frame.max(values.len());
+            frames += 1;
+            latest.extend(values);
+        }
+        assert!(
+            frames <= KEYS.div_ceil(per_frame) + 1,
+            "{frames} frames of at most {per_frame} values for {KEYS} keys"
+        );
+    }
+    assert!(server.metric("statecast_ws_metrics_deferred_total").await >= 2 * KEYS as u64);
+
+    // The keys move twice while their frames go: each key's newest value comes in its turn,
+    // and never an older one after it.
+    post(&server, round(2)).await;
+    let (first, _) = next_metrics_sized(&mut shared).await;
+    post(&server, round(3)).await;
+    let mut latest = values(&first);
+    let mut frames = 0;
+    while latest.len() < KEYS || latest.values().any(|m| *m != json!(3)) {
+        let (frame, len) = next_metrics_sized(&mut shared).await;
+        assert!(len <= MAX_BYTES, "a frame of {len} bytes");
+        for (key, metric) in values(&frame) {
+            let before = latest.insert(key.clone(), metric.clone());
+            assert!(
+                before
+                    .as_ref()
+                    .is_none_or(|b| b.as_u64() <= metric.as_u64()),
+                "{key}: {metric} after {before:?}"
+            );
+        }
+        frames += 1;
+    }
+    assert!(frames <= 2 * (KEYS.div_ceil(7) + 1), "{frames} frames");
 }

@@ -256,6 +256,17 @@ impl Engine {
         events
     }
 
+    /// The indexed event of `event`'s key, if the key is still indexed with a state: a live
+    /// value carried to a later interval goes at its latest (see `publish_moved`).
+    pub fn current(&self, event: &Event) -> Option<Arc<Event>> {
+        let entry = self.index.get(&KeyRef::of_event(event))?;
+        entry
+            .event
+            .state
+            .is_some()
+            .then(|| Arc::clone(&entry.event))
+    }
+
     /// The last events of keys that left the index without a change since the last call (only
     /// when tracking): their stored rows must go.
     pub fn take_forgotten(&mut self) -> Vec<Arc<Event>> {

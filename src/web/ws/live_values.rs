@@ -1,64 +1,46 @@
-//! One dashboard's live values: the metric batches it has taken and not yet handed to its socket,
-//! merged per key (the latest wins), so that however long the client takes to read, it holds at
-//! most one `metrics` frame and the values still to go — never a queue of frames.
+//! One dashboard's live values: what it has yet to be sent of the metric batches it took, and
+//! the one `metrics` frame each `--metrics-interval` that sends some of it.
 //!
-//! The session merges every batch it takes ([`LiveValues::merge`], through its query), then
-//! asks for the one frame to queue ([`LiveValues::next_frame`]). A frame still queued in the
-//! outbox when the next interval comes was not read: the session takes it back out, and its
-//! values go back under the ones merged since ([`LiveValues::unsent`]), so the frame that
-//! replaces it carries the latest value of every key of both. What this holds is bounded by the
-//! keys the client's query matches (at most `--max-keys`), however many intervals pass.
+//! Bounded per interval: the session asks for one frame per batch ([`LiveValues::next_frame`]),
+//! of at most the batch's `max_bytes` (`--metrics-max-bytes`); what does not fit waits for the
+//! next intervals, the keys that waited longest first, each at its latest value. So a dashboard
+//! costs the server one bounded frame an interval however many keys move, and every moving key
+//! still comes within ceil(moving keys ÷ values per frame) intervals.
 //!
-//! A client without a query that holds nothing else takes a batch whole: its frames are the
-//! batch's shared ones ([`MetricBatch::shared_frames`], serialized once for every such client),
-//! queued one after the other as each leaves — a batch larger than one frame reaches the client
-//! whole, across frames. A client slower than the batches stays on them: a batch that follows
-//! the one it is sending ([`MetricBatch::follows`]: every key of it, newer) replaces what is left
-//! of that one, and picks up at the frame where it left off (batches are in key order, so the
-//! same keys make the same frames), so every key's latest value comes in turn, with no work per
-//! client but the writing. Anything merged meanwhile (another batch) turns what is left of a
-//! batch into pending values.
+//! A dashboard without a query takes each batch whole ([`LiveValues::take_whole`]): its frame is
+//! the batch's shared one (`broadcast::shared_metrics_frame`, serialized once for every such
+//! dashboard), the first values of the batch's `queue`; the engine carries the rest of the
+//! queue into the next batch's, ahead of what moved since. Nothing per dashboard but the writing.
+//!
+//! A dashboard with a query merges each batch's moved keys through it into values of its own
+//! ([`LiveValues::merge`]), one per key, in the order they came (a key keeps its place when a
+//! newer value replaces its own), and its frames take them oldest first.
+//!
+//! A frame still queued in the outbox when the next interval comes was not read: the session
+//! takes it back out ([`LiveValues::unsent`]) and the values go back ahead of the others, under
+//! any newer value of the same key, so the frame that replaces it carries the latest. A shared
+//! frame that did not leave makes its dashboard hold its values as its own, together with the
+//! rest of the queue it was promised, until a batch whose queue holds every one of those keys
+//! (newer values of them all) takes it back to the shared frames. What this holds is bounded by
+//! the keys the client's query matches (at most `--max-keys`), however many intervals pass.
 //!
 //! Pure: no socket, no clock, no engine; the batches and the query come in as data.
 
-use std::ops::Range;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::HashSet;
 
-use crate::broadcast;
-use crate::change::{BatchFrame, ByKey, MetricBatch};
+use crate::broadcast::{self, DEFAULT_METRICS_MAX_BYTES};
+use crate::change::{ByKey, MetricBatch};
 use crate::event::Event;
+use crate::protocol::MetricsFrameWriter;
 
-/// Values one `metrics` frame carries at most, and the bytes it is built up to (estimated; the
-/// value that crosses it is the last): well within `--ws-queue-bytes` (1 MiB), so that a frame
-/// never makes a client that reads fall behind. Past either the rest wait, latest value kept,
-/// for the next frame.
-pub(super) const MAX_VALUES_PER_FRAME: usize = 10_000;
-pub(super) const MAX_FRAME_BYTES: usize = 256 * 1024;
-
-/// What a value costs a frame, estimated: its names and description and the rest of its JSON
-/// (`[h,"service",metric,"description",age],`; the host, when new to the frame's table).
-fn value_bytes(event: &Event) -> usize {
-    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-    48 + text(&event.host) + text(&event.service) + text(&event.description)
-}
-
-/// The values of the frame last queued: picked from pending, or one of a batch's shared frames.
+/// The values of the frame last queued: of the dashboard's own, or a batch's shared frame.
 enum Queued {
     Values(Vec<Arc<Event>>),
-    Shared(Arc<MetricBatch>, usize),
-}
-
-#[cfg(test)]
-impl Queued {
-    fn len(&self) -> usize {
-        match self {
-            Queued::Values(values) => values.len(),
-            Queued::Shared(batch, at) => shared_frames(batch)[*at].values.len(),
-        }
-    }
+    Shared(Arc<MetricBatch>),
 }
 
 impl Default for Queued {
@@ -67,119 +49,196 @@ impl Default for Queued {
     }
 }
 
-/// A batch taken whole, and which of its shared frames are still to be queued: `left` of them
-/// from `next` on, wrapping round to the first.
-struct Whole {
+/// On the shared frames: the newest batch taken whole, and whether its frame was queued. The
+/// dashboard is owed that batch's whole `queue`: its frame, then (carried by the engine) the
+/// next batches'.
+struct Shared {
     batch: Arc<MetricBatch>,
-    next: usize,
-    left: usize,
+    queued: bool,
 }
 
-impl Whole {
-    /// The values of the frames not yet queued.
-    fn rest(&self) -> impl Iterator<Item = &Arc<Event>> {
-        let frames = shared_frames(&self.batch);
-        (0..self.left)
-            .map(move |i| &frames[(self.next + i) % frames.len()])
-            .flat_map(|frame| &self.batch.events[frame.values.clone()])
+/// A dashboard's own values, one per key (the latest), in the order they came.
+#[derive(Default)]
+struct Held {
+    latest: HashSet<ByKey>,
+    /// The keys in order, oldest first. An entry whose key `latest` no longer holds (sent),
+    /// or holds again by a later entry, is stale and skipped; [`Held::compact`] bounds them.
+    order: VecDeque<ByKey>,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.latest.len()
     }
 
-    /// How many values [`Whole::rest`] holds.
-    fn rest_len(&self) -> usize {
-        let frames = shared_frames(&self.batch);
-        (0..self.left)
-            .map(|i| frames[(self.next + i) % frames.len()].values.len())
-            .sum()
+    fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+
+    /// A newer value: it replaces the key's, which keeps its place; a new key goes last.
+    fn put(&mut self, event: &Arc<Event>) {
+        if self.latest.replace(ByKey(Arc::clone(event))).is_none() {
+            self.order.push_back(ByKey(Arc::clone(event)));
+        }
+    }
+
+    /// Older values (a frame taken back unsent, or a shared frame that did not leave): they
+    /// waited longest and go first, under any newer value of their key.
+    fn put_first(&mut self, values: &[Arc<Event>]) {
+        for event in values.iter().rev() {
+            let key = ByKey(Arc::clone(event));
+            if !self.latest.contains(&key) {
+                self.latest.insert(key.clone());
+            }
+            self.order.push_front(key);
+        }
+        self.compact();
+    }
+
+    fn clear(&mut self) {
+        *self = Held::default();
+    }
+
+    /// The frame of the oldest values that fit in `max_bytes`, taken out; `None` when nothing
+    /// is held.
+    fn take_frame(&mut self, time_ms: i64, max_bytes: usize) -> Option<(Bytes, Vec<Arc<Event>>)> {
+        let mut writer = MetricsFrameWriter::new(time_ms, max_bytes);
+        let mut taken = Vec::new();
+        while let Some(key) = self.order.pop_front() {
+            let Some(ByKey(value)) = self.latest.take(&key) else {
+                continue;
+            };
+            if !writer.push(&value) {
+                self.latest.insert(ByKey(Arc::clone(&value)));
+                self.order.push_front(ByKey(value));
+                break;
+            }
+            taken.push(value);
+        }
+        // A burst must not leave its room behind on every connection.
+        if self.latest.is_empty() && self.latest.capacity() > 1024 {
+            self.clear();
+        }
+        (!taken.is_empty()).then(|| (Bytes::from(writer.finish()), taken))
+    }
+
+    /// Drops stale entries once they outnumber the live ones (each `put_first` may leave one
+    /// per value): the order stays within twice the keys held.
+    fn compact(&mut self) {
+        if self.order.len() <= 2 * self.latest.len() + 64 {
+            return;
+        }
+        let mut seen = HashSet::with_capacity(self.latest.len());
+        let latest = &self.latest;
+        self.order
+            .retain(|key| latest.contains(key) && seen.insert(key.clone()));
     }
 }
 
 /// See the module doc.
 #[derive(Default)]
 pub(super) struct LiveValues {
-    /// Values taken and not in any frame yet, one per key.
-    pending: HashSet<ByKey>,
-    /// A batch taken whole (see [`LiveValues::take_whole`]) with frames not yet queued; while
-    /// it is here `pending` is empty.
-    whole: Option<Whole>,
-    /// The batches taken whole one after the other, each following the last
-    /// ([`MetricBatch::follows`]): the newest, and the `seq` of the first. Unsent values of any
-    /// of them but the newest are older than the newest's; merging ends the run.
-    run: Option<(Arc<MetricBatch>, u64)>,
-    /// The shared frame after the last one queued: where the next batch taken whole starts.
-    resume_at: usize,
+    /// Values taken and not in any frame yet (own frames), one per key, oldest first.
+    held: Held,
+    /// On the shared frames (see [`Shared`]); while it is here `held` is empty.
+    shared: Option<Shared>,
     /// The values of the frame last queued, until the session says it was handed to the socket
     /// ([`LiveValues::sent`]) or taken back ([`LiveValues::unsent`]).
     queued: Queued,
-    /// When the newest batch merged was taken (unix ms): the frame's `time`.
+    /// When the newest batch taken was (unix ms): an own frame's `time`.
     time_ms: i64,
+    /// The newest batch's `max_bytes`: an own frame's bound (0: none taken yet).
+    max_bytes: usize,
+    /// Left the shared frames without taking a batch since: the next batch's whole queue is
+    /// due (the engine carried the rest of the last shared one into it), not only its moved keys.
+    owes_queue: bool,
+    /// A batch was taken since the last frame was made: this interval's frame is still to
+    /// come (the engine sends a batch every interval, empty when nothing moved, so a
+    /// dashboard's own values go on a frame an interval after the keys stop moving).
+    due: bool,
 }
 
 impl LiveValues {
-    /// Takes a batch: each value `wants` accepts (the client's query) replaces that key's
-    /// pending one.
+    /// Takes a batch for a dashboard with a query: each moved value `wants` accepts replaces
+    /// that key's own (or joins them, last).
     pub(super) fn merge(&mut self, batch: &MetricBatch, wants: impl Fn(&Event) -> bool) {
-        self.expand_whole();
-        self.run = None;
-        for event in batch.events.iter().filter(|e| wants(e)) {
-            self.pending.replace(ByKey(Arc::clone(event)));
-        }
-        self.time_ms = self.time_ms.max(batch.time_ms);
-    }
-
-    /// Takes a batch as it is, for a client without a query, when nothing else waits (or what
-    /// waits is the rest of a batch this one follows): its frames are then the ones shared by
-    /// every such client, serialized once. False: merge it instead.
-    pub(super) fn take_whole(&mut self, batch: &Arc<MetricBatch>) -> bool {
-        let run_from = (self.run.as_ref())
-            .filter(|(last, _)| batch.follows(last))
-            .map(|(_, first)| *first);
-        if self.whole.is_some() && run_from.is_none() {
-            return false;
-        }
-        if !self.pending.is_empty() && !self.supersede_pending(batch) {
-            return false;
-        }
-        let first = run_from.unwrap_or(batch.seq);
-        let frames = shared_frames(batch).len();
-        self.whole = Some(Whole {
-            batch: Arc::clone(batch),
-            next: self.resume_at % frames.max(1),
-            left: frames,
-        });
-        self.run = Some((Arc::clone(batch), first));
-        self.time_ms = self.time_ms.max(batch.time_ms);
-        true
-    }
-
-    /// When `batch` holds every key pending and the one of the frame queued, it has newer
-    /// values of them all: they are dropped (a frame taken back unsent then carries nothing),
-    /// and a client that had fallen back on frames of its own goes back to the shared ones.
-    fn supersede_pending(&mut self, batch: &MetricBatch) -> bool {
-        let queued_held = match &self.queued {
-            Queued::Values(values) => {
-                (values.iter()).all(|e| batch.holds_key(&ByKey(Arc::clone(e))))
-            }
-            Queued::Shared(..) => false,
+        let values = if self.leave_shared() || std::mem::take(&mut self.owes_queue) {
+            &batch.queue
+        } else {
+            &batch.events
         };
-        if self.pending.len() > batch.events.len()
-            || !queued_held
-            || !self.pending.iter().all(|key| batch.holds_key(key))
-        {
-            return false;
+        for event in values.iter().filter(|e| wants(e)) {
+            self.held.put(event);
         }
-        self.pending = HashSet::new();
-        self.queued = Queued::default();
+        self.took(batch);
+    }
+
+    /// Takes a batch for a dashboard without a query. True: it is on the batch's shared frame
+    /// (nothing of its own held, or all of it in the batch's queue, newer). False: it holds
+    /// values of its own and merged the batch into them — the whole queue when it was on the
+    /// shared frames until now (the rest of the queue was its due), the moved keys otherwise.
+    pub(super) fn take_whole(&mut self, batch: &Arc<MetricBatch>) -> bool {
+        let was_shared = self.leave_shared() || std::mem::take(&mut self.owes_queue);
+        self.took(batch);
+        if self.supersedes_held(batch) {
+            self.held.clear();
+            self.queued = match std::mem::take(&mut self.queued) {
+                Queued::Values(_) => Queued::default(),
+                shared => shared,
+            };
+            self.shared = Some(Shared {
+                batch: Arc::clone(batch),
+                queued: false,
+            });
+            return true;
+        }
+        let values = if was_shared {
+            &batch.queue
+        } else {
+            &batch.events
+        };
+        for event in values {
+            self.held.put(event);
+        }
+        false
+    }
+
+    /// Whether `batch`'s shared frame holds a newer value of every key held, and of every key
+    /// of the own frame queued (which may yet come back unsent): then nothing held is lost by
+    /// taking it instead. Not merely its queue: a client that skips frames would then drop the
+    /// keys of each skipped one to the queue's end again, and one that skips in step with the
+    /// queue's turn could miss some keys for ever.
+    fn supersedes_held(&self, batch: &MetricBatch) -> bool {
+        let own_queued = matches!(&self.queued, Queued::Values(values) if !values.is_empty());
+        if self.held.is_empty() && !own_queued {
+            return true;
+        }
+        let frame = broadcast::shared_metrics_frame(batch);
+        let holds = |e: &Arc<Event>| frame.holds_key(&batch.queue, &ByKey(Arc::clone(e)));
+        let queued_in = match &self.queued {
+            Queued::Values(values) => values.iter().all(holds),
+            Queued::Shared(_) => true,
+        };
+        queued_in && self.held.len() <= frame.values && self.held.latest.iter().all(|k| holds(&k.0))
+    }
+
+    /// Off the shared frames: the values of one that did not leave become the dashboard's own.
+    /// Whether it was on them.
+    fn leave_shared(&mut self) -> bool {
+        let Some(Shared { batch, queued }) = self.shared.take() else {
+            return false;
+        };
+        if !queued {
+            let frame = broadcast::shared_metrics_frame(&batch);
+            self.held.put_first(&batch.queue[..frame.values]);
+        }
         true
     }
 
-    /// What is left of a batch taken whole goes into `pending` after all (something is merged
-    /// with it).
-    fn expand_whole(&mut self) {
-        if let Some(whole) = self.whole.take() {
-            for event in whole.rest() {
-                self.pending.replace(ByKey(Arc::clone(event)));
-            }
-        }
+    fn took(&mut self, batch: &MetricBatch) {
+        self.due = true;
+        self.time_ms = self.time_ms.max(batch.time_ms);
+        self.max_bytes = batch.max_bytes;
     }
 
     /// The frame last queued was handed to the socket: its values are the client's.
@@ -187,185 +246,99 @@ impl LiveValues {
         self.queued = Queued::default();
     }
 
-    /// The frame last queued was taken back unsent: its values go back to pending, under any
-    /// newer value of the same key merged since — or, a shared frame, back among the frames
-    /// still to go (of its batch, or none at all when a batch that follows it is taken whole).
+    /// The frame last queued was taken back unsent: own values go back first, under any newer
+    /// value of the same key; a shared frame goes back to be queued again — or, its batch no
+    /// longer the newest taken, its values become the dashboard's own.
     pub(super) fn unsent(&mut self) {
         match std::mem::take(&mut self.queued) {
-            Queued::Values(values) if values.is_empty() => {}
-            Queued::Values(values) => {
-                self.expand_whole();
-                for event in values {
-                    self.pending.get_or_insert(ByKey(event));
+            Queued::Values(values) => self.held.put_first(&values),
+            Queued::Shared(batch) => match &mut self.shared {
+                Some(shared) if Arc::ptr_eq(&shared.batch, &batch) => shared.queued = false,
+                _ => {
+                    self.owes_queue |= self.leave_shared();
+                    let frame = broadcast::shared_metrics_frame(&batch);
+                    self.held.put_first(&batch.queue[..frame.values]);
                 }
-            }
-            Queued::Shared(batch, at) => self.unsent_shared(batch, at),
-        }
-    }
-
-    fn unsent_shared(&mut self, batch: Arc<MetricBatch>, at: usize) {
-        let newest = self
-            .run
-            .as_ref()
-            .map(|(last, first)| (Arc::clone(last), *first));
-        match newest {
-            // Frames go in order, so the one taken back is the one before those left.
-            Some((last, _)) if Arc::ptr_eq(&last, &batch) && self.pending.is_empty() => {
-                let whole = self.whole.get_or_insert_with(|| Whole {
-                    batch,
-                    next: at,
-                    left: 0,
-                });
-                (whole.next, whole.left) = (at, whole.left + 1);
-                self.resume_at = at;
-            }
-            Some((last, first)) if first <= batch.seq && batch.seq < last.seq => {}
-            _ => {
-                self.expand_whole();
-                self.run = None;
-                let values = shared_frames(&batch)[at].values.clone();
-                for event in &batch.events[values] {
-                    self.pending.get_or_insert(ByKey(Arc::clone(event)));
-                }
-            }
+            },
         }
     }
 
     /// Forgets everything: a snapshot (a new view) carries every current value.
     pub(super) fn clear(&mut self) {
-        self.pending = HashSet::new();
-        self.whole = None;
-        self.run = None;
+        self.held.clear();
+        self.shared = None;
         self.queued = Queued::default();
+        self.owes_queue = false;
+        self.due = false;
     }
 
-    /// Values waiting for a frame.
+    /// Whether this interval's frame is still to be made (see [`LiveValues::next_frame`]).
+    pub(super) fn due(&self) -> bool {
+        self.due
+    }
+
+    /// Values still to be sent after the frames queued: the dashboard's own, or what its
+    /// shared batch's queue holds besides its frame (and the frame, until queued).
     pub(super) fn pending(&self) -> usize {
-        self.pending.len() + self.whole.as_ref().map_or(0, Whole::rest_len)
-    }
-
-    /// The frame of up to `max` pending values (their latest), which become the queued ones;
-    /// `None` when nothing is pending (a frame with no values is never sent).
-    pub(super) fn next_frame(&mut self, max: usize) -> Option<(Bytes, usize)> {
-        if max == 0 {
-            return None;
-        }
-        if let Some(frame) = self.next_shared_frame(max) {
-            return Some(frame);
-        }
-        if self.pending.is_empty() {
-            return None;
-        }
-        self.sent();
-        let taken = self.take_pending(max);
-        let frame = broadcast::metrics_frame(self.time_ms, &taken);
-        let values = taken.len();
-        self.queued = Queued::Values(taken);
-        Some((frame, values))
-    }
-
-    /// The next shared frame of the batch taken whole, if it holds at most `max` values
-    /// (otherwise what is left of the batch becomes pending values).
-    fn next_shared_frame(&mut self, max: usize) -> Option<(Bytes, usize)> {
-        let whole = self.whole.take()?;
-        let frames = shared_frames(&whole.batch);
-        let at = whole.next % frames.len().max(1);
-        let shared = frames
-            .get(at)
-            .filter(|_| whole.left > 0)
-            .map(|BatchFrame { frame, values }| (frame.clone(), values.len()))?;
-        if shared.1 > max {
-            self.whole = Some(whole);
-            self.expand_whole();
-            self.run = None;
-            return None;
-        }
-        self.resume_at = at + 1;
-        if whole.left > 1 {
-            self.whole = Some(Whole {
-                batch: Arc::clone(&whole.batch),
-                next: at + 1,
-                left: whole.left - 1,
-            });
-        }
-        self.queued = Queued::Shared(whole.batch, at);
-        Some(shared)
-    }
-
-    /// Up to `max` pending values, and about [`MAX_FRAME_BYTES`] of them, out of pending.
-    fn take_pending(&mut self, max: usize) -> Vec<Arc<Event>> {
-        let mut bytes = 0;
-        let fits_all = self.pending.len() <= max
-            && self
-                .pending
-                .iter()
-                .map(|v| value_bytes(&v.0))
-                .sum::<usize>()
-                <= MAX_FRAME_BYTES;
-        let taken: Vec<Arc<Event>> = if fits_all {
-            self.pending.drain().map(|ByKey(event)| event).collect()
-        } else {
-            let taken: Vec<Arc<Event>> = self
-                .pending
-                .iter()
-                .take_while(|value| {
-                    let more = bytes < MAX_FRAME_BYTES;
-                    bytes += value_bytes(&value.0);
-                    more
-                })
-                .take(max)
-                .map(|value| Arc::clone(&value.0))
-                .collect();
-            for event in &taken {
-                self.pending.remove(&ByKey(Arc::clone(event)));
+        let shared = self.shared.as_ref().map_or(0, |shared| {
+            let queue = shared.batch.queue.len();
+            match shared.queued {
+                true => queue - broadcast::shared_metrics_frame(&shared.batch).values,
+                false => queue,
             }
-            taken
+        });
+        self.held.len() + shared
+    }
+
+    /// This interval's frame, in the form `make` gives it (the shared frame's is made once for
+    /// every dashboard), and how many values it carries; it becomes the queued one. `None`
+    /// when there is nothing to send (a frame with no values is never sent), or this
+    /// interval's frame was made already: one frame a batch taken, however fast the client
+    /// reads.
+    pub(super) fn next_frame<T: Clone + Send + Sync + 'static>(
+        &mut self,
+        make: impl Fn(Bytes) -> T,
+    ) -> Option<(T, usize)> {
+        if !std::mem::take(&mut self.due) {
+            return None;
+        }
+        if let Some(shared) = &mut self.shared {
+            let frame = broadcast::shared_metrics_frame(&shared.batch);
+            if shared.queued || frame.values == 0 {
+                return None;
+            }
+            shared.queued = true;
+            self.queued = Queued::Shared(Arc::clone(&shared.batch));
+            return Some((frame.frame_as(make), frame.values));
+        }
+        let max_bytes = match self.max_bytes {
+            0 => DEFAULT_METRICS_MAX_BYTES,
+            max => max,
         };
-        // A burst must not leave its room behind on every connection.
-        if self.pending.is_empty() && self.pending.capacity() > 1024 {
-            self.pending = HashSet::new();
-        }
-        taken
+        let (frame, values) = self.held.take_frame(self.time_ms, max_bytes)?;
+        let count = values.len();
+        self.queued = Queued::Values(values);
+        Some((make(frame), count))
     }
 }
 
-/// The frames of every value of `batch`, in order, each within the bounds of one frame:
-/// serialized by the first caller and shared after (see [`MetricBatch::shared_frames`]).
-fn shared_frames(batch: &MetricBatch) -> &[BatchFrame] {
-    batch.shared_frames.get_or_init(|| {
-        frame_ranges(&batch.events)
-            .into_iter()
-            .map(|values| BatchFrame {
-                frame: broadcast::metrics_frame(batch.time_ms, &batch.events[values.clone()]),
-                values,
-            })
-            .collect()
-    })
-}
-
-/// `events` cut into the runs that make one frame each, in order: up to
-/// [`MAX_VALUES_PER_FRAME`] values and about [`MAX_FRAME_BYTES`] (the value that crosses it is
-/// the last of its frame).
-fn frame_ranges(events: &[Arc<Event>]) -> Vec<Range<usize>> {
-    let mut ranges = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (at, event) in events.iter().enumerate() {
-        if at > start && (at - start == MAX_VALUES_PER_FRAME || bytes >= MAX_FRAME_BYTES) {
-            ranges.push(start..at);
-            (start, bytes) = (at, 0);
+#[cfg(test)]
+impl Queued {
+    fn len(&self) -> usize {
+        match self {
+            Queued::Values(values) => values.len(),
+            Queued::Shared(batch) => broadcast::shared_metrics_frame(batch).values,
         }
-        bytes += value_bytes(event);
     }
-    if start < events.len() {
-        ranges.push(start..events.len());
-    }
-    ranges
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::Metric;
+
+    /// Large enough for every frame of these tests unless one says otherwise.
+    const MAX: usize = 256 * 1024;
 
     fn value(host: &str, service: &str, metric: f64) -> Arc<Event> {
         Arc::new(Event {
@@ -380,7 +353,46 @@ mod tests {
     }
 
     fn batch(time_ms: i64, values: &[Arc<Event>]) -> Arc<MetricBatch> {
-        Arc::new(MetricBatch::new(time_ms as u64, time_ms, values.to_vec()))
+        bounded(time_ms, values, MAX)
+    }
+
+    fn bounded(time_ms: i64, values: &[Arc<Event>], max_bytes: usize) -> Arc<MetricBatch> {
+        Arc::new(MetricBatch::new(
+            time_ms as u64,
+            time_ms,
+            values.to_vec(),
+            max_bytes,
+        ))
+    }
+
+    /// The batch the engine makes after `last` when `moved` moved: what `last`'s shared frame
+    /// could not carry first (at the values `moved` holds, else as they were), then the rest.
+    fn after(last: &MetricBatch, moved: &[Arc<Event>]) -> Arc<MetricBatch> {
+        let moved_now: HashSet<ByKey> = moved.iter().cloned().map(ByKey).collect();
+        let newest = |e: &Event| {
+            let key = ByKey(Arc::new(e.clone()));
+            Some(Arc::clone(&moved_now.get(&key).unwrap_or(&key).0))
+        };
+        let queue = broadcast::carried_then_moved(broadcast::carried(last, newest), moved);
+        let seq = last.seq + 1;
+        Arc::new(MetricBatch::with_queue(
+            seq,
+            seq as i64,
+            moved.to_vec(),
+            queue,
+            last.max_bytes,
+        ))
+    }
+
+    /// The next frame's bytes and values (the frame as it is serialized).
+    fn next(live: &mut LiveValues) -> Option<(Bytes, usize)> {
+        live.next_frame(|bytes| bytes)
+    }
+
+    /// The next interval's frame when nothing moved in it (the engine's batch is empty).
+    fn next_interval(live: &mut LiveValues) -> Option<(Bytes, usize)> {
+        live.due = true;
+        next(live)
     }
 
     /// The frame's values as objects `{host, service, metric, description, time}`: its
@@ -433,7 +445,7 @@ mod tests {
             all,
         );
         live.merge(&batch(2, &[value("web1", "disk", 99.0)]), all);
-        let (frame, count) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (frame, count) = next(&mut live).unwrap();
         assert_eq!(count, 2);
         assert_eq!(
             values(&frame),
@@ -445,7 +457,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&frame).unwrap();
         assert_eq!(json["time"], 2, "the newest batch's time");
         assert!(
-            live.next_frame(MAX_VALUES_PER_FRAME).is_none(),
+            next_interval(&mut live).is_none(),
             "nothing left: no empty frame"
         );
     }
@@ -458,10 +470,10 @@ mod tests {
             &batch(1, &[value("web1", "disk", 1.0), value("web1", "cpu", 2.0)]),
             disk_only,
         );
-        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (frame, _) = next(&mut live).unwrap();
         assert_eq!(values(&frame), [("web1".into(), "disk".into(), 1.0)]);
         live.merge(&batch(2, &[value("web1", "cpu", 3.0)]), disk_only);
-        assert!(live.next_frame(MAX_VALUES_PER_FRAME).is_none());
+        assert!(next(&mut live).is_none());
     }
 
     /// A client that does not read: each interval's frame replaces the unsent one, which
@@ -473,19 +485,23 @@ mod tests {
             &batch(1, &[value("a", "s", 1.0), value("b", "s", 1.0)]),
             all,
         );
-        live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        next(&mut live).unwrap();
         for interval in 2..1000 {
             live.merge(&batch(interval, &[value("a", "s", interval as f64)]), all);
             live.unsent();
-            live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+            next(&mut live).unwrap();
             assert!(
                 live.pending() == 0 && live.queued.len() == 2,
                 "bounded by the keys"
             );
+            assert!(
+                live.held.order.len() <= 2 * 2 + 64,
+                "stale order entries bounded"
+            );
         }
         live.merge(&batch(1000, &[value("c", "s", 7.0)]), all);
         live.unsent();
-        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (frame, _) = next(&mut live).unwrap();
         assert_eq!(
             values(&frame),
             [
@@ -501,49 +517,58 @@ mod tests {
     fn taking_back_an_unsent_frame_keeps_the_newer_values() {
         let mut live = LiveValues::default();
         live.merge(&batch(1, &[value("a", "s", 1.0)]), all);
-        live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        next(&mut live).unwrap();
         live.merge(&batch(2, &[value("a", "s", 2.0)]), all);
         live.unsent();
-        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (frame, _) = next(&mut live).unwrap();
         assert_eq!(values(&frame), [("a".into(), "s".into(), 2.0)]);
     }
 
+    /// The bound is the batch's `max_bytes`: a frame holds what fits, the oldest values first,
+    /// and the rest wait for the next frames.
     #[test]
-    fn a_frame_holds_at_most_max_values_and_the_rest_wait() {
+    fn a_frame_holds_at_most_max_bytes_and_the_rest_wait_oldest_first() {
         let mut live = LiveValues::default();
-        let many: Vec<_> = (0..25).map(|i| value(&format!("h{i}"), "s", 1.0)).collect();
-        live.merge(&batch(1, &many), all);
-        let (_, first) = live.next_frame(10).unwrap();
-        live.sent();
-        let (_, second) = live.next_frame(10).unwrap();
-        live.sent();
-        let (_, third) = live.next_frame(10).unwrap();
-        assert_eq!((first, second, third), (10, 10, 5));
-        assert!(live.next_frame(10).is_none());
+        let many: Vec<_> = (0..25)
+            .map(|i| value(&format!("h{i:02}"), "s", 1.0))
+            .collect();
+        let one = broadcast::metrics_frame(1, MAX, &many[..1]).0.len();
+        let ten = broadcast::metrics_frame(1, MAX, &many[..10]).0.len();
+        live.merge(&bounded(1, &many[..20], ten), all);
+        live.merge(&bounded(2, &many[20..], ten), all);
+        let mut hosts = Vec::new();
+        let mut counts = Vec::new();
+        while let Some((frame, count)) = next_interval(&mut live) {
+            assert!(frame.len() <= ten && frame.len() > one, "{}", frame.len());
+            hosts.extend(values(&frame).into_iter().map(|(h, _, _)| h));
+            counts.push(count);
+            live.sent();
+        }
+        assert_eq!(counts, [10, 10, 5]);
+        let expected: Vec<_> = (0..25).map(|i| format!("h{i:02}")).collect();
+        assert_eq!(hosts, expected, "in the order they came");
     }
 
     #[test]
-    fn a_frame_is_bounded_in_bytes_too() {
+    fn a_frame_is_bounded_in_bytes_and_a_value_larger_than_the_bound_goes_alone() {
         let mut live = LiveValues::default();
         let long = "d".repeat(100 * 1024);
         let many: Vec<_> = (0..5)
             .map(|i| {
                 Arc::new(Event {
-                    description: Some(long.clone()),
+                    description: Some(if i == 4 { long.repeat(3) } else { long.clone() }),
                     ..(*value(&format!("h{i}"), "s", 1.0)).clone()
                 })
             })
             .collect();
-        live.merge(&batch(1, &many), all);
-        let (frame, count) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
-        assert_eq!(count, 3, "the value that crosses the bound is the last");
-        assert!(
-            frame.len() < MAX_FRAME_BYTES + 110 * 1024,
-            "{}",
-            frame.len()
-        );
-        live.sent();
-        assert_eq!(live.next_frame(MAX_VALUES_PER_FRAME).unwrap().1, 2);
+        live.merge(&bounded(1, &many, 256 * 1024), all);
+        let mut counts = Vec::new();
+        while let Some((frame, count)) = next_interval(&mut live) {
+            assert!(count == 1 || frame.len() <= 256 * 1024, "{}", frame.len());
+            counts.push(count);
+            live.sent();
+        }
+        assert_eq!(counts, [2, 2, 1], "300 KiB alone, rather than never");
     }
 
     #[test]
@@ -551,7 +576,8 @@ mod tests {
         let mut live = LiveValues::default();
         live.merge(&batch(1, &[value("a", "s", 1.0)]), all);
         live.clear();
-        assert!(live.next_frame(MAX_VALUES_PER_FRAME).is_none());
+        assert!(next(&mut live).is_none());
+        assert!(next_interval(&mut live).is_none());
     }
 
     #[test]
@@ -563,18 +589,19 @@ mod tests {
             ..Event::default()
         });
         live.merge(&batch(1, &[bare]), all);
-        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (frame, _) = next(&mut live).unwrap();
         let v = &rows(&frame)[0];
         assert!(v["metric"].is_null() && v["description"].is_null() && v["service"].is_null());
         assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
     }
+
     #[test]
     fn clients_without_a_query_share_one_serialized_frame() {
         let shared = batch(5, &[value("a", "s", 1.0), value("b", "s", 2.0)]);
         let (mut one, mut two) = (LiveValues::default(), LiveValues::default());
         assert!(one.take_whole(&shared) && two.take_whole(&shared));
-        let (first, n) = one.next_frame(MAX_VALUES_PER_FRAME).unwrap();
-        let (second, _) = two.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (first, n) = next(&mut one).unwrap();
+        let (second, _) = next(&mut two).unwrap();
         assert_eq!(n, 2);
         assert_eq!(
             first.as_ptr(),
@@ -588,17 +615,37 @@ mod tests {
         assert_eq!(one.pending(), 0);
     }
 
+    /// Issue 23: what a transport sends of a shared frame (its text type, whose constructor
+    /// checks UTF-8) is made once, however many dashboards send it.
+    #[test]
+    fn a_shared_frame_is_made_into_what_the_socket_sends_once() {
+        let shared = batch(5, &[value("a", "s", 1.0)]);
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let make = |bytes: Bytes| {
+            made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Arc::<str>::from(String::from_utf8(bytes.to_vec()).unwrap())
+        };
+        let mut texts = Vec::new();
+        for _ in 0..100 {
+            let mut live = LiveValues::default();
+            assert!(live.take_whole(&shared));
+            texts.push(live.next_frame(make).unwrap().0);
+        }
+        assert_eq!(made.into_inner(), 1);
+        assert!(texts.iter().all(|t| t.as_ptr() == texts[0].as_ptr()));
+    }
+
     #[test]
     fn a_whole_frame_taken_back_merges_under_newer_values() {
         let mut live = LiveValues::default();
         assert!(live.take_whole(&batch(1, &[value("a", "s", 1.0), value("b", "s", 1.0)])));
-        live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        next(&mut live).unwrap();
         // The next batch arrives while that frame is still queued: taken whole too, then the
         // old frame comes back unsent.
         assert!(live.take_whole(&batch(2, &[value("a", "s", 2.0)])));
         live.unsent();
         assert_eq!(live.pending(), 2);
-        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (frame, _) = next(&mut live).unwrap();
         assert_eq!(
             values(&frame),
             [("a".into(), "s".into(), 2.0), ("b".into(), "s".into(), 1.0)]
@@ -608,134 +655,232 @@ mod tests {
         assert!(!live.take_whole(&batch(4, &[value("c", "s", 4.0)])));
     }
 
-    /// A batch larger than one frame, taken whole: its shared frames go one after the other,
-    /// the same bytes for every client, and together carry every value once.
-    #[test]
-    fn a_batch_larger_than_a_frame_reaches_a_client_whole_across_shared_frames() {
-        let many: Vec<_> = (0..2 * MAX_VALUES_PER_FRAME + 1)
-            .map(|i| value("h", &format!("s{i}"), i as f64))
-            .collect();
-        let shared = batch(1, &many);
-        let (mut one, mut two) = (LiveValues::default(), LiveValues::default());
-        assert!(one.take_whole(&shared) && two.take_whole(&shared));
-        let mut seen = Vec::new();
-        while let Some((frame, count)) = one.next_frame(MAX_VALUES_PER_FRAME) {
-            let (theirs, _) = two.next_frame(MAX_VALUES_PER_FRAME).unwrap();
-            assert_eq!(frame.as_ptr(), theirs.as_ptr(), "shared, serialized once");
-            assert!(count <= MAX_VALUES_PER_FRAME && frame.len() < 2 * MAX_FRAME_BYTES);
-            assert_eq!(values(&frame).len(), count);
-            seen.extend(values(&frame));
-            one.sent();
-            two.sent();
-        }
-        assert!(two.next_frame(MAX_VALUES_PER_FRAME).is_none());
-        seen.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let mut all: Vec<_> = (0..many.len())
-            .map(|i| ("h".to_owned(), format!("s{i}"), i as f64))
-            .collect();
-        all.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        assert_eq!(seen, all, "every value once");
-        assert!(shared_frames(&shared).len() >= 3);
+    /// Batches of the same `keys` keys (in key order, as the engine makes them), each value
+    /// `interval`.
+    fn same_keys(interval: i64, keys: usize) -> Vec<Arc<Event>> {
+        (0..keys)
+            .map(|i| value("h", &format!("s{i:05}"), interval as f64))
+            .collect()
     }
 
-    /// Something merged while a batch's shared frames are still going: what is left of the
-    /// batch, and a frame taken back unsent, go on as pending values under the newer ones.
+    /// Issue 23: a batch larger than one frame, taken whole: one shared frame per interval,
+    /// the same bytes for every client, and the engine carries the rest into the next batches
+    /// (first, ahead of nothing new here), so together they carry every value once.
+    #[test]
+    fn a_batch_larger_than_a_frame_reaches_a_client_whole_across_intervals() {
+        let many = same_keys(1, 2000);
+        let max = 16 * 1024;
+        let mut shared = bounded(1, &many, max);
+        let (mut one, mut two) = (LiveValues::default(), LiveValues::default());
+        let mut seen = std::collections::BTreeMap::new();
+        for interval in 1.. {
+            assert!(one.take_whole(&shared) && two.take_whole(&shared));
+            let Some((frame, count)) = next(&mut one) else {
+                break;
+            };
+            let (theirs, _) = next(&mut two).unwrap();
+            assert_eq!(frame.as_ptr(), theirs.as_ptr(), "shared, serialized once");
+            assert!(frame.len() <= max && count == values(&frame).len());
+            assert!(next(&mut one).is_none(), "one frame an interval");
+            for (_, s, m) in values(&frame) {
+                assert!(seen.insert(s, m).is_none(), "every value once");
+            }
+            one.sent();
+            two.sent();
+            assert!(interval < 100);
+            shared = after(&shared, &[]);
+        }
+        assert_eq!(seen.len(), many.len(), "every value once");
+    }
+
+    /// Issue 23, the shared frames: more keys move every interval than one frame carries. A
+    /// client that reads every frame gets one frame an interval within the bound, and every
+    /// key's latest value within ceil(keys ÷ values per frame) + 1 intervals of its move;
+    /// one that reads every third interval holds one frame, no more, and still gets them all.
+    #[test]
+    fn more_moving_keys_than_a_frame_holds_all_come_within_their_share_of_intervals() {
+        let keys = 3000;
+        let max = 16 * 1024;
+        // Values a frame holds at least (the metrics here have fewer digits).
+        let per_frame = broadcast::metrics_frame(0, max, &same_keys(100_000, keys)).1;
+        let bound = keys.div_ceil(per_frame) + 1;
+        assert!(bound >= 4, "{per_frame} values a frame");
+        for reads_every in [1, 3] {
+            let mut live = LiveValues::default();
+            let mut shared = bounded(0, &same_keys(0, 0), max);
+            // Interval each key's frame was made at, as last read, and the value.
+            let mut got: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+            let mut last = None;
+            let bound = bound * reads_every + reads_every;
+            for interval in 1..=10 * bound {
+                shared = after(&shared, &same_keys(interval as i64, keys));
+                // The frame queued last interval was read, or is taken back unsent.
+                if interval % reads_every == 0 {
+                    live.sent();
+                    if let Some((at, frame)) = last.take() {
+                        for (_, service, metric) in values(&frame) {
+                            got.insert(service, (at, metric));
+                        }
+                    }
+                } else {
+                    live.unsent();
+                }
+                live.take_whole(&shared);
+                let (frame, _) = next(&mut live).unwrap();
+                assert!(frame.len() <= max, "{}", frame.len());
+                assert!(next(&mut live).is_none(), "one frame an interval");
+                assert!(live.pending() <= keys, "nothing held but one value a key");
+                last = Some((interval, frame));
+                if interval > 2 * bound {
+                    assert_eq!(got.len(), keys);
+                    for (service, (at, _)) in &got {
+                        assert!(interval - at <= bound, "{service} at {at}, now {interval}");
+                    }
+                }
+            }
+            assert!(
+                got.values().all(|(at, m)| *m == *at as f64),
+                "latest values"
+            );
+        }
+    }
+
+    /// Issue 23, a dashboard with a query: its own values go oldest first, a frame within the
+    /// bound an interval; every key comes within ceil(keys ÷ values per frame) + 1 intervals,
+    /// and a newer value of a waiting key goes in its place.
+    #[test]
+    fn a_query_with_more_moving_keys_than_a_frame_holds_gets_them_all_oldest_first() {
+        let keys = 3000;
+        let max = 16 * 1024;
+        let per_frame = broadcast::metrics_frame(0, max, &same_keys(100_000, keys)).1;
+        let bound = keys.div_ceil(per_frame) + 1;
+        let odd = |e: &Event| {
+            e.service
+                .as_deref()
+                .is_some_and(|s| !s.ends_with(['0', '2']))
+        };
+        let wanted = (0..keys).filter(|i| i % 10 != 0 && i % 10 != 2).count();
+        let mut live = LiveValues::default();
+        let mut got: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+        for interval in 1..=10 * bound {
+            live.sent();
+            live.merge(
+                &bounded(interval as i64, &same_keys(interval as i64, keys), max),
+                odd,
+            );
+            let (frame, _) = next(&mut live).unwrap();
+            assert!(frame.len() <= max);
+            assert!(next(&mut live).is_none(), "one frame an interval");
+            assert!(live.pending() <= wanted);
+            for (_, service, metric) in values(&frame) {
+                got.insert(service, (interval, metric));
+            }
+            if interval > 2 * bound {
+                assert_eq!(got.len(), wanted);
+                for (service, (at, metric)) in &got {
+                    assert!(interval - at <= bound, "{service} at {at}, now {interval}");
+                    assert_eq!(*metric, *at as f64, "{service}: the latest value");
+                }
+            }
+        }
+    }
+
+    /// Something merged while on the shared frames: the frame that did not leave and what the
+    /// shared queue still owed go on as the client's own values, under the newer ones.
     #[test]
     fn a_merge_midway_through_shared_frames_keeps_every_latest_value() {
-        let many: Vec<_> = (0..MAX_VALUES_PER_FRAME + 1)
-            .map(|i| value("h", &format!("s{i}"), 1.0))
-            .collect();
+        let many = same_keys(1, 2000);
+        let max = 16 * 1024;
         let mut live = LiveValues::default();
-        assert!(live.take_whole(&batch(1, &many)));
-        let (_, first) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let first = bounded(1, &many, max);
+        assert!(live.take_whole(&first));
+        let (_, sent) = next(&mut live).unwrap();
         live.sent();
-        live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
-        live.merge(
-            &batch(2, &[value("h", "s0", 2.0), value("h", "new", 2.0)]),
-            all,
-        );
+        let second = after(&first, &[]);
+        assert!(live.take_whole(&second));
+        next(&mut live).unwrap();
         live.unsent();
-        assert_eq!(live.pending(), many.len() - first + 1 + 1);
+        let third = after(
+            &second,
+            &[value("h", "s00000", 2.0), value("h", "new", 2.0)],
+        );
+        live.merge(&third, all);
+        assert_eq!(live.pending(), many.len() - sent + 2);
         let mut seen = std::collections::BTreeMap::new();
-        while let Some((frame, _)) = live.next_frame(MAX_VALUES_PER_FRAME) {
+        while let Some((frame, _)) = next_interval(&mut live) {
             seen.extend(values(&frame).into_iter().map(|(_, s, m)| (s, m)));
             live.sent();
         }
-        assert_eq!(seen.len(), many.len() - first + 2);
-        assert_eq!(seen["s0"], 2.0);
+        assert_eq!(seen.len(), many.len() - sent + 2);
+        assert_eq!(seen["s00000"], 2.0);
         assert_eq!(seen["new"], 2.0);
-        assert!(seen.values().filter(|m| **m == 1.0).count() == many.len() - first);
+        assert!(seen.values().filter(|m| **m == 1.0).count() == many.len() - sent);
     }
 
-    /// Batches of the same `keys` keys (in key order, as the engine makes them), each value
-    /// `interval`.
-    fn same_keys(interval: i64, keys: usize) -> Arc<MetricBatch> {
-        let values: Vec<_> = (0..keys)
-            .map(|i| value("h", &format!("s{i:05}"), interval as f64))
-            .collect();
-        batch(interval, &values)
-    }
-
-    /// A client that reads one frame an interval, of batches several frames long that each
-    /// follow the last: it stays on the shared frames (no frame of its own, nothing pending
-    /// past one batch) and gets every key in turn, the frame after the one it had.
-    #[test]
-    fn a_client_slower_than_the_batches_gets_every_key_in_turn_from_shared_frames() {
-        let keys = 2 * MAX_VALUES_PER_FRAME + 1;
-        let mut live = LiveValues::default();
-        let mut latest = std::collections::BTreeMap::new();
-        let frames = shared_frames(&same_keys(0, keys)).len() as i64;
-        assert!(frames >= 3, "{frames}");
-        for interval in 1..=frames {
-            let batch = same_keys(interval, keys);
-            assert!(live.take_whole(&batch), "interval {interval}");
-            live.sent();
-            let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
-            let shared = &shared_frames(&batch)[interval as usize - 1].frame;
-            assert_eq!(
-                frame.as_ptr(),
-                shared.as_ptr(),
-                "the batch's own frame, in turn"
-            );
-            latest.extend(values(&frame).into_iter().map(|(_, s, m)| (s, m)));
-            assert!(live.pending() < keys, "the rest of one batch only");
-        }
-        assert_eq!(latest.len(), keys, "every key once the frames went round");
-    }
-
-    /// A shared frame taken back unsent: when a batch that follows its own was taken, that
-    /// batch's frames carry newer values of its keys and it is dropped; when its own batch is
-    /// the newest, it goes back to its place among the frames still to go.
+    /// A shared frame taken back unsent goes back in place while its batch is the newest; a
+    /// newer batch whose shared frame holds its keys replaces it. One whose frame does not
+    /// leaves the client with its values as its own, first, and the rest of the queue after.
     #[test]
     fn an_unsent_shared_frame_is_dropped_for_a_newer_batch_or_goes_back_in_place() {
-        let keys = MAX_VALUES_PER_FRAME + 1;
+        let keys = 3;
         let mut live = LiveValues::default();
-        let first = same_keys(1, keys);
+        let first = batch(1, &same_keys(1, keys));
         assert!(live.take_whole(&first));
-        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (frame, _) = next(&mut live).unwrap();
         live.unsent();
         assert_eq!(live.pending(), keys, "back in place");
-        let (again, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (again, _) = next_interval(&mut live).unwrap();
         assert_eq!(frame.as_ptr(), again.as_ptr());
 
-        let second = same_keys(2, keys);
+        live.unsent();
+        let second = after(&first, &same_keys(2, keys));
         assert!(
             live.take_whole(&second),
-            "it follows the first: taken whole"
+            "its frame holds every key: taken whole"
         );
-        live.unsent();
         assert_eq!(
             live.pending(),
             keys,
-            "the first's frame dropped: the second's are newer"
+            "the first's frame dropped: the second's values are newer"
         );
-        let mut seen = std::collections::BTreeMap::new();
-        while let Some((frame, _)) = live.next_frame(MAX_VALUES_PER_FRAME) {
-            seen.extend(values(&frame).into_iter().map(|(_, s, m)| (s, m)));
-            live.sent();
-        }
-        assert_eq!(seen.len(), keys);
-        assert!(seen.values().all(|m| *m == 2.0), "every value the second's");
+        let (frame, _) = next(&mut live).unwrap();
+        assert_eq!(values(&frame).len(), keys);
+        assert!(
+            values(&frame).iter().all(|(_, _, m)| *m == 2.0),
+            "every value the second's"
+        );
+
+        // Frames smaller than the keys: the unsent one's go first, as the client's own.
+        let max = broadcast::metrics_frame(0, MAX, &same_keys(3, 2)).0.len();
+        let mut live = LiveValues::default();
+        let third = bounded(3, &same_keys(3, keys), max);
+        assert!(live.take_whole(&third));
+        let (frame, 2) = next(&mut live).unwrap() else {
+            panic!("two values a frame");
+        };
+        live.unsent();
+        let fourth = after(&third, &same_keys(4, keys));
+        assert!(
+            !live.take_whole(&fourth),
+            "its frame lacks the unsent frame's keys"
+        );
+        let (own, _) = next(&mut live).unwrap();
+        let services = |f: &Bytes| values(f).into_iter().map(|(_, s, _)| s).collect::<Vec<_>>();
+        assert_eq!(
+            services(&own),
+            services(&frame),
+            "the keys that waited longest"
+        );
+        assert!(
+            values(&own).iter().all(|(_, _, m)| *m == 4.0),
+            "at their latest"
+        );
+        live.sent();
+        assert!(next(&mut live).is_none(), "one frame an interval");
+        let (rest, 1) = next_interval(&mut live).unwrap() else {
+            panic!("the last key");
+        };
+        assert_eq!(services(&rest), ["s00002"]);
     }
 
     /// A client that fell back on frames of its own (a batch merged) goes back to the shared
@@ -748,12 +893,14 @@ mod tests {
             &batch(1, &[value("a", "s", 1.0), value("b", "s", 1.0)]),
             all,
         );
+        let one_value = broadcast::metrics_frame(0, MAX, &[value("a", "s", 2.0)])
+            .0
+            .len();
         assert!(
-            !live.take_whole(&batch(2, &[value("a", "s", 2.0)])),
+            !live.take_whole(&bounded(2, &[value("a", "s", 2.0)], one_value)),
             "b lacks"
         );
-        live.merge(&batch(2, &[value("a", "s", 2.0)]), all);
-        let (_, queued) = live.next_frame(1).unwrap();
+        let (_, queued) = next(&mut live).unwrap();
         assert_eq!(queued, 1);
         let all_keys = batch(
             3,
@@ -766,8 +913,11 @@ mod tests {
         assert!(live.take_whole(&all_keys));
         live.unsent();
         assert_eq!(live.pending(), 3, "only the batch's values");
-        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
-        assert_eq!(frame.as_ptr(), shared_frames(&all_keys)[0].frame.as_ptr());
+        let (frame, _) = next(&mut live).unwrap();
+        assert_eq!(
+            frame.as_ptr(),
+            broadcast::shared_metrics_frame(&all_keys).frame.as_ptr()
+        );
         assert_eq!(values(&frame).len(), 3);
     }
 
@@ -791,7 +941,7 @@ mod tests {
             ),
             all,
         );
-        let (frame, _) = live.next_frame(MAX_VALUES_PER_FRAME).unwrap();
+        let (frame, _) = next(&mut live).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&frame).unwrap();
         assert_eq!(json["hosts"], serde_json::json!(["web1"]));
         let mut rows: Vec<String> = (json["values"].as_array().unwrap().iter())

@@ -41,7 +41,7 @@ use tokio::time::Instant;
 
 use self::state::{End, FromClient, Need, SessionState, Step, Why};
 use self::state::{MESSAGES_PER_SECOND, MESSAGE_BURST};
-use super::live_values::{LiveValues, MAX_VALUES_PER_FRAME};
+use super::live_values::LiveValues;
 use super::outbox::Outgoing;
 use super::{Resume, DRAIN_BATCH};
 use crate::broadcast::{self, MetricsReceiver, Published, Receiver};
@@ -225,10 +225,10 @@ impl Session {
         }
     }
 
-    /// Before each wait: a snapshot that is due is taken (with fresh streams), and the live
-    /// values held while the last `metrics` frame was unread (or past the values one frame
-    /// carries) go once it has left. In that order: `prepare` ends a rest that is over, and
-    /// values looked at before it would wait for the next batch to wake the session.
+    /// Before each wait: a snapshot that is due is taken (with fresh streams), and this
+    /// interval's `metrics` frame goes once the last one has left, if it was still in the
+    /// socket when the interval's batch came. In that order: `prepare` ends a rest that is
+    /// over, and a frame looked at before it would wait for the next batch to wake the session.
     async fn before_wait(&mut self, streams: &mut Streams) -> Option<End> {
         while let Some(need) = self.state.prepare(Instant::now()) {
             if need == Need::Resync {
@@ -239,10 +239,7 @@ impl Session {
                 None => return Some(End::Flush),
             }
         }
-        if self.live.pending() > 0
-            && self.state.takes_changes()
-            && !self.state.outbox().holds_metrics()
-        {
+        if self.live.due() && self.state.takes_changes() && !self.state.outbox().holds_metrics() {
             let step = self.queue_metrics(Instant::now());
             if let Some(end) = self.ended(step) {
                 return Some(end);
@@ -306,26 +303,31 @@ impl Session {
     }
 
     /// Takes `received` and the other metric batches the receiver holds into the live values,
-    /// then queues the one `metrics` frame: it replaces the frame still unsent, if any, with
-    /// the latest value of every key of both. A session that missed batches (it did not run
-    /// for [`broadcast::METRIC_BATCHES_KEPT`] intervals) is resynchronised: the snapshot
-    /// carries every current value.
+    /// then queues this interval's one `metrics` frame. First the last one is settled: handed
+    /// to the socket, it was sent; still queued, it was not read and is taken back out (its
+    /// values go first in the frame that replaces it). A session that missed batches (it did
+    /// not run for [`broadcast::METRIC_BATCHES_KEPT`] intervals) is resynchronised: the
+    /// snapshot carries every current value.
     fn take_metrics(
         &mut self,
         received: Result<Arc<MetricBatch>, RecvError>,
         streams: &mut Streams,
     ) -> Step {
         let now = Instant::now();
+        if self.state.outbox().take_queued_metrics() {
+            self.live.unsent();
+        } else {
+            self.live.sent();
+        }
         let mut next = Some(received);
         while let Some(received) = next.take() {
             match received {
-                Ok(batch) => {
-                    let filter = self.filter.as_ref();
-                    if filter.is_some() || !self.live.take_whole(&batch) {
-                        self.live
-                            .merge(&batch, |e| filter.is_none_or(|q| q.matches(e)));
+                Ok(batch) => match self.filter.as_ref() {
+                    Some(query) => self.live.merge(&batch, |e| query.matches(e)),
+                    None => {
+                        self.live.take_whole(&batch);
                     }
-                }
+                },
                 Err(RecvError::Lagged(_)) => return self.state.missed(now),
                 Err(RecvError::Closed) => streams.metrics_open = false,
             }
@@ -338,24 +340,22 @@ impl Session {
         self.queue_metrics(now)
     }
 
-    /// Queues the one `metrics` frame of what is pending: it replaces the frame still queued,
-    /// if any, with the latest value of every key of both; while one is handed to the socket
-    /// and not yet flushed (the client is not reading), it waits, and values keep merging.
+    /// Queues this interval's `metrics` frame, at most `--metrics-max-bytes` (see
+    /// `live_values`) — unless the last one was handed to the socket and is not yet flushed
+    /// (the client is not reading yet): then it goes once that one has left (`before_wait`),
+    /// or not at all if the next interval comes first, and values keep merging.
     fn queue_metrics(&mut self, now: Instant) -> Step {
-        let out = self.state.outbox();
-        if out.take_queued_metrics() {
-            self.live.unsent();
-        } else if out.metrics_in_flight() {
+        if self.state.outbox().metrics_in_flight() {
             return Step::Continue;
-        } else {
-            self.live.sent();
         }
-        let Some((frame, values)) = self.live.next_frame(MAX_VALUES_PER_FRAME) else {
+        let Some((frame, values)) = self.live.next_frame(text_frame) else {
             return Step::Continue;
         };
-        Counters::add(&self.app.counters.ws_metrics_frames, 1);
-        Counters::add(&self.app.counters.ws_metrics_values, values as u64);
-        self.state.metrics(text_frame(frame), now)
+        let counters = &self.app.counters;
+        Counters::add(&counters.ws_metrics_frames, 1);
+        Counters::add(&counters.ws_metrics_values, values as u64);
+        Counters::add(&counters.ws_metrics_deferred, self.live.pending() as u64);
+        self.state.metrics(frame, now)
     }
 
     /// Something the client sent (or the end of its stream): the state decides; a request
