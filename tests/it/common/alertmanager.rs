@@ -42,7 +42,20 @@ impl Webhook {
             "/hook",
             post(move |Json(notification): Json<Value>| async move {
                 let alerts = notification["alerts"].as_array().cloned();
-                store.lock().unwrap().extend(alerts.unwrap_or_default());
+                let alerts = alerts.unwrap_or_default();
+                // One line per notification received (its first alerts): `cargo test alerting -- --nocapture` shows what
+                // reached the receiver in each case (and a failing test's output shows it too).
+                let shown: Vec<String> = alerts
+                    .iter()
+                    .take(3)
+                    .map(|alert| format!("{} {}", alert["status"], alert["labels"]))
+                    .collect();
+                println!(
+                    "webhook received {} alert(s): {}",
+                    alerts.len(),
+                    shown.join("; ")
+                );
+                store.lock().unwrap().extend(alerts);
                 "ok"
             }),
         );
