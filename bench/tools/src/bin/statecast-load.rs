@@ -68,6 +68,11 @@ struct Args {
     /// Seconds of load before measuring starts (not counted).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Offered events per second over all connections (0: as fast as acknowledged). Each
+    /// connection sends its share on a fixed schedule (still at most `in_flight` unanswered),
+    /// catching up in one write when it fell behind: a server that keeps up shows this rate.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// A label copied into the JSON line (e.g. the server's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -158,6 +163,23 @@ fn build_cycle(args: &Args, conn: usize) -> (Vec<Bytes>, u64) {
     (frames, flips)
 }
 
+/// A connection's sending schedule under `--rate`: message i is due at start + i ÷ rate.
+struct Schedule {
+    start: Instant,
+    msgs_per_s: f64,
+    sent: u64,
+}
+
+impl Schedule {
+    /// Waits until the next message is due; returns how many are due by then (at least 1).
+    async fn wait_for_due(&self) -> usize {
+        let next_due = self.start + Duration::from_secs_f64(self.sent as f64 / self.msgs_per_s);
+        tokio::time::sleep_until(next_due.into()).await;
+        let due_by_now = (self.start.elapsed().as_secs_f64() * self.msgs_per_s) as u64 + 1;
+        due_by_now.saturating_sub(self.sent).max(1) as usize
+    }
+}
+
 async fn run_connection(args: Arc<Args>, conn: usize, shared: Arc<Shared>) -> Result<(), String> {
     let (frames, _) = build_cycle(&args, conn);
     let addr = args.addr[conn % args.addr.len()];
@@ -174,6 +196,12 @@ async fn run_connection(args: Arc<Args>, conn: usize, shared: Arc<Shared>) -> Re
 
     let writer_window = Arc::clone(&window);
     let writer_shared = Arc::clone(&shared);
+    let msgs_per_s = args.rate / events_per_msg as f64 / args.connections.max(1) as f64;
+    let mut schedule = (msgs_per_s > 0.0).then(|| Schedule {
+        start: Instant::now(),
+        msgs_per_s,
+        sent: 0,
+    });
     let writer = tokio::spawn(async move {
         let mut next = 0usize;
         let mut out = BytesMut::with_capacity(64 * 1024);
@@ -190,6 +218,13 @@ async fn run_connection(args: Arc<Args>, conn: usize, shared: Arc<Shared>) -> Re
             while let Ok(p) = writer_window.try_acquire() {
                 p.forget();
                 n += 1;
+            }
+            if let Some(schedule) = schedule.as_mut() {
+                let due = schedule.wait_for_due().await;
+                // Slots beyond what the schedule allows now go back to the window.
+                writer_window.add_permits(n - n.min(due));
+                n = n.min(due);
+                schedule.sent += n as u64;
             }
             let now = Instant::now();
             for _ in 0..n {
@@ -328,6 +363,7 @@ async fn main() -> std::process::ExitCode {
         "batch": args.batch,
         "in_flight": args.in_flight,
         "change_ratio": args.change_ratio,
+        "rate": args.rate,
         "flips_per_cycle": flips_per_cycle,
         "seconds": elapsed,
         "acked_msgs": msgs,
