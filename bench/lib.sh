@@ -38,11 +38,12 @@ stop() { # stop PID: end a server we started, wait for it
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # Servers. Each sets SERVER_PID and the addresses it listens on.
-start_statecast() { # [extra flags]: default is persistence on, in a fresh data directory
+start_statecast() { # [extra flags]: default is persistence on, in a fresh data directory; the
+  # binary is $STATECAST_BIN when set (bench/cluster-ab.sh), else $T/statecast
   local ready=$WORK/ready.$RANDOM.json line
   local data=(--data-dir "$WORK/data.$RANDOM")
   [ "${1:-}" = "--data-dir" ] && data=()
-  RUST_LOG=warn,statecast::server=info "$T/statecast" --tcp 127.0.0.1:0 --udp off --http 127.0.0.1:0 \
+  RUST_LOG=warn,statecast::server=info "${STATECAST_BIN:-$T/statecast}" --tcp 127.0.0.1:0 --udp off --http 127.0.0.1:0 \
     --ready-file "$ready" "${data[@]}" "$@" >/dev/null 2>"$ready.log" &
   SERVER_PID=$!
   line=$(wait_ready "$ready" $SERVER_PID)
