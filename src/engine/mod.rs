@@ -676,12 +676,17 @@ impl Owner {
                         self.handle(command).await;
                     }
                     self.end_group().await;
+                    // Nothing more waiting: the series thread gets what this burst gathered.
+                    if rx.is_empty() {
+                        self.flush_series();
+                    }
                 }
                 // While storage fails, nothing new is applied: expiry waits too.
                 _ = reap.tick(), if clock.is_some() && self.storage_failure().is_none() => {
                     self.tick(now_micros()).await;
                 }
                 _ = flush.tick() => {
+                    self.flush_series();
                     if self.storage_failure().is_none() {
                         self.flush().await;
                     }
@@ -690,6 +695,7 @@ impl Owner {
             }
         }
         self.end_group().await;
+        self.flush_series();
         self.flush().await;
         if let Some(committer) = self.committer.take() {
             committer.close().await;
@@ -699,6 +705,14 @@ impl Owner {
             seq = self.engine.seq(),
             "engine stopped"
         );
+    }
+
+    /// Sends the series points gathered from the batches applied so far (see
+    /// [`crate::series::SeriesFeed`]).
+    fn flush_series(&mut self) {
+        if let Some(feed) = &mut self.series {
+            feed.flush();
+        }
     }
 
     /// Expires what is due at `now_micros`.
@@ -876,7 +890,7 @@ impl Owner {
         };
         Counters::add(&self.counters.events, count);
         if let (Some(feed), Some(points)) = (&mut self.series, points) {
-            feed.send(points);
+            feed.add(points);
         }
         // Before any acknowledgement: a sender that got its `ok` sees its keys counted.
         self.count_keys();

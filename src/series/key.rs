@@ -36,7 +36,7 @@ pub struct Point {
 /// them, over the same ordered channel; the feed keeps the names of a dropped batch for the next
 /// one (`feed`), so no point ever reaches the series thread before its slot's current name.
 /// Bounded by its batch (names: at most one per point).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Points {
     /// The names, packed one after the other ([`PackedKey`]'s layout).
     name_bytes: Vec<u8>,
@@ -98,6 +98,15 @@ impl Points {
     /// The points, in the order they were pushed.
     pub fn points(&self) -> &[Point] {
         &self.points
+    }
+
+    /// Appends `later`'s points (and its count of metrics not stored) after this batch's own.
+    /// `later` must carry no names: a name goes ahead of every point of the batch it came with,
+    /// so a batch naming slots starts a batch of its own (see [`super::SeriesFeed`]).
+    pub fn append(&mut self, later: Points) {
+        debug_assert!(!later.has_names(), "a batch with names starts anew");
+        self.points.extend_from_slice(&later.points);
+        self.not_finite += later.not_finite;
     }
 
     /// Puts `earlier`'s names ahead of this batch's own (the feed's names of dropped batches).
