@@ -50,7 +50,8 @@ BATCH=100
 IN_FLIGHT=64
 RATE=${BENCH_TRENDS_RATE:-0}
 OFFERED="as fast as acknowledged"
-[ "$RATE" != 0 ] && OFFERED="offered at $RATE events/s"
+RATE_ARGS=() # only when set: an older statecast-load (BENCH_BIN_DIR) has no --rate
+if [ "$RATE" != 0 ]; then OFFERED="offered at $RATE events/s"; RATE_ARGS=(--rate "$RATE"); fi
 
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   echo "==> building release binaries" >&2
@@ -74,7 +75,7 @@ point() {
   swarm_pid=$!
   wait_for "$WORK/swarm-$name.txt.err" 'swarm connected' >/dev/null
   "$T/statecast-load" --addr "$TCP_ADDR" -c $CONNS -b $BATCH -k $IN_FLIGHT --keys $KEYS \
-    --cover-keys --change-ratio 0 --rate "$RATE" -d "$DUR" --label "$name" >"$WORK/load-$name.txt" 2>&1 || true
+    --cover-keys --change-ratio 0 "${RATE_ARGS[@]}" -d "$DUR" --label "$name" >"$WORK/load-$name.txt" 2>&1 || true
   wait "$swarm_pid" || true
   echo "$(rss_kib "$SERVER_PID")" >"$WORK/rss-$name.txt"
   cpu_seconds "$SERVER_PID" >"$WORK/cpu-$name.txt"
