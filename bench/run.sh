@@ -4,8 +4,8 @@
 #
 #   bench/run.sh           full run (several minutes); writes BENCHMARKS.md
 #   bench/run.sh --smoke   tiny configuration (~45 s after the build, bench/cluster.sh's ~30 s
-#                          included) proving the tools work; writes target/bench-smoke.md, never
-#                          touches BENCHMARKS.md
+#                          included) proving the tools work, on the debug build; writes
+#                          target/bench-smoke.md, never touches BENCHMARKS.md
 #
 # Knobs (environment): BENCH_DURATION (s per ingest point, default 4), BENCH_FANOUT_CLIENTS
 # (default "100 1000 5000"), BENCH_IDLE_CLIENTS (default 10000), BENCH_SOAK_SECS (default 60).
@@ -38,10 +38,19 @@ IN_FLIGHT=64
 CHANGE_RATIO=0.01
 WATCHERS=10
 
-echo "==> building release binaries" >&2
 # The tools are the workspace member bench/tools (crate statecast-bench); one target directory.
-cargo build --release --workspace --bins --quiet
-T=$ROOT/target/release
+if [ $SMOKE = 1 ]; then
+  # The smoke run proves the tools work and its numbers mean nothing: it runs the debug build
+  # that scripts/test has just built and tested, rather than compiling everything again with
+  # optimizations (the largest single step of CI's wall time).
+  echo "==> building debug binaries (smoke run)" >&2
+  cargo build --workspace --bins --quiet
+  T=$ROOT/target/debug
+else
+  echo "==> building release binaries" >&2
+  cargo build --release --workspace --bins --quiet
+  T=$ROOT/target/release
+fi
 PEER_DIR=$ROOT/bench/peers/node-ws-hub
 if [ ! -d "$PEER_DIR/node_modules" ]; then
   echo "==> installing the node peer's dependencies (npm ci)" >&2
@@ -327,11 +336,11 @@ mv "$OUT.tmp" "$OUT"
 echo "==> wrote $OUT" >&2
 # Cluster mode (issue 14): its own script, which writes its section into the same file.
 CLUSTER_ARGS=(); [ $SMOKE = 1 ] && CLUSTER_ARGS=(--smoke "$OUT")
-BENCH_NO_BUILD=1 BENCH_COMMIT="$COMMIT" bash bench/cluster.sh "${CLUSTER_ARGS[@]}" || FAILED=1
+BENCH_NO_BUILD=1 BENCH_BIN_DIR=$T BENCH_COMMIT="$COMMIT" bash bench/cluster.sh "${CLUSTER_ARGS[@]}" || FAILED=1
 # Trends (issue 23): live metrics frames to many dashboards (its own section), and series on ÷ off
 # (printed; the figures in BENCHMARKS.md come from its full run).
-BENCH_NO_BUILD=1 BENCH_COMMIT="$COMMIT" bash bench/trends.sh "${CLUSTER_ARGS[@]}" || FAILED=1
-if [ $SMOKE = 1 ]; then bash bench/series.sh 1 1 >/dev/null || FAILED=1; fi
+BENCH_NO_BUILD=1 BENCH_BIN_DIR=$T BENCH_COMMIT="$COMMIT" bash bench/trends.sh "${CLUSTER_ARGS[@]}" || FAILED=1
+if [ $SMOKE = 1 ]; then BENCH_BIN_DIR=$T bash bench/series.sh 1 1 >/dev/null || FAILED=1; fi
 rm -rf "$WORK"
 if [ $FAILED = 1 ]; then
   echo "bench/run.sh: some measurements failed (see above)" >&2

@@ -17,7 +17,8 @@
 set -u
 ROUNDS=${1:-3} DUR=${2:-6}
 shift $(($# < 2 ? $# : 2))
-T=$(cd "$(dirname "$0")/.." && pwd)/target/release
+# BENCH_BIN_DIR: where statecast-load (and the default statecast) are; default target/release.
+T=${BENCH_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target/release}
 BINS=("$@")
 [ ${#BINS[@]} -eq 0 ] && BINS=("$T/statecast")
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/statecast-series.XXXXXX")
