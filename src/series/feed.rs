@@ -146,6 +146,11 @@ mod tests {
         }
     }
 
+    /// The (slot, name) pairs a batch carries, in order.
+    fn names_in(points: &Points) -> Vec<(u32, KeyName)> {
+        points.names().map(|(s, n)| (s, name_of(n))).collect()
+    }
+
     #[test]
     fn batches_are_gathered_until_flushed_and_a_batch_naming_slots_starts_anew() {
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
@@ -161,16 +166,14 @@ mod tests {
         feed.add(Points::one(0, "b", "cpu", 3, 3.0));
         let first = rx.try_recv().expect("the gathered batches, sent");
         assert_eq!(first.len(), 2);
-        let names: Vec<(u32, KeyName)> = first.names().map(|(s, n)| (s, name_of(n))).collect();
-        assert_eq!(names, [(0, name("a"))]);
+        assert_eq!(names_in(&first), [(0, name("a"))]);
         assert!(
             rx.try_recv().is_err(),
             "the naming batch waits for the flush"
         );
         feed.flush();
         let second = rx.try_recv().expect("the naming batch");
-        let names: Vec<(u32, KeyName)> = second.names().map(|(s, n)| (s, name_of(n))).collect();
-        assert_eq!((second.len(), names), (1, vec![(0, name("b"))]));
+        assert_eq!((second.len(), names_in(&second)), (1, vec![(0, name("b"))]));
         let not_finite = &counters.dropped[DropReason::NotFinite as usize];
         assert_eq!(SeriesCounters::get(not_finite), 1);
         // Enough points are sent without a flush.
@@ -207,8 +210,7 @@ mod tests {
         next.push(1, 3, 5.0);
         feed.send(next);
         let sent = rx.try_recv().expect("a batch");
-        let names: Vec<(u32, KeyName)> = sent.names().map(|(s, n)| (s, name_of(n))).collect();
-        assert_eq!(names, [(0, name("c")), (1, name("b"))]);
+        assert_eq!(names_in(&sent), [(0, name("c")), (1, name("b"))]);
         // Sent once: the batch after that carries none.
         feed.send(Points::one(2, "d", "cpu", 4, 6.0));
         assert_eq!(rx.try_recv().map(|p| p.names().count()), Ok(1));

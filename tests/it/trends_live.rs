@@ -218,15 +218,7 @@ async fn a_client_that_does_not_read_gets_the_latest_values_when_it_reads_again(
         "256KiB",
     ]);
     let text = "x".repeat(8 * 1024);
-    let round = |metric: usize| {
-        let events: Vec<Value> = (0..KEYS)
-            .map(|k| {
-                json!({"host": format!("h{k:02}"), "service": "s", "state": "warning",
-                       "metric": metric, "description": format!("{metric} {text}")})
-            })
-            .collect();
-        Value::Array(events)
-    };
+    let round = |metric: usize| warnings_with_long_descriptions(KEYS, metric, &text);
     post(&server, round(0)).await;
     // A client that reads: a round has been taken once it has the round's frame.
     let (mut reader, _) = WsClient::connect_with_snapshot(&server).await;
@@ -282,15 +274,7 @@ async fn more_moving_keys_than_a_frame_holds_come_within_their_share_of_frames()
     let server = InProcess::start(&["--metrics-interval", "0.1", "--stats-interval", "1h"]);
     // ≈ 8 KiB a value: 7 to a frame, 50 keys take 8 frames.
     let text = "x".repeat(8 * 1024);
-    let round = |metric: usize| {
-        let events: Vec<Value> = (0..KEYS)
-            .map(|k| {
-                json!({"host": format!("h{k:02}"), "service": "s", "state": "warning",
-                       "metric": metric, "description": format!("{metric} {text}")})
-            })
-            .collect();
-        Value::Array(events)
-    };
+    let round = |metric: usize| warnings_with_long_descriptions(KEYS, metric, &text);
     post(&server, round(0)).await;
     let (mut shared, _) = WsClient::connect_with_snapshot(&server).await;
     let mut query = WsClient::connect_path(&server, "/ws?query=service%20%3D%20%22s%22").await;
@@ -338,4 +322,16 @@ async fn more_moving_keys_than_a_frame_holds_come_within_their_share_of_frames()
         frames += 1;
     }
     assert!(frames <= 2 * (KEYS.div_ceil(7) + 1), "{frames} frames");
+}
+
+/// `keys` warning events (hosts h00, h01, …, service "s") with `metric` and a description of
+/// the metric followed by `text`: values large enough that few fit in a frame.
+fn warnings_with_long_descriptions(keys: usize, metric: usize, text: &str) -> Value {
+    let events: Vec<Value> = (0..keys)
+        .map(|k| {
+            json!({"host": format!("h{k:02}"), "service": "s", "state": "warning",
+                   "metric": metric, "description": format!("{metric} {text}")})
+        })
+        .collect();
+    Value::Array(events)
 }
