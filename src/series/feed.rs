@@ -66,7 +66,13 @@ impl SeriesFeed {
     /// Takes the points of an applied batch (made by the engine as it applied it), for the
     /// series thread: sent with the batches after it at the next [`Self::flush`], or now when
     /// enough are gathered; never waits (see the module doc).
-    pub fn add(&mut self, points: Points) {
+    pub fn add(&mut self, mut points: Points) {
+        // Counted now: what is gathered carries points and names only.
+        if points.not_finite > 0 {
+            self.counters
+                .dropped(DropReason::NotFinite, points.not_finite);
+            points.not_finite = 0;
+        }
         // A batch that names slots goes after what is gathered, never into it: its names must
         // reach the series thread after the points gathered before them (a reused slot's old
         // key) and before its own.
@@ -74,9 +80,7 @@ impl SeriesFeed {
             self.flush();
         }
         if self.gathered.is_empty() && !self.gathered.has_names() {
-            let not_finite = self.gathered.not_finite;
             self.gathered = points;
-            self.gathered.not_finite += not_finite;
         } else {
             self.gathered.append(points);
         }
@@ -87,7 +91,7 @@ impl SeriesFeed {
 
     /// Sends what is gathered: the engine calls it when it has nothing more waiting.
     pub fn flush(&mut self) {
-        if !self.gathered.is_empty() || self.gathered.has_names() || self.gathered.not_finite > 0 {
+        if !self.gathered.is_empty() || self.gathered.has_names() {
             let gathered = std::mem::take(&mut self.gathered);
             self.send(gathered);
         }
@@ -95,10 +99,6 @@ impl SeriesFeed {
 
     /// Hands gathered points to the series thread; never waits (see the module doc).
     fn send(&mut self, mut points: Points) {
-        if points.not_finite > 0 {
-            self.counters
-                .dropped(DropReason::NotFinite, points.not_finite);
-        }
         let n = points.len();
         if n == 0 {
             self.keep_names(&points);

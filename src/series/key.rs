@@ -100,13 +100,13 @@ impl Points {
         &self.points
     }
 
-    /// Appends `later`'s points (and its count of metrics not stored) after this batch's own.
+    /// Appends `later`'s points after this batch's own (its count of metrics not stored is the
+    /// feed's to count).
     /// `later` must carry no names: a name goes ahead of every point of the batch it came with,
     /// so a batch naming slots starts a batch of its own (see [`super::SeriesFeed`]).
     pub fn append(&mut self, later: Points) {
         debug_assert!(!later.has_names(), "a batch with names starts anew");
         self.points.extend_from_slice(&later.points);
-        self.not_finite += later.not_finite;
     }
 
     /// Puts `earlier`'s names ahead of this batch's own (the feed's names of dropped batches).
