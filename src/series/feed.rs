@@ -146,6 +146,19 @@ mod tests {
         }
     }
 
+    /// A feed whose channel holds `batches` batches, its receiving end and its counters.
+    fn feed_with_room(
+        batches: usize,
+    ) -> (
+        SeriesFeed,
+        std::sync::mpsc::Receiver<Points>,
+        Arc<SeriesCounters>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(batches);
+        let counters = Arc::new(SeriesCounters::default());
+        (SeriesFeed::new(tx, Arc::clone(&counters)), rx, counters)
+    }
+
     /// The (slot, name) pairs a batch carries, in order.
     fn names_in(points: &Points) -> Vec<(u32, KeyName)> {
         points.names().map(|(s, n)| (s, name_of(n))).collect()
@@ -153,9 +166,7 @@ mod tests {
 
     #[test]
     fn batches_are_gathered_until_flushed_and_a_batch_naming_slots_starts_anew() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        let counters = Arc::new(SeriesCounters::default());
-        let mut feed = SeriesFeed::new(tx, Arc::clone(&counters));
+        let (mut feed, rx, counters) = feed_with_room(16);
         feed.add(Points::one(0, "a", "cpu", 1, 1.0));
         let mut later = Points::with_capacity(1);
         later.push(0, 2, 2.0);
@@ -192,9 +203,7 @@ mod tests {
 
     #[test]
     fn the_names_of_a_dropped_batch_go_ahead_of_the_next_batch_sent() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let counters = Arc::new(SeriesCounters::default());
-        let mut feed = SeriesFeed::new(tx, Arc::clone(&counters));
+        let (mut feed, rx, counters) = feed_with_room(1);
         feed.send(Points::one(0, "a", "cpu", 1, 1.0));
         // The queue is full: this batch, which names slot 1 and reuses slot 0, is dropped.
         let mut dropped = Points::one(1, "b", "cpu", 2, 2.0);
